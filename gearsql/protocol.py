@@ -1,0 +1,396 @@
+"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.
+
+Nothing here touches a socket, an event loop or a logger, and only the standard library is used:
+the same module runs in the job server, the client library and inside PostgreSQL's PL/Python.
+
+Bytes go in with :meth:`Parser.feed`, events come out (:class:`Packet`, :class:`AdminLine`, or a
+final :class:`Violation` when the peer broke the protocol). :func:`pack` turns a packet type and
+its arguments back into bytes. The layout follows the Gearman PROTOCOL document: a 12-byte header
+(4-byte magic, big-endian u32 type, big-endian u32 length) and NUL-separated arguments where only
+the last one may contain NUL bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from typing import NamedTuple, Union
+
+__all__ = [
+    "ARGUMENTS",
+    "DEFAULT_MAX_PACKET_SIZE",
+    "HEADER",
+    "MAX_ADMIN_LINE",
+    "MAX_FUNCTION_NAME",
+    "MAX_HANDLE",
+    "MAX_UNIQUE",
+    "REQ",
+    "RES",
+    "AdminLine",
+    "LocalProtocolError",
+    "Packet",
+    "PacketType",
+    "Parser",
+    "Violation",
+    "check_function_name",
+    "check_unique",
+    "pack",
+    "pack_request",
+    "pack_response",
+    "split_admin_words",
+]
+
+REQ = b"\0REQ"
+RES = b"\0RES"
+
+#: Size of the binary header: magic, type and data length.
+HEADER = 12
+
+#: Largest packet body accepted by default (checked on the header, before any buffering).
+DEFAULT_MAX_PACKET_SIZE = 64 * 1024 * 1024
+#: An admin line longer than this without a newline closes the connection.
+MAX_ADMIN_LINE = 8192
+#: gearmand's GEARMAN_MAX_UNIQUE_SIZE: uniques longer than this get ARGUMENT_TOO_LARGE.
+MAX_UNIQUE = 64
+#: Longest function name accepted (gearmand allows 512 bytes).
+MAX_FUNCTION_NAME = 512
+#: Job handles are at most 64 bytes including gearmand's terminating NUL.
+MAX_HANDLE = 64
+
+_HEADER = struct.Struct(">4sII")
+
+
+class PacketType(enum.IntEnum):
+    """Binary packet types, named exactly as in the Gearman PROTOCOL document."""
+
+    CAN_DO = 1
+    CANT_DO = 2
+    RESET_ABILITIES = 3
+    PRE_SLEEP = 4
+    NOOP = 6
+    SUBMIT_JOB = 7
+    JOB_CREATED = 8
+    GRAB_JOB = 9
+    NO_JOB = 10
+    JOB_ASSIGN = 11
+    WORK_STATUS = 12
+    WORK_COMPLETE = 13
+    WORK_FAIL = 14
+    GET_STATUS = 15
+    ECHO_REQ = 16
+    ECHO_RES = 17
+    SUBMIT_JOB_BG = 18
+    ERROR = 19
+    STATUS_RES = 20
+    SUBMIT_JOB_HIGH = 21
+    SET_CLIENT_ID = 22
+    CAN_DO_TIMEOUT = 23
+    ALL_YOURS = 24
+    WORK_EXCEPTION = 25
+    OPTION_REQ = 26
+    OPTION_RES = 27
+    WORK_DATA = 28
+    WORK_WARNING = 29
+    GRAB_JOB_UNIQ = 30
+    JOB_ASSIGN_UNIQ = 31
+    SUBMIT_JOB_HIGH_BG = 32
+    SUBMIT_JOB_LOW = 33
+    SUBMIT_JOB_LOW_BG = 34
+    SUBMIT_JOB_SCHED = 35
+    SUBMIT_JOB_EPOCH = 36
+    SUBMIT_REDUCE_JOB = 37
+    SUBMIT_REDUCE_JOB_BACKGROUND = 38
+    GRAB_JOB_ALL = 39
+    JOB_ASSIGN_ALL = 40
+    GET_STATUS_UNIQUE = 41
+    STATUS_RES_UNIQUE = 42
+
+
+P = PacketType
+
+#: Argument names of every packet type. One table drives both parsing and packing; the last
+#: argument of a packet is its opaque data and may contain NUL bytes.
+ARGUMENTS: dict[PacketType, tuple[str, ...]] = {
+    P.CAN_DO: ("function",),
+    P.CANT_DO: ("function",),
+    P.RESET_ABILITIES: (),
+    P.PRE_SLEEP: (),
+    P.NOOP: (),
+    P.SUBMIT_JOB: ("function", "unique", "data"),
+    P.JOB_CREATED: ("handle",),
+    P.GRAB_JOB: (),
+    P.NO_JOB: (),
+    P.JOB_ASSIGN: ("handle", "function", "data"),
+    P.WORK_STATUS: ("handle", "numerator", "denominator"),
+    P.WORK_COMPLETE: ("handle", "data"),
+    P.WORK_FAIL: ("handle",),
+    P.GET_STATUS: ("handle",),
+    P.ECHO_REQ: ("data",),
+    P.ECHO_RES: ("data",),
+    P.SUBMIT_JOB_BG: ("function", "unique", "data"),
+    P.ERROR: ("code", "text"),
+    P.STATUS_RES: ("handle", "known", "running", "numerator", "denominator"),
+    P.SUBMIT_JOB_HIGH: ("function", "unique", "data"),
+    P.SET_CLIENT_ID: ("client_id",),
+    P.CAN_DO_TIMEOUT: ("function", "timeout"),
+    P.ALL_YOURS: (),
+    P.WORK_EXCEPTION: ("handle", "data"),
+    P.OPTION_REQ: ("option",),
+    P.OPTION_RES: ("option",),
+    P.WORK_DATA: ("handle", "data"),
+    P.WORK_WARNING: ("handle", "data"),
+    P.GRAB_JOB_UNIQ: (),
+    P.JOB_ASSIGN_UNIQ: ("handle", "function", "unique", "data"),
+    P.SUBMIT_JOB_HIGH_BG: ("function", "unique", "data"),
+    P.SUBMIT_JOB_LOW: ("function", "unique", "data"),
+    P.SUBMIT_JOB_LOW_BG: ("function", "unique", "data"),
+    P.SUBMIT_JOB_SCHED: (
+        "function", "unique", "minute", "hour", "day_of_month", "month", "day_of_week", "data",
+    ),
+    P.SUBMIT_JOB_EPOCH: ("function", "unique", "epoch", "data"),
+    P.SUBMIT_REDUCE_JOB: ("function", "unique", "reducer", "aggregator", "data"),
+    P.SUBMIT_REDUCE_JOB_BACKGROUND: ("function", "unique", "reducer", "aggregator", "data"),
+    P.GRAB_JOB_ALL: (),
+    P.JOB_ASSIGN_ALL: ("handle", "function", "unique", "reducer", "data"),
+    P.GET_STATUS_UNIQUE: ("unique",),
+    P.STATUS_RES_UNIQUE: ("unique", "known", "running", "numerator", "denominator", "clients"),
+}
+
+# Indexed by type number for the hot path: argument count, or -1 for a number that is no type.
+_ARGC = [-1] * 43
+for _type, _names in ARGUMENTS.items():
+    _ARGC[_type] = len(_names)
+_TYPES: list[PacketType | None] = [None] * 43
+for _type in PacketType:
+    _TYPES[_type] = _type
+
+
+class LocalProtocolError(Exception):
+    """This program asked the codec for something the protocol does not allow.
+
+    Raised before anything is sent, for example for a NUL byte inside an argument that is not the
+    last one, or a wrong number of arguments.
+    """
+
+
+class Packet(NamedTuple):
+    """One binary packet. ``request`` is True for ``\\0REQ`` magic, False for ``\\0RES``."""
+
+    type: PacketType
+    args: tuple[bytes, ...]
+    request: bool = True
+
+
+class AdminLine(NamedTuple):
+    """One line of the text admin protocol, without its line ending."""
+
+    line: bytes
+
+
+class Violation(NamedTuple):
+    """The peer broke the protocol; the parser accepts nothing more from this stream.
+
+    ``code`` and ``text`` are the ERROR packet gearmand would send before closing, or ``code`` is
+    empty when the right answer is to close without a word (bad magic, unknown type: the peer is
+    not speaking Gearman at all).
+    """
+
+    code: bytes
+    text: str
+
+
+Event = Union[Packet, AdminLine, Violation]
+
+
+def pack(type_: int, args: tuple[bytes, ...] | list[bytes], magic: bytes = RES) -> bytes:
+    """Frame one packet. Raises :class:`LocalProtocolError` on a wrong argument count or a NUL
+    in any argument but the last."""
+    argc = _ARGC[type_] if 0 <= type_ < len(_ARGC) else -1
+    if argc < 0:
+        raise LocalProtocolError(f"unknown packet type {type_}")
+    if len(args) != argc:
+        raise LocalProtocolError(
+            f"{PacketType(type_).name} takes {argc} arguments, got {len(args)}"
+        )
+    for arg in args[:-1]:
+        if b"\0" in arg:
+            raise LocalProtocolError(
+                f"only the last argument of {PacketType(type_).name} may contain NUL bytes"
+            )
+    body = b"\0".join(args)
+    return _HEADER.pack(magic, type_, len(body)) + body
+
+
+def pack_response(type_: int, *args: bytes) -> bytes:
+    """Frame a packet with ``\\0RES`` magic (server to client or worker)."""
+    return pack(type_, args, RES)
+
+
+def pack_request(type_: int, *args: bytes) -> bytes:
+    """Frame a packet with ``\\0REQ`` magic (client or worker to server)."""
+    return pack(type_, args, REQ)
+
+
+def check_function_name(name: bytes, limit: int = MAX_FUNCTION_NAME) -> str | None:
+    """Return why ``name`` cannot be a function name, or None when it can."""
+    if not name:
+        return "Function name is empty"
+    if len(name) > limit:
+        return "Function name too large"
+    if b"\0" in name:
+        return "Function name contains a NUL byte"
+    return None
+
+
+def check_unique(unique: bytes, limit: int = MAX_UNIQUE) -> str | None:
+    """Return why ``unique`` cannot be a unique id, or None when it can."""
+    if len(unique) > limit:
+        return "Unique value too large"
+    if b"\0" in unique:
+        return "Unique value contains a NUL byte"
+    return None
+
+
+def split_admin_words(line: bytes) -> list[bytes]:
+    """Split an admin line into words as gearmand does: on spaces, empty words dropped."""
+    return [word for word in line.split(b" ") if word]
+
+
+_HTTP_METHODS = (b"GET", b"POST", b"PUT", b"HEAD", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE")
+
+
+class Parser:
+    """Incremental parser for one byte stream (one connection, one direction).
+
+    Feed it whatever arrived, in pieces of any size; it returns every complete event in order.
+    Binary packets and admin lines may be mixed on one stream, as in gearmand: a message that
+    starts with a NUL byte is binary, anything else is an admin line.
+
+    The parser buffers at most one incomplete message, and never more than ``max_packet_size``
+    plus a header: a declared length above the maximum is refused on the header alone, before
+    any of the body is read.
+    """
+
+    __slots__ = ("_chunks", "_have", "_need", "max_packet_size", "_broken", "expect_magic")
+
+    def __init__(self, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE, expect_magic: bytes = REQ):
+        # Unparsed bytes are kept as a list of chunks, joined only once enough has arrived to
+        # make progress: a 10 MB body read 64 KiB at a time is copied once, not 160 times.
+        self._chunks: list[bytes] = []
+        self._have = 0
+        self._need = 0
+        self._broken = False
+        self.max_packet_size = max_packet_size
+        #: The magic this side should receive; the other magic is still parsed and reported
+        #: through ``Packet.request`` so that the caller can answer as gearmand does.
+        self.expect_magic = expect_magic
+
+    @property
+    def buffered(self) -> int:
+        """How many bytes of an incomplete message are held."""
+        return self._have
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Add received bytes; return every event that is now complete.
+
+        After a :class:`Violation` has been returned the stream is dead: further calls raise
+        :class:`LocalProtocolError`.
+        """
+        if self._broken:
+            raise LocalProtocolError("the peer already violated the protocol on this stream")
+        if self._chunks:
+            self._chunks.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return []
+            buf = b"".join(self._chunks)
+            self._chunks = []
+        else:
+            buf = data
+        events: list[Event] = []
+        pos = 0
+        need = 0
+        end = len(buf)
+        unpack_header = _HEADER.unpack_from
+        argc_table = _ARGC
+        types = _TYPES
+        while pos < end:
+            if buf[pos] != 0:
+                newline = buf.find(b"\n", pos)
+                if newline < 0:
+                    if end - pos > MAX_ADMIN_LINE:
+                        events.append(self._violate(b"", "admin line too long"))
+                        return events
+                    break
+                if newline - pos > MAX_ADMIN_LINE:
+                    events.append(self._violate(b"", "admin line too long"))
+                    return events
+                line = buf[pos:newline]
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                pos = newline + 1
+                if _looks_like_http(line):
+                    events.append(self._violate(b"", "HTTP request on the Gearman port"))
+                    return events
+                events.append(AdminLine(line))
+                continue
+            if end - pos < HEADER:
+                if end - pos >= 4 and buf[pos:pos + 4] not in (REQ, RES):
+                    events.append(self._violate(b"", "bad magic"))
+                    return events
+                break
+            magic, type_, size = unpack_header(buf, pos)
+            if magic == REQ:
+                request = True
+            elif magic == RES:
+                request = False
+            else:
+                events.append(self._violate(b"", "bad magic"))
+                return events
+            argc = argc_table[type_] if type_ < 43 else -1
+            if argc < 0:
+                events.append(self._violate(b"", f"unknown packet type {type_}"))
+                return events
+            if size > self.max_packet_size:
+                events.append(self._violate(b"ARGUMENT_TOO_LARGE", "packet too large"))
+                return events
+            stop = pos + HEADER + size
+            if stop > end:
+                need = HEADER + size
+                break
+            if argc == 0:
+                args: tuple[bytes, ...] = ()
+            elif argc == 1:
+                args = (buf[pos + HEADER:stop],)
+            else:
+                parts = buf[pos + HEADER:stop].split(b"\0", argc - 1)
+                if len(parts) != argc:
+                    events.append(self._violate(
+                        b"INVALID_PACKET",
+                        f"{types[type_].name} needs {argc} arguments",  # type: ignore[union-attr]
+                    ))
+                    return events
+                args = tuple(parts)
+            events.append(Packet(types[type_], args, request))  # type: ignore[arg-type]
+            pos = stop
+        if pos < end:
+            rest = buf[pos:] if pos else buf
+            self._chunks = [rest]
+            self._have = len(rest)
+            self._need = need
+        else:
+            self._have = 0
+            self._need = 0
+        return events
+
+    def _violate(self, code: bytes, text: str) -> Violation:
+        self._broken = True
+        self._chunks = []
+        self._have = 0
+        return Violation(code, text)
+
+
+def _looks_like_http(line: bytes) -> bool:
+    if not line.startswith(_HTTP_METHODS):
+        return False
+    return b" HTTP/" in line

@@ -1,0 +1,136 @@
+"""Shared fixtures: real job servers (gearsql and C gearmand) in their own processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REQUIRE_TOOLS = os.environ.get("GEARSQL_TEST_REQUIRE_TOOLS") == "1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server did not listen on port {port} within {timeout} s")
+
+
+class ServerProcess:
+    """A job server running as a child process on a free loopback port."""
+
+    def __init__(self, kind: str, log_path: Path, extra_args: list[str] | None = None):
+        self.kind = kind
+        self.port = free_port()
+        self.host = "127.0.0.1"
+        self.log_path = log_path
+        self.extra_args = list(extra_args or [])
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    def command(self) -> list[str]:
+        if self.kind == "gearsql":
+            return [
+                sys.executable, "-m", "gearsql", "server",
+                "--port", str(self.port), "--listen", self.host,
+                "--log-file", str(self.log_path), "--verbose", "INFO",
+                *self.extra_args,
+            ]
+        return [
+            "gearmand", "--port", str(self.port), "--listen", self.host,
+            "--log-file", str(self.log_path), "--verbose", "INFO", *self.extra_args,
+        ]
+
+    def start(self) -> ServerProcess:
+        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL)
+        wait_for_port(self.port, self.proc)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+def need_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (Debian packages gearman-job-server / gearman-tools)"
+        if REQUIRE_TOOLS:
+            pytest.fail(message + "; GEARSQL_TEST_REQUIRE_TOOLS=1 forbids skipping")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def gearsql_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A fresh ``gearsql server`` with the in-memory store."""
+    server = ServerProcess("gearsql", tmp_path / "gearsql.log", ["--store", "memory"]).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def gearmand_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A fresh C gearmand (Debian's gearman-job-server)."""
+    need_tool("gearmand")
+    server = ServerProcess("gearmand", tmp_path / "gearmand.log").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["gearsql", "gearmand"])
+def any_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerProcess]:
+    """Each test using this runs once against gearsql and once against C gearmand."""
+    if request.param == "gearmand":
+        need_tool("gearmand")
+        server = ServerProcess("gearmand", tmp_path / "gearmand.log")
+    else:
+        server = ServerProcess("gearsql", tmp_path / "gearsql.log", ["--store", "memory"])
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
