@@ -199,7 +199,7 @@ class Violation(NamedTuple):
     text: str
 
 
-Event = Union[Packet, AdminLine, Violation]
+Event = Union[Packet, AdminLine, Violation]  # noqa: UP007 (a runtime alias on 3.10)
 
 
 def pack(type_: int, args: tuple[bytes, ...] | list[bytes], magic: bytes = RES) -> bytes:
@@ -271,7 +271,7 @@ class Parser:
     any of the body is read.
     """
 
-    __slots__ = ("_chunks", "_have", "_need", "max_packet_size", "_broken", "expect_magic")
+    __slots__ = ("_broken", "_chunks", "_have", "_need", "expect_magic", "max_packet_size")
 
     def __init__(self, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE, expect_magic: bytes = REQ):
         # Unparsed bytes are kept as a list of chunks, joined only once enough has arrived to
@@ -367,11 +367,11 @@ class Parser:
                 if len(parts) != argc:
                     events.append(self._violate(
                         b"INVALID_PACKET",
-                        f"{types[type_].name} needs {argc} arguments",  # type: ignore[union-attr]
+                        f"{types[type_].name} needs {argc} arguments",  # type: ignore[union-attr,unused-ignore]
                     ))
                     return events
                 args = tuple(parts)
-            events.append(Packet(types[type_], args, request))  # type: ignore[arg-type]
+            events.append(Packet(types[type_], args, request))  # type: ignore[arg-type,unused-ignore]
             pos = stop
         if pos < end:
             rest = buf[pos:] if pos else buf

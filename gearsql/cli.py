@@ -1,0 +1,241 @@
+"""The ``gearsql`` command line: ``gearsql server`` and friends."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from typing import Any
+
+import click
+
+from gearsql import __version__
+from gearsql.protocol import DEFAULT_MAX_PACKET_SIZE
+
+__all__ = ["cli", "main"]
+
+CONTEXT = {"help_option_names": ["--help"], "max_content_width": 100}
+
+VERBOSE_LEVELS = {
+    "FATAL": logging.CRITICAL,
+    "ALERT": logging.CRITICAL,
+    "CRITICAL": logging.CRITICAL,
+    "ERROR": logging.ERROR,
+    "WARNING": logging.WARNING,
+    "NOTICE": 25,
+    "INFO": logging.INFO,
+    "DEBUG": logging.DEBUG,
+}
+
+
+def read_config_file(path: str) -> list[str]:
+    """Options from a gearmand-style configuration file: whitespace-separated, ``#`` comments."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot read {path}: {exc.strerror}", param_hint="--config-file"
+        ) from exc
+    return shlex.split(text, comments=True)
+
+
+class _ConfigFileCommand(click.Command):
+    """A command whose ``--config-file FILE`` (or ``@FILE``) options are read first, so that
+    options given on the command line override the file's."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        expanded: list[str] = []
+        from_files: list[str] = []
+        index = 0
+        while index < len(args):
+            arg = args[index]
+            if arg == "--config-file" and index + 1 < len(args):
+                from_files += read_config_file(args[index + 1])
+                index += 2
+                continue
+            if arg.startswith("--config-file="):
+                from_files += read_config_file(arg.split("=", 1)[1])
+            elif arg.startswith("@") and len(arg) > 1:
+                from_files += read_config_file(arg[1:])
+            else:
+                expanded.append(arg)
+            index += 1
+        return super().parse_args(ctx, from_files + expanded)
+
+
+def setup_logging(log_file: str, verbose: str) -> None:
+    level = VERBOSE_LEVELS[verbose.upper()]
+    root = logging.getLogger("gearsql")
+    root.setLevel(level)
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    handler: logging.Handler
+    if log_file == "none":
+        handler = logging.NullHandler()
+    elif log_file in ("stderr", "-", ""):
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root.addHandler(handler)
+    root.propagate = False
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="gearsql")
+def cli() -> None:
+    """gearsql: a Gearman job server, client and SQL bridge.
+
+    Start a job server with `gearsql server`; every command has --help.
+    """
+
+
+@cli.command(cls=_ConfigFileCommand, context_settings=CONTEXT)
+@click.option(
+    "--config-file",
+    metavar="FILE",
+    help="Read options from FILE first (whitespace-separated, # comments); "
+    "also @FILE. Command-line options override the file.",
+)
+@click.option(
+    "-p",
+    "--port",
+    default=4730,
+    show_default=True,
+    envvar="GEARMAND_PORT",
+    help="TCP port to listen on (also $GEARMAND_PORT).",
+)
+@click.option(
+    "-L",
+    "--listen",
+    "listen",
+    multiple=True,
+    metavar="ADDRESS",
+    help="Address to listen on; repeat for several. Default 127.0.0.1.",
+)
+@click.option(
+    "-j",
+    "--job-retries",
+    default=-1,
+    show_default=True,
+    type=click.IntRange(-1),
+    help="Retries of a job whose worker died or timed out: -1 unlimited, 0 none, "
+    "N retries; then the job fails to its clients and is dropped.",
+)
+@click.option(
+    "-w",
+    "--worker-wakeup",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Sleeping workers to wake (NOOP) per new job; 0 wakes all of them.",
+)
+@click.option(
+    "--exceptions",
+    is_flag=True,
+    help="Forward WORK_EXCEPTION to every client, not only those that asked.",
+)
+@click.option(
+    "--job-handle-prefix",
+    default="",
+    metavar="PREFIX",
+    help="Job handle prefix; default H:<hostname>.",
+)
+@click.option(
+    "--max-packet-size",
+    default=DEFAULT_MAX_PACKET_SIZE,
+    show_default=True,
+    type=click.IntRange(1024, 512 * 1024 * 1024),
+    help="Largest packet body in bytes; larger ones are refused on the header.",
+)
+@click.option(
+    "--max-connections",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Close new connections beyond this many; 0 is no limit.",
+)
+@click.option(
+    "-b",
+    "--backlog",
+    default=128,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Listen backlog.",
+)
+@click.option("--keepalive", is_flag=True, help="Enable TCP keepalive on connections.")
+@click.option(
+    "--keepalive-idle",
+    default=-1,
+    show_default=True,
+    help="Seconds idle before keepalive probes (-1: OS default).",
+)
+@click.option(
+    "--keepalive-interval",
+    default=-1,
+    show_default=True,
+    help="Seconds between keepalive probes (-1: OS default).",
+)
+@click.option(
+    "--keepalive-count",
+    default=-1,
+    show_default=True,
+    help="Unanswered probes before the connection is dropped (-1: OS default).",
+)
+@click.option(
+    "--store",
+    default="memory",
+    show_default=True,
+    metavar="URL",
+    help="Where background jobs are kept: 'memory' (lost on restart).",
+)
+@click.option(
+    "--allow-insecure-remote",
+    is_flag=True,
+    help="Allow listening on non-loopback addresses without TLS.",
+)
+@click.option(
+    "--remote-admin",
+    is_flag=True,
+    help="Accept mutating admin commands (cancel, drop, create, maxqueue) from non-loopback peers.",
+)
+@click.option(
+    "-l",
+    "--log-file",
+    default="stderr",
+    show_default=True,
+    metavar="FILE",
+    help="Log file; 'stderr', or 'none' for no log.",
+)
+@click.option(
+    "--verbose",
+    default="NOTICE",
+    show_default=True,
+    type=click.Choice(list(VERBOSE_LEVELS), case_sensitive=False),
+    help="Log level.",
+)
+@click.option("-P", "--pid-file", metavar="FILE", help="Write the process id to FILE.")
+def server(
+    config_file: str | None,
+    listen: tuple[str, ...],
+    pid_file: str | None,
+    log_file: str,
+    verbose: str,
+    **options: Any,
+) -> None:
+    """Run a Gearman job server.
+
+    Speaks the Gearman binary protocol and the text admin protocol on one port, like C gearmand.
+    SIGTERM or SIGINT stops it cleanly.
+    """
+    from gearsql.server import ServerConfig, run_server
+
+    setup_logging(log_file, verbose)
+    config = ServerConfig(listen=listen or ("127.0.0.1",), verbose=verbose.upper(), **options)
+    sys.exit(run_server(config, pid_file=pid_file))
+
+
+def main() -> None:
+    """Entry point of the ``gearsql`` console script."""
+    cli(prog_name="gearsql")

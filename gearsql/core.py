@@ -1,0 +1,926 @@
+"""The job-matching core of the job server: functions, priority queues, jobs, workers, clients.
+
+There is no I/O here. The network layer hands the core one :class:`Session` per connection and
+the packets and admin lines that arrived on it; the core answers by appending bytes to the
+sessions' output lists and listing them in :attr:`JobServerCore.dirty`, which the network layer
+writes out once per loop turn. Time enters only through the ``now`` arguments and
+:meth:`JobServerCore.next_deadline` / :meth:`JobServerCore.run_timers`, so the whole matching
+logic is tested without sockets or an event loop.
+
+Behaviour follows C gearmand 1.1.x as real clients see it, with the choices of DESIGN.md:
+priority is global across a worker's functions, functions are served round-robin, epoch jobs
+wake sleeping workers when they fall due, and ``job_retries`` counts retries (-1 unlimited).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from gearsql.protocol import (
+    MAX_FUNCTION_NAME,
+    MAX_HANDLE,
+    MAX_UNIQUE,
+    AdminLine,
+    Packet,
+    PacketType,
+    pack_response,
+)
+
+__all__ = [
+    "HIGH",
+    "LOW",
+    "NORMAL",
+    "Function",
+    "Job",
+    "JobServerCore",
+    "Session",
+]
+
+log = logging.getLogger("gearsql.server")
+
+HIGH, NORMAL, LOW = 0, 1, 2
+PRIORITY_NAMES = ("HIGH", "NORMAL", "LOW")
+
+P = PacketType
+
+_NOOP = pack_response(P.NOOP)
+_NO_JOB = pack_response(P.NO_JOB)
+
+
+def error_packet(code: bytes, text: bytes) -> bytes:
+    """An ERROR packet as gearmand sends it: the return code name, then a text."""
+    return pack_response(P.ERROR, code, text)
+
+
+def _atoi(value: bytes) -> int:
+    """C's atoi on an unsigned field: leading digits, anything else is 0."""
+    digits = 0
+    for byte in value.strip():
+        if 48 <= byte <= 57:
+            digits = digits * 10 + byte - 48
+        else:
+            break
+    return digits & 0xFFFFFFFF
+
+
+class Session:
+    """The core's view of one connection (a client, a worker or an admin, or all at once)."""
+
+    __slots__ = (
+        "abilities",
+        "client_id",
+        "closed",
+        "exceptions",
+        "fd",
+        "holding",
+        "id",
+        "in_dirty",
+        "out",
+        "peer",
+        "rr",
+        "sleeping",
+        "timeouts",
+        "trusted",
+        "waiting",
+    )
+
+    def __init__(self, id_: int, peer: str = "-", fd: int = -1, trusted: bool = True):
+        self.id = id_
+        #: The peer's address as shown by the ``workers`` admin command.
+        self.peer = peer
+        self.fd = fd
+        #: Bytes waiting to be written, in order.
+        self.out: list[bytes] = []
+        self.in_dirty = False
+        self.client_id = b"-"
+        #: The client asked for WORK_EXCEPTION packets (OPTION_REQ exceptions).
+        self.exceptions = False
+        #: Functions this worker can do, in registration order.
+        self.abilities: list[Function] = []
+        #: CAN_DO_TIMEOUT in seconds per function, for the functions that have one.
+        self.timeouts: dict[Function, float] = {}
+        self.sleeping = False
+        #: Jobs assigned to this worker and not yet finished.
+        self.holding: dict[bytes, Job] = {}
+        #: Foreground jobs this client waits for.
+        self.waiting: set[Job] = set()
+        #: Where the next GRAB starts in ``abilities`` (round-robin between functions).
+        self.rr = 0
+        self.closed = False
+        #: May run mutating admin commands (loopback or a configured admin source).
+        self.trusted = trusted
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} {self.peer}>"
+
+
+class Function:
+    """One function name: its three FIFO queues, registered and sleeping workers, counters."""
+
+    __slots__ = (
+        "by_unique",
+        "max_queue",
+        "name",
+        "queues",
+        "running",
+        "sleepers",
+        "total",
+        "workers",
+    )
+
+    def __init__(self, name: bytes):
+        self.name = name
+        self.queues: tuple[deque[Job], deque[Job], deque[Job]] = (deque(), deque(), deque())
+        #: Registered worker sessions (a dict used as an ordered set).
+        self.workers: dict[Session, None] = {}
+        #: Sleeping workers that have not been sent a NOOP yet.
+        self.sleepers: dict[Session, None] = {}
+        #: Jobs queued, delayed or running (gearmand's job_total).
+        self.total = 0
+        self.running = 0
+        #: ``maxqueue`` limits per priority; 0 is unlimited.
+        self.max_queue = [0, 0, 0]
+        #: Live jobs by coalescing key (see :func:`coalescing_key`).
+        self.by_unique: dict[bytes, Job] = {}
+
+    def queued(self, priority: int) -> int:
+        return sum(1 for job in self.queues[priority] if not job.ignore)
+
+
+class Job:
+    """One job, from submission until it completes, fails or is dropped."""
+
+    __slots__ = (
+        "attempt",
+        "background",
+        "clients",
+        "data",
+        "denominator",
+        "function",
+        "handle",
+        "ignore",
+        "key",
+        "numerator",
+        "priority",
+        "reducer",
+        "retries",
+        "stored",
+        "unique",
+        "when",
+        "worker",
+    )
+
+    def __init__(
+        self,
+        handle: bytes,
+        function: Function,
+        unique: bytes,
+        data: bytes,
+        priority: int,
+        background: bool,
+        when: int = 0,
+        reducer: bytes = b"",
+    ):
+        self.handle = handle
+        self.function = function
+        self.unique = unique
+        self.data = data
+        self.priority = priority
+        self.background = background
+        #: Epoch second before which the job may not run; 0 for "now".
+        self.when = when
+        self.reducer = reducer
+        #: Clients waiting for the result (foreground submitters, coalesced ones included).
+        self.clients: list[Session] = []
+        self.worker: Session | None = None
+        self.numerator = 0
+        self.denominator = 0
+        self.retries = 0
+        #: Cancelled, or a foreground job whose last client left: skipped when next met.
+        self.ignore = False
+        self.key: bytes | None = None
+        #: Counts assignments, so that a stale CAN_DO_TIMEOUT timer can tell it is stale.
+        self.attempt = 0
+        #: Held by the durable store (background and epoch jobs).
+        self.stored = False
+
+    def __repr__(self) -> str:
+        return f"<Job {self.handle!r} {self.function.name!r}>"
+
+
+def coalescing_key(unique: bytes, data: bytes) -> bytes | None:
+    """The key under which a job coalesces with its twins, or None when it never does.
+
+    An empty unique never coalesces; ``-`` means "the payload is the key". A real unique cannot
+    contain NUL, so prefixing payload keys with one keeps the two kinds apart.
+    """
+    if not unique:
+        return None
+    if unique == b"-":
+        return b"\0" + data
+    return unique
+
+
+_SUBMIT_KINDS: dict[PacketType, tuple[int, bool]] = {
+    P.SUBMIT_JOB: (NORMAL, False),
+    P.SUBMIT_JOB_BG: (NORMAL, True),
+    P.SUBMIT_JOB_HIGH: (HIGH, False),
+    P.SUBMIT_JOB_HIGH_BG: (HIGH, True),
+    P.SUBMIT_JOB_LOW: (LOW, False),
+    P.SUBMIT_JOB_LOW_BG: (LOW, True),
+}
+
+_NOT_FOUND_TEXT = {
+    P.WORK_STATUS: b"Job given in work result not found",
+    P.WORK_COMPLETE: b"Job given in work result not found",
+    P.WORK_FAIL: b"Job given in work result not found",
+    P.WORK_EXCEPTION: b"An exception was received for a job that does not exist",
+    P.WORK_DATA: b"Job does not exist on server",
+    P.WORK_WARNING: b"Job does not exist on server",
+}
+
+#: Packet types a job server sends and never receives: gearmand answers them with
+#: ERROR INVALID_COMMAND "Command not expected", and so do we.
+_NOT_EXPECTED = frozenset(
+    {
+        P.NOOP,
+        P.JOB_CREATED,
+        P.NO_JOB,
+        P.JOB_ASSIGN,
+        P.ECHO_RES,
+        P.ERROR,
+        P.STATUS_RES,
+        P.ALL_YOURS,
+        P.OPTION_RES,
+        P.SUBMIT_JOB_SCHED,
+        P.JOB_ASSIGN_UNIQ,
+        P.JOB_ASSIGN_ALL,
+        P.STATUS_RES_UNIQUE,
+    }
+)
+
+
+class JobServerCore:
+    """All job-server state and rules, driven by packets, admin lines and the clock.
+
+    Parameters mirror gearmand's options: ``handle_prefix`` (``H:<host>``), ``job_retries``
+    (-1 unlimited, 0 no retry, N retries after a worker loss or timeout), ``worker_wakeup``
+    (NOOP at most this many sleeping workers per new job, 0 = all), ``exceptions`` (forward
+    WORK_EXCEPTION to every client, not only those that asked).
+    """
+
+    def __init__(
+        self,
+        *,
+        handle_prefix: bytes = b"H:gearsql",
+        job_retries: int = -1,
+        worker_wakeup: int = 0,
+        exceptions: bool = False,
+        max_unique: int = MAX_UNIQUE,
+        max_function_name: int = MAX_FUNCTION_NAME,
+        clock: Callable[[], float] = time.time,
+        version: str = "0.1.0",
+        pid: int = 0,
+        verbose: str = "ERROR",
+        on_drop: Callable[[Job], None] | None = None,
+    ):
+        self.handle_prefix = handle_prefix + b":"
+        self.job_retries = job_retries
+        self.worker_wakeup = worker_wakeup
+        self.exceptions = exceptions
+        self.max_unique = max_unique
+        self.max_function_name = max_function_name
+        self.clock = clock
+        self.version = version
+        self.pid = pid
+        self.verbose = verbose
+        self.functions: dict[bytes, Function] = {}
+        self.jobs: dict[bytes, Job] = {}
+        self.sessions: dict[int, Session] = {}
+        #: Sessions with bytes to write; the network layer empties this after each event.
+        self.dirty: list[Session] = []
+        #: Stored jobs that finished; the network layer deletes them from the durable store.
+        self.finished_stored: list[Job] = []
+        self._counter = 0
+        self._next_session = 0
+        # Epoch jobs not yet due: (when, sequence, job).
+        self._delayed: list[tuple[int, int, Job]] = []
+        # CAN_DO_TIMEOUT deadlines: (monotonic-ish deadline, sequence, job, attempt).
+        self._deadlines: list[tuple[float, int, Job, int]] = []
+        self._seq = 0
+        self._on_drop = on_drop
+        self._dispatch: dict[PacketType, Callable[[Session, Packet], None]] = {
+            P.CAN_DO: self._can_do,
+            P.CAN_DO_TIMEOUT: self._can_do_timeout,
+            P.CANT_DO: self._cant_do,
+            P.RESET_ABILITIES: self._reset_abilities,
+            P.PRE_SLEEP: self._pre_sleep,
+            P.GRAB_JOB: self._grab_job,
+            P.GRAB_JOB_UNIQ: self._grab_job,
+            P.GRAB_JOB_ALL: self._grab_job,
+            P.SUBMIT_JOB: self._submit,
+            P.SUBMIT_JOB_BG: self._submit,
+            P.SUBMIT_JOB_HIGH: self._submit,
+            P.SUBMIT_JOB_HIGH_BG: self._submit,
+            P.SUBMIT_JOB_LOW: self._submit,
+            P.SUBMIT_JOB_LOW_BG: self._submit,
+            P.SUBMIT_JOB_EPOCH: self._submit_epoch,
+            P.SUBMIT_REDUCE_JOB: self._submit_reduce,
+            P.SUBMIT_REDUCE_JOB_BACKGROUND: self._submit_reduce,
+            P.WORK_STATUS: self._work_status,
+            P.WORK_DATA: self._work_data,
+            P.WORK_WARNING: self._work_data,
+            P.WORK_COMPLETE: self._work_complete,
+            P.WORK_FAIL: self._work_fail,
+            P.WORK_EXCEPTION: self._work_exception,
+            P.GET_STATUS: self._get_status,
+            P.GET_STATUS_UNIQUE: self._get_status_unique,
+            P.ECHO_REQ: self._echo,
+            P.OPTION_REQ: self._option,
+            P.SET_CLIENT_ID: self._set_client_id,
+        }
+        for type_ in _NOT_EXPECTED:
+            self._dispatch[type_] = self._not_expected
+
+    # ------------------------------------------------------------------ sessions
+
+    def connect(self, peer: str = "-", fd: int = -1, trusted: bool = True) -> Session:
+        """Register a new connection and return its session."""
+        self._next_session += 1
+        session = Session(self._next_session, peer, fd, trusted)
+        self.sessions[session.id] = session
+        return session
+
+    def disconnect(self, session: Session) -> None:
+        """Forget a connection: requeue what it was running, detach it from what it waited on."""
+        if session.closed:
+            return
+        session.closed = True
+        self.sessions.pop(session.id, None)
+        for job in list(session.holding.values()):
+            self._requeue(job, "worker disconnected")
+        session.holding.clear()
+        self._drop_abilities(session)
+        for job in session.waiting:
+            try:
+                job.clients.remove(session)
+            except ValueError:
+                continue
+            if not job.clients and not job.background and job.worker is None:
+                # Nobody waits for it any more and it has not started: it never runs.
+                self._ignore(job)
+        session.waiting.clear()
+        session.out.clear()
+
+    def send(self, session: Session, data: bytes) -> None:
+        if session.closed:
+            return
+        session.out.append(data)
+        if not session.in_dirty:
+            session.in_dirty = True
+            self.dirty.append(session)
+
+    def take_dirty(self) -> list[Session]:
+        """Return the sessions with output and reset the list; their ``out`` stays to be
+        written by the caller."""
+        dirty = self.dirty
+        self.dirty = []
+        for session in dirty:
+            session.in_dirty = False
+        return dirty
+
+    # ------------------------------------------------------------------ dispatch
+
+    def handle_packet(self, session: Session, packet: Packet) -> None:
+        """Act on one binary packet from ``session``."""
+        if not packet.request:
+            self.send(session, error_packet(b"INVALID_MAGIC", b"Request magic expected"))
+            return
+        handler = self._dispatch.get(packet.type)
+        if handler is None:
+            self._not_expected(session, packet)
+            return
+        handler(session, packet)
+
+    def handle_admin(self, session: Session, line: AdminLine) -> None:
+        """Act on one admin text line from ``session``."""
+        from gearsql.admin import run_admin_command
+
+        self.send(session, run_admin_command(self, session, line.line))
+
+    def _not_expected(self, session: Session, packet: Packet) -> None:
+        self.send(session, error_packet(b"INVALID_COMMAND", b"Command not expected"))
+
+    # ------------------------------------------------------------------ functions
+
+    def function(self, name: bytes) -> Function:
+        """The function called ``name``, created on first use."""
+        fn = self.functions.get(name)
+        if fn is None:
+            fn = self.functions[name] = Function(name)
+        return fn
+
+    def _check_name(self, session: Session, name: bytes) -> bool:
+        if not name:
+            self.send(session, error_packet(b"INVALID_ARGUMENT", b"Function name is empty"))
+            return False
+        if len(name) > self.max_function_name:
+            self.send(session, error_packet(b"ARGUMENT_TOO_LARGE", b"Function name too large"))
+            return False
+        return True
+
+    # ------------------------------------------------------------------ worker side
+
+    def _register(self, session: Session, name: bytes, timeout: float | None) -> None:
+        if not self._check_name(session, name):
+            return
+        fn = self.function(name)
+        if session not in fn.workers:
+            fn.workers[session] = None
+            session.abilities.append(fn)
+            if session.sleeping:
+                fn.sleepers[session] = None
+        if timeout:
+            session.timeouts[fn] = timeout
+        else:
+            session.timeouts.pop(fn, None)
+
+    def _can_do(self, session: Session, packet: Packet) -> None:
+        self._register(session, packet.args[0], None)
+
+    def _can_do_timeout(self, session: Session, packet: Packet) -> None:
+        name, raw = packet.args
+        try:
+            milliseconds = int(raw.strip() or b"0")
+        except ValueError:
+            self.send(session, error_packet(b"INVALID_ARGUMENT", b"Timeout is not a number"))
+            return
+        # gearmand reads the value as milliseconds and raises anything below one second to
+        # one second (libgearman-server/connection.cc); 0 or less means no timeout.
+        timeout = max(milliseconds, 1000) / 1000.0 if milliseconds > 0 else None
+        self._register(session, name, timeout)
+
+    def _cant_do(self, session: Session, packet: Packet) -> None:
+        fn = self.functions.get(packet.args[0])
+        if fn is None or session not in fn.workers:
+            return
+        del fn.workers[session]
+        fn.sleepers.pop(session, None)
+        session.abilities.remove(fn)
+        session.timeouts.pop(fn, None)
+
+    def _reset_abilities(self, session: Session, packet: Packet) -> None:
+        self._drop_abilities(session)
+
+    def _drop_abilities(self, session: Session) -> None:
+        for fn in session.abilities:
+            fn.workers.pop(session, None)
+            fn.sleepers.pop(session, None)
+        session.abilities = []
+        session.timeouts.clear()
+
+    def _set_client_id(self, session: Session, packet: Packet) -> None:
+        session.client_id = packet.args[0].replace(b" ", b"_").replace(b"\n", b"_") or b"-"
+
+    def _pre_sleep(self, session: Session, packet: Packet) -> None:
+        if self._runnable(session):
+            # A job arrived between the worker's NO_JOB and its PRE_SLEEP: wake it now.
+            self.send(session, _NOOP)
+            return
+        session.sleeping = True
+        for fn in session.abilities:
+            fn.sleepers[session] = None
+
+    def _runnable(self, session: Session) -> bool:
+        for fn in session.abilities:
+            for queue in fn.queues:
+                while queue and queue[0].ignore:
+                    self._discard(queue.popleft())
+                if queue:
+                    return True
+        return False
+
+    def _wake(self, fn: Function) -> None:
+        """NOOP the sleeping workers of ``fn``: all of them, or ``worker_wakeup`` of them."""
+        limit = self.worker_wakeup
+        sleepers = fn.sleepers
+        woken = 0
+        while sleepers:
+            session = next(iter(sleepers))
+            del sleepers[session]
+            session.sleeping = False
+            for other in session.abilities:
+                other.sleepers.pop(session, None)
+            self.send(session, _NOOP)
+            woken += 1
+            if woken == limit:
+                break
+
+    def _take(self, session: Session) -> Job | None:
+        """The next job for this worker: the oldest of the highest priority among all of its
+        functions, starting the scan after the function served last time."""
+        abilities = session.abilities
+        count = len(abilities)
+        if not count:
+            return None
+        start = session.rr % count
+        for priority in (HIGH, NORMAL, LOW):
+            for offset in range(count):
+                index = (start + offset) % count
+                queue = abilities[index].queues[priority]
+                while queue:
+                    job = queue.popleft()
+                    if job.ignore:
+                        self._discard(job)
+                        continue
+                    session.rr = index + 1
+                    return job
+        return None
+
+    def _grab_job(self, session: Session, packet: Packet) -> None:
+        session.sleeping = False
+        if session.abilities:
+            for fn in session.abilities:
+                fn.sleepers.pop(session, None)
+        job = self._take(session)
+        if job is None:
+            self.send(session, _NO_JOB)
+            return
+        fn = job.function
+        job.worker = session
+        job.attempt += 1
+        fn.running += 1
+        session.holding[job.handle] = job
+        kind = packet.type
+        if kind == P.GRAB_JOB:
+            self.send(session, pack_response(P.JOB_ASSIGN, job.handle, fn.name, job.data))
+        elif kind == P.GRAB_JOB_ALL and job.reducer:
+            self.send(
+                session,
+                pack_response(
+                    P.JOB_ASSIGN_ALL, job.handle, fn.name, job.unique, job.reducer, job.data
+                ),
+            )
+        else:
+            self.send(
+                session, pack_response(P.JOB_ASSIGN_UNIQ, job.handle, fn.name, job.unique, job.data)
+            )
+        timeout = session.timeouts.get(fn) if session.timeouts else None
+        if timeout:
+            self._seq += 1
+            heapq.heappush(self._deadlines, (self.clock() + timeout, self._seq, job, job.attempt))
+
+    def _held_job(self, session: Session, packet: Packet) -> Job | None:
+        """The job a WORK_* packet names, if this very connection was assigned it."""
+        job = session.holding.get(packet.args[0])
+        if job is None:
+            self.send(session, error_packet(b"JOB_NOT_FOUND", _NOT_FOUND_TEXT[packet.type]))
+        return job
+
+    def _work_status(self, session: Session, packet: Packet) -> None:
+        job = self._held_job(session, packet)
+        if job is None:
+            return
+        job.numerator = _atoi(packet.args[1])
+        job.denominator = _atoi(packet.args[2])
+        self._forward(job, pack_response(P.WORK_STATUS, *packet.args))
+
+    def _work_data(self, session: Session, packet: Packet) -> None:
+        job = self._held_job(session, packet)
+        if job is not None:
+            self._forward(job, pack_response(packet.type, *packet.args))
+
+    def _work_complete(self, session: Session, packet: Packet) -> None:
+        job = self._held_job(session, packet)
+        if job is None:
+            return
+        if job.clients:
+            self._forward(job, pack_response(P.WORK_COMPLETE, *packet.args))
+        self._finish(job)
+
+    def _work_fail(self, session: Session, packet: Packet) -> None:
+        job = self._held_job(session, packet)
+        if job is None:
+            return
+        self._fail_clients(job)
+        self._finish(job)
+
+    def _work_exception(self, session: Session, packet: Packet) -> None:
+        job = self._held_job(session, packet)
+        if job is None:
+            return
+        exception = pack_response(P.WORK_EXCEPTION, *packet.args)
+        fail = pack_response(P.WORK_FAIL, job.handle)
+        for client in job.clients:
+            # Only clients that asked (or every client with --exceptions) get the exception;
+            # the others get a plain WORK_FAIL with the bare handle.
+            self.send(client, exception if client.exceptions or self.exceptions else fail)
+        self._finish(job)
+
+    def _forward(self, job: Job, data: bytes) -> None:
+        for client in job.clients:
+            self.send(client, data)
+
+    def _fail_clients(self, job: Job) -> None:
+        if job.clients:
+            self._forward(job, pack_response(P.WORK_FAIL, job.handle))
+
+    # ------------------------------------------------------------------ job lifecycle
+
+    def _finish(self, job: Job) -> None:
+        """Forget a job that completed, failed, or was dropped."""
+        fn = job.function
+        worker = job.worker
+        if worker is not None:
+            worker.holding.pop(job.handle, None)
+            fn.running -= 1
+            job.worker = None
+        if self.jobs.pop(job.handle, None) is not None:
+            fn.total -= 1
+        if job.key is not None and fn.by_unique.get(job.key) is job:
+            del fn.by_unique[job.key]
+        for client in job.clients:
+            client.waiting.discard(job)
+        job.clients = []
+        if job.stored:
+            self.finished_stored.append(job)
+
+    def _ignore(self, job: Job) -> None:
+        """Mark a job to be skipped when a worker next meets it (gearmand's ignore_job)."""
+        job.ignore = True
+        fn = job.function
+        if job.key is not None and fn.by_unique.get(job.key) is job:
+            del fn.by_unique[job.key]
+            job.key = None
+
+    def _discard(self, job: Job) -> None:
+        """An ignored job reached the head of its queue: it is gone for good."""
+        if self.jobs.pop(job.handle, None) is not None:
+            job.function.total -= 1
+        if job.stored:
+            self.finished_stored.append(job)
+
+    def _requeue(self, job: Job, reason: str) -> None:
+        """Put a job its worker lost back at the tail of its queue, or drop it at the limit."""
+        worker = job.worker
+        fn = job.function
+        if worker is not None:
+            worker.holding.pop(job.handle, None)
+            fn.running -= 1
+            job.worker = None
+        job.retries += 1
+        job.numerator = job.denominator = 0
+        if job.ignore or (not job.clients and not job.background):
+            self._discard(job)
+            return
+        if 0 <= self.job_retries < job.retries:
+            log.error(
+                "Dropped job due to max retry count: %s %r after %d attempts (%s)",
+                job.handle.decode("latin-1"),
+                job.function.name,
+                job.retries,
+                reason,
+            )
+            self._fail_clients(job)
+            self._finish(job)
+            if self._on_drop is not None:
+                self._on_drop(job)
+            return
+        log.warning(
+            "Requeued job %s (%s), retry %d", job.handle.decode("latin-1"), reason, job.retries
+        )
+        self._enqueue(job)
+
+    def _enqueue(self, job: Job) -> None:
+        fn = job.function
+        fn.queues[job.priority].append(job)
+        if fn.sleepers:
+            self._wake(fn)
+
+    def cancel(self, handle: bytes) -> bool:
+        """Cancel a job (admin ``cancel job``): its clients get WORK_FAIL, it never runs again."""
+        job = self.jobs.get(handle)
+        if job is None or job.ignore:
+            return False
+        self._fail_clients(job)
+        for client in job.clients:
+            client.waiting.discard(job)
+        job.clients = []
+        self._ignore(job)
+        if job.stored:
+            # The durable row goes now; the in-memory job stays listed until a worker meets it,
+            # as in gearmand.
+            self.finished_stored.append(job)
+            job.stored = False
+        if job.worker is None and job.when and job.when > self.clock():
+            # Delayed jobs never reach a queue head until due; drop it now.
+            self._discard(job)
+        return True
+
+    # ------------------------------------------------------------------ client side
+
+    def _submit(self, session: Session, packet: Packet) -> None:
+        priority, background = _SUBMIT_KINDS[packet.type]
+        name, unique, data = packet.args
+        self.submit(session, name, unique, data, priority, background)
+
+    def _submit_epoch(self, session: Session, packet: Packet) -> None:
+        name, unique, epoch, data = packet.args
+        try:
+            when = int(epoch.strip() or b"0")
+        except ValueError:
+            self.send(session, error_packet(b"INVALID_ARGUMENT", b"Epoch is not a number"))
+            return
+        self.submit(session, name, unique, data, NORMAL, True, when=when)
+
+    def _submit_reduce(self, session: Session, packet: Packet) -> None:
+        name, unique, reducer, _aggregator, data = packet.args
+        background = packet.type == P.SUBMIT_REDUCE_JOB_BACKGROUND
+        self.submit(session, name, unique, data, NORMAL, background, reducer=reducer)
+
+    def submit(
+        self,
+        session: Session | None,
+        name: bytes,
+        unique: bytes,
+        data: bytes,
+        priority: int,
+        background: bool,
+        *,
+        when: int = 0,
+        reducer: bytes = b"",
+        stored: bool = False,
+    ) -> Job | None:
+        """Create (or coalesce onto) a job and answer ``session`` with JOB_CREATED or ERROR.
+
+        ``session`` is None when a job is replayed from the durable store; ``stored`` then says
+        the row already exists.
+        """
+        if session is not None:
+            if not self._check_name(session, name):
+                return None
+            if len(unique) > self.max_unique:
+                self.send(session, error_packet(b"ARGUMENT_TOO_LARGE", b"Unique value too large"))
+                return None
+        fn = self.function(name)
+        key = coalescing_key(unique, data)
+        if key is not None:
+            existing = fn.by_unique.get(key)
+            if existing is not None:
+                if session is not None:
+                    if not background:
+                        existing.clients.append(session)
+                        session.waiting.add(existing)
+                    self.send(session, pack_response(P.JOB_CREATED, existing.handle))
+                return existing
+        limit = fn.max_queue[priority]
+        if limit and fn.total >= limit and session is not None:
+            self.send(session, error_packet(b"QUEUE_ERROR", b"Job queue is full"))
+            return None
+        self._counter += 1
+        handle = b"%s%d" % (self.handle_prefix, self._counter)
+        if len(handle) >= MAX_HANDLE:
+            handle = handle[-(MAX_HANDLE - 1) :]
+        job = Job(handle, fn, unique, data, priority, background, when, reducer)
+        job.stored = stored or (background and session is not None and self.durable(job))
+        if key is not None:
+            job.key = key
+            fn.by_unique[key] = job
+        self.jobs[handle] = job
+        fn.total += 1
+        if not background and session is not None:
+            job.clients.append(session)
+            session.waiting.add(job)
+        if when and when > self.clock():
+            self._seq += 1
+            heapq.heappush(self._delayed, (when, self._seq, job))
+        else:
+            self._enqueue(job)
+        if session is not None:
+            self.send(session, pack_response(P.JOB_CREATED, handle))
+        return job
+
+    def durable(self, job: Job) -> bool:
+        """Whether a new background job is held by a durable store. The in-memory core says no;
+        the server overrides this when a store is configured."""
+        return False
+
+    def _get_status(self, session: Session, packet: Packet) -> None:
+        handle = packet.args[0]
+        job = self.jobs.get(handle)
+        if job is None or job.ignore:
+            self.send(session, pack_response(P.STATUS_RES, handle, b"0", b"0", b"0", b"0"))
+            return
+        self.send(
+            session,
+            pack_response(
+                P.STATUS_RES,
+                handle,
+                b"1",
+                b"0" if job.worker is None else b"1",
+                b"%d" % job.numerator,
+                b"%d" % job.denominator,
+            ),
+        )
+
+    def find_unique(self, unique: bytes) -> Job | None:
+        """A live job with this unique in any function (GET_STATUS_UNIQUE has no function)."""
+        key = coalescing_key(unique, b"")
+        if key is None:
+            return None
+        for fn in self.functions.values():
+            job = fn.by_unique.get(key)
+            if job is not None:
+                return job
+        return None
+
+    def _get_status_unique(self, session: Session, packet: Packet) -> None:
+        unique = packet.args[0]
+        job = self.find_unique(unique)
+        if job is None:
+            self.send(
+                session, pack_response(P.STATUS_RES_UNIQUE, unique, b"0", b"0", b"0", b"0", b"0")
+            )
+            return
+        self.send(
+            session,
+            pack_response(
+                P.STATUS_RES_UNIQUE,
+                unique,
+                b"1",
+                b"0" if job.worker is None else b"1",
+                b"%d" % job.numerator,
+                b"%d" % job.denominator,
+                b"%d" % len(job.clients),
+            ),
+        )
+
+    def _echo(self, session: Session, packet: Packet) -> None:
+        self.send(session, pack_response(P.ECHO_RES, packet.args[0]))
+
+    def _option(self, session: Session, packet: Packet) -> None:
+        option = packet.args[0]
+        if option.lower() == b"exceptions":
+            session.exceptions = True
+            self.send(session, pack_response(P.OPTION_RES, option))
+        else:
+            self.send(
+                session, error_packet(b"UNKNOWN_OPTION", b"Server does not recognize given option")
+            )
+
+    # ------------------------------------------------------------------ time
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`run_timers` next has something to do (epoch seconds), or None."""
+        first: float | None = None
+        if self._delayed:
+            first = float(self._delayed[0][0])
+        if self._deadlines and (first is None or self._deadlines[0][0] < first):
+            first = self._deadlines[0][0]
+        return first
+
+    def run_timers(self, now: float | None = None) -> None:
+        """Queue epoch jobs that fell due and requeue jobs whose worker timed out."""
+        if now is None:
+            now = self.clock()
+        delayed = self._delayed
+        while delayed and delayed[0][0] <= now:
+            job = heapq.heappop(delayed)[2]
+            if job.ignore:
+                self._discard(job)
+            elif self.jobs.get(job.handle) is job:
+                self._enqueue(job)
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, _, job, attempt = heapq.heappop(deadlines)
+            if job.worker is not None and job.attempt == attempt:
+                log.warning(
+                    "Worker timeout reached on job, requeueing: %s", job.handle.decode("latin-1")
+                )
+                self._requeue(job, "worker timeout")
+
+    # ------------------------------------------------------------------ replay and views
+
+    def replay(self, rows: Iterable[tuple[bytes, bytes, int, bytes, int]]) -> int:
+        """Re-create stored jobs (unique, function, priority, data, when) at start-up."""
+        count = 0
+        for unique, name, priority, data, when in rows:
+            job = self.submit(None, name, unique, data, priority, True, when=when, stored=True)
+            if job is not None:
+                count += 1
+        return count
+
+    def all_jobs(self) -> Iterable[Job]:
+        return self.jobs.values()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "jobs": len(self.jobs),
+            "functions": len(self.functions),
+            "sessions": len(self.sessions),
+        }

@@ -1,0 +1,365 @@
+"""The job server's network layer: asyncio moves bytes between sockets and the sans-IO core.
+
+Each connection feeds what it reads to its :class:`~gearsql.protocol.Parser` and hands the events
+to :class:`~gearsql.core.JobServerCore`; after every read (and every timer) the output the core
+produced for any connection is written with one ``write`` per connection. Nothing here decides
+anything about jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gearsql import __version__
+from gearsql.core import JobServerCore, Session
+from gearsql.protocol import (
+    DEFAULT_MAX_PACKET_SIZE,
+    AdminLine,
+    Packet,
+    PacketType,
+    Parser,
+    Violation,
+    pack_response,
+)
+from gearsql.stores import Store, StoreError, open_store
+
+__all__ = ["JobServer", "ServerConfig", "run_server"]
+
+log = logging.getLogger("gearsql.server")
+
+
+@dataclass
+class ServerConfig:
+    """Everything ``gearsql server`` can be told; the CLI fills it from options."""
+
+    listen: Sequence[str] = ("127.0.0.1",)
+    port: int = 4730
+    job_retries: int = -1
+    worker_wakeup: int = 0
+    exceptions: bool = False
+    job_handle_prefix: str = ""
+    max_packet_size: int = DEFAULT_MAX_PACKET_SIZE
+    max_connections: int = 0
+    backlog: int = 128
+    keepalive: bool = False
+    keepalive_idle: int = -1
+    keepalive_interval: int = -1
+    keepalive_count: int = -1
+    store: str = "memory"
+    allow_insecure_remote: bool = False
+    remote_admin: bool = False
+    verbose: str = "NOTICE"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class _Connection(asyncio.Protocol):
+    """One accepted socket."""
+
+    __slots__ = ("core", "parser", "paused", "server", "session", "transport")
+
+    def __init__(self, server: JobServer):
+        self.server = server
+        self.core = server.core
+        self.transport: asyncio.Transport | None = None
+        self.session: Session | None = None
+        self.parser = Parser(server.config.max_packet_size)
+        self.paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        server = self.server
+        limit = server.config.max_connections
+        if limit and len(server.connections) >= limit:
+            server.rate_limited_warning(
+                "max-connections", "connection limit (%d) reached; closing new connections", limit
+            )
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        sock = transport.get_extra_info("socket")
+        fd = sock.fileno() if sock is not None else -1
+        peer = transport.get_extra_info("peername")
+        host = peer[0] if isinstance(peer, tuple) else "-"
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            server.configure_socket(sock)
+        trusted = server.config.remote_admin or host == "-" or _is_loopback(host)
+        self.session = self.core.connect(host, fd, trusted)
+        server.connections[self.session.id] = self
+        log.info("Accepted connection %d from %s", self.session.id, host)
+
+    def data_received(self, data: bytes) -> None:
+        session = self.session
+        if session is None:
+            return
+        core = self.core
+        events = self.parser.feed(data)
+        for event in events:
+            kind = type(event)
+            if kind is Packet:
+                core.handle_packet(session, event)  # type: ignore[arg-type]
+            elif kind is AdminLine:
+                core.handle_admin(session, event)  # type: ignore[arg-type]
+            else:
+                self._violation(event)  # type: ignore[arg-type]
+                break
+        self.server.flush()
+
+    def _violation(self, event: Violation) -> None:
+        session = self.session
+        assert session is not None and self.transport is not None
+        self.server.rate_limited_warning(
+            "violation", "Closing connection %d from %s: %s", session.id, session.peer, event.text
+        )
+        if event.code:
+            self.core.send(
+                session, pack_response(PacketType.ERROR, event.code, event.text.encode())
+            )
+            self.server.flush()
+        # close() sends what is buffered (the ERROR) first; the session is forgotten now so
+        # nothing more is queued for it.
+        self.core.disconnect(session)
+        self.server.connections.pop(session.id, None)
+        self.session = None
+        self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        session = self.session
+        if session is None:
+            return
+        self.session = None
+        self.server.connections.pop(session.id, None)
+        self.core.disconnect(session)
+        log.info("Connection %d from %s closed", session.id, session.peer)
+        self.server.flush()
+
+    def pause_writing(self) -> None:
+        # The peer does not read what we send: stop reading its requests until it catches up,
+        # so one slow client cannot make the server buffer without bound.
+        if self.transport is not None and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and self.paused:
+            self.paused = False
+            self.transport.resume_reading()
+
+
+class JobServer:
+    """The running server: listeners, connections, the core and the store."""
+
+    def __init__(self, config: ServerConfig, store: Store | None = None):
+        self.config = config
+        prefix = config.job_handle_prefix or f"H:{socket.gethostname()}"
+        self.core = JobServerCore(
+            handle_prefix=prefix.encode(),
+            job_retries=config.job_retries,
+            worker_wakeup=config.worker_wakeup,
+            exceptions=config.exceptions,
+            version=__version__,
+            pid=os.getpid(),
+            verbose=config.verbose,
+        )
+        self.store = store if store is not None else open_store(config.store)
+        self.connections: dict[int, _Connection] = {}
+        self.servers: list[asyncio.base_events.Server] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._last_warning: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+        self._stopping: asyncio.Event | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    # -------------------------------------------------------------- output and timers
+
+    def flush(self) -> None:
+        """Write every connection's pending output, one write each, and re-arm the timer."""
+        core = self.core
+        if core.dirty:
+            connections = self.connections
+            for session in core.take_dirty():
+                out = session.out
+                if not out:
+                    continue
+                session.out = []
+                conn = connections.get(session.id)
+                if conn is None or conn.transport is None:
+                    continue
+                conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        deadline = core.next_deadline()
+        if deadline != self._timer_at:
+            self._arm(deadline)
+
+    def _arm(self, deadline: float | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None and self.loop is not None:
+            delay = max(0.0, deadline - time.time())
+            self._timer = self.loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.core.run_timers()
+        self.flush()
+
+    # -------------------------------------------------------------- sockets
+
+    def configure_socket(self, sock: socket.socket) -> None:
+        """TCP_NODELAY always (asyncio sets it too), keepalive when asked."""
+        cfg = self.config
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if cfg.keepalive:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                for value, name in (
+                    (cfg.keepalive_idle, "TCP_KEEPIDLE"),
+                    (cfg.keepalive_interval, "TCP_KEEPINTVL"),
+                    (cfg.keepalive_count, "TCP_KEEPCNT"),
+                ):
+                    option = getattr(socket, name, None)
+                    if value > 0 and option is not None:
+                        sock.setsockopt(socket.IPPROTO_TCP, option, value)
+        except OSError as exc:  # pragma: no cover - depends on the platform
+            log.warning("could not set socket options: %s", exc)
+
+    def rate_limited_warning(self, key: str, message: str, *args: Any) -> None:
+        """Log at most one warning a second per kind, saying how many were held back."""
+        now = time.monotonic()
+        last = self._last_warning.get(key, 0.0)
+        if now - last < 1.0:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        self._last_warning[key] = now
+        suppressed = self._suppressed.pop(key, 0)
+        if suppressed:
+            message += " (%d similar messages suppressed)"
+            args = (*args, suppressed)
+        log.warning(message, *args)
+
+    # -------------------------------------------------------------- life cycle
+
+    async def start(self) -> None:
+        """Open the store, replay it, and listen. Raises OSError or StoreError."""
+        self.loop = asyncio.get_running_loop()
+        cfg = self.config
+        for host in cfg.listen:
+            if not _is_loopback(host) and not cfg.allow_insecure_remote:
+                raise ValueError(
+                    f"refusing to listen on {host}: the Gearman protocol has no authentication;"
+                    " pass --allow-insecure-remote to listen beyond loopback"
+                )
+        await self.store.open()
+        replayed = self.core.replay(
+            (row.unique, row.function, row.priority, row.data, row.when)
+            for row in await self.store.load()
+        )
+        for host in cfg.listen:
+            server = await self.loop.create_server(
+                lambda: _Connection(self),
+                host=host or None,
+                port=cfg.port,
+                backlog=cfg.backlog,
+                reuse_address=True,
+            )
+            self.servers.append(server)
+        log.log(
+            NOTICE,
+            "gearsql %s listening on %s, store: %s, %d jobs replayed",
+            __version__,
+            ", ".join(f"{h}:{self.port}" for h in cfg.listen),
+            self.store.description,
+            replayed,
+        )
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with ``port=0``)."""
+        for server in self.servers:
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        return self.config.port
+
+    async def serve_until_stopped(self) -> None:
+        """Run until :meth:`stop` (or SIGTERM/SIGINT when installed by :func:`run_server`)."""
+        self._stopping = asyncio.Event()
+        await self._stopping.wait()
+        await self.close()
+
+    def stop(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def close(self) -> None:
+        """Stop listening, close every connection, close the store."""
+        for server in self.servers:
+            server.close()
+        for conn in list(self.connections.values()):
+            if conn.transport is not None:
+                conn.transport.close()
+        for server in self.servers:
+            await server.wait_closed()
+        self.servers = []
+        if self._timer is not None:
+            self._timer.cancel()
+        await self.store.close()
+        log.log(NOTICE, "gearsql stopped")
+
+
+NOTICE = 25
+logging.addLevelName(NOTICE, "NOTICE")
+
+
+def run_server(config: ServerConfig, pid_file: str | None = None) -> int:
+    """Run a job server in this process until SIGTERM or SIGINT; return the exit status."""
+    try:
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # pragma: no cover - uvloop is the optional 'fast' extra
+        uvloop = None  # type: ignore[assignment,unused-ignore]
+
+    async def main() -> int:
+        server = JobServer(config)
+        try:
+            await server.start()
+        except (OSError, ValueError, StoreError) as exc:
+            log.critical("cannot start: %s", exc)
+            await server.store.close()
+            return 1
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, server.stop)
+        if pid_file:
+            with open(pid_file, "w") as handle:
+                handle.write(f"{os.getpid()}\n")
+        try:
+            await server.serve_until_stopped()
+        finally:
+            if pid_file:
+                try:
+                    os.unlink(pid_file)
+                except FileNotFoundError:
+                    pass
+        return 0
+
+    if uvloop is not None:
+        return int(uvloop.run(main()))
+    return asyncio.run(main())  # type: ignore[unreachable,unused-ignore]

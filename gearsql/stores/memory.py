@@ -1,0 +1,25 @@
+"""The in-memory store: keeps nothing, so a restart forgets every queued job."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gearsql.stores.base import Store, StoredJob
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(Store):
+    """No durability: ``--store memory``. The server does not call it for each job."""
+
+    durable = False
+    description = "memory (jobs are lost when the server stops)"
+
+    async def load(self) -> list[StoredJob]:
+        return []
+
+    async def add(self, jobs: Sequence[StoredJob]) -> None:
+        return None
+
+    async def remove(self, jobs: Sequence[StoredJob]) -> None:
+        return None
