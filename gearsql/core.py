@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -25,6 +26,7 @@ from gearsql.protocol import (
     MAX_FUNCTION_NAME,
     MAX_HANDLE,
     MAX_UNIQUE,
+    RES,
     AdminLine,
     Packet,
     PacketType,
@@ -50,6 +52,14 @@ P = PacketType
 
 _NOOP = pack_response(P.NOOP)
 _NO_JOB = pack_response(P.NO_JOB)
+
+
+_JOB_CREATED_HEADERS = [struct.pack(">4sII", RES, P.JOB_CREATED, size) for size in range(65)]
+
+
+def _job_created(handle: bytes) -> bytes:
+    """JOB_CREATED, framed from a table of headers: it is sent for every submission."""
+    return _JOB_CREATED_HEADERS[len(handle)] + handle
 
 
 def error_packet(code: bytes, text: bytes) -> bytes:
@@ -156,7 +166,6 @@ class Job:
     """One job, from submission until it completes, fails or is dropped."""
 
     __slots__ = (
-        "attempt",
         "background",
         "clients",
         "data",
@@ -164,7 +173,6 @@ class Job:
         "function",
         "handle",
         "ignore",
-        "key",
         "numerator",
         "priority",
         "reducer",
@@ -195,17 +203,15 @@ class Job:
         #: Epoch second before which the job may not run; 0 for "now".
         self.when = when
         self.reducer = reducer
-        #: Clients waiting for the result (foreground submitters, coalesced ones included).
-        self.clients: list[Session] = []
+        #: Clients waiting for the result (foreground submitters, coalesced ones included);
+        #: a shared empty tuple until there is one, which saves memory on deep background queues.
+        self.clients: list[Session] | tuple[()] = ()
         self.worker: Session | None = None
         self.numerator = 0
         self.denominator = 0
         self.retries = 0
         #: Cancelled, or a foreground job whose last client left: skipped when next met.
         self.ignore = False
-        self.key: bytes | None = None
-        #: Counts assignments, so that a stale CAN_DO_TIMEOUT timer can tell it is stale.
-        self.attempt = 0
         #: Held by the durable store (background and epoch jobs).
         self.stored = False
 
@@ -289,7 +295,9 @@ class JobServerCore:
         verbose: str = "ERROR",
         on_drop: Callable[[Job], None] | None = None,
     ):
-        self.handle_prefix = handle_prefix + b":"
+        # Handles must stay under 64 bytes with room for a 20-digit counter.
+        self.handle_prefix = handle_prefix[: MAX_HANDLE - 23] + b":"
+        self._handle_format = self.handle_prefix.replace(b"%", b"%%") + b"%d"
         self.job_retries = job_retries
         self.worker_wakeup = worker_wakeup
         self.exceptions = exceptions
@@ -310,8 +318,8 @@ class JobServerCore:
         self._next_session = 0
         # Epoch jobs not yet due: (when, sequence, job).
         self._delayed: list[tuple[int, int, Job]] = []
-        # CAN_DO_TIMEOUT deadlines: (monotonic-ish deadline, sequence, job, attempt).
-        self._deadlines: list[tuple[float, int, Job, int]] = []
+        # CAN_DO_TIMEOUT deadlines: (deadline, sequence, job, worker, retries at assignment).
+        self._deadlines: list[tuple[float, int, Job, Session, int]] = []
         self._seq = 0
         self._on_drop = on_drop
         self._dispatch: dict[PacketType, Callable[[Session, Packet], None]] = {
@@ -553,7 +561,6 @@ class JobServerCore:
             return
         fn = job.function
         job.worker = session
-        job.attempt += 1
         fn.running += 1
         session.holding[job.handle] = job
         kind = packet.type
@@ -573,7 +580,11 @@ class JobServerCore:
         timeout = session.timeouts.get(fn) if session.timeouts else None
         if timeout:
             self._seq += 1
-            heapq.heappush(self._deadlines, (self.clock() + timeout, self._seq, job, job.attempt))
+            # (worker, retries) names this assignment: a requeue always counts a retry.
+            heapq.heappush(
+                self._deadlines,
+                (self.clock() + timeout, self._seq, job, session, job.retries),
+            )
 
     def _held_job(self, session: Session, packet: Packet) -> Job | None:
         """The job a WORK_* packet names, if this very connection was assigned it."""
@@ -642,21 +653,25 @@ class JobServerCore:
             job.worker = None
         if self.jobs.pop(job.handle, None) is not None:
             fn.total -= 1
-        if job.key is not None and fn.by_unique.get(job.key) is job:
-            del fn.by_unique[job.key]
+        self._unindex(job)
         for client in job.clients:
             client.waiting.discard(job)
-        job.clients = []
+        job.clients = ()
         if job.stored:
             self.finished_stored.append(job)
 
     def _ignore(self, job: Job) -> None:
         """Mark a job to be skipped when a worker next meets it (gearmand's ignore_job)."""
         job.ignore = True
-        fn = job.function
-        if job.key is not None and fn.by_unique.get(job.key) is job:
-            del fn.by_unique[job.key]
-            job.key = None
+        self._unindex(job)
+
+    def _unindex(self, job: Job) -> None:
+        """Stop coalescing new submissions onto ``job``."""
+        if job.unique:
+            key = coalescing_key(job.unique, job.data)
+            by_unique = job.function.by_unique
+            if by_unique.get(key) is job:  # type: ignore[arg-type]
+                del by_unique[key]  # type: ignore[arg-type]
 
     def _discard(self, job: Job) -> None:
         """An ignored job reached the head of its queue: it is gone for good."""
@@ -710,7 +725,7 @@ class JobServerCore:
         self._fail_clients(job)
         for client in job.clients:
             client.waiting.discard(job)
-        job.clients = []
+        job.clients = ()
         self._ignore(job)
         if job.stored:
             # The durable row goes now; the in-memory job stays listed until a worker meets it,
@@ -761,48 +776,53 @@ class JobServerCore:
         ``session`` is None when a job is replayed from the durable store; ``stored`` then says
         the row already exists.
         """
-        if session is not None:
-            if not self._check_name(session, name):
+        # The common case (a known function, no unique, no limit) runs straight through.
+        fn = self.functions.get(name)
+        if fn is None:
+            if session is not None and not self._check_name(session, name):
                 return None
-            if len(unique) > self.max_unique:
+            fn = self.functions[name] = Function(name)
+        if unique:
+            if session is not None and len(unique) > self.max_unique:
                 self.send(session, error_packet(b"ARGUMENT_TOO_LARGE", b"Unique value too large"))
                 return None
-        fn = self.function(name)
-        key = coalescing_key(unique, data)
-        if key is not None:
+            key = b"\0" + data if unique == b"-" else unique
             existing = fn.by_unique.get(key)
             if existing is not None:
                 if session is not None:
                     if not background:
-                        existing.clients.append(session)
+                        if existing.clients:
+                            existing.clients.append(session)  # type: ignore[union-attr]
+                        else:
+                            existing.clients = [session]
                         session.waiting.add(existing)
-                    self.send(session, pack_response(P.JOB_CREATED, existing.handle))
+                    self.send(session, _job_created(existing.handle))
                 return existing
         limit = fn.max_queue[priority]
         if limit and fn.total >= limit and session is not None:
             self.send(session, error_packet(b"QUEUE_ERROR", b"Job queue is full"))
             return None
         self._counter += 1
-        handle = b"%s%d" % (self.handle_prefix, self._counter)
-        if len(handle) >= MAX_HANDLE:
-            handle = handle[-(MAX_HANDLE - 1) :]
+        handle = self._handle_format % self._counter
         job = Job(handle, fn, unique, data, priority, background, when, reducer)
-        job.stored = stored or (background and session is not None and self.durable(job))
-        if key is not None:
-            job.key = key
+        if background:
+            job.stored = stored or (session is not None and self.durable(job))
+        if unique:
             fn.by_unique[key] = job
         self.jobs[handle] = job
         fn.total += 1
         if not background and session is not None:
-            job.clients.append(session)
+            job.clients = [session]
             session.waiting.add(job)
         if when and when > self.clock():
             self._seq += 1
             heapq.heappush(self._delayed, (when, self._seq, job))
         else:
-            self._enqueue(job)
+            fn.queues[priority].append(job)
+            if fn.sleepers:
+                self._wake(fn)
         if session is not None:
-            self.send(session, pack_response(P.JOB_CREATED, handle))
+            self.send(session, _job_created(handle))
         return job
 
     def durable(self, job: Job) -> bool:
@@ -897,8 +917,8 @@ class JobServerCore:
                 self._enqueue(job)
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
-            _, _, job, attempt = heapq.heappop(deadlines)
-            if job.worker is not None and job.attempt == attempt:
+            _, _, job, worker, retries = heapq.heappop(deadlines)
+            if job.worker is worker and job.retries == retries:
                 log.warning(
                     "Worker timeout reached on job, requeueing: %s", job.handle.decode("latin-1")
                 )
