@@ -375,10 +375,10 @@ class JobServerCore:
         session.holding.clear()
         self._drop_abilities(session)
         for job in session.waiting:
-            try:
-                job.clients.remove(session)
-            except ValueError:
+            clients = job.clients
+            if not isinstance(clients, list) or session not in clients:
                 continue
+            clients.remove(session)
             if not job.clients and not job.background and job.worker is None:
                 # Nobody waits for it any more and it has not started: it never runs.
                 self._ignore(job)
@@ -791,8 +791,8 @@ class JobServerCore:
             if existing is not None:
                 if session is not None:
                     if not background:
-                        if existing.clients:
-                            existing.clients.append(session)  # type: ignore[union-attr]
+                        if isinstance(existing.clients, list):
+                            existing.clients.append(session)
                         else:
                             existing.clients = [session]
                         session.waiting.add(existing)
