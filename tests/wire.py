@@ -49,7 +49,7 @@ class Peer:
             try:
                 if not self._read():
                     raise AssertionError("the server closed the connection")
-            except socket.timeout as exc:
+            except TimeoutError as exc:
                 raise AssertionError("no packet from the server in time") from exc
         return self.pending.pop(0)
 
@@ -66,7 +66,7 @@ class Peer:
         try:
             if not self._read():
                 return True
-        except socket.timeout:
+        except TimeoutError:
             return True
         return not self.pending
 
@@ -95,7 +95,7 @@ class Peer:
             try:
                 if not self.sock.recv(1 << 16):
                     return True
-            except socket.timeout:
+            except TimeoutError:
                 return False
             except ConnectionResetError:
                 return True
