@@ -11,6 +11,7 @@ import click
 
 from gearsql import __version__
 from gearsql.protocol import DEFAULT_MAX_PACKET_SIZE
+from gearsql.stores import default_store_url
 
 __all__ = ["cli", "main"]
 
@@ -185,10 +186,10 @@ def cli() -> None:
 )
 @click.option(
     "--store",
-    default="memory",
-    show_default=True,
+    default=None,
     metavar="URL",
-    help="Where background jobs are kept: 'memory' (lost on restart).",
+    help="Where background jobs are kept: sqlite:///PATH (an SQLite file), or 'memory' "
+    "(lost on restart). Default: " + default_store_url(),
 )
 @click.option(
     "--allow-insecure-remote",
@@ -232,6 +233,7 @@ def server(
     from gearsql.server import ServerConfig, run_server
 
     setup_logging(log_file, verbose)
+    options["store"] = options["store"] or default_store_url()
     config = ServerConfig(listen=listen or ("127.0.0.1",), verbose=verbose.upper(), **options)
     sys.exit(run_server(config, pid_file=pid_file))
 

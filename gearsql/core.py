@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import os
 import struct
 import time
 from collections import deque
@@ -62,6 +63,12 @@ def _job_created(handle: bytes) -> bytes:
     return _JOB_CREATED_HEADERS[len(handle)] + handle
 
 
+#: Stored jobs submitted without a unique still need a key in the store's table; they get one
+#: with this prefix (a control character no real unique starts with), and replay turns them
+#: back into jobs without a unique.
+ANONYMOUS_PREFIX = b"\x1egearsql:"
+
+
 def error_packet(code: bytes, text: bytes) -> bytes:
     """An ERROR packet as gearmand sends it: the return code name, then a text."""
     return pack_response(P.ERROR, code, text)
@@ -96,6 +103,7 @@ class Session:
         "sleeping",
         "timeouts",
         "trusted",
+        "unacked",
         "waiting",
     )
 
@@ -104,8 +112,8 @@ class Session:
         #: The peer's address as shown by the ``workers`` admin command.
         self.peer = peer
         self.fd = fd
-        #: Bytes waiting to be written, in order.
-        self.out: list[bytes] = []
+        #: Bytes waiting to be written, in order (with PendingAck placeholders in between).
+        self.out: list[bytes | PendingAck] = []
         self.in_dirty = False
         self.client_id = b"-"
         #: The client asked for WORK_EXCEPTION packets (OPTION_REQ exceptions).
@@ -124,9 +132,45 @@ class Session:
         self.closed = False
         #: May run mutating admin commands (loopback or a configured admin source).
         self.trusted = trusted
+        #: PendingAck placeholders in ``out`` (answered or not): while there are any, output
+        #: is written only up to the first one still waiting for a store commit.
+        self.unacked = 0
 
     def __repr__(self) -> str:
         return f"<Session {self.id} {self.peer}>"
+
+    def take_output(self) -> bytes:
+        """The bytes that may be written now, removed from ``out``.
+
+        Replies leave in the order their requests came: output queued behind a JOB_CREATED
+        that still waits for the store stays queued until that commit is done.
+        """
+        out = self.out
+        if not self.unacked:
+            self.out = []
+            return out[0] if len(out) == 1 else b"".join(out)  # type: ignore[return-value,arg-type]
+        ready: list[bytes] = []
+        for index, item in enumerate(out):
+            if item.__class__ is PendingAck:
+                data = item.data
+                if data is None:
+                    self.out = out[index:]
+                    return b"".join(ready)
+                self.unacked -= 1
+                ready.append(data)
+            else:
+                ready.append(item)  # type: ignore[arg-type]
+        self.out = []
+        return b"".join(ready)
+
+
+class PendingAck:
+    """A JOB_CREATED (or ERROR) not yet known: it waits for the durable store's commit."""
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data: bytes | None = None
 
 
 class Function:
@@ -166,6 +210,7 @@ class Job:
     """One job, from submission until it completes, fails or is dropped."""
 
     __slots__ = (
+        "acks",
         "background",
         "clients",
         "data",
@@ -177,6 +222,7 @@ class Job:
         "priority",
         "reducer",
         "retries",
+        "store_key",
         "stored",
         "unique",
         "when",
@@ -214,6 +260,10 @@ class Job:
         self.ignore = False
         #: Held by the durable store (background and epoch jobs).
         self.stored = False
+        #: The store's key for a job submitted without a unique (see ANONYMOUS_PREFIX).
+        self.store_key: bytes | None = None
+        #: While the store has not committed the job: who waits for its JOB_CREATED.
+        self.acks: list[tuple[Session, PendingAck]] | None = None
 
     def __repr__(self) -> str:
         return f"<Job {self.handle!r} {self.function.name!r}>"
@@ -294,6 +344,7 @@ class JobServerCore:
         pid: int = 0,
         verbose: str = "ERROR",
         on_drop: Callable[[Job], None] | None = None,
+        durable: bool = False,
     ):
         # Handles must stay under 64 bytes with room for a 20-digit counter.
         self.handle_prefix = handle_prefix[: MAX_HANDLE - 23] + b":"
@@ -314,6 +365,13 @@ class JobServerCore:
         self.dirty: list[Session] = []
         #: Stored jobs that finished; the network layer deletes them from the durable store.
         self.finished_stored: list[Job] = []
+        #: Whether background jobs go to a durable store before JOB_CREATED.
+        self.durable = durable
+        #: Background jobs accepted but not yet committed; the network layer commits them in
+        #: one transaction (group commit) and calls :meth:`commit_done`.
+        self.to_store: list[Job] = []
+        # Keys of stored jobs that came without a unique: unique per server run and across runs.
+        self._anonymous_format = ANONYMOUS_PREFIX + os.urandom(6).hex().encode() + b":%d"
         self._counter = 0
         self._next_session = 0
         # Epoch jobs not yet due: (when, sequence, job).
@@ -370,10 +428,11 @@ class JobServerCore:
             return
         session.closed = True
         self.sessions.pop(session.id, None)
+        # Leave the sleeper lists first: a requeue must not spend its wakeup on this session.
+        self._drop_abilities(session)
         for job in list(session.holding.values()):
             self._requeue(job, "worker disconnected")
         session.holding.clear()
-        self._drop_abilities(session)
         for job in session.waiting:
             clients = job.clients
             if not isinstance(clients, list) or session not in clients:
@@ -384,6 +443,7 @@ class JobServerCore:
                 self._ignore(job)
         session.waiting.clear()
         session.out.clear()
+        session.unacked = 0
 
     def send(self, session: Session, data: bytes) -> None:
         if session.closed:
@@ -675,6 +735,9 @@ class JobServerCore:
 
     def _discard(self, job: Job) -> None:
         """An ignored job reached the head of its queue: it is gone for good."""
+        # Also reached from _requeue for a running foreground job whose clients all left,
+        # which was never unindexed: a later submission must not coalesce onto it.
+        self._unindex(job)
         if self.jobs.pop(job.handle, None) is not None:
             job.function.total -= 1
         if job.stored:
@@ -727,6 +790,9 @@ class JobServerCore:
             client.waiting.discard(job)
         job.clients = ()
         self._ignore(job)
+        if job.acks is not None:
+            # Its commit is under way; commit_done() removes the row again.
+            return True
         if job.stored:
             # The durable row goes now; the in-memory job stays listed until a worker meets it,
             # as in gearmand.
@@ -770,6 +836,7 @@ class JobServerCore:
         when: int = 0,
         reducer: bytes = b"",
         stored: bool = False,
+        store_key: bytes | None = None,
     ) -> Job | None:
         """Create (or coalesce onto) a job and answer ``session`` with JOB_CREATED or ERROR.
 
@@ -781,11 +848,13 @@ class JobServerCore:
         if fn is None:
             if session is not None and not self._check_name(session, name):
                 return None
+        if unique and session is not None and len(unique) > self.max_unique:
+            # Refused before the function is created: a refused submission leaves no trace.
+            self.send(session, error_packet(b"ARGUMENT_TOO_LARGE", b"Unique value too large"))
+            return None
+        if fn is None:
             fn = self.functions[name] = Function(name)
         if unique:
-            if session is not None and len(unique) > self.max_unique:
-                self.send(session, error_packet(b"ARGUMENT_TOO_LARGE", b"Unique value too large"))
-                return None
             key = b"\0" + data if unique == b"-" else unique
             existing = fn.by_unique.get(key)
             if existing is not None:
@@ -796,7 +865,7 @@ class JobServerCore:
                         else:
                             existing.clients = [session]
                         session.waiting.add(existing)
-                    self.send(session, _job_created(existing.handle))
+                    self._acknowledge(session, existing)
                 return existing
         limit = fn.max_queue[priority]
         if limit and fn.total >= limit and session is not None:
@@ -805,8 +874,10 @@ class JobServerCore:
         self._counter += 1
         handle = self._handle_format % self._counter
         job = Job(handle, fn, unique, data, priority, background, when, reducer)
-        if background:
-            job.stored = stored or (session is not None and self.durable(job))
+        if background and (stored or self.durable):
+            job.stored = True
+            if not unique:
+                job.store_key = store_key or self._anonymous_format % self._counter
         if unique:
             fn.by_unique[key] = job
         self.jobs[handle] = job
@@ -814,21 +885,62 @@ class JobServerCore:
         if not background and session is not None:
             job.clients = [session]
             session.waiting.add(job)
-        if when and when > self.clock():
-            self._seq += 1
-            heapq.heappush(self._delayed, (when, self._seq, job))
-        else:
-            fn.queues[priority].append(job)
-            if fn.sleepers:
-                self._wake(fn)
+        if job.stored and not stored:
+            # Not runnable and not acknowledged before the store has committed it.
+            job.acks = []
+            self.to_store.append(job)
+            if session is not None:
+                self._acknowledge(session, job)
+            return job
+        self._schedule(job)
         if session is not None:
             self.send(session, _job_created(handle))
         return job
 
-    def durable(self, job: Job) -> bool:
-        """Whether a new background job is held by a durable store. The in-memory core says no;
-        the server overrides this when a store is configured."""
-        return False
+    def _schedule(self, job: Job) -> None:
+        """Queue a new job, or hold it until its epoch time."""
+        if job.when and job.when > self.clock():
+            self._seq += 1
+            heapq.heappush(self._delayed, (job.when, self._seq, job))
+        else:
+            self._enqueue(job)
+
+    def _acknowledge(self, session: Session, job: Job) -> None:
+        """JOB_CREATED now, or a placeholder for it while the job's commit is under way."""
+        if job.acks is None:
+            self.send(session, _job_created(job.handle))
+            return
+        ack = PendingAck()
+        job.acks.append((session, ack))
+        session.unacked += 1
+        self.send(session, ack)  # type: ignore[arg-type]
+
+    def commit_done(self, jobs: list[Job], error: str | None = None) -> None:
+        """The store committed ``jobs`` (``error`` is None) or could not (``error`` says why).
+
+        Committed jobs become runnable and their submitters get JOB_CREATED. Jobs that could
+        not be stored are forgotten and their submitters get ERROR QUEUE_ERROR: nothing is
+        acknowledged that is not durable.
+        """
+        for job in jobs:
+            acks = job.acks or []
+            job.acks = None
+            if error is None:
+                reply = _job_created(job.handle)
+                if job.ignore:
+                    # Cancelled while its commit was under way: the row goes again.
+                    self._discard(job)
+                else:
+                    self._schedule(job)
+            else:
+                reply = error_packet(b"QUEUE_ERROR", error.encode("utf-8", "replace")[:200])
+                job.stored = False
+                self._finish(job)
+            for session, ack in acks:
+                ack.data = reply
+                if not session.closed and not session.in_dirty:
+                    session.in_dirty = True
+                    self.dirty.append(session)
 
     def _get_status(self, session: Session, packet: Packet) -> None:
         handle = packet.args[0]
@@ -927,13 +1039,30 @@ class JobServerCore:
     # ------------------------------------------------------------------ replay and views
 
     def replay(self, rows: Iterable[tuple[bytes, bytes, int, bytes, int]]) -> int:
-        """Re-create stored jobs (unique, function, priority, data, when) at start-up."""
+        """Re-create stored jobs (unique, function, priority, data, when) at start-up.
+
+        Priority, unique, function and due time are kept; handles are new, as in gearmand.
+        """
         count = 0
         for unique, name, priority, data, when in rows:
-            job = self.submit(None, name, unique, data, priority, True, when=when, stored=True)
+            store_key = None
+            if unique.startswith(ANONYMOUS_PREFIX):
+                store_key, unique = unique, b""
+            priority = priority if priority in (HIGH, NORMAL, LOW) else NORMAL
+            job = self.submit(
+                None, name, unique, data, priority, True, when=when, stored=True,
+                store_key=store_key,
+            )
             if job is not None:
                 count += 1
         return count
+
+    @staticmethod
+    def store_row(job: Job) -> tuple[bytes, bytes, int, bytes, int]:
+        """How ``job`` is written to the store: (unique, function, priority, data, when)."""
+        return (
+            job.store_key or job.unique, job.function.name, job.priority, job.data, job.when,
+        )
 
     def all_jobs(self) -> Iterable[Job]:
         return self.jobs.values()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gearsql import __version__
-from gearsql.core import JobServerCore, Session
+from gearsql.core import Job, JobServerCore, Session
 from gearsql.protocol import (
     DEFAULT_MAX_PACKET_SIZE,
     AdminLine,
@@ -30,7 +30,7 @@ from gearsql.protocol import (
     Violation,
     pack_response,
 )
-from gearsql.stores import Store, StoreError, open_store
+from gearsql.stores import Store, StoredJob, StoreError, open_store
 
 __all__ = ["JobServer", "ServerConfig", "run_server"]
 
@@ -54,7 +54,7 @@ class ServerConfig:
     keepalive_idle: int = -1
     keepalive_interval: int = -1
     keepalive_count: int = -1
-    store: str = "memory"
+    store: str = "memory"  # the CLI's default is the SQLite file of default_store_url()
     allow_insecure_remote: bool = False
     remote_admin: bool = False
     verbose: str = "NOTICE"
@@ -178,6 +178,7 @@ class JobServer:
             verbose=config.verbose,
         )
         self.store = store if store is not None else open_store(config.store)
+        self.core.durable = self.store.durable
         self.connections: dict[int, _Connection] = {}
         self.servers: list[asyncio.base_events.Server] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -185,6 +186,7 @@ class JobServer:
         self._last_warning: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
         self._stopping: asyncio.Event | None = None
+        self._committing = False
         self.loop: asyncio.AbstractEventLoop | None = None
 
     # -------------------------------------------------------------- output and timers
@@ -195,17 +197,52 @@ class JobServer:
         if core.dirty:
             connections = self.connections
             for session in core.take_dirty():
-                out = session.out
-                if not out:
+                if not session.out:
                     continue
-                session.out = []
+                data = session.take_output()
                 conn = connections.get(session.id)
-                if conn is None or conn.transport is None:
-                    continue
-                conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
+                if data and conn is not None and conn.transport is not None:
+                    conn.transport.write(data)
+        if (core.to_store or core.finished_stored) and not self._committing:
+            self._start_commit()
         deadline = core.next_deadline()
         if deadline != self._timer_at:
             self._arm(deadline)
+
+    def _start_commit(self) -> None:
+        """Group commit: everything accepted since the last commit goes in one transaction;
+        what arrives meanwhile waits for the next one."""
+        core = self.core
+        adds, core.to_store = core.to_store, []
+        removes, core.finished_stored = core.finished_stored, []
+        self._committing = True
+        assert self.loop is not None
+        self.loop.create_task(self._commit(adds, removes))
+
+    async def _commit(self, adds: list[Job], removes: list[Job]) -> None:
+        row = self.core.store_row
+        error: str | None = None
+        try:
+            await self.store.commit(
+                [StoredJob(*row(job)) for job in adds], [StoredJob(*row(job)) for job in removes]
+            )
+        except StoreError as exc:
+            error = str(exc)
+            self.rate_limited_warning("store", "store commit failed: %s", exc)
+        except Exception as exc:  # a store bug must not leave clients waiting forever
+            error = f"store failure: {exc!r}"
+            log.exception("store commit raised")
+        finally:
+            self._committing = False
+        if error is not None:
+            # The deletions are kept for the next commit; should the server stop first, the
+            # finished jobs run again after a restart (at-least-once).
+            self.core.finished_stored[:0] = removes
+        self.core.commit_done(adds, error)
+        if error is not None and self.core.finished_stored and not self.core.to_store:
+            # Do not spin on a broken store only to retry deletions: wait a moment.
+            await asyncio.sleep(0.5)
+        self.flush()
 
     def _arm(self, deadline: float | None) -> None:
         if self._timer is not None:
@@ -321,6 +358,16 @@ class JobServer:
         self.servers = []
         if self._timer is not None:
             self._timer.cancel()
+        # Let the commit under way finish, then write what is left (finished jobs' deletions
+        # above all, so that they do not run again after the restart).
+        while self._committing:
+            await asyncio.sleep(0.005)
+        core = self.core
+        if core.to_store or core.finished_stored:
+            adds, core.to_store = core.to_store, []
+            removes, core.finished_stored = core.finished_stored, []
+            self._committing = True
+            await self._commit(adds, removes)
         await self.store.close()
         log.log(NOTICE, "gearsql stopped")
 

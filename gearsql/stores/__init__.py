@@ -7,18 +7,47 @@ thread) so the loop never waits on disk or network.
 
 from __future__ import annotations
 
-from gearsql.stores.base import Store, StoredJob, StoreError
+from urllib.parse import parse_qs, urlsplit
+
+from gearsql.stores.base import Store, StoredJob, StoreError, check_identifier
 from gearsql.stores.memory import MemoryStore
 
-__all__ = ["MemoryStore", "Store", "StoreError", "StoredJob", "open_store"]
+__all__ = [
+    "MemoryStore",
+    "Store",
+    "StoreError",
+    "StoredJob",
+    "check_identifier",
+    "default_store_url",
+    "open_store",
+]
+
+
+def default_store_url() -> str:
+    """The store ``gearsql server`` uses without ``--store``: SQLite in the user's state dir."""
+    from gearsql.stores.sqlite import default_sqlite_path
+
+    return f"sqlite://{default_sqlite_path()}"
 
 
 def open_store(url: str) -> Store:
-    """The store a ``--store`` value names.
+    """The store a ``--store`` value names (not yet opened).
 
-    ``memory`` keeps nothing across restarts. Raises :class:`ValueError` for a URL of a kind
-    this build does not have.
+    ``memory`` keeps nothing across restarts; ``sqlite:///path/queue.sqlite3`` (an absolute
+    path after ``sqlite://``) keeps jobs in an SQLite file. ``?table=NAME`` picks the table
+    (default ``gearman_queue``, as C gearmand). Raises :class:`ValueError` for anything else.
     """
     if url in ("memory", "memory://", "none"):
         return MemoryStore()
-    raise ValueError(f"unknown store {url!r}: this version supports 'memory'")
+    parts = urlsplit(url)
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    if parts.scheme in ("sqlite", "sqlite3"):
+        from gearsql.stores.sqlite import SQLiteStore
+
+        path = url.split("://", 1)[1].split("?", 1)[0] if "://" in url else ""
+        if not path:
+            raise ValueError("an SQLite store needs a path: sqlite:///path/to/queue.sqlite3")
+        return SQLiteStore(path, table=query.get("table", "gearman_queue"))
+    raise ValueError(
+        f"unknown store {url!r}: use 'memory' or 'sqlite:///path/to/queue.sqlite3'"
+    )

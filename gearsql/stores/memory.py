@@ -18,8 +18,5 @@ class MemoryStore(Store):
     async def load(self) -> list[StoredJob]:
         return []
 
-    async def add(self, jobs: Sequence[StoredJob]) -> None:
-        return None
-
-    async def remove(self, jobs: Sequence[StoredJob]) -> None:
+    async def commit(self, add: Sequence[StoredJob], remove: Sequence[StoredJob]) -> None:
         return None

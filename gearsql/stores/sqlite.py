@@ -1,0 +1,202 @@
+"""The SQLite store, gearsql's default: background jobs in one file, committed in batches.
+
+The table is C gearmand's ``libsqlite3`` queue table (unique_key, function_name, priority, data,
+when_to_run; primary key unique_key + function_name), so a queue gearmand left behind can be
+taken over by pointing ``--store`` at its file. All database work runs on one thread of its own;
+the event loop only waits for the result. The file is opened in WAL mode with
+``synchronous=FULL``: a commit that returned survives a power cut, not only a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gearsql.stores.base import Store, StoredJob, StoreError, check_identifier
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore", "default_sqlite_path"]
+
+T = TypeVar("T")
+
+#: Version of gearsql's own additions to the table layout (kept in ``gearsql_schema``).
+SCHEMA_VERSION = 1
+
+
+def default_sqlite_path() -> Path:
+    """Where ``gearsql server`` keeps its queue when not told otherwise:
+    ``$XDG_STATE_HOME/gearsql/queue.sqlite3`` (``~/.local/state/gearsql/queue.sqlite3``)."""
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return Path(state) / "gearsql" / "queue.sqlite3"
+
+
+def _sql_value(value: bytes) -> str | bytes:
+    """Text where the bytes are UTF-8 (as gearmand writes them), a BLOB otherwise.
+
+    SQLite never finds a BLOB equal to TEXT, so the same bytes must always be bound the same
+    way, or a row written one way could not be deleted the other.
+    """
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value
+
+
+class SQLiteStore(Store):
+    """Durable jobs in an SQLite file (``--store sqlite:///path/to/queue.sqlite3``)."""
+
+    def __init__(self, path: str | os.PathLike[str], table: str = "gearman_queue"):
+        self.path = Path(path)
+        self.table = check_identifier(table)
+        self.description = f"sqlite {self.path} (table {self.table})"
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gearsql-sqlite")
+        self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+
+    async def _run(self, func: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, func, *args)
+
+    # -- everything below the async methods runs on the store's own thread
+
+    async def open(self) -> None:
+        await self._run(self._open)
+
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock()
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        except (OSError, sqlite3.Error) as exc:
+            self._unlock()
+            raise StoreError(f"cannot open SQLite queue {self.path}: {exc}") from exc
+        conn.text_factory = bytes
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            self._migrate(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            self._unlock()
+            raise StoreError(f"cannot use SQLite queue {self.path}: {exc}") from exc
+        self._conn = conn
+
+    def _lock(self) -> None:
+        """One server per queue file: a second one would run every job twice."""
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise OSError(f"the queue is in use by another gearsql server (pid {holder})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        table = self.table
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {table} ("
+            "unique_key TEXT, function_name TEXT, priority INTEGER, data BLOB, "
+            "when_to_run INTEGER, PRIMARY KEY (unique_key, function_name))"
+        )
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if b"when_to_run" not in columns:
+            # Tables from gearmand before 1.1 have no when_to_run column.
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN when_to_run INTEGER DEFAULT 0")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS gearsql_schema (name TEXT PRIMARY KEY, version INTEGER)"
+        )
+        conn.execute(
+            "INSERT OR REPLACE INTO gearsql_schema (name, version) VALUES (?, ?)",
+            (table, SCHEMA_VERSION),
+        )
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("the SQLite store is not open")
+        return self._conn
+
+    async def load(self) -> list[StoredJob]:
+        return await self._run(self._load)
+
+    def _load(self) -> list[StoredJob]:
+        conn = self._connection()
+        try:
+            rows = conn.execute(
+                "SELECT unique_key, function_name, priority, data, when_to_run "
+                f"FROM {self.table} ORDER BY rowid"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the SQLite queue: {exc}") from exc
+        return [
+            StoredJob(
+                _as_bytes(unique), _as_bytes(function), int(priority or 0), _as_bytes(data),
+                int(when or 0),
+            )
+            for unique, function, priority, data, when in rows
+        ]
+
+    async def commit(self, add: Sequence[StoredJob], remove: Sequence[StoredJob]) -> None:
+        await self._run(self._commit, add, remove)
+
+    def _commit(self, add: Sequence[StoredJob], remove: Sequence[StoredJob]) -> None:
+        conn = self._connection()
+        table = self.table
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            if add:
+                conn.executemany(
+                    f"INSERT OR REPLACE INTO {table} "
+                    "(unique_key, function_name, priority, data, when_to_run) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [
+                        (_sql_value(job.unique), _sql_value(job.function), job.priority,
+                         job.data, job.when)
+                        for job in add
+                    ],
+                )
+            if remove:
+                conn.executemany(
+                    f"DELETE FROM {table} WHERE unique_key = ? AND function_name = ?",
+                    [(_sql_value(job.unique), _sql_value(job.function)) for job in remove],
+                )
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise StoreError(f"SQLite commit failed: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._conn is not None or self._lock_fd is not None:
+            await self._run(self._close)
+        self._executor.shutdown(wait=True)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._unlock()
+
+
+def _as_bytes(value: Any) -> bytes:
+    if value is None:
+        return b""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return bytes(value)
