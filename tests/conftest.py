@@ -134,3 +134,28 @@ def any_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Serve
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> Iterator[str]:
+    """DSN of a PostgreSQL database of this test session's own."""
+    from databases import postgres_database
+
+    with postgres_database() as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="session")
+def mysql_dsn() -> Iterator[str]:
+    """DSN of a MySQL/MariaDB database of this test session's own."""
+    from databases import mysql_database
+
+    with mysql_database() as dsn:
+        yield dsn
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    lines = []
+    for name in ("GEARSQL_TEST_PG_DSN", "GEARSQL_TEST_MYSQL_DSN", "GEARSQL_TEST_REQUIRE_DB"):
+        lines.append(f"{name}={os.environ.get(name, '(unset)')}")
+    return lines

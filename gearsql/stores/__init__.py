@@ -34,8 +34,11 @@ def open_store(url: str) -> Store:
     """The store a ``--store`` value names (not yet opened).
 
     ``memory`` keeps nothing across restarts; ``sqlite:///path/queue.sqlite3`` (an absolute
-    path after ``sqlite://``) keeps jobs in an SQLite file. ``?table=NAME`` picks the table
-    (default ``gearman_queue``, as C gearmand). Raises :class:`ValueError` for anything else.
+    path after ``sqlite://``) keeps jobs in an SQLite file; ``postgresql://user@host/db``
+    (psycopg 3, the ``postgres`` extra) and ``mysql://user:password@host/db`` (MySQL or
+    MariaDB through mysql-connector-python, the ``mysql`` extra) in a database table.
+    ``?table=NAME`` picks the table (default ``gearman_queue``, as C gearmand). Raises
+    :class:`ValueError` for anything else.
     """
     if url in ("memory", "memory://", "none"):
         return MemoryStore()
@@ -48,6 +51,15 @@ def open_store(url: str) -> Store:
         if not path:
             raise ValueError("an SQLite store needs a path: sqlite:///path/to/queue.sqlite3")
         return SQLiteStore(path, table=query.get("table", "gearman_queue"))
+    if parts.scheme in ("postgresql", "postgres"):
+        from gearsql.stores.postgres import PostgresStore
+
+        return PostgresStore(url, table=query.get("table", "gearman_queue"))
+    if parts.scheme in ("mysql", "mariadb"):
+        from gearsql.stores.mysql import MySQLStore
+
+        return MySQLStore(url, table=query.get("table", "gearman_queue"))
     raise ValueError(
-        f"unknown store {url!r}: use 'memory' or 'sqlite:///path/to/queue.sqlite3'"
+        f"unknown store {url!r}: use 'memory', 'sqlite:///path/to/queue.sqlite3', "
+        "'postgresql://...' or 'mysql://...'"
     )

@@ -62,7 +62,10 @@ class SQLiteStore(Store):
 
     async def _run(self, func: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, func, *args)
+        try:
+            return await loop.run_in_executor(self._executor, func, *args)
+        except RuntimeError as exc:  # the executor was shut down by close()
+            raise StoreError("the SQLite store is closed") from exc
 
     # -- everything below the async methods runs on the store's own thread
 

@@ -1,0 +1,122 @@
+"""Real database servers for tests: a DSN from the environment, else Docker, else a skip.
+
+Each test session works in a database of its own (created here, dropped at the end), so the
+suite never touches anyone's data on a shared server. ``GEARSQL_TEST_REQUIRE_DB=1`` (set in CI)
+turns "no database" into a failure, and an unreachable DSN stops the run once with one clear
+message instead of a failure per test.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+REQUIRE_DB = os.environ.get("GEARSQL_TEST_REQUIRE_DB") == "1"
+
+
+def _no_database(kind: str, why: str) -> None:
+    message = f"no {kind} server for the tests: {why}"
+    if REQUIRE_DB:
+        pytest.exit(message + " (GEARSQL_TEST_REQUIRE_DB=1 forbids skipping)", returncode=1)
+    pytest.skip(message)
+
+
+def _docker_available() -> bool:
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+def _with_database(dsn: str, name: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A DSN for a fresh PostgreSQL database, dropped afterwards."""
+    dsn = os.environ.get("GEARSQL_TEST_PG_DSN")
+    container = None
+    if not dsn:
+        if not _docker_available():
+            _no_database("PostgreSQL", "set GEARSQL_TEST_PG_DSN (or start a Docker engine)")
+        from testcontainers.postgres import PostgresContainer  # type: ignore[import-untyped]
+
+        container = PostgresContainer("postgres:16", driver=None).start()
+        dsn = container.get_connection_url()
+    try:
+        import psycopg
+    except ImportError:
+        _no_database("PostgreSQL", "psycopg is not installed (pip install -e '.[postgres]')")
+    try:
+        admin = psycopg.connect(dsn, autocommit=True, connect_timeout=5)
+    except psycopg.Error as exc:
+        _no_database("PostgreSQL", f"cannot connect to {dsn}: {exc}".strip())
+    name = f"gearsql_test_{os.getpid()}_{secrets.token_hex(3)}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _with_database(dsn, name)
+    finally:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.close()
+        if container is not None:
+            container.stop()
+
+
+def mysql_connect_args(dsn: str) -> dict[str, object]:
+    parts = urlsplit(dsn)
+    args: dict[str, object] = {
+        "host": parts.hostname or "127.0.0.1",
+        "port": parts.port or 3306,
+        "user": parts.username or "root",
+        "password": parts.password or "",
+    }
+    if parts.path.strip("/"):
+        args["database"] = parts.path.strip("/")
+    return args
+
+
+@contextmanager
+def mysql_database() -> Iterator[str]:
+    """A DSN for a fresh MySQL/MariaDB database, dropped afterwards."""
+    dsn = os.environ.get("GEARSQL_TEST_MYSQL_DSN")
+    container = None
+    if not dsn:
+        if not _docker_available():
+            _no_database("MySQL/MariaDB", "set GEARSQL_TEST_MYSQL_DSN (or start a Docker engine)")
+        from testcontainers.mysql import MySqlContainer  # type: ignore[import-untyped]
+
+        container = MySqlContainer("mariadb:11").start()
+        dsn = container.get_connection_url().replace("mysql+pymysql://", "mysql://")
+    try:
+        import mysql.connector
+    except ImportError:
+        _no_database("MySQL/MariaDB", "mysql-connector-python is not installed")
+    args = mysql_connect_args(dsn)
+    args.pop("database", None)
+    try:
+        admin = mysql.connector.connect(**args, connection_timeout=5, autocommit=True)
+    except mysql.connector.Error as exc:
+        _no_database("MySQL/MariaDB", f"cannot connect to {dsn}: {exc}")
+    name = f"gearsql_test_{os.getpid()}_{secrets.token_hex(3)}"
+    cursor = admin.cursor()
+    cursor.execute(f"CREATE DATABASE `{name}`")
+    try:
+        yield _with_database(dsn, name)
+    finally:
+        cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
+        if container is not None:
+            container.stop()
