@@ -23,6 +23,16 @@ __all__ = [
 ]
 
 
+def _parse_size(text: str) -> int:
+    """``100000``, ``64KB``, ``100MB``, ``2GB`` as bytes."""
+    units = {"KB": 1024, "MB": 1024**2, "GB": 1024**3, "K": 1024, "M": 1024**2, "G": 1024**3}
+    text = text.strip().upper()
+    for suffix, factor in units.items():
+        if text.endswith(suffix):
+            return int(float(text[: -len(suffix)]) * factor)
+    return int(text)
+
+
 def default_store_url() -> str:
     """The store ``gearsql server`` uses without ``--store``: SQLite in the user's state dir."""
     from gearsql.stores.sqlite import default_sqlite_path
@@ -37,7 +47,8 @@ def open_store(url: str) -> Store:
     path after ``sqlite://``) keeps jobs in an SQLite file; ``postgresql://user@host/db``
     (psycopg 3, the ``postgres`` extra) and ``mysql://user:password@host/db`` (MySQL or
     MariaDB through mysql-connector-python, the ``mysql`` extra) in a database table.
-    ``?table=NAME`` picks the table (default ``gearman_queue``, as C gearmand). Raises
+    ``?table=NAME`` picks the table (default ``gearman_queue``, as C gearmand); for SQLite,
+    ``?max_size=100MB`` caps the file (submissions beyond it get QUEUE_ERROR). Raises
     :class:`ValueError` for anything else.
     """
     if url in ("memory", "memory://", "none"):
@@ -50,7 +61,11 @@ def open_store(url: str) -> Store:
         path = url.split("://", 1)[1].split("?", 1)[0] if "://" in url else ""
         if not path:
             raise ValueError("an SQLite store needs a path: sqlite:///path/to/queue.sqlite3")
-        return SQLiteStore(path, table=query.get("table", "gearman_queue"))
+        max_size = query.get("max_size")
+        return SQLiteStore(
+            path, table=query.get("table", "gearman_queue"),
+            max_size=_parse_size(max_size) if max_size else None,
+        )
     if parts.scheme in ("postgresql", "postgres"):
         from gearsql.stores.postgres import PostgresStore
 

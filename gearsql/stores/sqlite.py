@@ -52,9 +52,15 @@ def _sql_value(value: bytes) -> str | bytes:
 class SQLiteStore(Store):
     """Durable jobs in an SQLite file (``--store sqlite:///path/to/queue.sqlite3``)."""
 
-    def __init__(self, path: str | os.PathLike[str], table: str = "gearman_queue"):
+    def __init__(
+        self, path: str | os.PathLike[str], table: str = "gearman_queue",
+        max_size: int | None = None,
+    ):
         self.path = Path(path)
         self.table = check_identifier(table)
+        #: Cap on the file's size in bytes; a commit that would grow it further fails, and
+        #: the server answers those submissions with QUEUE_ERROR.
+        self.max_size = max_size
         self.description = f"sqlite {self.path} (table {self.table})"
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gearsql-sqlite")
         self._conn: sqlite3.Connection | None = None
@@ -85,6 +91,9 @@ class SQLiteStore(Store):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             self._migrate(conn)
+            if self.max_size:
+                page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+                conn.execute(f"PRAGMA max_page_count = {max(1, self.max_size // page_size)}")
         except sqlite3.Error as exc:
             conn.close()
             self._unlock()
