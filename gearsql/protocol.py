@@ -268,7 +268,8 @@ class Parser:
 
     The parser buffers at most one incomplete message, and never more than ``max_packet_size``
     plus a header: a declared length above the maximum is refused on the header alone, before
-    any of the body is read.
+    any of the body is read. An incomplete admin line is held up to ``MAX_ADMIN_LINE`` bytes,
+    whatever ``max_packet_size`` is.
     """
 
     __slots__ = ("_broken", "_chunks", "_have", "_need", "expect_magic", "max_packet_size")
