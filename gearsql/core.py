@@ -650,7 +650,11 @@ class JobServerCore:
         """The job a WORK_* packet names, if this very connection was assigned it."""
         job = session.holding.get(packet.args[0])
         if job is None:
-            self.send(session, error_packet(b"JOB_NOT_FOUND", _NOT_FOUND_TEXT[packet.type]))
+            if len(packet.args[0]) >= MAX_HANDLE:
+                # No handle this server gives out is that long (64 bytes with gearmand's NUL).
+                self.send(session, error_packet(b"ARGUMENT_TOO_LARGE", b"Job handle too large"))
+            else:
+                self.send(session, error_packet(b"JOB_NOT_FOUND", _NOT_FOUND_TEXT[packet.type]))
         return job
 
     def _work_status(self, session: Session, packet: Packet) -> None:
