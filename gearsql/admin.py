@@ -115,8 +115,11 @@ def _show(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
         return _unknown(words[0])
     what = [word.lower() for word in words[1:]]
     if what == [b"jobs"]:
+        # The last column is gearmand's job_queued: a background job held by the queue (a
+        # cancelled one no longer is).
         lines = [
-            b"%s\t%d\t%d\t%d\n" % (job.handle, job.retries, job.ignore, job.background)
+            b"%s\t%d\t%d\t%d\n"
+            % (job.handle, job.retries, job.ignore, job.background and not job.ignore)
             for job in core.jobs.values()
         ]
     elif what == [b"unique", b"jobs"]:
