@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import json
 import logging
 import shlex
 import sys
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
 from gearsql import __version__
+from gearsql.admin import escape_name
+from gearsql.adminclient import (
+    DEFAULT_PORT,
+    AdminClient,
+    PriorityStatus,
+    format_address,
+    parse_server,
+    parse_servers,
+)
+from gearsql.errors import AdminError, GearmanError
 from gearsql.protocol import DEFAULT_MAX_PACKET_SIZE
 from gearsql.stores import default_store_url
 
@@ -236,6 +251,398 @@ def server(
     options["store"] = options["store"] or default_store_url()
     config = ServerConfig(listen=listen or ("127.0.0.1",), verbose=verbose.upper(), **options)
     sys.exit(run_server(config, pid_file=pid_file))
+
+
+# ---------------------------------------------------------------------------- admin commands
+#
+# `status`, `workers`, `jobs`, `cancel`, `maxqueue`, `version` and `top` talk to running job
+# servers (gearsql or C gearmand) over the text admin protocol through gearsql.adminclient.
+
+
+class CommandError(click.ClickException):
+    """A command failed for a reason the user can act on: shown as one ``gearsql: ...`` line
+    on stderr, exit status 1, no traceback."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"gearsql: {self.message}", err=True)
+
+
+@contextlib.contextmanager
+def admin_errors() -> Iterator[None]:
+    """Turn admin-client errors into :class:`CommandError`."""
+    try:
+        yield
+    except GearmanError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _resolve_servers(
+    ctx: click.Context, host: str, port: int, servers: str | None
+) -> list[tuple[str, int]]:
+    """The servers a command talks to: ``--servers`` (or ``$GEARMAN_SERVERS``), else -h/-p.
+
+    -h/-p given on the command line win over ``$GEARMAN_SERVERS``; given together with
+    ``--servers`` they are a usage error.
+    """
+    explicit = click.core.ParameterSource.COMMANDLINE
+    host_or_port = explicit in (ctx.get_parameter_source("host"), ctx.get_parameter_source("port"))
+    if servers is not None and ctx.get_parameter_source("servers") == explicit and host_or_port:
+        raise click.UsageError("give either --servers or -h/--host and -p/--port, not both")
+    if servers is not None and not host_or_port:
+        try:
+            return parse_servers(servers)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param_hint="--servers") from None
+    try:
+        return [parse_server(host, port)]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param_hint="-h/--host") from None
+
+
+def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that name the job servers a command talks to: ``-h/--host``, ``-p/--port``,
+    ``--servers`` and ``--timeout``. The command receives ``servers`` (a list of
+    ``(host, port)``) and ``timeout``; a GearmanError it raises becomes a ``gearsql: ...``
+    line on stderr and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, host: str, port: int, servers: str | None, **kwargs: Any) -> Any:
+        kwargs["servers"] = _resolve_servers(click.get_current_context(), host, port, servers)
+        with admin_errors():
+            return command(*args, **kwargs)
+
+    options = [
+        click.option(
+            "-h",
+            "--host",
+            default="127.0.0.1",
+            show_default=True,
+            metavar="HOST",
+            help="Job server host, or HOST:PORT.",
+        ),
+        click.option(
+            "-p",
+            "--port",
+            default=DEFAULT_PORT,
+            show_default=True,
+            type=click.IntRange(1, 65535),
+            metavar="PORT",
+            help="Job server port.",
+        ),
+        click.option(
+            "--servers",
+            metavar="HOST:PORT[,...]",
+            envvar="GEARMAN_SERVERS",
+            help="Several job servers, comma-separated (also $GEARMAN_SERVERS; -h/-p win over "
+            "the variable).",
+        ),
+        click.option(
+            "--timeout",
+            default=10.0,
+            show_default=True,
+            type=click.FloatRange(0, min_open=True),
+            metavar="SECONDS",
+            help="How long to wait for a server to connect and reply.",
+        ),
+    ]
+    decorated: Callable[..., Any] = wrapper
+    for option in reversed(options):
+        decorated = option(decorated)
+    return decorated
+
+
+def json_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--json``: print a JSON array of objects instead of a table."""
+    return click.option("--json", "as_json", is_flag=True, help="Output JSON, not a table.")(
+        command
+    )
+
+
+def _text(name: bytes) -> str:
+    """A name for display: UTF-8, with other bytes as ``\\xNN``."""
+    return name.decode("utf-8", "backslashreplace")
+
+
+def _table_lines(headers: list[str], rows: list[list[str | int]]) -> list[str]:
+    """Rows under headers, columns padded; columns holding numbers are right-aligned."""
+    widths = [len(header) for header in headers]
+    numeric = [False] * len(headers)
+    for row in rows:
+        for index, cell in enumerate(row):
+            widths[index] = max(widths[index], len(str(cell)))
+            numeric[index] = numeric[index] or isinstance(cell, int)
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in rows:
+        cells = [
+            str(cell).rjust(width) if right else str(cell).ljust(width)
+            for cell, width, right in zip(row, widths, numeric, strict=True)
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def _echo_records(
+    records: list[dict[str, Any]], headers: list[str], as_json: bool, many: bool
+) -> None:
+    """Print records as JSON (always with their ``server``) or as a table (with a SERVER column
+    only when several servers were asked)."""
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+        return
+    keys = list(records[0]) if records else []
+    columns = [key for key in keys if many or key != "server"]
+    shown = headers if many else [h for h in headers if h != "SERVER"]
+    rows: list[list[str | int]] = []
+    for record in records:
+        row: list[str | int] = []
+        for key in columns:
+            value = record[key]
+            if isinstance(value, bool):
+                value = "yes" if value else "no"
+            elif value is None:
+                value = "-"
+            elif isinstance(value, list):
+                value = " ".join(value)
+            row.append(value)
+        rows.append(row)
+    click.echo("\n".join(_table_lines(shown, rows)))
+
+
+def _each_server(
+    servers: list[tuple[str, int]], timeout: float
+) -> Iterator[tuple[str, AdminClient]]:
+    """``(host:port, open client)`` for each server in turn, closing each afterwards."""
+    for address in servers:
+        with AdminClient(*address, timeout=timeout) as client:
+            yield client.server, client
+
+
+@cli.command(context_settings=CONTEXT)
+@server_options
+@json_option
+def status(servers: list[tuple[str, int]], timeout: float, as_json: bool) -> None:
+    """Show every function's jobs and workers.
+
+    TOTAL counts queued and running jobs; WORKERS counts the workers registered for the
+    function, busy or idle. A function stays listed after its workers leave.
+    """
+    records = [
+        {
+            "server": server,
+            "function": _text(fn.name),
+            "total": fn.total,
+            "running": fn.running,
+            "workers": fn.workers,
+        }
+        for server, client in _each_server(servers, timeout)
+        for fn in client.status()
+    ]
+    headers = ["SERVER", "FUNCTION", "TOTAL", "RUNNING", "WORKERS"]
+    _echo_records(records, headers, as_json, len(servers) > 1)
+
+
+@cli.command(context_settings=CONTEXT)
+@server_options
+@json_option
+def workers(servers: list[tuple[str, int]], timeout: float, as_json: bool) -> None:
+    """Show the connections to the job server and the functions each can do.
+
+    Clients and admin connections (this one too) are listed with no functions. CLIENT-ID is
+    `-` when the connection set none.
+    """
+    records = [
+        {
+            "server": server,
+            "fd": worker.fd,
+            "ip": worker.ip,
+            "client_id": None if worker.client_id is None else _text(worker.client_id),
+            "functions": [_text(name) for name in worker.functions],
+        }
+        for server, client in _each_server(servers, timeout)
+        for worker in client.workers()
+    ]
+    headers = ["SERVER", "FD", "IP", "CLIENT-ID", "FUNCTIONS"]
+    _echo_records(records, headers, as_json, len(servers) > 1)
+
+
+@cli.command(context_settings=CONTEXT)
+@server_options
+@json_option
+@click.option("--unique", is_flag=True, help="List the unique ids of the jobs instead.")
+def jobs(servers: list[tuple[str, int]], timeout: float, as_json: bool, unique: bool) -> None:
+    """Show the jobs the job server holds, queued or running.
+
+    IGNORED marks a cancelled job the server has not dropped yet; QUEUED marks a background job
+    held by the queue. With --unique, list the unique ids of the jobs that have one.
+    """
+    records: list[dict[str, Any]]
+    if unique:
+        records = [
+            {"server": server, "unique": _text(name)}
+            for server, client in _each_server(servers, timeout)
+            for name in client.show_unique_jobs()
+        ]
+        headers = ["SERVER", "UNIQUE"]
+    else:
+        records = [
+            {
+                "server": server,
+                "handle": _text(job.handle),
+                "retries": job.retries,
+                "ignored": job.ignore,
+                "queued": job.queued,
+            }
+            for server, client in _each_server(servers, timeout)
+            for job in client.show_jobs()
+        ]
+        headers = ["SERVER", "HANDLE", "RETRIES", "IGNORED", "QUEUED"]
+    _echo_records(records, headers, as_json, len(servers) > 1)
+
+
+@cli.command(context_settings=CONTEXT)
+@server_options
+@click.argument("handles", metavar="HANDLE...", nargs=-1, required=True)
+def cancel(servers: list[tuple[str, int]], timeout: float, handles: tuple[str, ...]) -> None:
+    """Cancel queued jobs by their handles.
+
+    A job a worker is running cannot be cancelled. With several servers, each handle is tried on
+    each server until one knows it. Exits with status 1 if any handle was unknown.
+    """
+    unknown = list(handles)
+    for _server, client in _each_server(servers, timeout):
+        for handle in list(unknown):
+            if client.cancel_job(handle):
+                click.echo(f"cancelled {handle}")
+                unknown.remove(handle)
+    if unknown:
+        where = ", ".join(format_address(address) for address in servers)
+        raise CommandError(f"no job {', '.join(unknown)} on {where}")
+
+
+def _describe_limits(limits: tuple[int, ...]) -> str:
+    words = [str(limit) if limit else "unlimited" for limit in limits]
+    if len(set(words)) == 1:
+        return words[0]
+    return f"high {words[0]}, normal {words[1]}, low {words[2]}"
+
+
+@cli.command(context_settings=CONTEXT)
+@server_options
+@click.argument("function")
+@click.argument("limits", metavar="N [N N]", nargs=-1, required=True, type=click.IntRange(0))
+def maxqueue(
+    servers: list[tuple[str, int]], timeout: float, function: str, limits: tuple[int, ...]
+) -> None:
+    """Limit how many jobs FUNCTION may hold; 0 is unlimited.
+
+    One N applies to every priority; three set the high, normal and low limits. A submission
+    beyond the limit is refused. The function must be known to the server (a worker registered
+    it, a job was submitted for it, or it was created), or the server ignores the limit: that is
+    reported as an error.
+    """
+    if len(limits) not in (1, 3):
+        raise click.UsageError("give one limit, or three (high normal low)")
+    limit: int | tuple[int, int, int] = (
+        limits[0] if len(limits) == 1 else (limits[0], limits[1], limits[2])
+    )
+    name = function.encode("utf-8")
+    for server, client in _each_server(servers, timeout):
+        client.maxqueue(name, limit)
+        listed = {fn.name for fn in client.status()}
+        if name not in listed and escape_name(name) not in listed:
+            raise CommandError(
+                f"{server} does not know function {function!r}, so it ignored the limit"
+            )
+        prefix = f"{server}: " if len(servers) > 1 else ""
+        click.echo(f"{prefix}maxqueue {function}: {_describe_limits(limits)}")
+
+
+@cli.command(context_settings=CONTEXT)
+@server_options
+def version(servers: list[tuple[str, int]], timeout: float) -> None:
+    """Print the job server's version (`gearsql --version` prints this program's)."""
+    for server, client in _each_server(servers, timeout):
+        prefix = f"{server}: " if len(servers) > 1 else ""
+        click.echo(prefix + client.version())
+
+
+def _top_rows(server: str, client: AdminClient) -> list[list[str | int]]:
+    """One row per function: queued (in all and per priority), running, workers."""
+    by_priority: dict[bytes, PriorityStatus] = {}
+    try:
+        by_priority = {row.name: row for row in client.priority_status()}
+    except AdminError as exc:
+        if exc.code != "UNKNOWN_COMMAND":  # gearmand before 1.1.15
+            raise
+    rows: list[list[str | int]] = []
+    for fn in sorted(client.status(), key=lambda fn: fn.name):
+        ranked = by_priority.get(fn.name)
+        rows.append(
+            [
+                server,
+                _text(fn.name),
+                fn.queued,
+                *((ranked.high, ranked.normal, ranked.low) if ranked else ("-", "-", "-")),
+                fn.running,
+                fn.workers,
+            ]
+        )
+    return rows
+
+
+def _top_frame(clients: list[AdminClient], many: bool) -> list[str]:
+    """The lines of one frame of `gearsql top`; raises GearmanError."""
+    rows = [row for client in clients for row in _top_rows(client.server, client)]
+    headers = ["SERVER", "FUNCTION", "QUEUED", "HIGH", "NORMAL", "LOW", "RUNNING", "WORKERS"]
+    if not many:
+        headers, rows = headers[1:], [row[1:] for row in rows]
+    return _table_lines(headers, rows)
+
+
+@cli.command(context_settings=CONTEXT)
+@server_options
+@click.option(
+    "-n",
+    "--interval",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    metavar="SECONDS",
+    help="Time between refreshes.",
+)
+@click.option("--once", is_flag=True, help="Print one frame and exit.")
+def top(servers: list[tuple[str, int]], timeout: float, interval: float, once: bool) -> None:
+    """Watch queue depths per function, refreshed until Ctrl-C.
+
+    QUEUED counts jobs waiting for a worker, and HIGH, NORMAL and LOW split them by priority;
+    RUNNING counts jobs a worker holds; WORKERS the workers registered for the function. If a
+    server stops answering after the first frame, the error is shown and `top` keeps trying.
+    """
+    clients = [AdminClient(*address, timeout=timeout) for address in servers]
+    where = ", ".join(client.server for client in clients)
+    live = not once and sys.stdout.isatty()
+    try:
+        lines = _top_frame(clients, len(servers) > 1)
+        while True:
+            title = f"gearsql top  {where}  {time.strftime('%H:%M:%S')}"
+            if live:
+                click.clear()
+                title += "  (Ctrl-C quits)"
+            click.echo("\n".join([title, *lines]))
+            if once:
+                return
+            time.sleep(interval)
+            if not live:
+                click.echo()
+            try:
+                lines = _top_frame(clients, len(servers) > 1)
+            except GearmanError as exc:
+                lines = [f"gearsql: {exc}"]
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for client in clients:
+            client.close()
 
 
 def main() -> None:

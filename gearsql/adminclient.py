@@ -1,0 +1,498 @@
+"""A blocking client for the job server's text admin protocol (``status``, ``workers``, ...).
+
+It speaks to gearsql and to C gearmand alike; reply formats are those of PROTOCOL.md section 2:
+list replies end with a ``.\\n`` line, single-line replies start with ``OK`` or ``ERR`` and end
+with ``\\r\\n`` or ``\\n``. Framing and parsing are plain functions on bytes (no I/O), and
+:class:`AdminClient` is the thin socket loop around them.
+
+Names (functions, uniques, client ids) are returned as the ``bytes`` the server listed. gearsql
+writes control bytes, spaces and non-UTF-8 bytes in names as ``\\xNN`` (and ``\\`` as ``\\\\``);
+gearmand writes them raw. Arguments given as ``str`` are encoded as UTF-8.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from types import TracebackType
+from typing import NamedTuple
+
+from gearsql.errors import (
+    AdminConnectionError,
+    AdminError,
+    AdminProtocolError,
+    AdminTimeoutError,
+    GearmanError,
+    InvalidArgument,
+)
+
+__all__ = [
+    "DEFAULT_PORT",
+    "AdminClient",
+    "FunctionStatus",
+    "JobInfo",
+    "PriorityStatus",
+    "WorkerInfo",
+    "find_reply_end",
+    "parse_error_line",
+    "parse_server",
+    "parse_servers",
+]
+
+DEFAULT_PORT = 4730
+DEFAULT_TIMEOUT = 10.0
+
+# A reply longer than this is not an admin reply we can use; stop reading rather than grow
+# without bound (a gearmand with a million queued jobs sends ~40 MB for `show jobs`).
+MAX_REPLY = 256 * 1024 * 1024
+
+
+# ---------------------------------------------------------------------------- server strings
+
+
+def parse_server(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """``(host, port)`` from ``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address.
+
+    Raises InvalidArgument (a ValueError) for an empty host or a port outside 1..65535.
+    """
+    text = text.strip()
+    host, port_text = text, ""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise InvalidArgument(f"bad server address {text!r}: missing ']'")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise InvalidArgument(f"bad server address {text!r}")
+            port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    if not host:
+        raise InvalidArgument(f"bad server address {text!r}: no host")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise InvalidArgument(f"bad server address {text!r}: port must be a number in 1..65535")
+    return host, int(port_text)
+
+
+def parse_servers(text: str, default_port: int = DEFAULT_PORT) -> list[tuple[str, int]]:
+    """Addresses from a ``GEARMAN_SERVERS``-style list: ``host[:port],host[:port],...``.
+
+    Raises InvalidArgument (a ValueError) for a bad entry or an empty list.
+    """
+    servers = [parse_server(part, default_port) for part in text.split(",") if part.strip()]
+    if not servers:
+        raise InvalidArgument("empty server list")
+    return servers
+
+
+def format_address(address: tuple[str, int]) -> str:
+    """``host:port``, with brackets around an IPv6 host."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# ---------------------------------------------------------------------------- parsed replies
+
+
+class FunctionStatus(NamedTuple):
+    """One line of ``status``: jobs of a function and the workers registered for it."""
+
+    name: bytes
+    total: int  # queued + running
+    running: int
+    workers: int  # registered workers, idle or not
+
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for a worker."""
+        return self.total - self.running
+
+
+class PriorityStatus(NamedTuple):
+    """One line of ``prioritystatus``: queued (not running) jobs per priority."""
+
+    name: bytes
+    high: int
+    normal: int
+    low: int
+    workers: int
+
+
+class WorkerInfo(NamedTuple):
+    """One line of ``workers``: a connection (worker, client or admin) to the server.
+
+    ``client_id`` is None when the connection set none (the server lists ``-``).
+    """
+
+    fd: int
+    ip: str
+    client_id: bytes | None
+    functions: tuple[bytes, ...]
+
+
+class JobInfo(NamedTuple):
+    """One line of ``show jobs``.
+
+    ``ignore`` is True for a cancelled job the server has not dropped yet; ``queued`` is
+    gearmand's ``job_queued`` flag (a background job held by the queue).
+    """
+
+    handle: bytes
+    retries: int
+    ignore: bool
+    queued: bool
+
+
+# ---------------------------------------------------------------------------- sans-IO framing
+
+_CODE = re.compile(rb"[A-Z][A-Z0-9_]*")
+
+
+def find_reply_end(buffer: bytes, list_reply: bool) -> int | None:
+    """Length of the complete reply at the start of ``buffer``, or None if more bytes are needed.
+
+    A list reply ends with a ``.`` line; a single-line reply (and an ``ERR`` line sent instead
+    of a list) ends at its first ``\\n``. An ``ERR`` in place of a list is told from a listed
+    name starting with ``ERR `` by its ``\\r\\n`` ending, which no list line has.
+    """
+    first = buffer.find(b"\n")
+    if first < 0:
+        return None
+    if not list_reply:
+        return first + 1
+    if buffer.startswith(b"ERR ") and buffer[first - 1 : first] == b"\r":
+        return first + 1
+    if buffer.startswith(b".\n"):
+        return 2
+    end = buffer.find(b"\n.\n")
+    return None if end < 0 else end + 3
+
+
+def parse_error_line(line: bytes) -> AdminError:
+    """The :class:`AdminError` for an ``ERR ...`` line (without its line ending)."""
+    rest = line[4:] if line.startswith(b"ERR ") else line[3:]
+    word, _, tail = rest.partition(b" ")
+    if _CODE.fullmatch(word):
+        code = word.decode("ascii")
+        text = tail.replace(b"+", b" ").decode("utf-8", "replace")
+    else:
+        code, text = "", rest.decode("utf-8", "replace")
+    return AdminError(code, text, line)
+
+
+def _strip_line(line: bytes) -> bytes:
+    line = line[:-1] if line.endswith(b"\n") else line
+    return line[:-1] if line.endswith(b"\r") else line
+
+
+def _list_lines(reply: bytes) -> list[bytes]:
+    """The lines of a complete list reply, without the terminator; raises AdminError on ERR."""
+    if reply.startswith(b"ERR ") and reply.endswith(b"\r\n"):
+        raise parse_error_line(_strip_line(reply))
+    body = reply[: -len(b".\n")]
+    return [] if not body else body[:-1].split(b"\n")
+
+
+def _ok_value(reply: bytes) -> bytes:
+    """The value after ``OK`` in a single-line reply; raises AdminError on ERR."""
+    line = _strip_line(reply)
+    if line.startswith(b"ERR"):
+        raise parse_error_line(line)
+    if line == b"OK" or line.startswith(b"OK "):
+        return line[3:]
+    raise AdminProtocolError(f"expected OK or ERR, got {line[:200]!r}")
+
+
+def _int(field: bytes, line: bytes) -> int:
+    try:
+        return int(field)
+    except ValueError:
+        raise AdminProtocolError(f"not a number in admin reply line {line[:200]!r}") from None
+
+
+def parse_status(lines: list[bytes]) -> list[FunctionStatus]:
+    """``status`` lines: ``NAME\\tTOTAL\\tRUNNING\\tWORKERS``."""
+    result = []
+    for line in lines:
+        fields = line.rsplit(b"\t", 3)
+        if len(fields) != 4:
+            raise AdminProtocolError(f"bad status line {line[:200]!r}")
+        name, *numbers = fields
+        total, running, workers = (_int(number, line) for number in numbers)
+        result.append(FunctionStatus(name, total, running, workers))
+    return result
+
+
+def parse_priority_status(lines: list[bytes]) -> list[PriorityStatus]:
+    """``prioritystatus`` lines: ``NAME\\tHIGH\\tNORMAL\\tLOW\\tWORKERS``."""
+    result = []
+    for line in lines:
+        fields = line.rsplit(b"\t", 4)
+        if len(fields) != 5:
+            raise AdminProtocolError(f"bad prioritystatus line {line[:200]!r}")
+        name, *numbers = fields
+        high, normal, low, workers = (_int(number, line) for number in numbers)
+        result.append(PriorityStatus(name, high, normal, low, workers))
+    return result
+
+
+def parse_workers(lines: list[bytes]) -> list[WorkerInfo]:
+    """``workers`` lines: ``FD IP CLIENT-ID : F1 F2`` (``:`` alone when no functions)."""
+    result = []
+    for line in lines:
+        head, colon, tail = line.partition(b" :")
+        fields = head.split(b" ", 2)
+        if not colon or len(fields) != 3:
+            raise AdminProtocolError(f"bad workers line {line[:200]!r}")
+        fd, ip, client_id = fields
+        result.append(
+            WorkerInfo(
+                _int(fd, line),
+                ip.decode("ascii", "replace"),
+                None if client_id == b"-" else client_id,
+                tuple(name for name in tail.split(b" ") if name),
+            )
+        )
+    return result
+
+
+def parse_jobs(lines: list[bytes]) -> list[JobInfo]:
+    """``show jobs`` lines: ``HANDLE\\tRETRIES\\tIGNORE_JOB\\tJOB_QUEUED``."""
+    result = []
+    for line in lines:
+        fields = line.rsplit(b"\t", 3)
+        if len(fields) != 4:
+            raise AdminProtocolError(f"bad show jobs line {line[:200]!r}")
+        handle, retries, ignore, queued = fields
+        result.append(
+            JobInfo(handle, _int(retries, line), _int(ignore, line) != 0, _int(queued, line) != 0)
+        )
+    return result
+
+
+_UNSENDABLE = {b" ": "a space", b"\r": "a carriage return", b"\n": "a line break", b"\0": "a NUL"}
+
+
+def _word(value: bytes | str, what: str) -> bytes:
+    """One argument of an admin command; the text protocol splits on spaces and lines."""
+    data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+    if not data:
+        raise InvalidArgument(f"{what} must not be empty")
+    for bad, name in _UNSENDABLE.items():
+        if bad in data:
+            raise InvalidArgument(
+                f"{what} {value!r} contains {name}, which the admin protocol cannot carry"
+            )
+    return data
+
+
+# ---------------------------------------------------------------------------- the client
+
+
+class AdminClient:
+    """A blocking connection to one job server's admin protocol.
+
+    ``host`` may carry the port (``"gearman.local:4731"``, ``"[::1]:4730"``). The connection is
+    opened on first use (or by ``with``/:meth:`connect`) and reopened after a failure.
+    ``timeout`` bounds the connect and each whole reply, in seconds.
+
+    Every command raises :class:`~gearsql.errors.AdminError` for an ``ERR`` reply (except where
+    noted), :class:`~gearsql.errors.AdminConnectionError` when the server cannot be reached or
+    closes the connection, :class:`~gearsql.errors.AdminTimeoutError` (a subclass of it) when
+    the reply does not come within ``timeout``, and :class:`~gearsql.errors.AdminProtocolError`
+    for a reply it cannot parse. Bad arguments raise :class:`~gearsql.errors.InvalidArgument`
+    (a ValueError) before anything is sent.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ):
+        parsed_host, parsed_port = parse_server(host, port or DEFAULT_PORT)
+        if port is not None and parsed_port != port:
+            raise InvalidArgument(f"two ports given: {host!r} and port={port}")
+        self.address: tuple[str, int] = (parsed_host, parsed_port)
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._buffer = b""
+
+    def __repr__(self) -> str:
+        return f"AdminClient({format_address(self.address)!r}, timeout={self.timeout})"
+
+    @property
+    def server(self) -> str:
+        """The server as ``host:port``."""
+        return format_address(self.address)
+
+    # -- connection
+
+    def connect(self) -> None:
+        """Open the connection now, if it is not open. Raises AdminConnectionError."""
+        if self._sock is not None:
+            return
+        try:
+            self._sock = socket.create_connection(self.address, timeout=self.timeout)
+        except TimeoutError:
+            raise AdminTimeoutError(
+                f"cannot connect to {self.server}: timed out after {self.timeout:g} s",
+                self.address,
+            ) from None
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise AdminConnectionError(
+                f"cannot connect to {self.server}: {reason}", self.address
+            ) from None
+        self._buffer = b""
+
+    def close(self) -> None:
+        """Close the connection; the next command opens a new one."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._buffer = b""
+
+    def __enter__(self) -> AdminClient:
+        self.connect()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _request(self, line: bytes, list_reply: bool) -> bytes:
+        """Send one command line and return its complete reply."""
+        self.connect()
+        sock = self._sock
+        assert sock is not None
+        deadline = time.monotonic() + self.timeout
+        try:
+            sock.settimeout(self.timeout)
+            sock.sendall(line + b"\r\n")
+            while True:
+                end = find_reply_end(self._buffer, list_reply)
+                if end is not None:
+                    reply, self._buffer = self._buffer[:end], self._buffer[end:]
+                    return reply
+                if len(self._buffer) > MAX_REPLY:
+                    raise AdminProtocolError(f"admin reply from {self.server} is too long")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                sock.settimeout(remaining)
+                data = sock.recv(1 << 16)
+                if not data:
+                    raise AdminConnectionError(
+                        f"{self.server} closed the connection before replying to "
+                        f"{line.decode('utf-8', 'replace')!r}",
+                        self.address,
+                    )
+                self._buffer += data
+        except GearmanError:
+            self.close()
+            raise
+        except TimeoutError:
+            self.close()
+            raise AdminTimeoutError(
+                f"no reply from {self.server} to {line.decode('utf-8', 'replace')!r} "
+                f"within {self.timeout:g} s",
+                self.address,
+            ) from None
+        except OSError as exc:
+            self.close()
+            raise AdminConnectionError(
+                f"connection to {self.server} failed: {exc.strerror or exc}", self.address
+            ) from None
+        except BaseException:
+            # A half-read reply (Ctrl-C mid-read) would be taken for the next command's.
+            self.close()
+            raise
+
+    def _list(self, line: bytes) -> list[bytes]:
+        return _list_lines(self._request(line, list_reply=True))
+
+    def _ok(self, line: bytes) -> bytes:
+        return _ok_value(self._request(line, list_reply=False))
+
+    # -- commands
+
+    def status(self) -> list[FunctionStatus]:
+        """Every function the server knows, with its total and running jobs and workers."""
+        return parse_status(self._list(b"status"))
+
+    def priority_status(self) -> list[PriorityStatus]:
+        """Queued jobs per priority for every function (gearmand 1.1.15 and later).
+
+        Older servers raise AdminError with code ``UNKNOWN_COMMAND``.
+        """
+        return parse_priority_status(self._list(b"prioritystatus"))
+
+    def workers(self) -> list[WorkerInfo]:
+        """Every connection to the server (clients and this one too) and its functions."""
+        return parse_workers(self._list(b"workers"))
+
+    def show_jobs(self) -> list[JobInfo]:
+        """Every job the server holds, queued or running."""
+        return parse_jobs(self._list(b"show jobs"))
+
+    def show_unique_jobs(self) -> list[bytes]:
+        """The unique ids of the jobs that have one."""
+        return self._list(b"show unique jobs")
+
+    def cancel_job(self, handle: bytes | str) -> bool:
+        """Cancel a queued job: True when cancelled, False when the server knows no such job
+        (``ERR UNKNOWN_JOB``). Other errors raise AdminError."""
+        try:
+            self._ok(b"cancel job " + _word(handle, "job handle"))
+        except AdminError as exc:
+            if exc.code == "UNKNOWN_JOB":
+                return False
+            raise
+        return True
+
+    def maxqueue(
+        self, function: bytes | str, limit: int | tuple[int, int, int] | None = None
+    ) -> None:
+        """Cap the jobs of ``function``: one limit for all priorities, a ``(high, normal,
+        low)`` triple, or None to remove the cap. 0 (or a negative number) means unlimited.
+
+        The server ignores (and still answers ``OK`` for) a function it does not know yet.
+        """
+        line = b"maxqueue " + _word(function, "function name")
+        if isinstance(limit, tuple):
+            if len(limit) != 3:
+                raise InvalidArgument("maxqueue takes one limit or three (high, normal, low)")
+            line += b"".join(b" %d" % int(value) for value in limit)
+        elif limit is not None:
+            line += b" %d" % int(limit)
+        self._ok(line)
+
+    def create_function(self, function: bytes | str) -> None:
+        """Make the server know ``function`` (listed with no jobs and no workers)."""
+        self._ok(b"create function " + _word(function, "function name"))
+
+    def drop_function(self, function: bytes | str) -> None:
+        """Forget ``function``. AdminError when it is unknown or workers are still connected."""
+        self._ok(b"drop function " + _word(function, "function name"))
+
+    def version(self) -> str:
+        """The server's version, e.g. ``1.1.20+ds`` for Debian's gearmand."""
+        return self._ok(b"version").decode("utf-8", "replace")
+
+    def getpid(self) -> int:
+        """The server's process id."""
+        value = self._ok(b"getpid")
+        return _int(value, b"OK " + value)
+
+    def verbose(self) -> str:
+        """The server's log level name, e.g. ``ERROR`` or ``INFO``."""
+        return self._ok(b"verbose").decode("utf-8", "replace")
