@@ -1,0 +1,1032 @@
+"""Gearman clients: :class:`AsyncClient` (asyncio) and :class:`Client` (blocking).
+
+How the two relate: the protocol logic lives once, in the sans-IO
+:class:`gearsql._clientconn.ClientConnection` (requests in, bytes out, bytes in, events out), and
+:class:`AsyncClient` is its only driver: it owns server selection, failover, reconnect backoff,
+retries, timeouts and task gathering. :class:`Client` runs an :class:`AsyncClient` on a private
+event loop in a daemon thread and blocks on each call. That was chosen over a second driver of the
+state machine over blocking sockets because failover, backoff, timeouts and scatter/gather then
+exist once and cannot drift apart; the cost is one thread hop per blocking call, small beside a
+network round trip. Callbacks given to a :class:`Client` run on that private thread.
+
+Servers are given as ``"host[:port],host[:port]"`` (or a list); with none, ``$GEARMAN_SERVERS``
+and then ``127.0.0.1:4730`` are used. A job goes to the server picked by hashing its unique id, so
+duplicate uniques reach the same server and coalesce; jobs without a unique are spread round
+robin. When that server is down (or in its reconnect backoff after a failure) the next one in the
+list is used. Payloads are bytes; ``str`` is encoded with the client's ``encoding`` (UTF-8 unless
+told otherwise). Results are always ``bytes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import functools
+import logging
+import weakref
+import zlib
+from collections import deque
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Iterator,
+)
+from typing import Any, NamedTuple, TypeVar, Union
+
+from gearsql._clientconn import (
+    Answer,
+    ClientConnection,
+    ErrorReply,
+    JobCreated,
+    JobDone,
+    JobUpdate,
+    Priority,
+    ProtocolBroken,
+)
+from gearsql._loopthread import EventLoopThread
+from gearsql._servers import (
+    Backoff,
+    ServerAddress,
+    ServersArg,
+    encode_payload,
+    format_address,
+    function_bytes,
+    parse_servers,
+    unique_bytes,
+)
+from gearsql.errors import (
+    ConnectionLost,
+    GearmanError,
+    InvalidArgument,
+    JobException,
+    JobFailed,
+    JobTimeout,
+    ServerError,
+    ServerUnavailable,
+)
+from gearsql.protocol import Packet, PacketType
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "JobHandle",
+    "JobStatus",
+    "Priority",
+    "SyncTask",
+    "Task",
+    "Update",
+    "WorkData",
+    "WorkStatus",
+    "WorkWarning",
+]
+
+log = logging.getLogger("gearsql.client")
+
+T = TypeVar("T")
+P = PacketType
+
+DataCallback = Callable[[bytes], object]
+StatusCallback = Callable[[int, int], object]
+
+
+class JobHandle(NamedTuple):
+    """A submitted job: the handle the server gave it and the server (``host:port``) that has
+    it."""
+
+    handle: bytes
+    server: str
+
+
+class JobStatus(NamedTuple):
+    """Answer of GET_STATUS / GET_STATUS_UNIQUE. An unknown job is all zeros and False.
+
+    ``clients`` (foreground clients waiting) is only known for GET_STATUS_UNIQUE.
+    """
+
+    known: bool
+    running: bool
+    numerator: int
+    denominator: int
+    clients: int | None = None
+
+
+class WorkData(NamedTuple):
+    """WORK_DATA: a piece of output the worker sent before its result."""
+
+    data: bytes
+
+
+class WorkWarning(NamedTuple):
+    """WORK_WARNING: a warning the worker sent."""
+
+    data: bytes
+
+
+class WorkStatus(NamedTuple):
+    """WORK_STATUS: progress as numerator/denominator."""
+
+    numerator: int
+    denominator: int
+
+
+Update = Union[WorkData, WorkWarning, WorkStatus]  # noqa: UP007 (a runtime alias on 3.10)
+
+
+def _int(raw: bytes) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        return 0
+
+
+def _priority(value: Priority | str) -> Priority:
+    if isinstance(value, Priority):
+        return value
+    try:
+        return Priority(str(value).lower())
+    except ValueError:
+        raise InvalidArgument(f"priority must be high, normal or low, not {value!r}") from None
+
+
+def _epoch(run_at: float | datetime.datetime) -> int:
+    if isinstance(run_at, datetime.datetime):
+        return int(run_at.timestamp())
+    if isinstance(run_at, (int, float)) and not isinstance(run_at, bool) and run_at >= 0:
+        return int(run_at)
+    raise InvalidArgument(f"run_at must be a Unix time or a datetime, not {run_at!r}")
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not timeout > 0:
+        raise InvalidArgument(f"timeout must be a positive number of seconds, not {timeout!r}")
+
+
+async def _within(awaitable: Awaitable[T], timeout: float | None, what: str) -> T:
+    """Await with a deadline; JobTimeout when it passes (the awaitable is cancelled)."""
+    if timeout is None:
+        return await awaitable
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except asyncio.TimeoutError:
+        raise JobTimeout(f"{what}: no answer within {timeout:g} s") from None
+
+
+# -- what waits on a connection --------------------------------------------------------------
+
+
+class _Waiter:
+    """Something a connection delivers replies to: a job or a single request."""
+
+    __slots__ = ()
+
+    def on_created(self, handle: bytes) -> None:
+        raise NotImplementedError
+
+    def on_update(self, packet: Packet) -> None:
+        raise NotImplementedError
+
+    def on_done(self, packet: Packet) -> None:
+        raise NotImplementedError
+
+    def on_answer(self, packet: Packet) -> None:
+        raise NotImplementedError
+
+    def on_error(self, error: GearmanError) -> None:
+        raise NotImplementedError
+
+
+class _Reply(_Waiter):
+    """One request (GET_STATUS, OPTION_REQ, ...) waiting for its single answer."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.future: asyncio.Future[Packet] = loop.create_future()
+
+    def on_answer(self, packet: Packet) -> None:
+        if not self.future.done():
+            self.future.set_result(packet)
+
+    def on_error(self, error: GearmanError) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
+
+class _Submission(_Waiter):
+    """One attempt at submitting a job: JOB_CREATED, then (foreground) WORK_* until the end."""
+
+    __slots__ = ("created", "done", "job")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, job: Task | None) -> None:
+        self.job = job
+        self.created: asyncio.Future[bytes] = loop.create_future()
+        self.done: asyncio.Future[bytes] | None = loop.create_future() if job else None
+
+    def on_created(self, handle: bytes) -> None:
+        if not self.created.done():
+            self.created.set_result(handle)
+
+    def on_update(self, packet: Packet) -> None:
+        if self.job is not None:
+            self.job._update(packet)
+
+    def on_done(self, packet: Packet) -> None:
+        if self.done is None or self.done.done():
+            return
+        handle = packet.args[0].rstrip(b"\0")
+        if packet.type == P.WORK_COMPLETE:
+            self.done.set_result(packet.args[1])
+        elif packet.type == P.WORK_EXCEPTION:
+            self.done.set_exception(JobException(handle, packet.args[1]))
+        else:
+            self.done.set_exception(JobFailed(handle))
+
+    def on_error(self, error: GearmanError) -> None:
+        if not self.created.done():
+            self.created.set_exception(error)
+        elif self.done is not None and not self.done.done():
+            self.done.set_exception(error)
+
+
+# -- one connection --------------------------------------------------------------------------
+
+
+class _Server:
+    """One job server of the list: its live connection, if any, and its reconnect backoff."""
+
+    def __init__(self, address: ServerAddress, backoff: tuple[float, float]) -> None:
+        self.address = address
+        self.name = format_address(address)
+        self.link: _Link | None = None
+        self.lock = asyncio.Lock()
+        self.backoff = Backoff(*backoff)
+        self.retry_at = 0.0
+
+    def failed(self, now: float) -> None:
+        self.retry_at = now + self.backoff.next_delay()
+
+
+class _Link(asyncio.Protocol):
+    """The asyncio driver of one :class:`ClientConnection`."""
+
+    def __init__(self, server: _Server) -> None:
+        self.server = server
+        self.core: ClientConnection[_Waiter] = ClientConnection()
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.closing_on_purpose = False
+        self.reason = ""
+
+    @property
+    def usable(self) -> bool:
+        return not self.closed and self.transport is not None and not self.transport.is_closing()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def flush(self) -> None:
+        data = self.core.data_to_send()
+        if data and self.usable:
+            assert self.transport is not None
+            self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        for event in self.core.receive_data(data):
+            if isinstance(event, JobDone):
+                event.token.on_done(event.packet)
+            elif isinstance(event, JobCreated):
+                event.token.on_created(event.handle)
+            elif isinstance(event, JobUpdate):
+                event.token.on_update(event.packet)
+            elif isinstance(event, Answer):
+                event.token.on_answer(event.packet)
+            elif isinstance(event, ErrorReply):
+                if event.token is None:
+                    log.warning("ERROR from %s: %s %s", self.server.name, event.code, event.text)
+                else:
+                    event.token.on_error(ServerError(event.code, event.text))
+            elif isinstance(event, ProtocolBroken):
+                log.error("closing the connection to %s: %s", self.server.name, event.reason)
+                self.reason = event.reason
+                if self.transport is not None:
+                    self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.server.link is self:
+            self.server.link = None
+        if not self.closing_on_purpose:
+            self.server.failed(asyncio.get_running_loop().time())
+        reason = self.reason or (str(exc) if exc else "closed by the server")
+        for token in self.core.connection_lost():
+            token.on_error(ConnectionLost(f"connection to {self.server.name} lost: {reason}"))
+
+    def close(self) -> None:
+        self.closing_on_purpose = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+# -- tasks -----------------------------------------------------------------------------------
+
+
+class Task:
+    """A foreground job started by :meth:`AsyncClient.submit_task`.
+
+    Await it (or :meth:`wait` with a timeout) for the result bytes; iterate it with
+    ``async for update in task`` (or :meth:`updates`) to get :class:`WorkData`,
+    :class:`WorkWarning` and :class:`WorkStatus` as they arrive, until the job ends. Awaiting
+    raises :class:`JobFailed`, :class:`JobException`, :class:`ServerError`,
+    :class:`ServerUnavailable` / :class:`ConnectionLost`, or :class:`JobTimeout` from ``wait``.
+    """
+
+    def __init__(
+        self,
+        function: bytes,
+        data: bytes,
+        unique: bytes,
+        priority: Priority,
+        retry: int,
+        on_data: DataCallback | None = None,
+        on_warning: DataCallback | None = None,
+        on_status: StatusCallback | None = None,
+    ) -> None:
+        self.function = function
+        self.data = data
+        self.unique = unique
+        self.priority = priority
+        self.retry = retry
+        #: The job handle once the server created the job (changes if it is resubmitted).
+        self.handle: bytes | None = None
+        #: The server (``host:port``) running the job.
+        self.server: str | None = None
+        #: The last WORK_STATUS received.
+        self.numerator = 0
+        self.denominator = 0
+        self._on_data = on_data
+        self._on_warning = on_warning
+        self._on_status = on_status
+        self._updates: deque[Update] = deque()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._runner: asyncio.Task[bytes] | None = None
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else "running"
+        return f"<Task {self.function.decode('utf-8', 'replace')} {self.handle!r} {state}>"
+
+    def _update(self, packet: Packet) -> None:
+        update: Update
+        callback: Callable[..., object] | None
+        if packet.type == P.WORK_STATUS:
+            self.numerator, self.denominator = _int(packet.args[1]), _int(packet.args[2])
+            update = WorkStatus(self.numerator, self.denominator)
+            callback = self._on_status
+        elif packet.type == P.WORK_WARNING:
+            update = WorkWarning(packet.args[1])
+            callback = self._on_warning
+        else:
+            update = WorkData(packet.args[1])
+            callback = self._on_data
+        self._updates.append(update)
+        self._wake()
+        if callback is not None:
+            try:
+                callback(*update)
+            except Exception:  # a broken callback must not break the connection
+                log.exception("update callback of %r raised", self)
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    def done(self) -> bool:
+        """True when the job ended (result, failure or error) or was cancelled."""
+        return self._runner is not None and self._runner.done()
+
+    def cancel(self) -> None:
+        """Stop waiting for this job. The server may still run it."""
+        if self._runner is not None:
+            self._runner.cancel()
+
+    def result(self) -> bytes:
+        """The result of a finished job; raises the job's error, or InvalidStateError while it
+        runs."""
+        if self._runner is None:
+            raise asyncio.InvalidStateError("the task has not started")
+        return self._runner.result()
+
+    async def wait(self, timeout: float | None = None) -> bytes:
+        """The result bytes; :class:`JobTimeout` after ``timeout`` seconds (the job goes on)."""
+        _check_timeout(timeout)
+        assert self._runner is not None
+        return await _within(asyncio.shield(self._runner), timeout, "job result")
+
+    def __await__(self) -> Generator[Any, None, bytes]:
+        return self.wait().__await__()
+
+    async def updates(self, timeout: float | None = None) -> AsyncGenerator[Update, None]:
+        """Yield updates as they arrive until the job ends; :class:`JobTimeout` when none comes
+        within ``timeout`` seconds."""
+        _check_timeout(timeout)
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._updates:
+                yield self._updates.popleft()
+                continue
+            if self.done():
+                return
+            self._wakeup = loop.create_future()
+            await _within(asyncio.shield(self._wakeup), timeout, "job update")
+
+    def __aiter__(self) -> AsyncGenerator[Update, None]:
+        return self.updates()
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    # Mark a task's exception as retrieved: a job nobody awaited must not log at exit.
+    if not task.cancelled():
+        task.exception()
+
+
+# -- the client ------------------------------------------------------------------------------
+
+
+class AsyncClient:
+    """An asyncio Gearman client over one or several job servers.
+
+    ``servers``: ``"host[:port],..."``, a list of those or of ``(host, port)``; None means
+    ``$GEARMAN_SERVERS`` or ``127.0.0.1:4730``. ``exceptions``: ask servers for WORK_EXCEPTION
+    (OPTION_REQ), so a worker's exception raises :class:`JobException` instead of
+    :class:`JobFailed`. ``encoding`` encodes ``str`` payloads (None: only bytes accepted).
+    ``retry``: how many times a foreground job whose server died is resubmitted to another server
+    (0: raise :class:`ConnectionLost`). ``connect_timeout`` bounds each connection attempt;
+    ``backoff`` is (first, longest) delay in seconds before a failed server is tried again.
+
+    Connections are opened on first use, one per server, and shared by every request: many jobs
+    run concurrently over each.
+    """
+
+    def __init__(
+        self,
+        servers: ServersArg = None,
+        *,
+        exceptions: bool = True,
+        encoding: str | None = "utf-8",
+        retry: int = 0,
+        connect_timeout: float = 5.0,
+        backoff: tuple[float, float] = (0.1, 10.0),
+    ) -> None:
+        _check_timeout(connect_timeout)
+        if retry < 0:
+            raise InvalidArgument("retry must be 0 or more")
+        self._servers = [_Server(address, backoff) for address in parse_servers(servers)]
+        self.exceptions = exceptions
+        self.encoding = encoding
+        self.retry = retry
+        self.connect_timeout = connect_timeout
+        self._round_robin = 0
+        self._runners: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+        self._closed = False
+
+    @property
+    def servers(self) -> list[str]:
+        """The server list as ``host:port`` strings."""
+        return [server.name for server in self._servers]
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Cancel unfinished tasks and close every connection."""
+        self._closed = True
+        for runner in list(self._runners):
+            runner.cancel()
+        for server in self._servers:
+            if server.link is not None:
+                server.link.close()
+                server.link = None
+        await asyncio.sleep(0)  # let the transports deliver connection_lost
+
+    # -- choosing and opening connections ---------------------------------------------------
+
+    def _order(self, unique: bytes) -> list[_Server]:
+        servers = self._servers
+        count = len(servers)
+        if count == 1:
+            return servers
+        if unique:
+            start = zlib.crc32(unique) % count
+        else:
+            start = self._round_robin
+            self._round_robin = (start + 1) % count
+        ring = servers[start:] + servers[:start]
+        now = asyncio.get_running_loop().time()
+        ready = [s for s in ring if s.link is not None or s.retry_at <= now]
+        # Servers in their backoff are still tried, last: better late than no server at all.
+        return ready + [s for s in ring if s not in ready]
+
+    async def _link_for(self, unique: bytes) -> _Link:
+        errors: dict[str, str] = {}
+        for server in self._order(unique):
+            try:
+                return await self._connect(server)
+            except ServerUnavailable as exc:
+                errors[server.name] = str(exc)
+        raise ServerUnavailable(
+            "no job server reachable: " + "; ".join(f"{n} ({e})" for n, e in errors.items()),
+            errors,
+        )
+
+    async def _connect(self, server: _Server) -> _Link:
+        link = server.link
+        if link is not None and link.usable:
+            return link
+        if self._closed:
+            raise ServerUnavailable("the client is closed")
+        async with server.lock:
+            link = server.link
+            if link is not None and link.usable:
+                return link
+            loop = asyncio.get_running_loop()
+            host, port = server.address
+            try:
+                _, fresh = await asyncio.wait_for(
+                    loop.create_connection(lambda: _Link(server), host, port),
+                    self.connect_timeout,
+                )
+                if self.exceptions:
+                    await self._enable_exceptions(fresh)
+            except (OSError, asyncio.TimeoutError, ServerUnavailable) as exc:
+                server.failed(loop.time())
+                reason = str(exc) or type(exc).__name__
+                if isinstance(exc, asyncio.TimeoutError):
+                    reason = f"no connection within {self.connect_timeout:g} s"
+                raise ServerUnavailable(reason, {server.name: reason}) from exc
+            server.backoff.reset()
+            server.link = fresh
+            return fresh
+
+    async def _enable_exceptions(self, link: _Link) -> None:
+        reply = _Reply(asyncio.get_running_loop())
+        link.core.option(reply, b"exceptions")
+        link.flush()
+        try:
+            await asyncio.wait_for(reply.future, self.connect_timeout)
+        except ServerError as exc:  # an old server: its clients just get WORK_FAIL instead
+            log.warning("%s refused the exceptions option: %s", link.server.name, exc)
+        except BaseException:
+            link.close()
+            raise
+
+    # -- submitting -------------------------------------------------------------------------
+
+    def _job(
+        self,
+        function: str | bytes,
+        data: object,
+        unique: str | bytes | None,
+        priority: Priority | str,
+        retry: int | None,
+        on_data: DataCallback | None = None,
+        on_warning: DataCallback | None = None,
+        on_status: StatusCallback | None = None,
+    ) -> Task:
+        if retry is not None and retry < 0:
+            raise InvalidArgument("retry must be 0 or more")
+        return Task(
+            function_bytes(function),
+            encode_payload(data, self.encoding),
+            unique_bytes(unique),
+            _priority(priority),
+            self.retry if retry is None else retry,
+            on_data,
+            on_warning,
+            on_status,
+        )
+
+    async def _run(self, job: Task) -> bytes:
+        """Submit a foreground job and wait for its end, resubmitting after a lost server as
+        often as ``job.retry`` allows."""
+        loop = asyncio.get_running_loop()
+        retries = job.retry
+        while True:
+            link = await self._link_for(job.unique)
+            attempt = _Submission(loop, job)
+            link.core.submit(attempt, job.function, job.unique, job.data, job.priority)
+            link.flush()
+            job.server = link.server.name
+            handle: bytes | None = None
+            try:
+                handle = job.handle = await attempt.created
+                assert attempt.done is not None
+                return await attempt.done
+            except ConnectionLost as exc:
+                if retries <= 0:
+                    raise
+                retries -= 1
+                log.warning("resubmitting %r elsewhere: %s", job, exc)
+            except asyncio.CancelledError:
+                if handle is not None:
+                    link.core.forget(handle, attempt)
+                raise
+
+    async def submit(
+        self,
+        function: str | bytes,
+        data: object = b"",
+        *,
+        unique: str | bytes | None = None,
+        priority: Priority | str = Priority.NORMAL,
+        timeout: float | None = None,
+        retry: int | None = None,
+        on_data: DataCallback | None = None,
+        on_warning: DataCallback | None = None,
+        on_status: StatusCallback | None = None,
+    ) -> bytes:
+        """Run a foreground job and return its result.
+
+        ``on_data``/``on_warning`` get each WORK_DATA/WORK_WARNING payload and ``on_status``
+        each (numerator, denominator) as they arrive. Raises :class:`InvalidArgument` /
+        :class:`InvalidPayload` before sending, :class:`ServerUnavailable`,
+        :class:`ConnectionLost`, :class:`ServerError`, :class:`JobFailed`,
+        :class:`JobException`, or :class:`JobTimeout` after ``timeout`` seconds (the client
+        stops waiting; the server may still run the job).
+        """
+        _check_timeout(timeout)
+        job = self._job(function, data, unique, priority, retry, on_data, on_warning, on_status)
+        return await _within(self._run(job), timeout, f"job {function!r}")
+
+    def submit_task(
+        self,
+        function: str | bytes,
+        data: object = b"",
+        *,
+        unique: str | bytes | None = None,
+        priority: Priority | str = Priority.NORMAL,
+        retry: int | None = None,
+        on_data: DataCallback | None = None,
+        on_warning: DataCallback | None = None,
+        on_status: StatusCallback | None = None,
+    ) -> Task:
+        """Start a foreground job and return its :class:`Task` at once (scatter); collect the
+        results with :meth:`gather` or :meth:`as_completed`. Argument errors raise here, before
+        anything is sent. Must be called with the event loop running."""
+        job = self._job(function, data, unique, priority, retry, on_data, on_warning, on_status)
+        runner = asyncio.get_running_loop().create_task(self._run(job))
+        runner.add_done_callback(_consume)
+        runner.add_done_callback(lambda _: job._wake())
+        job._runner = runner
+        self._runners.add(runner)
+        return job
+
+    async def gather(
+        self,
+        tasks: Iterable[Task],
+        *,
+        timeout: float | None = None,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Results of ``tasks`` in their order (gather). The first job error is raised, or with
+        ``return_exceptions`` put in the list instead. :class:`JobTimeout` after ``timeout``
+        seconds; unfinished tasks then keep running (cancel them if they are not wanted)."""
+        _check_timeout(timeout)
+        runners = [_runner(task) for task in tasks]
+        if not runners:
+            return []
+        gathered = asyncio.gather(
+            *(asyncio.shield(r) for r in runners), return_exceptions=return_exceptions
+        )
+        try:
+            return await _within(gathered, timeout, f"{len(runners)} jobs")
+        finally:
+            if not gathered.done():
+                gathered.cancel()
+            elif not gathered.cancelled():
+                gathered.exception()
+
+    async def as_completed(
+        self, tasks: Iterable[Task], *, timeout: float | None = None
+    ) -> AsyncGenerator[Task, None]:
+        """Yield each task as it finishes (successfully or not; call ``result()``).
+        :class:`JobTimeout` when ``timeout`` seconds pass before all finished."""
+        _check_timeout(timeout)
+        loop = asyncio.get_running_loop()
+        by_runner = {_runner(task): task for task in tasks}
+        deadline = None if timeout is None else loop.time() + timeout
+        pending: set[asyncio.Future[Any]] = set(by_runner)
+        while pending:
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise JobTimeout(f"{len(pending)} jobs: no answer within {timeout:g} s")
+            done, pending = await asyncio.wait(
+                pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            for runner in done:
+                yield by_runner[runner]
+
+    async def submit_background(
+        self,
+        function: str | bytes,
+        data: object = b"",
+        *,
+        unique: str | bytes | None = None,
+        priority: Priority | str = Priority.NORMAL,
+        run_at: float | datetime.datetime | None = None,
+        timeout: float | None = None,
+    ) -> JobHandle:
+        """Queue a background job and return its :class:`JobHandle` once the server took it.
+
+        ``run_at`` (Unix time or datetime) makes it an epoch job (SUBMIT_JOB_EPOCH) that no
+        worker gets before then; the protocol gives those NORMAL priority only. Raises as
+        :meth:`submit` except for job outcomes. A background job whose server dies before
+        JOB_CREATED raises :class:`ConnectionLost` (it may or may not have been queued).
+        """
+        _check_timeout(timeout)
+        name = function_bytes(function)
+        payload = encode_payload(data, self.encoding)
+        key = unique_bytes(unique)
+        level = _priority(priority)
+        epoch = None if run_at is None else _epoch(run_at)
+        if epoch is not None and level is not Priority.NORMAL:
+            raise InvalidArgument("epoch (run_at) jobs have NORMAL priority only")
+
+        async def run() -> JobHandle:
+            link = await self._link_for(key)
+            attempt = _Submission(asyncio.get_running_loop(), None)
+            link.core.submit(attempt, name, key, payload, level, True, epoch)
+            link.flush()
+            return JobHandle(await attempt.created, link.server.name)
+
+        return await _within(run(), timeout, f"background job {function!r}")
+
+    # -- status -----------------------------------------------------------------------------
+
+    async def _ask(self, link: _Link, send: Callable[[_Reply], None]) -> Packet:
+        reply = _Reply(asyncio.get_running_loop())
+        send(reply)
+        link.flush()
+        return await reply.future
+
+    async def get_status(
+        self, handle: JobHandle | bytes | str, *, timeout: float | None = None
+    ) -> JobStatus:
+        """GET_STATUS of a job. A :class:`JobHandle` asks its server; a bare handle asks each
+        reachable server until one knows the job. Raises :class:`ServerUnavailable`,
+        :class:`ServerError`, :class:`JobTimeout`."""
+        _check_timeout(timeout)
+        if isinstance(handle, JobHandle):
+            raw, servers = handle.handle, [s for s in self._servers if s.name == handle.server]
+            if not servers:
+                raise InvalidArgument(f"{handle.server} is not one of this client's servers")
+        else:
+            raw = handle.encode("utf-8") if isinstance(handle, str) else bytes(handle)
+            servers = self._servers
+        if not raw or b"\0" in raw:
+            raise InvalidArgument(f"bad job handle {handle!r}")
+
+        async def run() -> JobStatus:
+            status = JobStatus(False, False, 0, 0)
+            errors: dict[str, str] = {}
+            for server in servers:
+                try:
+                    link = await self._connect(server)
+                except ServerUnavailable as exc:
+                    errors[server.name] = str(exc)
+                    continue
+                packet = await self._ask(link, functools.partial(link.core.get_status, handle=raw))
+                _, known, running, num, den = packet.args
+                status = JobStatus(known == b"1", running == b"1", _int(num), _int(den))
+                if status.known:
+                    return status
+            if len(errors) == len(servers):
+                raise ServerUnavailable("no job server reachable", errors)
+            return status
+
+        return await _within(run(), timeout, "GET_STATUS")
+
+    async def get_status_unique(
+        self, unique: str | bytes, *, timeout: float | None = None
+    ) -> JobStatus:
+        """GET_STATUS_UNIQUE, asked of the server the unique hashes to (where a submission with
+        that unique went). Raises as :meth:`get_status`."""
+        _check_timeout(timeout)
+        key = unique_bytes(unique)
+        if not key:
+            raise InvalidArgument("get_status_unique needs a non-empty unique")
+
+        async def run() -> JobStatus:
+            link = await self._link_for(key)
+            packet = await self._ask(link, lambda r: link.core.get_status_unique(r, key))
+            _, known, running, num, den, clients = packet.args
+            return JobStatus(known == b"1", running == b"1", _int(num), _int(den), _int(clients))
+
+        return await _within(run(), timeout, "GET_STATUS_UNIQUE")
+
+
+def _runner(task: Task) -> asyncio.Task[bytes]:
+    if task._runner is None:
+        raise InvalidArgument(f"{task!r} was not started by submit_task")
+    return task._runner
+
+
+# -- the blocking client ---------------------------------------------------------------------
+
+
+async def _next(iterator: AsyncGenerator[T, None]) -> T:
+    return await iterator.__anext__()
+
+
+class SyncTask:
+    """A foreground job started by :meth:`Client.submit_task`; a blocking view of a
+    :class:`Task`."""
+
+    def __init__(self, client: Client, task: Task) -> None:
+        self._client = client
+        self.task = task
+
+    def __repr__(self) -> str:
+        return repr(self.task).replace("<Task", "<SyncTask", 1)
+
+    @property
+    def handle(self) -> bytes | None:
+        return self.task.handle
+
+    @property
+    def server(self) -> str | None:
+        return self.task.server
+
+    def done(self) -> bool:
+        return self.task.done()
+
+    def cancel(self) -> None:
+        """Stop waiting for this job. The server may still run it."""
+        self._client._thread.loop.call_soon_threadsafe(self.task.cancel)
+
+    def result(self, timeout: float | None = None) -> bytes:
+        """Wait for the result; raises as :meth:`Task.wait`."""
+        return self._client._call(self.task.wait(timeout))
+
+    def updates(self, timeout: float | None = None) -> Iterator[Update]:
+        """Yield updates as they arrive until the job ends (see :meth:`Task.updates`)."""
+        iterator = self.task.updates(timeout)
+        try:
+            while True:
+                try:
+                    yield self._client._call(_next(iterator))
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._client._call(iterator.aclose())
+
+
+class Client:
+    """A blocking Gearman client: the same options, methods and exceptions as
+    :class:`AsyncClient`, which it runs on a private event-loop thread.
+
+    Safe to share between threads. Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        servers: ServersArg = None,
+        *,
+        exceptions: bool = True,
+        encoding: str | None = "utf-8",
+        retry: int = 0,
+        connect_timeout: float = 5.0,
+        backoff: tuple[float, float] = (0.1, 10.0),
+    ) -> None:
+        self._async = AsyncClient(
+            servers,
+            exceptions=exceptions,
+            encoding=encoding,
+            retry=retry,
+            connect_timeout=connect_timeout,
+            backoff=backoff,
+        )
+        self._thread = EventLoopThread("gearsql-client")
+        self._finalizer = weakref.finalize(self, self._thread.close)
+
+    @property
+    def servers(self) -> list[str]:
+        return self._async.servers
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._thread.run(coro)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every connection and stop the private event loop (idempotent)."""
+        if self._finalizer.alive:
+            self._call(self._async.close())
+            self._finalizer()
+
+    def submit(
+        self,
+        function: str | bytes,
+        data: object = b"",
+        *,
+        unique: str | bytes | None = None,
+        priority: Priority | str = Priority.NORMAL,
+        timeout: float | None = None,
+        retry: int | None = None,
+        on_data: DataCallback | None = None,
+        on_warning: DataCallback | None = None,
+        on_status: StatusCallback | None = None,
+    ) -> bytes:
+        """Run a foreground job and return its result; see :meth:`AsyncClient.submit`.
+        Callbacks run on the client's event-loop thread."""
+        return self._call(self._async.submit(
+            function, data, unique=unique, priority=priority, timeout=timeout, retry=retry,
+            on_data=on_data, on_warning=on_warning, on_status=on_status,
+        ))
+
+    def submit_background(
+        self,
+        function: str | bytes,
+        data: object = b"",
+        *,
+        unique: str | bytes | None = None,
+        priority: Priority | str = Priority.NORMAL,
+        run_at: float | datetime.datetime | None = None,
+        timeout: float | None = None,
+    ) -> JobHandle:
+        """Queue a background job; see :meth:`AsyncClient.submit_background`."""
+        return self._call(self._async.submit_background(
+            function, data, unique=unique, priority=priority, run_at=run_at, timeout=timeout,
+        ))
+
+    def submit_task(
+        self,
+        function: str | bytes,
+        data: object = b"",
+        *,
+        unique: str | bytes | None = None,
+        priority: Priority | str = Priority.NORMAL,
+        retry: int | None = None,
+        on_data: DataCallback | None = None,
+        on_warning: DataCallback | None = None,
+        on_status: StatusCallback | None = None,
+    ) -> SyncTask:
+        """Start a foreground job without waiting (scatter); see :meth:`AsyncClient.submit_task`."""
+
+        async def start() -> Task:
+            return self._async.submit_task(
+                function, data, unique=unique, priority=priority, retry=retry,
+                on_data=on_data, on_warning=on_warning, on_status=on_status,
+            )
+
+        return SyncTask(self, self._call(start()))
+
+    def gather(
+        self,
+        tasks: Iterable[SyncTask],
+        *,
+        timeout: float | None = None,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Results of ``tasks`` in order; see :meth:`AsyncClient.gather`."""
+        return self._call(self._async.gather(
+            [t.task for t in tasks], timeout=timeout, return_exceptions=return_exceptions
+        ))
+
+    def as_completed(
+        self, tasks: Iterable[SyncTask], *, timeout: float | None = None
+    ) -> Iterator[SyncTask]:
+        """Yield each task as it finishes; see :meth:`AsyncClient.as_completed`."""
+        by_task = {id(t.task): t for t in tasks}
+        iterator = self._async.as_completed([t.task for t in by_task.values()], timeout=timeout)
+        try:
+            while True:
+                try:
+                    task = self._call(_next(iterator))
+                except StopAsyncIteration:
+                    return
+                yield by_task[id(task)]
+        finally:
+            self._call(iterator.aclose())
+
+    def get_status(
+        self, handle: JobHandle | bytes | str, *, timeout: float | None = None
+    ) -> JobStatus:
+        """GET_STATUS; see :meth:`AsyncClient.get_status`."""
+        return self._call(self._async.get_status(handle, timeout=timeout))
+
+    def get_status_unique(
+        self, unique: str | bytes, *, timeout: float | None = None
+    ) -> JobStatus:
+        """GET_STATUS_UNIQUE; see :meth:`AsyncClient.get_status_unique`."""
+        return self._call(self._async.get_status_unique(unique, timeout=timeout))

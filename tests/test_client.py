@@ -1,0 +1,504 @@
+"""The client library against real job servers: gearsql and C gearmand, real sockets, no mocks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+import time
+import zlib
+from collections.abc import AsyncIterator, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from conftest import ServerProcess, free_port
+from wire import Peer
+
+from gearsql import (
+    AsyncClient,
+    AsyncWorker,
+    Client,
+    ConnectionLost,
+    InvalidArgument,
+    InvalidPayload,
+    JobException,
+    JobFailed,
+    JobTimeout,
+    Priority,
+    ServerError,
+    ServerUnavailable,
+    WorkData,
+    WorkerJob,
+    WorkStatus,
+    WorkWarning,
+)
+from gearsql._servers import parse_servers
+
+T = TypeVar("T")
+WAIT = 15.0
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a test coroutine with an overall deadline."""
+    return asyncio.run(asyncio.wait_for(coro, 40))
+
+
+def url(*servers: ServerProcess) -> str:
+    return ",".join(f"{s.host}:{s.port}" for s in servers)
+
+
+@contextlib.asynccontextmanager
+async def serving(worker: AsyncWorker) -> AsyncIterator[AsyncWorker]:
+    """Run ``worker`` on this loop for the duration of the block, then stop it gracefully."""
+    task = asyncio.get_running_loop().create_task(worker.run_forever())
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, WAIT)
+
+
+def reverse(job: WorkerJob) -> bytes:
+    return job.data[::-1]
+
+
+# -- submitting ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("priority", list(Priority))
+def test_foreground_job_returns_the_result_in_each_priority(
+    any_server: ServerProcess, priority: Priority
+) -> None:
+    async def main() -> None:
+        worker = AsyncWorker(url(any_server))
+        worker.register("reverse", reverse)
+        async with serving(worker), AsyncClient(url(any_server)) as client:
+            result = await client.submit("reverse", b"hello", priority=priority, timeout=WAIT)
+            assert result == b"olleh"
+            # str payloads are encoded with the client's encoding (UTF-8)
+            assert await client.submit("reverse", "åb", timeout=WAIT) == "åb".encode()[::-1]
+
+    run(main())
+
+
+def test_background_jobs_run_high_before_normal_before_low(any_server: ServerProcess) -> None:
+    async def main() -> None:
+        seen: list[bytes] = []
+        async with AsyncClient(url(any_server)) as client:
+            for level in ("low", "normal", "high"):
+                await client.submit_background("order", level, priority=level, timeout=WAIT)
+            done = asyncio.Event()
+
+            async def record(job: WorkerJob) -> None:
+                seen.append(job.data)
+                if len(seen) == 3:
+                    done.set()
+
+            worker = AsyncWorker(url(any_server))
+            worker.register("order", record)
+            async with serving(worker):
+                await asyncio.wait_for(done.wait(), WAIT)
+        assert seen == [b"high", b"normal", b"low"]
+
+    run(main())
+
+
+def test_updates_arrive_through_callbacks_and_the_async_iterator(any_server: ServerProcess) -> None:
+    async def chatty(job: WorkerJob) -> bytes:
+        job.send_status(1, 3)
+        job.send_data(b"part1")
+        job.send_warning("careful")
+        job.send_status(3, 3)
+        return b"end"
+
+    async def main() -> None:
+        worker = AsyncWorker(url(any_server))
+        worker.register("chatty", chatty)
+        async with serving(worker), AsyncClient(url(any_server)) as client:
+            got: list[object] = []
+            result = await client.submit(
+                "chatty", b"", timeout=WAIT,
+                on_data=lambda d: got.append(("data", d)),
+                on_warning=lambda d: got.append(("warning", d)),
+                on_status=lambda n, d: got.append(("status", n, d)),
+            )
+            assert result == b"end"
+            assert got == [
+                ("status", 1, 3), ("data", b"part1"), ("warning", b"careful"), ("status", 3, 3),
+            ]
+            task = client.submit_task("chatty")
+            updates = [update async for update in task.updates(timeout=WAIT)]
+            assert updates == [
+                WorkStatus(1, 3), WorkData(b"part1"), WorkWarning(b"careful"), WorkStatus(3, 3),
+            ]
+            assert await task.wait(WAIT) == b"end"
+            assert (task.numerator, task.denominator) == (3, 3)
+            assert task.handle is not None and task.done()
+
+    run(main())
+
+
+@pytest.mark.parametrize("exceptions", [True, False])
+def test_worker_exception_is_job_exception_only_with_the_option(
+    any_server: ServerProcess, exceptions: bool
+) -> None:
+    def broken(job: WorkerJob) -> bytes:
+        raise ValueError("no such image")
+
+    async def main() -> None:
+        worker = AsyncWorker(url(any_server))
+        worker.register("broken", broken)
+        async with serving(worker), AsyncClient(url(any_server), exceptions=exceptions) as client:
+            if exceptions:
+                with pytest.raises(JobException, match="ValueError: no such image") as info:
+                    await client.submit("broken", b"x", timeout=WAIT)
+                assert info.value.data == b"ValueError: no such image"
+            else:
+                with pytest.raises(JobFailed):
+                    await client.submit("broken", b"x", timeout=WAIT)
+            # the connection is still good afterwards
+            assert not (await client.get_status(b"H:nobody:1", timeout=WAIT)).known
+
+    run(main())
+
+
+def test_work_fail_raises_job_failed(any_server: ServerProcess) -> None:
+    def refuse(job: WorkerJob) -> bytes:
+        job.fail()
+        return b"ignored"
+
+    async def main() -> None:
+        worker = AsyncWorker(url(any_server))
+        worker.register("refuse", refuse)
+        async with serving(worker), AsyncClient(url(any_server)) as client:
+            with pytest.raises(JobFailed) as info:
+                await client.submit("refuse", timeout=WAIT)
+            assert info.value.handle
+
+    run(main())
+
+
+def test_background_job_status_by_handle_and_by_unique(any_server: ServerProcess) -> None:
+    async def main() -> None:
+        async with AsyncClient(url(any_server)) as client:
+            job = await client.submit_background("later", b"x", unique="order-17", timeout=WAIT)
+            assert job.server == url(any_server)
+            status = await client.get_status(job, timeout=WAIT)
+            assert status.known and not status.running
+            by_unique = await client.get_status_unique("order-17", timeout=WAIT)
+            assert by_unique.known and not by_unique.running
+            assert by_unique.clients == 0
+            # a background resubmission with the same unique coalesces
+            again = await client.submit_background("later", b"y", unique="order-17", timeout=WAIT)
+            assert again.handle == job.handle
+            assert not (await client.get_status_unique("nothing-here", timeout=WAIT)).known
+            assert not (await client.get_status(b"H:nowhere:999", timeout=WAIT)).known
+
+    run(main())
+
+
+def test_epoch_jobs_run_when_due_and_wait_otherwise(any_server: ServerProcess) -> None:
+    async def main() -> None:
+        async with AsyncClient(url(any_server)) as client:
+            future = await client.submit_background(
+                "at", b"future", run_at=time.time() + 3600, timeout=WAIT
+            )
+            await client.submit_background("at", b"past", run_at=time.time() - 60, timeout=WAIT)
+            ran: list[bytes] = []
+            second = asyncio.Event()
+
+            async def record(job: WorkerJob) -> bytes:
+                ran.append(job.data)
+                if job.data == b"fg":
+                    second.set()
+                return job.data
+
+            worker = AsyncWorker(url(any_server))
+            worker.register("at", record)
+            async with serving(worker):
+                # a foreground job behind the due one: when it is done, the due one ran first
+                assert await client.submit("at", b"fg", timeout=WAIT) == b"fg"
+                status = await client.get_status(future, timeout=WAIT)
+            assert ran == [b"past", b"fg"]
+            assert status.known and not status.running
+            with pytest.raises(InvalidArgument):
+                await client.submit_background("at", run_at=1, priority="high")
+
+    run(main())
+
+
+def test_same_unique_coalesces_into_one_job(any_server: ServerProcess) -> None:
+    async def main() -> None:
+        release = asyncio.Event()
+        runs: list[bytes] = []
+
+        async def slow(job: WorkerJob) -> bytes:
+            runs.append(job.unique)
+            await release.wait()
+            return b"shared"
+
+        worker = AsyncWorker(url(any_server))
+        worker.register("slow", slow)
+        async with serving(worker), AsyncClient(url(any_server)) as one, AsyncClient(
+            url(any_server)
+        ) as two:
+            first = one.submit_task("slow", b"a", unique="same")
+            second = two.submit_task("slow", b"b", unique="same")
+            while first.handle is None or second.handle is None:
+                await asyncio.sleep(0.01)
+            assert first.handle == second.handle
+            release.set()
+            assert await one.gather([first], timeout=WAIT) == [b"shared"]
+            assert await second.wait(WAIT) == b"shared"
+        assert runs == [b"same"]
+
+    run(main())
+
+
+def test_a_wait_without_worker_times_out(any_server: ServerProcess) -> None:
+    async def main() -> None:
+        async with AsyncClient(url(any_server)) as client:
+            with pytest.raises(JobTimeout):
+                await client.submit("nobody-works-here", b"x", timeout=0.3)
+            task = client.submit_task("nobody-works-here")
+            with pytest.raises(JobTimeout):
+                await task.wait(0.3)
+            with pytest.raises(JobTimeout):
+                await client.gather([task], timeout=0.3)
+            with pytest.raises(JobTimeout):
+                async for _ in client.as_completed([task], timeout=0.3):
+                    pass
+            assert not task.done()
+            task.cancel()
+
+    run(main())
+
+
+def test_scatter_gather_over_one_connection(any_server: ServerProcess) -> None:
+    async def square(job: WorkerJob) -> str:
+        return str(int(job.data) ** 2)
+
+    async def main() -> None:
+        worker = AsyncWorker(url(any_server), concurrency=4)
+        worker.register("square", square)
+        async with serving(worker), AsyncClient(url(any_server)) as client:
+            tasks = [client.submit_task("square", str(n)) for n in range(50)]
+            results = await client.gather(tasks, timeout=WAIT)
+            assert results == [str(n * n).encode() for n in range(50)]
+            more = [client.submit_task("square", str(n)) for n in range(10)]
+            finished = [t async for t in client.as_completed(more, timeout=WAIT)]
+            assert sorted(int(t.result()) for t in finished) == [n * n for n in range(10)]
+            servers = {server.link for server in client._servers}
+            assert len(servers) == 1  # one connection carried all of them
+
+    run(main())
+
+
+def test_gather_returns_exceptions_in_place_when_asked(any_server: ServerProcess) -> None:
+    def maybe(job: WorkerJob) -> bytes:
+        if job.data == b"bad":
+            raise RuntimeError("bad input")
+        return job.data
+
+    async def main() -> None:
+        worker = AsyncWorker(url(any_server))
+        worker.register("maybe", maybe)
+        async with serving(worker), AsyncClient(url(any_server)) as client:
+            tasks = [client.submit_task("maybe", d) for d in (b"ok", b"bad", b"fine")]
+            results = await client.gather(tasks, timeout=WAIT, return_exceptions=True)
+            assert results[0] == b"ok" and results[2] == b"fine"
+            assert isinstance(results[1], JobException)
+            with pytest.raises(JobException):
+                await client.gather(tasks, timeout=WAIT)
+
+    run(main())
+
+
+def test_sync_client_does_everything_the_async_one_does(any_server: ServerProcess) -> None:
+    def chatty(job: WorkerJob) -> bytes:
+        job.send_data(b"d")
+        job.send_status(1, 1)
+        return job.data.upper()
+
+    async def work(stop: threading.Event) -> None:
+        worker = AsyncWorker(url(any_server), concurrency=2)
+        worker.register("upper", chatty)
+        async with serving(worker):
+            while not stop.is_set():
+                await asyncio.sleep(0.02)
+
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: asyncio.run(work(stop)))
+    thread.start()
+    try:
+        with Client(url(any_server)) as client:
+            data: list[bytes] = []
+            assert client.submit("upper", b"abc", timeout=WAIT, on_data=data.append) == b"ABC"
+            assert data == [b"d"]
+            tasks = [client.submit_task("upper", f"x{n}") for n in range(10)]
+            assert client.gather(tasks, timeout=WAIT) == [f"X{n}".encode() for n in range(10)]
+            more = [client.submit_task("upper", "q") for _ in range(3)]
+            assert [t.result() for t in client.as_completed(more, timeout=WAIT)] == [b"Q"] * 3
+            task = client.submit_task("upper", "it")
+            assert list(task.updates(timeout=WAIT)) == [WorkData(b"d"), WorkStatus(1, 1)]
+            assert task.result(WAIT) == b"IT"
+            handle = client.submit_background("queued-only", b"x", unique="u1", timeout=WAIT)
+            assert client.get_status(handle, timeout=WAIT).known
+            assert client.get_status_unique("u1", timeout=WAIT).known
+            with pytest.raises(JobTimeout):
+                client.submit("queued-only", timeout=0.2)
+    finally:
+        stop.set()
+        thread.join(WAIT)
+
+
+# -- bad input and failures ------------------------------------------------------------------
+
+
+def test_bad_arguments_raise_before_anything_is_sent() -> None:
+    # Nobody listens on this port: an argument error must come before any connection attempt.
+    client = Client(f"127.0.0.1:{free_port()}")
+    try:
+        with pytest.raises(InvalidArgument, match="empty"):
+            client.submit("", b"x")
+        with pytest.raises(InvalidArgument, match="NUL"):
+            client.submit("a\0b", b"x")
+        with pytest.raises(InvalidArgument, match="NUL"):
+            client.submit_background("f", b"x", unique="a\0b")
+        with pytest.raises(InvalidArgument, match="too large"):
+            client.submit("f", b"x", unique="u" * 65)
+        with pytest.raises(InvalidPayload):
+            client.submit("f", 42)
+        with pytest.raises(InvalidArgument):
+            client.submit("f", b"x", priority="urgent")
+        with pytest.raises(InvalidArgument):
+            client.submit("f", b"x", timeout=0)
+        with pytest.raises(ValueError):  # InvalidArgument is a ValueError
+            client.submit_task("", b"x")
+        with pytest.raises(ServerUnavailable):  # a valid request then fails to connect
+            client.submit("f", b"x", unique="u" * 64, timeout=WAIT)
+    finally:
+        client.close()
+    with Client(f"127.0.0.1:{free_port()}", encoding=None) as raw:
+        with pytest.raises(InvalidPayload, match="encoding"):
+            raw.submit("f", "text")
+        with pytest.raises(TypeError):  # InvalidPayload is a TypeError
+            raw.submit_background("f", "text")
+
+
+def test_refused_connection_raises_server_unavailable() -> None:
+    port = free_port()
+    with Client(f"127.0.0.1:{port}") as client:
+        with pytest.raises(ServerUnavailable) as info:
+            client.submit("f", b"x", timeout=WAIT)
+        assert f"127.0.0.1:{port}" in info.value.errors
+        assert isinstance(info.value, ConnectionError)
+
+
+def test_error_packet_raises_server_error(any_server: ServerProcess) -> None:
+    with Client(url(any_server)) as client:
+        client.submit_background("capped", b"1", timeout=WAIT)
+        with Peer(any_server.address) as admin:
+            assert admin.admin("maxqueue capped 1", list_reply=False).startswith(b"OK")
+        with pytest.raises(ServerError) as info:
+            client.submit_background("capped", b"2", timeout=WAIT)
+        assert info.value.code == "QUEUE_ERROR"
+        # the connection stays usable after the ERROR
+        assert not client.get_status(b"H:x:1", timeout=WAIT).known
+
+
+def test_server_lists_and_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse_servers("a,b:4731, [::1]:7003,c") == [
+        ("a", 4730), ("b", 4731), ("::1", 7003), ("c", 4730),
+    ]
+    assert parse_servers([("h", 1), "h:1", "k"]) == [("h", 1), ("k", 4730)]
+    monkeypatch.setenv("GEARMAN_SERVERS", "10.0.0.1:5000,10.0.0.2")
+    assert AsyncClient().servers == ["10.0.0.1:5000", "10.0.0.2:4730"]
+    monkeypatch.delenv("GEARMAN_SERVERS")
+    assert AsyncClient().servers == ["127.0.0.1:4730"]
+    for bad in ("", "h:x", "h:70000", ","):
+        with pytest.raises(InvalidArgument):
+            parse_servers(bad)
+
+
+# -- several servers -------------------------------------------------------------------------
+
+
+def two_servers(tmp_path: Path) -> list[ServerProcess]:
+    return [
+        ServerProcess("gearsql", tmp_path / f"s{n}.log", ["--store", "memory"]).start()
+        for n in range(2)
+    ]
+
+
+def test_jobs_go_to_the_server_their_unique_hashes_to(
+    gearsql_server: ServerProcess, gearmand_server: ServerProcess
+) -> None:
+    servers = [gearsql_server, gearmand_server]
+    with Client(url(*servers)) as one, Client(url(*servers)) as two:
+        for n in range(8):
+            unique = f"key-{n}"
+            expected = servers[zlib.crc32(unique.encode()) % 2]
+            first = one.submit_background("spread", b"x", unique=unique, timeout=WAIT)
+            again = two.submit_background("spread", b"y", unique=unique, timeout=WAIT)
+            assert first.server == again.server == url(expected)
+            assert first.handle == again.handle  # coalesced on that server
+            assert one.get_status_unique(unique, timeout=WAIT).known
+        # jobs without unique are spread over both
+        places = {one.submit_background("spread", b"z", timeout=WAIT).server for _ in range(4)}
+        assert places == {url(gearsql_server), url(gearmand_server)}
+
+
+def test_a_dead_server_in_the_list_is_skipped(gearsql_server: ServerProcess) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    with Client(f"{dead},{url(gearsql_server)}") as client:
+        for n in range(6):
+            job = client.submit_background("f", b"x", unique=f"u{n}", timeout=WAIT)
+            assert job.server == url(gearsql_server)
+
+
+def test_killing_a_server_mid_run_the_client_carries_on_with_the_other(tmp_path: Path) -> None:
+    servers = two_servers(tmp_path)
+    try:
+        run(_carry_on(servers))
+    finally:
+        for server in servers:
+            server.stop()
+
+
+async def _carry_on(servers: list[ServerProcess]) -> None:
+    victim, survivor = servers
+    started: dict[bytes, asyncio.Event] = {}
+    release = asyncio.Event()
+
+    async def echo(job: WorkerJob) -> bytes:
+        if job.data.startswith(b"hold"):
+            started.setdefault(job.data, asyncio.Event()).set()
+            await release.wait()
+        return job.data
+
+    # unique ids that hash to the victim, so their first attempt goes there
+    to_victim = [u for u in (f"u{n}" for n in range(100)) if zlib.crc32(u.encode()) % 2 == 0]
+    worker = AsyncWorker(url(victim, survivor), concurrency=8, backoff=(0.05, 0.2))
+    worker.register("echo", echo)
+    async with serving(worker), AsyncClient(url(victim, survivor), backoff=(5, 5)) as client:
+        before = [client.submit_task("echo", f"b{n}") for n in range(10)]
+        assert await client.gather(before, timeout=WAIT) == [f"b{n}".encode() for n in range(10)]
+        lost = client.submit_task("echo", b"hold-1", unique=to_victim[0])
+        retried = client.submit_task("echo", b"hold-2", unique=to_victim[1], retry=1)
+        for key in (b"hold-1", b"hold-2"):
+            while key not in started:
+                await asyncio.sleep(0.01)
+        assert lost.server == retried.server == url(victim)
+        victim.stop(signal.SIGKILL)
+        with pytest.raises(ConnectionLost):
+            await lost.wait(WAIT)
+        release.set()
+        assert await retried.wait(WAIT) == b"hold-2"
+        assert retried.server == url(survivor)
+        keys = to_victim[2:12]
+        after = [client.submit_task("echo", f"a{n}", unique=u) for n, u in enumerate(keys)]
+        assert await client.gather(after, timeout=WAIT) == [f"a{n}".encode() for n in range(10)]
+        assert {t.server for t in after} == {url(survivor)}
