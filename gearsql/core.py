@@ -65,7 +65,8 @@ def _job_created(handle: bytes) -> bytes:
 
 #: Stored jobs submitted without a unique still need a key in the store's table; they get one
 #: with this prefix (a control character no real unique starts with), and replay turns them
-#: back into jobs without a unique.
+#: back into jobs without a unique. Jobs with the unique ``-`` (the payload is the key) get one
+#: too, with ``-`` after the prefix: two of them with different payloads must not share a row.
 ANONYMOUS_PREFIX = b"\x1egearsql:"
 
 
@@ -260,7 +261,8 @@ class Job:
         self.ignore = False
         #: Held by the durable store (background and epoch jobs).
         self.stored = False
-        #: The store's key for a job submitted without a unique (see ANONYMOUS_PREFIX).
+        #: The store's key for a job submitted without a unique, or with ``-`` (see
+        #: ANONYMOUS_PREFIX).
         self.store_key: bytes | None = None
         #: While the store has not committed the job: who waits for its JOB_CREATED.
         self.acks: list[tuple[Session, PendingAck]] | None = None
@@ -371,7 +373,9 @@ class JobServerCore:
         #: one transaction (group commit) and calls :meth:`commit_done`.
         self.to_store: list[Job] = []
         # Keys of stored jobs that came without a unique: unique per server run and across runs.
-        self._anonymous_format = ANONYMOUS_PREFIX + os.urandom(6).hex().encode() + b":%d"
+        run_id = os.urandom(6).hex().encode()
+        self._anonymous_format = ANONYMOUS_PREFIX + run_id + b":%d"
+        self._payload_key_format = ANONYMOUS_PREFIX + b"-" + run_id + b":%d"
         self._counter = 0
         self._next_session = 0
         # Epoch jobs not yet due: (when, sequence, job).
@@ -882,6 +886,8 @@ class JobServerCore:
             job.stored = True
             if not unique:
                 job.store_key = store_key or self._anonymous_format % self._counter
+            elif unique == b"-":
+                job.store_key = store_key or self._payload_key_format % self._counter
         if unique:
             fn.by_unique[key] = job
         self.jobs[handle] = job
@@ -1051,7 +1057,8 @@ class JobServerCore:
         for unique, name, priority, data, when in rows:
             store_key = None
             if unique.startswith(ANONYMOUS_PREFIX):
-                store_key, unique = unique, b""
+                kind = unique[len(ANONYMOUS_PREFIX) : len(ANONYMOUS_PREFIX) + 1]
+                store_key, unique = unique, b"-" if kind == b"-" else b""
             priority = priority if priority in (HIGH, NORMAL, LOW) else NORMAL
             job = self.submit(
                 None, name, unique, data, priority, True, when=when, stored=True,

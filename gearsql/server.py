@@ -222,13 +222,20 @@ class JobServer:
     async def _commit(self, adds: list[Job], removes: list[Job]) -> None:
         row = self.core.store_row
         error: str | None = None
+        removed = [StoredJob(*row(job)) for job in removes]
         try:
-            await self.store.commit(
-                [StoredJob(*row(job)) for job in adds], [StoredJob(*row(job)) for job in removes]
-            )
+            await self.store.commit([StoredJob(*row(job)) for job in adds], removed)
         except StoreError as exc:
             error = str(exc)
             self.rate_limited_warning("store", "store commit failed: %s", exc)
+            if adds and removes:
+                # Deletions are what frees a full store: they must not keep failing with
+                # submissions that clients retry without end. Commit them on their own.
+                try:
+                    await self.store.commit([], removed)
+                    removes = []
+                except StoreError:
+                    pass
         except Exception as exc:  # a store bug must not leave clients waiting forever
             error = f"store failure: {exc!r}"
             log.exception("store commit raised")

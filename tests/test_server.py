@@ -214,6 +214,11 @@ def test_killed_worker_process_job_goes_to_the_next_worker(
                 time.sleep(0.05)
             os.kill(stuck.pid, signal.SIGKILL)
             stuck.wait(5)
+            # The server learns of the death when the kernel closes the socket; wait for the
+            # requeue (queued again, nobody running it, no worker left) before grabbing.
+            while b"crash\t1\t0\t0" not in admin.admin("status"):
+                assert time.monotonic() < deadline + 10, "the job was never requeued"
+                time.sleep(0.05)
             with Peer(gearsql_server.address) as second:
                 second.send(P.CAN_DO, b"crash")
                 second.send(P.GRAB_JOB)

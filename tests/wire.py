@@ -13,6 +13,7 @@ class Peer:
 
     def __init__(self, address: tuple[str, int], timeout: float = 5.0):
         self.sock = socket.create_connection(address, timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.settimeout(timeout)
         self.parser = Parser(expect_magic=RES)
         self.pending: list[Packet] = []
