@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
@@ -27,19 +28,19 @@ def _no_database(kind: str, why: str) -> None:
 
 
 def _docker_available() -> bool:
-    try:
-        import docker  # type: ignore[import-untyped]
-
-        client = docker.from_env(timeout=3)
-    except Exception:
-        return False
-    try:
-        client.ping()
-        return True
-    except Exception:
-        return False
-    finally:
-        client.close()
+    """Whether a Docker engine answers /_ping (asked directly: the docker package leaks a
+    socket when no engine is there, which warnings-as-errors turns into a test error)."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://"):
+        return True  # a remote engine: testcontainers will say if it does not answer
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(3)
+        try:
+            sock.connect(host[len("unix://"):])
+            sock.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+            return b"OK" in sock.recv(1024)
+        except OSError:
+            return False
 
 
 def _with_database(dsn: str, name: str) -> str:
