@@ -31,6 +31,7 @@ from gearsql.protocol import (
     AdminLine,
     Packet,
     PacketType,
+    frame_response,
     pack_response,
 )
 
@@ -629,17 +630,18 @@ class JobServerCore:
         session.holding[job.handle] = job
         kind = packet.type
         if kind == P.GRAB_JOB:
-            self.send(session, pack_response(P.JOB_ASSIGN, job.handle, fn.name, job.data))
+            self.send(session, frame_response(P.JOB_ASSIGN, job.handle, fn.name, job.data))
         elif kind == P.GRAB_JOB_ALL and job.reducer:
             self.send(
                 session,
-                pack_response(
+                frame_response(
                     P.JOB_ASSIGN_ALL, job.handle, fn.name, job.unique, job.reducer, job.data
                 ),
             )
         else:
             self.send(
-                session, pack_response(P.JOB_ASSIGN_UNIQ, job.handle, fn.name, job.unique, job.data)
+                session,
+                frame_response(P.JOB_ASSIGN_UNIQ, job.handle, fn.name, job.unique, job.data),
             )
         timeout = session.timeouts.get(fn) if session.timeouts else None
         if timeout:
@@ -667,19 +669,19 @@ class JobServerCore:
             return
         job.numerator = _atoi(packet.args[1])
         job.denominator = _atoi(packet.args[2])
-        self._forward(job, pack_response(P.WORK_STATUS, *packet.args))
+        self._forward(job, frame_response(P.WORK_STATUS, *packet.args))
 
     def _work_data(self, session: Session, packet: Packet) -> None:
         job = self._held_job(session, packet)
         if job is not None:
-            self._forward(job, pack_response(packet.type, *packet.args))
+            self._forward(job, frame_response(packet.type, *packet.args))
 
     def _work_complete(self, session: Session, packet: Packet) -> None:
         job = self._held_job(session, packet)
         if job is None:
             return
         if job.clients:
-            self._forward(job, pack_response(P.WORK_COMPLETE, *packet.args))
+            self._forward(job, frame_response(P.WORK_COMPLETE, *packet.args))
         self._finish(job)
 
     def _work_fail(self, session: Session, packet: Packet) -> None:
@@ -1003,7 +1005,7 @@ class JobServerCore:
         )
 
     def _echo(self, session: Session, packet: Packet) -> None:
-        self.send(session, pack_response(P.ECHO_RES, packet.args[0]))
+        self.send(session, frame_response(P.ECHO_RES, packet.args[0]))
 
     def _option(self, session: Session, packet: Packet) -> None:
         option = packet.args[0]

@@ -34,6 +34,7 @@ __all__ = [
     "Violation",
     "check_function_name",
     "check_unique",
+    "frame_response",
     "pack",
     "pack_request",
     "pack_response",
@@ -219,6 +220,16 @@ def pack(type_: int, args: tuple[bytes, ...] | list[bytes], magic: bytes = RES) 
             )
     body = b"\0".join(args)
     return _HEADER.pack(magic, type_, len(body)) + body
+
+
+def frame_response(type_: int, *args: bytes) -> bytes:
+    """Frame a ``\\0RES`` packet without :func:`pack`'s checks.
+
+    Only for arguments that cannot break the framing: every argument but the last came out of
+    a parsed packet (so holds no NUL) or was checked when it entered the server.
+    """
+    body = b"\0".join(args)
+    return _HEADER.pack(RES, type_, len(body)) + body
 
 
 def pack_response(type_: int, *args: bytes) -> bytes:

@@ -1,0 +1,81 @@
+"""The benchmark harness (bench/compare.py) runs every scenario end to end on small counts.
+
+Only that it completes and prints its table is checked: benchmark figures are never asserted on.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import need_tool
+
+COMPARE = Path(__file__).resolve().parent.parent / "bench" / "compare.py"
+
+#: Every scenario and one figure of it that must be in the table.
+EXPECTED_ROWS = [
+    ("echo", "ECHO round trips/s"),
+    ("submit-bg", "jobs/s, 36-byte uniques"),
+    ("submit-bg-no-unique", "jobs/s, empty uniques"),
+    ("drain", "jobs/s, 1k queued, 4 workers"),
+    ("foreground", "p99 submit->WORK_COMPLETE ms"),
+    ("memory", "RSS 1k jobs queued, MiB"),
+]
+COLUMNS = ["scenario", "figure", "gearmand", "gearsql", "gearsql/gearmand"]
+
+
+def run_quick_comparison(server: str) -> dict[tuple[str, str], dict[str, str]]:
+    """Run ``compare.py --quick`` against one kind of server; return its table by row."""
+    result = subprocess.run(
+        [sys.executable, str(COMPARE), "--quick", "--jobs", "1000", "--servers", server],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    header = next(n for n, line in enumerate(lines) if line.split() == COLUMNS)
+    table: dict[tuple[str, str], dict[str, str]] = {}
+    for line in lines[header + 2 :]:
+        if not line.strip():
+            break
+        cells = re.split(r"\s{2,}", line.strip())
+        assert len(cells) == len(COLUMNS), line
+        row = dict(zip(COLUMNS, cells, strict=True))
+        table[row["scenario"], row["figure"]] = row
+    return table
+
+
+def assert_every_scenario_measured(
+    table: dict[tuple[str, str], dict[str, str]], server: str
+) -> None:
+    for key in EXPECTED_ROWS:
+        assert key in table, f"no row {key} in {sorted(table)}"
+    for (scenario, figure), row in table.items():
+        # A number; "n/a" only where a figure is undefined (no RSS growth to give back).
+        assert re.fullmatch(r"-?[\d,]*\.?\d+|n/a", row[server]), f"{scenario} {figure}: {row}"
+        assert row[server] != "n/a" or scenario == "memory", f"{scenario} {figure}: {row}"
+
+
+@pytest.mark.slow
+@pytest.mark.interop
+def test_bench_quick_run_against_gearmand_prints_every_scenario() -> None:
+    need_tool("gearmand")
+    assert_every_scenario_measured(run_quick_comparison("gearmand"), "gearmand")
+
+
+@pytest.mark.slow
+def test_bench_quick_run_against_gearsql_prints_every_scenario() -> None:
+    server_help = subprocess.run(
+        [sys.executable, "-m", "gearsql", "server", "--help"],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=30,
+    )
+    if server_help.returncode != 0:
+        pytest.skip("this checkout has no `gearsql server` yet")
+    assert_every_scenario_measured(run_quick_comparison("gearsql"), "gearsql")
