@@ -1,0 +1,331 @@
+"""The PostgreSQL store's own promises, on a real server: faults (RELIABILITY 22, 23) and taking
+over a queue table that C gearmand created.
+
+The shared behaviour of every store is in ``test_store_contract.py``; the database comes from
+``GEARSQL_TEST_PG_DSN`` (see ``tests/databases.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+import threading
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from gearsql.stores import StoredJob, StoreError, open_store
+from gearsql.stores.postgres import SCHEMA_VERSION, PostgresStore
+
+psycopg = pytest.importorskip("psycopg")
+
+pytestmark = pytest.mark.pg
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def job(unique: bytes, function: bytes = b"fn", data: bytes = b"payload") -> StoredJob:
+    return StoredJob(unique, function, 1, data, 0)
+
+
+def with_params(dsn: str, **params: object) -> str:
+    """``dsn`` with query parameters added (``table=...``, ``application_name=...``)."""
+    query = "&".join(f"{key}={value}" for key, value in params.items())
+    return f"{dsn}{'&' if '?' in dsn else '?'}{query}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def admin(pg_dsn: str) -> Iterator[Any]:
+    """A second connection to the test database, to look at and interfere with the store's."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def table() -> str:
+    return f"queue_{secrets.token_hex(4)}"
+
+
+def count_rows(admin: Any, table: str, unique: bytes) -> int:
+    query = psycopg.sql.SQL("SELECT count(*) FROM {t} WHERE unique_bytes = %s").format(
+        t=psycopg.sql.Identifier(table)
+    )
+    return int(admin.execute(query, (unique,)).fetchone()[0])
+
+
+class TcpProxy:
+    """Forwards a local port to the database. :meth:`cut` drops every connection and stops
+    listening (new connections are refused), :meth:`restore` listens again on the same port:
+    a network failure the store cannot tell from a real one."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target = target
+        self.port = free_port()
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._listener: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        self._stop.clear()
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._listener.settimeout(0.05)
+        self._start(self._accept, self._listener)
+
+    def _start(self, target: Any, *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            client.settimeout(None)
+            server = socket.create_connection(self.target)
+            self._sockets += [client, server]
+            self._start(self._pump, client, server)
+            self._start(self._pump, server, client)
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def cut(self) -> None:
+        self._stop.set()
+        for sock in self._sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for thread in self._threads:
+            thread.join(5)
+        for sock in self._sockets:
+            sock.close()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        self._sockets, self._threads = [], []
+
+    def dsn(self, dsn: str) -> str:
+        """``dsn`` with its host and port replaced by the proxy's."""
+        parts = urlsplit(dsn)
+        credentials = parts.netloc.rpartition("@")[0]
+        netloc = f"{credentials}@127.0.0.1:{self.port}" if credentials else f"127.0.0.1:{self.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
+
+
+@pytest.fixture
+def proxy(pg_dsn: str) -> Iterator[TcpProxy]:
+    parts = urlsplit(pg_dsn)
+    proxy = TcpProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+    try:
+        yield proxy
+    finally:
+        proxy.cut()
+
+
+# -- RELIABILITY 23: a connection dropped mid-run
+
+
+def test_a_terminated_backend_is_replaced_and_the_commit_retried(
+    pg_dsn: str, admin: Any, table: str
+) -> None:
+    name = f"gearsql-test-{secrets.token_hex(4)}"
+    url = with_params(pg_dsn, table=table, application_name=name)
+    backends = "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
+
+    async def scenario() -> list[StoredJob]:
+        store = open_store(url)
+        await store.open()
+        try:
+            await store.commit([job(b"before")], [])
+            [(pid,)] = admin.execute(backends, (name,)).fetchall()
+            [(terminated,)] = admin.execute(
+                "SELECT pg_terminate_backend(%s, 5000)", (pid,)
+            ).fetchall()
+            assert terminated
+            await store.commit([job(b"after")], [])
+            [(new_pid,)] = admin.execute(backends, (name,)).fetchall()
+            assert new_pid != pid
+            return await store.load()
+        finally:
+            await store.close()
+
+    assert run(scenario()) == [job(b"before"), job(b"after")]
+    assert count_rows(admin, table, b"after") == 1
+
+
+def test_a_connection_that_cannot_be_reestablished_fails_the_commit_then_recovers(
+    pg_dsn: str, proxy: TcpProxy, table: str
+) -> None:
+    url = with_params(proxy.dsn(pg_dsn), table=table)
+
+    async def scenario() -> list[StoredJob]:
+        store = open_store(url)
+        await store.open()
+        try:
+            await store.commit([job(b"first")], [])
+            proxy.cut()
+            with pytest.raises(StoreError, match="connect"):
+                await store.commit([job(b"lost")], [])
+            # No restart needed: once the database is back, the next commit reconnects.
+            proxy.restore()
+            await store.commit([job(b"third")], [])
+            return await store.load()
+        finally:
+            await store.close()
+
+    assert run(scenario()) == [job(b"first"), job(b"third")]
+
+
+# -- RELIABILITY 22: a database unreachable at start-up
+
+
+def test_open_on_a_closed_port_raises_a_clear_store_error() -> None:
+    store = open_store(f"postgresql://postgres@127.0.0.1:{free_port()}/postgres?table=q")
+
+    async def scenario() -> None:
+        try:
+            with pytest.raises(StoreError) as raised:
+                await store.open()
+        finally:
+            await store.close()
+        message = str(raised.value)
+        assert message.startswith("cannot connect to PostgreSQL postgres@127.0.0.1:")
+        assert "refused" in message
+        assert "\n" not in message
+
+    run(scenario())
+
+
+def test_open_on_a_server_that_never_answers_gives_up_at_the_connect_timeout() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never speaks
+        port = silent.getsockname()[1]
+        store = open_store(f"postgresql://postgres@127.0.0.1:{port}/postgres?connect_timeout=1")
+
+        async def scenario() -> None:
+            try:
+                with pytest.raises(StoreError, match="cannot connect to PostgreSQL"):
+                    await store.open()
+            finally:
+                await store.close()
+
+        run(scenario())
+
+
+# -- Taking over gearmand's table
+
+
+def test_a_queue_gearmand_wrote_is_replayed_and_migrated(
+    pg_dsn: str, admin: Any, table: str
+) -> None:
+    ident = psycopg.sql.Identifier(table)
+    # The table and rows as gearmand's libpq queue creates and writes them (queue.cc).
+    admin.execute(
+        psycopg.sql.SQL(
+            "CREATE TABLE {t} (unique_key VARCHAR(64), function_name VARCHAR(255),"
+            " priority INTEGER, data BYTEA, when_to_run INTEGER,"
+            " UNIQUE (unique_key, function_name))"
+        ).format(t=ident)
+    )
+    insert = psycopg.sql.SQL(
+        "INSERT INTO {t} (priority, unique_key, function_name, data, when_to_run)"
+        " VALUES (%s, %s, %s, %s::BYTEA, %s)"
+    ).format(t=ident)
+    admin.execute(insert, (0, "first", "fünction", b"\x00one", 0))
+    admin.execute(insert, (2, "second", "report-job with space", b"two", 1_900_000_000))
+    url = with_params(pg_dsn, table=table)
+    gearmand_rows = [
+        StoredJob(b"first", "fünction".encode(), 0, b"\x00one", 0),
+        StoredJob(b"second", b"report-job with space", 2, b"two", 1_900_000_000),
+    ]
+    odd = StoredJob(b"\x1egearsql:anon:1", b"\xff\xfe" * 256, 1, b"\x00", 2**40)
+
+    async def scenario() -> list[StoredJob]:
+        store = open_store(url)
+        await store.open()
+        try:
+            assert await store.load() == gearmand_rows
+            await store.commit([odd], [gearmand_rows[0]])
+        finally:
+            await store.close()
+        store = open_store(url)
+        await store.open()
+        try:
+            return await store.load()
+        finally:
+            await store.close()
+
+    assert run(scenario()) == [gearmand_rows[1], odd]
+    assert admin.execute(
+        "SELECT version FROM gearsql_schema WHERE name = %s", (table,)
+    ).fetchall() == [(SCHEMA_VERSION,)]
+    # gearmand's columns still read as before where the value is text.
+    rows = admin.execute(
+        psycopg.sql.SQL("SELECT unique_key, function_name FROM {t} ORDER BY gearsql_seq").format(
+            t=ident
+        )
+    ).fetchall()
+    assert rows == [("second", "report-job with space"), ("\x1egearsql:anon:1", None)]
+
+
+def test_a_table_from_a_newer_gearsql_is_refused(pg_dsn: str, admin: Any, table: str) -> None:
+    store = PostgresStore(pg_dsn, table=table)
+    run(store.open())
+    run(store.close())
+    admin.execute("UPDATE gearsql_schema SET version = %s WHERE name = %s", (99, table))
+
+    async def scenario() -> None:
+        store = PostgresStore(pg_dsn, table=table)
+        try:
+            with pytest.raises(StoreError, match="schema version 99"):
+                await store.open()
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+def test_a_second_server_cannot_open_the_same_table(pg_dsn: str) -> None:
+    url = f"{pg_dsn}?table=locked_{secrets.token_hex(4)}"
+
+    async def scenario() -> None:
+        first = open_store(url)
+        await first.open()
+        try:
+            second = open_store(url)
+            with pytest.raises(StoreError, match="in use by another gearsql server"):
+                await second.open()
+            await second.close()
+        finally:
+            await first.close()
+        # Once the first server is gone, the table is free again.
+        third = open_store(url)
+        await third.open()
+        await third.close()
+
+    asyncio.run(scenario())
