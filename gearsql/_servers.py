@@ -18,6 +18,7 @@ __all__ = [
     "encode_payload",
     "format_address",
     "function_bytes",
+    "parse_server",
     "parse_servers",
     "unique_bytes",
 ]
@@ -32,33 +33,49 @@ ServerAddress = tuple[str, int]
 ServersArg = Union[str, Iterable[Union[str, ServerAddress]], None]  # noqa: UP007
 
 
-def _parse_one(text: str) -> ServerAddress:
+def parse_server(text: str, default_port: int = DEFAULT_PORT) -> ServerAddress:
+    """``(host, port)`` from ``host``, ``host:port``, ``[v6]:port``, ``[v6]`` or a bare IPv6
+    address; ``default_port`` when the text names none.
+
+    Raises :class:`InvalidArgument` (a ValueError) for an empty host, a missing ``]`` or a port
+    that is not a number in 1..65535.
+    """
     text = text.strip()
-    if not text:
-        raise InvalidArgument("empty server address in the server list")
-    if text.startswith("["):  # [IPv6]:port
-        host, _, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
+    host, port_text = text, ""
+    if text.startswith("["):  # [IPv6] or [IPv6]:port
+        end = text.find("]")
+        if end < 0:
+            raise InvalidArgument(f"bad server address {text!r}: missing ']'")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise InvalidArgument(f"bad server address {text!r}")
+            port_text = rest[1:]
     elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    else:  # a bare host name, IPv4 address, or IPv6 address without a port
-        host, port_text = text, ""
+        host, port_text = text.split(":")
+    # Otherwise a bare host name, IPv4 address, or IPv6 address without a port.
+    if not host:
+        raise InvalidArgument(f"bad server address {text!r}: no host")
     if not port_text:
-        return host, DEFAULT_PORT
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise InvalidArgument(f"bad port in server address {text!r}") from None
-    if not 0 < port < 65536:
-        raise InvalidArgument(f"port out of range in server address {text!r}")
-    return host, port
+        return host, default_port
+    return host, _port(port_text, text)
 
 
-def parse_servers(servers: ServersArg) -> list[ServerAddress]:
-    """Turn a ``servers`` argument into a list of (host, port), without duplicates.
+def _port(value: object, address: object) -> int:
+    text = str(value)
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise InvalidArgument(f"bad server address {address!r}: port must be a number in 1..65535")
+    return int(text)
 
-    None reads ``GEARMAN_SERVERS`` (as libgearman does) and falls back to ``127.0.0.1:4730``.
-    Raises :class:`InvalidArgument` for an empty list or a bad address.
+
+def parse_servers(servers: ServersArg, default_port: int = DEFAULT_PORT) -> list[ServerAddress]:
+    """Turn a server list into ``(host, port)`` pairs, in order, without duplicates.
+
+    ``servers`` is a ``GEARMAN_SERVERS``-style string (``host[:port],host[:port],...``; empty
+    entries are skipped), or a sequence of ``"host[:port]"`` strings and ``(host, port)``
+    tuples. None reads ``$GEARMAN_SERVERS`` (as libgearman does) and falls back to
+    ``127.0.0.1:4730``. Used by the client, the worker, the admin client and the CLI alike.
+    Raises :class:`InvalidArgument` (a ValueError) for a bad address or an empty list.
     """
     if servers is None:
         servers = os.environ.get("GEARMAN_SERVERS") or DEFAULT_SERVERS
@@ -67,10 +84,14 @@ def parse_servers(servers: ServersArg) -> list[ServerAddress]:
     result: list[ServerAddress] = []
     for item in items:
         if isinstance(item, str):
-            address = _parse_one(item)
+            if not item.strip():
+                continue
+            address = parse_server(item, default_port)
         else:
             host, port = item
-            address = (str(host), int(port))
+            if not host:
+                raise InvalidArgument(f"bad server address {item!r}: no host")
+            address = (str(host), _port(port, item))
         if address not in result:
             result.append(address)
     if not result:
@@ -79,6 +100,7 @@ def parse_servers(servers: ServersArg) -> list[ServerAddress]:
 
 
 def format_address(address: ServerAddress) -> str:
+    """``host:port``, with brackets around an IPv6 host."""
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 

@@ -7,7 +7,9 @@ with ``\\r\\n`` or ``\\n``. Framing and parsing are plain functions on bytes (no
 
 Names (functions, uniques, client ids) are returned as the ``bytes`` the server listed. gearsql
 writes control bytes, spaces and non-UTF-8 bytes in names as ``\\xNN`` (and ``\\`` as ``\\\\``);
-gearmand writes them raw. Arguments given as ``str`` are encoded as UTF-8.
+gearmand writes them raw. Arguments given as ``str`` are encoded as UTF-8. Server addresses are
+parsed by :func:`gearsql._servers.parse_server` and ``parse_servers``, shared with the client,
+the worker and the CLI (re-exported here).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from types import TracebackType
 from typing import NamedTuple
 
+from gearsql._servers import DEFAULT_PORT, format_address, parse_server, parse_servers
 from gearsql.errors import (
     AdminConnectionError,
     AdminError,
@@ -35,64 +38,17 @@ __all__ = [
     "PriorityStatus",
     "WorkerInfo",
     "find_reply_end",
+    "format_address",
     "parse_error_line",
     "parse_server",
     "parse_servers",
 ]
 
-DEFAULT_PORT = 4730
 DEFAULT_TIMEOUT = 10.0
 
 # A reply longer than this is not an admin reply we can use; stop reading rather than grow
 # without bound (a gearmand with a million queued jobs sends ~40 MB for `show jobs`).
 MAX_REPLY = 256 * 1024 * 1024
-
-
-# ---------------------------------------------------------------------------- server strings
-
-
-def parse_server(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """``(host, port)`` from ``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address.
-
-    Raises InvalidArgument (a ValueError) for an empty host or a port outside 1..65535.
-    """
-    text = text.strip()
-    host, port_text = text, ""
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise InvalidArgument(f"bad server address {text!r}: missing ']'")
-        host, rest = text[1:end], text[end + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise InvalidArgument(f"bad server address {text!r}")
-            port_text = rest[1:]
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    if not host:
-        raise InvalidArgument(f"bad server address {text!r}: no host")
-    if not port_text:
-        return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise InvalidArgument(f"bad server address {text!r}: port must be a number in 1..65535")
-    return host, int(port_text)
-
-
-def parse_servers(text: str, default_port: int = DEFAULT_PORT) -> list[tuple[str, int]]:
-    """Addresses from a ``GEARMAN_SERVERS``-style list: ``host[:port],host[:port],...``.
-
-    Raises InvalidArgument (a ValueError) for a bad entry or an empty list.
-    """
-    servers = [parse_server(part, default_port) for part in text.split(",") if part.strip()]
-    if not servers:
-        raise InvalidArgument("empty server list")
-    return servers
-
-
-def format_address(address: tuple[str, int]) -> str:
-    """``host:port``, with brackets around an IPv6 host."""
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 # ---------------------------------------------------------------------------- parsed replies

@@ -1,32 +1,46 @@
-"""The ``gearsql`` command line: ``gearsql server`` and friends."""
+"""The ``gearsql`` command line: ``gearsql server``, ``submit``, ``work`` and the admin commands."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
 import logging
+import os
 import shlex
+import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 
 from gearsql import __version__
-from gearsql.admin import escape_name
-from gearsql.adminclient import (
+from gearsql._servers import (
     DEFAULT_PORT,
-    AdminClient,
-    PriorityStatus,
     format_address,
+    function_bytes,
     parse_server,
     parse_servers,
+    unique_bytes,
 )
-from gearsql.errors import AdminError, GearmanError
+from gearsql.admin import escape_name
+from gearsql.adminclient import AdminClient, PriorityStatus
+from gearsql.client import Client, Priority, SyncTask
+from gearsql.errors import (
+    AdminError,
+    GearmanError,
+    JobException,
+    JobFailed,
+    JobTimeout,
+    ServerError,
+)
 from gearsql.protocol import DEFAULT_MAX_PACKET_SIZE
 from gearsql.stores import default_store_url
+from gearsql.worker import Worker, WorkerJob
 
 __all__ = ["cli", "main"]
 
@@ -268,8 +282,8 @@ class CommandError(click.ClickException):
 
 
 @contextlib.contextmanager
-def admin_errors() -> Iterator[None]:
-    """Turn admin-client errors into :class:`CommandError`."""
+def reported_errors() -> Iterator[None]:
+    """Turn gearsql errors (admin client, client, worker) into :class:`CommandError`."""
     try:
         yield
     except GearmanError as exc:
@@ -299,56 +313,70 @@ def _resolve_servers(
         raise click.BadParameter(str(exc), ctx=ctx, param_hint="-h/--host") from None
 
 
+_ADDRESS_OPTIONS = [
+    click.option(
+        "-h",
+        "--host",
+        default="127.0.0.1",
+        show_default=True,
+        metavar="HOST",
+        help="Job server host, or HOST:PORT.",
+    ),
+    click.option(
+        "-p",
+        "--port",
+        default=DEFAULT_PORT,
+        show_default=True,
+        type=click.IntRange(1, 65535),
+        metavar="PORT",
+        help="Job server port.",
+    ),
+    click.option(
+        "--servers",
+        metavar="HOST:PORT[,...]",
+        envvar="GEARMAN_SERVERS",
+        help="Several job servers, comma-separated (also $GEARMAN_SERVERS; -h/-p win over "
+        "the variable).",
+    ),
+]
+
+_TIMEOUT_OPTION = click.option(
+    "--timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    metavar="SECONDS",
+    help="How long to wait for a server to connect and reply.",
+)
+
+
+def _with_servers(
+    command: Callable[..., Any], options: list[Callable[[Any], Any]]
+) -> Callable[..., Any]:
+    @functools.wraps(command)
+    def wrapper(*args: Any, host: str, port: int, servers: str | None, **kwargs: Any) -> Any:
+        kwargs["servers"] = _resolve_servers(click.get_current_context(), host, port, servers)
+        with reported_errors():
+            return command(*args, **kwargs)
+
+    decorated: Callable[..., Any] = wrapper
+    for option in reversed(options):
+        decorated = option(decorated)
+    return decorated
+
+
 def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options that name the job servers a command talks to: ``-h/--host``, ``-p/--port``,
     ``--servers`` and ``--timeout``. The command receives ``servers`` (a list of
     ``(host, port)``) and ``timeout``; a GearmanError it raises becomes a ``gearsql: ...``
     line on stderr and exit status 1."""
+    return _with_servers(command, [*_ADDRESS_OPTIONS, _TIMEOUT_OPTION])
 
-    @functools.wraps(command)
-    def wrapper(*args: Any, host: str, port: int, servers: str | None, **kwargs: Any) -> Any:
-        kwargs["servers"] = _resolve_servers(click.get_current_context(), host, port, servers)
-        with admin_errors():
-            return command(*args, **kwargs)
 
-    options = [
-        click.option(
-            "-h",
-            "--host",
-            default="127.0.0.1",
-            show_default=True,
-            metavar="HOST",
-            help="Job server host, or HOST:PORT.",
-        ),
-        click.option(
-            "-p",
-            "--port",
-            default=DEFAULT_PORT,
-            show_default=True,
-            type=click.IntRange(1, 65535),
-            metavar="PORT",
-            help="Job server port.",
-        ),
-        click.option(
-            "--servers",
-            metavar="HOST:PORT[,...]",
-            envvar="GEARMAN_SERVERS",
-            help="Several job servers, comma-separated (also $GEARMAN_SERVERS; -h/-p win over "
-            "the variable).",
-        ),
-        click.option(
-            "--timeout",
-            default=10.0,
-            show_default=True,
-            type=click.FloatRange(0, min_open=True),
-            metavar="SECONDS",
-            help="How long to wait for a server to connect and reply.",
-        ),
-    ]
-    decorated: Callable[..., Any] = wrapper
-    for option in reversed(options):
-        decorated = option(decorated)
-    return decorated
+def server_address_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """:func:`server_options` without ``--timeout``, for the commands that take ``gearman``'s
+    ``-t MS`` instead (``submit``)."""
+    return _with_servers(command, _ADDRESS_OPTIONS)
 
 
 def json_option(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -643,6 +671,413 @@ def top(servers: list[tuple[str, int]], timeout: float, interval: float, once: b
     finally:
         for client in clients:
             client.close()
+
+
+# ---------------------------------------------------------------------------- submit and work
+#
+# `submit` and `work` are the `gearman` program's client and worker modes (PROTOCOL.md section
+# 10) on top of gearsql.Client and gearsql.Worker, with the same one-letter flags, so that shell
+# pipelines written for `gearman` read the same with `gearsql`.
+
+# Longest line `work -n` reads from its command (asyncio's default limit is 64 KiB).
+MAX_OUTPUT_LINE = 64 * 1024 * 1024
+
+
+def _library_logging() -> None:
+    """Show the library's warnings (a server that cannot be reached, a retry) as ``gearsql: ...``
+    lines on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("gearsql: %(message)s"))
+    root = logging.getLogger("gearsql")
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    root.propagate = False
+
+
+def _per_line_options(client: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``-n`` and ``-N``, which mean different things in client and worker mode (as in
+    `gearman`); the command receives ``per_line``: None, ``"keep"`` or ``"strip"``."""
+    if client:
+        keep = "One job per line of stdin, newline included; each sent as soon as it is read."
+    else:
+        keep = (
+            "Send each line COMMAND prints as a WORK_DATA packet as soon as it is printed; the "
+            "result is then empty."
+        )
+    options = [
+        click.option("-n", "--lines", "per_line", flag_value="keep", default=None, help=keep),
+        click.option(
+            "-N",
+            "--stripped-lines",
+            "per_line",
+            flag_value="strip",
+            help="Same as -n, but strip off the newline.",
+        ),
+    ]
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def _strip(line: bytes, per_line: str | None) -> bytes:
+    return line[:-1] if per_line == "strip" and line.endswith(b"\n") else line
+
+
+class _Printer:
+    """Writes to stdout and stderr from the main thread and the client's thread alike; notes a
+    closed pipe (``| head``) instead of raising, so the command can stop quietly."""
+
+    def __init__(self) -> None:
+        self.stdout = click.get_binary_stream("stdout")
+        self.stderr = click.get_binary_stream("stderr")
+        self.lock = threading.Lock()
+        self.broken_pipe = False
+
+    def emit(self, stream: BinaryIO, data: bytes) -> None:
+        if not data:
+            return
+        with self.lock:
+            if self.broken_pipe:
+                return
+            try:
+                stream.write(data)
+                stream.flush()
+            except BrokenPipeError:
+                self.broken_pipe = True
+
+    def error(self, message: str) -> None:
+        self.emit(self.stderr, f"gearsql: {message}\n".encode("utf-8", "backslashreplace"))
+
+
+class _Output:
+    """One job's output to one stream, written as it arrives. With a ``tag`` (``-P``) every line
+    starts with it, and a line split over several WORK_DATA packets is held until it ends."""
+
+    def __init__(self, printer: _Printer, stream: BinaryIO, tag: bytes) -> None:
+        self.printer = printer
+        self.stream = stream
+        self.tag = tag
+        self.partial = b""
+
+    def write(self, data: bytes) -> None:
+        if self.tag:
+            lines = (self.partial + data).split(b"\n")
+            self.partial = lines.pop()
+            data = b"".join(self.tag + line + b"\n" for line in lines)
+        self.printer.emit(self.stream, data)
+
+    def close(self) -> None:
+        """The job ended: write its unfinished last line, as it is (no newline is added)."""
+        if self.partial:
+            self.printer.emit(self.stream, self.tag + self.partial)
+            self.partial = b""
+
+
+def _workloads(data: tuple[str, ...], per_line: str | None, no_input: bool) -> Iterator[bytes]:
+    """The jobs' workloads: each DATA argument; or one empty workload (``-s``); or stdin, whole
+    or (``-n``/``-N``) line by line as the lines arrive."""
+    if data:
+        # os.fsencode gives back the argument's bytes, even those that are not UTF-8.
+        yield from (os.fsencode(item) for item in data)
+    elif no_input:
+        yield b""
+    else:
+        stdin = click.get_binary_stream("stdin")
+        if per_line is None:
+            yield stdin.read()
+            return
+        # readline returns as soon as a whole line is in the pipe, not when the buffer fills.
+        for line in iter(stdin.readline, b""):
+            yield _strip(line, per_line)
+
+
+def _job_error(exc: GearmanError, timeout_ms: int | None) -> str:
+    if isinstance(exc, JobTimeout):
+        return f"no result within {timeout_ms} ms"
+    if isinstance(exc, JobException):
+        return f"the job raised an exception: {exc}"
+    if isinstance(exc, ServerError):
+        return f"the server refused the job: {exc}"
+    return "the job failed"
+
+
+def _run_foreground(
+    client: Client,
+    functions: tuple[str, ...],
+    workload: bytes,
+    options: dict[str, Any],
+    printer: _Printer,
+    prefix: bool,
+    verbose: bool,
+    timeout_ms: int | None,
+) -> int:
+    """Run one workload as a foreground job of each function, at once, printing their output
+    as it arrives; returns how many jobs failed."""
+    jobs: list[tuple[str, SyncTask, _Output, _Output]] = []
+    for function in functions:
+        tag = f"{function}: ".encode() if prefix else b""
+        output = _Output(printer, printer.stdout, tag)
+        warnings = _Output(printer, printer.stderr, tag)
+
+        def status(numerator: int, denominator: int, tag: bytes = tag) -> None:
+            percent = numerator * 100 // denominator if denominator else 0
+            printer.emit(printer.stderr, tag + b"%d%% complete\n" % percent)
+
+        task = client.submit_task(
+            function,
+            workload,
+            on_data=output.write,
+            on_warning=warnings.write,
+            on_status=status if verbose else None,
+            **options,
+        )
+        jobs.append((function, task, output, warnings))
+    deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
+    failures = 0
+    for function, task, output, warnings in jobs:
+        remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+        try:
+            result = task.result(remaining)
+        except (JobFailed, JobException, JobTimeout, ServerError) as exc:
+            task.cancel()
+            failures += 1
+            warnings.close()
+            printer.error(f"{function}: {_job_error(exc, timeout_ms)}")
+        else:
+            output.write(result)
+        finally:
+            output.close()
+            warnings.close()
+    return failures
+
+
+@cli.command(context_settings=CONTEXT)
+@server_address_options
+@click.option(
+    "-f",
+    "--function",
+    "functions",
+    multiple=True,
+    required=True,
+    metavar="FUNCTION",
+    help="Function to run the jobs; repeat to send each workload to several functions.",
+)
+@click.option("-b", "--background", is_flag=True, help="Run jobs in the background.")
+@click.option("-I", "--high", is_flag=True, help="Run jobs as high priority.")
+@click.option("-L", "--low", is_flag=True, help="Run jobs as low priority.")
+@click.option(
+    "-u",
+    "--unique",
+    metavar="UNIQUE",
+    help="Unique key of the jobs; jobs with the same key coalesce into one while it runs.",
+)
+@_per_line_options(client=True)
+@click.option("-s", "--no-input", is_flag=True, help="Send one job without reading stdin.")
+@click.option(
+    "-P", "--prefix", is_flag=True, help="Prefix all output lines with the function name."
+)
+@click.option(
+    "-t",
+    "--timeout",
+    "timeout_ms",
+    type=click.IntRange(1),
+    metavar="MS",
+    help="Timeout in milliseconds: for connecting, and for each job's result. "
+    "Default: 5 s to connect, then wait as long as the job takes.",
+)
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Print each background job's handle, and foreground jobs' progress on stderr.",
+)
+@click.argument("data", nargs=-1)
+def submit(
+    servers: list[tuple[str, int]],
+    functions: tuple[str, ...],
+    background: bool,
+    high: bool,
+    low: bool,
+    unique: str | None,
+    per_line: str | None,
+    no_input: bool,
+    prefix: bool,
+    timeout_ms: int | None,
+    verbose: bool,
+    data: tuple[str, ...],
+) -> None:
+    """Submit jobs and print their results, like `gearman` in client mode.
+
+    Each DATA argument is one job (put `--` before DATA that starts with `-`). Without DATA the
+    workload is standard input: all of it as one job, or with -n/-N one job per line, each sent
+    as soon as its line arrives, so `tail -f log | gearsql submit -n -b -f collect` streams.
+
+    A foreground job's WORK_DATA and result go to stdout as they arrive, its warnings to stderr;
+    jobs run one after the other (with several -f, each workload goes to every function at
+    once). Background jobs print nothing. A job that fails, raises or times out is reported on
+    stderr, the other jobs still run, and the exit status is 1; a server that cannot be reached
+    stops the command with status 1.
+    """
+    if high and low:
+        raise click.UsageError("give -I (high) or -L (low), not both")
+    if data and (per_line or no_input):
+        raise click.UsageError("DATA arguments are the workload: drop -n/-N/-s, or the DATA")
+    for function in functions:
+        function_bytes(function)  # a bad name fails here, before stdin is read
+    unique_bytes(unique)
+    level = Priority.HIGH if high else Priority.LOW if low else Priority.NORMAL
+    options: dict[str, Any] = {"unique": unique, "priority": level}
+    timeout = None if timeout_ms is None else timeout_ms / 1000
+    _library_logging()
+    printer = _Printer()
+    failures = 0
+    with Client(servers, connect_timeout=timeout or 5.0) as client:
+        for workload in _workloads(data, per_line, no_input):
+            if background:
+                for function in functions:
+                    job = client.submit_background(function, workload, timeout=timeout, **options)
+                    if verbose:
+                        tag = f"{function}: " if prefix else ""
+                        printer.emit(printer.stdout, f"{tag}{job.handle.decode()}\n".encode())
+            else:
+                failures += _run_foreground(
+                    client, functions, workload, options, printer, prefix, verbose, timeout_ms
+                )
+            if printer.broken_pipe:
+                break
+    if failures or printer.broken_pipe:
+        sys.exit(1)
+
+
+class _CommandRunner:
+    """The job handler of `gearsql work`: pipes each workload through COMMAND (or echoes it), and
+    stops the worker after ``count`` jobs."""
+
+    def __init__(
+        self,
+        command: tuple[str, ...],
+        per_line: str | None,
+        count: int | None,
+        stop: Callable[[], None],
+    ) -> None:
+        self.command = command
+        self.per_line = per_line
+        self.count = count
+        self.stop = stop
+        self.done = 0
+        self.log = logging.getLogger("gearsql.work")
+
+    async def run(self, job: WorkerJob) -> bytes:
+        try:
+            if not self.command:
+                # gearman -w prints the workload; gearsql also sends it back as the result.
+                stdout = click.get_binary_stream("stdout")
+                stdout.write(job.data)
+                stdout.flush()
+                return job.data
+            return await self._pipe(job)
+        finally:
+            self.done += 1
+            if self.count is not None and self.done >= self.count:
+                self.stop()  # the result is still sent: the worker finishes the job in hand
+
+    async def _pipe(self, job: WorkerJob) -> bytes:
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self.command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                limit=MAX_OUTPUT_LINE,
+                # Its own session: a Ctrl-C meant for the worker does not kill the job in hand.
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self.log.error("cannot run %s: %s", self.command[0], exc.strerror or exc)
+            job.fail()
+            return b""
+        assert process.stdin is not None and process.stdout is not None
+        feeding = asyncio.ensure_future(_feed(process.stdin, job.data))
+        output = b""
+        if self.per_line:
+            async for line in process.stdout:
+                job.send_data(_strip(line, self.per_line))
+        else:
+            output = await process.stdout.read()
+        await feeding
+        status = await process.wait()
+        if status != 0:
+            # As gearman -w: what the command printed goes to the client as WORK_DATA, then
+            # WORK_FAIL.
+            if output:
+                job.send_data(output)
+            job.fail()
+            function = job.function.decode("utf-8", "backslashreplace")
+            self.log.warning("%s: %s exited with status %d", function, self.command[0], status)
+        return output
+
+
+async def _feed(stdin: asyncio.StreamWriter, data: bytes) -> None:
+    """Write the workload to the command and close its stdin, so that it sees the end."""
+    try:
+        stdin.write(data)
+        await stdin.drain()
+        stdin.close()
+        await stdin.wait_closed()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the command exited without reading all of its input: its exit status tells
+
+
+@cli.command(context_settings={**CONTEXT, "allow_interspersed_args": False})
+@server_address_options
+@click.option(
+    "-f",
+    "--function",
+    "functions",
+    multiple=True,
+    required=True,
+    metavar="FUNCTION",
+    help="Function to serve; repeat for several.",
+)
+@click.option(
+    "-c",
+    "--count",
+    type=click.IntRange(1),
+    metavar="COUNT",
+    help="Number of jobs to run before exiting.",
+)
+@_per_line_options(client=False)
+@click.argument("command", metavar="[--] [COMMAND [ARGS]...]", nargs=-1, type=click.UNPROCESSED)
+def work(
+    servers: list[tuple[str, int]],
+    functions: tuple[str, ...],
+    count: int | None,
+    per_line: str | None,
+    command: tuple[str, ...],
+) -> None:
+    """Serve jobs by piping each through COMMAND, like `gearman -w`.
+
+    Each job's workload goes to the stdin of a new COMMAND process, and what it prints on stdout
+    is the job's result; its stderr is this program's. A non-zero exit status fails the job
+    (WORK_FAIL, after the output as WORK_DATA). Without COMMAND the workload is printed on
+    stdout and also sent back as the result.
+
+    One job runs at a time. SIGTERM or SIGINT lets the job in hand finish, then exits with status
+    0. A server that cannot be reached is retried, with a warning on stderr.
+    """
+    if command and shutil.which(command[0]) is None:
+        raise CommandError(f"command not found: {command[0]}")
+    _library_logging()
+    worker = Worker(servers)
+    runner = _CommandRunner(command, per_line, count, worker.stop)
+    for function in functions:
+        worker.register(function, runner.run)
+    worker.run_forever(handle_signals=True)
 
 
 def main() -> None:
