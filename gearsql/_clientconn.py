@@ -13,11 +13,12 @@ packets carry the job handle and are matched through the handles of foreground j
 from __future__ import annotations
 
 import enum
+import struct
 from collections import deque
 from dataclasses import dataclass
 from typing import Generic, TypeVar, Union
 
-from gearsql.protocol import RES, LocalProtocolError, Packet, PacketType, Parser, Violation
+from gearsql.protocol import REQ, RES, LocalProtocolError, Packet, PacketType, Parser, Violation
 from gearsql.protocol import pack_request as _pack
 
 __all__ = [
@@ -63,6 +64,8 @@ REPLY_TO: dict[PacketType, PacketType] = {
     P.OPTION_REQ: P.OPTION_RES,
     P.ECHO_REQ: P.ECHO_RES,
 }
+
+_REQUEST_HEADER = struct.Struct(">4sII").pack
 
 _WORK_UPDATES = frozenset({P.WORK_DATA, P.WORK_WARNING, P.WORK_STATUS})
 _WORK_ENDS = frozenset({P.WORK_COMPLETE, P.WORK_FAIL, P.WORK_EXCEPTION})
@@ -155,7 +158,14 @@ class ClientConnection(Generic[T]):
             self._out.append(_pack(type_, function, unique, str(int(epoch)).encode(), data))
         else:
             type_ = SUBMIT_TYPES[priority, background]
-            self._out.append(_pack(type_, function, unique, data))
+            # The hot path of every client: framed here rather than by pack_request, with the
+            # same check (only the last argument may hold NUL) and the same bytes.
+            if b"\0" in function or b"\0" in unique:
+                raise LocalProtocolError(
+                    f"only the last argument of {type_.name} may contain NUL bytes"
+                )
+            body = b"\0".join((function, unique, data))
+            self._out.append(_REQUEST_HEADER(REQ, type_, len(body)) + body)
         self._replies.append((type_, token, background))
 
     def get_status(self, token: T, handle: bytes) -> None:
@@ -220,16 +230,15 @@ class ClientConnection(Generic[T]):
 
     def _packet(self, packet: Packet, events: list[ClientEvent[T]]) -> None:
         type_ = packet.type
-        if type_ in _WORK_UPDATES or type_ in _WORK_ENDS:
+        if type_ in _WORK_ENDS:
             # C gearmand sends WORK_FAIL converted from WORK_EXCEPTION with a stray trailing NUL
             # after the handle (PROTOCOL.md section 11); the bare handle is the key.
-            handle = packet.args[0].rstrip(b"\0")
-            if type_ in _WORK_ENDS:
-                for token in self._jobs.pop(handle, ()):
-                    events.append(JobDone(token, packet))
-            else:
-                for token in self._jobs.get(handle, ()):
-                    events.append(JobUpdate(token, packet))
+            for token in self._jobs.pop(packet.args[0].rstrip(b"\0"), ()):
+                events.append(JobDone(token, packet))
+            return
+        if type_ in _WORK_UPDATES:
+            for token in self._jobs.get(packet.args[0].rstrip(b"\0"), ()):
+                events.append(JobUpdate(token, packet))
             return
         if type_ == P.ERROR:
             code = packet.args[0].decode("utf-8", "replace")

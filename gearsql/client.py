@@ -160,6 +160,15 @@ def _epoch(run_at: float | datetime.datetime) -> int:
     raise InvalidArgument(f"run_at must be a Unix time or a datetime, not {run_at!r}")
 
 
+_NAME_TYPES = (str, bytes)
+
+
+@functools.lru_cache(maxsize=256)
+def _function_name(function: str | bytes) -> bytes:
+    """:func:`function_bytes`, remembered: a client submits to the same few functions."""
+    return function_bytes(function)
+
+
 def _check_timeout(timeout: float | None) -> None:
     if timeout is not None and not timeout > 0:
         raise InvalidArgument(f"timeout must be a positive number of seconds, not {timeout!r}")
@@ -217,17 +226,24 @@ class _Reply(_Waiter):
 
 
 class _Submission(_Waiter):
-    """One attempt at submitting a job: JOB_CREATED, then (foreground) WORK_* until the end."""
+    """One attempt at submitting a job: JOB_CREATED, then (foreground) WORK_* until the end.
 
-    __slots__ = ("created", "done", "job")
+    A background submission resolves ``created`` with the handle. A foreground one resolves only
+    ``done`` (JOB_CREATED just records the handle): its runner then wakes once per job, not twice.
+    """
+
+    __slots__ = ("created", "done", "handle", "job")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, job: Task | None) -> None:
         self.job = job
-        self.created: asyncio.Future[bytes] = loop.create_future()
+        self.handle: bytes | None = None
+        self.created: asyncio.Future[bytes] | None = None if job else loop.create_future()
         self.done: asyncio.Future[bytes] | None = loop.create_future() if job else None
 
     def on_created(self, handle: bytes) -> None:
-        if not self.created.done():
+        if self.job is not None:
+            self.handle = self.job.handle = handle
+        elif self.created is not None and not self.created.done():
             self.created.set_result(handle)
 
     def on_update(self, packet: Packet) -> None:
@@ -246,7 +262,7 @@ class _Submission(_Waiter):
             self.done.set_exception(JobFailed(handle))
 
     def on_error(self, error: GearmanError) -> None:
-        if not self.created.done():
+        if self.created is not None and not self.created.done():
             self.created.set_exception(error)
         elif self.done is not None and not self.done.done():
             self.done.set_exception(error)
@@ -280,16 +296,31 @@ class _Link(asyncio.Protocol):
         self.closed = False
         self.closing_on_purpose = False
         self.reason = ""
+        # A write is scheduled for the end of this event-loop iteration.
+        self._flush_scheduled = False
 
     @property
     def usable(self) -> bool:
         return not self.closed and self.transport is not None and not self.transport.is_closing()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it, so no
+        # isinstance check here.
+        self.transport = transport  # type: ignore[assignment]
 
     def flush(self) -> None:
+        """Send what the requests queued, at the end of this event-loop iteration: a burst of
+        submissions (say, many tasks woken by one read) then costs one send() and one TCP
+        segment instead of one per job, for the price of one loop iteration of latency."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self._write()
+
+    def _write(self) -> None:
         data = self.core.data_to_send()
         if data and self.usable:
             assert self.transport is not None
@@ -328,6 +359,7 @@ class _Link(asyncio.Protocol):
 
     def close(self) -> None:
         self.closing_on_purpose = True
+        self._write()  # requests still gathered for the end of this iteration
         if self.transport is not None:
             self.transport.close()
 
@@ -373,7 +405,11 @@ class Task:
         self._on_status = on_status
         self._updates: deque[Update] = deque()
         self._wakeup: asyncio.Future[None] | None = None
-        self._runner: asyncio.Task[bytes] | None = None
+        # What the job's outcome comes from: a Task running AsyncClient._run, or on the fast path
+        # of submit_task the future of its one submission (then _sent names its connection).
+        self._runner: asyncio.Future[bytes] | None = None
+        self._runners: set[asyncio.Future[Any]] | None = None
+        self._sent: tuple[_Link, _Submission] | None = None
 
     def __repr__(self) -> str:
         state = "done" if self.done() else "running"
@@ -399,6 +435,20 @@ class Task:
                 callback(*update)
             except Exception:  # a broken callback must not break the connection
                 log.exception("update callback of %r raised", self)
+
+    def _finished(self, runner: asyncio.Future[bytes]) -> None:
+        if runner.cancelled():
+            if self._sent is not None:  # as _run does when cancelled: stop routing WORK_*
+                link, attempt = self._sent
+                if attempt.handle is not None:
+                    link.core.forget(attempt.handle, attempt)
+        else:
+            # Mark the exception as retrieved: a job nobody awaited must not log at exit.
+            runner.exception()
+        self._sent = None
+        if self._runners is not None:
+            self._runners.discard(runner)
+        self._wake()
 
     def _wake(self) -> None:
         if self._wakeup is not None and not self._wakeup.done():
@@ -427,7 +477,9 @@ class Task:
         return await _within(asyncio.shield(self._runner), timeout, "job result")
 
     def __await__(self) -> Generator[Any, None, bytes]:
-        return self.wait().__await__()
+        assert self._runner is not None
+        # wait() without a timeout: shielded, so that cancelling the awaiter leaves the job be.
+        return asyncio.shield(self._runner).__await__()
 
     async def updates(self, timeout: float | None = None) -> AsyncGenerator[Update, None]:
         """Yield updates as they arrive until the job ends; :class:`JobTimeout` when none comes
@@ -445,12 +497,6 @@ class Task:
 
     def __aiter__(self) -> AsyncGenerator[Update, None]:
         return self.updates()
-
-
-def _consume(task: asyncio.Task[Any]) -> None:
-    # Mark a task's exception as retrieved: a job nobody awaited must not log at exit.
-    if not task.cancelled():
-        task.exception()
 
 
 # -- the client ------------------------------------------------------------------------------
@@ -490,7 +536,8 @@ class AsyncClient:
         self.retry = retry
         self.connect_timeout = connect_timeout
         self._round_robin = 0
-        self._runners: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+        # Unfinished runners of submit_task, for close() to cancel; each removes itself when done.
+        self._runners: set[asyncio.Future[Any]] = set()
         self._closed = False
 
     @property
@@ -532,6 +579,15 @@ class AsyncClient:
         ready = [s for s in ring if s.link is not None or s.retry_at <= now]
         # Servers in their backoff are still tried, last: better late than no server at all.
         return ready + [s for s in ring if s not in ready]
+
+    def _connected_link(self) -> _Link | None:
+        """The live connection of a one-server client, if any: the common case, without the
+        coroutine of :meth:`_link_for`."""
+        if len(self._servers) == 1:
+            link = self._servers[0].link
+            if link is not None and link.usable:
+                return link
+        return None
 
     async def _link_for(self, unique: bytes) -> _Link:
         errors: dict[str, str] = {}
@@ -602,7 +658,7 @@ class AsyncClient:
         if retry is not None and retry < 0:
             raise InvalidArgument("retry must be 0 or more")
         return Task(
-            function_bytes(function),
+            _function_name(function) if type(function) in _NAME_TYPES else function_bytes(function),
             encode_payload(data, self.encoding),
             unique_bytes(unique),
             _priority(priority),
@@ -618,15 +674,13 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         retries = job.retry
         while True:
-            link = await self._link_for(job.unique)
+            link = self._connected_link() or await self._link_for(job.unique)
             attempt = _Submission(loop, job)
             link.core.submit(attempt, job.function, job.unique, job.data, job.priority)
             link.flush()
             job.server = link.server.name
-            handle: bytes | None = None
+            assert attempt.done is not None
             try:
-                handle = job.handle = await attempt.created
-                assert attempt.done is not None
                 return await attempt.done
             except ConnectionLost as exc:
                 if retries <= 0:
@@ -634,8 +688,8 @@ class AsyncClient:
                 retries -= 1
                 log.warning("resubmitting %r elsewhere: %s", job, exc)
             except asyncio.CancelledError:
-                if handle is not None:
-                    link.core.forget(handle, attempt)
+                if attempt.handle is not None:
+                    link.core.forget(attempt.handle, attempt)
                 raise
 
     async def submit(
@@ -680,11 +734,25 @@ class AsyncClient:
         results with :meth:`gather` or :meth:`as_completed`. Argument errors raise here, before
         anything is sent. Must be called with the event loop running."""
         job = self._job(function, data, unique, priority, retry, on_data, on_warning, on_status)
-        runner = asyncio.get_running_loop().create_task(self._run(job))
-        runner.add_done_callback(_consume)
-        runner.add_done_callback(lambda _: job._wake())
+        loop = asyncio.get_running_loop()
+        link = self._connected_link() if job.retry == 0 else None
+        runner: asyncio.Future[bytes]
+        if link is not None:
+            # Fast path, the same steps as _run without its coroutine and Task: one server,
+            # already connected, no retry. The submission's own future is the outcome.
+            attempt = _Submission(loop, job)
+            link.core.submit(attempt, job.function, job.unique, job.data, job.priority)
+            link.flush()
+            job.server = link.server.name
+            assert attempt.done is not None
+            runner = attempt.done
+            job._sent = (link, attempt)
+        else:
+            runner = loop.create_task(self._run(job))
+        runner.add_done_callback(job._finished)
         job._runner = runner
         self._runners.add(runner)
+        job._runners = self._runners
         return job
 
     async def gather(
@@ -763,6 +831,7 @@ class AsyncClient:
             attempt = _Submission(asyncio.get_running_loop(), None)
             link.core.submit(attempt, name, key, payload, level, True, epoch)
             link.flush()
+            assert attempt.created is not None
             return JobHandle(await attempt.created, link.server.name)
 
         return await _within(run(), timeout, f"background job {function!r}")
@@ -831,7 +900,7 @@ class AsyncClient:
         return await _within(run(), timeout, "GET_STATUS_UNIQUE")
 
 
-def _runner(task: Task) -> asyncio.Task[bytes]:
+def _runner(task: Task) -> asyncio.Future[bytes]:
     if task._runner is None:
         raise InvalidArgument(f"{task!r} was not started by submit_task")
     return task._runner

@@ -22,7 +22,7 @@ import signal
 import threading
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import TypeVar, Union
+from typing import TypeVar, Union, cast
 
 from gearsql._servers import (
     Backoff,
@@ -66,8 +66,8 @@ class _Link(asyncio.Protocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TCPTransport is not a subclass of asyncio.Transport: no isinstance check.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         for event in self.core.receive_data(data):
