@@ -1080,6 +1080,136 @@ def work(
     worker.run_forever(handle_signals=True)
 
 
+# ---------------------------------------------------------------------------- SQL bridges
+#
+# `install postgres` / `uninstall postgres` put the gman_* functions into a PostgreSQL database
+# over an ordinary connection (gearsql.bridges.postgres); nothing goes onto the database host.
+
+
+@cli.group(context_settings=CONTEXT)
+def install() -> None:
+    """Install the gman_* SQL functions into a database.
+
+    `gearsql install postgres --dsn DSN` installs them into PostgreSQL (PL/Python). Run it as a
+    superuser; it can be run again to upgrade, keeping the settings.
+    """
+
+
+@cli.group(context_settings=CONTEXT)
+def uninstall() -> None:
+    """Remove the gman_* SQL functions from a database (`gearsql uninstall postgres`)."""
+
+
+_DSN_OPTION = click.option(
+    "--dsn",
+    metavar="DSN",
+    envvar="GEARSQL_PG_DSN",
+    help="PostgreSQL connection string, e.g. postgresql://postgres@localhost/app "
+    "(also $GEARSQL_PG_DSN).",
+)
+_SCHEMA_OPTION = click.option(
+    "--schema",
+    default="gearsql",
+    show_default=True,
+    metavar="SCHEMA",
+    help="Schema that holds the functions, settings and outbox.",
+)
+_PRINT_SQL_OPTION = click.option(
+    "--print-sql", is_flag=True, help="Print the SQL instead of running it (no --dsn needed)."
+)
+
+
+def _bridge_sql(dsn: str | None, print_sql: bool, sql: Callable[[], str],
+                run: Callable[[str], None]) -> None:
+    try:
+        text = sql()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if print_sql:
+        click.echo(text, nl=False)
+        return
+    if not dsn:
+        raise click.UsageError("give --dsn (or $GEARSQL_PG_DSN), or --print-sql")
+    try:
+        run(dsn)
+    except Exception as exc:  # psycopg.Error and friends: one readable line
+        message = str(exc).strip().splitlines()
+        raise CommandError(message[0] if message else type(exc).__name__) from None
+
+
+@install.command("postgres", context_settings=CONTEXT)
+@_DSN_OPTION
+@_SCHEMA_OPTION
+@click.option(
+    "--role",
+    metavar="ROLE",
+    help="Role granted USAGE on the schema and EXECUTE on the functions (PUBLIC gets nothing).",
+)
+@click.option(
+    "--servers",
+    metavar="HOST:PORT[,...]",
+    help="Job servers the database may reach (the 'servers' setting; default on first install "
+    "127.0.0.1:4730).",
+)
+@click.option(
+    "--background-mode",
+    type=click.Choice(["transactional", "immediate"]),
+    help="How gman_do*_background submits (default on first install: transactional, an outbox "
+    "row that follows the transaction; immediate submits at call time).",
+)
+@_PRINT_SQL_OPTION
+def install_postgres(
+    dsn: str | None,
+    schema: str,
+    role: str | None,
+    servers: str | None,
+    background_mode: str | None,
+    print_sql: bool,
+) -> None:
+    """Install the gman_* functions into PostgreSQL.
+
+    Creates (or upgrades) in SCHEMA: the gman_do*, gman_servers_set, gman_job_status functions
+    and the gman_sum aggregate (PL/Python, plpython3u), the gman_settings table that only the
+    installing role can change, and the gman_outbox table. Needs a superuser and the server's
+    PL/Python package (Debian: postgresql-plpython3-VERSION).
+    """
+    from gearsql.bridges import postgres
+
+    _bridge_sql(
+        dsn,
+        print_sql,
+        lambda: postgres.install_sql(schema, role, servers, background_mode),
+        lambda url: postgres.install(url, schema, role, servers, background_mode),
+    )
+    if not print_sql:
+        click.echo(f"installed the gman_* functions into schema {schema}")
+
+
+@uninstall.command("postgres", context_settings=CONTEXT)
+@_DSN_OPTION
+@_SCHEMA_OPTION
+@click.option(
+    "--force", is_flag=True, help="Drop the outbox even if it holds jobs not yet relayed."
+)
+@_PRINT_SQL_OPTION
+def uninstall_postgres(dsn: str | None, schema: str, force: bool, print_sql: bool) -> None:
+    """Remove the gman_* functions, settings and outbox from PostgreSQL.
+
+    Refuses while the outbox holds jobs not yet relayed, unless --force. The schema is dropped
+    too when nothing else is left in it.
+    """
+    from gearsql.bridges import postgres
+
+    _bridge_sql(
+        dsn,
+        print_sql,
+        lambda: postgres.uninstall_sql(schema, force),
+        lambda url: postgres.uninstall(url, schema, force),
+    )
+    if not print_sql:
+        click.echo(f"removed the gman_* functions from schema {schema}")
+
+
 def main() -> None:
     """Entry point of the ``gearsql`` console script."""
     cli(prog_name="gearsql")

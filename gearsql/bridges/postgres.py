@@ -1,0 +1,358 @@
+"""The gman_* functions in PostgreSQL: the install and uninstall SQL, and running them.
+
+Everything goes over an ordinary connection as SQL: the PL/Python bodies from ``udf/functions.py``
+and, inside ``_gman_load()``, the library's source text (the gearsql codec, the sans-IO client
+connection and ``udf/gman.py``), which the first call of a session loads into the backend's
+Python. Nothing is placed on the database host.
+
+Objects, all in one schema (default ``gearsql``):
+
+- ``gman_settings(name, value)``: the settings. Only its owner (the installing superuser) may
+  read or change it; the functions read it through ``_gman_settings()``, a SECURITY DEFINER
+  function. ``servers`` lists the job servers this database may reach: ``gman_servers_set`` can
+  only choose among them, so no SQL user can make the database open sockets elsewhere.
+- ``gman_outbox``: the rows ``gman_do*_background`` writes in transactional mode, each followed by
+  ``NOTIFY gearsql_outbox`` with the schema name as payload (the relay drains it).
+- the functions and the ``gman_sum`` aggregate; EXECUTE revoked from PUBLIC and granted to
+  ``--role``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from gearsql.bridges import library_package, library_sources, load_library, udf_module
+
+__all__ = [
+    "DEFAULT_SCHEMA",
+    "NOTIFY_CHANNEL",
+    "SETTINGS",
+    "install",
+    "install_sql",
+    "uninstall",
+    "uninstall_sql",
+]
+
+DEFAULT_SCHEMA = "gearsql"
+NOTIFY_CHANNEL = "gearsql_outbox"
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+_DOLLAR_TAG = "$gearsql$"
+
+#: name -> (default, meaning). The same names are register() keywords in gearsql.sqlite.
+SETTINGS: dict[str, tuple[str, str]] = {
+    "servers": ("127.0.0.1:4730", "job servers this database may reach (host[:port],...)"),
+    "background_mode": (
+        "transactional",
+        "transactional: gman_do*_background writes an outbox row in the caller's transaction "
+        "(no job unless it commits; the relay submits it); immediate: submit at call time and "
+        "return the job handle, even if the transaction later rolls back",
+    ),
+    "connect_timeout": ("5", "seconds to connect to a job server"),
+    "timeout": ("60", "seconds a call waits for a job server's answer or a foreground result"),
+    "poll_interval": ("0.1", "seconds between checks for a query cancel while waiting"),
+}
+
+
+def check_identifier(value: str, what: str) -> str:
+    """``value`` if it is a plain SQL identifier (letters, digits, ``_``, ``$``), else
+    ValueError: names go into generated SQL and PL/Python source."""
+    if not _IDENTIFIER.match(value):
+        raise ValueError(
+            f"{what} {value!r} is not a plain identifier (letters, digits, _ and $, "
+            "at most 63 characters, not starting with a digit)"
+        )
+    return value
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _dollar(body: str) -> str:
+    if _DOLLAR_TAG in body:
+        raise RuntimeError(f"a function body contains {_DOLLAR_TAG}")
+    return f"{_DOLLAR_TAG}\n{body}{_DOLLAR_TAG}"
+
+
+def _signatures(entry: dict[str, Any]) -> list[tuple[list[tuple[str, str]], str]]:
+    """(params with SQL types, return type) of each overload: ``payload`` becomes text and bytea."""
+    params = entry["params"]
+    kinds = ["text", "bytea"] if any(kind == "payload" for _, kind in params) else ["text"]
+    overloads = []
+    for kind in kinds:
+        typed = [(name, kind if sql == "payload" else sql) for name, sql in params]
+        returns = kind if entry["returns"] == "payload" else entry["returns"]
+        overloads.append((typed, returns))
+    return overloads
+
+
+def _arg_types(params: list[tuple[str, str]]) -> str:
+    return ", ".join(sql for _, sql in params)
+
+
+def _loader_body(package: str, sources: dict[str, str]) -> str:
+    return (
+        f"{_read_udf('loader')}\n"
+        f"SOURCES = {sources!r}\n"
+        f"GD[{package!r}] = load_package({package!r}, SOURCES).gman\n"
+    )
+
+
+def _read_udf(name: str) -> str:
+    from gearsql.bridges._udf_sources import UDF_SOURCES
+
+    return UDF_SOURCES[name]
+
+
+def _function_sql(schema: str, entry: dict[str, Any], key: str, load: str) -> list[str]:
+    functions = udf_module("functions")
+    body = (
+        f"SCHEMA = {schema!r}\n"
+        + functions.PREAMBLE.format(key=key, load=load)
+        + entry["body"]
+        + "\n"
+    )
+    statements = []
+    qualified = f"{_ident(schema)}.{_ident(entry['name'])}"
+    for params, returns in _signatures(entry):
+        args = ", ".join(f"{_ident(name)} {sql}" for name, sql in params)
+        if returns == "status":
+            args += (", OUT known boolean, OUT running boolean, OUT numerator bigint,"
+                     " OUT denominator bigint")
+            result = "record"
+        else:
+            result = returns
+        statements.append(
+            f"CREATE OR REPLACE FUNCTION {qualified}({args})\n"
+            f"RETURNS {result} LANGUAGE plpython3u VOLATILE AS {_dollar(body)};"
+        )
+    return statements
+
+
+def _all_functions(schema: str) -> list[tuple[str, str]]:
+    """(kind, qualified signature) of every function and aggregate, for GRANT and DROP."""
+    functions = udf_module("functions")
+    objects = [
+        ("FUNCTION", f"{_ident(schema)}._gman_settings()"),
+        ("FUNCTION", f"{_ident(schema)}._gman_outbox_insert(bytea, bytea, bytea, text)"),
+        ("FUNCTION", f"{_ident(schema)}._gman_load()"),
+    ]
+    for entry in functions.FUNCTIONS:
+        for params, _ in _signatures(entry):
+            objects.append(
+                ("FUNCTION", f"{_ident(schema)}.{_ident(entry['name'])}({_arg_types(params)})")
+            )
+    for aggregate in functions.AGGREGATES:
+        for params, _ in _signatures(aggregate):
+            objects.append(
+                ("AGGREGATE",
+                 f"{_ident(schema)}.{_ident(aggregate['name'])}({_arg_types(params)})")
+            )
+    return objects
+
+
+def install_sql(
+    schema: str = DEFAULT_SCHEMA,
+    role: str | None = None,
+    servers: str | None = None,
+    background_mode: str | None = None,
+    for_file: bool = False,
+) -> str:
+    """The SQL that installs (or upgrades) the functions into ``schema``.
+
+    Settings already in the schema are kept, except those given here. ``role`` gets USAGE on the
+    schema and EXECUTE on the functions; PUBLIC gets nothing. Raises ValueError for a schema or
+    role that is not a plain identifier, or a bad background mode.
+    """
+    check_identifier(schema, "schema")
+    if role is not None:
+        check_identifier(role, "role")
+    if background_mode is not None and background_mode not in ("transactional", "immediate"):
+        raise ValueError("background_mode is 'transactional' or 'immediate'")
+    if servers is not None:
+        load_library().parse_servers(servers)  # ValueError names a bad entry
+    functions = udf_module("functions")
+    sources = library_sources()
+    package = library_package(sources)
+    s = _ident(schema)
+    load = f"SELECT {s}._gman_load()"
+    parts: list[str] = []
+    if for_file:
+        parts.append(_file_header(schema))
+    parts += [
+        "BEGIN;",
+        "CREATE EXTENSION IF NOT EXISTS plpython3u;",
+        f"CREATE SCHEMA IF NOT EXISTS {s};",
+        f"CREATE TABLE IF NOT EXISTS {s}.gman_settings (\n"
+        f"    name text PRIMARY KEY CHECK (name IN ({', '.join(map(_literal, SETTINGS))})),\n"
+        "    value text NOT NULL\n);",
+        f"REVOKE ALL ON TABLE {s}.gman_settings FROM PUBLIC;",
+        f"INSERT INTO {s}.gman_settings (name, value) VALUES\n"
+        + ",\n".join(f"    ({_literal(name)}, {_literal(default)})"
+                     for name, (default, _) in SETTINGS.items())
+        + "\nON CONFLICT (name) DO NOTHING;",
+    ]
+    chosen = {"servers": servers, "background_mode": background_mode}
+    for name, value in chosen.items():
+        if value is not None:
+            parts.append(
+                f"UPDATE {s}.gman_settings SET value = {_literal(value)} "
+                f"WHERE name = {_literal(name)};"
+            )
+    parts.append(f"COMMENT ON TABLE {s}.gman_settings IS "
+                 f"{_literal('gearsql settings; only the installing role changes them')};")
+    parts += [
+        f"CREATE TABLE IF NOT EXISTS {s}.gman_outbox (\n"
+        "    id bigserial PRIMARY KEY,\n"
+        "    created_at timestamptz NOT NULL DEFAULT now(),\n"
+        "    function bytea NOT NULL,\n"
+        "    unique_key bytea,\n"
+        "    workload bytea NOT NULL,\n"
+        "    priority text NOT NULL DEFAULT 'normal'\n"
+        "        CHECK (priority IN ('high', 'normal', 'low'))\n"
+        ");",
+        f"REVOKE ALL ON TABLE {s}.gman_outbox FROM PUBLIC;",
+        f"REVOKE ALL ON SEQUENCE {s}.gman_outbox_id_seq FROM PUBLIC;",
+        f"CREATE OR REPLACE FUNCTION {s}._gman_settings()\n"
+        "RETURNS TABLE (name text, value text) LANGUAGE sql STABLE SECURITY DEFINER\n"
+        "SET search_path = pg_catalog, pg_temp AS $$\n"
+        f"    SELECT s.name, s.value FROM {s}.gman_settings AS s\n$$;",
+        f"CREATE OR REPLACE FUNCTION {s}._gman_outbox_insert("
+        "p_function bytea, p_unique bytea, p_workload bytea, p_priority text)\n"
+        "RETURNS bigint LANGUAGE plpgsql VOLATILE SECURITY DEFINER\n"
+        "SET search_path = pg_catalog, pg_temp AS $$\n"
+        "DECLARE\n    new_id bigint;\nBEGIN\n"
+        f"    INSERT INTO {s}.gman_outbox (function, unique_key, workload, priority)\n"
+        "    VALUES (p_function, p_unique, p_workload, p_priority) RETURNING id INTO new_id;\n"
+        f"    PERFORM pg_notify({_literal(NOTIFY_CHANNEL)}, {_literal(schema)});\n"
+        "    RETURN new_id;\nEND\n$$;",
+        f"CREATE OR REPLACE FUNCTION {s}._gman_load()\n"
+        f"RETURNS void LANGUAGE plpython3u VOLATILE AS {_dollar(_loader_body(package, sources))};",
+    ]
+    for entry in functions.FUNCTIONS:
+        parts += _function_sql(schema, entry, package, load)
+    for aggregate in functions.AGGREGATES:
+        for params, _ in _signatures(aggregate):
+            types = _arg_types(params)
+            parts.append(
+                f"CREATE OR REPLACE AGGREGATE {s}.{_ident(aggregate['name'])}({types}) (\n"
+                f"    SFUNC = {s}.{_ident(aggregate['step'])},\n"
+                f"    STYPE = {aggregate['state']},\n"
+                f"    FINALFUNC = {s}.{_ident(aggregate['final'])},\n"
+                "    FINALFUNC_MODIFY = READ_WRITE\n);"
+            )
+    # GRANT and REVOKE name aggregates as functions too.
+    for _, signature in _all_functions(schema):
+        parts.append(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC;")
+    if role is not None:
+        r = _ident(role)
+        parts.append(f"GRANT USAGE ON SCHEMA {s} TO {r};")
+        for _, signature in _all_functions(schema):
+            parts.append(f"GRANT EXECUTE ON FUNCTION {signature} TO {r};")
+    parts.append("COMMIT;")
+    return "\n\n".join(parts) + "\n"
+
+
+def _file_header(schema: str) -> str:
+    lines = [
+        "-- gearsql: the gman_* Gearman functions for PostgreSQL (PL/Python, plpython3u).",
+        "-- Generated by sql/generate.py from udf/ and the gearsql codec; do not edit by hand.",
+        "--",
+        f"-- Installs into schema {schema!r}; run as a superuser (plpython3u is untrusted):",
+        "--     psql -v ON_ERROR_STOP=1 -f sql/postgres/install.sql DBNAME",
+        "-- Another schema, a role to grant EXECUTE to, allowed job servers:",
+        "--     gearsql install postgres --dsn DSN --schema S --role R --servers HOST:PORT",
+        "--     gearsql install postgres --schema S --role R --print-sql > install.sql",
+        "-- Then grant the functions to the role that calls them, for example:",
+        f"--     GRANT USAGE ON SCHEMA {schema} TO app;",
+        f"--     GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {schema} TO app;",
+        "--",
+        f"-- Settings ({schema}.gman_settings; only the owner changes them, e.g.",
+        f"--     UPDATE {schema}.gman_settings SET value = '10.0.0.5:4730' WHERE name = 'servers';",
+        "-- ):",
+    ]
+    for name, (default, meaning) in SETTINGS.items():
+        lines.append(f"--   {name} (default {default}): {meaning}")
+    return "\n".join(lines)
+
+
+def uninstall_sql(schema: str = DEFAULT_SCHEMA, force: bool = False, for_file: bool = False) -> str:
+    """The SQL that removes everything :func:`install_sql` created. Unless ``force``, it refuses
+    (raises an error, changes nothing) while the outbox holds rows not yet relayed. The schema
+    itself is dropped when it is left empty (never ``public``)."""
+    check_identifier(schema, "schema")
+    s = _ident(schema)
+    parts: list[str] = []
+    if for_file:
+        parts.append(
+            "-- gearsql: remove the gman_* functions, settings and outbox from schema "
+            f"{schema!r}.\n"
+            "-- Generated by sql/generate.py; do not edit by hand. Refuses while the outbox\n"
+            "-- holds rows the relay has not submitted (gearsql uninstall postgres --force "
+            "drops them)."
+        )
+    parts.append("BEGIN;")
+    if not force:
+        parts.append(
+            "DO $$\nBEGIN\n"
+            f"    IF to_regclass({_literal(s + '.gman_outbox')}) IS NOT NULL\n"
+            f"       AND EXISTS (SELECT 1 FROM {s}.gman_outbox) THEN\n"
+            f"        RAISE EXCEPTION 'gearsql: %.gman_outbox still holds jobs not yet relayed',"
+            f" {_literal(schema)}\n"
+            "            USING HINT = 'let the relay drain it, or uninstall with --force';\n"
+            "    END IF;\nEND\n$$;"
+        )
+    for kind, signature in reversed(_all_functions(schema)):
+        parts.append(f"DROP {kind} IF EXISTS {signature};")
+    parts += [
+        f"DROP TABLE IF EXISTS {s}.gman_outbox;",
+        f"DROP TABLE IF EXISTS {s}.gman_settings;",
+    ]
+    if schema != "public":
+        parts.append(
+            "DO $$\nBEGIN\n"
+            "    IF NOT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace\n"
+            f"                   WHERE n.nspname = {_literal(schema)})\n"
+            "       AND NOT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n "
+            "ON n.oid = p.pronamespace\n"
+            f"                       WHERE n.nspname = {_literal(schema)})\n"
+            "       AND NOT EXISTS (SELECT 1 FROM pg_type t JOIN pg_namespace n "
+            "ON n.oid = t.typnamespace\n"
+            f"                       WHERE n.nspname = {_literal(schema)}) THEN\n"
+            f"        DROP SCHEMA IF EXISTS {s};\n"
+            "    END IF;\nEND\n$$;"
+        )
+    parts.append("COMMIT;")
+    return "\n\n".join(parts) + "\n"
+
+
+def _run(dsn: str, sql: str) -> None:
+    try:
+        import psycopg
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise RuntimeError("psycopg is needed: pip install 'gearsql[postgres]'") from exc
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.encode("utf-8"))
+
+
+def install(
+    dsn: str,
+    schema: str = DEFAULT_SCHEMA,
+    role: str | None = None,
+    servers: str | None = None,
+    background_mode: str | None = None,
+) -> None:
+    """Install or upgrade the functions over a connection to ``dsn``, in one transaction.
+    Raises ValueError for bad names and ``psycopg.Error`` when the database refuses."""
+    _run(dsn, install_sql(schema, role, servers, background_mode))
+
+
+def uninstall(dsn: str, schema: str = DEFAULT_SCHEMA, force: bool = False) -> None:
+    """Remove the functions, settings and outbox from ``schema`` (see :func:`uninstall_sql`)."""
+    _run(dsn, uninstall_sql(schema, force))

@@ -1,0 +1,321 @@
+"""The gman_* functions on a :mod:`sqlite3` connection, running the same bodies as PostgreSQL.
+
+``register(conn, servers=...)`` adds ``gman_do``, ``gman_do_high``, ``gman_do_low``, the three
+``*_background`` forms, ``gman_servers_set``, ``gman_job_status`` (a JSON object) and the
+``gman_sum`` aggregate. Their bodies are the PL/Python bodies of ``udf/functions.py``, compiled by
+the plpython3u-compatible shim (``udf/plpy_shim.py``), so both databases behave the same.
+
+Settings are keyword arguments with the PostgreSQL settings' names and defaults: ``servers``
+(the job servers the functions may reach; ``gman_servers_set`` chooses among them),
+``background_mode`` (``"transactional"``: write a ``gman_outbox`` row in the caller's transaction,
+for the relay to submit after commit; ``"immediate"``: submit at call time and return the job
+handle), ``connect_timeout``, ``timeout`` and ``poll_interval``.
+
+Errors: Python's :mod:`sqlite3` turns any exception in a user function into
+``sqlite3.OperationalError("user-defined function raised exception")``, losing the message. The
+message is kept: :func:`last_error` returns it, and connections made by :func:`connect` (or with
+``factory=gearsql.sqlite.Connection``) raise :class:`GearmanSQLError`, an OperationalError that
+carries it. ``sqlite3_interrupt`` (``conn.interrupt()``) stops a waiting ``gman_do``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from gearsql._servers import format_address, parse_servers
+from gearsql.bridges import load_library, udf_module
+
+__all__ = [
+    "BACKGROUND_MODES",
+    "Connection",
+    "Cursor",
+    "GearmanSQLError",
+    "close_connections",
+    "connect",
+    "last_error",
+    "register",
+]
+
+BACKGROUND_MODES = ("transactional", "immediate")
+
+_SCHEMA = "main"
+# Per-connection state: GD, the last error. Keyed by id(conn); the entry is dropped when the
+# connection object is collected (weakref callbacks are not available on sqlite3.Connection
+# subclasses of every version, so the dict is small and bounded by live connections).
+_last_errors: dict[int, str] = {}
+_closers: dict[int, weakref.finalize[Any, Any]] = {}
+_lock = threading.Lock()
+
+
+class GearmanSQLError(sqlite3.OperationalError):
+    """A gman_* function failed; the message names the cause (no server, timeout, WORK_FAIL,
+    a worker's exception, a bad argument)."""
+
+
+def last_error(conn: sqlite3.Connection) -> str | None:
+    """The message of the last gman_* error on ``conn`` (None if there was none)."""
+    with _lock:
+        return _last_errors.get(id(conn))
+
+
+def _take_error(conn: sqlite3.Connection) -> str | None:
+    with _lock:
+        return _last_errors.pop(id(conn), None)
+
+
+def register(
+    conn: sqlite3.Connection,
+    servers: str | list[str] | None = "127.0.0.1:4730",
+    *,
+    background_mode: str = "transactional",
+    connect_timeout: float = 5.0,
+    timeout: float = 60.0,
+    poll_interval: float = 0.1,
+    on_error: Callable[[str], None] | None = None,
+) -> None:
+    """Add every gman_* function to ``conn``.
+
+    ``servers``: the job servers the functions may reach (``"host[:port],..."`` or a list;
+    None reads ``$GEARMAN_SERVERS``). ``on_error`` also receives each error's message. Raises
+    ValueError for a bad server list, background mode or timeout.
+    """
+    addresses = parse_servers(servers)
+    if background_mode not in BACKGROUND_MODES:
+        raise ValueError(f"background_mode must be one of {', '.join(BACKGROUND_MODES)}")
+    if connect_timeout <= 0 or timeout <= 0 or poll_interval <= 0:
+        raise ValueError("connect_timeout, timeout and poll_interval must be positive")
+    library = load_library()
+    functions = udf_module("functions")
+    shim = udf_module("plpy_shim")
+
+    def run(query: str, args: list[Any]) -> list[dict[str, Any]]:
+        cursor = sqlite3.Cursor(conn)  # plain cursor: no error translation inside a function
+        try:
+            cursor.execute(query, args)
+            names = [d[0] for d in cursor.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        finally:
+            cursor.close()
+
+    plpy = shim.Plpy(run)
+    gd: dict[str, Any] = {
+        "gearsql.dialect": "sqlite",
+        "gearsql.static_settings": {
+            "servers": ",".join(format_address(address) for address in addresses),
+            "background_mode": background_mode,
+            "connect_timeout": str(connect_timeout),
+            "timeout": str(timeout),
+            "poll_interval": str(poll_interval),
+        },
+    }
+    preamble_key = "gearsql.library"
+    gd[preamble_key] = library
+    preamble = functions.PREAMBLE.format(key=preamble_key, load="SELECT 1")
+
+    def procedure(entry: dict[str, Any]) -> Callable[..., Any]:
+        body = f"SCHEMA = {_SCHEMA!r}\n" + preamble + entry["body"] + "\n"
+        params = [name for name, _ in entry["params"]]
+        compiled: Callable[..., Any] = shim.make_procedure(entry["name"], params, body, plpy, gd)
+        return compiled
+
+    def guarded(name: str, compiled: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any) -> Any:
+            assert owner is not None
+            try:
+                result = compiled(*args)
+            except shim.Error as exc:
+                _remember(conn, exc.full_message(), on_error)
+                raise
+            except Exception as exc:
+                _remember(conn, f"{name}: {exc}", on_error)
+                raise
+            if isinstance(result, dict):
+                return library.status_json(result)
+            if isinstance(result, bool):
+                return int(result)
+            return result
+
+        return call
+
+    # The job server connections (in gd["gearsql.state"]) close with the sqlite3 connection:
+    # `owner` is referenced only by the functions registered on it, which the connection drops
+    # when it is closed and collected. (sqlite3.Connection itself takes no weak references.)
+    sessions: dict[str, Any] = gd.setdefault("gearsql.state", {})
+    owner = _Owner()
+    _closers[id(conn)] = weakref.finalize(
+        owner, _close, id(conn), library.close_all, {"gearsql.state": sessions}
+    )
+    by_name: dict[str, dict[int, Callable[..., Any]]] = {}
+    for entry in functions.FUNCTIONS:
+        if entry.get("internal"):
+            continue
+        arity = len(entry["params"])
+        call = guarded(entry["name"], procedure(entry))
+        by_name.setdefault(entry["name"], {})[arity] = call
+        conn.create_function(entry["name"], arity, call)
+
+    internals = {entry["name"]: procedure(entry) for entry in functions.FUNCTIONS
+                 if entry.get("internal")}
+    for aggregate in functions.AGGREGATES:
+        step = guarded(aggregate["name"], internals[aggregate["step"]])
+        final = guarded(aggregate["name"], internals[aggregate["final"]])
+        conn.create_aggregate(
+            aggregate["name"], len(aggregate["params"]), _aggregate_class(step, final)
+        )
+
+
+def _aggregate_class(step: Callable[..., Any], final: Callable[..., Any]) -> type:
+    class Aggregate:
+        def __init__(self) -> None:
+            self.state: Any = None
+
+        def step(self, *args: Any) -> None:
+            self.state = step(self.state, *args)
+
+        def finalize(self) -> Any:
+            return final(self.state)
+
+    return Aggregate
+
+
+class _Owner:
+    """Lives as long as the functions registered on one connection."""
+
+
+def _close(key: int, close_all: Callable[[Any], None], gd: dict[str, Any]) -> None:
+    close_all(gd)
+    with _lock:
+        _closers.pop(key, None)
+        _last_errors.pop(key, None)
+
+
+def close_connections(conn: sqlite3.Connection) -> None:
+    """Close the job server connections the gman_* functions of ``conn`` opened (also done when
+    ``conn`` is garbage collected, and by :meth:`Connection.close`)."""
+    with _lock:
+        closer = _closers.get(id(conn))
+    if closer is not None:
+        closer()
+
+
+def _remember(
+    conn: sqlite3.Connection, message: str, on_error: Callable[[str], None] | None
+) -> None:
+    with _lock:
+        _last_errors[id(conn)] = message
+    if on_error is not None:
+        on_error(message)
+
+
+def _translate(conn: sqlite3.Connection, exc: sqlite3.OperationalError) -> BaseException:
+    message = _take_error(conn)
+    if message is None or "user-defined" not in str(exc):
+        return exc
+    return GearmanSQLError(message)
+
+
+class Cursor(sqlite3.Cursor):
+    """A cursor whose errors from gman_* functions carry their message."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Cursor:
+        try:
+            super().execute(sql, parameters)
+        except sqlite3.OperationalError as exc:
+            raise _translate(self.connection, exc) from exc
+        return self
+
+    def executemany(self, sql: str, seq_of_parameters: Any, /) -> Cursor:
+        try:
+            super().executemany(sql, seq_of_parameters)
+        except sqlite3.OperationalError as exc:
+            raise _translate(self.connection, exc) from exc
+        return self
+
+    def executescript(self, sql_script: str, /) -> Cursor:
+        try:
+            super().executescript(sql_script)
+        except sqlite3.OperationalError as exc:
+            raise _translate(self.connection, exc) from exc
+        return self
+
+    def fetchone(self) -> Any:
+        try:
+            return super().fetchone()
+        except sqlite3.OperationalError as exc:
+            raise _translate(self.connection, exc) from exc
+
+    def fetchmany(self, size: int | None = None) -> list[Any]:
+        try:
+            return super().fetchmany(self.arraysize if size is None else size)
+        except sqlite3.OperationalError as exc:
+            raise _translate(self.connection, exc) from exc
+
+    def fetchall(self) -> list[Any]:
+        try:
+            return super().fetchall()
+        except sqlite3.OperationalError as exc:
+            raise _translate(self.connection, exc) from exc
+
+    def __iter__(self) -> Cursor:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return super().__next__()
+        except sqlite3.OperationalError as exc:
+            raise _translate(self.connection, exc) from exc
+
+
+class Connection(sqlite3.Connection):
+    """A :class:`sqlite3.Connection` whose ``execute*`` and cursors raise
+    :class:`GearmanSQLError` with the real message when a gman_* function fails."""
+
+    def cursor(self, factory: Any = None) -> Any:
+        return super().cursor(factory or Cursor)
+
+    def close(self) -> None:
+        close_connections(self)
+        super().close()
+
+    def _cursor(self) -> Cursor:
+        cursor = self.cursor()
+        assert isinstance(cursor, Cursor)
+        return cursor
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Cursor:
+        return self._cursor().execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> Cursor:
+        return self._cursor().executemany(sql, parameters)
+
+    def executescript(self, sql_script: str, /) -> Cursor:
+        return self._cursor().executescript(sql_script)
+
+
+def connect(
+    database: str,
+    servers: str | list[str] | None = "127.0.0.1:4730",
+    *,
+    background_mode: str = "transactional",
+    connect_timeout: float = 5.0,
+    timeout: float = 60.0,
+    poll_interval: float = 0.1,
+    **kwargs: Any,
+) -> Connection:
+    """``sqlite3.connect(database, **kwargs)`` as a :class:`Connection` with the functions
+    registered (see :func:`register` for the settings)."""
+    conn = sqlite3.connect(database, factory=Connection, **kwargs)
+    register(
+        conn,
+        servers,
+        background_mode=background_mode,
+        connect_timeout=connect_timeout,
+        timeout=timeout,
+        poll_interval=poll_interval,
+    )
+    assert isinstance(conn, Connection)
+    return conn

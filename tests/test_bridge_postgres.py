@@ -1,0 +1,388 @@
+"""The gman_* functions in a real PostgreSQL (PL/Python) against a real job server and workers."""
+
+from __future__ import annotations
+
+import importlib.util
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ServerProcess
+
+from gearsql import Worker, WorkerJob
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_generated_install_files_are_up_to_date() -> None:
+    spec = importlib.util.spec_from_file_location("sql_generate", ROOT / "sql" / "generate.py")
+    assert spec is not None and spec.loader is not None
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    assert generate.stale() == [], "run `python sql/generate.py`"
+
+
+def test_install_sql_refuses_names_that_are_not_identifiers() -> None:
+    from gearsql.bridges.postgres import install_sql
+
+    with pytest.raises(ValueError, match="not a plain identifier"):
+        install_sql('x"; DROP TABLE t; --')
+    with pytest.raises(ValueError, match="not a plain identifier"):
+        install_sql("gearsql", role="a b")
+    with pytest.raises(ValueError, match="bad job server address"):
+        install_sql("gearsql", servers="host:notaport")
+
+
+class Workers:
+    """A real gearsql Worker in a thread, serving the functions the tests call."""
+
+    def __init__(self, server: ServerProcess, concurrency: int = 100) -> None:
+        self.worker = Worker(f"{server.host}:{server.port}", concurrency=concurrency)
+        self.seen: list[tuple[bytes, bytes, bytes]] = []
+        self.ran = threading.Event()
+        self.barrier = threading.Barrier(100, timeout=20)
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most_running = 0
+        for name, handler in {
+            "reverse": lambda job: job.data[::-1],
+            "echo": lambda job: job.data,
+            "empty": lambda job: None,
+            "fail": lambda job: job.fail(),
+            "boom": self.boom,
+            "record": self.record,
+            "together": self.together,
+            "x'); DROP TABLE canary;--": self.record,
+        }.items():
+            self.worker.register(name, handler)
+        self.thread = threading.Thread(target=self.worker.run_forever,
+                                       kwargs={"handle_signals": False}, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def boom(job: WorkerJob) -> bytes:
+        raise RuntimeError("kaboom")
+
+    def record(self, job: WorkerJob) -> bytes:
+        with self.lock:
+            self.seen.append((job.function, job.unique, job.data))
+        self.ran.set()
+        return b"ok"
+
+    def together(self, job: WorkerJob) -> bytes:
+        """Returns its number only once 100 of these run at the same time (else it raises)."""
+        with self.lock:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        try:
+            self.barrier.wait()
+        finally:
+            with self.lock:
+                self.running -= 1
+        return job.data
+
+    def wait_seen(self, count: int = 1, timeout: float = 10) -> list[tuple[bytes, bytes, bytes]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.seen) >= count:
+                    return list(self.seen)
+            time.sleep(0.02)
+        raise AssertionError(f"workers saw {self.seen!r}, expected {count} jobs")
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def installed(pg_dsn: str) -> Iterator[dict[str, str]]:
+    psycopg = pytest.importorskip("psycopg")
+    from gearsql.bridges.postgres import install, uninstall
+
+    suffix = secrets.token_hex(4)
+    schema, role = f"gearsql_bridge_{suffix}", f"gearsql_caller_{suffix}"
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" NOLOGIN')
+        try:
+            install(pg_dsn, schema, role=role, background_mode="immediate")
+            yield {"schema": schema, "role": role}
+        finally:
+            uninstall(pg_dsn, schema, force=True)
+            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            admin.execute(f'DROP OWNED BY "{role}"')
+            admin.execute(f'DROP ROLE "{role}"')
+
+
+@pytest.fixture
+def admin(pg_dsn: str) -> Iterator[Any]:
+    import psycopg
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def configure(admin: Any, installed: dict[str, str]) -> Any:
+    schema = installed["schema"]
+
+    def set_(name: str, value: str) -> None:
+        admin.execute(f'UPDATE "{schema}".gman_settings SET value = %s WHERE name = %s',
+                      (value, name))
+
+    yield set_
+    set_("background_mode", "immediate")
+    set_("timeout", "60")
+
+
+@pytest.fixture
+def server(gearsql_server: ServerProcess, configure: Any) -> ServerProcess:
+    configure("servers", f"{gearsql_server.host}:{gearsql_server.port}")
+    return gearsql_server
+
+
+@pytest.fixture
+def workers(server: ServerProcess) -> Iterator[Workers]:
+    workers = Workers(server)
+    yield workers
+    workers.stop()
+
+
+class Session:
+    """A connection of the unprivileged role that was granted the functions."""
+
+    def __init__(self, dsn: str, installed: dict[str, str]) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.conn.execute(f'SET ROLE "{installed["role"]}"')
+        self.conn.execute(f'SET search_path = "{installed["schema"]}"')
+        self.pid = self.conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+    def one(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        return self.conn.execute(sql, params).fetchone()[0]
+
+
+@pytest.fixture
+def db(pg_dsn: str, installed: dict[str, str]) -> Iterator[Session]:
+    session = Session(pg_dsn, installed)
+    yield session
+    session.conn.close()
+
+
+pytestmark = pytest.mark.pg
+
+
+@pytest.mark.parametrize("name", ["gman_do", "gman_do_high", "gman_do_low"])
+def test_foreground_round_trip_in_each_priority(db: Session, workers: Workers, name: str) -> None:
+    assert db.one(f"SELECT {name}('reverse', 'hello')") == "olleh"
+    assert db.one(f"SELECT {name}('reverse', 'abc', 'my-unique')") == "cba"
+    assert db.one(f"SELECT {name}('empty', 'x')") is None
+
+
+@pytest.mark.parametrize(
+    "name", ["gman_do_background", "gman_do_high_background", "gman_do_low_background"]
+)
+def test_background_job_runs_in_immediate_mode(db: Session, workers: Workers, name: str) -> None:
+    handle = db.one(f"SELECT {name}('record', 'payload', 'u-1')")
+    assert handle.startswith("H:")
+    assert workers.wait_seen(1) == [(b"record", b"u-1", b"payload")]
+    status = db.conn.execute("SELECT * FROM gman_job_status(%s)", (handle,)).fetchone()
+    assert status[0] in (True, False)  # answered; the job may already be done
+
+
+def test_binary_payloads_round_trip_byte_exact(db: Session, workers: Workers) -> None:
+    payload = bytes(range(256)) * 64 + b"\0\0end\0"
+    assert db.one("SELECT gman_do('echo', %s::bytea)", (payload,)) == payload
+    db.one("SELECT gman_do_background('record', %s::bytea)", (payload,))
+    assert workers.wait_seen(1)[0][2] == payload
+
+
+def test_gman_sum_runs_the_tasks_of_100_rows_concurrently(db: Session, workers: Workers) -> None:
+    total = db.one("SELECT gman_sum('together', n::text) FROM generate_series(1, 100) AS n")
+    assert total == sum(range(1, 101))
+    # Every task waited at a 100-party barrier: all 100 ran at once, not one after another.
+    assert workers.most_running == 100
+    assert db.one("SELECT gman_sum('together', 'x') FROM generate_series(1, 0)") is None
+
+
+def test_job_status_of_a_queued_job(db: Session, server: ServerProcess) -> None:
+    handle = db.one("SELECT gman_do_background('nobody_works_this', 'x')")
+    row = db.conn.execute("SELECT * FROM gman_job_status(%s)", (handle,)).fetchone()
+    assert row == (True, False, 0, 0)
+    row = db.conn.execute("SELECT * FROM gman_job_status('H:nowhere:1')").fetchone()
+    assert row == (False, False, None, None)
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT gman_do(NULL, 'x')", "function name is NULL"),
+        ("SELECT gman_do('', 'x')", "function name is empty"),
+        ("SELECT gman_do(repeat('f', 513), 'x')", "longer than 512 bytes"),
+        ("SELECT gman_do('reverse', NULL::text)", "workload is NULL"),
+        ("SELECT gman_do('reverse', 'x', repeat('u', 65))", "unique id is longer than 64"),
+        ("SELECT gman_do_background('reverse', 'x', repeat('u', 65))", "longer than 64"),
+        ("SELECT gman_do('fail', 'x')", "failed job"),
+        ("SELECT gman_do('boom', 'x')", "raised an exception .*kaboom"),
+        ("SELECT gman_servers_set('169.254.169.254:80')", "is not allowed"),
+        ("SELECT gman_sum('boom', 'x') FROM generate_series(1, 3)", "kaboom"),
+        ("SELECT gman_sum('reverse', 'ab')", "not an integer"),
+    ],
+)
+def test_bad_input_is_a_sql_error(db: Session, workers: Workers, sql: str, message: str) -> None:
+    import psycopg
+
+    with pytest.raises(psycopg.Error, match=message):
+        db.conn.execute(sql)
+    assert db.one("SELECT gman_do('reverse', 'ok')") == "ko"  # the session still works
+
+
+def test_nul_in_a_function_name_or_unique_is_an_error(db: Session, workers: Workers) -> None:
+    import psycopg
+
+    # PostgreSQL text cannot hold NUL at all: the call fails before it reaches the function.
+    with pytest.raises(psycopg.Error):
+        db.conn.execute("SELECT gman_do(E'rev\\000erse', 'x')")
+    with pytest.raises(psycopg.Error):
+        db.conn.execute("SELECT gman_do('reverse', 'x', %s)", ("a\0b",))
+
+
+def test_no_job_server_is_an_error(db: Session, configure: Any) -> None:
+    import psycopg
+    from conftest import free_port
+
+    configure("servers", f"127.0.0.1:{free_port()}")
+    with pytest.raises(psycopg.Error, match=r"(?s)cannot reach a job server.*connection refused"):
+        db.conn.execute("SELECT gman_do_background('reverse', 'x')")
+    with pytest.raises(psycopg.Error, match="cannot reach a job server"):
+        db.conn.execute("SELECT gman_do('reverse', 'x')")
+
+
+def test_no_worker_times_out(db: Session, server: ServerProcess, configure: Any) -> None:
+    import psycopg
+
+    configure("timeout", "0.5")
+    with pytest.raises(psycopg.Error, match=r"no result within 0\.5 s"):
+        db.conn.execute("SELECT gman_do('nobody_works_this', 'x')")
+
+
+def test_job_server_restart_between_two_calls(
+    db: Session, server: ServerProcess, workers: Workers
+) -> None:
+    assert db.one("SELECT gman_do('reverse', 'before')") == "erofeb"
+    workers.stop()
+    server.stop()
+    server.start()  # same port; the session's cached connection is now dead
+    again = Workers(server)
+    try:
+        assert db.one("SELECT gman_do('reverse', 'after')") == "retfa"
+        assert db.one("SELECT gman_do_background('record', 'bg')").startswith("H:")
+    finally:
+        again.stop()
+
+
+def test_pg_cancel_backend_stops_a_waiting_gman_do(
+    db: Session, admin: Any, server: ServerProcess
+) -> None:
+    import psycopg
+
+    def cancel_when_waiting() -> None:
+        for _ in range(200):
+            row = admin.execute(
+                "SELECT state, query FROM pg_stat_activity WHERE pid = %s", (db.pid,)
+            ).fetchone()
+            if row and row[0] == "active" and "nobody_works_this" in row[1]:
+                time.sleep(0.3)
+                admin.execute("SELECT pg_cancel_backend(%s)", (db.pid,))
+                return
+            time.sleep(0.05)
+
+    canceller = threading.Thread(target=cancel_when_waiting)
+    canceller.start()
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        db.conn.execute("SELECT gman_do('nobody_works_this', 'x')")  # timeout setting: 60 s
+    canceller.join()
+    db.conn.execute("SET statement_timeout = '300ms'")
+    with pytest.raises(psycopg.errors.QueryCanceled, match="statement timeout"):
+        db.conn.execute("SELECT gman_do('nobody_works_this', 'x')")
+    db.conn.execute("SET statement_timeout = 0")
+
+
+def test_sql_injection_through_every_argument_does_nothing(
+    db: Session, admin: Any, workers: Workers, installed: dict[str, str], configure: Any
+) -> None:
+    schema = installed["schema"]
+    admin.execute(f'CREATE TABLE "{schema}".canary (x int)')
+    try:
+        evil = "x'); DROP TABLE canary;--"
+        db.one("SELECT gman_do_background(%s, %s, %s)", (evil, evil, "'; DROP TABLE canary;--"))
+        seen = workers.wait_seen(1)
+        assert seen == [(evil.encode(), b"'; DROP TABLE canary;--", evil.encode())]
+        configure("background_mode", "transactional")
+        db.one("SELECT gman_do_background(%s, %s, %s)", (evil, evil, "'); DROP TABLE canary;--"))
+        row = admin.execute(
+            f'SELECT function, unique_key, workload FROM "{schema}".gman_outbox'
+        ).fetchone()
+        assert (bytes(row[0]), bytes(row[1]), bytes(row[2])) == (
+            evil.encode(), b"'); DROP TABLE canary;--", evil.encode()
+        )
+        assert admin.execute(f'SELECT count(*) FROM "{schema}".canary').fetchone()[0] == 0
+    finally:
+        admin.execute(f'DROP TABLE "{schema}".canary')
+        admin.execute(f'DELETE FROM "{schema}".gman_outbox')
+
+
+def test_transactional_mode_writes_the_outbox_only_on_commit(
+    db: Session, admin: Any, installed: dict[str, str], configure: Any, pg_dsn: str
+) -> None:
+    import psycopg
+
+    schema = installed["schema"]
+    configure("background_mode", "transactional")
+    with psycopg.connect(pg_dsn, autocommit=True) as listener:
+        listener.execute("LISTEN gearsql_outbox")
+        with db.conn.transaction(force_rollback=True):
+            assert db.one("SELECT gman_do_background('record', 'rolled back')").startswith(
+                "outbox:"
+            )
+        with db.conn.transaction():
+            db.one("SELECT gman_do_high_background('record', 'committed', 'u-7')")
+        rows = admin.execute(
+            f'SELECT workload, unique_key, priority FROM "{schema}".gman_outbox'
+        ).fetchall()
+        notes = list(listener.notifies(timeout=5, stop_after=1))
+    admin.execute(f'DELETE FROM "{schema}".gman_outbox')
+    assert [(bytes(w), bytes(u), p) for w, u, p in rows] == [(b"committed", b"u-7", "high")]
+    assert notes and notes[0].payload == schema
+
+
+def test_only_the_installer_can_see_or_change_the_settings(
+    db: Session, installed: dict[str, str]
+) -> None:
+    import psycopg
+
+    schema = installed["schema"]
+    for sql in (
+        f'SELECT * FROM "{schema}".gman_settings',
+        f"UPDATE \"{schema}\".gman_settings SET value = 'evil:25'",
+        f'SELECT * FROM "{schema}".gman_outbox',
+    ):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            db.conn.execute(sql)
+    public = db.one(
+        "SELECT count(*) FROM pg_proc p, aclexplode(p.proacl) a "
+        "WHERE p.pronamespace = %s::regnamespace AND a.grantee = 0",
+        (schema,),
+    )
+    assert public == 0
+
+
+def test_servers_set_chooses_among_the_allowed(db: Session, workers: Workers,
+                                               server: ServerProcess) -> None:
+    assert db.one("SELECT gman_servers_set(%s)", (f"{server.host}:{server.port}",)) is True
+    assert db.one("SELECT gman_do('reverse', 'chosen')") == "nesohc"

@@ -1,0 +1,196 @@
+"""The gman_* functions in SQLite (the same udf bodies through the plpy shim) and sqlite-utils."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ServerProcess, free_port
+from test_bridge_postgres import Workers
+
+import gearsql.sqlite as gsqlite
+
+
+@pytest.fixture
+def address(gearsql_server: ServerProcess) -> str:
+    return f"{gearsql_server.host}:{gearsql_server.port}"
+
+
+@pytest.fixture
+def workers(gearsql_server: ServerProcess) -> Iterator[Workers]:
+    workers = Workers(gearsql_server)
+    yield workers
+    workers.stop()
+
+
+@pytest.fixture
+def db(address: str) -> Iterator[gsqlite.Connection]:
+    conn = gsqlite.connect(":memory:", address, background_mode="immediate",
+                           isolation_level=None)
+    yield conn
+    conn.close()
+
+
+def one(conn: sqlite3.Connection, sql: str, params: tuple[object, ...] = ()) -> object:
+    return conn.execute(sql, params).fetchone()[0]
+
+
+@pytest.mark.parametrize("name", ["gman_do", "gman_do_high", "gman_do_low"])
+def test_foreground_round_trip_in_each_priority(
+    db: gsqlite.Connection, workers: Workers, name: str
+) -> None:
+    assert one(db, f"SELECT {name}('reverse', 'hello')") == "olleh"
+    assert one(db, f"SELECT {name}('reverse', 'abc', 'my-unique')") == "cba"
+    assert one(db, f"SELECT {name}('empty', 'x')") is None
+
+
+@pytest.mark.parametrize(
+    "name", ["gman_do_background", "gman_do_high_background", "gman_do_low_background"]
+)
+def test_background_job_runs_in_immediate_mode(
+    db: gsqlite.Connection, workers: Workers, name: str
+) -> None:
+    handle = one(db, f"SELECT {name}('record', 'payload', 'u-1')")
+    assert isinstance(handle, str) and handle.startswith("H:")
+    assert workers.wait_seen(1) == [(b"record", b"u-1", b"payload")]
+
+
+def test_binary_payloads_round_trip_byte_exact(db: gsqlite.Connection, workers: Workers) -> None:
+    payload = bytes(range(256)) * 64 + b"\0\0end\0"
+    assert one(db, "SELECT gman_do('echo', ?)", (payload,)) == payload
+    one(db, "SELECT gman_do_background('record', ?)", (payload,))
+    assert workers.wait_seen(1)[0][2] == payload
+
+
+def test_gman_sum_runs_the_tasks_of_100_rows_concurrently(
+    db: gsqlite.Connection, workers: Workers
+) -> None:
+    db.execute("CREATE TABLE n (x)")
+    db.executemany("INSERT INTO n VALUES (?)", [(i,) for i in range(1, 101)])
+    assert one(db, "SELECT gman_sum('together', x) FROM n") == sum(range(1, 101))
+    assert workers.most_running == 100
+    assert one(db, "SELECT gman_sum('together', x) FROM n WHERE x < 0") is None
+
+
+def test_job_status_is_json(db: gsqlite.Connection, address: str) -> None:
+    handle = one(db, "SELECT gman_do_background('nobody_works_this', 'x')")
+    status = json.loads(str(one(db, "SELECT gman_job_status(?)", (handle,))))
+    assert status == {"known": True, "running": False, "numerator": 0, "denominator": 0}
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT gman_do(NULL, 'x')", "function name is NULL"),
+        ("SELECT gman_do('', 'x')", "function name is empty"),
+        ("SELECT gman_do('rev' || char(0) || 'erse', 'x')", "function name contains a NUL"),
+        ("SELECT gman_do('reverse', 'x', 'a' || char(0))", "unique id contains a NUL"),
+        ("SELECT gman_do('reverse', 'x', printf('%.65c', 'u'))", "unique id is longer than 64"),
+        ("SELECT gman_do('reverse', NULL)", "workload is NULL"),
+        ("SELECT gman_do('fail', 'x')", "failed job"),
+        ("SELECT gman_do('boom', 'x')", "raised an exception .*kaboom"),
+        ("SELECT gman_servers_set('169.254.169.254:80')", "is not allowed"),
+        ("SELECT gman_sum('reverse', 'ab')", "not an integer"),
+    ],
+)
+def test_bad_input_is_a_sql_error(
+    db: gsqlite.Connection, workers: Workers, sql: str, message: str
+) -> None:
+    with pytest.raises(gsqlite.GearmanSQLError, match=message):
+        db.execute(sql).fetchall()
+    assert one(db, "SELECT gman_do('reverse', 'ok')") == "ko"
+
+
+def test_a_plain_connection_keeps_the_message(address: str, workers: Workers) -> None:
+    conn = sqlite3.connect(":memory:")
+    gsqlite.register(conn, address)
+    with pytest.raises(sqlite3.OperationalError):
+        conn.execute("SELECT gman_do('fail', 'x')")
+    assert "failed job" in str(gsqlite.last_error(conn))
+    conn.close()
+
+
+def test_no_job_server_and_no_worker_are_errors(workers: Workers, address: str) -> None:
+    dead = gsqlite.connect(":memory:", f"127.0.0.1:{free_port()}", background_mode="immediate")
+    with pytest.raises(gsqlite.GearmanSQLError, match=r"(?s)cannot reach.*connection refused"):
+        dead.execute("SELECT gman_do_background('reverse', 'x')")
+    slow = gsqlite.connect(":memory:", address, timeout=0.5)
+    with pytest.raises(gsqlite.GearmanSQLError, match=r"no result within 0\.5 s"):
+        slow.execute("SELECT gman_do('nobody_works_this', 'x')")
+
+
+def test_job_server_restart_between_two_calls(
+    db: gsqlite.Connection, gearsql_server: ServerProcess, workers: Workers
+) -> None:
+    assert one(db, "SELECT gman_do('reverse', 'before')") == "erofeb"
+    workers.stop()
+    gearsql_server.stop()
+    gearsql_server.start()
+    again = Workers(gearsql_server)
+    try:
+        assert one(db, "SELECT gman_do('reverse', 'after')") == "retfa"
+    finally:
+        again.stop()
+
+
+def test_interrupt_stops_a_waiting_gman_do(db: gsqlite.Connection, address: str) -> None:
+    timer = threading.Timer(0.5, db.interrupt)
+    timer.start()
+    with pytest.raises(sqlite3.OperationalError, match="interrupt"):
+        db.execute("SELECT gman_do('nobody_works_this', 'x')")  # timeout: 60 s
+    timer.join()
+
+
+def test_sql_injection_does_nothing_and_transactional_mode_follows_the_transaction(
+    address: str, workers: Workers
+) -> None:
+    conn = gsqlite.connect(":memory:", address, isolation_level=None)  # transactional default
+    conn.execute("CREATE TABLE canary (x)")
+    evil = "x'); DROP TABLE canary;--"
+    conn.execute("BEGIN")
+    assert one(conn, "SELECT gman_do_background(?, ?, ?)", (evil, evil, "'--")) == "outbox:1"
+    conn.execute("ROLLBACK")
+    conn.execute(
+        "CREATE TRIGGER t AFTER INSERT ON canary BEGIN "
+        "SELECT gman_do_background('x' || char(39), NEW.x, 'x' || char(39)); END"
+    )
+    conn.execute("BEGIN")
+    conn.execute("INSERT INTO canary VALUES (?)", (evil,))
+    conn.execute("COMMIT")
+    rows = conn.execute("SELECT function, unique_key, workload FROM gman_outbox").fetchall()
+    assert rows == [(b"x'", b"x'", evil.encode())]
+    assert one(conn, "SELECT count(*) FROM canary") == 1
+    immediate = gsqlite.connect(":memory:", address, background_mode="immediate")
+    one(immediate, "SELECT gman_do_background(?, ?, ?)", (evil, evil, "'; DROP TABLE x;--"))
+    assert workers.wait_seen(1) == [(evil.encode(), b"'; DROP TABLE x;--", evil.encode())]
+
+
+def sqlite_utils(db: Path, sql: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "sqlite_utils", "query", str(db), sql]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_sqlite_utils_cli_has_the_functions(
+    tmp_path: Path, address: str, workers: Workers
+) -> None:
+    pytest.importorskip("sqlite_utils")
+    env = {**os.environ, "GEARSQL_SERVERS": address, "GEARSQL_BACKGROUND_MODE": "immediate"}
+    db = tmp_path / "app.db"
+    done = sqlite_utils(db, "SELECT gman_do('reverse', 'hello') AS r, "
+                        "gman_do_background('record', 'cli') AS h", env)
+    assert done.returncode == 0, done.stderr
+    row = json.loads(done.stdout)[0]
+    assert row["r"] == "olleh" and row["h"].startswith("H:")
+    assert workers.wait_seen(1) == [(b"record", b"", b"cli")]
+    failed = sqlite_utils(db, "SELECT gman_do('boom', 'x')", env)
+    assert failed.returncode != 0
+    assert "kaboom" in failed.stderr
+    refused = sqlite_utils(db, "SELECT gman_servers_set('10.1.2.3:4730')", env)
+    assert refused.returncode != 0 and "not allowed" in refused.stderr

@@ -1,0 +1,732 @@
+"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.
+
+This module runs inside PostgreSQL's PL/Python (the database server's own Python, where gearsql is
+not installed) and, unchanged, in the plpython3u-compatible shim that gives SQLite the same
+functions. It is loaded by ``udf/loader.py`` as a submodule of a private package next to the
+gearsql codec (``protocol``) and the sans-IO client connection (``_clientconn``), so it speaks
+Gearman through the very code the job server and the client library use.
+
+Every function takes ``plpy`` and ``GD`` (the session's global dictionary) from the calling body.
+Per-session state lives in ``GD``: the chosen servers and one cached connection per job server.
+Settings come from the database on every call (``<schema>._gman_settings()`` in PostgreSQL, a
+function only the installing role can change), so an administrator's change applies at once.
+Errors are ``plpy.error`` with a message that names the cause.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import time
+import zlib
+
+from . import _clientconn as cc
+from . import protocol
+
+PRIORITIES = {
+    "high": cc.Priority.HIGH,
+    "normal": cc.Priority.NORMAL,
+    "low": cc.Priority.LOW,
+}
+
+#: Defaults of the settings (the ``gman_settings`` table in PostgreSQL, ``register()`` keywords
+#: in SQLite). ``servers`` are the job servers this database may reach.
+DEFAULTS = {
+    "servers": "127.0.0.1:4730",
+    "background_mode": "transactional",
+    "connect_timeout": "5",
+    "timeout": "60",
+    "poll_interval": "0.1",
+}
+BACKGROUND_MODES = ("transactional", "immediate")
+DEFAULT_PORT = 4730
+
+_STATE = "gearsql.state"
+_STATIC_SETTINGS = "gearsql.static_settings"
+_DIALECT = "gearsql.dialect"
+
+# SQL the library runs through plpy, per database. {schema} is the quoted schema name.
+_SQL = {
+    "postgres": {
+        "settings": "SELECT name, value FROM {schema}._gman_settings()",
+        "interrupts": "SELECT 1",
+        "outbox": "SELECT {schema}._gman_outbox_insert($1, $2, $3, $4) AS id",
+        "outbox_types": ["bytea", "bytea", "bytea", "text"],
+        "statement": "SELECT statement_timestamp()::text AS mark",
+    },
+    "sqlite": {
+        "interrupts": "SELECT 1",
+        "outbox_table": (
+            "CREATE TABLE IF NOT EXISTS gman_outbox ("
+            " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+            " created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),"
+            " function BLOB NOT NULL, unique_key BLOB, workload BLOB NOT NULL,"
+            " priority TEXT NOT NULL CHECK (priority IN ('high', 'normal', 'low')))"
+        ),
+        "outbox": (
+            "INSERT INTO gman_outbox (function, unique_key, workload, priority)"
+            " VALUES (?, ?, ?, ?) RETURNING id"
+        ),
+        "outbox_types": [],
+    },
+}
+
+
+class _Lost(Exception):
+    """The connection to a job server broke (or was found dead)."""
+
+
+class _Timeout(Exception):
+    pass
+
+
+# ------------------------------------------------------------------------------ arguments
+
+
+def _fail(plpy, message, detail=None, hint=None):
+    fields = {}
+    if detail is not None:
+        fields["detail"] = detail
+    if hint is not None:
+        fields["hint"] = hint
+    plpy.error(message, **fields)
+    raise AssertionError("plpy.error returned")  # plpy.error always raises
+
+
+def _as_bytes(value):
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (int, float)):  # SQLite passes numbers as they are stored
+        return str(value).encode("ascii")
+    return bytes(value)
+
+
+def _function(plpy, name, function):
+    if function is None:
+        _fail(plpy, f"{name}: the function name is NULL")
+    raw = _as_bytes(function)
+    problem = protocol.check_function_name(raw)
+    if problem == "Function name too large":
+        _fail(plpy, f"{name}: the function name is longer than "
+              f"{protocol.MAX_FUNCTION_NAME} bytes ({len(raw)} bytes)")
+    if problem == "Function name contains a NUL byte":
+        _fail(plpy, f"{name}: the function name contains a NUL byte, the protocol's separator")
+    if problem is not None:
+        _fail(plpy, f"{name}: the function name is empty")
+    return raw
+
+
+def _unique(plpy, name, unique):
+    if unique is None:
+        return b""
+    raw = _as_bytes(unique)
+    if len(raw) > protocol.MAX_UNIQUE:
+        _fail(plpy, f"{name}: the unique id is longer than {protocol.MAX_UNIQUE} bytes "
+              f"({len(raw)} bytes)")
+    if b"\0" in raw:
+        _fail(plpy, f"{name}: the unique id contains a NUL byte, the protocol's separator")
+    return raw
+
+
+def _workload(plpy, name, workload):
+    if workload is None:
+        _fail(plpy, f"{name}: the workload is NULL")
+    return _as_bytes(workload)
+
+
+def _result(plpy, name, data, binary):
+    """A worker's result as the SQL function returns it: NULL when empty, bytes for a binary
+    workload, text (UTF-8) for a text one."""
+    if not data:
+        return None
+    if binary:
+        return data
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        _fail(plpy, f"{name}: the worker's result is not UTF-8 text",
+              hint="pass the workload as bytea/BLOB to get the result as bytes")
+    if "\0" in text:
+        _fail(plpy, f"{name}: the worker's result contains a NUL byte, which text cannot hold",
+              hint="pass the workload as bytea/BLOB to get the result as bytes")
+    return text
+
+
+# ------------------------------------------------------------------------------- settings
+
+
+def _quote_ident(name):
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _dialect(GD):
+    return GD.get(_DIALECT, "postgres")
+
+
+def _sql(GD, key, schema):
+    return _SQL[_dialect(GD)][key].replace("{schema}", _quote_ident(schema))
+
+
+def _where(GD, schema):
+    if _dialect(GD) == "postgres":
+        return f" (table {schema}.gman_settings)"
+    return " (gearsql.sqlite.register(..., servers=...))"
+
+
+def _settings(plpy, GD, schema):
+    static = GD.get(_STATIC_SETTINGS)
+    if static is not None:
+        values = dict(static)
+    else:
+        values = dict(DEFAULTS)
+        for row in plpy.execute(_sql(GD, "settings", schema)):
+            values[row["name"]] = row["value"]
+    try:
+        settings = {
+            "servers": parse_servers(values["servers"]),
+            "background_mode": values["background_mode"],
+            "connect_timeout": float(values["connect_timeout"]),
+            "timeout": float(values["timeout"]),
+            "poll_interval": float(values["poll_interval"]),
+        }
+    except ValueError as exc:
+        _fail(plpy, f"gearsql: bad setting: {exc}",
+              hint="an administrator fixes it" + _where(GD, schema))
+    if settings["background_mode"] not in BACKGROUND_MODES:
+        _fail(plpy, f"gearsql: bad setting background_mode={settings['background_mode']!r}",
+              hint="it is 'transactional' or 'immediate'")
+    return settings
+
+
+def parse_servers(text):
+    """``[(host, port)]`` from ``"host[:port],..."``; ValueError names a bad entry."""
+    servers = []
+    for item in str(text).split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, port = item, DEFAULT_PORT
+        if item.startswith("["):
+            end = item.find("]")
+            if end < 0:
+                raise ValueError(f"bad job server address {item!r}")
+            host, rest = item[1:end], item[end + 1:]
+            if rest:
+                if not rest.startswith(":") or not rest[1:].isdigit():
+                    raise ValueError(f"bad job server address {item!r}")
+                port = int(rest[1:])
+        elif item.count(":") == 1:
+            host, _, port_text = item.partition(":")
+            if not port_text.isdigit():
+                raise ValueError(f"bad job server address {item!r}")
+            port = int(port_text)
+        if not host or not 0 < port < 65536:
+            raise ValueError(f"bad job server address {item!r}")
+        if (host, port) not in servers:
+            servers.append((host, port))
+    if not servers:
+        raise ValueError("the job server list is empty")
+    return servers
+
+
+def _format(address):
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _Session:
+    """What one database session keeps between calls, per schema: the servers it chose and its
+    connections."""
+
+    def __init__(self):
+        self.chosen = None
+        self.links = {}
+        self.next_server = 0
+        self.sums = {}
+        self.sum_counter = 0
+
+
+def _session(GD, schema):
+    sessions = GD.setdefault(_STATE, {})
+    session = sessions.get(schema)
+    if session is None:
+        session = sessions[schema] = _Session()
+    return session
+
+
+def _targets(plpy, GD, schema, settings, name):
+    """The job servers to use: those chosen with gman_servers_set that are still allowed, else
+    every allowed one."""
+    allowed = settings["servers"]
+    chosen = _session(GD, schema).chosen
+    if chosen:
+        targets = [address for address in chosen if address in allowed]
+        if not targets:
+            _fail(plpy, f"{name}: none of the job servers chosen with gman_servers_set is "
+                  "allowed any more", detail="allowed: " + ", ".join(map(_format, allowed)))
+        return targets
+    return allowed
+
+
+def servers_set(plpy, GD, schema, servers):
+    """gman_servers_set: choose, for this session, among the job servers the settings allow."""
+    name = "gman_servers_set"
+    if servers is None:
+        _fail(plpy, f"{name}: the server list is NULL")
+    settings = _settings(plpy, GD, schema)
+    try:
+        wanted = parse_servers(servers)
+    except ValueError as exc:
+        _fail(plpy, f"{name}: {exc}")
+    allowed = settings["servers"]
+    refused = [address for address in wanted if address not in allowed]
+    if refused:
+        _fail(
+            plpy,
+            f"{name}: job server {_format(refused[0])} is not allowed",
+            detail="allowed: " + ", ".join(map(_format, allowed)),
+            hint="an administrator lists the job servers this database may reach in the "
+            "'servers' setting" + _where(GD, schema),
+        )
+    session = _session(GD, schema)
+    for address in list(session.links):
+        if address not in wanted:
+            session.links.pop(address).close()
+    session.chosen = wanted
+    return True
+
+
+# ---------------------------------------------------------------------------- connections
+
+
+class _Link:
+    """One connection to one job server: a socket driving a sans-IO ClientConnection."""
+
+    def __init__(self, address, connect_timeout):
+        self.address = address
+        self.name = _format(address)
+        self.core = cc.ClientConnection()
+        self.sock = socket.create_connection(address, timeout=connect_timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        self.sock.settimeout(connect_timeout)
+        self.fresh = True
+        # Events that arrived together with an awaited one (a fast worker's WORK_COMPLETE in the
+        # same read as JOB_CREATED) and belong to the next wait.
+        self.backlog = []
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def looks_alive(self):
+        """False when the server closed this (cached) connection, e.g. because it restarted."""
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+            if not readable:
+                return True
+            # Nothing is expected while idle: EOF, a reset, or stray bytes all mean "start over".
+            return False
+        except (OSError, ValueError):
+            return False
+
+    def send(self):
+        data = self.core.data_to_send()
+        if data:
+            try:
+                self.sock.sendall(data)
+            except OSError as exc:
+                raise _Lost(str(exc)) from None
+
+    def receive(self, timeout):
+        """Events from whatever arrives within ``timeout`` seconds ([] when nothing did)."""
+        readable, _, _ = select.select([self.sock], [], [], timeout)
+        if not readable:
+            return []
+        try:
+            data = self.sock.recv(262144)
+        except OSError as exc:
+            raise _Lost(str(exc)) from None
+        if not data:
+            raise _Lost("the job server closed the connection")
+        events = self.core.receive_data(data)
+        for event in events:
+            if isinstance(event, cc.ProtocolBroken):
+                raise _Lost(event.reason)
+        return events
+
+
+class _Waiter:
+    """Waits in short slices so that a query cancel or statement timeout stops the wait: between
+    slices a cheap statement runs, and the database raises its cancel error there."""
+
+    def __init__(self, plpy, GD, schema, settings, name):
+        self.plpy = plpy
+        self.GD = GD
+        self.schema = schema
+        self.name = name
+        self.poll = max(0.01, settings["poll_interval"])
+        self.timeout = settings["timeout"]
+        self.deadline = time.monotonic() + self.timeout
+        self.checked = time.monotonic()
+
+    def check_interrupts(self):
+        key = "gearsql.plan.interrupts"
+        plan = self.GD.get(key)
+        if plan is None:
+            plan = self.GD[key] = self.plpy.prepare(_sql(self.GD, "interrupts", self.schema))
+        self.plpy.execute(plan)
+        self.checked = time.monotonic()
+
+    def events(self, link):
+        now = time.monotonic()
+        if now >= self.deadline:
+            raise _Timeout()
+        if now - self.checked >= self.poll:
+            self.check_interrupts()
+        return link.receive(min(self.poll, self.deadline - now))
+
+
+def _connect(plpy, GD, schema, settings, address):
+    session = _session(GD, schema)
+    link = session.links.get(address)
+    if link is not None:
+        if link.looks_alive() and link.core.waiting == 0 and not link.backlog:
+            link.fresh = False
+            return link
+        session.links.pop(address, None)
+        link.close()
+    link = _Link(address, settings["connect_timeout"])
+    try:
+        # Ask for WORK_EXCEPTION so a worker's exception text reaches SQL; a server that refuses
+        # the option still works (the exception then arrives as WORK_FAIL).
+        link.core.option("exceptions", b"exceptions")
+        link.send()
+        waiter = _Waiter(plpy, GD, schema, settings, "connect")
+        waiter.deadline = time.monotonic() + settings["connect_timeout"]
+        answered = False
+        while not answered:
+            for event in waiter.events(link):
+                if isinstance(event, (cc.Answer, cc.ErrorReply)) and event.token == "exceptions":
+                    answered = True
+    except BaseException:
+        link.close()
+        raise
+    session.links[address] = link
+    return link
+
+
+def _drop(GD, schema, link):
+    session = _session(GD, schema)
+    if session.links.get(link.address) is link:
+        del session.links[link.address]
+    link.close()
+
+
+def _order(GD, schema, targets, unique):
+    """Servers to try, in order: a unique picks its server by hash so that the same unique always
+    reaches the same server and coalesces; without one, spread round-robin."""
+    if len(targets) == 1:
+        return list(targets)
+    if unique:
+        start = zlib.crc32(unique) % len(targets)
+    else:
+        session = _session(GD, schema)
+        start = session.next_server % len(targets)
+        session.next_server += 1
+    return targets[start:] + targets[:start]
+
+
+def _submit(plpy, GD, schema, settings, name, requests, unique=b""):
+    """Send ``requests`` (a list of (token, function, unique, data, priority, background)) on one
+    connection and wait for every JOB_CREATED. Returns (link, {token: handle}).
+
+    A cached connection found dead (the job server restarted) is replaced once; a server that
+    cannot be reached makes the next allowed one be tried. Errors are plpy.error.
+    """
+    targets = _targets(plpy, GD, schema, settings, name)
+    errors = []
+    for address in _order(GD, schema, targets, unique):
+        for attempt in (0, 1):
+            try:
+                link = _connect(plpy, GD, schema, settings, address)
+            except _Timeout:
+                errors.append(f"{_format(address)}: no answer within "
+                              f"{settings['connect_timeout']:g} s")
+                _session(GD, schema).links.pop(address, None)
+                break
+            except (OSError, _Lost) as exc:
+                errors.append(f"{_format(address)}: {_reason(exc)}")
+                _session(GD, schema).links.pop(address, None)
+                break
+            try:
+                return link, _send_and_confirm(plpy, GD, schema, settings, name, link, requests)
+            except _Lost as exc:
+                _drop(GD, schema, link)
+                if link.fresh or attempt == 1:
+                    errors.append(f"{link.name}: {exc}")
+                    break
+                # A cached connection that broke before JOB_CREATED: reconnect once.
+            except BaseException:
+                _drop(GD, schema, link)
+                raise
+    _fail(plpy, f"{name}: cannot reach a job server",
+          detail="; ".join(errors),
+          hint="check that the job server runs and is listed in the 'servers' setting")
+
+
+def _reason(exc):
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.timeout):
+        return "connect timed out"
+    return str(exc) or type(exc).__name__
+
+
+def _send_and_confirm(plpy, GD, schema, settings, name, link, requests):
+    for token, function, unique, data, priority, background in requests:
+        link.core.submit(token, function, unique, data, PRIORITIES[priority], background)
+    link.send()
+    handles = {}
+    waiter = _Waiter(plpy, GD, schema, settings, name)
+    try:
+        while len(handles) < len(requests):
+            for event in waiter.events(link):
+                if isinstance(event, cc.JobCreated):
+                    handles[event.token] = event.handle
+                elif not isinstance(event, cc.ErrorReply):
+                    link.backlog.append(event)
+                else:
+                    _drop(GD, schema, link)
+                    _fail(plpy, f"{name}: the job server {link.name} refused the job: "
+                          f"{event.code} {event.text}".rstrip())
+    except _Timeout:
+        _drop(GD, schema, link)
+        _fail(plpy, f"{name}: the job server {link.name} did not confirm the job within "
+              f"{settings['timeout']:g} s")
+    return handles
+
+
+def _results(plpy, GD, schema, settings, name, link, handles):
+    """Wait for every foreground job of ``handles`` to end; {token: result bytes}.
+
+    On any error (including a query cancel) the connection is closed, which tells the job server
+    the client left: jobs not yet started are dropped, and no stale result can reach a later call.
+    """
+    results = {}
+    pieces = {token: [] for token in handles}
+    waiter = _Waiter(plpy, GD, schema, settings, name)
+    try:
+        while len(results) < len(handles):
+            if link.backlog:
+                events, link.backlog = link.backlog, []
+            else:
+                events = waiter.events(link)
+            for event in events:
+                if isinstance(event, cc.JobUpdate):
+                    if event.packet.type == protocol.PacketType.WORK_DATA:
+                        pieces[event.token].append(event.packet.args[1])
+                elif isinstance(event, cc.JobDone):
+                    packet = event.packet
+                    handle = handles[event.token].decode("utf-8", "replace")
+                    if packet.type == protocol.PacketType.WORK_COMPLETE:
+                        pieces[event.token].append(packet.args[1])
+                        results[event.token] = b"".join(pieces[event.token])
+                    elif packet.type == protocol.PacketType.WORK_EXCEPTION:
+                        text = packet.args[1].decode("utf-8", "replace")
+                        _fail(plpy, f"{name}: the worker raised an exception in job {handle}: "
+                              f"{text}")
+                    else:
+                        _fail(plpy, f"{name}: the worker failed job {handle} (WORK_FAIL)")
+    except _Timeout:
+        _drop(GD, schema, link)
+        _fail(plpy, f"{name}: no result within {settings['timeout']:g} s (the 'timeout' "
+              f"setting) from {link.name}",
+              hint="is a worker registered for the function?")
+    except _Lost as exc:
+        _drop(GD, schema, link)
+        _fail(plpy, f"{name}: lost the connection to {link.name} while waiting: {exc}")
+    except BaseException:
+        _drop(GD, schema, link)
+        raise
+    return results
+
+
+# ------------------------------------------------------------------------------ functions
+
+
+def do(plpy, GD, schema, name, priority, function, workload, unique=None):
+    """gman_do, gman_do_high, gman_do_low: run a job and return its result (NULL if empty)."""
+    fn = _function(plpy, name, function)
+    uq = _unique(plpy, name, unique)
+    data = _workload(plpy, name, workload)
+    settings = _settings(plpy, GD, schema)
+    link, handles = _submit(
+        plpy, GD, schema, settings, name, [(0, fn, uq, data, priority, False)], uq
+    )
+    results = _results(plpy, GD, schema, settings, name, link, handles)
+    return _result(plpy, name, results[0], not isinstance(workload, str))
+
+
+def do_background(plpy, GD, schema, name, priority, function, workload, unique=None):
+    """gman_do*_background: start a job; immediate mode returns its handle, transactional mode
+    writes an outbox row in the caller's transaction and returns ``outbox:<id>``."""
+    fn = _function(plpy, name, function)
+    uq = _unique(plpy, name, unique)
+    data = _workload(plpy, name, workload)
+    settings = _settings(plpy, GD, schema)
+    if settings["background_mode"] == "transactional":
+        return _outbox(plpy, GD, schema, fn, uq, data, priority)
+    _link, handles = _submit(
+        plpy, GD, schema, settings, name, [(0, fn, uq, data, priority, True)], uq
+    )
+    return handles[0].decode("utf-8", "replace")
+
+
+def _outbox(plpy, GD, schema, function, unique, data, priority):
+    if _dialect(GD) == "sqlite":
+        # Every time: a table created inside a transaction that rolled back is gone again.
+        plpy.execute(_sql(GD, "outbox_table", schema))
+    key = "gearsql.plan.outbox." + schema
+    plan = GD.get(key)
+    if plan is None:
+        plan = GD[key] = plpy.prepare(
+            _sql(GD, "outbox", schema), _SQL[_dialect(GD)]["outbox_types"]
+        )
+    rows = plpy.execute(plan, [function, unique or None, data, priority])
+    return f"outbox:{rows[0]['id']}"
+
+
+def job_status(plpy, GD, schema, handle):
+    """gman_job_status: (known, running, numerator, denominator) of a job handle, asked of each
+    job server in turn until one knows it."""
+    name = "gman_job_status"
+    if handle is None:
+        _fail(plpy, f"{name}: the job handle is NULL")
+    raw = _as_bytes(handle)
+    if not raw or b"\0" in raw or len(raw) > protocol.MAX_HANDLE:
+        _fail(plpy, f"{name}: {handle!r} is not a job handle")
+    settings = _settings(plpy, GD, schema)
+    status = {"known": False, "running": False, "numerator": None, "denominator": None}
+    errors = []
+    for address in _targets(plpy, GD, schema, settings, name):
+        try:
+            link = _connect(plpy, GD, schema, settings, address)
+        except (OSError, _Lost, _Timeout) as exc:
+            errors.append(f"{_format(address)}: {_reason(exc)}")
+            continue
+        link.core.get_status("status", raw)
+        waiter = _Waiter(plpy, GD, schema, settings, name)
+        try:
+            link.send()
+            answer = None
+            while answer is None:
+                for event in waiter.events(link):
+                    if isinstance(event, (cc.Answer, cc.ErrorReply)):
+                        answer = event
+        except (_Lost, _Timeout) as exc:
+            _drop(GD, schema, link)
+            errors.append(f"{link.name}: {_reason(exc)}")
+            continue
+        except BaseException:
+            _drop(GD, schema, link)
+            raise
+        if isinstance(answer, cc.ErrorReply):
+            errors.append(f"{link.name}: {answer.code} {answer.text}")
+            continue
+        _, known, running, numerator, denominator = answer.packet.args
+        if known == b"1":
+            return {
+                "known": True,
+                "running": running == b"1",
+                "numerator": _int_or_none(numerator),
+                "denominator": _int_or_none(denominator),
+            }
+    if errors and len(errors) == len(_targets(plpy, GD, schema, settings, name)):
+        _fail(plpy, f"{name}: cannot reach a job server", detail="; ".join(errors))
+    return status
+
+
+def _int_or_none(raw):
+    try:
+        return int(raw)
+    except ValueError:
+        return None
+
+
+# ------------------------------------------------------------------------------- gman_sum
+
+
+def sum_step(plpy, GD, schema, state, function, workload):
+    """gman_sum's transition: remember one task per row (all are submitted at the final step).
+
+    The tasks are kept in GD under a number that is the aggregate's state, because a list passed
+    through SQL as the state would be copied on every row.
+    """
+    name = "gman_sum"
+    fn = _function(plpy, name, function)
+    data = _workload(plpy, name, workload)
+    session = _session(GD, schema)
+    if state is None or state not in session.sums:
+        mark = _statement_mark(plpy, GD)
+        # Tasks of aggregates that never reached their final step (the statement failed) are
+        # dropped when a later statement starts a new one.
+        for key in [key for key, (m, _) in session.sums.items() if m != mark]:
+            del session.sums[key]
+        session.sum_counter += 1
+        state = session.sum_counter
+        session.sums[state] = (mark, [])
+    session.sums[state][1].append((fn, data))
+    return state
+
+
+def _statement_mark(plpy, GD):
+    if _dialect(GD) != "postgres":
+        return None
+    return plpy.execute(_SQL["postgres"]["statement"])[0]["mark"]
+
+
+def sum_final(plpy, GD, schema, state):
+    """gman_sum's final step: submit every task at once, wait for all, add the integer results.
+    NULL over no rows, like sum()."""
+    name = "gman_sum"
+    if state is None:
+        return None
+    entry = _session(GD, schema).sums.pop(state, None)
+    if entry is None:
+        _fail(plpy, f"{name}: the tasks of this aggregate were lost")
+    tasks = entry[1]
+    if not tasks:
+        return None
+    settings = _settings(plpy, GD, schema)
+    requests = [(index, fn, b"", data, "normal", False) for index, (fn, data) in enumerate(tasks)]
+    link, handles = _submit(plpy, GD, schema, settings, name, requests)
+    results = _results(plpy, GD, schema, settings, name, link, handles)
+    total = 0
+    for index in range(len(tasks)):
+        raw = results[index].strip()
+        if not raw:
+            continue
+        try:
+            total += int(raw)
+        except ValueError:
+            _fail(plpy, f"{name}: a worker's result is not an integer: "
+                  f"{raw[:40].decode('utf-8', 'replace')!r}")
+    return total
+
+
+def status_json(status):
+    """The status as JSON text, for databases whose functions return one value (SQLite)."""
+    return json.dumps(status, sort_keys=True)
+
+
+def close_all(GD):
+    """Close every cached job server connection of this session (the host database's session
+    ends; PostgreSQL needs no call, its backend exits)."""
+    for session in GD.get(_STATE, {}).values():
+        for link in session.links.values():
+            link.close()
+        session.links.clear()
