@@ -282,3 +282,20 @@ def test_worker_rejects_bad_arguments() -> None:
         AsyncWorker(concurrency=0)
     with pytest.raises(InvalidArgument, match="register"):
         run(worker.run_forever())
+
+
+def test_client_and_worker_run_on_uvloop(any_server: ServerProcess) -> None:
+    # uvloop's transports are not asyncio.Transport subclasses; nothing may depend on that.
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        assert "uvloop" in type(asyncio.get_running_loop()).__module__
+        worker = AsyncWorker(url(any_server))
+        worker.register("upper", lambda job: job.data.upper())
+        async with serving(worker), AsyncClient(url(any_server)) as client:
+            assert await client.submit("upper", b"uv", timeout=WAIT) == b"UV"
+            tasks = [client.submit_task("upper", f"t{i}") for i in range(20)]
+            assert await client.gather(tasks, timeout=WAIT) == [f"T{i}".encode() for i in range(20)]
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(main(), 40))
