@@ -1084,20 +1084,22 @@ def work(
 #
 # `install postgres` / `uninstall postgres` put the gman_* functions into a PostgreSQL database
 # over an ordinary connection (gearsql.bridges.postgres); nothing goes onto the database host.
+# `install mysql` / `uninstall mysql` do the same for MariaDB (gearsql.bridges.mysql).
 
 
 @cli.group(context_settings=CONTEXT)
 def install() -> None:
     """Install the gman_* SQL functions into a database.
 
-    `gearsql install postgres --dsn DSN` installs them into PostgreSQL (PL/Python). Run it as a
-    superuser; it can be run again to upgrade, keeping the settings.
+    `gearsql install postgres --dsn DSN` installs them into PostgreSQL (PL/Python), `gearsql
+    install mysql --dsn DSN` into MariaDB (stored functions and an outbox for the relay). Run it
+    as a superuser; it can be run again to upgrade, keeping the settings.
     """
 
 
 @cli.group(context_settings=CONTEXT)
 def uninstall() -> None:
-    """Remove the gman_* SQL functions from a database (`gearsql uninstall postgres`)."""
+    """Remove the gman_* SQL functions from a database (`gearsql uninstall postgres|mysql`)."""
 
 
 _DSN_OPTION = click.option(
@@ -1120,7 +1122,7 @@ _PRINT_SQL_OPTION = click.option(
 
 
 def _bridge_sql(dsn: str | None, print_sql: bool, sql: Callable[[], str],
-                run: Callable[[str], None]) -> None:
+                run: Callable[[str], None], envvar: str = "GEARSQL_PG_DSN") -> None:
     try:
         text = sql()
     except ValueError as exc:
@@ -1129,7 +1131,7 @@ def _bridge_sql(dsn: str | None, print_sql: bool, sql: Callable[[], str],
         click.echo(text, nl=False)
         return
     if not dsn:
-        raise click.UsageError("give --dsn (or $GEARSQL_PG_DSN), or --print-sql")
+        raise click.UsageError(f"give --dsn (or ${envvar}), or --print-sql")
     try:
         run(dsn)
     except Exception as exc:  # psycopg.Error and friends: one readable line
@@ -1208,6 +1210,98 @@ def uninstall_postgres(dsn: str | None, schema: str, force: bool, print_sql: boo
     )
     if not print_sql:
         click.echo(f"removed the gman_* functions from schema {schema}")
+
+
+_MYSQL_DSN_OPTION = click.option(
+    "--dsn",
+    metavar="DSN",
+    envvar="GEARSQL_MYSQL_DSN",
+    help="MariaDB URL naming the database to install into, e.g. "
+    "mysql://root@127.0.0.1:3306/app (also $GEARSQL_MYSQL_DSN).",
+)
+
+
+@install.command("mysql", context_settings=CONTEXT)
+@_MYSQL_DSN_OPTION
+@click.option(
+    "--grant-to",
+    "grant_to",
+    metavar="ACCOUNT",
+    multiple=True,
+    help="Account ('app'@'%' or a role name) granted EXECUTE on the gman_* functions; "
+    "repeatable. Nobody gets any privilege on the tables.",
+)
+@click.option(
+    "--servers",
+    metavar="HOST:PORT[,...]",
+    help="Job servers gman_servers_set accepts (the 'servers' setting; default on first "
+    "install 127.0.0.1:4730).",
+)
+@click.option(
+    "--timeout",
+    metavar="SECONDS",
+    help="How long a foreground gman_do* waits for its result (the 'timeout' setting; default "
+    "on first install 60).",
+)
+@click.option(
+    "--relay-account",
+    metavar="ACCOUNT",
+    help="Account the relay connects as, granted what it needs on the tables (outbox: SELECT, "
+    "UPDATE, DELETE; calls and results).",
+)
+@_PRINT_SQL_OPTION
+def install_mysql(
+    dsn: str | None,
+    grant_to: tuple[str, ...],
+    servers: str | None,
+    timeout: str | None,
+    relay_account: str | None,
+    print_sql: bool,
+) -> None:
+    """Install the gman_* functions into MariaDB.
+
+    Creates (or upgrades) in the DSN's database: the gman_do* and gman_servers_set stored
+    functions (the optional unique argument has functions of its own: gman_do_unique,
+    gman_do_background_unique, ...), the gman_settings table that only the installing account
+    can change, the gman_outbox table and the tables through which `gearsql relay` answers
+    foreground calls. The functions only write rows: run `gearsql relay --dsn ...` to submit
+    them. Needs MariaDB 10.3 or later.
+    """
+    from gearsql.bridges import mysql
+
+    _bridge_sql(
+        dsn,
+        print_sql,
+        lambda: mysql.install_sql(servers, grant_to, timeout, relay_account),
+        lambda url: mysql.install(url, servers, grant_to, timeout, relay_account),
+        envvar="GEARSQL_MYSQL_DSN",
+    )
+    if not print_sql:
+        click.echo("installed the gman_* functions into the database of the DSN")
+
+
+@uninstall.command("mysql", context_settings=CONTEXT)
+@_MYSQL_DSN_OPTION
+@click.option(
+    "--force", is_flag=True, help="Drop the outbox even if it holds jobs not yet relayed."
+)
+@_PRINT_SQL_OPTION
+def uninstall_mysql(dsn: str | None, force: bool, print_sql: bool) -> None:
+    """Remove the gman_* functions, settings, outbox and call tables from MariaDB.
+
+    Refuses while the outbox holds jobs not yet relayed, unless --force.
+    """
+    from gearsql.bridges import mysql
+
+    _bridge_sql(
+        dsn,
+        print_sql,
+        lambda: mysql.uninstall_sql(force),
+        lambda url: mysql.uninstall(url, force),
+        envvar="GEARSQL_MYSQL_DSN",
+    )
+    if not print_sql:
+        click.echo("removed the gman_* functions from the database of the DSN")
 
 
 def main() -> None:

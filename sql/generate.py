@@ -1,10 +1,12 @@
-"""Regenerate what is built from ``udf/``: the copy gearsql carries and the plain SQL install.
+"""Regenerate what is built from ``udf/`` and the bridges: the copy gearsql carries and the
+plain SQL installs.
 
-    python sql/generate.py            # write gearsql/bridges/_udf_sources.py, sql/postgres/*.sql
+    python sql/generate.py            # write gearsql/bridges/_udf_sources.py, sql/*/*.sql
     python sql/generate.py --check    # exit 1 if any of them is out of date
 
-``tests/test_bridge_postgres.py`` runs the same check, so a change to ``udf/`` or to the codec
-that was not regenerated fails the tests.
+``tests/test_bridge_postgres.py`` and ``tests/test_bridge_mysql.py`` run the same check, so a
+change to ``udf/``, to the codec or to ``gearsql/bridges/mysql.py`` that was not regenerated
+fails the tests.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ UDF = ROOT / "udf"
 BUNDLE = ROOT / "gearsql" / "bridges" / "_udf_sources.py"
 INSTALL = ROOT / "sql" / "postgres" / "install.sql"
 UNINSTALL = ROOT / "sql" / "postgres" / "uninstall.sql"
+MYSQL_INSTALL = ROOT / "sql" / "mysql" / "install.sql"
+MYSQL_UNINSTALL = ROOT / "sql" / "mysql" / "uninstall.sql"
 UDF_MODULES = ("functions", "gman", "loader", "plpy_shim")
 
 
@@ -49,6 +53,11 @@ def outputs() -> dict[Path, str]:
     postgres = importlib.reload(gearsql.bridges.postgres)
     texts[INSTALL] = postgres.install_sql(for_file=True)
     texts[UNINSTALL] = postgres.uninstall_sql(for_file=True)
+    import gearsql.bridges.mysql
+
+    mysql = importlib.reload(gearsql.bridges.mysql)
+    texts[MYSQL_INSTALL] = mysql.install_sql(for_file=True)
+    texts[MYSQL_UNINSTALL] = mysql.uninstall_sql(for_file=True)
     return texts
 
 
@@ -69,6 +78,7 @@ def main(argv: list[str]) -> int:
                   file=sys.stderr)
         return 1 if paths else 0
     for path, text in outputs().items():
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         print(f"wrote {path.relative_to(ROOT)}")
     return 0

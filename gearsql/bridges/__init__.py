@@ -1,5 +1,8 @@
 """SQL bridges: the ``gman_*`` functions for PostgreSQL (PL/Python) and SQLite.
 
+(MariaDB's are plain stored routines with nothing from ``udf/``: :mod:`gearsql.bridges.mysql`,
+and the relay's side of its foreground calls, :mod:`gearsql.bridges.mysql_calls`.)
+
 The functions' code lives in the repository's ``udf/`` folder, written against PL/Python's
 ``plpy`` API; ``sql/generate.py`` copies it into :mod:`gearsql.bridges._udf_sources` so that an
 installed gearsql carries it. This module assembles the library the functions run: the codec
