@@ -10,6 +10,7 @@ import logging
 import os
 import shlex
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -39,6 +40,7 @@ from gearsql.errors import (
     ServerError,
 )
 from gearsql.protocol import DEFAULT_MAX_PACKET_SIZE
+from gearsql.relay import SOURCES
 from gearsql.stores import default_store_url
 from gearsql.worker import Worker, WorkerJob
 
@@ -229,6 +231,13 @@ def cli() -> None:
     "--remote-admin",
     is_flag=True,
     help="Accept mutating admin commands (cancel, drop, create, maxqueue) from non-loopback peers.",
+)
+@click.option(
+    "--relay",
+    multiple=True,
+    metavar="DSN",
+    help="Also drain this database's outbox into this server, as `gearsql relay --dsn DSN` "
+    "does; repeat for several.",
 )
 @click.option(
     "-l",
@@ -1078,6 +1087,120 @@ def work(
     for function in functions:
         worker.register(function, runner.run)
     worker.run_forever(handle_signals=True)
+
+
+# ------------------------------------------------------------------------------------ relay
+#
+# `relay` drains the outbox that the gman_*_background functions fill in transactional mode
+# (gearsql.relay); `server --relay DSN` runs the same inside the job server.
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option(
+    "--dsn",
+    "dsns",
+    multiple=True,
+    required=True,
+    metavar="DSN",
+    help="Database whose outbox to drain: postgresql://..., mysql://... or sqlite:///PATH; "
+    "repeat for several.",
+)
+@click.option(
+    "--servers",
+    metavar="HOST:PORT[,...]",
+    envvar="GEARMAN_SERVERS",
+    help="Job servers to submit to (also $GEARMAN_SERVERS).  [default: 127.0.0.1:4730]",
+)
+@click.option(
+    "--schema",
+    default="gearsql",
+    show_default=True,
+    help="PostgreSQL schema the functions were installed into.",
+)
+@click.option(
+    "--source",
+    default="auto",
+    show_default=True,
+    type=click.Choice(SOURCES),
+    help="How to hear of new rows: auto (LISTEN in PostgreSQL, the binlog in MySQL when on "
+    "in ROW format), listen, binlog, or poll.",
+)
+@click.option(
+    "--poll-interval",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    metavar="SECONDS",
+    help="Longest wait between two looks at the outbox.",
+)
+@click.option(
+    "--batch",
+    default=500,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Most rows claimed, held in memory and in flight at once.",
+)
+@click.option(
+    "--unique-prefix",
+    metavar="PREFIX",
+    help="Unique of rows without one: PREFIX + outbox id.  [default: outbox:<hash of the "
+    "database>:]",
+)
+@click.option(
+    "-l",
+    "--log-file",
+    default="stderr",
+    show_default=True,
+    metavar="FILE",
+    help="Log file; 'stderr', or 'none' for no log.",
+)
+@click.option(
+    "--verbose",
+    default="NOTICE",
+    show_default=True,
+    type=click.Choice(list(VERBOSE_LEVELS), case_sensitive=False),
+    help="Log level; INFO logs every batch.",
+)
+def relay(
+    dsns: tuple[str, ...],
+    servers: str | None,
+    schema: str,
+    source: str,
+    poll_interval: float,
+    batch: int,
+    unique_prefix: str | None,
+    log_file: str,
+    verbose: str,
+) -> None:
+    """Submit the outbox rows of committed transactions as background jobs.
+
+    The gman_*_background SQL functions (transactional mode) write an outbox row in the
+    caller's transaction; this submits each committed row with its priority, and the outbox id
+    as unique, then deletes it. Rows are claimed so that several relays can run at once; while
+    no job server answers they stay in the outbox. SIGTERM or SIGINT stops it cleanly.
+    """
+    from gearsql.relay import run_relays
+
+    setup_logging(log_file, verbose)
+    try:
+        targets = parse_servers(servers)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--servers") from None
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_relays(
+            dsns, targets, stop=stop, schema=schema, source=source, batch=batch,
+            poll_interval=poll_interval, unique_prefix=unique_prefix,
+        )
+
+    try:
+        asyncio.run(main())
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------- SQL bridges

@@ -58,6 +58,8 @@ class ServerConfig:
     allow_insecure_remote: bool = False
     remote_admin: bool = False
     verbose: str = "NOTICE"
+    #: Databases whose outbox a relay inside this process drains into this server.
+    relay: Sequence[str] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -383,6 +385,24 @@ NOTICE = 25
 logging.addLevelName(NOTICE, "NOTICE")
 
 
+def _start_relays(config: ServerConfig) -> tuple[asyncio.Event, asyncio.Task[None]] | None:
+    """Start the relays of ``--relay`` against this server's own port; (stop, task)."""
+    if not config.relay:
+        return None
+    from gearsql.relay import run_relays
+
+    host = next((h for h in config.listen if h not in ("0.0.0.0", "::", "")), "127.0.0.1")
+    stop = asyncio.Event()
+
+    async def relays() -> None:
+        try:
+            await run_relays(config.relay, [(host, config.port)], stop=stop)
+        except Exception as exc:
+            log.error("the relay stopped: %s", exc)
+
+    return stop, asyncio.create_task(relays())
+
+
 def run_server(config: ServerConfig, pid_file: str | None = None) -> int:
     """Run a job server in this process until SIGTERM or SIGINT; return the exit status."""
     try:
@@ -399,13 +419,26 @@ def run_server(config: ServerConfig, pid_file: str | None = None) -> int:
             await server.store.close()
             return 1
         loop = asyncio.get_running_loop()
+        relays = _start_relays(config)
+
+        def stop() -> None:
+            if relays is None:
+                server.stop()
+                return
+            # The relays finish their batch (which needs the server) before the server stops.
+            relays[0].set()
+            relays[1].add_done_callback(lambda _: server.stop())
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, server.stop)
+            loop.add_signal_handler(sig, stop)
         if pid_file:
             with open(pid_file, "w") as handle:
                 handle.write(f"{os.getpid()}\n")
         try:
             await server.serve_until_stopped()
+            if relays is not None:
+                relays[0].set()
+                await asyncio.gather(relays[1], return_exceptions=True)
         finally:
             if pid_file:
                 try:
