@@ -1122,8 +1122,8 @@ def work(
     default="auto",
     show_default=True,
     type=click.Choice(SOURCES),
-    help="How to hear of new rows: auto (LISTEN in PostgreSQL, the binlog in MySQL when on "
-    "in ROW format), listen, binlog, or poll.",
+    help="How to hear of new rows: auto (LISTEN in PostgreSQL, the binlog in MySQL where it "
+    "can be read), listen, binlog, or poll.",
 )
 @click.option(
     "--poll-interval",
@@ -1143,8 +1143,8 @@ def work(
 @click.option(
     "--unique-prefix",
     metavar="PREFIX",
-    help="Unique of rows without one: PREFIX + outbox id.  [default: outbox:<hash of the "
-    "database>:]",
+    help="Unique of rows without one: PREFIX + outbox id (at most 44 bytes).  [default: "
+    "outbox:<hash of the database>:]",
 )
 @click.option(
     "-l",
@@ -1155,11 +1155,10 @@ def work(
     help="Log file; 'stderr', or 'none' for no log.",
 )
 @click.option(
+    "-v",
     "--verbose",
-    default="NOTICE",
-    show_default=True,
-    type=click.Choice(list(VERBOSE_LEVELS), case_sensitive=False),
-    help="Log level; INFO logs every batch.",
+    count=True,
+    help="Log more: -v each batch, -vv debugging detail.  [default: start, stop, outages]",
 )
 def relay(
     dsns: tuple[str, ...],
@@ -1170,18 +1169,19 @@ def relay(
     batch: int,
     unique_prefix: str | None,
     log_file: str,
-    verbose: str,
+    verbose: int,
 ) -> None:
     """Submit the outbox rows of committed transactions as background jobs.
 
     The gman_*_background SQL functions (transactional mode) write an outbox row in the
-    caller's transaction; this submits each committed row with its priority, and the outbox id
-    as unique, then deletes it. Rows are claimed so that several relays can run at once; while
-    no job server answers they stay in the outbox. SIGTERM or SIGINT stops it cleanly.
+    caller's transaction; this submits each committed row with its priority and a unique made
+    from the outbox id, then deletes it. Rows are claimed so that several relays can run at
+    once; while no job server answers they stay in the outbox. SIGTERM or SIGINT stops it
+    cleanly.
     """
     from gearsql.relay import run_relays
 
-    setup_logging(log_file, verbose)
+    setup_logging(log_file, ("NOTICE", "INFO", "DEBUG")[min(verbose, 2)])
     try:
         targets = parse_servers(servers)
     except ValueError as exc:

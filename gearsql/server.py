@@ -385,8 +385,9 @@ NOTICE = 25
 logging.addLevelName(NOTICE, "NOTICE")
 
 
-def _start_relays(config: ServerConfig) -> tuple[asyncio.Event, asyncio.Task[None]] | None:
-    """Start the relays of ``--relay`` against this server's own port; (stop, task)."""
+def _start_relays(server: JobServer) -> tuple[asyncio.Event, asyncio.Task[None]] | None:
+    """Start the relays of ``--relay`` against this server's own (bound) port; (stop, task)."""
+    config = server.config
     if not config.relay:
         return None
     from gearsql.relay import run_relays
@@ -396,7 +397,7 @@ def _start_relays(config: ServerConfig) -> tuple[asyncio.Event, asyncio.Task[Non
 
     async def relays() -> None:
         try:
-            await run_relays(config.relay, [(host, config.port)], stop=stop)
+            await run_relays(config.relay, [(host, server.port)], stop=stop)
         except Exception as exc:
             log.error("the relay stopped: %s", exc)
 
@@ -419,7 +420,7 @@ def run_server(config: ServerConfig, pid_file: str | None = None) -> int:
             await server.store.close()
             return 1
         loop = asyncio.get_running_loop()
-        relays = _start_relays(config)
+        relays = _start_relays(server)
 
         def stop() -> None:
             if relays is None:

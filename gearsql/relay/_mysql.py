@@ -1,0 +1,275 @@
+"""The outbox of a MariaDB or MySQL database (mysql-connector-python), woken by the outbox's row
+events in the binlog (mysql-replication) where the binlog is on in ROW format and the account
+may read it, else polled. InnoDB writes a transaction's events to the binlog when it commits,
+so a rolled-back row never wakes the relay; the table stays the only source of truth."""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from gearsql.relay._thread import watch_in_thread
+from gearsql.relay.batch import OutboxRow, row_from_values, take_within
+from gearsql.relay.source import SideTask, Source
+
+__all__ = ["MySQLSource", "binlog_problem"]
+
+log = logging.getLogger("gearsql.relay")
+NOTICE = 25
+
+#: Seconds between the binlog's heartbeats, which is also how soon its reader notices a stop.
+HEARTBEAT = 0.5
+
+
+def _close_quietly(conn: Any) -> None:
+    if conn is not None:
+        try:
+            conn.close()
+        except Exception:  # already broken
+            pass
+
+
+def _skip_locked(version: str) -> bool:
+    numbers = [int(part) for part in re.findall(r"\d+", version)[:2]] + [0, 0]
+    if "mariadb" in version.lower():
+        return (numbers[0], numbers[1]) >= (10, 6)
+    return numbers[0] >= 8
+
+
+def binlog_problem(cursor: Any) -> str | None:
+    """Why the relay cannot follow this server's binlog (None when it can): the binlog must be
+    on in ROW format, mysql-replication installed, and the account allowed to read it."""
+    cursor.execute("SELECT @@log_bin, @@binlog_format")
+    log_bin, binlog_format = cursor.fetchone()
+    if not int(log_bin):
+        return "the binlog is off (log_bin=OFF)"
+    if str(binlog_format).upper() != "ROW":
+        return f"binlog_format is {binlog_format}, not ROW"
+    try:
+        import pymysqlreplication  # type: ignore[import-untyped,unused-ignore]  # noqa: F401
+    except ImportError:
+        return "mysql-replication is not installed (pip install 'gearsql[mysql]')"
+    cursor.execute("SHOW GRANTS")
+    grants = " ".join(str(row[0]).upper() for row in cursor.fetchall())
+    if "ALL PRIVILEGES ON *.*" not in grants and "REPLICATION SLAVE" not in grants:
+        return "the account lacks the REPLICATION SLAVE privilege"
+    errors = []
+    for statement in ("SHOW MASTER STATUS", "SHOW BINARY LOG STATUS"):  # MySQL 8.4 renamed it
+        try:
+            cursor.execute(statement)
+            status = cursor.fetchall()
+        except Exception as exc:  # no BINLOG MONITOR / REPLICATION CLIENT, or the other name
+            errors.append(str(exc))
+            continue
+        return None if status else f"{statement} returns nothing"
+    return f"cannot read the binlog position: {errors[0]}"
+
+
+class MySQLSource(Source):
+    """``gman_outbox`` in the DSN's database; ``wanted`` is ``auto``, ``binlog`` or ``poll``."""
+
+    def __init__(self, dsn: str, wanted: str = "auto") -> None:
+        from gearsql.bridges.mysql import connect_config
+
+        if wanted not in ("auto", "binlog", "poll"):
+            raise ValueError(f"a MySQL relay follows the binlog or polls, not {wanted!r}")
+        self.dsn = dsn
+        self.config = {**connect_config(dsn), "autocommit": False}
+        self.database = str(self.config["database"])
+        self.wanted = wanted
+        self.wake = "poll" if wanted == "auto" else wanted
+        self.conn: Any = None
+        self.skip_locked = True
+        self.mariadb = False
+        self._identity = f"mysql:{self.config['host']}:{self.config['port']}:{self.database}"
+        self._chosen = False
+
+    def open(self) -> None:
+        import mysql.connector
+
+        self.close()
+        self.conn = mysql.connector.connect(**self.config)
+        cursor = self.conn.cursor()
+        try:
+            # No gap locks: a claim must not block the application's inserts into the outbox.
+            cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            cursor.execute("SELECT VERSION(), @@hostname, @@port")
+            version, hostname, port = cursor.fetchone()
+            cursor.execute(
+                "SELECT COUNT(*) FROM information_schema.tables "
+                "WHERE table_schema = DATABASE() AND table_name = 'gman_outbox'"
+            )
+            (tables,) = cursor.fetchone()
+            problem = binlog_problem(cursor) if not self._chosen and self.wanted != "poll" else None
+        finally:
+            cursor.close()
+        self.conn.rollback()
+        self._identity = f"mysql:{hostname}:{port}:{self.database}"
+        self.mariadb = "mariadb" in str(version).lower()
+        self.skip_locked = _skip_locked(str(version))
+        if not tables:
+            raise LookupError(
+                f"gman_outbox does not exist in database {self.database!r}: run "
+                "`gearsql install mysql` first"
+            )
+        if not self._chosen:
+            self._chosen = True
+            if not self.skip_locked:
+                log.warning("%s has no SKIP LOCKED: relays on it take turns", version)
+            self._choose_wake(problem)
+
+    def _choose_wake(self, problem: str | None) -> None:
+        if self.wanted == "poll":
+            return
+        if problem is None:
+            self.wake = "binlog"
+        elif self.wanted == "binlog":
+            raise ValueError(f"--source binlog: {problem}")
+        else:
+            self.wake = "poll"
+            log.log(NOTICE, "%s: polling the outbox, because %s", self.describe(), problem)
+
+    def identity(self) -> str:
+        return self._identity
+
+    def describe(self) -> str:
+        return f"mysql {self.config['host']}:{self.config['port']}/{self.database}"
+
+    def claim(self, limit: int, max_bytes: int) -> list[OutboxRow]:
+        cursor = self.conn.cursor()
+        try:
+            lock = "FOR UPDATE SKIP LOCKED" if self.skip_locked else "FOR UPDATE"
+            # FORCE INDEX: right after a bulk insert the table's statistics are stale, and a
+            # full scan with a sort would lock every row.
+            cursor.execute(
+                "SELECT id, LENGTH(workload) FROM gman_outbox FORCE INDEX (PRIMARY) "
+                f"ORDER BY id LIMIT %s {lock}",
+                (limit,),
+            )
+            sizes = cursor.fetchall()
+            if not sizes:
+                self.conn.rollback()
+                return []
+            ids = take_within([(int(i), int(n)) for i, n in sizes], max_bytes)
+            cursor.execute(
+                "SELECT id, function, unique_key, workload, priority FROM gman_outbox "
+                f"FORCE INDEX (PRIMARY) WHERE id IN ({','.join(['%s'] * len(ids))}) ORDER BY id",
+                ids,
+            )
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+        return [row_from_values(row) for row in rows]
+
+    def finish(self, ids: list[int]) -> None:
+        if ids:
+            cursor = self.conn.cursor()
+            try:
+                # One primary key lookup per id, in this order: `WHERE id IN (...)` lets
+                # InnoDB scan (and lock-wait on) rows another relay holds, which deadlocks two
+                # relays and undoes a batch already submitted.
+                ids_table = " UNION ALL ".join(["SELECT %s AS id"] * len(ids))
+                cursor.execute(
+                    f"DELETE o FROM ({ids_table}) AS d STRAIGHT_JOIN gman_outbox AS o "
+                    "ON o.id = d.id",
+                    ids,
+                )
+            finally:
+                cursor.close()
+        self.conn.commit()
+
+    def close(self) -> None:
+        _close_quietly(self.conn)
+        self.conn = None
+
+    async def watch(self, wake: Callable[[], None]) -> None:
+        if self.wake != "binlog":
+            await super().watch(wake)
+            return
+        await watch_in_thread(self._follow_binlog, wake, "gearsql-relay-binlog")
+
+    def _follow_binlog(self, wake: Callable[[], None], stopping: threading.Event) -> None:
+        from pymysqlreplication import BinLogStreamReader  # type: ignore[import-untyped,unused-ignore]
+        from pymysqlreplication.event import (  # type: ignore[import-untyped,unused-ignore]
+            HeartbeatLogEvent,
+        )
+        from pymysqlreplication.row_event import (  # type: ignore[import-untyped,unused-ignore]
+            WriteRowsEvent,
+        )
+
+        # It asks for binlog_row_metadata=FULL on every connect, for column names this
+        # follower does not read.
+        logging.getLogger("pymysqlreplication").setLevel(logging.ERROR)
+        settings: dict[str, Any] = {
+            "host": self.config["host"], "port": int(self.config["port"]),
+            "user": self.config["user"], "passwd": self.config["password"],
+            "connect_timeout": 10,
+        }
+        if "unix_socket" in self.config:
+            settings["unix_socket"] = self.config["unix_socket"]
+        start: dict[str, Any] = {"resume_stream": True}
+        if self.mariadb:
+            # From the current end: MariaDB starts a dump without a GTID position at the
+            # beginning of the oldest binlog.
+            start["auto_position"] = self._gtid_position()
+        stream = BinLogStreamReader(
+            connection_settings=settings,
+            server_id=random.randint(100_000, 2**31 - 1),
+            blocking=True,
+            only_events=[WriteRowsEvent, HeartbeatLogEvent],
+            only_schemas=[self.database],
+            only_tables=["gman_outbox"],
+            is_mariadb=self.mariadb,
+            slave_heartbeat=HEARTBEAT,
+            **start,
+        )
+        try:
+            wake()  # rows committed before the stream started
+            log.info("%s: following the binlog", self.describe())
+            for event in stream:
+                if stopping.is_set():
+                    return
+                if isinstance(event, WriteRowsEvent):
+                    wake()
+        finally:
+            stream.close()
+
+    def _gtid_position(self) -> str:
+        import mysql.connector
+
+        conn: Any = mysql.connector.connect(**{**self.config, "autocommit": True})
+        try:
+            cursor = conn.cursor()
+            cursor.execute("SELECT @@gtid_binlog_pos")
+            (position,) = cursor.fetchone()
+            cursor.close()
+        finally:
+            conn.close()
+        return str(position or "")
+
+    def side_tasks(self) -> list[SideTask]:
+        """MariaDB's foreground ``gman_do`` calls (:mod:`gearsql.bridges.mysql_calls`) when the
+        database has their table ``gman_calls``."""
+        cursor = self.conn.cursor()
+        try:
+            cursor.execute(
+                "SELECT COUNT(*) FROM information_schema.tables "
+                "WHERE table_schema = DATABASE() AND table_name = 'gman_calls'"
+            )
+            (tables,) = cursor.fetchone()
+        finally:
+            cursor.close()
+        self.conn.rollback()
+        if not tables:
+            return []
+        from gearsql.bridges.mysql import connector
+        from gearsql.bridges.mysql_calls import serve_calls
+
+        async def calls(client: Any, stop: Any) -> None:
+            await serve_calls(connector(self.dsn), client, self.database, stop)
+
+        return [calls]

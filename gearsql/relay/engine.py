@@ -1,0 +1,341 @@
+"""The relay engine: claims batches of outbox rows from a :class:`~gearsql.relay.source.Source`,
+submits them through :class:`~gearsql.client.AsyncClient` and deletes what the job server
+confirmed; reconnects, backs off and logs outages once."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from gearsql._servers import Backoff, ServersArg
+from gearsql.client import AsyncClient
+from gearsql.relay.batch import (
+    Outage,
+    OutboxRow,
+    check_unique_prefix,
+    default_unique_prefix,
+    describe_error,
+    settle,
+    unique_for,
+)
+from gearsql.relay.source import SideTask, Source, open_source
+
+__all__ = ["Relay", "run_relays"]
+
+log = logging.getLogger("gearsql.relay")
+#: The level of start, stop and outage lines (as in gearsql.server).
+NOTICE = 25
+logging.addLevelName(NOTICE, "NOTICE")
+
+T = TypeVar("T")
+
+#: After a binlog wake-up finds nothing, look again after these delays: the binlog event of a
+#: commit can reach the relay a moment before InnoDB makes the row visible to other sessions.
+_SETTLE = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064)
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc).strip() or type(exc).__name__
+
+
+class Relay:
+    """Drains one :class:`Source` into the job servers until :meth:`stop`.
+
+    ``batch`` bounds how many rows are claimed, held and in flight at once, ``batch_bytes``
+    the size of their workloads together (a larger single row goes alone). ``poll_interval``
+    is the longest a committed row waits when no wake-up comes. ``unique_prefix`` (default
+    :func:`~gearsql.relay.batch.default_unique_prefix` of the database) + the outbox id is the
+    unique of rows that have none. ``submit_timeout`` bounds the wait for each JOB_CREATED;
+    ``stop_grace`` how long a stop waits for the batch in hand before abandoning the rest of it
+    (abandoned rows stay in the outbox). ``side_tasks`` run beside the outbox, like those of
+    :meth:`Source.side_tasks`. Raises ValueError for a bad option.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        servers: ServersArg = None,
+        *,
+        client: AsyncClient | None = None,
+        batch: int = 500,
+        batch_bytes: int = 64 * 1024 * 1024,
+        poll_interval: float = 0.5,
+        unique_prefix: str | None = None,
+        submit_timeout: float = 30.0,
+        stop_grace: float = 5.0,
+        side_tasks: Sequence[SideTask] = (),
+    ) -> None:
+        if batch < 1 or batch_bytes < 1:
+            raise ValueError("batch and batch_bytes must be at least 1")
+        if poll_interval <= 0 or submit_timeout <= 0 or stop_grace < 0:
+            raise ValueError("poll_interval and submit_timeout must be positive")
+        self.source = source
+        self.client = client if client is not None else AsyncClient(servers)
+        self._own_client = client is None
+        self.batch = batch
+        self.batch_bytes = batch_bytes
+        self.poll_interval = poll_interval
+        self.prefix = None if unique_prefix is None else check_unique_prefix(unique_prefix)
+        self.submit_timeout = submit_timeout
+        self.stop_grace = stop_grace
+        self.stopping = asyncio.Event()
+        #: Rows confirmed by a job server and deleted since the start.
+        self.submitted = 0
+        self._side_tasks = list(side_tasks)
+        self._woken = asyncio.Event()
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, "gearsql-relay-db")
+        self._connected = False
+        self._ever_connected = False
+        self._db_backoff = Backoff(0.2, 10.0)
+        self._db_outage = Outage()
+        self._server_backoff = Backoff(0.2, 10.0)
+        self._server_outage = Outage()
+
+    def stop(self) -> None:
+        """Make :meth:`run` finish the batch in hand (within ``stop_grace``) and return."""
+        self.stopping.set()
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def _db(self, function: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, function, *args)
+
+    async def _sleep(self, seconds: float, wakes: bool = False) -> None:
+        """Wait ``seconds``, or less when stopping (or when woken, with ``wakes``)."""
+        events = [self.stopping] + ([self._woken] if wakes else [])
+        waiters = [asyncio.ensure_future(event.wait()) for event in events]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until stopped. Database and job server failures are logged and retried; only a
+        configuration error (ValueError, e.g. ``--source binlog`` where there is none) ends it
+        early, raised."""
+        background: list[asyncio.Task[None]] = []
+        try:
+            while not self.stopping.is_set():
+                if not self._connected:
+                    if not await self._connect():
+                        continue
+                    if not background:
+                        background = await self._start_background()
+                woken = self._woken.is_set()
+                self._woken.clear()
+                try:
+                    state = await self._round()
+                    # Only a wake-up that found nothing is worth looking again; a new wake-up
+                    # cuts the wait short.
+                    if state == "empty" and woken and self.source.wake == "binlog":
+                        for delay in _SETTLE:
+                            if self._woken.is_set() or self.stopping.is_set():
+                                break
+                            await self._sleep(delay, wakes=True)
+                            state = await self._round()
+                            if state != "empty":
+                                log.debug("binlog wake-up: the rows came after %g s", delay)
+                                break
+                except Exception as exc:  # the database connection broke
+                    await self._lost_database(exc)
+                    continue
+                if state == "busy":
+                    continue
+                if state == "refused":
+                    await self._sleep(self._server_backoff.next_delay())
+                elif not self._woken.is_set():
+                    await self._sleep(self.poll_interval, wakes=True)
+        finally:
+            self.stopping.set()
+            await self._stop_background(background)
+            await self._db(self.source.close)
+            self._executor.shutdown(wait=False)
+            if self._own_client:
+                await self.client.close()
+            log.log(NOTICE, "relay for %s stopped after %d rows", self.source.describe(),
+                    self.submitted)
+
+    async def _connect(self) -> bool:
+        try:
+            await self._db(self.source.open)
+        except ValueError:
+            raise  # a configuration error: retrying will not help
+        except Exception as exc:
+            delay = self._db_backoff.next_delay()
+            if self._db_outage.failed(self._now()):
+                log.warning("%s: cannot connect: %s; retrying with backoff",
+                            self.source.describe(), _reason(exc))
+            else:
+                log.debug("%s: still cannot connect: %s", self.source.describe(), _reason(exc))
+            await self._db(self.source.close)
+            await self._sleep(delay)
+            return False
+        self._connected = True
+        self._db_backoff.reset()
+        if self.prefix is None:
+            self.prefix = check_unique_prefix(default_unique_prefix(self.source.identity()))
+        outage = self._db_outage.recovered(self._now())
+        if not self._ever_connected:
+            self._ever_connected = True
+            wake = {"poll": "", "listen": "woken by LISTEN, "}.get(
+                self.source.wake, f"woken by its {self.source.wake}, ")
+            how = f"{wake}polled every {self.poll_interval:g} s"
+            log.log(NOTICE, "relaying %s to %s (%s; batches of %d; unique prefix %r)",
+                    self.source.describe(), ",".join(self.client.servers), how, self.batch,
+                    self.prefix.decode())
+        elif outage is not None:
+            log.log(NOTICE, "%s: connected again after %.1f s", self.source.describe(), outage)
+        return True
+
+    async def _lost_database(self, exc: Exception) -> None:
+        self._connected = False
+        if self._db_outage.failed(self._now()):
+            log.warning("%s: %s; reconnecting with backoff (rows not yet confirmed stay in the "
+                        "outbox)", self.source.describe(), _reason(exc))
+        await self._db(self.source.close)
+        await self._sleep(self._db_backoff.next_delay())
+
+    # -- one batch --------------------------------------------------------------------------
+
+    async def _round(self) -> str:
+        """Claim, submit and finish one batch: ``empty`` (nothing to do), ``busy`` (rows went;
+        more may wait), or ``refused`` (the job server did not take every row)."""
+        # While the job server is down, one row at a time finds out when it is back without
+        # holding many locks (or SQLite's write lock) for a submission that fails.
+        limit = 1 if self._server_outage.down else self.batch
+        rows = await self._db(self.source.claim, limit, self.batch_bytes)
+        if not rows:
+            return "empty"
+        outcomes = await self._submit(rows)
+        settlement = settle(rows, outcomes)
+        await self._db(self.source.finish, settlement.finished)
+        self.submitted += len(settlement.done)
+        if settlement.done:
+            log.info("%s: submitted %d row(s), ids %d-%d", self.source.describe(),
+                     len(settlement.done), settlement.done[0], settlement.done[-1])
+        for row, exc in settlement.refused:
+            log.error("%s: deleted outbox row %d that no job server can take (%s): function "
+                      "%r, %d bytes of workload", self.source.describe(), row.id, _reason(exc),
+                      row.function[:80], len(row.workload))
+        if settlement.failed:
+            if self._server_outage.failed(self._now()):
+                log.warning("%s: the job server does not take jobs: %s; rows wait in the "
+                            "outbox, retrying with backoff", self.source.describe(),
+                            describe_error(settlement.failed[0][1]))
+            return "refused"
+        outage = self._server_outage.recovered(self._now())
+        if outage is not None:
+            log.log(NOTICE, "%s: the job server takes jobs again (after %.1f s)",
+                    self.source.describe(), outage)
+        self._server_backoff.reset()
+        return "busy"
+
+    async def _submit(self, rows: list[OutboxRow]) -> list[object]:
+        """Submit every row at once; each outcome is a job handle or the exception."""
+        prefix = self.prefix
+        assert prefix is not None
+        tasks = [
+            asyncio.ensure_future(self.client.submit_background(
+                row.function, row.workload, unique=unique_for(row, prefix),
+                priority=row.level, timeout=self.submit_timeout,
+            ))
+            for row in rows
+        ]
+        gathered = asyncio.gather(*tasks, return_exceptions=True)
+        if not self.stopping.is_set():
+            stopped = asyncio.ensure_future(self.stopping.wait())
+            either: set[asyncio.Future[Any]] = {gathered, stopped}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+        if not gathered.done():
+            log.log(NOTICE, "%s: stopping; waiting up to %g s for the batch in hand",
+                    self.source.describe(), self.stop_grace)
+            await asyncio.wait({gathered}, timeout=self.stop_grace)
+            for task in tasks:  # unconfirmed rows stay in the outbox
+                task.cancel()
+        return list(await gathered)
+
+    # -- watching and side tasks ------------------------------------------------------------
+
+    async def _start_background(self) -> list[asyncio.Task[None]]:
+        tasks = [asyncio.create_task(self._watch())]
+        side = [*self._side_tasks, *await self._db(self.source.side_tasks)]
+        for task in side:
+            tasks.append(asyncio.create_task(self._guard(task)))
+        return tasks
+
+    async def _guard(self, task: SideTask) -> None:
+        try:
+            await task(self.client, self.stopping)
+        except Exception:
+            log.exception("%s: a side task of the relay failed", self.source.describe())
+
+    async def _watch(self) -> None:
+        """Keep :meth:`Source.watch` running; while it cannot, the relay polls."""
+        outage = Outage()
+        backoff = Backoff(0.5, 30.0)
+
+        def woken() -> None:
+            if outage.recovered(self._now()) is not None:
+                log.log(NOTICE, "%s: watching the %s again", self.source.describe(),
+                        self.source.wake)
+                backoff.reset()
+            self._woken.set()
+
+        while not self.stopping.is_set():
+            try:
+                await self.source.watch(woken)
+                problem = "it ended"
+            except Exception as exc:
+                problem = _reason(exc)
+            if outage.failed(self._now()):
+                log.warning("%s: cannot watch the %s: %s; polling every %g s meanwhile",
+                            self.source.describe(), self.source.wake, problem,
+                            self.poll_interval)
+            await self._sleep(backoff.next_delay())
+
+    async def _stop_background(self, tasks: list[asyncio.Task[None]]) -> None:
+        if not tasks:
+            return
+        watcher, side = tasks[0], tasks[1:]
+        watcher.cancel()
+        if side:
+            await asyncio.wait(side, timeout=10)
+        for task in side:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run_relays(
+    dsns: Sequence[str],
+    servers: ServersArg = None,
+    *,
+    stop: asyncio.Event,
+    schema: str = "gearsql",
+    source: str = "auto",
+    **options: Any,
+) -> None:
+    """Run one :class:`Relay` per DSN until ``stop`` is set (the entry point of ``gearsql
+    relay`` and ``gearsql server --relay``); ``options`` are :class:`Relay`'s. Raises ValueError
+    for a DSN or option that cannot work, then stops the others."""
+    relays = [Relay(open_source(dsn, schema, source), servers, **options) for dsn in dsns]
+    tasks = [asyncio.create_task(relay.run()) for relay in relays]
+    waiter = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not waiter and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        for relay in relays:
+            relay.stop()
+        waiter.cancel()
+        await asyncio.gather(*tasks, waiter, return_exceptions=True)

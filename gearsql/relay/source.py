@@ -1,0 +1,116 @@
+"""The interface between the relay and one database's outbox, and the choice of source from a
+DSN."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from gearsql.relay.batch import OutboxRow
+
+if TYPE_CHECKING:
+    from gearsql.client import AsyncClient
+
+__all__ = ["SOURCES", "SideTask", "Source", "open_source"]
+
+#: How a relay may learn of new rows; ``auto`` picks the best the database offers.
+SOURCES = ("auto", "listen", "binlog", "poll")
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+#: Another kind of work the relay does for a database beside draining its outbox, such as
+#: MariaDB's foreground calls: called once with the relay's job server client and its stop
+#: event, it runs until the event is set (and must handle its own database errors).
+SideTask = Callable[["AsyncClient", asyncio.Event], Awaitable[None]]
+
+
+class Source:
+    """One database's outbox.
+
+    The blocking methods (:meth:`open`, :meth:`claim`, :meth:`finish`, :meth:`close`,
+    :meth:`side_tasks`) are called one at a time from the relay's database thread; an exception
+    from :meth:`open`, :meth:`claim` or :meth:`finish` means the connection is broken: the
+    relay closes the source, waits, and opens it again. ValueError from :meth:`open` is a
+    configuration error and stops the relay. :meth:`watch` runs on the event loop.
+    """
+
+    #: How this source hears of new rows: ``listen``, ``binlog`` or ``poll``.
+    wake = "poll"
+
+    def open(self) -> None:
+        """Connect (again)."""
+        raise NotImplementedError
+
+    def identity(self) -> str:
+        """A name of the outbox that is the same for every relay on it (valid after
+        :meth:`open`): the default unique prefix is derived from it."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """The outbox for log lines (no password)."""
+        return self.identity()
+
+    def claim(self, limit: int, max_bytes: int) -> list[OutboxRow]:
+        """Lock and return the oldest rows no other relay holds: at most ``limit``, with
+        workloads of at most ``max_bytes`` together (but at least one row). The transaction
+        stays open until :meth:`finish`; with no rows it is ended and [] returned."""
+        raise NotImplementedError
+
+    def finish(self, ids: list[int]) -> None:
+        """Delete the rows ``ids`` (a subset of the claim) and commit, which also lets go of the
+        other claimed rows."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Disconnect; safe to call on a broken or closed source."""
+        raise NotImplementedError
+
+    async def watch(self, wake: Callable[[], None]) -> None:
+        """Call ``wake()`` whenever rows may have been committed, until cancelled; raise when
+        the way of hearing of them breaks (the relay polls meanwhile and watches again later).
+        The default hears nothing: the relay polls."""
+        await asyncio.Event().wait()
+
+    def side_tasks(self) -> list[SideTask]:
+        """More work for the relay beside the outbox (see :data:`SideTask`); asked once, after
+        the first successful :meth:`open`, on the database thread."""
+        return []
+
+
+def open_source(dsn: str, schema: str = "gearsql", source: str = "auto") -> Source:
+    """The :class:`Source` a ``--dsn`` names: ``postgresql://...`` (``source`` auto or listen:
+    LISTEN; poll), ``mysql://...`` or ``mariadb://...`` (auto: the binlog where it can be
+    followed; binlog; poll), ``sqlite:///path/app.db`` (auto: its change counter; poll).
+    Nothing is connected yet. Raises ValueError."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}: use one of {', '.join(SOURCES)}")
+    scheme = urlsplit(dsn).scheme
+    if scheme in ("postgresql", "postgres"):
+        from gearsql.relay._postgres import PostgresSource
+
+        if source == "binlog":
+            raise ValueError("--source binlog is for MySQL/MariaDB; PostgreSQL listens or polls")
+        return PostgresSource(dsn, schema, "poll" if source == "poll" else "listen")
+    if scheme in ("mysql", "mariadb"):
+        from gearsql.relay._mysql import MySQLSource
+
+        if source == "listen":
+            raise ValueError("--source listen is for PostgreSQL; MySQL follows the binlog or polls")
+        return MySQLSource(dsn, source)
+    if scheme in ("sqlite", "sqlite3"):
+        from gearsql.relay._sqlite import SQLiteSource
+
+        if source not in ("auto", "poll"):
+            raise ValueError(f"--source {source}: an SQLite relay watches its file or polls")
+        path = dsn.split("://", 1)[1].split("?", 1)[0]
+        if path.startswith("//"):  # sqlite:////abs/path, as SQLAlchemy writes it
+            path = path[1:]
+        if not path:
+            raise ValueError("an SQLite DSN needs a path: sqlite:///path/to/app.db")
+        return SQLiteSource(path, "poll" if source == "poll" else "change counter")
+    raise ValueError(
+        f"unknown database {dsn!r}: use postgresql://..., mysql://... or sqlite:///path"
+    )

@@ -1,0 +1,117 @@
+"""The relay's decisions without I/O (gearsql.relay.batch) and the choice of source from a DSN."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gearsql.client import Priority
+from gearsql.errors import ConnectionLost, InvalidArgument, JobTimeout
+from gearsql.relay import open_source
+from gearsql.relay.batch import (
+    MAX_PREFIX,
+    Outage,
+    OutboxRow,
+    check_unique_prefix,
+    default_unique_prefix,
+    row_from_values,
+    settle,
+    take_within,
+    unique_for,
+)
+
+
+def row(id_: int, unique: bytes | None = None, priority: str = "normal") -> OutboxRow:
+    return OutboxRow(id_, b"f", unique, b"w", priority)
+
+
+def test_rows_from_any_driver_type() -> None:
+    assert row_from_values((7, memoryview(b"f"), None, bytearray(b"\0w"), b"high")) == OutboxRow(
+        7, b"f", None, b"\0w", "high")
+    assert row_from_values(("8", "f", b"", "w", "low")).unique is None
+    assert row(1, priority="high").level is Priority.HIGH
+    assert row(1, priority="low").level is Priority.LOW
+    assert row(1).level is Priority.NORMAL
+
+
+def test_a_batch_takes_what_fits_in_the_byte_budget_but_at_least_one_row() -> None:
+    assert take_within([(1, 10), (2, 10), (3, 10)], 25) == [1, 2]
+    assert take_within([(1, 10), (2, 10)], 20) == [1, 2]
+    assert take_within([(5, 100), (6, 1)], 10) == [5]  # alone, however large
+    assert take_within([], 10) == []
+
+
+def test_the_unique_is_the_rows_own_else_prefix_and_id() -> None:
+    assert unique_for(row(12), b"outbox:ab:") == b"outbox:ab:12"
+    assert unique_for(row(12, b"mine"), b"outbox:ab:") == b"mine"
+    longest = check_unique_prefix("p" * MAX_PREFIX)
+    assert len(unique_for(row(2**64 - 1), longest)) == 64
+
+
+def test_a_prefix_that_could_cut_an_id_short_is_refused() -> None:
+    with pytest.raises(ValueError, match="at most 44"):
+        check_unique_prefix("p" * (MAX_PREFIX + 1))
+    with pytest.raises(ValueError, match="NUL"):
+        check_unique_prefix("a\0b")
+
+
+def test_the_default_prefix_depends_on_the_outbox_only() -> None:
+    one = default_unique_prefix("postgresql:1:app:gearsql")
+    assert one == default_unique_prefix("postgresql:1:app:gearsql")
+    assert one != default_unique_prefix("postgresql:1:other:gearsql")
+    assert one.startswith("outbox:") and len(one) <= MAX_PREFIX
+
+
+def test_settling_keeps_unconfirmed_rows_and_drops_impossible_ones() -> None:
+    rows = [row(1), row(2), row(3), row(4), row(5)]
+    bad = InvalidArgument("Function name contains a NUL byte")
+    settlement = settle(rows, ["H:1", ConnectionLost("gone"), bad, JobTimeout("slow"),
+                               asyncio.CancelledError()])
+    assert settlement.done == [1]
+    assert [r.id for r, _ in settlement.refused] == [3]
+    assert [r.id for r, _ in settlement.failed] == [2, 4, 5]
+    assert settlement.finished == [1, 3]
+
+
+def test_an_outage_is_reported_once_at_its_start_and_end() -> None:
+    outage = Outage()
+    assert outage.recovered(1.0) is None
+    assert outage.failed(2.0) is True
+    assert outage.failed(3.0) is False
+    assert outage.down
+    assert outage.recovered(5.5) == 3.5
+    assert not outage.down
+
+
+@pytest.mark.parametrize(("dsn", "source", "kind", "wake"), [
+    ("postgresql://u@h/db", "auto", "PostgresSource", "listen"),
+    ("postgres://u@h/db", "poll", "PostgresSource", "poll"),
+    ("mysql://u@h/db", "auto", "MySQLSource", "poll"),  # until it has seen the server
+    ("mariadb://u@h/db", "binlog", "MySQLSource", "binlog"),
+    ("sqlite:///tmp/app.db", "auto", "SQLiteSource", "change counter"),
+])
+def test_the_dsn_picks_the_source(dsn: str, source: str, kind: str, wake: str) -> None:
+    if kind == "MySQLSource":
+        pytest.importorskip("mysql.connector")
+    chosen = open_source(dsn, "gearsql", source)
+    assert type(chosen).__name__ == kind
+    assert chosen.wake == wake
+
+
+def test_sqlite_dsns_name_absolute_paths() -> None:
+    assert open_source("sqlite:///tmp/a.db").path == "/tmp/a.db"  # type: ignore[attr-defined]
+    assert open_source("sqlite:////tmp/a.db").path == "/tmp/a.db"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("dsn", "source", "message"), [
+    ("oracle://x/y", "auto", "unknown database"),
+    ("postgresql://h/x", "binlog", "--source binlog is for MySQL"),
+    ("mysql://h/x", "listen", "--source listen is for PostgreSQL"),
+    ("sqlite:///x.db", "binlog", "an SQLite relay watches its file or polls"),
+    ("sqlite://", "auto", "needs a path"),
+    ("sqlite:///x.db", "sometimes", "unknown source"),
+])
+def test_impossible_sources_are_refused(dsn: str, source: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        open_source(dsn, "gearsql", source)
