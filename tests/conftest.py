@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -152,6 +153,27 @@ def mysql_dsn() -> Iterator[str]:
 
     with mysql_database() as dsn:
         yield dsn
+
+
+@pytest.fixture
+def relays(gearsql_server: ServerProcess, tmp_path: Path) -> Iterator[Any]:
+    """Starts ``gearsql relay`` processes (tests/relaying.py) against ``gearsql_server``; all
+    are stopped at the end."""
+    from relaying import Relays
+
+    relays = Relays(gearsql_server, tmp_path)
+    yield relays
+    relays.stop_all()
+
+
+@pytest.fixture
+def recorder(gearsql_server: ServerProcess) -> Iterator[Any]:
+    """A real worker in a thread that records the jobs it runs (tests/relaying.py)."""
+    from relaying import Recorder
+
+    recorder = Recorder(gearsql_server)
+    yield recorder
+    recorder.stop()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

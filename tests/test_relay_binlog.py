@@ -11,7 +11,6 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -32,20 +31,6 @@ def binlog_dsn() -> Iterator[str]:
 @pytest.fixture
 def db(binlog_dsn: str) -> MariaDB:
     return MariaDB(binlog_dsn)  # a new, empty outbox
-
-
-@pytest.fixture
-def relays(gearsql_server: ServerProcess, tmp_path: Path) -> Iterator[Relays]:
-    relays = Relays(gearsql_server, tmp_path)
-    yield relays
-    relays.stop_all()
-
-
-@pytest.fixture
-def recorder(gearsql_server: ServerProcess) -> Iterator[Recorder]:
-    recorder = Recorder(gearsql_server)
-    yield recorder
-    recorder.stop()
 
 
 def test_auto_follows_the_binlog_and_only_commits_make_jobs(

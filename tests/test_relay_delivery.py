@@ -58,20 +58,6 @@ def db(database: Database) -> Database:
     return database
 
 
-@pytest.fixture
-def relays(gearsql_server: ServerProcess, tmp_path: Path) -> Iterator[Relays]:
-    relays = Relays(gearsql_server, tmp_path)
-    yield relays
-    relays.stop_all()
-
-
-@pytest.fixture
-def recorder(gearsql_server: ServerProcess) -> Iterator[Recorder]:
-    recorder = Recorder(gearsql_server)
-    yield recorder
-    recorder.stop()
-
-
 def test_a_commit_runs_once_and_a_rollback_or_savepoint_rollback_never(
     db: Database, relays: Relays, recorder: Recorder
 ) -> None:
