@@ -123,6 +123,16 @@ def cli() -> None:
     """
 
 
+_LOG_FILE_OPTION = click.option(
+    "-l",
+    "--log-file",
+    default="stderr",
+    show_default=True,
+    metavar="FILE",
+    help="Log file; 'stderr', or 'none' for no log.",
+)
+
+
 @cli.command(cls=_ConfigFileCommand, context_settings=CONTEXT)
 @click.option(
     "--config-file",
@@ -239,14 +249,7 @@ def cli() -> None:
     help="Also drain this database's outbox into this server, as `gearsql relay --dsn DSN` "
     "does; repeat for several.",
 )
-@click.option(
-    "-l",
-    "--log-file",
-    default="stderr",
-    show_default=True,
-    metavar="FILE",
-    help="Log file; 'stderr', or 'none' for no log.",
-)
+@_LOG_FILE_OPTION
 @click.option(
     "--verbose",
     default="NOTICE",
@@ -1146,14 +1149,7 @@ def work(
     help="Unique of rows without one: PREFIX + outbox id (at most 44 bytes).  [default: "
     "outbox:<hash of the database>:]",
 )
-@click.option(
-    "-l",
-    "--log-file",
-    default="stderr",
-    show_default=True,
-    metavar="FILE",
-    help="Log file; 'stderr', or 'none' for no log.",
-)
+@_LOG_FILE_OPTION
 @click.option(
     "-v",
     "--verbose",
