@@ -44,7 +44,9 @@ import hashlib
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import urlsplit
+
+from gearsql._mysqlurl import parse_mysql_url
 
 __all__ = [
     "FUNCTIONS",
@@ -654,30 +656,11 @@ def connect_config(dsn: str) -> dict[str, Any]:
     """mysql-connector ``connect()`` arguments from ``mysql://user:pw@host:3306/db`` (also
     ``mariadb://``; options ``connect_timeout`` seconds and ``unix_socket``), the URL form of
     ``--store mysql://...``. Raises ValueError without a database or for an unknown option."""
-    parts = urlsplit(dsn)
-    if parts.scheme not in ("mysql", "mariadb"):
+    if urlsplit(dsn).scheme not in ("mysql", "mariadb"):
         raise ValueError(f"not a MySQL URL: {dsn!r} (mysql://user:pw@host:3306/db)")
-    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-    unknown = set(query) - _DSN_OPTIONS
-    if unknown:
-        raise ValueError(
-            f"unknown MySQL URL option(s) {', '.join(sorted(unknown))}: "
-            f"use {', '.join(sorted(_DSN_OPTIONS))}"
-        )
-    database = unquote(parts.path.strip("/"))
-    if not database:
-        raise ValueError("the MySQL URL needs a database: mysql://user:pw@host:3306/db")
-    config: dict[str, Any] = {
-        "host": parts.hostname or "127.0.0.1",
-        "port": parts.port or 3306,
-        "user": unquote(parts.username or "root"),
-        "password": unquote(parts.password or ""),
-        "database": database,
-        "autocommit": True,
-        "connection_timeout": max(1, round(float(query.get("connect_timeout", 5)))),
-    }
-    if "unix_socket" in query:
-        config["unix_socket"] = query["unix_socket"]
+    config, query = parse_mysql_url(dsn, _DSN_OPTIONS, "MySQL")
+    config["autocommit"] = True
+    config["connection_timeout"] = max(1, round(float(query.get("connect_timeout", 5))))
     return config
 
 

@@ -63,7 +63,6 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, unquote, urlsplit
 
 try:
     import mysql.connector
@@ -74,6 +73,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "the MySQL store needs mysql-connector-python: pip install 'gearsql[mysql]'"
     ) from exc
 
+from gearsql._mysqlurl import parse_mysql_url
 from gearsql.stores.base import Store, StoredJob, StoreError, check_identifier
 
 __all__ = ["SCHEMA_VERSION", "MySQLStore"]
@@ -176,38 +176,22 @@ class MySQLStore(Store):
         timeout: float = 60.0,
     ):
         self.table = check_identifier(table)
-        parts = urlsplit(url)
-        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-        unknown = set(query) - self._OPTIONS
-        if unknown:
-            raise ValueError(
-                f"unknown MySQL store option(s) {', '.join(sorted(unknown))}: "
-                f"use {', '.join(sorted(self._OPTIONS))}"
-            )
-        database = unquote(parts.path.strip("/"))
-        if not database:
-            raise ValueError("a MySQL store URL needs a database: mysql://user:pw@host:3306/db")
-        host = parts.hostname or "127.0.0.1"
-        port = parts.port or 3306
-        user = unquote(parts.username or "root")
+        config, query = parse_mysql_url(url, self._OPTIONS, "MySQL store")
+        host, port, user, database = (
+            config["host"], config["port"], config["user"], config["database"]
+        )
         self.database = database
         self.connect_timeout = float(query.get("connect_timeout", connect_timeout))
         self.timeout = float(query.get("timeout", timeout))
         self._where = query.get("unix_socket") or f"{host}:{port}"
         self._config: dict[str, Any] = {
-            "host": host,
-            "port": port,
-            "user": user,
-            "password": unquote(parts.password or ""),
-            "database": database,
+            **config,
             # Every value goes over as bytes and every result comes back as bytes.
             "charset": "binary",
             "autocommit": True,
             "sql_mode": _SQL_MODE,
             "connection_timeout": max(1, round(self.connect_timeout)),
         }
-        if "unix_socket" in query:
-            self._config["unix_socket"] = query["unix_socket"]
         if "read_timeout" in DEFAULT_CONFIGURATION:  # connectors before 9.x have none
             self._config["read_timeout"] = self._config["write_timeout"] = max(
                 1, round(self.timeout)
