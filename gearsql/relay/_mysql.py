@@ -14,7 +14,7 @@ from typing import Any
 
 from gearsql.relay._thread import watch_in_thread
 from gearsql.relay.batch import OutboxRow, row_from_values, take_within
-from gearsql.relay.source import SideTask, Source
+from gearsql.relay.source import SideTask, Source, close_quietly
 
 __all__ = ["MySQLSource", "binlog_problem"]
 
@@ -23,14 +23,6 @@ NOTICE = 25
 
 #: Seconds between the binlog's heartbeats, which is also how soon its reader notices a stop.
 HEARTBEAT = 0.5
-
-
-def _close_quietly(conn: Any) -> None:
-    if conn is not None:
-        try:
-            conn.close()
-        except Exception:  # already broken
-            pass
 
 
 def _skip_locked(version: str) -> bool:
@@ -183,7 +175,7 @@ class MySQLSource(Source):
         self.conn.commit()
 
     def close(self) -> None:
-        _close_quietly(self.conn)
+        close_quietly(self.conn)
         self.conn = None
 
     async def watch(self, wake: Callable[[], None]) -> None:

@@ -7,20 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 from gearsql.relay.batch import OutboxRow, row_from_values, take_within
-from gearsql.relay.source import IDENTIFIER, Source
+from gearsql.relay.source import IDENTIFIER, Source, close_quietly
 
 __all__ = ["CHANNEL", "PostgresSource"]
 
 #: The channel the outbox insert notifies, with the schema as payload (gearsql/bridges/postgres.py).
 CHANNEL = "gearsql_outbox"
-
-
-def _close_quietly(conn: Any) -> None:
-    if conn is not None:
-        try:
-            conn.close()
-        except Exception:  # already broken
-            pass
 
 
 class PostgresSource(Source):
@@ -94,7 +86,7 @@ class PostgresSource(Source):
         self.conn.commit()
 
     def close(self) -> None:
-        _close_quietly(self.conn)
+        close_quietly(self.conn)
         self.conn = None
 
     async def watch(self, wake: Callable[[], None]) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from gearsql.relay._thread import watch_in_thread
 from gearsql.relay.batch import OutboxRow, row_from_values, take_within
-from gearsql.relay.source import Source
+from gearsql.relay.source import Source, close_quietly
 
 __all__ = ["SQLiteSource"]
 
@@ -93,11 +93,7 @@ class SQLiteSource(Source):
 
     def close(self) -> None:
         conn, self.conn = self.conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:  # already broken
-                pass
+        close_quietly(conn)
 
     async def watch(self, wake: Callable[[], None]) -> None:
         if self.wake == "poll":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from gearsql.relay.batch import OutboxRow
@@ -14,7 +14,7 @@ from gearsql.relay.batch import OutboxRow
 if TYPE_CHECKING:
     from gearsql.client import AsyncClient
 
-__all__ = ["SOURCES", "SideTask", "Source", "open_source"]
+__all__ = ["SOURCES", "SideTask", "Source", "close_quietly", "open_source"]
 
 #: How a relay may learn of new rows; ``auto`` picks the best the database offers.
 SOURCES = ("auto", "listen", "binlog", "poll")
@@ -114,3 +114,12 @@ def open_source(dsn: str, schema: str = "gearsql", source: str = "auto") -> Sour
     raise ValueError(
         f"unknown database {dsn!r}: use postgresql://..., mysql://... or sqlite:///path"
     )
+
+
+def close_quietly(conn: Any) -> None:
+    """Close a database connection that may be broken or None; for :meth:`Source.close`."""
+    if conn is not None:
+        try:
+            conn.close()
+        except Exception:  # already broken
+            pass
