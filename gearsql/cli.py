@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 import click
 
@@ -737,6 +737,13 @@ def _per_line_options(client: bool) -> Callable[[Callable[..., Any]], Callable[.
     return decorate
 
 
+def _binary_stream(name: Literal["stdin", "stdout", "stderr"]) -> BinaryIO:
+    """The byte stream under sys.stdin/stdout/stderr. Not click.get_binary_stream: its return type
+    differs between click releases (``object`` in 8.5), and on POSIX it is this same buffer."""
+    stream = {"stdin": sys.stdin, "stdout": sys.stdout, "stderr": sys.stderr}[name]
+    return stream.buffer
+
+
 def _strip(line: bytes, per_line: str | None) -> bytes:
     return line[:-1] if per_line == "strip" and line.endswith(b"\n") else line
 
@@ -746,8 +753,8 @@ class _Printer:
     closed pipe (``| head``) instead of raising, so the command can stop quietly."""
 
     def __init__(self) -> None:
-        self.stdout = click.get_binary_stream("stdout")
-        self.stderr = click.get_binary_stream("stderr")
+        self.stdout = _binary_stream("stdout")
+        self.stderr = _binary_stream("stderr")
         self.lock = threading.Lock()
         self.broken_pipe = False
 
@@ -800,7 +807,7 @@ def _workloads(data: tuple[str, ...], per_line: str | None, no_input: bool) -> I
     elif no_input:
         yield b""
     else:
-        stdin = click.get_binary_stream("stdin")
+        stdin = _binary_stream("stdin")
         if per_line is None:
             yield stdin.read()
             return
@@ -989,7 +996,7 @@ class _CommandRunner:
         try:
             if not self.command:
                 # gearman -w prints the workload; gearsql also sends it back as the result.
-                stdout = click.get_binary_stream("stdout")
+                stdout = _binary_stream("stdout")
                 stdout.write(job.data)
                 stdout.flush()
                 return job.data
