@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,53 @@ from typing import Any
 import pytest
 
 REQUIRE_TOOLS = os.environ.get("GEARSQL_TEST_REQUIRE_TOOLS") == "1"
+
+# The user's own HOME, before pytest_configure points HOME at a directory of the test session's.
+REAL_HOME = os.path.expanduser("~")
+_STATE_VARIABLES = ("HOME", "XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME")
+_saved_environment: dict[str, str | None] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests never touch the user's own state: for the whole session HOME and the XDG
+    directories point into a temporary directory, so a ``gearsql server`` started without
+    ``--store`` (its default is ``$XDG_STATE_HOME/gearsql/queue.sqlite3``) gets a queue of the
+    session's own, never the one a ``gearsql server`` of the user's may be running on."""
+    home = Path(tempfile.mkdtemp(prefix="gearsql-test-home-"))
+    config.stash[_home_key] = home
+    for name in _STATE_VARIABLES:
+        _saved_environment[name] = os.environ.get(name)
+    os.environ["HOME"] = str(home)
+    os.environ["XDG_STATE_HOME"] = str(home / ".local" / "state")
+    os.environ["XDG_CONFIG_HOME"] = str(home / ".config")
+    os.environ["XDG_CACHE_HOME"] = str(home / ".cache")
+    os.environ["XDG_DATA_HOME"] = str(home / ".local" / "share")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for name, value in _saved_environment.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    home = config.stash.get(_home_key, None)
+    if home is not None:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+_home_key = pytest.StashKey[Path]()
+
+
+def need_module(name: str, what: str) -> Any:
+    """Imports an optional test dependency; without it the calling test module is skipped with
+    the reason, or fails under GEARSQL_TEST_REQUIRE_TOOLS=1."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        message = f"{what} is not installed ({exc}): pip install -e '.[test]'"
+        if REQUIRE_TOOLS:
+            pytest.fail(message + "; GEARSQL_TEST_REQUIRE_TOOLS=1 forbids skipping")
+        pytest.skip(message, allow_module_level=True)
 
 
 def free_port() -> int:

@@ -9,13 +9,14 @@ from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
-import gear
-import gearman
-import gearman.connection
 import pytest
-from conftest import ServerProcess
+from conftest import ServerProcess, need_module
 
 from .probe import TIMEOUT, wait_for_status_line, wait_until
+
+gear = need_module("gear", "PyPI's gear")
+gearman = need_module("gearman", "PyPI's gearman3")
+need_module("gearman.connection", "PyPI's gearman3")
 
 pytestmark = pytest.mark.interop
 
