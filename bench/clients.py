@@ -250,7 +250,7 @@ class _ReceiveBuffer(array.array):  # type: ignore[type-arg]
 
 
 def gearman3_client(mode: str) -> Runner:
-    """gearman3's GearmanClient; function names go as bytes (PROTOCOL.md section 11)."""
+    """gearman3's GearmanClient; function names go as bytes (docs/protocol.md §11)."""
 
     def run(host: str, port: int, jobs: int, window: int, ready: Ready) -> list[float]:
         import gearman

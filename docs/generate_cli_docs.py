@@ -40,7 +40,20 @@ their output, and `work` serves a function by piping each job through a command
 `top` talk to a running server over the text admin protocol. All of them work with gearsql and
 with C gearmand, and name the server with `-h/--host` and `-p/--port`, or several with
 `--servers host:port,...` (also `$GEARMAN_SERVERS`); `-h` is the host, so help is `--help` only.
-Errors are one `gearsql: ...` line on stderr and a non-zero exit status.
+Errors are one `gearsql: ...` line on stderr and a non-zero exit status. `install` and
+`uninstall` put the `gman_*` SQL functions into a database and take them out again, one
+subcommand per database (`gearsql install postgres`, `gearsql install mysql`); every command and
+subcommand has its section below.
+
+Shell completion of commands, subcommands, options and their choices comes from click. Each of
+these prints the script for one shell; save it and source it from the shell's start-up file
+(completion runs the installed `gearsql` program, so it must be on `PATH`):
+
+```sh
+_GEARSQL_COMPLETE=bash_source gearsql > ~/.gearsql-complete.bash   # source it in ~/.bashrc
+_GEARSQL_COMPLETE=zsh_source gearsql > ~/.gearsql-complete.zsh     # source it in ~/.zshrc
+_GEARSQL_COMPLETE=fish_source gearsql > ~/.config/fish/completions/gearsql.fish
+```
 """
 
 
@@ -77,16 +90,41 @@ def section(title: str, help_text: str) -> str:
     return f"## {title}\n\n```text\n{help_text.rstrip()}\n```\n"
 
 
-def generate() -> str:
-    """The text of docs/cli.md: the group's help, then every command's, alphabetically."""
-    root = cli.make_context(
-        "gearsql", [], resilient_parsing=True, terminal_width=WIDTH, max_content_width=WIDTH
+def walk(
+    command: click.Command, path: tuple[str, ...], parent: click.Context | None
+) -> Iterator[tuple[tuple[str, ...], click.Command, click.Context | None]]:
+    """Every command under ``command`` (itself first), depth first, each group's commands in
+    the order its ``--help`` lists them, with the words that call it (``("gearsql", "install",
+    "postgres")``) and the context of the group above it."""
+    yield path, command, parent
+    if not isinstance(command, click.Group):
+        return
+    ctx = command.make_context(
+        path[-1],
+        [],
+        parent=parent,
+        resilient_parsing=True,
+        terminal_width=WIDTH,
+        max_content_width=WIDTH,
     )
-    parts = [HEADER, section("gearsql", render_help(cli, "gearsql", None))]
-    for name in cli.list_commands(root):
-        command = cli.get_command(root, name)
-        assert command is not None
-        parts.append(section(f"gearsql {name}", render_help(command, name, root)))
+    for name in command.list_commands(ctx):
+        sub = command.get_command(ctx, name)
+        if sub is None:
+            raise LookupError(f"{' '.join(path)} lists {name} but has no such command")
+        yield from walk(sub, (*path, name), ctx)
+
+
+def command_paths() -> list[str]:
+    """The name of every command and subcommand, as typed: ``gearsql install postgres``."""
+    return [" ".join(path) for path, _command, _parent in walk(cli, ("gearsql",), None)]
+
+
+def generate() -> str:
+    """The text of docs/cli.md: the group's help, then every command's and subcommand's, each
+    group's in the order of its ``--help``."""
+    parts = [HEADER]
+    for path, command, parent in walk(cli, ("gearsql",), None):
+        parts.append(section(" ".join(path), render_help(command, path[-1], parent)))
     return "\n".join(parts)
 
 
