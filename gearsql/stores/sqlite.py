@@ -9,20 +9,17 @@ the event loop only waits for the result. The file is opened in WAL mode with
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from gearsql.stores.base import Store, StoredJob, StoreError, check_identifier
+from gearsql.stores.base import StoredJob, StoreError, check_identifier
+from gearsql.stores.threaded import ThreadedStore
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "default_sqlite_path"]
-
-T = TypeVar("T")
 
 #: Version of gearsql's own additions to the table layout (kept in ``gearsql_schema``).
 SCHEMA_VERSION = 1
@@ -49,8 +46,11 @@ def _sql_value(value: bytes) -> str | bytes:
         return value
 
 
-class SQLiteStore(Store):
+class SQLiteStore(ThreadedStore[sqlite3.Connection]):
     """Durable jobs in an SQLite file (``--store sqlite:///path/to/queue.sqlite3``)."""
+
+    kind = "SQLite"
+    driver_error = sqlite3.Error
 
     def __init__(
         self, path: str | os.PathLike[str], table: str = "gearman_queue",
@@ -62,21 +62,10 @@ class SQLiteStore(Store):
         #: the server answers those submissions with QUEUE_ERROR.
         self.max_size = max_size
         self.description = f"sqlite {self.path} (table {self.table})"
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gearsql-sqlite")
-        self._conn: sqlite3.Connection | None = None
+        super().__init__()
         self._lock_fd: int | None = None
 
-    async def _run(self, func: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, func, *args)
-        except RuntimeError as exc:  # the executor was shut down by close()
-            raise StoreError("the SQLite store is closed") from exc
-
     # -- everything below the async methods runs on the store's own thread
-
-    async def open(self) -> None:
-        await self._run(self._open)
 
     def _open(self) -> None:
         try:
@@ -98,7 +87,11 @@ class SQLiteStore(Store):
             conn.close()
             self._unlock()
             raise StoreError(f"cannot use SQLite queue {self.path}: {exc}") from exc
-        self._conn = conn
+        except StoreError:
+            conn.close()
+            self._unlock()
+            raise
+        self._handle = conn
 
     def _lock(self) -> None:
         """One server per queue file: a second one would run every job twice."""
@@ -138,9 +131,9 @@ class SQLiteStore(Store):
         )
 
     def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise StoreError("the SQLite store is not open")
-        return self._conn
+        self._check_usable()
+        assert self._handle is not None  # open, so connected: SQLite never loses it
+        return self._handle
 
     async def load(self) -> list[StoredJob]:
         return await self._run(self._load)
@@ -194,15 +187,10 @@ class SQLiteStore(Store):
                 pass
             raise StoreError(f"SQLite commit failed: {exc}") from exc
 
-    async def close(self) -> None:
-        if self._conn is not None or self._lock_fd is not None:
-            await self._run(self._close)
-        self._executor.shutdown(wait=True)
-
     def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
         self._unlock()
 
 
