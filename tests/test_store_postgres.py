@@ -1,7 +1,8 @@
 """The PostgreSQL store's own promises, on a real server: faults (RELIABILITY 22, 23) and taking
 over a queue table that C gearmand created.
 
-The shared behaviour of every store is in ``test_store_contract.py``; the database comes from
+The shared behaviour of every store (a second server refused, a newer schema refused, a failed
+commit, epochs after 2038) is in ``test_store_contract.py``; the database comes from
 ``GEARSQL_TEST_PG_DSN`` (see ``tests/databases.py``).
 """
 
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from gearsql.stores import StoredJob, StoreError, open_store
-from gearsql.stores.postgres import SCHEMA_VERSION, PostgresStore
+from gearsql.stores.postgres import SCHEMA_VERSION
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -291,41 +292,3 @@ def test_a_queue_gearmand_wrote_is_replayed_and_migrated(
         )
     ).fetchall()
     assert rows == [("second", "report-job with space"), ("\x1egearsql:anon:1", None)]
-
-
-def test_a_table_from_a_newer_gearsql_is_refused(pg_dsn: str, admin: Any, table: str) -> None:
-    store = PostgresStore(pg_dsn, table=table)
-    run(store.open())
-    run(store.close())
-    admin.execute("UPDATE gearsql_schema SET version = %s WHERE name = %s", (99, table))
-
-    async def scenario() -> None:
-        store = PostgresStore(pg_dsn, table=table)
-        try:
-            with pytest.raises(StoreError, match="schema version 99"):
-                await store.open()
-        finally:
-            await store.close()
-
-    run(scenario())
-
-
-def test_a_second_server_cannot_open_the_same_table(pg_dsn: str) -> None:
-    url = f"{pg_dsn}?table=locked_{secrets.token_hex(4)}"
-
-    async def scenario() -> None:
-        first = open_store(url)
-        await first.open()
-        try:
-            second = open_store(url)
-            with pytest.raises(StoreError, match="in use by another gearsql server"):
-                await second.open()
-            await second.close()
-        finally:
-            await first.close()
-        # Once the first server is gone, the table is free again.
-        third = open_store(url)
-        await third.open()
-        await third.close()
-
-    asyncio.run(scenario())

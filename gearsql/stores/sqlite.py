@@ -5,6 +5,11 @@ when_to_run; primary key unique_key + function_name), so a queue gearmand left b
 taken over by pointing ``--store`` at its file. All database work runs on one thread of its own;
 the event loop only waits for the result. The file is opened in WAL mode with
 ``synchronous=FULL``: a commit that returned survives a power cut, not only a crash.
+
+The version of gearsql's own additions to the layout is kept per table in ``gearsql_schema``
+(name, version), as in the other stores; a table recorded with a newer version than this
+gearsql knows is refused. One server per file: a lock file beside it (``<file>.lock``, holding
+the server's pid) keeps a second one out.
 """
 
 from __future__ import annotations
@@ -114,6 +119,18 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
     def _migrate(self, conn: sqlite3.Connection) -> None:
         table = self.table
         conn.execute(
+            "CREATE TABLE IF NOT EXISTS gearsql_schema (name TEXT PRIMARY KEY, version INTEGER)"
+        )
+        row = conn.execute(
+            "SELECT version FROM gearsql_schema WHERE name = ?", (table,)
+        ).fetchone()
+        if row is not None and int(row[0] or 0) > SCHEMA_VERSION:
+            # A newer gearsql changed the layout in ways this one cannot know.
+            raise StoreError(
+                f"table {table} in {self.path} has gearsql schema version {int(row[0])};"
+                f" this gearsql knows only up to {SCHEMA_VERSION} (upgrade gearsql)"
+            )
+        conn.execute(
             f"CREATE TABLE IF NOT EXISTS {table} ("
             "unique_key TEXT, function_name TEXT, priority INTEGER, data BLOB, "
             "when_to_run INTEGER, PRIMARY KEY (unique_key, function_name))"
@@ -122,9 +139,6 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
         if b"when_to_run" not in columns:
             # Tables from gearmand before 1.1 have no when_to_run column.
             conn.execute(f"ALTER TABLE {table} ADD COLUMN when_to_run INTEGER DEFAULT 0")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS gearsql_schema (name TEXT PRIMARY KEY, version INTEGER)"
-        )
         conn.execute(
             "INSERT OR REPLACE INTO gearsql_schema (name, version) VALUES (?, ?)",
             (table, SCHEMA_VERSION),
