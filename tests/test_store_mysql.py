@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import select
 import socket
-import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
 from databases import mysql_connect_args
+from tcpproxy import TcpProxy
 
 from gearsql.stores import StoredJob, StoreError, open_store
 
@@ -94,108 +93,6 @@ def via_port(url: str, port: int, options: str = "") -> str:
     parts = urlsplit(url)
     credentials = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
     return f"mysql://{credentials}127.0.0.1:{port}{parts.path}?{parts.query}{options}"
-
-
-class TcpProxy:
-    """A real TCP proxy in front of the database server, to cut, refuse and freeze
-    connections the way a network or a restarting server does."""
-
-    def __init__(self, target: tuple[str, int]):
-        self.target = target
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        #: Connections accepted so far (refused ones included).
-        self.accepted = 0
-        self.refusing = False
-        self._peers: dict[socket.socket, socket.socket] = {}
-        self._frozen: set[socket.socket] = set()
-        self._request: str | None = None
-        self._done = threading.Event()
-        self._stopped = False
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stopped:
-            if self._request is not None:
-                self._handle(self._request)
-                self._request = None
-                self._done.set()
-            watched = [self.listener, *(s for s in self._peers if s not in self._frozen)]
-            readable, _, _ = select.select(watched, [], [], 0.02)
-            for sock in readable:
-                if sock is self.listener:
-                    self._accept()
-                elif sock in self._peers:
-                    self._pump(sock)
-
-    def _accept(self) -> None:
-        client, _ = self.listener.accept()
-        self.accepted += 1
-        if self.refusing:
-            client.close()
-            return
-        upstream = socket.create_connection(self.target)
-        self._peers[client], self._peers[upstream] = upstream, client
-
-    def _pump(self, sock: socket.socket) -> None:
-        try:
-            data = sock.recv(1 << 16)
-            if data:
-                self._peers[sock].sendall(data)
-                return
-        except OSError:
-            pass
-        self._close(sock)
-
-    def _close(self, sock: socket.socket) -> None:
-        peer = self._peers.pop(sock, None)
-        if peer is not None:
-            self._peers.pop(peer, None)
-        for each in (sock, peer):
-            if each is not None:
-                self._frozen.discard(each)
-                each.close()
-
-    def _handle(self, request: str) -> None:
-        if request == "cut":
-            for sock in list(self._peers):
-                self._close(sock)
-        elif request == "freeze":
-            self._frozen.update(self._peers)
-
-    def _ask(self, request: str) -> None:
-        self._done.clear()
-        self._request = request
-        assert self._done.wait(5), "the proxy thread did not answer"
-
-    def cut(self, refuse: bool) -> None:
-        """Close every connection (both ends, as a dying server does); with ``refuse``, new
-        connections are accepted and closed at once."""
-        self.refusing = refuse
-        self._ask("cut")
-
-    def freeze(self) -> None:
-        """Stop forwarding on the open connections without closing them (a network
-        partition: neither end notices)."""
-        self._ask("freeze")
-
-    def close(self) -> None:
-        self._stopped = True
-        self._thread.join(5)
-        for sock in list(self._peers):
-            self._close(sock)
-        self.listener.close()
-
-
-@pytest.fixture
-def proxy(mysql_dsn: str) -> Iterator[TcpProxy]:
-    parts = urlsplit(mysql_dsn)
-    proxy = TcpProxy((parts.hostname or "127.0.0.1", parts.port or 3306))
-    try:
-        yield proxy
-    finally:
-        proxy.close()
 
 
 # -- faults at start-up (RELIABILITY 22)
@@ -307,8 +204,9 @@ def test_a_connection_ended_by_wait_timeout_is_reestablished(url: str) -> None:
 
 
 def test_a_connection_that_cannot_be_restored_fails_after_one_attempt(
-    url: str, proxy: TcpProxy
+    url: str, mysql_dsn: str, tcp_proxy: Callable[[str], TcpProxy]
 ) -> None:
+    proxy = tcp_proxy(mysql_dsn)
     proxied = via_port(url, proxy.port)
 
     async def scenario() -> None:
@@ -323,7 +221,7 @@ def test_a_connection_that_cannot_be_restored_fails_after_one_attempt(
             with pytest.raises(StoreError):
                 await store.commit([job(b"b")], [])
             assert proxy.accepted == attempts + 2
-            proxy.refusing = False  # the server is back: no restart needed
+            proxy.restore()  # the server is back: no restart needed
             await store.commit([job(b"c")], [])
         finally:
             await store.close()
@@ -333,8 +231,9 @@ def test_a_connection_that_cannot_be_restored_fails_after_one_attempt(
 
 
 def test_a_partitioned_connection_times_out_and_its_lock_is_taken_back(
-    url: str, proxy: TcpProxy, admin: Any
+    url: str, mysql_dsn: str, tcp_proxy: Callable[[str], TcpProxy], admin: Any
 ) -> None:
+    proxy = tcp_proxy(mysql_dsn)
     proxied = via_port(url, proxy.port, "&timeout=2")
 
     async def scenario() -> None:
