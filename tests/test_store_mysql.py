@@ -183,7 +183,7 @@ def test_a_load_after_the_connection_was_killed_reconnects(url: str, admin: Any)
     assert run(scenario()) == [job(b"one")]
 
 
-def test_a_connection_ended_by_wait_timeout_is_reestablished(url: str) -> None:
+def test_a_connection_ended_by_wait_timeout_is_reestablished(url: str, admin: Any) -> None:
     async def scenario() -> None:
         store = await opened(url)
         try:
@@ -193,7 +193,10 @@ def test_a_connection_ended_by_wait_timeout_is_reestablished(url: str) -> None:
 
             await store._run(store._call, "test", shorten)
             first = store.connection_id
-            await asyncio.sleep(2.5)
+            deadline = time.monotonic() + 30
+            while first in {row[0] for row in query(admin, "SHOW PROCESSLIST")}:
+                assert time.monotonic() < deadline, "the server never ended the idle session"
+                await asyncio.sleep(0.05)
             await store.commit([job(b"after the timeout")], [])
             assert store.connection_id != first
         finally:
