@@ -6,11 +6,11 @@ single-thread executor: every driver call happens there, one at a time and in or
 connection is never shared between threads and needs no lock. The ``async`` methods only hand
 work to that thread and wait for the result.
 
-**Reconnect once.** :meth:`ThreadedStore._call` runs an operation on the store's connection
-(connecting first if an earlier failure left none). When the operation fails and the backend
-says that running it again may succeed (the connection was lost, or the server rolled back a
-deadlock), it runs it once more, on a new connection if the old one is gone. A second failure
-raises :class:`StoreError`, and so does a failure on a connection that was made for this very
+**Reconnect once.** :meth:`ReconnectingStore._call` runs an operation on the store's
+connection (connecting first if an earlier failure left none). When the operation fails and the
+backend says that running it again may succeed (the connection was lost, or the server rolled
+back a deadlock), it runs it once more, on a new connection if the old one is gone. A second
+failure raises :class:`StoreError`, and so does losing a connection that was made for this very
 operation: there is never a loop, and the next operation starts over with one reconnect. Every
 store makes running a commit twice harmless (upserts and deletions by key), which matters when
 the connection broke during COMMIT and nobody can know whether the first one took effect.
