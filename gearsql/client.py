@@ -924,6 +924,28 @@ class SyncTask:
     def __repr__(self) -> str:
         return repr(self.task).replace("<Task", "<SyncTask", 1)
 
+    # The Task's attributes, read through: they change as the job runs.
+
+    @property
+    def function(self) -> bytes:
+        return self.task.function
+
+    @property
+    def data(self) -> bytes:
+        return self.task.data
+
+    @property
+    def unique(self) -> bytes:
+        return self.task.unique
+
+    @property
+    def priority(self) -> Priority:
+        return self.task.priority
+
+    @property
+    def retry(self) -> int:
+        return self.task.retry
+
     @property
     def handle(self) -> bytes | None:
         return self.task.handle
@@ -931,6 +953,14 @@ class SyncTask:
     @property
     def server(self) -> str | None:
         return self.task.server
+
+    @property
+    def numerator(self) -> int:
+        return self.task.numerator
+
+    @property
+    def denominator(self) -> int:
+        return self.task.denominator
 
     def done(self) -> bool:
         return self.task.done()
@@ -984,9 +1014,27 @@ class Client:
         self._thread = EventLoopThread("gearsql-client")
         self._finalizer = weakref.finalize(self, self._thread.close)
 
+    # The AsyncClient's settings, read through (tests/test_sync_async_api.py keeps them alike).
+
     @property
     def servers(self) -> list[str]:
         return self._async.servers
+
+    @property
+    def exceptions(self) -> bool:
+        return self._async.exceptions
+
+    @property
+    def encoding(self) -> str | None:
+        return self._async.encoding
+
+    @property
+    def retry(self) -> int:
+        return self._async.retry
+
+    @property
+    def connect_timeout(self) -> float:
+        return self._async.connect_timeout
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._thread.run(coro)

@@ -30,7 +30,7 @@ from gearsql.protocol import (
     Violation,
     pack_response,
 )
-from gearsql.stores import Store, StoredJob, StoreError, open_store
+from gearsql.stores import Store, StoredJob, StoreError, default_store_url, open_store
 
 __all__ = ["JobServer", "ServerConfig", "run_server"]
 
@@ -39,7 +39,14 @@ log = logging.getLogger("gearsql.server")
 
 @dataclass
 class ServerConfig:
-    """Everything ``gearsql server`` can be told; the CLI fills it from options."""
+    """Everything ``gearsql server`` can be told; the CLI fills it from options.
+
+    ``store`` is a store URL as :func:`gearsql.stores.open_store` takes it. Its default is the
+    CLI's: the SQLite file of :func:`gearsql.stores.default_store_url`
+    (``$XDG_STATE_HOME/gearsql/queue.sqlite3``), read when the config is made, so that a server
+    started from Python keeps its background jobs across restarts as ``gearsql server`` does.
+    Pass ``store="memory"`` for a server that keeps nothing.
+    """
 
     listen: Sequence[str] = ("127.0.0.1",)
     port: int = 4730
@@ -54,13 +61,12 @@ class ServerConfig:
     keepalive_idle: int = -1
     keepalive_interval: int = -1
     keepalive_count: int = -1
-    store: str = "memory"  # the CLI's default is the SQLite file of default_store_url()
+    store: str = field(default_factory=default_store_url)
     allow_insecure_remote: bool = False
     remote_admin: bool = False
     verbose: str = "NOTICE"
     #: Databases whose outbox a relay inside this process drains into this server.
     relay: Sequence[str] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _is_loopback(host: str) -> bool:
@@ -188,7 +194,12 @@ class JobServer:
         self._last_warning: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
         self._stopping: asyncio.Event | None = None
-        self._committing = False
+        #: The group commit under way (None between commits).
+        self._commit_task: asyncio.Task[str | None] | None = None
+        #: After a failed commit with only deletions left, the flush that retries them.
+        self._commit_retry: asyncio.TimerHandle | None = None
+        #: Set by close(): no group commit starts any more; close() writes what is left.
+        self._closing = False
         self.loop: asyncio.AbstractEventLoop | None = None
 
     # -------------------------------------------------------------- output and timers
@@ -205,7 +216,11 @@ class JobServer:
                 conn = connections.get(session.id)
                 if data and conn is not None and conn.transport is not None:
                     conn.transport.write(data)
-        if (core.to_store or core.finished_stored) and not self._committing:
+        if (
+            (core.to_store or core.finished_stored)
+            and self._commit_task is None
+            and not self._closing
+        ):
             self._start_commit()
         deadline = core.next_deadline()
         if deadline != self._timer_at:
@@ -217,11 +232,29 @@ class JobServer:
         core = self.core
         adds, core.to_store = core.to_store, []
         removes, core.finished_stored = core.finished_stored, []
-        self._committing = True
         assert self.loop is not None
-        self.loop.create_task(self._commit(adds, removes))
+        if self._commit_retry is not None:
+            self._commit_retry.cancel()
+            self._commit_retry = None
+        task = self.loop.create_task(self._commit(adds, removes))
+        task.add_done_callback(self._commit_finished)
+        self._commit_task = task
 
-    async def _commit(self, adds: list[Job], removes: list[Job]) -> None:
+    def _commit_finished(self, task: asyncio.Task[str | None]) -> None:
+        """Start the next group commit with what arrived meanwhile (and send the replies)."""
+        self._commit_task = None
+        if self._closing or task.cancelled():
+            return
+        core = self.core
+        if task.result() is not None and core.finished_stored and not core.to_store:
+            # Do not spin on a broken store only to retry deletions: wait a moment.
+            assert self.loop is not None
+            self._commit_retry = self.loop.call_later(0.5, self.flush)
+        else:
+            self.flush()
+
+    async def _commit(self, adds: list[Job], removes: list[Job]) -> str | None:
+        """Commit one group; tell the core. Returns the error, if the commit failed."""
         row = self.core.store_row
         error: str | None = None
         removed = [StoredJob(*row(job)) for job in removes]
@@ -241,17 +274,12 @@ class JobServer:
         except Exception as exc:  # a store bug must not leave clients waiting forever
             error = f"store failure: {exc!r}"
             log.exception("store commit raised")
-        finally:
-            self._committing = False
         if error is not None:
             # The deletions are kept for the next commit; should the server stop first, the
             # finished jobs run again after a restart (at-least-once).
             self.core.finished_stored[:0] = removes
         self.core.commit_done(adds, error)
-        if error is not None and self.core.finished_stored and not self.core.to_store:
-            # Do not spin on a broken store only to retry deletions: wait a moment.
-            await asyncio.sleep(0.5)
-        self.flush()
+        return error
 
     def _arm(self, deadline: float | None) -> None:
         if self._timer is not None:
@@ -357,6 +385,7 @@ class JobServer:
 
     async def close(self) -> None:
         """Stop listening, close every connection, close the store."""
+        self._closing = True
         for server in self.servers:
             server.close()
         for conn in list(self.connections.values()):
@@ -369,13 +398,14 @@ class JobServer:
             self._timer.cancel()
         # Let the commit under way finish, then write what is left (finished jobs' deletions
         # above all, so that they do not run again after the restart).
-        while self._committing:
-            await asyncio.sleep(0.005)
+        if self._commit_retry is not None:
+            self._commit_retry.cancel()
+        if self._commit_task is not None:
+            await asyncio.wait([self._commit_task])
         core = self.core
         if core.to_store or core.finished_stored:
             adds, core.to_store = core.to_store, []
             removes, core.finished_stored = core.finished_stored, []
-            self._committing = True
             await self._commit(adds, removes)
         await self.store.close()
         log.log(NOTICE, "gearsql stopped")

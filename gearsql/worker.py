@@ -434,9 +434,27 @@ class Worker:
             backoff=backoff,
         )
 
+    # The AsyncWorker's settings, read through (tests/test_sync_async_api.py keeps them alike).
+
     @property
     def servers(self) -> list[str]:
         return self._async.servers
+
+    @property
+    def concurrency(self) -> int:
+        return self._async.concurrency
+
+    @property
+    def client_id(self) -> str | None:
+        return self._async.client_id
+
+    @property
+    def exceptions(self) -> bool:
+        return self._async.exceptions
+
+    @property
+    def connect_timeout(self) -> float:
+        return self._async.connect_timeout
 
     def register(
         self, function: str | bytes, handler: Handler, *, timeout: float | None = None

@@ -248,3 +248,25 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     for name in ("GEARSQL_TEST_PG_DSN", "GEARSQL_TEST_MYSQL_DSN", "GEARSQL_TEST_REQUIRE_DB"):
         lines.append(f"{name}={os.environ.get(name, '(unset)')}")
     return lines
+
+
+@pytest.fixture
+def tcp_proxy() -> Iterator[Any]:
+    """``tcp_proxy(dsn)`` starts a real TCP proxy (tests/tcpproxy.py) in front of the database
+    a ``postgresql://`` or ``mysql://`` DSN names; every proxy is closed at the end."""
+    from urllib.parse import urlsplit
+
+    from tcpproxy import TcpProxy
+
+    proxies: list[TcpProxy] = []
+
+    def start(dsn: str) -> TcpProxy:
+        parts = urlsplit(dsn)
+        default_port = 3306 if parts.scheme in ("mysql", "mariadb") else 5432
+        proxy = TcpProxy((parts.hostname or "127.0.0.1", parts.port or default_port))
+        proxies.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in proxies:
+        proxy.close()

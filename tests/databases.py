@@ -2,8 +2,10 @@
 
 Each test session works in a database of its own (created here, dropped at the end), so the
 suite never touches anyone's data on a shared server. ``GEARSQL_TEST_REQUIRE_DB=1`` (set in CI)
-turns "no database" into a failure, and an unreachable DSN stops the run once with one clear
-message instead of a failure per test.
+turns "no database" (no DSN, no Docker, no driver) into a stop instead of a skip. A server that
+does not answer is never a skip, with or without it: a DSN given is a DSN meant, so an
+unreachable one stops the run once with one clear message instead of a failure or a skip per
+test (``tests/test_databases.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import secrets
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -20,11 +23,26 @@ import pytest
 REQUIRE_DB = os.environ.get("GEARSQL_TEST_REQUIRE_DB") == "1"
 
 
-def _no_database(kind: str, why: str) -> None:
+def _no_database(kind: str, why: str) -> NoReturn:
     message = f"no {kind} server for the tests: {why}"
     if REQUIRE_DB:
         pytest.exit(message + " (GEARSQL_TEST_REQUIRE_DB=1 forbids skipping)", returncode=1)
     pytest.skip(message)
+
+
+def _cannot_connect(kind: str, dsn: str, exc: Exception) -> NoReturn:
+    """Stop the whole run: the database it was pointed at does not answer or refuses it."""
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    pytest.exit(f"cannot connect to the {kind} server at {_without_password(dsn)}: {reason}",
+                returncode=1)
+
+
+def _without_password(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _docker_available() -> bool:
@@ -67,7 +85,7 @@ def postgres_database() -> Iterator[str]:
     try:
         admin = psycopg.connect(dsn, autocommit=True, connect_timeout=5)
     except psycopg.Error as exc:
-        _no_database("PostgreSQL", f"cannot connect to {dsn}: {exc}".strip())
+        _cannot_connect("PostgreSQL", dsn, exc)
     name = f"gearsql_test_{os.getpid()}_{secrets.token_hex(3)}"
     admin.execute(f'CREATE DATABASE "{name}"')
     try:
@@ -116,7 +134,7 @@ def mysql_database() -> Iterator[str]:
     try:
         admin = mysql.connector.connect(**args, connection_timeout=5, autocommit=True)
     except mysql.connector.Error as exc:
-        _no_database("MySQL/MariaDB", f"cannot connect to {dsn}: {exc}")
+        _cannot_connect("MySQL/MariaDB", dsn, exc)
     name = f"gearsql_test_{os.getpid()}_{secrets.token_hex(3)}"
     cursor = admin.cursor()
     cursor.execute(f"CREATE DATABASE `{name}`")

@@ -155,7 +155,7 @@ def test_store_connection_uses_wal_and_synchronous_full(tmp_path: Path) -> None:
         store = SQLiteStore(tmp_path / "probe.sqlite3")
         await store.open()
         try:
-            conn = store._conn
+            conn = store._handle
             assert conn is not None
 
             def pragma(name: str) -> object:

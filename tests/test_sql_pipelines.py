@@ -17,6 +17,7 @@ import json
 import queue
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -27,12 +28,12 @@ from typing import Any, Protocol
 
 import pytest
 from conftest import REQUIRE_TOOLS, ServerProcess, free_port
+from wire import Peer
 
 ROOT = Path(__file__).resolve().parents[1]
 SQL = ROOT / "sql" / "examples"
 EXAMPLES = ROOT / "examples"
 WAIT = 30.0  # for what must arrive
-QUIET = 2.0  # how long nothing more may arrive after the last expected message
 
 TITLE = "Café ☕ it's \"done\""
 URL = "https://example.org/posts/1?a=1&b='2'"
@@ -70,6 +71,9 @@ class Database(Protocol):
     def insert(self, table: str, row: dict[str, str], *, commit: bool = True) -> None:
         """INSERT ``row`` into ``table`` in a transaction of its own, committed or rolled back."""
 
+    def outbox(self) -> int:
+        """Rows in the outbox: jobs committed that the relay has not yet submitted."""
+
 
 class Postgres:
     def __init__(self, dsn: str) -> None:
@@ -93,6 +97,13 @@ class Postgres:
                 conn.commit()
             else:
                 conn.rollback()
+
+    def outbox(self) -> int:
+        import psycopg
+
+        with psycopg.connect(self.dsn) as conn:
+            row = conn.execute("SELECT count(*) FROM gearsql.gman_outbox").fetchone()
+            return int(row[0]) if row else 0
 
 
 class MariaDB:
@@ -130,6 +141,19 @@ class MariaDB:
         finally:
             conn.close()
 
+    def outbox(self) -> int:
+        import mysql.connector
+
+        conn = mysql.connector.connect(**self.args)
+        try:
+            cursor = conn.cursor()
+            cursor.execute("SELECT count(*) FROM gman_outbox")
+            count = int(cursor.fetchone()[0])
+            cursor.close()
+            return count
+        finally:
+            conn.close()
+
 
 class SQLite:
     """An application's SQLite file; the connection that inserts has the gman_* functions."""
@@ -156,6 +180,13 @@ class SQLite:
                 conn.commit()
             else:
                 conn.rollback()
+        finally:
+            conn.close()
+
+    def outbox(self) -> int:
+        conn = sqlite3.connect(self.path, timeout=WAIT)
+        try:
+            return int(conn.execute("SELECT count(*) FROM gman_outbox").fetchone()[0])
         finally:
             conn.close()
 
@@ -333,9 +364,22 @@ def arrive(box: queue.Queue[Any], processes: Processes, what: str) -> Any:
         pytest.fail(f"{what} did not arrive within {WAIT:g} s\n{processes.report()}")
 
 
-def nothing_more(box: queue.Queue[Any]) -> list[Any]:
-    """Whatever else arrives within QUIET seconds (the test expects nothing)."""
-    time.sleep(QUIET)
+def idle(server: ServerProcess) -> bool:
+    """Whether the server holds no job at all, queued or running (its `status` lines)."""
+    with Peer(server.address) as peer:
+        lines = peer.admin("status").decode().splitlines()
+    return all(int(line.split("\t")[1]) == 0 for line in lines if "\t" in line)
+
+
+def nothing_more(box: queue.Queue[Any], database: Database, server: ServerProcess) -> list[Any]:
+    """Whatever else reached ``box`` once nothing is left that could still reach it (the test
+    expects nothing): the outbox is empty, so the relay has submitted every committed row, and
+    the server holds no job, so every worker has finished (a worker posts or mails before it
+    reports the job complete)."""
+    deadline = time.monotonic() + WAIT
+    while database.outbox() or not idle(server):
+        assert time.monotonic() < deadline, "the outbox or the job server never emptied"
+        time.sleep(0.05)
     extra = []
     while not box.empty():
         extra.append(box.get_nowait())
@@ -362,7 +406,7 @@ def test_a_committed_blog_entry_is_tweeted_once_and_a_rolled_back_one_never(
     path, content_type, body = arrive(tweet_api.posts, processes, "the tweet")
     assert (path, content_type) == ("/2/tweets", "application/json")
     assert json.loads(body) == {"text": f"{TITLE} - {URL}"}
-    assert nothing_more(tweet_api.posts) == []
+    assert nothing_more(tweet_api.posts, database, gearsql_server) == []
 
 
 def test_a_committed_outgoing_mail_is_sent_once_and_a_rolled_back_one_never(
@@ -389,7 +433,7 @@ def test_a_committed_outgoing_mail_is_sent_once_and_a_rolled_back_one_never(
     )
     assert message["Message-ID"].endswith("@gearsql.example>")
     assert message.get_content().replace("\r\n", "\n") == "At noon, café.\n"  # SMTP has CRLF
-    assert nothing_more(mailbox.messages) == []
+    assert nothing_more(mailbox.messages, database, gearsql_server) == []
 
 
 def test_mail_queued_while_no_worker_runs_is_sent_when_one_starts(
@@ -412,7 +456,7 @@ def test_mail_queued_while_no_worker_runs_is_sent_when_one_starts(
         ("gearsql@localhost", f"user{n}@example.com", f"Newsletter {n}") for n in range(3)
     ]
     assert len({m["Message-ID"] for m in received}) == 3
-    assert nothing_more(mailbox.messages) == []
+    assert nothing_more(mailbox.messages, database, gearsql_server) == []
 
 
 def test_the_example_http_sink_answers_like_the_tweet_api(tmp_path: Path) -> None:
@@ -476,7 +520,7 @@ def test_the_tweet_worker_tries_again_when_the_api_is_unavailable(
     accepted = arrive(tweet_api.posts, processes, "the second POST")
     assert json.loads(refused[2]) == json.loads(accepted[2]) == {
         "text": "Second try - https://example.org/2"}
-    assert nothing_more(tweet_api.posts) == []
+    assert nothing_more(tweet_api.posts, database, gearsql_server) == []
     assert "tweeted: Second try - https://example.org/2" in processes.report()
 
 
@@ -496,5 +540,5 @@ def test_the_mail_worker_tries_again_after_a_temporary_smtp_failure(
                                       "body": "Hello."})
     _, message = arrive(mailbox.messages, processes, "the mail")
     assert (message["To"], message["Subject"]) == ("dave@example.com", "Greylisted")
-    assert nothing_more(mailbox.messages) == []
+    assert nothing_more(mailbox.messages, database, gearsql_server) == []
     assert "451" in processes.report()

@@ -1,7 +1,8 @@
 """The PostgreSQL store's own promises, on a real server: faults (RELIABILITY 22, 23) and taking
 over a queue table that C gearmand created.
 
-The shared behaviour of every store is in ``test_store_contract.py``; the database comes from
+The shared behaviour of every store (a second server refused, a newer schema refused, a failed
+commit, epochs after 2038) is in ``test_store_contract.py``; the database comes from
 ``GEARSQL_TEST_PG_DSN`` (see ``tests/databases.py``).
 """
 
@@ -10,15 +11,15 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
-import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from conftest import free_port
+from tcpproxy import TcpProxy
 
 from gearsql.stores import StoredJob, StoreError, open_store
-from gearsql.stores.postgres import SCHEMA_VERSION, PostgresStore
+from gearsql.stores.postgres import SCHEMA_VERSION
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -41,12 +42,6 @@ def with_params(dsn: str, **params: object) -> str:
     return f"{dsn}{'&' if '?' in dsn else '?'}{query}"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def admin(pg_dsn: str) -> Iterator[Any]:
     """A second connection to the test database, to look at and interfere with the store's."""
@@ -64,88 +59,6 @@ def count_rows(admin: Any, table: str, unique: bytes) -> int:
         t=psycopg.sql.Identifier(table)
     )
     return int(admin.execute(query, (unique,)).fetchone()[0])
-
-
-class TcpProxy:
-    """Forwards a local port to the database. :meth:`cut` drops every connection and stops
-    listening (new connections are refused), :meth:`restore` listens again on the same port:
-    a network failure the store cannot tell from a real one."""
-
-    def __init__(self, target: tuple[str, int]):
-        self.target = target
-        self.port = free_port()
-        self._sockets: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
-        self._stop = threading.Event()
-        self._listener: socket.socket | None = None
-        self.restore()
-
-    def restore(self) -> None:
-        self._stop.clear()
-        self._listener = socket.create_server(("127.0.0.1", self.port))
-        self._listener.settimeout(0.05)
-        self._start(self._accept, self._listener)
-
-    def _start(self, target: Any, *args: Any) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        self._threads.append(thread)
-        thread.start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            client.settimeout(None)
-            server = socket.create_connection(self.target)
-            self._sockets += [client, server]
-            self._start(self._pump, client, server)
-            self._start(self._pump, server, client)
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-            sink.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    def cut(self) -> None:
-        self._stop.set()
-        for sock in self._sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        for thread in self._threads:
-            thread.join(5)
-        for sock in self._sockets:
-            sock.close()
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-        self._sockets, self._threads = [], []
-
-    def dsn(self, dsn: str) -> str:
-        """``dsn`` with its host and port replaced by the proxy's."""
-        parts = urlsplit(dsn)
-        credentials = parts.netloc.rpartition("@")[0]
-        netloc = f"{credentials}@127.0.0.1:{self.port}" if credentials else f"127.0.0.1:{self.port}"
-        return urlunsplit(parts._replace(netloc=netloc))
-
-
-@pytest.fixture
-def proxy(pg_dsn: str) -> Iterator[TcpProxy]:
-    parts = urlsplit(pg_dsn)
-    proxy = TcpProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
-    try:
-        yield proxy
-    finally:
-        proxy.cut()
 
 
 # -- RELIABILITY 23: a connection dropped mid-run
@@ -180,8 +93,9 @@ def test_a_terminated_backend_is_replaced_and_the_commit_retried(
 
 
 def test_a_connection_that_cannot_be_reestablished_fails_the_commit_then_recovers(
-    pg_dsn: str, proxy: TcpProxy, table: str
+    pg_dsn: str, tcp_proxy: Callable[[str], TcpProxy], table: str
 ) -> None:
+    proxy = tcp_proxy(pg_dsn)
     url = with_params(proxy.dsn(pg_dsn), table=table)
 
     async def scenario() -> list[StoredJob]:
@@ -291,41 +205,3 @@ def test_a_queue_gearmand_wrote_is_replayed_and_migrated(
         )
     ).fetchall()
     assert rows == [("second", "report-job with space"), ("\x1egearsql:anon:1", None)]
-
-
-def test_a_table_from_a_newer_gearsql_is_refused(pg_dsn: str, admin: Any, table: str) -> None:
-    store = PostgresStore(pg_dsn, table=table)
-    run(store.open())
-    run(store.close())
-    admin.execute("UPDATE gearsql_schema SET version = %s WHERE name = %s", (99, table))
-
-    async def scenario() -> None:
-        store = PostgresStore(pg_dsn, table=table)
-        try:
-            with pytest.raises(StoreError, match="schema version 99"):
-                await store.open()
-        finally:
-            await store.close()
-
-    run(scenario())
-
-
-def test_a_second_server_cannot_open_the_same_table(pg_dsn: str) -> None:
-    url = f"{pg_dsn}?table=locked_{secrets.token_hex(4)}"
-
-    async def scenario() -> None:
-        first = open_store(url)
-        await first.open()
-        try:
-            second = open_store(url)
-            with pytest.raises(StoreError, match="in use by another gearsql server"):
-                await second.open()
-            await second.close()
-        finally:
-            await first.close()
-        # Once the first server is gone, the table is free again.
-        third = open_store(url)
-        await third.open()
-        await third.close()
-
-    asyncio.run(scenario())

@@ -3,7 +3,7 @@
 ``--store mysql://user:password@host:3306/db?table=gearman_queue`` (``mariadb://`` too; more
 options: ``connect_timeout=5`` and ``timeout=60`` seconds, ``unix_socket=/path``). It needs
 mysql-connector-python (the ``mysql`` extra). All database work runs on one thread of the
-store's own; the event loop only waits for the result.
+store's own; the event loop only waits for the result (``gearsql/stores/threaded.py``).
 
 Table layout, gearsql schema version 1 (``SCHEMA_VERSION``)::
 
@@ -57,12 +57,10 @@ sent, and the store keeps working.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 try:
     import mysql.connector
@@ -74,11 +72,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from gearsql._mysqlurl import parse_mysql_url
-from gearsql.stores.base import Store, StoredJob, StoreError, check_identifier
+from gearsql.stores.base import StoredJob, StoreError, check_identifier
+from gearsql.stores.threaded import ReconnectingStore
 
 __all__ = ["SCHEMA_VERSION", "MySQLStore"]
-
-T = TypeVar("T")
 
 #: Version of gearsql's own changes to gearmand's table layout (kept in ``gearsql_schema``).
 SCHEMA_VERSION = 1
@@ -159,12 +156,15 @@ def _reason(exc: mysql.connector.Error) -> str:
     return " ".join(text.split())
 
 
-class MySQLStore(Store):
+class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
     """Durable jobs in a MySQL or MariaDB table (``--store mysql://user:pw@host/db``).
 
     Raises :class:`ValueError` for a URL without a database or with an unknown option, and for
     a table name that is not a plain identifier.
     """
+
+    kind = "MySQL"
+    driver_error = mysql.connector.Error
 
     _OPTIONS = frozenset({"table", "connect_timeout", "timeout", "unix_socket"})
 
@@ -202,29 +202,15 @@ class MySQLStore(Store):
         self.lock_name = f"gearsql.{digest}"
         #: The server's connection id of the store's connection (None while disconnected).
         self.connection_id: int | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gearsql-mysql")
+        super().__init__()
+        #: The connection of the cursor in ``_handle`` (None while disconnected).
         self._conn: MySQLConnectionAbstract | None = None
-        self._cursor: MySQLCursorAbstract | None = None
         self._previous_id: int | None = None
         self._max_packet = 0
-        self._opened = False
-        self._closed = False
-
-    async def _run(self, func: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, func, *args)
-        except RuntimeError as exc:  # the executor was shut down by close()
-            raise StoreError("the MySQL store is closed") from exc
 
     # -- everything below the async methods runs on the store's own thread
 
-    async def open(self) -> None:
-        await self._run(self._open)
-
     def _open(self) -> None:
-        if self._closed:
-            raise StoreError("the MySQL store is closed")
         cursor = self._connect()
         try:
             self._migrate(cursor)
@@ -236,11 +222,10 @@ class MySQLStore(Store):
         except StoreError:
             self._disconnect()
             raise
-        self._opened = True
 
     def _connect(self) -> MySQLCursorAbstract:
-        """A new connection holding the table's lock, and its cursor; or StoreError (after at
-        most the connect timeout)."""
+        """A new connection holding the table's lock, and its cursor, kept as the store's; or
+        StoreError (after at most the connect timeout)."""
         try:
             conn = mysql.connector.connect(**self._config)
         except mysql.connector.errors.ConnectionTimeoutError as exc:
@@ -289,13 +274,13 @@ class MySQLStore(Store):
         except StoreError:
             conn.close()
             raise
-        self._conn, self._cursor = conn, cursor
+        self._conn, self._handle = conn, cursor
         self.connection_id = self._previous_id = _as_int(connection_id)
         self._max_packet = _as_int(max_packet)
         return cursor
 
     def _disconnect(self) -> None:
-        conn, self._conn, self._cursor, self.connection_id = self._conn, None, None, None
+        conn, self._conn, self._handle, self.connection_id = self._conn, None, None, None
         if conn is not None:
             try:
                 conn.close()
@@ -397,38 +382,11 @@ class MySQLStore(Store):
             changes.append("ENGINE = InnoDB")
         return changes
 
-    def _call(self, what: str, operation: Callable[[MySQLCursorAbstract], T]) -> T:
-        """Run ``operation`` on the connection; if the connection turns out to be lost,
-        reconnect once and run it once more. Raises StoreError."""
-        if self._closed or not self._opened:
-            raise StoreError("the MySQL store is " + ("closed" if self._closed else "not open"))
-        for attempt in (1, 2):
-            reused = self._cursor is not None
-            cursor = self._cursor or self._connect()
-            try:
-                return operation(cursor)
-            except mysql.connector.Error as exc:
-                self._recover(exc)
-                if exc.errno == _PACKET_TOO_LARGE:
-                    raise StoreError(
-                        f"MySQL {what} failed: the server refused a statement over its "
-                        "max_allowed_packet; raise max_allowed_packet on the server"
-                    ) from exc
-                # A connection made just now that fails again is not retried: one reconnect.
-                retry = (_lost(exc) and reused) or exc.errno == _DEADLOCK
-                if attempt == 2 or not retry:
-                    again = " (after reconnecting once)" if attempt == 2 else ""
-                    reason = _reason(exc)
-                    if isinstance(exc, _TIMEOUTS):
-                        reason = f"no answer within {self._config['read_timeout']} s"
-                    raise StoreError(
-                        f"MySQL {what} failed at {self._where}{again}: {reason}"
-                    ) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _recover(self, exc: mysql.connector.Error) -> None:
-        """After an error: roll back, or forget the connection if it is unusable (lost, or
-        closed by the driver after a timeout)."""
+    def _recover(self, exc: Exception, reused: bool) -> bool:
+        """Roll back, or forget the connection if it is unusable (lost, or closed by the driver
+        after a timeout). A lost connection is worth one more attempt unless it was made for
+        this operation; a deadlock always is."""
+        assert isinstance(exc, mysql.connector.Error)
         if (
             self._conn is None
             or _lost(exc)
@@ -436,11 +394,27 @@ class MySQLStore(Store):
             or isinstance(exc, _TIMEOUTS)  # a rollback would wait for the timeout again
         ):
             self._disconnect()
-            return
-        try:
-            self._conn.rollback()
-        except mysql.connector.Error:
-            self._disconnect()
+        else:
+            try:
+                self._conn.rollback()
+            except mysql.connector.Error:
+                self._disconnect()
+        if exc.errno == _PACKET_TOO_LARGE:
+            return False
+        return (_lost(exc) and reused) or exc.errno == _DEADLOCK
+
+    def _failure(self, what: str, exc: Exception, attempt: int, reused: bool) -> StoreError:
+        assert isinstance(exc, mysql.connector.Error)
+        if exc.errno == _PACKET_TOO_LARGE:
+            return StoreError(
+                f"MySQL {what} failed: the server refused a statement over its "
+                "max_allowed_packet; raise max_allowed_packet on the server"
+            )
+        again = " (after reconnecting once)" if attempt == 2 else ""
+        reason = _reason(exc)
+        if isinstance(exc, _TIMEOUTS):
+            reason = f"no answer within {self._config['read_timeout']} s"
+        return StoreError(f"MySQL {what} failed at {self._where}{again}: {reason}")
 
     async def load(self) -> list[StoredJob]:
         return await self._run(self._call, "load", self._load)
@@ -544,11 +518,5 @@ class MySQLStore(Store):
             batches.append(batch)
         return batches
 
-    async def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            try:
-                await self._run(self._disconnect)
-            except StoreError:
-                pass
-        self._executor.shutdown(wait=True)
+    def _close(self) -> None:
+        self._disconnect()

@@ -34,9 +34,10 @@ removals, or both joined by ``WITH``; the rows travel as one binary array per co
 row) when adding and four times as fast when removing.
 
 **Threading.** All driver work runs on one thread of the store's own (a synchronous psycopg
-connection), as in the SQLite store. psycopg's ``AsyncConnection`` commits as fast, but it
-builds and adapts the parameters of a large batch on the event loop, which then stalls for tens
-of milliseconds; on the thread the loop keeps serving clients meanwhile.
+connection), as in every store but the memory one (``gearsql/stores/threaded.py``). psycopg's
+``AsyncConnection`` commits as fast, but it builds and adapts the parameters of a large batch on
+the event loop, which then stalls for tens of milliseconds; on the thread the loop keeps serving
+clients meanwhile.
 
 **Faults.** Connecting gives up after ``connect_timeout`` (5 s unless the DSN says otherwise) and
 :meth:`PostgresStore.open` raises :class:`StoreError`. TCP keepalives and ``tcp_user_timeout``
@@ -50,24 +51,21 @@ during COMMIT and nobody can know whether the first one took effect.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from gearsql.stores.base import Store, StoredJob, StoreError, check_identifier
+from gearsql.stores.base import StoredJob, StoreError, check_identifier
+from gearsql.stores.threaded import ReconnectingStore
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
-
-T = TypeVar("T")
 
 log = logging.getLogger("gearsql.stores.postgres")
 
@@ -138,13 +136,16 @@ def _index_name(table: str) -> str:
     return f"{table[:42]}_{digest}_gearsql_key"
 
 
-class PostgresStore(Store):
+class PostgresStore(ReconnectingStore[Connection]):
     """Durable jobs in a PostgreSQL table (``--store postgresql://user@host/db?table=NAME``).
 
     ``url`` is a libpq URI (``postgresql://`` or ``postgres://``) or conninfo string; a
     ``table`` query parameter in the URI names the table unless ``table`` is given. Raises
     :class:`ValueError` when the table name is not a plain identifier or the DSN does not parse.
     """
+
+    kind = "PostgreSQL"
+    driver_error = psycopg.Error
 
     def __init__(self, url: str, table: str | None = None):
         dsn, table_in_url = _strip_table_parameter(url)
@@ -163,9 +164,7 @@ class PostgresStore(Store):
         #: Where the store connects, without the password.
         self.where = where
         self.description = f"postgresql {where} (table {self.table})"
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gearsql-postgres")
-        self._conn: Connection | None = None
-        self._opened = False
+        super().__init__()
 
         ident = sql.Identifier(self.table)
         self._upsert = sql.SQL(
@@ -192,18 +191,12 @@ class PostgresStore(Store):
             " priority, data, when_to_run FROM {t} ORDER BY gearsql_seq"
         ).format(t=ident)
 
-    async def _run(self, func: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, func, *args)
-        except RuntimeError as exc:  # the executor was shut down by close()
-            raise StoreError("the PostgreSQL store is closed") from exc
-
     # -- everything below the async methods runs on the store's own thread
 
     def _connect(self) -> Connection:
-        """A new connection holding the table's lock; raises StoreError (after at most
-        ``connect_timeout`` seconds, plus a few seconds when another session holds the lock)."""
+        """A new connection holding the table's lock, kept as the store's; raises StoreError
+        (after at most ``connect_timeout`` seconds, plus a few seconds when another session
+        holds the lock)."""
         try:
             conn = psycopg.connect(self._conninfo, autocommit=True)
         except psycopg.Error as exc:
@@ -221,6 +214,7 @@ class PostgresStore(Store):
                     "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (TABLE_LOCK, self.table)
                 ).fetchone()
                 if row is not None and row[0]:
+                    self._handle = conn
                     return conn
                 if time.monotonic() > deadline:
                     break
@@ -236,65 +230,52 @@ class PostgresStore(Store):
         )
 
     def _discard(self) -> None:
-        conn, self._conn = self._conn, None
+        conn, self._handle = self._handle, None
         if conn is not None:
             try:
                 conn.close()
             except psycopg.Error:
                 pass
 
-    def _call(self, what: str, operation: Callable[[Connection], T]) -> T:
-        """Run ``operation`` on the connection; should the connection turn out to be lost,
-        reconnect once and run it once more. Raises StoreError."""
-        if not self._opened:
-            raise StoreError("the PostgreSQL store is not open")
-        reconnected = False
-        conn = self._conn
-        if conn is None:  # lost by an earlier operation, whose reconnect failed
-            conn = self._conn = self._connect()
-            reconnected = True
-        while True:
-            try:
-                return operation(conn)
-            except psycopg.Error as exc:
-                if not (conn.broken or conn.closed):
-                    raise StoreError(f"PostgreSQL {what} failed: {_one_line(exc)}") from exc
-                self._discard()
-                if reconnected:
-                    raise StoreError(
-                        f"PostgreSQL {what} failed: lost the connection to {self.where}"
-                        f" again after reconnecting: {_one_line(exc)}"
-                    ) from exc
-                log.warning(
-                    "lost the connection to PostgreSQL %s (%s); reconnecting once",
-                    self.where,
-                    _one_line(exc),
-                )
-                try:
-                    conn = self._conn = self._connect()
-                except StoreError as again:
-                    raise StoreError(f"PostgreSQL {what} failed: {again}") from exc
-                reconnected = True
+    def _recover(self, exc: Exception, reused: bool) -> bool:
+        # A failed statement leaves an autocommit connection as it was; only a lost one goes.
+        conn = self._handle
+        if conn is None or not (conn.broken or conn.closed):
+            return False
+        self._discard()
+        return reused
 
-    async def open(self) -> None:
-        await self._run(self._open)
+    def _failure(self, what: str, exc: Exception, attempt: int, reused: bool) -> StoreError:
+        if self._handle is None:  # lost on a connection made for this operation
+            return StoreError(
+                f"PostgreSQL {what} failed: lost the connection to {self.where}"
+                f" again after reconnecting: {_one_line(exc)}"
+            )
+        return StoreError(f"PostgreSQL {what} failed: {_one_line(exc)}")
+
+    def _reconnect(self, what: str, exc: Exception) -> Connection:
+        log.warning(
+            "lost the connection to PostgreSQL %s (%s); reconnecting once",
+            self.where,
+            _one_line(exc),
+        )
+        try:
+            return self._connect()
+        except StoreError as again:
+            raise StoreError(f"PostgreSQL {what} failed: {again}") from exc
 
     def _open(self) -> None:
-        if self._opened:
-            return
         conn = self._connect()
         try:
             self._migrate(conn)
         except psycopg.Error as exc:
-            conn.close()
+            self._discard()
             raise StoreError(
                 f"cannot use table {self.table} in PostgreSQL {self.where}: {_one_line(exc)}"
             ) from exc
         except BaseException:
-            conn.close()
+            self._discard()
             raise
-        self._conn = conn
-        self._opened = True
 
     def _migrate(self, conn: Connection) -> None:
         """Create gearmand's table if missing, bring it to :data:`SCHEMA_VERSION`, and give
@@ -403,13 +384,7 @@ class PostgresStore(Store):
         else:
             conn.execute(self._delete, keys)
 
-    async def close(self) -> None:
-        if self._conn is not None or self._opened:
-            await self._run(self._close)
-        self._executor.shutdown(wait=True)
-
     def _close(self) -> None:
-        self._opened = False
         self._discard()
 
 

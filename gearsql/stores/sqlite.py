@@ -5,24 +5,26 @@ when_to_run; primary key unique_key + function_name), so a queue gearmand left b
 taken over by pointing ``--store`` at its file. All database work runs on one thread of its own;
 the event loop only waits for the result. The file is opened in WAL mode with
 ``synchronous=FULL``: a commit that returned survives a power cut, not only a crash.
+
+The version of gearsql's own additions to the layout is kept per table in ``gearsql_schema``
+(name, version), as in the other stores; a table recorded with a newer version than this
+gearsql knows is refused. One server per file: a lock file beside it (``<file>.lock``, holding
+the server's pid) keeps a second one out.
 """
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from gearsql.stores.base import Store, StoredJob, StoreError, check_identifier
+from gearsql.stores.base import StoredJob, StoreError, check_identifier
+from gearsql.stores.threaded import ThreadedStore
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "default_sqlite_path"]
-
-T = TypeVar("T")
 
 #: Version of gearsql's own additions to the table layout (kept in ``gearsql_schema``).
 SCHEMA_VERSION = 1
@@ -49,8 +51,11 @@ def _sql_value(value: bytes) -> str | bytes:
         return value
 
 
-class SQLiteStore(Store):
+class SQLiteStore(ThreadedStore[sqlite3.Connection]):
     """Durable jobs in an SQLite file (``--store sqlite:///path/to/queue.sqlite3``)."""
+
+    kind = "SQLite"
+    driver_error = sqlite3.Error
 
     def __init__(
         self, path: str | os.PathLike[str], table: str = "gearman_queue",
@@ -62,21 +67,10 @@ class SQLiteStore(Store):
         #: the server answers those submissions with QUEUE_ERROR.
         self.max_size = max_size
         self.description = f"sqlite {self.path} (table {self.table})"
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gearsql-sqlite")
-        self._conn: sqlite3.Connection | None = None
+        super().__init__()
         self._lock_fd: int | None = None
 
-    async def _run(self, func: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, func, *args)
-        except RuntimeError as exc:  # the executor was shut down by close()
-            raise StoreError("the SQLite store is closed") from exc
-
     # -- everything below the async methods runs on the store's own thread
-
-    async def open(self) -> None:
-        await self._run(self._open)
 
     def _open(self) -> None:
         try:
@@ -98,7 +92,11 @@ class SQLiteStore(Store):
             conn.close()
             self._unlock()
             raise StoreError(f"cannot use SQLite queue {self.path}: {exc}") from exc
-        self._conn = conn
+        except StoreError:
+            conn.close()
+            self._unlock()
+            raise
+        self._handle = conn
 
     def _lock(self) -> None:
         """One server per queue file: a second one would run every job twice."""
@@ -121,6 +119,18 @@ class SQLiteStore(Store):
     def _migrate(self, conn: sqlite3.Connection) -> None:
         table = self.table
         conn.execute(
+            "CREATE TABLE IF NOT EXISTS gearsql_schema (name TEXT PRIMARY KEY, version INTEGER)"
+        )
+        row = conn.execute(
+            "SELECT version FROM gearsql_schema WHERE name = ?", (table,)
+        ).fetchone()
+        if row is not None and int(row[0] or 0) > SCHEMA_VERSION:
+            # A newer gearsql changed the layout in ways this one cannot know.
+            raise StoreError(
+                f"table {table} in {self.path} has gearsql schema version {int(row[0])};"
+                f" this gearsql knows only up to {SCHEMA_VERSION} (upgrade gearsql)"
+            )
+        conn.execute(
             f"CREATE TABLE IF NOT EXISTS {table} ("
             "unique_key TEXT, function_name TEXT, priority INTEGER, data BLOB, "
             "when_to_run INTEGER, PRIMARY KEY (unique_key, function_name))"
@@ -130,17 +140,14 @@ class SQLiteStore(Store):
             # Tables from gearmand before 1.1 have no when_to_run column.
             conn.execute(f"ALTER TABLE {table} ADD COLUMN when_to_run INTEGER DEFAULT 0")
         conn.execute(
-            "CREATE TABLE IF NOT EXISTS gearsql_schema (name TEXT PRIMARY KEY, version INTEGER)"
-        )
-        conn.execute(
             "INSERT OR REPLACE INTO gearsql_schema (name, version) VALUES (?, ?)",
             (table, SCHEMA_VERSION),
         )
 
     def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise StoreError("the SQLite store is not open")
-        return self._conn
+        self._check_usable()
+        assert self._handle is not None  # open, so connected: SQLite never loses it
+        return self._handle
 
     async def load(self) -> list[StoredJob]:
         return await self._run(self._load)
@@ -194,15 +201,10 @@ class SQLiteStore(Store):
                 pass
             raise StoreError(f"SQLite commit failed: {exc}") from exc
 
-    async def close(self) -> None:
-        if self._conn is not None or self._lock_fd is not None:
-            await self._run(self._close)
-        self._executor.shutdown(wait=True)
-
     def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
         self._unlock()
 
 
