@@ -229,7 +229,9 @@ _LOG_FILE_OPTION = click.option(
     "--store",
     default=None,
     metavar="URL",
-    help="Where background jobs are kept: sqlite:///PATH (an SQLite file), or 'memory' "
+    help="Where background jobs are kept: sqlite:///RELATIVE/PATH or sqlite:////ABSOLUTE/PATH "
+    "(an SQLite file; its directory must exist), postgresql://USER@HOST/DB or "
+    "mysql://USER:PASSWORD@HOST/DB (a table in that database; ?table=NAME picks it), or memory "
     "(lost on restart). Default: " + default_store_url(),
 )
 @click.option(
@@ -273,10 +275,53 @@ def server(
     """
     from gearsql.server import ServerConfig, run_server
 
-    setup_logging(log_file, verbose)
-    options["store"] = options["store"] or default_store_url()
+    options["store"] = _checked_store(options["store"])
+    if pid_file:
+        _check_writable(pid_file, "-P/--pid-file")
+    try:
+        setup_logging(log_file, verbose)
+    except OSError as exc:
+        raise CommandError(
+            f"-l/--log-file: cannot open {log_file}: {exc.strerror or exc}; create its directory "
+            "or give another file ('stderr' logs to the terminal or the journal)"
+        ) from None
     config = ServerConfig(listen=listen or ("127.0.0.1",), verbose=verbose.upper(), **options)
     sys.exit(run_server(config, pid_file=pid_file))
+
+
+def _checked_store(url: str | None) -> str:
+    """The ``--store`` URL (the default when None), after checking that it names a store
+    gearsql has and, for SQLite, that the file's directory exists; CommandError otherwise.
+    Nothing is connected: a database that is down is the server's to report and retry."""
+    from gearsql.stores import StoreError, open_store
+    from gearsql.stores.sqlite import SQLiteStore
+
+    url = url or default_store_url()
+    try:
+        store = open_store(url)
+    except ValueError as exc:
+        raise CommandError(f"--store: {exc}") from None
+    except ImportError as exc:  # the driver of the postgres or mysql extra
+        raise CommandError(
+            f"--store: {exc}; install gearsql[postgres] or gearsql[mysql] for that store"
+        ) from None
+    if isinstance(store, SQLiteStore):
+        try:
+            store.check_directory()
+        except StoreError as exc:
+            raise CommandError(f"--store: {exc}") from None
+    return url
+
+
+def _check_writable(path: str, option: str) -> None:
+    """CommandError unless ``path``'s directory exists and the file can be written there."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise CommandError(f"{option}: {directory} does not exist; create it or give another path")
+    if not os.access(directory, os.W_OK | os.X_OK) or (
+        os.path.exists(path) and not os.access(path, os.W_OK)
+    ):
+        raise CommandError(f"{option}: cannot write {path}: permission denied")
 
 
 # ---------------------------------------------------------------------------- admin commands
@@ -658,31 +703,47 @@ def top(servers: list[tuple[str, int]], timeout: float, interval: float, once: b
     RUNNING counts jobs a worker holds; WORKERS the workers registered for the function. If a
     server stops answering after the first frame, the error is shown and `top` keeps trying.
     """
-    clients = [AdminClient(*address, timeout=timeout) for address in servers]
-    where = ", ".join(client.server for client in clients)
-    live = not once and sys.stdout.isatty()
+    # Ctrl-C (and SIGTERM) must stop it even when it was started with SIGINT ignored, as a
+    # non-interactive shell starts a background job: Python then installs no KeyboardInterrupt
+    # handler of its own, and the signal would be lost. The handlers are put back afterwards.
+    saved = {} if once else {
+        sig: signal.signal(sig, signal.default_int_handler)
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
-        lines = _top_frame(clients, len(servers) > 1)
-        while True:
-            title = f"gearsql top  {where}  {time.strftime('%H:%M:%S')}"
-            if live:
-                click.clear()
-                title += "  (Ctrl-C quits)"
-            click.echo("\n".join([title, *lines]))
-            if once:
-                return
-            time.sleep(interval)
-            if not live:
-                click.echo()
-            try:
-                lines = _top_frame(clients, len(servers) > 1)
-            except GearmanError as exc:
-                lines = [f"gearsql: {exc}"]
+        with contextlib.ExitStack() as stack:
+            clients = [stack.enter_context(AdminClient(*a, timeout=timeout)) for a in servers]
+            live = not once and sys.stdout.isatty()
+            _top_loop(clients, len(servers) > 1, interval, once, live)
     except KeyboardInterrupt:
         pass
     finally:
-        for client in clients:
-            client.close()
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _top_loop(
+    clients: list[AdminClient], many: bool, interval: float, once: bool, live: bool
+) -> None:
+    """Print frames of `top` every ``interval`` seconds (one with ``once``), redrawing the
+    screen when ``live``; until KeyboardInterrupt."""
+    where = ", ".join(client.server for client in clients)
+    lines = _top_frame(clients, many)
+    while True:
+        title = f"gearsql top  {where}  {time.strftime('%H:%M:%S')}"
+        if live:
+            click.clear()
+            title += "  (Ctrl-C quits)"
+        click.echo("\n".join([title, *lines]))
+        if once:
+            return
+        time.sleep(interval)
+        if not live:
+            click.echo()
+        try:
+            lines = _top_frame(clients, many)
+        except GearmanError as exc:
+            lines = [f"gearsql: {exc}"]
 
 
 # ---------------------------------------------------------------------------- submit and work
@@ -1112,8 +1173,8 @@ def work(
     multiple=True,
     required=True,
     metavar="DSN",
-    help="Database whose outbox to drain: postgresql://..., mysql://... or sqlite:///PATH; "
-    "repeat for several.",
+    help="Database whose outbox to drain: postgresql://..., mysql://..., or an SQLite file, "
+    "sqlite:///RELATIVE/PATH or sqlite:////ABSOLUTE/PATH; repeat for several.",
 )
 @click.option(
     "--servers",

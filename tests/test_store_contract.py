@@ -26,7 +26,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if kind == "memory":
         yield "memory"
     elif kind == "sqlite":
-        yield f"sqlite://{tmp_path}/queue.sqlite3?table={table}"
+        yield f"sqlite:///{tmp_path}/queue.sqlite3?table={table}"
     elif kind == "postgresql":
         dsn = request.getfixturevalue("pg_dsn")
         yield f"{dsn}?table={table}"

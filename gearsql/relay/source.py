@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from gearsql._sqliteurl import SQLITE_SCHEMES, sqlite_path
 from gearsql.relay.batch import OutboxRow
 
 if TYPE_CHECKING:
@@ -83,7 +84,8 @@ class Source:
 def open_source(dsn: str, schema: str = "gearsql", source: str = "auto") -> Source:
     """The :class:`Source` a ``--dsn`` names: ``postgresql://...`` (``source`` auto or listen:
     LISTEN; poll), ``mysql://...`` or ``mariadb://...`` (auto: the binlog where it can be
-    followed; binlog; poll), ``sqlite:///path/app.db`` (auto: its change counter; poll).
+    followed; binlog; poll), ``sqlite:///app.db`` (relative to the current directory) or
+    ``sqlite:////abs/app.db`` (auto: its change counter; poll).
     Nothing is connected yet. Raises ValueError."""
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}: use one of {', '.join(SOURCES)}")
@@ -100,19 +102,16 @@ def open_source(dsn: str, schema: str = "gearsql", source: str = "auto") -> Sour
         if source == "listen":
             raise ValueError("--source listen is for PostgreSQL; MySQL follows the binlog or polls")
         return MySQLSource(dsn, source)
-    if scheme in ("sqlite", "sqlite3"):
+    if scheme in SQLITE_SCHEMES:
         from gearsql.relay._sqlite import SQLiteSource
 
         if source not in ("auto", "poll"):
             raise ValueError(f"--source {source}: an SQLite relay watches its file or polls")
-        path = dsn.split("://", 1)[1].split("?", 1)[0]
-        if path.startswith("//"):  # sqlite:////abs/path, as SQLAlchemy writes it
-            path = path[1:]
-        if not path:
-            raise ValueError("an SQLite DSN needs a path: sqlite:///path/to/app.db")
+        path = sqlite_path(dsn)
         return SQLiteSource(path, "poll" if source == "poll" else "change counter")
     raise ValueError(
-        f"unknown database {dsn!r}: use postgresql://..., mysql://... or sqlite:///path"
+        f"unknown database {dsn!r}: use postgresql://..., mysql://..., "
+        "sqlite:///relative/path.db or sqlite:////absolute/path.db"
     )
 
 
