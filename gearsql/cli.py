@@ -338,6 +338,13 @@ class CommandError(click.ClickException):
         click.echo(f"gearsql: {self.message}", err=True)
 
 
+class ConfigurationError(CommandError):
+    """What a command was pointed at cannot work and waiting will not change that (a database
+    without the outbox): shown like CommandError, with exit status 2."""
+
+    exit_code = 2
+
+
 @contextlib.contextmanager
 def reported_errors() -> Iterator[None]:
     """Turn gearsql errors (admin client, client, worker) into :class:`CommandError`."""
@@ -1240,8 +1247,9 @@ def relay(
     The gman_*_background SQL functions (transactional mode) write an outbox row in the
     caller's transaction; this submits each committed row with its priority and a unique made
     from the outbox id, then deletes it. Rows are claimed so that several relays can run at
-    once; while no job server answers they stay in the outbox. SIGTERM or SIGINT stops it
-    cleanly.
+    once; while no job server answers they stay in the outbox, and a database that cannot be
+    reached is retried. A database without the outbox (or a missing SQLite file) stops the
+    relay with exit status 2. SIGTERM or SIGINT stops it cleanly.
     """
     from gearsql.relay import run_relays
 
@@ -1264,7 +1272,9 @@ def relay(
     try:
         asyncio.run(main())
     except ValueError as exc:
-        raise CommandError(str(exc)) from None
+        # A configuration error, such as a database without the outbox: waiting will not heal
+        # it, so stop with status 2 (a database that is down is retried instead).
+        raise ConfigurationError(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------- SQL bridges
@@ -1280,7 +1290,8 @@ def install() -> None:
 
     `gearsql install postgres --dsn DSN` installs them into PostgreSQL (PL/Python), `gearsql
     install mysql --dsn DSN` into MariaDB (stored functions and an outbox for the relay). Run it
-    as a superuser; it can be run again to upgrade, keeping the settings.
+    as a PostgreSQL superuser, or as MariaDB's root or the database's owner; it can be run again
+    to upgrade, keeping the settings.
     """
 
 
@@ -1346,6 +1357,12 @@ def _bridge_sql(dsn: str | None, print_sql: bool, sql: Callable[[], str],
     help="How gman_do*_background submits (default on first install: transactional, an outbox "
     "row that follows the transaction; immediate submits at call time).",
 )
+@click.option(
+    "--timeout",
+    metavar="SECONDS",
+    help="How long a foreground gman_do* waits for its result (the 'timeout' setting; default "
+    "on first install 60).",
+)
 @_PRINT_SQL_OPTION
 def install_postgres(
     dsn: str | None,
@@ -1353,22 +1370,24 @@ def install_postgres(
     role: str | None,
     servers: str | None,
     background_mode: str | None,
+    timeout: str | None,
     print_sql: bool,
 ) -> None:
     """Install the gman_* functions into PostgreSQL.
 
     Creates (or upgrades) in SCHEMA: the gman_do*, gman_servers_set, gman_job_status functions
     and the gman_sum aggregate (PL/Python, plpython3u), the gman_settings table that only the
-    installing role can change, and the gman_outbox table. Needs a superuser and the server's
-    PL/Python package (Debian: postgresql-plpython3-VERSION).
+    installing role can change, and the gman_outbox table. Needs a superuser (PL/Python is an
+    untrusted language) and the server's PL/Python package (Debian:
+    postgresql-plpython3-VERSION).
     """
     from gearsql.bridges import postgres
 
     _bridge_sql(
         dsn,
         print_sql,
-        lambda: postgres.install_sql(schema, role, servers, background_mode),
-        lambda url: postgres.install(url, schema, role, servers, background_mode),
+        lambda: postgres.install_sql(schema, role, servers, background_mode, timeout),
+        lambda url: postgres.install(url, schema, role, servers, background_mode, timeout),
     )
     if not print_sql:
         click.echo(f"installed the gman_* functions into schema {schema}")
@@ -1452,7 +1471,9 @@ def install_mysql(
     gman_do_background_unique, ...), the gman_settings table that only the installing account
     can change, the gman_outbox table and the tables through which `gearsql relay` answers
     foreground calls. The functions only write rows: run `gearsql relay --dsn ...` to submit
-    them. Needs MariaDB 10.3 or later.
+    them. Needs MariaDB 10.3 or later, and the database's owner or root (at least CREATE,
+    INSERT, CREATE ROUTINE and ALTER ROUTINE on it; GRANT OPTION for --grant-to and
+    --relay-account).
     """
     from gearsql.bridges import mysql
 

@@ -15,7 +15,7 @@ from gearsql.relay.batch import OutboxRow
 if TYPE_CHECKING:
     from gearsql.client import AsyncClient
 
-__all__ = ["SOURCES", "SideTask", "Source", "close_quietly", "open_source"]
+__all__ = ["SOURCES", "OutboxMissing", "SideTask", "Source", "close_quietly", "open_source"]
 
 #: How a relay may learn of new rows; ``auto`` picks the best the database offers.
 SOURCES = ("auto", "listen", "binlog", "poll")
@@ -28,14 +28,21 @@ IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 SideTask = Callable[["AsyncClient", asyncio.Event], Awaitable[None]]
 
 
+class OutboxMissing(ValueError):
+    """The database has no outbox: the functions were never installed there, or the DSN names
+    the wrong database or file. A configuration error, which waiting will not heal (unlike a
+    database that is down), so the relay stops; ``gearsql relay`` exits with status 2."""
+
+
 class Source:
     """One database's outbox.
 
     The blocking methods (:meth:`open`, :meth:`claim`, :meth:`finish`, :meth:`close`,
     :meth:`side_tasks`) are called one at a time from the relay's database thread; an exception
     from :meth:`open`, :meth:`claim` or :meth:`finish` means the connection is broken: the
-    relay closes the source, waits, and opens it again. ValueError from :meth:`open` is a
-    configuration error and stops the relay. :meth:`watch` runs on the event loop.
+    relay closes the source, waits, and opens it again. ValueError from :meth:`open` (such as
+    :class:`OutboxMissing`) is a configuration error and stops the relay. :meth:`watch` runs on
+    the event loop.
     """
 
     #: How this source hears of new rows: ``listen``, ``binlog`` or ``poll``.
