@@ -894,6 +894,75 @@ def _job_error(exc: GearmanError, timeout_ms: int | None) -> str:
     return "the job failed"
 
 
+#: Seconds a foreground job of `submit` waits before the job servers are asked whether any
+#: worker can do its function.
+NO_WORKER_NOTICE_AFTER = 3.0
+
+
+class _NoWorkerNotice:
+    """Says once on stderr, per function, that no job server has a worker for a foreground job
+    that has been waiting for :data:`NO_WORKER_NOTICE_AFTER` seconds, so that `submit -f typo`
+    does not hang in silence. The servers are asked with the admin ``status`` command (which
+    gearmand answers too), once per wait, on a timer thread; a server that does not answer is
+    left out."""
+
+    def __init__(
+        self, servers: list[tuple[str, int]], printer: _Printer, timeout_ms: int | None
+    ) -> None:
+        self.servers = servers
+        self.printer = printer
+        self.told: set[str] = set()
+        self.until = (
+            "(Ctrl-C stops; -t MS sets a timeout)" if timeout_ms is None
+            else f"until the -t timeout of {timeout_ms} ms"
+        )
+
+    @contextlib.contextmanager
+    def watching(self, jobs: list[tuple[str, SyncTask]]) -> Iterator[None]:
+        """While the block waits for ``jobs`` (function, task), check once after the delay."""
+        timer = threading.Timer(NO_WORKER_NOTICE_AFTER, self._check, [jobs])
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+            timer.join()
+
+    def _workers(self) -> dict[bytes, int] | None:
+        """Workers per function name (as listed) over every server that answered; None if
+        none did."""
+        counts: dict[bytes, int] = {}
+        answered = False
+        for address in self.servers:
+            try:
+                with AdminClient(*address, timeout=2.0) as admin:
+                    for fn in admin.status():
+                        counts[fn.name] = counts.get(fn.name, 0) + fn.workers
+                answered = True
+            except (GearmanError, OSError):
+                continue
+        return counts if answered else None
+
+    def _check(self, jobs: list[tuple[str, SyncTask]]) -> None:
+        waiting = sorted({f for f, task in jobs if not task.done() and f not in self.told})
+        if not waiting:
+            return
+        counts = self._workers()
+        if counts is None:
+            return
+        where = ", ".join(format_address(address) for address in self.servers)
+        for function in waiting:
+            name = function_bytes(function)
+            if counts.get(name, 0) or counts.get(escape_name(name), 0):
+                continue
+            self.told.add(function)
+            self.printer.error(
+                f"no worker is registered for {function!r} on {where}; still waiting "
+                + self.until
+            )
+
+
 def _run_foreground(
     client: Client,
     functions: tuple[str, ...],
@@ -903,6 +972,7 @@ def _run_foreground(
     prefix: bool,
     verbose: bool,
     timeout_ms: int | None,
+    notice: _NoWorkerNotice,
 ) -> int:
     """Run one workload as a foreground job of each function, at once, printing their output
     as it arrives; returns how many jobs failed."""
@@ -926,6 +996,17 @@ def _run_foreground(
         )
         jobs.append((function, task, output, warnings))
     deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
+    with notice.watching([(function, task) for function, task, _, _ in jobs]):
+        return _collect(jobs, printer, deadline, timeout_ms)
+
+
+def _collect(
+    jobs: list[tuple[str, SyncTask, _Output, _Output]],
+    printer: _Printer,
+    deadline: float | None,
+    timeout_ms: int | None,
+) -> int:
+    """Wait for each job's result and print it (or its error); how many jobs failed."""
     failures = 0
     for function, task, output, warnings in jobs:
         remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
@@ -1009,7 +1090,8 @@ def submit(
     jobs run one after the other (with several -f, each workload goes to every function at
     once). Background jobs print nothing. A job that fails, raises or times out is reported on
     stderr, the other jobs still run, and the exit status is 1; a server that cannot be reached
-    stops the command with status 1.
+    stops the command with status 1. When a foreground job has waited 3 s and no server has a
+    worker for its function, that is said once on stderr; the job still waits (see -t).
     """
     if high and low:
         raise click.UsageError("give -I (high) or -L (low), not both")
@@ -1023,6 +1105,7 @@ def submit(
     timeout = None if timeout_ms is None else timeout_ms / 1000
     _library_logging()
     printer = _Printer()
+    notice = _NoWorkerNotice(servers, printer, timeout_ms)
     failures = 0
     with Client(servers, connect_timeout=timeout or 5.0) as client:
         for workload in _workloads(data, per_line, no_input):
@@ -1034,7 +1117,8 @@ def submit(
                         printer.emit(printer.stdout, f"{tag}{job.handle.decode()}\n".encode())
             else:
                 failures += _run_foreground(
-                    client, functions, workload, options, printer, prefix, verbose, timeout_ms
+                    client, functions, workload, options, printer, prefix, verbose, timeout_ms,
+                    notice,
                 )
             if printer.broken_pipe:
                 break
