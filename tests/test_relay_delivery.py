@@ -368,8 +368,8 @@ def test_a_database_without_the_outbox_stops_the_relay_with_status_2(
     """A missing outbox is a configuration error, not an outage: one line, exit status 2,
     instead of retrying for ever and calling it "cannot connect"."""
     with contextlib.ExitStack() as stack:
-        if where == "sqlite-missing-file":
-            dsn, message = f"sqlite:///{tmp_path}/app.db", f"no SQLite database at {tmp_path}"
+        if where == "sqlite-missing-file":  # relative to the relay's current directory
+            dsn, message = "sqlite:///app.db", f"no SQLite database at {tmp_path}/app.db:"
         elif where == "sqlite-without-outbox":
             sqlite3.connect(tmp_path / "app.db").close()  # an empty file of another program
             dsn, message = f"sqlite:///{tmp_path}/app.db", "has no gman_outbox table"
@@ -388,7 +388,7 @@ def test_a_database_without_the_outbox_stops_the_relay_with_status_2(
         done = subprocess.run(
             [sys.executable, "-m", "gearsql", "relay", "--dsn", dsn, "--servers",
              f"127.0.0.1:{free_port()}"],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True, text=True, timeout=120, cwd=tmp_path,
         )
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.startswith("gearsql: ")]
