@@ -71,6 +71,7 @@ def test_the_example_config_file_runs_as_written_from_the_repository(tmp_path: P
     (["--store", "memroy"], ["--store: unknown store 'memroy'", "use memory"]),
     (["--store", "redis://127.0.0.1:6379/0"], ["unknown store 'redis://", "postgresql://"]),
     (["--store", "sqlite://queue.db"], ["the path follows three slashes", "sqlite:////"]),
+    (["--store", "sqlite:///q.db?max_size=lots"], ["max_size is a size in bytes", "100MB"]),
     (["-l", "/nodir/x.log"], ["-l/--log-file: cannot open /nodir/x.log", "create its directory"]),
     (["-P", "/nodir/x.pid"], ["-P/--pid-file: /nodir does not exist"]),
 ])

@@ -27,11 +27,17 @@ __all__ = [
 def _parse_size(text: str) -> int:
     """``100000``, ``64KB``, ``100MB``, ``2GB`` as bytes."""
     units = {"KB": 1024, "MB": 1024**2, "GB": 1024**3, "K": 1024, "M": 1024**2, "G": 1024**3}
-    text = text.strip().upper()
-    for suffix, factor in units.items():
-        if text.endswith(suffix):
-            return int(float(text[: -len(suffix)]) * factor)
-    return int(text)
+    number, factor = text.strip().upper(), 1
+    for suffix, size in units.items():
+        if number.endswith(suffix):
+            number, factor = number[: -len(suffix)], size
+            break
+    try:
+        return int(float(number) * factor) if factor > 1 else int(number)
+    except ValueError:
+        raise ValueError(
+            f"max_size is a size in bytes, such as 100000, 64KB, 100MB or 2GB, not {text!r}"
+        ) from None
 
 
 def default_store_url() -> str:
