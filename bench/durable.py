@@ -160,7 +160,7 @@ class Databases:
         if store == "memory":
             return ["--store", "memory"]
         if store == "sqlite":
-            return ["--store", f"sqlite://{self.sqlite_path(table)}?table={table}"]
+            return ["--store", f"sqlite:///{self.sqlite_path(table)}?table={table}"]
         if store == "postgresql":
             return ["--store", f"{self.pg_dsn}?table={table}"]
         if store == "mysql":

@@ -23,7 +23,7 @@ WIDTH = 100
 
 # Help texts that show something of this machine, and what the docs show instead.
 MACHINE_SPECIFIC = {
-    default_store_url(): "sqlite://$XDG_STATE_HOME/gearsql/queue.sqlite3",
+    default_store_url(): "sqlite:///$XDG_STATE_HOME/gearsql/queue.sqlite3",
 }
 
 HEADER = """\

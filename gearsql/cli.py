@@ -229,7 +229,9 @@ _LOG_FILE_OPTION = click.option(
     "--store",
     default=None,
     metavar="URL",
-    help="Where background jobs are kept: sqlite:///PATH (an SQLite file), or 'memory' "
+    help="Where background jobs are kept: sqlite:///RELATIVE/PATH or sqlite:////ABSOLUTE/PATH "
+    "(an SQLite file; its directory must exist), postgresql://USER@HOST/DB or "
+    "mysql://USER:PASSWORD@HOST/DB (a table in that database; ?table=NAME picks it), or memory "
     "(lost on restart). Default: " + default_store_url(),
 )
 @click.option(
@@ -273,10 +275,53 @@ def server(
     """
     from gearsql.server import ServerConfig, run_server
 
-    setup_logging(log_file, verbose)
-    options["store"] = options["store"] or default_store_url()
+    options["store"] = _checked_store(options["store"])
+    if pid_file:
+        _check_writable(pid_file, "-P/--pid-file")
+    try:
+        setup_logging(log_file, verbose)
+    except OSError as exc:
+        raise CommandError(
+            f"-l/--log-file: cannot open {log_file}: {exc.strerror or exc}; create its directory "
+            "or give another file ('stderr' logs to the terminal or the journal)"
+        ) from None
     config = ServerConfig(listen=listen or ("127.0.0.1",), verbose=verbose.upper(), **options)
     sys.exit(run_server(config, pid_file=pid_file))
+
+
+def _checked_store(url: str | None) -> str:
+    """The ``--store`` URL (the default when None), after checking that it names a store
+    gearsql has and, for SQLite, that the file's directory exists; CommandError otherwise.
+    Nothing is connected: a database that is down is the server's to report and retry."""
+    from gearsql.stores import StoreError, open_store
+    from gearsql.stores.sqlite import SQLiteStore
+
+    url = url or default_store_url()
+    try:
+        store = open_store(url)
+    except ValueError as exc:
+        raise CommandError(f"--store: {exc}") from None
+    except ImportError as exc:  # the driver of the postgres or mysql extra
+        raise CommandError(
+            f"--store: {exc}; install gearsql[postgres] or gearsql[mysql] for that store"
+        ) from None
+    if isinstance(store, SQLiteStore):
+        try:
+            store.check_directory()
+        except StoreError as exc:
+            raise CommandError(f"--store: {exc}") from None
+    return url
+
+
+def _check_writable(path: str, option: str) -> None:
+    """CommandError unless ``path``'s directory exists and the file can be written there."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise CommandError(f"{option}: {directory} does not exist; create it or give another path")
+    if not os.access(directory, os.W_OK | os.X_OK) or (
+        os.path.exists(path) and not os.access(path, os.W_OK)
+    ):
+        raise CommandError(f"{option}: cannot write {path}: permission denied")
 
 
 # ---------------------------------------------------------------------------- admin commands
@@ -291,6 +336,13 @@ class CommandError(click.ClickException):
 
     def show(self, file: Any = None) -> None:
         click.echo(f"gearsql: {self.message}", err=True)
+
+
+class ConfigurationError(CommandError):
+    """What a command was pointed at cannot work and waiting will not change that (a database
+    without the outbox): shown like CommandError, with exit status 2."""
+
+    exit_code = 2
 
 
 @contextlib.contextmanager
@@ -658,31 +710,47 @@ def top(servers: list[tuple[str, int]], timeout: float, interval: float, once: b
     RUNNING counts jobs a worker holds; WORKERS the workers registered for the function. If a
     server stops answering after the first frame, the error is shown and `top` keeps trying.
     """
-    clients = [AdminClient(*address, timeout=timeout) for address in servers]
-    where = ", ".join(client.server for client in clients)
-    live = not once and sys.stdout.isatty()
+    # Ctrl-C (and SIGTERM) must stop it even when it was started with SIGINT ignored, as a
+    # non-interactive shell starts a background job: Python then installs no KeyboardInterrupt
+    # handler of its own, and the signal would be lost. The handlers are put back afterwards.
+    saved = {} if once else {
+        sig: signal.signal(sig, signal.default_int_handler)
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
-        lines = _top_frame(clients, len(servers) > 1)
-        while True:
-            title = f"gearsql top  {where}  {time.strftime('%H:%M:%S')}"
-            if live:
-                click.clear()
-                title += "  (Ctrl-C quits)"
-            click.echo("\n".join([title, *lines]))
-            if once:
-                return
-            time.sleep(interval)
-            if not live:
-                click.echo()
-            try:
-                lines = _top_frame(clients, len(servers) > 1)
-            except GearmanError as exc:
-                lines = [f"gearsql: {exc}"]
+        with contextlib.ExitStack() as stack:
+            clients = [stack.enter_context(AdminClient(*a, timeout=timeout)) for a in servers]
+            live = not once and sys.stdout.isatty()
+            _top_loop(clients, len(servers) > 1, interval, once, live)
     except KeyboardInterrupt:
         pass
     finally:
-        for client in clients:
-            client.close()
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _top_loop(
+    clients: list[AdminClient], many: bool, interval: float, once: bool, live: bool
+) -> None:
+    """Print frames of `top` every ``interval`` seconds (one with ``once``), redrawing the
+    screen when ``live``; until KeyboardInterrupt."""
+    where = ", ".join(client.server for client in clients)
+    lines = _top_frame(clients, many)
+    while True:
+        title = f"gearsql top  {where}  {time.strftime('%H:%M:%S')}"
+        if live:
+            click.clear()
+            title += "  (Ctrl-C quits)"
+        click.echo("\n".join([title, *lines]))
+        if once:
+            return
+        time.sleep(interval)
+        if not live:
+            click.echo()
+        try:
+            lines = _top_frame(clients, many)
+        except GearmanError as exc:
+            lines = [f"gearsql: {exc}"]
 
 
 # ---------------------------------------------------------------------------- submit and work
@@ -826,6 +894,75 @@ def _job_error(exc: GearmanError, timeout_ms: int | None) -> str:
     return "the job failed"
 
 
+#: Seconds a foreground job of `submit` waits before the job servers are asked whether any
+#: worker can do its function.
+NO_WORKER_NOTICE_AFTER = 3.0
+
+
+class _NoWorkerNotice:
+    """Says once on stderr, per function, that no job server has a worker for a foreground job
+    that has been waiting for :data:`NO_WORKER_NOTICE_AFTER` seconds, so that `submit -f typo`
+    does not hang in silence. The servers are asked with the admin ``status`` command (which
+    gearmand answers too), once per wait, on a timer thread; a server that does not answer is
+    left out."""
+
+    def __init__(
+        self, servers: list[tuple[str, int]], printer: _Printer, timeout_ms: int | None
+    ) -> None:
+        self.servers = servers
+        self.printer = printer
+        self.told: set[str] = set()
+        self.until = (
+            "(Ctrl-C stops; -t MS sets a timeout)" if timeout_ms is None
+            else f"until the -t timeout of {timeout_ms} ms"
+        )
+
+    @contextlib.contextmanager
+    def watching(self, jobs: list[tuple[str, SyncTask]]) -> Iterator[None]:
+        """While the block waits for ``jobs`` (function, task), check once after the delay."""
+        timer = threading.Timer(NO_WORKER_NOTICE_AFTER, self._check, [jobs])
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+            timer.join()
+
+    def _workers(self) -> dict[bytes, int] | None:
+        """Workers per function name (as listed) over every server that answered; None if
+        none did."""
+        counts: dict[bytes, int] = {}
+        answered = False
+        for address in self.servers:
+            try:
+                with AdminClient(*address, timeout=2.0) as admin:
+                    for fn in admin.status():
+                        counts[fn.name] = counts.get(fn.name, 0) + fn.workers
+                answered = True
+            except (GearmanError, OSError):
+                continue
+        return counts if answered else None
+
+    def _check(self, jobs: list[tuple[str, SyncTask]]) -> None:
+        waiting = sorted({f for f, task in jobs if not task.done() and f not in self.told})
+        if not waiting:
+            return
+        counts = self._workers()
+        if counts is None:
+            return
+        where = ", ".join(format_address(address) for address in self.servers)
+        for function in waiting:
+            name = function_bytes(function)
+            if counts.get(name, 0) or counts.get(escape_name(name), 0):
+                continue
+            self.told.add(function)
+            self.printer.error(
+                f"no worker is registered for {function!r} on {where}; still waiting "
+                + self.until
+            )
+
+
 def _run_foreground(
     client: Client,
     functions: tuple[str, ...],
@@ -835,6 +972,7 @@ def _run_foreground(
     prefix: bool,
     verbose: bool,
     timeout_ms: int | None,
+    notice: _NoWorkerNotice,
 ) -> int:
     """Run one workload as a foreground job of each function, at once, printing their output
     as it arrives; returns how many jobs failed."""
@@ -858,6 +996,17 @@ def _run_foreground(
         )
         jobs.append((function, task, output, warnings))
     deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
+    with notice.watching([(function, task) for function, task, _, _ in jobs]):
+        return _collect(jobs, printer, deadline, timeout_ms)
+
+
+def _collect(
+    jobs: list[tuple[str, SyncTask, _Output, _Output]],
+    printer: _Printer,
+    deadline: float | None,
+    timeout_ms: int | None,
+) -> int:
+    """Wait for each job's result and print it (or its error); how many jobs failed."""
     failures = 0
     for function, task, output, warnings in jobs:
         remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
@@ -941,7 +1090,8 @@ def submit(
     jobs run one after the other (with several -f, each workload goes to every function at
     once). Background jobs print nothing. A job that fails, raises or times out is reported on
     stderr, the other jobs still run, and the exit status is 1; a server that cannot be reached
-    stops the command with status 1.
+    stops the command with status 1. When a foreground job has waited 3 s and no server has a
+    worker for its function, that is said once on stderr; the job still waits (see -t).
     """
     if high and low:
         raise click.UsageError("give -I (high) or -L (low), not both")
@@ -955,6 +1105,7 @@ def submit(
     timeout = None if timeout_ms is None else timeout_ms / 1000
     _library_logging()
     printer = _Printer()
+    notice = _NoWorkerNotice(servers, printer, timeout_ms)
     failures = 0
     with Client(servers, connect_timeout=timeout or 5.0) as client:
         for workload in _workloads(data, per_line, no_input):
@@ -966,7 +1117,8 @@ def submit(
                         printer.emit(printer.stdout, f"{tag}{job.handle.decode()}\n".encode())
             else:
                 failures += _run_foreground(
-                    client, functions, workload, options, printer, prefix, verbose, timeout_ms
+                    client, functions, workload, options, printer, prefix, verbose, timeout_ms,
+                    notice,
                 )
             if printer.broken_pipe:
                 break
@@ -1112,8 +1264,8 @@ def work(
     multiple=True,
     required=True,
     metavar="DSN",
-    help="Database whose outbox to drain: postgresql://..., mysql://... or sqlite:///PATH; "
-    "repeat for several.",
+    help="Database whose outbox to drain: postgresql://..., mysql://..., or an SQLite file, "
+    "sqlite:///RELATIVE/PATH or sqlite:////ABSOLUTE/PATH; repeat for several.",
 )
 @click.option(
     "--servers",
@@ -1179,8 +1331,9 @@ def relay(
     The gman_*_background SQL functions (transactional mode) write an outbox row in the
     caller's transaction; this submits each committed row with its priority and a unique made
     from the outbox id, then deletes it. Rows are claimed so that several relays can run at
-    once; while no job server answers they stay in the outbox. SIGTERM or SIGINT stops it
-    cleanly.
+    once; while no job server answers they stay in the outbox, and a database that cannot be
+    reached is retried. A database without the outbox (or a missing SQLite file) stops the
+    relay with exit status 2. SIGTERM or SIGINT stops it cleanly.
     """
     from gearsql.relay import run_relays
 
@@ -1203,7 +1356,9 @@ def relay(
     try:
         asyncio.run(main())
     except ValueError as exc:
-        raise CommandError(str(exc)) from None
+        # A configuration error, such as a database without the outbox: waiting will not heal
+        # it, so stop with status 2 (a database that is down is retried instead).
+        raise ConfigurationError(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------- SQL bridges
@@ -1219,7 +1374,8 @@ def install() -> None:
 
     `gearsql install postgres --dsn DSN` installs them into PostgreSQL (PL/Python), `gearsql
     install mysql --dsn DSN` into MariaDB (stored functions and an outbox for the relay). Run it
-    as a superuser; it can be run again to upgrade, keeping the settings.
+    as a PostgreSQL superuser, or as MariaDB's root or the database's owner; it can be run again
+    to upgrade, keeping the settings.
     """
 
 
@@ -1285,6 +1441,12 @@ def _bridge_sql(dsn: str | None, print_sql: bool, sql: Callable[[], str],
     help="How gman_do*_background submits (default on first install: transactional, an outbox "
     "row that follows the transaction; immediate submits at call time).",
 )
+@click.option(
+    "--timeout",
+    metavar="SECONDS",
+    help="How long a foreground gman_do* waits for its result (the 'timeout' setting; default "
+    "on first install 60).",
+)
 @_PRINT_SQL_OPTION
 def install_postgres(
     dsn: str | None,
@@ -1292,22 +1454,24 @@ def install_postgres(
     role: str | None,
     servers: str | None,
     background_mode: str | None,
+    timeout: str | None,
     print_sql: bool,
 ) -> None:
     """Install the gman_* functions into PostgreSQL.
 
     Creates (or upgrades) in SCHEMA: the gman_do*, gman_servers_set, gman_job_status functions
     and the gman_sum aggregate (PL/Python, plpython3u), the gman_settings table that only the
-    installing role can change, and the gman_outbox table. Needs a superuser and the server's
-    PL/Python package (Debian: postgresql-plpython3-VERSION).
+    installing role can change, and the gman_outbox table. Needs a superuser (PL/Python is an
+    untrusted language) and the server's PL/Python package (Debian:
+    postgresql-plpython3-VERSION).
     """
     from gearsql.bridges import postgres
 
     _bridge_sql(
         dsn,
         print_sql,
-        lambda: postgres.install_sql(schema, role, servers, background_mode),
-        lambda url: postgres.install(url, schema, role, servers, background_mode),
+        lambda: postgres.install_sql(schema, role, servers, background_mode, timeout),
+        lambda url: postgres.install(url, schema, role, servers, background_mode, timeout),
     )
     if not print_sql:
         click.echo(f"installed the gman_* functions into schema {schema}")
@@ -1391,7 +1555,9 @@ def install_mysql(
     gman_do_background_unique, ...), the gman_settings table that only the installing account
     can change, the gman_outbox table and the tables through which `gearsql relay` answers
     foreground calls. The functions only write rows: run `gearsql relay --dsn ...` to submit
-    them. Needs MariaDB 10.3 or later.
+    them. Needs MariaDB 10.3 or later, and the database's owner or root (at least CREATE,
+    INSERT, CREATE ROUTINE and ALTER ROUTINE on it; GRANT OPTION for --grant-to and
+    --relay-account).
     """
     from gearsql.bridges import mysql
 

@@ -20,6 +20,7 @@ carries it. ``sqlite3_interrupt`` (``conn.interrupt()``) stops a waiting ``gman_
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import weakref
@@ -80,8 +81,10 @@ def register(
     """Add every gman_* function to ``conn``.
 
     ``servers``: the job servers the functions may reach (``"host[:port],..."`` or a list;
-    None reads ``$GEARMAN_SERVERS``). ``on_error`` also receives each error's message. Raises
-    ValueError for a bad server list, background mode or timeout.
+    None reads ``$GEARMAN_SERVERS``). ``on_error`` also receives each error's message. In the
+    transactional background mode the ``gman_outbox`` table that ``gearsql relay`` drains is
+    created here already (unless a transaction is open). Raises ValueError for a bad server
+    list, background mode or timeout.
     """
     addresses = parse_servers(servers)
     if background_mode not in BACKGROUND_MODES:
@@ -166,6 +169,13 @@ def register(
         conn.create_aggregate(
             aggregate["name"], len(aggregate["params"]), _aggregate_class(step, final)
         )
+    if background_mode == "transactional" and not conn.in_transaction:
+        # Make the outbox now rather than at the first background call, so that a relay started
+        # before that call finds it (the relay stops at a file without one, a wrong path most
+        # likely). Inside the caller's transaction, or on a read-only file, it is left to the
+        # first call, as before.
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute(library._SQL["sqlite"]["outbox_table"])
 
 
 def _aggregate_class(step: Callable[..., Any], final: Callable[..., Any]) -> type:

@@ -236,25 +236,33 @@ def test_top_once_prints_one_frame_of_queue_depths(any_server: ServerProcess) ->
     ]
 
 
-def test_top_refreshes_until_interrupted(gearsql_server: ServerProcess, tmp_path: Path) -> None:
+@pytest.mark.parametrize("started_with", ["SIGINT handled", "SIGINT ignored"])
+def test_top_refreshes_until_interrupted(
+    gearsql_server: ServerProcess, tmp_path: Path, started_with: str
+) -> None:
+    """Also when its parent ignores SIGINT, as a non-interactive shell does for a background
+    job (`pytest &`): Python then leaves SIGINT ignored, so `top` must set its own handler."""
     out = tmp_path / "top.out"
-    with out.open("w") as stdout:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gearsql", "top", "-p", str(gearsql_server.port), "-n", "0.1"],
-            stdout=stdout,
-            stderr=subprocess.PIPE,
-            env=CLEAN_ENV,
-        )
+    command = [sys.executable, "-m", "gearsql", "top", "-p", str(gearsql_server.port), "-n", "0.1"]
+    if started_with == "SIGINT ignored":
+        command = ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *command]
+    with out.open("w") as stdout, subprocess.Popen(
+        command, stdout=stdout, stderr=subprocess.PIPE, env=CLEAN_ENV
+    ) as proc:
         try:
-            deadline = time.monotonic() + 20
-            while out.read_text().count("gearsql top") < 3 and time.monotonic() < deadline:
+            # Frames are printed after the handler is set: only then is a SIGINT sure to reach
+            # `top` rather than the interpreter's start-up. The deadline is for a hung `top`,
+            # far beyond what a busy machine needs.
+            deadline = time.monotonic() + 120
+            while out.read_text().count("gearsql top") < 3:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
+                assert time.monotonic() < deadline, "top printed fewer than 3 frames in 120 s"
                 time.sleep(0.05)
             proc.send_signal(signal.SIGINT)
-            _, stderr = proc.communicate(timeout=10)
+            _, stderr = proc.communicate(timeout=60)
         finally:
             if proc.poll() is None:
                 proc.kill()
-                proc.wait()
 
     assert proc.returncode == 0
     assert stderr == b""

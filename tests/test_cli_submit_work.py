@@ -275,3 +275,54 @@ def test_debian_gearman_client_to_a_gearsql_worker(
     programs.start(gearsql("work", *at(any_server), "-f", "broken", "-c", "1", "false"))
     done = run([*argv, "-s", "-f", "broken"])
     assert done.returncode == 1 and b"Job failed" in done.stderr
+
+
+# ---------------------------------------------------------------------- nobody to do the job
+
+
+def read_stderr_until(proc: subprocess.Popen[bytes], expected: bytes) -> bytes:
+    """Read the program's stderr until ``expected`` has come, without waiting for it to end."""
+    assert proc.stderr is not None
+    fd = proc.stderr.fileno()
+    seen = b""
+    deadline = time.monotonic() + WAIT
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while expected not in seen:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"waited for {expected!r} on stderr, got {seen!r}"
+            if selector.select(remaining):
+                chunk = os.read(fd, 4096)
+                assert chunk, f"stderr closed before {expected!r}; got {seen!r}"
+                seen += chunk
+    return seen
+
+
+def test_submit_says_once_that_no_worker_is_registered_and_keeps_waiting(
+    any_server: ServerProcess, programs: Programs
+) -> None:
+    submit = programs.start(gearsql("submit", *at(any_server), "-f", "nobody_yet", "hi"))
+    said = read_stderr_until(submit, b"\n")
+    assert said == (
+        f"gearsql: no worker is registered for 'nobody_yet' on 127.0.0.1:{any_server.port}; "
+        "still waiting (Ctrl-C stops; -t MS sets a timeout)\n"
+    ).encode()
+    # Still waiting: a worker that comes now gets the job, and the result is printed.
+    programs.start(gearsql("work", *at(any_server), "-f", "nobody_yet", "-c", "1"))
+    code, out, err = finish(submit)
+    assert (code, out, err) == (0, b"hi", b"")
+
+
+def test_submit_says_nothing_while_a_registered_worker_is_busy(
+    any_server: ServerProcess, programs: Programs
+) -> None:
+    """The job outlasts the notice's delay, but a worker has the function: nothing to say."""
+    programs.start(gearsql("work", *at(any_server), "-f", "slow", "-c", "1", "--",
+                           "sh", "-c", "sleep 4; cat"))
+    deadline = time.monotonic() + WAIT
+    with AdminClient(*any_server.address) as admin:
+        while not any(f.name == b"slow" and f.workers for f in admin.status()):
+            assert time.monotonic() < deadline, "the worker never registered"
+            time.sleep(0.05)
+    done = run(gearsql("submit", *at(any_server), "-f", "slow", "hi"))
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"hi", b"")

@@ -41,7 +41,7 @@ Row = tuple[bytes, bytes, int, bytes, int]
 def sqlite_server(tmp_path: Path, db: Path, *args: str, log: str = "gearsql.log") -> ServerProcess:
     """A started `gearsql server --store sqlite:///<db>`."""
     return ServerProcess(
-        "gearsql", tmp_path / log, ["--store", f"sqlite://{db}", *args]
+        "gearsql", tmp_path / log, ["--store", f"sqlite:///{db}", *args]
     ).start()
 
 
@@ -607,7 +607,7 @@ def test_second_server_on_the_same_file_refuses_to_start(tmp_path: Path) -> None
     try:
         port = free_port()
         result = run_cli(
-            "server", "--port", str(port), "--store", f"sqlite://{db}", "--log-file", "stderr"
+            "server", "--port", str(port), "--store", f"sqlite:///{db}", "--log-file", "stderr"
         )
         assert result.returncode != 0
         assert "another gearsql server" in result.stderr
@@ -621,21 +621,32 @@ def test_second_server_on_the_same_file_refuses_to_start(tmp_path: Path) -> None
         assert first.stop() == 0
 
 
-@pytest.mark.parametrize("where", ["proc", "under-a-file"])
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("missing-directory", "nodir does not exist; create the directory first"),
+        ("under-a-file", "a-file is not a directory"),
+        ("proc", "cannot start: cannot open SQLite queue /proc/q.db"),
+    ],
+)
 def test_unusable_store_location_stops_the_server_before_it_listens(
-    tmp_path: Path, where: str
+    tmp_path: Path, where: str, message: str
 ) -> None:
-    if where == "proc":
-        url = "sqlite:///proc/nonexistent/q.db"
-    else:
+    if where == "missing-directory":
+        url = f"sqlite:///{tmp_path}/nodir/q.db"
+    elif where == "under-a-file":
         (tmp_path / "a-file").write_text("not a directory")
-        url = f"sqlite://{tmp_path}/a-file/q.db"
+        url = f"sqlite:///{tmp_path}/a-file/q.db"
+    else:  # the directory exists, but no file can be made in it
+        url = "sqlite:////proc/q.db"
     port = free_port()
     result = run_cli("server", "--port", str(port), "--store", url, "--log-file", "stderr")
     assert result.returncode != 0
-    assert "cannot start" in result.stderr
-    assert "cannot open SQLite queue" in result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
     assert "listening" not in result.stderr
+    # Only the default state directory is ever created.
+    assert not (tmp_path / "nodir").exists()
     # Never run silently without persistence (case 22): nothing answers on the port.
     with pytest.raises(OSError):
         Peer(("127.0.0.1", port), timeout=1).close()
@@ -647,7 +658,7 @@ def test_unusable_store_location_stops_the_server_before_it_listens(
 def test_full_store_refuses_background_jobs_and_recovers_once_drained(tmp_path: Path) -> None:
     db = tmp_path / "q.sqlite3"
     server = ServerProcess(
-        "gearsql", tmp_path / "gearsql.log", ["--store", f"sqlite://{db}?max_size=256KB"]
+        "gearsql", tmp_path / "gearsql.log", ["--store", f"sqlite:///{db}?max_size=256KB"]
     ).start()
     payload = b"x" * 10_240
     try:
@@ -711,7 +722,7 @@ def test_full_store_commits_deletions_even_when_submissions_fail_with_them(
     QUEUE_ERROR keep the queue full for as long as they retry."""
     db = tmp_path / "q.sqlite3"
     server = ServerProcess(
-        "gearsql", tmp_path / "gearsql.log", ["--store", f"sqlite://{db}?max_size=256KB"]
+        "gearsql", tmp_path / "gearsql.log", ["--store", f"sqlite:///{db}?max_size=256KB"]
     ).start()
     payload = b"y" * 10_240
     try:
@@ -783,6 +794,7 @@ def test_help_shows_the_default_store_path(
     monkeypatch.delenv("XDG_STATE_HOME", raising=False)
     result = run_cli("server", "--help")
     assert result.returncode == 0
-    expected = f"sqlite://{tmp_path}/home/.local/state/gearsql/queue.sqlite3"
+    # An absolute path, so four slashes (sqlite:///relative.db, sqlite:////absolute.db).
+    expected = f"sqlite:///{tmp_path}/home/.local/state/gearsql/queue.sqlite3"
     # click wraps the help text, even inside the path.
     assert expected in "".join(result.stdout.split())

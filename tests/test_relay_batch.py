@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -99,8 +100,12 @@ def test_the_dsn_picks_the_source(dsn: str, source: str, kind: str, wake: str) -
     assert chosen.wake == wake
 
 
-def test_sqlite_dsns_name_absolute_paths() -> None:
-    assert open_source("sqlite:///tmp/a.db").path == "/tmp/a.db"  # type: ignore[attr-defined]
+def test_sqlite_dsns_follow_sqlalchemy_three_slashes_relative_four_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    relative = open_source("sqlite:///data/a.db")
+    assert relative.path == str(tmp_path / "data" / "a.db")  # type: ignore[attr-defined]
     assert open_source("sqlite:////tmp/a.db").path == "/tmp/a.db"  # type: ignore[attr-defined]
 
 
@@ -109,7 +114,9 @@ def test_sqlite_dsns_name_absolute_paths() -> None:
     ("postgresql://h/x", "binlog", "--source binlog is for MySQL"),
     ("mysql://h/x", "listen", "--source listen is for PostgreSQL"),
     ("sqlite:///x.db", "binlog", "an SQLite relay watches its file or polls"),
-    ("sqlite://", "auto", "needs a path"),
+    ("sqlite://", "auto", "the path follows three slashes"),
+    ("sqlite:///", "auto", "names no file"),
+    ("sqlite://app.db", "auto", "the path follows three slashes"),
     ("sqlite:///x.db", "sometimes", "unknown source"),
 ])
 def test_impossible_sources_are_refused(dsn: str, source: str, message: str) -> None:

@@ -6,8 +6,10 @@ submits what was committed, and a :class:`gearsql.Worker` records what runs."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -357,25 +359,65 @@ def test_bad_options_are_one_clear_line(args: list[str], message: str) -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_a_relay_started_before_the_database_exists_waits_for_it(
+@pytest.mark.parametrize("where", [
+    "sqlite-missing-file", "sqlite-without-outbox", "postgresql", "mariadb",
+])
+def test_a_database_without_the_outbox_stops_the_relay_with_status_2(
+    tmp_path: Path, where: str
+) -> None:
+    """A missing outbox is a configuration error, not an outage: one line, exit status 2,
+    instead of retrying for ever and calling it "cannot connect"."""
+    with contextlib.ExitStack() as stack:
+        if where == "sqlite-missing-file":  # relative to the relay's current directory
+            dsn, message = "sqlite:///app.db", f"no SQLite database at {tmp_path}/app.db:"
+        elif where == "sqlite-without-outbox":
+            sqlite3.connect(tmp_path / "app.db").close()  # an empty file of another program
+            dsn, message = f"sqlite:///{tmp_path}/app.db", "has no gman_outbox table"
+        elif where == "postgresql":
+            pytest.importorskip("psycopg")
+            from databases import postgres_database
+
+            dsn = stack.enter_context(postgres_database())  # nothing installed in it
+            message = "\"gearsql\".gman_outbox does not exist in database"
+        else:
+            pytest.importorskip("mysql.connector")
+            from databases import mysql_database
+
+            dsn = stack.enter_context(mysql_database())
+            message = "gman_outbox does not exist in database"
+        done = subprocess.run(
+            [sys.executable, "-m", "gearsql", "relay", "--dsn", dsn, "--servers",
+             f"127.0.0.1:{free_port()}"],
+            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        )
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("gearsql: ")]
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert "cannot connect" not in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_relay_started_after_register_finds_the_outbox_before_the_first_call(
     tmp_path: Path, gearsql_server: ServerProcess, recorder: Recorder
 ) -> None:
-    """The relay says once that the file is missing, keeps trying, and relays from it once an
-    application created it."""
+    """gearsql.sqlite.register() makes the outbox, so a relay may start before the
+    application's first background call."""
+    import gearsql.sqlite
+
+    path = tmp_path / "app.db"
+    gearsql.sqlite.connect(str(path), None).close()
     relays = Relays(gearsql_server, tmp_path)
-    path = tmp_path / "later.db"
-    missing = SQLite.__new__(SQLite)
-    missing.dsn = f"sqlite:///{path}"
-    relay = relays.start(missing, ready="no SQLite database at")
+    untouched = SQLite.__new__(SQLite)  # the file as the application left it: no call yet
+    untouched.dsn = f"sqlite:///{path}"
+    relay = relays.start(untouched, ready="relaying ")
     try:
         db = SQLite(path)
-        relay.wait_log("relaying ")
         conn = db.connect()
         try:
             db.enqueue(conn, "record", "first", "a unique of its own")
         finally:
             conn.close()
         assert recorder.wait_seen(1)[0][1:] == (b"a unique of its own", b"first")
-        assert relay.log().count("no SQLite database at") == 1
+        assert relay.proc.poll() is None, relay.log()
     finally:
         relays.stop_all()

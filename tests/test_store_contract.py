@@ -48,7 +48,7 @@ def store_url(
     if database == "memory":
         return "memory"
     if database == "sqlite":
-        return f"sqlite://{tmp_path}/queue.sqlite3?table={table}"
+        return f"sqlite:///{tmp_path}/queue.sqlite3?table={table}"
     dsn = request.getfixturevalue("pg_dsn" if database == "postgresql" else "mysql_dsn")
     return f"{dsn}?table={table}"
 

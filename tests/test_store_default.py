@@ -16,7 +16,7 @@ def test_server_config_defaults_to_the_clis_sqlite_file(
 ) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     config = ServerConfig()
-    assert config.store == default_store_url() == f"sqlite://{tmp_path}/gearsql/queue.sqlite3"
+    assert config.store == default_store_url() == f"sqlite:///{tmp_path}/gearsql/queue.sqlite3"
     store = open_store(config.store)
     assert isinstance(store, SQLiteStore) and store.durable
     assert store.path == tmp_path / "gearsql" / "queue.sqlite3"

@@ -44,7 +44,7 @@ def drain(server: ServerProcess, count: int) -> list[tuple[bytes, bytes]]:
 
 def _sqlite_queue(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[list[str], str]:
     db = tmp_path / "gearmand-queue.sqlite3"
-    return ["-q", "libsqlite3", "--libsqlite3-db", str(db)], f"sqlite://{db}"
+    return ["-q", "libsqlite3", "--libsqlite3-db", str(db)], f"sqlite:///{db}"
 
 
 def _postgres_queue(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[list[str], str]:

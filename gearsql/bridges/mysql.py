@@ -664,14 +664,34 @@ def connect_config(dsn: str) -> dict[str, Any]:
     return config
 
 
-def _run(dsn: str, statements: list[str]) -> None:
+#: What an install or uninstall needs, said when MariaDB refuses it for lack of privilege.
+_PRIVILEGES_NEEDED = {
+    "install": "installing needs the database's owner (ALL PRIVILEGES on it) or root: at least "
+    "CREATE, INSERT, CREATE ROUTINE and ALTER ROUTINE on the database",
+    "uninstall": "removing needs the database's owner (ALL PRIVILEGES on it) or root: at least "
+    "SELECT, DROP and ALTER ROUTINE on the database",
+    "grant": "--grant-to and --relay-account also need the GRANT OPTION on the database "
+    "(GRANT ALL ON db.* TO ... WITH GRANT OPTION), or root",
+}
+
+#: ER_DBACCESS_DENIED_ERROR, ER_TABLEACCESS_DENIED_ERROR, ER_SPECIFIC_ACCESS_DENIED_ERROR,
+#: ER_PROCACCESS_DENIED_ERROR.
+_ACCESS_DENIED = frozenset({1044, 1142, 1227, 1370})
+
+
+def _run(dsn: str, statements: list[str], action: str) -> None:
     try:
         import mysql.connector
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise RuntimeError(
             "mysql-connector-python is needed: pip install 'gearsql[mysql]'"
         ) from exc
-    conn: Any = mysql.connector.connect(**connect_config(dsn))
+    try:
+        conn: Any = mysql.connector.connect(**connect_config(dsn))
+    except mysql.connector.Error as exc:
+        if exc.errno in _ACCESS_DENIED:  # no privilege at all on the database
+            raise PermissionError(f"{exc.msg}: {_PRIVILEGES_NEEDED[action]}") from exc
+        raise
     try:
         cursor = conn.cursor()
         cursor.execute("SELECT VERSION()")
@@ -689,6 +709,10 @@ def _run(dsn: str, statements: list[str]) -> None:
                         "the binary log is on: MariaDB creates these functions only with "
                         "log_bin_trust_function_creators = 1 (SET GLOBAL, or in my.cnf)"
                     ) from exc
+                if exc.errno in _ACCESS_DENIED:
+                    granting = statement.startswith("GRANT")
+                    needed = _PRIVILEGES_NEEDED["grant" if granting else action]
+                    raise PermissionError(f"{exc.msg}: {needed}") from exc
                 raise
     finally:
         conn.close()
@@ -703,13 +727,15 @@ def install(
 ) -> None:
     """Install or upgrade everything into the database of ``dsn`` (see
     :func:`install_statements`). Raises ValueError for bad arguments, RuntimeError for a server
-    that is not MariaDB, and ``mysql.connector.Error`` when the database refuses."""
-    _run(dsn, install_statements(servers, grant_to, timeout, relay_account))
+    that is not MariaDB, PermissionError (saying which privileges) when the account lacks one,
+    and ``mysql.connector.Error`` when the database refuses for another reason."""
+    _run(dsn, install_statements(servers, grant_to, timeout, relay_account), "install")
 
 
 def uninstall(dsn: str, force: bool = False) -> None:
-    """Remove everything from the database of ``dsn`` (see :func:`uninstall_statements`)."""
-    _run(dsn, uninstall_statements(force))
+    """Remove everything from the database of ``dsn`` (see :func:`uninstall_statements`).
+    Raises as :func:`install` does."""
+    _run(dsn, uninstall_statements(force), "uninstall")
 
 
 def connector(dsn: str) -> Callable[[], Any]:

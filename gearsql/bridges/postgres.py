@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from gearsql.bridges import library_package, library_sources, load_library, udf_module
 
@@ -161,13 +162,15 @@ def install_sql(
     role: str | None = None,
     servers: str | None = None,
     background_mode: str | None = None,
+    timeout: str | None = None,
     for_file: bool = False,
 ) -> str:
     """The SQL that installs (or upgrades) the functions into ``schema``.
 
-    Settings already in the schema are kept, except those given here. ``role`` gets USAGE on the
-    schema and EXECUTE on the functions; PUBLIC gets nothing. Raises ValueError for a schema or
-    role that is not a plain identifier, or a bad background mode.
+    Settings already in the schema are kept, except those given here (``timeout``: seconds a
+    foreground gman_do* waits for its result). ``role`` gets USAGE on the schema and EXECUTE on
+    the functions; PUBLIC gets nothing. Raises ValueError for a schema or role that is not a
+    plain identifier, a bad background mode or a timeout that is not 0 < seconds <= 86400.
     """
     check_identifier(schema, "schema")
     if role is not None:
@@ -176,6 +179,8 @@ def install_sql(
         raise ValueError("background_mode is 'transactional' or 'immediate'")
     if servers is not None:
         load_library().parse_servers(servers)  # ValueError names a bad entry
+    if timeout is not None:
+        _check_seconds("timeout", timeout)
     functions = udf_module("functions")
     sources = library_sources()
     package = library_package(sources)
@@ -197,7 +202,7 @@ def install_sql(
                      for name, (default, _) in SETTINGS.items())
         + "\nON CONFLICT (name) DO NOTHING;",
     ]
-    chosen = {"servers": servers, "background_mode": background_mode}
+    chosen = {"servers": servers, "background_mode": background_mode, "timeout": timeout}
     for name, value in chosen.items():
         if value is not None:
             parts.append(
@@ -332,13 +337,48 @@ def uninstall_sql(schema: str = DEFAULT_SCHEMA, force: bool = False, for_file: b
     return "\n\n".join(parts) + "\n"
 
 
-def _run(dsn: str, sql: str) -> None:
+def _check_seconds(name: str, value: str) -> None:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, not {value!r}") from None
+    if not 0 < seconds <= 86400:
+        raise ValueError(f"{name} must be more than 0 and at most 86400 seconds")
+
+
+#: What an install or uninstall needs, said when PostgreSQL refuses it for lack of privilege.
+_PRIVILEGE_NEEDED = {
+    "install": "installing needs a PostgreSQL superuser (such as postgres): the functions are "
+    "PL/Python, and plpython3u is an untrusted language, in which only a superuser may create "
+    "the extension and functions; owning the database is not enough",
+    "uninstall": "removing needs a superuser or the role that installed the functions (the "
+    "owner of the schema and its objects)",
+}
+
+
+def check_dsn(dsn: str) -> None:
+    """ValueError unless ``dsn`` is a PostgreSQL URL (``postgresql://`` or ``postgres://``) or a
+    ``key=value`` connection string, the two forms libpq takes."""
+    if "://" in dsn and urlsplit(dsn).scheme not in ("postgresql", "postgres"):
+        raise ValueError(
+            f"not a PostgreSQL DSN: {urlsplit(dsn).scheme}://...; give "
+            "postgresql://user@host:5432/database (or 'host=... dbname=...')"
+        )
+
+
+def _run(dsn: str, sql: str, action: str) -> None:
+    check_dsn(dsn)
     try:
         import psycopg
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise RuntimeError("psycopg is needed: pip install 'gearsql[postgres]'") from exc
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.encode("utf-8"))
+        try:
+            conn.execute(sql.encode("utf-8"))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            user = conn.info.user
+            reason = str(exc).strip().splitlines()[0]
+            raise PermissionError(f"{reason} (as {user}): {_PRIVILEGE_NEEDED[action]}") from exc
 
 
 def install(
@@ -347,12 +387,16 @@ def install(
     role: str | None = None,
     servers: str | None = None,
     background_mode: str | None = None,
+    timeout: str | None = None,
 ) -> None:
     """Install or upgrade the functions over a connection to ``dsn``, in one transaction.
-    Raises ValueError for bad names and ``psycopg.Error`` when the database refuses."""
-    _run(dsn, install_sql(schema, role, servers, background_mode))
+    Raises ValueError for bad names or a DSN that is not PostgreSQL's, PermissionError when the
+    role may not install (it must be a superuser), and ``psycopg.Error`` when the database
+    refuses for another reason."""
+    _run(dsn, install_sql(schema, role, servers, background_mode, timeout), "install")
 
 
 def uninstall(dsn: str, schema: str = DEFAULT_SCHEMA, force: bool = False) -> None:
-    """Remove the functions, settings and outbox from ``schema`` (see :func:`uninstall_sql`)."""
-    _run(dsn, uninstall_sql(schema, force))
+    """Remove the functions, settings and outbox from ``schema`` (see :func:`uninstall_sql`).
+    Raises as :func:`install` does."""
+    _run(dsn, uninstall_sql(schema, force), "uninstall")

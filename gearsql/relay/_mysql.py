@@ -14,7 +14,7 @@ from typing import Any
 
 from gearsql.relay._thread import watch_in_thread
 from gearsql.relay.batch import OutboxRow, row_from_values, take_within
-from gearsql.relay.source import SideTask, Source, close_quietly
+from gearsql.relay.source import OutboxMissing, SideTask, Source, close_quietly
 
 __all__ = ["MySQLSource", "binlog_problem"]
 
@@ -104,7 +104,7 @@ class MySQLSource(Source):
         self.mariadb = "mariadb" in str(version).lower()
         self.skip_locked = _skip_locked(str(version))
         if not tables:
-            raise LookupError(
+            raise OutboxMissing(
                 f"gman_outbox does not exist in database {self.database!r}: run "
                 "`gearsql install mysql` first"
             )

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gearsql.relay.batch import OutboxRow, row_from_values, take_within
-from gearsql.relay.source import IDENTIFIER, Source, close_quietly
+from gearsql.relay.source import IDENTIFIER, OutboxMissing, Source, close_quietly
 
 __all__ = ["CHANNEL", "PostgresSource"]
 
@@ -50,7 +50,7 @@ class PostgresSource(Source):
         self._identity = f"postgresql:{system}:{database}:{self.schema}"
         self._description = f"postgresql database {database!r}, {self.table}"
         if not exists:
-            raise LookupError(
+            raise OutboxMissing(
                 f"{self.table} does not exist in database {database!r}: run "
                 f"`gearsql install postgres --schema {self.schema}` first"
             )

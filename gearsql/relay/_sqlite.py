@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from gearsql.relay._thread import watch_in_thread
 from gearsql.relay.batch import OutboxRow, row_from_values, take_within
-from gearsql.relay.source import Source, close_quietly
+from gearsql.relay.source import OutboxMissing, Source, close_quietly
 
 __all__ = ["SQLiteSource"]
 
@@ -35,13 +35,27 @@ class SQLiteSource(Source):
 
     def _connect(self) -> sqlite3.Connection:
         if not os.path.exists(self.path):
-            raise FileNotFoundError(f"no SQLite database at {self.path}")
+            # A file cannot be "down": a missing one is a wrong path (sqlite:///relative.db is
+            # relative to the current directory), or a relay started before its application.
+            raise OutboxMissing(
+                f"no SQLite database at {self.path}: check the path (sqlite:///relative.db, "
+                "sqlite:////absolute.db), and start the relay after the application made it"
+            )
         return sqlite3.connect(self.path, isolation_level=None, timeout=30,
                                check_same_thread=False)
 
     def open(self) -> None:
         self.close()
         self.conn = self._connect()
+        found = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'gman_outbox'"
+        ).fetchone()
+        if found is None:
+            raise OutboxMissing(
+                f"{self.path} has no gman_outbox table: it is made by gearsql.sqlite.register() "
+                "(or connect()) in the transactional background mode; is this the "
+                "application's database?"
+            )
 
     def identity(self) -> str:
         return f"sqlite:{os.path.realpath(self.path)}"
@@ -52,14 +66,9 @@ class SQLiteSource(Source):
     def claim(self, limit: int, max_bytes: int) -> list[OutboxRow]:
         conn = self.conn
         assert conn is not None
-        try:
-            # Look without a lock first: an empty outbox must not block the application.
-            if conn.execute("SELECT 1 FROM gman_outbox LIMIT 1").fetchone() is None:
-                return []
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):  # created by the first transactional call
-                return []
-            raise
+        # Look without a lock first: an empty outbox must not block the application.
+        if conn.execute("SELECT 1 FROM gman_outbox LIMIT 1").fetchone() is None:
+            return []
         conn.execute("BEGIN IMMEDIATE")
         try:
             sizes = conn.execute(

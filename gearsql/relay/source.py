@@ -9,12 +9,13 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from gearsql._sqliteurl import SQLITE_SCHEMES, sqlite_path
 from gearsql.relay.batch import OutboxRow
 
 if TYPE_CHECKING:
     from gearsql.client import AsyncClient
 
-__all__ = ["SOURCES", "SideTask", "Source", "close_quietly", "open_source"]
+__all__ = ["SOURCES", "OutboxMissing", "SideTask", "Source", "close_quietly", "open_source"]
 
 #: How a relay may learn of new rows; ``auto`` picks the best the database offers.
 SOURCES = ("auto", "listen", "binlog", "poll")
@@ -27,14 +28,21 @@ IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 SideTask = Callable[["AsyncClient", asyncio.Event], Awaitable[None]]
 
 
+class OutboxMissing(ValueError):
+    """The database has no outbox: the functions were never installed there, or the DSN names
+    the wrong database or file. A configuration error, which waiting will not heal (unlike a
+    database that is down), so the relay stops; ``gearsql relay`` exits with status 2."""
+
+
 class Source:
     """One database's outbox.
 
     The blocking methods (:meth:`open`, :meth:`claim`, :meth:`finish`, :meth:`close`,
     :meth:`side_tasks`) are called one at a time from the relay's database thread; an exception
     from :meth:`open`, :meth:`claim` or :meth:`finish` means the connection is broken: the
-    relay closes the source, waits, and opens it again. ValueError from :meth:`open` is a
-    configuration error and stops the relay. :meth:`watch` runs on the event loop.
+    relay closes the source, waits, and opens it again. ValueError from :meth:`open` (such as
+    :class:`OutboxMissing`) is a configuration error and stops the relay. :meth:`watch` runs on
+    the event loop.
     """
 
     #: How this source hears of new rows: ``listen``, ``binlog`` or ``poll``.
@@ -83,7 +91,8 @@ class Source:
 def open_source(dsn: str, schema: str = "gearsql", source: str = "auto") -> Source:
     """The :class:`Source` a ``--dsn`` names: ``postgresql://...`` (``source`` auto or listen:
     LISTEN; poll), ``mysql://...`` or ``mariadb://...`` (auto: the binlog where it can be
-    followed; binlog; poll), ``sqlite:///path/app.db`` (auto: its change counter; poll).
+    followed; binlog; poll), ``sqlite:///app.db`` (relative to the current directory) or
+    ``sqlite:////abs/app.db`` (auto: its change counter; poll).
     Nothing is connected yet. Raises ValueError."""
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}: use one of {', '.join(SOURCES)}")
@@ -100,19 +109,16 @@ def open_source(dsn: str, schema: str = "gearsql", source: str = "auto") -> Sour
         if source == "listen":
             raise ValueError("--source listen is for PostgreSQL; MySQL follows the binlog or polls")
         return MySQLSource(dsn, source)
-    if scheme in ("sqlite", "sqlite3"):
+    if scheme in SQLITE_SCHEMES:
         from gearsql.relay._sqlite import SQLiteSource
 
         if source not in ("auto", "poll"):
             raise ValueError(f"--source {source}: an SQLite relay watches its file or polls")
-        path = dsn.split("://", 1)[1].split("?", 1)[0]
-        if path.startswith("//"):  # sqlite:////abs/path, as SQLAlchemy writes it
-            path = path[1:]
-        if not path:
-            raise ValueError("an SQLite DSN needs a path: sqlite:///path/to/app.db")
+        path = sqlite_path(dsn)
         return SQLiteSource(path, "poll" if source == "poll" else "change counter")
     raise ValueError(
-        f"unknown database {dsn!r}: use postgresql://..., mysql://... or sqlite:///path"
+        f"unknown database {dsn!r}: use postgresql://..., mysql://..., "
+        "sqlite:///relative/path.db or sqlite:////absolute/path.db"
     )
 
 

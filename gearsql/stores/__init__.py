@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
+from gearsql._sqliteurl import SQLITE_SCHEMES, sqlite_path, sqlite_url
 from gearsql.stores.base import Store, StoredJob, StoreError, check_identifier
 from gearsql.stores.memory import MemoryStore
 
@@ -26,25 +27,33 @@ __all__ = [
 def _parse_size(text: str) -> int:
     """``100000``, ``64KB``, ``100MB``, ``2GB`` as bytes."""
     units = {"KB": 1024, "MB": 1024**2, "GB": 1024**3, "K": 1024, "M": 1024**2, "G": 1024**3}
-    text = text.strip().upper()
-    for suffix, factor in units.items():
-        if text.endswith(suffix):
-            return int(float(text[: -len(suffix)]) * factor)
-    return int(text)
+    number, factor = text.strip().upper(), 1
+    for suffix, size in units.items():
+        if number.endswith(suffix):
+            number, factor = number[: -len(suffix)], size
+            break
+    try:
+        return int(float(number) * factor) if factor > 1 else int(number)
+    except ValueError:
+        raise ValueError(
+            f"max_size is a size in bytes, such as 100000, 64KB, 100MB or 2GB, not {text!r}"
+        ) from None
 
 
 def default_store_url() -> str:
-    """The store ``gearsql server`` uses without ``--store``: SQLite in the user's state dir."""
+    """The store ``gearsql server`` uses without ``--store``: SQLite in the user's state dir
+    (an absolute path, so ``sqlite:////...``)."""
     from gearsql.stores.sqlite import default_sqlite_path
 
-    return f"sqlite://{default_sqlite_path()}"
+    return sqlite_url(default_sqlite_path())
 
 
 def open_store(url: str) -> Store:
     """The store a ``--store`` value names (not yet opened).
 
-    ``memory`` keeps nothing across restarts; ``sqlite:///path/queue.sqlite3`` (an absolute
-    path after ``sqlite://``) keeps jobs in an SQLite file; ``postgresql://user@host/db``
+    ``memory`` keeps nothing across restarts; ``sqlite:///queue.sqlite3`` (relative to the
+    current directory) or ``sqlite:////var/lib/gearsql/queue.sqlite3`` (absolute: four slashes,
+    as in SQLAlchemy) keeps jobs in an SQLite file; ``postgresql://user@host/db``
     (psycopg 3, the ``postgres`` extra) and ``mysql://user:password@host/db`` (MySQL or
     MariaDB through mysql-connector-python, the ``mysql`` extra) in a database table.
     ``?table=NAME`` picks the table (default ``gearman_queue``, as C gearmand); for SQLite,
@@ -55,12 +64,10 @@ def open_store(url: str) -> Store:
         return MemoryStore()
     parts = urlsplit(url)
     query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-    if parts.scheme in ("sqlite", "sqlite3"):
+    if parts.scheme in SQLITE_SCHEMES:
         from gearsql.stores.sqlite import SQLiteStore
 
-        path = url.split("://", 1)[1].split("?", 1)[0] if "://" in url else ""
-        if not path:
-            raise ValueError("an SQLite store needs a path: sqlite:///path/to/queue.sqlite3")
+        path = sqlite_path(url)
         max_size = query.get("max_size")
         return SQLiteStore(
             path, table=query.get("table", "gearman_queue"),
@@ -75,6 +82,6 @@ def open_store(url: str) -> Store:
 
         return MySQLStore(url, table=query.get("table", "gearman_queue"))
     raise ValueError(
-        f"unknown store {url!r}: use 'memory', 'sqlite:///path/to/queue.sqlite3', "
-        "'postgresql://...' or 'mysql://...'"
+        f"unknown store {url!r}: use memory, sqlite:///relative/path.db, "
+        "sqlite:////absolute/path.db, postgresql://... or mysql://..."
     )

@@ -52,7 +52,7 @@ def _sql_value(value: bytes) -> str | bytes:
 
 
 class SQLiteStore(ThreadedStore[sqlite3.Connection]):
-    """Durable jobs in an SQLite file (``--store sqlite:///path/to/queue.sqlite3``)."""
+    """Durable jobs in an SQLite file (``--store sqlite:////var/lib/gearsql/queue.sqlite3``)."""
 
     kind = "SQLite"
     driver_error = sqlite3.Error
@@ -72,9 +72,26 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
 
     # -- everything below the async methods runs on the store's own thread
 
+    def check_directory(self) -> None:
+        """Make sure the file's directory exists. Only gearsql's default state directory is
+        created (with its parents); the directory of a path the user gave must exist already,
+        so that a typo does not silently make directories. Raises StoreError."""
+        directory = self.path.parent
+        if directory == default_sqlite_path().parent:
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create {directory}: {exc.strerror or exc}") from exc
+        elif not directory.is_dir():
+            what = "is not a directory" if directory.exists() else "does not exist"
+            raise StoreError(
+                f"cannot open SQLite queue {self.path}: {directory} {what}; create the "
+                "directory first, or give another path"
+            )
+
     def _open(self) -> None:
+        self.check_directory()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock()
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
         except (OSError, sqlite3.Error) as exc:
