@@ -37,6 +37,7 @@ class CoreDriver:
 
     def __init__(self, **options: Any):
         self.clock = FakeClock()
+        options.setdefault("run_id", b"testrun")
         self.core = JobServerCore(handle_prefix=b"H:test", clock=self.clock, **options)
         self._next_fd = 10
 

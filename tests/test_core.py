@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from coredriver import START, CoreDriver, Reply
 
+from gearsql.core import JobEvent
 from gearsql.protocol import PacketType as P
 
 NOOP = (P.NOOP, ())
@@ -713,15 +714,16 @@ def test_job_retries_minus_one_requeues_without_limit() -> None:
 
 
 def test_job_retries_zero_fails_the_job_on_the_first_loss() -> None:
-    dropped = []
-    d = CoreDriver(job_retries=0, on_drop=dropped.append)
+    d = CoreDriver(job_retries=0)
     client, admin = d.connect(), d.connect()
     handle = d.submit(client, b"f")
     lose_worker(d, handle)
     assert d.received(client) == [(P.WORK_FAIL, (handle,))]
     assert d.admin(admin, b"show jobs") == b".\n"
     assert d.admin(admin, b"status") == b"f\t0\t0\t0\n.\n"
-    assert [job.handle for job in dropped] == [handle]
+    [notice] = d.core.take_notices()
+    assert (notice.level, notice.event, notice.handle) == ("ERROR", JobEvent.DROP, handle)
+    assert notice.message.startswith("Dropped job due to max retry count: " + handle.decode())
     assert d.grab(d.worker(b"f")) == NO_JOB
 
 

@@ -16,6 +16,7 @@ from gearsql.protocol import (
     REQ,
     RES,
     AdminLine,
+    ArgumentProblem,
     Event,
     LocalProtocolError,
     Packet,
@@ -432,7 +433,7 @@ def test_admin_words_that_merely_resemble_http_are_admin_lines(line: bytes) -> N
 def test_unique_of_64_bytes_is_accepted_and_65_refused() -> None:
     assert MAX_UNIQUE == 64
     assert check_unique(b"u" * 64) is None
-    assert check_unique(b"u" * 65) == "Unique value too large"
+    assert check_unique(b"u" * 65) is ArgumentProblem.UNIQUE_TOO_LARGE
 
 
 def test_empty_and_dash_uniques_are_accepted() -> None:
@@ -441,26 +442,38 @@ def test_empty_and_dash_uniques_are_accepted() -> None:
 
 
 def test_unique_with_a_nul_byte_is_refused() -> None:
-    assert check_unique(b"a\0b") == "Unique value contains a NUL byte"
+    assert check_unique(b"a\0b") is ArgumentProblem.UNIQUE_HAS_NUL
 
 
 def test_unique_limit_can_be_lowered() -> None:
     assert check_unique(b"abc", limit=3) is None
-    assert check_unique(b"abcd", limit=3) == "Unique value too large"
+    assert check_unique(b"abcd", limit=3) is ArgumentProblem.UNIQUE_TOO_LARGE
 
 
 def test_function_name_of_512_bytes_is_accepted_and_513_refused() -> None:
     assert MAX_FUNCTION_NAME == 512
     assert check_function_name(b"f" * 512) is None
-    assert check_function_name(b"f" * 513) == "Function name too large"
+    assert check_function_name(b"f" * 513) is ArgumentProblem.FUNCTION_TOO_LARGE
 
 
 def test_empty_function_name_is_refused() -> None:
-    assert check_function_name(b"") == "Function name is empty"
+    assert check_function_name(b"") is ArgumentProblem.FUNCTION_EMPTY
 
 
 def test_function_name_with_a_nul_byte_is_refused() -> None:
-    assert check_function_name(b"re\0verse") == "Function name contains a NUL byte"
+    assert check_function_name(b"re\0verse") is ArgumentProblem.FUNCTION_HAS_NUL
+
+
+def test_function_name_with_a_nul_byte_may_be_allowed_where_it_cannot_break_framing() -> None:
+    assert check_function_name(b"re\0verse", nul_allowed=True) is None
+    assert check_function_name(b"", nul_allowed=True) is ArgumentProblem.FUNCTION_EMPTY
+
+
+def test_argument_problems_carry_gearmands_error_code_and_text() -> None:
+    assert ArgumentProblem.FUNCTION_TOO_LARGE.code == b"ARGUMENT_TOO_LARGE"
+    assert ArgumentProblem.FUNCTION_TOO_LARGE.text == "Function name too large"
+    assert ArgumentProblem.FUNCTION_EMPTY.code == b"INVALID_ARGUMENT"
+    assert ArgumentProblem.UNIQUE_TOO_LARGE.text == "Unique value too large"
 
 
 def test_function_names_are_bytes_and_need_not_be_utf8() -> None:
@@ -470,7 +483,7 @@ def test_function_names_are_bytes_and_need_not_be_utf8() -> None:
 
 def test_function_name_limit_can_be_lowered() -> None:
     assert check_function_name(b"abc", limit=3) is None
-    assert check_function_name(b"abcd", limit=3) == "Function name too large"
+    assert check_function_name(b"abcd", limit=3) is ArgumentProblem.FUNCTION_TOO_LARGE
 
 
 @pytest.mark.parametrize(
