@@ -205,9 +205,7 @@ class ClientConnection(Generic[T]):
         events: list[ClientEvent[T]] = []
         for event in self._parser.feed(data):
             if isinstance(event, Packet):
-                if event.request:
-                    events.append(self._break("the server sent a packet with request magic"))
-                    return events
+                # Request magic from the server is a Violation: the parser expects RES only.
                 self._packet(event, events)
                 if events and isinstance(events[-1], ProtocolBroken):
                     return events

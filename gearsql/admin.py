@@ -24,8 +24,6 @@ ERR_PERMISSION = (
     b"ERR PERMISSION_DENIED Mutating+admin+commands+are+only+accepted+from+loopback\r\n"
 )
 
-VERBOSE_LEVELS = ("FATAL", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE", "INFO", "DEBUG")
-
 
 def _unknown(word: bytes) -> bytes:
     return b"ERR UNKNOWN_COMMAND Unknown+server+command" + word + b"\r\n"

@@ -63,9 +63,6 @@ from gearsql.protocol import (
 )
 
 __all__ = [
-    "HIGH",
-    "LOW",
-    "NORMAL",
     "TRANSITIONS",
     "Function",
     "Job",
@@ -75,9 +72,6 @@ __all__ = [
     "Notice",
     "Session",
 ]
-
-#: The priorities under their old names here (the queue index is the priority itself).
-HIGH, NORMAL, LOW = Priority.HIGH, Priority.NORMAL, Priority.LOW
 
 P = PacketType
 
@@ -750,7 +744,7 @@ class JobServerCore:
         if not count:
             return None
         start = session.rr % count
-        for priority in (HIGH, NORMAL, LOW):
+        for priority in Priority:
             for offset in range(count):
                 index = (start + offset) % count
                 queue = abilities[index].queues[priority]
@@ -993,12 +987,12 @@ class JobServerCore:
         except ValueError:
             self.send(session, error_packet(b"INVALID_ARGUMENT", b"Epoch is not a number"))
             return
-        self.submit(session, name, unique, data, NORMAL, True, when=when)
+        self.submit(session, name, unique, data, Priority.NORMAL, True, when=when)
 
     def _submit_reduce(self, session: Session, packet: Packet) -> None:
         name, unique, reducer, _aggregator, data = packet.args
         background = packet.type == P.SUBMIT_REDUCE_JOB_BACKGROUND
-        self.submit(session, name, unique, data, NORMAL, background, reducer=reducer)
+        self.submit(session, name, unique, data, Priority.NORMAL, background, reducer=reducer)
 
     def submit(
         self,
@@ -1206,6 +1200,8 @@ class JobServerCore:
                 self.notice(
                     "WARNING",
                     "Worker timeout reached on job, requeueing: " + job.handle.decode("latin-1"),
+                    None,
+                    job.handle,
                 )
                 self._lost(job, "worker timeout")
 
@@ -1222,7 +1218,10 @@ class JobServerCore:
             if unique.startswith(ANONYMOUS_PREFIX):
                 kind = unique[len(ANONYMOUS_PREFIX) : len(ANONYMOUS_PREFIX) + 1]
                 store_key, unique = unique, b"-" if kind == b"-" else b""
-            level = Priority(priority) if priority in (HIGH, NORMAL, LOW) else NORMAL
+            try:
+                level = Priority(priority)
+            except ValueError:
+                level = Priority.NORMAL
             job = self.submit(
                 None, name, unique, data, level, True, when=when, stored=True,
                 store_key=store_key,

@@ -369,7 +369,9 @@ class Parser:
 
     __slots__ = ("_broken", "_chunks", "_have", "_need", "expect_magic", "max_packet_size")
 
-    def __init__(self, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE, expect_magic: bytes = REQ):
+    def __init__(
+        self, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE, expect_magic: bytes | None = None
+    ):
         # Unparsed bytes are kept as a list of chunks, joined only once enough has arrived to
         # make progress: a 10 MB body read 64 KiB at a time is copied once, not 160 times.
         self._chunks: list[bytes] = []
@@ -377,8 +379,9 @@ class Parser:
         self._need = 0
         self._broken = False
         self.max_packet_size = max_packet_size
-        #: The magic this side should receive; the other magic is still parsed and reported
-        #: through ``Packet.request`` so that the caller can answer as gearmand does.
+        #: The only magic this side accepts (REQ or RES): a packet with the other one is a
+        #: Violation. None (a job server's parser) accepts both and reports which through
+        #: ``Packet.request``, so that the server can answer a stray RES packet as gearmand does.
         self.expect_magic = expect_magic
 
     @property
@@ -443,6 +446,9 @@ class Parser:
             else:
                 events.append(self._violate(b"", "bad magic"))
                 return events
+            if self.expect_magic is not None and magic != self.expect_magic:
+                events.append(self._violate(b"", _WRONG_MAGIC[request]))
+                return events
             argc = argc_table[type_] if type_ < 43 else -1
             if argc < 0:
                 events.append(self._violate(b"", f"unknown packet type {type_}"))
@@ -484,6 +490,12 @@ class Parser:
         self._chunks = []
         self._have = 0
         return Violation(code, text)
+
+
+_WRONG_MAGIC = {
+    True: "request magic where response magic was expected",
+    False: "response magic where request magic was expected",
+}
 
 
 def _looks_like_http(line: bytes) -> bool:

@@ -121,10 +121,34 @@ def test_pack_request_and_pack_response_differ_only_in_magic(type_: PacketType) 
     assert pack(type_, list(args)) == pack_response(type_, *args)
 
 
-def test_a_response_magic_packet_reaches_a_request_parser_marked_as_response() -> None:
+def test_a_parser_without_expected_magic_reports_a_response_packet_as_such() -> None:
     # The server must see it to answer ERROR INVALID_MAGIC as gearmand does.
-    events = Parser(expect_magic=REQ).feed(pack_response(P.ECHO_REQ, b"hi"))
+    events = Parser().feed(pack_response(P.ECHO_REQ, b"hi"))
     assert events == [Packet(P.ECHO_REQ, (b"hi",), request=False)]
+
+
+def test_a_parser_for_responses_refuses_a_request_packet() -> None:
+    parser = Parser(expect_magic=RES)
+    events = parser.feed(pack_response(P.NOOP) + pack_request(P.NOOP) + pack_response(P.NOOP))
+    assert events == [
+        Packet(P.NOOP, (), request=False),
+        Violation(b"", "request magic where response magic was expected"),
+    ]
+    with pytest.raises(LocalProtocolError):
+        parser.feed(pack_response(P.NOOP))
+
+
+def test_a_parser_for_requests_refuses_a_response_packet_at_any_split() -> None:
+    data = pack_request(P.ECHO_REQ, b"hi") + pack_response(P.ECHO_RES, b"hi")
+    for split in range(len(data) + 1):
+        parser = Parser(expect_magic=REQ)
+        events = parser.feed(data[:split])
+        if not any(isinstance(event, Violation) for event in events):
+            events += parser.feed(data[split:])
+        assert events == [
+            Packet(P.ECHO_REQ, (b"hi",)),
+            Violation(b"", "response magic where request magic was expected"),
+        ], split
 
 
 @pytest.mark.parametrize(
