@@ -15,6 +15,8 @@ from gearsql.protocol import (
     MAX_UNIQUE,
     REQ,
     RES,
+    SUBMIT_KINDS,
+    SUBMIT_TYPES,
     AdminLine,
     ArgumentProblem,
     Event,
@@ -22,6 +24,7 @@ from gearsql.protocol import (
     Packet,
     PacketType,
     Parser,
+    Priority,
     Violation,
     check_function_name,
     check_unique,
@@ -526,3 +529,25 @@ def test_split_admin_words_splits_on_spaces_and_drops_empty_words(
     line: bytes, words: list[bytes]
 ) -> None:
     assert split_admin_words(line) == words
+
+
+# ---------------------------------------------------------------------------- vocabulary
+
+
+def test_priority_value_is_the_rank_and_word_the_outbox_spelling() -> None:
+    assert [(p.name, int(p), p.word) for p in Priority] == [
+        ("HIGH", 0, "high"),
+        ("NORMAL", 1, "normal"),
+        ("LOW", 2, "low"),
+    ]
+    assert Priority.from_word("High") is Priority.HIGH
+    assert Priority("low") is Priority.LOW  # as with the old string-valued enum
+    with pytest.raises(ValueError, match="'urgent' is not a priority"):
+        Priority.from_word("urgent")
+
+
+def test_submit_kinds_and_submit_types_are_inverse_tables_of_the_six_plain_submits() -> None:
+    assert len(SUBMIT_KINDS) == 6
+    assert {SUBMIT_TYPES[kind]: kind for kind in SUBMIT_TYPES} == SUBMIT_KINDS
+    assert SUBMIT_KINDS[P.SUBMIT_JOB_LOW_BG] == (Priority.LOW, True)
+    assert all(ARGUMENTS[type_] == ("function", "unique", "data") for type_ in SUBMIT_KINDS)
