@@ -79,6 +79,10 @@ P = PacketType
 class JobState(enum.Enum):
     """Where a job is in its life (see the module docstring and :data:`TRANSITIONS`)."""
 
+    # Members are singletons: hash them by identity, in C, not by name in Python (Enum's own
+    # __hash__), which would double the cost of the core's hot path.
+    __hash__ = object.__hash__
+
     #: Created, not yet placed anywhere (the state of a Job under construction).
     NEW = "new"
     #: A durable background job the store has not committed yet: not runnable, not acknowledged.
@@ -99,6 +103,8 @@ class JobState(enum.Enum):
 
 class JobEvent(enum.Enum):
     """What happens to a job; :data:`TRANSITIONS` says in which states it may happen."""
+
+    __hash__ = object.__hash__
 
     #: Accepted as a durable job: the store commits it before anything else.
     STORE = "store"
@@ -122,37 +128,46 @@ class JobEvent(enum.Enum):
     DISCARD = "discard"
 
 
-S = JobState
-E = JobEvent
+# The members as module names: the hot path reads a global rather than an enum's attribute.
+NEW, STORING, SCHEDULED, QUEUED, RUNNING, CANCELLED, DONE = JobState
+STORE, DELAY, QUEUE, ASSIGN, FINISH, REQUEUE, DROP, ABANDON, CANCEL, DISCARD = JobEvent
+
+#: The priorities in the order workers are served (a tuple: iterating the enum is slower).
+_BY_RANK = tuple(Priority)
 
 #: (state, event) -> next state. Anything not listed is a bug in the core and raises.
 TRANSITIONS: dict[tuple[JobState, JobEvent], JobState] = {
-    (S.NEW, E.STORE): S.STORING,
-    (S.NEW, E.DELAY): S.SCHEDULED,
-    (S.NEW, E.QUEUE): S.QUEUED,
-    (S.STORING, E.DELAY): S.SCHEDULED,
-    (S.STORING, E.QUEUE): S.QUEUED,
-    (S.STORING, E.DROP): S.DONE,
-    (S.STORING, E.CANCEL): S.CANCELLED,
-    (S.SCHEDULED, E.QUEUE): S.QUEUED,
-    (S.SCHEDULED, E.CANCEL): S.CANCELLED,
-    (S.QUEUED, E.ASSIGN): S.RUNNING,
-    (S.QUEUED, E.ABANDON): S.CANCELLED,
-    (S.QUEUED, E.CANCEL): S.CANCELLED,
-    (S.RUNNING, E.FINISH): S.DONE,
-    (S.RUNNING, E.REQUEUE): S.QUEUED,
-    (S.RUNNING, E.DROP): S.DONE,
+    (NEW, STORE): STORING,
+    (NEW, DELAY): SCHEDULED,
+    (NEW, QUEUE): QUEUED,
+    (STORING, DELAY): SCHEDULED,
+    (STORING, QUEUE): QUEUED,
+    (STORING, DROP): DONE,
+    (STORING, CANCEL): CANCELLED,
+    (SCHEDULED, QUEUE): QUEUED,
+    (SCHEDULED, CANCEL): CANCELLED,
+    (QUEUED, ASSIGN): RUNNING,
+    (QUEUED, ABANDON): CANCELLED,
+    (QUEUED, CANCEL): CANCELLED,
+    (RUNNING, FINISH): DONE,
+    (RUNNING, REQUEUE): QUEUED,
+    (RUNNING, DROP): DONE,
     # Lost by its worker with nobody waiting: no queue holds it, so it goes at once.
-    (S.RUNNING, E.ABANDON): S.DONE,
-    (S.RUNNING, E.CANCEL): S.CANCELLED,
+    (RUNNING, ABANDON): DONE,
+    (RUNNING, CANCEL): CANCELLED,
     # A cancelled job its worker still held: the result goes nowhere.
-    (S.CANCELLED, E.FINISH): S.DONE,
-    (S.CANCELLED, E.DISCARD): S.DONE,
+    (CANCELLED, FINISH): DONE,
+    (CANCELLED, DISCARD): DONE,
 }
 
 #: States counted in ``Function.waiting``: live jobs that wait for a worker (or for their time,
 #: or for the store).
-WAITING = frozenset({S.STORING, S.SCHEDULED, S.QUEUED})
+WAITING = frozenset({STORING, SCHEDULED, QUEUED})
+
+# TRANSITIONS by state, then event: the lookup of _move without building a tuple.
+_NEXT: dict[JobState, dict[JobEvent, JobState]] = {state: {} for state in JobState}
+for (_state, _event), _target in TRANSITIONS.items():
+    _NEXT[_state][_event] = _target
 
 
 class Notice(NamedTuple):
@@ -378,7 +393,7 @@ class Job:
         #: Epoch second before which the job may not run; 0 for "now".
         self.when = when
         self.reducer = reducer
-        self.state = JobState.NEW
+        self.state = NEW
         #: Clients waiting for the result (foreground submitters, coalesced ones included);
         #: a shared empty tuple until there is one, which saves memory on deep background queues.
         self.clients: list[Session] | tuple[()] = ()
@@ -397,7 +412,7 @@ class Job:
     @property
     def ignore(self) -> bool:
         """gearmand's ignore_job: it will never run (``show jobs``' third column)."""
-        return self.state is JobState.CANCELLED
+        return self.state is CANCELLED
 
     def __repr__(self) -> str:
         return f"<Job {self.handle!r} {self.function.name!r} {self.state.value}>"
@@ -407,13 +422,13 @@ def after_loss(job: Job, job_retries: int) -> JobEvent:
     """What becomes of a job whose worker was lost (its ``retries`` already counts this loss):
     REQUEUE, DROP at the ``job_retries`` limit (-1 unlimited), ABANDON when nobody waits for it
     any more, DISCARD when it was cancelled."""
-    if job.state is JobState.CANCELLED:
-        return JobEvent.DISCARD
+    if job.state is CANCELLED:
+        return DISCARD
     if not job.clients and not job.background:
-        return JobEvent.ABANDON
+        return ABANDON
     if 0 <= job_retries < job.retries:
-        return JobEvent.DROP
-    return JobEvent.REQUEUE
+        return DROP
+    return REQUEUE
 
 
 def coalescing_key(unique: bytes, data: bytes) -> bytes | None:
@@ -580,9 +595,9 @@ class JobServerCore:
             if not isinstance(clients, list) or session not in clients:
                 continue
             clients.remove(session)
-            if not job.clients and not job.background and job.state is S.QUEUED:
+            if not job.clients and not job.background and job.state is QUEUED:
                 # Nobody waits for it any more and it has not started: it never runs.
-                self._move(job, E.ABANDON)
+                self._move(job, ABANDON)
         session.waiting.clear()
         session.out.clear()
         session.unacked = 0
@@ -714,8 +729,8 @@ class JobServerCore:
     def _runnable(self, session: Session) -> bool:
         for fn in session.abilities:
             for queue in fn.queues:
-                while queue and queue[0].state is S.CANCELLED:
-                    self._move(queue.popleft(), E.DISCARD)
+                while queue and queue[0].state is CANCELLED:
+                    self._move(queue.popleft(), DISCARD)
                 if queue:
                     return True
         return False
@@ -744,14 +759,14 @@ class JobServerCore:
         if not count:
             return None
         start = session.rr % count
-        for priority in Priority:
+        for priority in _BY_RANK:
             for offset in range(count):
                 index = (start + offset) % count
                 queue = abilities[index].queues[priority]
                 while queue:
                     job = queue.popleft()
-                    if job.state is S.CANCELLED:
-                        self._move(job, E.DISCARD)
+                    if job.state is CANCELLED:
+                        self._move(job, DISCARD)
                         continue
                     session.rr = index + 1
                     return job
@@ -767,7 +782,7 @@ class JobServerCore:
             self.send(session, _NO_JOB)
             return
         fn = job.function
-        self._move(job, E.ASSIGN)
+        self._move(job, ASSIGN)
         job.worker = session
         session.holding[job.handle] = job
         kind = packet.type
@@ -824,14 +839,14 @@ class JobServerCore:
             return
         if job.clients:
             self._forward(job, frame_response(P.WORK_COMPLETE, *packet.args))
-        self._move(job, E.FINISH)
+        self._move(job, FINISH)
 
     def _work_fail(self, session: Session, packet: Packet) -> None:
         job = self._held_job(session, packet)
         if job is None:
             return
         self._fail_clients(job)
-        self._move(job, E.FINISH)
+        self._move(job, FINISH)
 
     def _work_exception(self, session: Session, packet: Packet) -> None:
         job = self._held_job(session, packet)
@@ -843,7 +858,7 @@ class JobServerCore:
             # Only clients that asked (or every client with --exceptions) get the exception;
             # the others get a plain WORK_FAIL with the bare handle.
             self.send(client, exception if client.exceptions or self.exceptions else fail)
-        self._move(job, E.FINISH)
+        self._move(job, FINISH)
 
     def _forward(self, job: Job, data: bytes) -> None:
         for client in job.clients:
@@ -859,41 +874,41 @@ class JobServerCore:
         """Change ``job``'s state by ``event`` (see TRANSITIONS), keep the counters, and do what
         entering the new state means. Every change of state goes through here."""
         old = job.state
-        new = TRANSITIONS.get((old, event))
+        new = _NEXT[old].get(event)
         if new is None:
             raise RuntimeError(f"core bug: {event.name} of job {job.handle!r} in state {old.name}")
         job.state = new
         fn = job.function
-        if old is S.RUNNING:
+        if old is RUNNING:
             fn.running -= 1
         elif old in WAITING:
             fn.waiting[job.priority] -= 1
-        if new is S.QUEUED:
+        if new is QUEUED:
             fn.waiting[job.priority] += 1
             fn.queues[job.priority].append(job)
             if fn.sleepers:
                 self._wake(fn)
-        elif new is S.RUNNING:
+        elif new is RUNNING:
             fn.running += 1
-        elif new is S.SCHEDULED:
+        elif new is DONE:
+            self._forget(job)
+        elif new is SCHEDULED:
             fn.waiting[job.priority] += 1
             self._seq += 1
             heapq.heappush(self._delayed, (job.when, self._seq, job))
-        elif new is S.STORING:
+        elif new is STORING:
             fn.waiting[job.priority] += 1
             job.acks = []
             self.to_store.append(job)
-        elif new is S.CANCELLED:
+        elif new is CANCELLED:
             self._unindex(job)
             for client in job.clients:
                 client.waiting.discard(job)
             job.clients = ()
-            if job.stored and old is not S.STORING:
+            if job.stored and old is not STORING:
                 # The durable row goes now (a commit under way is undone by its DISCARD).
                 self.finished_stored.append(job)
                 job.stored = False
-        elif new is S.DONE:
-            self._forget(job)
 
     def _forget(self, job: Job) -> None:
         """The one way out: drop every reference the server holds to ``job``."""
@@ -928,20 +943,20 @@ class JobServerCore:
         job.numerator = job.denominator = 0
         event = after_loss(job, self.job_retries)
         handle = job.handle.decode("latin-1")
-        if event is E.DROP:
+        if event is DROP:
             self.notice(
                 "ERROR",
                 f"Dropped job due to max retry count: {handle} {job.function.name!r} "
                 f"after {job.retries} attempts ({reason})",
-                E.DROP,
+                DROP,
                 job.handle,
             )
             self._fail_clients(job)
-        elif event is E.REQUEUE:
+        elif event is REQUEUE:
             self.notice(
                 "WARNING",
                 f"Requeued job {handle} ({reason}), retry {job.retries}",
-                E.REQUEUE,
+                REQUEUE,
                 job.handle,
             )
         self._move(job, event)
@@ -951,15 +966,15 @@ class JobServerCore:
 
         False when there is no such live job."""
         job = self.jobs.get(handle)
-        if job is None or job.state is S.CANCELLED:
+        if job is None or job.state is CANCELLED:
             return False
         self._fail_clients(job)
-        scheduled = job.state is S.SCHEDULED
-        self._move(job, E.CANCEL)
+        scheduled = job.state is SCHEDULED
+        self._move(job, CANCEL)
         if scheduled:
             # A delayed job reaches no queue head before it is due: let it go now (the timer
             # heap skips it).
-            self._move(job, E.DISCARD)
+            self._move(job, DISCARD)
         return True
 
     def drop_function(self, fn: Function) -> int:
@@ -968,8 +983,8 @@ class JobServerCore:
         jobs = [job for job in self.jobs.values() if job.function is fn]
         for job in jobs:
             self.cancel(job.handle)
-            if job.state is S.CANCELLED and job.acks is None and job.worker is None:
-                self._move(job, E.DISCARD)
+            if job.state is CANCELLED and job.acks is None and job.worker is None:
+                self._move(job, DISCARD)
         del self.functions[fn.name]
         return len(jobs)
 
@@ -1058,7 +1073,7 @@ class JobServerCore:
             session.waiting.add(job)
         if job.stored and not stored:
             # Not runnable and not acknowledged before the store has committed it.
-            self._move(job, E.STORE)
+            self._move(job, STORE)
             if session is not None:
                 self._acknowledge(session, job)
             return job
@@ -1069,7 +1084,7 @@ class JobServerCore:
 
     def _start(self, job: Job) -> None:
         """Queue a new (or newly committed) job, or hold it until its epoch time."""
-        self._move(job, E.DELAY if job.when and job.when > self.clock() else E.QUEUE)
+        self._move(job, DELAY if job.when and job.when > self.clock() else QUEUE)
 
     def _acknowledge(self, session: Session, job: Job) -> None:
         """JOB_CREATED now, or a placeholder for it while the job's commit is under way."""
@@ -1093,15 +1108,15 @@ class JobServerCore:
             job.acks = None
             if error is None:
                 reply = _job_created(job.handle)
-                if job.state is S.CANCELLED:
+                if job.state is CANCELLED:
                     # Cancelled while its commit was under way: the row goes again.
-                    self._move(job, E.DISCARD)
+                    self._move(job, DISCARD)
                 else:
                     self._start(job)
             else:
                 reply = error_packet(b"QUEUE_ERROR", error.encode("utf-8", "replace")[:200])
                 job.stored = False
-                self._move(job, E.DISCARD if job.state is S.CANCELLED else E.DROP)
+                self._move(job, DISCARD if job.state is CANCELLED else DROP)
             for session, ack in acks:
                 ack.data = reply
                 if not session.closed and not session.in_dirty:
@@ -1111,7 +1126,7 @@ class JobServerCore:
     def _get_status(self, session: Session, packet: Packet) -> None:
         handle = packet.args[0]
         job = self.jobs.get(handle)
-        if job is None or job.state is S.CANCELLED:
+        if job is None or job.state is CANCELLED:
             self.send(session, pack_response(P.STATUS_RES, handle, b"0", b"0", b"0", b"0"))
             return
         self.send(
@@ -1189,10 +1204,10 @@ class JobServerCore:
         delayed = self._delayed
         while delayed and delayed[0][0] <= now:
             job = heapq.heappop(delayed)[2]
-            if job.state is S.SCHEDULED:
-                self._move(job, E.QUEUE)
-            elif job.state is S.CANCELLED:
-                self._move(job, E.DISCARD)
+            if job.state is SCHEDULED:
+                self._move(job, QUEUE)
+            elif job.state is CANCELLED:
+                self._move(job, DISCARD)
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
             _, _, job, worker, retries = heapq.heappop(deadlines)
