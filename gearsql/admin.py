@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from gearsql.protocol import split_admin_words
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the core imports this module; this one needs the core for hints only
     from gearsql.core import JobServerCore, Session
 
 __all__ = ["ADMIN_COMMANDS", "escape_name", "run_admin_command"]

@@ -46,6 +46,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
+from gearsql.admin import run_admin_command
 from gearsql.protocol import (
     MAX_FUNCTION_NAME,
     MAX_HANDLE,
@@ -634,8 +635,6 @@ class JobServerCore:
 
     def handle_admin(self, session: Session, line: AdminLine) -> None:
         """Act on one admin text line from ``session``."""
-        from gearsql.admin import run_admin_command
-
         self.send(session, run_admin_command(self, session, line.line))
 
     def _not_expected(self, session: Session, packet: Packet) -> None:
