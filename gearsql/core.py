@@ -25,6 +25,8 @@ queue: it stays there, skipped and let go (DISCARD) when a worker meets it, as i
     NEW --DELAY--> SCHEDULED --QUEUE (due)--> QUEUED
     RUNNING --REQUEUE (worker lost)--> QUEUED;  RUNNING --DROP (retries used up)--> DONE
     any live state --CANCEL--> CANCELLED --DISCARD--> DONE
+    QUEUED --ABANDON (its last client left)--> CANCELLED
+    RUNNING --ABANDON (worker lost, nobody waits)--> DONE
 
 Future states fit the same table: a retry with backoff is RUNNING --> a waiting state on the
 timer heap --> QUEUED, a dead letter a terminal state that keeps the row, a job held only by the
@@ -1203,10 +1205,9 @@ class JobServerCore:
         delayed = self._delayed
         while delayed and delayed[0][0] <= now:
             job = heapq.heappop(delayed)[2]
+            # A job cancelled while due later was let go at once: only SCHEDULED ones are left.
             if job.state is SCHEDULED:
                 self._move(job, QUEUE)
-            elif job.state is CANCELLED:
-                self._move(job, DISCARD)
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
             _, _, job, worker, retries = heapq.heappop(deadlines)

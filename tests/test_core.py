@@ -1103,3 +1103,17 @@ def test_the_run_id_names_the_store_keys_of_jobs_without_a_unique() -> None:
     d.send(client, P.SUBMIT_JOB_BG, b"f", b"-", b"by payload")
     keys = [d.core.store_row(job)[0] for job in d.core.to_store]
     assert keys == [b"\x1egearsql:run42:1", b"\x1egearsql:-run42:2"]
+
+
+def test_a_job_being_stored_counts_as_waiting_until_its_commit_fails() -> None:
+    d = CoreDriver(durable=True)
+    client, admin = d.connect(), d.connect()
+    d.send(client, P.SUBMIT_JOB_HIGH_BG, b"f", b"u", b"data")
+    [job] = d.core.to_store
+    assert job.state is JobState.STORING
+    assert d.admin(admin, b"prioritystatus") == b"f\t1\t0\t0\t0\n.\n"
+    d.core.commit_done([job], "disk full")
+    assert job.state is JobState.DONE
+    assert d.received(client) == [(P.ERROR, (b"QUEUE_ERROR", b"disk full"))]
+    assert d.admin(admin, b"status") == b"f\t0\t0\t0\n.\n"
+    assert d.core.jobs == {} and d.core.finished_stored == []
