@@ -221,7 +221,7 @@ class ClientConnection(Generic[T]):
         type_ = packet.type
         if type_ in _WORK_ENDS:
             # C gearmand sends WORK_FAIL converted from WORK_EXCEPTION with a stray trailing NUL
-            # after the handle (PROTOCOL.md section 11); the bare handle is the key.
+            # after the handle (docs/protocol.md, section 11); the bare handle is the key.
             for token in self._jobs.pop(packet.args[0].rstrip(b"\0"), ()):
                 events.append(JobDone(token, packet))
             return

@@ -343,7 +343,7 @@ def test_work_exception_goes_only_to_clients_that_asked_for_exceptions(d: CoreDr
     d.send(worker, P.WORK_EXCEPTION, handle, b"boom")
     assert d.received(asked) == [(P.WORK_EXCEPTION, (handle, b"boom"))]
     raw = d.raw_output(plain)
-    # The bare handle: C gearmand's stray trailing NUL hangs libgearman (PROTOCOL.md section 11).
+    # The bare handle: C gearmand's stray trailing NUL hangs libgearman (docs/protocol.md §11).
     assert raw == b"\0RES" + (14).to_bytes(4, "big") + len(handle).to_bytes(4, "big") + handle
 
 
