@@ -365,6 +365,10 @@ class Parser:
     plus a header: a declared length above the maximum is refused on the header alone, before
     any of the body is read. An incomplete admin line is held up to ``MAX_ADMIN_LINE`` bytes,
     whatever ``max_packet_size`` is.
+
+    ``expect_magic=RES`` (a client or worker) makes a packet with request magic a
+    :class:`Violation`, and ``REQ`` the reverse; the default, None, accepts both and says which
+    in ``Packet.request`` (the job server answers a response packet with ERROR INVALID_MAGIC).
     """
 
     __slots__ = ("_broken", "_chunks", "_have", "_need", "expect_magic", "max_packet_size")
