@@ -79,7 +79,7 @@ def escape_name(name: bytes) -> bytes:
 # LOW + running. A cancelled job, or a foreground job whose clients all left before it started,
 # is counted nowhere, though ``show jobs`` lists it (ignore column 1) until the server lets go of
 # it. C gearmand counts such jobs everywhere until a worker meets them; gearsql counts only jobs
-# that will still run. See gearsql.core.Function.
+# that will still run. See gearsql._corestate.Function.
 
 
 def _status(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:

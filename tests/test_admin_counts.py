@@ -1,12 +1,12 @@
 """Every admin view counts the same jobs, on a real `gearsql server`.
 
-The decision (see gearsql/admin.py and gearsql.core.Function): ``status``'s total is the live jobs
-of a function, waiting or running; ``prioritystatus`` splits the waiting ones by priority, so
-total = HIGH + NORMAL + LOW + running, and ``gearsql top`` shows the same numbers. A cancelled job,
-or a foreground job whose clients all left before it started, is counted nowhere: ``show jobs``
-lists it with its ignore flag set until the server lets go of it. (C gearmand, on the same
-sequence, counts such jobs in every number until a worker meets them: total 5 and ``1 3 1`` where
-gearsql says 3 and ``1 2 0``.)
+The decision (see gearsql/admin.py and gearsql._corestate.Function): ``status``'s total is the
+live jobs of a function, waiting or running; ``prioritystatus`` splits the waiting ones by
+priority, so total = HIGH + NORMAL + LOW + running, and ``gearsql top`` shows the same numbers. A
+cancelled job, or a foreground job whose clients all left before it started, is counted nowhere:
+``show jobs`` lists it with its ignore flag set until the server lets go of it. (C gearmand 1.1.20
+counts such jobs in every number until a worker meets them: on this sequence without the epoch
+job, it says total 5 and ``1 3 1`` where gearsql says 2 and ``1 1 0``.)
 """
 
 from __future__ import annotations
