@@ -12,13 +12,22 @@ packets carry the job handle and are matched through the handles of foreground j
 
 from __future__ import annotations
 
-import enum
 import struct
 from collections import deque
 from dataclasses import dataclass
 from typing import Generic, TypeVar, Union
 
-from gearsql.protocol import REQ, RES, LocalProtocolError, Packet, PacketType, Parser, Violation
+from gearsql.protocol import (
+    REQ,
+    RES,
+    SUBMIT_TYPES,
+    LocalProtocolError,
+    Packet,
+    PacketType,
+    Parser,
+    Priority,
+    Violation,
+)
 from gearsql.protocol import pack_request as _pack
 
 __all__ = [
@@ -36,24 +45,6 @@ __all__ = [
 T = TypeVar("T")
 P = PacketType
 
-
-class Priority(enum.Enum):
-    """Job priority: a worker takes HIGH jobs before NORMAL ones, and NORMAL before LOW."""
-
-    HIGH = "high"
-    NORMAL = "normal"
-    LOW = "low"
-
-
-#: (priority, background) -> submit packet type.
-SUBMIT_TYPES: dict[tuple[Priority, bool], PacketType] = {
-    (Priority.HIGH, False): P.SUBMIT_JOB_HIGH,
-    (Priority.NORMAL, False): P.SUBMIT_JOB,
-    (Priority.LOW, False): P.SUBMIT_JOB_LOW,
-    (Priority.HIGH, True): P.SUBMIT_JOB_HIGH_BG,
-    (Priority.NORMAL, True): P.SUBMIT_JOB_BG,
-    (Priority.LOW, True): P.SUBMIT_JOB_LOW_BG,
-}
 
 #: Which reply answers which request; ERROR may answer any of them.
 REPLY_TO: dict[PacketType, PacketType] = {
@@ -214,9 +205,7 @@ class ClientConnection(Generic[T]):
         events: list[ClientEvent[T]] = []
         for event in self._parser.feed(data):
             if isinstance(event, Packet):
-                if event.request:
-                    events.append(self._break("the server sent a packet with request magic"))
-                    return events
+                # Request magic from the server is a Violation: the parser expects RES only.
                 self._packet(event, events)
                 if events and isinstance(events[-1], ProtocolBroken):
                     return events
@@ -232,7 +221,7 @@ class ClientConnection(Generic[T]):
         type_ = packet.type
         if type_ in _WORK_ENDS:
             # C gearmand sends WORK_FAIL converted from WORK_EXCEPTION with a stray trailing NUL
-            # after the handle (PROTOCOL.md section 11); the bare handle is the key.
+            # after the handle (docs/protocol.md, section 11); the bare handle is the key.
             for token in self._jobs.pop(packet.args[0].rstrip(b"\0"), ()):
                 events.append(JobDone(token, packet))
             return

@@ -115,7 +115,7 @@ def function_bytes(function: str | bytes) -> bytes:
         raise InvalidPayload(f"function name must be str or bytes, not {type(function).__name__}")
     problem = check_function_name(name)
     if problem is not None:
-        raise InvalidArgument(f"{problem}: {function!r}")
+        raise InvalidArgument(f"{problem.text}: {function!r}")
     return name
 
 
@@ -132,7 +132,7 @@ def unique_bytes(unique: str | bytes | None) -> bytes:
         raise InvalidPayload(f"unique must be str or bytes, not {type(unique).__name__}")
     problem = check_unique(value)
     if problem is not None:
-        raise InvalidArgument(f"{problem} (at most 64 bytes, no NUL): {unique!r}")
+        raise InvalidArgument(f"{problem.text} (at most 64 bytes, no NUL): {unique!r}")
     return value
 
 

@@ -161,9 +161,6 @@ class WorkerConnection:
                 why = event.text if isinstance(event, Violation) else "a text line"
                 events.append(self._break(f"bad data from the server: {why}"))
                 break
-            if event.request:
-                events.append(self._break("the server sent a packet with request magic"))
-                break
             if event.type == P.ERROR:
                 events.append(ServerErrorReply(
                     event.args[0].decode("utf-8", "replace"),

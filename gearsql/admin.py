@@ -7,18 +7,15 @@ with ``\\r\\n``, and values in error texts use ``+`` for spaces.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gearsql.protocol import split_admin_words
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the core imports this module; this one needs the core for hints only
     from gearsql.core import JobServerCore, Session
 
 __all__ = ["ADMIN_COMMANDS", "escape_name", "run_admin_command"]
-
-log = logging.getLogger("gearsql.server")
 
 OK = b"OK\r\n"
 ERR_UNKNOWN_JOB = b"ERR UNKNOWN_JOB\r\n"
@@ -26,8 +23,6 @@ ERR_UNKNOWN_SHOW = b"ERR UNKNOWN_SHOW_ARGUMENTS\r\n"
 ERR_PERMISSION = (
     b"ERR PERMISSION_DENIED Mutating+admin+commands+are+only+accepted+from+loopback\r\n"
 )
-
-VERBOSE_LEVELS = ("FATAL", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE", "INFO", "DEBUG")
 
 
 def _unknown(word: bytes) -> bytes:
@@ -79,6 +74,14 @@ def escape_name(name: bytes) -> bytes:
     return bytes(out)
 
 
+# The counts: ``status`` shows each function's live jobs (waiting or running), running jobs and
+# workers; ``prioritystatus`` splits the waiting ones by priority, so that total = HIGH + NORMAL +
+# LOW + running. A cancelled job, or a foreground job whose clients all left before it started,
+# is counted nowhere, though ``show jobs`` lists it (ignore column 1) until the server lets go of
+# it. C gearmand counts such jobs everywhere until a worker meets them; gearsql counts only jobs
+# that will still run. See gearsql._corestate.Function.
+
+
 def _status(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
     lines = [
         b"%s\t%d\t%d\t%d\n" % (escape_name(fn.name), fn.total, fn.running, len(fn.workers))
@@ -89,11 +92,12 @@ def _status(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
 
 
 def _priority_status(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
-    lines = [
-        b"%s\t%d\t%d\t%d\t%d\n"
-        % (escape_name(fn.name), fn.queued(0), fn.queued(1), fn.queued(2), len(fn.workers))
-        for fn in core.functions.values()
-    ]
+    lines = []
+    for fn in core.functions.values():
+        high, normal, low = fn.waiting
+        lines.append(
+            b"%s\t%d\t%d\t%d\t%d\n" % (escape_name(fn.name), high, normal, low, len(fn.workers))
+        )
     lines.append(b".\n")
     return b"".join(lines)
 
@@ -136,7 +140,7 @@ def _cancel(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
     if not session.trusted:
         return ERR_PERMISSION
     if core.cancel(words[2]):
-        log.info("Cancelled job %s by admin command", words[2].decode("latin-1"))
+        core.notice("INFO", f"Cancelled job {words[2].decode('latin-1')} by admin command")
         return OK
     return ERR_UNKNOWN_JOB
 
@@ -165,13 +169,9 @@ def _drop(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
         return b"ERR there are still connected workers or executing clients\r\n"
     # gearmand frees the function and leaves its queued jobs behind, unreachable. We cancel
     # them instead (clients get WORK_FAIL, durable rows go), so nothing stays stuck.
-    queued = [job for job in core.jobs.values() if job.function is fn]
-    for job in queued:
-        core.cancel(job.handle)
-        core._discard(job)
-    if queued:
-        log.warning("drop function %r cancelled %d queued jobs", fn.name, len(queued))
-    del core.functions[fn.name]
+    cancelled = core.drop_function(fn)
+    if cancelled:
+        core.notice("WARNING", f"drop function {fn.name!r} cancelled {cancelled} queued jobs")
     return OK
 
 

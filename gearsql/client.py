@@ -147,7 +147,7 @@ def _priority(value: Priority | str) -> Priority:
     if isinstance(value, Priority):
         return value
     try:
-        return Priority(str(value).lower())
+        return Priority.from_word(str(value))
     except ValueError:
         raise InvalidArgument(f"priority must be high, normal or low, not {value!r}") from None
 

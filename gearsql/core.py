@@ -1,56 +1,121 @@
 """The job-matching core of the job server: functions, priority queues, jobs, workers, clients.
 
+Theory of operation
+-------------------
 There is no I/O here. The network layer hands the core one :class:`Session` per connection and
 the packets and admin lines that arrived on it; the core answers by appending bytes to the
 sessions' output lists and listing them in :attr:`JobServerCore.dirty`, which the network layer
 writes out once per loop turn. Time enters only through the ``now`` arguments and
-:meth:`JobServerCore.next_deadline` / :meth:`JobServerCore.run_timers`, so the whole matching
-logic is tested without sockets or an event loop.
+:meth:`JobServerCore.next_deadline` / :meth:`JobServerCore.run_timers`, randomness only through
+the ``run_id`` parameter, and the core never logs: what an operator should hear of (a requeue, a
+dropped job, a cancel) is appended to :attr:`JobServerCore.notices` for the network layer to log.
+So the whole matching logic is tested without sockets, an event loop or a logger.
 
-Behaviour follows C gearmand 1.1.x as real clients see it, with the choices of DESIGN.md:
-priority is global across a worker's functions, functions are served round-robin, epoch jobs
-wake sleeping workers when they fall due, and ``job_retries`` counts retries (-1 unlimited).
+Every job is in one :class:`~gearsql._corestate.JobState`, and it changes state only through
+:meth:`JobServerCore._move` by one :class:`~gearsql._corestate.JobEvent` allowed by
+:data:`~gearsql._corestate.TRANSITIONS` (the table, the job, function and session objects live in
+:mod:`gearsql._corestate`; the rules that act on them live here). ``_move``
+keeps the per-function counters (``waiting`` per priority, ``running``) and does what entering
+a state means: a QUEUED job is appended to its queue (and sleeping workers are woken), a
+SCHEDULED one is put on the timer heap, a CANCELLED one stops coalescing and its clients are let
+go, and DONE -- the one way out -- forgets the job everywhere (the worker's hold, the handle
+table, the unique index, the durable row). A cancelled job is not dug out of the middle of its
+queue: it stays there, skipped and let go (DISCARD) when a worker meets it, as in gearmand::
+
+    NEW --STORE--> STORING --(commit)--> QUEUED or SCHEDULED    (durable background jobs)
+    NEW --QUEUE--> QUEUED --ASSIGN--> RUNNING --FINISH--> DONE
+    NEW --DELAY--> SCHEDULED --QUEUE (due)--> QUEUED
+    RUNNING --REQUEUE (worker lost)--> QUEUED;  RUNNING --DROP (retries used up)--> DONE
+    any live state --CANCEL--> CANCELLED --DISCARD--> DONE
+    QUEUED --ABANDON (its last client left)--> CANCELLED
+    RUNNING --ABANDON (worker lost, nobody waits)--> DONE
+
+Future states fit the same table: a retry with backoff is RUNNING --> a waiting state on the
+timer heap --> QUEUED, a dead letter a terminal state that keeps the row, a job held only by the
+store (bounded memory) a waiting state that is not in any queue.
+
+Behaviour follows C gearmand 1.1.x as real clients see it, with these choices: priority is
+global across a worker's functions, functions are served round-robin, epoch jobs wake sleeping
+workers when they fall due, and ``job_retries`` counts retries (-1 unlimited). The admin counts
+count live jobs only (see :class:`~gearsql._corestate.Function`).
+
+This module is longer than the 800 lines the project aims at: it is one class, the job server's
+rules, kept whole so that everything that moves a job is read in one place.
 """
 
 from __future__ import annotations
 
 import heapq
-import logging
-import os
 import struct
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
 
+from gearsql._corestate import (  # the short state and event names are for the hot path
+    ABANDON,
+    ASSIGN,
+    CANCEL,
+    CANCELLED,
+    DELAY,
+    DISCARD,
+    DONE,
+    DROP,
+    FINISH,
+    QUEUE,
+    QUEUED,
+    REQUEUE,
+    RUNNING,
+    SCHEDULED,
+    STORE,
+    STORING,
+    TRANSITIONS,
+    WAITING,
+    Function,
+    Job,
+    JobEvent,
+    JobState,
+    Notice,
+    PendingAck,
+    Session,
+    after_loss,
+    coalescing_key,
+)
+from gearsql.admin import run_admin_command
 from gearsql.protocol import (
     MAX_FUNCTION_NAME,
     MAX_HANDLE,
     MAX_UNIQUE,
     RES,
+    SUBMIT_KINDS,
     AdminLine,
+    ArgumentProblem,
     Packet,
     PacketType,
+    Priority,
+    check_function_name,
     frame_response,
     pack_response,
 )
 
 __all__ = [
-    "HIGH",
-    "LOW",
-    "NORMAL",
+    "TRANSITIONS",
     "Function",
     "Job",
+    "JobEvent",
     "JobServerCore",
+    "JobState",
+    "Notice",
     "Session",
 ]
 
-log = logging.getLogger("gearsql.server")
-
-HIGH, NORMAL, LOW = 0, 1, 2
-PRIORITY_NAMES = ("HIGH", "NORMAL", "LOW")
-
 P = PacketType
+
+# TRANSITIONS by state, then event: the lookup of _move without building a tuple.
+_NEXT: dict[JobState, dict[JobEvent, JobState]] = {state: {} for state in JobState}
+for (_state, _event), _target in TRANSITIONS.items():
+    _NEXT[_state][_event] = _target
+
+#: The priorities in the order workers are served (a tuple: iterating the enum is slower).
+_BY_RANK = tuple(Priority)
 
 _NOOP = pack_response(P.NOOP)
 _NO_JOB = pack_response(P.NO_JOB)
@@ -87,212 +152,6 @@ def _atoi(value: bytes) -> int:
     return digits & 0xFFFFFFFF
 
 
-class Session:
-    """The core's view of one connection (a client, a worker or an admin, or all at once)."""
-
-    __slots__ = (
-        "abilities",
-        "client_id",
-        "closed",
-        "exceptions",
-        "fd",
-        "holding",
-        "id",
-        "in_dirty",
-        "out",
-        "peer",
-        "rr",
-        "sleeping",
-        "timeouts",
-        "trusted",
-        "unacked",
-        "waiting",
-    )
-
-    def __init__(self, id_: int, peer: str = "-", fd: int = -1, trusted: bool = True):
-        self.id = id_
-        #: The peer's address as shown by the ``workers`` admin command.
-        self.peer = peer
-        self.fd = fd
-        #: Bytes waiting to be written, in order (with PendingAck placeholders in between).
-        self.out: list[bytes | PendingAck] = []
-        self.in_dirty = False
-        self.client_id = b"-"
-        #: The client asked for WORK_EXCEPTION packets (OPTION_REQ exceptions).
-        self.exceptions = False
-        #: Functions this worker can do, in registration order.
-        self.abilities: list[Function] = []
-        #: CAN_DO_TIMEOUT in seconds per function, for the functions that have one.
-        self.timeouts: dict[Function, float] = {}
-        self.sleeping = False
-        #: Jobs assigned to this worker and not yet finished.
-        self.holding: dict[bytes, Job] = {}
-        #: Foreground jobs this client waits for.
-        self.waiting: set[Job] = set()
-        #: Where the next GRAB starts in ``abilities`` (round-robin between functions).
-        self.rr = 0
-        self.closed = False
-        #: May run mutating admin commands (loopback or a configured admin source).
-        self.trusted = trusted
-        #: PendingAck placeholders in ``out`` (answered or not): while there are any, output
-        #: is written only up to the first one still waiting for a store commit.
-        self.unacked = 0
-
-    def __repr__(self) -> str:
-        return f"<Session {self.id} {self.peer}>"
-
-    def take_output(self) -> bytes:
-        """The bytes that may be written now, removed from ``out``.
-
-        Replies leave in the order their requests came: output queued behind a JOB_CREATED
-        that still waits for the store stays queued until that commit is done.
-        """
-        out = self.out
-        if not self.unacked:
-            self.out = []
-            return out[0] if len(out) == 1 else b"".join(out)  # type: ignore[return-value,arg-type]
-        ready: list[bytes] = []
-        for index, item in enumerate(out):
-            if item.__class__ is PendingAck:
-                data = item.data
-                if data is None:
-                    self.out = out[index:]
-                    return b"".join(ready)
-                self.unacked -= 1
-                ready.append(data)
-            else:
-                ready.append(item)  # type: ignore[arg-type]
-        self.out = []
-        return b"".join(ready)
-
-
-class PendingAck:
-    """A JOB_CREATED (or ERROR) not yet known: it waits for the durable store's commit."""
-
-    __slots__ = ("data",)
-
-    def __init__(self) -> None:
-        self.data: bytes | None = None
-
-
-class Function:
-    """One function name: its three FIFO queues, registered and sleeping workers, counters."""
-
-    __slots__ = (
-        "by_unique",
-        "max_queue",
-        "name",
-        "queues",
-        "running",
-        "sleepers",
-        "total",
-        "workers",
-    )
-
-    def __init__(self, name: bytes):
-        self.name = name
-        self.queues: tuple[deque[Job], deque[Job], deque[Job]] = (deque(), deque(), deque())
-        #: Registered worker sessions (a dict used as an ordered set).
-        self.workers: dict[Session, None] = {}
-        #: Sleeping workers that have not been sent a NOOP yet.
-        self.sleepers: dict[Session, None] = {}
-        #: Jobs queued, delayed or running (gearmand's job_total).
-        self.total = 0
-        self.running = 0
-        #: ``maxqueue`` limits per priority; 0 is unlimited.
-        self.max_queue = [0, 0, 0]
-        #: Live jobs by coalescing key (see :func:`coalescing_key`).
-        self.by_unique: dict[bytes, Job] = {}
-
-    def queued(self, priority: int) -> int:
-        return sum(1 for job in self.queues[priority] if not job.ignore)
-
-
-class Job:
-    """One job, from submission until it completes, fails or is dropped."""
-
-    __slots__ = (
-        "acks",
-        "background",
-        "clients",
-        "data",
-        "denominator",
-        "function",
-        "handle",
-        "ignore",
-        "numerator",
-        "priority",
-        "reducer",
-        "retries",
-        "store_key",
-        "stored",
-        "unique",
-        "when",
-        "worker",
-    )
-
-    def __init__(
-        self,
-        handle: bytes,
-        function: Function,
-        unique: bytes,
-        data: bytes,
-        priority: int,
-        background: bool,
-        when: int = 0,
-        reducer: bytes = b"",
-    ):
-        self.handle = handle
-        self.function = function
-        self.unique = unique
-        self.data = data
-        self.priority = priority
-        self.background = background
-        #: Epoch second before which the job may not run; 0 for "now".
-        self.when = when
-        self.reducer = reducer
-        #: Clients waiting for the result (foreground submitters, coalesced ones included);
-        #: a shared empty tuple until there is one, which saves memory on deep background queues.
-        self.clients: list[Session] | tuple[()] = ()
-        self.worker: Session | None = None
-        self.numerator = 0
-        self.denominator = 0
-        self.retries = 0
-        #: Cancelled, or a foreground job whose last client left: skipped when next met.
-        self.ignore = False
-        #: Held by the durable store (background and epoch jobs).
-        self.stored = False
-        #: The store's key for a job submitted without a unique, or with ``-`` (see
-        #: ANONYMOUS_PREFIX).
-        self.store_key: bytes | None = None
-        #: While the store has not committed the job: who waits for its JOB_CREATED.
-        self.acks: list[tuple[Session, PendingAck]] | None = None
-
-    def __repr__(self) -> str:
-        return f"<Job {self.handle!r} {self.function.name!r}>"
-
-
-def coalescing_key(unique: bytes, data: bytes) -> bytes | None:
-    """The key under which a job coalesces with its twins, or None when it never does.
-
-    An empty unique never coalesces; ``-`` means "the payload is the key". A real unique cannot
-    contain NUL, so prefixing payload keys with one keeps the two kinds apart.
-    """
-    if not unique:
-        return None
-    if unique == b"-":
-        return b"\0" + data
-    return unique
-
-
-_SUBMIT_KINDS: dict[PacketType, tuple[int, bool]] = {
-    P.SUBMIT_JOB: (NORMAL, False),
-    P.SUBMIT_JOB_BG: (NORMAL, True),
-    P.SUBMIT_JOB_HIGH: (HIGH, False),
-    P.SUBMIT_JOB_HIGH_BG: (HIGH, True),
-    P.SUBMIT_JOB_LOW: (LOW, False),
-    P.SUBMIT_JOB_LOW_BG: (LOW, True),
-}
 
 _NOT_FOUND_TEXT = {
     P.WORK_STATUS: b"Job given in work result not found",
@@ -330,7 +189,9 @@ class JobServerCore:
     Parameters mirror gearmand's options: ``handle_prefix`` (``H:<host>``), ``job_retries``
     (-1 unlimited, 0 no retry, N retries after a worker loss or timeout), ``worker_wakeup``
     (NOOP at most this many sleeping workers per new job, 0 = all), ``exceptions`` (forward
-    WORK_EXCEPTION to every client, not only those that asked).
+    WORK_EXCEPTION to every client, not only those that asked). ``run_id`` tells this run of
+    the server from every other (random bytes from the caller): it keeps the store keys of jobs
+    without a unique apart across restarts.
     """
 
     def __init__(
@@ -346,8 +207,8 @@ class JobServerCore:
         version: str = "0.1.0",
         pid: int = 0,
         verbose: str = "ERROR",
-        on_drop: Callable[[Job], None] | None = None,
         durable: bool = False,
+        run_id: bytes,
     ):
         # Handles must stay under 64 bytes with room for a 20-digit counter.
         self.handle_prefix = handle_prefix[: MAX_HANDLE - 23] + b":"
@@ -373,8 +234,9 @@ class JobServerCore:
         #: Background jobs accepted but not yet committed; the network layer commits them in
         #: one transaction (group commit) and calls :meth:`commit_done`.
         self.to_store: list[Job] = []
+        #: What the operator should hear of, oldest first; the network layer takes and logs them.
+        self.notices: list[Notice] = []
         # Keys of stored jobs that came without a unique: unique per server run and across runs.
-        run_id = os.urandom(6).hex().encode()
         self._anonymous_format = ANONYMOUS_PREFIX + run_id + b":%d"
         self._payload_key_format = ANONYMOUS_PREFIX + b"-" + run_id + b":%d"
         self._counter = 0
@@ -384,7 +246,6 @@ class JobServerCore:
         # CAN_DO_TIMEOUT deadlines: (deadline, sequence, job, worker, retries at assignment).
         self._deadlines: list[tuple[float, int, Job, Session, int]] = []
         self._seq = 0
-        self._on_drop = on_drop
         self._dispatch: dict[PacketType, Callable[[Session, Packet], None]] = {
             P.CAN_DO: self._can_do,
             P.CAN_DO_TIMEOUT: self._can_do_timeout,
@@ -436,16 +297,16 @@ class JobServerCore:
         # Leave the sleeper lists first: a requeue must not spend its wakeup on this session.
         self._drop_abilities(session)
         for job in list(session.holding.values()):
-            self._requeue(job, "worker disconnected")
+            self._lost(job, "worker disconnected")
         session.holding.clear()
         for job in session.waiting:
             clients = job.clients
             if not isinstance(clients, list) or session not in clients:
                 continue
             clients.remove(session)
-            if not job.clients and not job.background and job.worker is None:
+            if not job.clients and not job.background and job.state is QUEUED:
                 # Nobody waits for it any more and it has not started: it never runs.
-                self._ignore(job)
+                self._move(job, ABANDON)
         session.waiting.clear()
         session.out.clear()
         session.unacked = 0
@@ -482,8 +343,6 @@ class JobServerCore:
 
     def handle_admin(self, session: Session, line: AdminLine) -> None:
         """Act on one admin text line from ``session``."""
-        from gearsql.admin import run_admin_command
-
         self.send(session, run_admin_command(self, session, line.line))
 
     def _not_expected(self, session: Session, packet: Packet) -> None:
@@ -499,13 +358,18 @@ class JobServerCore:
         return fn
 
     def _check_name(self, session: Session, name: bytes) -> bool:
-        if not name:
-            self.send(session, error_packet(b"INVALID_ARGUMENT", b"Function name is empty"))
-            return False
-        if len(name) > self.max_function_name:
-            self.send(session, error_packet(b"ARGUMENT_TOO_LARGE", b"Function name too large"))
-            return False
-        return True
+        """Whether ``name`` may be a function name; if not, ``session`` gets gearmand's ERROR.
+
+        A NUL byte can only come as the whole argument of CAN_DO: taken as it is, as gearmand
+        does."""
+        problem = check_function_name(name, self.max_function_name, nul_allowed=True)
+        if problem is None:
+            return True
+        self._refuse(session, problem)
+        return False
+
+    def _refuse(self, session: Session, problem: ArgumentProblem) -> None:
+        self.send(session, error_packet(problem.code, problem.value[1]))
 
     # ------------------------------------------------------------------ worker side
 
@@ -572,8 +436,8 @@ class JobServerCore:
     def _runnable(self, session: Session) -> bool:
         for fn in session.abilities:
             for queue in fn.queues:
-                while queue and queue[0].ignore:
-                    self._discard(queue.popleft())
+                while queue and queue[0].state is CANCELLED:
+                    self._move(queue.popleft(), DISCARD)
                 if queue:
                     return True
         return False
@@ -602,14 +466,14 @@ class JobServerCore:
         if not count:
             return None
         start = session.rr % count
-        for priority in (HIGH, NORMAL, LOW):
+        for priority in _BY_RANK:
             for offset in range(count):
                 index = (start + offset) % count
                 queue = abilities[index].queues[priority]
                 while queue:
                     job = queue.popleft()
-                    if job.ignore:
-                        self._discard(job)
+                    if job.state is CANCELLED:
+                        self._move(job, DISCARD)
                         continue
                     session.rr = index + 1
                     return job
@@ -625,8 +489,8 @@ class JobServerCore:
             self.send(session, _NO_JOB)
             return
         fn = job.function
+        self._move(job, ASSIGN)
         job.worker = session
-        fn.running += 1
         session.holding[job.handle] = job
         kind = packet.type
         if kind == P.GRAB_JOB:
@@ -682,14 +546,14 @@ class JobServerCore:
             return
         if job.clients:
             self._forward(job, frame_response(P.WORK_COMPLETE, *packet.args))
-        self._finish(job)
+        self._move(job, FINISH)
 
     def _work_fail(self, session: Session, packet: Packet) -> None:
         job = self._held_job(session, packet)
         if job is None:
             return
         self._fail_clients(job)
-        self._finish(job)
+        self._move(job, FINISH)
 
     def _work_exception(self, session: Session, packet: Packet) -> None:
         job = self._held_job(session, packet)
@@ -701,7 +565,7 @@ class JobServerCore:
             # Only clients that asked (or every client with --exceptions) get the exception;
             # the others get a plain WORK_FAIL with the bare handle.
             self.send(client, exception if client.exceptions or self.exceptions else fail)
-        self._finish(job)
+        self._move(job, FINISH)
 
     def _forward(self, job: Job, data: bytes) -> None:
         for client in job.clients:
@@ -713,27 +577,60 @@ class JobServerCore:
 
     # ------------------------------------------------------------------ job lifecycle
 
-    def _finish(self, job: Job) -> None:
-        """Forget a job that completed, failed, or was dropped."""
+    def _move(self, job: Job, event: JobEvent) -> None:
+        """Change ``job``'s state by ``event`` (see TRANSITIONS), keep the counters, and do what
+        entering the new state means. Every change of state goes through here."""
+        old = job.state
+        new = _NEXT[old].get(event)
+        if new is None:
+            raise RuntimeError(f"core bug: {event.name} of job {job.handle!r} in state {old.name}")
+        job.state = new
         fn = job.function
+        if old is RUNNING:
+            fn.running -= 1
+        elif old in WAITING:
+            fn.waiting[job.priority] -= 1
+        if new is QUEUED:
+            fn.waiting[job.priority] += 1
+            fn.queues[job.priority].append(job)
+            if fn.sleepers:
+                self._wake(fn)
+        elif new is RUNNING:
+            fn.running += 1
+        elif new is DONE:
+            self._forget(job)
+        elif new is SCHEDULED:
+            fn.waiting[job.priority] += 1
+            self._seq += 1
+            heapq.heappush(self._delayed, (job.when, self._seq, job))
+        elif new is STORING:
+            fn.waiting[job.priority] += 1
+            job.acks = []
+            self.to_store.append(job)
+        elif new is CANCELLED:
+            self._unindex(job)
+            for client in job.clients:
+                client.waiting.discard(job)
+            job.clients = ()
+            if job.stored and old is not STORING:
+                # The durable row goes now (a commit under way is undone by its DISCARD).
+                self.finished_stored.append(job)
+                job.stored = False
+
+    def _forget(self, job: Job) -> None:
+        """The one way out: drop every reference the server holds to ``job``."""
         worker = job.worker
         if worker is not None:
             worker.holding.pop(job.handle, None)
-            fn.running -= 1
             job.worker = None
-        if self.jobs.pop(job.handle, None) is not None:
-            fn.total -= 1
+        del self.jobs[job.handle]
         self._unindex(job)
         for client in job.clients:
             client.waiting.discard(job)
         job.clients = ()
         if job.stored:
             self.finished_stored.append(job)
-
-    def _ignore(self, job: Job) -> None:
-        """Mark a job to be skipped when a worker next meets it (gearmand's ignore_job)."""
-        job.ignore = True
-        self._unindex(job)
+            job.stored = False
 
     def _unindex(self, job: Job) -> None:
         """Stop coalescing new submissions onto ``job``."""
@@ -743,80 +640,65 @@ class JobServerCore:
             if by_unique.get(key) is job:  # type: ignore[arg-type]
                 del by_unique[key]  # type: ignore[arg-type]
 
-    def _discard(self, job: Job) -> None:
-        """An ignored job reached the head of its queue: it is gone for good."""
-        # Also reached from _requeue for a running foreground job whose clients all left,
-        # which was never unindexed: a later submission must not coalesce onto it.
-        self._unindex(job)
-        if self.jobs.pop(job.handle, None) is not None:
-            job.function.total -= 1
-        if job.stored:
-            self.finished_stored.append(job)
-
-    def _requeue(self, job: Job, reason: str) -> None:
-        """Put a job its worker lost back at the tail of its queue, or drop it at the limit."""
+    def _lost(self, job: Job, reason: str) -> None:
+        """``job``'s worker disconnected or timed out: run it again, or let it go."""
         worker = job.worker
-        fn = job.function
         if worker is not None:
             worker.holding.pop(job.handle, None)
-            fn.running -= 1
             job.worker = None
         job.retries += 1
         job.numerator = job.denominator = 0
-        if job.ignore or (not job.clients and not job.background):
-            self._discard(job)
-            return
-        if 0 <= self.job_retries < job.retries:
-            log.error(
-                "Dropped job due to max retry count: %s %r after %d attempts (%s)",
-                job.handle.decode("latin-1"),
-                job.function.name,
-                job.retries,
-                reason,
+        event = after_loss(job, self.job_retries)
+        handle = job.handle.decode("latin-1")
+        if event is DROP:
+            self.notice(
+                "ERROR",
+                f"Dropped job due to max retry count: {handle} {job.function.name!r} "
+                f"after {job.retries} attempts ({reason})",
+                DROP,
+                job.handle,
             )
             self._fail_clients(job)
-            self._finish(job)
-            if self._on_drop is not None:
-                self._on_drop(job)
-            return
-        log.warning(
-            "Requeued job %s (%s), retry %d", job.handle.decode("latin-1"), reason, job.retries
-        )
-        self._enqueue(job)
-
-    def _enqueue(self, job: Job) -> None:
-        fn = job.function
-        fn.queues[job.priority].append(job)
-        if fn.sleepers:
-            self._wake(fn)
+        elif event is REQUEUE:
+            self.notice(
+                "WARNING",
+                f"Requeued job {handle} ({reason}), retry {job.retries}",
+                REQUEUE,
+                job.handle,
+            )
+        self._move(job, event)
 
     def cancel(self, handle: bytes) -> bool:
-        """Cancel a job (admin ``cancel job``): its clients get WORK_FAIL, it never runs again."""
+        """Cancel a job (admin ``cancel job``): its clients get WORK_FAIL, it never runs again.
+
+        False when there is no such live job."""
         job = self.jobs.get(handle)
-        if job is None or job.ignore:
+        if job is None or job.state is CANCELLED:
             return False
         self._fail_clients(job)
-        for client in job.clients:
-            client.waiting.discard(job)
-        job.clients = ()
-        self._ignore(job)
-        if job.acks is not None:
-            # Its commit is under way; commit_done() removes the row again.
-            return True
-        if job.stored:
-            # The durable row goes now; the in-memory job stays listed until a worker meets it,
-            # as in gearmand.
-            self.finished_stored.append(job)
-            job.stored = False
-        if job.worker is None and job.when and job.when > self.clock():
-            # Delayed jobs never reach a queue head until due; drop it now.
-            self._discard(job)
+        scheduled = job.state is SCHEDULED
+        self._move(job, CANCEL)
+        if scheduled:
+            # A delayed job reaches no queue head before it is due: let it go now (the timer
+            # heap skips it).
+            self._move(job, DISCARD)
         return True
+
+    def drop_function(self, fn: Function) -> int:
+        """Forget a function nobody works on (admin ``drop function``); its jobs are cancelled
+        and let go. Returns how many jobs were cancelled."""
+        jobs = [job for job in self.jobs.values() if job.function is fn]
+        for job in jobs:
+            self.cancel(job.handle)
+            if job.state is CANCELLED and job.acks is None and job.worker is None:
+                self._move(job, DISCARD)
+        del self.functions[fn.name]
+        return len(jobs)
 
     # ------------------------------------------------------------------ client side
 
     def _submit(self, session: Session, packet: Packet) -> None:
-        priority, background = _SUBMIT_KINDS[packet.type]
+        priority, background = SUBMIT_KINDS[packet.type]
         name, unique, data = packet.args
         self.submit(session, name, unique, data, priority, background)
 
@@ -827,12 +709,12 @@ class JobServerCore:
         except ValueError:
             self.send(session, error_packet(b"INVALID_ARGUMENT", b"Epoch is not a number"))
             return
-        self.submit(session, name, unique, data, NORMAL, True, when=when)
+        self.submit(session, name, unique, data, Priority.NORMAL, True, when=when)
 
     def _submit_reduce(self, session: Session, packet: Packet) -> None:
         name, unique, reducer, _aggregator, data = packet.args
         background = packet.type == P.SUBMIT_REDUCE_JOB_BACKGROUND
-        self.submit(session, name, unique, data, NORMAL, background, reducer=reducer)
+        self.submit(session, name, unique, data, Priority.NORMAL, background, reducer=reducer)
 
     def submit(
         self,
@@ -840,7 +722,7 @@ class JobServerCore:
         name: bytes,
         unique: bytes,
         data: bytes,
-        priority: int,
+        priority: Priority,
         background: bool,
         *,
         when: int = 0,
@@ -860,7 +742,7 @@ class JobServerCore:
                 return None
         if unique and session is not None and len(unique) > self.max_unique:
             # Refused before the function is created: a refused submission leaves no trace.
-            self.send(session, error_packet(b"ARGUMENT_TOO_LARGE", b"Unique value too large"))
+            self._refuse(session, ArgumentProblem.UNIQUE_TOO_LARGE)
             return None
         if fn is None:
             fn = self.functions[name] = Function(name)
@@ -893,29 +775,23 @@ class JobServerCore:
         if unique:
             fn.by_unique[key] = job
         self.jobs[handle] = job
-        fn.total += 1
         if not background and session is not None:
             job.clients = [session]
             session.waiting.add(job)
         if job.stored and not stored:
             # Not runnable and not acknowledged before the store has committed it.
-            job.acks = []
-            self.to_store.append(job)
+            self._move(job, STORE)
             if session is not None:
                 self._acknowledge(session, job)
             return job
-        self._schedule(job)
+        self._start(job)
         if session is not None:
             self.send(session, _job_created(handle))
         return job
 
-    def _schedule(self, job: Job) -> None:
-        """Queue a new job, or hold it until its epoch time."""
-        if job.when and job.when > self.clock():
-            self._seq += 1
-            heapq.heappush(self._delayed, (job.when, self._seq, job))
-        else:
-            self._enqueue(job)
+    def _start(self, job: Job) -> None:
+        """Queue a new (or newly committed) job, or hold it until its epoch time."""
+        self._move(job, DELAY if job.when and job.when > self.clock() else QUEUE)
 
     def _acknowledge(self, session: Session, job: Job) -> None:
         """JOB_CREATED now, or a placeholder for it while the job's commit is under way."""
@@ -939,15 +815,15 @@ class JobServerCore:
             job.acks = None
             if error is None:
                 reply = _job_created(job.handle)
-                if job.ignore:
+                if job.state is CANCELLED:
                     # Cancelled while its commit was under way: the row goes again.
-                    self._discard(job)
+                    self._move(job, DISCARD)
                 else:
-                    self._schedule(job)
+                    self._start(job)
             else:
                 reply = error_packet(b"QUEUE_ERROR", error.encode("utf-8", "replace")[:200])
                 job.stored = False
-                self._finish(job)
+                self._move(job, DISCARD if job.state is CANCELLED else DROP)
             for session, ack in acks:
                 ack.data = reply
                 if not session.closed and not session.in_dirty:
@@ -957,7 +833,7 @@ class JobServerCore:
     def _get_status(self, session: Session, packet: Packet) -> None:
         handle = packet.args[0]
         job = self.jobs.get(handle)
-        if job is None or job.ignore:
+        if job is None or job.state is CANCELLED:
             self.send(session, pack_response(P.STATUS_RES, handle, b"0", b"0", b"0", b"0"))
             return
         self.send(
@@ -1035,18 +911,20 @@ class JobServerCore:
         delayed = self._delayed
         while delayed and delayed[0][0] <= now:
             job = heapq.heappop(delayed)[2]
-            if job.ignore:
-                self._discard(job)
-            elif self.jobs.get(job.handle) is job:
-                self._enqueue(job)
+            # A job cancelled while due later was let go at once: only SCHEDULED ones are left.
+            if job.state is SCHEDULED:
+                self._move(job, QUEUE)
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
             _, _, job, worker, retries = heapq.heappop(deadlines)
             if job.worker is worker and job.retries == retries:
-                log.warning(
-                    "Worker timeout reached on job, requeueing: %s", job.handle.decode("latin-1")
+                self.notice(
+                    "WARNING",
+                    "Worker timeout reached on job, requeueing: " + job.handle.decode("latin-1"),
+                    None,
+                    job.handle,
                 )
-                self._requeue(job, "worker timeout")
+                self._lost(job, "worker timeout")
 
     # ------------------------------------------------------------------ replay and views
 
@@ -1061,9 +939,12 @@ class JobServerCore:
             if unique.startswith(ANONYMOUS_PREFIX):
                 kind = unique[len(ANONYMOUS_PREFIX) : len(ANONYMOUS_PREFIX) + 1]
                 store_key, unique = unique, b"-" if kind == b"-" else b""
-            priority = priority if priority in (HIGH, NORMAL, LOW) else NORMAL
+            try:
+                level = Priority(priority)
+            except ValueError:
+                level = Priority.NORMAL
             job = self.submit(
-                None, name, unique, data, priority, True, when=when, stored=True,
+                None, name, unique, data, level, True, when=when, stored=True,
                 store_key=store_key,
             )
             if job is not None:
@@ -1074,15 +955,17 @@ class JobServerCore:
     def store_row(job: Job) -> tuple[bytes, bytes, int, bytes, int]:
         """How ``job`` is written to the store: (unique, function, priority, data, when)."""
         return (
-            job.store_key or job.unique, job.function.name, job.priority, job.data, job.when,
+            job.store_key or job.unique, job.function.name, int(job.priority), job.data, job.when,
         )
 
-    def all_jobs(self) -> Iterable[Job]:
-        return self.jobs.values()
+    def notice(
+        self, level: str, message: str, event: JobEvent | None = None, handle: bytes = b""
+    ) -> None:
+        """Tell the operator (through :attr:`notices`, which the network layer logs)."""
+        self.notices.append(Notice(level, message, event, handle))
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            "jobs": len(self.jobs),
-            "functions": len(self.functions),
-            "sessions": len(self.sessions),
-        }
+    def take_notices(self) -> list[Notice]:
+        """The notices since the last call, oldest first (for the network layer to log)."""
+        notices = self.notices
+        self.notices = []
+        return notices

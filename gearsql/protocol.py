@@ -26,11 +26,15 @@ __all__ = [
     "MAX_UNIQUE",
     "REQ",
     "RES",
+    "SUBMIT_KINDS",
+    "SUBMIT_TYPES",
     "AdminLine",
+    "ArgumentProblem",
     "LocalProtocolError",
     "Packet",
     "PacketType",
     "Parser",
+    "Priority",
     "Violation",
     "check_function_name",
     "check_unique",
@@ -166,6 +170,56 @@ for _type in PacketType:
     _TYPES[_type] = _type
 
 
+class Priority(enum.IntEnum):
+    """Job priority: a worker takes HIGH jobs before NORMAL ones, and NORMAL before LOW.
+
+    The value is the rank (0 runs first): the job server's queue index and the number the durable
+    store keeps. The word (``high``, ``normal``, ``low``) is how SQL spells it, in the outbox's
+    ``priority`` column and in the names of the gman_* functions; ``Priority("high")`` (any case)
+    is HIGH.
+    """
+
+    HIGH = 0
+    NORMAL = 1
+    LOW = 2
+
+    @property
+    def word(self) -> str:
+        """``high``, ``normal`` or ``low``: the outbox's and the SQL functions' spelling."""
+        return self.name.lower()
+
+    @classmethod
+    def from_word(cls, word: str) -> Priority:
+        """The priority spelled ``word`` (``high``, ``normal``, ``low``, any case); ValueError
+        for any other word."""
+        try:
+            return cls.__members__[word.upper()]
+        except KeyError:
+            raise ValueError(f"{word!r} is not a priority (high, normal or low)") from None
+
+    @classmethod
+    def _missing_(cls, value: object) -> Priority | None:
+        if isinstance(value, str):
+            return cls.__members__.get(value.upper())
+        return None
+
+
+#: The six plain submit packets: type -> (priority, background). SUBMIT_JOB_EPOCH is a background
+#: NORMAL job too, and the reduce submits are NORMAL, but they carry more arguments.
+SUBMIT_KINDS: dict[PacketType, tuple[Priority, bool]] = {
+    P.SUBMIT_JOB_HIGH: (Priority.HIGH, False),
+    P.SUBMIT_JOB: (Priority.NORMAL, False),
+    P.SUBMIT_JOB_LOW: (Priority.LOW, False),
+    P.SUBMIT_JOB_HIGH_BG: (Priority.HIGH, True),
+    P.SUBMIT_JOB_BG: (Priority.NORMAL, True),
+    P.SUBMIT_JOB_LOW_BG: (Priority.LOW, True),
+}
+#: (priority, background) -> submit packet type: the inverse of SUBMIT_KINDS.
+SUBMIT_TYPES: dict[tuple[Priority, bool], PacketType] = {
+    kind: type_ for type_, kind in SUBMIT_KINDS.items()
+}
+
+
 class LocalProtocolError(Exception):
     """This program asked the codec for something the protocol does not allow.
 
@@ -242,23 +296,53 @@ def pack_request(type_: int, *args: bytes) -> bytes:
     return pack(type_, args, REQ)
 
 
-def check_function_name(name: bytes, limit: int = MAX_FUNCTION_NAME) -> str | None:
-    """Return why ``name`` cannot be a function name, or None when it can."""
+class ArgumentProblem(enum.Enum):
+    """Why a function name or a unique cannot be sent, as the job server would answer it.
+
+    ``code`` and ``text`` are the ERROR packet gearmand sends for it; callers that explain the
+    problem in their own words branch on the member, never on the text.
+    """
+
+    FUNCTION_EMPTY = (b"INVALID_ARGUMENT", b"Function name is empty")
+    FUNCTION_TOO_LARGE = (b"ARGUMENT_TOO_LARGE", b"Function name too large")
+    FUNCTION_HAS_NUL = (b"INVALID_ARGUMENT", b"Function name contains a NUL byte")
+    UNIQUE_TOO_LARGE = (b"ARGUMENT_TOO_LARGE", b"Unique value too large")
+    UNIQUE_HAS_NUL = (b"INVALID_ARGUMENT", b"Unique value contains a NUL byte")
+
+    @property
+    def code(self) -> bytes:
+        """The return code name of gearmand's ERROR packet."""
+        return self.value[0]
+
+    @property
+    def text(self) -> str:
+        """gearmand's words for the problem (the text of its ERROR packet)."""
+        return self.value[1].decode()
+
+
+def check_function_name(
+    name: bytes, limit: int = MAX_FUNCTION_NAME, *, nul_allowed: bool = False
+) -> ArgumentProblem | None:
+    """Return why ``name`` cannot be a function name, or None when it can.
+
+    ``nul_allowed`` is for a name that arrived as the only argument of a packet (CAN_DO), where a
+    NUL byte cannot break the framing: gearmand takes such a name as it is, and so does gearsql.
+    """
     if not name:
-        return "Function name is empty"
+        return ArgumentProblem.FUNCTION_EMPTY
     if len(name) > limit:
-        return "Function name too large"
-    if b"\0" in name:
-        return "Function name contains a NUL byte"
+        return ArgumentProblem.FUNCTION_TOO_LARGE
+    if not nul_allowed and b"\0" in name:
+        return ArgumentProblem.FUNCTION_HAS_NUL
     return None
 
 
-def check_unique(unique: bytes, limit: int = MAX_UNIQUE) -> str | None:
+def check_unique(unique: bytes, limit: int = MAX_UNIQUE) -> ArgumentProblem | None:
     """Return why ``unique`` cannot be a unique id, or None when it can."""
     if len(unique) > limit:
-        return "Unique value too large"
+        return ArgumentProblem.UNIQUE_TOO_LARGE
     if b"\0" in unique:
-        return "Unique value contains a NUL byte"
+        return ArgumentProblem.UNIQUE_HAS_NUL
     return None
 
 
@@ -281,11 +365,17 @@ class Parser:
     plus a header: a declared length above the maximum is refused on the header alone, before
     any of the body is read. An incomplete admin line is held up to ``MAX_ADMIN_LINE`` bytes,
     whatever ``max_packet_size`` is.
+
+    ``expect_magic=RES`` (a client or worker) makes a packet with request magic a
+    :class:`Violation`, and ``REQ`` the reverse; the default, None, accepts both and says which
+    in ``Packet.request`` (the job server answers a response packet with ERROR INVALID_MAGIC).
     """
 
     __slots__ = ("_broken", "_chunks", "_have", "_need", "expect_magic", "max_packet_size")
 
-    def __init__(self, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE, expect_magic: bytes = REQ):
+    def __init__(
+        self, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE, expect_magic: bytes | None = None
+    ):
         # Unparsed bytes are kept as a list of chunks, joined only once enough has arrived to
         # make progress: a 10 MB body read 64 KiB at a time is copied once, not 160 times.
         self._chunks: list[bytes] = []
@@ -293,8 +383,9 @@ class Parser:
         self._need = 0
         self._broken = False
         self.max_packet_size = max_packet_size
-        #: The magic this side should receive; the other magic is still parsed and reported
-        #: through ``Packet.request`` so that the caller can answer as gearmand does.
+        #: The only magic this side accepts (REQ or RES): a packet with the other one is a
+        #: Violation. None (a job server's parser) accepts both and reports which through
+        #: ``Packet.request``, so that the server can answer a stray RES packet as gearmand does.
         self.expect_magic = expect_magic
 
     @property
@@ -359,6 +450,9 @@ class Parser:
             else:
                 events.append(self._violate(b"", "bad magic"))
                 return events
+            if self.expect_magic is not None and magic != self.expect_magic:
+                events.append(self._violate(b"", _WRONG_MAGIC[request]))
+                return events
             argc = argc_table[type_] if type_ < 43 else -1
             if argc < 0:
                 events.append(self._violate(b"", f"unknown packet type {type_}"))
@@ -400,6 +494,12 @@ class Parser:
         self._chunks = []
         self._have = 0
         return Violation(code, text)
+
+
+_WRONG_MAGIC = {
+    True: "request magic where response magic was expected",
+    False: "response magic where request magic was expected",
+}
 
 
 def _looks_like_http(line: bytes) -> bool:

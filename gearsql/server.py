@@ -184,6 +184,8 @@ class JobServer:
             version=__version__,
             pid=os.getpid(),
             verbose=config.verbose,
+            # Random per run: the store keys of jobs without a unique must differ across runs.
+            run_id=os.urandom(6).hex().encode(),
         )
         self.store = store if store is not None else open_store(config.store)
         self.core.durable = self.store.durable
@@ -207,6 +209,9 @@ class JobServer:
     def flush(self) -> None:
         """Write every connection's pending output, one write each, and re-arm the timer."""
         core = self.core
+        if core.notices:
+            for notice in core.take_notices():
+                log.log(logging.getLevelName(notice.level), "%s", notice.message)
         if core.dirty:
             connections = self.connections
             for session in core.take_dirty():

@@ -37,6 +37,7 @@ class CoreDriver:
 
     def __init__(self, **options: Any):
         self.clock = FakeClock()
+        options.setdefault("run_id", b"testrun")
         self.core = JobServerCore(handle_prefix=b"H:test", clock=self.clock, **options)
         self._next_fd = 10
 
@@ -49,10 +50,9 @@ class CoreDriver:
         self.core.handle_packet(session, Packet(type_, args, request))
 
     def raw_output(self, session: Session) -> bytes:
-        """Everything ``session`` was sent since the last read, removed from its output."""
-        data = b"".join(session.out)  # type: ignore[arg-type]
-        session.out.clear()
-        return data
+        """Everything ``session`` was sent since the last read, removed from its output, as the
+        network layer takes it (up to the first reply still waiting for a store commit)."""
+        return session.take_output()
 
     def received(self, session: Session) -> list[Reply]:
         """The packets ``session`` was sent since the last read, as (type, args), in order."""

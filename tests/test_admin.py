@@ -223,9 +223,10 @@ def test_cancel_job_fails_it_to_its_clients_and_hides_it_from_workers(
     assert d.admin(admin, b"cancel job " + handle) == OK
     assert d.received(first) == [(P.WORK_FAIL, (handle,))]
     assert d.received(second) == [(P.WORK_FAIL, (handle,))]
-    # Listed until a worker meets it, as in gearmand.
+    # Listed until a worker meets it, as in gearmand, but counted nowhere: it will never run.
     assert d.admin(admin, b"show jobs") == handle + b"\t0\t1\t0\n.\n"
-    assert d.admin(admin, b"status") == b"f\t1\t0\t0\n.\n"
+    assert d.admin(admin, b"status") == b"f\t0\t0\t0\n.\n"
+    assert d.admin(admin, b"prioritystatus") == b"f\t0\t0\t0\t0\n.\n"
     assert d.admin(admin, b"cancel job " + handle) == b"ERR UNKNOWN_JOB\r\n"
 
     worker = d.worker(b"f")

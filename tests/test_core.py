@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from coredriver import START, CoreDriver, Reply
 
+from gearsql.core import TRANSITIONS, JobEvent, JobState
 from gearsql.protocol import PacketType as P
 
 NOOP = (P.NOOP, ())
@@ -342,7 +343,7 @@ def test_work_exception_goes_only_to_clients_that_asked_for_exceptions(d: CoreDr
     d.send(worker, P.WORK_EXCEPTION, handle, b"boom")
     assert d.received(asked) == [(P.WORK_EXCEPTION, (handle, b"boom"))]
     raw = d.raw_output(plain)
-    # The bare handle: C gearmand's stray trailing NUL hangs libgearman (PROTOCOL.md section 11).
+    # The bare handle: C gearmand's stray trailing NUL hangs libgearman (docs/protocol.md §11).
     assert raw == b"\0RES" + (14).to_bytes(4, "big") + len(handle).to_bytes(4, "big") + handle
 
 
@@ -713,15 +714,16 @@ def test_job_retries_minus_one_requeues_without_limit() -> None:
 
 
 def test_job_retries_zero_fails_the_job_on_the_first_loss() -> None:
-    dropped = []
-    d = CoreDriver(job_retries=0, on_drop=dropped.append)
+    d = CoreDriver(job_retries=0)
     client, admin = d.connect(), d.connect()
     handle = d.submit(client, b"f")
     lose_worker(d, handle)
     assert d.received(client) == [(P.WORK_FAIL, (handle,))]
     assert d.admin(admin, b"show jobs") == b".\n"
     assert d.admin(admin, b"status") == b"f\t0\t0\t0\n.\n"
-    assert [job.handle for job in dropped] == [handle]
+    [notice] = d.core.take_notices()
+    assert (notice.level, notice.event, notice.handle) == ("ERROR", JobEvent.DROP, handle)
+    assert notice.message.startswith("Dropped job due to max retry count: " + handle.decode())
     assert d.grab(d.worker(b"f")) == NO_JOB
 
 
@@ -1022,3 +1024,96 @@ def test_one_connection_may_be_client_and_worker_at_once(d: CoreDriver) -> None:
     assert d.grab_handle(both) == handle
     d.send(both, P.WORK_COMPLETE, handle, b"self-served")
     assert d.received(both) == [(P.WORK_COMPLETE, (handle, b"self-served"))]
+
+
+# ---------------------------------------------------------------------------- lifecycle table
+
+
+def test_every_state_but_done_can_reach_done_and_done_is_final() -> None:
+    reachable_from: dict[JobState, set[JobState]] = {state: set() for state in JobState}
+    for (state, _event), target in TRANSITIONS.items():
+        reachable_from[state].add(target)
+    assert reachable_from[JobState.DONE] == set()
+    for state in JobState:
+        seen, todo = set(), [state]
+        while todo:
+            for target in reachable_from[todo.pop()]:
+                if target not in seen:
+                    seen.add(target)
+                    todo.append(target)
+        assert state is JobState.DONE or JobState.DONE in seen, state
+
+
+def test_an_event_the_table_does_not_allow_is_a_core_bug(d: CoreDriver) -> None:
+    handle = d.submit(d.connect(), b"f")
+    job = d.core.jobs[handle]
+    with pytest.raises(RuntimeError, match=r"FINISH of job .* in state QUEUED"):
+        d.core._move(job, JobEvent.FINISH)
+    assert job.state is JobState.QUEUED
+
+
+def test_a_job_goes_from_queued_to_running_to_done(d: CoreDriver) -> None:
+    client = d.connect()
+    handle = d.submit(client, b"f")
+    job = d.core.jobs[handle]
+    assert job.state is JobState.QUEUED
+    worker = d.worker(b"f")
+    d.grab_handle(worker)
+    assert job.state is JobState.RUNNING
+    d.send(worker, P.WORK_COMPLETE, handle, b"r")
+    assert job.state is JobState.DONE
+    assert d.core.jobs == {} and worker.holding == {} and client.waiting == set()
+
+
+def test_a_cancelled_running_job_is_counted_nowhere_and_its_result_goes_nowhere(
+    d: CoreDriver,
+) -> None:
+    client, admin = d.connect(), d.connect()
+    handle = d.submit(client, b"f")
+    worker = d.worker(b"f")
+    d.grab_handle(worker)
+    assert d.core.cancel(handle)
+    assert d.received(client) == [(P.WORK_FAIL, (handle,))]
+    assert d.admin(admin, b"status") == b"f\t0\t0\t1\n.\n"
+    assert d.admin(admin, b"show jobs") == handle + b"\t0\t1\t0\n.\n"
+    d.send(worker, P.WORK_COMPLETE, handle, b"r")
+    assert d.received(client) == [] and d.received(worker) == []
+    assert d.admin(admin, b"show jobs") == b".\n"
+
+
+def test_a_requeue_and_a_worker_timeout_are_told_as_notices_not_logged(d: CoreDriver) -> None:
+    client = d.connect()
+    handle = d.submit(client, b"f")
+    worker = d.connect()
+    d.send(worker, P.CAN_DO_TIMEOUT, b"f", b"1000")
+    d.grab_handle(worker)
+    d.core.run_timers(START + 1)
+    assert [(n.level, n.event, n.handle) for n in d.core.take_notices()] == [
+        ("WARNING", None, handle),
+        ("WARNING", JobEvent.REQUEUE, handle),
+    ]
+    assert d.core.take_notices() == []
+    assert d.core.jobs[handle].state is JobState.QUEUED
+
+
+def test_the_run_id_names_the_store_keys_of_jobs_without_a_unique() -> None:
+    d = CoreDriver(durable=True, run_id=b"run42")
+    client = d.connect()
+    d.send(client, P.SUBMIT_JOB_BG, b"f", b"", b"anonymous")
+    d.send(client, P.SUBMIT_JOB_BG, b"f", b"-", b"by payload")
+    keys = [d.core.store_row(job)[0] for job in d.core.to_store]
+    assert keys == [b"\x1egearsql:run42:1", b"\x1egearsql:-run42:2"]
+
+
+def test_a_job_being_stored_counts_as_waiting_until_its_commit_fails() -> None:
+    d = CoreDriver(durable=True)
+    client, admin = d.connect(), d.connect()
+    d.send(client, P.SUBMIT_JOB_HIGH_BG, b"f", b"u", b"data")
+    [job] = d.core.to_store
+    assert job.state is JobState.STORING
+    assert d.admin(admin, b"prioritystatus") == b"f\t1\t0\t0\t0\n.\n"
+    d.core.commit_done([job], "disk full")
+    assert job.state is JobState.DONE
+    assert d.received(client) == [(P.ERROR, (b"QUEUE_ERROR", b"disk full"))]
+    assert d.admin(admin, b"status") == b"f\t0\t0\t0\n.\n"
+    assert d.core.jobs == {} and d.core.finished_stored == []

@@ -15,12 +15,16 @@ from gearsql.protocol import (
     MAX_UNIQUE,
     REQ,
     RES,
+    SUBMIT_KINDS,
+    SUBMIT_TYPES,
     AdminLine,
+    ArgumentProblem,
     Event,
     LocalProtocolError,
     Packet,
     PacketType,
     Parser,
+    Priority,
     Violation,
     check_function_name,
     check_unique,
@@ -120,10 +124,34 @@ def test_pack_request_and_pack_response_differ_only_in_magic(type_: PacketType) 
     assert pack(type_, list(args)) == pack_response(type_, *args)
 
 
-def test_a_response_magic_packet_reaches_a_request_parser_marked_as_response() -> None:
+def test_a_parser_without_expected_magic_reports_a_response_packet_as_such() -> None:
     # The server must see it to answer ERROR INVALID_MAGIC as gearmand does.
-    events = Parser(expect_magic=REQ).feed(pack_response(P.ECHO_REQ, b"hi"))
+    events = Parser().feed(pack_response(P.ECHO_REQ, b"hi"))
     assert events == [Packet(P.ECHO_REQ, (b"hi",), request=False)]
+
+
+def test_a_parser_for_responses_refuses_a_request_packet() -> None:
+    parser = Parser(expect_magic=RES)
+    events = parser.feed(pack_response(P.NOOP) + pack_request(P.NOOP) + pack_response(P.NOOP))
+    assert events == [
+        Packet(P.NOOP, (), request=False),
+        Violation(b"", "request magic where response magic was expected"),
+    ]
+    with pytest.raises(LocalProtocolError):
+        parser.feed(pack_response(P.NOOP))
+
+
+def test_a_parser_for_requests_refuses_a_response_packet_at_any_split() -> None:
+    data = pack_request(P.ECHO_REQ, b"hi") + pack_response(P.ECHO_RES, b"hi")
+    for split in range(len(data) + 1):
+        parser = Parser(expect_magic=REQ)
+        events = parser.feed(data[:split])
+        if not any(isinstance(event, Violation) for event in events):
+            events += parser.feed(data[split:])
+        assert events == [
+            Packet(P.ECHO_REQ, (b"hi",)),
+            Violation(b"", "response magic where request magic was expected"),
+        ], split
 
 
 @pytest.mark.parametrize(
@@ -432,7 +460,7 @@ def test_admin_words_that_merely_resemble_http_are_admin_lines(line: bytes) -> N
 def test_unique_of_64_bytes_is_accepted_and_65_refused() -> None:
     assert MAX_UNIQUE == 64
     assert check_unique(b"u" * 64) is None
-    assert check_unique(b"u" * 65) == "Unique value too large"
+    assert check_unique(b"u" * 65) is ArgumentProblem.UNIQUE_TOO_LARGE
 
 
 def test_empty_and_dash_uniques_are_accepted() -> None:
@@ -441,26 +469,38 @@ def test_empty_and_dash_uniques_are_accepted() -> None:
 
 
 def test_unique_with_a_nul_byte_is_refused() -> None:
-    assert check_unique(b"a\0b") == "Unique value contains a NUL byte"
+    assert check_unique(b"a\0b") is ArgumentProblem.UNIQUE_HAS_NUL
 
 
 def test_unique_limit_can_be_lowered() -> None:
     assert check_unique(b"abc", limit=3) is None
-    assert check_unique(b"abcd", limit=3) == "Unique value too large"
+    assert check_unique(b"abcd", limit=3) is ArgumentProblem.UNIQUE_TOO_LARGE
 
 
 def test_function_name_of_512_bytes_is_accepted_and_513_refused() -> None:
     assert MAX_FUNCTION_NAME == 512
     assert check_function_name(b"f" * 512) is None
-    assert check_function_name(b"f" * 513) == "Function name too large"
+    assert check_function_name(b"f" * 513) is ArgumentProblem.FUNCTION_TOO_LARGE
 
 
 def test_empty_function_name_is_refused() -> None:
-    assert check_function_name(b"") == "Function name is empty"
+    assert check_function_name(b"") is ArgumentProblem.FUNCTION_EMPTY
 
 
 def test_function_name_with_a_nul_byte_is_refused() -> None:
-    assert check_function_name(b"re\0verse") == "Function name contains a NUL byte"
+    assert check_function_name(b"re\0verse") is ArgumentProblem.FUNCTION_HAS_NUL
+
+
+def test_function_name_with_a_nul_byte_may_be_allowed_where_it_cannot_break_framing() -> None:
+    assert check_function_name(b"re\0verse", nul_allowed=True) is None
+    assert check_function_name(b"", nul_allowed=True) is ArgumentProblem.FUNCTION_EMPTY
+
+
+def test_argument_problems_carry_gearmands_error_code_and_text() -> None:
+    assert ArgumentProblem.FUNCTION_TOO_LARGE.code == b"ARGUMENT_TOO_LARGE"
+    assert ArgumentProblem.FUNCTION_TOO_LARGE.text == "Function name too large"
+    assert ArgumentProblem.FUNCTION_EMPTY.code == b"INVALID_ARGUMENT"
+    assert ArgumentProblem.UNIQUE_TOO_LARGE.text == "Unique value too large"
 
 
 def test_function_names_are_bytes_and_need_not_be_utf8() -> None:
@@ -470,7 +510,7 @@ def test_function_names_are_bytes_and_need_not_be_utf8() -> None:
 
 def test_function_name_limit_can_be_lowered() -> None:
     assert check_function_name(b"abc", limit=3) is None
-    assert check_function_name(b"abcd", limit=3) == "Function name too large"
+    assert check_function_name(b"abcd", limit=3) is ArgumentProblem.FUNCTION_TOO_LARGE
 
 
 @pytest.mark.parametrize(
@@ -489,3 +529,25 @@ def test_split_admin_words_splits_on_spaces_and_drops_empty_words(
     line: bytes, words: list[bytes]
 ) -> None:
     assert split_admin_words(line) == words
+
+
+# ---------------------------------------------------------------------------- vocabulary
+
+
+def test_priority_value_is_the_rank_and_word_the_outbox_spelling() -> None:
+    assert [(p.name, int(p), p.word) for p in Priority] == [
+        ("HIGH", 0, "high"),
+        ("NORMAL", 1, "normal"),
+        ("LOW", 2, "low"),
+    ]
+    assert Priority.from_word("High") is Priority.HIGH
+    assert Priority("low") is Priority.LOW  # as with the old string-valued enum
+    with pytest.raises(ValueError, match="'urgent' is not a priority"):
+        Priority.from_word("urgent")
+
+
+def test_submit_kinds_and_submit_types_are_inverse_tables_of_the_six_plain_submits() -> None:
+    assert len(SUBMIT_KINDS) == 6
+    assert {SUBMIT_TYPES[kind]: kind for kind in SUBMIT_TYPES} == SUBMIT_KINDS
+    assert SUBMIT_KINDS[P.SUBMIT_JOB_LOW_BG] == (Priority.LOW, True)
+    assert all(ARGUMENTS[type_] == ("function", "unique", "data") for type_ in SUBMIT_KINDS)

@@ -24,12 +24,6 @@ import zlib
 from . import _clientconn as cc
 from . import protocol
 
-PRIORITIES = {
-    "high": cc.Priority.HIGH,
-    "normal": cc.Priority.NORMAL,
-    "low": cc.Priority.LOW,
-}
-
 #: Defaults of the settings (the ``gman_settings`` table in PostgreSQL, ``register()`` keywords
 #: in SQLite). ``servers`` are the job servers this database may reach.
 DEFAULTS = {
@@ -107,12 +101,12 @@ def _function(plpy, name, function):
         _fail(plpy, f"{name}: the function name is NULL")
     raw = _as_bytes(function)
     problem = protocol.check_function_name(raw)
-    if problem == "Function name too large":
+    if problem is protocol.ArgumentProblem.FUNCTION_TOO_LARGE:
         _fail(plpy, f"{name}: the function name is longer than "
               f"{protocol.MAX_FUNCTION_NAME} bytes ({len(raw)} bytes)")
-    if problem == "Function name contains a NUL byte":
+    if problem is protocol.ArgumentProblem.FUNCTION_HAS_NUL:
         _fail(plpy, f"{name}: the function name contains a NUL byte, the protocol's separator")
-    if problem is not None:
+    if problem is protocol.ArgumentProblem.FUNCTION_EMPTY:
         _fail(plpy, f"{name}: the function name is empty")
     return raw
 
@@ -121,10 +115,11 @@ def _unique(plpy, name, unique):
     if unique is None:
         return b""
     raw = _as_bytes(unique)
-    if len(raw) > protocol.MAX_UNIQUE:
+    problem = protocol.check_unique(raw)
+    if problem is protocol.ArgumentProblem.UNIQUE_TOO_LARGE:
         _fail(plpy, f"{name}: the unique id is longer than {protocol.MAX_UNIQUE} bytes "
               f"({len(raw)} bytes)")
-    if b"\0" in raw:
+    if problem is protocol.ArgumentProblem.UNIQUE_HAS_NUL:
         _fail(plpy, f"{name}: the unique id contains a NUL byte, the protocol's separator")
     return raw
 
@@ -441,7 +436,7 @@ def _order(GD, schema, targets, unique):
 
 
 def _submit(plpy, GD, schema, settings, name, requests, unique=b""):
-    """Send ``requests`` (a list of (token, function, unique, data, priority, background)) on one
+    """Send ``requests`` (a list of (token, function, unique, data, Priority, background)) on one
     connection and wait for every JOB_CREATED. Returns (link, {token: handle}).
 
     A cached connection found dead (the job server restarted) is replaced once; a server that
@@ -488,7 +483,7 @@ def _reason(exc):
 
 def _send_and_confirm(plpy, GD, schema, settings, name, link, requests):
     for token, function, unique, data, priority, background in requests:
-        link.core.submit(token, function, unique, data, PRIORITIES[priority], background)
+        link.core.submit(token, function, unique, data, priority, background)
     link.send()
     handles = {}
     waiter = _Waiter(plpy, GD, schema, settings, name)
@@ -559,13 +554,15 @@ def _results(plpy, GD, schema, settings, name, link, handles):
 
 
 def do(plpy, GD, schema, name, priority, function, workload, unique=None):
-    """gman_do, gman_do_high, gman_do_low: run a job and return its result (NULL if empty)."""
+    """gman_do, gman_do_high, gman_do_low: run a job and return its result (NULL if empty).
+    ``priority`` is the word (``high``, ``normal``, ``low``)."""
+    level = protocol.Priority.from_word(priority)
     fn = _function(plpy, name, function)
     uq = _unique(plpy, name, unique)
     data = _workload(plpy, name, workload)
     settings = _settings(plpy, GD, schema)
     link, handles = _submit(
-        plpy, GD, schema, settings, name, [(0, fn, uq, data, priority, False)], uq
+        plpy, GD, schema, settings, name, [(0, fn, uq, data, level, False)], uq
     )
     results = _results(plpy, GD, schema, settings, name, link, handles)
     return _result(plpy, name, results[0], not isinstance(workload, str))
@@ -574,14 +571,15 @@ def do(plpy, GD, schema, name, priority, function, workload, unique=None):
 def do_background(plpy, GD, schema, name, priority, function, workload, unique=None):
     """gman_do*_background: start a job; immediate mode returns its handle, transactional mode
     writes an outbox row in the caller's transaction and returns ``outbox:<id>``."""
+    level = protocol.Priority.from_word(priority)
     fn = _function(plpy, name, function)
     uq = _unique(plpy, name, unique)
     data = _workload(plpy, name, workload)
     settings = _settings(plpy, GD, schema)
     if settings["background_mode"] == "transactional":
-        return _outbox(plpy, GD, schema, fn, uq, data, priority)
+        return _outbox(plpy, GD, schema, fn, uq, data, level)
     _link, handles = _submit(
-        plpy, GD, schema, settings, name, [(0, fn, uq, data, priority, True)], uq
+        plpy, GD, schema, settings, name, [(0, fn, uq, data, level, True)], uq
     )
     return handles[0].decode("utf-8", "replace")
 
@@ -596,7 +594,7 @@ def _outbox(plpy, GD, schema, function, unique, data, priority):
         plan = GD[key] = plpy.prepare(
             _sql(GD, "outbox", schema), _SQL[_dialect(GD)]["outbox_types"]
         )
-    rows = plpy.execute(plan, [function, unique or None, data, priority])
+    rows = plpy.execute(plan, [function, unique or None, data, priority.word])
     return f"outbox:{rows[0]['id']}"
 
 
@@ -702,7 +700,8 @@ def sum_final(plpy, GD, schema, state):
     if not tasks:
         return None
     settings = _settings(plpy, GD, schema)
-    requests = [(index, fn, b"", data, "normal", False) for index, (fn, data) in enumerate(tasks)]
+    normal = protocol.Priority.NORMAL
+    requests = [(index, fn, b"", data, normal, False) for index, (fn, data) in enumerate(tasks)]
     link, handles = _submit(plpy, GD, schema, settings, name, requests)
     results = _results(plpy, GD, schema, settings, name, link, handles)
     total = 0

@@ -47,6 +47,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gearsql._mysqlurl import parse_mysql_url
+from gearsql.protocol import Priority
 
 __all__ = [
     "FUNCTIONS",
@@ -78,7 +79,12 @@ SETTINGS: dict[str, tuple[str, str]] = {
 #: The tables the install creates, in creation order.
 TABLES = ("gman_settings", "gman_outbox", "gman_calls", "gman_results")
 
-_PRIORITIES = {"": "normal", "_high": "high", "_low": "low"}
+#: The infix of each priority's function names (gman_do, gman_do_high, gman_do_low), in the
+#: order the functions are created.
+_PRIORITIES = {
+    "" if level is Priority.NORMAL else f"_{level.word}": level
+    for level in (Priority.NORMAL, Priority.HIGH, Priority.LOW)
+}
 
 #: Public function name -> (argument names, SQL return type).
 FUNCTIONS: dict[str, tuple[tuple[str, ...], str]] = {}
@@ -466,7 +472,10 @@ def _head(access: str, comment: str) -> str:
 def _public_function(name: str) -> str:
     params, returns = FUNCTIONS[name]
     background = "_background" in name
-    priority = "high" if "_high" in name else "low" if "_low" in name else "normal"
+    priority = next(
+        (level for infix, level in _PRIORITIES.items() if infix and infix in name),
+        Priority.NORMAL,
+    ).word
     unique = "`unique`" if "unique" in params else "NULL"
     args = ", ".join(f"`{param}` LONGBLOB" for param in params)
     target = "_gman_outbox_insert" if background else "_gman_call"

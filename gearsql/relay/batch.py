@@ -9,9 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gearsql.client import Priority
 from gearsql.errors import InvalidArgument, InvalidPayload
-from gearsql.protocol import MAX_UNIQUE
+from gearsql.protocol import MAX_UNIQUE, Priority
 
 __all__ = [
     "MAX_PREFIX",
@@ -27,7 +26,6 @@ __all__ = [
     "unique_for",
 ]
 
-_PRIORITIES = {"high": Priority.HIGH, "normal": Priority.NORMAL, "low": Priority.LOW}
 #: A relay-made unique is the prefix and the decimal outbox id (at most 20 digits, a BIGINT):
 #: a longer prefix could not hold every id within the protocol's 64 bytes.
 MAX_PREFIX = MAX_UNIQUE - 20
@@ -41,11 +39,17 @@ class OutboxRow:
     function: bytes
     unique: bytes | None
     workload: bytes
+    #: The outbox's word for it: ``high``, ``normal`` or ``low`` (see :attr:`Priority.word`).
     priority: str
 
     @property
     def level(self) -> Priority:
-        return _PRIORITIES.get(self.priority, Priority.NORMAL)
+        """The priority to submit with (NORMAL for a word the outbox's CHECK should have kept
+        out)."""
+        try:
+            return Priority.from_word(self.priority)
+        except ValueError:
+            return Priority.NORMAL
 
 
 def _bytes(value: Any) -> bytes:

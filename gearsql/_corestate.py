@@ -1,0 +1,356 @@
+"""What the job-server core keeps: sessions, functions, jobs, and the table of a job's life.
+
+:mod:`gearsql.core` holds the rules (what each packet does); this module holds the data they act
+on and the lifecycle table they follow, :data:`TRANSITIONS` (read the core's module docstring
+first). Nothing here does anything on its own: ``JobServerCore._move`` is the only code that
+changes a job's state, and it keeps the counters of :class:`Function`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from typing import NamedTuple
+
+from gearsql.protocol import Priority
+
+__all__ = [
+    "TRANSITIONS",
+    "WAITING",
+    "Function",
+    "Job",
+    "JobEvent",
+    "JobState",
+    "Notice",
+    "PendingAck",
+    "Session",
+    "after_loss",
+    "coalescing_key",
+]
+
+
+class JobState(enum.Enum):
+    """Where a job is in its life (see the module docstring and :data:`TRANSITIONS`)."""
+
+    # Members are singletons: hash them by identity, in C, not by name in Python (Enum's own
+    # __hash__), which would double the cost of the core's hot path.
+    __hash__ = object.__hash__
+
+    #: Created, not yet placed anywhere (the state of a Job under construction).
+    NEW = "new"
+    #: A durable background job the store has not committed yet: not runnable, not acknowledged.
+    STORING = "storing"
+    #: An epoch job whose time has not come: on the timer heap.
+    SCHEDULED = "scheduled"
+    #: In its function's queue for its priority, waiting for a worker.
+    QUEUED = "queued"
+    #: A worker holds it.
+    RUNNING = "running"
+    #: It will never run (cancelled, or a foreground job whose last client left before it
+    #: started). It may still sit in a queue, on the timer heap, with a worker or in a commit
+    #: under way, and is let go (DISCARD) when met there.
+    CANCELLED = "cancelled"
+    #: Forgotten: the server holds no reference to it any more.
+    DONE = "done"
+
+
+class JobEvent(enum.Enum):
+    """What happens to a job; :data:`TRANSITIONS` says in which states it may happen."""
+
+    __hash__ = object.__hash__
+
+    #: Accepted as a durable job: the store commits it before anything else.
+    STORE = "store"
+    #: Accepted or committed, with an epoch time still to come.
+    DELAY = "delay"
+    #: Accepted, committed, or fallen due: wait for a worker.
+    QUEUE = "queue"
+    #: A worker took it (GRAB_JOB*).
+    ASSIGN = "assign"
+    #: WORK_COMPLETE, WORK_FAIL or WORK_EXCEPTION from its worker.
+    FINISH = "finish"
+    #: Its worker disconnected or timed out, and it may run again.
+    REQUEUE = "requeue"
+    #: Its worker was lost once too often (``job_retries``), or the store could not commit it.
+    DROP = "drop"
+    #: Nobody waits for it any more (a foreground job whose last client left).
+    ABANDON = "abandon"
+    #: ``cancel job`` or ``drop function``.
+    CANCEL = "cancel"
+    #: A cancelled job is let go where it was left.
+    DISCARD = "discard"
+
+
+# Short names for the members, for the table below and for the core, whose hot path reads a
+# module global faster than an enum's attribute.
+NEW, STORING, SCHEDULED, QUEUED, RUNNING, CANCELLED, DONE = JobState
+STORE, DELAY, QUEUE, ASSIGN, FINISH, REQUEUE, DROP, ABANDON, CANCEL, DISCARD = JobEvent
+
+
+#: (state, event) -> next state. Anything not listed is a bug in the core and raises.
+TRANSITIONS: dict[tuple[JobState, JobEvent], JobState] = {
+    (NEW, STORE): STORING,
+    (NEW, DELAY): SCHEDULED,
+    (NEW, QUEUE): QUEUED,
+    (STORING, DELAY): SCHEDULED,
+    (STORING, QUEUE): QUEUED,
+    (STORING, DROP): DONE,
+    (STORING, CANCEL): CANCELLED,
+    (SCHEDULED, QUEUE): QUEUED,
+    (SCHEDULED, CANCEL): CANCELLED,
+    (QUEUED, ASSIGN): RUNNING,
+    (QUEUED, ABANDON): CANCELLED,
+    (QUEUED, CANCEL): CANCELLED,
+    (RUNNING, FINISH): DONE,
+    (RUNNING, REQUEUE): QUEUED,
+    (RUNNING, DROP): DONE,
+    # Lost by its worker with nobody waiting: no queue holds it, so it goes at once.
+    (RUNNING, ABANDON): DONE,
+    (RUNNING, CANCEL): CANCELLED,
+    # A cancelled job its worker still held: the result goes nowhere.
+    (CANCELLED, FINISH): DONE,
+    (CANCELLED, DISCARD): DONE,
+}
+
+#: States counted in ``Function.waiting``: live jobs that wait for a worker (or for their time,
+#: or for the store).
+WAITING = frozenset({STORING, SCHEDULED, QUEUED})
+
+
+class Notice(NamedTuple):
+    """Something the operator should hear of; the network layer logs it.
+
+    ``level`` is a :mod:`logging` level name (``"WARNING"``...), ``handle`` the job concerned (or
+    empty).
+    """
+
+    level: str
+    message: str
+    event: JobEvent | None = None
+    handle: bytes = b""
+
+
+class Session:
+    """The core's view of one connection (a client, a worker or an admin, or all at once)."""
+
+    __slots__ = (
+        "abilities",
+        "client_id",
+        "closed",
+        "exceptions",
+        "fd",
+        "holding",
+        "id",
+        "in_dirty",
+        "out",
+        "peer",
+        "rr",
+        "sleeping",
+        "timeouts",
+        "trusted",
+        "unacked",
+        "waiting",
+    )
+
+    def __init__(self, id_: int, peer: str = "-", fd: int = -1, trusted: bool = True):
+        self.id = id_
+        #: The peer's address as shown by the ``workers`` admin command.
+        self.peer = peer
+        self.fd = fd
+        #: Bytes waiting to be written, in order (with PendingAck placeholders in between).
+        self.out: list[bytes | PendingAck] = []
+        self.in_dirty = False
+        self.client_id = b"-"
+        #: The client asked for WORK_EXCEPTION packets (OPTION_REQ exceptions).
+        self.exceptions = False
+        #: Functions this worker can do, in registration order.
+        self.abilities: list[Function] = []
+        #: CAN_DO_TIMEOUT in seconds per function, for the functions that have one.
+        self.timeouts: dict[Function, float] = {}
+        self.sleeping = False
+        #: Jobs assigned to this worker and not yet finished.
+        self.holding: dict[bytes, Job] = {}
+        #: Foreground jobs this client waits for.
+        self.waiting: set[Job] = set()
+        #: Where the next GRAB starts in ``abilities`` (round-robin between functions).
+        self.rr = 0
+        self.closed = False
+        #: May run mutating admin commands (loopback or a configured admin source).
+        self.trusted = trusted
+        #: PendingAck placeholders in ``out`` (answered or not): while there are any, output
+        #: is written only up to the first one still waiting for a store commit.
+        self.unacked = 0
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} {self.peer}>"
+
+    def take_output(self) -> bytes:
+        """The bytes that may be written now, removed from ``out``.
+
+        Replies leave in the order their requests came: output queued behind a JOB_CREATED
+        that still waits for the store stays queued until that commit is done.
+        """
+        out = self.out
+        if not self.unacked:
+            self.out = []
+            return out[0] if len(out) == 1 else b"".join(out)  # type: ignore[return-value,arg-type]
+        ready: list[bytes] = []
+        for index, item in enumerate(out):
+            if item.__class__ is PendingAck:
+                data = item.data
+                if data is None:
+                    self.out = out[index:]
+                    return b"".join(ready)
+                self.unacked -= 1
+                ready.append(data)
+            else:
+                ready.append(item)  # type: ignore[arg-type]
+        self.out = []
+        return b"".join(ready)
+
+
+class PendingAck:
+    """A JOB_CREATED (or ERROR) not yet known: it waits for the durable store's commit."""
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data: bytes | None = None
+
+
+class Function:
+    """One function name: its three FIFO queues, registered and sleeping workers, counters.
+
+    The counters count live jobs only, so that every admin view agrees: ``waiting`` per priority
+    counts jobs that will still run (queued, due later, or being stored), ``running`` the jobs a
+    worker runs for someone, and ``total`` (``status``) is their sum. A cancelled job, or a
+    foreground job whose clients all left before it started, is in none of them; ``show jobs``
+    lists it with its ``ignore`` column set until the server lets go of it.
+    """
+
+    __slots__ = (
+        "by_unique",
+        "max_queue",
+        "name",
+        "queues",
+        "running",
+        "sleepers",
+        "waiting",
+        "workers",
+    )
+
+    def __init__(self, name: bytes):
+        self.name = name
+        self.queues: tuple[deque[Job], deque[Job], deque[Job]] = (deque(), deque(), deque())
+        #: Registered worker sessions (a dict used as an ordered set).
+        self.workers: dict[Session, None] = {}
+        #: Sleeping workers that have not been sent a NOOP yet.
+        self.sleepers: dict[Session, None] = {}
+        #: Live jobs waiting per priority (states in WAITING).
+        self.waiting = [0, 0, 0]
+        #: Jobs in state RUNNING.
+        self.running = 0
+        #: ``maxqueue`` limits per priority; 0 is unlimited.
+        self.max_queue = [0, 0, 0]
+        #: Live jobs by coalescing key (see :func:`coalescing_key`).
+        self.by_unique: dict[bytes, Job] = {}
+
+    @property
+    def total(self) -> int:
+        """Live jobs, waiting or running (the ``status`` total, gearmand's job_total)."""
+        waiting = self.waiting
+        return waiting[0] + waiting[1] + waiting[2] + self.running
+
+
+class Job:
+    """One job, from submission until it is forgotten (state DONE)."""
+
+    __slots__ = (
+        "acks",
+        "background",
+        "clients",
+        "data",
+        "denominator",
+        "function",
+        "handle",
+        "numerator",
+        "priority",
+        "reducer",
+        "retries",
+        "state",
+        "store_key",
+        "stored",
+        "unique",
+        "when",
+        "worker",
+    )
+
+    def __init__(
+        self,
+        handle: bytes,
+        function: Function,
+        unique: bytes,
+        data: bytes,
+        priority: Priority,
+        background: bool,
+        when: int = 0,
+        reducer: bytes = b"",
+    ):
+        self.handle = handle
+        self.function = function
+        self.unique = unique
+        self.data = data
+        self.priority = priority
+        self.background = background
+        #: Epoch second before which the job may not run; 0 for "now".
+        self.when = when
+        self.reducer = reducer
+        self.state = NEW
+        #: Clients waiting for the result (foreground submitters, coalesced ones included);
+        #: a shared empty tuple until there is one, which saves memory on deep background queues.
+        self.clients: list[Session] | tuple[()] = ()
+        self.worker: Session | None = None
+        self.numerator = 0
+        self.denominator = 0
+        self.retries = 0
+        #: The durable store holds (or is committing) a row for it.
+        self.stored = False
+        #: The store's key for a job submitted without a unique, or with ``-`` (see
+        #: ANONYMOUS_PREFIX).
+        self.store_key: bytes | None = None
+        #: While the store has not committed the job: who waits for its JOB_CREATED.
+        self.acks: list[tuple[Session, PendingAck]] | None = None
+
+    @property
+    def ignore(self) -> bool:
+        """gearmand's ignore_job: it will never run (``show jobs``' third column)."""
+        return self.state is CANCELLED
+
+    def __repr__(self) -> str:
+        return f"<Job {self.handle!r} {self.function.name!r} {self.state.value}>"
+
+
+def after_loss(job: Job, job_retries: int) -> JobEvent:
+    """What becomes of a job whose worker was lost (its ``retries`` already counts this loss):
+    REQUEUE, DROP at the ``job_retries`` limit (-1 unlimited), ABANDON when nobody waits for it
+    any more, DISCARD when it was cancelled."""
+    if job.state is CANCELLED:
+        return DISCARD
+    if not job.clients and not job.background:
+        return ABANDON
+    if 0 <= job_retries < job.retries:
+        return DROP
+    return REQUEUE
+
+
+def coalescing_key(unique: bytes, data: bytes) -> bytes | None:
+    """The key under which a job coalesces with its twins, or None when it never does.
+
+    An empty unique never coalesces; ``-`` means "the payload is the key". A real unique cannot
+    contain NUL, so prefixing payload keys with one keeps the two kinds apart.
+    """
+    if not unique:
+        return None
+    if unique == b"-":
+        return b"\0" + data
+    return unique
