@@ -1,15 +1,17 @@
 """The relay's decisions without I/O: what to submit for each outbox row, what a batch's outcomes
-mean for its rows, and when an outage starts and ends (so it is logged once, not per row)."""
+mean for its rows, and when an outage starts and ends (so it is logged once, not per row).
+
+This module imports neither asyncio nor the client: what needs them (a row's
+:class:`~gearsql.client.Priority`, the wording of a submission's error) is in
+:mod:`gearsql.relay.engine`."""
 
 from __future__ import annotations
 
-import asyncio
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gearsql.client import Priority
 from gearsql.errors import InvalidArgument, InvalidPayload
 from gearsql.protocol import MAX_UNIQUE
 
@@ -20,14 +22,12 @@ __all__ = [
     "Settlement",
     "check_unique_prefix",
     "default_unique_prefix",
-    "describe_error",
     "row_from_values",
     "settle",
     "take_within",
     "unique_for",
 ]
 
-_PRIORITIES = {"high": Priority.HIGH, "normal": Priority.NORMAL, "low": Priority.LOW}
 #: A relay-made unique is the prefix and the decimal outbox id (at most 20 digits, a BIGINT):
 #: a longer prefix could not hold every id within the protocol's 64 bytes.
 MAX_PREFIX = MAX_UNIQUE - 20
@@ -35,17 +35,14 @@ MAX_PREFIX = MAX_UNIQUE - 20
 
 @dataclass(frozen=True)
 class OutboxRow:
-    """One outbox row as the relay submits it."""
+    """One outbox row as the relay submits it; ``priority`` is the column's text (``high``,
+    ``normal`` or ``low``; anything else is submitted as normal)."""
 
     id: int
     function: bytes
     unique: bytes | None
     workload: bytes
     priority: str
-
-    @property
-    def level(self) -> Priority:
-        return _PRIORITIES.get(self.priority, Priority.NORMAL)
 
 
 def _bytes(value: Any) -> bytes:
@@ -136,14 +133,6 @@ def settle(rows: Sequence[OutboxRow], outcomes: Sequence[object]) -> Settlement:
         else:
             settlement.done.append(row.id)
     return settlement
-
-
-def describe_error(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.CancelledError):
-        return "stopped before the job server confirmed"
-    if isinstance(exc, TimeoutError):
-        return str(exc) or "no JOB_CREATED in time"
-    return str(exc).strip() or type(exc).__name__
 
 
 class Outage:

@@ -3,10 +3,11 @@ DSN."""
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import re
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Literal, Protocol
 from urllib.parse import urlsplit
 
 from gearsql._sqliteurl import SQLITE_SCHEMES, sqlite_path
@@ -15,10 +16,22 @@ from gearsql.relay.batch import OutboxRow
 if TYPE_CHECKING:
     from gearsql.client import AsyncClient
 
-__all__ = ["SOURCES", "OutboxMissing", "SideTask", "Source", "close_quietly", "open_source"]
+__all__ = [
+    "SOURCES",
+    "OutboxMissing",
+    "SideTask",
+    "Source",
+    "Wake",
+    "close_quietly",
+    "open_source",
+]
 
 #: How a relay may learn of new rows; ``auto`` picks the best the database offers.
 SOURCES = ("auto", "listen", "binlog", "poll")
+
+#: How a source hears of new rows: PostgreSQL's ``listen``, MySQL's ``binlog``, SQLite's
+#: ``change counter``, or nothing (``poll``: the relay only looks every ``poll_interval``).
+Wake = Literal["listen", "binlog", "change counter", "poll"]
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -34,7 +47,7 @@ class OutboxMissing(ValueError):
     database that is down), so the relay stops; ``gearsql relay`` exits with status 2."""
 
 
-class Source:
+class Source(abc.ABC):
     """One database's outbox.
 
     The blocking methods (:meth:`open`, :meth:`claim`, :meth:`finish`, :meth:`close`,
@@ -45,36 +58,36 @@ class Source:
     the event loop.
     """
 
-    #: How this source hears of new rows: ``listen``, ``binlog`` or ``poll``.
-    wake = "poll"
+    #: How this source hears of new rows (see :data:`Wake`).
+    wake: Wake = "poll"
 
+    @abc.abstractmethod
     def open(self) -> None:
         """Connect (again)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def identity(self) -> str:
         """A name of the outbox that is the same for every relay on it (valid after
         :meth:`open`): the default unique prefix is derived from it."""
-        raise NotImplementedError
 
     def describe(self) -> str:
         """The outbox for log lines (no password)."""
         return self.identity()
 
+    @abc.abstractmethod
     def claim(self, limit: int, max_bytes: int) -> list[OutboxRow]:
         """Lock and return the oldest rows no other relay holds: at most ``limit``, with
         workloads of at most ``max_bytes`` together (but at least one row). The transaction
         stays open until :meth:`finish`; with no rows it is ended and [] returned."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def finish(self, ids: list[int]) -> None:
         """Delete the rows ``ids`` (a subset of the claim) and commit, which also lets go of the
         other claimed rows."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def close(self) -> None:
         """Disconnect; safe to call on a broken or closed source."""
-        raise NotImplementedError
 
     async def watch(self, wake: Callable[[], None]) -> None:
         """Call ``wake()`` whenever rows may have been committed, until cancelled; raise when
@@ -108,7 +121,8 @@ def open_source(dsn: str, schema: str = "gearsql", source: str = "auto") -> Sour
 
         if source == "listen":
             raise ValueError("--source listen is for PostgreSQL; MySQL follows the binlog or polls")
-        return MySQLSource(dsn, source)
+        return MySQLSource(dsn, "poll" if source == "poll" else "binlog" if source == "binlog"
+                           else "auto")
     if scheme in SQLITE_SCHEMES:
         from gearsql.relay._sqlite import SQLiteSource
 
@@ -122,7 +136,13 @@ def open_source(dsn: str, schema: str = "gearsql", source: str = "auto") -> Sour
     )
 
 
-def close_quietly(conn: Any) -> None:
+class Closable(Protocol):
+    """A database connection, as far as :func:`close_quietly` uses it."""
+
+    def close(self) -> None: ...
+
+
+def close_quietly(conn: Closable | None) -> None:
     """Close a database connection that may be broken or None; for :meth:`Source.close`."""
     if conn is not None:
         try:
