@@ -20,7 +20,8 @@ from gearsql.relay.batch import (
     settle,
     unique_for,
 )
-from gearsql.relay.source import SideTask, Source, open_source
+from gearsql.relay.dsn import open_source
+from gearsql.relay.source import SideTask, Source
 
 __all__ = ["Relay", "RoundResult", "describe_error", "priority_of", "run_relays"]
 

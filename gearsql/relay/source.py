@@ -1,5 +1,6 @@
-"""The interface between the relay and one database's outbox, and the choice of source from a
-DSN."""
+"""The interface between the relay and one database's outbox (:class:`Source`); the sources
+themselves are ``_postgres``, ``_mysql`` and ``_sqlite``, chosen from a DSN by
+:func:`gearsql.relay.dsn.open_source`."""
 
 from __future__ import annotations
 
@@ -8,9 +9,7 @@ import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Literal, Protocol
-from urllib.parse import urlsplit
 
-from gearsql._sqliteurl import SQLITE_SCHEMES, sqlite_path
 from gearsql.relay.batch import OutboxRow
 
 if TYPE_CHECKING:
@@ -23,7 +22,6 @@ __all__ = [
     "Source",
     "Wake",
     "close_quietly",
-    "open_source",
 ]
 
 #: How a relay may learn of new rows; ``auto`` picks the best the database offers.
@@ -99,41 +97,6 @@ class Source(abc.ABC):
         """More work for the relay beside the outbox (see :data:`SideTask`); asked once, after
         the first successful :meth:`open`, on the database thread."""
         return []
-
-
-def open_source(dsn: str, schema: str = "gearsql", source: str = "auto") -> Source:
-    """The :class:`Source` a ``--dsn`` names: ``postgresql://...`` (``source`` auto or listen:
-    LISTEN; poll), ``mysql://...`` or ``mariadb://...`` (auto: the binlog where it can be
-    followed; binlog; poll), ``sqlite:///app.db`` (relative to the current directory) or
-    ``sqlite:////abs/app.db`` (auto: its change counter; poll).
-    Nothing is connected yet. Raises ValueError."""
-    if source not in SOURCES:
-        raise ValueError(f"unknown source {source!r}: use one of {', '.join(SOURCES)}")
-    scheme = urlsplit(dsn).scheme
-    if scheme in ("postgresql", "postgres"):
-        from gearsql.relay._postgres import PostgresSource
-
-        if source == "binlog":
-            raise ValueError("--source binlog is for MySQL/MariaDB; PostgreSQL listens or polls")
-        return PostgresSource(dsn, schema, "poll" if source == "poll" else "listen")
-    if scheme in ("mysql", "mariadb"):
-        from gearsql.relay._mysql import MySQLSource
-
-        if source == "listen":
-            raise ValueError("--source listen is for PostgreSQL; MySQL follows the binlog or polls")
-        return MySQLSource(dsn, "poll" if source == "poll" else "binlog" if source == "binlog"
-                           else "auto")
-    if scheme in SQLITE_SCHEMES:
-        from gearsql.relay._sqlite import SQLiteSource
-
-        if source not in ("auto", "poll"):
-            raise ValueError(f"--source {source}: an SQLite relay watches its file or polls")
-        path = sqlite_path(dsn)
-        return SQLiteSource(path, "poll" if source == "poll" else "change counter")
-    raise ValueError(
-        f"unknown database {dsn!r}: use postgresql://..., mysql://..., "
-        "sqlite:///relative/path.db or sqlite:////absolute/path.db"
-    )
 
 
 class Closable(Protocol):
