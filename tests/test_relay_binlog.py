@@ -117,7 +117,7 @@ def test_without_the_binlog_auto_polls_and_binlog_is_refused(
     assert "Traceback" not in done.stderr
 
 
-#: The trigger of the README and DESIGN.md, verbatim.
+#: The trigger of the README and docs/design.md, verbatim.
 TWEET_TRIGGER = (
     "CREATE TRIGGER tweet_blog BEFORE INSERT ON blog_entries FOR EACH ROW "
     """SET @ret=gman_do_background('send_tweet', CONCAT(NEW.title, " - ", NEW.url));"""
