@@ -163,7 +163,9 @@ start_engine() {
     iptables -C "${GUARD[@]}" 2>/dev/null || iptables -I "${GUARD[@]}"
     OWN_ENGINE=1
     export DOCKER_HOST="unix://$RUNROOT/docker.sock"
-    dockerd --data-root "$STATE" --exec-root "$RUNROOT/exec" -H "$DOCKER_HOST" \
+    # In a session of its own: a Ctrl-C of this script must not stop it before the cleanup has
+    # removed what it runs.
+    setsid dockerd --data-root "$STATE" --exec-root "$RUNROOT/exec" -H "$DOCKER_HOST" \
         --pidfile "$pidfile" --bridge "$BRIDGE" --default-address-pool "base=$POOL,size=24" \
         --iptables=false --ip-masq=false --ip-forward=false --log-level warn \
         >"$WORK/dockerd.log" 2>&1 &
@@ -312,14 +314,23 @@ build_images() {
     if [ "$OWN_ENGINE" = 1 ]; then  # from scratch: no layers of an earlier run
         docker rmi -f "${BUILT_IMAGES[@]}" >/dev/null 2>&1 || true
     fi
+    # Each line of the build's output with the second it came, for the times below.
     if ! timeout 1200 "${COMPOSE[@]}" -p "$PROJECT" -f docker/compose.yaml \
-            -f docker/test-build.yaml build --force-rm >"$WORK/build.log" 2>&1; then
+            -f docker/test-build.yaml build --force-rm 2>&1 \
+            | while IFS= read -r line; do printf '%s %s\n' "$EPOCHSECONDS" "$line"; done \
+            >"$WORK/build.log"; then
         tail -60 "$WORK/build.log"
         fail "compose build"
         return 1
     fi
-    grep -E '^(Building|Successfully tagged|Step [0-9]+/[0-9]+ : (FROM|RUN))' "$WORK/build.log" \
-        | cut -c1-150 | awk '!seen[$0]++' | sed 's/^/   /'
+    awk '{ t = $1; sub(/^[0-9]+ /, "") }
+         /^Building [a-z-]+$/ { if (name) printf "(%d s)\n", t - t0; name = $2; t0 = t;
+                                printf "Building %s ", name; next }
+         /^Successfully tagged/ { printf "-> %s ", $3; next }
+         /^Step [0-9]+\/[0-9]+ : (FROM|RUN)/ || /^Successfully installed/ {
+             if (!seen[$0]++) steps = steps "\n      " substr($0, 1, 150) }
+         END { if (name) printf "(%d s)\n", t - t0; print substr(steps, 2) }' \
+        "$WORK/build.log" | sed 's/^/   /'
     : > "$WORK/built"
     for image in "${BUILT_IMAGES[@]}"; do
         printf '%s|%s\n' "$image" "$(docker image inspect -f '{{.Size}}' "$image")" >> "$WORK/built"

@@ -11,7 +11,8 @@
 # Each root filesystem is made with mmdebstrap from the Debian mirror that this machine's apt
 # already uses (read from /etc/apt/sources.list*), and tagged under the official name, labelled
 # org.gearsql.standin=<name> and org.gearsql.standin.recipe=<hash of this folder and the mirror>.
-# An image with the same recipe is reused; GEARSQL_STANDIN_REBUILD=1 makes it anew.
+# An image with the same recipe is reused for 30 days (GEARSQL_STANDIN_MAX_AGE_DAYS);
+# GEARSQL_STANDIN_REBUILD=1 makes it anew.
 #
 #   bash docker/standins/build.sh                     # all three
 #   bash docker/standins/build.sh postgres:15         # some
@@ -25,6 +26,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 read -r -a DOCKER_CMD <<< "${DOCKER:-docker}"
 SUITE=bookworm   # Python 3.11 and PostgreSQL 15, as in python:3.11-slim and postgres:15
 LOGDIR=${GEARSQL_STANDIN_LOGDIR:-$(mktemp -d)}
+MAX_AGE_DAYS=${GEARSQL_STANDIN_MAX_AGE_DAYS:-30}   # then made anew, with the mirror's updates
 
 dk() { "${DOCKER_CMD[@]}" "$@"; }
 
@@ -105,11 +107,13 @@ recipe_of() {  # what the image is made from: this folder's files, the packages,
     } | sha256sum | cut -c1-16
 }
 
-current() {  # the image is a stand-in made from this recipe
-    local label
+current() {  # the image is a stand-in made from this recipe, in the last MAX_AGE_DAYS days
+    local label created
     label=$(dk image inspect -f '{{index .Config.Labels "org.gearsql.standin.recipe"}}' "$1" \
             2>/dev/null) || return 1
-    [ "$label" = "$(recipe_of "$1")" ]
+    [ "$label" = "$(recipe_of "$1")" ] || return 1
+    created=$(dk image inspect -f '{{.Created}}' "$1")
+    [ $(( $(date +%s) - $(date -d "$created" +%s) )) -lt $(( MAX_AGE_DAYS * 86400 )) ]
 }
 
 mmdebstrap_tar() {  # IMAGE: the root filesystem as a tar on stdout
