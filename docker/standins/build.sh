@@ -126,9 +126,14 @@ mmdebstrap_tar() {  # IMAGE: the root filesystem as a tar on stdout
         mariadb:11)   # the package initialises /var/lib/mysql; the entrypoint does, from the env
             customize='rm -rf "$1"/var/lib/mysql; mkdir -p "$1"/var/lib/mysql; chroot "$1" chown mysql:mysql /var/lib/mysql' ;;
     esac
+    # Without manuals, documentation (but the copyright files) and translations, as Debian's
+    # -slim images: less to unpack and to import.
     mmdebstrap --quiet --variant=minbase --mode=root --format=tar \
         --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
         --hook-dir=/usr/share/mmdebstrap/hooks/eatmydata \
+        --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+        --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+        --dpkgopt='path-exclude=/usr/share/locale/*' \
         --include="$(packages_of "$image")" \
         --customize-hook="$customize" \
         "$SUITE" - "${SOURCES[@]}"
