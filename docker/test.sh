@@ -107,7 +107,7 @@ dc() { "${COMPOSE[@]}" -p "$PROJECT" -f docker/compose.yaml -f docker/test-build
 
 cid() {  # SERVICE: its container (running or not), by compose's labels
     docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" \
-        --filter "label=com.docker.compose.service=$1" | head -n 1
+        --filter "label=com.docker.compose.service=$1" | sed -n 1p
 }
 
 health() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$1"; }
@@ -129,10 +129,15 @@ workers_ge() { [ "$(status_of "$1" workers)" -ge "$2" ]; }  # FUNCTION N
 
 exited() { [ "$(docker inspect -f '{{.State.Status}}' "$1")" = exited ]; }
 
-container_logs_have() { docker logs "$1" 2>&1 | grep -qF -- "$2"; }
+# Logs are read whole before grep: with pipefail, `docker logs | grep -q` could fail on SIGPIPE.
+container_logs_have() {  # CONTAINER TEXT
+    local out
+    out=$(docker logs "$1" 2>&1)
+    grep -qF -- "$2" <<< "$out"
+}
 
 logs_have() {  # SERVICE TEXT: the service's log (stdout and stderr) contains TEXT
-    docker logs "$(cid "$1")" 2>&1 | grep -qF -- "$2"
+    container_logs_have "$(cid "$1")" "$2"
 }
 
 psql_app() { dc exec -T postgres psql -U postgres -d app -v ON_ERROR_STOP=1 -qAt -c "$1"; }
@@ -155,13 +160,13 @@ start_engine() {
         rm -f "$pidfile"
     fi
     unmount_under "$RUNROOT"
+    OWN_ENGINE=1   # from here on, the cleanup undoes what follows
     if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
-        ip link add "$BRIDGE" type bridge
-        ip addr add "$BRIDGE_CIDR" dev "$BRIDGE"
+        ip link add "$BRIDGE" type bridge || return 1
+        ip addr add "$BRIDGE_CIDR" dev "$BRIDGE" || return 1
     fi
-    ip link set "$BRIDGE" up
-    iptables -C "${GUARD[@]}" 2>/dev/null || iptables -I "${GUARD[@]}"
-    OWN_ENGINE=1
+    ip link set "$BRIDGE" up || return 1
+    iptables -C "${GUARD[@]}" 2>/dev/null || iptables -I "${GUARD[@]}" || return 1
     export DOCKER_HOST="unix://$RUNROOT/docker.sock"
     # In a session of its own: a Ctrl-C of this script must not stop it before the cleanup has
     # removed what it runs.
@@ -193,16 +198,17 @@ unmount_under() {  # DIR: every mount point under DIR, deepest first
 }
 
 setup_engine() {
+    # Not in a subshell, and called from an `if`: so no errexit here, every step returns.
     if ! command -v docker >/dev/null; then
-        apt_install docker.io
+        apt_install docker.io || return 1
     fi
     if engine_answers; then
         note "using the Docker engine that answers (${DOCKER_HOST:-/var/run/docker.sock})"
         ENGINE_UP=1
     else
-        command -v dockerd >/dev/null || apt_install docker.io
+        command -v dockerd >/dev/null || apt_install docker.io || return 1
         note "no engine answers: starting dockerd (data root $STATE, socket $RUNROOT/docker.sock)"
-        start_engine
+        start_engine || return 1
         # The legacy builder: docker.io's daemon, whatever client (a newer client would
         # otherwise ask for buildx).
         export DOCKER_BUILDKIT=0
@@ -210,16 +216,16 @@ setup_engine() {
     if docker compose version >/dev/null 2>&1; then
         COMPOSE=(docker compose)
     else
-        command -v docker-compose >/dev/null || apt_install docker-compose
+        command -v docker-compose >/dev/null || apt_install docker-compose || return 1
         COMPOSE=(docker-compose)
     fi
     note "engine: Docker $(docker version -f '{{.Server.Version}}')," \
          "$( [ "$OWN_ENGINE" = 1 ] && echo "started here" || echo "already running")"
-    note "compose: $("${COMPOSE[@]}" version 2>/dev/null | head -n 1)"
+    note "compose: $("${COMPOSE[@]}" version 2>/dev/null | sed -n 1p)"
     printf 'engine: Docker %s (%s); compose: %s\n' "$(docker version -f '{{.Server.Version}}')" \
         "$( [ "$OWN_ENGINE" = 1 ] && echo "a dockerd started by this script" \
             || echo "the engine already running")" \
-        "$("${COMPOSE[@]}" version 2>/dev/null | head -n 1)" > "$WORK/engine"
+        "$("${COMPOSE[@]}" version 2>/dev/null | sed -n 1p)" > "$WORK/engine"
 }
 
 # ------------------------------------------------------------------------------ base images
@@ -411,7 +417,8 @@ stop_and_measure() {  # CONTAINER WHAT
          "log: $(docker logs "$c" 2>&1 | tail -n 1 | cut -c1-80)"
     [ "$code" = 0 ] || fail "$what exited with $code (137 would be SIGKILL after the grace period)"
     [ "$ms" -lt $((GRACE * 1000)) ] || fail "$what took the whole grace period"
-    docker logs "$c" 2>&1 | tail -n 3 | grep -qF 'gearsql stopped' || fail "no 'gearsql stopped' in the log"
+    grep -qF 'gearsql stopped' <<< "$(docker logs "$c" 2>&1 | tail -n 3)" \
+        || fail "no 'gearsql stopped' in the log"
 }
 
 check_sigterm() {
@@ -455,8 +462,8 @@ check_pipeline_up() {
     wait_healthy "$(cid gearsql)" 60
     wait_for 60 "the send_tweet worker" workers_ge send_tweet 1
     wait_for 60 "the send_mail worker" workers_ge send_mail 1
-    docker logs "$(cid relay-mariadb)" 2>&1 | head -n 2 | cut -c1-150 | sed 's/^/   relay-mariadb: /'
-    docker logs "$(cid relay-postgres)" 2>&1 | head -n 2 | cut -c1-150 | sed 's/^/   relay-postgres: /'
+    docker logs "$(cid relay-mariadb)" 2>&1 | sed -n 1,2p | cut -c1-150 | sed 's/^/   relay-mariadb: /'
+    docker logs "$(cid relay-postgres)" 2>&1 | sed -n 1,2p | cut -c1-150 | sed 's/^/   relay-postgres: /'
 }
 
 check_pipeline_postgres() {
@@ -467,7 +474,7 @@ check_pipeline_postgres() {
     wait_for 60 "the tweet at the HTTP sink" logs_have tweet-sink "CI PostgreSQL $token - https://example.org/pg"
     wait_for 60 "the mail at the SMTP sink" logs_have smtp-sink "pg-$token@example.com"
     docker logs "$(cid tweet-sink)" 2>&1 | grep -F "CI PostgreSQL $token" | sed 's/^/   tweet-sink: /'
-    docker logs "$(cid smtp-sink)" 2>&1 | grep -F "pg-$token@example.com" | head -n 2 | sed 's/^/   smtp-sink: /'
+    docker logs "$(cid smtp-sink)" 2>&1 | grep -F "pg-$token@example.com" | sed -n 's/^/   smtp-sink: /; 1,2p'
 }
 
 check_pipeline_mariadb() {
@@ -478,7 +485,7 @@ check_pipeline_mariadb() {
     wait_for 60 "the tweet at the HTTP sink" logs_have tweet-sink "CI MariaDB $token - https://example.org/my"
     wait_for 60 "the mail at the SMTP sink" logs_have smtp-sink "my-$token@example.com"
     docker logs "$(cid tweet-sink)" 2>&1 | grep -F "CI MariaDB $token" | sed 's/^/   tweet-sink: /'
-    docker logs "$(cid smtp-sink)" 2>&1 | grep -F "my-$token@example.com" | head -n 2 | sed 's/^/   smtp-sink: /'
+    docker logs "$(cid smtp-sink)" 2>&1 | grep -F "my-$token@example.com" | sed -n 's/^/   smtp-sink: /; 1,2p'
 }
 
 check_pipeline_rollback() {
@@ -595,9 +602,14 @@ cleanup() {
         kill "$(cat "$WORK/wheel-server.pid")" 2>/dev/null
     fi
     if [ "$ENGINE_UP" = 1 ]; then
+        local running
+        running=$(docker ps -q --filter "label=com.docker.compose.project=$PROJECT")
+        # All at once (compose stops them level by level, in the order of depends_on).
+        [ -z "$running" ] || docker stop -t "$GRACE" $running >/dev/null
         if [ ${#COMPOSE[@]} -gt 0 ]; then
             dc down -v --remove-orphans -t "$GRACE" >"$WORK/down.log" 2>&1 \
                 || tail -20 "$WORK/down.log"
+            note "compose down: $((SECONDS - t0)) s"
         fi
         local left
         left=$(docker ps -aq --filter "label=$LABEL")
@@ -609,7 +621,7 @@ cleanup() {
             docker image prune -f >/dev/null 2>&1
             docker volume prune -f >/dev/null 2>&1
         fi
-        note "containers, networks and volumes of project $PROJECT removed"
+        note "containers, networks and volumes of project $PROJECT removed ($((SECONDS - t0)) s)"
     fi
     if [ "$OWN_ENGINE" = 1 ]; then
         if [ -s "$RUNROOT/docker.pid" ]; then
