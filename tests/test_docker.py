@@ -199,17 +199,103 @@ def test_a_bad_invocation_is_caught() -> None:
         "install postgres"
 
 
-def test_docker_compose_accepts_the_file() -> None:
-    """`docker compose config` where the compose CLI is installed (no engine needed)."""
+def compose_commands() -> list[list[str]]:
+    """The compose implementations installed: the v2 plugin and Compose v1 (docker-compose)."""
+    found = []
     docker = shutil.which("docker")
-    if docker is None:
-        pytest.skip("no docker CLI")
-    probe = subprocess.run([docker, "compose", "version"], capture_output=True, timeout=30,
-                           check=False)
-    if probe.returncode != 0:
-        pytest.skip("no docker compose plugin")
-    done = subprocess.run(
-        [docker, "compose", "-f", str(DOCKER / "compose.yaml"), "config", "--quiet"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )
+    if docker is not None and subprocess.run([docker, "compose", "version"], capture_output=True,
+                                             timeout=30, check=False).returncode == 0:
+        found.append([docker, "compose"])
+    if shutil.which("docker-compose") is not None:
+        found.append(["docker-compose"])
+    return found
+
+
+@pytest.mark.parametrize("files", [["compose.yaml"], ["compose.yaml", "test-build.yaml"]])
+def test_docker_compose_accepts_the_file(files: list[str]) -> None:
+    """`docker compose config` (v2) and `docker-compose config` (v1), where installed; no
+    engine needed."""
+    commands = compose_commands()
+    if not commands:
+        pytest.skip("no docker compose plugin and no docker-compose")
+    for command in commands:
+        args = [arg for name in files for arg in ("-f", str(DOCKER / name))]
+        done = subprocess.run([*command, *args, "config", "--quiet"], capture_output=True,
+                              text=True, timeout=60, check=False)
+        assert done.returncode == 0, f"{' '.join(command)}: {done.stderr}"
+
+
+# ------------------------------------------------------------------ docker/test.sh and its files
+# docker/test.sh builds and runs everything for real (CI runs it); these keep its inputs in step
+# with compose.yaml and the Dockerfiles without an engine.
+
+
+def shell_array(script: str, name: str) -> list[str]:
+    """The words of a one-line bash array assignment ``NAME=(a b c)`` in ``script``."""
+    found = re.search(rf"^{name}=\(([^)]*)\)", script, re.MULTILINE)
+    assert found, f"no {name}=(...)"
+    return found.group(1).split()
+
+
+def base_images() -> set[str]:
+    """The images compose.yaml starts from: the Dockerfiles' FROM lines (not their stages)
+    and the services that only name an image."""
+    images = set()
+    for path in DOCKER.glob("*Dockerfile"):
+        text = path.read_text()
+        stages = set(re.findall(r"^FROM \S+ AS (\S+)", text, re.MULTILINE))
+        images |= {image for image in re.findall(r"^FROM (\S+)", text, re.MULTILINE)
+                   if image not in stages}
+    images |= {service["image"] for service in compose()["services"].values()
+               if "build" not in service}
+    return images
+
+
+def test_test_sh_knows_every_base_image_and_every_built_image() -> None:
+    script = (DOCKER / "test.sh").read_text()
+    assert set(shell_array(script, "BASE_IMAGES")) == base_images() == {
+        "python:3.11-slim", "postgres:15", "mariadb:11"}
+    built = {service["image"] for service in compose()["services"].values() if "build" in service}
+    assert set(shell_array(script, "BUILT_IMAGES")) == built
+    # ... and docker/standins/build.sh can make a stand-in for each base image.
+    standins = (DOCKER / "standins" / "build.sh").read_text()
+    for image in base_images():
+        assert f"{image})" in standins, f"no stand-in recipe for {image}"
+
+
+def test_the_test_build_override_only_changes_how_images_are_built() -> None:
+    yaml = pytest.importorskip("yaml", reason="pip install -e '.[test]' (PyYAML)")
+    override = yaml.safe_load((DOCKER / "test-build.yaml").read_text())
+    services = compose()["services"]
+    # Every service that builds an image, and nothing else, gets the offline build settings.
+    assert set(override["services"]) == {name for name, s in services.items() if "build" in s}
+    for name, service in override["services"].items():
+        assert set(service) == {"build"}, name
+        assert set(service["build"]) <= {"network", "args"}, name
+        assert service["build"]["network"] == "host"
+        for arg in service["build"].get("args", {}):
+            assert re.search(rf"^ARG {arg}$", (DOCKER / "Dockerfile").read_text(), re.MULTILINE), \
+                f"the Dockerfile does not declare ARG {arg}"
+
+
+def test_ports_are_published_on_loopback_and_can_be_moved() -> None:
+    for name, service in compose()["services"].items():
+        for port in service.get("ports", []):
+            assert re.fullmatch(r"127\.0\.0\.1:\$\{GEARSQL_(?:[A-Z]+_)?PORT:-\d+\}:\d+", port), \
+                f"service {name}: {port}"
+
+
+def test_the_project_name_is_set_where_compose_v1_and_v2_read_it() -> None:
+    assert "name" not in compose(), "Compose v1 (docker-compose) rejects a top-level name:"
+    assert "COMPOSE_PROJECT_NAME=gearsql" in (DOCKER / ".env").read_text().splitlines()
+
+
+@pytest.mark.parametrize("script", [
+    "test.sh", "standins/build.sh", "standins/postgres-entrypoint.sh",
+    "standins/mariadb-entrypoint.sh", "standins/mariadb-healthcheck.sh",
+])
+def test_the_shell_scripts_parse(script: str) -> None:
+    path = DOCKER / script
+    shell = "bash" if path.read_text().startswith("#!/usr/bin/env bash") else "sh"
+    done = subprocess.run([shell, "-n", str(path)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
