@@ -213,9 +213,9 @@ def test_gman_sum_runs_the_tasks_of_100_rows_concurrently(db: Session, workers: 
 def test_job_status_of_a_queued_job(db: Session, server: ServerProcess) -> None:
     handle = db.one("SELECT gman_do_background('nobody_works_this', 'x')")
     row = db.conn.execute("SELECT * FROM gman_job_status(%s)", (handle,)).fetchone()
-    assert row == (True, False, 0, 0)
+    assert row == (True, False, 0, 0, "queued", f"{server.host}:{server.port}")
     row = db.conn.execute("SELECT * FROM gman_job_status('H:nowhere:1')").fetchone()
-    assert row == (False, False, None, None)
+    assert row == (False, False, None, None, "unknown", None)
 
 
 @pytest.mark.parametrize(

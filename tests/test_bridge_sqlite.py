@@ -82,7 +82,8 @@ def test_gman_sum_runs_the_tasks_of_100_rows_concurrently(
 def test_job_status_is_json(db: gsqlite.Connection, address: str) -> None:
     handle = one(db, "SELECT gman_do_background('nobody_works_this', 'x')")
     status = json.loads(str(one(db, "SELECT gman_job_status(?)", (handle,))))
-    assert status == {"known": True, "running": False, "numerator": 0, "denominator": 0}
+    assert status == {"known": True, "running": False, "numerator": 0, "denominator": 0,
+                      "state": "queued", "detail": address}
 
 
 @pytest.mark.parametrize(

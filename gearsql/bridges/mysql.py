@@ -47,7 +47,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gearsql._mysqlurl import parse_mysql_url
-from gearsql.protocol import Priority
+from gearsql.protocol import DEFAULT_MAX_PACKET_SIZE, Priority
 
 __all__ = [
     "FUNCTIONS",
@@ -66,6 +66,10 @@ __all__ = [
     "uninstall_statements",
 ]
 
+#: The default of the ``max_workload`` setting: the job server's default maximum packet less
+#: room for the header, the longest function name and unique, and their separators.
+DEFAULT_MAX_WORKLOAD = DEFAULT_MAX_PACKET_SIZE - 1024
+
 #: name -> (default, meaning).
 SETTINGS: dict[str, tuple[str, str]] = {
     "servers": (
@@ -74,10 +78,15 @@ SETTINGS: dict[str, tuple[str, str]] = {
     ),
     "timeout": ("60", "seconds a foreground gman_do* waits for its result"),
     "poll_interval": ("0.05", "seconds between a waiting gman_do*'s checks for its result"),
+    "max_workload": (
+        str(DEFAULT_MAX_WORKLOAD),
+        "bytes: a longer workload is an SQL error at call time (0: no limit); the default "
+        "fits a job server's default maximum packet of 64 MiB",
+    ),
 }
 
 #: The tables the install creates, in creation order.
-TABLES = ("gman_settings", "gman_outbox", "gman_calls", "gman_results")
+TABLES = ("gman_settings", "gman_outbox", "gman_outbox_dead", "gman_calls", "gman_results")
 
 #: The infix of each priority's function names (gman_do, gman_do_high, gman_do_low), in the
 #: order the functions are created.
@@ -104,6 +113,7 @@ FUNCTIONS["gman_servers_set"] = (("servers",), "TEXT CHARACTER SET utf8mb4")
 #: outbox rows, reads the calls waiting (uncommitted) and writes their results.
 RELAY_PRIVILEGES: dict[str, str] = {
     "gman_outbox": "SELECT, UPDATE, DELETE",
+    "gman_outbox_dead": "SELECT, INSERT",
     "gman_settings": "SELECT",
     "gman_calls": "SELECT",
     "gman_results": "SELECT, INSERT, UPDATE, DELETE",
@@ -191,6 +201,16 @@ _TABLE_SQL = {
     workload LONGBLOB NOT NULL,
     priority ENUM('high','normal','low') NOT NULL DEFAULT 'normal'
 ) ENGINE=InnoDB COMMENT='gearsql: background jobs the relay submits once committed'""",
+    "gman_outbox_dead": """CREATE TABLE IF NOT EXISTS gman_outbox_dead (
+    id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+    created_at TIMESTAMP(6) NOT NULL,
+    function VARBINARY(512) NOT NULL,
+    unique_key VARBINARY(64) NULL,
+    workload LONGBLOB NOT NULL,
+    priority ENUM('high','normal','low') NOT NULL DEFAULT 'normal',
+    reason VARCHAR(1000) CHARACTER SET utf8mb4 NOT NULL,
+    dead_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
+) ENGINE=InnoDB COMMENT='gearsql: outbox rows no job server will take, and why'""",
     "gman_calls": """CREATE TABLE IF NOT EXISTS gman_calls (
     id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY,
     created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
@@ -218,6 +238,7 @@ _CHECK = """CREATE OR REPLACE PROCEDURE _gman_check(
     {head}
 BEGIN
     DECLARE v_message VARCHAR(512) CHARACTER SET utf8mb4 DEFAULT NULL;
+    DECLARE v_limit BIGINT DEFAULT _gman_setting('max_workload');
     IF p_function IS NULL THEN
         SET v_message = CONCAT(p_caller, ': the function name is NULL');
     ELSEIF LENGTH(p_function) = 0 THEN
@@ -230,6 +251,10 @@ BEGIN
                                'the protocol''s separator');
     ELSEIF p_workload IS NULL THEN
         SET v_message = CONCAT(p_caller, ': the workload is NULL');
+    ELSEIF v_limit > 0 AND LENGTH(p_workload) > v_limit THEN
+        SET v_message = CONCAT(p_caller, ': the workload is ', LENGTH(p_workload),
+            ' bytes, more than the max_workload setting (', v_limit,
+            ' bytes): a job server refuses a packet above its maximum size');
     ELSEIF LENGTH(p_unique) > 64 THEN
         SET v_message = CONCAT(p_caller, ': the unique id is longer than 64 bytes (',
                                LENGTH(p_unique), ' bytes)');
@@ -257,7 +282,7 @@ BEGIN
     END IF;
     IF p_name <> 'servers' AND NOT v_value REGEXP '^[0-9]+([.][0-9]+)?$' THEN
         SET v_message = CONCAT('gearsql: bad setting ', p_name, '=', v_value,
-                               ' in gman_settings (a number of seconds)');
+                               ' in gman_settings (a number)');
         SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
     END IF;
     RETURN v_value;
@@ -497,8 +522,8 @@ def _public_function(name: str) -> str:
 def _routines() -> list[str]:
     """Every CREATE OR REPLACE of a routine, callees first."""
     return [
-        _CHECK.format(head=_head("CONTAINS SQL", "gearsql: checks a gman_* call's arguments")),
         _SETTING.format(head=_head("READS SQL DATA", "gearsql: one setting of gman_settings")),
+        _CHECK.format(head=_head("READS SQL DATA", "gearsql: checks a gman_* call's arguments")),
         _SERVER.format(),
         _SERVERS.format(),
         _LOCK_NAME,

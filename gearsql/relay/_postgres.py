@@ -3,7 +3,7 @@ calls ``pg_notify``, which PostgreSQL delivers only when the transaction commits
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gearsql.relay.batch import OutboxRow, row_from_values, take_within
@@ -27,6 +27,7 @@ class PostgresSource(Source):
         self.schema = schema
         self.wake = wake
         self.table = f'"{schema}".gman_outbox'
+        self.dead_table = f'"{schema}".gman_outbox_dead'
         self.conn: Any = None
         self._identity = f"postgresql:?:{schema}"
         self._description = f"postgresql {self.table}"
@@ -36,8 +37,9 @@ class PostgresSource(Source):
 
         self.close()
         self.conn = psycopg.connect(self.dsn, connect_timeout=10)
-        database, exists = self.conn.execute(
-            "SELECT current_database(), to_regclass(%s) IS NOT NULL", (self.table,)
+        database, exists, self.keeps_dead = self.conn.execute(
+            "SELECT current_database(), to_regclass(%s) IS NOT NULL, "
+            "to_regclass(%s) IS NOT NULL", (self.table, self.dead_table)
         ).fetchone()
         self.conn.rollback()
         try:  # the cluster's own id, so that the name is the same whatever host name is used
@@ -80,9 +82,19 @@ class PostgresSource(Source):
         ).fetchall()
         return [row_from_values(row) for row in rows]
 
-    def finish(self, ids: list[int]) -> None:
-        if ids:
-            self.conn.execute(f"DELETE FROM {self.table} WHERE id = ANY(%s)", (ids,))
+    def finish(self, ids: list[int], dead: Sequence[tuple[int, str]] = ()) -> None:
+        if dead and self.keeps_dead:
+            self.conn.execute(
+                f"INSERT INTO {self.dead_table} (id, created_at, function, unique_key, workload, "
+                "priority, reason) SELECT o.id, o.created_at, o.function, o.unique_key, "
+                f"o.workload, o.priority, d.reason FROM {self.table} AS o "
+                "JOIN unnest(%s::bigint[], %s::text[]) AS d(id, reason) ON o.id = d.id "
+                "ON CONFLICT (id) DO NOTHING",
+                ([id_ for id_, _ in dead], [reason for _, reason in dead]),
+            )
+        gone = ids + [id_ for id_, _ in dead]
+        if gone:
+            self.conn.execute(f"DELETE FROM {self.table} WHERE id = ANY(%s)", (gone,))
         self.conn.commit()
 
     def close(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -47,6 +47,9 @@ class Source:
 
     #: How this source hears of new rows: ``listen``, ``binlog`` or ``poll``.
     wake = "poll"
+    #: Whether the database has the dead-letter table ``gman_outbox_dead`` (valid after
+    #: :meth:`open`); without it (an install older than the table) dead rows are deleted.
+    keeps_dead = False
 
     def open(self) -> None:
         """Connect (again)."""
@@ -67,9 +70,11 @@ class Source:
         stays open until :meth:`finish`; with no rows it is ended and [] returned."""
         raise NotImplementedError
 
-    def finish(self, ids: list[int]) -> None:
-        """Delete the rows ``ids`` (a subset of the claim) and commit, which also lets go of the
-        other claimed rows."""
+    def finish(self, ids: list[int], dead: Sequence[tuple[int, str]] = ()) -> None:
+        """Delete the rows ``ids`` (submitted), move the rows of ``dead`` (``(id, reason)``,
+        never to be submitted) into ``gman_outbox_dead`` with their reason (or delete them too
+        where there is no such table), and commit, which also lets go of the other claimed
+        rows: one transaction, so a dead row is in exactly one of the two tables."""
         raise NotImplementedError
 
     def close(self) -> None:

@@ -14,6 +14,7 @@
 --     GRANT EXECUTE ON FUNCTION app.gman_do_background TO 'app'@'%';
 -- The relay's account needs, on the tables (gearsql install mysql --relay-account):
 --     GRANT SELECT, UPDATE, DELETE ON TABLE app.gman_outbox TO 'relay'@'%';
+--     GRANT SELECT, INSERT ON TABLE app.gman_outbox_dead TO 'relay'@'%';
 --     GRANT SELECT ON TABLE app.gman_settings TO 'relay'@'%';
 --     GRANT SELECT ON TABLE app.gman_calls TO 'relay'@'%';
 --     GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.gman_results TO 'relay'@'%';
@@ -41,6 +42,7 @@
 --   servers (default 127.0.0.1:4730): job servers gman_servers_set accepts (host[:port],...); the relay decides where jobs go
 --   timeout (default 60): seconds a foreground gman_do* waits for its result
 --   poll_interval (default 0.05): seconds between a waiting gman_do*'s checks for its result
+--   max_workload (default 67107840): bytes: a longer workload is an SQL error at call time (0: no limit); the default fits a job server's default maximum packet of 64 MiB
 
 SET NAMES utf8mb4;
 
@@ -59,6 +61,17 @@ CREATE TABLE IF NOT EXISTS gman_outbox (
     workload LONGBLOB NOT NULL,
     priority ENUM('high','normal','low') NOT NULL DEFAULT 'normal'
 ) ENGINE=InnoDB COMMENT='gearsql: background jobs the relay submits once committed';
+
+CREATE TABLE IF NOT EXISTS gman_outbox_dead (
+    id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+    created_at TIMESTAMP(6) NOT NULL,
+    function VARBINARY(512) NOT NULL,
+    unique_key VARBINARY(64) NULL,
+    workload LONGBLOB NOT NULL,
+    priority ENUM('high','normal','low') NOT NULL DEFAULT 'normal',
+    reason VARCHAR(1000) CHARACTER SET utf8mb4 NOT NULL,
+    dead_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
+) ENGINE=InnoDB COMMENT='gearsql: outbox rows no job server will take, and why';
 
 CREATE TABLE IF NOT EXISTS gman_calls (
     id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY,
@@ -82,40 +95,8 @@ CREATE TABLE IF NOT EXISTS gman_results (
 INSERT IGNORE INTO gman_settings (name, value) VALUES
     ('servers', '127.0.0.1:4730'),
     ('timeout', '60'),
-    ('poll_interval', '0.05');
-
-DELIMITER $$
-CREATE OR REPLACE PROCEDURE _gman_check(
-    p_caller VARCHAR(64) CHARACTER SET ascii, p_function LONGBLOB, p_workload LONGBLOB,
-    p_unique LONGBLOB)
-    NOT DETERMINISTIC CONTAINS SQL SQL SECURITY DEFINER
-    COMMENT 'gearsql: checks a gman_* call''s arguments'
-BEGIN
-    DECLARE v_message VARCHAR(512) CHARACTER SET utf8mb4 DEFAULT NULL;
-    IF p_function IS NULL THEN
-        SET v_message = CONCAT(p_caller, ': the function name is NULL');
-    ELSEIF LENGTH(p_function) = 0 THEN
-        SET v_message = CONCAT(p_caller, ': the function name is empty');
-    ELSEIF LENGTH(p_function) > 512 THEN
-        SET v_message = CONCAT(p_caller, ': the function name is longer than 512 bytes (',
-                               LENGTH(p_function), ' bytes)');
-    ELSEIF INSTR(p_function, X'00') > 0 THEN
-        SET v_message = CONCAT(p_caller, ': the function name contains a NUL byte, ',
-                               'the protocol''s separator');
-    ELSEIF p_workload IS NULL THEN
-        SET v_message = CONCAT(p_caller, ': the workload is NULL');
-    ELSEIF LENGTH(p_unique) > 64 THEN
-        SET v_message = CONCAT(p_caller, ': the unique id is longer than 64 bytes (',
-                               LENGTH(p_unique), ' bytes)');
-    ELSEIF INSTR(p_unique, X'00') > 0 THEN
-        SET v_message = CONCAT(p_caller, ': the unique id contains a NUL byte, ',
-                               'the protocol''s separator');
-    END IF;
-    IF v_message IS NOT NULL THEN
-        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
-    END IF;
-END$$
-DELIMITER ;
+    ('poll_interval', '0.05'),
+    ('max_workload', '67107840');
 
 DELIMITER $$
 CREATE OR REPLACE FUNCTION _gman_setting(p_name VARCHAR(64) CHARACTER SET ascii)
@@ -134,10 +115,48 @@ BEGIN
     END IF;
     IF p_name <> 'servers' AND NOT v_value REGEXP '^[0-9]+([.][0-9]+)?$' THEN
         SET v_message = CONCAT('gearsql: bad setting ', p_name, '=', v_value,
-                               ' in gman_settings (a number of seconds)');
+                               ' in gman_settings (a number)');
         SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
     END IF;
     RETURN v_value;
+END$$
+DELIMITER ;
+
+DELIMITER $$
+CREATE OR REPLACE PROCEDURE _gman_check(
+    p_caller VARCHAR(64) CHARACTER SET ascii, p_function LONGBLOB, p_workload LONGBLOB,
+    p_unique LONGBLOB)
+    NOT DETERMINISTIC READS SQL DATA SQL SECURITY DEFINER
+    COMMENT 'gearsql: checks a gman_* call''s arguments'
+BEGIN
+    DECLARE v_message VARCHAR(512) CHARACTER SET utf8mb4 DEFAULT NULL;
+    DECLARE v_limit BIGINT DEFAULT _gman_setting('max_workload');
+    IF p_function IS NULL THEN
+        SET v_message = CONCAT(p_caller, ': the function name is NULL');
+    ELSEIF LENGTH(p_function) = 0 THEN
+        SET v_message = CONCAT(p_caller, ': the function name is empty');
+    ELSEIF LENGTH(p_function) > 512 THEN
+        SET v_message = CONCAT(p_caller, ': the function name is longer than 512 bytes (',
+                               LENGTH(p_function), ' bytes)');
+    ELSEIF INSTR(p_function, X'00') > 0 THEN
+        SET v_message = CONCAT(p_caller, ': the function name contains a NUL byte, ',
+                               'the protocol''s separator');
+    ELSEIF p_workload IS NULL THEN
+        SET v_message = CONCAT(p_caller, ': the workload is NULL');
+    ELSEIF v_limit > 0 AND LENGTH(p_workload) > v_limit THEN
+        SET v_message = CONCAT(p_caller, ': the workload is ', LENGTH(p_workload),
+            ' bytes, more than the max_workload setting (', v_limit,
+            ' bytes): a job server refuses a packet above its maximum size');
+    ELSEIF LENGTH(p_unique) > 64 THEN
+        SET v_message = CONCAT(p_caller, ': the unique id is longer than 64 bytes (',
+                               LENGTH(p_unique), ' bytes)');
+    ELSEIF INSTR(p_unique, X'00') > 0 THEN
+        SET v_message = CONCAT(p_caller, ': the unique id contains a NUL byte, ',
+                               'the protocol''s separator');
+    END IF;
+    IF v_message IS NOT NULL THEN
+        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+    END IF;
 END$$
 DELIMITER ;
 

@@ -59,6 +59,8 @@ DROP TABLE IF EXISTS gman_results;
 
 DROP TABLE IF EXISTS gman_calls;
 
+DROP TABLE IF EXISTS gman_outbox_dead;
+
 DROP TABLE IF EXISTS gman_outbox;
 
 DROP TABLE IF EXISTS gman_settings;
