@@ -740,3 +740,69 @@ def test_one_statement_with_30_calls_completes_and_does_not_hold_up_another_sess
               f"{'it ran' if other['during'] else 'it had ended'}: {other['seconds']:.2f} s")
     finally:
         _execute(admin, "DROP TABLE IF EXISTS gman_test_words")
+
+
+def test_a_workload_above_max_workload_is_an_error_and_leaves_no_row(
+    db: Any, admin: Any
+) -> None:
+    import mysql.connector
+
+    _set(admin, "max_workload", "1000")
+    try:
+        _execute(db, "START TRANSACTION")
+        _one(db, "SELECT gman_do_background('record', REPEAT('x', 1000))")
+        with pytest.raises(mysql.connector.Error,
+                           match=r"gman_do_background_unique: the workload is 2000 bytes, more "
+                                 r"than the max_workload setting \(1000 bytes\)"):
+            _one(db, "SELECT gman_do_background_unique('record', REPEAT('x', 2000), 'u')")
+        db.rollback()
+        with pytest.raises(mysql.connector.Error, match="more than the max_workload setting"):
+            _one(db, "SELECT gman_do('reverse', REPEAT('x', 1001))")
+        assert _outbox(admin) == []
+    finally:
+        _set(admin, "max_workload", "67107840")
+
+
+def test_job_status_and_pipeline_of_outbox_rows(db: Any, admin: Any) -> None:
+    import json
+
+    import mysql.connector
+
+    pending = _one(db, "SELECT gman_do_background('record', 'waits')")
+    dead = _one(db, "SELECT gman_do_background('bigjob', 'refused')")
+    dead_id = int(dead.split(":")[1])
+    # What the relay does with a row no job server takes (tests/test_relay_dead_letters.py).
+    _execute(admin, "INSERT INTO gman_outbox_dead (id, created_at, function, workload, "
+             "priority, reason) SELECT id, created_at, function, workload, priority, "
+             "'the job server refused it: ARGUMENT_TOO_LARGE' FROM gman_outbox WHERE id = %s",
+             (dead_id,))
+    _execute(admin, "DELETE FROM gman_outbox WHERE id = %s", (dead_id,))
+    try:
+        status = json.loads(_one(db, "SELECT gman_job_status(%s)", (pending,)))
+        assert status["state"] == "pending" and status["known"] is True
+        assert status["detail"].startswith("in the outbox since")
+        status = json.loads(_one(db, "SELECT gman_job_status(%s)", (dead,)))
+        assert status["state"] == "dead" and "ARGUMENT_TOO_LARGE" in status["detail"]
+        status = json.loads(_one(db, "SELECT gman_job_status('outbox:999999')"))
+        assert status["state"] == "submitted" and status["known"] is False
+        with pytest.raises(mysql.connector.Error, match="is not an outbox:<id> handle"):
+            _one(db, "SELECT gman_job_status('H:host:1')")
+        backlog, age, dead_count, _, reasons = _rows(admin, "SELECT * FROM gman_pipeline")[0]
+        assert (backlog, dead_count) == (1, 1) and age >= 0
+        assert reasons == f"{dead_id}: the job server refused it: ARGUMENT_TOO_LARGE"
+    finally:
+        _execute(admin, "DELETE FROM gman_outbox_dead")
+
+
+def test_installing_again_adds_the_dead_letters_and_max_workload(
+    installed: str, admin: Any
+) -> None:
+    from gearsql.bridges.mysql import install
+
+    _execute(admin, "DROP VIEW gman_pipeline")
+    _execute(admin, "DROP TABLE gman_outbox_dead")
+    _execute(admin, "DELETE FROM gman_settings WHERE name = 'max_workload'")
+    install(installed)
+    assert _one(admin, "SELECT value FROM gman_settings WHERE name = 'max_workload'") == "67107840"
+    assert _one(admin, "SELECT COUNT(*) FROM gman_outbox_dead") == 0
+    assert _rows(admin, "SELECT backlog, dead FROM gman_pipeline") == [(0, 0)]

@@ -8,6 +8,9 @@ Objects, all in the installing database:
 
 - ``gman_outbox``: the rows ``gman_do*_background`` write in the caller's transaction. The relay
   submits each one after commit; a rolled-back transaction leaves no row and so no job.
+- ``gman_outbox_dead``: outbox rows no job server will take, moved there by the relay with the
+  reason; the view ``gman_pipeline`` sums up both tables and ``gman_job_status('outbox:<id>')``
+  follows one row.
 - ``gman_settings(name, value)``: the settings (:data:`SETTINGS`). Callers get no privilege on
   it or on any table: every function runs ``SQL SECURITY DEFINER``, as the installing account.
 - ``gman_calls`` and ``gman_results``: how a foreground ``gman_do*`` waits for its result
@@ -54,6 +57,7 @@ __all__ = [
     "RELAY_PRIVILEGES",
     "SETTINGS",
     "TABLES",
+    "VIEWS",
     "check_account",
     "connect_config",
     "connector",
@@ -108,6 +112,10 @@ for _infix in _PRIORITIES:
         ("function", "workload", "unique"), "VARCHAR(32) CHARACTER SET ascii"
     )
 FUNCTIONS["gman_servers_set"] = (("servers",), "TEXT CHARACTER SET utf8mb4")
+FUNCTIONS["gman_job_status"] = (("handle",), "TEXT CHARACTER SET utf8mb4")
+
+#: Views (callers granted the functions may read them).
+VIEWS = ("gman_pipeline",)
 
 #: Table -> privileges the relay's account gets (``relay_account``): it submits and deletes
 #: outbox rows, reads the calls waiting (uncommitted) and writes their results.
@@ -397,6 +405,47 @@ _LOCK_NAME = """CREATE OR REPLACE FUNCTION _gman_lock_name(
     COMMENT 'gearsql: the named lock of a foreground call (see gearsql.bridges.mysql.lock_name)'
 RETURN CONCAT('gearsql.', LEFT(SHA1(DATABASE()), 16), '.', p_kind, '.', p_id)"""
 
+_JOB_STATUS = """CREATE OR REPLACE FUNCTION gman_job_status(`handle` TEXT CHARACTER SET utf8mb4)
+    RETURNS TEXT CHARACTER SET utf8mb4
+    {head}
+BEGIN
+    DECLARE v_id BIGINT UNSIGNED;
+    DECLARE v_detail TEXT CHARACTER SET utf8mb4 DEFAULT NULL;
+    DECLARE v_message VARCHAR(512) CHARACTER SET utf8mb4;
+    DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_detail = NULL;
+    IF `handle` IS NULL OR NOT `handle` REGEXP '^outbox:[0-9]{{1,19}}$' THEN
+        SET v_message = CONCAT('gman_job_status: ',
+            QUOTE(LEFT(`handle`, 100)),
+            ' is not an outbox:<id> handle (MariaDB asks no job server; ask the job server ',
+            'itself, e.g. gearsql status)');
+        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+    END IF;
+    SET v_id = CAST(SUBSTRING(`handle`, 8) AS UNSIGNED);
+    SELECT CONCAT('in the outbox since ', created_at) INTO v_detail
+        FROM gman_outbox WHERE id = v_id;
+    IF v_detail IS NOT NULL THEN
+        RETURN JSON_OBJECT('known', JSON_EXTRACT('true', '$'),
+            'running', JSON_EXTRACT('false', '$'), 'numerator', NULL, 'denominator', NULL,
+            'state', 'pending', 'detail', v_detail);
+    END IF;
+    SELECT CONCAT(reason, ' (moved to gman_outbox_dead at ', dead_at, ')') INTO v_detail
+        FROM gman_outbox_dead WHERE id = v_id;
+    RETURN JSON_OBJECT('known', JSON_EXTRACT('false', '$'),
+        'running', JSON_EXTRACT('false', '$'), 'numerator', NULL, 'denominator', NULL,
+        'state', IF(v_detail IS NULL, 'submitted', 'dead'),
+        'detail', COALESCE(v_detail, CONCAT('no longer in the outbox: the relay submitted it ',
+                                            '(or the transaction that wrote it never committed)')));
+END"""
+
+_PIPELINE = """CREATE OR REPLACE SQL SECURITY DEFINER VIEW gman_pipeline AS SELECT
+    (SELECT COUNT(*) FROM gman_outbox) AS backlog,
+    (SELECT TIMESTAMPDIFF(MICROSECOND, MIN(created_at), NOW(6)) / 1000000 FROM gman_outbox)
+        AS oldest_age_seconds,
+    (SELECT COUNT(*) FROM gman_outbox_dead) AS dead,
+    (SELECT MAX(dead_at) FROM gman_outbox_dead) AS last_dead_at,
+    (SELECT GROUP_CONCAT(CONCAT(id, ': ', reason) ORDER BY dead_at DESC, id DESC
+                         SEPARATOR '\n' LIMIT 5) FROM gman_outbox_dead) AS last_dead_reasons"""
+
 _OUTBOX_INSERT = """CREATE OR REPLACE FUNCTION _gman_outbox_insert(
     p_caller VARCHAR(64) CHARACTER SET ascii, p_function LONGBLOB, p_workload LONGBLOB,
     p_unique LONGBLOB, p_priority VARCHAR(6) CHARACTER SET ascii)
@@ -529,7 +578,13 @@ def _routines() -> list[str]:
         _LOCK_NAME,
         _OUTBOX_INSERT.format(head=_head("MODIFIES SQL DATA", "gearsql: one gman_outbox row")),
         _CALL.format(head=_head("MODIFIES SQL DATA", "gearsql: one foreground call")),
-        *(_public_function(name) for name in FUNCTIONS if name != "gman_servers_set"),
+        *(_public_function(name) for name in FUNCTIONS
+          if name not in ("gman_servers_set", "gman_job_status")),
+        _JOB_STATUS.format(head=_head(
+            "READS SQL DATA",
+            "gearsql: pending, dead (with the reason) or submitted, of an outbox:<id> handle, "
+            "as JSON",
+        )),
         _SERVERS_SET.format(head=_head(
             "READS SQL DATA",
             "gearsql: checks a job server list against the allowed ones and returns it; "
@@ -571,12 +626,17 @@ def install_statements(
                 f"UPDATE gman_settings SET value = {_literal(value)} WHERE name = {_literal(name)}"
             )
     statements += _routines()
+    statements.append(_PIPELINE)
     for account in accounts:
         for name in FUNCTIONS:
             statements.append(f"GRANT EXECUTE ON FUNCTION {name} TO {account}")
+        for view in VIEWS:
+            statements.append(f"GRANT SELECT ON TABLE {view} TO {account}")
     if relay is not None:
         for table, privileges in RELAY_PRIVILEGES.items():
             statements.append(f"GRANT {privileges} ON TABLE {table} TO {relay}")
+        for view in VIEWS:
+            statements.append(f"GRANT SELECT ON TABLE {view} TO {relay}")
     return statements
 
 
@@ -598,8 +658,9 @@ def uninstall_statements(force: bool = False) -> list[str]:
             "    END IF;\n"
             "END"
         )
-    statements.append("DROP FUNCTION IF EXISTS gman_servers_set")
-    for name in reversed([name for name in FUNCTIONS if name != "gman_servers_set"]):
+    for view in VIEWS:
+        statements.append(f"DROP VIEW IF EXISTS {view}")
+    for name in reversed(list(FUNCTIONS)):
         statements.append(f"DROP FUNCTION IF EXISTS {name}")
     for kind, name in reversed(_INTERNAL):
         statements.append(f"DROP {kind} IF EXISTS {name}")
@@ -648,6 +709,12 @@ def _install_header() -> str:
     for name, (params, returns) in FUNCTIONS.items():
         lines.append(f"--   {name}({', '.join(params)}) -> {returns.split()[0]}")
     lines += [
+        "--",
+        "-- Outbox rows no job server will take (too large, say) are moved by the relay into",
+        "-- gman_outbox_dead with the reason. The view gman_pipeline (SELECT for --grant-to",
+        "-- accounts) shows the backlog (rows, the oldest one's age) and the dead letters",
+        "-- (how many, the newest reasons); gman_job_status('outbox:<id>') says whether a",
+        "-- row is pending, dead or submitted.",
         "--",
         "-- Settings (gman_settings; only the installing account changes them, e.g.",
         "--     UPDATE gman_settings SET value = '10.0.0.5:4730' WHERE name = 'servers';",

@@ -35,6 +35,13 @@
 --   gman_do_low_background(function, workload) -> VARCHAR(32)
 --   gman_do_low_background_unique(function, workload, unique) -> VARCHAR(32)
 --   gman_servers_set(servers) -> TEXT
+--   gman_job_status(handle) -> TEXT
+--
+-- Outbox rows no job server will take (too large, say) are moved by the relay into
+-- gman_outbox_dead with the reason. The view gman_pipeline (SELECT for --grant-to
+-- accounts) shows the backlog (rows, the oldest one's age) and the dead letters
+-- (how many, the newest reasons); gman_job_status('outbox:<id>') says whether a
+-- row is pending, dead or submitted.
 --
 -- Settings (gman_settings; only the installing account changes them, e.g.
 --     UPDATE gman_settings SET value = '10.0.0.5:4730' WHERE name = 'servers';
@@ -433,6 +440,41 @@ RETURN _gman_outbox_insert('gman_do_low_background_unique', `function`, `workloa
 DELIMITER ;
 
 DELIMITER $$
+CREATE OR REPLACE FUNCTION gman_job_status(`handle` TEXT CHARACTER SET utf8mb4)
+    RETURNS TEXT CHARACTER SET utf8mb4
+    NOT DETERMINISTIC READS SQL DATA SQL SECURITY DEFINER
+    COMMENT 'gearsql: pending, dead (with the reason) or submitted, of an outbox:<id> handle, as JSON'
+BEGIN
+    DECLARE v_id BIGINT UNSIGNED;
+    DECLARE v_detail TEXT CHARACTER SET utf8mb4 DEFAULT NULL;
+    DECLARE v_message VARCHAR(512) CHARACTER SET utf8mb4;
+    DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_detail = NULL;
+    IF `handle` IS NULL OR NOT `handle` REGEXP '^outbox:[0-9]{1,19}$' THEN
+        SET v_message = CONCAT('gman_job_status: ',
+            QUOTE(LEFT(`handle`, 100)),
+            ' is not an outbox:<id> handle (MariaDB asks no job server; ask the job server ',
+            'itself, e.g. gearsql status)');
+        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+    END IF;
+    SET v_id = CAST(SUBSTRING(`handle`, 8) AS UNSIGNED);
+    SELECT CONCAT('in the outbox since ', created_at) INTO v_detail
+        FROM gman_outbox WHERE id = v_id;
+    IF v_detail IS NOT NULL THEN
+        RETURN JSON_OBJECT('known', JSON_EXTRACT('true', '$'),
+            'running', JSON_EXTRACT('false', '$'), 'numerator', NULL, 'denominator', NULL,
+            'state', 'pending', 'detail', v_detail);
+    END IF;
+    SELECT CONCAT(reason, ' (moved to gman_outbox_dead at ', dead_at, ')') INTO v_detail
+        FROM gman_outbox_dead WHERE id = v_id;
+    RETURN JSON_OBJECT('known', JSON_EXTRACT('false', '$'),
+        'running', JSON_EXTRACT('false', '$'), 'numerator', NULL, 'denominator', NULL,
+        'state', IF(v_detail IS NULL, 'submitted', 'dead'),
+        'detail', COALESCE(v_detail, CONCAT('no longer in the outbox: the relay submitted it ',
+                                            '(or the transaction that wrote it never committed)')));
+END$$
+DELIMITER ;
+
+DELIMITER $$
 CREATE OR REPLACE FUNCTION gman_servers_set(servers TEXT CHARACTER SET utf8mb4)
     RETURNS TEXT CHARACTER SET utf8mb4
     NOT DETERMINISTIC READS SQL DATA SQL SECURITY DEFINER
@@ -463,4 +505,16 @@ BEGIN
     END WHILE;
     RETURN v_wanted;
 END$$
+DELIMITER ;
+
+DELIMITER $$
+CREATE OR REPLACE SQL SECURITY DEFINER VIEW gman_pipeline AS SELECT
+    (SELECT COUNT(*) FROM gman_outbox) AS backlog,
+    (SELECT TIMESTAMPDIFF(MICROSECOND, MIN(created_at), NOW(6)) / 1000000 FROM gman_outbox)
+        AS oldest_age_seconds,
+    (SELECT COUNT(*) FROM gman_outbox_dead) AS dead,
+    (SELECT MAX(dead_at) FROM gman_outbox_dead) AS last_dead_at,
+    (SELECT GROUP_CONCAT(CONCAT(id, ': ', reason) ORDER BY dead_at DESC, id DESC
+                         SEPARATOR '
+' LIMIT 5) FROM gman_outbox_dead) AS last_dead_reasons$$
 DELIMITER ;
