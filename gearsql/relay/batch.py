@@ -9,11 +9,14 @@ change (:data:`PERMANENT_ERRORS`, e.g. ``ARGUMENT_TOO_LARGE`` for a packet above
 ``--max-packet-size``), or the connection broke each time the row was submitted alone
 (:class:`Strikes`): a job server closes the connection after refusing a packet that is too large,
 and the reset that follows can destroy the ERROR before the relay reads it.
+
+This module imports neither asyncio nor the client: what needs them (a row's
+:class:`~gearsql.client.Priority`, the wording of a submission's error) is in
+:mod:`gearsql.relay.engine`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,7 +34,6 @@ __all__ = [
     "Strikes",
     "check_unique_prefix",
     "default_unique_prefix",
-    "describe_error",
     "row_from_values",
     "settle",
     "take_within",
@@ -45,7 +47,8 @@ MAX_PREFIX = MAX_UNIQUE - 20
 
 @dataclass(frozen=True)
 class OutboxRow:
-    """One outbox row as the relay submits it."""
+    """One outbox row as the relay submits it; ``priority`` is the column's text (``high``,
+    ``normal`` or ``low``; anything else is submitted as normal)."""
 
     id: int
     function: bytes
@@ -240,14 +243,6 @@ def settle(
         if lost and not alone and not explained:
             strikes.suspects.update(lost)
     return settlement
-
-
-def describe_error(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.CancelledError):
-        return "stopped before the job server confirmed"
-    if isinstance(exc, TimeoutError):
-        return str(exc) or "no JOB_CREATED in time"
-    return str(exc).strip() or type(exc).__name__
 
 
 class Outage:
