@@ -5,6 +5,8 @@ whose ``--max-packet-size`` is small, so that an oversized row is cheap to make.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,8 +89,42 @@ def test_an_oversized_row_moves_to_the_dead_letters_and_the_rows_after_it_still_
         eventually(lambda: db.outbox() == 0, what="an empty outbox")
         assert relay.log().count("can never be submitted") == 1, relay.log()
         assert "moved it to gman_outbox_dead" in relay.log()
+        shown = subprocess.run(
+            [sys.executable, "-m", "gearsql", "relay", "status", "--dsn", db.dsn],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert "backlog: 0 row(s)\n" in shown.stdout
+        assert "dead letters: 1, the newest at " in shown.stdout
+        assert f"    {db.dead()[0][0]}: " in shown.stdout
     finally:
         recorder.stop()
+
+
+def test_relay_status_shows_the_backlog_and_refuses_a_database_without_an_outbox(
+    db: Database, tmp_path: Path
+) -> None:
+    conn = db.connect()
+    try:
+        db.enqueue(conn, "record", "waits")
+        db.enqueue(conn, "record", "waits too")
+    finally:
+        conn.close()
+    shown = subprocess.run(
+        [sys.executable, "-m", "gearsql", "relay", "status", "--dsn", db.dsn],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "backlog: 2 row(s), the oldest " in shown.stdout
+    assert "dead letters: 0\n" in shown.stdout
+    missing = subprocess.run(
+        [sys.executable, "-m", "gearsql", "relay", "status", "--dsn",
+         f"sqlite:///{tmp_path / 'none.db'}"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("gearsql: no SQLite database at ")
+    assert "Traceback" not in missing.stderr
 
 
 def test_a_row_that_breaks_the_connection_in_a_batch_is_found_and_the_batch_delivered(
