@@ -1,7 +1,7 @@
-"""Outbox rows no job server will take never hold up the rows behind them (RELIABILITY 41-44):
-the relay moves them to ``gman_outbox_dead`` with the reason, in the transaction that deletes
-them from the outbox, in PostgreSQL, SQLite and MariaDB; against a real ``gearsql server``
-whose ``--max-packet-size`` is small, so that an oversized row is cheap to make."""
+"""Outbox rows no job server will take never hold up the rows behind them (docs/reliability.md
+case 48): the relay moves them to ``gman_outbox_dead`` with the reason, in the transaction that
+deletes them from the outbox, in PostgreSQL, SQLite and MariaDB; against a real ``gearsql
+server`` whose ``--max-packet-size`` is small, so that an oversized row is cheap to make."""
 
 from __future__ import annotations
 
