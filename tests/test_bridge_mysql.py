@@ -255,7 +255,7 @@ def test_install_is_idempotent_keeps_settings_and_uninstall_removes_everything(
 ) -> None:
     import mysql.connector
 
-    from gearsql.bridges.mysql import FUNCTIONS, TABLES, install, uninstall
+    from gearsql.bridges.mysql import FUNCTIONS, TABLES, VIEWS, install, uninstall
 
     install(scratch_dsn, servers="10.0.0.5:4730", timeout="7")
     install(scratch_dsn)  # again, with nothing given: the settings stay
@@ -263,9 +263,10 @@ def test_install_is_idempotent_keeps_settings_and_uninstall_removes_everything(
     try:
         routines, tables = _objects(conn)
         assert set(FUNCTIONS) <= set(routines)
-        assert sorted(tables) == sorted(TABLES)
+        assert sorted(tables) == sorted(TABLES + VIEWS)
         settings = dict(_rows(conn, "SELECT name, value FROM gman_settings"))
-        assert settings == {"servers": "10.0.0.5:4730", "timeout": "7", "poll_interval": "0.05"}
+        assert settings == {"servers": "10.0.0.5:4730", "timeout": "7", "poll_interval": "0.05",
+                            "max_workload": "67107840"}
         assert _one(conn, "SELECT gman_do_background('f', 'kept')") == "outbox:1"
         install(scratch_dsn, timeout="9")
         assert _one(conn, "SELECT value FROM gman_settings WHERE name = 'timeout'") == "9"
