@@ -9,7 +9,14 @@ Settings are keyword arguments with the PostgreSQL settings' names and defaults:
 (the job servers the functions may reach; ``gman_servers_set`` chooses among them),
 ``background_mode`` (``"transactional"``: write a ``gman_outbox`` row in the caller's transaction,
 for the relay to submit after commit; ``"immediate"``: submit at call time and return the job
-handle), ``connect_timeout``, ``timeout`` and ``poll_interval``.
+handle), ``connect_timeout``, ``timeout``, ``poll_interval`` and ``max_workload`` (bytes; a
+longer workload is an error at call time, 0 for no limit; the default fits a job server's
+default maximum packet of 64 MiB).
+
+The relay moves outbox rows that no job server will take (too large, say) into the table
+``gman_outbox_dead`` with the reason; the view ``gman_pipeline`` shows the backlog and the dead
+letters, and ``gman_job_status('outbox:<id>')`` tells whether a row is pending, dead or
+submitted.
 
 Errors: Python's :mod:`sqlite3` turns any exception in a user function into
 ``sqlite3.OperationalError("user-defined function raised exception")``, losing the message. The
@@ -29,9 +36,12 @@ from typing import Any
 
 from gearsql._servers import format_address, parse_servers
 from gearsql.bridges import load_library, udf_module
+from gearsql.protocol import DEFAULT_MAX_PACKET_SIZE
 
 __all__ = [
     "BACKGROUND_MODES",
+    "DEFAULT_MAX_WORKLOAD",
+    "PIPELINE_VIEW",
     "Connection",
     "Cursor",
     "GearmanSQLError",
@@ -42,6 +52,23 @@ __all__ = [
 ]
 
 BACKGROUND_MODES = ("transactional", "immediate")
+
+#: The default of ``max_workload``: a job server's default maximum packet (64 MiB) less room
+#: for the function name, the unique and the header.
+DEFAULT_MAX_WORKLOAD = DEFAULT_MAX_PACKET_SIZE - 1024
+
+#: The state of the pipeline for an administrator: rows waiting in the outbox (how many, the
+#: age of the oldest in seconds) and the dead letters (how many, when the newest died and why).
+PIPELINE_VIEW = (
+    "CREATE VIEW IF NOT EXISTS gman_pipeline AS SELECT"
+    " (SELECT count(*) FROM gman_outbox) AS backlog,"
+    " (SELECT (julianday('now') - julianday(min(created_at))) * 86400.0 FROM gman_outbox)"
+    " AS oldest_age_seconds,"
+    " (SELECT count(*) FROM gman_outbox_dead) AS dead,"
+    " (SELECT max(dead_at) FROM gman_outbox_dead) AS last_dead_at,"
+    " (SELECT group_concat(line, char(10)) FROM (SELECT id || ': ' || reason AS line"
+    " FROM gman_outbox_dead ORDER BY dead_at DESC, id DESC LIMIT 5)) AS last_dead_reasons"
+)
 
 _SCHEMA = "main"
 # Per-connection state: GD, the last error. Keyed by id(conn); the entry is dropped when the
@@ -76,6 +103,7 @@ def register(
     connect_timeout: float = 5.0,
     timeout: float = 60.0,
     poll_interval: float = 0.1,
+    max_workload: int = DEFAULT_MAX_WORKLOAD,
     on_error: Callable[[str], None] | None = None,
 ) -> None:
     """Add every gman_* function to ``conn``.
@@ -91,6 +119,8 @@ def register(
         raise ValueError(f"background_mode must be one of {', '.join(BACKGROUND_MODES)}")
     if connect_timeout <= 0 or timeout <= 0 or poll_interval <= 0:
         raise ValueError("connect_timeout, timeout and poll_interval must be positive")
+    if max_workload < 0:
+        raise ValueError("max_workload must be 0 (no limit) or a number of bytes")
     library = load_library()
     functions = udf_module("functions")
     shim = udf_module("plpy_shim")
@@ -113,6 +143,7 @@ def register(
             "connect_timeout": str(connect_timeout),
             "timeout": str(timeout),
             "poll_interval": str(poll_interval),
+            "max_workload": str(int(max_workload)),
         },
     }
     preamble_key = "gearsql.library"
@@ -176,6 +207,8 @@ def register(
         # first call, as before.
         with contextlib.suppress(sqlite3.Error):
             conn.execute(library._SQL["sqlite"]["outbox_table"])
+            conn.execute(library.SQLITE_DEAD_TABLE)
+            conn.execute(PIPELINE_VIEW)
 
 
 def _aggregate_class(step: Callable[..., Any], final: Callable[..., Any]) -> type:
@@ -314,6 +347,7 @@ def connect(
     connect_timeout: float = 5.0,
     timeout: float = 60.0,
     poll_interval: float = 0.1,
+    max_workload: int = DEFAULT_MAX_WORKLOAD,
     **kwargs: Any,
 ) -> Connection:
     """``sqlite3.connect(database, **kwargs)`` as a :class:`Connection` with the functions
@@ -326,6 +360,7 @@ def connect(
         connect_timeout=connect_timeout,
         timeout=timeout,
         poll_interval=poll_interval,
+        max_workload=max_workload,
     )
     assert isinstance(conn, Connection)
     return conn

@@ -35,6 +35,15 @@ MYSQL_OUTBOX = (
     "workload LONGBLOB NOT NULL, "
     "priority ENUM('high','normal','low') NOT NULL DEFAULT 'normal') ENGINE=InnoDB"
 )
+#: Its dead letters, as the bridge installs them.
+MYSQL_OUTBOX_DEAD = (
+    "CREATE TABLE gman_outbox_dead (id BIGINT UNSIGNED NOT NULL PRIMARY KEY, "
+    "created_at TIMESTAMP(6) NOT NULL, function VARBINARY(512) NOT NULL, "
+    "unique_key VARBINARY(64) NULL, workload LONGBLOB NOT NULL, "
+    "priority ENUM('high','normal','low') NOT NULL DEFAULT 'normal', "
+    "reason VARCHAR(1000) CHARACTER SET utf8mb4 NOT NULL, "
+    "dead_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB"
+)
 
 
 def eventually(check: Any, timeout: float = WAIT, what: str = "condition") -> None:
@@ -101,6 +110,7 @@ class Database:
     kind = ""
     dsn = ""
     table = "gman_outbox"
+    dead_table = "gman_outbox_dead"
 
     def connect(self) -> Any:
         raise NotImplementedError
@@ -133,6 +143,23 @@ class Database:
         conn = self.connect()
         try:
             self.execute(conn, f"DELETE FROM {self.table}")
+            if self.has_dead(conn):
+                self.execute(conn, f"DELETE FROM {self.dead_table}")
+        finally:
+            conn.close()
+
+    def has_dead(self, conn: Any) -> bool:
+        return True
+
+    def dead(self) -> list[tuple[int, bytes, str]]:
+        """(id, function, reason) of every dead letter."""
+        conn = self.connect()
+        try:
+            cursor = conn.cursor()
+            cursor.execute(f"SELECT id, function, reason FROM {self.dead_table} ORDER BY id")
+            rows = [(int(i), bytes(f), str(r)) for i, f, r in cursor.fetchall()]
+            cursor.close()
+            return rows
         finally:
             conn.close()
 
@@ -152,6 +179,7 @@ def _suffix(function: str, priority: str) -> str:
 class Postgres(Database):
     kind = "postgres"
     table = "gearsql.gman_outbox"
+    dead_table = "gearsql.gman_outbox_dead"
 
     def __init__(self, dsn: str) -> None:
         from gearsql.bridges.postgres import install
@@ -189,6 +217,10 @@ class Postgres(Database):
 
 class SQLite(Database):
     kind = "sqlite"
+
+    def has_dead(self, conn: Any) -> bool:
+        return conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'gman_outbox_dead'"
+                            ).fetchone() is not None
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -236,7 +268,9 @@ class MariaDB(Database):
         conn = self.connect()
         try:
             self.execute(conn, "DROP TABLE IF EXISTS gman_outbox")
+            self.execute(conn, "DROP TABLE IF EXISTS gman_outbox_dead")
             self.execute(conn, MYSQL_OUTBOX)
+            self.execute(conn, MYSQL_OUTBOX_DEAD)
         finally:
             conn.close()
 

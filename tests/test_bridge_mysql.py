@@ -255,7 +255,7 @@ def test_install_is_idempotent_keeps_settings_and_uninstall_removes_everything(
 ) -> None:
     import mysql.connector
 
-    from gearsql.bridges.mysql import FUNCTIONS, TABLES, install, uninstall
+    from gearsql.bridges.mysql import FUNCTIONS, TABLES, VIEWS, install, uninstall
 
     install(scratch_dsn, servers="10.0.0.5:4730", timeout="7")
     install(scratch_dsn)  # again, with nothing given: the settings stay
@@ -263,9 +263,10 @@ def test_install_is_idempotent_keeps_settings_and_uninstall_removes_everything(
     try:
         routines, tables = _objects(conn)
         assert set(FUNCTIONS) <= set(routines)
-        assert sorted(tables) == sorted(TABLES)
+        assert sorted(tables) == sorted(TABLES + VIEWS)
         settings = dict(_rows(conn, "SELECT name, value FROM gman_settings"))
-        assert settings == {"servers": "10.0.0.5:4730", "timeout": "7", "poll_interval": "0.05"}
+        assert settings == {"servers": "10.0.0.5:4730", "timeout": "7", "poll_interval": "0.05",
+                            "max_workload": "67107840"}
         assert _one(conn, "SELECT gman_do_background('f', 'kept')") == "outbox:1"
         install(scratch_dsn, timeout="9")
         assert _one(conn, "SELECT value FROM gman_settings WHERE name = 'timeout'") == "9"
@@ -696,3 +697,113 @@ def test_cli_install_and_uninstall_mysql(scratch_dsn: str) -> None:
     assert forced.exit_code == 0, forced.output
     assert _objects(conn) == ([], [])
     conn.close()
+
+
+def test_one_statement_with_30_calls_completes_and_does_not_hold_up_another_session(
+    installed: str, db: Any, admin: Any, relay: Relay, workers: Workers
+) -> None:
+    # Each call of a statement keeps its finished rows locked until the statement ends; the
+    # relay must neither wait for those locks (which made a statement of n calls cost about
+    # n²/2 lock waits) nor make other sessions wait behind them.
+    _set(admin, "timeout", "20")
+    _execute(admin, "DROP TABLE IF EXISTS gman_test_words")
+    _execute(admin, "CREATE TABLE gman_test_words (id INT PRIMARY KEY, v VARCHAR(20))")
+    try:
+        _execute(admin, "INSERT INTO gman_test_words VALUES "
+                 + ", ".join(f"({i}, 'word-{i}')" for i in range(30)))
+        other: dict[str, Any] = {}
+
+        def other_session() -> None:
+            conn = _connect(installed)
+            try:
+                # Once the long statement has finished calls that it still locks.
+                deadline = time.monotonic() + 20
+                while len(workers.seen) < 5 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                other["during"] = len(workers.seen) < 30
+                started = time.monotonic()
+                other["result"] = _one(conn, "SELECT gman_do('reverse', 'other')")
+                other["seconds"] = time.monotonic() - started
+            finally:
+                conn.close()
+
+        started = time.monotonic()
+        thread = threading.Thread(target=other_session)
+        thread.start()
+        rows = _rows(db, "SELECT id, gman_do('record', v) FROM gman_test_words ORDER BY id")
+        elapsed = time.monotonic() - started
+        thread.join(30)
+        assert rows == [(i, b"ok") for i in range(30)]
+        assert sorted(data for _, _, data in workers.seen) == sorted(
+            f"word-{i}".encode() for i in range(30))
+        assert other["result"] == b"rehto"
+        print(f"30 calls in one SELECT: {elapsed:.2f} s; another session's call, made while "
+              f"{'it ran' if other['during'] else 'it had ended'}: {other['seconds']:.2f} s")
+    finally:
+        _execute(admin, "DROP TABLE IF EXISTS gman_test_words")
+
+
+def test_a_workload_above_max_workload_is_an_error_and_leaves_no_row(
+    db: Any, admin: Any
+) -> None:
+    import mysql.connector
+
+    _set(admin, "max_workload", "1000")
+    try:
+        _execute(db, "START TRANSACTION")
+        _one(db, "SELECT gman_do_background('record', REPEAT('x', 1000))")
+        with pytest.raises(mysql.connector.Error,
+                           match=r"gman_do_background_unique: the workload is 2000 bytes, more "
+                                 r"than the max_workload setting \(1000 bytes\)"):
+            _one(db, "SELECT gman_do_background_unique('record', REPEAT('x', 2000), 'u')")
+        db.rollback()
+        with pytest.raises(mysql.connector.Error, match="more than the max_workload setting"):
+            _one(db, "SELECT gman_do('reverse', REPEAT('x', 1001))")
+        assert _outbox(admin) == []
+    finally:
+        _set(admin, "max_workload", "67107840")
+
+
+def test_job_status_and_pipeline_of_outbox_rows(db: Any, admin: Any) -> None:
+    import json
+
+    import mysql.connector
+
+    pending = _one(db, "SELECT gman_do_background('record', 'waits')")
+    dead = _one(db, "SELECT gman_do_background('bigjob', 'refused')")
+    dead_id = int(dead.split(":")[1])
+    # What the relay does with a row no job server takes (tests/test_relay_dead_letters.py).
+    _execute(admin, "INSERT INTO gman_outbox_dead (id, created_at, function, workload, "
+             "priority, reason) SELECT id, created_at, function, workload, priority, "
+             "'the job server refused it: ARGUMENT_TOO_LARGE' FROM gman_outbox WHERE id = %s",
+             (dead_id,))
+    _execute(admin, "DELETE FROM gman_outbox WHERE id = %s", (dead_id,))
+    try:
+        status = json.loads(_one(db, "SELECT gman_job_status(%s)", (pending,)))
+        assert status["state"] == "pending" and status["known"] is True
+        assert status["detail"].startswith("in the outbox since")
+        status = json.loads(_one(db, "SELECT gman_job_status(%s)", (dead,)))
+        assert status["state"] == "dead" and "ARGUMENT_TOO_LARGE" in status["detail"]
+        status = json.loads(_one(db, "SELECT gman_job_status('outbox:999999')"))
+        assert status["state"] == "submitted" and status["known"] is False
+        with pytest.raises(mysql.connector.Error, match="is not an outbox:<id> handle"):
+            _one(db, "SELECT gman_job_status('H:host:1')")
+        backlog, age, dead_count, _, reasons = _rows(admin, "SELECT * FROM gman_pipeline")[0]
+        assert (backlog, dead_count) == (1, 1) and age >= 0
+        assert reasons == f"{dead_id}: the job server refused it: ARGUMENT_TOO_LARGE"
+    finally:
+        _execute(admin, "DELETE FROM gman_outbox_dead")
+
+
+def test_installing_again_adds_the_dead_letters_and_max_workload(
+    installed: str, admin: Any
+) -> None:
+    from gearsql.bridges.mysql import install
+
+    _execute(admin, "DROP VIEW gman_pipeline")
+    _execute(admin, "DROP TABLE gman_outbox_dead")
+    _execute(admin, "DELETE FROM gman_settings WHERE name = 'max_workload'")
+    install(installed)
+    assert _one(admin, "SELECT value FROM gman_settings WHERE name = 'max_workload'") == "67107840"
+    assert _one(admin, "SELECT COUNT(*) FROM gman_outbox_dead") == 0
+    assert _rows(admin, "SELECT backlog, dead FROM gman_pipeline") == [(0, 0)]

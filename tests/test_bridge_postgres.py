@@ -213,9 +213,9 @@ def test_gman_sum_runs_the_tasks_of_100_rows_concurrently(db: Session, workers: 
 def test_job_status_of_a_queued_job(db: Session, server: ServerProcess) -> None:
     handle = db.one("SELECT gman_do_background('nobody_works_this', 'x')")
     row = db.conn.execute("SELECT * FROM gman_job_status(%s)", (handle,)).fetchone()
-    assert row == (True, False, 0, 0)
+    assert row == (True, False, 0, 0, "queued", f"{server.host}:{server.port}")
     row = db.conn.execute("SELECT * FROM gman_job_status('H:nowhere:1')").fetchone()
-    assert row == (False, False, None, None)
+    assert row == (False, False, None, None, "unknown", None)
 
 
 @pytest.mark.parametrize(
@@ -386,3 +386,123 @@ def test_servers_set_chooses_among_the_allowed(db: Session, workers: Workers,
                                                server: ServerProcess) -> None:
     assert db.one("SELECT gman_servers_set(%s)", (f"{server.host}:{server.port}",)) is True
     assert db.one("SELECT gman_do('reverse', 'chosen')") == "nesohc"
+
+
+def test_a_workload_above_max_workload_is_an_error_before_the_commit(
+    db: Session, admin: Any, installed: dict[str, str], configure: Any, server: ServerProcess
+) -> None:
+    import psycopg
+
+    schema = installed["schema"]
+    configure("max_workload", "1000")
+    try:
+        for mode in ("transactional", "immediate"):
+            configure("background_mode", mode)
+            with pytest.raises(psycopg.Error,
+                               match=r"gman_do_background: the workload is 2000 bytes, more "
+                                     r"than the max_workload setting \(1000 bytes\)"):
+                with db.conn.transaction():
+                    db.one("SELECT gman_do_background('record', repeat('x', 1000))")
+                    db.one("SELECT gman_do_background('record', repeat('x', 2000))")
+        with pytest.raises(psycopg.Error, match="more than the max_workload setting"):
+            db.conn.execute("SELECT gman_do('reverse', repeat('x', 1001))")
+        # Nothing of the failed transactions stays.
+        assert admin.execute(f'SELECT count(*) FROM "{schema}".gman_outbox').fetchone()[0] == 0
+    finally:
+        configure("max_workload", "67107840")
+
+
+def test_a_job_above_the_servers_packet_limit_says_so_not_cannot_reach(
+    db: Session, configure: Any, tmp_path: Path
+) -> None:
+    import psycopg
+
+    small = ServerProcess("gearsql", tmp_path / "small.log",
+                          ["--store", "memory", "--max-packet-size", "65536"]).start()
+    try:
+        configure("servers", f"{small.host}:{small.port}")
+        for call in ("gman_do", "gman_do_background"):
+            with pytest.raises(psycopg.Error, match="maximum packet size") as caught:
+                db.conn.execute(f"SELECT {call}('reverse', repeat('x', 2000000))")
+            assert "cannot reach" not in str(caught.value)
+    finally:
+        small.stop()
+
+
+def test_job_status_of_an_outbox_row_is_pending_dead_or_submitted(
+    db: Session, admin: Any, installed: dict[str, str], configure: Any
+) -> None:
+    schema = installed["schema"]
+    configure("background_mode", "transactional")
+    try:
+        pending = db.one("SELECT gman_do_background('record', 'waits')")
+        dead = db.one("SELECT gman_do_background('bigjob', 'refused')")
+        dead_id = int(dead.split(":")[1])
+        # What the relay does with a row no job server takes (tests/test_relay_dead_letters.py).
+        admin.execute(
+            f'INSERT INTO "{schema}".gman_outbox_dead (id, created_at, function, workload, '
+            f"priority, reason) SELECT id, created_at, function, workload, priority, "
+            f"'the job server refused it: ARGUMENT_TOO_LARGE' "
+            f'FROM "{schema}".gman_outbox WHERE id = %s', (dead_id,))
+        admin.execute(f'DELETE FROM "{schema}".gman_outbox WHERE id = %s', (dead_id,))
+
+        def status(handle: str) -> tuple[Any, ...]:
+            return tuple(db.conn.execute(
+                "SELECT known, state, detail FROM gman_job_status(%s)", (handle,)).fetchone())
+
+        known, state, detail = status(pending)
+        assert (known, state) == (True, "pending") and detail.startswith("in the outbox since")
+        known, state, detail = status(dead)
+        assert (known, state) == (False, "dead") and "ARGUMENT_TOO_LARGE" in detail
+        assert status("outbox:999999999")[1] == "submitted"
+        backlog, age, dead_count, _, reasons = db.conn.execute(
+            "SELECT * FROM gman_pipeline()").fetchone()
+        assert (backlog, dead_count) == (1, 1) and age.total_seconds() >= 0
+        assert reasons == [f"{dead_id}: the job server refused it: ARGUMENT_TOO_LARGE"]
+    finally:
+        admin.execute(f'DELETE FROM "{schema}".gman_outbox')
+        admin.execute(f'DELETE FROM "{schema}".gman_outbox_dead')
+
+
+def test_installing_again_upgrades_an_install_without_dead_letters(
+    pg_dsn: str, admin: Any
+) -> None:
+    from gearsql.bridges.postgres import install, uninstall
+
+    suffix = secrets.token_hex(4)
+    schema, role = f"gearsql_upgrade_{suffix}", f"gearsql_upgrade_{suffix}"
+    admin.execute(f'CREATE ROLE "{role}" NOLOGIN')
+    try:
+        install(pg_dsn, schema, role=role)
+        # Make it look like an install from before dead letters and max_workload.
+        s = f'"{schema}"'
+        admin.execute(f"DROP TABLE {s}.gman_outbox_dead")
+        admin.execute(f"DELETE FROM {s}.gman_settings WHERE name = 'max_workload'")
+        admin.execute(f"ALTER TABLE {s}.gman_settings DROP CONSTRAINT gman_settings_name_check")
+        admin.execute(f"ALTER TABLE {s}.gman_settings ADD CONSTRAINT gman_settings_name_check "
+                      "CHECK (name IN ('servers', 'background_mode', 'connect_timeout', "
+                      "'timeout', 'poll_interval'))")
+        admin.execute(f"DROP FUNCTION {s}.gman_job_status(text)")
+        admin.execute(
+            f"CREATE FUNCTION {s}.gman_job_status(handle text, OUT known boolean, OUT running "
+            "boolean, OUT numerator bigint, OUT denominator bigint) LANGUAGE sql "
+            "AS $$ SELECT false, false, NULL::bigint, NULL::bigint $$")
+        admin.execute(f"REVOKE ALL ON FUNCTION {s}.gman_job_status(text) FROM PUBLIC")
+        admin.execute(f'GRANT EXECUTE ON FUNCTION {s}.gman_job_status(text) TO "{role}"')
+        install(pg_dsn, schema)  # again, without --role: the grant must survive
+        assert admin.execute(f"SELECT to_regclass('{s}.gman_outbox_dead') IS NOT NULL"
+                             ).fetchone()[0]
+        assert admin.execute(f"SELECT value FROM {s}.gman_settings WHERE name = 'max_workload'"
+                             ).fetchone()[0] == "67107840"
+        assert admin.execute(
+            f"SELECT has_function_privilege('{role}', '{s}.gman_job_status(text)', 'EXECUTE')"
+        ).fetchone()[0]
+        columns = admin.execute(
+            f"SELECT proargnames FROM pg_proc WHERE oid = '{s}.gman_job_status(text)'::regprocedure"
+        ).fetchone()[0]
+        assert columns[-2:] == ["state", "detail"]
+    finally:
+        uninstall(pg_dsn, schema, force=True)
+        admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        admin.execute(f'DROP OWNED BY "{role}"')
+        admin.execute(f'DROP ROLE "{role}"')

@@ -82,7 +82,8 @@ def test_gman_sum_runs_the_tasks_of_100_rows_concurrently(
 def test_job_status_is_json(db: gsqlite.Connection, address: str) -> None:
     handle = one(db, "SELECT gman_do_background('nobody_works_this', 'x')")
     status = json.loads(str(one(db, "SELECT gman_job_status(?)", (handle,))))
-    assert status == {"known": True, "running": False, "numerator": 0, "denominator": 0}
+    assert status == {"known": True, "running": False, "numerator": 0, "denominator": 0,
+                      "state": "queued", "detail": address}
 
 
 @pytest.mark.parametrize(
@@ -194,3 +195,46 @@ def test_sqlite_utils_cli_has_the_functions(
     assert "kaboom" in failed.stderr
     refused = sqlite_utils(db, "SELECT gman_servers_set('10.1.2.3:4730')", env)
     assert refused.returncode != 0 and "not allowed" in refused.stderr
+
+
+def test_a_workload_above_max_workload_is_an_error_and_rolls_nothing_in(address: str) -> None:
+    conn = gsqlite.connect(":memory:", address, max_workload=1000, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        one(conn, "SELECT gman_do_background('record', ?)", ("x" * 1000,))
+        with pytest.raises(gsqlite.GearmanSQLError,
+                           match=r"gman_do_background: the workload is 2000 bytes, more than "
+                                 r"the max_workload setting \(1000 bytes\)"):
+            one(conn, "SELECT gman_do_background('record', ?)", (b"x" * 2000,))
+        conn.execute("ROLLBACK")
+        assert one(conn, "SELECT count(*) FROM gman_outbox") == 0
+    finally:
+        conn.close()
+    with pytest.raises(ValueError, match="max_workload"):
+        gsqlite.connect(":memory:", address, max_workload=-1)
+
+
+def test_job_status_and_pipeline_of_outbox_rows(address: str, tmp_path: Path) -> None:
+    conn = gsqlite.connect(str(tmp_path / "app.db"), address, isolation_level=None)
+    try:
+        pending = str(one(conn, "SELECT gman_do_background('record', 'waits')"))
+        dead = str(one(conn, "SELECT gman_do_background('bigjob', 'refused')"))
+        dead_id = int(dead.split(":")[1])
+        # What the relay does with a row no job server takes (tests/test_relay_dead_letters.py).
+        conn.execute("INSERT INTO gman_outbox_dead (id, created_at, function, workload, "
+                     "priority, reason) SELECT id, created_at, function, workload, priority, "
+                     "'the job server refused it' FROM gman_outbox WHERE id = ?", (dead_id,))
+        conn.execute("DELETE FROM gman_outbox WHERE id = ?", (dead_id,))
+        status = json.loads(str(one(conn, "SELECT gman_job_status(?)", (pending,))))
+        assert status["state"] == "pending" and status["known"] is True
+        status = json.loads(str(one(conn, "SELECT gman_job_status(?)", (dead,))))
+        assert status["state"] == "dead"
+        assert status["detail"].startswith("the job server refused it (moved to")
+        status = json.loads(str(one(conn, "SELECT gman_job_status('outbox:12345')")))
+        assert status["state"] == "submitted"
+        backlog, age, dead_count, _, reasons = conn.execute(
+            "SELECT * FROM gman_pipeline").fetchone()
+        assert (backlog, dead_count, reasons) == (1, 1, f"{dead_id}: the job server refused it")
+        assert age >= 0
+    finally:
+        conn.close()

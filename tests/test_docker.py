@@ -73,6 +73,8 @@ def parse_gearsql(args: list[str]) -> str:
     path: list[str] = []
     rest = list(args)
     while isinstance(command, click.Group):
+        if command.invoke_without_command and path and (not rest or rest[0].startswith("-")):
+            break  # a group that runs itself without a subcommand (`gearsql relay --dsn ...`)
         if not rest:
             raise click.UsageError(f"'gearsql {' '.join(path)}' needs a subcommand")
         name, *rest = rest

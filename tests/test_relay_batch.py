@@ -10,12 +10,19 @@ import pytest
 
 import gearsql.relay.batch
 from gearsql.client import Priority
-from gearsql.errors import ConnectionLost, InvalidArgument, JobTimeout
+from gearsql.errors import (
+    ConnectionLost,
+    InvalidArgument,
+    JobTimeout,
+    ServerError,
+    ServerUnavailable,
+)
 from gearsql.relay import Source, open_source
 from gearsql.relay.batch import (
     MAX_PREFIX,
     Outage,
     OutboxRow,
+    Strikes,
     check_unique_prefix,
     default_unique_prefix,
     row_from_values,
@@ -100,6 +107,50 @@ def test_settling_keeps_unconfirmed_rows_and_drops_impossible_ones() -> None:
     assert settlement.finished == [1, 3]
 
 
+def test_a_server_refusal_that_retrying_cannot_change_makes_a_row_dead() -> None:
+    rows = [row(1), row(2), row(3)]
+    settlement = settle(rows, [ServerError("ARGUMENT_TOO_LARGE", "packet too large"),
+                               ServerError("QUEUE_ERROR", "queue full"), ConnectionLost("x")],
+                        Strikes())
+    assert [(id_, reason.split(":")[0]) for id_, reason in settlement.dead] == [
+        (1, "the job server refused it")]
+    assert "ARGUMENT_TOO_LARGE packet too large (1 bytes of workload)" in settlement.dead[0][1]
+    assert [r.id for r, _ in settlement.failed] == [2, 3]
+    assert settlement.finished == [1]
+
+
+def test_a_batch_that_lost_its_connection_is_tried_one_row_at_a_time() -> None:
+    strikes = Strikes(limit=3)
+    lost = ConnectionLost("connection reset by peer")
+    settle([row(1), row(2), row(3)], [lost, lost, lost], strikes)
+    assert strikes.isolating and strikes.suspects == {1, 2, 3}
+    assert settle([row(1)], ["H:1"], strikes).done == [1]
+    # Row 2 breaks the connection whenever it goes alone: dead at the third time.
+    for _ in range(2):
+        assert settle([row(2)], [lost], strikes).refused == []
+    # A server that is down (no connection at all) is no strike against the row.
+    assert settle([row(2)], [ServerUnavailable("refused")], strikes).refused == []
+    dead = settle([row(2)], [lost], strikes)
+    assert [id_ for id_, _ in dead.dead] == [2]
+    assert "closed the connection each of the 3 times" in dead.dead[0][1]
+    assert strikes.isolating  # row 3 is still to be tried alone
+    assert settle([row(3)], ["H:3"], strikes).done == [3]
+    assert not strikes.isolating and strikes.counts == {}
+
+
+def test_isolating_ends_when_the_suspects_went_elsewhere() -> None:
+    strikes = Strikes()
+    lost = ConnectionLost("gone")
+    settle([row(5), row(6)], [lost, lost], strikes)
+    strikes.claimed([7])  # another relay took 5 and 6
+    assert not strikes.isolating
+
+
+def test_a_refusal_explains_the_lost_connection_of_the_others() -> None:
+    strikes = Strikes()
+    settle([row(1), row(2)], [ServerError("ARGUMENT_TOO_LARGE", ""), ConnectionLost("x")],
+           strikes)
+    assert not strikes.isolating
 def test_an_unconfirmed_submission_is_described_in_one_line() -> None:
     assert describe_error(asyncio.CancelledError()) == "stopped before the job server confirmed"
     assert describe_error(TimeoutError()) == "no JOB_CREATED in time"

@@ -32,6 +32,9 @@ DEFAULTS = {
     "connect_timeout": "5",
     "timeout": "60",
     "poll_interval": "0.1",
+    # The job server's default maximum packet (64 MiB) less room for the function name, the
+    # unique and the header.
+    "max_workload": "67107840",
 }
 BACKGROUND_MODES = ("transactional", "immediate")
 DEFAULT_PORT = 4730
@@ -39,6 +42,16 @@ DEFAULT_PORT = 4730
 _STATE = "gearsql.state"
 _STATIC_SETTINGS = "gearsql.static_settings"
 _DIALECT = "gearsql.dialect"
+
+#: The dead letters of an SQLite outbox: rows no job server will take, moved here by the relay
+#: with the reason (PostgreSQL's ``gman_outbox_dead`` is made by the install).
+SQLITE_DEAD_TABLE = (
+    "CREATE TABLE IF NOT EXISTS gman_outbox_dead ("
+    " id INTEGER PRIMARY KEY, created_at TEXT NOT NULL,"
+    " function BLOB NOT NULL, unique_key BLOB, workload BLOB NOT NULL, priority TEXT NOT NULL,"
+    " reason TEXT NOT NULL,"
+    " dead_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))"
+)
 
 # SQL the library runs through plpy, per database. {schema} is the quoted schema name.
 _SQL = {
@@ -48,6 +61,8 @@ _SQL = {
         "outbox": "SELECT {schema}._gman_outbox_insert($1, $2, $3, $4) AS id",
         "outbox_types": ["bytea", "bytea", "bytea", "text"],
         "statement": "SELECT statement_timestamp()::text AS mark",
+        "outbox_state": "SELECT state, detail FROM {schema}._gman_outbox_state($1)",
+        "outbox_state_types": ["bigint"],
     },
     "sqlite": {
         "interrupts": "SELECT 1",
@@ -63,6 +78,20 @@ _SQL = {
             " VALUES (?, ?, ?, ?) RETURNING id"
         ),
         "outbox_types": [],
+        "outbox_state": (
+            "SELECT 'pending' AS state, 'in the outbox since ' || created_at AS detail"
+            " FROM gman_outbox WHERE id = ?"
+        ),
+        "dead_state": (
+            "SELECT 'dead' AS state,"
+            " reason || ' (moved to gman_outbox_dead at ' || dead_at || ')' AS detail"
+            " FROM gman_outbox_dead WHERE id = ?"
+        ),
+        "tables": (
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+            " AND name IN ('gman_outbox', 'gman_outbox_dead')"
+        ),
+        "outbox_state_types": [],
     },
 }
 
@@ -130,6 +159,19 @@ def _workload(plpy, name, workload):
     return _as_bytes(workload)
 
 
+def _check_size(plpy, GD, schema, name, data, settings):
+    """Refuse a workload above the ``max_workload`` setting before it goes anywhere: a job
+    server would refuse its packet (and close the connection), or the relay could never
+    submit its outbox row."""
+    limit = settings["max_workload"]
+    if limit and len(data) > limit:
+        _fail(plpy, f"{name}: the workload is {len(data)} bytes, more than the max_workload "
+              f"setting ({limit} bytes)",
+              hint="a job server refuses a packet above its maximum size; pass a reference to "
+              "the data (a key, a path) instead, or an administrator raises max_workload"
+              + _where(GD, schema) + " and the job server's limit together")
+
+
 def _result(plpy, name, data, binary):
     """A worker's result as the SQL function returns it: NULL when empty, bytes for a binary
     workload, text (UTF-8) for a text one."""
@@ -184,6 +226,7 @@ def _settings(plpy, GD, schema):
             "connect_timeout": float(values["connect_timeout"]),
             "timeout": float(values["timeout"]),
             "poll_interval": float(values["poll_interval"]),
+            "max_workload": int(values.get("max_workload") or 0),
         }
     except ValueError as exc:
         _fail(plpy, f"gearsql: bad setting: {exc}",
@@ -462,6 +505,8 @@ def _submit(plpy, GD, schema, settings, name, requests, unique=b""):
             except _Lost as exc:
                 _drop(GD, schema, link)
                 if link.fresh or attempt == 1:
+                    if _reachable(address, settings):
+                        _refused_on_size(plpy, name, link, requests, exc)
                     errors.append(f"{link.name}: {exc}")
                     break
                 # A cached connection that broke before JOB_CREATED: reconnect once.
@@ -471,6 +516,38 @@ def _submit(plpy, GD, schema, settings, name, requests, unique=b""):
     _fail(plpy, f"{name}: cannot reach a job server",
           detail="; ".join(errors),
           hint="check that the job server runs and is listed in the 'servers' setting")
+
+
+def _packet_bytes(requests):
+    """The size of the largest submission packet of ``requests``."""
+    return max(12 + len(function) + len(unique) + len(data) + 2
+               for _token, function, unique, data, _priority, _background in requests)
+
+
+def _reachable(address, settings):
+    """Whether the job server accepts a new connection (it closed ours for another reason
+    than being down)."""
+    try:
+        probe = socket.create_connection(address, timeout=settings["connect_timeout"])
+    except OSError:
+        return False
+    probe.close()
+    return True
+
+
+def _refused_on_size(plpy, name, link, requests, exc):
+    """A job server that is up and closed the connection while taking a job did so because of
+    the job: gearsql's and gearmand's servers close it after a packet above their maximum size
+    (the ERROR before the close is lost when the reset overtakes it). Say so; the caller's
+    generic error follows for small packets, where the size cannot be the cause."""
+    size = _packet_bytes(requests)
+    if size > 1024 * 1024:
+        _fail(plpy, f"{name}: the job server {link.name} closed the connection while taking a "
+              f"job of {size} bytes ({exc}); it is up, so the job is most likely larger than "
+              "its maximum packet size",
+              hint="set the max_workload setting to the job server's limit (gearsql server "
+              "--max-packet-size) to be told before anything is sent; pass a reference to the "
+              "data instead of the data")
 
 
 def _reason(exc):
@@ -496,8 +573,12 @@ def _send_and_confirm(plpy, GD, schema, settings, name, link, requests):
                     link.backlog.append(event)
                 else:
                     _drop(GD, schema, link)
+                    why = ""
+                    if event.code == "ARGUMENT_TOO_LARGE":
+                        why = (f" (a packet of {_packet_bytes(requests)} bytes: more than the "
+                               "server's maximum packet size)")
                     _fail(plpy, f"{name}: the job server {link.name} refused the job: "
-                          f"{event.code} {event.text}".rstrip())
+                          f"{event.code} {event.text}".rstrip() + why)
     except _Timeout:
         _drop(GD, schema, link)
         _fail(plpy, f"{name}: the job server {link.name} did not confirm the job within "
@@ -561,6 +642,7 @@ def do(plpy, GD, schema, name, priority, function, workload, unique=None):
     uq = _unique(plpy, name, unique)
     data = _workload(plpy, name, workload)
     settings = _settings(plpy, GD, schema)
+    _check_size(plpy, GD, schema, name, data, settings)
     link, handles = _submit(
         plpy, GD, schema, settings, name, [(0, fn, uq, data, level, False)], uq
     )
@@ -576,6 +658,7 @@ def do_background(plpy, GD, schema, name, priority, function, workload, unique=N
     uq = _unique(plpy, name, unique)
     data = _workload(plpy, name, workload)
     settings = _settings(plpy, GD, schema)
+    _check_size(plpy, GD, schema, name, data, settings)
     if settings["background_mode"] == "transactional":
         return _outbox(plpy, GD, schema, fn, uq, data, level)
     _link, handles = _submit(
@@ -598,17 +681,50 @@ def _outbox(plpy, GD, schema, function, unique, data, priority):
     return f"outbox:{rows[0]['id']}"
 
 
+def _outbox_status(plpy, GD, schema, name, outbox_id):
+    """The status of ``outbox:<id>``, from the database alone: pending (still in the outbox),
+    dead (in gman_outbox_dead, with the reason), else submitted."""
+    status = {"known": False, "running": False, "numerator": None, "denominator": None,
+              "state": "submitted",
+              "detail": "no longer in the outbox: the relay submitted it (or the transaction "
+              "that wrote it never committed)"}
+    queries = ["outbox_state"]
+    if _dialect(GD) == "sqlite":
+        tables = {row["name"] for row in plpy.execute(_SQL["sqlite"]["tables"])}
+        queries = [query for query, table in (("outbox_state", "gman_outbox"),
+                                              ("dead_state", "gman_outbox_dead"))
+                   if table in tables]
+    for query in queries:
+        key = f"gearsql.plan.{query}.{schema}"
+        plan = GD.get(key)
+        if plan is None:
+            plan = GD[key] = plpy.prepare(
+                _sql(GD, query, schema), _SQL[_dialect(GD)]["outbox_state_types"]
+            )
+        for row in plpy.execute(plan, [outbox_id]):
+            status["state"] = row["state"]
+            status["detail"] = row["detail"]
+            status["known"] = row["state"] == "pending"
+            return status
+    return status
+
+
 def job_status(plpy, GD, schema, handle):
-    """gman_job_status: (known, running, numerator, denominator) of a job handle, asked of each
-    job server in turn until one knows it."""
+    """gman_job_status: (known, running, numerator, denominator, state, detail) of a job
+    handle, asked of each job server in turn until one knows it; ``state`` is ``running``,
+    ``queued`` or ``unknown``. For ``outbox:<id>`` (a transactional background call) the
+    database answers: ``pending``, ``dead`` (``detail``: why) or ``submitted``."""
     name = "gman_job_status"
     if handle is None:
         _fail(plpy, f"{name}: the job handle is NULL")
     raw = _as_bytes(handle)
     if not raw or b"\0" in raw or len(raw) > protocol.MAX_HANDLE:
         _fail(plpy, f"{name}: {handle!r} is not a job handle")
+    if raw.startswith(b"outbox:") and raw[7:].isdigit():
+        return _outbox_status(plpy, GD, schema, name, int(raw[7:]))
     settings = _settings(plpy, GD, schema)
-    status = {"known": False, "running": False, "numerator": None, "denominator": None}
+    status = {"known": False, "running": False, "numerator": None, "denominator": None,
+              "state": "unknown", "detail": None}
     errors = []
     for address in _targets(plpy, GD, schema, settings, name):
         try:
@@ -642,6 +758,8 @@ def job_status(plpy, GD, schema, handle):
                 "running": running == b"1",
                 "numerator": _int_or_none(numerator),
                 "denominator": _int_or_none(denominator),
+                "state": "running" if running == b"1" else "queued",
+                "detail": link.name,
             }
     if errors and len(errors) == len(_targets(plpy, GD, schema, settings, name)):
         _fail(plpy, f"{name}: cannot reach a job server", detail="; ".join(errors))
@@ -700,6 +818,8 @@ def sum_final(plpy, GD, schema, state):
     if not tasks:
         return None
     settings = _settings(plpy, GD, schema)
+    for _fn, data in tasks:
+        _check_size(plpy, GD, schema, name, data, settings)
     normal = protocol.Priority.NORMAL
     requests = [(index, fn, b"", data, normal, False) for index, (fn, data) in enumerate(tasks)]
     link, handles = _submit(plpy, GD, schema, settings, name, requests)

@@ -8,6 +8,9 @@ Objects, all in the installing database:
 
 - ``gman_outbox``: the rows ``gman_do*_background`` write in the caller's transaction. The relay
   submits each one after commit; a rolled-back transaction leaves no row and so no job.
+- ``gman_outbox_dead``: outbox rows no job server will take, moved there by the relay with the
+  reason; the view ``gman_pipeline`` sums up both tables and ``gman_job_status('outbox:<id>')``
+  follows one row.
 - ``gman_settings(name, value)``: the settings (:data:`SETTINGS`). Callers get no privilege on
   it or on any table: every function runs ``SQL SECURITY DEFINER``, as the installing account.
 - ``gman_calls`` and ``gman_results``: how a foreground ``gman_do*`` waits for its result
@@ -47,13 +50,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gearsql._mysqlurl import parse_mysql_url
-from gearsql.protocol import Priority
+from gearsql.protocol import DEFAULT_MAX_PACKET_SIZE, Priority
 
 __all__ = [
     "FUNCTIONS",
     "RELAY_PRIVILEGES",
     "SETTINGS",
     "TABLES",
+    "VIEWS",
     "check_account",
     "connect_config",
     "connector",
@@ -66,6 +70,10 @@ __all__ = [
     "uninstall_statements",
 ]
 
+#: The default of the ``max_workload`` setting: the job server's default maximum packet less
+#: room for the header, the longest function name and unique, and their separators.
+DEFAULT_MAX_WORKLOAD = DEFAULT_MAX_PACKET_SIZE - 1024
+
 #: name -> (default, meaning).
 SETTINGS: dict[str, tuple[str, str]] = {
     "servers": (
@@ -74,10 +82,15 @@ SETTINGS: dict[str, tuple[str, str]] = {
     ),
     "timeout": ("60", "seconds a foreground gman_do* waits for its result"),
     "poll_interval": ("0.05", "seconds between a waiting gman_do*'s checks for its result"),
+    "max_workload": (
+        str(DEFAULT_MAX_WORKLOAD),
+        "bytes: a longer workload is an SQL error at call time (0: no limit); the default "
+        "fits a job server's default maximum packet of 64 MiB",
+    ),
 }
 
 #: The tables the install creates, in creation order.
-TABLES = ("gman_settings", "gman_outbox", "gman_calls", "gman_results")
+TABLES = ("gman_settings", "gman_outbox", "gman_outbox_dead", "gman_calls", "gman_results")
 
 #: The infix of each priority's function names (gman_do, gman_do_high, gman_do_low), in the
 #: order the functions are created.
@@ -99,11 +112,16 @@ for _infix in _PRIORITIES:
         ("function", "workload", "unique"), "VARCHAR(32) CHARACTER SET ascii"
     )
 FUNCTIONS["gman_servers_set"] = (("servers",), "TEXT CHARACTER SET utf8mb4")
+FUNCTIONS["gman_job_status"] = (("handle",), "TEXT CHARACTER SET utf8mb4")
+
+#: Views (callers granted the functions may read them).
+VIEWS = ("gman_pipeline",)
 
 #: Table -> privileges the relay's account gets (``relay_account``): it submits and deletes
 #: outbox rows, reads the calls waiting (uncommitted) and writes their results.
 RELAY_PRIVILEGES: dict[str, str] = {
     "gman_outbox": "SELECT, UPDATE, DELETE",
+    "gman_outbox_dead": "SELECT, INSERT",
     "gman_settings": "SELECT",
     "gman_calls": "SELECT",
     "gman_results": "SELECT, INSERT, UPDATE, DELETE",
@@ -191,6 +209,16 @@ _TABLE_SQL = {
     workload LONGBLOB NOT NULL,
     priority ENUM('high','normal','low') NOT NULL DEFAULT 'normal'
 ) ENGINE=InnoDB COMMENT='gearsql: background jobs the relay submits once committed'""",
+    "gman_outbox_dead": """CREATE TABLE IF NOT EXISTS gman_outbox_dead (
+    id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+    created_at TIMESTAMP(6) NOT NULL,
+    function VARBINARY(512) NOT NULL,
+    unique_key VARBINARY(64) NULL,
+    workload LONGBLOB NOT NULL,
+    priority ENUM('high','normal','low') NOT NULL DEFAULT 'normal',
+    reason VARCHAR(1000) CHARACTER SET utf8mb4 NOT NULL,
+    dead_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
+) ENGINE=InnoDB COMMENT='gearsql: outbox rows no job server will take, and why'""",
     "gman_calls": """CREATE TABLE IF NOT EXISTS gman_calls (
     id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY,
     created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
@@ -218,6 +246,7 @@ _CHECK = """CREATE OR REPLACE PROCEDURE _gman_check(
     {head}
 BEGIN
     DECLARE v_message VARCHAR(512) CHARACTER SET utf8mb4 DEFAULT NULL;
+    DECLARE v_limit BIGINT DEFAULT _gman_setting('max_workload');
     IF p_function IS NULL THEN
         SET v_message = CONCAT(p_caller, ': the function name is NULL');
     ELSEIF LENGTH(p_function) = 0 THEN
@@ -230,6 +259,10 @@ BEGIN
                                'the protocol''s separator');
     ELSEIF p_workload IS NULL THEN
         SET v_message = CONCAT(p_caller, ': the workload is NULL');
+    ELSEIF v_limit > 0 AND LENGTH(p_workload) > v_limit THEN
+        SET v_message = CONCAT(p_caller, ': the workload is ', LENGTH(p_workload),
+            ' bytes, more than the max_workload setting (', v_limit,
+            ' bytes): a job server refuses a packet above its maximum size');
     ELSEIF LENGTH(p_unique) > 64 THEN
         SET v_message = CONCAT(p_caller, ': the unique id is longer than 64 bytes (',
                                LENGTH(p_unique), ' bytes)');
@@ -257,7 +290,7 @@ BEGIN
     END IF;
     IF p_name <> 'servers' AND NOT v_value REGEXP '^[0-9]+([.][0-9]+)?$' THEN
         SET v_message = CONCAT('gearsql: bad setting ', p_name, '=', v_value,
-                               ' in gman_settings (a number of seconds)');
+                               ' in gman_settings (a number)');
         SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
     END IF;
     RETURN v_value;
@@ -371,6 +404,47 @@ _LOCK_NAME = """CREATE OR REPLACE FUNCTION _gman_lock_name(
     DETERMINISTIC NO SQL SQL SECURITY DEFINER
     COMMENT 'gearsql: the named lock of a foreground call (see gearsql.bridges.mysql.lock_name)'
 RETURN CONCAT('gearsql.', LEFT(SHA1(DATABASE()), 16), '.', p_kind, '.', p_id)"""
+
+_JOB_STATUS = """CREATE OR REPLACE FUNCTION gman_job_status(`handle` TEXT CHARACTER SET utf8mb4)
+    RETURNS TEXT CHARACTER SET utf8mb4
+    {head}
+BEGIN
+    DECLARE v_id BIGINT UNSIGNED;
+    DECLARE v_detail TEXT CHARACTER SET utf8mb4 DEFAULT NULL;
+    DECLARE v_message VARCHAR(512) CHARACTER SET utf8mb4;
+    DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_detail = NULL;
+    IF `handle` IS NULL OR NOT `handle` REGEXP '^outbox:[0-9]{{1,19}}$' THEN
+        SET v_message = CONCAT('gman_job_status: ',
+            QUOTE(LEFT(`handle`, 100)),
+            ' is not an outbox:<id> handle (MariaDB asks no job server; ask the job server ',
+            'itself, e.g. gearsql status)');
+        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+    END IF;
+    SET v_id = CAST(SUBSTRING(`handle`, 8) AS UNSIGNED);
+    SELECT CONCAT('in the outbox since ', created_at) INTO v_detail
+        FROM gman_outbox WHERE id = v_id;
+    IF v_detail IS NOT NULL THEN
+        RETURN JSON_OBJECT('known', JSON_EXTRACT('true', '$'),
+            'running', JSON_EXTRACT('false', '$'), 'numerator', NULL, 'denominator', NULL,
+            'state', 'pending', 'detail', v_detail);
+    END IF;
+    SELECT CONCAT(reason, ' (moved to gman_outbox_dead at ', dead_at, ')') INTO v_detail
+        FROM gman_outbox_dead WHERE id = v_id;
+    RETURN JSON_OBJECT('known', JSON_EXTRACT('false', '$'),
+        'running', JSON_EXTRACT('false', '$'), 'numerator', NULL, 'denominator', NULL,
+        'state', IF(v_detail IS NULL, 'submitted', 'dead'),
+        'detail', COALESCE(v_detail, CONCAT('no longer in the outbox: the relay submitted it ',
+                                            '(or the transaction that wrote it never committed)')));
+END"""
+
+_PIPELINE = """CREATE OR REPLACE SQL SECURITY DEFINER VIEW gman_pipeline AS SELECT
+    (SELECT COUNT(*) FROM gman_outbox) AS backlog,
+    (SELECT TIMESTAMPDIFF(MICROSECOND, MIN(created_at), NOW(6)) / 1000000 FROM gman_outbox)
+        AS oldest_age_seconds,
+    (SELECT COUNT(*) FROM gman_outbox_dead) AS dead,
+    (SELECT MAX(dead_at) FROM gman_outbox_dead) AS last_dead_at,
+    (SELECT GROUP_CONCAT(CONCAT(id, ': ', reason) ORDER BY dead_at DESC, id DESC
+                         SEPARATOR '\n' LIMIT 5) FROM gman_outbox_dead) AS last_dead_reasons"""
 
 _OUTBOX_INSERT = """CREATE OR REPLACE FUNCTION _gman_outbox_insert(
     p_caller VARCHAR(64) CHARACTER SET ascii, p_function LONGBLOB, p_workload LONGBLOB,
@@ -497,14 +571,20 @@ def _public_function(name: str) -> str:
 def _routines() -> list[str]:
     """Every CREATE OR REPLACE of a routine, callees first."""
     return [
-        _CHECK.format(head=_head("CONTAINS SQL", "gearsql: checks a gman_* call's arguments")),
         _SETTING.format(head=_head("READS SQL DATA", "gearsql: one setting of gman_settings")),
+        _CHECK.format(head=_head("READS SQL DATA", "gearsql: checks a gman_* call's arguments")),
         _SERVER.format(),
         _SERVERS.format(),
         _LOCK_NAME,
         _OUTBOX_INSERT.format(head=_head("MODIFIES SQL DATA", "gearsql: one gman_outbox row")),
         _CALL.format(head=_head("MODIFIES SQL DATA", "gearsql: one foreground call")),
-        *(_public_function(name) for name in FUNCTIONS if name != "gman_servers_set"),
+        *(_public_function(name) for name in FUNCTIONS
+          if name not in ("gman_servers_set", "gman_job_status")),
+        _JOB_STATUS.format(head=_head(
+            "READS SQL DATA",
+            "gearsql: pending, dead (with the reason) or submitted, of an outbox:<id> handle, "
+            "as JSON",
+        )),
         _SERVERS_SET.format(head=_head(
             "READS SQL DATA",
             "gearsql: checks a job server list against the allowed ones and returns it; "
@@ -546,12 +626,17 @@ def install_statements(
                 f"UPDATE gman_settings SET value = {_literal(value)} WHERE name = {_literal(name)}"
             )
     statements += _routines()
+    statements.append(_PIPELINE)
     for account in accounts:
         for name in FUNCTIONS:
             statements.append(f"GRANT EXECUTE ON FUNCTION {name} TO {account}")
+        for view in VIEWS:
+            statements.append(f"GRANT SELECT ON TABLE {view} TO {account}")
     if relay is not None:
         for table, privileges in RELAY_PRIVILEGES.items():
             statements.append(f"GRANT {privileges} ON TABLE {table} TO {relay}")
+        for view in VIEWS:
+            statements.append(f"GRANT SELECT ON TABLE {view} TO {relay}")
     return statements
 
 
@@ -573,8 +658,9 @@ def uninstall_statements(force: bool = False) -> list[str]:
             "    END IF;\n"
             "END"
         )
-    statements.append("DROP FUNCTION IF EXISTS gman_servers_set")
-    for name in reversed([name for name in FUNCTIONS if name != "gman_servers_set"]):
+    for view in VIEWS:
+        statements.append(f"DROP VIEW IF EXISTS {view}")
+    for name in reversed(list(FUNCTIONS)):
         statements.append(f"DROP FUNCTION IF EXISTS {name}")
     for kind, name in reversed(_INTERNAL):
         statements.append(f"DROP {kind} IF EXISTS {name}")
@@ -623,6 +709,12 @@ def _install_header() -> str:
     for name, (params, returns) in FUNCTIONS.items():
         lines.append(f"--   {name}({', '.join(params)}) -> {returns.split()[0]}")
     lines += [
+        "--",
+        "-- Outbox rows no job server will take (too large, say) are moved by the relay into",
+        "-- gman_outbox_dead with the reason. The view gman_pipeline (SELECT for --grant-to",
+        "-- accounts) shows the backlog (rows, the oldest one's age) and the dead letters",
+        "-- (how many, the newest reasons); gman_job_status('outbox:<id>') says whether a",
+        "-- row is pending, dead or submitted.",
         "--",
         "-- Settings (gman_settings; only the installing account changes them, e.g.",
         "--     UPDATE gman_settings SET value = '10.0.0.5:4730' WHERE name = 'servers';",

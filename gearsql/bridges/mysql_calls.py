@@ -206,10 +206,12 @@ class _CallServer:
             conn = self.connect()
             conn.autocommit = True
             cursor = conn.cursor()
-            # The callers' rows are never committed: read them uncommitted. Deletes that meet
-            # a caller's row lock give up soon and are tried again next round.
+            # The callers' rows are never committed: read them uncommitted. A delete that
+            # meets a caller's row lock gives up at once (0 s: MariaDB's NOWAIT) and is tried
+            # again in a later round: one round serves every session, so it must never wait
+            # for one of them.
             cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED")
-            cursor.execute("SET SESSION innodb_lock_wait_timeout = 1")
+            cursor.execute("SET SESSION innodb_lock_wait_timeout = 0")
             cursor.execute("SELECT @@max_allowed_packet")
             self.max_packet = int(cursor.fetchone()[0])
             cursor.close()
@@ -306,12 +308,22 @@ class _CallServer:
 
     def _db_forget(self, call_id: int) -> bool:
         """Delete the result of a call whose caller is gone and release its locks; False while
-        the caller's statement still holds the row (it deleted it but has not ended)."""
+        the row is locked by a caller's statement that has not ended (tried next round).
+
+        A caller deletes its result itself, inside its statement, and that statement keeps the
+        row locked until it ends: a ``SELECT id, gman_do(...) FROM t`` of n rows holds n-1
+        finished results while its last call waits. Read uncommitted, such a result is gone
+        already, so it needs no delete and no lock wait; only a result its caller never took
+        (it timed out or was killed) is deleted here.
+        """
         import mysql.connector
 
         cursor = self._cursor()
         try:
-            cursor.execute(f"DELETE FROM {self.results} WHERE call_id = %s", (call_id,))
+            cursor.execute(f"SELECT COUNT(*) FROM {self.results} WHERE call_id = %s", (call_id,))
+            (left,) = cursor.fetchone()
+            if left:
+                cursor.execute(f"DELETE FROM {self.results} WHERE call_id = %s", (call_id,))
         except mysql.connector.Error as exc:
             if exc.errno != _LOCK_WAIT_TIMEOUT:
                 raise

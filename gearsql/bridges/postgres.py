@@ -13,6 +13,9 @@ Objects, all in one schema (default ``gearsql``):
   only choose among them, so no SQL user can make the database open sockets elsewhere.
 - ``gman_outbox``: the rows ``gman_do*_background`` writes in transactional mode, each followed by
   ``NOTIFY gearsql_outbox`` with the schema name as payload (the relay drains it).
+- ``gman_outbox_dead``: outbox rows no job server will ever take (too large, a name or unique
+  the protocol cannot carry), moved there by the relay with the reason, in the transaction that
+  deletes them from the outbox. ``gman_pipeline()`` sums up both tables for an administrator.
 - the functions and the ``gman_sum`` aggregate; EXECUTE revoked from PUBLIC and granted to
   ``--role``.
 """
@@ -24,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gearsql.bridges import library_package, library_sources, load_library, udf_module
+from gearsql.protocol import DEFAULT_MAX_PACKET_SIZE
 
 __all__ = [
     "DEFAULT_SCHEMA",
@@ -36,6 +40,9 @@ __all__ = [
 ]
 
 DEFAULT_SCHEMA = "gearsql"
+#: The default of the ``max_workload`` setting: the job server's default maximum packet less
+#: room for the header, the longest function name and unique, and their separators.
+DEFAULT_MAX_WORKLOAD = DEFAULT_MAX_PACKET_SIZE - 1024
 NOTIFY_CHANNEL = "gearsql_outbox"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 _DOLLAR_TAG = "$gearsql$"
@@ -52,6 +59,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "connect_timeout": ("5", "seconds to connect to a job server"),
     "timeout": ("60", "seconds a call waits for a job server's answer or a foreground result"),
     "poll_interval": ("0.1", "seconds between checks for a query cancel while waiting"),
+    "max_workload": (
+        str(DEFAULT_MAX_WORKLOAD),
+        "bytes: a longer workload is an SQL error at call time (0: no limit); the default fits "
+        "a job server's default maximum packet of 64 MiB",
+    ),
 }
 
 
@@ -124,7 +136,7 @@ def _function_sql(schema: str, entry: dict[str, Any], key: str, load: str) -> li
         args = ", ".join(f"{_ident(name)} {sql}" for name, sql in params)
         if returns == "status":
             args += (", OUT known boolean, OUT running boolean, OUT numerator bigint,"
-                     " OUT denominator bigint")
+                     " OUT denominator bigint, OUT state text, OUT detail text")
             result = "record"
         else:
             result = returns
@@ -135,6 +147,41 @@ def _function_sql(schema: str, entry: dict[str, Any], key: str, load: str) -> li
     return statements
 
 
+def _drop_old_job_status(schema: str) -> str:
+    """A DO block that drops a ``gman_job_status`` of an older install, whose result had no
+    ``state`` and ``detail`` (CREATE OR REPLACE cannot change a result type), remembering who
+    was granted EXECUTE on it for :func:`_regrant_job_status`."""
+    return (
+        "DO $do$\nDECLARE\n    old record;\n    grantees text := '';\nBEGIN\n"
+        "    FOR old IN SELECT p.oid::regprocedure AS signature, p.proacl, p.proowner\n"
+        "               FROM pg_proc AS p\n"
+        f"               WHERE p.pronamespace = {_literal(schema)}::regnamespace\n"
+        "                 AND p.proname = 'gman_job_status'\n"
+        "                 AND NOT 'state' = ANY(coalesce(p.proargnames, '{}'::text[]))\n"
+        "    LOOP\n"
+        "        SELECT grantees\n"
+        "               || coalesce(string_agg(a.grantee::regrole::text || E'\\n', ''), '')\n"
+        "          INTO grantees FROM aclexplode(old.proacl) AS a\n"
+        "         WHERE a.privilege_type = 'EXECUTE' AND a.grantee <> 0\n"
+        "           AND a.grantee <> old.proowner;\n"
+        "        EXECUTE format('DROP FUNCTION %s', old.signature);\n"
+        "    END LOOP;\n"
+        "    PERFORM set_config('gearsql.regrant', grantees, true);\nEND\n$do$;"
+    )
+
+
+def _regrant_job_status(schema: str) -> str:
+    return (
+        "DO $do$\nDECLARE\n    grantee text;\nBEGIN\n"
+        "    FOREACH grantee IN ARRAY string_to_array(\n"
+        "        rtrim(coalesce(current_setting('gearsql.regrant', true), ''), E'\\n'), E'\\n')\n"
+        "    LOOP\n"
+        "        EXECUTE format('GRANT EXECUTE ON FUNCTION %s.gman_job_status(text) TO %s',\n"
+        f"                       {_literal(_ident(schema))}, grantee);\n"
+        "    END LOOP;\nEND\n$do$;"
+    )
+
+
 def _all_functions(schema: str) -> list[tuple[str, str]]:
     """(kind, qualified signature) of every function and aggregate, for GRANT and DROP."""
     functions = udf_module("functions")
@@ -142,6 +189,8 @@ def _all_functions(schema: str) -> list[tuple[str, str]]:
         ("FUNCTION", f"{_ident(schema)}._gman_settings()"),
         ("FUNCTION", f"{_ident(schema)}._gman_outbox_insert(bytea, bytea, bytea, text)"),
         ("FUNCTION", f"{_ident(schema)}._gman_load()"),
+        ("FUNCTION", f"{_ident(schema)}._gman_outbox_state(bigint)"),
+        ("FUNCTION", f"{_ident(schema)}.gman_pipeline()"),
     ]
     for entry in functions.FUNCTIONS:
         for params, _ in _signatures(entry):
@@ -197,6 +246,13 @@ def install_sql(
         f"    name text PRIMARY KEY CHECK (name IN ({', '.join(map(_literal, SETTINGS))})),\n"
         "    value text NOT NULL\n);",
         f"REVOKE ALL ON TABLE {s}.gman_settings FROM PUBLIC;",
+    ]
+    # An install made before a setting existed has a CHECK without its name: replace it.
+    names = ", ".join(map(_literal, SETTINGS))
+    parts += [
+        f"ALTER TABLE {s}.gman_settings DROP CONSTRAINT IF EXISTS gman_settings_name_check;",
+        f"ALTER TABLE {s}.gman_settings ADD CONSTRAINT gman_settings_name_check "
+        f"CHECK (name IN ({names}));",
         f"INSERT INTO {s}.gman_settings (name, value) VALUES\n"
         + ",\n".join(f"    ({_literal(name)}, {_literal(default)})"
                      for name, (default, _) in SETTINGS.items())
@@ -223,6 +279,42 @@ def install_sql(
         ");",
         f"REVOKE ALL ON TABLE {s}.gman_outbox FROM PUBLIC;",
         f"REVOKE ALL ON SEQUENCE {s}.gman_outbox_id_seq FROM PUBLIC;",
+        f"CREATE TABLE IF NOT EXISTS {s}.gman_outbox_dead (\n"
+        "    id bigint PRIMARY KEY,\n"
+        "    created_at timestamptz NOT NULL,\n"
+        "    function bytea NOT NULL,\n"
+        "    unique_key bytea,\n"
+        "    workload bytea NOT NULL,\n"
+        "    priority text NOT NULL,\n"
+        "    reason text NOT NULL,\n"
+        "    dead_at timestamptz NOT NULL DEFAULT now()\n"
+        ");",
+        f"REVOKE ALL ON TABLE {s}.gman_outbox_dead FROM PUBLIC;",
+        f"COMMENT ON TABLE {s}.gman_outbox_dead IS "
+        f"{_literal('gearsql: outbox rows no job server will take, and why')};",
+        f"CREATE OR REPLACE FUNCTION {s}._gman_outbox_state(p_id bigint)\n"
+        "RETURNS TABLE (state text, detail text) LANGUAGE sql STABLE SECURITY DEFINER\n"
+        "SET search_path = pg_catalog, pg_temp AS $$\n"
+        "    SELECT 'pending', 'in the outbox since ' || o.created_at::text\n"
+        f"    FROM {s}.gman_outbox AS o WHERE o.id = p_id\n"
+        "    UNION ALL\n"
+        "    SELECT 'dead',\n"
+        "           d.reason || ' (moved to gman_outbox_dead at ' || d.dead_at::text || ')'\n"
+        f"    FROM {s}.gman_outbox_dead AS d WHERE d.id = p_id\n$$;",
+        f"CREATE OR REPLACE FUNCTION {s}.gman_pipeline()\n"
+        "RETURNS TABLE (backlog bigint, oldest_age interval, dead bigint, last_dead_at "
+        "timestamptz, last_dead_reasons text[])\n"
+        "LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$\n"
+        f"    SELECT (SELECT count(*) FROM {s}.gman_outbox),\n"
+        f"           (SELECT now() - min(created_at) FROM {s}.gman_outbox),\n"
+        f"           (SELECT count(*) FROM {s}.gman_outbox_dead),\n"
+        f"           (SELECT max(dead_at) FROM {s}.gman_outbox_dead),\n"
+        "           ARRAY(SELECT d.id || ': ' || d.reason\n"
+        f"                 FROM {s}.gman_outbox_dead AS d ORDER BY d.dead_at DESC, d.id DESC\n"
+        "                 LIMIT 5)\n$$;",
+        f"COMMENT ON FUNCTION {s}.gman_pipeline() IS "
+        + _literal("gearsql: rows waiting in the outbox (how many, the oldest age) and dead "
+                   "letters (how many, the newest reasons)") + ";",
         f"CREATE OR REPLACE FUNCTION {s}._gman_settings()\n"
         "RETURNS TABLE (name text, value text) LANGUAGE sql STABLE SECURITY DEFINER\n"
         "SET search_path = pg_catalog, pg_temp AS $$\n"
@@ -238,9 +330,11 @@ def install_sql(
         "    RETURN new_id;\nEND\n$$;",
         f"CREATE OR REPLACE FUNCTION {s}._gman_load()\n"
         f"RETURNS void LANGUAGE plpython3u VOLATILE AS {_dollar(_loader_body(package, sources))};",
+        _drop_old_job_status(schema),
     ]
     for entry in functions.FUNCTIONS:
         parts += _function_sql(schema, entry, package, load)
+    parts.append(_regrant_job_status(schema))
     for aggregate in functions.AGGREGATES:
         for params, _ in _signatures(aggregate):
             types = _arg_types(params)
@@ -315,6 +409,7 @@ def uninstall_sql(schema: str = DEFAULT_SCHEMA, force: bool = False, for_file: b
     for kind, signature in reversed(_all_functions(schema)):
         parts.append(f"DROP {kind} IF EXISTS {signature};")
     parts += [
+        f"DROP TABLE IF EXISTS {s}.gman_outbox_dead;",
         f"DROP TABLE IF EXISTS {s}.gman_outbox;",
         f"DROP TABLE IF EXISTS {s}.gman_settings;",
     ]

@@ -108,7 +108,8 @@ def install_postgres(
 
     Creates (or upgrades) in SCHEMA: the gman_do*, gman_servers_set, gman_job_status functions
     and the gman_sum aggregate (PL/Python, plpython3u), the gman_settings table that only the
-    installing role can change, and the gman_outbox table. Needs a superuser (PL/Python is an
+    installing role can change, the gman_outbox table, the gman_outbox_dead table of rows no
+    job server will take and the gman_pipeline() summary of both. Needs a superuser (PL/Python is an
     untrusted language) and the server's PL/Python package (Debian:
     postgresql-plpython3-VERSION).
     """
@@ -199,12 +200,13 @@ def install_mysql(
 
     Creates (or upgrades) in the DSN's database: the gman_do* and gman_servers_set stored
     functions (the optional unique argument has functions of its own: gman_do_unique,
-    gman_do_background_unique, ...), the gman_settings table that only the installing account
-    can change, the gman_outbox table and the tables through which `gearsql relay` answers
-    foreground calls. The functions only write rows: run `gearsql relay --dsn ...` to submit
-    them. Needs MariaDB 10.3 or later, and the database's owner or root (at least CREATE,
-    INSERT, CREATE ROUTINE and ALTER ROUTINE on it; GRANT OPTION for --grant-to and
-    --relay-account).
+    gman_do_background_unique, ...), gman_job_status for outbox:<id> handles, the gman_settings
+    table that only the installing account can change, the gman_outbox table, the
+    gman_outbox_dead table of rows no job server will take, the gman_pipeline view of both, and
+    the tables through which `gearsql relay` answers foreground calls. The functions only
+    write rows: run `gearsql relay --dsn ...` to submit them. Needs MariaDB 10.3 or later, and
+    the database's owner or root (at least CREATE, INSERT, CREATE ROUTINE and ALTER ROUTINE on
+    it; GRANT OPTION for --grant-to and --relay-account).
     """
     from gearsql.bridges import mysql
 

@@ -1,6 +1,6 @@
 """``gearsql relay``: drain the outbox that the gman_*_background functions fill in
 transactional mode (:mod:`gearsql.relay`); ``gearsql server --relay DSN`` runs the same inside
-the job server.
+the job server. ``gearsql relay status`` shows an outbox's backlog and dead letters.
 """
 
 from __future__ import annotations
@@ -11,16 +11,21 @@ import signal
 import click
 
 from gearsql._servers import parse_servers
-from gearsql.cli._options import CONTEXT, LOG_FILE_OPTION, ConfigurationError, setup_logging
+from gearsql.cli._options import (
+    CONTEXT,
+    LOG_FILE_OPTION,
+    CommandError,
+    ConfigurationError,
+    setup_logging,
+)
 from gearsql.relay import SOURCES
 
 
-@click.command(context_settings=CONTEXT)
+@click.group(context_settings=CONTEXT, invoke_without_command=True)
 @click.option(
     "--dsn",
     "dsns",
     multiple=True,
-    required=True,
     metavar="DSN",
     help="Database whose outbox to drain: postgresql://..., mysql://..., or an SQLite file, "
     "sqlite:///RELATIVE/PATH or sqlite:////ABSOLUTE/PATH; repeat for several.",
@@ -73,7 +78,9 @@ from gearsql.relay import SOURCES
     count=True,
     help="Log more: -v each batch, -vv debugging detail.  [default: start, stop, outages]",
 )
+@click.pass_context
 def relay(
+    ctx: click.Context,
     dsns: tuple[str, ...],
     servers: str | None,
     schema: str,
@@ -92,7 +99,16 @@ def relay(
     once; while no job server answers they stay in the outbox, and a database that cannot be
     reached is retried. A database without the outbox (or a missing SQLite file) stops the
     relay with exit status 2. SIGTERM or SIGINT stops it cleanly.
+
+    A row no job server will ever take (larger than the server's maximum packet, say) is
+    moved to the table gman_outbox_dead with the reason and logged once, so that it never
+    holds up the rows behind it. `gearsql relay status --dsn DSN` shows the backlog and the
+    dead letters.
     """
+    if ctx.invoked_subcommand is not None:
+        return
+    if not dsns:
+        raise click.UsageError("Missing option '--dsn'.")
     from gearsql.relay import run_relays
 
     setup_logging(log_file, ("NOTICE", "INFO", "DEBUG")[min(verbose, 2)])
@@ -117,3 +133,36 @@ def relay(
         # A configuration error, such as a database without the outbox: waiting will not heal
         # it, so stop with status 2 (a database that is down is retried instead).
         raise ConfigurationError(str(exc)) from None
+
+
+@relay.command(context_settings=CONTEXT)
+@click.option(
+    "--dsn",
+    "dsns",
+    multiple=True,
+    required=True,
+    metavar="DSN",
+    help="Database whose outbox to show (as for `gearsql relay`); repeat for several.",
+)
+@click.option(
+    "--schema",
+    default="gearsql",
+    show_default=True,
+    help="PostgreSQL schema the functions were installed into.",
+)
+def status(dsns: tuple[str, ...], schema: str) -> None:
+    """Show each outbox's backlog (rows, the oldest one's age) and its dead letters (how many,
+    the newest reasons).
+
+    Exit status 1 when a database cannot be reached, 2 when it has no outbox.
+    """
+    from gearsql.relay.status import pipeline_status
+
+    for dsn in dsns:
+        try:
+            found = pipeline_status(dsn, schema)
+        except ValueError as exc:  # no outbox there, or not a DSN gearsql knows
+            raise ConfigurationError(str(exc)) from None
+        except Exception as exc:  # the driver's error: the database cannot be reached
+            raise CommandError(f"{dsn}: {str(exc).strip() or type(exc).__name__}") from None
+        click.echo("\n".join(found.lines()))

@@ -124,10 +124,13 @@ class MySQLSource(Source):
             cursor.execute("SELECT VERSION(), @@hostname, @@port")
             version, hostname, port = cursor.fetchone()
             cursor.execute(
-                "SELECT COUNT(*) FROM information_schema.tables "
-                "WHERE table_schema = DATABASE() AND table_name = 'gman_outbox'"
+                "SELECT COUNT(*), COUNT(NULLIF(table_name, 'gman_outbox')) "
+                "FROM information_schema.tables WHERE table_schema = DATABASE() "
+                "AND table_name IN ('gman_outbox', 'gman_outbox_dead')"
             )
-            (tables,) = cursor.fetchone()
+            tables, dead_tables = (int(n) for n in cursor.fetchone())
+            tables -= dead_tables
+            self.keeps_dead = dead_tables > 0
             problem = binlog_problem(cursor) if not self._chosen and self.wanted != "poll" else None
         finally:
             cursor.close()
@@ -193,7 +196,20 @@ class MySQLSource(Source):
             cursor.close()
         return [row_from_values(row) for row in rows]
 
-    def finish(self, ids: list[int]) -> None:
+    def finish(self, ids: list[int], dead: Sequence[tuple[int, str]] = ()) -> None:
+        if dead:
+            cursor = self._connection().cursor()
+            try:
+                for id_, reason in dead:
+                    if self.keeps_dead:
+                        cursor.execute(
+                            "INSERT IGNORE INTO gman_outbox_dead (id, created_at, function, "
+                            "unique_key, workload, priority, reason) SELECT id, created_at, "
+                            "function, unique_key, workload, priority, %s FROM gman_outbox "
+                            "WHERE id = %s", (reason[:1000], id_))
+                    cursor.execute("DELETE FROM gman_outbox WHERE id = %s", (id_,))
+            finally:
+                cursor.close()
         if ids:
             cursor = self._connection().cursor()
             try:

@@ -3,7 +3,7 @@ calls ``pg_notify``, which PostgreSQL delivers only when the transaction commits
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from gearsql.relay.batch import OutboxRow, row_from_values, take_within
@@ -34,6 +34,7 @@ class PostgresSource(Source):
         self.schema = schema
         self.wake = wake
         self.table = f'"{schema}".gman_outbox'
+        self.dead_table = f'"{schema}".gman_outbox_dead'
         self.conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._identity = f"postgresql:?:{schema}"
         self._description = f"postgresql {self.table}"
@@ -43,9 +44,11 @@ class PostgresSource(Source):
 
         self.close()
         self.conn = conn = psycopg.connect(self.dsn, connect_timeout=10)
-        database, exists = _one(
-            conn.execute("SELECT current_database(), to_regclass(%s) IS NOT NULL", (self.table,))
-        )
+        database, exists, keeps_dead = _one(conn.execute(
+            "SELECT current_database(), to_regclass(%s) IS NOT NULL, "
+            "to_regclass(%s) IS NOT NULL", (self.table, self.dead_table)
+        ))
+        self.keeps_dead = bool(keeps_dead)
         conn.rollback()
         try:  # the cluster's own id, so that the name is the same whatever host name is used
             (system,) = _one(conn.execute("SELECT system_identifier FROM pg_control_system()"))
@@ -87,11 +90,21 @@ class PostgresSource(Source):
         ).fetchall()
         return [row_from_values(row) for row in rows]
 
-    def finish(self, ids: list[int]) -> None:
+    def finish(self, ids: list[int], dead: Sequence[tuple[int, str]] = ()) -> None:
         conn = self.conn
         assert conn is not None
-        if ids:
-            conn.execute(f"DELETE FROM {self.table} WHERE id = ANY(%s)", (ids,))
+        if dead and self.keeps_dead:
+            conn.execute(
+                f"INSERT INTO {self.dead_table} (id, created_at, function, unique_key, workload, "
+                "priority, reason) SELECT o.id, o.created_at, o.function, o.unique_key, "
+                f"o.workload, o.priority, d.reason FROM {self.table} AS o "
+                "JOIN unnest(%s::bigint[], %s::text[]) AS d(id, reason) ON o.id = d.id "
+                "ON CONFLICT (id) DO NOTHING",
+                ([id_ for id_, _ in dead], [reason for _, reason in dead]),
+            )
+        gone = ids + [id_ for id_, _ in dead]
+        if gone:
+            conn.execute(f"DELETE FROM {self.table} WHERE id = ANY(%s)", (gone,))
         conn.commit()
 
     def close(self) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from gearsql.relay._thread import watch_in_thread
@@ -59,6 +59,17 @@ class SQLiteSource(Source):
                 "(or connect()) in the transactional background mode; is this the "
                 "application's database?"
             )
+        from gearsql.bridges import load_library
+        from gearsql.sqlite import PIPELINE_VIEW
+
+        try:  # the relay makes it: a file made before gearsql had dead letters lacks it
+            self.conn.execute(load_library().SQLITE_DEAD_TABLE)
+            self.conn.execute(PIPELINE_VIEW)
+            self.keeps_dead = True
+        except sqlite3.OperationalError:  # a read-only file or directory
+            self.keeps_dead = self.conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'gman_outbox_dead'"
+            ).fetchone() is not None
 
     def identity(self) -> str:
         return f"sqlite:{os.path.realpath(self.path)}"
@@ -92,9 +103,16 @@ class SQLiteSource(Source):
             raise
         return [row_from_values(row) for row in rows]
 
-    def finish(self, ids: list[int]) -> None:
+    def finish(self, ids: list[int], dead: Sequence[tuple[int, str]] = ()) -> None:
         conn = self.conn
         assert conn is not None
+        for id_, reason in dead:
+            if self.keeps_dead:
+                conn.execute(
+                    "INSERT OR IGNORE INTO gman_outbox_dead (id, created_at, function, unique_key,"
+                    " workload, priority, reason) SELECT id, created_at, function, unique_key,"
+                    " workload, priority, ? FROM gman_outbox WHERE id = ?", (reason, id_))
+            conn.execute("DELETE FROM gman_outbox WHERE id = ?", (id_,))
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
             conn.execute(

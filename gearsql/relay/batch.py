@@ -1,9 +1,19 @@
 """The relay's decisions without I/O: what to submit for each outbox row, what a batch's outcomes
-mean for its rows, and when an outage starts and ends (so it is logged once, not per row).
+mean for its rows (submitted, dead for good, or to try again), and when an outage starts and ends
+(so it is logged once, not per row).
+
+A row is *dead* when no job server will ever take it, so that it must not wait in the outbox
+forever and hold up the rows behind it: the client refused it before sending (a function name
+or unique that breaks the protocol), a job server refused it with an ERROR that retrying cannot
+change (:data:`PERMANENT_ERRORS`, e.g. ``ARGUMENT_TOO_LARGE`` for a packet above the server's
+``--max-packet-size``), or the connection broke each time the row was submitted alone
+(:class:`Strikes`): a job server closes the connection after refusing a packet that is too large,
+and the reset that follows can destroy the ERROR before the relay reads it.
 
 This module imports neither asyncio nor the client: what needs them (a row's
 :class:`~gearsql.client.Priority`, the wording of a submission's error) is in
-:mod:`gearsql.relay.engine`."""
+:mod:`gearsql.relay.engine`.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +22,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gearsql.errors import InvalidArgument, InvalidPayload
+from gearsql.errors import ConnectionLost, InvalidArgument, InvalidPayload, ServerError
 from gearsql.protocol import MAX_UNIQUE, Priority
 
 __all__ = [
     "MAX_PREFIX",
+    "PERMANENT_ERRORS",
     "Outage",
     "OutboxRow",
     "Settlement",
+    "Strikes",
     "check_unique_prefix",
     "default_unique_prefix",
     "row_from_values",
@@ -114,34 +126,122 @@ def unique_for(row: OutboxRow, prefix: bytes) -> bytes:
     return prefix + str(row.id).encode("ascii")
 
 
+#: Codes of a job server's ERROR reply to a submission that the same row would get again.
+PERMANENT_ERRORS = frozenset({"ARGUMENT_TOO_LARGE", "INVALID_ARGUMENT"})
+
+
+class RowLostConnection(Exception):
+    """Why a row that broke the connection every time it went alone is dead."""
+
+
+class Strikes:
+    """Rows that were in flight alone when the connection to a job server broke.
+
+    When a batch loses its connection, any of its rows may be the cause, so the relay submits
+    the rows that were in flight one at a time (:attr:`isolating`) until each went through or is
+    dead. A row that loses the connection ``limit`` times in a row while alone is dead: a job
+    server that is merely restarting refuses the next connection instead (ServerUnavailable,
+    which is no strike), or takes the row the next time.
+    """
+
+    def __init__(self, limit: int = 3) -> None:
+        self.limit = limit
+        #: Row id -> connections lost while it was submitted alone.
+        self.counts: dict[int, int] = {}
+        #: Ids of a batch that lost its connection, not yet tried one at a time.
+        self.suspects: set[int] = set()
+
+    @property
+    def isolating(self) -> bool:
+        """True while rows are to be claimed one at a time."""
+        return bool(self.suspects)
+
+    def claimed(self, ids: Sequence[int]) -> None:
+        """Rows come in id order: a claim past every suspect means the others are gone (another
+        relay took them), so isolating ends."""
+        if self.suspects and ids and ids[0] > max(self.suspects):
+            self.suspects.clear()
+
+    def lost(self, row_id: int) -> int:
+        """Count a lost connection of a row submitted alone; return its strikes."""
+        self.counts[row_id] = self.counts.get(row_id, 0) + 1
+        return self.counts[row_id]
+
+    def settled(self, ids: Sequence[int]) -> None:
+        """Forget rows that left the outbox."""
+        for row_id in ids:
+            self.counts.pop(row_id, None)
+            self.suspects.discard(row_id)
+
+
 @dataclass
 class Settlement:
     """What to do with a submitted batch's rows."""
 
     #: Rows the job server confirmed (JOB_CREATED): delete them.
     done: list[int] = field(default_factory=list)
-    #: Rows no job server will ever take (a function name or unique that breaks the protocol):
-    #: delete them too, and say so at ERROR level.
+    #: Rows no job server will ever take: move them to the dead letters, and say so at ERROR
+    #: level (once per row).
     refused: list[tuple[OutboxRow, BaseException]] = field(default_factory=list)
     #: Rows not confirmed (no server, connection lost, timeout, stopped): keep them.
     failed: list[tuple[OutboxRow, BaseException]] = field(default_factory=list)
 
     @property
     def finished(self) -> list[int]:
-        """The ids to delete."""
+        """The ids that leave the outbox."""
         return self.done + [row.id for row, _ in self.refused]
 
+    @property
+    def dead(self) -> list[tuple[int, str]]:
+        """``(id, reason)`` of the refused rows, for the dead letters."""
+        return [(row.id, dead_reason(row, exc)) for row, exc in self.refused]
 
-def settle(rows: Sequence[OutboxRow], outcomes: Sequence[object]) -> Settlement:
-    """Sort ``rows`` by the outcome of their submission (a job handle, or the exception)."""
+
+def dead_reason(row: OutboxRow, exc: BaseException) -> str:
+    """Why a row is dead, in words for a database administrator."""
+    if isinstance(exc, ServerError):
+        return (f"the job server refused it: {exc.code} {exc.text} ({len(row.workload)} bytes "
+                "of workload)").rstrip()
+    return str(exc).strip() or type(exc).__name__
+
+
+def _permanent(outcome: object) -> bool:
+    if isinstance(outcome, (InvalidArgument, InvalidPayload)):
+        return True
+    return isinstance(outcome, ServerError) and outcome.code in PERMANENT_ERRORS
+
+
+def settle(
+    rows: Sequence[OutboxRow], outcomes: Sequence[object], strikes: Strikes | None = None
+) -> Settlement:
+    """Sort ``rows`` by the outcome of their submission (a job handle, or the exception).
+
+    With ``strikes``, a lost connection of a row submitted alone counts against it (dead after
+    ``strikes.limit``), and a batch that lost its connection for no reason a refusal explains
+    makes its unconfirmed rows suspects, to be tried one at a time."""
     settlement = Settlement()
+    alone = len(rows) == 1
     for row, outcome in zip(rows, outcomes, strict=True):
-        if isinstance(outcome, (InvalidArgument, InvalidPayload)):
-            settlement.refused.append((row, outcome))
+        if _permanent(outcome):
+            settlement.refused.append((row, outcome))  # type: ignore[arg-type]
+        elif isinstance(outcome, ConnectionLost) and alone and strikes is not None and (
+            strikes.lost(row.id) >= strikes.limit
+        ):
+            settlement.refused.append((row, RowLostConnection(
+                f"the job server closed the connection each of the {strikes.limit} times it "
+                f"was submitted alone ({len(row.workload)} bytes of workload: is it larger than "
+                "the server's maximum packet size?)"
+            )))
         elif isinstance(outcome, BaseException):
             settlement.failed.append((row, outcome))
         else:
             settlement.done.append(row.id)
+    if strikes is not None:
+        strikes.settled(settlement.finished)
+        lost = [row.id for row, exc in settlement.failed if isinstance(exc, ConnectionLost)]
+        explained = any(isinstance(exc, ServerError) for _, exc in settlement.refused)
+        if lost and not alone and not explained:
+            strikes.suspects.update(lost)
     return settlement
 
 

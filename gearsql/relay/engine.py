@@ -15,6 +15,7 @@ from gearsql.client import AsyncClient, Priority
 from gearsql.relay.batch import (
     Outage,
     OutboxRow,
+    Strikes,
     check_unique_prefix,
     default_unique_prefix,
     settle,
@@ -111,6 +112,9 @@ class Relay:
         self._db_outage = Outage()
         self._server_backoff = Backoff(0.2, 10.0)
         self._server_outage = Outage()
+        self._strikes = Strikes()
+        #: Rows moved to the dead letters (or deleted, without the table) since the start.
+        self.dead = 0
 
     def stop(self) -> None:
         """Make :meth:`run` finish the batch in hand (within ``stop_grace``) and return."""
@@ -226,22 +230,27 @@ class Relay:
     async def _round(self) -> RoundResult:
         """Claim, submit and finish one batch (see :data:`RoundResult`)."""
         # While the job server is down, one row at a time finds out when it is back without
-        # holding many locks (or SQLite's write lock) for a submission that fails.
-        limit = 1 if self._server_outage.down else self.batch
+        # holding many locks (or SQLite's write lock) for a submission that fails; after a
+        # batch lost its connection, one row at a time finds the row that breaks it.
+        alone = self._server_outage.down or self._strikes.isolating
+        limit = 1 if alone else self.batch
         rows = await self._db(self.source.claim, limit, self.batch_bytes)
         if not rows:
             return "empty"
+        self._strikes.claimed([row.id for row in rows])
         outcomes = await self._submit(rows)
-        settlement = settle(rows, outcomes)
-        await self._db(self.source.finish, settlement.finished)
+        settlement = settle(rows, outcomes, self._strikes)
+        await self._db(self.source.finish, settlement.done, settlement.dead)
         self.submitted += len(settlement.done)
         if settlement.done:
             log.info("%s: submitted %d row(s), ids %d-%d", self.source.describe(),
                      len(settlement.done), settlement.done[0], settlement.done[-1])
-        for row, exc in settlement.refused:
-            log.error("%s: deleted outbox row %d that no job server can take (%s): function "
-                      "%r, %d bytes of workload", self.source.describe(), row.id, _reason(exc),
-                      row.function[:80], len(row.workload))
+        where = ("moved it to gman_outbox_dead" if self.source.keeps_dead else
+                 "deleted it (this install has no gman_outbox_dead: run the install again)")
+        for (row, _), (_, reason) in zip(settlement.refused, settlement.dead, strict=True):
+            self.dead += 1
+            log.error("%s: outbox row %d can never be submitted, %s: %s; function %r",
+                      self.source.describe(), row.id, where, reason, row.function[:80])
         if settlement.failed:
             if self._server_outage.failed(self._now()):
                 log.warning("%s: the job server does not take jobs: %s; rows wait in the "

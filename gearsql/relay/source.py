@@ -7,7 +7,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from gearsql.relay.batch import OutboxRow
@@ -58,6 +58,9 @@ class Source(abc.ABC):
 
     #: How this source hears of new rows (see :data:`Wake`).
     wake: Wake = "poll"
+    #: Whether the database has the dead-letter table ``gman_outbox_dead`` (valid after
+    #: :meth:`open`); without it (an install older than the table) dead rows are deleted.
+    keeps_dead = False
 
     @abc.abstractmethod
     def open(self) -> None:
@@ -79,9 +82,11 @@ class Source(abc.ABC):
         stays open until :meth:`finish`; with no rows it is ended and [] returned."""
 
     @abc.abstractmethod
-    def finish(self, ids: list[int]) -> None:
-        """Delete the rows ``ids`` (a subset of the claim) and commit, which also lets go of the
-        other claimed rows."""
+    def finish(self, ids: list[int], dead: Sequence[tuple[int, str]] = ()) -> None:
+        """Delete the rows ``ids`` (submitted), move the rows of ``dead`` (``(id, reason)``,
+        never to be submitted) into ``gman_outbox_dead`` with their reason (or delete them too
+        where there is no such table), and commit, which also lets go of the other claimed
+        rows: one transaction, so a dead row is in exactly one of the two tables."""
 
     @abc.abstractmethod
     def close(self) -> None:

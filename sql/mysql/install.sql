@@ -14,6 +14,7 @@
 --     GRANT EXECUTE ON FUNCTION app.gman_do_background TO 'app'@'%';
 -- The relay's account needs, on the tables (gearsql install mysql --relay-account):
 --     GRANT SELECT, UPDATE, DELETE ON TABLE app.gman_outbox TO 'relay'@'%';
+--     GRANT SELECT, INSERT ON TABLE app.gman_outbox_dead TO 'relay'@'%';
 --     GRANT SELECT ON TABLE app.gman_settings TO 'relay'@'%';
 --     GRANT SELECT ON TABLE app.gman_calls TO 'relay'@'%';
 --     GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.gman_results TO 'relay'@'%';
@@ -34,6 +35,13 @@
 --   gman_do_low_background(function, workload) -> VARCHAR(32)
 --   gman_do_low_background_unique(function, workload, unique) -> VARCHAR(32)
 --   gman_servers_set(servers) -> TEXT
+--   gman_job_status(handle) -> TEXT
+--
+-- Outbox rows no job server will take (too large, say) are moved by the relay into
+-- gman_outbox_dead with the reason. The view gman_pipeline (SELECT for --grant-to
+-- accounts) shows the backlog (rows, the oldest one's age) and the dead letters
+-- (how many, the newest reasons); gman_job_status('outbox:<id>') says whether a
+-- row is pending, dead or submitted.
 --
 -- Settings (gman_settings; only the installing account changes them, e.g.
 --     UPDATE gman_settings SET value = '10.0.0.5:4730' WHERE name = 'servers';
@@ -41,6 +49,7 @@
 --   servers (default 127.0.0.1:4730): job servers gman_servers_set accepts (host[:port],...); the relay decides where jobs go
 --   timeout (default 60): seconds a foreground gman_do* waits for its result
 --   poll_interval (default 0.05): seconds between a waiting gman_do*'s checks for its result
+--   max_workload (default 67107840): bytes: a longer workload is an SQL error at call time (0: no limit); the default fits a job server's default maximum packet of 64 MiB
 
 SET NAMES utf8mb4;
 
@@ -59,6 +68,17 @@ CREATE TABLE IF NOT EXISTS gman_outbox (
     workload LONGBLOB NOT NULL,
     priority ENUM('high','normal','low') NOT NULL DEFAULT 'normal'
 ) ENGINE=InnoDB COMMENT='gearsql: background jobs the relay submits once committed';
+
+CREATE TABLE IF NOT EXISTS gman_outbox_dead (
+    id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+    created_at TIMESTAMP(6) NOT NULL,
+    function VARBINARY(512) NOT NULL,
+    unique_key VARBINARY(64) NULL,
+    workload LONGBLOB NOT NULL,
+    priority ENUM('high','normal','low') NOT NULL DEFAULT 'normal',
+    reason VARCHAR(1000) CHARACTER SET utf8mb4 NOT NULL,
+    dead_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
+) ENGINE=InnoDB COMMENT='gearsql: outbox rows no job server will take, and why';
 
 CREATE TABLE IF NOT EXISTS gman_calls (
     id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY,
@@ -82,40 +102,8 @@ CREATE TABLE IF NOT EXISTS gman_results (
 INSERT IGNORE INTO gman_settings (name, value) VALUES
     ('servers', '127.0.0.1:4730'),
     ('timeout', '60'),
-    ('poll_interval', '0.05');
-
-DELIMITER $$
-CREATE OR REPLACE PROCEDURE _gman_check(
-    p_caller VARCHAR(64) CHARACTER SET ascii, p_function LONGBLOB, p_workload LONGBLOB,
-    p_unique LONGBLOB)
-    NOT DETERMINISTIC CONTAINS SQL SQL SECURITY DEFINER
-    COMMENT 'gearsql: checks a gman_* call''s arguments'
-BEGIN
-    DECLARE v_message VARCHAR(512) CHARACTER SET utf8mb4 DEFAULT NULL;
-    IF p_function IS NULL THEN
-        SET v_message = CONCAT(p_caller, ': the function name is NULL');
-    ELSEIF LENGTH(p_function) = 0 THEN
-        SET v_message = CONCAT(p_caller, ': the function name is empty');
-    ELSEIF LENGTH(p_function) > 512 THEN
-        SET v_message = CONCAT(p_caller, ': the function name is longer than 512 bytes (',
-                               LENGTH(p_function), ' bytes)');
-    ELSEIF INSTR(p_function, X'00') > 0 THEN
-        SET v_message = CONCAT(p_caller, ': the function name contains a NUL byte, ',
-                               'the protocol''s separator');
-    ELSEIF p_workload IS NULL THEN
-        SET v_message = CONCAT(p_caller, ': the workload is NULL');
-    ELSEIF LENGTH(p_unique) > 64 THEN
-        SET v_message = CONCAT(p_caller, ': the unique id is longer than 64 bytes (',
-                               LENGTH(p_unique), ' bytes)');
-    ELSEIF INSTR(p_unique, X'00') > 0 THEN
-        SET v_message = CONCAT(p_caller, ': the unique id contains a NUL byte, ',
-                               'the protocol''s separator');
-    END IF;
-    IF v_message IS NOT NULL THEN
-        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
-    END IF;
-END$$
-DELIMITER ;
+    ('poll_interval', '0.05'),
+    ('max_workload', '67107840');
 
 DELIMITER $$
 CREATE OR REPLACE FUNCTION _gman_setting(p_name VARCHAR(64) CHARACTER SET ascii)
@@ -134,10 +122,48 @@ BEGIN
     END IF;
     IF p_name <> 'servers' AND NOT v_value REGEXP '^[0-9]+([.][0-9]+)?$' THEN
         SET v_message = CONCAT('gearsql: bad setting ', p_name, '=', v_value,
-                               ' in gman_settings (a number of seconds)');
+                               ' in gman_settings (a number)');
         SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
     END IF;
     RETURN v_value;
+END$$
+DELIMITER ;
+
+DELIMITER $$
+CREATE OR REPLACE PROCEDURE _gman_check(
+    p_caller VARCHAR(64) CHARACTER SET ascii, p_function LONGBLOB, p_workload LONGBLOB,
+    p_unique LONGBLOB)
+    NOT DETERMINISTIC READS SQL DATA SQL SECURITY DEFINER
+    COMMENT 'gearsql: checks a gman_* call''s arguments'
+BEGIN
+    DECLARE v_message VARCHAR(512) CHARACTER SET utf8mb4 DEFAULT NULL;
+    DECLARE v_limit BIGINT DEFAULT _gman_setting('max_workload');
+    IF p_function IS NULL THEN
+        SET v_message = CONCAT(p_caller, ': the function name is NULL');
+    ELSEIF LENGTH(p_function) = 0 THEN
+        SET v_message = CONCAT(p_caller, ': the function name is empty');
+    ELSEIF LENGTH(p_function) > 512 THEN
+        SET v_message = CONCAT(p_caller, ': the function name is longer than 512 bytes (',
+                               LENGTH(p_function), ' bytes)');
+    ELSEIF INSTR(p_function, X'00') > 0 THEN
+        SET v_message = CONCAT(p_caller, ': the function name contains a NUL byte, ',
+                               'the protocol''s separator');
+    ELSEIF p_workload IS NULL THEN
+        SET v_message = CONCAT(p_caller, ': the workload is NULL');
+    ELSEIF v_limit > 0 AND LENGTH(p_workload) > v_limit THEN
+        SET v_message = CONCAT(p_caller, ': the workload is ', LENGTH(p_workload),
+            ' bytes, more than the max_workload setting (', v_limit,
+            ' bytes): a job server refuses a packet above its maximum size');
+    ELSEIF LENGTH(p_unique) > 64 THEN
+        SET v_message = CONCAT(p_caller, ': the unique id is longer than 64 bytes (',
+                               LENGTH(p_unique), ' bytes)');
+    ELSEIF INSTR(p_unique, X'00') > 0 THEN
+        SET v_message = CONCAT(p_caller, ': the unique id contains a NUL byte, ',
+                               'the protocol''s separator');
+    END IF;
+    IF v_message IS NOT NULL THEN
+        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+    END IF;
 END$$
 DELIMITER ;
 
@@ -414,6 +440,41 @@ RETURN _gman_outbox_insert('gman_do_low_background_unique', `function`, `workloa
 DELIMITER ;
 
 DELIMITER $$
+CREATE OR REPLACE FUNCTION gman_job_status(`handle` TEXT CHARACTER SET utf8mb4)
+    RETURNS TEXT CHARACTER SET utf8mb4
+    NOT DETERMINISTIC READS SQL DATA SQL SECURITY DEFINER
+    COMMENT 'gearsql: pending, dead (with the reason) or submitted, of an outbox:<id> handle, as JSON'
+BEGIN
+    DECLARE v_id BIGINT UNSIGNED;
+    DECLARE v_detail TEXT CHARACTER SET utf8mb4 DEFAULT NULL;
+    DECLARE v_message VARCHAR(512) CHARACTER SET utf8mb4;
+    DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_detail = NULL;
+    IF `handle` IS NULL OR NOT `handle` REGEXP '^outbox:[0-9]{1,19}$' THEN
+        SET v_message = CONCAT('gman_job_status: ',
+            QUOTE(LEFT(`handle`, 100)),
+            ' is not an outbox:<id> handle (MariaDB asks no job server; ask the job server ',
+            'itself, e.g. gearsql status)');
+        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+    END IF;
+    SET v_id = CAST(SUBSTRING(`handle`, 8) AS UNSIGNED);
+    SELECT CONCAT('in the outbox since ', created_at) INTO v_detail
+        FROM gman_outbox WHERE id = v_id;
+    IF v_detail IS NOT NULL THEN
+        RETURN JSON_OBJECT('known', JSON_EXTRACT('true', '$'),
+            'running', JSON_EXTRACT('false', '$'), 'numerator', NULL, 'denominator', NULL,
+            'state', 'pending', 'detail', v_detail);
+    END IF;
+    SELECT CONCAT(reason, ' (moved to gman_outbox_dead at ', dead_at, ')') INTO v_detail
+        FROM gman_outbox_dead WHERE id = v_id;
+    RETURN JSON_OBJECT('known', JSON_EXTRACT('false', '$'),
+        'running', JSON_EXTRACT('false', '$'), 'numerator', NULL, 'denominator', NULL,
+        'state', IF(v_detail IS NULL, 'submitted', 'dead'),
+        'detail', COALESCE(v_detail, CONCAT('no longer in the outbox: the relay submitted it ',
+                                            '(or the transaction that wrote it never committed)')));
+END$$
+DELIMITER ;
+
+DELIMITER $$
 CREATE OR REPLACE FUNCTION gman_servers_set(servers TEXT CHARACTER SET utf8mb4)
     RETURNS TEXT CHARACTER SET utf8mb4
     NOT DETERMINISTIC READS SQL DATA SQL SECURITY DEFINER
@@ -444,4 +505,16 @@ BEGIN
     END WHILE;
     RETURN v_wanted;
 END$$
+DELIMITER ;
+
+DELIMITER $$
+CREATE OR REPLACE SQL SECURITY DEFINER VIEW gman_pipeline AS SELECT
+    (SELECT COUNT(*) FROM gman_outbox) AS backlog,
+    (SELECT TIMESTAMPDIFF(MICROSECOND, MIN(created_at), NOW(6)) / 1000000 FROM gman_outbox)
+        AS oldest_age_seconds,
+    (SELECT COUNT(*) FROM gman_outbox_dead) AS dead,
+    (SELECT MAX(dead_at) FROM gman_outbox_dead) AS last_dead_at,
+    (SELECT GROUP_CONCAT(CONCAT(id, ': ', reason) ORDER BY dead_at DESC, id DESC
+                         SEPARATOR '
+' LIMIT 5) FROM gman_outbox_dead) AS last_dead_reasons$$
 DELIMITER ;

@@ -15,6 +15,10 @@ BEGIN NOT ATOMIC
 END$$
 DELIMITER ;
 
+DROP VIEW IF EXISTS gman_pipeline;
+
+DROP FUNCTION IF EXISTS gman_job_status;
+
 DROP FUNCTION IF EXISTS gman_servers_set;
 
 DROP FUNCTION IF EXISTS gman_do_low_background_unique;
@@ -58,6 +62,8 @@ DROP PROCEDURE IF EXISTS _gman_check;
 DROP TABLE IF EXISTS gman_results;
 
 DROP TABLE IF EXISTS gman_calls;
+
+DROP TABLE IF EXISTS gman_outbox_dead;
 
 DROP TABLE IF EXISTS gman_outbox;
 

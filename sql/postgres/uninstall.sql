@@ -76,11 +76,17 @@ DROP FUNCTION IF EXISTS "gearsql"."gman_do"(text, bytea);
 
 DROP FUNCTION IF EXISTS "gearsql"."gman_do"(text, text);
 
+DROP FUNCTION IF EXISTS "gearsql".gman_pipeline();
+
+DROP FUNCTION IF EXISTS "gearsql"._gman_outbox_state(bigint);
+
 DROP FUNCTION IF EXISTS "gearsql"._gman_load();
 
 DROP FUNCTION IF EXISTS "gearsql"._gman_outbox_insert(bytea, bytea, bytea, text);
 
 DROP FUNCTION IF EXISTS "gearsql"._gman_settings();
+
+DROP TABLE IF EXISTS "gearsql".gman_outbox_dead;
 
 DROP TABLE IF EXISTS "gearsql".gman_outbox;
 
