@@ -730,8 +730,9 @@ class JobServerCore:
     def _lost(self, job: Job, reason: str) -> None:
         """``job``'s worker disconnected or timed out: run it again, or let it go."""
         if job.background and job.state is RUNNING and self.retry_policy_for(job).active:
-            # Under a retry policy a lost worker is one more failed attempt, with backoff.
-            self._failed(job, reason.encode(), reason)
+            # Under a retry policy a lost worker (gone or timed out) is one more failed
+            # attempt, with backoff.
+            self._failed(job, b"worker lost", reason)
             return
         worker = job.worker
         if worker is not None:
