@@ -357,3 +357,41 @@ def _bytes(value: object) -> bytes:
 
 def make_due(store_url: str, tmp_path: Path) -> None:
     _query(store_url, tmp_path, f"UPDATE {{t}} SET when_to_run = {int(time.time())}")
+
+
+def test_cancel_covers_retrying_jobs_and_dead_letters_from_the_client_library(
+    store_url: str, tmp_path: Path, servers: list[ServerProcess], workers: Workers
+) -> None:
+    import asyncio
+
+    from gearsql import AsyncClient
+
+    server = start_server(tmp_path, store_url)
+    servers.append(server)
+    address = f"127.0.0.1:{server.port}"
+    with admin_of(server) as admin, Client(address) as client:
+        admin.set_retries("slow", 3, (30.0, 30.0))
+        admin.set_retries("once", 1)
+        waiting = client.submit_background("slow", "s-1")
+        dead = client.submit_background("once", "o-1")
+        workers.start(server, "slow", "fail")
+        workers.start(server, "once", "fail")
+        wait_until(
+            lambda: [job.state for job in admin.show_jobs()] == ["retrying"]
+            and len(admin.show_dead()) == 1,
+            "one job waiting for its retry and one dead letter",
+        )
+        assert client.cancel(waiting) is True
+        assert admin.show_jobs() == []
+
+        async def cancel_dead() -> tuple[bool, bool]:
+            async with AsyncClient(address) as async_client:
+                return (
+                    await async_client.cancel(dead.handle),
+                    await async_client.cancel(dead.handle),
+                )
+
+        assert asyncio.run(cancel_dead()) == (True, False)
+        assert admin.show_dead() == []
+        assert client.cancel(b"H:nowhere:1") is False
+    assert sorted(workers.runs()) == ["fail o-1", "fail s-1"]
