@@ -1,6 +1,6 @@
 """A blocking client for the job server's text admin protocol (``status``, ``workers``, ...).
 
-It speaks to gearsql and to C gearmand alike; reply formats are those of PROTOCOL.md section 2:
+It speaks to gearsql and to C gearmand alike; reply formats are those of docs/protocol.md §2:
 list replies end with a ``.\\n`` line, single-line replies start with ``OK`` or ``ERR`` and end
 with ``\\r\\n`` or ``\\n``. Framing and parsing are plain functions on bytes (no I/O), and
 :class:`AdminClient` is the thin socket loop around them.

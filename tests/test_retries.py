@@ -280,7 +280,7 @@ def test_dead_letters_and_retry_policies_survive_a_restart(
 def test_a_server_killed_between_a_failure_and_its_retry_still_retries_once(
     store_url: str, tmp_path: Path, servers: list[ServerProcess], workers: Workers
 ) -> None:
-    """RELIABILITY case 50: the failure is stored with the job, so after a SIGKILL in the
+    """docs/reliability.md case 50: the failure is stored with the job, so after a SIGKILL in the
     backoff the job runs again, once, and is gone."""
     server = start_server(tmp_path, store_url)
     servers.append(server)
