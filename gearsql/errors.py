@@ -129,4 +129,4 @@ class AdminTimeoutError(AdminConnectionError, TimeoutError):
 
 
 class AdminProtocolError(GearmanError):
-    """The server's admin reply did not have the format of PROTOCOL.md section 2."""
+    """The server's admin reply did not have the format of docs/protocol.md §2."""

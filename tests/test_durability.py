@@ -3,7 +3,7 @@
 Every test runs the server as a child process on a real socket and reads the queue file with
 a connection of its own (WAL lets a reader in while the server writes). Nothing is mocked: the
 server is stopped with SIGTERM or killed with SIGKILL and started again on the same file.
-RELIABILITY.md cases 15-22 and 25; PROTOCOL.md section 4 (persistent queue semantics).
+docs/reliability.md cases 15-22 and 25; docs/protocol.md §4 (persistent queue semantics).
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def test_job_created_is_sent_only_after_the_row_is_committed(tmp_path: Path) -> 
                 else:
                     # A job without a unique still needs a key; replay turns it back into "".
                     assert row_unique.startswith(ANONYMOUS_PREFIX)
-            # Foreground jobs have a client attached: they are never stored (PROTOCOL.md 4).
+            # Foreground jobs have a client attached: they are never stored (docs/protocol.md §4).
             submit(client, P.SUBMIT_JOB, b"fg", b"fg-uniq", b"foreground")
             submit(client, P.SUBMIT_JOB_HIGH, b"fg", b"", b"foreground high")
             assert len(table(db)) == len(BACKGROUND_KINDS)

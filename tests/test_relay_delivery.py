@@ -1,5 +1,5 @@
-"""The relay against real databases, a real ``gearsql server`` and real workers (RELIABILITY
-27-35): PostgreSQL (LISTEN), SQLite (change counter) and MariaDB (polling; the binlog is in
+"""The relay against real databases, a real ``gearsql server`` and real workers (docs/reliability.md
+cases 27-35): PostgreSQL (LISTEN), SQLite (change counter) and MariaDB (polling; the binlog is in
 test_relay_binlog.py). Rows are written in the caller's transaction, a ``gearsql relay`` process
 submits what was committed, and a :class:`gearsql.Worker` records what runs."""
 
@@ -177,9 +177,9 @@ def test_rows_wait_while_the_job_server_is_down_and_go_when_it_is_back(
 def test_a_relay_killed_between_submit_and_delete_is_coalesced_by_the_next(
     db: Database, gearsql_server: ServerProcess, relays: Relays
 ) -> None:
-    """RELIABILITY 29: the first relay submits, then cannot delete (a trigger refuses) and is
-    SIGKILLed; the next submits the same rows with the same uniques, which the server
-    coalesces with the jobs still queued (no worker yet)."""
+    """docs/reliability.md case 29: the first relay submits, then cannot delete (a trigger
+    refuses) and is SIGKILLed; the next submits the same rows with the same uniques, which the
+    server coalesces with the jobs still queued (no worker yet)."""
     admin = db.connect()
     db.refuse_deletes(admin)
     try:
@@ -237,7 +237,7 @@ def _bulk_through_two_relays(db: Database, relays: Relays, recorder: Recorder, r
 def test_a_bulk_insert_through_two_relays_is_delivered_once_each(
     db: Database, relays: Relays, recorder: Recorder
 ) -> None:
-    """RELIABILITY 32 with 10k rows: one transaction, two relays claiming at once."""
+    """docs/reliability.md case 32 with 10k rows: one transaction, two relays claiming at once."""
     _bulk_through_two_relays(db, relays, recorder, 10_000)
 
 
@@ -252,8 +252,8 @@ def test_a_100k_row_bulk_insert_through_two_relays_is_delivered_once_each(
 def test_a_relay_killed_mid_bulk_duplicates_at_most_a_batch(
     db: Database, relays: Relays, recorder: Recorder
 ) -> None:
-    """RELIABILITY 32: SIGKILL in the middle of a bulk insert; the next relay resubmits at most
-    the batch in hand, so at most that many jobs run twice."""
+    """docs/reliability.md case 32: SIGKILL in the middle of a bulk insert; the next relay
+    resubmits at most the batch in hand, so at most that many jobs run twice."""
     rows, batch = 20_000, 100
     conn = db.connect()
     try:

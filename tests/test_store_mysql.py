@@ -95,7 +95,7 @@ def via_port(url: str, port: int, options: str = "") -> str:
     return f"mysql://{credentials}127.0.0.1:{port}{parts.path}?{parts.query}{options}"
 
 
-# -- faults at start-up (RELIABILITY 22)
+# -- faults at start-up (docs/reliability.md case 22)
 
 
 def test_opening_a_dead_port_fails_with_a_clear_message(url: str) -> None:
@@ -150,7 +150,7 @@ def test_urls_without_a_database_or_with_unknown_options_are_refused(mysql_dsn: 
         open_store(f"{mysql_dsn}?tabel=typo")
 
 
-# -- faults mid-run (RELIABILITY 23)
+# -- faults mid-run (docs/reliability.md case 23)
 
 
 def test_a_killed_connection_is_reestablished_and_the_commit_retried(url: str, admin: Any) -> None:
@@ -257,7 +257,7 @@ def test_a_partitioned_connection_times_out_and_its_lock_is_taken_back(
     assert [row.unique for row in run(reopen_and_load(url))] == [b"a", b"c"]
 
 
-# -- max_allowed_packet (RELIABILITY 35)
+# -- max_allowed_packet (docs/reliability.md case 35)
 
 
 def max_allowed_packet(admin: Any) -> int:

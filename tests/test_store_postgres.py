@@ -1,5 +1,5 @@
-"""The PostgreSQL store's own promises, on a real server: faults (RELIABILITY 22, 23) and taking
-over a queue table that C gearmand created.
+"""The PostgreSQL store's own promises, on a real server: faults (docs/reliability.md
+cases 22, 23) and taking over a queue table that C gearmand created.
 
 The shared behaviour of every store (a second server refused, a newer schema refused, a failed
 commit, epochs after 2038) is in ``test_store_contract.py``; the database comes from
@@ -61,7 +61,7 @@ def count_rows(admin: Any, table: str, unique: bytes) -> int:
     return int(admin.execute(query, (unique,)).fetchone()[0])
 
 
-# -- RELIABILITY 23: a connection dropped mid-run
+# -- docs/reliability.md case 23: a connection dropped mid-run
 
 
 def test_a_terminated_backend_is_replaced_and_the_commit_retried(
@@ -116,7 +116,7 @@ def test_a_connection_that_cannot_be_reestablished_fails_the_commit_then_recover
     assert run(scenario()) == [job(b"first"), job(b"third")]
 
 
-# -- RELIABILITY 22: a database unreachable at start-up
+# -- docs/reliability.md case 22: a database unreachable at start-up
 
 
 def test_open_on_a_closed_port_raises_a_clear_store_error() -> None:

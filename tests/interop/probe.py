@@ -17,7 +17,7 @@ HEADER = struct.Struct(">4sII")
 
 
 class PacketType(IntEnum):
-    """The packet types these tests send or expect (PROTOCOL.md section 1)."""
+    """The packet types these tests send or expect (docs/protocol.md §1)."""
 
     CAN_DO = 1
     NOOP = 6
@@ -117,7 +117,7 @@ class ProbeConnection:
 def admin_lines(address: tuple[str, int], command: str, timeout: float = TIMEOUT) -> list[str]:
     """Run a list-type admin command (status, workers, show jobs, ...) and return its lines.
 
-    The reply must end with the `.` line (PROTOCOL.md section 2); it is checked, not returned.
+    The reply must end with the `.` line (docs/protocol.md §2); it is checked, not returned.
     """
     with socket.create_connection(address, timeout=timeout) as sock:
         sock.sendall(command.encode() + b"\n")

@@ -1,4 +1,4 @@
-"""Debian's `gearadmin` against a real job server: exact text-protocol output (PROTOCOL.md s. 2)."""
+"""Debian's `gearadmin` against a real job server: exact admin output (docs/protocol.md §2)."""
 
 from __future__ import annotations
 
