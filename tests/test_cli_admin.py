@@ -138,9 +138,14 @@ def test_jobs_lists_handles_and_unique_lists_uniques(any_server: ServerProcess) 
         records = json.loads(run(any_server, "jobs", "--json").output)
 
     header, row = jobs.splitlines()
-    assert header.split() == ["HANDLE", "RETRIES", "IGNORED", "QUEUED"]
-    assert row.split() == [handle, "0", "no", "yes"]
+    assert header.split() == [
+        "HANDLE", "RETRIES", "IGNORED", "QUEUED", "ATTEMPTS", "STATE", "ERROR"
+    ]
+    # gearsql's own columns: runs so far, state, last error; `-` from C gearmand.
+    extra = ["0", "queued", "-"] if any_server.kind == "gearsql" else ["-", "-", "-"]
+    assert row.split() == [handle, "0", "no", "yes", *extra]
     assert uniques.splitlines() == ["UNIQUE", "welcome-42"]
+    gearsql_only = any_server.kind == "gearsql"
     assert records == [
         {
             "server": f"127.0.0.1:{any_server.port}",
@@ -148,6 +153,9 @@ def test_jobs_lists_handles_and_unique_lists_uniques(any_server: ServerProcess) 
             "retries": 0,
             "ignored": False,
             "queued": True,
+            "attempts": 0 if gearsql_only else None,
+            "state": "queued" if gearsql_only else None,
+            "error": None,
         }
     ]
 
@@ -229,10 +237,12 @@ def test_top_once_prints_one_frame_of_queue_depths(any_server: ServerProcess) ->
 
         output = run(any_server, "top", "--once").output
 
+    # DEAD counts dead letters: gearsql's own, `-` from C gearmand.
+    dead = "     0" if any_server.kind == "gearsql" else "  -"
     assert frame_body(output) == [
-        "FUNCTION  QUEUED  HIGH  NORMAL  LOW  RUNNING  WORKERS",
-        "mail           1     0       1    0        1        1",
-        "resize         3     1       0    2        0        0",
+        "FUNCTION  QUEUED  HIGH  NORMAL  LOW  RUNNING  WORKERS  DEAD",
+        f"mail           1     0       1    0        1        1{dead}",
+        f"resize         3     1       0    2        0        0{dead}",
     ]
 
 
@@ -268,7 +278,7 @@ def test_top_refreshes_until_interrupted(
     assert stderr == b""
     frames = out.read_text().split("\n\n")
     assert len(frames) >= 3
-    assert frame_body(frames[0]) == ["FUNCTION  QUEUED  HIGH  NORMAL  LOW  RUNNING  WORKERS"]
+    assert frame_body(frames[0]) == ["FUNCTION  QUEUED  HIGH  NORMAL  LOW  RUNNING  WORKERS  DEAD"]
 
 
 # ---------------------------------------------------------------------------- servers and errors

@@ -117,7 +117,9 @@ def jobs(servers: list[tuple[str, int]], timeout: float, as_json: bool, unique: 
     """Show the jobs the job server holds, queued or running.
 
     IGNORED marks a cancelled job the server has not dropped yet; QUEUED marks a background job
-    held by the queue. With --unique, list the unique ids of the jobs that have one.
+    held by the queue. From gearsql also ATTEMPTS (runs so far, the one under way included),
+    STATE (queued, running, retrying...) and ERROR (the last failed run's); `-` from C
+    gearmand. With --unique, list the unique ids of the jobs that have one.
     """
     records: list[dict[str, Any]]
     if unique:
@@ -135,11 +137,16 @@ def jobs(servers: list[tuple[str, int]], timeout: float, as_json: bool, unique: 
                 "retries": job.retries,
                 "ignored": job.ignore,
                 "queued": job.queued,
+                "attempts": job.attempts,
+                "state": job.state,
+                "error": None if job.error is None else display_name(job.error),
             }
             for server, client in _each_server(servers, timeout)
             for job in client.show_jobs()
         ]
-        headers = ["SERVER", "HANDLE", "RETRIES", "IGNORED", "QUEUED"]
+        headers = [
+            "SERVER", "HANDLE", "RETRIES", "IGNORED", "QUEUED", "ATTEMPTS", "STATE", "ERROR"
+        ]
     _echo_records(records, headers, as_json, len(servers) > 1)
 
 
@@ -149,8 +156,10 @@ def jobs(servers: list[tuple[str, int]], timeout: float, as_json: bool, unique: 
 def cancel(servers: list[tuple[str, int]], timeout: float, handles: tuple[str, ...]) -> None:
     """Cancel queued jobs by their handles.
 
-    A job a worker is running cannot be cancelled. With several servers, each handle is tried on
-    each server until one knows it. Exits with status 1 if any handle was unknown.
+    A job a worker is running cannot be cancelled. On gearsql this also covers a background job
+    waiting for its retry, and a dead letter (by the handle it had; it is purged). With several
+    servers, each handle is tried on each server until one knows it. Exits with status 1 if
+    any handle was unknown.
     """
     unknown = list(handles)
     for _server, client in _each_server(servers, timeout):
@@ -225,9 +234,10 @@ def version(servers: list[tuple[str, int]], timeout: float) -> None:
 def top(servers: list[tuple[str, int]], timeout: float, interval: float, once: bool) -> None:
     """Watch queue depths per function, refreshed until Ctrl-C.
 
-    QUEUED counts jobs waiting for a worker, and HIGH, NORMAL and LOW split them by priority;
-    RUNNING counts jobs a worker holds; WORKERS the workers registered for the function. If a
-    server stops answering after the first frame, the error is shown and `top` keeps trying.
+    QUEUED counts jobs waiting for a worker (or for their retry), and HIGH, NORMAL and LOW split
+    them by priority; RUNNING counts jobs a worker holds; WORKERS the workers registered for the
+    function; DEAD the function's dead letters (gearsql; `-` from C gearmand). If a server stops
+    answering after the first frame, the error is shown and `top` keeps trying.
     """
     # Ctrl-C (and SIGTERM) must stop it even when it was started with SIGINT ignored, as a
     # non-interactive shell starts a background job: Python then installs no KeyboardInterrupt
