@@ -10,6 +10,8 @@ to a file so the test counts runs without timing anything; the admin side is
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
 import signal
 import sqlite3
@@ -395,3 +397,81 @@ def test_cancel_covers_retrying_jobs_and_dead_letters_from_the_client_library(
         assert admin.show_dead() == []
         assert client.cancel(b"H:nowhere:1") is False
     assert sorted(workers.runs()) == ["fail o-1", "fail s-1"]
+
+
+# ---------------------------------------------------------------------------- the command line
+
+
+def gearsql(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m gearsql ARGS`` as a real process."""
+    env = {key: value for key, value in os.environ.items() if key != "GEARMAN_SERVERS"}
+    return subprocess.run(
+        [sys.executable, "-m", "gearsql", *args],
+        capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL,
+    )
+
+
+def test_server_retries_apply_to_every_function_and_the_cli_lists_retries_and_purges(
+    tmp_path: Path, servers: list[ServerProcess], workers: Workers
+) -> None:
+    server = start_server(
+        tmp_path, "memory", "--retries", "2", "--retry-backoff", "0.05:0.1"
+    )
+    servers.append(server)
+    at = ["-h", "127.0.0.1", "-p", str(server.port)]
+    for function, data in (("a", "a-1"), ("a", "a-2"), ("b", "b-1")):
+        submit(server, function, data)
+    workers.start(server, "a", "raise")
+    workers.start(server, "b", "fail")
+    with admin_of(server) as admin:
+        assert tuple(admin.retries("a")) == (2, 0.05, 0.1, True)
+        wait_until(lambda: len(admin.show_dead()) == 3, "three dead letters")
+
+    listed = gearsql("dead", "list", "--json", *at)
+    assert listed.returncode == 0, listed.stderr
+    records = json.loads(listed.stdout)
+    assert sorted((r["function"], r["attempts"], r["size"]) for r in records) == [
+        ("a", 2, 3), ("a", 2, 3), ("b", 2, 3)
+    ]
+    [b_letter] = [r for r in records if r["function"] == "b"]
+    assert b_letter["error"] == "failed" and b_letter["unique"] == ""
+    table = gearsql("dead", "list", "-f", "b", *at).stdout.splitlines()
+    assert table[0].split() == ["ID", "FUNCTION", "UNIQUE", "ATTEMPTS", "DIED", "SIZE", "ERROR"]
+    assert len(table) == 2 and table[1].split()[1:4] == ["b", "-", "2"]
+
+    top = gearsql("top", "--once", *at).stdout.splitlines()
+    assert top[1].split()[-1] == "DEAD"
+    assert [line.split()[0::7] for line in top[2:]] == [["a", "2"], ["b", "1"]]
+
+    retried = gearsql("dead", "retry", str(b_letter["id"]), *at)
+    assert (retried.returncode, retried.stdout) == (0, "resubmitted 1 dead letter\n")
+    purged = gearsql("dead", "purge", "--all", "-f", "a", *at)
+    assert (purged.returncode, purged.stdout) == (0, "purged 2 dead letters\n")
+
+    unknown = gearsql("dead", "purge", "99", *at)
+    assert unknown.returncode == 1
+    assert unknown.stderr == f"gearsql: no dead letter 99 on 127.0.0.1:{server.port}\n"
+    neither = gearsql("dead", "retry", *at)
+    assert neither.returncode == 1
+    assert neither.stderr == "gearsql: give a dead letter ID or --all (not both)\n"
+    # The resubmitted job fails twice more (the worker still fails) and is a dead letter again.
+    with admin_of(server) as admin:
+        wait_until(lambda: len(admin.show_dead()) == 1, "the resubmitted job's dead letter")
+    assert sorted(workers.runs()).count("fail b-1") == 4
+
+
+def test_dead_list_against_c_gearmand_is_one_error_line(gearmand_server: ServerProcess) -> None:
+    result = gearsql("dead", "list", "-h", "127.0.0.1", "-p", str(gearmand_server.port))
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert lines == [
+        f"gearsql: 127.0.0.1:{gearmand_server.port} keeps no dead letters (is it C gearmand? "
+        "it answered UNKNOWN_SHOW_ARGUMENTS)"
+    ]
+
+
+@pytest.mark.parametrize("value", ["0", "5:1", "x", "-1:3"])
+def test_a_bad_retry_backoff_is_refused_before_the_server_starts(value: str) -> None:
+    result = gearsql("server", "--store", "memory", "--retry-backoff", value)
+    assert result.returncode == 2
+    assert "--retry-backoff" in result.stderr and "Traceback" not in result.stderr

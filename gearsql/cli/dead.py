@@ -35,6 +35,16 @@ def _clients(servers: list[tuple[str, int]], timeout: float) -> list[AdminClient
     return [AdminClient(*address, timeout=timeout) for address in servers]
 
 
+def _not_gearsql(client: AdminClient, exc: AdminError) -> CommandError:
+    """The error for a server that does not know the dead-letter commands (C gearmand)."""
+    return CommandError(
+        f"{client.server} keeps no dead letters (is it C gearmand? it answered {exc.code})"
+    )
+
+
+_UNKNOWN = ("UNKNOWN_COMMAND", "UNKNOWN_SHOW_ARGUMENTS")
+
+
 @dead.command("list", context_settings=CONTEXT)
 @server_options
 @json_option
@@ -51,7 +61,13 @@ def list_dead(
     records: list[dict[str, Any]] = []
     for client in _clients(servers, timeout):
         with client:
-            for letter in client.show_dead(function):
+            try:
+                letters = client.show_dead(function)
+            except AdminError as exc:
+                if exc.code in _UNKNOWN:
+                    raise _not_gearsql(client, exc) from None
+                raise
+            for letter in letters:
                 records.append(
                     {
                         "server": client.server,
@@ -99,6 +115,8 @@ def _act(
             except AdminError as exc:
                 if exc.code == "UNKNOWN_JOB":
                     continue
+                if exc.code in _UNKNOWN:
+                    raise _not_gearsql(client, exc) from None
                 raise
             done += count
             prefix = f"{client.server}: " if len(servers) > 1 else ""
