@@ -79,7 +79,8 @@ class JobEvent(enum.Enum):
     FINISH = "finish"
     #: Its worker disconnected or timed out, and it may run again.
     REQUEUE = "requeue"
-    #: Its worker was lost once too often (``job_retries``), or the store could not commit it.
+    #: Its worker was lost once too often (``job_retries`` runs made), or the store could not
+    #: commit it.
     DROP = "drop"
     #: Nobody waits for it any more (a foreground job whose last client left).
     ABANDON = "abandon"

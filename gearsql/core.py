@@ -7,7 +7,7 @@ the packets and admin lines that arrived on it; the core answers by appending by
 sessions' output lists and listing them in :attr:`JobServerCore.dirty`, which the network layer
 writes out once per loop turn. Time enters only through the ``now`` arguments and
 :meth:`JobServerCore.next_deadline` / :meth:`JobServerCore.run_timers`, randomness only through
-the ``run_id`` parameter, and the core never logs: what an operator should hear of (a requeue, a
+the ``run_id`` parameter and the ``jitter`` source of retry backoffs, and the core never logs: what an operator should hear of (a requeue, a
 dropped job, a cancel) is appended to :attr:`JobServerCore.notices` for the network layer to log.
 So the whole matching logic is tested without sockets, an event loop or a logger.
 
@@ -25,19 +25,33 @@ queue: it stays there, skipped and let go (DISCARD) when a worker meets it, as i
     NEW --STORE--> STORING --(commit)--> QUEUED or SCHEDULED    (durable background jobs)
     NEW --QUEUE--> QUEUED --ASSIGN--> RUNNING --FINISH--> DONE
     NEW --DELAY--> SCHEDULED --QUEUE (due)--> QUEUED
-    RUNNING --REQUEUE (worker lost)--> QUEUED;  RUNNING --DROP (retries used up)--> DONE
+    RUNNING --REQUEUE (worker lost)--> QUEUED;  RUNNING --DROP (job_retries runs made)--> DONE
     any live state --CANCEL--> CANCELLED --DISCARD--> DONE
     QUEUED --ABANDON (its last client left)--> CANCELLED
     RUNNING --ABANDON (worker lost, nobody waits)--> DONE
+    RUNNING --RETRY (failed, attempts left)--> RETRYING --QUEUE (backoff over)--> QUEUED
+    RUNNING --BURY (failed, last attempt)--> DEAD --PURGE--> DONE
 
-Future states fit the same table: a retry with backoff is RUNNING --> a waiting state on the
-timer heap --> QUEUED, a dead letter a terminal state that keeps the row, a job held only by the
-store (bounded memory) a waiting state that is not in any queue.
+**Retries and dead letters.** A background job whose run fails (WORK_FAIL, WORK_EXCEPTION, or
+its worker lost or timed out) under an active :class:`~gearsql._corestate.RetryPolicy` (the
+server's ``retry_policy``, or its function's in ``retry_policies``) goes RETRY to RETRYING: it
+is counted as waiting and sits on the timer heap, like an epoch job, until its backoff
+(:func:`~gearsql._corestate.backoff_delay`, jittered by the injected ``jitter``) is over. Its
+failure count (``Job.retries``), last error and due time are stored: entering RETRYING puts a
+stored job on :attr:`JobServerCore.updated_stored`, rewritten with the next group commit, so a
+restart replays it as RETRYING (NEW --RETRY-->) and runs it once. The last failed attempt BURYs
+it: DEAD leaves the handle table and the unique index and moves to :attr:`JobServerCore.dead`;
+its queue row goes (``finished_stored``) and a dead-letter row comes (``buried``) in the same
+commit. ``retry dead`` submits a fresh job from it and PURGEs it (``purged``), as do ``purge
+dead`` and ``cancel job`` with its handle. Without a policy a failure FINISHes the job, as in
+Gearman, and foreground jobs always do: their clients get the failure. A lost worker of a job
+with no policy follows ``job_retries`` (gearmand's meaning: at most that many runs; 0 or less
+is unlimited).
 
 Behaviour follows C gearmand 1.1.x as real clients see it, with these choices: priority is
 global across a worker's functions, functions are served round-robin, epoch jobs wake sleeping
-workers when they fall due, and ``job_retries`` counts retries (-1 unlimited). The admin counts
-count live jobs only (see :class:`~gearsql._corestate.Function`).
+workers when they fall due. The admin counts count live jobs only (see
+:class:`~gearsql._corestate.Function`); a RETRYING job is live (waiting), a DEAD one is not.
 
 This module is longer than the 800 lines the project aims at: it is one class, the job server's
 rules, kept whole so that everything that moves a job is read in one place.
