@@ -7,8 +7,9 @@ the packets and admin lines that arrived on it; the core answers by appending by
 sessions' output lists and listing them in :attr:`JobServerCore.dirty`, which the network layer
 writes out once per loop turn. Time enters only through the ``now`` arguments and
 :meth:`JobServerCore.next_deadline` / :meth:`JobServerCore.run_timers`, randomness only through
-the ``run_id`` parameter and the ``jitter`` source of retry backoffs, and the core never logs: what an operator should hear of (a requeue, a
-dropped job, a cancel) is appended to :attr:`JobServerCore.notices` for the network layer to log.
+the ``run_id`` parameter and the ``jitter`` source of retry backoffs, and the core never
+logs: what an operator should hear of (a requeue, a dropped job, a cancel) is appended to
+:attr:`JobServerCore.notices` for the network layer to log.
 So the whole matching logic is tested without sockets, an event loop or a logger.
 
 Every job is in one :class:`~gearsql._corestate.JobState`, and it changes state only through
