@@ -299,9 +299,8 @@ class Job:
         "background",
         "clients",
         "data",
-        "dead_id",
+        "dead_mark",
         "denominator",
-        "died",
         "error",
         "function",
         "handle",
@@ -339,6 +338,7 @@ class Job:
         self.when: float = when
         self.reducer = reducer
         self.state = NEW
+        self.dead_mark: tuple[int, float]
         #: Clients waiting for the result (foreground submitters, coalesced ones included);
         #: a shared empty tuple until there is one, which saves memory on deep background queues.
         self.clients: list[Session] | tuple[()] = ()
@@ -351,9 +351,8 @@ class Job:
         self.retries = 0
         #: Why the last run failed: the WORK_EXCEPTION data, ``failed`` or ``worker lost``.
         self.error = b""
-        #: For a dead letter: its number (``show dead``) and when it died (epoch seconds).
-        self.dead_id = 0
-        self.died = 0.0
+        # ``dead_mark`` (number, time of death) is set only when the job becomes a dead letter:
+        # a slot left unset costs no work on the submit path.
         #: The durable store holds (or is committing) a row for it.
         self.stored = False
         #: The store's key for a job submitted without a unique, or with ``-`` (see
@@ -361,6 +360,16 @@ class Job:
         self.store_key: bytes | None = None
         #: While the store has not committed the job: who waits for its JOB_CREATED.
         self.acks: list[tuple[Session, PendingAck]] | None = None
+
+    @property
+    def dead_id(self) -> int:
+        """A dead letter's number (``show dead``); only for a job in state DEAD."""
+        return self.dead_mark[0]
+
+    @property
+    def died(self) -> float:
+        """When a dead letter's last run failed (epoch seconds); only for a job in state DEAD."""
+        return self.dead_mark[1]
 
     @property
     def ignore(self) -> bool:

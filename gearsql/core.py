@@ -700,8 +700,7 @@ class JobServerCore:
             del self.jobs[job.handle]
             self._unindex(job)
             self._dead_counter += 1
-            job.dead_id = self._dead_counter
-            job.died = self.clock()
+            job.dead_mark = (self._dead_counter, self.clock())
             if job.stored:
                 self.finished_stored.append(job)
                 job.stored = False
@@ -1185,7 +1184,7 @@ class JobServerCore:
             self._counter += 1
             fn = self.functions.get(name) or Function(name)
             job = Job(self._handle_format % self._counter, fn, unique, data, level, True)
-            job.retries, job.error, job.dead_id, job.died = retries, error, dead_id, died
+            job.retries, job.error, job.dead_mark = retries, error, (dead_id, died)
             self._move(job, BURY)
             count += 1
         return count
