@@ -30,6 +30,17 @@ def table_lines(headers: list[str], rows: list[list[str | int]]) -> list[str]:
     return lines
 
 
+def dead_counts(client: AdminClient) -> dict[bytes, int] | None:
+    """Dead letters per function (gearsql's ``deadstatus``), None from a server that keeps
+    none (C gearmand answers UNKNOWN_COMMAND)."""
+    try:
+        return client.dead_status()
+    except AdminError as exc:
+        if exc.code != "UNKNOWN_COMMAND":
+            raise
+    return None
+
+
 def top_rows(server: str, client: AdminClient) -> list[list[str | int]]:
     """One row per function: queued (in all and per priority), running, workers, dead letters
     (``-`` where the server has none of gearsql's ``deadstatus``). A function with dead letters
@@ -40,12 +51,7 @@ def top_rows(server: str, client: AdminClient) -> list[list[str | int]]:
     except AdminError as exc:
         if exc.code != "UNKNOWN_COMMAND":  # gearmand before 1.1.15
             raise
-    dead: dict[bytes, int] | None = None
-    try:
-        dead = client.dead_status()
-    except AdminError as exc:
-        if exc.code != "UNKNOWN_COMMAND":  # C gearmand has no dead letters
-            raise
+    dead = dead_counts(client)
     rows: list[list[str | int]] = []
     listed = client.status()
     names = {fn.name for fn in listed}

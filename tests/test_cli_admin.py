@@ -79,10 +79,12 @@ def test_status_prints_a_table_of_functions(any_server: ServerProcess) -> None:
         output = run(any_server, "status").output
 
     header, *rows = output.splitlines()
-    assert header == "FUNCTION  TOTAL  RUNNING  WORKERS"
+    assert header == "FUNCTION  TOTAL  RUNNING  WORKERS  DEAD"
+    # DEAD counts dead letters: gearsql's own, `-` from C gearmand.
+    dead = "     0" if any_server.kind == "gearsql" else "  -"
     assert sorted(rows) == [
-        "mail          1        0        0",
-        "resize        2        1        1",
+        f"mail          1        0        0{dead}",
+        f"resize        2        1        1{dead}",
     ]
 
 
@@ -99,12 +101,13 @@ def test_status_json_lists_one_object_per_function(any_server: ServerProcess) ->
             "total": 1,
             "running": 0,
             "workers": 0,
+            "dead": 0 if any_server.kind == "gearsql" else None,
         }
     ]
 
 
 def test_status_of_an_empty_server_prints_only_the_header(any_server: ServerProcess) -> None:
-    assert run(any_server, "status").output == "FUNCTION  TOTAL  RUNNING  WORKERS\n"
+    assert run(any_server, "status").output == "FUNCTION  TOTAL  RUNNING  WORKERS  DEAD\n"
     assert json.loads(run(any_server, "status", "--json").output) == []
 
 
@@ -329,9 +332,9 @@ def test_servers_lists_every_servers_functions(
 
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
-        "SERVER           FUNCTION  TOTAL  RUNNING  WORKERS",
-        f"{servers[0]}  gearsql       0        0        0",
-        f"{servers[1]}  gearmand      0        0        0",
+        "SERVER           FUNCTION  TOTAL  RUNNING  WORKERS  DEAD",
+        f"{servers[0]}  gearsql       0        0        0     0",
+        f"{servers[1]}  gearmand      0        0        0     -",
     ]
 
 

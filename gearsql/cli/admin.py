@@ -17,10 +17,10 @@ from typing import Any
 
 import click
 
-from gearsql._admintables import display_name, table_lines, top_frame
+from gearsql._admintables import dead_counts, display_name, table_lines, top_frame
 from gearsql._servers import format_address
 from gearsql.admin import escape_name
-from gearsql.adminclient import AdminClient
+from gearsql.adminclient import AdminClient, FunctionStatus
 from gearsql.cli._options import CONTEXT, CommandError, json_option, server_options
 from gearsql.errors import GearmanError
 
@@ -68,20 +68,27 @@ def status(servers: list[tuple[str, int]], timeout: float, as_json: bool) -> Non
     """Show every function's jobs and workers.
 
     TOTAL counts queued and running jobs; WORKERS counts the workers registered for the
-    function, busy or idle. A function stays listed after its workers leave.
+    function, busy or idle; DEAD its dead letters (gearsql; `-` from C gearmand). A function
+    stays listed after its workers leave.
     """
-    records = [
-        {
-            "server": server,
-            "function": display_name(fn.name),
-            "total": fn.total,
-            "running": fn.running,
-            "workers": fn.workers,
-        }
-        for server, client in _each_server(servers, timeout)
-        for fn in client.status()
-    ]
-    headers = ["SERVER", "FUNCTION", "TOTAL", "RUNNING", "WORKERS"]
+    records = []
+    for server, client in _each_server(servers, timeout):
+        dead = dead_counts(client)
+        listed = client.status()
+        known = {fn.name for fn in listed}
+        listed += [FunctionStatus(name, 0, 0, 0) for name in sorted(set(dead or ()) - known)]
+        records += [
+            {
+                "server": server,
+                "function": display_name(fn.name),
+                "total": fn.total,
+                "running": fn.running,
+                "workers": fn.workers,
+                "dead": None if dead is None else dead.get(fn.name, 0),
+            }
+            for fn in listed
+        ]
+    headers = ["SERVER", "FUNCTION", "TOTAL", "RUNNING", "WORKERS", "DEAD"]
     _echo_records(records, headers, as_json, len(servers) > 1)
 
 
