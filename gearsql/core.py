@@ -745,7 +745,8 @@ class JobServerCore:
         """``job``'s worker disconnected or timed out: run it again, or let it go."""
         if job.background and job.state is RUNNING and self.retry_policy_for(job).active:
             # Under a retry policy a lost worker (gone or timed out) is one more failed
-            # attempt, with backoff.
+            # attempt, with backoff. Foreground clients coalesced onto the job get the failure.
+            self._fail_clients(job)
             self._failed(job, b"worker lost", reason)
             return
         worker = job.worker

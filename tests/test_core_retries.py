@@ -283,3 +283,16 @@ def test_a_replayed_job_that_was_waiting_for_its_retry_keeps_waiting() -> None:
     d.core.run_timers()
     fail_once(d, fail_once_more.handle)
     assert sorted(d.core.dead) == [5, 6]
+
+
+def test_a_foreground_client_coalesced_onto_a_retried_job_gets_the_failure() -> None:
+    d = retrying()
+    submitter, waiter = d.connect(), d.connect()
+    handle = d.submit(submitter, b"f", unique=b"u", type_=P.SUBMIT_JOB_BG)
+    assert d.submit(waiter, b"f", unique=b"u") == handle
+    worker = d.worker(b"f")
+    d.grab_handle(worker)
+    d.core.disconnect(worker)
+    assert d.received(waiter) == [(P.WORK_FAIL, (handle,))]
+    assert d.core.jobs[handle].state is JobState.RETRYING
+    assert waiter.waiting == set()
