@@ -467,8 +467,8 @@ def test_dead_list_against_c_gearmand_is_one_error_line(gearmand_server: ServerP
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     assert lines == [
-        f"gearsql: 127.0.0.1:{gearmand_server.port} keeps no dead letters (is it C gearmand? "
-        "it answered UNKNOWN_SHOW_ARGUMENTS)"
+        f"gearsql: 127.0.0.1:{gearmand_server.port} keeps no dead letters or retry policies "
+        "(is it C gearmand? it answered UNKNOWN_SHOW_ARGUMENTS)"
     ]
 
 
@@ -477,3 +477,22 @@ def test_a_bad_retry_backoff_is_refused_before_the_server_starts(value: str) -> 
     result = gearsql("server", "--store", "memory", "--retry-backoff", value)
     assert result.returncode == 2
     assert "--retry-backoff" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_retries_command_shows_sets_and_resets_a_functions_policy(
+    tmp_path: Path, servers: list[ServerProcess]
+) -> None:
+    server = start_server(tmp_path, "memory", "--retries", "3", "--retry-backoff", "2:60")
+    servers.append(server)
+    at = ["-h", "127.0.0.1", "-p", str(server.port)]
+    assert gearsql("retries", "mail", *at).stdout == "mail: 3 2:60 (server default)\n"
+    assert gearsql("retries", "mail", "5", "0.5:10", *at).stdout == "mail: 5 0.5:10\n"
+    with admin_of(server) as admin:
+        assert tuple(admin.retries("mail")) == (5, 0.5, 10.0, False)
+    assert gearsql("retries", "mail", "0", *at).stdout == "mail: 0 2:60\n"
+    assert gearsql("retries", "mail", "--default", *at).stdout == (
+        "mail: 3 2:60 (server default)\n"
+    )
+    bad = gearsql("retries", "mail", "1", "9:3", *at)
+    assert (bad.returncode, bad.stderr.count("\n")) == (1, 1)
+    assert bad.stderr.startswith("gearsql: backoff '9:3'")

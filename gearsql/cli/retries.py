@@ -1,9 +1,10 @@
-"""``gearsql dead list|retry|purge``: the dead letters of a gearsql job server.
+"""``gearsql retries`` and ``gearsql dead list|retry|purge``: retry policies and dead letters of
+a gearsql job server.
 
 A background job that used all the runs its retry policy gives it (``gearsql server --retries``,
-or the admin command ``retries FUNCTION N``) is kept as a dead letter; these commands read and
-act on them through the admin protocol (:meth:`gearsql.adminclient.AdminClient.show_dead` and
-the rest). C gearmand keeps no dead letters and answers that it knows no such command.
+or a function's own policy, ``gearsql retries FUNCTION N``) is kept as a dead letter; these
+commands read and act on them through the admin protocol (:meth:`gearsql.adminclient.AdminClient.
+show_dead` and the rest). C gearmand keeps neither and answers that it knows no such command.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ def _clients(servers: list[tuple[str, int]], timeout: float) -> list[AdminClient
 
 
 def _not_gearsql(client: AdminClient, exc: AdminError) -> CommandError:
-    """The error for a server that does not know the dead-letter commands (C gearmand)."""
+    """The error for a server that does not know the retry commands (C gearmand)."""
     return CommandError(
-        f"{client.server} keeps no dead letters (is it C gearmand? it answered {exc.code})"
+        f"{client.server} keeps no dead letters or retry policies (is it C gearmand? it "
+        f"answered {exc.code})"
     )
 
 
@@ -181,5 +183,55 @@ def purge_dead(
     )
 
 
+@click.command(context_settings=CONTEXT)
+@server_options
+@click.argument("function")
+@click.argument("attempts", metavar="[N", required=False, type=click.IntRange(0))
+@click.argument("backoff", metavar="[BASE[:MAX]]]", required=False)
+@click.option("--default", "reset", is_flag=True, help="Put FUNCTION back on the server's policy.")
+def retries(
+    servers: list[tuple[str, int]],
+    timeout: float,
+    function: str,
+    attempts: int | None,
+    backoff: str | None,
+    reset: bool,
+) -> None:
+    """Show or set FUNCTION's retry policy.
+
+    N is how many runs a failed background job of FUNCTION gets in all (0: none, a failure is
+    final); BASE and MAX the backoff in seconds (default: the server's). The server keeps the
+    policy in its store. Without N, print the policy in force: `N BASE:MAX`, followed by
+    `(server default)` when FUNCTION has none of its own.
+    """
+    if reset and attempts is not None:
+        raise CommandError("give N or --default, not both")
+    if backoff is not None:
+        from gearsql.admin import parse_backoff
+
+        try:
+            parse_backoff(backoff)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+    for client in _clients(servers, timeout):
+        with client:
+            try:
+                if reset or attempts is not None:
+                    limits = None
+                    if backoff is not None:
+                        base, _, top = backoff.partition(":")
+                        limits = (float(base), float(top)) if top else float(base)
+                    client.set_retries(function, None if reset else attempts, limits)
+                policy = client.retries(function)
+            except AdminError as exc:
+                if exc.code == "UNKNOWN_COMMAND":
+                    raise _not_gearsql(client, exc) from None
+                raise
+            prefix = f"{client.server}: " if len(servers) > 1 else ""
+            note = " (server default)" if policy.default else ""
+            shown = f"{policy.attempts} {policy.base:g}:{policy.limit:g}{note}"
+            click.echo(f"{prefix}{function}: {shown}")
+
+
 #: The commands of this family, for the ``gearsql`` group.
-COMMANDS = [dead]
+COMMANDS = [retries, dead]
