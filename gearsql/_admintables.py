@@ -3,7 +3,7 @@ frames of ``gearsql top``."""
 
 from __future__ import annotations
 
-from gearsql.adminclient import AdminClient, PriorityStatus
+from gearsql.adminclient import AdminClient, FunctionStatus, PriorityStatus
 from gearsql.errors import AdminError
 
 
@@ -30,16 +30,34 @@ def table_lines(headers: list[str], rows: list[list[str | int]]) -> list[str]:
     return lines
 
 
+def dead_counts(client: AdminClient) -> dict[bytes, int] | None:
+    """Dead letters per function (gearsql's ``deadstatus``), None from a server that keeps
+    none (C gearmand answers UNKNOWN_COMMAND)."""
+    try:
+        return client.dead_status()
+    except AdminError as exc:
+        if exc.code != "UNKNOWN_COMMAND":
+            raise
+    return None
+
+
 def top_rows(server: str, client: AdminClient) -> list[list[str | int]]:
-    """One row per function: queued (in all and per priority), running, workers."""
+    """One row per function: queued (in all and per priority), running, workers, dead letters
+    (``-`` where the server has none of gearsql's ``deadstatus``). A function with dead letters
+    that ``status`` no longer lists gets a row of its own."""
     by_priority: dict[bytes, PriorityStatus] = {}
     try:
         by_priority = {row.name: row for row in client.priority_status()}
     except AdminError as exc:
         if exc.code != "UNKNOWN_COMMAND":  # gearmand before 1.1.15
             raise
+    dead = dead_counts(client)
     rows: list[list[str | int]] = []
-    for fn in sorted(client.status(), key=lambda fn: fn.name):
+    listed = client.status()
+    names = {fn.name for fn in listed}
+    for name in sorted(set(dead or ()) - names):
+        listed.append(FunctionStatus(name, 0, 0, 0))
+    for fn in sorted(listed, key=lambda fn: fn.name):
         ranked = by_priority.get(fn.name)
         rows.append(
             [
@@ -49,6 +67,7 @@ def top_rows(server: str, client: AdminClient) -> list[list[str | int]]:
                 *((ranked.high, ranked.normal, ranked.low) if ranked else ("-", "-", "-")),
                 fn.running,
                 fn.workers,
+                "-" if dead is None else dead.get(fn.name, 0),
             ]
         )
     return rows
@@ -57,7 +76,9 @@ def top_rows(server: str, client: AdminClient) -> list[list[str | int]]:
 def top_frame(clients: list[AdminClient], many: bool) -> list[str]:
     """The lines of one frame of `gearsql top`; raises GearmanError."""
     rows = [row for client in clients for row in top_rows(client.server, client)]
-    headers = ["SERVER", "FUNCTION", "QUEUED", "HIGH", "NORMAL", "LOW", "RUNNING", "WORKERS"]
+    headers = [
+        "SERVER", "FUNCTION", "QUEUED", "HIGH", "NORMAL", "LOW", "RUNNING", "WORKERS", "DEAD"
+    ]
     if not many:
         headers, rows = headers[1:], [row[1:] for row in rows]
     return table_lines(headers, rows)

@@ -23,8 +23,10 @@ __all__ = [
     "JobState",
     "Notice",
     "PendingAck",
+    "RetryPolicy",
     "Session",
     "after_loss",
+    "backoff_delay",
     "coalescing_key",
 ]
 
@@ -46,6 +48,12 @@ class JobState(enum.Enum):
     QUEUED = "queued"
     #: A worker holds it.
     RUNNING = "running"
+    #: A background job whose run failed, waiting on the timer heap for its backoff to pass
+    #: before it is queued again.
+    RETRYING = "retrying"
+    #: A background job that used all its attempts: kept as a dead letter (and in the store)
+    #: until an operator retries or purges it. Not in the handle table, never runs by itself.
+    DEAD = "dead"
     #: It will never run (cancelled, or a foreground job whose last client left before it
     #: started). It may still sit in a queue, on the timer heap, with a worker or in a commit
     #: under way, and is let go (DISCARD) when met there.
@@ -71,7 +79,8 @@ class JobEvent(enum.Enum):
     FINISH = "finish"
     #: Its worker disconnected or timed out, and it may run again.
     REQUEUE = "requeue"
-    #: Its worker was lost once too often (``job_retries``), or the store could not commit it.
+    #: Its worker was lost once too often (``job_retries`` runs made), or the store could not
+    #: commit it.
     DROP = "drop"
     #: Nobody waits for it any more (a foreground job whose last client left).
     ABANDON = "abandon"
@@ -79,12 +88,23 @@ class JobEvent(enum.Enum):
     CANCEL = "cancel"
     #: A cancelled job is let go where it was left.
     DISCARD = "discard"
+    #: A background job's run failed (WORK_FAIL, WORK_EXCEPTION, worker lost) with attempts
+    #: left under its retry policy: run it again after a backoff. Also a replayed job that
+    #: was waiting for its backoff when the server stopped.
+    RETRY = "retry"
+    #: A background job's last attempt failed: keep it as a dead letter.
+    BURY = "bury"
+    #: A dead letter goes (``purge dead``, ``retry dead`` once its new job exists, ``cancel job``).
+    PURGE = "purge"
 
 
 # Short names for the members, for the table below and for the core, whose hot path reads a
 # module global faster than an enum's attribute.
-NEW, STORING, SCHEDULED, QUEUED, RUNNING, CANCELLED, DONE = JobState
-STORE, DELAY, QUEUE, ASSIGN, FINISH, REQUEUE, DROP, ABANDON, CANCEL, DISCARD = JobEvent
+NEW, STORING, SCHEDULED, QUEUED, RUNNING, RETRYING, DEAD, CANCELLED, DONE = JobState
+(
+    STORE, DELAY, QUEUE, ASSIGN, FINISH, REQUEUE, DROP, ABANDON, CANCEL, DISCARD, RETRY, BURY,
+    PURGE,
+) = JobEvent
 
 
 #: (state, event) -> next state. Anything not listed is a bug in the core and raises.
@@ -107,6 +127,15 @@ TRANSITIONS: dict[tuple[JobState, JobEvent], JobState] = {
     # Lost by its worker with nobody waiting: no queue holds it, so it goes at once.
     (RUNNING, ABANDON): DONE,
     (RUNNING, CANCEL): CANCELLED,
+    # Retries of background jobs (a retry policy with attempts left), then dead letters.
+    (RUNNING, RETRY): RETRYING,
+    (NEW, RETRY): RETRYING,
+    (RETRYING, QUEUE): QUEUED,
+    (RETRYING, CANCEL): CANCELLED,
+    (RUNNING, BURY): DEAD,
+    # A dead letter read back from the store at start-up.
+    (NEW, BURY): DEAD,
+    (DEAD, PURGE): DONE,
     # A cancelled job its worker still held: the result goes nowhere.
     (CANCELLED, FINISH): DONE,
     (CANCELLED, DISCARD): DONE,
@@ -114,7 +143,7 @@ TRANSITIONS: dict[tuple[JobState, JobEvent], JobState] = {
 
 #: States counted in ``Function.waiting``: live jobs that wait for a worker (or for their time,
 #: or for the store).
-WAITING = frozenset({STORING, SCHEDULED, QUEUED})
+WAITING = frozenset({STORING, SCHEDULED, QUEUED, RETRYING})
 
 
 class Notice(NamedTuple):
@@ -270,7 +299,9 @@ class Job:
         "background",
         "clients",
         "data",
+        "dead_mark",
         "denominator",
+        "error",
         "function",
         "handle",
         "numerator",
@@ -302,17 +333,26 @@ class Job:
         self.data = data
         self.priority = priority
         self.background = background
-        #: Epoch second before which the job may not run; 0 for "now".
-        self.when = when
+        #: Epoch second before which the job may not run; 0 for "now". For a job waiting for
+        #: its retry, when the backoff ends (a float: backoffs may be shorter than a second).
+        self.when: float = when
         self.reducer = reducer
         self.state = NEW
+        self.dead_mark: tuple[int, float]
         #: Clients waiting for the result (foreground submitters, coalesced ones included);
         #: a shared empty tuple until there is one, which saves memory on deep background queues.
         self.clients: list[Session] | tuple[()] = ()
         self.worker: Session | None = None
         self.numerator = 0
         self.denominator = 0
+        #: Runs that ended without success so far: worker losses and, under a retry policy,
+        #: WORK_FAIL and WORK_EXCEPTION (gearmand's ``job_retries``, ``show jobs``' second
+        #: column). Stored with the job, so it survives a restart.
         self.retries = 0
+        #: Why the last run failed: the WORK_EXCEPTION data, ``failed`` or ``worker lost``.
+        self.error = b""
+        # ``dead_mark`` (number, time of death) is set only when the job becomes a dead letter:
+        # a slot left unset costs no work on the submit path.
         #: The durable store holds (or is committing) a row for it.
         self.stored = False
         #: The store's key for a job submitted without a unique, or with ``-`` (see
@@ -320,6 +360,16 @@ class Job:
         self.store_key: bytes | None = None
         #: While the store has not committed the job: who waits for its JOB_CREATED.
         self.acks: list[tuple[Session, PendingAck]] | None = None
+
+    @property
+    def dead_id(self) -> int:
+        """A dead letter's number (``show dead``); only for a job in state DEAD."""
+        return self.dead_mark[0]
+
+    @property
+    def died(self) -> float:
+        """When a dead letter's last run failed (epoch seconds); only for a job in state DEAD."""
+        return self.dead_mark[1]
 
     @property
     def ignore(self) -> bool:
@@ -330,15 +380,43 @@ class Job:
         return f"<Job {self.handle!r} {self.function.name!r} {self.state.value}>"
 
 
+class RetryPolicy(NamedTuple):
+    """How a function's failed background jobs are run again.
+
+    ``attempts`` is how many runs a job gets in all; 0 turns retries off (Gearman's meaning: a
+    failure is final and the job is gone). After a failed run with attempts left, the job waits
+    ``base * 2 ** (failures - 1)`` seconds, at most ``limit``, shortened by jitter to between
+    half and all of that; after the last one it becomes a dead letter.
+    """
+
+    attempts: int = 0
+    base: float = 1.0
+    limit: float = 300.0
+
+    @property
+    def active(self) -> bool:
+        return self.attempts > 0
+
+
+def backoff_delay(policy: RetryPolicy, failures: int, jitter: float) -> float:
+    """Seconds before the retry that follows the ``failures``-th failed run. ``jitter`` in
+    [0, 1] picks a point between half the exponential delay and all of it (0.5 + 0.5 *
+    jitter), so retries of many jobs that failed together spread out instead of returning in
+    one burst."""
+    exponent = min(max(failures - 1, 0), 62)
+    delay = min(policy.base * (2.0**exponent), policy.limit)
+    return delay * (0.5 + 0.5 * min(max(jitter, 0.0), 1.0))
+
+
 def after_loss(job: Job, job_retries: int) -> JobEvent:
     """What becomes of a job whose worker was lost (its ``retries`` already counts this loss):
-    REQUEUE, DROP at the ``job_retries`` limit (-1 unlimited), ABANDON when nobody waits for it
-    any more, DISCARD when it was cancelled."""
+    REQUEUE, DROP once ``job_retries`` runs were made (gearmand's meaning; 0 or less is
+    unlimited), ABANDON when nobody waits for it any more, DISCARD when it was cancelled."""
     if job.state is CANCELLED:
         return DISCARD
     if not job.clients and not job.background:
         return ABANDON
-    if 0 <= job_retries < job.retries:
+    if 0 < job_retries <= job.retries:
         return DROP
     return REQUEUE
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from gearsql._corestate import RUNNING, RetryPolicy
 from gearsql.protocol import split_admin_words
 
 if TYPE_CHECKING:  # the core imports this module; this one needs the core for hints only
     from gearsql.core import JobServerCore, Session
 
-__all__ = ["ADMIN_COMMANDS", "escape_name", "run_admin_command"]
+__all__ = ["ADMIN_COMMANDS", "escape_name", "parse_backoff", "run_admin_command"]
 
 OK = b"OK\r\n"
 ERR_UNKNOWN_JOB = b"ERR UNKNOWN_JOB\r\n"
@@ -119,12 +120,31 @@ def _show(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
         return _unknown(words[0])
     what = [word.lower() for word in words[1:]]
     if what == [b"jobs"]:
-        # The last column is gearmand's job_queued: a background job held by the queue (a
-        # cancelled one no longer is).
+        # The fourth column is gearmand's job_queued: a background job held by the queue (a
+        # cancelled one no longer is). gearsql adds three at the end, where a reader of
+        # gearmand's four stops: runs so far (failed ones, plus the one under way), the
+        # state, and the last run's error (``-`` for none).
         lines = [
-            b"%s\t%d\t%d\t%d\n"
-            % (job.handle, job.retries, job.ignore, job.background and not job.ignore)
+            b"%s\t%d\t%d\t%d\t%d\t%s\t%s\n"
+            % (
+                job.handle, job.retries, job.ignore, job.background and not job.ignore,
+                job.retries + (job.state is RUNNING), job.state.value.encode(),
+                escape_name(job.error) if job.error else b"-",
+            )
             for job in core.jobs.values()
+        ]
+    elif what[0] == b"dead" and len(words) <= 3:
+        # Dead letters: number, handle, function, unique, failed runs, time of death (epoch
+        # seconds), payload size, last error.
+        name = words[2] if len(words) == 3 else None
+        lines = [
+            b"%d\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n"
+            % (
+                job.dead_id, job.handle, escape_name(job.function.name),
+                escape_name(job.unique), job.retries, int(job.died), len(job.data),
+                escape_name(job.error) if job.error else b"-",
+            )
+            for job in core.dead_letters(name)
         ]
     elif what == [b"unique", b"jobs"]:
         lines = [escape_name(job.unique) + b"\n" for job in core.jobs.values() if job.unique]
@@ -143,6 +163,105 @@ def _cancel(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
         core.notice("INFO", f"Cancelled job {words[2].decode('latin-1')} by admin command")
         return OK
     return ERR_UNKNOWN_JOB
+
+
+def _dead_status(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
+    """``deadstatus``: dead letters per function (``status`` keeps gearmand's four columns)."""
+    counts: dict[bytes, int] = {}
+    for job in core.dead.values():
+        name = job.function.name
+        counts[name] = counts.get(name, 0) + 1
+    lines = [b"%s\t%d\n" % (escape_name(name), count) for name, count in counts.items()]
+    lines.append(b".\n")
+    return b"".join(lines)
+
+
+def _dead_targets(
+    core: JobServerCore, words: list[bytes]
+) -> list[int] | bytes:
+    """The dead letters ``retry dead``/``purge dead`` name (``ID`` or ``all [FUNCTION]``), or
+    the ERR reply."""
+    if len(words) < 3 or words[1].lower() != b"dead":
+        return _incomplete(words[0])
+    target = words[2]
+    if target.lower() == b"all" and len(words) <= 4:
+        name = words[3] if len(words) == 4 else None
+        return [job.dead_id for job in core.dead_letters(name)]
+    if len(words) != 3 or not target.isdigit():
+        return _incomplete(words[0])
+    if int(target) not in core.dead:
+        return ERR_UNKNOWN_JOB
+    return [int(target)]
+
+
+def _retry(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
+    targets = _dead_targets(core, words)
+    if isinstance(targets, bytes):
+        return targets
+    if not session.trusted:
+        return ERR_PERMISSION
+    for dead_id in targets:
+        core.revive(dead_id)
+    return b"OK %d\r\n" % len(targets)
+
+
+def _purge(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
+    targets = _dead_targets(core, words)
+    if isinstance(targets, bytes):
+        return targets
+    if not session.trusted:
+        return ERR_PERMISSION
+    for dead_id in targets:
+        core.purge(dead_id)
+    if targets:
+        core.notice("INFO", f"Purged {len(targets)} dead letters by admin command")
+    return b"OK %d\r\n" % len(targets)
+
+
+def parse_backoff(text: str, default: tuple[float, float] = (1.0, 300.0)) -> tuple[float, float]:
+    """``BASE`` or ``BASE:MAX`` seconds, as ``--retry-backoff`` and ``retries`` take them; MAX
+    defaults to ``default``'s (raised to BASE if lower). Raises ValueError."""
+    base_text, colon, limit_text = text.partition(":")
+    base = float(base_text)
+    limit = float(limit_text) if colon else max(default[1], base)
+    if not (0 < base <= limit) or limit != limit or limit == float("inf"):
+        raise ValueError(f"backoff {text!r}: want BASE[:MAX] seconds with 0 < BASE <= MAX")
+    return base, limit
+
+
+def _format_policy(policy: RetryPolicy) -> bytes:
+    return b"%d %s:%s" % (policy.attempts, b"%g" % policy.base, b"%g" % policy.limit)
+
+
+def _retries(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
+    """``retries FUNCTION``: its policy (``OK ATTEMPTS BASE:MAX [default]``);
+    ``retries FUNCTION N [BASE[:MAX]]`` sets its own, ``retries FUNCTION default`` drops it."""
+    if len(words) < 2 or len(words) > 4:
+        return _incomplete(words[0])
+    name = words[1]
+    if len(words) == 2:
+        own = core.retry_policies.get(name)
+        if own is None:
+            return b"OK " + _format_policy(core.retry_policy) + b" default\n"
+        return b"OK " + _format_policy(own) + b"\n"
+    if not session.trusted:
+        return ERR_PERMISSION
+    if len(name) > core.max_function_name:
+        return _incomplete(words[0])
+    if len(words) == 3 and words[2].lower() == b"default":
+        core.set_retry_policy(name, None)
+        return OK
+    if not words[2].isdigit():
+        return _incomplete(words[0])
+    default = core.retry_policy
+    base, limit = default.base, default.limit
+    if len(words) == 4:
+        try:
+            base, limit = parse_backoff(words[3].decode("ascii"), (base, limit))
+        except (ValueError, UnicodeDecodeError):
+            return _incomplete(words[0])
+    core.set_retry_policy(name, RetryPolicy(int(words[2]), base, limit))
+    return OK
 
 
 def _create(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
@@ -224,6 +343,11 @@ ADMIN_COMMANDS: dict[bytes, Callable[[JobServerCore, Session, list[bytes]], byte
     b"version": _version,
     b"getpid": _getpid,
     b"verbose": _verbose,
+    # gearsql's own: retries and dead letters.
+    b"retries": _retries,
+    b"retry": _retry,
+    b"purge": _purge,
+    b"deadstatus": _dead_status,
 }
 
 

@@ -33,12 +33,15 @@ from gearsql.errors import (
 __all__ = [
     "DEFAULT_PORT",
     "AdminClient",
+    "DeadLetterInfo",
     "FunctionStatus",
     "JobInfo",
     "PriorityStatus",
+    "RetrySettings",
     "WorkerInfo",
     "find_reply_end",
     "format_address",
+    "parse_dead",
     "parse_error_line",
     "parse_server",
     "parse_servers",
@@ -94,13 +97,47 @@ class JobInfo(NamedTuple):
     """One line of ``show jobs``.
 
     ``ignore`` is True for a cancelled job the server has not dropped yet; ``queued`` is
-    gearmand's ``job_queued`` flag (a background job held by the queue).
+    gearmand's ``job_queued`` flag (a background job held by the queue). gearsql adds
+    ``attempts`` (runs so far, the one under way included), ``state`` (``queued``,
+    ``running``, ``retrying``...) and ``error`` (the last failed run's, None for none); they are
+    None from C gearmand.
     """
 
     handle: bytes
     retries: int
     ignore: bool
     queued: bool
+    attempts: int | None = None
+    state: str | None = None
+    error: bytes | None = None
+
+
+class DeadLetterInfo(NamedTuple):
+    """One line of ``show dead`` (gearsql only): a background job that used all its attempts.
+
+    ``died`` is epoch seconds, ``size`` the payload's length; ``function``, ``unique`` and
+    ``error`` are as the server escapes them in lists (see :func:`gearsql.admin.escape_name`).
+    """
+
+    id: int
+    handle: bytes
+    function: bytes
+    unique: bytes
+    attempts: int
+    died: int
+    size: int
+    error: bytes | None
+
+
+class RetrySettings(NamedTuple):
+    """A function's retry policy as ``retries FUNCTION`` reports it (gearsql only): runs in all
+    (0: no retries), backoff base and maximum in seconds, and whether it is the server's
+    default rather than the function's own."""
+
+    attempts: int
+    base: float
+    limit: float
+    default: bool
 
 
 # ---------------------------------------------------------------------------- sans-IO framing
@@ -217,15 +254,41 @@ def parse_workers(lines: list[bytes]) -> list[WorkerInfo]:
 
 
 def parse_jobs(lines: list[bytes]) -> list[JobInfo]:
-    """``show jobs`` lines: ``HANDLE\\tRETRIES\\tIGNORE_JOB\\tJOB_QUEUED``."""
+    """``show jobs`` lines: ``HANDLE\\tRETRIES\\tIGNORE_JOB\\tJOB_QUEUED``, and from gearsql
+    ``\\tATTEMPTS\\tSTATE\\tERROR`` after them."""
     result = []
     for line in lines:
-        fields = line.rsplit(b"\t", 3)
-        if len(fields) != 4:
+        fields = line.split(b"\t")
+        if len(fields) not in (4, 7):
             raise AdminProtocolError(f"bad show jobs line {line[:200]!r}")
-        handle, retries, ignore, queued = fields
+        handle, retries, ignore, queued = fields[:4]
+        info = JobInfo(
+            handle, _int(retries, line), _int(ignore, line) != 0, _int(queued, line) != 0
+        )
+        if len(fields) == 7:
+            attempts, state, error = fields[4:]
+            info = info._replace(
+                attempts=_int(attempts, line),
+                state=state.decode("ascii", "replace"),
+                error=None if error == b"-" else error,
+            )
+        result.append(info)
+    return result
+
+
+def parse_dead(lines: list[bytes]) -> list[DeadLetterInfo]:
+    """``show dead`` lines: ``ID\\tHANDLE\\tFUNCTION\\tUNIQUE\\tATTEMPTS\\tDIED\\tSIZE\\tERROR``."""
+    result = []
+    for line in lines:
+        fields = line.split(b"\t")
+        if len(fields) != 8:
+            raise AdminProtocolError(f"bad show dead line {line[:200]!r}")
+        id_, handle, function, unique, attempts, died, size, error = fields
         result.append(
-            JobInfo(handle, _int(retries, line), _int(ignore, line) != 0, _int(queued, line) != 0)
+            DeadLetterInfo(
+                _int(id_, line), handle, function, unique, _int(attempts, line),
+                _int(died, line), _int(size, line), None if error == b"-" else error,
+            )
         )
     return result
 
@@ -431,6 +494,83 @@ class AdminClient:
         elif limit is not None:
             line += b" %d" % int(limit)
         self._ok(line)
+
+    # -- gearsql's own: retries and dead letters (C gearmand answers UNKNOWN_COMMAND)
+
+    def retries(self, function: bytes | str) -> RetrySettings:
+        """The retry policy failed background jobs of ``function`` get."""
+        value = self._ok(b"retries " + _word(function, "function name"))
+        words = value.split()
+        try:
+            attempts = int(words[0])
+            base, _, limit = words[1].partition(b":")
+            return RetrySettings(
+                attempts, float(base), float(limit), len(words) > 2 and words[2] == b"default"
+            )
+        except (IndexError, ValueError):
+            raise AdminProtocolError(f"bad retries reply {value[:200]!r}") from None
+
+    def set_retries(
+        self,
+        function: bytes | str,
+        attempts: int | None,
+        backoff: tuple[float, float] | float | None = None,
+    ) -> None:
+        """Give ``function`` its own retry policy, kept by the server's store: ``attempts`` runs
+        in all (0: no retries), ``backoff`` base seconds or (base, max); None for
+        ``attempts`` puts the function back on the server's default."""
+        line = b"retries " + _word(function, "function name")
+        if attempts is None:
+            line += b" default"
+        else:
+            if attempts < 0:
+                raise InvalidArgument("attempts must be 0 or more")
+            line += b" %d" % attempts
+            if isinstance(backoff, tuple):
+                line += f" {float(backoff[0])!r}:{float(backoff[1])!r}".encode()
+            elif backoff is not None:
+                line += f" {float(backoff)!r}".encode()
+        self._ok(line)
+
+    def show_dead(self, function: bytes | str | None = None) -> list[DeadLetterInfo]:
+        """The dead letters, oldest first (only those of ``function`` if given)."""
+        line = b"show dead"
+        if function is not None:
+            line += b" " + _word(function, "function name")
+        return parse_dead(self._list(line))
+
+    def dead_status(self) -> dict[bytes, int]:
+        """How many dead letters each function has (functions without any are left out)."""
+        result = {}
+        for line in self._list(b"deadstatus"):
+            name, _, count = line.rpartition(b"\t")
+            result[name] = _int(count, line)
+        return result
+
+    def _dead_command(
+        self, verb: bytes, target: int | None, function: bytes | str | None
+    ) -> int:
+        if target is None:
+            line = verb + b" dead all"
+            if function is not None:
+                line += b" " + _word(function, "function name")
+        else:
+            if function is not None:
+                raise InvalidArgument("give a dead letter number or a function, not both")
+            line = verb + b" dead %d" % int(target)
+        value = self._ok(line)
+        return _int(value, b"OK " + value)
+
+    def retry_dead(self, target: int | None = None, function: bytes | str | None = None) -> int:
+        """Submit dead letter number ``target`` again (None: all of them, or all of
+        ``function``'s) as new background jobs with all their attempts; returns how many.
+        AdminError ``UNKNOWN_JOB`` when there is no such dead letter."""
+        return self._dead_command(b"retry", target, function)
+
+    def purge_dead(self, target: int | None = None, function: bytes | str | None = None) -> int:
+        """Delete dead letter number ``target`` (None: all, or all of ``function``'s); returns
+        how many. AdminError ``UNKNOWN_JOB`` when there is no such dead letter."""
+        return self._dead_command(b"purge", target, function)
 
     def create_function(self, function: bytes | str) -> None:
         """Make the server know ``function`` (listed with no jobs and no workers)."""

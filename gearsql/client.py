@@ -58,6 +58,7 @@ from gearsql._servers import (
     parse_servers,
     unique_bytes,
 )
+from gearsql.adminclient import find_reply_end, parse_error_line
 from gearsql.errors import (
     ConnectionLost,
     GearmanError,
@@ -899,6 +900,81 @@ class AsyncClient:
 
         return await _within(run(), timeout, "GET_STATUS_UNIQUE")
 
+    # -- cancel -----------------------------------------------------------------------------
+
+    async def cancel(
+        self, handle: JobHandle | bytes | str, *, timeout: float | None = None
+    ) -> bool:
+        """Cancel a job with the admin command ``cancel job``: a queued job never runs and its
+        waiting clients get WORK_FAIL; on gearsql also a background job waiting for its retry
+        and a dead letter (by the handle it had). True when a server cancelled it, False when
+        no server knows the job (or it already ended). A :class:`JobHandle` asks its server, a
+        bare handle each reachable server in turn.
+
+        Servers take mutating admin commands from loopback only unless told otherwise, so this
+        raises :class:`AdminError` (code ``PERMISSION_DENIED``) from elsewhere; also
+        :class:`ServerUnavailable` when no server can be reached, :class:`JobTimeout`.
+        """
+        _check_timeout(timeout)
+        if isinstance(handle, JobHandle):
+            raw, servers = handle.handle, [s for s in self._servers if s.name == handle.server]
+            if not servers:
+                raise InvalidArgument(f"{handle.server} is not one of this client's servers")
+        else:
+            raw = handle.encode("utf-8") if isinstance(handle, str) else bytes(handle)
+            servers = self._servers
+        if not raw or any(byte in raw for byte in b" \r\n\0"):
+            raise InvalidArgument(f"bad job handle {handle!r}")
+
+        async def run() -> bool:
+            errors: dict[str, str] = {}
+            for server in servers:
+                try:
+                    line = await self._admin_line(server, b"cancel job " + raw)
+                except ServerUnavailable as exc:
+                    errors[server.name] = str(exc)
+                    continue
+                if line == b"OK":
+                    return True
+                error = parse_error_line(line)
+                if error.code != "UNKNOWN_JOB":
+                    raise error
+            if len(errors) == len(servers):
+                raise ServerUnavailable("no job server reachable", errors)
+            return False
+
+        return await _within(run(), timeout, "cancel job")
+
+    async def _admin_line(self, server: _Server, command: bytes) -> bytes:
+        """One single-line admin exchange on a connection of its own (the client's connection
+        speaks the binary protocol): the reply line without its ending."""
+        host, port = server.address
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port), self.connect_timeout
+            )
+        except (OSError, asyncio.TimeoutError) as exc:
+            reason = str(exc) or type(exc).__name__
+            raise ServerUnavailable(reason, {server.name: reason}) from exc
+        try:
+            writer.write(command + b"\n")
+            buffer = b""
+            while (end := find_reply_end(buffer, list_reply=False)) is None:
+                chunk = await reader.read(4096)
+                if not chunk:
+                    raise ServerUnavailable(
+                        "the server closed the admin connection",
+                        {server.name: "closed the admin connection"},
+                    )
+                buffer += chunk
+            return buffer[:end].rstrip(b"\r\n")
+        finally:
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except OSError:
+                pass
+
 
 def _runner(task: Task) -> asyncio.Future[bytes]:
     if task._runner is None:
@@ -1147,3 +1223,7 @@ class Client:
     ) -> JobStatus:
         """GET_STATUS_UNIQUE; see :meth:`AsyncClient.get_status_unique`."""
         return self._call(self._async.get_status_unique(unique, timeout=timeout))
+
+    def cancel(self, handle: JobHandle | bytes | str, *, timeout: float | None = None) -> bool:
+        """Cancel a job (admin ``cancel job``); see :meth:`AsyncClient.cancel`."""
+        return self._call(self._async.cancel(handle, timeout=timeout))

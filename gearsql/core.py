@@ -7,8 +7,9 @@ the packets and admin lines that arrived on it; the core answers by appending by
 sessions' output lists and listing them in :attr:`JobServerCore.dirty`, which the network layer
 writes out once per loop turn. Time enters only through the ``now`` arguments and
 :meth:`JobServerCore.next_deadline` / :meth:`JobServerCore.run_timers`, randomness only through
-the ``run_id`` parameter, and the core never logs: what an operator should hear of (a requeue, a
-dropped job, a cancel) is appended to :attr:`JobServerCore.notices` for the network layer to log.
+the ``run_id`` parameter and the ``jitter`` source of retry backoffs, and the core never
+logs: what an operator should hear of (a requeue, a dropped job, a cancel) is appended to
+:attr:`JobServerCore.notices` for the network layer to log.
 So the whole matching logic is tested without sockets, an event loop or a logger.
 
 Every job is in one :class:`~gearsql._corestate.JobState`, and it changes state only through
@@ -25,19 +26,33 @@ queue: it stays there, skipped and let go (DISCARD) when a worker meets it, as i
     NEW --STORE--> STORING --(commit)--> QUEUED or SCHEDULED    (durable background jobs)
     NEW --QUEUE--> QUEUED --ASSIGN--> RUNNING --FINISH--> DONE
     NEW --DELAY--> SCHEDULED --QUEUE (due)--> QUEUED
-    RUNNING --REQUEUE (worker lost)--> QUEUED;  RUNNING --DROP (retries used up)--> DONE
+    RUNNING --REQUEUE (worker lost)--> QUEUED;  RUNNING --DROP (job_retries runs made)--> DONE
     any live state --CANCEL--> CANCELLED --DISCARD--> DONE
     QUEUED --ABANDON (its last client left)--> CANCELLED
     RUNNING --ABANDON (worker lost, nobody waits)--> DONE
+    RUNNING --RETRY (failed, attempts left)--> RETRYING --QUEUE (backoff over)--> QUEUED
+    RUNNING --BURY (failed, last attempt)--> DEAD --PURGE--> DONE
 
-Future states fit the same table: a retry with backoff is RUNNING --> a waiting state on the
-timer heap --> QUEUED, a dead letter a terminal state that keeps the row, a job held only by the
-store (bounded memory) a waiting state that is not in any queue.
+**Retries and dead letters.** A background job whose run fails (WORK_FAIL, WORK_EXCEPTION, or
+its worker lost or timed out) under an active :class:`~gearsql._corestate.RetryPolicy` (the
+server's ``retry_policy``, or its function's in ``retry_policies``) goes RETRY to RETRYING: it
+is counted as waiting and sits on the timer heap, like an epoch job, until its backoff
+(:func:`~gearsql._corestate.backoff_delay`, jittered by the injected ``jitter``) is over. Its
+failure count (``Job.retries``), last error and due time are stored: entering RETRYING puts a
+stored job on :attr:`JobServerCore.updated_stored`, rewritten with the next group commit, so a
+restart replays it as RETRYING (NEW --RETRY-->) and runs it once. The last failed attempt BURYs
+it: DEAD leaves the handle table and the unique index and moves to :attr:`JobServerCore.dead`;
+its queue row goes (``finished_stored``) and a dead-letter row comes (``buried``) in the same
+commit. ``retry dead`` submits a fresh job from it and PURGEs it (``purged``), as do ``purge
+dead`` and ``cancel job`` with its handle. Without a policy a failure FINISHes the job, as in
+Gearman, and foreground jobs always do: their clients get the failure. A lost worker of a job
+with no policy follows ``job_retries`` (gearmand's meaning: at most that many runs; 0 or less
+is unlimited).
 
 Behaviour follows C gearmand 1.1.x as real clients see it, with these choices: priority is
 global across a worker's functions, functions are served round-robin, epoch jobs wake sleeping
-workers when they fall due, and ``job_retries`` counts retries (-1 unlimited). The admin counts
-count live jobs only (see :class:`~gearsql._corestate.Function`).
+workers when they fall due. The admin counts count live jobs only (see
+:class:`~gearsql._corestate.Function`); a RETRYING job is live (waiting), a DEAD one is not.
 
 This module is longer than the 800 lines the project aims at: it is one class, the job server's
 rules, kept whole so that everything that moves a job is read in one place.
@@ -46,6 +61,7 @@ rules, kept whole so that everything that moves a job is read in one place.
 from __future__ import annotations
 
 import heapq
+import math
 import struct
 import time
 from collections.abc import Callable, Iterable
@@ -53,16 +69,22 @@ from collections.abc import Callable, Iterable
 from gearsql._corestate import (  # the short state and event names are for the hot path
     ABANDON,
     ASSIGN,
+    BURY,
     CANCEL,
     CANCELLED,
+    DEAD,
     DELAY,
     DISCARD,
     DONE,
     DROP,
     FINISH,
+    NEW,
+    PURGE,
     QUEUE,
     QUEUED,
     REQUEUE,
+    RETRY,
+    RETRYING,
     RUNNING,
     SCHEDULED,
     STORE,
@@ -75,8 +97,10 @@ from gearsql._corestate import (  # the short state and event names are for the 
     JobState,
     Notice,
     PendingAck,
+    RetryPolicy,
     Session,
     after_loss,
+    backoff_delay,
     coalescing_key,
 )
 from gearsql.admin import run_admin_command
@@ -104,6 +128,7 @@ __all__ = [
     "JobServerCore",
     "JobState",
     "Notice",
+    "RetryPolicy",
     "Session",
 ]
 
@@ -134,6 +159,15 @@ def _job_created(handle: bytes) -> bytes:
 #: back into jobs without a unique. Jobs with the unique ``-`` (the payload is the key) get one
 #: too, with ``-`` after the prefix: two of them with different payloads must not share a row.
 ANONYMOUS_PREFIX = b"\x1egearsql:"
+
+
+#: The default retry policy: none (Gearman's meaning: a failed background job is gone).
+_NO_RETRIES = RetryPolicy()
+
+
+def _no_jitter() -> float:
+    """The jitter source of a core not given one: every retry waits its full backoff."""
+    return 1.0
 
 
 def error_packet(code: bytes, text: bytes) -> bytes:
@@ -187,11 +221,15 @@ class JobServerCore:
     """All job-server state and rules, driven by packets, admin lines and the clock.
 
     Parameters mirror gearmand's options: ``handle_prefix`` (``H:<host>``), ``job_retries``
-    (-1 unlimited, 0 no retry, N retries after a worker loss or timeout), ``worker_wakeup``
+    (gearmand's meaning: a job whose worker was lost or timed out runs at most N times in all;
+    0 or -1 is unlimited), ``worker_wakeup``
     (NOOP at most this many sleeping workers per new job, 0 = all), ``exceptions`` (forward
     WORK_EXCEPTION to every client, not only those that asked). ``run_id`` tells this run of
     the server from every other (random bytes from the caller): it keeps the store keys of jobs
-    without a unique apart across restarts.
+    without a unique apart across restarts. ``retry_policy`` is the server-wide
+    :class:`RetryPolicy` for failed background jobs (off by default), which ``retries``
+    admin commands override per function; ``jitter`` returns a number in [0, 1] for each
+    backoff (the caller's random source: the core has none of its own).
     """
 
     def __init__(
@@ -209,6 +247,8 @@ class JobServerCore:
         verbose: str = "ERROR",
         durable: bool = False,
         run_id: bytes,
+        retry_policy: RetryPolicy = _NO_RETRIES,
+        jitter: Callable[[], float] = _no_jitter,
     ):
         # Handles must stay under 64 bytes with room for a 20-digit counter.
         self.handle_prefix = handle_prefix[: MAX_HANDLE - 23] + b":"
@@ -236,13 +276,29 @@ class JobServerCore:
         self.to_store: list[Job] = []
         #: What the operator should hear of, oldest first; the network layer takes and logs them.
         self.notices: list[Notice] = []
+        self.retry_policy = retry_policy
+        self.jitter = jitter
+        #: Retry policies set per function (``retries`` admin command), kept in the store.
+        self.retry_policies: dict[bytes, RetryPolicy] = {}
+        #: Dead letters by number (jobs in state DEAD), oldest first.
+        self.dead: dict[int, Job] = {}
+        self._dead_counter = 0
+        # Writes for the durable store besides new and finished jobs, taken by the network
+        # layer with the next group commit: rows to rewrite (a retry's attempts, error and due
+        # time), dead letters to add and to delete (by number), and retry policies to set
+        # (None: back to the server default). ``pending_writes`` says whether any is waiting.
+        self.updated_stored: list[Job] = []
+        self.buried: list[Job] = []
+        self.purged: list[int] = []
+        self.policy_changes: list[tuple[bytes, RetryPolicy | None]] = []
+        self.pending_writes = False
         # Keys of stored jobs that came without a unique: unique per server run and across runs.
         self._anonymous_format = ANONYMOUS_PREFIX + run_id + b":%d"
         self._payload_key_format = ANONYMOUS_PREFIX + b"-" + run_id + b":%d"
         self._counter = 0
         self._next_session = 0
-        # Epoch jobs not yet due: (when, sequence, job).
-        self._delayed: list[tuple[int, int, Job]] = []
+        # Epoch jobs not yet due and retries waiting for their backoff: (when, sequence, job).
+        self._delayed: list[tuple[float, int, Job]] = []
         # CAN_DO_TIMEOUT deadlines: (deadline, sequence, job, worker, retries at assignment).
         self._deadlines: list[tuple[float, int, Job, Session, int]] = []
         self._seq = 0
@@ -553,7 +609,10 @@ class JobServerCore:
         if job is None:
             return
         self._fail_clients(job)
-        self._move(job, FINISH)
+        if job.background and job.state is RUNNING and self.retry_policy_for(job).active:
+            self._failed(job, b"failed", "failed")
+        else:
+            self._move(job, FINISH)
 
     def _work_exception(self, session: Session, packet: Packet) -> None:
         job = self._held_job(session, packet)
@@ -565,7 +624,10 @@ class JobServerCore:
             # Only clients that asked (or every client with --exceptions) get the exception;
             # the others get a plain WORK_FAIL with the bare handle.
             self.send(client, exception if client.exceptions or self.exceptions else fail)
-        self._move(job, FINISH)
+        if job.background and job.state is RUNNING and self.retry_policy_for(job).active:
+            self._failed(job, packet.args[1] or b"exception", "exception")
+        else:
+            self._move(job, FINISH)
 
     def _forward(self, job: Job, data: bytes) -> None:
         for client in job.clients:
@@ -598,7 +660,10 @@ class JobServerCore:
         elif new is RUNNING:
             fn.running += 1
         elif new is DONE:
-            self._forget(job)
+            if old is DEAD:
+                self._unbury(job)
+            else:
+                self._forget(job)
         elif new is SCHEDULED:
             fn.waiting[job.priority] += 1
             self._seq += 1
@@ -616,6 +681,42 @@ class JobServerCore:
                 # The durable row goes now (a commit under way is undone by its DISCARD).
                 self.finished_stored.append(job)
                 job.stored = False
+        elif new is RETRYING:
+            fn.waiting[job.priority] += 1
+            self._seq += 1
+            heapq.heappush(self._delayed, (job.when, self._seq, job))
+            if job.stored and old is RUNNING:
+                # Its row is rewritten with the failure count, the error and the due time,
+                # so that a restart neither forgets the retry nor runs it early.
+                self.updated_stored.append(job)
+                self.pending_writes = True
+        elif new is DEAD:
+            self._bury(job, old)
+
+    def _bury(self, job: Job, old: JobState) -> None:
+        """``job`` becomes a dead letter: out of the handle table and the unique index (a new
+        submission with its unique runs), its queue row replaced by a dead-letter row."""
+        if old is not NEW:  # not one read back from the store
+            del self.jobs[job.handle]
+            self._unindex(job)
+            self._dead_counter += 1
+            job.dead_mark = (self._dead_counter, self.clock())
+            if job.stored:
+                self.finished_stored.append(job)
+                job.stored = False
+            if self.durable:
+                self.buried.append(job)
+                self.pending_writes = True
+        else:
+            self._dead_counter = max(self._dead_counter, job.dead_id)
+        self.dead[job.dead_id] = job
+
+    def _unbury(self, job: Job) -> None:
+        """A dead letter goes, here and in the store."""
+        del self.dead[job.dead_id]
+        if self.durable:
+            self.purged.append(job.dead_id)
+            self.pending_writes = True
 
     def _forget(self, job: Job) -> None:
         """The one way out: drop every reference the server holds to ``job``."""
@@ -642,6 +743,12 @@ class JobServerCore:
 
     def _lost(self, job: Job, reason: str) -> None:
         """``job``'s worker disconnected or timed out: run it again, or let it go."""
+        if job.background and job.state is RUNNING and self.retry_policy_for(job).active:
+            # Under a retry policy a lost worker (gone or timed out) is one more failed
+            # attempt, with backoff. Foreground clients coalesced onto the job get the failure.
+            self._fail_clients(job)
+            self._failed(job, b"worker lost", reason)
+            return
         worker = job.worker
         if worker is not None:
             worker.holding.pop(job.handle, None)
@@ -668,17 +775,117 @@ class JobServerCore:
             )
         self._move(job, event)
 
+    def _failed(self, job: Job, error: bytes, reason: str) -> None:
+        """A background job's run failed (WORK_FAIL, WORK_EXCEPTION, its worker lost) under an
+        active retry policy: run it again after a backoff, or, when that was its last attempt,
+        keep it as a dead letter. Its clients (foreground submissions coalesced onto it) have
+        had their failure already and are let go: Gearman's meaning for them."""
+        worker = job.worker
+        if worker is not None:
+            worker.holding.pop(job.handle, None)
+            job.worker = None
+        for client in job.clients:
+            client.waiting.discard(job)
+        job.clients = ()
+        job.retries += 1
+        job.error = error
+        job.numerator = job.denominator = 0
+        policy = self.retry_policy_for(job)
+        handle = job.handle.decode("latin-1")
+        if job.retries >= policy.attempts:
+            self._move(job, BURY)
+            self.notice(
+                "WARNING",
+                f"Job {handle} {job.function.name!r} failed ({reason}) after {job.retries} "
+                f"attempts: kept as dead letter {job.dead_id}",
+                BURY,
+                job.handle,
+            )
+            return
+        delay = backoff_delay(policy, job.retries, self.jitter())
+        job.when = self.clock() + delay
+        self._move(job, RETRY)
+        self.notice(
+            "INFO",
+            f"Job {handle} {job.function.name!r} failed ({reason}), attempt {job.retries} of "
+            f"{policy.attempts}: retry in {delay:.3g} s",
+            RETRY,
+            job.handle,
+        )
+
+    def retry_policy_for(self, job: Job) -> RetryPolicy:
+        """The retry policy of ``job``'s function: its own, or the server's default."""
+        return self.retry_policies.get(job.function.name, self.retry_policy)
+
+    def set_retry_policy(self, name: bytes, policy: RetryPolicy | None) -> None:
+        """Give function ``name`` its own retry policy (None: back to the server default), and
+        have it stored. Jobs waiting for a retry keep their due time; the new policy counts from
+        their next failure."""
+        if policy is None:
+            self.retry_policies.pop(name, None)
+        else:
+            self.retry_policies[name] = policy
+        if self.durable:
+            self.policy_changes.append((name, policy))
+            self.pending_writes = True
+
+    def find_dead(self, handle: bytes) -> Job | None:
+        """The dead letter that was the job ``handle`` (dead letters are few: a scan)."""
+        for job in self.dead.values():
+            if job.handle == handle:
+                return job
+        return None
+
+    def dead_letters(self, name: bytes | None = None) -> list[Job]:
+        """Dead letters, oldest first; only those of function ``name`` if given."""
+        if name is None:
+            return list(self.dead.values())
+        return [job for job in self.dead.values() if job.function.name == name]
+
+    def revive(self, dead_id: int) -> Job | None:
+        """``retry dead``: submit dead letter ``dead_id`` again as a new background job, with
+        all its attempts, and let the dead letter go (both in one group commit). Returns the
+        new job (or the live twin it coalesced onto), None when there is no such dead letter."""
+        dead = self.dead.get(dead_id)
+        if dead is None:
+            return None
+        job = self.submit(
+            None, dead.function.name, dead.unique, dead.data, dead.priority, True
+        )
+        self._move(dead, PURGE)
+        if job is not None:
+            self.notice(
+                "INFO",
+                f"Dead letter {dead_id} submitted again as {job.handle.decode('latin-1')}",
+            )
+        return job
+
+    def purge(self, dead_id: int) -> bool:
+        """``purge dead``: forget dead letter ``dead_id``; False when there is none."""
+        dead = self.dead.get(dead_id)
+        if dead is None:
+            return False
+        self._move(dead, PURGE)
+        return True
+
     def cancel(self, handle: bytes) -> bool:
         """Cancel a job (admin ``cancel job``): its clients get WORK_FAIL, it never runs again.
+        A job waiting for its retry is let go at once; a dead letter is purged.
 
-        False when there is no such live job."""
+        False when there is no such live or dead job."""
         job = self.jobs.get(handle)
-        if job is None or job.state is CANCELLED:
+        if job is None:
+            dead = self.find_dead(handle)
+            if dead is None:
+                return False
+            self._move(dead, PURGE)
+            return True
+        if job.state is CANCELLED:
             return False
         self._fail_clients(job)
-        scheduled = job.state is SCHEDULED
+        delayed = job.state is SCHEDULED or job.state is RETRYING
         self._move(job, CANCEL)
-        if scheduled:
+        if delayed:
             # A delayed job reaches no queue head before it is due: let it go now (the timer
             # heap skips it).
             self._move(job, DISCARD)
@@ -729,11 +936,14 @@ class JobServerCore:
         reducer: bytes = b"",
         stored: bool = False,
         store_key: bytes | None = None,
+        retries: int = 0,
+        error: bytes = b"",
     ) -> Job | None:
         """Create (or coalesce onto) a job and answer ``session`` with JOB_CREATED or ERROR.
 
-        ``session`` is None when a job is replayed from the durable store; ``stored`` then says
-        the row already exists.
+        ``session`` is None when a job is replayed from the durable store (``stored`` then says
+        the row already exists, and ``retries`` and ``error`` are its failed runs so far) or
+        submitted again from a dead letter.
         """
         # The common case (a known function, no unique, no limit) runs straight through.
         fn = self.functions.get(name)
@@ -766,6 +976,9 @@ class JobServerCore:
         self._counter += 1
         handle = self._handle_format % self._counter
         job = Job(handle, fn, unique, data, priority, background, when, reducer)
+        if retries:
+            job.retries = retries
+            job.error = error
         if background and (stored or self.durable):
             job.stored = True
             if not unique:
@@ -791,7 +1004,11 @@ class JobServerCore:
 
     def _start(self, job: Job) -> None:
         """Queue a new (or newly committed) job, or hold it until its epoch time."""
-        self._move(job, DELAY if job.when and job.when > self.clock() else QUEUE)
+        if job.when and job.when > self.clock():
+            # A replayed job that was waiting for its retry keeps waiting as a retry.
+            self._move(job, RETRY if job.retries and job.state is NEW else DELAY)
+        else:
+            self._move(job, QUEUE)
 
     def _acknowledge(self, session: Session, job: Job) -> None:
         """JOB_CREATED now, or a placeholder for it while the job's commit is under way."""
@@ -911,8 +1128,9 @@ class JobServerCore:
         delayed = self._delayed
         while delayed and delayed[0][0] <= now:
             job = heapq.heappop(delayed)[2]
-            # A job cancelled while due later was let go at once: only SCHEDULED ones are left.
-            if job.state is SCHEDULED:
+            # A job cancelled while due later was let go at once: only SCHEDULED and RETRYING
+            # ones are left.
+            if job.state is SCHEDULED or job.state is RETRYING:
                 self._move(job, QUEUE)
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
@@ -928,13 +1146,15 @@ class JobServerCore:
 
     # ------------------------------------------------------------------ replay and views
 
-    def replay(self, rows: Iterable[tuple[bytes, bytes, int, bytes, int]]) -> int:
-        """Re-create stored jobs (unique, function, priority, data, when) at start-up.
+    def replay(self, rows: Iterable[tuple[bytes, bytes, int, bytes, int, int, bytes]]) -> int:
+        """Re-create stored jobs (unique, function, priority, data, when, failed runs, last
+        error) at start-up.
 
-        Priority, unique, function and due time are kept; handles are new, as in gearmand.
+        Priority, unique, function, due time and failures are kept; handles are new, as in
+        gearmand. A job with failures and a due time still to come waits for its retry.
         """
         count = 0
-        for unique, name, priority, data, when in rows:
+        for unique, name, priority, data, when, retries, error in rows:
             store_key = None
             if unique.startswith(ANONYMOUS_PREFIX):
                 kind = unique[len(ANONYMOUS_PREFIX) : len(ANONYMOUS_PREFIX) + 1]
@@ -945,17 +1165,48 @@ class JobServerCore:
                 level = Priority.NORMAL
             job = self.submit(
                 None, name, unique, data, level, True, when=when, stored=True,
-                store_key=store_key,
+                store_key=store_key, retries=retries, error=error,
             )
             if job is not None:
                 count += 1
         return count
 
+    def replay_dead(
+        self, rows: Iterable[tuple[int, bytes, bytes, int, bytes, int, bytes, float]]
+    ) -> int:
+        """Re-create stored dead letters (number, function, unique, priority, data, failed
+        runs, last error, time of death) at start-up; each gets a new handle."""
+        count = 0
+        for dead_id, name, unique, priority, data, retries, error, died in rows:
+            try:
+                level = Priority(priority)
+            except ValueError:
+                level = Priority.NORMAL
+            self._counter += 1
+            fn = self.functions.get(name) or Function(name)
+            job = Job(self._handle_format % self._counter, fn, unique, data, level, True)
+            job.retries, job.error, job.dead_mark = retries, error, (dead_id, died)
+            self._move(job, BURY)
+            count += 1
+        return count
+
     @staticmethod
-    def store_row(job: Job) -> tuple[bytes, bytes, int, bytes, int]:
-        """How ``job`` is written to the store: (unique, function, priority, data, when)."""
+    def store_row(job: Job) -> tuple[bytes, bytes, int, bytes, int, int, bytes]:
+        """How ``job`` is written to the store: (unique, function, priority, data, when, failed
+        runs, last error). A retry's due time is rounded up to the second the store keeps."""
+        when = job.when
         return (
-            job.store_key or job.unique, job.function.name, int(job.priority), job.data, job.when,
+            job.store_key or job.unique, job.function.name, int(job.priority), job.data,
+            int(when) if when.__class__ is int else math.ceil(when), job.retries, job.error,
+        )
+
+    @staticmethod
+    def dead_row(job: Job) -> tuple[int, bytes, bytes, int, bytes, int, bytes, float]:
+        """How dead letter ``job`` is written to the store: (number, function, unique,
+        priority, data, failed runs, last error, time of death)."""
+        return (
+            job.dead_id, job.function.name, job.unique, int(job.priority), job.data, job.retries,
+            job.error, job.died,
         )
 
     def notice(

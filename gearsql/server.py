@@ -12,15 +12,16 @@ import asyncio
 import ipaddress
 import logging
 import os
+import random
 import signal
 import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from gearsql import __version__
-from gearsql.core import Job, JobServerCore, Session
+from gearsql.core import Job, JobServerCore, RetryPolicy, Session
 from gearsql.protocol import (
     DEFAULT_MAX_PACKET_SIZE,
     AdminLine,
@@ -30,7 +31,15 @@ from gearsql.protocol import (
     Violation,
     pack_response,
 )
-from gearsql.stores import Store, StoredJob, StoreError, default_store_url, open_store
+from gearsql.stores import (
+    DeadLetter,
+    Store,
+    StoredJob,
+    StoredPolicy,
+    StoreError,
+    default_store_url,
+    open_store,
+)
 
 __all__ = ["JobServer", "ServerConfig", "run_server"]
 
@@ -46,11 +55,18 @@ class ServerConfig:
     (``$XDG_STATE_HOME/gearsql/queue.sqlite3``), read when the config is made, so that a server
     started from Python keeps its background jobs across restarts as ``gearsql server`` does.
     Pass ``store="memory"`` for a server that keeps nothing.
+
+    ``retries`` is how many runs a failed background job gets in all (0: none, Gearman's
+    meaning), ``retry_backoff`` the (base, max) seconds of the backoff between them;
+    ``job_retries`` is gearmand's option: runs of a job whose worker was lost (0 or -1:
+    unlimited).
     """
 
     listen: Sequence[str] = ("127.0.0.1",)
     port: int = 4730
     job_retries: int = -1
+    retries: int = 0
+    retry_backoff: tuple[float, float] = (1.0, 300.0)
     worker_wakeup: int = 0
     exceptions: bool = False
     job_handle_prefix: str = ""
@@ -186,6 +202,8 @@ class JobServer:
             verbose=config.verbose,
             # Random per run: the store keys of jobs without a unique must differ across runs.
             run_id=os.urandom(6).hex().encode(),
+            retry_policy=RetryPolicy(config.retries, *config.retry_backoff),
+            jitter=random.random,
         )
         self.store = store if store is not None else open_store(config.store)
         self.core.durable = self.store.durable
@@ -222,7 +240,7 @@ class JobServer:
                 if data and conn is not None and conn.transport is not None:
                     conn.transport.write(data)
         if (
-            (core.to_store or core.finished_stored)
+            (core.to_store or core.finished_stored or core.pending_writes)
             and self._commit_task is None
             and not self._closing
         ):
@@ -241,7 +259,7 @@ class JobServer:
         if self._commit_retry is not None:
             self._commit_retry.cancel()
             self._commit_retry = None
-        task = self.loop.create_task(self._commit(adds, removes))
+        task = self.loop.create_task(self._commit(adds, removes, self._take_writes()))
         task.add_done_callback(self._commit_finished)
         self._commit_task = task
 
@@ -258,13 +276,58 @@ class JobServer:
         else:
             self.flush()
 
-    async def _commit(self, adds: list[Job], removes: list[Job]) -> str | None:
+    def _take_writes(self) -> _Writes:
+        """The core's writes besides new and finished jobs (retries, dead letters, policies)."""
+        core = self.core
+        if not core.pending_writes:
+            return _NO_WRITES
+        core.pending_writes = False
+        writes = _Writes(
+            core.updated_stored, core.buried, core.purged, core.policy_changes
+        )
+        core.updated_stored, core.buried, core.purged, core.policy_changes = [], [], [], []
+        return writes
+
+    def _keep_writes(self, writes: _Writes) -> None:
+        """A commit failed: its writes go first into the next one."""
+        if writes is _NO_WRITES:
+            return
+        core = self.core
+        core.updated_stored[:0] = writes.updated
+        core.buried[:0] = writes.buried
+        core.purged[:0] = writes.purged
+        core.policy_changes[:0] = writes.policies
+        core.pending_writes = True
+
+    async def _commit(
+        self, adds: list[Job], removes: list[Job], writes: _Writes | None = None
+    ) -> str | None:
         """Commit one group; tell the core. Returns the error, if the commit failed."""
-        row = self.core.store_row
+        core = self.core
+        row = core.store_row
         error: str | None = None
+        writes = writes or _NO_WRITES
         removed = [StoredJob(*row(job)) for job in removes]
+        added = [StoredJob(*row(job)) for job in adds]
+        extra: dict[str, Any] = {}
+        if writes is not _NO_WRITES:
+            # Retries rewrite their row; it may have finished meanwhile (then it is removed
+            # in this same commit, after the rewrite).
+            added += [StoredJob(*row(job)) for job in writes.updated]
+            extra = {
+                "dead_add": [DeadLetter(*core.dead_row(job)) for job in writes.buried],
+                "dead_remove": writes.purged,
+                "policies": [
+                    StoredPolicy(name, *policy)
+                    for name, policy in writes.policies
+                    if policy is not None
+                ],
+                "policies_removed": [
+                    name for name, policy in writes.policies if policy is None
+                ],
+            }
         try:
-            await self.store.commit([StoredJob(*row(job)) for job in adds], removed)
+            await self.store.commit(added, removed, **extra)
         except StoreError as exc:
             error = str(exc)
             self.rate_limited_warning("store", "store commit failed: %s", exc)
@@ -281,8 +344,10 @@ class JobServer:
             log.exception("store commit raised")
         if error is not None:
             # The deletions are kept for the next commit; should the server stop first, the
-            # finished jobs run again after a restart (at-least-once).
+            # finished jobs run again after a restart (at-least-once). So are the retries'
+            # rewrites and the dead letters.
             self.core.finished_stored[:0] = removes
+            self._keep_writes(writes)
         self.core.commit_done(adds, error)
         return error
 
@@ -348,10 +413,11 @@ class JobServer:
                     " pass --allow-insecure-remote to listen beyond loopback"
                 )
         await self.store.open()
-        replayed = self.core.replay(
-            (row.unique, row.function, row.priority, row.data, row.when)
-            for row in await self.store.load()
-        )
+        core = self.core
+        for policy in await self.store.load_policies():
+            core.retry_policies[policy.function] = RetryPolicy(*policy[1:])
+        replayed = core.replay(await self.store.load())
+        core.replay_dead(await self.store.load_dead())
         for host in cfg.listen:
             server = await self.loop.create_server(
                 lambda: _Connection(self),
@@ -408,13 +474,24 @@ class JobServer:
         if self._commit_task is not None:
             await asyncio.wait([self._commit_task])
         core = self.core
-        if core.to_store or core.finished_stored:
+        if core.to_store or core.finished_stored or core.pending_writes:
             adds, core.to_store = core.to_store, []
             removes, core.finished_stored = core.finished_stored, []
-            await self._commit(adds, removes)
+            await self._commit(adds, removes, self._take_writes())
         await self.store.close()
         log.log(NOTICE, "gearsql stopped")
 
+
+class _Writes(NamedTuple):
+    """What a group commit writes besides new and finished jobs."""
+
+    updated: list[Job]
+    buried: list[Job]
+    purged: list[int]
+    policies: list[tuple[bytes, RetryPolicy | None]]
+
+
+_NO_WRITES = _Writes([], [], [], [])
 
 NOTICE = 25
 logging.addLevelName(NOTICE, "NOTICE")

@@ -71,6 +71,15 @@ class CoreDriver:
         self.core.handle_admin(session, AdminLine(line))
         return self.raw_output(session)
 
+    def show_jobs(self, session: Session) -> bytes:
+        """``show jobs`` cut to C gearmand's four columns (handle, retries, ignore, queued):
+        gearsql's three extra columns at the end are checked where they are the point."""
+        reply = self.admin(session, b"show jobs")
+        return b"".join(
+            line if line == b".\n" else b"\t".join(line.split(b"\t")[:4]) + b"\n"
+            for line in reply.splitlines(keepends=True)
+        )
+
     # Shorthand for the usual roles ------------------------------------------------------
 
     def worker(self, *functions: bytes) -> Session:

@@ -108,7 +108,7 @@ def test_show_jobs_lists_handle_retries_ignored_and_queued(d: CoreDriver, admin:
     lost = d.worker(b"f")
     d.grab_handle(lost)
     d.core.disconnect(lost)
-    assert d.admin(admin, b"show jobs") == (
+    assert d.show_jobs(admin) == (
         foreground + b"\t1\t0\t0\n" + background + b"\t0\t0\t1\n.\n"
     )
 
@@ -138,7 +138,7 @@ def test_maxqueue_one_value_limits_every_priority(d: CoreDriver, admin: Session)
     for type_ in (P.SUBMIT_JOB, P.SUBMIT_JOB_HIGH_BG, P.SUBMIT_JOB_LOW):
         d.send(client, type_, b"f", b"", b"data")
         assert d.received(client) == [(P.ERROR, (b"QUEUE_ERROR", b"Job queue is full"))]
-    assert d.admin(admin, b"show jobs") == handle + b"\t0\t0\t0\n.\n"
+    assert d.show_jobs(admin) == handle + b"\t0\t0\t0\n.\n"
 
 
 def test_maxqueue_counts_running_jobs_and_frees_room_when_they_finish(
@@ -224,14 +224,14 @@ def test_cancel_job_fails_it_to_its_clients_and_hides_it_from_workers(
     assert d.received(first) == [(P.WORK_FAIL, (handle,))]
     assert d.received(second) == [(P.WORK_FAIL, (handle,))]
     # Listed until a worker meets it, as in gearmand, but counted nowhere: it will never run.
-    assert d.admin(admin, b"show jobs") == handle + b"\t0\t1\t0\n.\n"
+    assert d.show_jobs(admin) == handle + b"\t0\t1\t0\n.\n"
     assert d.admin(admin, b"status") == b"f\t0\t0\t0\n.\n"
     assert d.admin(admin, b"prioritystatus") == b"f\t0\t0\t0\t0\n.\n"
     assert d.admin(admin, b"cancel job " + handle) == b"ERR UNKNOWN_JOB\r\n"
 
     worker = d.worker(b"f")
     assert d.grab(worker) == (P.NO_JOB, ())
-    assert d.admin(admin, b"show jobs") == b".\n"
+    assert d.show_jobs(admin) == b".\n"
     assert d.admin(admin, b"status") == b"f\t0\t0\t1\n.\n"
     assert d.received(first) == []
 
@@ -246,7 +246,7 @@ def test_cancel_job_of_a_running_job_discards_its_result(d: CoreDriver, admin: S
     d.send(worker, P.WORK_COMPLETE, handle, b"r")
     assert d.received(worker) == []
     assert d.received(client) == []
-    assert d.admin(admin, b"show jobs") == b".\n"
+    assert d.show_jobs(admin) == b".\n"
 
 
 def test_cancel_job_of_a_delayed_epoch_job_removes_it(d: CoreDriver, admin: Session) -> None:
@@ -255,7 +255,7 @@ def test_cancel_job_of_a_delayed_epoch_job_removes_it(d: CoreDriver, admin: Sess
     [(_, (handle,))] = d.received(client)
     worker = d.sleeping_worker(b"f")
     assert d.admin(admin, b"cancel job " + handle) == OK
-    assert d.admin(admin, b"show jobs") == b".\n"
+    assert d.show_jobs(admin) == b".\n"
     d.core.run_timers(START + 60)
     assert d.received(worker) == []
     assert d.grab(worker) == (P.NO_JOB, ())
@@ -323,7 +323,7 @@ def test_drop_function_with_queued_jobs_succeeds_and_fails_them(
     assert d.admin(admin, b"drop function f") == OK
     assert d.received(client) == [(P.WORK_FAIL, (handle,))]
     assert d.admin(admin, b"status") == b".\n"
-    assert d.admin(admin, b"show jobs") == b".\n"
+    assert d.show_jobs(admin) == b".\n"
     assert d.grab(d.worker(b"f")) == (P.NO_JOB, ())
 
 
@@ -353,7 +353,7 @@ def test_command_words_are_case_insensitive(d: CoreDriver, admin: Session) -> No
     handle = d.submit(client, b"f", unique=b"u")
     assert d.admin(admin, b"STATUS") == b"f\t1\t0\t0\n.\n"
     assert d.admin(admin, b"PriorityStatus") == b"f\t0\t1\t0\t0\n.\n"
-    assert d.admin(admin, b"Show Jobs") == handle + b"\t0\t0\t0\n.\n"
+    assert d.admin(admin, b"Show Jobs") == handle + b"\t0\t0\t0\t0\tqueued\t-\n.\n"
     assert d.admin(admin, b"SHOW UNIQUE JOBS") == b"u\n.\n"
     assert d.admin(admin, b"VERSION") == b"OK 1.2.3\n"
     assert d.admin(admin, b"MaxQueue f 5") == OK
@@ -364,7 +364,7 @@ def test_command_words_are_case_insensitive(d: CoreDriver, admin: Session) -> No
 
 def test_extra_spaces_between_words_are_ignored(d: CoreDriver, admin: Session) -> None:
     handle = d.submit(d.connect(), b"f")
-    assert d.admin(admin, b"  show   jobs ") == handle + b"\t0\t0\t0\n.\n"
+    assert d.admin(admin, b"  show   jobs ") == handle + b"\t0\t0\t0\t0\tqueued\t-\n.\n"
 
 
 def test_function_names_that_are_not_utf8_are_escaped_in_listings(
@@ -414,7 +414,7 @@ def test_untrusted_session_may_not_run_mutating_commands(d: CoreDriver, line: by
     assert d.admin(outsider, line) == PERMISSION_DENIED
     assert d.received(client) == []
     assert d.admin(outsider, b"status") == b"f\t1\t0\t0\n.\n"
-    assert d.admin(outsider, b"show jobs") == handle + b"\t0\t0\t0\n.\n"
+    assert d.show_jobs(outsider) == handle + b"\t0\t0\t0\n.\n"
     # maxqueue was not applied either.
     d.submit(client, b"f")
 

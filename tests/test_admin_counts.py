@@ -85,8 +85,8 @@ def test_cancelled_and_abandoned_jobs_are_counted_nowhere_and_every_view_agrees(
             abandoned_low: True,
         }
         assert top_once(gearsql_server) == [
-            "FUNCTION  QUEUED  HIGH  NORMAL  LOW  RUNNING  WORKERS",
-            "f              3     1       2    0        0        0",
+            "FUNCTION  QUEUED  HIGH  NORMAL  LOW  RUNNING  WORKERS  DEAD",
+            "f              3     1       2    0        0        0     0",
         ]
 
         with Peer(gearsql_server.address) as worker:
@@ -98,6 +98,6 @@ def test_cancelled_and_abandoned_jobs_are_counted_nowhere_and_every_view_agrees(
             [ranked] = admin.priority_status()
             assert (ranked.high, ranked.normal, ranked.low) == (0, 2, 0)
             assert top_once(gearsql_server) == [
-                "FUNCTION  QUEUED  HIGH  NORMAL  LOW  RUNNING  WORKERS",
-                "f              2     0       2    0        1        1",
+                "FUNCTION  QUEUED  HIGH  NORMAL  LOW  RUNNING  WORKERS  DEAD",
+                "f              2     0       2    0        1        1     0",
             ]

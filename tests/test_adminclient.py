@@ -121,7 +121,12 @@ def test_show_jobs_lists_handles_with_retries_and_flags(
     with Peer(any_server.address) as client:
         handle = submit_background(client, b"jobs")
 
-        assert admin.show_jobs() == [JobInfo(handle, 0, False, True)]
+        [job] = admin.show_jobs()
+        assert job[:4] == (handle, 0, False, True)
+        if any_server.kind == "gearsql":
+            assert (job.attempts, job.state, job.error) == (0, "queued", None)
+        else:
+            assert job == JobInfo(handle, 0, False, True)
 
 
 def test_show_unique_jobs_lists_the_uniques(any_server: ServerProcess, admin: AdminClient) -> None:
@@ -140,7 +145,8 @@ def test_cancel_job_cancels_a_queued_job(any_server: ServerProcess, admin: Admin
 
     assert admin.cancel_job(handle) is True
     # gearmand only marks the job ignored until a worker next asks for work.
-    assert admin.show_jobs() == [JobInfo(handle, 0, True, False)]
+    [job] = admin.show_jobs()
+    assert job[:4] == (handle, 0, True, False)
     with Peer(any_server.address) as worker:
         register(worker, b"doomed")
         worker.send(P.GRAB_JOB)

@@ -48,9 +48,9 @@ def test_top_frame_counts_queued_jobs_by_priority_and_running_ones(
             many = top_frame([admin], many=True)
 
     assert one == [
-        "FUNCTION  QUEUED  HIGH  NORMAL  LOW  RUNNING  WORKERS",
-        "mail           1     0       1    0        1        1",
-        "resize         2     1       0    1        0        0",
+        "FUNCTION  QUEUED  HIGH  NORMAL  LOW  RUNNING  WORKERS  DEAD",
+        "mail           1     0       1    0        1        1     0",
+        "resize         2     1       0    1        0        0     0",
     ]
     server = f"127.0.0.1:{gearsql_server.port}"
     assert many[0].startswith("SERVER")

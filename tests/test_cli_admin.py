@@ -79,10 +79,12 @@ def test_status_prints_a_table_of_functions(any_server: ServerProcess) -> None:
         output = run(any_server, "status").output
 
     header, *rows = output.splitlines()
-    assert header == "FUNCTION  TOTAL  RUNNING  WORKERS"
+    assert header == "FUNCTION  TOTAL  RUNNING  WORKERS  DEAD"
+    # DEAD counts dead letters: gearsql's own, `-` from C gearmand.
+    dead = "     0" if any_server.kind == "gearsql" else "  -"
     assert sorted(rows) == [
-        "mail          1        0        0",
-        "resize        2        1        1",
+        f"mail          1        0        0{dead}",
+        f"resize        2        1        1{dead}",
     ]
 
 
@@ -99,12 +101,13 @@ def test_status_json_lists_one_object_per_function(any_server: ServerProcess) ->
             "total": 1,
             "running": 0,
             "workers": 0,
+            "dead": 0 if any_server.kind == "gearsql" else None,
         }
     ]
 
 
 def test_status_of_an_empty_server_prints_only_the_header(any_server: ServerProcess) -> None:
-    assert run(any_server, "status").output == "FUNCTION  TOTAL  RUNNING  WORKERS\n"
+    assert run(any_server, "status").output == "FUNCTION  TOTAL  RUNNING  WORKERS  DEAD\n"
     assert json.loads(run(any_server, "status", "--json").output) == []
 
 
@@ -138,9 +141,14 @@ def test_jobs_lists_handles_and_unique_lists_uniques(any_server: ServerProcess) 
         records = json.loads(run(any_server, "jobs", "--json").output)
 
     header, row = jobs.splitlines()
-    assert header.split() == ["HANDLE", "RETRIES", "IGNORED", "QUEUED"]
-    assert row.split() == [handle, "0", "no", "yes"]
+    assert header.split() == [
+        "HANDLE", "RETRIES", "IGNORED", "QUEUED", "ATTEMPTS", "STATE", "ERROR"
+    ]
+    # gearsql's own columns: runs so far, state, last error; `-` from C gearmand.
+    extra = ["0", "queued", "-"] if any_server.kind == "gearsql" else ["-", "-", "-"]
+    assert row.split() == [handle, "0", "no", "yes", *extra]
     assert uniques.splitlines() == ["UNIQUE", "welcome-42"]
+    gearsql_only = any_server.kind == "gearsql"
     assert records == [
         {
             "server": f"127.0.0.1:{any_server.port}",
@@ -148,6 +156,9 @@ def test_jobs_lists_handles_and_unique_lists_uniques(any_server: ServerProcess) 
             "retries": 0,
             "ignored": False,
             "queued": True,
+            "attempts": 0 if gearsql_only else None,
+            "state": "queued" if gearsql_only else None,
+            "error": None,
         }
     ]
 
@@ -229,10 +240,12 @@ def test_top_once_prints_one_frame_of_queue_depths(any_server: ServerProcess) ->
 
         output = run(any_server, "top", "--once").output
 
+    # DEAD counts dead letters: gearsql's own, `-` from C gearmand.
+    dead = "     0" if any_server.kind == "gearsql" else "  -"
     assert frame_body(output) == [
-        "FUNCTION  QUEUED  HIGH  NORMAL  LOW  RUNNING  WORKERS",
-        "mail           1     0       1    0        1        1",
-        "resize         3     1       0    2        0        0",
+        "FUNCTION  QUEUED  HIGH  NORMAL  LOW  RUNNING  WORKERS  DEAD",
+        f"mail           1     0       1    0        1        1{dead}",
+        f"resize         3     1       0    2        0        0{dead}",
     ]
 
 
@@ -268,7 +281,7 @@ def test_top_refreshes_until_interrupted(
     assert stderr == b""
     frames = out.read_text().split("\n\n")
     assert len(frames) >= 3
-    assert frame_body(frames[0]) == ["FUNCTION  QUEUED  HIGH  NORMAL  LOW  RUNNING  WORKERS"]
+    assert frame_body(frames[0]) == ["FUNCTION  QUEUED  HIGH  NORMAL  LOW  RUNNING  WORKERS  DEAD"]
 
 
 # ---------------------------------------------------------------------------- servers and errors
@@ -319,9 +332,9 @@ def test_servers_lists_every_servers_functions(
 
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
-        "SERVER           FUNCTION  TOTAL  RUNNING  WORKERS",
-        f"{servers[0]}  gearsql       0        0        0",
-        f"{servers[1]}  gearmand      0        0        0",
+        "SERVER           FUNCTION  TOTAL  RUNNING  WORKERS  DEAD",
+        f"{servers[0]}  gearsql       0        0        0     0",
+        f"{servers[1]}  gearmand      0        0        0     -",
     ]
 
 

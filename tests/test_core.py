@@ -515,7 +515,7 @@ def test_unique_of_65_bytes_is_refused_and_makes_no_job(d: CoreDriver) -> None:
     client, admin = d.connect(), d.connect()
     d.send(client, P.SUBMIT_JOB, b"f", b"u" * 65, b"data")
     assert d.received(client) == [(P.ERROR, (b"ARGUMENT_TOO_LARGE", b"Unique value too large"))]
-    assert d.admin(admin, b"show jobs") == b".\n"
+    assert d.show_jobs(admin) == b".\n"
     assert d.admin(admin, b"status") == b".\n"
     assert d.grab(d.worker(b"f")) == NO_JOB
 
@@ -609,7 +609,7 @@ def test_res_magic_packet_is_refused_with_invalid_magic(d: CoreDriver) -> None:
     client, admin = d.connect(), d.connect()
     d.send(client, P.SUBMIT_JOB, b"f", b"", b"data", request=False)
     assert d.received(client) == [(P.ERROR, (b"INVALID_MAGIC", b"Request magic expected"))]
-    assert d.admin(admin, b"show jobs") == b".\n"
+    assert d.show_jobs(admin) == b".\n"
     d.send(client, P.ECHO_REQ, b"hi", request=False)
     assert d.received(client) == [(P.ERROR, (b"INVALID_MAGIC", b"Request magic expected"))]
 
@@ -651,7 +651,7 @@ def test_worker_disconnect_requeues_its_job_at_the_tail_with_a_retry(d: CoreDriv
     lost = d.worker(b"f")
     assert d.grab_handle(lost) == first
     d.core.disconnect(lost)
-    assert d.admin(admin, b"show jobs") == first + b"\t1\t0\t1\n" + second + b"\t0\t0\t1\n.\n"
+    assert d.show_jobs(admin) == first + b"\t1\t0\t1\n" + second + b"\t0\t0\t1\n.\n"
     assert d.admin(admin, b"status") == b"f\t2\t0\t0\n.\n"
     survivor = d.worker(b"f")
     assert d.grab_handle(survivor) == second
@@ -713,13 +713,23 @@ def test_job_retries_minus_one_requeues_without_limit() -> None:
     assert d.core.jobs[handle].retries == 50
 
 
-def test_job_retries_zero_fails_the_job_on_the_first_loss() -> None:
+def test_job_retries_zero_is_unlimited_as_in_gearmand() -> None:
     d = CoreDriver(job_retries=0)
+    client = d.connect()
+    handle = d.submit(client, b"f")
+    for _ in range(20):
+        lose_worker(d, handle)
+    assert d.received(client) == []
+    assert d.core.jobs[handle].retries == 20
+
+
+def test_job_retries_one_fails_the_job_on_the_first_loss() -> None:
+    d = CoreDriver(job_retries=1)
     client, admin = d.connect(), d.connect()
     handle = d.submit(client, b"f")
     lose_worker(d, handle)
     assert d.received(client) == [(P.WORK_FAIL, (handle,))]
-    assert d.admin(admin, b"show jobs") == b".\n"
+    assert d.show_jobs(admin) == b".\n"
     assert d.admin(admin, b"status") == b"f\t0\t0\t0\n.\n"
     [notice] = d.core.take_notices()
     assert (notice.level, notice.event, notice.handle) == ("ERROR", JobEvent.DROP, handle)
@@ -727,11 +737,12 @@ def test_job_retries_zero_fails_the_job_on_the_first_loss() -> None:
     assert d.grab(d.worker(b"f")) == NO_JOB
 
 
-def test_job_retries_n_allows_n_retries_then_fails() -> None:
+def test_job_retries_n_gives_n_runs_then_fails() -> None:
+    # gearmand's meaning of --job-retries 3: three runs in all, then the job is dropped.
     d = CoreDriver(job_retries=3)
     client = d.connect()
     handle = d.submit(client, b"f", unique=b"u")
-    for _ in range(3):
+    for _ in range(2):
         lose_worker(d, handle)
         assert d.received(client) == []
     lose_worker(d, handle)
@@ -742,12 +753,12 @@ def test_job_retries_n_allows_n_retries_then_fails() -> None:
 
 
 def test_job_retries_drops_a_background_job_too() -> None:
-    d = CoreDriver(job_retries=0)
+    d = CoreDriver(job_retries=1)
     client, admin = d.connect(), d.connect()
     handle = d.submit(client, b"f", type_=P.SUBMIT_JOB_BG)
     lose_worker(d, handle)
     assert d.received(client) == []
-    assert d.admin(admin, b"show jobs") == b".\n"
+    assert d.show_jobs(admin) == b".\n"
 
 
 def test_work_fail_is_final_and_never_retried(d: CoreDriver) -> None:
@@ -808,7 +819,7 @@ def test_client_disconnect_while_running_discards_the_result_quietly(d: CoreDriv
     d.send(worker, P.WORK_COMPLETE, handle, b"r")
     assert d.received(worker) == []
     assert client.out == []
-    assert d.admin(admin, b"show jobs") == b".\n"
+    assert d.show_jobs(admin) == b".\n"
 
 
 def test_one_coalesced_client_leaving_leaves_the_other_served(d: CoreDriver) -> None:
@@ -920,7 +931,7 @@ def test_can_do_timeout_requeues_the_job_after_the_deadline(d: CoreDriver) -> No
     d.core.run_timers()
     assert d.received(spare) == [NOOP]
     assert d.received(client) == []
-    assert d.admin(admin, b"show jobs") == handle + b"\t1\t0\t0\n.\n"
+    assert d.show_jobs(admin) == handle + b"\t1\t0\t0\n.\n"
 
     # The timed-out worker no longer holds the job.
     d.send(slow, P.WORK_COMPLETE, handle, b"late")
@@ -952,7 +963,7 @@ def test_can_do_timeout_does_not_fire_for_a_job_finished_in_time(d: CoreDriver) 
 
 
 def test_can_do_timeout_counts_toward_job_retries() -> None:
-    d = CoreDriver(job_retries=0)
+    d = CoreDriver(job_retries=1)
     client = d.connect()
     handle = d.submit(client, b"f")
     worker = d.connect()
@@ -1075,10 +1086,10 @@ def test_a_cancelled_running_job_is_counted_nowhere_and_its_result_goes_nowhere(
     assert d.core.cancel(handle)
     assert d.received(client) == [(P.WORK_FAIL, (handle,))]
     assert d.admin(admin, b"status") == b"f\t0\t0\t1\n.\n"
-    assert d.admin(admin, b"show jobs") == handle + b"\t0\t1\t0\n.\n"
+    assert d.show_jobs(admin) == handle + b"\t0\t1\t0\n.\n"
     d.send(worker, P.WORK_COMPLETE, handle, b"r")
     assert d.received(client) == [] and d.received(worker) == []
-    assert d.admin(admin, b"show jobs") == b".\n"
+    assert d.show_jobs(admin) == b".\n"
 
 
 def test_a_requeue_and_a_worker_timeout_are_told_as_notices_not_logged(d: CoreDriver) -> None:

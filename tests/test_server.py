@@ -225,7 +225,8 @@ def test_killed_worker_process_job_goes_to_the_next_worker(
                 assigned = second.expect(P.JOB_ASSIGN)
                 assert assigned.args == (handle, b"crash", b"input")
                 jobs = admin.admin("show jobs")
-                assert jobs == handle + b"\t1\t0\t0\n.\n"  # one retry counted
+                # One retry counted (gearmand's columns), run a second time (gearsql's).
+                assert jobs == handle + b"\t1\t0\t0\t2\trunning\t-\n.\n"
                 second.send(P.WORK_COMPLETE, handle, b"second worker")
                 assert client.expect(P.WORK_COMPLETE).args == (handle, b"second worker")
     finally:
@@ -234,14 +235,16 @@ def test_killed_worker_process_job_goes_to_the_next_worker(
         stuck.wait(5)
 
 
-@pytest.mark.parametrize("retries", [0, 2])
-def test_job_retries_bounds_reruns_after_worker_loss(tmp_path: Path, retries: int) -> None:
-    server = ServerProcess("gearsql", tmp_path / "log", ["--job-retries", str(retries)]).start()
+@pytest.mark.parametrize("runs", [1, 3])
+def test_job_retries_n_gives_n_runs_after_worker_loss_as_gearmand(
+    tmp_path: Path, runs: int
+) -> None:
+    server = ServerProcess("gearsql", tmp_path / "log", ["--job-retries", str(runs)]).start()
     try:
         with Peer(server.address) as client:
             client.send(P.SUBMIT_JOB, b"crashy", b"", b"x")
             handle = client.expect(P.JOB_CREATED).args[0]
-            for _attempt in range(retries + 1):
+            for _attempt in range(runs):
                 with Peer(server.address) as worker:
                     worker.send(P.CAN_DO, b"crashy")
                     worker.send(P.GRAB_JOB)

@@ -19,7 +19,15 @@ from typing import Any, TypeVar
 
 import pytest
 
-from gearsql.stores import MemoryStore, Store, StoredJob, StoreError, open_store
+from gearsql.stores import (
+    DeadLetter,
+    MemoryStore,
+    Store,
+    StoredJob,
+    StoredPolicy,
+    StoreError,
+    open_store,
+)
 
 T = TypeVar("T")
 
@@ -341,3 +349,126 @@ def test_a_second_server_cannot_open_the_same_queue(store_url: str) -> None:
         await third.close()
 
     run(scenario())
+
+
+# ------------------------------------------------------------------ retries and dead letters
+
+
+def dead(
+    id_: int, unique: bytes = b"u", function: bytes = b"fn", error: bytes = b"boom"
+) -> DeadLetter:
+    return DeadLetter(id_, function, unique, 1, b"payload \x00 bytes", 3, error, 1_765_000_000.25)
+
+
+async def load_everything(
+    url: str,
+) -> tuple[list[StoredJob], list[DeadLetter], list[StoredPolicy]]:
+    store = await opened(url)
+    try:
+        return await store.load(), await store.load_dead(), await store.load_policies()
+    finally:
+        await store.close()
+
+
+@durable_only
+def test_a_jobs_failures_and_last_error_survive_a_reopen(store_url: str) -> None:
+    failed = job(b"u", when=1_900_000_000)._replace(retries=2, error=b"Trace\tback \x00\xff")
+
+    async def scenario() -> None:
+        store = await opened(store_url)
+        await store.commit([job(b"u")], [])
+        await store.commit([failed], [])  # a retry rewrites the row
+        await store.close()
+
+    run(scenario())
+    assert run(reopen_and_load(store_url)) == [failed]
+
+
+@durable_only
+def test_dead_letters_and_retry_policies_survive_a_reopen(store_url: str) -> None:
+    letters = [dead(1), dead(2, unique=b"", function=b"\xff\xfe", error=b"worker lost")]
+    policies = [StoredPolicy(b"fn", 5, 0.5, 60.0), StoredPolicy(b"\xff odd", 0, 1.0, 300.0)]
+
+    async def scenario() -> None:
+        store = await opened(store_url)
+        await store.commit([job(b"u")], [])
+        # Burying: the queue row goes and the dead letter comes in one commit.
+        await store.commit([], [job(b"u")], dead_add=letters, policies=policies)
+        await store.close()
+
+    run(scenario())
+    jobs, letters_loaded, policies_loaded = run(load_everything(store_url))
+    assert jobs == []
+    assert letters_loaded == letters
+    assert sorted(policies_loaded) == sorted(policies)
+
+    async def purge() -> None:
+        store = await opened(store_url)
+        await store.commit(
+            [job(b"again")], [], dead_remove=[1], policies=[StoredPolicy(b"fn", 2, 1.0, 2.0)],
+            policies_removed=[b"\xff odd"],
+        )
+        await store.close()
+
+    run(purge())
+    jobs, letters_loaded, policies_loaded = run(load_everything(store_url))
+    assert [row.unique for row in jobs] == [b"again"]
+    assert letters_loaded == letters[1:]
+    assert policies_loaded == [StoredPolicy(b"fn", 2, 1.0, 2.0)]
+
+
+@durable_only
+def test_dead_letters_are_kept_per_queue_table(store_url: str, database: str) -> None:
+    other_url = store_url.replace("?table=", "?table=other_")
+
+    async def scenario() -> None:
+        store = await opened(store_url)
+        await store.commit([], [], dead_add=[dead(1)])
+        await store.close()
+
+    run(scenario())
+    assert run(load_everything(other_url))[1] == []
+    assert run(load_everything(store_url))[1] == [dead(1)]
+
+
+@durable_only
+def test_a_queue_from_schema_version_1_is_migrated_with_its_jobs(
+    store_url: str, table: str, admin: Any
+) -> None:
+    """A queue an earlier gearsql kept (no failure columns) opens, keeps its jobs, and then
+    stores failures."""
+    async def first() -> None:
+        store = await opened(store_url)
+        await store.commit([job(b"old", data=b"kept")], [])
+        await store.close()
+
+    run(first())
+    admin(f"ALTER TABLE {table} DROP COLUMN gearsql_retries")
+    admin(f"ALTER TABLE {table} DROP COLUMN gearsql_error")
+    admin(f"UPDATE gearsql_schema SET version = 1 WHERE name = '{table}'")
+    assert run(reopen_and_load(store_url)) == [job(b"old", data=b"kept")]
+    failed = job(b"old", data=b"kept")._replace(retries=1, error=b"failed")
+
+    async def later() -> None:
+        store = await opened(store_url)
+        await store.commit([failed], [], dead_add=[dead(7)])
+        await store.close()
+
+    run(later())
+    jobs, letters, _ = run(load_everything(store_url))
+    assert (jobs, letters) == ([failed], [dead(7)])
+
+
+@pytest.mark.databases("memory")
+def test_the_memory_store_keeps_no_dead_letters_or_policies(store_url: str) -> None:
+    async def scenario() -> tuple[list[DeadLetter], list[StoredPolicy]]:
+        store = await opened(store_url)
+        try:
+            await store.commit(
+                [], [], dead_add=[dead(1)], policies=[StoredPolicy(b"fn", 3, 1.0, 2.0)]
+            )
+            return await store.load_dead(), await store.load_policies()
+        finally:
+            await store.close()
+
+    assert run(scenario()) == ([], [])

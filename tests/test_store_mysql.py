@@ -400,7 +400,8 @@ def test_a_new_table_has_the_documented_layout(url: str, table: str, admin: Any)
     assert found["when_to_run"].startswith("bigint")
     assert found["priority"].startswith("int")
     assert found["id"].startswith("bigint")
-    assert schema_version(admin, table) == SCHEMA_VERSION == 1
+    assert found["gearsql_retries"].startswith("int")
+    assert schema_version(admin, table) == SCHEMA_VERSION == 2
     created = query(admin, f"SHOW CREATE TABLE `{table}`")[0][1]
     run(reopen_and_load(url))
     again = query(admin, f"SHOW CREATE TABLE `{table}`")[0][1]

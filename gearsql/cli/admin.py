@@ -17,10 +17,10 @@ from typing import Any
 
 import click
 
-from gearsql._admintables import display_name, table_lines, top_frame
+from gearsql._admintables import dead_counts, display_name, table_lines, top_frame
 from gearsql._servers import format_address
 from gearsql.admin import escape_name
-from gearsql.adminclient import AdminClient
+from gearsql.adminclient import AdminClient, FunctionStatus
 from gearsql.cli._options import CONTEXT, CommandError, json_option, server_options
 from gearsql.errors import GearmanError
 
@@ -68,20 +68,27 @@ def status(servers: list[tuple[str, int]], timeout: float, as_json: bool) -> Non
     """Show every function's jobs and workers.
 
     TOTAL counts queued and running jobs; WORKERS counts the workers registered for the
-    function, busy or idle. A function stays listed after its workers leave.
+    function, busy or idle; DEAD its dead letters (gearsql; `-` from C gearmand). A function
+    stays listed after its workers leave.
     """
-    records = [
-        {
-            "server": server,
-            "function": display_name(fn.name),
-            "total": fn.total,
-            "running": fn.running,
-            "workers": fn.workers,
-        }
-        for server, client in _each_server(servers, timeout)
-        for fn in client.status()
-    ]
-    headers = ["SERVER", "FUNCTION", "TOTAL", "RUNNING", "WORKERS"]
+    records = []
+    for server, client in _each_server(servers, timeout):
+        dead = dead_counts(client)
+        listed = client.status()
+        known = {fn.name for fn in listed}
+        listed += [FunctionStatus(name, 0, 0, 0) for name in sorted(set(dead or ()) - known)]
+        records += [
+            {
+                "server": server,
+                "function": display_name(fn.name),
+                "total": fn.total,
+                "running": fn.running,
+                "workers": fn.workers,
+                "dead": None if dead is None else dead.get(fn.name, 0),
+            }
+            for fn in listed
+        ]
+    headers = ["SERVER", "FUNCTION", "TOTAL", "RUNNING", "WORKERS", "DEAD"]
     _echo_records(records, headers, as_json, len(servers) > 1)
 
 
@@ -117,7 +124,9 @@ def jobs(servers: list[tuple[str, int]], timeout: float, as_json: bool, unique: 
     """Show the jobs the job server holds, queued or running.
 
     IGNORED marks a cancelled job the server has not dropped yet; QUEUED marks a background job
-    held by the queue. With --unique, list the unique ids of the jobs that have one.
+    held by the queue. From gearsql also ATTEMPTS (runs so far, the one under way included),
+    STATE (queued, running, retrying...) and ERROR (the last failed run's); `-` from C
+    gearmand. With --unique, list the unique ids of the jobs that have one.
     """
     records: list[dict[str, Any]]
     if unique:
@@ -135,11 +144,16 @@ def jobs(servers: list[tuple[str, int]], timeout: float, as_json: bool, unique: 
                 "retries": job.retries,
                 "ignored": job.ignore,
                 "queued": job.queued,
+                "attempts": job.attempts,
+                "state": job.state,
+                "error": None if job.error is None else display_name(job.error),
             }
             for server, client in _each_server(servers, timeout)
             for job in client.show_jobs()
         ]
-        headers = ["SERVER", "HANDLE", "RETRIES", "IGNORED", "QUEUED"]
+        headers = [
+            "SERVER", "HANDLE", "RETRIES", "IGNORED", "QUEUED", "ATTEMPTS", "STATE", "ERROR"
+        ]
     _echo_records(records, headers, as_json, len(servers) > 1)
 
 
@@ -149,8 +163,10 @@ def jobs(servers: list[tuple[str, int]], timeout: float, as_json: bool, unique: 
 def cancel(servers: list[tuple[str, int]], timeout: float, handles: tuple[str, ...]) -> None:
     """Cancel queued jobs by their handles.
 
-    A job a worker is running cannot be cancelled. With several servers, each handle is tried on
-    each server until one knows it. Exits with status 1 if any handle was unknown.
+    A job a worker is running cannot be cancelled. On gearsql this also covers a background job
+    waiting for its retry, and a dead letter (by the handle it had; it is purged). With several
+    servers, each handle is tried on each server until one knows it. Exits with status 1 if
+    any handle was unknown.
     """
     unknown = list(handles)
     for _server, client in _each_server(servers, timeout):
@@ -225,9 +241,10 @@ def version(servers: list[tuple[str, int]], timeout: float) -> None:
 def top(servers: list[tuple[str, int]], timeout: float, interval: float, once: bool) -> None:
     """Watch queue depths per function, refreshed until Ctrl-C.
 
-    QUEUED counts jobs waiting for a worker, and HIGH, NORMAL and LOW split them by priority;
-    RUNNING counts jobs a worker holds; WORKERS the workers registered for the function. If a
-    server stops answering after the first frame, the error is shown and `top` keeps trying.
+    QUEUED counts jobs waiting for a worker (or for their retry), and HIGH, NORMAL and LOW split
+    them by priority; RUNNING counts jobs a worker holds; WORKERS the workers registered for the
+    function; DEAD the function's dead letters (gearsql; `-` from C gearmand). If a server stops
+    answering after the first frame, the error is shown and `top` keeps trying.
     """
     # Ctrl-C (and SIGTERM) must stop it even when it was started with SIGINT ignored, as a
     # non-interactive shell starts a background job: Python then installs no KeyboardInterrupt

@@ -85,8 +85,27 @@ class _ConfigFileCommand(click.Command):
     default=-1,
     show_default=True,
     type=click.IntRange(-1),
-    help="Retries of a job whose worker died or timed out: -1 unlimited, 0 none, "
-    "N retries; then the job fails to its clients and is dropped.",
+    help="Runs of a job whose worker died or timed out, as in gearmand: N runs in all, then "
+    "the job fails to its clients and is dropped; 0 or -1 unlimited.",
+)
+@click.option(
+    "--retries",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    metavar="N",
+    help="Runs a failed background job gets in all (WORK_FAIL, WORK_EXCEPTION or a lost "
+    "worker), with backoff between them; after the last it is kept as a dead letter. 0: none, "
+    "a failure is final. The admin command `retries FUNCTION N` sets it per function.",
+)
+@click.option(
+    "--retry-backoff",
+    default="1:300",
+    show_default=True,
+    metavar="BASE[:MAX]",
+    callback=lambda ctx, param, value: _backoff(value),
+    help="Seconds before the first retry, doubling for each further failure up to MAX; each "
+    "wait is jittered down to between half and all of it.",
 )
 @click.option(
     "-w",
@@ -165,7 +184,8 @@ class _ConfigFileCommand(click.Command):
 @click.option(
     "--remote-admin",
     is_flag=True,
-    help="Accept mutating admin commands (cancel, drop, create, maxqueue) from non-loopback peers.",
+    help="Accept mutating admin commands (cancel, drop, create, maxqueue, retries, retry and "
+    "purge dead) from non-loopback peers.",
 )
 @click.option(
     "--relay",
@@ -210,6 +230,15 @@ def server(
         ) from None
     config = ServerConfig(listen=listen or ("127.0.0.1",), verbose=verbose.upper(), **options)
     sys.exit(run_server(config, pid_file=pid_file))
+
+
+def _backoff(value: str) -> tuple[float, float]:
+    from gearsql.admin import parse_backoff
+
+    try:
+        return parse_backoff(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--retry-backoff") from None
 
 
 def _checked_store(url: str | None) -> str:

@@ -10,14 +10,23 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit
 
 from gearsql._sqliteurl import SQLITE_SCHEMES, sqlite_path, sqlite_url
-from gearsql.stores.base import Store, StoredJob, StoreError, check_identifier
+from gearsql.stores.base import (
+    DeadLetter,
+    Store,
+    StoredJob,
+    StoredPolicy,
+    StoreError,
+    check_identifier,
+)
 from gearsql.stores.memory import MemoryStore
 
 __all__ = [
+    "DeadLetter",
     "MemoryStore",
     "Store",
     "StoreError",
     "StoredJob",
+    "StoredPolicy",
     "check_identifier",
     "default_store_url",
     "open_store",

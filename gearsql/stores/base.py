@@ -7,7 +7,15 @@ import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
-__all__ = ["IDENTIFIER", "Store", "StoreError", "StoredJob", "check_identifier"]
+__all__ = [
+    "IDENTIFIER",
+    "DeadLetter",
+    "Store",
+    "StoreError",
+    "StoredJob",
+    "StoredPolicy",
+    "check_identifier",
+]
 
 #: Table names from configuration must match this before they go anywhere near SQL.
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -25,13 +33,44 @@ class StoreError(Exception):
 
 
 class StoredJob(NamedTuple):
-    """One durable job, keyed as gearmand's queue tables key it: (unique, function)."""
+    """One durable job, keyed as gearmand's queue tables key it: (unique, function).
+
+    ``retries`` counts its failed runs so far and ``error`` says why the last one failed; a job
+    with failures and a ``when`` still to come is waiting for its retry (gearsql's own columns:
+    gearmand neither writes nor reads them).
+    """
 
     unique: bytes
     function: bytes
     priority: int
     data: bytes
     when: int
+    retries: int = 0
+    error: bytes = b""
+
+
+class DeadLetter(NamedTuple):
+    """A background job that used all its attempts, kept until an operator retries or purges
+    it. ``id`` is the server's number for it (unique per queue table), ``died`` epoch seconds."""
+
+    id: int
+    function: bytes
+    unique: bytes
+    priority: int
+    data: bytes
+    retries: int
+    error: bytes
+    died: float
+
+
+class StoredPolicy(NamedTuple):
+    """A function's own retry policy (``retries`` admin command): ``attempts`` runs in all,
+    backoff from ``base`` seconds doubling up to ``limit``."""
+
+    function: bytes
+    attempts: int
+    base: float
+    limit: float
 
 
 class Store(abc.ABC):
@@ -57,10 +96,30 @@ class Store(abc.ABC):
         """Every stored job, oldest first, for replay at start-up. Raises StoreError."""
 
     @abc.abstractmethod
-    async def commit(self, add: Sequence[StoredJob], remove: Sequence[StoredJob]) -> None:
+    async def commit(
+        self,
+        add: Sequence[StoredJob],
+        remove: Sequence[StoredJob],
+        *,
+        dead_add: Sequence[DeadLetter] = (),
+        dead_remove: Sequence[int] = (),
+        policies: Sequence[StoredPolicy] = (),
+        policies_removed: Sequence[bytes] = (),
+    ) -> None:
         """In one transaction, store ``add`` (replacing a row with the same unique and function)
-        and delete ``remove`` (by unique and function; missing rows are no error). Return once
-        it is committed. Raises StoreError; then nothing of it is committed."""
+        and delete ``remove`` (by unique and function; missing rows are no error), in that
+        order; add the dead letters ``dead_add`` and delete those numbered ``dead_remove``; set
+        the retry policies ``policies`` (replacing a function's earlier one) and delete those
+        of the functions ``policies_removed``. Return once it is committed. Raises StoreError;
+        then nothing of it is committed. Running the same commit twice is harmless."""
+
+    async def load_dead(self) -> list[DeadLetter]:
+        """Every dead letter, oldest first, for replay at start-up. Raises StoreError."""
+        return []
+
+    async def load_policies(self) -> list[StoredPolicy]:
+        """Every function's own retry policy. Raises StoreError."""
+        return []
 
     async def close(self) -> None:  # noqa: B027 (optional hook)
         """Release connections and files."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gearsql.stores.base import Store, StoredJob
+from gearsql.stores.base import DeadLetter, Store, StoredJob, StoredPolicy
 
 __all__ = ["MemoryStore"]
 
@@ -18,5 +18,14 @@ class MemoryStore(Store):
     async def load(self) -> list[StoredJob]:
         return []
 
-    async def commit(self, add: Sequence[StoredJob], remove: Sequence[StoredJob]) -> None:
+    async def commit(
+        self,
+        add: Sequence[StoredJob],
+        remove: Sequence[StoredJob],
+        *,
+        dead_add: Sequence[DeadLetter] = (),
+        dead_remove: Sequence[int] = (),
+        policies: Sequence[StoredPolicy] = (),
+        policies_removed: Sequence[bytes] = (),
+    ) -> None:
         return None

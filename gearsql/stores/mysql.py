@@ -5,15 +5,21 @@ options: ``connect_timeout=5`` and ``timeout=60`` seconds, ``unix_socket=/path``
 mysql-connector-python (the ``mysql`` extra). All database work runs on one thread of the
 store's own; the event loop only waits for the result (``gearsql/stores/threaded.py``).
 
-Table layout, gearsql schema version 1 (``SCHEMA_VERSION``)::
+Table layout, gearsql schema version 2 (``SCHEMA_VERSION``)::
 
-    unique_key    VARBINARY(64)       -- gearmand: VARCHAR(64)
-    function_name VARBINARY(512)      -- gearmand: VARCHAR(255)
-    priority      INT
-    data          LONGBLOB
-    when_to_run   BIGINT              -- gearmand: INT
-    id            BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY  -- gearsql's own
+    unique_key      VARBINARY(64)       -- gearmand: VARCHAR(64)
+    function_name   VARBINARY(512)      -- gearmand: VARCHAR(255)
+    priority        INT
+    data            LONGBLOB
+    when_to_run     BIGINT              -- gearmand: INT
+    id              BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY  -- gearsql's own
+    gearsql_retries INT DEFAULT 0       -- gearsql's own (version 2): failed runs so far
+    gearsql_error   BLOB                -- gearsql's own (version 2): the last run's error
     UNIQUE KEY unique_key (unique_key, function_name)
+
+Version 2 also creates two tables shared by every queue table in the database, keyed by its
+name: ``gearsql_dead`` (dead letters, numbered by the server) and ``gearsql_retry_policy``
+(retry policies set per function).
 
 These are gearmand's columns and key, with three changes of gearsql's own:
 
@@ -72,13 +78,19 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from gearsql._mysqlurl import parse_mysql_url
-from gearsql.stores.base import StoredJob, StoreError, check_identifier
+from gearsql.stores.base import (
+    DeadLetter,
+    StoredJob,
+    StoredPolicy,
+    StoreError,
+    check_identifier,
+)
 from gearsql.stores.threaded import ReconnectingStore
 
 __all__ = ["SCHEMA_VERSION", "MySQLStore"]
 
 #: Version of gearsql's own changes to gearmand's table layout (kept in ``gearsql_schema``).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Client errors and server errors that mean the connection is gone (not that the statement
 #: was wrong): reconnecting and running the operation again may succeed.
@@ -307,7 +319,21 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
             "unique_key VARBINARY(64), function_name VARBINARY(512), priority INT, "
             "data LONGBLOB, when_to_run BIGINT, "
             "id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT, PRIMARY KEY (id), "
+            "gearsql_retries INT DEFAULT 0, gearsql_error BLOB, "
             "UNIQUE KEY unique_key (unique_key, function_name)) ENGINE=InnoDB"
+        )
+        cursor.execute(
+            "CREATE TABLE IF NOT EXISTS gearsql_dead ("
+            "queue_table VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin, id BIGINT, "
+            "function_name VARBINARY(512), unique_key VARBINARY(64), priority INT, "
+            "data LONGBLOB, retries INT, error BLOB, died DOUBLE, "
+            "PRIMARY KEY (queue_table, id)) ENGINE=InnoDB"
+        )
+        cursor.execute(
+            "CREATE TABLE IF NOT EXISTS gearsql_retry_policy ("
+            "queue_table VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin, "
+            "function_name VARBINARY(512), attempts INT, base DOUBLE, max_delay DOUBLE, "
+            "PRIMARY KEY (queue_table, function_name)) ENGINE=InnoDB"
         )
         changes = self._schema_changes(cursor)
         if changes:
@@ -362,6 +388,10 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
             changes.append("ADD COLUMN when_to_run BIGINT DEFAULT 0")
         elif not columns["when_to_run"][0].startswith("bigint"):
             changes.append("MODIFY when_to_run BIGINT")
+        if "gearsql_retries" not in columns:
+            changes.append("ADD COLUMN gearsql_retries INT DEFAULT 0")
+        if "gearsql_error" not in columns:
+            changes.append("ADD COLUMN gearsql_error BLOB")
         if "id" in columns and "auto_increment" not in columns["id"][1]:
             raise StoreError(
                 f"the MySQL table {self.database}.{table} has a column id that is not "
@@ -421,8 +451,8 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
 
     def _load(self, cursor: MySQLCursorAbstract) -> list[StoredJob]:
         cursor.execute(
-            "SELECT unique_key, function_name, priority, data, when_to_run "
-            f"FROM `{self.table}` ORDER BY id"
+            "SELECT unique_key, function_name, priority, data, when_to_run, gearsql_retries, "
+            f"gearsql_error FROM `{self.table}` ORDER BY id"
         )
         rows = _fetch(cursor)
         return [
@@ -432,16 +462,73 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
                 _as_int(priority),
                 _as_bytes(data),
                 _as_int(when),
+                _as_int(retries),
+                _as_bytes(error),
             )
-            for unique, function, priority, data, when in rows
+            for unique, function, priority, data, when, retries, error in rows
         ]
 
-    async def commit(self, add: Sequence[StoredJob], remove: Sequence[StoredJob]) -> None:
-        await self._run(self._commit, add, remove)
+    async def load_dead(self) -> list[DeadLetter]:
+        return await self._run(self._call, "load", self._load_dead)
 
-    def _commit(self, add: Sequence[StoredJob], remove: Sequence[StoredJob]) -> None:
-        if not add and not remove:
+    def _load_dead(self, cursor: MySQLCursorAbstract) -> list[DeadLetter]:
+        cursor.execute(
+            "SELECT id, function_name, unique_key, priority, data, retries, error, died "
+            "FROM gearsql_dead WHERE queue_table = %s ORDER BY id",
+            (self.table,),
+        )
+        return [
+            DeadLetter(
+                _as_int(id_), _as_bytes(function), _as_bytes(unique), _as_int(priority),
+                _as_bytes(data), _as_int(retries), _as_bytes(error),
+                float(_as_text(died)) if died is not None else 0.0,
+            )
+            for id_, function, unique, priority, data, retries, error, died in _fetch(cursor)
+        ]
+
+    async def load_policies(self) -> list[StoredPolicy]:
+        return await self._run(self._call, "load", self._load_policies)
+
+    def _load_policies(self, cursor: MySQLCursorAbstract) -> list[StoredPolicy]:
+        cursor.execute(
+            "SELECT function_name, attempts, base, max_delay FROM gearsql_retry_policy "
+            "WHERE queue_table = %s",
+            (self.table,),
+        )
+        return [
+            StoredPolicy(
+                _as_bytes(function), _as_int(attempts), float(_as_text(base)),
+                float(_as_text(limit)),
+            )
+            for function, attempts, base, limit in _fetch(cursor)
+        ]
+
+    async def commit(
+        self,
+        add: Sequence[StoredJob],
+        remove: Sequence[StoredJob],
+        *,
+        dead_add: Sequence[DeadLetter] = (),
+        dead_remove: Sequence[int] = (),
+        policies: Sequence[StoredPolicy] = (),
+        policies_removed: Sequence[bytes] = (),
+    ) -> None:
+        await self._run(
+            self._commit, add, remove, dead_add, dead_remove, policies, policies_removed
+        )
+
+    def _commit(
+        self,
+        add: Sequence[StoredJob],
+        remove: Sequence[StoredJob],
+        dead_add: Sequence[DeadLetter] = (),
+        dead_remove: Sequence[int] = (),
+        policies: Sequence[StoredPolicy] = (),
+        policies_removed: Sequence[bytes] = (),
+    ) -> None:
+        if not (add or remove or dead_add or dead_remove or policies or policies_removed):
             return
+        table = self.table
 
         def transaction(cursor: MySQLCursorAbstract) -> None:
             # Cut for this connection's max_allowed_packet; raises before anything is sent.
@@ -449,6 +536,31 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
             cursor.execute("START TRANSACTION")
             for sql, params in statements:
                 cursor.execute(sql, params)
+            for dead in dead_add:
+                cursor.execute(
+                    "INSERT IGNORE INTO gearsql_dead (queue_table, id, function_name, "
+                    "unique_key, priority, data, retries, error, died) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (table, *dead),
+                )
+            for id_ in dead_remove:
+                cursor.execute(
+                    "DELETE FROM gearsql_dead WHERE queue_table = %s AND id = %s", (table, id_)
+                )
+            for policy in policies:
+                cursor.execute(
+                    "INSERT INTO gearsql_retry_policy (queue_table, function_name, attempts, "
+                    "base, max_delay) VALUES (%s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
+                    "attempts = VALUES(attempts), base = VALUES(base), "
+                    "max_delay = VALUES(max_delay)",
+                    (table, *policy),
+                )
+            for name in policies_removed:
+                cursor.execute(
+                    "DELETE FROM gearsql_retry_policy WHERE queue_table = %s "
+                    "AND function_name = %s",
+                    (table, name),
+                )
             cursor.execute("COMMIT")
 
         self._call("commit", transaction)
@@ -461,9 +573,11 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
         (checked for all of them first)."""
         table = self.table
         insert = (
-            f"INSERT INTO `{table}` (unique_key, function_name, priority, data, when_to_run) "
-            "VALUES {rows} ON DUPLICATE KEY UPDATE priority = VALUES(priority), "
-            "data = VALUES(data), when_to_run = VALUES(when_to_run)"
+            f"INSERT INTO `{table}` (unique_key, function_name, priority, data, when_to_run, "
+            "gearsql_retries, gearsql_error) VALUES {rows} ON DUPLICATE KEY UPDATE "
+            "priority = VALUES(priority), data = VALUES(data), "
+            "when_to_run = VALUES(when_to_run), gearsql_retries = VALUES(gearsql_retries), "
+            "gearsql_error = VALUES(gearsql_error)"
         )
         delete = f"DELETE FROM `{table}` WHERE (unique_key, function_name) IN ({{rows}})"
         add_batches = self._batches(
@@ -473,6 +587,7 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
                 _escaped_size(job.unique)
                 + _escaped_size(job.function)
                 + _escaped_size(job.data)
+                + _escaped_size(job.error)
                 + _ROW_OVERHEAD
             ),
         )
@@ -484,8 +599,14 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
         for batch in add_batches:
             params: list[Any] = []
             for job in batch:
-                params += (job.unique, job.function, job.priority, job.data, job.when)
-            yield insert.format(rows=", ".join(["(%s, %s, %s, %s, %s)"] * len(batch))), params
+                params += (
+                    job.unique, job.function, job.priority, job.data, job.when, job.retries,
+                    job.error,
+                )
+            yield (
+                insert.format(rows=", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(batch))),
+                params,
+            )
         for batch in remove_batches:
             params = []
             for job in batch:

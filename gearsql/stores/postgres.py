@@ -22,6 +22,12 @@ Version 1 (:data:`SCHEMA_VERSION`):
   rows already in the table are numbered in their physical order. Replacing a row moves it to
   the end, as SQLite's ``INSERT OR REPLACE`` does.
 
+Version 2 adds what retries and dead letters need: ``gearsql_retries INTEGER`` and
+``gearsql_error BYTEA`` on the queue table (a job's failed runs and last error; gearmand names
+its columns, so it still reads and writes the table), and two tables shared by every queue
+table in the database, keyed by its name: ``gearsql_dead`` (dead letters, numbered by the
+server) and ``gearsql_retry_policy`` (retry policies set per function), with bytea keys.
+
 Rows that gearmand wrote (text only, bytea NULL) get their bytea key from the text
 (``convert_to(..., 'UTF8')``, byte-exact in a UTF-8 database) during the migration and again on
 every open, so a queue that gearmand kept writing to after a migration is still replayed right.
@@ -62,7 +68,13 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from gearsql.stores.base import StoredJob, StoreError, check_identifier
+from gearsql.stores.base import (
+    DeadLetter,
+    StoredJob,
+    StoredPolicy,
+    StoreError,
+    check_identifier,
+)
 from gearsql.stores.threaded import ReconnectingStore
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
@@ -70,7 +82,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 log = logging.getLogger("gearsql.stores.postgres")
 
 #: Version of gearsql's own additions to the table layout (kept in ``gearsql_schema``).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Connection settings used unless the DSN sets them.
 CONNECT_DEFAULTS: dict[str, Any] = {
@@ -169,14 +181,16 @@ class PostgresStore(ReconnectingStore[Connection]):
         ident = sql.Identifier(self.table)
         self._upsert = sql.SQL(
             "INSERT INTO {t} (unique_bytes, function_bytes, unique_key, function_name,"
-            " priority, data, when_to_run)"
-            " SELECT u, f, uk, fk, p, d, w FROM unnest("
+            " priority, data, when_to_run, gearsql_retries, gearsql_error)"
+            " SELECT u, f, uk, fk, p, d, w, a, e FROM unnest("
             "%b::bytea[], %b::bytea[], %s::text[], %s::text[], %s::integer[], %b::bytea[],"
-            " %s::bigint[]) WITH ORDINALITY AS r(u, f, uk, fk, p, d, w, n) ORDER BY n"
+            " %s::bigint[], %s::integer[], %b::bytea[])"
+            " WITH ORDINALITY AS r(u, f, uk, fk, p, d, w, a, e, n) ORDER BY n"
             " ON CONFLICT (unique_bytes, function_bytes) DO UPDATE SET"
             " unique_key = excluded.unique_key, function_name = excluded.function_name,"
             " priority = excluded.priority, data = excluded.data,"
-            " when_to_run = excluded.when_to_run, gearsql_seq = DEFAULT"
+            " when_to_run = excluded.when_to_run, gearsql_retries = excluded.gearsql_retries,"
+            " gearsql_error = excluded.gearsql_error, gearsql_seq = DEFAULT"
         ).format(t=ident)
         self._delete = sql.SQL(
             "DELETE FROM {t} AS q USING unnest(%b::bytea[], %b::bytea[]) AS r(u, f)"
@@ -188,7 +202,8 @@ class PostgresStore(ReconnectingStore[Connection]):
         self._select = sql.SQL(
             "SELECT COALESCE(unique_bytes, convert_to(unique_key, 'UTF8')),"
             " COALESCE(function_bytes, convert_to(function_name, 'UTF8')),"
-            " priority, data, when_to_run FROM {t} ORDER BY gearsql_seq"
+            " priority, data, when_to_run, gearsql_retries, gearsql_error FROM {t}"
+            " ORDER BY gearsql_seq"
         ).format(t=ident)
 
     # -- everything below the async methods runs on the store's own thread
@@ -330,6 +345,24 @@ class PostgresStore(ReconnectingStore[Connection]):
                         " (unique_bytes, function_bytes)"
                     ).format(i=sql.Identifier(_index_name(self.table)), t=table)
                 )
+            if version < 2:
+                conn.execute(
+                    sql.SQL(
+                        "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS gearsql_retries INTEGER"
+                        " DEFAULT 0, ADD COLUMN IF NOT EXISTS gearsql_error BYTEA"
+                    ).format(t=table)
+                )
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS gearsql_dead (queue_table TEXT, id BIGINT,"
+                    " function_bytes BYTEA, unique_bytes BYTEA, priority INTEGER, data BYTEA,"
+                    " retries INTEGER, error BYTEA, died DOUBLE PRECISION,"
+                    " PRIMARY KEY (queue_table, id))"
+                )
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS gearsql_retry_policy (queue_table TEXT,"
+                    " function_bytes BYTEA, attempts INTEGER, base DOUBLE PRECISION,"
+                    " max_delay DOUBLE PRECISION, PRIMARY KEY (queue_table, function_bytes))"
+                )
                 conn.execute(
                     "INSERT INTO gearsql_schema (name, version) VALUES (%s, %s)"
                     " ON CONFLICT (name) DO UPDATE SET version = excluded.version",
@@ -358,14 +391,113 @@ class PostgresStore(ReconnectingStore[Connection]):
                 int(priority or 0),
                 bytes(data or b""),
                 int(when or 0),
+                int(retries or 0),
+                bytes(error or b""),
             )
-            for unique, function, priority, data, when in rows
+            for unique, function, priority, data, when, retries, error in rows
         ]
 
-    async def commit(self, add: Sequence[StoredJob], remove: Sequence[StoredJob]) -> None:
+    async def load_dead(self) -> list[DeadLetter]:
+        return await self._run(self._call, "load", self._load_dead)
+
+    def _load_dead(self, conn: Connection) -> list[DeadLetter]:
+        with conn.cursor(binary=True) as cursor:
+            rows = cursor.execute(
+                "SELECT id, function_bytes, unique_bytes, priority, data, retries, error, died"
+                " FROM gearsql_dead WHERE queue_table = %s ORDER BY id",
+                (self.table,),
+            ).fetchall()
+        return [
+            DeadLetter(
+                int(id_), bytes(function), bytes(unique or b""), int(priority or 0),
+                bytes(data or b""), int(retries or 0), bytes(error or b""), float(died or 0),
+            )
+            for id_, function, unique, priority, data, retries, error, died in rows
+        ]
+
+    async def load_policies(self) -> list[StoredPolicy]:
+        return await self._run(self._call, "load", self._load_policies)
+
+    def _load_policies(self, conn: Connection) -> list[StoredPolicy]:
+        with conn.cursor(binary=True) as cursor:
+            rows = cursor.execute(
+                "SELECT function_bytes, attempts, base, max_delay FROM gearsql_retry_policy"
+                " WHERE queue_table = %s",
+                (self.table,),
+            ).fetchall()
+        return [
+            StoredPolicy(bytes(function), int(attempts), float(base), float(limit))
+            for function, attempts, base, limit in rows
+        ]
+
+    async def commit(
+        self,
+        add: Sequence[StoredJob],
+        remove: Sequence[StoredJob],
+        *,
+        dead_add: Sequence[DeadLetter] = (),
+        dead_remove: Sequence[int] = (),
+        policies: Sequence[StoredPolicy] = (),
+        policies_removed: Sequence[bytes] = (),
+    ) -> None:
+        if dead_add or dead_remove or policies or policies_removed:
+            await self._run(
+                self._call,
+                "commit",
+                lambda conn: self._commit_more(
+                    conn, add, remove, dead_add, dead_remove, policies, policies_removed
+                ),
+            )
+            return
         if not add and not remove:
             return
         await self._run(self._call, "commit", lambda conn: self._commit(conn, add, remove))
+
+    def _commit_more(
+        self,
+        conn: Connection,
+        add: Sequence[StoredJob],
+        remove: Sequence[StoredJob],
+        dead_add: Sequence[DeadLetter],
+        dead_remove: Sequence[int],
+        policies: Sequence[StoredPolicy],
+        policies_removed: Sequence[bytes],
+    ) -> None:
+        """A commit with dead letters or retry policies in it: several statements, one
+        transaction (rare: only failures and admin commands bring these)."""
+        with conn.transaction():
+            if add or remove:
+                self._commit(conn, add, remove)
+            table = self.table
+            with conn.cursor() as cursor:
+                if dead_add:
+                    cursor.executemany(
+                        "INSERT INTO gearsql_dead (queue_table, id, function_bytes,"
+                        " unique_bytes, priority, data, retries, error, died)"
+                        " VALUES (%s, %s, %b, %b, %s, %b, %s, %b, %s)"
+                        " ON CONFLICT (queue_table, id) DO NOTHING",
+                        [(table, *dead) for dead in dead_add],
+                    )
+                if dead_remove:
+                    cursor.execute(
+                        "DELETE FROM gearsql_dead WHERE queue_table = %s AND id = ANY(%s)",
+                        (table, list(dead_remove)),
+                    )
+                if policies:
+                    cursor.executemany(
+                        "INSERT INTO gearsql_retry_policy (queue_table, function_bytes,"
+                        " attempts, base, max_delay) VALUES (%s, %b, %s, %s, %s)"
+                        " ON CONFLICT (queue_table, function_bytes) DO UPDATE SET"
+                        " attempts = excluded.attempts, base = excluded.base,"
+                        " max_delay = excluded.max_delay",
+                        [(table, *policy) for policy in policies],
+                    )
+                if policies_removed:
+                    cursor.executemany(
+                        "DELETE FROM gearsql_retry_policy WHERE queue_table = %s"
+                        " AND function_bytes = %b",
+                        [(table, name) for name in policies_removed],
+                    )
 
     def _commit(
         self, conn: Connection, add: Sequence[StoredJob], remove: Sequence[StoredJob]
@@ -405,4 +537,6 @@ def _add_columns(add: Sequence[StoredJob]) -> tuple[list[Any], ...]:
         [job.priority for job in jobs],
         [job.data for job in jobs],
         [job.when for job in jobs],
+        [job.retries for job in jobs],
+        [job.error for job in jobs],
     )

@@ -8,8 +8,13 @@ the event loop only waits for the result. The file is opened in WAL mode with
 
 The version of gearsql's own additions to the layout is kept per table in ``gearsql_schema``
 (name, version), as in the other stores; a table recorded with a newer version than this
-gearsql knows is refused. One server per file: a lock file beside it (``<file>.lock``, holding
-the server's pid) keeps a second one out.
+gearsql knows is refused. Version 2 adds ``gearsql_retries`` and ``gearsql_error`` to the queue
+table (a job's failed runs and last error, for retries with backoff) and two tables shared by
+every queue table in the file, keyed by its name: ``gearsql_dead`` (dead letters) and
+``gearsql_retry_policy`` (retry policies set per function). Keys there are BLOBs, byte-exact.
+
+One server per file: a lock file beside it (``<file>.lock``, holding the server's pid) keeps a
+second one out.
 """
 
 from __future__ import annotations
@@ -21,13 +26,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gearsql.stores.base import StoredJob, StoreError, check_identifier
+from gearsql.stores.base import (
+    DeadLetter,
+    StoredJob,
+    StoredPolicy,
+    StoreError,
+    check_identifier,
+)
 from gearsql.stores.threaded import ThreadedStore
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "default_sqlite_path"]
 
 #: Version of gearsql's own additions to the table layout (kept in ``gearsql_schema``).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def default_sqlite_path() -> Path:
@@ -156,6 +167,21 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
         if b"when_to_run" not in columns:
             # Tables from gearmand before 1.1 have no when_to_run column.
             conn.execute(f"ALTER TABLE {table} ADD COLUMN when_to_run INTEGER DEFAULT 0")
+        # Version 2: retries and dead letters.
+        if b"gearsql_retries" not in columns:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN gearsql_retries INTEGER DEFAULT 0")
+        if b"gearsql_error" not in columns:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN gearsql_error BLOB")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS gearsql_dead (queue_table TEXT, id INTEGER, "
+            "function_name BLOB, unique_key BLOB, priority INTEGER, data BLOB, "
+            "retries INTEGER, error BLOB, died REAL, PRIMARY KEY (queue_table, id))"
+        )
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS gearsql_retry_policy (queue_table TEXT, "
+            "function_name BLOB, attempts INTEGER, base REAL, max_delay REAL, "
+            "PRIMARY KEY (queue_table, function_name))"
+        )
         conn.execute(
             "INSERT OR REPLACE INTO gearsql_schema (name, version) VALUES (?, ?)",
             (table, SCHEMA_VERSION),
@@ -173,23 +199,81 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
         conn = self._connection()
         try:
             rows = conn.execute(
-                "SELECT unique_key, function_name, priority, data, when_to_run "
-                f"FROM {self.table} ORDER BY rowid"
+                "SELECT unique_key, function_name, priority, data, when_to_run, "
+                f"gearsql_retries, gearsql_error FROM {self.table} ORDER BY rowid"
             ).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read the SQLite queue: {exc}") from exc
         return [
             StoredJob(
                 _as_bytes(unique), _as_bytes(function), int(priority or 0), _as_bytes(data),
-                int(when or 0),
+                int(when or 0), int(retries or 0), _as_bytes(error),
             )
-            for unique, function, priority, data, when in rows
+            for unique, function, priority, data, when, retries, error in rows
         ]
 
-    async def commit(self, add: Sequence[StoredJob], remove: Sequence[StoredJob]) -> None:
-        await self._run(self._commit, add, remove)
+    async def load_dead(self) -> list[DeadLetter]:
+        return await self._run(self._load_dead)
 
-    def _commit(self, add: Sequence[StoredJob], remove: Sequence[StoredJob]) -> None:
+    def _load_dead(self) -> list[DeadLetter]:
+        conn = self._connection()
+        try:
+            rows = conn.execute(
+                "SELECT id, function_name, unique_key, priority, data, retries, error, died "
+                "FROM gearsql_dead WHERE queue_table = ? ORDER BY id",
+                (self.table,),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the SQLite dead letters: {exc}") from exc
+        return [
+            DeadLetter(
+                int(id_), _as_bytes(function), _as_bytes(unique), int(priority or 0),
+                _as_bytes(data), int(retries or 0), _as_bytes(error), float(died or 0),
+            )
+            for id_, function, unique, priority, data, retries, error, died in rows
+        ]
+
+    async def load_policies(self) -> list[StoredPolicy]:
+        return await self._run(self._load_policies)
+
+    def _load_policies(self) -> list[StoredPolicy]:
+        conn = self._connection()
+        try:
+            rows = conn.execute(
+                "SELECT function_name, attempts, base, max_delay FROM gearsql_retry_policy "
+                "WHERE queue_table = ?",
+                (self.table,),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the SQLite retry policies: {exc}") from exc
+        return [
+            StoredPolicy(_as_bytes(function), int(attempts), float(base), float(limit))
+            for function, attempts, base, limit in rows
+        ]
+
+    async def commit(
+        self,
+        add: Sequence[StoredJob],
+        remove: Sequence[StoredJob],
+        *,
+        dead_add: Sequence[DeadLetter] = (),
+        dead_remove: Sequence[int] = (),
+        policies: Sequence[StoredPolicy] = (),
+        policies_removed: Sequence[bytes] = (),
+    ) -> None:
+        await self._run(
+            self._commit, add, remove, dead_add, dead_remove, policies, policies_removed
+        )
+
+    def _commit(
+        self,
+        add: Sequence[StoredJob],
+        remove: Sequence[StoredJob],
+        dead_add: Sequence[DeadLetter] = (),
+        dead_remove: Sequence[int] = (),
+        policies: Sequence[StoredPolicy] = (),
+        policies_removed: Sequence[bytes] = (),
+    ) -> None:
         conn = self._connection()
         table = self.table
         try:
@@ -197,11 +281,11 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
             if add:
                 conn.executemany(
                     f"INSERT OR REPLACE INTO {table} "
-                    "(unique_key, function_name, priority, data, when_to_run) "
-                    "VALUES (?, ?, ?, ?, ?)",
+                    "(unique_key, function_name, priority, data, when_to_run, gearsql_retries,"
+                    " gearsql_error) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [
                         (_sql_value(job.unique), _sql_value(job.function), job.priority,
-                         job.data, job.when)
+                         job.data, job.when, job.retries, job.error or None)
                         for job in add
                     ],
                 )
@@ -209,6 +293,29 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
                 conn.executemany(
                     f"DELETE FROM {table} WHERE unique_key = ? AND function_name = ?",
                     [(_sql_value(job.unique), _sql_value(job.function)) for job in remove],
+                )
+            if dead_add:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO gearsql_dead (queue_table, id, function_name, "
+                    "unique_key, priority, data, retries, error, died) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(table, *dead) for dead in dead_add],
+                )
+            if dead_remove:
+                conn.executemany(
+                    "DELETE FROM gearsql_dead WHERE queue_table = ? AND id = ?",
+                    [(table, id_) for id_ in dead_remove],
+                )
+            if policies:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO gearsql_retry_policy (queue_table, function_name, "
+                    "attempts, base, max_delay) VALUES (?, ?, ?, ?, ?)",
+                    [(table, *policy) for policy in policies],
+                )
+            if policies_removed:
+                conn.executemany(
+                    "DELETE FROM gearsql_retry_policy WHERE queue_table = ? AND function_name = ?",
+                    [(table, name) for name in policies_removed],
                 )
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
