@@ -121,7 +121,8 @@ def test_get_status_with_a_nul_byte_is_answered_for_the_part_before_it(
     key = handle if kind == P.GET_STATUS else b"u1"
     d.send(client, kind, key + b"\0trailing")
     [(reply, args)] = d.received(client)
+    assert reply == (P.STATUS_RES if kind == P.GET_STATUS else P.STATUS_RES_UNIQUE)
     assert args[:2] == (key, b"1")
     d.send(client, kind, b"\0\0")
-    [(reply, args)] = d.received(client)
+    [(_, args)] = d.received(client)
     assert args[:2] == (b"", b"0")
