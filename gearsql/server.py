@@ -39,6 +39,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gearsql import __version__
+from gearsql._limits import (
+    DEFAULT_MAX_BUFFER,
+    DEFAULT_MAX_FUNCTIONS,
+    DEFAULT_MAX_OUTPUT,
+    DEFAULT_PACKET_TIMEOUT,
+)
 from gearsql.core import Job, JobServerCore, Session
 from gearsql.protocol import (
     DEFAULT_MAX_PACKET_SIZE,
@@ -63,17 +69,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("gearsql.server")
-
-#: Bytes of incomplete messages all connections together may hold (``--max-buffer``): four
-#: packets of the default maximum size.
-DEFAULT_MAX_BUFFER = 4 * DEFAULT_MAX_PACKET_SIZE
-#: Seconds an incomplete message may take to arrive (``--packet-timeout``).
-DEFAULT_PACKET_TIMEOUT = 30.0
-#: Most functions at once (``--max-functions``).
-DEFAULT_MAX_FUNCTIONS = 10_000
-#: Bytes of unread output after which a connection is closed (``--max-output``): two packets of
-#: the default maximum size.
-DEFAULT_MAX_OUTPUT = 2 * DEFAULT_MAX_PACKET_SIZE
 
 
 @dataclass
