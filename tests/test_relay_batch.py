@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 from pathlib import Path
 
 import pytest
 
+import gearsql.relay.batch
 from gearsql.client import Priority
 from gearsql.errors import ConnectionLost, InvalidArgument, JobTimeout
-from gearsql.relay import open_source
+from gearsql.relay import Source, open_source
 from gearsql.relay.batch import (
     MAX_PREFIX,
     Outage,
@@ -21,6 +23,7 @@ from gearsql.relay.batch import (
     take_within,
     unique_for,
 )
+from gearsql.relay.engine import describe_error, priority_of
 
 
 def row(id_: int, unique: bytes | None = None, priority: str = "normal") -> OutboxRow:
@@ -31,9 +34,31 @@ def test_rows_from_any_driver_type() -> None:
     assert row_from_values((7, memoryview(b"f"), None, bytearray(b"\0w"), b"high")) == OutboxRow(
         7, b"f", None, b"\0w", "high")
     assert row_from_values(("8", "f", b"", "w", "low")).unique is None
-    assert row(1, priority="high").level is Priority.HIGH
-    assert row(1, priority="low").level is Priority.LOW
-    assert row(1).level is Priority.NORMAL
+
+
+def test_a_rows_priority_column_picks_the_submission_priority_normal_when_unknown() -> None:
+    assert priority_of(row(1, priority="high")) is Priority.HIGH
+    assert priority_of(row(1, priority="low")) is Priority.LOW
+    assert priority_of(row(1)) is Priority.NORMAL
+    assert priority_of(row(1, priority="urgent")) is Priority.NORMAL
+
+
+def test_the_decisions_module_imports_neither_asyncio_nor_the_client() -> None:
+    tree = ast.parse(Path(gearsql.relay.batch.__file__).read_text(encoding="utf-8"))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "asyncio" not in imported
+    assert not {name for name in imported if name.startswith("gearsql.client")}
+
+
+def test_a_source_must_implement_the_outbox_methods() -> None:
+    class Incomplete(Source):
+        def open(self) -> None:
+            self.opened = True
+
+    with pytest.raises(TypeError, match="abstract"):
+        Incomplete()  # type: ignore[abstract]
 
 
 def test_a_batch_takes_what_fits_in_the_byte_budget_but_at_least_one_row() -> None:
@@ -73,6 +98,13 @@ def test_settling_keeps_unconfirmed_rows_and_drops_impossible_ones() -> None:
     assert [r.id for r, _ in settlement.refused] == [3]
     assert [r.id for r, _ in settlement.failed] == [2, 4, 5]
     assert settlement.finished == [1, 3]
+
+
+def test_an_unconfirmed_submission_is_described_in_one_line() -> None:
+    assert describe_error(asyncio.CancelledError()) == "stopped before the job server confirmed"
+    assert describe_error(TimeoutError()) == "no JOB_CREATED in time"
+    assert describe_error(ConnectionLost(" gone \n")) == "gone"
+    assert describe_error(ValueError()) == "ValueError"
 
 
 def test_an_outage_is_reported_once_at_its_start_and_end() -> None:

@@ -32,8 +32,9 @@ side_tasks=[...])``. MariaDB's foreground ``gman_do`` calls are served that way.
 """
 
 from gearsql.relay.batch import OutboxRow, default_unique_prefix
+from gearsql.relay.dsn import open_source
 from gearsql.relay.engine import Relay, run_relays
-from gearsql.relay.source import SOURCES, SideTask, Source, open_source
+from gearsql.relay.source import SOURCES, SideTask, Source
 
 __all__ = [
     "SOURCES",

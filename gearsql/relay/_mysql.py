@@ -9,20 +9,49 @@ import logging
 import random
 import re
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from gearsql.relay._thread import watch_in_thread
 from gearsql.relay.batch import OutboxRow, row_from_values, take_within
 from gearsql.relay.source import OutboxMissing, SideTask, Source, close_quietly
 
-__all__ = ["MySQLSource", "binlog_problem"]
+if TYPE_CHECKING:
+    import asyncio
+
+    from gearsql.client import AsyncClient
+
+__all__ = ["MySQLConnection", "MySQLCursor", "MySQLSource", "binlog_problem"]
 
 log = logging.getLogger("gearsql.relay")
 NOTICE = 25
 
 #: Seconds between the binlog's heartbeats, which is also how soon its reader notices a stop.
 HEARTBEAT = 0.5
+
+
+class MySQLCursor(Protocol):
+    """What this module uses of a mysql-connector cursor."""
+
+    def execute(self, operation: str, params: Sequence[Any] = ..., /) -> object: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> Sequence[Any]: ...
+
+    def close(self) -> object: ...
+
+
+class MySQLConnection(Protocol):
+    """What this module uses of a mysql-connector connection."""
+
+    def cursor(self) -> MySQLCursor: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def _skip_locked(version: str) -> bool:
@@ -32,7 +61,7 @@ def _skip_locked(version: str) -> bool:
     return numbers[0] >= 8
 
 
-def binlog_problem(cursor: Any) -> str | None:
+def binlog_problem(cursor: MySQLCursor) -> str | None:
     """Why the relay cannot follow this server's binlog (None when it can): the binlog must be
     on in ROW format, mysql-replication installed, and the account allowed to read it."""
     cursor.execute("SELECT @@log_bin, @@binlog_format")
@@ -64,7 +93,9 @@ def binlog_problem(cursor: Any) -> str | None:
 class MySQLSource(Source):
     """``gman_outbox`` in the DSN's database; ``wanted`` is ``auto``, ``binlog`` or ``poll``."""
 
-    def __init__(self, dsn: str, wanted: str = "auto") -> None:
+    wake: Literal["binlog", "poll"]
+
+    def __init__(self, dsn: str, wanted: Literal["auto", "binlog", "poll"] = "auto") -> None:
         from gearsql.bridges.mysql import connect_config
 
         if wanted not in ("auto", "binlog", "poll"):
@@ -74,7 +105,7 @@ class MySQLSource(Source):
         self.database = str(self.config["database"])
         self.wanted = wanted
         self.wake = "poll" if wanted == "auto" else wanted
-        self.conn: Any = None
+        self.conn: MySQLConnection | None = None
         self.skip_locked = True
         self.mariadb = False
         self._identity = f"mysql:{self.config['host']}:{self.config['port']}:{self.database}"
@@ -84,8 +115,9 @@ class MySQLSource(Source):
         import mysql.connector
 
         self.close()
-        self.conn = mysql.connector.connect(**self.config)
-        cursor = self.conn.cursor()
+        conn: MySQLConnection = mysql.connector.connect(**self.config)
+        self.conn = conn
+        cursor = conn.cursor()
         try:
             # No gap locks: a claim must not block the application's inserts into the outbox.
             cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
@@ -99,7 +131,7 @@ class MySQLSource(Source):
             problem = binlog_problem(cursor) if not self._chosen and self.wanted != "poll" else None
         finally:
             cursor.close()
-        self.conn.rollback()
+        conn.rollback()
         self._identity = f"mysql:{hostname}:{port}:{self.database}"
         self.mariadb = "mariadb" in str(version).lower()
         self.skip_locked = _skip_locked(str(version))
@@ -131,8 +163,12 @@ class MySQLSource(Source):
     def describe(self) -> str:
         return f"mysql {self.config['host']}:{self.config['port']}/{self.database}"
 
+    def _connection(self) -> MySQLConnection:
+        assert self.conn is not None, "open() first"
+        return self.conn
+
     def claim(self, limit: int, max_bytes: int) -> list[OutboxRow]:
-        cursor = self.conn.cursor()
+        cursor = self._connection().cursor()
         try:
             lock = "FOR UPDATE SKIP LOCKED" if self.skip_locked else "FOR UPDATE"
             # FORCE INDEX: right after a bulk insert the table's statistics are stale, and a
@@ -144,7 +180,7 @@ class MySQLSource(Source):
             )
             sizes = cursor.fetchall()
             if not sizes:
-                self.conn.rollback()
+                self._connection().rollback()
                 return []
             ids = take_within([(int(i), int(n)) for i, n in sizes], max_bytes)
             cursor.execute(
@@ -159,7 +195,7 @@ class MySQLSource(Source):
 
     def finish(self, ids: list[int]) -> None:
         if ids:
-            cursor = self.conn.cursor()
+            cursor = self._connection().cursor()
             try:
                 # One primary key lookup per id, in this order: `WHERE id IN (...)` lets
                 # InnoDB scan (and lock-wait on) rows another relay holds, which deadlocks two
@@ -172,11 +208,11 @@ class MySQLSource(Source):
                 )
             finally:
                 cursor.close()
-        self.conn.commit()
+        self._connection().commit()
 
     def close(self) -> None:
-        close_quietly(self.conn)
-        self.conn = None
+        conn, self.conn = self.conn, None
+        close_quietly(conn)
 
     async def watch(self, wake: Callable[[], None]) -> None:
         if self.wake != "binlog":
@@ -233,7 +269,7 @@ class MySQLSource(Source):
     def _gtid_position(self) -> str:
         import mysql.connector
 
-        conn: Any = mysql.connector.connect(**{**self.config, "autocommit": True})
+        conn: MySQLConnection = mysql.connector.connect(**{**self.config, "autocommit": True})
         try:
             cursor = conn.cursor()
             cursor.execute("SELECT @@gtid_binlog_pos")
@@ -246,7 +282,8 @@ class MySQLSource(Source):
     def side_tasks(self) -> list[SideTask]:
         """MariaDB's foreground ``gman_do`` calls (:mod:`gearsql.bridges.mysql_calls`) when the
         database has their table ``gman_calls``."""
-        cursor = self.conn.cursor()
+        conn = self._connection()
+        cursor = conn.cursor()
         try:
             cursor.execute(
                 "SELECT COUNT(*) FROM information_schema.tables "
@@ -255,13 +292,13 @@ class MySQLSource(Source):
             (tables,) = cursor.fetchone()
         finally:
             cursor.close()
-        self.conn.rollback()
+        conn.rollback()
         if not tables:
             return []
         from gearsql.bridges.mysql import connector
         from gearsql.bridges.mysql_calls import serve_calls
 
-        async def calls(client: Any, stop: Any) -> None:
+        async def calls(client: AsyncClient, stop: asyncio.Event) -> None:
             await serve_calls(connector(self.dsn), client, self.database, stop)
 
         return [calls]

@@ -4,10 +4,13 @@ calls ``pg_notify``, which PostgreSQL delivers only when the transaction commits
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from gearsql.relay.batch import OutboxRow, row_from_values, take_within
 from gearsql.relay.source import IDENTIFIER, OutboxMissing, Source, close_quietly
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = ["CHANNEL", "PostgresSource"]
 
@@ -18,7 +21,11 @@ CHANNEL = "gearsql_outbox"
 class PostgresSource(Source):
     """``<schema>.gman_outbox`` in PostgreSQL; ``wake`` is ``listen`` or ``poll``."""
 
-    def __init__(self, dsn: str, schema: str = "gearsql", wake: str = "listen") -> None:
+    wake: Literal["listen", "poll"]
+
+    def __init__(
+        self, dsn: str, schema: str = "gearsql", wake: Literal["listen", "poll"] = "listen"
+    ) -> None:
         if not IDENTIFIER.match(schema):
             raise ValueError(f"schema {schema!r} is not a plain SQL identifier")
         if wake not in ("listen", "poll"):
@@ -27,7 +34,7 @@ class PostgresSource(Source):
         self.schema = schema
         self.wake = wake
         self.table = f'"{schema}".gman_outbox'
-        self.conn: Any = None
+        self.conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._identity = f"postgresql:?:{schema}"
         self._description = f"postgresql {self.table}"
 
@@ -35,18 +42,16 @@ class PostgresSource(Source):
         import psycopg
 
         self.close()
-        self.conn = psycopg.connect(self.dsn, connect_timeout=10)
-        database, exists = self.conn.execute(
-            "SELECT current_database(), to_regclass(%s) IS NOT NULL", (self.table,)
-        ).fetchone()
-        self.conn.rollback()
+        self.conn = conn = psycopg.connect(self.dsn, connect_timeout=10)
+        database, exists = _one(
+            conn.execute("SELECT current_database(), to_regclass(%s) IS NOT NULL", (self.table,))
+        )
+        conn.rollback()
         try:  # the cluster's own id, so that the name is the same whatever host name is used
-            (system,) = self.conn.execute(
-                "SELECT system_identifier FROM pg_control_system()"
-            ).fetchone()
+            (system,) = _one(conn.execute("SELECT system_identifier FROM pg_control_system()"))
         except psycopg.Error:  # not granted
             system = "?"
-        self.conn.rollback()
+        conn.rollback()
         self._identity = f"postgresql:{system}:{database}:{self.schema}"
         self._description = f"postgresql database {database!r}, {self.table}"
         if not exists:
@@ -62,18 +67,20 @@ class PostgresSource(Source):
         return self._description
 
     def claim(self, limit: int, max_bytes: int) -> list[OutboxRow]:
+        conn = self.conn
+        assert conn is not None
         # Lock first, then read only the workloads that fit in memory; the rows locked but not
         # read are let go at commit and come in the next batch.
-        sizes = self.conn.execute(
+        sizes = conn.execute(
             f"SELECT id, octet_length(workload) FROM {self.table} "
             "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
             (limit,),
         ).fetchall()
         if not sizes:
-            self.conn.rollback()
+            conn.rollback()
             return []
-        ids = take_within(sizes, max_bytes)
-        rows = self.conn.execute(
+        ids = take_within([(int(i), int(n)) for i, n in sizes], max_bytes)
+        rows = conn.execute(
             f"SELECT id, function, unique_key, workload, priority FROM {self.table} "
             "WHERE id = ANY(%s) ORDER BY id",
             (ids,),
@@ -81,13 +88,15 @@ class PostgresSource(Source):
         return [row_from_values(row) for row in rows]
 
     def finish(self, ids: list[int]) -> None:
+        conn = self.conn
+        assert conn is not None
         if ids:
-            self.conn.execute(f"DELETE FROM {self.table} WHERE id = ANY(%s)", (ids,))
-        self.conn.commit()
+            conn.execute(f"DELETE FROM {self.table} WHERE id = ANY(%s)", (ids,))
+        conn.commit()
 
     def close(self) -> None:
-        close_quietly(self.conn)
-        self.conn = None
+        conn, self.conn = self.conn, None
+        close_quietly(conn)
 
     async def watch(self, wake: Callable[[], None]) -> None:
         if self.wake != "listen":
@@ -103,3 +112,11 @@ class PostgresSource(Source):
             async for notify in conn.notifies():
                 if notify.payload in (self.schema, ""):
                     wake()
+
+
+def _one(cursor: psycopg.Cursor[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """The one row a query returns (psycopg types ``fetchone`` as optional)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise RuntimeError("the query returned no row")
+    return row

@@ -8,6 +8,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable
+from typing import Literal
 
 from gearsql.relay._thread import watch_in_thread
 from gearsql.relay.batch import OutboxRow, row_from_values, take_within
@@ -24,9 +25,11 @@ class SQLiteSource(Source):
     IMMEDIATE``) while its batch is submitted, which keeps two relays on one file apart; writers
     of the application wait for it (milliseconds, or one row while the job server is down)."""
 
-    wake = "change counter"
+    wake: Literal["change counter", "poll"] = "change counter"
 
-    def __init__(self, path: str, wake: str = "change counter") -> None:
+    def __init__(
+        self, path: str, wake: Literal["change counter", "poll"] = "change counter"
+    ) -> None:
         if wake not in ("change counter", "poll"):
             raise ValueError(f"an SQLite relay watches its change counter or polls, not {wake!r}")
         self.path = os.path.abspath(path)

@@ -1,9 +1,12 @@
 """The relay's decisions without I/O: what to submit for each outbox row, what a batch's outcomes
-mean for its rows, and when an outage starts and ends (so it is logged once, not per row)."""
+mean for its rows, and when an outage starts and ends (so it is logged once, not per row).
+
+This module imports neither asyncio nor the client: what needs them (a row's
+:class:`~gearsql.client.Priority`, the wording of a submission's error) is in
+:mod:`gearsql.relay.engine`."""
 
 from __future__ import annotations
 
-import asyncio
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +22,6 @@ __all__ = [
     "Settlement",
     "check_unique_prefix",
     "default_unique_prefix",
-    "describe_error",
     "row_from_values",
     "settle",
     "take_within",
@@ -33,7 +35,8 @@ MAX_PREFIX = MAX_UNIQUE - 20
 
 @dataclass(frozen=True)
 class OutboxRow:
-    """One outbox row as the relay submits it."""
+    """One outbox row as the relay submits it; ``priority`` is the column's text (``high``,
+    ``normal`` or ``low``; anything else is submitted as normal)."""
 
     id: int
     function: bytes
@@ -140,14 +143,6 @@ def settle(rows: Sequence[OutboxRow], outcomes: Sequence[object]) -> Settlement:
         else:
             settlement.done.append(row.id)
     return settlement
-
-
-def describe_error(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.CancelledError):
-        return "stopped before the job server confirmed"
-    if isinstance(exc, TimeoutError):
-        return str(exc) or "no JOB_CREATED in time"
-    return str(exc).strip() or type(exc).__name__
 
 
 class Outage:

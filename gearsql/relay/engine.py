@@ -8,22 +8,22 @@ import asyncio
 import concurrent.futures
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from gearsql._servers import Backoff, ServersArg
-from gearsql.client import AsyncClient
+from gearsql.client import AsyncClient, Priority
 from gearsql.relay.batch import (
     Outage,
     OutboxRow,
     check_unique_prefix,
     default_unique_prefix,
-    describe_error,
     settle,
     unique_for,
 )
-from gearsql.relay.source import SideTask, Source, open_source
+from gearsql.relay.dsn import open_source
+from gearsql.relay.source import SideTask, Source
 
-__all__ = ["Relay", "run_relays"]
+__all__ = ["Relay", "RoundResult", "describe_error", "priority_of", "run_relays"]
 
 log = logging.getLogger("gearsql.relay")
 #: The level of start, stop and outage lines (as in gearsql.server).
@@ -35,6 +35,24 @@ T = TypeVar("T")
 #: After a binlog wake-up finds nothing, look again after these delays: the binlog event of a
 #: commit can reach the relay a moment before InnoDB makes the row visible to other sessions.
 _SETTLE = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064)
+
+
+#: How one round (claim, submit, finish a batch) ended: ``empty`` (nothing to do), ``busy`` (rows
+#: went; more may wait) or ``refused`` (the job server did not take every row).
+RoundResult = Literal["empty", "busy", "refused"]
+
+def priority_of(row: OutboxRow) -> Priority:
+    """The priority a row is submitted with: its ``priority`` column, NORMAL when unknown."""
+    return row.level
+
+
+def describe_error(exc: BaseException) -> str:
+    """Why a row's submission was not confirmed, for the log."""
+    if isinstance(exc, asyncio.CancelledError):
+        return "stopped before the job server confirmed"
+    if isinstance(exc, TimeoutError):
+        return str(exc) or "no JOB_CREATED in time"
+    return _reason(exc)
 
 
 def _reason(exc: BaseException) -> str:
@@ -205,9 +223,8 @@ class Relay:
 
     # -- one batch --------------------------------------------------------------------------
 
-    async def _round(self) -> str:
-        """Claim, submit and finish one batch: ``empty`` (nothing to do), ``busy`` (rows went;
-        more may wait), or ``refused`` (the job server did not take every row)."""
+    async def _round(self) -> RoundResult:
+        """Claim, submit and finish one batch (see :data:`RoundResult`)."""
         # While the job server is down, one row at a time finds out when it is back without
         # holding many locks (or SQLite's write lock) for a submission that fails.
         limit = 1 if self._server_outage.down else self.batch
@@ -245,7 +262,7 @@ class Relay:
         tasks = [
             asyncio.ensure_future(self.client.submit_background(
                 row.function, row.workload, unique=unique_for(row, prefix),
-                priority=row.level, timeout=self.submit_timeout,
+                priority=priority_of(row), timeout=self.submit_timeout,
             ))
             for row in rows
         ]

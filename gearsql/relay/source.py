@@ -1,24 +1,35 @@
-"""The interface between the relay and one database's outbox, and the choice of source from a
-DSN."""
+"""The interface between the relay and one database's outbox (:class:`Source`); the sources
+themselves are ``_postgres``, ``_mysql`` and ``_sqlite``, chosen from a DSN by
+:func:`gearsql.relay.dsn.open_source`."""
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import re
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from gearsql._sqliteurl import SQLITE_SCHEMES, sqlite_path
 from gearsql.relay.batch import OutboxRow
 
 if TYPE_CHECKING:
     from gearsql.client import AsyncClient
 
-__all__ = ["SOURCES", "OutboxMissing", "SideTask", "Source", "close_quietly", "open_source"]
+__all__ = [
+    "SOURCES",
+    "OutboxMissing",
+    "SideTask",
+    "Source",
+    "Wake",
+    "close_quietly",
+]
 
 #: How a relay may learn of new rows; ``auto`` picks the best the database offers.
 SOURCES = ("auto", "listen", "binlog", "poll")
+
+#: How a source hears of new rows: PostgreSQL's ``listen``, MySQL's ``binlog``, SQLite's
+#: ``change counter``, or nothing (``poll``: the relay only looks every ``poll_interval``).
+Wake = Literal["listen", "binlog", "change counter", "poll"]
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -34,7 +45,7 @@ class OutboxMissing(ValueError):
     database that is down), so the relay stops; ``gearsql relay`` exits with status 2."""
 
 
-class Source:
+class Source(abc.ABC):
     """One database's outbox.
 
     The blocking methods (:meth:`open`, :meth:`claim`, :meth:`finish`, :meth:`close`,
@@ -45,36 +56,36 @@ class Source:
     the event loop.
     """
 
-    #: How this source hears of new rows: ``listen``, ``binlog`` or ``poll``.
-    wake = "poll"
+    #: How this source hears of new rows (see :data:`Wake`).
+    wake: Wake = "poll"
 
+    @abc.abstractmethod
     def open(self) -> None:
         """Connect (again)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def identity(self) -> str:
         """A name of the outbox that is the same for every relay on it (valid after
         :meth:`open`): the default unique prefix is derived from it."""
-        raise NotImplementedError
 
     def describe(self) -> str:
         """The outbox for log lines (no password)."""
         return self.identity()
 
+    @abc.abstractmethod
     def claim(self, limit: int, max_bytes: int) -> list[OutboxRow]:
         """Lock and return the oldest rows no other relay holds: at most ``limit``, with
         workloads of at most ``max_bytes`` together (but at least one row). The transaction
         stays open until :meth:`finish`; with no rows it is ended and [] returned."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def finish(self, ids: list[int]) -> None:
         """Delete the rows ``ids`` (a subset of the claim) and commit, which also lets go of the
         other claimed rows."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def close(self) -> None:
         """Disconnect; safe to call on a broken or closed source."""
-        raise NotImplementedError
 
     async def watch(self, wake: Callable[[], None]) -> None:
         """Call ``wake()`` whenever rows may have been committed, until cancelled; raise when
@@ -88,41 +99,13 @@ class Source:
         return []
 
 
-def open_source(dsn: str, schema: str = "gearsql", source: str = "auto") -> Source:
-    """The :class:`Source` a ``--dsn`` names: ``postgresql://...`` (``source`` auto or listen:
-    LISTEN; poll), ``mysql://...`` or ``mariadb://...`` (auto: the binlog where it can be
-    followed; binlog; poll), ``sqlite:///app.db`` (relative to the current directory) or
-    ``sqlite:////abs/app.db`` (auto: its change counter; poll).
-    Nothing is connected yet. Raises ValueError."""
-    if source not in SOURCES:
-        raise ValueError(f"unknown source {source!r}: use one of {', '.join(SOURCES)}")
-    scheme = urlsplit(dsn).scheme
-    if scheme in ("postgresql", "postgres"):
-        from gearsql.relay._postgres import PostgresSource
+class Closable(Protocol):
+    """A database connection, as far as :func:`close_quietly` uses it."""
 
-        if source == "binlog":
-            raise ValueError("--source binlog is for MySQL/MariaDB; PostgreSQL listens or polls")
-        return PostgresSource(dsn, schema, "poll" if source == "poll" else "listen")
-    if scheme in ("mysql", "mariadb"):
-        from gearsql.relay._mysql import MySQLSource
-
-        if source == "listen":
-            raise ValueError("--source listen is for PostgreSQL; MySQL follows the binlog or polls")
-        return MySQLSource(dsn, source)
-    if scheme in SQLITE_SCHEMES:
-        from gearsql.relay._sqlite import SQLiteSource
-
-        if source not in ("auto", "poll"):
-            raise ValueError(f"--source {source}: an SQLite relay watches its file or polls")
-        path = sqlite_path(dsn)
-        return SQLiteSource(path, "poll" if source == "poll" else "change counter")
-    raise ValueError(
-        f"unknown database {dsn!r}: use postgresql://..., mysql://..., "
-        "sqlite:///relative/path.db or sqlite:////absolute/path.db"
-    )
+    def close(self) -> None: ...
 
 
-def close_quietly(conn: Any) -> None:
+def close_quietly(conn: Closable | None) -> None:
     """Close a database connection that may be broken or None; for :meth:`Source.close`."""
     if conn is not None:
         try:

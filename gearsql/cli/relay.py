@@ -1,0 +1,119 @@
+"""``gearsql relay``: drain the outbox that the gman_*_background functions fill in
+transactional mode (:mod:`gearsql.relay`); ``gearsql server --relay DSN`` runs the same inside
+the job server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import click
+
+from gearsql._servers import parse_servers
+from gearsql.cli._options import CONTEXT, LOG_FILE_OPTION, ConfigurationError, setup_logging
+from gearsql.relay import SOURCES
+
+
+@click.command(context_settings=CONTEXT)
+@click.option(
+    "--dsn",
+    "dsns",
+    multiple=True,
+    required=True,
+    metavar="DSN",
+    help="Database whose outbox to drain: postgresql://..., mysql://..., or an SQLite file, "
+    "sqlite:///RELATIVE/PATH or sqlite:////ABSOLUTE/PATH; repeat for several.",
+)
+@click.option(
+    "--servers",
+    metavar="HOST:PORT[,...]",
+    envvar="GEARMAN_SERVERS",
+    help="Job servers to submit to (also $GEARMAN_SERVERS).  [default: 127.0.0.1:4730]",
+)
+@click.option(
+    "--schema",
+    default="gearsql",
+    show_default=True,
+    help="PostgreSQL schema the functions were installed into.",
+)
+@click.option(
+    "--source",
+    default="auto",
+    show_default=True,
+    type=click.Choice(SOURCES),
+    help="How to hear of new rows: auto (LISTEN in PostgreSQL, the binlog in MySQL where it "
+    "can be read), listen, binlog, or poll.",
+)
+@click.option(
+    "--poll-interval",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    metavar="SECONDS",
+    help="Longest wait between two looks at the outbox.",
+)
+@click.option(
+    "--batch",
+    default=500,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Most rows claimed, held in memory and in flight at once.",
+)
+@click.option(
+    "--unique-prefix",
+    metavar="PREFIX",
+    help="Unique of rows without one: PREFIX + outbox id (at most 44 bytes).  [default: "
+    "outbox:<hash of the database>:]",
+)
+@LOG_FILE_OPTION
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="Log more: -v each batch, -vv debugging detail.  [default: start, stop, outages]",
+)
+def relay(
+    dsns: tuple[str, ...],
+    servers: str | None,
+    schema: str,
+    source: str,
+    poll_interval: float,
+    batch: int,
+    unique_prefix: str | None,
+    log_file: str,
+    verbose: int,
+) -> None:
+    """Submit the outbox rows of committed transactions as background jobs.
+
+    The gman_*_background SQL functions (transactional mode) write an outbox row in the
+    caller's transaction; this submits each committed row with its priority and a unique made
+    from the outbox id, then deletes it. Rows are claimed so that several relays can run at
+    once; while no job server answers they stay in the outbox, and a database that cannot be
+    reached is retried. A database without the outbox (or a missing SQLite file) stops the
+    relay with exit status 2. SIGTERM or SIGINT stops it cleanly.
+    """
+    from gearsql.relay import run_relays
+
+    setup_logging(log_file, ("NOTICE", "INFO", "DEBUG")[min(verbose, 2)])
+    try:
+        targets = parse_servers(servers)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--servers") from None
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_relays(
+            dsns, targets, stop=stop, schema=schema, source=source, batch=batch,
+            poll_interval=poll_interval, unique_prefix=unique_prefix,
+        )
+
+    try:
+        asyncio.run(main())
+    except ValueError as exc:
+        # A configuration error, such as a database without the outbox: waiting will not heal
+        # it, so stop with status 2 (a database that is down is retried instead).
+        raise ConfigurationError(str(exc)) from None

@@ -1,0 +1,247 @@
+"""``gearsql server``: run a job server, options from the command line or a config file."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from typing import Any
+
+import click
+
+from gearsql.cli._options import (
+    CONTEXT,
+    LOG_FILE_OPTION,
+    VERBOSE_LEVELS,
+    CommandError,
+    setup_logging,
+)
+from gearsql.protocol import DEFAULT_MAX_PACKET_SIZE
+from gearsql.stores import default_store_url
+
+
+def read_config_file(path: str) -> list[str]:
+    """Options from a gearmand-style configuration file: whitespace-separated, ``#`` comments."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot read {path}: {exc.strerror}", param_hint="--config-file"
+        ) from exc
+    return shlex.split(text, comments=True)
+
+
+class _ConfigFileCommand(click.Command):
+    """A command whose ``--config-file FILE`` (or ``@FILE``) options are read first, so that
+    options given on the command line override the file's."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        expanded: list[str] = []
+        from_files: list[str] = []
+        index = 0
+        while index < len(args):
+            arg = args[index]
+            if arg == "--config-file" and index + 1 < len(args):
+                from_files += read_config_file(args[index + 1])
+                index += 2
+                continue
+            if arg.startswith("--config-file="):
+                from_files += read_config_file(arg.split("=", 1)[1])
+            elif arg.startswith("@") and len(arg) > 1:
+                from_files += read_config_file(arg[1:])
+            else:
+                expanded.append(arg)
+            index += 1
+        return super().parse_args(ctx, from_files + expanded)
+
+
+@click.command(cls=_ConfigFileCommand, context_settings=CONTEXT)
+@click.option(
+    "--config-file",
+    metavar="FILE",
+    help="Read options from FILE first (whitespace-separated, # comments); "
+    "also @FILE. Command-line options override the file.",
+)
+@click.option(
+    "-p",
+    "--port",
+    default=4730,
+    show_default=True,
+    envvar="GEARMAND_PORT",
+    help="TCP port to listen on (also $GEARMAND_PORT).",
+)
+@click.option(
+    "-L",
+    "--listen",
+    "listen",
+    multiple=True,
+    metavar="ADDRESS",
+    help="Address to listen on; repeat for several. Default 127.0.0.1.",
+)
+@click.option(
+    "-j",
+    "--job-retries",
+    default=-1,
+    show_default=True,
+    type=click.IntRange(-1),
+    help="Retries of a job whose worker died or timed out: -1 unlimited, 0 none, "
+    "N retries; then the job fails to its clients and is dropped.",
+)
+@click.option(
+    "-w",
+    "--worker-wakeup",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Sleeping workers to wake (NOOP) per new job; 0 wakes all of them.",
+)
+@click.option(
+    "--exceptions",
+    is_flag=True,
+    help="Forward WORK_EXCEPTION to every client, not only those that asked.",
+)
+@click.option(
+    "--job-handle-prefix",
+    default="",
+    metavar="PREFIX",
+    help="Job handle prefix; default H:<hostname>.",
+)
+@click.option(
+    "--max-packet-size",
+    default=DEFAULT_MAX_PACKET_SIZE,
+    show_default=True,
+    type=click.IntRange(1024, 512 * 1024 * 1024),
+    help="Largest packet body in bytes; larger ones are refused on the header.",
+)
+@click.option(
+    "--max-connections",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Close new connections beyond this many; 0 is no limit.",
+)
+@click.option(
+    "-b",
+    "--backlog",
+    default=128,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Listen backlog.",
+)
+@click.option("--keepalive", is_flag=True, help="Enable TCP keepalive on connections.")
+@click.option(
+    "--keepalive-idle",
+    default=-1,
+    show_default=True,
+    help="Seconds idle before keepalive probes (-1: OS default).",
+)
+@click.option(
+    "--keepalive-interval",
+    default=-1,
+    show_default=True,
+    help="Seconds between keepalive probes (-1: OS default).",
+)
+@click.option(
+    "--keepalive-count",
+    default=-1,
+    show_default=True,
+    help="Unanswered probes before the connection is dropped (-1: OS default).",
+)
+@click.option(
+    "--store",
+    default=None,
+    metavar="URL",
+    help="Where background jobs are kept: sqlite:///RELATIVE/PATH or sqlite:////ABSOLUTE/PATH "
+    "(an SQLite file; its directory must exist), postgresql://USER@HOST/DB or "
+    "mysql://USER:PASSWORD@HOST/DB (a table in that database; ?table=NAME picks it), or memory "
+    "(lost on restart). Default: " + default_store_url(),
+)
+@click.option(
+    "--allow-insecure-remote",
+    is_flag=True,
+    help="Allow listening on non-loopback addresses without TLS.",
+)
+@click.option(
+    "--remote-admin",
+    is_flag=True,
+    help="Accept mutating admin commands (cancel, drop, create, maxqueue) from non-loopback peers.",
+)
+@click.option(
+    "--relay",
+    multiple=True,
+    metavar="DSN",
+    help="Also drain this database's outbox into this server, as `gearsql relay --dsn DSN` "
+    "does; repeat for several.",
+)
+@LOG_FILE_OPTION
+@click.option(
+    "--verbose",
+    default="NOTICE",
+    show_default=True,
+    type=click.Choice(list(VERBOSE_LEVELS), case_sensitive=False),
+    help="Log level.",
+)
+@click.option("-P", "--pid-file", metavar="FILE", help="Write the process id to FILE.")
+def server(
+    config_file: str | None,
+    listen: tuple[str, ...],
+    pid_file: str | None,
+    log_file: str,
+    verbose: str,
+    **options: Any,
+) -> None:
+    """Run a Gearman job server.
+
+    Speaks the Gearman binary protocol and the text admin protocol on one port, like C gearmand.
+    SIGTERM or SIGINT stops it cleanly.
+    """
+    from gearsql.server import ServerConfig, run_server
+
+    options["store"] = _checked_store(options["store"])
+    if pid_file:
+        _check_writable(pid_file, "-P/--pid-file")
+    try:
+        setup_logging(log_file, verbose)
+    except OSError as exc:
+        raise CommandError(
+            f"-l/--log-file: cannot open {log_file}: {exc.strerror or exc}; create its directory "
+            "or give another file ('stderr' logs to the terminal or the journal)"
+        ) from None
+    config = ServerConfig(listen=listen or ("127.0.0.1",), verbose=verbose.upper(), **options)
+    sys.exit(run_server(config, pid_file=pid_file))
+
+
+def _checked_store(url: str | None) -> str:
+    """The ``--store`` URL (the default when None), after checking that it names a store
+    gearsql has and, for SQLite, that the file's directory exists; CommandError otherwise.
+    Nothing is connected: a database that is down is the server's to report and retry."""
+    from gearsql.stores import StoreError, open_store
+    from gearsql.stores.sqlite import SQLiteStore
+
+    url = url or default_store_url()
+    try:
+        store = open_store(url)
+    except ValueError as exc:
+        raise CommandError(f"--store: {exc}") from None
+    except ImportError as exc:  # the driver of the postgres or mysql extra
+        raise CommandError(
+            f"--store: {exc}; install gearsql[postgres] or gearsql[mysql] for that store"
+        ) from None
+    if isinstance(store, SQLiteStore):
+        try:
+            store.check_directory()
+        except StoreError as exc:
+            raise CommandError(f"--store: {exc}") from None
+    return url
+
+
+def _check_writable(path: str, option: str) -> None:
+    """CommandError unless ``path``'s directory exists and the file can be written there."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise CommandError(f"{option}: {directory} does not exist; create it or give another path")
+    if not os.access(directory, os.W_OK | os.X_OK) or (
+        os.path.exists(path) and not os.access(path, os.W_OK)
+    ):
+        raise CommandError(f"{option}: cannot write {path}: permission denied")
