@@ -1,4 +1,4 @@
-"""Bad input over real TCP against a real ``gearsql server`` (RELIABILITY.md cases 1-8, 11-13).
+"""Bad input over real TCP against a real ``gearsql server`` (docs/reliability.md cases 1-8, 11-13).
 
 Every case checks what the offending connection gets (the exact ERROR packet where the protocol
 has one, or a closed connection) and then, with :func:`assert_still_serving`, that the server

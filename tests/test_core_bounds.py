@@ -1,4 +1,4 @@
-"""What a client cannot make the core keep (RELIABILITY.md cases 42, 43, 46), without sockets.
+"""What a client cannot make the core keep (docs/reliability.md cases 42, 43, 46), without sockets.
 
 The same bounds are measured against a real server process in ``tests/test_hostile.py``.
 """

@@ -1,4 +1,4 @@
-"""Seeded fuzzing of a real ``gearsql server`` process (RELIABILITY.md case 14).
+"""Seeded fuzzing of a real ``gearsql server`` process (docs/reliability.md case 14).
 
 The generator and the runner are ``bench/fuzz.py``'s (read its docstring): each case is one
 connection with malformed or valid input; between cases a well-behaved client and worker make

@@ -1,5 +1,5 @@
 """Bounds a hostile client cannot push past, against a real ``gearsql server`` over real TCP
-(RELIABILITY.md cases 9, 41-46).
+(docs/reliability.md cases 9, 41-46).
 
 Each test drives a server process with raw sockets on 127.0.0.1, in loops bounded by a count or
 a deadline, and checks what the offender gets (a refusal, a closed connection), that the server
