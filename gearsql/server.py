@@ -8,11 +8,12 @@ anything about jobs.
 What a peer can make this layer hold is bounded (docs/reliability.md, cases 9, 41, 44-46):
 
 * Incomplete messages: each connection's parser holds at most one (``max_packet_size``), all of
-  them together at most ``max_buffer`` bytes. A connection that pushes the total past it stops
+  them together about ``max_buffer`` bytes. A connection that pushes the total past it stops
   being read (the kernel's socket buffers hold the rest and TCP slows the sender) until the
-  total falls back under it. An incomplete message must be complete within ``packet_timeout``
-  seconds of its first byte, or the connection is closed: this is what unsticks paused
-  connections, and what ends slow senders.
+  total falls back under it, except the connection whose incomplete message started first,
+  which is always read so that something completes and gives its share back. An incomplete
+  message must be complete within ``packet_timeout`` seconds of its first byte, or the
+  connection is closed: this ends slow senders, and those that hold the budget too long.
 * Output: a connection whose write buffer passes asyncio's high-water mark stops being read
   until its peer catches up, so its own requests cannot grow it; output caused by others (work
   data forwarded to a client) closes the connection once it passes ``max_output`` bytes.
@@ -221,9 +222,15 @@ class _Connection(asyncio.Protocol):
         server.buffered += held - old
         if held:
             if progressed or not old:
-                # A new incomplete message: its deadline starts with its first byte.
+                # A new incomplete message: its deadline starts with its first byte, and it
+                # goes to the end of the line (``incomplete`` is ordered by start).
+                server.incomplete.pop(self, None)
                 server.incomplete[self] = server.packet_deadline()
-            if server.buffered > server.config.max_buffer and not self.budget_paused:
+            if (
+                server.buffered > server.config.max_buffer
+                and not self.budget_paused
+                and server.oldest_incomplete() is not self
+            ):
                 self.budget_paused = True
                 server.budget_paused[self] = None
                 self._update_reading()
@@ -296,11 +303,14 @@ class _Connection(asyncio.Protocol):
         if session is None:
             return
         self.session = None
+        server = self.server
+        server.incomplete.pop(self, None)
+        server.budget_paused.pop(self, None)
+        self.budget_paused = False
         if self.held:
-            self.server.buffered -= self.held
+            server.buffered -= self.held
             self.held = 0
-            self.server.budget_freed()
-        self.server.incomplete.pop(self, None)
+            server.budget_freed()
         self.core.disconnect(session)
 
     def drop(self, key: str, reason: str, *args: Any) -> None:
@@ -602,9 +612,26 @@ class JobServer:
             timeout = DEFAULT_PACKET_TIMEOUT if refusing else math.inf
         return time.monotonic() + timeout
 
+    def oldest_incomplete(self) -> _Connection | None:
+        """The connection whose incomplete message started first. It is read even over the
+        budget: it is the one that will complete first and give its share back, so the server
+        always makes progress (and holds at most ``max_buffer`` plus one packet)."""
+        for conn in self.incomplete:
+            if conn.discarding < 0:
+                return conn
+        return None
+
     def budget_freed(self) -> None:
-        """Incomplete messages hold fewer bytes: read the paused connections again if they fit."""
-        if not self.budget_paused or self.buffered > self.config.max_buffer:
+        """Incomplete messages hold fewer bytes: read the paused connections again if they fit,
+        or else at least the oldest."""
+        if not self.budget_paused:
+            return
+        if self.buffered > self.config.max_buffer:
+            oldest = self.oldest_incomplete()
+            if oldest is not None and oldest.budget_paused:
+                del self.budget_paused[oldest]
+                oldest.budget_paused = False
+                oldest._update_reading()
             return
         paused = list(self.budget_paused)
         self.budget_paused.clear()

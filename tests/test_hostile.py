@@ -182,6 +182,39 @@ def test_a_paused_connection_is_read_again_once_the_budget_frees(tmp_path: Path)
         assert_serving(server)
 
 
+def test_two_packets_larger_together_than_the_budget_both_get_through(tmp_path: Path) -> None:
+    # Each alone fits the budget, both together do not: the one that started first is always
+    # read, completes, and gives its share back to the other. No deadline to unstick them.
+    with running(
+        tmp_path, "--max-packet-size", str(3 * MiB), "--max-buffer", str(4 * MiB),
+        "--packet-timeout", "0",
+    ) as server, Peer(server.address, 30) as first, Peer(server.address, 30) as second:
+        streams = {
+            peer: pack_request(P.SUBMIT_JOB_BG, name, b"", b"v" * (3 * MiB - 64))
+            for peer, name in ((first, b"first"), (second, b"second"))
+        }
+        for peer in streams:
+            peer.sock.setblocking(False)
+        sent = dict.fromkeys(streams, 0)
+        stalled = 0
+        while any(sent[p] < len(d) for p, d in streams.items()) and stalled < 500:
+            moved = False
+            for peer, data in streams.items():
+                if sent[peer] < len(data):
+                    with contextlib.suppress(BlockingIOError):
+                        sent[peer] += peer.sock.send(data[sent[peer] : sent[peer] + 256 * 1024])
+                        moved = True
+            stalled = 0 if moved else stalled + 1
+            if not moved:
+                time.sleep(0.02)
+        assert all(sent[p] == len(d) for p, d in streams.items()), "the server stopped reading"
+        for peer in streams:
+            peer.sock.setblocking(True)
+            peer.sock.settimeout(30)
+            assert peer.expect(P.JOB_CREATED, 30).args[0]
+        assert_serving(server)
+
+
 # ----------------------------------------------------------- case 9: slowloris
 
 
