@@ -139,8 +139,12 @@ def test_cancel_job_cancels_a_queued_job(any_server: ServerProcess, admin: Admin
         handle = submit_background(client, b"doomed")
 
     assert admin.cancel_job(handle) is True
-    # gearmand only marks the job ignored until a worker next asks for work.
-    assert admin.show_jobs() == [JobInfo(handle, 0, True, False)]
+    # gearmand only marks the job ignored until a worker next asks for work; gearsql lets it
+    # go at once when cancelled jobs are half of its queue (here: all of it).
+    if any_server.kind == "gearmand":
+        assert admin.show_jobs() == [JobInfo(handle, 0, True, False)]
+    else:
+        assert admin.show_jobs() == []
     with Peer(any_server.address) as worker:
         register(worker, b"doomed")
         worker.send(P.GRAB_JOB)
