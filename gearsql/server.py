@@ -314,10 +314,12 @@ class _Connection(asyncio.Protocol):
         self.core.disconnect(session)
 
     def drop(self, key: str, reason: str, *args: Any) -> None:
-        """Close the connection at once (a timeout, a limit), with a rate-limited warning."""
-        self.server.rate_limited_warning(
-            key, "Closing connection %d from %s: " + reason, self.id, self.peer, *args
-        )
+        """Close the connection at once (a timeout, a limit), with a rate-limited warning of
+        kind ``key`` (none when ``key`` is empty: the caller has logged why)."""
+        if key:
+            self.server.rate_limited_warning(
+                key, "Closing connection %d from %s: " + reason, self.id, self.peer, *args
+            )
         self._forget_session()
         self.server.incomplete.pop(self, None)
         if self.transport is not None:
@@ -592,7 +594,7 @@ class JobServer:
             exc_info=exc,
         )
         try:
-            conn.drop("unexpected", "after an unexpected error")
+            conn.drop("", "")
         except Exception as again:
             self.rate_limited_log(
                 logging.ERROR, "unexpected", "could not close connection %d: %r", conn.id, again
