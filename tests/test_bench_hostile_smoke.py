@@ -10,9 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 HOSTILE = Path(__file__).resolve().parent.parent / "bench" / "hostile.py"
 
 
+@pytest.mark.slow
 def test_hostile_bench_quick_run_prints_its_table() -> None:
     result = subprocess.run(
         [sys.executable, str(HOSTILE), "--quick", "--scenarios", "abandoned,oversize,unread"],

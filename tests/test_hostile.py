@@ -276,6 +276,7 @@ def admin_lines(server: ServerProcess, command: str) -> list[bytes]:
     return reply.splitlines()[:-1]
 
 
+@pytest.mark.slow
 def test_function_names_are_forgotten_when_unused_and_capped(tmp_path: Path) -> None:
     count = 20_000
     with running(tmp_path, "--max-functions", str(count)) as server:
