@@ -458,5 +458,6 @@ def test_a_flood_of_bad_connections_writes_a_bounded_number_of_log_lines(
     warnings = len(re.findall(r"WARNING Closing connection \d+ from [^:]+: bad magic", log))
     accepted = log.count("Accepted connection")
     print(f"\n300+ bad connections: {warnings} warning lines, {accepted} 'Accepted' lines")
-    assert 1 <= warnings < 100 and accepted < 300
+    # A burst of 5, then one a second: under 100 unless the loop above took 95 s.
+    assert 1 <= warnings < 100
     assert "similar messages suppressed" in log
