@@ -245,13 +245,15 @@ def test_a_packet_sent_a_byte_at_a_time_is_dropped_at_the_packet_deadline(tmp_pa
 
 def test_a_pipelining_client_is_not_mistaken_for_a_slow_one(tmp_path: Path) -> None:
     with running(tmp_path, "--packet-timeout", "1") as server, Peer(server.address) as client:
-        # Packets complete one after another, each read ending inside the next: every completed
-        # packet restarts the deadline.
+        # Packets complete one after another, each write ending inside the next one, so the
+        # server never holds nothing for 1.8 s; every completed packet restarts the deadline.
         packet = pack_request(P.ECHO_REQ, b"z" * 100)
-        for _ in range(12):
-            client.send_raw(packet[:150])
+        client.send_raw(packet[:50])
+        for _ in range(11):
             time.sleep(0.15)
-            client.send_raw(packet[150:])
+            client.send_raw(packet[50:] + packet[:50])
+        client.send_raw(packet[50:])
+        for _ in range(12):
             assert client.expect(P.ECHO_RES, TIMEOUT).args == (b"z" * 100,)
         assert_serving(server)
 
