@@ -157,6 +157,8 @@ class Notice(NamedTuple):
     message: str
     event: JobEvent | None = None
     handle: bytes = b""
+    #: The kind of notice, for the network layer's log rate limit.
+    key: str = ""
 
 
 class Session:
@@ -255,6 +257,9 @@ class Function:
     worker runs for someone, and ``total`` (``status``) is their sum. A cancelled job, or a
     foreground job whose clients all left before it started, is in none of them; ``show jobs``
     lists it with its ``ignore`` column set until the server lets go of it.
+
+    A function without workers, jobs or a ``maxqueue`` limit is forgotten (see
+    ``JobServerCore._release``): a name costs nothing once nobody uses it.
     """
 
     __slots__ = (
@@ -264,6 +269,7 @@ class Function:
         "queues",
         "running",
         "sleepers",
+        "stale",
         "waiting",
         "workers",
     )
@@ -283,6 +289,9 @@ class Function:
         self.max_queue = [0, 0, 0]
         #: Live jobs by coalescing key (see :func:`coalescing_key`).
         self.by_unique: dict[bytes, Job] = {}
+        #: Cancelled jobs still sitting in each queue (left there, as in gearmand, and let go
+        #: when a worker meets them or when they are half of their queue).
+        self.stale = [0, 0, 0]
 
     @property
     def total(self) -> int:

@@ -49,6 +49,12 @@ Gearman, and foreground jobs always do: their clients get the failure. A lost wo
 with no policy follows ``job_retries`` (gearmand's meaning: at most that many runs; 0 or less
 is unlimited).
 
+What a client cannot make the core keep: an abandoned foreground job drops its payload at once
+(no worker will ever read it), and a queue compacts itself (DISCARD of every cancelled job in it)
+as soon as cancelled jobs are half of it, so cancelled jobs never outnumber live ones. A
+function with no worker, no job and no ``maxqueue`` limit is forgotten (:meth:`_release`), and
+``max_functions`` caps how many functions there are.
+
 Behaviour follows C gearmand 1.1.x as real clients see it, with these choices: priority is
 global across a worker's functions, functions are served round-robin, epoch jobs wake sleeping
 workers when they fall due. The admin counts count live jobs only (see
@@ -246,6 +252,7 @@ class JobServerCore:
         pid: int = 0,
         verbose: str = "ERROR",
         durable: bool = False,
+        max_functions: int = 0,
         run_id: bytes,
         retry_policy: RetryPolicy = _NO_RETRIES,
         jitter: Callable[[], float] = _no_jitter,
@@ -258,6 +265,9 @@ class JobServerCore:
         self.exceptions = exceptions
         self.max_unique = max_unique
         self.max_function_name = max_function_name
+        #: Most functions at once (0: no limit); a CAN_DO or submission that would create one
+        #: more gets ERROR TOO_MANY_FUNCTIONS.
+        self.max_functions = max_functions
         self.clock = clock
         self.version = version
         self.pid = pid
@@ -427,12 +437,44 @@ class JobServerCore:
     def _refuse(self, session: Session, problem: ArgumentProblem) -> None:
         self.send(session, error_packet(problem.code, problem.value[1]))
 
+    def _room_for_function(self, session: Session) -> bool:
+        """Whether one more function may be created; if not, ``session`` gets an ERROR."""
+        limit = self.max_functions
+        if not limit or len(self.functions) < limit:
+            return True
+        self.send(
+            session,
+            error_packet(b"TOO_MANY_FUNCTIONS", b"Too many functions (limit %d)" % limit),
+        )
+        self.notice(
+            "WARNING",
+            f"refused a new function from connection {session.id} ({session.peer}):"
+            f" the limit of {limit} functions is reached",
+            key="max-functions",
+        )
+        return False
+
+    def _release(self, fn: Function) -> None:
+        """Forget ``fn`` if nobody uses it: no worker, no job in any state, no ``maxqueue``."""
+        if (
+            fn.workers
+            or fn.running
+            or fn.waiting != [0, 0, 0]
+            or any(fn.queues)
+            or fn.max_queue != [0, 0, 0]
+        ):
+            return
+        if self.functions.get(fn.name) is fn:
+            del self.functions[fn.name]
+
     # ------------------------------------------------------------------ worker side
 
     def _register(self, session: Session, name: bytes, timeout: float | None) -> None:
-        if not self._check_name(session, name):
-            return
-        fn = self.function(name)
+        fn = self.functions.get(name)
+        if fn is None:
+            if not self._check_name(session, name) or not self._room_for_function(session):
+                return
+            fn = self.functions[name] = Function(name)
         if session not in fn.workers:
             fn.workers[session] = None
             session.abilities.append(fn)
@@ -466,16 +508,21 @@ class JobServerCore:
         fn.sleepers.pop(session, None)
         session.abilities.remove(fn)
         session.timeouts.pop(fn, None)
+        if not fn.workers:
+            self._release(fn)
 
     def _reset_abilities(self, session: Session, packet: Packet) -> None:
         self._drop_abilities(session)
 
     def _drop_abilities(self, session: Session) -> None:
-        for fn in session.abilities:
-            fn.workers.pop(session, None)
-            fn.sleepers.pop(session, None)
+        abilities = session.abilities
         session.abilities = []
         session.timeouts.clear()
+        for fn in abilities:
+            fn.workers.pop(session, None)
+            fn.sleepers.pop(session, None)
+            if not fn.workers:
+                self._release(fn)
 
     def _set_client_id(self, session: Session, packet: Packet) -> None:
         session.client_id = packet.args[0].replace(b" ", b"_").replace(b"\n", b"_") or b"-"
@@ -491,8 +538,9 @@ class JobServerCore:
 
     def _runnable(self, session: Session) -> bool:
         for fn in session.abilities:
-            for queue in fn.queues:
+            for priority, queue in enumerate(fn.queues):
                 while queue and queue[0].state is CANCELLED:
+                    fn.stale[priority] -= 1
                     self._move(queue.popleft(), DISCARD)
                 if queue:
                     return True
@@ -525,10 +573,12 @@ class JobServerCore:
         for priority in _BY_RANK:
             for offset in range(count):
                 index = (start + offset) % count
-                queue = abilities[index].queues[priority]
+                fn = abilities[index]
+                queue = fn.queues[priority]
                 while queue:
                     job = queue.popleft()
                     if job.state is CANCELLED:
+                        fn.stale[priority] -= 1
                         self._move(job, DISCARD)
                         continue
                     session.rr = index + 1
@@ -681,6 +731,14 @@ class JobServerCore:
                 # The durable row goes now (a commit under way is undone by its DISCARD).
                 self.finished_stored.append(job)
                 job.stored = False
+            if not job.background:
+                # No worker will read it (a stored job's row still needs it for the deletion).
+                job.data = b""
+            if old is QUEUED:
+                stale = fn.stale
+                stale[job.priority] += 1
+                if stale[job.priority] * 2 > len(fn.queues[job.priority]):
+                    self._compact(fn, job.priority)
         elif new is RETRYING:
             fn.waiting[job.priority] += 1
             self._seq += 1
@@ -718,6 +776,17 @@ class JobServerCore:
             self.purged.append(job.dead_id)
             self.pending_writes = True
 
+    def _compact(self, fn: Function, priority: int) -> None:
+        """Let go of every cancelled job in one queue (amortised: they are half of it)."""
+        queue = fn.queues[priority]
+        cancelled = [job for job in queue if job.state is CANCELLED]
+        live = [job for job in queue if job.state is not CANCELLED]
+        queue.clear()
+        queue.extend(live)
+        fn.stale[priority] = 0
+        for job in cancelled:
+            self._move(job, DISCARD)
+
     def _forget(self, job: Job) -> None:
         """The one way out: drop every reference the server holds to ``job``."""
         worker = job.worker
@@ -732,6 +801,9 @@ class JobServerCore:
         if job.stored:
             self.finished_stored.append(job)
             job.stored = False
+        fn = job.function
+        if not fn.workers and not fn.running:
+            self._release(fn)
 
     def _unindex(self, job: Job) -> None:
         """Stop coalescing new submissions onto ``job``."""
@@ -899,7 +971,7 @@ class JobServerCore:
             self.cancel(job.handle)
             if job.state is CANCELLED and job.acks is None and job.worker is None:
                 self._move(job, DISCARD)
-        del self.functions[fn.name]
+        self.functions.pop(fn.name, None)
         return len(jobs)
 
     # ------------------------------------------------------------------ client side
@@ -953,6 +1025,8 @@ class JobServerCore:
         if unique and session is not None and len(unique) > self.max_unique:
             # Refused before the function is created: a refused submission leaves no trace.
             self._refuse(session, ArgumentProblem.UNIQUE_TOO_LARGE)
+            return None
+        if fn is None and session is not None and not self._room_for_function(session):
             return None
         if fn is None:
             fn = self.functions[name] = Function(name)
@@ -1048,7 +1122,9 @@ class JobServerCore:
                     self.dirty.append(session)
 
     def _get_status(self, session: Session, packet: Packet) -> None:
-        handle = packet.args[0]
+        # The handle is the reply's first argument, where a NUL would break the framing. No
+        # handle holds one: cut at the first, as gearmand does (it copies a C string).
+        handle = packet.args[0].partition(b"\0")[0]
         job = self.jobs.get(handle)
         if job is None or job.state is CANCELLED:
             self.send(session, pack_response(P.STATUS_RES, handle, b"0", b"0", b"0", b"0"))
@@ -1077,7 +1153,7 @@ class JobServerCore:
         return None
 
     def _get_status_unique(self, session: Session, packet: Packet) -> None:
-        unique = packet.args[0]
+        unique = packet.args[0].partition(b"\0")[0]  # as in _get_status
         job = self.find_unique(unique)
         if job is None:
             self.send(
@@ -1210,10 +1286,20 @@ class JobServerCore:
         )
 
     def notice(
-        self, level: str, message: str, event: JobEvent | None = None, handle: bytes = b""
+        self,
+        level: str,
+        message: str,
+        event: JobEvent | None = None,
+        handle: bytes = b"",
+        *,
+        key: str = "",
     ) -> None:
-        """Tell the operator (through :attr:`notices`, which the network layer logs)."""
-        self.notices.append(Notice(level, message, event, handle))
+        """Tell the operator (through :attr:`notices`, which the network layer logs).
+
+        ``key`` names the kind of notice for the network layer's log rate limit (the event's
+        name when empty): a peer can provoke most notices, so none may flood the log."""
+        kind = key or (event.value if event is not None else level)
+        self.notices.append(Notice(level, message, event, handle, kind))
 
     def take_notices(self) -> list[Notice]:
         """The notices since the last call, oldest first (for the network layer to log)."""

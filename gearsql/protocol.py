@@ -371,7 +371,9 @@ class Parser:
     in ``Packet.request`` (the job server answers a response packet with ERROR INVALID_MAGIC).
     """
 
-    __slots__ = ("_broken", "_chunks", "_have", "_need", "expect_magic", "max_packet_size")
+    __slots__ = (
+        "_broken", "_chunks", "_have", "_need", "discard", "expect_magic", "max_packet_size",
+    )
 
     def __init__(
         self, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE, expect_magic: bytes | None = None
@@ -387,6 +389,11 @@ class Parser:
         #: Violation. None (a job server's parser) accepts both and reports which through
         #: ``Packet.request``, so that the server can answer a stray RES packet as gearmand does.
         self.expect_magic = expect_magic
+        #: After an over-size packet's Violation: how many bytes of that packet are still to
+        #: come. A peer still sending them reads nothing until it has sent them all, and a
+        #: socket closed with unread bytes is reset, which throws the ERROR away: a server may
+        #: read this many bytes and drop them, so that the peer reads why it was refused.
+        self.discard = 0
 
     @property
     def buffered(self) -> int:
@@ -458,7 +465,10 @@ class Parser:
                 events.append(self._violate(b"", f"unknown packet type {type_}"))
                 return events
             if size > self.max_packet_size:
-                events.append(self._violate(b"ARGUMENT_TOO_LARGE", "packet too large"))
+                events.append(self._violate(
+                    b"ARGUMENT_TOO_LARGE", f"packet too large (limit {self.max_packet_size} bytes)"
+                ))
+                self.discard = max(0, pos + HEADER + size - end)
                 return events
             stop = pos + HEADER + size
             if stop > end:

@@ -4,6 +4,25 @@ Each connection feeds what it reads to its :class:`~gearsql.protocol.Parser` and
 to :class:`~gearsql.core.JobServerCore`; after every read (and every timer) the output the core
 produced for any connection is written with one ``write`` per connection. Nothing here decides
 anything about jobs.
+
+What a peer can make this layer hold is bounded (docs/reliability.md, cases 9, 41, 44-46):
+
+* Incomplete messages: each connection's parser holds at most one (``max_packet_size``), all of
+  them together about ``max_buffer`` bytes. A connection that pushes the total past it stops
+  being read (the kernel's socket buffers hold the rest and TCP slows the sender) until the
+  total falls back under it, except the connection whose incomplete message started first,
+  which is always read so that something completes and gives its share back. An incomplete
+  message must be complete within ``packet_timeout`` seconds of its first byte, or the
+  connection is closed: this ends slow senders, and those that hold the budget too long.
+* Output: a connection whose write buffer passes asyncio's high-water mark stops being read
+  until its peer catches up, so its own requests cannot grow it; output caused by others (work
+  data forwarded to a client) closes the connection once it passes ``max_output`` bytes.
+* An over-size packet is answered with an ERROR naming the limit, the write side is shut, and
+  the rest of the declared packet is read and dropped (never kept), so that the peer reads the
+  ERROR instead of a connection reset.
+* Every log line a peer can provoke goes through a per-kind rate limit, unexpected exceptions
+  included: one peer's bad input closes that peer's connection and writes a bounded number of
+  lines.
 """
 
 from __future__ import annotations
@@ -11,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import math
 import os
 import random
 import signal
@@ -21,9 +41,16 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from gearsql import __version__
+from gearsql._limits import (
+    DEFAULT_MAX_BUFFER,
+    DEFAULT_MAX_FUNCTIONS,
+    DEFAULT_MAX_OUTPUT,
+    DEFAULT_PACKET_TIMEOUT,
+)
 from gearsql.core import Job, JobServerCore, RetryPolicy, Session
 from gearsql.protocol import (
     DEFAULT_MAX_PACKET_SIZE,
+    HEADER,
     AdminLine,
     Packet,
     PacketType,
@@ -41,7 +68,15 @@ from gearsql.stores import (
     open_store,
 )
 
-__all__ = ["JobServer", "ServerConfig", "run_server"]
+__all__ = [
+    "DEFAULT_MAX_BUFFER",
+    "DEFAULT_MAX_FUNCTIONS",
+    "DEFAULT_MAX_OUTPUT",
+    "DEFAULT_PACKET_TIMEOUT",
+    "JobServer",
+    "ServerConfig",
+    "run_server",
+]
 
 log = logging.getLogger("gearsql.server")
 
@@ -72,6 +107,18 @@ class ServerConfig:
     job_handle_prefix: str = ""
     max_packet_size: int = DEFAULT_MAX_PACKET_SIZE
     max_connections: int = 0
+    #: Bytes of incomplete messages all connections together may hold; at least
+    #: ``max_packet_size``.
+    max_buffer: int = DEFAULT_MAX_BUFFER
+    #: Seconds an incomplete message may take from its first byte to its last; 0: no limit.
+    packet_timeout: float = DEFAULT_PACKET_TIMEOUT
+    #: Seconds a connection with nothing under way (no job it waits for or runs, no function it
+    #: works on) may send nothing before it is closed; 0: never.
+    idle_timeout: float = 0.0
+    #: Unread output (bytes) past which a connection is closed; more than ``max_packet_size``.
+    max_output: int = DEFAULT_MAX_OUTPUT
+    #: Most functions at once; 0: no limit.
+    max_functions: int = DEFAULT_MAX_FUNCTIONS
     backlog: int = 128
     keepalive: bool = False
     keepalive_idle: int = -1
@@ -97,15 +144,39 @@ def _is_loopback(host: str) -> bool:
 class _Connection(asyncio.Protocol):
     """One accepted socket."""
 
-    __slots__ = ("core", "parser", "paused", "server", "session", "transport")
+    __slots__ = (
+        "budget_paused",
+        "core",
+        "discarding",
+        "held",
+        "id",
+        "last_read",
+        "parser",
+        "paused",
+        "reading",
+        "server",
+        "session",
+        "transport",
+    )
 
     def __init__(self, server: JobServer):
         self.server = server
         self.core = server.core
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
+        self.id = 0
         self.parser = Parser(server.config.max_packet_size)
+        #: The peer does not read its output (asyncio's pause_writing).
         self.paused = False
+        #: Not read because incomplete messages hold ``max_buffer`` bytes.
+        self.budget_paused = False
+        #: Whether the transport is being read (it is paused for either reason above).
+        self.reading = True
+        #: Bytes of an incomplete message held by the parser, as counted in ``server.buffered``.
+        self.held = 0
+        #: Bytes of a refused over-size packet still to read and drop; -1 when not refusing.
+        self.discarding = -1
+        self.last_read = time.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -125,65 +196,180 @@ class _Connection(asyncio.Protocol):
             server.configure_socket(sock)
         trusted = server.config.remote_admin or host == "-" or _is_loopback(host)
         self.session = self.core.connect(host, fd, trusted)
-        server.connections[self.session.id] = self
-        log.info("Accepted connection %d from %s", self.session.id, host)
+        self.id = self.session.id
+        server.connections[self.id] = self
+        server.rate_limited_log(
+            logging.INFO, "connections", "Accepted connection %d from %s", self.id, host
+        )
 
     def data_received(self, data: bytes) -> None:
+        if self.discarding >= 0:
+            self._discard(len(data))
+            return
         session = self.session
         if session is None:
             return
+        self.last_read = time.monotonic()
         core = self.core
-        events = self.parser.feed(data)
-        for event in events:
-            kind = type(event)
-            if kind is Packet:
-                core.handle_packet(session, event)  # type: ignore[arg-type]
-            elif kind is AdminLine:
-                core.handle_admin(session, event)  # type: ignore[arg-type]
+        try:
+            events = self.parser.feed(data)
+            for event in events:
+                kind = type(event)
+                if kind is Packet:
+                    core.handle_packet(session, event)  # type: ignore[arg-type]
+                elif kind is AdminLine:
+                    core.handle_admin(session, event)  # type: ignore[arg-type]
+                else:
+                    self._violation(event)  # type: ignore[arg-type]
+                    break
+            self._account(bool(events))
+            self.server.flush()
+        except Exception as exc:  # a bug must cost this connection only, and a bounded log
+            self.server.unexpected(self, exc)
+
+    def _account(self, progressed: bool) -> None:
+        """Count what the parser holds in the global budget; start or end its deadline."""
+        held = self.parser.buffered if self.session is not None else 0
+        old = self.held
+        if held == old and not (held and progressed):
+            return
+        server = self.server
+        self.held = held
+        server.buffered += held - old
+        if held:
+            if progressed or not old:
+                # A new incomplete message: its deadline starts with its first byte, and it
+                # goes to the end of the line (``incomplete`` is ordered by start).
+                server.incomplete.pop(self, None)
+                server.incomplete[self] = server.packet_deadline()
+            if (
+                server.buffered > server.config.max_buffer
+                and not self.budget_paused
+                and server.oldest_incomplete() is not self
+            ):
+                self.budget_paused = True
+                server.budget_paused[self] = None
+                self._update_reading()
+                server.rate_limited_warning(
+                    "max-buffer",
+                    "incomplete packets hold %d bytes, over --max-buffer (%d): connection %d"
+                    " from %s is not read until they fall under it",
+                    server.buffered, server.config.max_buffer, self.id, self.peer,
+                )
+        else:
+            server.incomplete.pop(self, None)
+        if held < old:
+            server.budget_freed()
+
+    @property
+    def peer(self) -> str:
+        return self.session.peer if self.session is not None else "-"
+
+    def _update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        want = not (self.paused or self.budget_paused)
+        if want != self.reading:
+            self.reading = want
+            if want:
+                transport.resume_reading()
             else:
-                self._violation(event)  # type: ignore[arg-type]
-                break
-        self.server.flush()
+                transport.pause_reading()
 
     def _violation(self, event: Violation) -> None:
         session = self.session
         assert session is not None and self.transport is not None
-        self.server.rate_limited_warning(
+        server = self.server
+        server.rate_limited_warning(
             "violation", "Closing connection %d from %s: %s", session.id, session.peer, event.text
         )
+        discard = 0
         if event.code:
             self.core.send(
                 session, pack_response(PacketType.ERROR, event.code, event.text.encode())
             )
-            self.server.flush()
-        # close() sends what is buffered (the ERROR) first; the session is forgotten now so
-        # nothing more is queued for it.
-        self.core.disconnect(session)
-        self.server.connections.pop(session.id, None)
-        self.session = None
-        self.transport.close()
+            server.flush()
+            discard = self.parser.discard
+        # Nothing more is queued for the session once it is forgotten.
+        self._forget_session()
+        transport = self.transport
+        if discard and transport.can_write_eof():
+            # The ERROR, then FIN; the rest of the refused packet is read and dropped, so that
+            # the peer, once it has sent it, reads the ERROR rather than a reset.
+            transport.write_eof()
+            self.discarding = discard
+            server.incomplete[self] = server.packet_deadline(refusing=True)
+            self.paused = self.budget_paused = False
+            server.budget_paused.pop(self, None)
+            self._update_reading()
+        else:
+            # close() sends what is buffered (the ERROR) first.
+            transport.close()
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def _discard(self, size: int) -> None:
+        self.discarding -= size
+        if self.discarding <= 0 and self.transport is not None:
+            self.server.incomplete.pop(self, None)
+            self.transport.close()
+
+    def _forget_session(self) -> None:
+        """Tell the core the connection is gone and give back its share of the budget."""
         session = self.session
         if session is None:
             return
         self.session = None
-        self.server.connections.pop(session.id, None)
+        server = self.server
+        server.incomplete.pop(self, None)
+        server.budget_paused.pop(self, None)
+        self.budget_paused = False
+        if self.held:
+            server.buffered -= self.held
+            self.held = 0
+            server.budget_freed()
         self.core.disconnect(session)
-        log.info("Connection %d from %s closed", session.id, session.peer)
-        self.server.flush()
+
+    def drop(self, key: str, reason: str, *args: Any) -> None:
+        """Close the connection at once (a timeout, a limit), with a rate-limited warning of
+        kind ``key`` (none when ``key`` is empty: the caller has logged why)."""
+        if key:
+            self.server.rate_limited_warning(
+                key, "Closing connection %d from %s: " + reason, self.id, self.peer, *args
+            )
+        self._forget_session()
+        self.server.incomplete.pop(self, None)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        server = self.server
+        server.connections.pop(self.id, None)
+        server.incomplete.pop(self, None)
+        server.budget_paused.pop(self, None)
+        session = self.session
+        if session is None:
+            return
+        try:
+            self._forget_session()
+        except Exception as error:  # a core bug: logged (rate-limited), the server goes on
+            server.unexpected(self, error)
+            return
+        server.rate_limited_log(
+            logging.INFO, "connections", "Connection %d from %s closed", session.id, session.peer
+        )
+        server.flush()
 
     def pause_writing(self) -> None:
         # The peer does not read what we send: stop reading its requests until it catches up,
         # so one slow client cannot make the server buffer without bound.
-        if self.transport is not None and not self.paused:
+        if not self.paused:
             self.paused = True
-            self.transport.pause_reading()
+            self._update_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and self.paused:
+        if self.paused:
             self.paused = False
-            self.transport.resume_reading()
+            self._update_reading()
 
 
 class JobServer:
@@ -200,6 +386,7 @@ class JobServer:
             version=__version__,
             pid=os.getpid(),
             verbose=config.verbose,
+            max_functions=config.max_functions,
             # Random per run: the store keys of jobs without a unique must differ across runs.
             run_id=os.urandom(6).hex().encode(),
             retry_policy=RetryPolicy(config.retries, *config.retry_backoff),
@@ -211,8 +398,17 @@ class JobServer:
         self.servers: list[asyncio.base_events.Server] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._last_warning: dict[str, float] = {}
+        #: Log rate limit per kind of line: (tokens, when last counted).
+        self._log_buckets: dict[str, tuple[float, float]] = {}
         self._suppressed: dict[str, int] = {}
+        #: Bytes of incomplete messages held by all connections' parsers.
+        self.buffered = 0
+        #: Connections holding an incomplete message (or dropping a refused one): the
+        #: monotonic time by which it must be complete.
+        self.incomplete: dict[_Connection, float] = {}
+        #: Connections not read because ``buffered`` passed ``max_buffer``, oldest first.
+        self.budget_paused: dict[_Connection, None] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
         self._stopping: asyncio.Event | None = None
         #: The group commit under way (None between commits).
         self._commit_task: asyncio.Task[str | None] | None = None
@@ -227,10 +423,10 @@ class JobServer:
     def flush(self) -> None:
         """Write every connection's pending output, one write each, and re-arm the timer."""
         core = self.core
-        if core.notices:
-            for notice in core.take_notices():
-                log.log(logging.getLevelName(notice.level), "%s", notice.message)
-        if core.dirty:
+        max_output = self.config.max_output
+        # Notices first: what a peer reads is logged before the peer can read it.
+        self._log_notices()
+        while core.dirty:
             connections = self.connections
             for session in core.take_dirty():
                 if not session.out:
@@ -238,7 +434,16 @@ class JobServer:
                 data = session.take_output()
                 conn = connections.get(session.id)
                 if data and conn is not None and conn.transport is not None:
-                    conn.transport.write(data)
+                    transport = conn.transport
+                    transport.write(data)
+                    if transport.get_write_buffer_size() > max_output:
+                        # Its own requests stopped being read long ago (pause_writing): this
+                        # is output others cause, such as work data forwarded to it.
+                        conn.drop(
+                            "max-output", "it left more than --max-output (%d bytes) unread",
+                            max_output,
+                        )
+        self._log_notices()
         if (
             (core.to_store or core.finished_stored or core.pending_writes)
             and self._commit_task is None
@@ -248,6 +453,14 @@ class JobServer:
         deadline = core.next_deadline()
         if deadline != self._timer_at:
             self._arm(deadline)
+
+    def _log_notices(self) -> None:
+        core = self.core
+        if core.notices:
+            for notice in core.take_notices():
+                self.rate_limited_log(
+                    logging.getLevelName(notice.level), notice.key, "%s", notice.message
+                )
 
     def _start_commit(self) -> None:
         """Group commit: everything accepted since the last commit goes in one transaction;
@@ -341,7 +554,7 @@ class JobServer:
                     pass
         except Exception as exc:  # a store bug must not leave clients waiting forever
             error = f"store failure: {exc!r}"
-            log.exception("store commit raised")
+            self.rate_limited_log(logging.ERROR, "store-bug", "store commit raised", exc_info=exc)
         if error is not None:
             # The deletions are kept for the next commit; should the server stop first, the
             # finished jobs run again after a restart (at-least-once). So are the retries'
@@ -366,6 +579,16 @@ class JobServer:
         self.core.run_timers()
         self.flush()
 
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """The event loop's own error reports (a failed accept, a transport error), which a peer
+        may provoke too: through the log rate limit, one kind per message."""
+        message = str(context.get("message", "event loop error"))
+        exc = context.get("exception")
+        self.rate_limited_log(
+            logging.ERROR, "loop:" + message[:40], "%s: %r", message, exc,
+            exc_info=exc if isinstance(exc, BaseException) else None,
+        )
+
     # -------------------------------------------------------------- sockets
 
     def configure_socket(self, sock: socket.socket) -> None:
@@ -386,19 +609,136 @@ class JobServer:
         except OSError as exc:  # pragma: no cover - depends on the platform
             log.warning("could not set socket options: %s", exc)
 
-    def rate_limited_warning(self, key: str, message: str, *args: Any) -> None:
-        """Log at most one warning a second per kind, saying how many were held back."""
+    def rate_limited_log(
+        self,
+        level: int,
+        key: str,
+        message: str,
+        *args: Any,
+        exc_info: BaseException | None = None,
+    ) -> None:
+        """Log unless lines of this kind (``key``) come too fast; say how many were held back.
+
+        Every line a peer can provoke goes through here. Each kind has a bucket of
+        ``_LOG_BURST`` lines, refilled at ``_LOG_RATE`` lines a second (ten times that for
+        INFO and DEBUG lines, which only a verbose server writes): a flood costs a few lines a
+        second, and one event alone is always logged.
+        """
+        if not log.isEnabledFor(level):
+            return
         now = time.monotonic()
-        last = self._last_warning.get(key, 0.0)
-        if now - last < 1.0:
+        rate = _LOG_RATE * (10 if level < logging.WARNING else 1)
+        burst = _LOG_BURST * (10 if level < logging.WARNING else 1)
+        if len(self._log_buckets) > 1000:  # keys are kinds, not peers; stay bounded anyway
+            self._log_buckets.clear()
+        tokens, last = self._log_buckets.get(key, (burst, now))
+        tokens = min(burst, tokens + (now - last) * rate)
+        if tokens < 1.0:
+            self._log_buckets[key] = (tokens, now)
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
             return
-        self._last_warning[key] = now
+        self._log_buckets[key] = (tokens - 1.0, now)
         suppressed = self._suppressed.pop(key, 0)
         if suppressed:
             message += " (%d similar messages suppressed)"
             args = (*args, suppressed)
-        log.warning(message, *args)
+        log.log(level, message, *args, exc_info=exc_info)
+
+    def rate_limited_warning(self, key: str, message: str, *args: Any) -> None:
+        """:meth:`rate_limited_log` at WARNING level."""
+        self.rate_limited_log(logging.WARNING, key, message, *args)
+
+    def unexpected(self, conn: _Connection, exc: BaseException) -> None:
+        """An exception escaped the handling of ``conn``'s input: a bug. Close that connection
+        only, and log it with its traceback (rate-limited: a peer may provoke it at will)."""
+        self.rate_limited_log(
+            logging.ERROR,
+            "unexpected",
+            "Closing connection %d from %s after an unexpected error: %r",
+            conn.id, conn.peer, exc,
+            exc_info=exc,
+        )
+        try:
+            conn.drop("", "")
+        except Exception as again:
+            self.rate_limited_log(
+                logging.ERROR, "unexpected", "could not close connection %d: %r", conn.id, again
+            )
+        else:
+            self.flush()
+
+    # -------------------------------------------------------------- limits
+
+    def packet_deadline(self, refusing: bool = False) -> float:
+        """When an incomplete message that starts now must be complete (monotonic time).
+
+        ``refusing``: the rest of a refused packet, read and dropped, has a deadline even
+        without ``--packet-timeout``."""
+        timeout = self.config.packet_timeout
+        if not timeout:
+            timeout = DEFAULT_PACKET_TIMEOUT if refusing else math.inf
+        return time.monotonic() + timeout
+
+    def oldest_incomplete(self) -> _Connection | None:
+        """The connection whose incomplete message started first. It is read even over the
+        budget: it is the one that will complete first and give its share back, so the server
+        always makes progress (and holds at most ``max_buffer`` plus one packet)."""
+        for conn in self.incomplete:
+            if conn.discarding < 0:
+                return conn
+        return None
+
+    def budget_freed(self) -> None:
+        """Incomplete messages hold fewer bytes: read the paused connections again if they fit,
+        or else at least the oldest."""
+        if not self.budget_paused:
+            return
+        if self.buffered > self.config.max_buffer:
+            oldest = self.oldest_incomplete()
+            if oldest is not None and oldest.budget_paused:
+                del self.budget_paused[oldest]
+                oldest.budget_paused = False
+                oldest._update_reading()
+            return
+        paused = list(self.budget_paused)
+        self.budget_paused.clear()
+        for conn in paused:
+            conn.budget_paused = False
+            conn._update_reading()
+
+    def _sweep_interval(self) -> float:
+        timeouts = [t for t in (self.config.packet_timeout, self.config.idle_timeout) if t > 0]
+        return max(0.05, min([1.0, *(t / 4 for t in timeouts)]))
+
+    def _sweep(self) -> None:
+        """Close connections past a deadline: an incomplete message, a refusal, idleness."""
+        now = time.monotonic()
+        for conn, deadline in list(self.incomplete.items()):
+            if deadline > now:
+                continue
+            if conn.discarding >= 0:
+                self.incomplete.pop(conn, None)
+                if conn.transport is not None:
+                    conn.transport.abort()
+            else:
+                conn.drop(
+                    "packet-timeout",
+                    "a packet was not complete within --packet-timeout (%g s)",
+                    self.config.packet_timeout,
+                )
+        idle = self.config.idle_timeout
+        if idle > 0:
+            for conn in list(self.connections.values()):
+                session = conn.session
+                if (
+                    session is not None
+                    and now - conn.last_read > idle
+                    and not (session.abilities or session.waiting or session.holding)
+                ):
+                    conn.drop("idle-timeout", "idle for --idle-timeout (%g s)", idle)
+        self.flush()
+        assert self.loop is not None
+        self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)
 
     # -------------------------------------------------------------- life cycle
 
@@ -406,6 +746,17 @@ class JobServer:
         """Open the store, replay it, and listen. Raises OSError or StoreError."""
         self.loop = asyncio.get_running_loop()
         cfg = self.config
+        if cfg.max_buffer < cfg.max_packet_size + HEADER:
+            raise ValueError(
+                f"--max-buffer ({cfg.max_buffer}) must hold one packet of --max-packet-size"
+                f" ({cfg.max_packet_size}) and its {HEADER}-byte header"
+            )
+        if cfg.max_output <= cfg.max_packet_size + HEADER:
+            raise ValueError(
+                f"--max-output ({cfg.max_output}) must be larger than a packet of"
+                f" --max-packet-size ({cfg.max_packet_size}) and its {HEADER}-byte header"
+            )
+        self.loop.set_exception_handler(self._loop_exception)
         for host in cfg.listen:
             if not _is_loopback(host) and not cfg.allow_insecure_remote:
                 raise ValueError(
@@ -427,6 +778,7 @@ class JobServer:
                 reuse_address=True,
             )
             self.servers.append(server)
+        self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)
         log.log(
             NOTICE,
             "gearsql %s listening on %s, store: %s, %d jobs replayed",
@@ -457,6 +809,9 @@ class JobServer:
     async def close(self) -> None:
         """Stop listening, close every connection, close the store."""
         self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for server in self.servers:
             server.close()
         for conn in list(self.connections.values()):
@@ -495,6 +850,10 @@ _NO_WRITES = _Writes([], [], [], [])
 
 NOTICE = 25
 logging.addLevelName(NOTICE, "NOTICE")
+
+#: Log rate limit: lines of one kind logged in a burst, and lines a second after it.
+_LOG_BURST = 5
+_LOG_RATE = 1.0
 
 
 def _start_relays(server: JobServer) -> tuple[asyncio.Event, asyncio.Task[None]] | None:

@@ -61,10 +61,16 @@ def test_status_lists_total_running_and_registered_workers(d: CoreDriver, admin:
     )
 
 
-def test_status_keeps_a_function_after_its_workers_leave(d: CoreDriver, admin: Session) -> None:
-    worker = d.worker(b"f")
+def test_status_forgets_a_function_once_it_has_no_worker_and_no_job(
+    d: CoreDriver, admin: Session
+) -> None:
+    worker = d.worker(b"f", b"g")
+    client = d.connect()
+    d.submit(client, b"g", type_=P.SUBMIT_JOB_BG)
     d.core.disconnect(worker)
-    assert d.admin(admin, b"status") == b"f\t0\t0\t0\n.\n"
+    assert d.admin(admin, b"status") == b"g\t1\t0\t0\n.\n"
+    d.grab_handle(d.worker(b"g"))
+    assert d.admin(admin, b"status") == b"g\t1\t1\t1\n.\n"
 
 
 def test_prioritystatus_counts_queued_jobs_per_priority(d: CoreDriver, admin: Session) -> None:
@@ -223,16 +229,24 @@ def test_cancel_job_fails_it_to_its_clients_and_hides_it_from_workers(
     assert d.admin(admin, b"cancel job " + handle) == OK
     assert d.received(first) == [(P.WORK_FAIL, (handle,))]
     assert d.received(second) == [(P.WORK_FAIL, (handle,))]
-    # Listed until a worker meets it, as in gearmand, but counted nowhere: it will never run.
-    assert d.show_jobs(admin) == handle + b"\t0\t1\t0\n.\n"
-    assert d.admin(admin, b"status") == b"f\t0\t0\t0\n.\n"
-    assert d.admin(admin, b"prioritystatus") == b"f\t0\t0\t0\t0\n.\n"
+    # Alone in its queue it is let go at once, and f with it (no worker, no job).
+    assert d.show_jobs(admin) == b".\n"
+    assert d.admin(admin, b"status") == b".\n"
     assert d.admin(admin, b"cancel job " + handle) == b"ERR UNKNOWN_JOB\r\n"
 
+    # Behind live jobs it is listed until a worker meets it, as in gearmand, but counted
+    # nowhere: it will never run.
+    live = [d.submit(first, b"f") for _ in range(2)]
+    handle = d.submit(second, b"f")
+    assert d.admin(admin, b"cancel job " + handle) == OK
+    assert d.received(second) == [(P.WORK_FAIL, (handle,))]
+    assert handle + b"\t0\t1\t0\n" in d.show_jobs(admin)
+    assert d.admin(admin, b"status") == b"f\t2\t0\t0\n.\n"
+    assert d.admin(admin, b"prioritystatus") == b"f\t0\t2\t0\t0\n.\n"
     worker = d.worker(b"f")
+    assert [d.grab_handle(worker) for _ in range(2)] == live
     assert d.grab(worker) == (P.NO_JOB, ())
-    assert d.show_jobs(admin) == b".\n"
-    assert d.admin(admin, b"status") == b"f\t0\t0\t1\n.\n"
+    assert handle not in d.show_jobs(admin)
     assert d.received(first) == []
 
 

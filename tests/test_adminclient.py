@@ -144,9 +144,13 @@ def test_cancel_job_cancels_a_queued_job(any_server: ServerProcess, admin: Admin
         handle = submit_background(client, b"doomed")
 
     assert admin.cancel_job(handle) is True
-    # gearmand only marks the job ignored until a worker next asks for work.
-    [job] = admin.show_jobs()
-    assert job[:4] == (handle, 0, True, False)
+    # gearmand only marks the job ignored until a worker next asks for work; gearsql lets it
+    # go at once when cancelled jobs are half of its queue (here: all of it).
+    if any_server.kind == "gearmand":
+        [job] = admin.show_jobs()
+        assert job[:4] == (handle, 0, True, False)
+    else:
+        assert admin.show_jobs() == []
     with Peer(any_server.address) as worker:
         register(worker, b"doomed")
         worker.send(P.GRAB_JOB)

@@ -232,7 +232,9 @@ def test_length_0xffffffff_is_refused_on_the_header_without_buffering(
             with Peer(gearsql_server.address, TIMEOUT) as bad:
                 bad.send_raw(header(P.SUBMIT_JOB, 0xFFFFFFFF))  # ... then silence
                 replies = packets(read_until_closed(bad))
-                assert replies == [error(b"ARGUMENT_TOO_LARGE", b"packet too large")]
+                assert replies == [
+                    error(b"ARGUMENT_TOO_LARGE", b"packet too large (limit 67108864 bytes)")
+                ]
         growth = vm_rss_kib(pid) - before
         assert growth < 1024, f"RSS grew by {growth} KiB"
         assert_still_serving(gearsql_server, held)
@@ -259,7 +261,9 @@ def test_packet_one_byte_over_max_packet_size_gets_error_then_close(tmp_path: Pa
                 body = prefix + b"x" * (limit + 1 - len(prefix))
                 send_ignoring_reset(peer, header(P.SUBMIT_JOB, len(body)) + body)
                 replies = packets(read_until_closed(peer))
-            assert replies == [error(b"ARGUMENT_TOO_LARGE", b"packet too large")]
+            assert replies == [
+                error(b"ARGUMENT_TOO_LARGE", b"packet too large (limit %d bytes)" % limit)
+            ]
             assert_still_serving(server, held)
     finally:
         server.stop()

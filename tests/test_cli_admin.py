@@ -172,7 +172,10 @@ def test_cancel_cancels_a_queued_job(any_server: ServerProcess) -> None:
 
     assert run(any_server, "cancel", handle).output == f"cancelled {handle}\n"
     with AdminClient(*any_server.address) as admin:
-        assert [job.ignore for job in admin.show_jobs()] == [True]
+        # gearmand lists it, ignored, until a worker reaches it; gearsql lets go of a cancelled
+        # job alone in its queue at once.
+        expected = [True] if any_server.kind == "gearmand" else []
+        assert [job.ignore for job in admin.show_jobs()] == expected
 
 
 def test_cancel_of_an_unknown_handle_fails_with_one_line(any_server: ServerProcess) -> None:

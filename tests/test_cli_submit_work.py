@@ -172,7 +172,9 @@ def test_jobs_with_the_same_unique_coalesce(any_server: ServerProcess, programs:
     worker = programs.start(gearsql("work", *at(any_server), "-f", "once", "-c", "1"))
     assert finish(worker) == (0, b"payload", b"")
     with AdminClient(*any_server.address) as admin:
-        assert [(f.name, f.total) for f in admin.status() if f.name == b"once"] == [(b"once", 0)]
+        # No job left: gearmand lists the function with a total of 0, gearsql forgets it once
+        # its worker has left too.
+        assert [f.total for f in admin.status() if f.name == b"once"] in ([0], [])
 
 
 def test_stdin_lines_are_submitted_as_they_arrive(

@@ -89,7 +89,9 @@ def test_after_its_last_attempt_a_job_becomes_a_dead_letter_with_its_error() -> 
     d.core.take_notices()
     fail_once(d, handle, P.WORK_EXCEPTION, b"ValueError: bad\tinput")
     assert d.core.jobs == {}
-    assert d.admin(admin, b"status") == b"f\t0\t0\t0\n.\n"
+    # f has no job and no worker left, so it is forgotten; its dead letter is kept.
+    assert d.admin(admin, b"status") == b".\n"
+    assert d.admin(admin, b"deadstatus") == b"f\t1\n.\n"
     [notice] = d.core.take_notices()
     assert (notice.level, notice.event, notice.handle) == ("WARNING", JobEvent.BURY, handle)
     assert "kept as dead letter 1" in notice.message
@@ -221,7 +223,7 @@ def test_cancel_job_covers_retrying_jobs_and_dead_letters() -> None:
     fail_once(d, waiting)
     assert d.admin(admin, b"cancel job " + waiting) == b"OK\r\n"
     assert d.core.jobs == {}
-    assert d.admin(admin, b"status") == b"f\t0\t0\t0\n.\n"
+    assert d.admin(admin, b"status") == b".\n"  # no job, no worker: f is forgotten
     d.clock.advance(100)
     d.core.run_timers()
     assert d.grab(d.worker(b"f")) == NO_JOB

@@ -258,6 +258,8 @@ def test_an_incomplete_packet_is_held_until_its_last_byte_arrives() -> None:
 
 # ---------------------------------------------------------------------------- violations
 
+TOO_LARGE = "packet too large (limit %d bytes)"
+
 PREFIX = pack_request(P.CAN_DO, b"reverse") + b"status\n"
 PREFIX_EVENTS: list[Event] = [Packet(P.CAN_DO, (b"reverse",)), AdminLine(b"status")]
 
@@ -267,7 +269,7 @@ BAD_INPUTS = {
     "unknown type 43": (header(RES, 43, 1) + b"x", Violation(b"", "unknown packet type 43")),
     "huge length": (
         header(REQ, P.SUBMIT_JOB, 0xFFFFFFFF),
-        Violation(b"ARGUMENT_TOO_LARGE", "packet too large"),
+        Violation(b"ARGUMENT_TOO_LARGE", TOO_LARGE % DEFAULT_MAX_PACKET_SIZE),
     ),
     "missing separators": (
         header(REQ, P.SUBMIT_JOB, 7) + b"reverse",
@@ -330,13 +332,14 @@ def test_an_unknown_type_is_refused_before_its_declared_body_arrives() -> None:
 def test_a_declared_length_of_4_gib_is_refused_on_the_header_alone() -> None:
     parser = Parser()
     events = parser.feed(header(REQ, P.SUBMIT_JOB_BG, 0xFFFFFFFF))
-    assert events == [Violation(b"ARGUMENT_TOO_LARGE", "packet too large")]
+    assert events == [Violation(b"ARGUMENT_TOO_LARGE", TOO_LARGE % DEFAULT_MAX_PACKET_SIZE)]
     assert parser.buffered == 0
 
 
 def test_the_default_maximum_refuses_a_length_one_past_it_on_the_header() -> None:
     too_big = header(REQ, P.ECHO_REQ, DEFAULT_MAX_PACKET_SIZE + 1)
-    assert Parser().feed(too_big) == [Violation(b"ARGUMENT_TOO_LARGE", "packet too large")]
+    too_large = TOO_LARGE % DEFAULT_MAX_PACKET_SIZE
+    assert Parser().feed(too_big) == [Violation(b"ARGUMENT_TOO_LARGE", too_large)]
     parser = Parser()
     assert parser.feed(header(REQ, P.ECHO_REQ, DEFAULT_MAX_PACKET_SIZE)) == []
     assert parser.buffered == HEADER
@@ -352,8 +355,21 @@ def test_a_body_of_exactly_the_maximum_is_accepted(limit: int) -> None:
 def test_a_body_one_byte_over_the_maximum_is_refused_on_the_header(limit: int) -> None:
     parser = Parser(max_packet_size=limit)
     assert parser.feed(header(REQ, P.ECHO_REQ, limit + 1)) == [
-        Violation(b"ARGUMENT_TOO_LARGE", "packet too large")
+        Violation(b"ARGUMENT_TOO_LARGE", TOO_LARGE % limit)
     ]
+    assert parser.discard == limit + 1
+
+
+def test_an_over_size_refusal_says_how_many_bytes_of_the_packet_are_still_to_come() -> None:
+    body = b"x" * 100
+    parser = Parser(max_packet_size=64)
+    [violation] = parser.feed(header(REQ, P.ECHO_REQ, len(body)) + body[:30])
+    assert violation == Violation(b"ARGUMENT_TOO_LARGE", TOO_LARGE % 64)
+    assert parser.discard == 70
+    # What arrived past the packet's end is not counted.
+    parser = Parser(max_packet_size=64)
+    parser.feed(header(REQ, P.ECHO_REQ, len(body)) + body + pack_request(P.NOOP))
+    assert parser.discard == 0
 
 
 @pytest.mark.parametrize(

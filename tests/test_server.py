@@ -254,3 +254,47 @@ def test_job_retries_n_gives_n_runs_after_worker_loss_as_gearmand(
         assert "Dropped job due to max retry count" in server.log()
     finally:
         server.stop()
+
+
+def test_an_exception_in_handling_a_packet_closes_that_connection_only_and_logs_within_limits(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug in the core (injected: ECHO_REQ raises) costs the connection that triggered it,
+    not the server, and its tracebacks go through the log rate limit however often it fires."""
+    import asyncio
+
+    from gearsql.server import JobServer, ServerConfig
+
+    async def scenario() -> tuple[list[bool], bytes]:
+        server = JobServer(ServerConfig(port=0, store="memory"))
+        await server.start()
+
+        def broken(session: object, packet: object) -> None:
+            raise RuntimeError("injected core bug")
+
+        server.core._dispatch[P.ECHO_REQ] = broken  # type: ignore[assignment]
+        try:
+            closed = []
+            for _ in range(40):
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                writer.write(pack_request(P.ECHO_REQ, b"boom"))
+                closed.append(await asyncio.wait_for(reader.read(), 5) == b"")
+                writer.close()
+                await writer.wait_closed()
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"version\n")
+            answer = await asyncio.wait_for(reader.readline(), 5)
+            writer.close()
+            await writer.wait_closed()
+            return closed, answer
+        finally:
+            await server.close()
+
+    with caplog.at_level("WARNING", logger="gearsql.server"):
+        closed, answer = asyncio.run(scenario())
+    assert all(closed)
+    assert answer.startswith(b"OK ")
+    unexpected = [r for r in caplog.records if "unexpected error" in r.getMessage()]
+    with_traceback = [r for r in unexpected if r.exc_info]
+    assert 1 <= len(with_traceback) <= 10, len(with_traceback)
+    assert "injected core bug" in caplog.text

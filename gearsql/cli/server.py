@@ -9,6 +9,12 @@ from typing import Any
 
 import click
 
+from gearsql._limits import (
+    DEFAULT_MAX_BUFFER,
+    DEFAULT_MAX_FUNCTIONS,
+    DEFAULT_MAX_OUTPUT,
+    DEFAULT_PACKET_TIMEOUT,
+)
 from gearsql.cli._options import (
     CONTEXT,
     LOG_FILE_OPTION,
@@ -16,7 +22,7 @@ from gearsql.cli._options import (
     CommandError,
     setup_logging,
 )
-from gearsql.protocol import DEFAULT_MAX_PACKET_SIZE
+from gearsql.protocol import DEFAULT_MAX_PACKET_SIZE, HEADER
 from gearsql.stores import default_store_url
 
 
@@ -141,6 +147,51 @@ class _ConfigFileCommand(click.Command):
     help="Close new connections beyond this many; 0 is no limit.",
 )
 @click.option(
+    "--max-buffer",
+    default=None,
+    show_default="256 MiB, or 4 x --max-packet-size if that is more",
+    type=click.IntRange(1024),
+    metavar="BYTES",
+    help="Bytes of incomplete packets all connections together may hold; past it, a "
+    "connection that adds to them is not read until they fall back under it. At least "
+    "--max-packet-size.",
+)
+@click.option(
+    "--packet-timeout",
+    default=DEFAULT_PACKET_TIMEOUT,
+    show_default=True,
+    type=click.FloatRange(0),
+    metavar="SECONDS",
+    help="Seconds a packet or admin line may take from its first byte to its last before the "
+    "connection is closed (slow senders); 0 is no limit.",
+)
+@click.option(
+    "--idle-timeout",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    metavar="SECONDS",
+    help="Close a connection that sent nothing for this long and has nothing under way (no "
+    "function it works on, no job it waits for or runs); 0 never does.",
+)
+@click.option(
+    "--max-output",
+    default=None,
+    show_default="128 MiB, or 2 x --max-packet-size if that is more",
+    type=click.IntRange(1024),
+    metavar="BYTES",
+    help="Close a connection whose unread output passes this many bytes (a client that does "
+    "not read the work data sent to it). More than --max-packet-size.",
+)
+@click.option(
+    "--max-functions",
+    default=DEFAULT_MAX_FUNCTIONS,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Most function names at once; a CAN_DO or submission that would add one more gets "
+    "ERROR TOO_MANY_FUNCTIONS. A name with no worker and no job is forgotten. 0 is no limit.",
+)
+@click.option(
     "-b",
     "--backlog",
     default=128,
@@ -219,6 +270,7 @@ def server(
     from gearsql.server import ServerConfig, run_server
 
     options["store"] = _checked_store(options["store"])
+    _check_limits(options)
     if pid_file:
         _check_writable(pid_file, "-P/--pid-file")
     try:
@@ -239,6 +291,26 @@ def _backoff(value: str) -> tuple[float, float]:
         return parse_backoff(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--retry-backoff") from None
+
+
+def _check_limits(options: dict[str, Any]) -> None:
+    """Fill in the buffer limits' defaults, which follow --max-packet-size; CommandError unless
+    the limits given can hold a packet of --max-packet-size."""
+    if options["max_buffer"] is None:
+        options["max_buffer"] = max(DEFAULT_MAX_BUFFER, 4 * options["max_packet_size"])
+    if options["max_output"] is None:
+        options["max_output"] = max(DEFAULT_MAX_OUTPUT, 2 * options["max_packet_size"])
+    packet = options["max_packet_size"] + HEADER
+    if options["max_buffer"] < packet:
+        raise CommandError(
+            f"--max-buffer ({options['max_buffer']}) must hold one packet of --max-packet-size"
+            f" ({options['max_packet_size']}) and its {HEADER}-byte header"
+        )
+    if options["max_output"] <= packet:
+        raise CommandError(
+            f"--max-output ({options['max_output']}) must be larger than a packet of"
+            f" --max-packet-size ({options['max_packet_size']}) and its {HEADER}-byte header"
+        )
 
 
 def _checked_store(url: str | None) -> str:

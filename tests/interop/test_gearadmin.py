@@ -109,8 +109,12 @@ def test_cancel_job_prints_ok_and_the_job_is_never_assigned(
     result = gearadmin("--cancel-job", handle)
 
     assert (result.stdout, result.stderr) == ("OK\n", "")
-    # gearmand only marks the job ignored (IGNORE_JOB 1) until a worker next asks for work.
-    assert gearmand_columns(listing(gearadmin("--show-jobs").stdout)) == [f"{handle}\t0\t1\t0"]
+    # gearmand only marks the job ignored (IGNORE_JOB 1) until a worker next asks for work;
+    # gearsql lets go of a cancelled job alone in its queue at once.
+    if any_server.kind == "gearmand":
+        assert gearmand_columns(listing(gearadmin("--show-jobs").stdout)) == [f"{handle}\t0\t1\t0"]
+    else:
+        assert listing(gearadmin("--show-jobs").stdout) == []
     with ProbeConnection(any_server.address) as worker:
         worker.register(b"doomed")
         assert worker.grab_job() == (PacketType.NO_JOB, b"")
