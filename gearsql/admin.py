@@ -264,6 +264,35 @@ def _retries(core: JobServerCore, session: Session, words: list[bytes]) -> bytes
     return OK
 
 
+def _unique_window(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
+    """``uniquewindow FUNCTION``: its unique window (``OK SECONDS [default]``);
+    ``uniquewindow FUNCTION SECONDS`` sets its own (0 turns it off for that function),
+    ``uniquewindow FUNCTION default`` drops it."""
+    if len(words) not in (2, 3):
+        return _incomplete(words[0])
+    name = words[1]
+    if len(words) == 2:
+        own = core.unique_windows.get(name)
+        if own is None:
+            return b"OK %s default\n" % (b"%g" % core.unique_window)
+        return b"OK %s\n" % (b"%g" % own)
+    if not session.trusted:
+        return ERR_PERMISSION
+    if len(name) > core.max_function_name:
+        return _incomplete(words[0])
+    if words[2].lower() == b"default":
+        core.set_unique_window(name, None)
+        return OK
+    try:
+        seconds = float(words[2].decode("ascii"))
+    except (ValueError, UnicodeDecodeError):
+        return _incomplete(words[0])
+    if not 0 <= seconds < float("inf"):
+        return _incomplete(words[0])
+    core.set_unique_window(name, seconds)
+    return OK
+
+
 def _create(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
     if len(words) != 3 or words[1].lower() != b"function":
         return _incomplete(words[0])
@@ -345,6 +374,7 @@ ADMIN_COMMANDS: dict[bytes, Callable[[JobServerCore, Session, list[bytes]], byte
     b"verbose": _verbose,
     # gearsql's own: retries and dead letters.
     b"retries": _retries,
+    b"uniquewindow": _unique_window,
     b"retry": _retry,
     b"purge": _purge,
     b"deadstatus": _dead_status,

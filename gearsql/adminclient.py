@@ -532,6 +532,28 @@ class AdminClient:
                 line += f" {float(backoff)!r}".encode()
         self._ok(line)
 
+    def unique_window(self, function: bytes | str) -> tuple[float, bool]:
+        """(seconds, is the server default) of ``function``'s unique window: how long the
+        unique of a completed background job is remembered (0: not at all)."""
+        value = self._ok(b"uniquewindow " + _word(function, "function name"))
+        words = value.split()
+        try:
+            return float(words[0]), len(words) > 1 and words[1] == b"default"
+        except (IndexError, ValueError):
+            raise AdminProtocolError(f"bad uniquewindow reply {value[:200]!r}") from None
+
+    def set_unique_window(self, function: bytes | str, seconds: float | None) -> None:
+        """Give ``function`` its own unique window, kept by the server's store (None: back to
+        the server's ``--unique-window``)."""
+        line = b"uniquewindow " + _word(function, "function name")
+        if seconds is None:
+            line += b" default"
+        else:
+            if not 0 <= seconds < float("inf"):
+                raise InvalidArgument("the unique window is 0 or more seconds")
+            line += f" {float(seconds)!r}".encode()
+        self._ok(line)
+
     def show_dead(self, function: bytes | str | None = None) -> list[DeadLetterInfo]:
         """The dead letters, oldest first (only those of ``function`` if given)."""
         line = b"show dead"

@@ -49,6 +49,15 @@ Gearman, and foreground jobs always do: their clients get the failure. A lost wo
 with no policy follows ``job_retries`` (gearmand's meaning: at most that many runs; 0 or less
 is unlimited).
 
+**Uniques that remember.** When a background job with a real unique (not empty, not ``-``)
+ends in WORK_COMPLETE and its function's unique window (``unique_window``, or its own in
+``unique_windows``) is open, :meth:`remember` keeps (function, unique) -> (expiry, result) in
+:attr:`JobServerCore.remembered`; a later submission of it finds no live job to coalesce onto and
+is answered by :meth:`_recall` (JOB_CREATED with a fresh handle and no job; a foreground one
+gets WORK_COMPLETE with the kept result when ``keep_results``, else it runs). Expiries sit on
+their own heap, purged by :meth:`run_timers`, so memory holds only the uniques of one window. In a
+durable store they travel with the group commit (``remembered_added``, ``remembered_expired``).
+
 What a client cannot make the core keep: an abandoned foreground job drops its payload at once
 (no worker will ever read it), and a queue compacts itself (DISCARD of every cancelled job in it)
 as soon as cancelled jobs are half of it, so cancelled jobs never outnumber live ones. A
@@ -256,6 +265,8 @@ class JobServerCore:
         run_id: bytes,
         retry_policy: RetryPolicy = _NO_RETRIES,
         jitter: Callable[[], float] = _no_jitter,
+        unique_window: float = 0.0,
+        keep_results: bool = False,
     ):
         # Handles must stay under 64 bytes with room for a 20-digit counter.
         self.handle_prefix = handle_prefix[: MAX_HANDLE - 23] + b":"
@@ -302,6 +313,22 @@ class JobServerCore:
         self.purged: list[int] = []
         self.policy_changes: list[tuple[bytes, RetryPolicy | None]] = []
         self.pending_writes = False
+        #: Seconds a completed background job's unique is remembered (0: not at all), and the
+        #: functions' own windows (``uniquewindow`` admin command), kept in the store.
+        self.unique_window = unique_window
+        self.unique_windows: dict[bytes, float] = {}
+        #: Keep a remembered job's WORK_COMPLETE data, for foreground submissions of its unique.
+        self.keep_results = keep_results
+        #: Remembered uniques: unique -> function -> (expiry in epoch seconds, result).
+        self.remembered: dict[bytes, dict[bytes, tuple[float, bytes]]] = {}
+        # (expiry, unique, function) of every remembered unique, soonest first: the purge.
+        self._expiries: list[tuple[float, bytes, bytes]] = []
+        # Store writes of the unique window, with the others above: uniques to remember
+        # (function, unique, expiry, result), the time before which remembered rows go (0:
+        # none to purge), and window changes (None: back to the server default).
+        self.remembered_added: list[tuple[bytes, bytes, float, bytes]] = []
+        self.remembered_expired = 0.0
+        self.window_changes: list[tuple[bytes, float | None]] = []
         # Keys of stored jobs that came without a unique: unique per server run and across runs.
         self._anonymous_format = ANONYMOUS_PREFIX + run_id + b":%d"
         self._payload_key_format = ANONYMOUS_PREFIX + b"-" + run_id + b":%d"
@@ -652,6 +679,13 @@ class JobServerCore:
             return
         if job.clients:
             self._forward(job, frame_response(P.WORK_COMPLETE, *packet.args))
+        if job.background and job.state is RUNNING and job.unique and job.unique != b"-":
+            window = self.unique_windows.get(job.function.name, self.unique_window)
+            if window > 0:
+                self.remember(
+                    job.function.name, job.unique, self.clock() + window,
+                    packet.args[1] if self.keep_results else b"",
+                )
         self._move(job, FINISH)
 
     def _work_fail(self, session: Session, packet: Packet) -> None:
@@ -1026,6 +1060,15 @@ class JobServerCore:
             # Refused before the function is created: a refused submission leaves no trace.
             self._refuse(session, ArgumentProblem.UNIQUE_TOO_LARGE)
             return None
+        if (
+            self.remembered
+            and unique
+            and session is not None
+            and (fn is None or unique not in fn.by_unique)
+            and self._recall(session, name, unique, background)
+        ):
+            # Completed within its unique window: acknowledged, not run again.
+            return None
         if fn is None and session is not None and not self._room_for_function(session):
             return None
         if fn is None:
@@ -1075,6 +1118,75 @@ class JobServerCore:
         if session is not None:
             self.send(session, _job_created(handle))
         return job
+
+    def _recall(self, session: Session, name: bytes, unique: bytes, background: bool) -> bool:
+        """Answer a submission whose unique is remembered (it completed within its window):
+        JOB_CREATED with a fresh handle and nothing run for a background one; for a foreground
+        one, with ``keep_results``, JOB_CREATED and WORK_COMPLETE with the stored result at
+        once. False when it must run (not remembered, expired, or foreground without kept
+        results)."""
+        entry = self.remembered.get(unique, {}).get(name)
+        if entry is None or entry[0] <= self.clock():
+            return False
+        if not background and not self.keep_results:
+            return False
+        self._counter += 1
+        handle = self._handle_format % self._counter
+        self.send(session, _job_created(handle))
+        if not background:
+            self.send(session, pack_response(P.WORK_COMPLETE, handle, entry[1]))
+        return True
+
+    def remember(
+        self, name: bytes, unique: bytes, expires: float, result: bytes, *, stored: bool = False
+    ) -> None:
+        """Remember that function ``name``'s job with ``unique`` completed, until ``expires``,
+        and have it stored (``stored``: the store holds it already, read back at start-up)."""
+        self.remembered.setdefault(unique, {})[name] = (expires, result)
+        heapq.heappush(self._expiries, (expires, unique, name))
+        if self.durable and not stored:
+            self.remembered_added.append((name, unique, expires, result))
+            self.pending_writes = True
+
+    def find_remembered(self, unique: bytes) -> bool:
+        """Whether a job with this unique completed within its window, in any function."""
+        now = self.clock()
+        return any(expires > now for expires, _ in self.remembered.get(unique, {}).values())
+
+    def _purge_remembered(self, now: float) -> None:
+        """Forget remembered uniques whose window ended (here and, with the next commit, in
+        the store): memory holds at most the uniques completed within one window."""
+        expiries = self._expiries
+        purged = False
+        while expiries and expiries[0][0] <= now:
+            expires, unique, name = heapq.heappop(expiries)
+            by_function = self.remembered.get(unique)
+            if by_function is None:
+                continue
+            entry = by_function.get(name)
+            if entry is not None and entry[0] == expires:  # not remembered again since
+                del by_function[name]
+                if not by_function:
+                    del self.remembered[unique]
+                purged = True
+        if purged and self.durable:
+            self.remembered_expired = now
+            self.pending_writes = True
+
+    def unique_window_for(self, name: bytes) -> float:
+        """Function ``name``'s unique window: its own, or the server's default."""
+        return self.unique_windows.get(name, self.unique_window)
+
+    def set_unique_window(self, name: bytes, seconds: float | None) -> None:
+        """Give function ``name`` its own unique window (None: back to the server default), and
+        have it stored. Uniques remembered already keep their expiry."""
+        if seconds is None:
+            self.unique_windows.pop(name, None)
+        else:
+            self.unique_windows[name] = seconds
+        if self.durable:
+            self.window_changes.append((name, seconds))
+            self.pending_writes = True
 
     def _start(self, job: Job) -> None:
         """Queue a new (or newly committed) job, or hold it until its epoch time."""
@@ -1155,6 +1267,12 @@ class JobServerCore:
     def _get_status_unique(self, session: Session, packet: Packet) -> None:
         unique = packet.args[0].partition(b"\0")[0]  # as in _get_status
         job = self.find_unique(unique)
+        if job is None and self.remembered and self.find_remembered(unique):
+            # "Done": known, not running, 1 of 1 done, nobody waiting (docs/protocol.md).
+            self.send(
+                session, pack_response(P.STATUS_RES_UNIQUE, unique, b"1", b"0", b"1", b"1", b"0")
+            )
+            return
         if job is None:
             self.send(
                 session, pack_response(P.STATUS_RES_UNIQUE, unique, b"0", b"0", b"0", b"0", b"0")
@@ -1195,6 +1313,8 @@ class JobServerCore:
             first = float(self._delayed[0][0])
         if self._deadlines and (first is None or self._deadlines[0][0] < first):
             first = self._deadlines[0][0]
+        if self._expiries and (first is None or self._expiries[0][0] < first):
+            first = self._expiries[0][0]
         return first
 
     def run_timers(self, now: float | None = None) -> None:
@@ -1219,6 +1339,8 @@ class JobServerCore:
                     job.handle,
                 )
                 self._lost(job, "worker timeout")
+        if self._expiries and self._expiries[0][0] <= now:
+            self._purge_remembered(now)
 
     # ------------------------------------------------------------------ replay and views
 

@@ -60,9 +60,11 @@ from gearsql.protocol import (
 )
 from gearsql.stores import (
     DeadLetter,
+    RememberedUnique,
     Store,
     StoredJob,
     StoredPolicy,
+    StoredWindow,
     StoreError,
     default_store_url,
     open_store,
@@ -102,6 +104,11 @@ class ServerConfig:
     job_retries: int = -1
     retries: int = 0
     retry_backoff: tuple[float, float] = (1.0, 300.0)
+    #: Seconds a completed background job's unique is remembered (a new submission of it is
+    #: acknowledged and not run); 0: off. ``keep_results`` keeps their WORK_COMPLETE data for
+    #: foreground submissions of the same unique.
+    unique_window: float = 0.0
+    keep_results: bool = False
     worker_wakeup: int = 0
     exceptions: bool = False
     job_handle_prefix: str = ""
@@ -391,6 +398,8 @@ class JobServer:
             run_id=os.urandom(6).hex().encode(),
             retry_policy=RetryPolicy(config.retries, *config.retry_backoff),
             jitter=random.random,
+            unique_window=config.unique_window,
+            keep_results=config.keep_results,
         )
         self.store = store if store is not None else open_store(config.store)
         self.core.durable = self.store.durable
@@ -496,9 +505,11 @@ class JobServer:
             return _NO_WRITES
         core.pending_writes = False
         writes = _Writes(
-            core.updated_stored, core.buried, core.purged, core.policy_changes
+            core.updated_stored, core.buried, core.purged, core.policy_changes,
+            core.remembered_added, core.remembered_expired, core.window_changes,
         )
         core.updated_stored, core.buried, core.purged, core.policy_changes = [], [], [], []
+        core.remembered_added, core.remembered_expired, core.window_changes = [], 0.0, []
         return writes
 
     def _keep_writes(self, writes: _Writes) -> None:
@@ -510,6 +521,9 @@ class JobServer:
         core.buried[:0] = writes.buried
         core.purged[:0] = writes.purged
         core.policy_changes[:0] = writes.policies
+        core.remembered_added[:0] = writes.remembered
+        core.remembered_expired = max(core.remembered_expired, writes.expired)
+        core.window_changes[:0] = writes.windows
         core.pending_writes = True
 
     async def _commit(
@@ -537,6 +551,16 @@ class JobServer:
                 ],
                 "policies_removed": [
                     name for name, policy in writes.policies if policy is None
+                ],
+                "remembered": [RememberedUnique(*entry) for entry in writes.remembered],
+                "remembered_expired": writes.expired,
+                "windows": [
+                    StoredWindow(name, seconds)
+                    for name, seconds in writes.windows
+                    if seconds is not None
+                ],
+                "windows_removed": [
+                    name for name, seconds in writes.windows if seconds is None
                 ],
             }
         try:
@@ -767,6 +791,16 @@ class JobServer:
         core = self.core
         for policy in await self.store.load_policies():
             core.retry_policies[policy.function] = RetryPolicy(*policy[1:])
+        for window in await self.store.load_windows():
+            core.unique_windows[window.function] = window.seconds
+        now = time.time()
+        for entry in await self.store.load_remembered():
+            if entry.expires > now:
+                core.remember(*entry, stored=True)
+            elif core.durable:
+                # Expired while the server was down: the rows go with the first commit.
+                core.remembered_expired = now
+                core.pending_writes = True
         replayed = core.replay(await self.store.load())
         core.replay_dead(await self.store.load_dead())
         for host in cfg.listen:
@@ -844,9 +878,12 @@ class _Writes(NamedTuple):
     buried: list[Job]
     purged: list[int]
     policies: list[tuple[bytes, RetryPolicy | None]]
+    remembered: list[tuple[bytes, bytes, float, bytes]]
+    expired: float
+    windows: list[tuple[bytes, float | None]]
 
 
-_NO_WRITES = _Writes([], [], [], [])
+_NO_WRITES = _Writes([], [], [], [], [], 0.0, [])
 
 NOTICE = 25
 logging.addLevelName(NOTICE, "NOTICE")

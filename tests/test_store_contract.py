@@ -22,9 +22,11 @@ import pytest
 from gearsql.stores import (
     DeadLetter,
     MemoryStore,
+    RememberedUnique,
     Store,
     StoredJob,
     StoredPolicy,
+    StoredWindow,
     StoreError,
     open_store,
 )
@@ -472,3 +474,72 @@ def test_the_memory_store_keeps_no_dead_letters_or_policies(store_url: str) -> N
             await store.close()
 
     assert run(scenario()) == ([], [])
+
+
+async def load_uniques(url: str) -> tuple[list[RememberedUnique], list[StoredWindow]]:
+    store = await opened(url)
+    try:
+        return await store.load_remembered(), await store.load_windows()
+    finally:
+        await store.close()
+
+
+@durable_only
+def test_remembered_uniques_and_unique_windows_survive_a_reopen_and_expire(
+    store_url: str,
+) -> None:
+    remembered = [
+        RememberedUnique(b"fn", b"u-1", 1_765_000_010.5, b"result \x00\xff"),
+        RememberedUnique(b"\xff fn", b"u-2", 1_765_000_020.0, b""),
+    ]
+
+    async def scenario() -> None:
+        store = await opened(store_url)
+        await store.commit([job(b"u-1")], [])
+        # A completion under a unique window: the queue row goes, the unique is remembered,
+        # in one commit.
+        await store.commit(
+            [], [job(b"u-1")], remembered=remembered,
+            windows=[StoredWindow(b"fn", 60.0), StoredWindow(b"other", 0.0)],
+        )
+        await store.close()
+
+    run(scenario())
+    assert run(load_everything(store_url))[0] == []
+    loaded, windows = run(load_uniques(store_url))
+    assert sorted(loaded) == sorted(remembered)
+    assert sorted(windows) == [StoredWindow(b"fn", 60.0), StoredWindow(b"other", 0.0)]
+
+    async def later() -> None:
+        store = await opened(store_url)
+        await store.commit(
+            [], [], remembered_expired=1_765_000_015.0,
+            remembered=[RememberedUnique(b"fn", b"u-3", 1_765_000_030.0, b"r")],
+            windows=[StoredWindow(b"fn", 5.0)], windows_removed=[b"other"],
+        )
+        # Remembering a unique again replaces its row.
+        await store.commit(
+            [], [], remembered=[RememberedUnique(b"fn", b"u-3", 1_765_000_040.0, b"r2")]
+        )
+        await store.close()
+
+    run(later())
+    loaded, windows = run(load_uniques(store_url))
+    assert sorted(loaded) == [
+        RememberedUnique(b"fn", b"u-3", 1_765_000_040.0, b"r2"), remembered[1]
+    ]
+    assert windows == [StoredWindow(b"fn", 5.0)]
+
+
+@pytest.mark.databases("memory")
+def test_the_memory_store_remembers_no_uniques(store_url: str) -> None:
+    async def scenario() -> None:
+        store = await opened(store_url)
+        await store.commit(
+            [], [], remembered=[RememberedUnique(b"fn", b"u", 1.0, b"")],
+            windows=[StoredWindow(b"fn", 1.0)],
+        )
+        await store.close()
+
+    run(scenario())
+    assert run(load_uniques(store_url)) == ([], [])

@@ -401,7 +401,7 @@ def test_a_new_table_has_the_documented_layout(url: str, table: str, admin: Any)
     assert found["priority"].startswith("int")
     assert found["id"].startswith("bigint")
     assert found["gearsql_retries"].startswith("int")
-    assert schema_version(admin, table) == SCHEMA_VERSION == 2
+    assert schema_version(admin, table) == SCHEMA_VERSION == 3
     created = query(admin, f"SHOW CREATE TABLE `{table}`")[0][1]
     run(reopen_and_load(url))
     again = query(admin, f"SHOW CREATE TABLE `{table}`")[0][1]

@@ -1,5 +1,5 @@
 """The ``gearsql`` command line: ``gearsql server``, ``submit``, ``work``, the admin commands,
-``retries``, ``dead``, ``relay`` and ``install``/``uninstall``.
+``retries``, ``unique-window``, ``dead``, ``relay`` and ``install``/``uninstall``.
 
 One module per command family; this one holds the click group and the console script's entry
 point, and adds each family's commands to the group. What the families share (help settings,

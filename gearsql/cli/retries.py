@@ -1,5 +1,5 @@
-"""``gearsql retries`` and ``gearsql dead list|retry|purge``: retry policies and dead letters of
-a gearsql job server.
+"""``gearsql retries``, ``gearsql unique-window`` and ``gearsql dead list|retry|purge``: retry
+policies, unique windows and dead letters of a gearsql job server.
 
 A background job that used all the runs its retry policy gives it (``gearsql server --retries``,
 or a function's own policy, ``gearsql retries FUNCTION N``) is kept as a dead letter; these
@@ -233,5 +233,44 @@ def retries(
             click.echo(f"{prefix}{function}: {shown}")
 
 
+@click.command("unique-window", context_settings=CONTEXT)
+@server_options
+@click.argument("function")
+@click.argument("seconds", metavar="[SECONDS]", required=False, type=click.FloatRange(0, 1e9))
+@click.option("--default", "reset", is_flag=True, help="Put FUNCTION back on the server's window.")
+def unique_window(
+    servers: list[tuple[str, int]],
+    timeout: float,
+    function: str,
+    seconds: float | None,
+    reset: bool,
+) -> None:
+    """Show or set FUNCTION's unique window.
+
+    For SECONDS after a background job of FUNCTION with a unique completed, a new submission of
+    the same unique is acknowledged and not run again (0: off for FUNCTION). The server keeps
+    the window in its store. Without SECONDS, print the window in force, followed by
+    `(server default)` when FUNCTION has none of its own (the server's --unique-window).
+    """
+    if reset and seconds is not None:
+        raise CommandError("give SECONDS or --default, not both")
+    for client in _clients(servers, timeout):
+        with client:
+            try:
+                if reset or seconds is not None:
+                    client.set_unique_window(function, None if reset else seconds)
+                window, default = client.unique_window(function)
+            except AdminError as exc:
+                if exc.code == "UNKNOWN_COMMAND":
+                    raise CommandError(
+                        f"{client.server} has no unique window (is it C gearmand? it "
+                        f"answered {exc.code})"
+                    ) from None
+                raise
+            prefix = f"{client.server}: " if len(servers) > 1 else ""
+            note = " (server default)" if default else ""
+            click.echo(f"{prefix}{function}: {window:g}{note}")
+
+
 #: The commands of this family, for the ``gearsql`` group.
-COMMANDS = [retries, dead]
+COMMANDS = [retries, unique_window, dead]

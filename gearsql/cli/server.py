@@ -114,6 +114,22 @@ class _ConfigFileCommand(click.Command):
     "wait is jittered down to between half and all of it.",
 )
 @click.option(
+    "--unique-window",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, max_open=False, max=10**9),
+    metavar="SECONDS",
+    help="Remember the unique of a background job that completed for this long: a new "
+    "submission of the same function and unique within it is acknowledged and not run again. "
+    "0: off. The admin command `uniquewindow FUNCTION SECONDS` sets it per function.",
+)
+@click.option(
+    "--keep-results",
+    is_flag=True,
+    help="With --unique-window, keep each remembered job's result: a foreground submission "
+    "of its unique gets it at once (WORK_COMPLETE) instead of running the job again.",
+)
+@click.option(
     "-w",
     "--worker-wakeup",
     default=0,
@@ -235,8 +251,8 @@ class _ConfigFileCommand(click.Command):
 @click.option(
     "--remote-admin",
     is_flag=True,
-    help="Accept mutating admin commands (cancel, drop, create, maxqueue, retries, retry and "
-    "purge dead) from non-loopback peers.",
+    help="Accept mutating admin commands (cancel, drop, create, maxqueue, retries, "
+    "uniquewindow, retry and purge dead) from non-loopback peers.",
 )
 @click.option(
     "--relay",

@@ -12,9 +12,11 @@ from urllib.parse import parse_qs, urlsplit
 from gearsql._sqliteurl import SQLITE_SCHEMES, sqlite_path, sqlite_url
 from gearsql.stores.base import (
     DeadLetter,
+    RememberedUnique,
     Store,
     StoredJob,
     StoredPolicy,
+    StoredWindow,
     StoreError,
     check_identifier,
 )
@@ -23,10 +25,12 @@ from gearsql.stores.memory import MemoryStore
 __all__ = [
     "DeadLetter",
     "MemoryStore",
+    "RememberedUnique",
     "Store",
     "StoreError",
     "StoredJob",
     "StoredPolicy",
+    "StoredWindow",
     "check_identifier",
     "default_store_url",
     "open_store",

@@ -10,10 +10,12 @@ from typing import NamedTuple
 __all__ = [
     "IDENTIFIER",
     "DeadLetter",
+    "RememberedUnique",
     "Store",
     "StoreError",
     "StoredJob",
     "StoredPolicy",
+    "StoredWindow",
     "check_identifier",
 ]
 
@@ -73,6 +75,24 @@ class StoredPolicy(NamedTuple):
     limit: float
 
 
+class RememberedUnique(NamedTuple):
+    """A background job with this (function, unique) completed; until ``expires`` (epoch
+    seconds) a new submission of it is acknowledged and not run. ``result`` is its
+    WORK_COMPLETE data when the server keeps results (``--keep-results``), else empty."""
+
+    function: bytes
+    unique: bytes
+    expires: float
+    result: bytes
+
+
+class StoredWindow(NamedTuple):
+    """A function's own unique window (``uniquewindow`` admin command), in seconds."""
+
+    function: bytes
+    seconds: float
+
+
 class Store(abc.ABC):
     """Where background jobs live until they finish.
 
@@ -105,12 +125,20 @@ class Store(abc.ABC):
         dead_remove: Sequence[int] = (),
         policies: Sequence[StoredPolicy] = (),
         policies_removed: Sequence[bytes] = (),
+        remembered: Sequence[RememberedUnique] = (),
+        remembered_expired: float = 0.0,
+        windows: Sequence[StoredWindow] = (),
+        windows_removed: Sequence[bytes] = (),
     ) -> None:
         """In one transaction, store ``add`` (replacing a row with the same unique and function)
         and delete ``remove`` (by unique and function; missing rows are no error), in that
         order; add the dead letters ``dead_add`` and delete those numbered ``dead_remove``; set
         the retry policies ``policies`` (replacing a function's earlier one) and delete those
-        of the functions ``policies_removed``. Return once it is committed. Raises StoreError;
+        of the functions ``policies_removed``; remember the uniques ``remembered`` (replacing
+        an earlier row of the same function and unique), delete every remembered unique that
+        expires at or before ``remembered_expired`` (when not 0), set the unique windows
+        ``windows`` and delete those of the functions ``windows_removed``. Return once it is
+        committed. Raises StoreError;
         then nothing of it is committed. Running the same commit twice is harmless."""
 
     async def load_dead(self) -> list[DeadLetter]:
@@ -119,6 +147,15 @@ class Store(abc.ABC):
 
     async def load_policies(self) -> list[StoredPolicy]:
         """Every function's own retry policy. Raises StoreError."""
+        return []
+
+    async def load_remembered(self) -> list[RememberedUnique]:
+        """Every remembered unique (expired ones included: the server skips them). Raises
+        StoreError."""
+        return []
+
+    async def load_windows(self) -> list[StoredWindow]:
+        """Every function's own unique window. Raises StoreError."""
         return []
 
     async def close(self) -> None:  # noqa: B027 (optional hook)

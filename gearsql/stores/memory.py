@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gearsql.stores.base import DeadLetter, Store, StoredJob, StoredPolicy
+from gearsql.stores.base import (
+    DeadLetter,
+    RememberedUnique,
+    Store,
+    StoredJob,
+    StoredPolicy,
+    StoredWindow,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -27,5 +34,9 @@ class MemoryStore(Store):
         dead_remove: Sequence[int] = (),
         policies: Sequence[StoredPolicy] = (),
         policies_removed: Sequence[bytes] = (),
+        remembered: Sequence[RememberedUnique] = (),
+        remembered_expired: float = 0.0,
+        windows: Sequence[StoredWindow] = (),
+        windows_removed: Sequence[bytes] = (),
     ) -> None:
         return None

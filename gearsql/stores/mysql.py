@@ -19,7 +19,9 @@ Table layout, gearsql schema version 2 (``SCHEMA_VERSION``)::
 
 Version 2 also creates two tables shared by every queue table in the database, keyed by its
 name: ``gearsql_dead`` (dead letters, numbered by the server) and ``gearsql_retry_policy``
-(retry policies set per function).
+(retry policies set per function). Version 3 adds ``gearsql_unique`` (remembered uniques of
+the unique window, with their expiry and kept result) and ``gearsql_unique_window`` (windows
+set per function).
 
 These are gearmand's columns and key, with three changes of gearsql's own:
 
@@ -80,8 +82,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 from gearsql._mysqlurl import parse_mysql_url
 from gearsql.stores.base import (
     DeadLetter,
+    RememberedUnique,
     StoredJob,
     StoredPolicy,
+    StoredWindow,
     StoreError,
     check_identifier,
 )
@@ -90,7 +94,7 @@ from gearsql.stores.threaded import ReconnectingStore
 __all__ = ["SCHEMA_VERSION", "MySQLStore"]
 
 #: Version of gearsql's own changes to gearmand's table layout (kept in ``gearsql_schema``).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Client errors and server errors that mean the connection is gone (not that the statement
 #: was wrong): reconnecting and running the operation again may succeed.
@@ -335,6 +339,18 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
             "function_name VARBINARY(512), attempts INT, base DOUBLE, max_delay DOUBLE, "
             "PRIMARY KEY (queue_table, function_name)) ENGINE=InnoDB"
         )
+        cursor.execute(
+            "CREATE TABLE IF NOT EXISTS gearsql_unique ("
+            "queue_table VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin, "
+            "function_name VARBINARY(512), unique_key VARBINARY(64), expires DOUBLE, "
+            "result LONGBLOB, PRIMARY KEY (queue_table, function_name, unique_key)) ENGINE=InnoDB"
+        )
+        cursor.execute(
+            "CREATE TABLE IF NOT EXISTS gearsql_unique_window ("
+            "queue_table VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin, "
+            "function_name VARBINARY(512), seconds DOUBLE, "
+            "PRIMARY KEY (queue_table, function_name)) ENGINE=InnoDB"
+        )
         changes = self._schema_changes(cursor)
         if changes:
             cursor.execute(f"ALTER TABLE `{table}` " + ", ".join(changes))
@@ -503,6 +519,36 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
             for function, attempts, base, limit in _fetch(cursor)
         ]
 
+    async def load_remembered(self) -> list[RememberedUnique]:
+        return await self._run(self._call, "load", self._load_remembered)
+
+    def _load_remembered(self, cursor: MySQLCursorAbstract) -> list[RememberedUnique]:
+        cursor.execute(
+            "SELECT function_name, unique_key, expires, result FROM gearsql_unique "
+            "WHERE queue_table = %s",
+            (self.table,),
+        )
+        return [
+            RememberedUnique(
+                _as_bytes(function), _as_bytes(unique), float(_as_text(expires)),
+                _as_bytes(result),
+            )
+            for function, unique, expires, result in _fetch(cursor)
+        ]
+
+    async def load_windows(self) -> list[StoredWindow]:
+        return await self._run(self._call, "load", self._load_windows)
+
+    def _load_windows(self, cursor: MySQLCursorAbstract) -> list[StoredWindow]:
+        cursor.execute(
+            "SELECT function_name, seconds FROM gearsql_unique_window WHERE queue_table = %s",
+            (self.table,),
+        )
+        return [
+            StoredWindow(_as_bytes(function), float(_as_text(seconds)))
+            for function, seconds in _fetch(cursor)
+        ]
+
     async def commit(
         self,
         add: Sequence[StoredJob],
@@ -512,9 +558,14 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
         dead_remove: Sequence[int] = (),
         policies: Sequence[StoredPolicy] = (),
         policies_removed: Sequence[bytes] = (),
+        remembered: Sequence[RememberedUnique] = (),
+        remembered_expired: float = 0.0,
+        windows: Sequence[StoredWindow] = (),
+        windows_removed: Sequence[bytes] = (),
     ) -> None:
         await self._run(
-            self._commit, add, remove, dead_add, dead_remove, policies, policies_removed
+            self._commit, add, remove, dead_add, dead_remove, policies, policies_removed,
+            remembered, remembered_expired, windows, windows_removed,
         )
 
     def _commit(
@@ -525,8 +576,15 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
         dead_remove: Sequence[int] = (),
         policies: Sequence[StoredPolicy] = (),
         policies_removed: Sequence[bytes] = (),
+        remembered: Sequence[RememberedUnique] = (),
+        remembered_expired: float = 0.0,
+        windows: Sequence[StoredWindow] = (),
+        windows_removed: Sequence[bytes] = (),
     ) -> None:
-        if not (add or remove or dead_add or dead_remove or policies or policies_removed):
+        if not (
+            add or remove or dead_add or dead_remove or policies or policies_removed
+            or remembered or remembered_expired or windows or windows_removed
+        ):
             return
         table = self.table
 
@@ -558,6 +616,30 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
             for name in policies_removed:
                 cursor.execute(
                     "DELETE FROM gearsql_retry_policy WHERE queue_table = %s "
+                    "AND function_name = %s",
+                    (table, name),
+                )
+            if remembered_expired:
+                cursor.execute(
+                    "DELETE FROM gearsql_unique WHERE queue_table = %s AND expires <= %s",
+                    (table, remembered_expired),
+                )
+            for entry in remembered:
+                cursor.execute(
+                    "INSERT INTO gearsql_unique (queue_table, function_name, unique_key, "
+                    "expires, result) VALUES (%s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
+                    "expires = VALUES(expires), result = VALUES(result)",
+                    (table, *entry),
+                )
+            for window in windows:
+                cursor.execute(
+                    "INSERT INTO gearsql_unique_window (queue_table, function_name, seconds) "
+                    "VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE seconds = VALUES(seconds)",
+                    (table, *window),
+                )
+            for name in windows_removed:
+                cursor.execute(
+                    "DELETE FROM gearsql_unique_window WHERE queue_table = %s "
                     "AND function_name = %s",
                     (table, name),
                 )

@@ -27,6 +27,8 @@ Version 2 adds what retries and dead letters need: ``gearsql_retries INTEGER`` a
 its columns, so it still reads and writes the table), and two tables shared by every queue
 table in the database, keyed by its name: ``gearsql_dead`` (dead letters, numbered by the
 server) and ``gearsql_retry_policy`` (retry policies set per function), with bytea keys.
+Version 3 adds ``gearsql_unique`` (remembered uniques of the unique window, with their expiry
+and kept result) and ``gearsql_unique_window`` (windows set per function), keyed the same way.
 
 Rows that gearmand wrote (text only, bytea NULL) get their bytea key from the text
 (``convert_to(..., 'UTF8')``, byte-exact in a UTF-8 database) during the migration and again on
@@ -61,7 +63,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -70,8 +72,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from gearsql.stores.base import (
     DeadLetter,
+    RememberedUnique,
     StoredJob,
     StoredPolicy,
+    StoredWindow,
     StoreError,
     check_identifier,
 )
@@ -82,7 +86,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 log = logging.getLogger("gearsql.stores.postgres")
 
 #: Version of gearsql's own additions to the table layout (kept in ``gearsql_schema``).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Connection settings used unless the DSN sets them.
 CONNECT_DEFAULTS: dict[str, Any] = {
@@ -363,6 +367,19 @@ class PostgresStore(ReconnectingStore[Connection]):
                     " function_bytes BYTEA, attempts INTEGER, base DOUBLE PRECISION,"
                     " max_delay DOUBLE PRECISION, PRIMARY KEY (queue_table, function_bytes))"
                 )
+            if version < 3:
+                # Uniques that remember: remembered uniques, and windows set per function.
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS gearsql_unique (queue_table TEXT,"
+                    " function_bytes BYTEA, unique_bytes BYTEA, expires DOUBLE PRECISION,"
+                    " result BYTEA, PRIMARY KEY (queue_table, function_bytes, unique_bytes))"
+                )
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS gearsql_unique_window (queue_table TEXT,"
+                    " function_bytes BYTEA, seconds DOUBLE PRECISION,"
+                    " PRIMARY KEY (queue_table, function_bytes))"
+                )
+            if version < SCHEMA_VERSION:
                 conn.execute(
                     "INSERT INTO gearsql_schema (name, version) VALUES (%s, %s)"
                     " ON CONFLICT (name) DO UPDATE SET version = excluded.version",
@@ -430,6 +447,33 @@ class PostgresStore(ReconnectingStore[Connection]):
             for function, attempts, base, limit in rows
         ]
 
+    async def load_remembered(self) -> list[RememberedUnique]:
+        return await self._run(self._call, "load", self._load_remembered)
+
+    def _load_remembered(self, conn: Connection) -> list[RememberedUnique]:
+        with conn.cursor(binary=True) as cursor:
+            rows = cursor.execute(
+                "SELECT function_bytes, unique_bytes, expires, result FROM gearsql_unique"
+                " WHERE queue_table = %s",
+                (self.table,),
+            ).fetchall()
+        return [
+            RememberedUnique(bytes(function), bytes(unique), float(expires), bytes(result or b""))
+            for function, unique, expires, result in rows
+        ]
+
+    async def load_windows(self) -> list[StoredWindow]:
+        return await self._run(self._call, "load", self._load_windows)
+
+    def _load_windows(self, conn: Connection) -> list[StoredWindow]:
+        with conn.cursor(binary=True) as cursor:
+            rows = cursor.execute(
+                "SELECT function_bytes, seconds FROM gearsql_unique_window"
+                " WHERE queue_table = %s",
+                (self.table,),
+            ).fetchall()
+        return [StoredWindow(bytes(function), float(seconds)) for function, seconds in rows]
+
     async def commit(
         self,
         add: Sequence[StoredJob],
@@ -439,13 +483,19 @@ class PostgresStore(ReconnectingStore[Connection]):
         dead_remove: Sequence[int] = (),
         policies: Sequence[StoredPolicy] = (),
         policies_removed: Sequence[bytes] = (),
+        remembered: Sequence[RememberedUnique] = (),
+        remembered_expired: float = 0.0,
+        windows: Sequence[StoredWindow] = (),
+        windows_removed: Sequence[bytes] = (),
     ) -> None:
-        if dead_add or dead_remove or policies or policies_removed:
+        uniques = _UniqueWrites(remembered, remembered_expired, windows, windows_removed)
+        if dead_add or dead_remove or policies or policies_removed or any(uniques):
             await self._run(
                 self._call,
                 "commit",
                 lambda conn: self._commit_more(
-                    conn, add, remove, dead_add, dead_remove, policies, policies_removed
+                    conn, add, remove, dead_add, dead_remove, policies, policies_removed,
+                    uniques,
                 ),
             )
             return
@@ -462,9 +512,11 @@ class PostgresStore(ReconnectingStore[Connection]):
         dead_remove: Sequence[int],
         policies: Sequence[StoredPolicy],
         policies_removed: Sequence[bytes],
+        uniques: _UniqueWrites,
     ) -> None:
-        """A commit with dead letters or retry policies in it: several statements, one
-        transaction (rare: only failures and admin commands bring these)."""
+        """A commit with dead letters, retry policies or remembered uniques in it: several
+        statements, one transaction (only failures, admin commands and the completions of
+        jobs under a unique window bring these)."""
         with conn.transaction():
             if add or remove:
                 self._commit(conn, add, remove)
@@ -498,6 +550,32 @@ class PostgresStore(ReconnectingStore[Connection]):
                         " AND function_bytes = %b",
                         [(table, name) for name in policies_removed],
                     )
+                if uniques.expired:
+                    cursor.execute(
+                        "DELETE FROM gearsql_unique WHERE queue_table = %s AND expires <= %s",
+                        (table, uniques.expired),
+                    )
+                if uniques.remembered:
+                    cursor.executemany(
+                        "INSERT INTO gearsql_unique (queue_table, function_bytes, unique_bytes,"
+                        " expires, result) VALUES (%s, %b, %b, %s, %b)"
+                        " ON CONFLICT (queue_table, function_bytes, unique_bytes) DO UPDATE"
+                        " SET expires = excluded.expires, result = excluded.result",
+                        [(table, *entry) for entry in uniques.remembered],
+                    )
+                if uniques.windows:
+                    cursor.executemany(
+                        "INSERT INTO gearsql_unique_window (queue_table, function_bytes,"
+                        " seconds) VALUES (%s, %b, %s) ON CONFLICT (queue_table,"
+                        " function_bytes) DO UPDATE SET seconds = excluded.seconds",
+                        [(table, *window) for window in uniques.windows],
+                    )
+                if uniques.windows_removed:
+                    cursor.executemany(
+                        "DELETE FROM gearsql_unique_window WHERE queue_table = %s"
+                        " AND function_bytes = %b",
+                        [(table, name) for name in uniques.windows_removed],
+                    )
 
     def _commit(
         self, conn: Connection, add: Sequence[StoredJob], remove: Sequence[StoredJob]
@@ -518,6 +596,15 @@ class PostgresStore(ReconnectingStore[Connection]):
 
     def _close(self) -> None:
         self._discard()
+
+
+class _UniqueWrites(NamedTuple):
+    """The unique window's part of a commit (see :meth:`Store.commit`)."""
+
+    remembered: Sequence[RememberedUnique]
+    expired: float
+    windows: Sequence[StoredWindow]
+    windows_removed: Sequence[bytes]
 
 
 def _add_columns(add: Sequence[StoredJob]) -> tuple[list[Any], ...]:

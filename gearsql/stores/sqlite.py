@@ -11,7 +11,9 @@ The version of gearsql's own additions to the layout is kept per table in ``gear
 gearsql knows is refused. Version 2 adds ``gearsql_retries`` and ``gearsql_error`` to the queue
 table (a job's failed runs and last error, for retries with backoff) and two tables shared by
 every queue table in the file, keyed by its name: ``gearsql_dead`` (dead letters) and
-``gearsql_retry_policy`` (retry policies set per function). Keys there are BLOBs, byte-exact.
+``gearsql_retry_policy`` (retry policies set per function). Version 3 adds two more, for the
+unique window: ``gearsql_unique`` (remembered uniques with their expiry and kept result) and
+``gearsql_unique_window`` (windows set per function). Keys there are BLOBs, byte-exact.
 
 One server per file: a lock file beside it (``<file>.lock``, holding the server's pid) keeps a
 second one out.
@@ -28,8 +30,10 @@ from typing import Any
 
 from gearsql.stores.base import (
     DeadLetter,
+    RememberedUnique,
     StoredJob,
     StoredPolicy,
+    StoredWindow,
     StoreError,
     check_identifier,
 )
@@ -38,7 +42,7 @@ from gearsql.stores.threaded import ThreadedStore
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "default_sqlite_path"]
 
 #: Version of gearsql's own additions to the table layout (kept in ``gearsql_schema``).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def default_sqlite_path() -> Path:
@@ -182,6 +186,16 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
             "function_name BLOB, attempts INTEGER, base REAL, max_delay REAL, "
             "PRIMARY KEY (queue_table, function_name))"
         )
+        # Version 3: uniques that remember (the unique window).
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS gearsql_unique (queue_table TEXT, function_name BLOB, "
+            "unique_key BLOB, expires REAL, result BLOB, "
+            "PRIMARY KEY (queue_table, function_name, unique_key))"
+        )
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS gearsql_unique_window (queue_table TEXT, "
+            "function_name BLOB, seconds REAL, PRIMARY KEY (queue_table, function_name))"
+        )
         conn.execute(
             "INSERT OR REPLACE INTO gearsql_schema (name, version) VALUES (?, ?)",
             (table, SCHEMA_VERSION),
@@ -251,6 +265,40 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
             for function, attempts, base, limit in rows
         ]
 
+    async def load_remembered(self) -> list[RememberedUnique]:
+        return await self._run(self._load_remembered)
+
+    def _load_remembered(self) -> list[RememberedUnique]:
+        conn = self._connection()
+        try:
+            rows = conn.execute(
+                "SELECT function_name, unique_key, expires, result FROM gearsql_unique "
+                "WHERE queue_table = ?",
+                (self.table,),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the SQLite remembered uniques: {exc}") from exc
+        return [
+            RememberedUnique(
+                _as_bytes(function), _as_bytes(unique), float(expires), _as_bytes(result)
+            )
+            for function, unique, expires, result in rows
+        ]
+
+    async def load_windows(self) -> list[StoredWindow]:
+        return await self._run(self._load_windows)
+
+    def _load_windows(self) -> list[StoredWindow]:
+        conn = self._connection()
+        try:
+            rows = conn.execute(
+                "SELECT function_name, seconds FROM gearsql_unique_window WHERE queue_table = ?",
+                (self.table,),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the SQLite unique windows: {exc}") from exc
+        return [StoredWindow(_as_bytes(function), float(seconds)) for function, seconds in rows]
+
     async def commit(
         self,
         add: Sequence[StoredJob],
@@ -260,9 +308,14 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
         dead_remove: Sequence[int] = (),
         policies: Sequence[StoredPolicy] = (),
         policies_removed: Sequence[bytes] = (),
+        remembered: Sequence[RememberedUnique] = (),
+        remembered_expired: float = 0.0,
+        windows: Sequence[StoredWindow] = (),
+        windows_removed: Sequence[bytes] = (),
     ) -> None:
         await self._run(
-            self._commit, add, remove, dead_add, dead_remove, policies, policies_removed
+            self._commit, add, remove, dead_add, dead_remove, policies, policies_removed,
+            remembered, remembered_expired, windows, windows_removed,
         )
 
     def _commit(
@@ -273,6 +326,10 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
         dead_remove: Sequence[int] = (),
         policies: Sequence[StoredPolicy] = (),
         policies_removed: Sequence[bytes] = (),
+        remembered: Sequence[RememberedUnique] = (),
+        remembered_expired: float = 0.0,
+        windows: Sequence[StoredWindow] = (),
+        windows_removed: Sequence[bytes] = (),
     ) -> None:
         conn = self._connection()
         table = self.table
@@ -316,6 +373,29 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
                 conn.executemany(
                     "DELETE FROM gearsql_retry_policy WHERE queue_table = ? AND function_name = ?",
                     [(table, name) for name in policies_removed],
+                )
+            if remembered_expired:
+                conn.execute(
+                    "DELETE FROM gearsql_unique WHERE queue_table = ? AND expires <= ?",
+                    (table, remembered_expired),
+                )
+            if remembered:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO gearsql_unique (queue_table, function_name, "
+                    "unique_key, expires, result) VALUES (?, ?, ?, ?, ?)",
+                    [(table, *entry) for entry in remembered],
+                )
+            if windows:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO gearsql_unique_window (queue_table, function_name, "
+                    "seconds) VALUES (?, ?, ?)",
+                    [(table, *window) for window in windows],
+                )
+            if windows_removed:
+                conn.executemany(
+                    "DELETE FROM gearsql_unique_window WHERE queue_table = ? "
+                    "AND function_name = ?",
+                    [(table, name) for name in windows_removed],
                 )
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
