@@ -1326,7 +1326,16 @@ class JobServerCore:
             job = heapq.heappop(delayed)[2]
             # A job cancelled while due later was let go at once: only SCHEDULED and RETRYING
             # ones are left.
-            if job.state is SCHEDULED or job.state is RETRYING:
+            if job.state is SCHEDULED:
+                self._move(job, QUEUE)
+                # The operator (and the on-time test) can see how late the timer fired.
+                self.notice(
+                    "DEBUG",
+                    f"Epoch job {job.handle.decode('latin-1')} due at {int(job.when)}"
+                    f" queued at {now:.3f}",
+                    key="epoch-due",
+                )
+            elif job.state is RETRYING:
                 self._move(job, QUEUE)
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
