@@ -12,6 +12,7 @@ import enum
 from collections import deque
 from typing import NamedTuple
 
+from gearsql._cron import CronSpec
 from gearsql.protocol import Priority
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "Notice",
     "PendingAck",
     "RetryPolicy",
+    "Schedule",
     "Session",
     "after_loss",
     "backoff_delay",
@@ -405,6 +407,24 @@ class RetryPolicy(NamedTuple):
     @property
     def active(self) -> bool:
         return self.attempts > 0
+
+
+class Schedule:
+    """A recurring job (``schedule add``): ``function`` with ``data`` at each time ``spec``
+    matches. ``due`` is its next tick (epoch seconds, UTC minutes), None when the spec never
+    matches again."""
+
+    __slots__ = ("data", "due", "function", "name", "spec")
+
+    def __init__(self, name: bytes, function: bytes, spec: CronSpec, data: bytes):
+        self.name = name
+        self.function = function
+        self.spec = spec
+        self.data = data
+        self.due: int | None = None
+
+    def __repr__(self) -> str:
+        return f"<Schedule {self.name!r} {self.spec.text!r} due {self.due}>"
 
 
 def backoff_delay(policy: RetryPolicy, failures: int, jitter: float) -> float:

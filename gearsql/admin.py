@@ -293,6 +293,50 @@ def _unique_window(core: JobServerCore, session: Session, words: list[bytes]) ->
     return OK
 
 
+#: Longest schedule name: its ticks' uniques (``NAME@EPOCH``) must fit Gearman's 64 bytes.
+MAX_SCHEDULE_NAME = 40
+
+
+def _schedule(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
+    """``schedule list``: ``NAME\tFUNCTION\tM H DOM MON DOW\tNEXT\tSIZE`` per schedule;
+    ``schedule add NAME FUNCTION M H DOM MON DOW [DATA...]`` (``OK NEXT``) and ``schedule
+    remove NAME``."""
+    from gearsql._cron import CronError, next_tick, parse_cron
+
+    action = words[1].lower() if len(words) > 1 else b""
+    if action == b"list" and len(words) == 2:
+        lines = [
+            b"%s\t%s\t%s\t%d\t%d\n"
+            % (
+                escape_name(item.name), escape_name(item.function), item.spec.text.encode(),
+                item.due or 0, len(item.data),
+            )
+            for item in core.schedules.values()
+        ]
+        return b"".join(lines) + b".\n"
+    if action not in (b"add", b"remove"):
+        return _incomplete(words[0])
+    if not session.trusted:
+        return ERR_PERMISSION
+    if action == b"remove":
+        if len(words) != 3:
+            return _incomplete(words[0])
+        return OK if core.remove_schedule(words[2]) else b"ERR UNKNOWN_SCHEDULE\r\n"
+    if len(words) < 9:
+        return _incomplete(words[0])
+    name, function = words[2], words[3]
+    if len(name) > MAX_SCHEDULE_NAME or b"@" in name or len(function) > core.max_function_name:
+        return _incomplete(words[0])
+    try:
+        spec = parse_cron(b" ".join(words[4:9]).decode("ascii"))
+    except (CronError, UnicodeDecodeError):
+        return _incomplete(words[0])
+    if next_tick(spec, core.clock()) is None:  # February 30 and the like
+        return _incomplete(words[0])
+    schedule = core.add_schedule(name, function, spec, b" ".join(words[9:]))
+    return b"OK %d\r\n" % (schedule.due or 0)
+
+
 def _create(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
     if len(words) != 3 or words[1].lower() != b"function":
         return _incomplete(words[0])
@@ -375,6 +419,7 @@ ADMIN_COMMANDS: dict[bytes, Callable[[JobServerCore, Session, list[bytes]], byte
     # gearsql's own: retries and dead letters.
     b"retries": _retries,
     b"uniquewindow": _unique_window,
+    b"schedule": _schedule,
     b"retry": _retry,
     b"purge": _purge,
     b"deadstatus": _dead_status,

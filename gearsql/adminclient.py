@@ -38,6 +38,7 @@ __all__ = [
     "JobInfo",
     "PriorityStatus",
     "RetrySettings",
+    "ScheduleInfo",
     "WorkerInfo",
     "find_reply_end",
     "format_address",
@@ -110,6 +111,18 @@ class JobInfo(NamedTuple):
     attempts: int | None = None
     state: str | None = None
     error: bytes | None = None
+
+
+class ScheduleInfo(NamedTuple):
+    """One line of ``schedule list`` (gearsql only): a recurring job. ``spec`` is the cron
+    expression (UTC), ``due`` its next tick in epoch seconds (0: none), ``size`` the payload's
+    length; ``name`` and ``function`` as the server escapes them in lists."""
+
+    name: bytes
+    function: bytes
+    spec: str
+    due: int
+    size: int
 
 
 class DeadLetterInfo(NamedTuple):
@@ -294,6 +307,10 @@ def parse_dead(lines: list[bytes]) -> list[DeadLetterInfo]:
 
 
 _UNSENDABLE = {b" ": "a space", b"\r": "a carriage return", b"\n": "a line break", b"\0": "a NUL"}
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
 
 def _word(value: bytes | str, what: str) -> bytes:
@@ -553,6 +570,45 @@ class AdminClient:
                 raise InvalidArgument("the unique window is 0 or more seconds")
             line += f" {float(seconds)!r}".encode()
         self._ok(line)
+
+    def schedules(self) -> list[ScheduleInfo]:
+        """The server's recurring schedules."""
+        found = []
+        for line in self._list(b"schedule list"):
+            fields = line.split(b"\t")
+            try:
+                found.append(
+                    ScheduleInfo(
+                        fields[0], fields[1], fields[2].decode("ascii"), int(fields[3]),
+                        int(fields[4]),
+                    )
+                )
+            except (IndexError, ValueError, UnicodeDecodeError):
+                raise AdminProtocolError(f"bad schedule line {line[:200]!r}") from None
+        return found
+
+    def add_schedule(
+        self, name: bytes | str, function: bytes | str, spec: str, data: bytes | str = b""
+    ) -> int:
+        """Define (or replace) schedule ``name``: a background job of ``function`` with
+        ``data`` at each UTC minute the cron expression ``spec`` (minute hour day-of-month
+        month weekday) matches, kept in the server's store. Returns its next tick (epoch
+        seconds). Raises AdminError (INVALID_ARGUMENTS) for an expression the server refuses."""
+        line = b"schedule add %s %s %s" % (
+            _word(name, "schedule name"), _word(function, "function name"),
+            b" ".join(_word(part, "cron field") for part in spec.split()),
+        )
+        if data:
+            line += b" " + b" ".join(_word(part, "data") for part in _as_bytes(data).split())
+        value = self._ok(line)
+        try:
+            return int(value)
+        except ValueError:
+            raise AdminProtocolError(f"bad schedule add reply {value[:200]!r}") from None
+
+    def remove_schedule(self, name: bytes | str) -> None:
+        """Remove schedule ``name``. Raises AdminError (UNKNOWN_SCHEDULE) if there is none."""
+        self._ok(b"schedule remove " + _word(name, "schedule name"))
 
     def show_dead(self, function: bytes | str | None = None) -> list[DeadLetterInfo]:
         """The dead letters, oldest first (only those of ``function`` if given)."""

@@ -58,6 +58,12 @@ gets WORK_COMPLETE with the kept result when ``keep_results``, else it runs). Ex
 their own heap, purged by :meth:`run_timers`, so memory holds only the uniques of one window. In a
 durable store they travel with the group commit (``remembered_added``, ``remembered_expired``).
 
+**Schedules.** A :class:`~gearsql._corestate.Schedule` (``schedule add``) waits on its own
+heap for its next tick (:func:`~gearsql._cron.next_tick`); :meth:`_tick` submits its
+background job with the unique ``NAME@EPOCH`` and moves it on to the first tick after now (no
+burst of missed ticks; a clock set back repeats nothing), and a durable core writes the new
+next tick (``schedule_changes``) in the group commit that stores the job.
+
 What a client cannot make the core keep: an abandoned foreground job drops its payload at once
 (no worker will ever read it), and a queue compacts itself (DISCARD of every cancelled job in it)
 as soon as cancelled jobs are half of it, so cancelled jobs never outnumber live ones. A
@@ -113,11 +119,13 @@ from gearsql._corestate import (  # the short state and event names are for the 
     Notice,
     PendingAck,
     RetryPolicy,
+    Schedule,
     Session,
     after_loss,
     backoff_delay,
     coalescing_key,
 )
+from gearsql._cron import CronSpec, next_tick
 from gearsql.admin import run_admin_command
 from gearsql.protocol import (
     MAX_FUNCTION_NAME,
@@ -144,6 +152,7 @@ __all__ = [
     "JobState",
     "Notice",
     "RetryPolicy",
+    "Schedule",
     "Session",
 ]
 
@@ -329,6 +338,13 @@ class JobServerCore:
         self.remembered_added: list[tuple[bytes, bytes, float, bytes]] = []
         self.remembered_expired = 0.0
         self.window_changes: list[tuple[bytes, float | None]] = []
+        #: Recurring schedules by name (``schedule add``), and their due ticks, soonest first:
+        #: (due, sequence, schedule); an entry whose schedule moved on or went is stale.
+        self.schedules: dict[bytes, Schedule] = {}
+        self._ticks: list[tuple[int, int, Schedule]] = []
+        #: Schedules to write (new, or their next tick moved on; None: removed), committed with
+        #: the tick's job, so a tick is submitted once across a crash.
+        self.schedule_changes: list[tuple[bytes, Schedule | None]] = []
         # Keys of stored jobs that came without a unique: unique per server run and across runs.
         self._anonymous_format = ANONYMOUS_PREFIX + run_id + b":%d"
         self._payload_key_format = ANONYMOUS_PREFIX + b"-" + run_id + b":%d"
@@ -1315,6 +1331,8 @@ class JobServerCore:
             first = self._deadlines[0][0]
         if self._expiries and (first is None or self._expiries[0][0] < first):
             first = self._expiries[0][0]
+        if self._ticks and (first is None or self._ticks[0][0] < first):
+            first = float(self._ticks[0][0])
         return first
 
     def run_timers(self, now: float | None = None) -> None:
@@ -1350,6 +1368,67 @@ class JobServerCore:
                 self._lost(job, "worker timeout")
         if self._expiries and self._expiries[0][0] <= now:
             self._purge_remembered(now)
+        ticks = self._ticks
+        while ticks and ticks[0][0] <= now:
+            due, _, schedule = heapq.heappop(ticks)
+            if schedule.due == due and self.schedules.get(schedule.name) is schedule:
+                self._tick(schedule, now)
+
+    # ------------------------------------------------------------------ schedules
+
+    def add_schedule(
+        self, name: bytes, function: bytes, spec: CronSpec, data: bytes, due: int | None = None
+    ) -> Schedule:
+        """Define (or replace) recurring schedule ``name``: a background job of ``function``
+        with ``data`` at each time ``spec`` matches, from the next one on (``due``: the tick
+        a stored schedule waits for, read back at start-up; it is not written again)."""
+        schedule = Schedule(name, function, spec, data)
+        self.schedules[name] = schedule
+        if due is None:
+            schedule.due = next_tick(spec, self.clock())
+            if self.durable:
+                self.schedule_changes.append((name, schedule))
+                self.pending_writes = True
+        else:
+            schedule.due = due
+        self._arm_tick(schedule)
+        return schedule
+
+    def remove_schedule(self, name: bytes) -> bool:
+        """Forget schedule ``name`` (jobs it submitted already stay); False if there is none."""
+        if self.schedules.pop(name, None) is None:
+            return False
+        if self.durable:
+            self.schedule_changes.append((name, None))
+            self.pending_writes = True
+        return True
+
+    def _arm_tick(self, schedule: Schedule) -> None:
+        if schedule.due is not None:
+            self._seq += 1
+            heapq.heappush(self._ticks, (schedule.due, self._seq, schedule))
+
+    def _tick(self, schedule: Schedule, now: float) -> None:
+        """Submit the job of ``schedule``'s due tick, and move it to its next tick after now:
+        ticks missed while the server was down (or the clock jumped) are not made up, only
+        the one that was due runs. The job's unique names the tick (``NAME@EPOCH``), and the
+        job and the schedule's next tick are committed together."""
+        due = schedule.due
+        assert due is not None
+        self.submit(
+            None, schedule.function, schedule.name + b"@%d" % due, schedule.data,
+            Priority.NORMAL, True,
+        )
+        self.notice(
+            "INFO",
+            f"Schedule {schedule.name.decode('latin-1')} submitted its tick due at {due}",
+            key="schedule",
+        )
+        schedule.due = next_tick(schedule.spec, max(now, due))
+        if self.durable:
+            self.schedule_changes.append((schedule.name, schedule))
+            self.pending_writes = True
+        self._arm_tick(schedule)
 
     # ------------------------------------------------------------------ replay and views
 

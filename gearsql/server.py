@@ -41,13 +41,14 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from gearsql import __version__
+from gearsql._cron import CronError, parse_cron
 from gearsql._limits import (
     DEFAULT_MAX_BUFFER,
     DEFAULT_MAX_FUNCTIONS,
     DEFAULT_MAX_OUTPUT,
     DEFAULT_PACKET_TIMEOUT,
 )
-from gearsql.core import Job, JobServerCore, RetryPolicy, Session
+from gearsql.core import Job, JobServerCore, RetryPolicy, Schedule, Session
 from gearsql.protocol import (
     DEFAULT_MAX_PACKET_SIZE,
     HEADER,
@@ -64,6 +65,7 @@ from gearsql.stores import (
     Store,
     StoredJob,
     StoredPolicy,
+    StoredSchedule,
     StoredWindow,
     StoreError,
     default_store_url,
@@ -507,9 +509,11 @@ class JobServer:
         writes = _Writes(
             core.updated_stored, core.buried, core.purged, core.policy_changes,
             core.remembered_added, core.remembered_expired, core.window_changes,
+            core.schedule_changes,
         )
         core.updated_stored, core.buried, core.purged, core.policy_changes = [], [], [], []
         core.remembered_added, core.remembered_expired, core.window_changes = [], 0.0, []
+        core.schedule_changes = []
         return writes
 
     def _keep_writes(self, writes: _Writes) -> None:
@@ -524,6 +528,7 @@ class JobServer:
         core.remembered_added[:0] = writes.remembered
         core.remembered_expired = max(core.remembered_expired, writes.expired)
         core.window_changes[:0] = writes.windows
+        core.schedule_changes[:0] = writes.schedules
         core.pending_writes = True
 
     async def _commit(
@@ -561,6 +566,18 @@ class JobServer:
                 ],
                 "windows_removed": [
                     name for name, seconds in writes.windows if seconds is None
+                ],
+                # The last change of each schedule is the one that counts.
+                "schedules": [
+                    StoredSchedule(
+                        name, schedule.function, schedule.spec.text, schedule.data,
+                        schedule.due or 0,
+                    )
+                    for name, schedule in dict(writes.schedules).items()
+                    if schedule is not None
+                ],
+                "schedules_removed": [
+                    name for name, schedule in dict(writes.schedules).items() if schedule is None
                 ],
             }
         try:
@@ -791,6 +808,15 @@ class JobServer:
         core = self.core
         for policy in await self.store.load_policies():
             core.retry_policies[policy.function] = RetryPolicy(*policy[1:])
+        for stored in await self.store.load_schedules():
+            try:
+                spec = parse_cron(stored.spec)
+            except CronError as exc:
+                log.warning("schedule %r in the store is ignored: %s", stored.name, exc)
+                continue
+            # A tick missed while the server was down is submitted once, at once (its due
+            # time has passed); the ticks after it are not made up.
+            core.add_schedule(stored.name, stored.function, spec, stored.data, stored.due or None)
         for window in await self.store.load_windows():
             core.unique_windows[window.function] = window.seconds
         now = time.time()
@@ -881,9 +907,10 @@ class _Writes(NamedTuple):
     remembered: list[tuple[bytes, bytes, float, bytes]]
     expired: float
     windows: list[tuple[bytes, float | None]]
+    schedules: list[tuple[bytes, Schedule | None]]
 
 
-_NO_WRITES = _Writes([], [], [], [], [], 0.0, [])
+_NO_WRITES = _Writes([], [], [], [], [], 0.0, [], [])
 
 NOTICE = 25
 logging.addLevelName(NOTICE, "NOTICE")

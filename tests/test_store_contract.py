@@ -26,6 +26,7 @@ from gearsql.stores import (
     Store,
     StoredJob,
     StoredPolicy,
+    StoredSchedule,
     StoredWindow,
     StoreError,
     open_store,
@@ -543,3 +544,30 @@ def test_the_memory_store_remembers_no_uniques(store_url: str) -> None:
 
     run(scenario())
     assert run(load_uniques(store_url)) == ([], [])
+
+
+@durable_only
+def test_schedules_survive_a_reopen_and_their_next_tick_is_rewritten(store_url: str) -> None:
+    nightly = StoredSchedule(b"nightly", b"report", "0 3 * * *", b"all \x00 bytes", 1_765_000_000)
+    odd = StoredSchedule(b"\xff odd", b"fn", "*/5 * * * *", b"", 1_765_000_300)
+
+    async def scenario() -> None:
+        store = await opened(store_url)
+        await store.commit([], [], schedules=[nightly, odd])
+        # A tick: its job and the schedule's next tick in one commit.
+        await store.commit(
+            [job(b"nightly@1765000000")], [], schedules=[nightly._replace(due=1_765_086_400)]
+        )
+        await store.commit([], [], schedules_removed=[b"\xff odd"])
+        await store.close()
+
+    async def load() -> list[StoredSchedule]:
+        store = await opened(store_url)
+        try:
+            return await store.load_schedules()
+        finally:
+            await store.close()
+
+    run(scenario())
+    assert run(load()) == [nightly._replace(due=1_765_086_400)]
+    assert [row.unique for row in run(load_everything(store_url))[0]] == [b"nightly@1765000000"]

@@ -1,5 +1,5 @@
 """The ``gearsql`` command line: ``gearsql server``, ``submit``, ``work``, the admin commands,
-``retries``, ``unique-window``, ``dead``, ``relay`` and ``install``/``uninstall``.
+``retries``, ``unique-window``, ``dead``, ``schedule``, ``relay`` and ``install``/``uninstall``.
 
 One module per command family; this one holds the click group and the console script's entry
 point, and adds each family's commands to the group. What the families share (help settings,
@@ -11,7 +11,7 @@ from __future__ import annotations
 import click
 
 from gearsql import __version__
-from gearsql.cli import admin, install, relay, retries, server, submit, work
+from gearsql.cli import admin, install, relay, retries, schedule, server, submit, work
 from gearsql.cli._options import CONTEXT
 
 __all__ = ["cli", "main"]
@@ -30,6 +30,7 @@ for _command in (
     server.server,
     *admin.COMMANDS,
     *retries.COMMANDS,
+    *schedule.COMMANDS,
     submit.submit,
     work.work,
     relay.relay,

@@ -252,7 +252,7 @@ class _ConfigFileCommand(click.Command):
     "--remote-admin",
     is_flag=True,
     help="Accept mutating admin commands (cancel, drop, create, maxqueue, retries, "
-    "uniquewindow, retry and purge dead) from non-loopback peers.",
+    "uniquewindow, schedule add/remove, retry and purge dead) from non-loopback peers.",
 )
 @click.option(
     "--relay",

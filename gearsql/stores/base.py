@@ -15,6 +15,7 @@ __all__ = [
     "StoreError",
     "StoredJob",
     "StoredPolicy",
+    "StoredSchedule",
     "StoredWindow",
     "check_identifier",
 ]
@@ -93,6 +94,18 @@ class StoredWindow(NamedTuple):
     seconds: float
 
 
+class StoredSchedule(NamedTuple):
+    """A recurring schedule (``schedule add``): a background job of ``function`` with ``data``
+    at each time the cron expression ``spec`` matches; ``due`` is its next tick (epoch
+    seconds), rewritten in the commit that holds the job of the tick before it."""
+
+    name: bytes
+    function: bytes
+    spec: str
+    data: bytes
+    due: int
+
+
 class Store(abc.ABC):
     """Where background jobs live until they finish.
 
@@ -129,6 +142,8 @@ class Store(abc.ABC):
         remembered_expired: float = 0.0,
         windows: Sequence[StoredWindow] = (),
         windows_removed: Sequence[bytes] = (),
+        schedules: Sequence[StoredSchedule] = (),
+        schedules_removed: Sequence[bytes] = (),
     ) -> None:
         """In one transaction, store ``add`` (replacing a row with the same unique and function)
         and delete ``remove`` (by unique and function; missing rows are no error), in that
@@ -137,8 +152,9 @@ class Store(abc.ABC):
         of the functions ``policies_removed``; remember the uniques ``remembered`` (replacing
         an earlier row of the same function and unique), delete every remembered unique that
         expires at or before ``remembered_expired`` (when not 0), set the unique windows
-        ``windows`` and delete those of the functions ``windows_removed``. Return once it is
-        committed. Raises StoreError;
+        ``windows`` and delete those of the functions ``windows_removed``; set the schedules
+        ``schedules`` (replacing one of the same name) and delete those named
+        ``schedules_removed``. Return once it is committed. Raises StoreError;
         then nothing of it is committed. Running the same commit twice is harmless."""
 
     async def load_dead(self) -> list[DeadLetter]:
@@ -156,6 +172,10 @@ class Store(abc.ABC):
 
     async def load_windows(self) -> list[StoredWindow]:
         """Every function's own unique window. Raises StoreError."""
+        return []
+
+    async def load_schedules(self) -> list[StoredSchedule]:
+        """Every recurring schedule. Raises StoreError."""
         return []
 
     async def close(self) -> None:  # noqa: B027 (optional hook)

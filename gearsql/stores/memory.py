@@ -10,6 +10,7 @@ from gearsql.stores.base import (
     Store,
     StoredJob,
     StoredPolicy,
+    StoredSchedule,
     StoredWindow,
 )
 
@@ -38,5 +39,7 @@ class MemoryStore(Store):
         remembered_expired: float = 0.0,
         windows: Sequence[StoredWindow] = (),
         windows_removed: Sequence[bytes] = (),
+        schedules: Sequence[StoredSchedule] = (),
+        schedules_removed: Sequence[bytes] = (),
     ) -> None:
         return None

@@ -20,8 +20,8 @@ Table layout, gearsql schema version 2 (``SCHEMA_VERSION``)::
 Version 2 also creates two tables shared by every queue table in the database, keyed by its
 name: ``gearsql_dead`` (dead letters, numbered by the server) and ``gearsql_retry_policy``
 (retry policies set per function). Version 3 adds ``gearsql_unique`` (remembered uniques of
-the unique window, with their expiry and kept result) and ``gearsql_unique_window`` (windows
-set per function).
+the unique window, with their expiry and kept result), ``gearsql_unique_window`` (windows
+set per function) and ``gearsql_schedule`` (recurring schedules with their next tick).
 
 These are gearmand's columns and key, with three changes of gearsql's own:
 
@@ -85,6 +85,7 @@ from gearsql.stores.base import (
     RememberedUnique,
     StoredJob,
     StoredPolicy,
+    StoredSchedule,
     StoredWindow,
     StoreError,
     check_identifier,
@@ -351,6 +352,12 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
             "function_name VARBINARY(512), seconds DOUBLE, "
             "PRIMARY KEY (queue_table, function_name)) ENGINE=InnoDB"
         )
+        cursor.execute(
+            "CREATE TABLE IF NOT EXISTS gearsql_schedule ("
+            "queue_table VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin, "
+            "name VARBINARY(64), function_name VARBINARY(512), spec VARCHAR(255), "
+            "data LONGBLOB, due BIGINT, PRIMARY KEY (queue_table, name)) ENGINE=InnoDB"
+        )
         changes = self._schema_changes(cursor)
         if changes:
             cursor.execute(f"ALTER TABLE `{table}` " + ", ".join(changes))
@@ -549,6 +556,23 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
             for function, seconds in _fetch(cursor)
         ]
 
+    async def load_schedules(self) -> list[StoredSchedule]:
+        return await self._run(self._call, "load", self._load_schedules)
+
+    def _load_schedules(self, cursor: MySQLCursorAbstract) -> list[StoredSchedule]:
+        cursor.execute(
+            "SELECT name, function_name, spec, data, due FROM gearsql_schedule "
+            "WHERE queue_table = %s ORDER BY name",
+            (self.table,),
+        )
+        return [
+            StoredSchedule(
+                _as_bytes(name), _as_bytes(function), _as_text(spec), _as_bytes(data),
+                _as_int(due),
+            )
+            for name, function, spec, data, due in _fetch(cursor)
+        ]
+
     async def commit(
         self,
         add: Sequence[StoredJob],
@@ -562,10 +586,13 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
         remembered_expired: float = 0.0,
         windows: Sequence[StoredWindow] = (),
         windows_removed: Sequence[bytes] = (),
+        schedules: Sequence[StoredSchedule] = (),
+        schedules_removed: Sequence[bytes] = (),
     ) -> None:
         await self._run(
             self._commit, add, remove, dead_add, dead_remove, policies, policies_removed,
-            remembered, remembered_expired, windows, windows_removed,
+            remembered, remembered_expired, windows, windows_removed, schedules,
+            schedules_removed,
         )
 
     def _commit(
@@ -580,10 +607,13 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
         remembered_expired: float = 0.0,
         windows: Sequence[StoredWindow] = (),
         windows_removed: Sequence[bytes] = (),
+        schedules: Sequence[StoredSchedule] = (),
+        schedules_removed: Sequence[bytes] = (),
     ) -> None:
         if not (
             add or remove or dead_add or dead_remove or policies or policies_removed
             or remembered or remembered_expired or windows or windows_removed
+            or schedules or schedules_removed
         ):
             return
         table = self.table
@@ -641,6 +671,19 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
                 cursor.execute(
                     "DELETE FROM gearsql_unique_window WHERE queue_table = %s "
                     "AND function_name = %s",
+                    (table, name),
+                )
+            for schedule in schedules:
+                cursor.execute(
+                    "INSERT INTO gearsql_schedule (queue_table, name, function_name, spec, "
+                    "data, due) VALUES (%s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
+                    "function_name = VALUES(function_name), spec = VALUES(spec), "
+                    "data = VALUES(data), due = VALUES(due)",
+                    (table, *schedule),
+                )
+            for name in schedules_removed:
+                cursor.execute(
+                    "DELETE FROM gearsql_schedule WHERE queue_table = %s AND name = %s",
                     (table, name),
                 )
             cursor.execute("COMMIT")

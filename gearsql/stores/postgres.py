@@ -28,7 +28,8 @@ its columns, so it still reads and writes the table), and two tables shared by e
 table in the database, keyed by its name: ``gearsql_dead`` (dead letters, numbered by the
 server) and ``gearsql_retry_policy`` (retry policies set per function), with bytea keys.
 Version 3 adds ``gearsql_unique`` (remembered uniques of the unique window, with their expiry
-and kept result) and ``gearsql_unique_window`` (windows set per function), keyed the same way.
+and kept result), ``gearsql_unique_window`` (windows set per function) and
+``gearsql_schedule`` (recurring schedules with their next tick), keyed the same way.
 
 Rows that gearmand wrote (text only, bytea NULL) get their bytea key from the text
 (``convert_to(..., 'UTF8')``, byte-exact in a UTF-8 database) during the migration and again on
@@ -75,6 +76,7 @@ from gearsql.stores.base import (
     RememberedUnique,
     StoredJob,
     StoredPolicy,
+    StoredSchedule,
     StoredWindow,
     StoreError,
     check_identifier,
@@ -379,6 +381,11 @@ class PostgresStore(ReconnectingStore[Connection]):
                     " function_bytes BYTEA, seconds DOUBLE PRECISION,"
                     " PRIMARY KEY (queue_table, function_bytes))"
                 )
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS gearsql_schedule (queue_table TEXT,"
+                    " name_bytes BYTEA, function_bytes BYTEA, spec TEXT, data BYTEA, due BIGINT,"
+                    " PRIMARY KEY (queue_table, name_bytes))"
+                )
             if version < SCHEMA_VERSION:
                 conn.execute(
                     "INSERT INTO gearsql_schema (name, version) VALUES (%s, %s)"
@@ -474,6 +481,25 @@ class PostgresStore(ReconnectingStore[Connection]):
             ).fetchall()
         return [StoredWindow(bytes(function), float(seconds)) for function, seconds in rows]
 
+    async def load_schedules(self) -> list[StoredSchedule]:
+        return await self._run(self._call, "load", self._load_schedules)
+
+    def _load_schedules(self, conn: Connection) -> list[StoredSchedule]:
+        with conn.cursor(binary=True) as cursor:
+            rows = cursor.execute(
+                "SELECT name_bytes, function_bytes, spec, data, due FROM gearsql_schedule"
+                " WHERE queue_table = %s ORDER BY name_bytes",
+                (self.table,),
+            ).fetchall()
+        return [
+            StoredSchedule(
+                bytes(name), bytes(function),
+                spec.decode() if isinstance(spec, bytes) else str(spec),
+                bytes(data or b""), int(due or 0),
+            )
+            for name, function, spec, data, due in rows
+        ]
+
     async def commit(
         self,
         add: Sequence[StoredJob],
@@ -487,8 +513,13 @@ class PostgresStore(ReconnectingStore[Connection]):
         remembered_expired: float = 0.0,
         windows: Sequence[StoredWindow] = (),
         windows_removed: Sequence[bytes] = (),
+        schedules: Sequence[StoredSchedule] = (),
+        schedules_removed: Sequence[bytes] = (),
     ) -> None:
-        uniques = _UniqueWrites(remembered, remembered_expired, windows, windows_removed)
+        uniques = _UniqueWrites(
+            remembered, remembered_expired, windows, windows_removed, schedules,
+            schedules_removed,
+        )
         if dead_add or dead_remove or policies or policies_removed or any(uniques):
             await self._run(
                 self._call,
@@ -576,6 +607,20 @@ class PostgresStore(ReconnectingStore[Connection]):
                         " AND function_bytes = %b",
                         [(table, name) for name in uniques.windows_removed],
                     )
+                if uniques.schedules:
+                    cursor.executemany(
+                        "INSERT INTO gearsql_schedule (queue_table, name_bytes, function_bytes,"
+                        " spec, data, due) VALUES (%s, %b, %b, %s, %b, %s) ON CONFLICT"
+                        " (queue_table, name_bytes) DO UPDATE SET function_bytes ="
+                        " excluded.function_bytes, spec = excluded.spec, data = excluded.data,"
+                        " due = excluded.due",
+                        [(table, *schedule) for schedule in uniques.schedules],
+                    )
+                if uniques.schedules_removed:
+                    cursor.executemany(
+                        "DELETE FROM gearsql_schedule WHERE queue_table = %s AND name_bytes = %b",
+                        [(table, name) for name in uniques.schedules_removed],
+                    )
 
     def _commit(
         self, conn: Connection, add: Sequence[StoredJob], remove: Sequence[StoredJob]
@@ -605,6 +650,8 @@ class _UniqueWrites(NamedTuple):
     expired: float
     windows: Sequence[StoredWindow]
     windows_removed: Sequence[bytes]
+    schedules: Sequence[StoredSchedule]
+    schedules_removed: Sequence[bytes]
 
 
 def _add_columns(add: Sequence[StoredJob]) -> tuple[list[Any], ...]:

@@ -13,7 +13,8 @@ table (a job's failed runs and last error, for retries with backoff) and two tab
 every queue table in the file, keyed by its name: ``gearsql_dead`` (dead letters) and
 ``gearsql_retry_policy`` (retry policies set per function). Version 3 adds two more, for the
 unique window: ``gearsql_unique`` (remembered uniques with their expiry and kept result) and
-``gearsql_unique_window`` (windows set per function). Keys there are BLOBs, byte-exact.
+``gearsql_unique_window`` (windows set per function), and ``gearsql_schedule`` (recurring
+schedules with their next tick). Keys there are BLOBs, byte-exact.
 
 One server per file: a lock file beside it (``<file>.lock``, holding the server's pid) keeps a
 second one out.
@@ -33,6 +34,7 @@ from gearsql.stores.base import (
     RememberedUnique,
     StoredJob,
     StoredPolicy,
+    StoredSchedule,
     StoredWindow,
     StoreError,
     check_identifier,
@@ -197,6 +199,11 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
             "function_name BLOB, seconds REAL, PRIMARY KEY (queue_table, function_name))"
         )
         conn.execute(
+            "CREATE TABLE IF NOT EXISTS gearsql_schedule (queue_table TEXT, name BLOB, "
+            "function_name BLOB, spec TEXT, data BLOB, due INTEGER, "
+            "PRIMARY KEY (queue_table, name))"
+        )
+        conn.execute(
             "INSERT OR REPLACE INTO gearsql_schema (name, version) VALUES (?, ?)",
             (table, SCHEMA_VERSION),
         )
@@ -299,6 +306,27 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
             raise StoreError(f"cannot read the SQLite unique windows: {exc}") from exc
         return [StoredWindow(_as_bytes(function), float(seconds)) for function, seconds in rows]
 
+    async def load_schedules(self) -> list[StoredSchedule]:
+        return await self._run(self._load_schedules)
+
+    def _load_schedules(self) -> list[StoredSchedule]:
+        conn = self._connection()
+        try:
+            rows = conn.execute(
+                "SELECT name, function_name, spec, data, due FROM gearsql_schedule "
+                "WHERE queue_table = ? ORDER BY name",
+                (self.table,),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the SQLite schedules: {exc}") from exc
+        return [
+            StoredSchedule(
+                _as_bytes(name), _as_bytes(function), _as_bytes(spec).decode(),
+                _as_bytes(data), int(due or 0),
+            )
+            for name, function, spec, data, due in rows
+        ]
+
     async def commit(
         self,
         add: Sequence[StoredJob],
@@ -312,10 +340,13 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
         remembered_expired: float = 0.0,
         windows: Sequence[StoredWindow] = (),
         windows_removed: Sequence[bytes] = (),
+        schedules: Sequence[StoredSchedule] = (),
+        schedules_removed: Sequence[bytes] = (),
     ) -> None:
         await self._run(
             self._commit, add, remove, dead_add, dead_remove, policies, policies_removed,
-            remembered, remembered_expired, windows, windows_removed,
+            remembered, remembered_expired, windows, windows_removed, schedules,
+            schedules_removed,
         )
 
     def _commit(
@@ -330,6 +361,8 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
         remembered_expired: float = 0.0,
         windows: Sequence[StoredWindow] = (),
         windows_removed: Sequence[bytes] = (),
+        schedules: Sequence[StoredSchedule] = (),
+        schedules_removed: Sequence[bytes] = (),
     ) -> None:
         conn = self._connection()
         table = self.table
@@ -396,6 +429,17 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
                     "DELETE FROM gearsql_unique_window WHERE queue_table = ? "
                     "AND function_name = ?",
                     [(table, name) for name in windows_removed],
+                )
+            if schedules:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO gearsql_schedule (queue_table, name, function_name, "
+                    "spec, data, due) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(table, *schedule) for schedule in schedules],
+                )
+            if schedules_removed:
+                conn.executemany(
+                    "DELETE FROM gearsql_schedule WHERE queue_table = ? AND name = ?",
+                    [(table, name) for name in schedules_removed],
                 )
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
