@@ -7,10 +7,11 @@ submission gets the kept result at once and GET_STATUS_UNIQUE tells "done".
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ServerProcess
+from conftest import ServerProcess, need_tool
 from test_retries import (  # the same worker processes, stores and fixtures
     Workers,
     admin_of,
@@ -162,3 +163,37 @@ def test_the_unique_window_command_shows_sets_and_resets_a_functions_window(
     )
     bad = gearsql("unique-window", "mail", "1", "--default", *at)
     assert (bad.returncode, bad.stderr) == (1, "gearsql: give SECONDS or --default, not both\n")
+
+
+def test_c_gearman_and_gearadmin_work_unchanged_with_the_window_and_kept_results(
+    tmp_path: Path, servers: list[ServerProcess]
+) -> None:
+    gearman, gearadmin = need_tool("gearman"), need_tool("gearadmin")
+    server = start_server(tmp_path, "memory", "--unique-window", "3600", "--keep-results")
+    servers.append(server)
+    at = ["-h", "127.0.0.1", "-p", str(server.port)]
+
+    def tool(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            list(args), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+        )
+
+    # A real C worker runs one job (`rev` reverses its input) and exits.
+    worker = subprocess.Popen(
+        [gearman, *at, "-w", "-f", "rev", "-c", "1", "--", "rev"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        with admin_of(server) as admin:
+            wait_until(lambda: any(b"rev" in w.functions for w in admin.workers()), "the worker")
+            assert tool(gearman, *at, "-b", "-u", "k-1", "-f", "rev", "abc").returncode == 0
+            assert worker.wait(30) == 0
+            # No worker is left: the foreground C client gets the kept result at once.
+            done = tool(gearman, *at, "-u", "k-1", "-f", "rev", "abc")
+            assert (done.returncode, done.stdout.strip()) == (0, "cba")
+            assert tool(gearadmin, *at, "--status").stdout == ".\n"
+            assert tool(gearadmin, *at, "--show-jobs").stdout == ".\n"
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        worker.wait()
