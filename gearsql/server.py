@@ -48,6 +48,7 @@ from gearsql._limits import (
     DEFAULT_PACKET_TIMEOUT,
 )
 from gearsql.core import Job, JobServerCore, RetryPolicy, Session
+from gearsql.http import HttpConnection
 from gearsql.protocol import (
     DEFAULT_MAX_PACKET_SIZE,
     HEADER,
@@ -130,6 +131,8 @@ class ServerConfig:
     verbose: str = "NOTICE"
     #: Databases whose outbox a relay inside this process drains into this server.
     relay: Sequence[str] = ()
+    #: Port of gearmand's HTTP protocol (gearsql.http), on the ``listen`` addresses; None: off.
+    http_port: int | None = None
 
 
 def _is_loopback(host: str) -> bool:
@@ -395,6 +398,9 @@ class JobServer:
         self.store = store if store is not None else open_store(config.store)
         self.core.durable = self.store.durable
         self.connections: dict[int, _Connection] = {}
+        #: Connections of gearmand's HTTP protocol, by session id.
+        self.http_connections: dict[int, HttpConnection] = {}
+        self.http_servers: list[asyncio.base_events.Server] = []
         self.servers: list[asyncio.base_events.Server] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -433,7 +439,12 @@ class JobServer:
                     continue
                 data = session.take_output()
                 conn = connections.get(session.id)
-                if data and conn is not None and conn.transport is not None:
+                if conn is None:
+                    http = self.http_connections.get(session.id)
+                    if http is not None and data:
+                        http.deliver(data)
+                    continue
+                if data and conn.transport is not None:
                     transport = conn.transport
                     transport.write(data)
                     if transport.get_write_buffer_size() > max_output:
@@ -778,15 +789,35 @@ class JobServer:
                 reuse_address=True,
             )
             self.servers.append(server)
+        if cfg.http_port is not None:
+            for host in cfg.listen:
+                self.http_servers.append(
+                    await self.loop.create_server(
+                        lambda: HttpConnection(self),
+                        host=host or None,
+                        port=cfg.http_port,
+                        backlog=cfg.backlog,
+                        reuse_address=True,
+                    )
+                )
         self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)
         log.log(
             NOTICE,
             "gearsql %s listening on %s, store: %s, %d jobs replayed",
             __version__,
-            ", ".join(f"{h}:{self.port}" for h in cfg.listen),
+            ", ".join(f"{h}:{self.port}" for h in cfg.listen)
+            + (f" (HTTP on port {self.http_port})" if self.http_port is not None else ""),
             self.store.description,
             replayed,
         )
+
+    @property
+    def http_port(self) -> int | None:
+        """The bound HTTP port (useful with ``http_port=0``); None when HTTP is off."""
+        for server in self.http_servers:
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        return None
 
     @property
     def port(self) -> int:
@@ -812,14 +843,18 @@ class JobServer:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        for server in self.servers:
+        for server in self.servers + self.http_servers:
             server.close()
         for conn in list(self.connections.values()):
             if conn.transport is not None:
                 conn.transport.close()
-        for server in self.servers:
+        for http in list(self.http_connections.values()):
+            if http.transport is not None:
+                http.transport.close()
+        for server in self.servers + self.http_servers:
             await server.wait_closed()
         self.servers = []
+        self.http_servers = []
         if self._timer is not None:
             self._timer.cancel()
         # Let the commit under way finish, then write what is left (finished jobs' deletions
