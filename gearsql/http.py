@@ -6,7 +6,8 @@ carry gearmand's headers (``X-Gearman-Job-Handle``, ``X-Gearman-Command``). Beyo
 ``X-Gearman-Priority`` (high, normal, low), ``X-Gearman-Timeout`` (seconds a foreground request
 waits before it is answered 504), WORK_FAIL and WORK_EXCEPTION answered 500 (gearmand answers
 200), HTTP/1.1 keep-alive (gearmand answers HTTP/1.0 and closes), and a body limit
-(``--max-packet-size``, answered 413).
+(``--max-packet-size``, answered 413). ``GET /metrics`` answers the server's Prometheus metrics
+(:mod:`gearsql.metrics`) instead of submitting a job to a function called ``metrics``.
 
 :class:`RequestParser` is sans-IO (bytes in, requests out) and holds at most one request head of
 ``MAX_HEAD`` bytes and one body; :class:`HttpConnection` submits each request into the core
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import unquote_to_bytes
 
 from gearsql import __version__
+from gearsql.metrics import CONTENT_TYPE, render_metrics
 from gearsql.protocol import RES, Packet, PacketType, Parser, Priority
 
 if TYPE_CHECKING:
@@ -250,6 +252,7 @@ class HttpConnection(asyncio.Protocol):
             return
         if self.session is None:
             return
+        self.server.bytes_in += len(data)
         try:
             for event in self.parser.feed(data):
                 if isinstance(event, HttpError):
@@ -287,10 +290,16 @@ class HttpConnection(asyncio.Protocol):
                 self.transport.pause_reading()
 
     def _submit(self, request: Request) -> tuple[int, str, list[tuple[str, str]]] | None:
-        """Submit ``request``'s job; (status, text, headers) when it is answered at once."""
+        """Submit ``request``'s job, or answer ``GET /metrics``; (status, text, headers) when
+        the request is refused."""
         path = request.target.partition(b"?")[0]
         if not path.startswith(b"/") or path == b"/":
             return 404, "the path names the function: /FUNCTION", []
+        if path == b"/metrics" and request.method == b"GET":
+            self._answer(
+                request, 200, [("Content-Type", CONTENT_TYPE)], render_metrics(self.server)
+            )
+            return None
         if request.method not in SUBMIT_METHODS:
             return 405, "submit a job with POST, PUT or GET", [("Allow", "GET, POST, PUT")]
         headers = request.headers
@@ -363,7 +372,9 @@ class HttpConnection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         keep = request.keep_alive
-        transport.write(render_response(status, headers, body, keep))
+        answer = render_response(status, headers, body, keep)
+        self.server.bytes_out += len(answer)
+        transport.write(answer)
         if not keep:
             self._close()
 

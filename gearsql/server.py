@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from gearsql import __version__
+from gearsql._corestate import Histogram
 from gearsql._limits import (
     DEFAULT_MAX_BUFFER,
     DEFAULT_MAX_FUNCTIONS,
@@ -213,6 +214,7 @@ class _Connection(asyncio.Protocol):
         if session is None:
             return
         self.last_read = time.monotonic()
+        self.server.bytes_in += len(data)
         core = self.core
         try:
             events = self.parser.feed(data)
@@ -401,6 +403,11 @@ class JobServer:
         #: Connections of gearmand's HTTP protocol, by session id.
         self.http_connections: dict[int, HttpConnection] = {}
         self.http_servers: list[asyncio.base_events.Server] = []
+        #: Bytes read from and written to connections (both protocols), for the metrics.
+        self.bytes_in = 0
+        self.bytes_out = 0
+        #: Seconds each group commit took.
+        self.commit_time = Histogram()
         self.servers: list[asyncio.base_events.Server] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -447,6 +454,7 @@ class JobServer:
                 if data and conn.transport is not None:
                     transport = conn.transport
                     transport.write(data)
+                    self.bytes_out += len(data)
                     if transport.get_write_buffer_size() > max_output:
                         # Its own requests stopped being read long ago (pause_writing): this
                         # is output others cause, such as work data forwarded to it.
@@ -550,8 +558,10 @@ class JobServer:
                     name for name, policy in writes.policies if policy is None
                 ],
             }
+        started = time.monotonic()
         try:
             await self.store.commit(added, removed, **extra)
+            self.commit_time.observe(time.monotonic() - started)
         except StoreError as exc:
             error = str(exc)
             self.rate_limited_warning("store", "store commit failed: %s", exc)
