@@ -41,6 +41,7 @@ REASONS = {
     400: "Bad Request",
     404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
     413: "Content Too Large",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
@@ -100,6 +101,11 @@ class RequestParser:
         self._head: tuple[bytes, bytes, bytes, dict[bytes, bytes]] | None = None
         self._body_left = 0
         self.broken = False
+
+    @property
+    def incomplete(self) -> bool:
+        """Whether part of a request is held (a head without its end, or a body not all read)."""
+        return bool(self._buffer) or self._head is not None
 
     def feed(self, data: bytes) -> list[Request | HttpError]:
         if self.broken:
@@ -217,6 +223,8 @@ class HttpConnection(asyncio.Protocol):
         self.current: _Pending | None = None
         self.handle = b""
         self.timer: asyncio.TimerHandle | None = None
+        #: Ends a request that is not complete within --packet-timeout of its first byte.
+        self.deadline: asyncio.TimerHandle | None = None
         #: Bytes of a refused body still to read and drop; -1 when not refusing.
         self.discarding = -1
 
@@ -259,6 +267,9 @@ class HttpConnection(asyncio.Protocol):
                     self._refuse(event)
                     return
                 self.queue.append(event)
+                if self.deadline is not None:  # a request is complete: the next one's clock
+                    self.deadline.cancel()
+                    self.deadline = None
             self._next()
             self.server.flush()
         except Exception as exc:  # a bug must cost this connection only, and a bounded log
@@ -288,6 +299,33 @@ class HttpConnection(asyncio.Protocol):
                 self.transport.resume_reading()
             else:
                 self.transport.pause_reading()
+        self._watch()
+
+    def _watch(self) -> None:
+        """Start the clock of a request that is being read (not one waiting in the socket
+        behind a job under way), or stop it."""
+        limit = self.server.config.packet_timeout
+        reading = self.current is None and self.parser.incomplete and self.session is not None
+        if reading and self.deadline is None and limit > 0:
+            assert self.server.loop is not None
+            self.deadline = self.server.loop.call_later(limit, self._too_slow)
+        elif not reading and self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def _too_slow(self) -> None:
+        self.deadline = None
+        limit = self.server.config.packet_timeout
+        self.server.rate_limited_warning(
+            "packet-timeout",
+            "Closing HTTP connection from %s: a request was not complete within"
+            " --packet-timeout (%g s)",
+            self.session.peer if self.session else "-", limit,
+        )
+        if self.transport is not None and not self.transport.is_closing():
+            text = f"the request was not complete within --packet-timeout ({limit:g} s)\n"
+            self.transport.write(render_response(408, [], text.encode(), False))
+        self._close()
 
     def _submit(self, request: Request) -> tuple[int, str, list[tuple[str, str]]] | None:
         """Submit ``request``'s job, or answer ``GET /metrics``; (status, text, headers) when
@@ -404,6 +442,10 @@ class HttpConnection(asyncio.Protocol):
         if error.discard and transport.can_write_eof():
             transport.write_eof()
             self.discarding = error.discard
+            limit = self.server.config.packet_timeout
+            if limit > 0 and self.server.loop is not None:
+                # A peer that never sends the rest is not waited for without end.
+                self.deadline = self.server.loop.call_later(limit, transport.abort)
         else:
             transport.close()
 
@@ -416,6 +458,9 @@ class HttpConnection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
         session = self.session
         if session is None:
             return

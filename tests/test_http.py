@@ -277,3 +277,34 @@ def test_the_http_port_keeps_the_loopback_rule() -> None:
     result = subprocess.run(args, capture_output=True, text=True, timeout=20)
     assert result.returncode != 0
     assert "--allow-insecure-remote" in result.stderr
+
+
+def test_a_request_not_complete_within_packet_timeout_is_408(tmp_path: Path) -> None:
+    served = _start(
+        "gearsql", tmp_path, ["--store", "memory", "--packet-timeout", "0.3"]
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", served.http_port), timeout=10) as sock:
+            sock.sendall(b"POST /f HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+        assert b"--packet-timeout (0.3 s)" in answer
+        # A kept-alive connection with nothing under way is not a slow request.
+        conn = http.client.HTTPConnection("127.0.0.1", served.http_port, timeout=10)
+        try:
+            conn.request("POST", "/f", body=b"x", headers={"X-Gearman-Background": "true"})
+            assert conn.getresponse().read() == b""
+            with Peer(served.server.address) as admin:
+                deadline = time.monotonic() + 0.6
+                while time.monotonic() < deadline:  # longer than the packet timeout
+                    assert b"f\t1\t0\t0\n" in admin.admin("status")
+                    time.sleep(0.1)
+            conn.request("POST", "/f", body=b"y", headers={"X-Gearman-Background": "true"})
+            response = conn.getresponse()
+            assert response.status == 200 and response.read() == b""
+        finally:
+            conn.close()
+    finally:
+        served.server.stop()
