@@ -3,7 +3,7 @@ frames of ``gearsql top``."""
 
 from __future__ import annotations
 
-from gearsql.adminclient import AdminClient, FunctionStatus, PriorityStatus
+from gearsql.adminclient import AdminClient, FunctionCounters, FunctionStatus, PriorityStatus
 from gearsql.errors import AdminError
 
 
@@ -73,12 +73,73 @@ def top_rows(server: str, client: AdminClient) -> list[list[str | int]]:
     return rows
 
 
-def top_frame(clients: list[AdminClient], many: bool) -> list[str]:
-    """The lines of one frame of `gearsql top`; raises GearmanError."""
-    rows = [row for client in clients for row in top_rows(client.server, client)]
+#: What ``top`` keeps between frames to turn counters into rates: per (server, function), when
+#: its counters were read and what they were.
+RateMemory = dict[tuple[str, bytes], tuple[float, FunctionCounters]]
+
+RATE_HEADERS = ["DONE/S", "FAIL/S", "WAIT_MS", "RUN_MS"]
+
+
+def rate_cells(
+    server: str, client: AdminClient, memory: RateMemory, now: float
+) -> dict[str, list[str | int]]:
+    """Per function, since the previous frame: jobs completed and failed (WORK_FAIL or
+    WORK_EXCEPTION) per second, and the mean wait and run in milliseconds of the jobs that
+    started or ended meanwhile, from gearsql's ``counters``; keyed by display name. A function
+    seen for the first time (or whose counters restarted) has none yet; nor has any function of
+    a C gearmand."""
+    try:
+        counters = client.counters()
+    except AdminError as exc:
+        if exc.code != "UNKNOWN_COMMAND":
+            raise
+        return {}
+    cells: dict[str, list[str | int]] = {}
+    for now_counts in counters:
+        key = (server, now_counts.name)
+        before = memory.get(key)
+        memory[key] = (now, now_counts)
+        if before is None or now <= before[0] or now_counts.submitted < before[1].submitted:
+            continue
+        seconds = now - before[0]
+        old = before[1]
+        done = (now_counts.completed - old.completed) / seconds
+        failed = (
+            now_counts.failed + now_counts.exceptions - old.failed - old.exceptions
+        ) / seconds
+        waits = now_counts.waits - old.waits
+        runs = now_counts.runs - old.runs
+        cells[display_name(now_counts.name)] = [
+            f"{done:.1f}",
+            f"{failed:.1f}",
+            f"{(now_counts.wait_seconds - old.wait_seconds) * 1000 / waits:.1f}" if waits else "-",
+            f"{(now_counts.run_seconds - old.run_seconds) * 1000 / runs:.1f}" if runs else "-",
+        ]
+    return cells
+
+
+def top_frame(
+    clients: list[AdminClient],
+    many: bool,
+    memory: RateMemory | None = None,
+    now: float = 0.0,
+) -> list[str]:
+    """The lines of one frame of `gearsql top`; raises GearmanError. With ``memory`` (kept by
+    the caller from frame to frame, read at monotonic time ``now``), the rate columns too."""
+    rows = []
+    for client in clients:
+        server_rows = top_rows(client.server, client)
+        if memory is not None:
+            cells = rate_cells(client.server, client, memory, now)
+            none: list[str | int] = ["-"] * len(RATE_HEADERS)
+            for row in server_rows:
+                row += cells.get(str(row[1]), none)
+        rows += server_rows
     headers = [
         "SERVER", "FUNCTION", "QUEUED", "HIGH", "NORMAL", "LOW", "RUNNING", "WORKERS", "DEAD"
     ]
+    if memory is not None:
+        headers += RATE_HEADERS
     if not many:
         headers, rows = headers[1:], [row[1:] for row in rows]
     return table_lines(headers, rows)

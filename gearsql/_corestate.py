@@ -9,6 +9,7 @@ changes a job's state, and it keeps the counters of :class:`Function`.
 from __future__ import annotations
 
 import enum
+from bisect import bisect_left
 from collections import deque
 from typing import NamedTuple
 
@@ -251,6 +252,26 @@ class PendingAck:
         self.data: bytes | None = None
 
 
+#: Upper bounds (seconds) of the job wait and run time histograms' buckets; one more bucket
+#: counts what lies above the last (Prometheus's ``+Inf``).
+TIME_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0)
+
+
+class Histogram:
+    """Durations counted in the fixed TIME_BUCKETS (each observation lands in one bucket, the
+    first whose bound it does not exceed), and their sum: cheap enough for every job."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(TIME_BUCKETS) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(TIME_BUCKETS, seconds)] += 1
+        self.sum += seconds
+
+
 class Function:
     """One function name: its three FIFO queues, registered and sleeping workers, counters.
 
@@ -261,17 +282,26 @@ class Function:
     lists it with its ``ignore`` column set until the server lets go of it.
 
     A function without workers, jobs or a ``maxqueue`` limit is forgotten (see
-    ``JobServerCore._release``): a name costs nothing once nobody uses it.
+    ``JobServerCore._release``): a name costs nothing once nobody uses it. Its event counters
+    and histograms (served as metrics) go with it, and start again from 0 if the name comes back.
     """
 
     __slots__ = (
         "by_unique",
+        "completed",
+        "dead",
+        "exceptions",
+        "failed",
         "max_queue",
         "name",
         "queues",
+        "retried",
+        "run_time",
         "running",
         "sleepers",
         "stale",
+        "submitted",
+        "wait_time",
         "waiting",
         "workers",
     )
@@ -294,6 +324,18 @@ class Function:
         #: Cancelled jobs still sitting in each queue (left there, as in gearmand, and let go
         #: when a worker meets them or when they are half of their queue).
         self.stale = [0, 0, 0]
+        #: Events since the function was created: jobs created (submitted, or read back from
+        #: the store), WORK_COMPLETE, WORK_FAIL and WORK_EXCEPTION received, runs scheduled
+        #: again after a failure (retry policy), jobs kept as dead letters.
+        self.submitted = 0
+        self.completed = 0
+        self.failed = 0
+        self.exceptions = 0
+        self.retried = 0
+        self.dead = 0
+        #: Seconds jobs were runnable (queued) before a worker took them, and seconds they ran.
+        self.wait_time = Histogram()
+        self.run_time = Histogram()
 
     @property
     def total(self) -> int:
@@ -319,6 +361,7 @@ class Job:
         "priority",
         "reducer",
         "retries",
+        "since",
         "state",
         "store_key",
         "stored",
@@ -349,6 +392,8 @@ class Job:
         self.when: float = when
         self.reducer = reducer
         self.state = NEW
+        #: Monotonic time it was last queued, then (while it runs) when it started.
+        self.since = 0.0
         self.dead_mark: tuple[int, float]
         #: Clients waiting for the result (foreground submitters, coalesced ones included);
         #: a shared empty tuple until there is one, which saves memory on deep background queues.

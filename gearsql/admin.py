@@ -176,6 +176,24 @@ def _dead_status(core: JobServerCore, session: Session, words: list[bytes]) -> b
     return b"".join(lines)
 
 
+def _counters(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
+    """``counters``: per function, the event counters and the job wait and run times (count and
+    sum of seconds) since the function was created, the figures ``/metrics`` serves; ``top``
+    turns two of them into rates."""
+    lines = []
+    for fn in core.functions.values():
+        wait, run = fn.wait_time, fn.run_time
+        lines.append(
+            b"%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.6f\t%d\t%.6f\n"
+            % (
+                escape_name(fn.name), fn.submitted, fn.completed, fn.failed, fn.exceptions,
+                fn.retried, fn.dead, sum(wait.counts), wait.sum, sum(run.counts), run.sum,
+            )
+        )
+    lines.append(b".\n")
+    return b"".join(lines)
+
+
 def _dead_targets(
     core: JobServerCore, words: list[bytes]
 ) -> list[int] | bytes:
@@ -423,6 +441,8 @@ ADMIN_COMMANDS: dict[bytes, Callable[[JobServerCore, Session, list[bytes]], byte
     b"retry": _retry,
     b"purge": _purge,
     b"deadstatus": _dead_status,
+    # gearsql's own: event counters (rates for top).
+    b"counters": _counters,
 }
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_PORT",
     "AdminClient",
     "DeadLetterInfo",
+    "FunctionCounters",
     "FunctionStatus",
     "JobInfo",
     "PriorityStatus",
@@ -70,6 +71,23 @@ class FunctionStatus(NamedTuple):
     def queued(self) -> int:
         """Jobs waiting for a worker."""
         return self.total - self.running
+
+
+class FunctionCounters(NamedTuple):
+    """One line of gearsql's ``counters``: events since the server created the function, and
+    the number and total seconds of jobs' waits (runnable until taken) and runs."""
+
+    name: bytes
+    submitted: int
+    completed: int
+    failed: int
+    exceptions: int
+    retried: int
+    dead: int
+    waits: int
+    wait_seconds: float
+    runs: int
+    run_seconds: float
 
 
 class PriorityStatus(NamedTuple):
@@ -230,6 +248,31 @@ def parse_status(lines: list[bytes]) -> list[FunctionStatus]:
         name, *numbers = fields
         total, running, workers = (_int(number, line) for number in numbers)
         result.append(FunctionStatus(name, total, running, workers))
+    return result
+
+
+def parse_counters(lines: list[bytes]) -> list[FunctionCounters]:
+    """``counters`` lines: the name, six event counts, then waits, their seconds, runs, theirs."""
+    result = []
+    for line in lines:
+        fields = line.rsplit(b"\t", 10)
+        if len(fields) != 11:
+            raise AdminProtocolError(f"bad counters line {line[:200]!r}")
+        name, *numbers = fields
+        submitted, completed, failed, exceptions, retried, dead, waits, _, runs, _ = (
+            _int(number, line) if index not in (7, 9) else 0
+            for index, number in enumerate(numbers)
+        )
+        try:
+            wait_seconds, run_seconds = float(numbers[7]), float(numbers[9])
+        except ValueError:
+            raise AdminProtocolError(f"not a number in counters line {line[:200]!r}") from None
+        result.append(
+            FunctionCounters(
+                name, submitted, completed, failed, exceptions, retried, dead,
+                waits, wait_seconds, runs, run_seconds,
+            )
+        )
     return result
 
 
@@ -471,6 +514,11 @@ class AdminClient:
         Older servers raise AdminError with code ``UNKNOWN_COMMAND``.
         """
         return parse_priority_status(self._list(b"prioritystatus"))
+
+    def counters(self) -> list[FunctionCounters]:
+        """gearsql's event counters per function; C gearmand raises AdminError with code
+        ``UNKNOWN_COMMAND``."""
+        return parse_counters(self._list(b"counters"))
 
     def workers(self) -> list[WorkerInfo]:
         """Every connection to the server (clients and this one too) and its functions."""

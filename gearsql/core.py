@@ -173,6 +173,10 @@ _NO_JOB = pack_response(P.NO_JOB)
 _JOB_CREATED_HEADERS = [struct.pack(">4sII", RES, P.JOB_CREATED, size) for size in range(65)]
 
 
+#: The clock of the job wait and run time histograms.
+_monotonic = time.monotonic
+
+
 def _job_created(handle: bytes) -> bytes:
     """JOB_CREATED, framed from a table of headers: it is sent for every submission."""
     return _JOB_CREATED_HEADERS[len(handle)] + handle
@@ -693,6 +697,7 @@ class JobServerCore:
         job = self._held_job(session, packet)
         if job is None:
             return
+        job.function.completed += 1
         if job.clients:
             self._forward(job, frame_response(P.WORK_COMPLETE, *packet.args))
         if job.background and job.state is RUNNING and job.unique and job.unique != b"-":
@@ -708,6 +713,7 @@ class JobServerCore:
         job = self._held_job(session, packet)
         if job is None:
             return
+        job.function.failed += 1
         self._fail_clients(job)
         if job.background and job.state is RUNNING and self.retry_policy_for(job).active:
             self._failed(job, b"failed", "failed")
@@ -718,6 +724,7 @@ class JobServerCore:
         job = self._held_job(session, packet)
         if job is None:
             return
+        job.function.exceptions += 1
         exception = pack_response(P.WORK_EXCEPTION, *packet.args)
         fail = pack_response(P.WORK_FAIL, job.handle)
         for client in job.clients:
@@ -750,15 +757,20 @@ class JobServerCore:
         fn = job.function
         if old is RUNNING:
             fn.running -= 1
+            fn.run_time.observe(_monotonic() - job.since)
         elif old in WAITING:
             fn.waiting[job.priority] -= 1
         if new is QUEUED:
+            job.since = _monotonic()
             fn.waiting[job.priority] += 1
             fn.queues[job.priority].append(job)
             if fn.sleepers:
                 self._wake(fn)
         elif new is RUNNING:
             fn.running += 1
+            now = _monotonic()
+            fn.wait_time.observe(now - job.since)
+            job.since = now
         elif new is DONE:
             if old is DEAD:
                 self._unbury(job)
@@ -790,6 +802,7 @@ class JobServerCore:
                 if stale[job.priority] * 2 > len(fn.queues[job.priority]):
                     self._compact(fn, job.priority)
         elif new is RETRYING:
+            fn.retried += 1
             fn.waiting[job.priority] += 1
             self._seq += 1
             heapq.heappush(self._delayed, (job.when, self._seq, job))
@@ -799,6 +812,8 @@ class JobServerCore:
                 self.updated_stored.append(job)
                 self.pending_writes = True
         elif new is DEAD:
+            if old is not NEW:  # not one read back from the store
+                fn.dead += 1
             self._bury(job, old)
 
     def _bury(self, job: Job, old: JobState) -> None:
@@ -1109,6 +1124,7 @@ class JobServerCore:
         self._counter += 1
         handle = self._handle_format % self._counter
         job = Job(handle, fn, unique, data, priority, background, when, reducer)
+        fn.submitted += 1
         if retries:
             job.retries = retries
             job.error = error

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from gearsql import __version__
+from gearsql._corestate import Histogram
 from gearsql._cron import CronError, parse_cron
 from gearsql._limits import (
     DEFAULT_MAX_BUFFER,
@@ -49,6 +50,7 @@ from gearsql._limits import (
     DEFAULT_PACKET_TIMEOUT,
 )
 from gearsql.core import Job, JobServerCore, RetryPolicy, Schedule, Session
+from gearsql.http import HttpConnection
 from gearsql.protocol import (
     DEFAULT_MAX_PACKET_SIZE,
     HEADER,
@@ -139,6 +141,8 @@ class ServerConfig:
     verbose: str = "NOTICE"
     #: Databases whose outbox a relay inside this process drains into this server.
     relay: Sequence[str] = ()
+    #: Port of gearmand's HTTP protocol (gearsql.http), on the ``listen`` addresses; None: off.
+    http_port: int | None = None
 
 
 def _is_loopback(host: str) -> bool:
@@ -219,6 +223,7 @@ class _Connection(asyncio.Protocol):
         if session is None:
             return
         self.last_read = time.monotonic()
+        self.server.bytes_in += len(data)
         core = self.core
         try:
             events = self.parser.feed(data)
@@ -406,6 +411,14 @@ class JobServer:
         self.store = store if store is not None else open_store(config.store)
         self.core.durable = self.store.durable
         self.connections: dict[int, _Connection] = {}
+        #: Connections of gearmand's HTTP protocol, by session id.
+        self.http_connections: dict[int, HttpConnection] = {}
+        self.http_servers: list[asyncio.base_events.Server] = []
+        #: Bytes read from and written to connections (both protocols), for the metrics.
+        self.bytes_in = 0
+        self.bytes_out = 0
+        #: Seconds each group commit took.
+        self.commit_time = Histogram()
         self.servers: list[asyncio.base_events.Server] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -444,9 +457,15 @@ class JobServer:
                     continue
                 data = session.take_output()
                 conn = connections.get(session.id)
-                if data and conn is not None and conn.transport is not None:
+                if conn is None:
+                    http = self.http_connections.get(session.id)
+                    if http is not None and data:
+                        http.deliver(data)
+                    continue
+                if data and conn.transport is not None:
                     transport = conn.transport
                     transport.write(data)
+                    self.bytes_out += len(data)
                     if transport.get_write_buffer_size() > max_output:
                         # Its own requests stopped being read long ago (pause_writing): this
                         # is output others cause, such as work data forwarded to it.
@@ -580,8 +599,10 @@ class JobServer:
                     name for name, schedule in dict(writes.schedules).items() if schedule is None
                 ],
             }
+        started = time.monotonic()
         try:
             await self.store.commit(added, removed, **extra)
+            self.commit_time.observe(time.monotonic() - started)
         except StoreError as exc:
             error = str(exc)
             self.rate_limited_warning("store", "store commit failed: %s", exc)
@@ -838,15 +859,35 @@ class JobServer:
                 reuse_address=True,
             )
             self.servers.append(server)
+        if cfg.http_port is not None:
+            for host in cfg.listen:
+                self.http_servers.append(
+                    await self.loop.create_server(
+                        lambda: HttpConnection(self),
+                        host=host or None,
+                        port=cfg.http_port,
+                        backlog=cfg.backlog,
+                        reuse_address=True,
+                    )
+                )
         self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)
         log.log(
             NOTICE,
             "gearsql %s listening on %s, store: %s, %d jobs replayed",
             __version__,
-            ", ".join(f"{h}:{self.port}" for h in cfg.listen),
+            ", ".join(f"{h}:{self.port}" for h in cfg.listen)
+            + (f" (HTTP on port {self.http_port})" if self.http_port is not None else ""),
             self.store.description,
             replayed,
         )
+
+    @property
+    def http_port(self) -> int | None:
+        """The bound HTTP port (useful with ``http_port=0``); None when HTTP is off."""
+        for server in self.http_servers:
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        return None
 
     @property
     def port(self) -> int:
@@ -872,14 +913,18 @@ class JobServer:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        for server in self.servers:
+        for server in self.servers + self.http_servers:
             server.close()
         for conn in list(self.connections.values()):
             if conn.transport is not None:
                 conn.transport.close()
-        for server in self.servers:
+        for http in list(self.http_connections.values()):
+            if http.transport is not None:
+                http.transport.close()
+        for server in self.servers + self.http_servers:
             await server.wait_closed()
         self.servers = []
+        self.http_servers = []
         if self._timer is not None:
             self._timer.cancel()
         # Let the commit under way finish, then write what is left (finished jobs' deletions

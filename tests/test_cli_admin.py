@@ -243,12 +243,14 @@ def test_top_once_prints_one_frame_of_queue_depths(any_server: ServerProcess) ->
 
         output = run(any_server, "top", "--once").output
 
-    # DEAD counts dead letters: gearsql's own, `-` from C gearmand.
-    dead = "     0" if any_server.kind == "gearsql" else "  -"
+    # DEAD counts dead letters: gearsql's own, `-` from C gearmand. The rates need two frames.
+    dead = "     0" if any_server.kind == "gearsql" else "  -   "
+    rates = "  -       -       -        -"
     assert frame_body(output) == [
-        "FUNCTION  QUEUED  HIGH  NORMAL  LOW  RUNNING  WORKERS  DEAD",
-        f"mail           1     0       1    0        1        1{dead}",
-        f"resize         3     1       0    2        0        0{dead}",
+        "FUNCTION  QUEUED  HIGH  NORMAL  LOW  RUNNING  WORKERS  DEAD  DONE/S  FAIL/S  WAIT_MS"
+        "  RUN_MS",
+        f"mail           1     0       1    0        1        1{dead}{rates}",
+        f"resize         3     1       0    2        0        0{dead}{rates}",
     ]
 
 
@@ -284,7 +286,10 @@ def test_top_refreshes_until_interrupted(
     assert stderr == b""
     frames = out.read_text().split("\n\n")
     assert len(frames) >= 3
-    assert frame_body(frames[0]) == ["FUNCTION  QUEUED  HIGH  NORMAL  LOW  RUNNING  WORKERS  DEAD"]
+    assert frame_body(frames[0]) == [
+        "FUNCTION  QUEUED  HIGH  NORMAL  LOW  RUNNING  WORKERS  DEAD  DONE/S  FAIL/S  WAIT_MS"
+        "  RUN_MS"
+    ]
 
 
 # ---------------------------------------------------------------------------- servers and errors

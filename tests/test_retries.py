@@ -442,7 +442,7 @@ def test_server_retries_apply_to_every_function_and_the_cli_lists_retries_and_pu
     status = json.loads(gearsql("status", "--json", *at).stdout)
     assert sorted((r["function"], r["dead"]) for r in status) == [("a", 2), ("b", 1)]
     top = gearsql("top", "--once", *at).stdout.splitlines()
-    assert top[1].split()[-1] == "DEAD"
+    assert top[1].split()[7] == "DEAD"
     assert [line.split()[0::7] for line in top[2:]] == [["a", "2"], ["b", "1"]]
 
     retried = gearsql("dead", "retry", str(b_letter["id"]), *at)

@@ -17,7 +17,13 @@ from typing import Any
 
 import click
 
-from gearsql._admintables import dead_counts, display_name, table_lines, top_frame
+from gearsql._admintables import (
+    RateMemory,
+    dead_counts,
+    display_name,
+    table_lines,
+    top_frame,
+)
 from gearsql._servers import format_address
 from gearsql.admin import escape_name
 from gearsql.adminclient import AdminClient, FunctionStatus
@@ -243,8 +249,11 @@ def top(servers: list[tuple[str, int]], timeout: float, interval: float, once: b
 
     QUEUED counts jobs waiting for a worker (or for their retry), and HIGH, NORMAL and LOW split
     them by priority; RUNNING counts jobs a worker holds; WORKERS the workers registered for the
-    function; DEAD the function's dead letters (gearsql; `-` from C gearmand). If a server stops
-    answering after the first frame, the error is shown and `top` keeps trying.
+    function; DEAD the function's dead letters (gearsql; `-` from C gearmand). From the second
+    frame on (gearsql only), since the previous frame: DONE/S jobs completed and FAIL/S runs
+    failed or raised per second, WAIT_MS the mean wait of the jobs that started, RUN_MS the mean
+    run of those that ended. If a server stops answering after the first frame, the error is
+    shown and `top` keeps trying.
     """
     # Ctrl-C (and SIGTERM) must stop it even when it was started with SIGINT ignored, as a
     # non-interactive shell starts a background job: Python then installs no KeyboardInterrupt
@@ -271,7 +280,8 @@ def _top_loop(
     """Print frames of `top` every ``interval`` seconds (one with ``once``), redrawing the
     screen when ``live``; until KeyboardInterrupt."""
     where = ", ".join(client.server for client in clients)
-    lines = top_frame(clients, many)
+    memory: RateMemory = {}
+    lines = top_frame(clients, many, memory, time.monotonic())
     while True:
         title = f"gearsql top  {where}  {time.strftime('%H:%M:%S')}"
         if live:
@@ -284,7 +294,7 @@ def _top_loop(
         if not live:
             click.echo()
         try:
-            lines = top_frame(clients, many)
+            lines = top_frame(clients, many, memory, time.monotonic())
         except GearmanError as exc:
             lines = [f"gearsql: {exc}"]
 

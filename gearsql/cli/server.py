@@ -78,6 +78,13 @@ class _ConfigFileCommand(click.Command):
     help="TCP port to listen on (also $GEARMAND_PORT).",
 )
 @click.option(
+    "--http-port",
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="Also serve gearmand's HTTP protocol (POST /FUNCTION runs a job) on PORT, on the "
+    "--listen addresses. Off by default.",
+)
+@click.option(
     "-L",
     "--listen",
     "listen",
@@ -280,8 +287,8 @@ def server(
 ) -> None:
     """Run a Gearman job server.
 
-    Speaks the Gearman binary protocol and the text admin protocol on one port, like C gearmand.
-    SIGTERM or SIGINT stops it cleanly.
+    Speaks the Gearman binary protocol and the text admin protocol on one port, like C gearmand,
+    and with --http-port gearmand's HTTP protocol on another. SIGTERM or SIGINT stops it cleanly.
     """
     from gearsql.server import ServerConfig, run_server
 

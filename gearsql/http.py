@@ -1,0 +1,471 @@
+"""gearmand's HTTP protocol: ``POST /FUNCTION`` runs a job, as ``gearmand -r http`` serves it.
+
+A request's path names the function and its body is the workload. A foreground job is answered
+when it ends; ``X-Gearman-Background: true`` is answered once the job is queued. The answers
+carry gearmand's headers (``X-Gearman-Job-Handle``, ``X-Gearman-Command``). Beyond gearmand:
+``X-Gearman-Priority`` (high, normal, low), ``X-Gearman-Timeout`` (seconds a foreground request
+waits before it is answered 504), WORK_FAIL and WORK_EXCEPTION answered 500 (gearmand answers
+200), HTTP/1.1 keep-alive (gearmand answers HTTP/1.0 and closes), and a body limit
+(``--max-packet-size``, answered 413). ``GET /metrics`` answers the server's Prometheus metrics
+(:mod:`gearsql.metrics`) instead of submitting a job to a function called ``metrics``.
+
+:class:`RequestParser` is sans-IO (bytes in, requests out) and holds at most one request head of
+``MAX_HEAD`` bytes and one body; :class:`HttpConnection` submits each request into the core
+through a :class:`~gearsql.core.Session` of its own, as a Gearman client connection does, and
+reads the core's answers with the protocol's own :class:`~gearsql.protocol.Parser`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+from typing import TYPE_CHECKING, NamedTuple
+from urllib.parse import unquote_to_bytes
+
+from gearsql import __version__
+from gearsql.metrics import CONTENT_TYPE, render_metrics
+from gearsql.protocol import RES, Packet, PacketType, Parser, Priority
+
+if TYPE_CHECKING:
+    from gearsql.core import Session
+    from gearsql.server import JobServer
+
+__all__ = ["MAX_HEAD", "HttpError", "Request", "RequestParser", "render_response"]
+
+#: Most bytes of a request line and its headers (431 past it).
+MAX_HEAD = 16384
+
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
+}
+
+#: Methods that submit a job, as in gearmand.
+SUBMIT_METHODS = (b"GET", b"POST", b"PUT")
+
+
+class Request(NamedTuple):
+    """One complete request. Header names are lower case; a repeated header keeps its last value."""
+
+    method: bytes
+    target: bytes
+    version: bytes
+    headers: dict[bytes, bytes]
+    body: bytes
+
+    @property
+    def keep_alive(self) -> bool:
+        """HTTP/1.1 keeps the connection unless told ``close``; HTTP/1.0 only if told to."""
+        connection = self.headers.get(b"connection", b"").lower()
+        if self.version == b"HTTP/1.0":
+            return connection == b"keep-alive"
+        return connection != b"close"
+
+
+class HttpError(NamedTuple):
+    """The peer sent something this server does not take: answer ``status`` and close.
+
+    ``discard`` is how many more bytes of a refused body the peer declared: they are read and
+    dropped before closing, so that the peer reads the answer rather than a reset.
+    """
+
+    status: int
+    text: str
+    discard: int = 0
+
+
+class RequestParser:
+    """Splits one connection's bytes into :class:`Request` events (Content-Length bodies only).
+
+    States: reading a head (up to ``MAX_HEAD`` bytes), reading a body of a known length (up to
+    ``max_body``), broken (after an :class:`HttpError`, everything is ignored).
+    """
+
+    __slots__ = ("_body_left", "_buffer", "_head", "broken", "max_body")
+
+    def __init__(self, max_body: int):
+        self.max_body = max_body
+        self._buffer = bytearray()
+        #: The parsed head while its body is read, else None.
+        self._head: tuple[bytes, bytes, bytes, dict[bytes, bytes]] | None = None
+        self._body_left = 0
+        self.broken = False
+
+    @property
+    def incomplete(self) -> bool:
+        """Whether part of a request is held (a head without its end, or a body not all read)."""
+        return bool(self._buffer) or self._head is not None
+
+    def feed(self, data: bytes) -> list[Request | HttpError]:
+        if self.broken:
+            return []
+        self._buffer += data
+        events: list[Request | HttpError] = []
+        while True:
+            event = self._next()
+            if event is None:
+                return events
+            events.append(event)
+            if isinstance(event, HttpError):
+                self.broken = True
+                self._buffer.clear()
+                return events
+
+    def _next(self) -> Request | HttpError | None:
+        buffer = self._buffer
+        if self._head is None:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > MAX_HEAD:
+                    return HttpError(431, f"request head larger than {MAX_HEAD} bytes")
+                return None
+            if end > MAX_HEAD:
+                return HttpError(431, f"request head larger than {MAX_HEAD} bytes")
+            head = bytes(buffer[:end])
+            del buffer[: end + 4]
+            parsed = _parse_head(head, self.max_body)
+            if isinstance(parsed, HttpError):
+                if parsed.discard:
+                    parsed = parsed._replace(discard=max(0, parsed.discard - len(buffer)))
+                return parsed
+            self._head, self._body_left = parsed
+        if len(buffer) < self._body_left:
+            return None
+        method, target, version, headers = self._head
+        body = bytes(buffer[: self._body_left])
+        del buffer[: self._body_left]
+        self._head = None
+        return Request(method, target, version, headers, body)
+
+
+def _parse_head(
+    head: bytes, max_body: int
+) -> tuple[tuple[bytes, bytes, bytes, dict[bytes, bytes]], int] | HttpError:
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or not parts[0].isalpha() or not parts[1]:
+        return HttpError(400, "malformed request line")
+    method, target, version = parts
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        return HttpError(505, "only HTTP/1.0 and HTTP/1.1 are served")
+    headers: dict[bytes, bytes] = {}
+    lengths: set[bytes] = set()
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip() or b" " in name:
+            return HttpError(400, "malformed header line")
+        name = name.lower()
+        value = value.strip(b" \t")
+        if name == b"content-length":
+            lengths.add(value)
+        headers[name] = value
+    if b"transfer-encoding" in headers:
+        return HttpError(501, "Transfer-Encoding is not supported; send Content-Length")
+    length = 0
+    if lengths:
+        value = lengths.pop()
+        if lengths or not value.isdigit():
+            return HttpError(400, "bad Content-Length")
+        length = int(value)
+    if length > max_body:
+        return HttpError(
+            413, f"the body is larger than --max-packet-size ({max_body} bytes)", length
+        )
+    return (method, target, version, headers), length
+
+
+def render_response(
+    status: int, headers: list[tuple[str, str]], body: bytes = b"", keep_alive: bool = True
+) -> bytes:
+    """An HTTP/1.1 answer with Content-Length (and ``Connection: close`` when not kept)."""
+    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    lines.append(f"Content-Length: {len(body)}")
+    lines.append(f"Server: gearsql/{__version__}")
+    if not keep_alive:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+#: ERROR codes from the core and the HTTP status they are answered with.
+_ERROR_STATUS = {b"QUEUE_ERROR": 503, b"SERVER_BUSY": 503}
+
+
+class _Pending(NamedTuple):
+    request: Request
+    background: bool
+
+
+class HttpConnection(asyncio.Protocol):
+    """One accepted HTTP socket: one request at a time, each submitted as a Gearman job."""
+
+    def __init__(self, server: JobServer):
+        self.server = server
+        self.core = server.core
+        self.transport: asyncio.Transport | None = None
+        self.session: Session | None = None
+        self.parser = RequestParser(server.config.max_packet_size)
+        #: Reads the core's answers (Gearman response packets) to this connection's session.
+        self.replies = Parser(server.config.max_packet_size + 64, expect_magic=RES)
+        self.queue: deque[Request] = deque()
+        #: The request under way (its job submitted) and whether it is a background one.
+        self.current: _Pending | None = None
+        self.handle = b""
+        self.timer: asyncio.TimerHandle | None = None
+        #: Ends a request that is not complete within --packet-timeout of its first byte.
+        self.deadline: asyncio.TimerHandle | None = None
+        #: Bytes of a refused body still to read and drop; -1 when not refusing.
+        self.discarding = -1
+
+    # ------------------------------------------------------------ asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        server = self.server
+        limit = server.config.max_connections
+        if limit and len(server.connections) + len(server.http_connections) >= limit:
+            server.rate_limited_warning(
+                "max-connections", "connection limit (%d) reached; closing new connections", limit
+            )
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        sock = transport.get_extra_info("socket")
+        peer = transport.get_extra_info("peername")
+        host = peer[0] if isinstance(peer, tuple) else "-"
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            server.configure_socket(sock)
+        # Never trusted: HTTP runs no admin command.
+        session = self.core.connect(host, sock.fileno() if sock is not None else -1, False)
+        # The reason of a WORK_EXCEPTION is the answer's body.
+        session.exceptions = True
+        self.session = session
+        server.http_connections[session.id] = self
+
+    def data_received(self, data: bytes) -> None:
+        if self.discarding >= 0:
+            self.discarding -= len(data)
+            if self.discarding <= 0 and self.transport is not None:
+                self.transport.close()
+            return
+        if self.session is None:
+            return
+        self.server.bytes_in += len(data)
+        try:
+            for event in self.parser.feed(data):
+                if isinstance(event, HttpError):
+                    self._refuse(event)
+                    return
+                self.queue.append(event)
+                if self.deadline is not None:  # a request is complete: the next one's clock
+                    self.deadline.cancel()
+                    self.deadline = None
+            self._next()
+            self.server.flush()
+        except Exception as exc:  # a bug must cost this connection only, and a bounded log
+            self.server.rate_limited_warning(
+                "http-bug", "HTTP connection from %s closed by an unexpected error: %r",
+                self.session.peer if self.session else "-", exc,
+            )
+            self._close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._forget()
+        self.server.flush()
+
+    # ------------------------------------------------------------ requests
+
+    def _next(self) -> None:
+        """Start the next request if none is under way; answer those that submit nothing."""
+        while self.current is None and self.queue and self.session is not None:
+            request = self.queue.popleft()
+            problem = self._submit(request)
+            if problem is not None:
+                status, text, extra = problem
+                self._answer(request, status, extra, text.encode() + b"\n")
+        if self.transport is not None and not self.transport.is_closing():
+            # Pipelined requests wait in the socket, not here.
+            if self.current is None:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
+        self._watch()
+
+    def _watch(self) -> None:
+        """Start the clock of a request that is being read (not one waiting in the socket
+        behind a job under way), or stop it."""
+        limit = self.server.config.packet_timeout
+        reading = self.current is None and self.parser.incomplete and self.session is not None
+        if reading and self.deadline is None and limit > 0:
+            assert self.server.loop is not None
+            self.deadline = self.server.loop.call_later(limit, self._too_slow)
+        elif not reading and self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def _too_slow(self) -> None:
+        self.deadline = None
+        limit = self.server.config.packet_timeout
+        self.server.rate_limited_warning(
+            "packet-timeout",
+            "Closing HTTP connection from %s: a request was not complete within"
+            " --packet-timeout (%g s)",
+            self.session.peer if self.session else "-", limit,
+        )
+        if self.transport is not None and not self.transport.is_closing():
+            text = f"the request was not complete within --packet-timeout ({limit:g} s)\n"
+            self.transport.write(render_response(408, [], text.encode(), False))
+        self._close()
+
+    def _submit(self, request: Request) -> tuple[int, str, list[tuple[str, str]]] | None:
+        """Submit ``request``'s job, or answer ``GET /metrics``; (status, text, headers) when
+        the request is refused."""
+        path = request.target.partition(b"?")[0]
+        if not path.startswith(b"/") or path == b"/":
+            return 404, "the path names the function: /FUNCTION", []
+        if path == b"/metrics" and request.method == b"GET":
+            self._answer(
+                request, 200, [("Content-Type", CONTENT_TYPE)], render_metrics(self.server)
+            )
+            return None
+        if request.method not in SUBMIT_METHODS:
+            return 405, "submit a job with POST, PUT or GET", [("Allow", "GET, POST, PUT")]
+        headers = request.headers
+        try:
+            word = headers.get(b"x-gearman-priority", b"normal").decode("ascii")
+            priority = Priority.from_word(word)
+        except (UnicodeDecodeError, ValueError):
+            return 400, "X-Gearman-Priority is high, normal or low", []
+        background = headers.get(b"x-gearman-background", b"").lower() == b"true"
+        timeout = 0.0
+        if b"x-gearman-timeout" in headers:
+            try:
+                timeout = float(headers[b"x-gearman-timeout"])
+            except ValueError:
+                timeout = -1.0
+            if not timeout > 0 or timeout == float("inf"):
+                return 400, "X-Gearman-Timeout is a positive number of seconds", []
+        name = unquote_to_bytes(path[1:])
+        unique = headers.get(b"x-gearman-unique", b"")
+        assert self.session is not None
+        self.current = _Pending(request, background)
+        self.handle = b""
+        if timeout and not background:
+            assert self.server.loop is not None
+            self.timer = self.server.loop.call_later(timeout, self._timed_out)
+        self.core.submit(self.session, name, unique, request.body, priority, background)
+        return None
+
+    def deliver(self, data: bytes) -> None:
+        """The core's output to this connection's session: Gearman response packets."""
+        for event in self.replies.feed(data):
+            pending = self.current
+            if pending is None or not isinstance(event, Packet):
+                continue
+            type_, args = event.type, event.args
+            if type_ == PacketType.JOB_CREATED:
+                self.handle = args[0]
+                if pending.background:
+                    self._done(200, "JOB_CREATED")
+            elif type_ == PacketType.WORK_COMPLETE:
+                self._done(200, "WORK_COMPLETE", args[1])
+            elif type_ == PacketType.WORK_FAIL:
+                self._done(500, "WORK_FAIL", b"the job failed\n")
+            elif type_ == PacketType.WORK_EXCEPTION:
+                self._done(500, "WORK_EXCEPTION", args[1])
+            elif type_ == PacketType.ERROR:
+                code, text = args
+                self._done(_ERROR_STATUS.get(code, 400), "ERROR", text + b"\n", code)
+        self._next()
+
+    def _done(self, status: int, command: str, body: bytes = b"", code: bytes = b"") -> None:
+        pending = self.current
+        assert pending is not None
+        self.current = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        headers = []
+        if self.handle:
+            headers.append(("X-Gearman-Job-Handle", self.handle.decode("latin-1")))
+        headers.append(("X-Gearman-Command", command))
+        if code:
+            headers.append(("X-Gearman-Error", code.decode("latin-1")))
+        self._answer(pending.request, status, headers, body)
+
+    def _answer(
+        self, request: Request, status: int, headers: list[tuple[str, str]], body: bytes
+    ) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        keep = request.keep_alive
+        answer = render_response(status, headers, body, keep)
+        self.server.bytes_out += len(answer)
+        transport.write(answer)
+        if not keep:
+            self._close()
+
+    def _timed_out(self) -> None:
+        """No answer within X-Gearman-Timeout: 504, and the connection closes, which takes the
+        request's client away from its job (a job that has not started never runs)."""
+        self.timer = None
+        pending = self.current
+        if pending is None:
+            return
+        self.current = None
+        headers = [("X-Gearman-Command", "TIMEOUT")]
+        if self.handle:
+            headers.insert(0, ("X-Gearman-Job-Handle", self.handle.decode("latin-1")))
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(
+                render_response(504, headers, b"no answer within X-Gearman-Timeout\n", False)
+            )
+        self._close()
+        self.server.flush()
+
+    def _refuse(self, error: HttpError) -> None:
+        transport = self.transport
+        assert transport is not None
+        transport.write(render_response(error.status, [], error.text.encode() + b"\n", False))
+        self._forget()
+        if error.discard and transport.can_write_eof():
+            transport.write_eof()
+            self.discarding = error.discard
+            limit = self.server.config.packet_timeout
+            if limit > 0 and self.server.loop is not None:
+                # A peer that never sends the rest is not waited for without end.
+                self.deadline = self.server.loop.call_later(limit, transport.abort)
+        else:
+            transport.close()
+
+    def _close(self) -> None:
+        self._forget()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _forget(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        session = self.session
+        if session is None:
+            return
+        self.session = None
+        self.current = None
+        self.queue.clear()
+        self.server.http_connections.pop(session.id, None)
+        self.core.disconnect(session)
