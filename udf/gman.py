@@ -58,8 +58,6 @@ _SQL = {
     "postgres": {
         "settings": "SELECT name, value FROM {schema}._gman_settings()",
         "interrupts": "SELECT 1",
-        "outbox": "SELECT {schema}._gman_outbox_insert($1, $2, $3, $4) AS id",
-        "outbox_types": ["bytea", "bytea", "bytea", "text"],
         "statement": "SELECT statement_timestamp()::text AS mark",
         "outbox_state": "SELECT state, detail FROM {schema}._gman_outbox_state($1)",
         "outbox_state_types": ["bigint"],
@@ -652,14 +650,25 @@ def do(plpy, GD, schema, name, priority, function, workload, unique=None):
 
 def do_background(plpy, GD, schema, name, priority, function, workload, unique=None):
     """gman_do*_background: start a job; immediate mode returns its handle, transactional mode
-    writes an outbox row in the caller's transaction and returns ``outbox:<id>``."""
+    writes an outbox row in the caller's transaction and returns ``outbox:<id>``. (PostgreSQL
+    runs the transactional mode in PL/pgSQL, see gearsql/bridges/postgres.py, and calls
+    :func:`submit_background` for the immediate one.)"""
+    return _background(plpy, GD, schema, name, priority, function, workload, unique, True)
+
+
+def submit_background(plpy, GD, schema, name, priority, function, workload, unique=None):
+    """Submit a background job now, whatever the mode, and return its handle."""
+    return _background(plpy, GD, schema, name, priority, function, workload, unique, False)
+
+
+def _background(plpy, GD, schema, name, priority, function, workload, unique, outbox):
     level = protocol.Priority.from_word(priority)
     fn = _function(plpy, name, function)
     uq = _unique(plpy, name, unique)
     data = _workload(plpy, name, workload)
     settings = _settings(plpy, GD, schema)
     _check_size(plpy, GD, schema, name, data, settings)
-    if settings["background_mode"] == "transactional":
+    if outbox and settings["background_mode"] == "transactional":
         return _outbox(plpy, GD, schema, fn, uq, data, level)
     _link, handles = _submit(
         plpy, GD, schema, settings, name, [(0, fn, uq, data, level, True)], uq

@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gearsql.bridges import library_package, library_sources, load_library, udf_module
-from gearsql.protocol import DEFAULT_MAX_PACKET_SIZE
+from gearsql.protocol import DEFAULT_MAX_PACKET_SIZE, MAX_FUNCTION_NAME, MAX_UNIQUE
 
 __all__ = [
     "DEFAULT_SCHEMA",
@@ -44,6 +44,11 @@ DEFAULT_SCHEMA = "gearsql"
 #: room for the header, the longest function name and unique, and their separators.
 DEFAULT_MAX_WORKLOAD = DEFAULT_MAX_PACKET_SIZE - 1024
 NOTIFY_CHANNEL = "gearsql_outbox"
+#: SQLSTATEs of the gman_* functions (docs/design.md has the table; udf/gman.py raises the same).
+BAD_ARGUMENT = "22023"  # invalid_parameter_value
+BAD_SETTING = "GM006"
+NO_PLPYTHON = "0A000"  # feature_not_supported
+_LEGACY_OUTBOX_INSERT = "{s}._gman_outbox_insert(bytea, bytea, bytea, text)"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 _DOLLAR_TAG = "$gearsql$"
 
@@ -146,6 +151,144 @@ def _function_sql(schema: str, entry: dict[str, Any], key: str, load: str) -> li
         )
     return statements
 
+#: The PL/Python function the background calls go through in immediate mode (not granted: the
+#: public functions, SECURITY DEFINER, call it as the installing role).
+_NOW_PARAMS = [("p_name", "text"), ("p_priority", "text"), ("p_function", "text"),
+               ("p_workload", "bytea"), ("p_unique", "text")]
+
+
+def _now_sql(schema: str, key: str, load: str) -> str:
+    functions = udf_module("functions")
+    body = (
+        f"SCHEMA = {schema!r}\n"
+        + functions.PREAMBLE.format(key=key, load=load)
+        + "return lib.submit_background(plpy, GD, SCHEMA, p_name, p_priority, p_function, "
+        "p_workload, p_unique)\n"
+    )
+    args = ", ".join(f"{name} {sql}" for name, sql in _NOW_PARAMS)
+    return (
+        f"CREATE OR REPLACE FUNCTION {_ident(schema)}._gman_background_now({args})\n"
+        f"RETURNS text LANGUAGE plpython3u VOLATILE AS {_dollar(body)};"
+    )
+
+
+def _now_signature(schema: str) -> str:
+    return f"{_ident(schema)}._gman_background_now({_arg_types(_NOW_PARAMS)})"
+
+
+def _raise(message: str, code: str, *args: str, hint: str | None = None) -> str:
+    """A PL/pgSQL RAISE of ``message`` (``%`` for each of ``args``) with SQLSTATE ``code``."""
+    using = f"ERRCODE = {_literal(code)}"
+    if hint is not None:
+        using += f", HINT = {_literal(hint)}"
+    values = "".join(f", {arg}" for arg in args)
+    return f"RAISE EXCEPTION {_literal(message)}{values} USING {using};"
+
+
+def _background_sql(schema: str, entry: dict[str, Any], plpython: bool) -> list[str]:
+    """``gman_do*_background`` in PL/pgSQL: in transactional mode (the default) a call only
+    checks its arguments and writes an outbox row, so it stays about as cheap as an INSERT (a
+    trigger may call it for every row); immediate mode hands over to PL/Python. SECURITY
+    DEFINER with a fixed search_path (a caller's own operators are never used): the caller needs
+    EXECUTE on this function only, not on the tables or helpers.
+
+    The checks and their messages are those of ``udf/gman.py`` (``_function``, ``_unique``,
+    ``_workload``, ``_check_size``). PostgreSQL text cannot hold NUL, so there is no NUL check.
+    pg_notify sends one notification per transaction however many rows it writes: PostgreSQL
+    folds a channel's identical payloads within a transaction into one."""
+    s = _ident(schema)
+    name = entry["name"]
+    priority = dict(udf_module("functions").BACKGROUND)[name]
+    has_unique = len(entry["params"]) == 3
+    where = f"(table {schema}.gman_settings)"
+    statements = []
+    for params, _returns in _signatures(entry):
+        binary = params[1][1] == "bytea"
+        args = ", ".join(f"{_ident(p)} {sql}" for p, sql in params)
+        data = "workload" if binary else "pg_catalog.convert_to(workload, 'UTF8')"
+        unique = '"unique"' if has_unique else "NULL::text"
+        if plpython:
+            immediate = (f"RETURN {s}._gman_background_now({_literal(name)}, "
+                         f"{_literal(priority)}, function, raw, {unique});")
+        else:
+            immediate = _raise(
+                f"{name}: background_mode is 'immediate', which needs PL/Python (plpython3u), "
+                "and gearsql was installed without it in this database", NO_PLPYTHON,
+                hint="set background_mode to 'transactional' (the relay submits the jobs)")
+        lines = [
+            "DECLARE",
+            "    raw bytea;",
+            "    mode text;",
+            "    limit_text text;",
+            "    size_limit bigint;",
+            "    new_id bigint;",
+            "BEGIN",
+            "    IF function IS NULL THEN",
+            "        " + _raise(f"{name}: the function name is NULL", BAD_ARGUMENT),
+            "    END IF;",
+            f"    IF pg_catalog.octet_length(function) > {MAX_FUNCTION_NAME} THEN",
+            "        " + _raise(f"{name}: the function name is longer than {MAX_FUNCTION_NAME} "
+                               "bytes (% bytes)", BAD_ARGUMENT,
+                               "pg_catalog.octet_length(function)"),
+            "    END IF;",
+            "    IF function = '' THEN",
+            "        " + _raise(f"{name}: the function name is empty", BAD_ARGUMENT),
+            "    END IF;",
+        ]
+        if has_unique:
+            lines += [
+                f'    IF pg_catalog.octet_length("unique") > {MAX_UNIQUE} THEN',
+                "        " + _raise(f"{name}: the unique id is longer than {MAX_UNIQUE} bytes "
+                                   "(% bytes)", BAD_ARGUMENT, 'pg_catalog.octet_length("unique")'),
+                "    END IF;",
+            ]
+        lines += [
+            "    IF workload IS NULL THEN",
+            "        " + _raise(f"{name}: the workload is NULL", BAD_ARGUMENT),
+            "    END IF;",
+            f"    raw := {data};",
+            "    SELECT pg_catalog.max(value) FILTER (WHERE name = 'background_mode'),",
+            "           pg_catalog.max(value) FILTER (WHERE name = 'max_workload')",
+            f"      INTO mode, limit_text FROM {s}.gman_settings",
+            "     WHERE name IN ('background_mode', 'max_workload');",
+            "    mode := coalesce(mode, 'transactional');",
+            "    limit_text := pg_catalog.btrim(coalesce(nullif(limit_text, ''), '0'));",
+            "    IF limit_text !~ '^[0-9]{1,18}$' THEN",
+            "        " + _raise("gearsql: bad setting: max_workload=%", BAD_SETTING,
+                               "pg_catalog.quote_literal(limit_text)",
+                               hint=f"an administrator fixes it {where}"),
+            "    END IF;",
+            "    size_limit := limit_text::bigint;",
+            "    IF size_limit > 0 AND pg_catalog.octet_length(raw) > size_limit THEN",
+            "        " + _raise(
+                f"{name}: the workload is % bytes, more than the max_workload setting "
+                "(% bytes)", BAD_ARGUMENT, "pg_catalog.octet_length(raw)", "size_limit",
+                hint="a job server refuses a packet above its maximum size; pass a reference "
+                "to the data (a key, a path) instead, or an administrator raises max_workload "
+                f"{where} and the job server's limit together"),
+            "    END IF;",
+            "    IF mode = 'immediate' THEN",
+            "        " + immediate,
+            "    ELSIF mode <> 'transactional' THEN",
+            "        " + _raise("gearsql: bad setting background_mode=%", BAD_SETTING,
+                               "pg_catalog.quote_literal(mode)",
+                               hint="it is 'transactional' or 'immediate'"),
+            "    END IF;",
+            f"    INSERT INTO {s}.gman_outbox (function, unique_key, workload, priority)",
+            f"    VALUES (pg_catalog.convert_to(function, 'UTF8'), "
+            f"pg_catalog.convert_to({unique}, 'UTF8'), raw, {_literal(priority)})",
+            "    RETURNING id INTO new_id;",
+            f"    PERFORM pg_catalog.pg_notify({_literal(NOTIFY_CHANNEL)}, {_literal(schema)});",
+            "    RETURN 'outbox:' || new_id;",
+            "END",
+        ]
+        statements.append(
+            f"CREATE OR REPLACE FUNCTION {s}.{_ident(name)}({args})\n"
+            "RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER\n"
+            f"SET search_path = pg_catalog, pg_temp AS {_dollar(chr(10).join(lines) + chr(10))};"
+        )
+    return statements
+
 
 def _drop_old_job_status(schema: str) -> str:
     """A DO block that drops a ``gman_job_status`` of an older install, whose result had no
@@ -187,7 +330,7 @@ def _all_functions(schema: str) -> list[tuple[str, str]]:
     functions = udf_module("functions")
     objects = [
         ("FUNCTION", f"{_ident(schema)}._gman_settings()"),
-        ("FUNCTION", f"{_ident(schema)}._gman_outbox_insert(bytea, bytea, bytea, text)"),
+        ("FUNCTION", _now_signature(schema)),
         ("FUNCTION", f"{_ident(schema)}._gman_load()"),
         ("FUNCTION", f"{_ident(schema)}._gman_outbox_state(bigint)"),
         ("FUNCTION", f"{_ident(schema)}.gman_pipeline()"),
@@ -319,21 +462,19 @@ def install_sql(
         "RETURNS TABLE (name text, value text) LANGUAGE sql STABLE SECURITY DEFINER\n"
         "SET search_path = pg_catalog, pg_temp AS $$\n"
         f"    SELECT s.name, s.value FROM {s}.gman_settings AS s\n$$;",
-        f"CREATE OR REPLACE FUNCTION {s}._gman_outbox_insert("
-        "p_function bytea, p_unique bytea, p_workload bytea, p_priority text)\n"
-        "RETURNS bigint LANGUAGE plpgsql VOLATILE SECURITY DEFINER\n"
-        "SET search_path = pg_catalog, pg_temp AS $$\n"
-        "DECLARE\n    new_id bigint;\nBEGIN\n"
-        f"    INSERT INTO {s}.gman_outbox (function, unique_key, workload, priority)\n"
-        "    VALUES (p_function, p_unique, p_workload, p_priority) RETURNING id INTO new_id;\n"
-        f"    PERFORM pg_notify({_literal(NOTIFY_CHANNEL)}, {_literal(schema)});\n"
-        "    RETURN new_id;\nEND\n$$;",
+        # Older installs wrote the outbox through this helper, which skipped the checks.
+        f"DROP FUNCTION IF EXISTS {_LEGACY_OUTBOX_INSERT.format(s=s)};",
         f"CREATE OR REPLACE FUNCTION {s}._gman_load()\n"
         f"RETURNS void LANGUAGE plpython3u VOLATILE AS {_dollar(_loader_body(package, sources))};",
         _drop_old_job_status(schema),
     ]
+    parts.append(_now_sql(schema, package, load))
+    background = {name for name, _ in functions.BACKGROUND}
     for entry in functions.FUNCTIONS:
-        parts += _function_sql(schema, entry, package, load)
+        if entry["name"] in background:
+            parts += _background_sql(schema, entry, plpython=True)
+        else:
+            parts += _function_sql(schema, entry, package, load)
     parts.append(_regrant_job_status(schema))
     for aggregate in functions.AGGREGATES:
         for params, _ in _signatures(aggregate):
@@ -408,6 +549,7 @@ def uninstall_sql(schema: str = DEFAULT_SCHEMA, force: bool = False, for_file: b
         )
     for kind, signature in reversed(_all_functions(schema)):
         parts.append(f"DROP {kind} IF EXISTS {signature};")
+    parts.append(f"DROP FUNCTION IF EXISTS {_LEGACY_OUTBOX_INSERT.format(s=s)};")
     parts += [
         f"DROP TABLE IF EXISTS {s}.gman_outbox_dead;",
         f"DROP TABLE IF EXISTS {s}.gman_outbox;",

@@ -82,9 +82,11 @@ DROP FUNCTION IF EXISTS "gearsql"._gman_outbox_state(bigint);
 
 DROP FUNCTION IF EXISTS "gearsql"._gman_load();
 
-DROP FUNCTION IF EXISTS "gearsql"._gman_outbox_insert(bytea, bytea, bytea, text);
+DROP FUNCTION IF EXISTS "gearsql"._gman_background_now(text, text, text, bytea, text);
 
 DROP FUNCTION IF EXISTS "gearsql"._gman_settings();
+
+DROP FUNCTION IF EXISTS "gearsql"._gman_outbox_insert(bytea, bytea, bytea, text);
 
 DROP TABLE IF EXISTS "gearsql".gman_outbox_dead;
 
