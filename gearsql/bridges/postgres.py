@@ -35,6 +35,7 @@ __all__ = [
     "SETTINGS",
     "install",
     "install_sql",
+    "plpython_available",
     "uninstall",
     "uninstall_sql",
 ]
@@ -127,7 +128,10 @@ def _read_udf(name: str) -> str:
     return UDF_SOURCES[name]
 
 
-def _function_sql(schema: str, entry: dict[str, Any], key: str, load: str) -> list[str]:
+def _function_sql(schema: str, entry: dict[str, Any], key: str, load: str,
+                  plpython: bool = True) -> list[str]:
+    """``entry`` in PL/Python; without PL/Python, a PL/pgSQL function of the same signature that
+    says why it cannot run (SQLSTATE 0A000, feature_not_supported)."""
     functions = udf_module("functions")
     body = (
         f"SCHEMA = {schema!r}\n"
@@ -135,6 +139,15 @@ def _function_sql(schema: str, entry: dict[str, Any], key: str, load: str) -> li
         + entry["body"]
         + "\n"
     )
+    language = "plpython3u"
+    if not plpython:
+        language = "plpgsql"
+        body = "BEGIN\n    " + _raise(
+            f"{entry['name']} needs PL/Python (plpython3u), and gearsql was installed without "
+            "it in this database", NO_PLPYTHON,
+            hint="the gman_do*_background functions work (transactional mode: the relay "
+            "submits the jobs); a superuser can install PL/Python and run gearsql install "
+            "postgres again") + "\nEND\n"
     statements = []
     qualified = f"{_ident(schema)}.{_ident(entry['name'])}"
     for params, returns in _signatures(entry):
@@ -147,7 +160,7 @@ def _function_sql(schema: str, entry: dict[str, Any], key: str, load: str) -> li
             result = returns
         statements.append(
             f"CREATE OR REPLACE FUNCTION {qualified}({args})\n"
-            f"RETURNS {result} LANGUAGE plpython3u VOLATILE AS {_dollar(body)};"
+            f"RETURNS {result} LANGUAGE {language} VOLATILE AS {_dollar(body)};"
         )
     return statements
 
@@ -325,13 +338,17 @@ def _regrant_job_status(schema: str) -> str:
     )
 
 
-def _all_functions(schema: str) -> list[tuple[str, str]]:
-    """(kind, qualified signature) of every function and aggregate, for GRANT and DROP."""
+def _all_functions(schema: str, plpython: bool = True) -> list[tuple[str, str]]:
+    """(kind, qualified signature) of every function and aggregate, for GRANT and DROP (those
+    in PL/Python only with ``plpython``)."""
     functions = udf_module("functions")
-    objects = [
-        ("FUNCTION", f"{_ident(schema)}._gman_settings()"),
-        ("FUNCTION", _now_signature(schema)),
-        ("FUNCTION", f"{_ident(schema)}._gman_load()"),
+    objects = [("FUNCTION", f"{_ident(schema)}._gman_settings()")]
+    if plpython:
+        objects += [
+            ("FUNCTION", _now_signature(schema)),
+            ("FUNCTION", f"{_ident(schema)}._gman_load()"),
+        ]
+    objects += [
         ("FUNCTION", f"{_ident(schema)}._gman_outbox_state(bigint)"),
         ("FUNCTION", f"{_ident(schema)}.gman_pipeline()"),
     ]
@@ -356,6 +373,7 @@ def install_sql(
     background_mode: str | None = None,
     timeout: str | None = None,
     for_file: bool = False,
+    plpython: bool = True,
 ) -> str:
     """The SQL that installs (or upgrades) the functions into ``schema``.
 
@@ -363,6 +381,10 @@ def install_sql(
     foreground gman_do* waits for its result). ``role`` gets USAGE on the schema and EXECUTE on
     the functions; PUBLIC gets nothing. Raises ValueError for a schema or role that is not a
     plain identifier, a bad background mode or a timeout that is not 0 < seconds <= 86400.
+
+    Without ``plpython`` (managed services that offer no untrusted language), the background
+    functions are installed as usual (transactional mode, PL/pgSQL) and every other function
+    raises SQLSTATE 0A000 saying it needs PL/Python; no superuser is needed then.
     """
     check_identifier(schema, "schema")
     if role is not None:
@@ -383,7 +405,7 @@ def install_sql(
         parts.append(_file_header(schema))
     parts += [
         "BEGIN;",
-        "CREATE EXTENSION IF NOT EXISTS plpython3u;",
+        *(["CREATE EXTENSION IF NOT EXISTS plpython3u;"] if plpython else []),
         f"CREATE SCHEMA IF NOT EXISTS {s};",
         f"CREATE TABLE IF NOT EXISTS {s}.gman_settings (\n"
         f"    name text PRIMARY KEY CHECK (name IN ({', '.join(map(_literal, SETTINGS))})),\n"
@@ -464,17 +486,20 @@ def install_sql(
         f"    SELECT s.name, s.value FROM {s}.gman_settings AS s\n$$;",
         # Older installs wrote the outbox through this helper, which skipped the checks.
         f"DROP FUNCTION IF EXISTS {_LEGACY_OUTBOX_INSERT.format(s=s)};",
-        f"CREATE OR REPLACE FUNCTION {s}._gman_load()\n"
-        f"RETURNS void LANGUAGE plpython3u VOLATILE AS {_dollar(_loader_body(package, sources))};",
         _drop_old_job_status(schema),
     ]
-    parts.append(_now_sql(schema, package, load))
+    if plpython:
+        parts += [
+        f"CREATE OR REPLACE FUNCTION {s}._gman_load()\n"
+        f"RETURNS void LANGUAGE plpython3u VOLATILE AS {_dollar(_loader_body(package, sources))};",
+            _now_sql(schema, package, load),
+        ]
     background = {name for name, _ in functions.BACKGROUND}
     for entry in functions.FUNCTIONS:
         if entry["name"] in background:
-            parts += _background_sql(schema, entry, plpython=True)
+            parts += _background_sql(schema, entry, plpython)
         else:
-            parts += _function_sql(schema, entry, package, load)
+            parts += _function_sql(schema, entry, package, load, plpython)
     parts.append(_regrant_job_status(schema))
     for aggregate in functions.AGGREGATES:
         for params, _ in _signatures(aggregate):
@@ -487,12 +512,12 @@ def install_sql(
                 "    FINALFUNC_MODIFY = READ_WRITE\n);"
             )
     # GRANT and REVOKE name aggregates as functions too.
-    for _, signature in _all_functions(schema):
+    for _, signature in _all_functions(schema, plpython):
         parts.append(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC;")
     if role is not None:
         r = _ident(role)
         parts.append(f"GRANT USAGE ON SCHEMA {s} TO {r};")
-        for _, signature in _all_functions(schema):
+        for _, signature in _all_functions(schema, plpython):
             parts.append(f"GRANT EXECUTE ON FUNCTION {signature} TO {r};")
     parts.append("COMMIT;")
     return "\n\n".join(parts) + "\n"
@@ -625,12 +650,38 @@ def install(
     servers: str | None = None,
     background_mode: str | None = None,
     timeout: str | None = None,
-) -> None:
-    """Install or upgrade the functions over a connection to ``dsn``, in one transaction.
-    Raises ValueError for bad names or a DSN that is not PostgreSQL's, PermissionError when the
-    role may not install (it must be a superuser), and ``psycopg.Error`` when the database
-    refuses for another reason."""
-    _run(dsn, install_sql(schema, role, servers, background_mode, timeout), "install")
+    plpython: bool | None = None,
+) -> bool:
+    """Install or upgrade the functions over a connection to ``dsn``, in one transaction, and
+    say whether PL/Python was used. ``plpython`` None: use it when the server allows
+    (:func:`plpython_available`). Raises ValueError for bad names or a DSN that is not
+    PostgreSQL's, PermissionError when the role may not install (with PL/Python it must be a
+    superuser), and ``psycopg.Error`` when the database refuses for another reason."""
+    if plpython is None:
+        plpython = plpython_available(dsn)
+    _run(dsn, install_sql(schema, role, servers, background_mode, timeout, plpython=plpython),
+         "install")
+    return plpython
+
+
+#: Whether this connection can have plpython3u: the extension is there already, or the server
+#: offers it and the role is a superuser (only a superuser may create an untrusted language).
+_PLPYTHON_QUERY = (
+    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'plpython3u')"
+    " OR (EXISTS (SELECT 1 FROM pg_catalog.pg_available_extensions"
+    "             WHERE name = 'plpython3u')"
+    "     AND (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user))"
+)
+
+
+def plpython_available(dsn: str) -> bool:
+    """Whether the install over ``dsn`` can use PL/Python (see ``_PLPYTHON_QUERY``)."""
+    check_dsn(dsn)
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(_PLPYTHON_QUERY).fetchone()
+    return bool(row and row[0])
 
 
 def uninstall(dsn: str, schema: str = DEFAULT_SCHEMA, force: bool = False) -> None:
