@@ -105,8 +105,22 @@ class _Timeout(Exception):
 # ------------------------------------------------------------------------------ arguments
 
 
-def _fail(plpy, message, detail=None, hint=None):
-    fields = {}
+#: The SQLSTATE of each kind of failure (docs/design.md has the table). GM... is gearsql's own
+#: class; the others are PostgreSQL's standard codes that mean the same.
+UNREACHABLE = "GM001"  # no job server could be reached, or the connection was lost
+TIMEOUT = "GM002"  # no answer or result within the 'timeout' setting
+WORK_FAIL = "GM003"  # the worker failed the job (WORK_FAIL)
+WORK_EXCEPTION = "GM004"  # the worker raised an exception (WORK_EXCEPTION)
+REFUSED = "GM005"  # the job server refused the job (too large, bad name)
+BAD_SETTING = "GM006"  # a setting an administrator must fix
+BAD_ARGUMENT = "22023"  # invalid_parameter_value: a bad argument, or a workload too large
+BAD_RESULT = "22021"  # character_not_in_repertoire: a result text cannot hold
+NOT_AN_INTEGER = "22P02"  # invalid_text_representation: gman_sum got a result not a number
+NOT_ALLOWED = "42501"  # insufficient_privilege: a job server outside the allowed ones
+
+
+def _fail(plpy, message, detail=None, hint=None, sqlstate=BAD_ARGUMENT):
+    fields = {"sqlstate": sqlstate}
     if detail is not None:
         fields["detail"] = detail
     if hint is not None:
@@ -181,10 +195,12 @@ def _result(plpy, name, data, binary):
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         _fail(plpy, f"{name}: the worker's result is not UTF-8 text",
-              hint="pass the workload as bytea/BLOB to get the result as bytes")
+              hint="pass the workload as bytea/BLOB to get the result as bytes",
+              sqlstate=BAD_RESULT)
     if "\0" in text:
         _fail(plpy, f"{name}: the worker's result contains a NUL byte, which text cannot hold",
-              hint="pass the workload as bytea/BLOB to get the result as bytes")
+              hint="pass the workload as bytea/BLOB to get the result as bytes",
+              sqlstate=BAD_RESULT)
     return text
 
 
@@ -228,10 +244,10 @@ def _settings(plpy, GD, schema):
         }
     except ValueError as exc:
         _fail(plpy, f"gearsql: bad setting: {exc}",
-              hint="an administrator fixes it" + _where(GD, schema))
+              hint="an administrator fixes it" + _where(GD, schema), sqlstate=BAD_SETTING)
     if settings["background_mode"] not in BACKGROUND_MODES:
         _fail(plpy, f"gearsql: bad setting background_mode={settings['background_mode']!r}",
-              hint="it is 'transactional' or 'immediate'")
+              hint="it is 'transactional' or 'immediate'", sqlstate=BAD_SETTING)
     return settings
 
 
@@ -300,7 +316,8 @@ def _targets(plpy, GD, schema, settings, name):
         targets = [address for address in chosen if address in allowed]
         if not targets:
             _fail(plpy, f"{name}: none of the job servers chosen with gman_servers_set is "
-                  "allowed any more", detail="allowed: " + ", ".join(map(_format, allowed)))
+                  "allowed any more", detail="allowed: " + ", ".join(map(_format, allowed)),
+                  sqlstate=NOT_ALLOWED)
         return targets
     return allowed
 
@@ -324,6 +341,7 @@ def servers_set(plpy, GD, schema, servers):
             detail="allowed: " + ", ".join(map(_format, allowed)),
             hint="an administrator lists the job servers this database may reach in the "
             "'servers' setting" + _where(GD, schema),
+            sqlstate=NOT_ALLOWED,
         )
     session = _session(GD, schema)
     for address in list(session.links):
@@ -513,7 +531,8 @@ def _submit(plpy, GD, schema, settings, name, requests, unique=b""):
                 raise
     _fail(plpy, f"{name}: cannot reach a job server",
           detail="; ".join(errors),
-          hint="check that the job server runs and is listed in the 'servers' setting")
+          hint="check that the job server runs and is listed in the 'servers' setting",
+          sqlstate=UNREACHABLE)
 
 
 def _packet_bytes(requests):
@@ -545,7 +564,7 @@ def _refused_on_size(plpy, name, link, requests, exc):
               "its maximum packet size",
               hint="set the max_workload setting to the job server's limit (gearsql server "
               "--max-packet-size) to be told before anything is sent; pass a reference to the "
-              "data instead of the data")
+              "data instead of the data", sqlstate=REFUSED)
 
 
 def _reason(exc):
@@ -576,11 +595,11 @@ def _send_and_confirm(plpy, GD, schema, settings, name, link, requests):
                         why = (f" (a packet of {_packet_bytes(requests)} bytes: more than the "
                                "server's maximum packet size)")
                     _fail(plpy, f"{name}: the job server {link.name} refused the job: "
-                          f"{event.code} {event.text}".rstrip() + why)
+                          f"{event.code} {event.text}".rstrip() + why, sqlstate=REFUSED)
     except _Timeout:
         _drop(GD, schema, link)
         _fail(plpy, f"{name}: the job server {link.name} did not confirm the job within "
-              f"{settings['timeout']:g} s")
+              f"{settings['timeout']:g} s", sqlstate=TIMEOUT)
     return handles
 
 
@@ -612,17 +631,19 @@ def _results(plpy, GD, schema, settings, name, link, handles):
                     elif packet.type == protocol.PacketType.WORK_EXCEPTION:
                         text = packet.args[1].decode("utf-8", "replace")
                         _fail(plpy, f"{name}: the worker raised an exception in job {handle}: "
-                              f"{text}")
+                              f"{text}", sqlstate=WORK_EXCEPTION)
                     else:
-                        _fail(plpy, f"{name}: the worker failed job {handle} (WORK_FAIL)")
+                        _fail(plpy, f"{name}: the worker failed job {handle} (WORK_FAIL)",
+                        sqlstate=WORK_FAIL)
     except _Timeout:
         _drop(GD, schema, link)
         _fail(plpy, f"{name}: no result within {settings['timeout']:g} s (the 'timeout' "
               f"setting) from {link.name}",
-              hint="is a worker registered for the function?")
+              hint="is a worker registered for the function?", sqlstate=TIMEOUT)
     except _Lost as exc:
         _drop(GD, schema, link)
-        _fail(plpy, f"{name}: lost the connection to {link.name} while waiting: {exc}")
+        _fail(plpy, f"{name}: lost the connection to {link.name} while waiting: {exc}",
+        sqlstate=UNREACHABLE)
     except BaseException:
         _drop(GD, schema, link)
         raise
@@ -771,7 +792,8 @@ def job_status(plpy, GD, schema, handle):
                 "detail": link.name,
             }
     if errors and len(errors) == len(_targets(plpy, GD, schema, settings, name)):
-        _fail(plpy, f"{name}: cannot reach a job server", detail="; ".join(errors))
+        _fail(plpy, f"{name}: cannot reach a job server", detail="; ".join(errors),
+        sqlstate=UNREACHABLE)
     return status
 
 
@@ -822,7 +844,7 @@ def sum_final(plpy, GD, schema, state):
         return None
     entry = _session(GD, schema).sums.pop(state, None)
     if entry is None:
-        _fail(plpy, f"{name}: the tasks of this aggregate were lost")
+        _fail(plpy, f"{name}: the tasks of this aggregate were lost", sqlstate=UNREACHABLE)
     tasks = entry[1]
     if not tasks:
         return None
@@ -842,7 +864,7 @@ def sum_final(plpy, GD, schema, state):
             total += int(raw)
         except ValueError:
             _fail(plpy, f"{name}: a worker's result is not an integer: "
-                  f"{raw[:40].decode('utf-8', 'replace')!r}")
+                  f"{raw[:40].decode('utf-8', 'replace')!r}", sqlstate=NOT_AN_INTEGER)
     return total
 
 

@@ -128,41 +128,105 @@ def _read_udf(name: str) -> str:
     return UDF_SOURCES[name]
 
 
+#: A PL/pgSQL exception handler that re-raises the error of a PL/Python body with its SQLSTATE,
+#: message, detail and hint, but without PL/Python's "plpy.Error: " prefix and traceback.
+#: (QUERY_CANCELED is not among OTHERS: a cancel goes through as it is.)
+_RERAISE = (
+    "EXCEPTION WHEN OTHERS THEN\n"
+    "    GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,\n"
+    "        e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;\n"
+    "    e_message := regexp_replace(e_message, '^plpy\\.[A-Za-z]+: ', '');\n"
+    "    IF e_detail <> '' AND e_hint <> '' THEN\n"
+    "        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,\n"
+    "            DETAIL = e_detail, HINT = e_hint;\n"
+    "    ELSIF e_detail <> '' THEN\n"
+    "        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;\n"
+    "    ELSIF e_hint <> '' THEN\n"
+    "        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;\n"
+    "    ELSE\n"
+    "        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;\n"
+    "    END IF;\n"
+)
+_ERROR_VARIABLES = "    e_code text;\n    e_message text;\n    e_detail text;\n    e_hint text;\n"
+
+
 def _function_sql(schema: str, entry: dict[str, Any], key: str, load: str,
                   plpython: bool = True) -> list[str]:
-    """``entry`` in PL/Python; without PL/Python, a PL/pgSQL function of the same signature that
-    says why it cannot run (SQLSTATE 0A000, feature_not_supported)."""
+    """``entry`` as SQL functions, one per overload.
+
+    With PL/Python, a public function is PL/pgSQL (SECURITY DEFINER, fixed search_path) around
+    ``_gman_py_<name>``, the PL/Python body, which only the installing role may execute: the
+    wrapper re-raises an error with its SQLSTATE, message, detail and hint, minus PL/Python's
+    ``plpy.Error:`` prefix and its Python traceback in CONTEXT. The aggregate's internal
+    functions are the PL/Python bodies themselves, SECURITY DEFINER.
+
+    Without PL/Python, a PL/pgSQL function of the same signature that says why it cannot run
+    (SQLSTATE 0A000, feature_not_supported)."""
     functions = udf_module("functions")
-    body = (
+    s = _ident(schema)
+    python_body = (
         f"SCHEMA = {schema!r}\n"
         + functions.PREAMBLE.format(key=key, load=load)
         + entry["body"]
         + "\n"
     )
-    language = "plpython3u"
-    if not plpython:
-        language = "plpgsql"
-        body = "BEGIN\n    " + _raise(
-            f"{entry['name']} needs PL/Python (plpython3u), and gearsql was installed without "
-            "it in this database", NO_PLPYTHON,
-            hint="the gman_do*_background functions work (transactional mode: the relay "
-            "submits the jobs); a superuser can install PL/Python and run gearsql install "
-            "postgres again") + "\nEND\n"
+    internal = bool(entry.get("internal"))
     statements = []
-    qualified = f"{_ident(schema)}.{_ident(entry['name'])}"
     for params, returns in _signatures(entry):
         args = ", ".join(f"{_ident(name)} {sql}" for name, sql in params)
+        names = ", ".join(_ident(name) for name, _ in params)
         if returns == "status":
             args += (", OUT known boolean, OUT running boolean, OUT numerator bigint,"
                      " OUT denominator bigint, OUT state text, OUT detail text")
             result = "record"
         else:
             result = returns
+        public = f"{s}.{_ident(entry['name'])}({args})"
+        if not plpython:
+            body = "BEGIN\n    " + _raise(
+                f"{entry['name']} needs PL/Python (plpython3u), and gearsql was installed "
+                "without it in this database", NO_PLPYTHON,
+                hint="the gman_do*_background functions work (transactional mode: the relay "
+                "submits the jobs); a superuser can install PL/Python and run gearsql install "
+                "postgres again") + "\nEND\n"
+            statements.append(f"CREATE OR REPLACE FUNCTION {public}\n"
+                              f"RETURNS {result} LANGUAGE plpgsql VOLATILE AS {_dollar(body)};")
+            continue
+        if internal:
+            statements.append(
+                f"CREATE OR REPLACE FUNCTION {public}\nRETURNS {result} LANGUAGE plpython3u "
+                f"VOLATILE SECURITY DEFINER AS {_dollar(python_body)};")
+            continue
+        inner = f"{s}.{_ident('_gman_py_' + entry['name'])}"
         statements.append(
-            f"CREATE OR REPLACE FUNCTION {qualified}({args})\n"
-            f"RETURNS {result} LANGUAGE {language} VOLATILE AS {_dollar(body)};"
+            f"CREATE OR REPLACE FUNCTION {inner}({args})\n"
+            f"RETURNS {result} LANGUAGE plpython3u VOLATILE AS {_dollar(python_body)};")
+        if returns == "status":
+            call = ("SELECT r.known, r.running, r.numerator, r.denominator, r.state, r.detail\n"
+                    "      INTO known, running, numerator, denominator, state, detail\n"
+                    f"      FROM {inner}({names}) AS r;\n    RETURN;")
+        else:
+            call = f"RETURN {inner}({names});"
+        body = (
+            "DECLARE\n" + _ERROR_VARIABLES + "BEGIN\n"
+            f"    {call}\n"
+            + _RERAISE + "END\n"
         )
+        statements.append(
+            f"CREATE OR REPLACE FUNCTION {public}\nRETURNS {result} LANGUAGE plpgsql VOLATILE "
+            f"SECURITY DEFINER\nSET search_path = pg_catalog, pg_temp AS {_dollar(body)};")
     return statements
+
+
+def _python_bodies(schema: str) -> list[str]:
+    """The signatures of the ``_gman_py_*`` functions (PL/Python bodies of public functions)."""
+    functions = udf_module("functions")
+    background = {name for name, _ in functions.BACKGROUND}
+    return [f"{_ident(schema)}.{_ident('_gman_py_' + entry['name'])}({_arg_types(params)})"
+            for entry in functions.FUNCTIONS
+            if entry["name"] not in background and not entry.get("internal")
+            for params, _ in _signatures(entry)]
+
 
 #: The PL/Python function the background calls go through in immediate mode (not granted: the
 #: public functions, SECURITY DEFINER, call it as the installing role).
@@ -221,8 +285,10 @@ def _background_sql(schema: str, entry: dict[str, Any], plpython: bool) -> list[
         data = "workload" if binary else "pg_catalog.convert_to(workload, 'UTF8')"
         unique = '"unique"' if has_unique else "NULL::text"
         if plpython:
-            immediate = (f"RETURN {s}._gman_background_now({_literal(name)}, "
-                         f"{_literal(priority)}, function, raw, {unique});")
+            immediate = (
+                f"BEGIN\n            RETURN {s}._gman_background_now({_literal(name)}, "
+                f"{_literal(priority)}, function, raw, {unique});\n"
+                + _RERAISE.replace("\n", "\n        ") + "END;")
         else:
             immediate = _raise(
                 f"{name}: background_mode is 'immediate', which needs PL/Python (plpython3u), "
@@ -235,6 +301,7 @@ def _background_sql(schema: str, entry: dict[str, Any], plpython: bool) -> list[
             "    limit_text text;",
             "    size_limit bigint;",
             "    new_id bigint;",
+            _ERROR_VARIABLES.rstrip("\n"),
             "BEGIN",
             "    IF function IS NULL THEN",
             "        " + _raise(f"{name}: the function name is NULL", BAD_ARGUMENT),
@@ -339,7 +406,7 @@ def _regrant_job_status(schema: str) -> str:
 
 
 def _all_functions(schema: str, plpython: bool = True) -> list[tuple[str, str]]:
-    """(kind, qualified signature) of every function and aggregate, for GRANT and DROP (those
+    """(kind, qualified signature) of every function and aggregate, for REVOKE and DROP (those
     in PL/Python only with ``plpython``)."""
     functions = udf_module("functions")
     objects = [("FUNCTION", f"{_ident(schema)}._gman_settings()")]
@@ -347,10 +414,11 @@ def _all_functions(schema: str, plpython: bool = True) -> list[tuple[str, str]]:
         objects += [
             ("FUNCTION", _now_signature(schema)),
             ("FUNCTION", f"{_ident(schema)}._gman_load()"),
+            *(("FUNCTION", signature) for signature in _python_bodies(schema)),
         ]
     objects += [
         ("FUNCTION", f"{_ident(schema)}._gman_outbox_state(bigint)"),
-        ("FUNCTION", f"{_ident(schema)}.gman_pipeline()"),
+        ("FUNCTION", f"{_ident(schema)}.{_ident('gman_pipeline')}()"),
     ]
     for entry in functions.FUNCTIONS:
         for params, _ in _signatures(entry):
@@ -364,6 +432,17 @@ def _all_functions(schema: str, plpython: bool = True) -> list[tuple[str, str]]:
                  f"{_ident(schema)}.{_ident(aggregate['name'])}({_arg_types(params)})")
             )
     return objects
+
+
+def _granted(schema: str, plpython: bool) -> list[str]:
+    """What ``--role`` may execute: the public gman_* functions, and the aggregate's internal
+    functions (PostgreSQL checks EXECUTE on those for whoever calls gman_sum)."""
+    functions = udf_module("functions")
+    internal = {entry["name"] for entry in functions.FUNCTIONS if entry.get("internal")}
+    prefix = f"{_ident(schema)}."
+    return [signature for _, signature in _all_functions(schema, plpython)
+            if signature.startswith(prefix + '"gman_')
+            or any(signature.startswith(f"{prefix}{_ident(name)}(") for name in internal)]
 
 
 def install_sql(
@@ -517,8 +596,12 @@ def install_sql(
     if role is not None:
         r = _ident(role)
         parts.append(f"GRANT USAGE ON SCHEMA {s} TO {r};")
+        granted = _granted(schema, plpython)
         for _, signature in _all_functions(schema, plpython):
-            parts.append(f"GRANT EXECUTE ON FUNCTION {signature} TO {r};")
+            if signature in granted:
+                parts.append(f"GRANT EXECUTE ON FUNCTION {signature} TO {r};")
+            else:  # an older install granted the internal helpers too
+                parts.append(f"REVOKE ALL ON FUNCTION {signature} FROM {r};")
     parts.append("COMMIT;")
     return "\n\n".join(parts) + "\n"
 

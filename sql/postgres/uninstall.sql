@@ -76,9 +76,37 @@ DROP FUNCTION IF EXISTS "gearsql"."gman_do"(text, bytea);
 
 DROP FUNCTION IF EXISTS "gearsql"."gman_do"(text, text);
 
-DROP FUNCTION IF EXISTS "gearsql".gman_pipeline();
+DROP FUNCTION IF EXISTS "gearsql"."gman_pipeline"();
 
 DROP FUNCTION IF EXISTS "gearsql"._gman_outbox_state(bigint);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_job_status"(text);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_servers_set"(text);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do_low"(text, bytea, text);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do_low"(text, text, text);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do_low"(text, bytea);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do_low"(text, text);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do_high"(text, bytea, text);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do_high"(text, text, text);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do_high"(text, bytea);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do_high"(text, text);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do"(text, bytea, text);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do"(text, text, text);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do"(text, bytea);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do"(text, text);
 
 DROP FUNCTION IF EXISTS "gearsql"._gman_load();
 
