@@ -157,8 +157,8 @@ def _function_sql(schema: str, entry: dict[str, Any], key: str, load: str,
     With PL/Python, a public function is PL/pgSQL (SECURITY DEFINER, fixed search_path) around
     ``_gman_py_<name>``, the PL/Python body, which only the installing role may execute: the
     wrapper re-raises an error with its SQLSTATE, message, detail and hint, minus PL/Python's
-    ``plpy.Error:`` prefix and its Python traceback in CONTEXT. The aggregate's internal
-    functions are the PL/Python bodies themselves, SECURITY DEFINER.
+    ``plpy.Error:`` prefix and its Python traceback in CONTEXT. The same goes for the
+    aggregate's internal functions.
 
     Without PL/Python, a PL/pgSQL function of the same signature that says why it cannot run
     (SQLSTATE 0A000, feature_not_supported)."""
@@ -170,7 +170,6 @@ def _function_sql(schema: str, entry: dict[str, Any], key: str, load: str,
         + entry["body"]
         + "\n"
     )
-    internal = bool(entry.get("internal"))
     statements = []
     for params, returns in _signatures(entry):
         args = ", ".join(f"{_ident(name)} {sql}" for name, sql in params)
@@ -191,11 +190,6 @@ def _function_sql(schema: str, entry: dict[str, Any], key: str, load: str,
                 "postgres again") + "\nEND\n"
             statements.append(f"CREATE OR REPLACE FUNCTION {public}\n"
                               f"RETURNS {result} LANGUAGE plpgsql VOLATILE AS {_dollar(body)};")
-            continue
-        if internal:
-            statements.append(
-                f"CREATE OR REPLACE FUNCTION {public}\nRETURNS {result} LANGUAGE plpython3u "
-                f"VOLATILE SECURITY DEFINER AS {_dollar(python_body)};")
             continue
         inner = f"{s}.{_ident('_gman_py_' + entry['name'])}"
         statements.append(
@@ -224,7 +218,7 @@ def _python_bodies(schema: str) -> list[str]:
     background = {name for name, _ in functions.BACKGROUND}
     return [f"{_ident(schema)}.{_ident('_gman_py_' + entry['name'])}({_arg_types(params)})"
             for entry in functions.FUNCTIONS
-            if entry["name"] not in background and not entry.get("internal")
+            if entry["name"] not in background
             for params, _ in _signatures(entry)]
 
 

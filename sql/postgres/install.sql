@@ -1556,8 +1556,45 @@ EXCEPTION WHEN OTHERS THEN
 END
 $gearsql$;
 
+CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" text)
+RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
+SCHEMA = 'gearsql'
+lib = GD.get('_gearsql_udf_f999b6061d68')
+if lib is None:
+    plpy.execute('SELECT "gearsql"._gman_load()')
+    lib = GD['_gearsql_udf_f999b6061d68']
+return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
+$gearsql$;
+
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_sum_step"("state" bigint, "function" text, "workload" text)
-RETURNS bigint LANGUAGE plpython3u VOLATILE SECURITY DEFINER AS $gearsql$
+RETURNS bigint LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $gearsql$
+DECLARE
+    e_code text;
+    e_message text;
+    e_detail text;
+    e_hint text;
+BEGIN
+    RETURN "gearsql"."_gman_py__gman_sum_step"("state", "function", "workload");
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+        e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+    IF e_detail <> '' AND e_hint <> '' THEN
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
+            DETAIL = e_detail, HINT = e_hint;
+    ELSIF e_detail <> '' THEN
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
+    ELSIF e_hint <> '' THEN
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
+    ELSE
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
+    END IF;
+END
+$gearsql$;
+
+CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" bytea)
+RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
 lib = GD.get('_gearsql_udf_f999b6061d68')
 if lib is None:
@@ -1567,23 +1604,67 @@ return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_sum_step"("state" bigint, "function" text, "workload" bytea)
-RETURNS bigint LANGUAGE plpython3u VOLATILE SECURITY DEFINER AS $gearsql$
-SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_f999b6061d68')
-if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_f999b6061d68']
-return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
+RETURNS bigint LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $gearsql$
+DECLARE
+    e_code text;
+    e_message text;
+    e_detail text;
+    e_hint text;
+BEGIN
+    RETURN "gearsql"."_gman_py__gman_sum_step"("state", "function", "workload");
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+        e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+    IF e_detail <> '' AND e_hint <> '' THEN
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
+            DETAIL = e_detail, HINT = e_hint;
+    ELSIF e_detail <> '' THEN
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
+    ELSIF e_hint <> '' THEN
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
+    ELSE
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
+    END IF;
+END
 $gearsql$;
 
-CREATE OR REPLACE FUNCTION "gearsql"."_gman_sum_final"("state" bigint)
-RETURNS bigint LANGUAGE plpython3u VOLATILE SECURITY DEFINER AS $gearsql$
+CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_final"("state" bigint)
+RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
 lib = GD.get('_gearsql_udf_f999b6061d68')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
     lib = GD['_gearsql_udf_f999b6061d68']
 return lib.sum_final(plpy, GD, SCHEMA, state)
+$gearsql$;
+
+CREATE OR REPLACE FUNCTION "gearsql"."_gman_sum_final"("state" bigint)
+RETURNS bigint LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $gearsql$
+DECLARE
+    e_code text;
+    e_message text;
+    e_detail text;
+    e_hint text;
+BEGIN
+    RETURN "gearsql"."_gman_py__gman_sum_final"("state");
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+        e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+    IF e_detail <> '' AND e_hint <> '' THEN
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
+            DETAIL = e_detail, HINT = e_hint;
+    ELSIF e_detail <> '' THEN
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
+    ELSIF e_hint <> '' THEN
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
+    ELSE
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
+    END IF;
+END
 $gearsql$;
 
 DO $do$
@@ -1646,6 +1727,12 @@ REVOKE ALL ON FUNCTION "gearsql"."_gman_py_gman_do_low"(text, bytea, text) FROM 
 REVOKE ALL ON FUNCTION "gearsql"."_gman_py_gman_servers_set"(text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"."_gman_py_gman_job_status"(text) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION "gearsql"."_gman_py__gman_sum_step"(bigint, text, text) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION "gearsql"."_gman_py__gman_sum_step"(bigint, text, bytea) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION "gearsql"."_gman_py__gman_sum_final"(bigint) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"._gman_outbox_state(bigint) FROM PUBLIC;
 

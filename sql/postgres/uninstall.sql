@@ -80,6 +80,12 @@ DROP FUNCTION IF EXISTS "gearsql"."gman_pipeline"();
 
 DROP FUNCTION IF EXISTS "gearsql"._gman_outbox_state(bigint);
 
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py__gman_sum_final"(bigint);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py__gman_sum_step"(bigint, text, bytea);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py__gman_sum_step"(bigint, text, text);
+
 DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_job_status"(text);
 
 DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_servers_set"(text);
