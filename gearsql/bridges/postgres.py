@@ -687,9 +687,10 @@ def _check_seconds(name: str, value: str) -> None:
 
 #: What an install or uninstall needs, said when PostgreSQL refuses it for lack of privilege.
 _PRIVILEGE_NEEDED = {
-    "install": "installing needs a PostgreSQL superuser (such as postgres): the functions are "
-    "PL/Python, and plpython3u is an untrusted language, in which only a superuser may create "
-    "the extension and functions; owning the database is not enough",
+    "install": "installing needs CREATE on the database (for the schema), and the PL/Python "
+    "functions need a PostgreSQL superuser (plpython3u is an untrusted language, in which only a "
+    "superuser may create the extension and functions; owning the database is not enough); "
+    "without a superuser, gearsql installs without PL/Python (background calls only)",
     "uninstall": "removing needs a superuser or the role that installed the functions (the "
     "owner of the schema and its objects)",
 }
@@ -741,13 +742,13 @@ def install(
     return plpython
 
 
-#: Whether this connection can have plpython3u: the extension is there already, or the server
-#: offers it and the role is a superuser (only a superuser may create an untrusted language).
+#: Whether this connection can use plpython3u: the role is a superuser (only a superuser may
+#: create functions in an untrusted language) and the extension is there or the server offers it.
 _PLPYTHON_QUERY = (
-    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'plpython3u')"
-    " OR (EXISTS (SELECT 1 FROM pg_catalog.pg_available_extensions"
-    "             WHERE name = 'plpython3u')"
-    "     AND (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user))"
+    "SELECT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)"
+    " AND (EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'plpython3u')"
+    "      OR EXISTS (SELECT 1 FROM pg_catalog.pg_available_extensions"
+    "                 WHERE name = 'plpython3u'))"
 )
 
 

@@ -97,9 +97,9 @@ def _bridge_sql(dsn: str | None, print_sql: bool, sql: Callable[[], str],
 @click.option(
     "--no-plpython",
     is_flag=True,
-    help="Install without PL/Python (default: use it when the extension exists or the server "
-    "offers it and the role is a superuser). Background calls then work in transactional mode; "
-    "the other functions fail with SQLSTATE 0A000 saying they need PL/Python.",
+    help="Install without PL/Python (default: use it when the role is a superuser and the "
+    "server offers plpython3u). Background calls then work in transactional mode; the other "
+    "functions fail with SQLSTATE 0A000 saying they need PL/Python.",
 )
 @_PRINT_SQL_OPTION
 def install_postgres(
