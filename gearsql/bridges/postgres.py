@@ -135,13 +135,13 @@ _RERAISE = (
     "EXCEPTION WHEN OTHERS THEN\n"
     "    GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,\n"
     "        e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;\n"
-    "    e_message := regexp_replace(e_message, '^plpy\\.[A-Za-z]+: ', '');\n"
-    "    IF e_detail <> '' AND e_hint <> '' THEN\n"
+    "    e_message := pg_catalog.regexp_replace(e_message, '^plpy\\.[A-Za-z]+: ', '');\n"
+    "    IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN\n"
     "        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,\n"
     "            DETAIL = e_detail, HINT = e_hint;\n"
-    "    ELSIF e_detail <> '' THEN\n"
+    "    ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN\n"
     "        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;\n"
-    "    ELSIF e_hint <> '' THEN\n"
+    "    ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN\n"
     "        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;\n"
     "    ELSE\n"
     "        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;\n"
@@ -260,8 +260,10 @@ def _background_sql(schema: str, entry: dict[str, Any], plpython: bool) -> list[
     """``gman_do*_background`` in PL/pgSQL: in transactional mode (the default) a call only
     checks its arguments and writes an outbox row, so it stays about as cheap as an INSERT (a
     trigger may call it for every row); immediate mode hands over to PL/Python. SECURITY
-    DEFINER with a fixed search_path (a caller's own operators are never used): the caller needs
-    EXECUTE on this function only, not on the tables or helpers.
+    DEFINER: the caller needs EXECUTE on this function only, not on the tables or helpers. It has
+    no ``SET search_path`` (that setting, switched on every call, doubled a trigger's cost):
+    instead every table, function, type and operator in the body is named with its schema
+    (``OPERATOR(pg_catalog.=)``), so a caller's search_path cannot substitute its own.
 
     The checks and their messages are those of ``udf/gman.py`` (``_function``, ``_unique``,
     ``_workload``, ``_check_size``). PostgreSQL text cannot hold NUL, so there is no NUL check.
@@ -290,28 +292,30 @@ def _background_sql(schema: str, entry: dict[str, Any], plpython: bool) -> list[
                 hint="set background_mode to 'transactional' (the relay submits the jobs)")
         lines = [
             "DECLARE",
-            "    raw bytea;",
-            "    mode text;",
-            "    limit_text text;",
-            "    size_limit bigint;",
-            "    new_id bigint;",
-            _ERROR_VARIABLES.rstrip("\n"),
+            "    raw pg_catalog.bytea;",
+            "    mode pg_catalog.text;",
+            "    limit_text pg_catalog.text;",
+            "    size_limit pg_catalog.int8;",
+            "    new_id pg_catalog.int8;",
+            _ERROR_VARIABLES.replace(" text;", " pg_catalog.text;").rstrip("\n"),
             "BEGIN",
             "    IF function IS NULL THEN",
             "        " + _raise(f"{name}: the function name is NULL", BAD_ARGUMENT),
             "    END IF;",
-            f"    IF pg_catalog.octet_length(function) > {MAX_FUNCTION_NAME} THEN",
+            "    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) "
+            f"{MAX_FUNCTION_NAME} THEN",
             "        " + _raise(f"{name}: the function name is longer than {MAX_FUNCTION_NAME} "
                                "bytes (% bytes)", BAD_ARGUMENT,
                                "pg_catalog.octet_length(function)"),
             "    END IF;",
-            "    IF function = '' THEN",
+            "    IF function OPERATOR(pg_catalog.=) '' THEN",
             "        " + _raise(f"{name}: the function name is empty", BAD_ARGUMENT),
             "    END IF;",
         ]
         if has_unique:
             lines += [
-                f'    IF pg_catalog.octet_length("unique") > {MAX_UNIQUE} THEN',
+                '    IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) '
+                f"{MAX_UNIQUE} THEN",
                 "        " + _raise(f"{name}: the unique id is longer than {MAX_UNIQUE} bytes "
                                    "(% bytes)", BAD_ARGUMENT, 'pg_catalog.octet_length("unique")'),
                 "    END IF;",
@@ -321,19 +325,26 @@ def _background_sql(schema: str, entry: dict[str, Any], plpython: bool) -> list[
             "        " + _raise(f"{name}: the workload is NULL", BAD_ARGUMENT),
             "    END IF;",
             f"    raw := {data};",
-            "    SELECT pg_catalog.max(value) FILTER (WHERE name = 'background_mode'),",
-            "           pg_catalog.max(value) FILTER (WHERE name = 'max_workload')",
+            "    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) "
+            "'background_mode'),",
+            "           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) "
+            "'max_workload')",
             f"      INTO mode, limit_text FROM {s}.gman_settings",
-            "     WHERE name IN ('background_mode', 'max_workload');",
+            "     WHERE name OPERATOR(pg_catalog.=) ANY "
+            "('{background_mode,max_workload}'::pg_catalog.text[]);",
             "    mode := coalesce(mode, 'transactional');",
-            "    limit_text := pg_catalog.btrim(coalesce(nullif(limit_text, ''), '0'));",
-            "    IF limit_text !~ '^[0-9]{1,18}$' THEN",
+            "    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));",
+            "    IF limit_text OPERATOR(pg_catalog.=) '' THEN",
+            "        limit_text := '0';",
+            "    END IF;",
+            "    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN",
             "        " + _raise("gearsql: bad setting: max_workload=%", BAD_SETTING,
                                "pg_catalog.quote_literal(limit_text)",
                                hint=f"an administrator fixes it {where}"),
             "    END IF;",
-            "    size_limit := limit_text::bigint;",
-            "    IF size_limit > 0 AND pg_catalog.octet_length(raw) > size_limit THEN",
+            "    size_limit := limit_text::pg_catalog.int8;",
+            "    IF size_limit OPERATOR(pg_catalog.>) 0",
+            "       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN",
             "        " + _raise(
                 f"{name}: the workload is % bytes, more than the max_workload setting "
                 "(% bytes)", BAD_ARGUMENT, "pg_catalog.octet_length(raw)", "size_limit",
@@ -341,9 +352,9 @@ def _background_sql(schema: str, entry: dict[str, Any], plpython: bool) -> list[
                 "to the data (a key, a path) instead, or an administrator raises max_workload "
                 f"{where} and the job server's limit together"),
             "    END IF;",
-            "    IF mode = 'immediate' THEN",
+            "    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN",
             "        " + immediate,
-            "    ELSIF mode <> 'transactional' THEN",
+            "    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN",
             "        " + _raise("gearsql: bad setting background_mode=%", BAD_SETTING,
                                "pg_catalog.quote_literal(mode)",
                                hint="it is 'transactional' or 'immediate'"),
@@ -353,13 +364,13 @@ def _background_sql(schema: str, entry: dict[str, Any], plpython: bool) -> list[
             f"pg_catalog.convert_to({unique}, 'UTF8'), raw, {_literal(priority)})",
             "    RETURNING id INTO new_id;",
             f"    PERFORM pg_catalog.pg_notify({_literal(NOTIFY_CHANNEL)}, {_literal(schema)});",
-            "    RETURN 'outbox:' || new_id;",
+            "    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;",
             "END",
         ]
         statements.append(
             f"CREATE OR REPLACE FUNCTION {s}.{_ident(name)}({args})\n"
-            "RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER\n"
-            f"SET search_path = pg_catalog, pg_temp AS {_dollar(chr(10).join(lines) + chr(10))};"
+            "RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS "
+            f"{_dollar(chr(10).join(lines) + chr(10))};"
         )
     return statements
 

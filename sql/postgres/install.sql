@@ -212,13 +212,13 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
         e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-    IF e_detail <> '' AND e_hint <> '' THEN
+    e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+    IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
             DETAIL = e_detail, HINT = e_hint;
-    ELSIF e_detail <> '' THEN
+    ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-    ELSIF e_hint <> '' THEN
+    ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
     ELSE
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
@@ -249,13 +249,13 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
         e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-    IF e_detail <> '' AND e_hint <> '' THEN
+    e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+    IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
             DETAIL = e_detail, HINT = e_hint;
-    ELSIF e_detail <> '' THEN
+    ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-    ELSIF e_hint <> '' THEN
+    ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
     ELSE
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
@@ -286,13 +286,13 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
         e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-    IF e_detail <> '' AND e_hint <> '' THEN
+    e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+    IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
             DETAIL = e_detail, HINT = e_hint;
-    ELSIF e_detail <> '' THEN
+    ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-    ELSIF e_hint <> '' THEN
+    ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
     ELSE
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
@@ -323,13 +323,13 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
         e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-    IF e_detail <> '' AND e_hint <> '' THEN
+    e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+    IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
             DETAIL = e_detail, HINT = e_hint;
-    ELSIF e_detail <> '' THEN
+    ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-    ELSIF e_hint <> '' THEN
+    ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
     ELSE
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
@@ -360,13 +360,13 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
         e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-    IF e_detail <> '' AND e_hint <> '' THEN
+    e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+    IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
             DETAIL = e_detail, HINT = e_hint;
-    ELSIF e_detail <> '' THEN
+    ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-    ELSIF e_hint <> '' THEN
+    ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
     ELSE
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
@@ -397,13 +397,13 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
         e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-    IF e_detail <> '' AND e_hint <> '' THEN
+    e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+    IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
             DETAIL = e_detail, HINT = e_hint;
-    ELSIF e_detail <> '' THEN
+    ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-    ELSIF e_hint <> '' THEN
+    ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
     ELSE
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
@@ -434,13 +434,13 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
         e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-    IF e_detail <> '' AND e_hint <> '' THEN
+    e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+    IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
             DETAIL = e_detail, HINT = e_hint;
-    ELSIF e_detail <> '' THEN
+    ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-    ELSIF e_hint <> '' THEN
+    ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
     ELSE
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
@@ -471,13 +471,13 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
         e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-    IF e_detail <> '' AND e_hint <> '' THEN
+    e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+    IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
             DETAIL = e_detail, HINT = e_hint;
-    ELSIF e_detail <> '' THEN
+    ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-    ELSIF e_hint <> '' THEN
+    ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
     ELSE
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
@@ -508,13 +508,13 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
         e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-    IF e_detail <> '' AND e_hint <> '' THEN
+    e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+    IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
             DETAIL = e_detail, HINT = e_hint;
-    ELSIF e_detail <> '' THEN
+    ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-    ELSIF e_hint <> '' THEN
+    ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
     ELSE
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
@@ -545,13 +545,13 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
         e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-    IF e_detail <> '' AND e_hint <> '' THEN
+    e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+    IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
             DETAIL = e_detail, HINT = e_hint;
-    ELSIF e_detail <> '' THEN
+    ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-    ELSIF e_hint <> '' THEN
+    ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
     ELSE
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
@@ -582,13 +582,13 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
         e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-    IF e_detail <> '' AND e_hint <> '' THEN
+    e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+    IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
             DETAIL = e_detail, HINT = e_hint;
-    ELSIF e_detail <> '' THEN
+    ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-    ELSIF e_hint <> '' THEN
+    ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
     ELSE
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
@@ -619,13 +619,13 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
         e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-    IF e_detail <> '' AND e_hint <> '' THEN
+    e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+    IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
             DETAIL = e_detail, HINT = e_hint;
-    ELSIF e_detail <> '' THEN
+    ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-    ELSIF e_hint <> '' THEN
+    ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
     ELSE
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
@@ -634,848 +634,884 @@ END
 $gearsql$;
 
 CREATE OR REPLACE FUNCTION "gearsql"."gman_do_background"("function" text, "workload" text)
-RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $gearsql$
+RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
-    raw bytea;
-    mode text;
-    limit_text text;
-    size_limit bigint;
-    new_id bigint;
-    e_code text;
-    e_message text;
-    e_detail text;
-    e_hint text;
+    raw pg_catalog.bytea;
+    mode pg_catalog.text;
+    limit_text pg_catalog.text;
+    size_limit pg_catalog.int8;
+    new_id pg_catalog.int8;
+    e_code pg_catalog.text;
+    e_message pg_catalog.text;
+    e_detail pg_catalog.text;
+    e_hint pg_catalog.text;
 BEGIN
     IF function IS NULL THEN
         RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
     END IF;
-    IF pg_catalog.octet_length(function) > 512 THEN
+    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
         RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
     END IF;
-    IF function = '' THEN
+    IF function OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
     END IF;
     IF workload IS NULL THEN
         RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := pg_catalog.convert_to(workload, 'UTF8');
-    SELECT pg_catalog.max(value) FILTER (WHERE name = 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name = 'max_workload')
+    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
+           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
       INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name IN ('background_mode', 'max_workload');
+     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
     mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(nullif(limit_text, ''), '0'));
-    IF limit_text !~ '^[0-9]{1,18}$' THEN
+    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    IF limit_text OPERATOR(pg_catalog.=) '' THEN
+        limit_text := '0';
+    END IF;
+    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
         RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
     END IF;
-    size_limit := limit_text::bigint;
-    IF size_limit > 0 AND pg_catalog.octet_length(raw) > size_limit THEN
+    size_limit := limit_text::pg_catalog.int8;
+    IF size_limit OPERATOR(pg_catalog.>) 0
+       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
         RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
     END IF;
-    IF mode = 'immediate' THEN
+    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
         BEGIN
             RETURN "gearsql"._gman_background_now('gman_do_background', 'normal', function, raw, NULL::text);
 EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
                 e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-            IF e_detail <> '' AND e_hint <> '' THEN
+            e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+            IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
                     DETAIL = e_detail, HINT = e_hint;
-            ELSIF e_detail <> '' THEN
+            ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-            ELSIF e_hint <> '' THEN
+            ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
             ELSE
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
             END IF;
         END;
-    ELSIF mode <> 'transactional' THEN
+    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
         RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to(NULL::text, 'UTF8'), raw, 'normal')
     RETURNING id INTO new_id;
     PERFORM pg_catalog.pg_notify('gearsql_outbox', 'gearsql');
-    RETURN 'outbox:' || new_id;
+    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;
 END
 $gearsql$;
 
 CREATE OR REPLACE FUNCTION "gearsql"."gman_do_background"("function" text, "workload" bytea)
-RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $gearsql$
+RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
-    raw bytea;
-    mode text;
-    limit_text text;
-    size_limit bigint;
-    new_id bigint;
-    e_code text;
-    e_message text;
-    e_detail text;
-    e_hint text;
+    raw pg_catalog.bytea;
+    mode pg_catalog.text;
+    limit_text pg_catalog.text;
+    size_limit pg_catalog.int8;
+    new_id pg_catalog.int8;
+    e_code pg_catalog.text;
+    e_message pg_catalog.text;
+    e_detail pg_catalog.text;
+    e_hint pg_catalog.text;
 BEGIN
     IF function IS NULL THEN
         RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
     END IF;
-    IF pg_catalog.octet_length(function) > 512 THEN
+    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
         RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
     END IF;
-    IF function = '' THEN
+    IF function OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
     END IF;
     IF workload IS NULL THEN
         RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := workload;
-    SELECT pg_catalog.max(value) FILTER (WHERE name = 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name = 'max_workload')
+    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
+           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
       INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name IN ('background_mode', 'max_workload');
+     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
     mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(nullif(limit_text, ''), '0'));
-    IF limit_text !~ '^[0-9]{1,18}$' THEN
+    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    IF limit_text OPERATOR(pg_catalog.=) '' THEN
+        limit_text := '0';
+    END IF;
+    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
         RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
     END IF;
-    size_limit := limit_text::bigint;
-    IF size_limit > 0 AND pg_catalog.octet_length(raw) > size_limit THEN
+    size_limit := limit_text::pg_catalog.int8;
+    IF size_limit OPERATOR(pg_catalog.>) 0
+       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
         RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
     END IF;
-    IF mode = 'immediate' THEN
+    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
         BEGIN
             RETURN "gearsql"._gman_background_now('gman_do_background', 'normal', function, raw, NULL::text);
 EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
                 e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-            IF e_detail <> '' AND e_hint <> '' THEN
+            e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+            IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
                     DETAIL = e_detail, HINT = e_hint;
-            ELSIF e_detail <> '' THEN
+            ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-            ELSIF e_hint <> '' THEN
+            ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
             ELSE
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
             END IF;
         END;
-    ELSIF mode <> 'transactional' THEN
+    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
         RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to(NULL::text, 'UTF8'), raw, 'normal')
     RETURNING id INTO new_id;
     PERFORM pg_catalog.pg_notify('gearsql_outbox', 'gearsql');
-    RETURN 'outbox:' || new_id;
+    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;
 END
 $gearsql$;
 
 CREATE OR REPLACE FUNCTION "gearsql"."gman_do_background"("function" text, "workload" text, "unique" text)
-RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $gearsql$
+RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
-    raw bytea;
-    mode text;
-    limit_text text;
-    size_limit bigint;
-    new_id bigint;
-    e_code text;
-    e_message text;
-    e_detail text;
-    e_hint text;
+    raw pg_catalog.bytea;
+    mode pg_catalog.text;
+    limit_text pg_catalog.text;
+    size_limit pg_catalog.int8;
+    new_id pg_catalog.int8;
+    e_code pg_catalog.text;
+    e_message pg_catalog.text;
+    e_detail pg_catalog.text;
+    e_hint pg_catalog.text;
 BEGIN
     IF function IS NULL THEN
         RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
     END IF;
-    IF pg_catalog.octet_length(function) > 512 THEN
+    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
         RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
     END IF;
-    IF function = '' THEN
+    IF function OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
     END IF;
-    IF pg_catalog.octet_length("unique") > 64 THEN
+    IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
         RAISE EXCEPTION 'gman_do_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
     END IF;
     IF workload IS NULL THEN
         RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := pg_catalog.convert_to(workload, 'UTF8');
-    SELECT pg_catalog.max(value) FILTER (WHERE name = 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name = 'max_workload')
+    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
+           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
       INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name IN ('background_mode', 'max_workload');
+     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
     mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(nullif(limit_text, ''), '0'));
-    IF limit_text !~ '^[0-9]{1,18}$' THEN
+    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    IF limit_text OPERATOR(pg_catalog.=) '' THEN
+        limit_text := '0';
+    END IF;
+    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
         RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
     END IF;
-    size_limit := limit_text::bigint;
-    IF size_limit > 0 AND pg_catalog.octet_length(raw) > size_limit THEN
+    size_limit := limit_text::pg_catalog.int8;
+    IF size_limit OPERATOR(pg_catalog.>) 0
+       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
         RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
     END IF;
-    IF mode = 'immediate' THEN
+    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
         BEGIN
             RETURN "gearsql"._gman_background_now('gman_do_background', 'normal', function, raw, "unique");
 EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
                 e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-            IF e_detail <> '' AND e_hint <> '' THEN
+            e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+            IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
                     DETAIL = e_detail, HINT = e_hint;
-            ELSIF e_detail <> '' THEN
+            ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-            ELSIF e_hint <> '' THEN
+            ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
             ELSE
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
             END IF;
         END;
-    ELSIF mode <> 'transactional' THEN
+    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
         RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to("unique", 'UTF8'), raw, 'normal')
     RETURNING id INTO new_id;
     PERFORM pg_catalog.pg_notify('gearsql_outbox', 'gearsql');
-    RETURN 'outbox:' || new_id;
+    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;
 END
 $gearsql$;
 
 CREATE OR REPLACE FUNCTION "gearsql"."gman_do_background"("function" text, "workload" bytea, "unique" text)
-RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $gearsql$
+RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
-    raw bytea;
-    mode text;
-    limit_text text;
-    size_limit bigint;
-    new_id bigint;
-    e_code text;
-    e_message text;
-    e_detail text;
-    e_hint text;
+    raw pg_catalog.bytea;
+    mode pg_catalog.text;
+    limit_text pg_catalog.text;
+    size_limit pg_catalog.int8;
+    new_id pg_catalog.int8;
+    e_code pg_catalog.text;
+    e_message pg_catalog.text;
+    e_detail pg_catalog.text;
+    e_hint pg_catalog.text;
 BEGIN
     IF function IS NULL THEN
         RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
     END IF;
-    IF pg_catalog.octet_length(function) > 512 THEN
+    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
         RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
     END IF;
-    IF function = '' THEN
+    IF function OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
     END IF;
-    IF pg_catalog.octet_length("unique") > 64 THEN
+    IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
         RAISE EXCEPTION 'gman_do_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
     END IF;
     IF workload IS NULL THEN
         RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := workload;
-    SELECT pg_catalog.max(value) FILTER (WHERE name = 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name = 'max_workload')
+    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
+           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
       INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name IN ('background_mode', 'max_workload');
+     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
     mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(nullif(limit_text, ''), '0'));
-    IF limit_text !~ '^[0-9]{1,18}$' THEN
+    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    IF limit_text OPERATOR(pg_catalog.=) '' THEN
+        limit_text := '0';
+    END IF;
+    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
         RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
     END IF;
-    size_limit := limit_text::bigint;
-    IF size_limit > 0 AND pg_catalog.octet_length(raw) > size_limit THEN
+    size_limit := limit_text::pg_catalog.int8;
+    IF size_limit OPERATOR(pg_catalog.>) 0
+       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
         RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
     END IF;
-    IF mode = 'immediate' THEN
+    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
         BEGIN
             RETURN "gearsql"._gman_background_now('gman_do_background', 'normal', function, raw, "unique");
 EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
                 e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-            IF e_detail <> '' AND e_hint <> '' THEN
+            e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+            IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
                     DETAIL = e_detail, HINT = e_hint;
-            ELSIF e_detail <> '' THEN
+            ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-            ELSIF e_hint <> '' THEN
+            ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
             ELSE
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
             END IF;
         END;
-    ELSIF mode <> 'transactional' THEN
+    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
         RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to("unique", 'UTF8'), raw, 'normal')
     RETURNING id INTO new_id;
     PERFORM pg_catalog.pg_notify('gearsql_outbox', 'gearsql');
-    RETURN 'outbox:' || new_id;
+    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;
 END
 $gearsql$;
 
 CREATE OR REPLACE FUNCTION "gearsql"."gman_do_high_background"("function" text, "workload" text)
-RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $gearsql$
+RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
-    raw bytea;
-    mode text;
-    limit_text text;
-    size_limit bigint;
-    new_id bigint;
-    e_code text;
-    e_message text;
-    e_detail text;
-    e_hint text;
+    raw pg_catalog.bytea;
+    mode pg_catalog.text;
+    limit_text pg_catalog.text;
+    size_limit pg_catalog.int8;
+    new_id pg_catalog.int8;
+    e_code pg_catalog.text;
+    e_message pg_catalog.text;
+    e_detail pg_catalog.text;
+    e_hint pg_catalog.text;
 BEGIN
     IF function IS NULL THEN
         RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
     END IF;
-    IF pg_catalog.octet_length(function) > 512 THEN
+    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
         RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
     END IF;
-    IF function = '' THEN
+    IF function OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
     END IF;
     IF workload IS NULL THEN
         RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := pg_catalog.convert_to(workload, 'UTF8');
-    SELECT pg_catalog.max(value) FILTER (WHERE name = 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name = 'max_workload')
+    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
+           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
       INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name IN ('background_mode', 'max_workload');
+     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
     mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(nullif(limit_text, ''), '0'));
-    IF limit_text !~ '^[0-9]{1,18}$' THEN
+    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    IF limit_text OPERATOR(pg_catalog.=) '' THEN
+        limit_text := '0';
+    END IF;
+    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
         RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
     END IF;
-    size_limit := limit_text::bigint;
-    IF size_limit > 0 AND pg_catalog.octet_length(raw) > size_limit THEN
+    size_limit := limit_text::pg_catalog.int8;
+    IF size_limit OPERATOR(pg_catalog.>) 0
+       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
         RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
     END IF;
-    IF mode = 'immediate' THEN
+    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
         BEGIN
             RETURN "gearsql"._gman_background_now('gman_do_high_background', 'high', function, raw, NULL::text);
 EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
                 e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-            IF e_detail <> '' AND e_hint <> '' THEN
+            e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+            IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
                     DETAIL = e_detail, HINT = e_hint;
-            ELSIF e_detail <> '' THEN
+            ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-            ELSIF e_hint <> '' THEN
+            ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
             ELSE
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
             END IF;
         END;
-    ELSIF mode <> 'transactional' THEN
+    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
         RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to(NULL::text, 'UTF8'), raw, 'high')
     RETURNING id INTO new_id;
     PERFORM pg_catalog.pg_notify('gearsql_outbox', 'gearsql');
-    RETURN 'outbox:' || new_id;
+    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;
 END
 $gearsql$;
 
 CREATE OR REPLACE FUNCTION "gearsql"."gman_do_high_background"("function" text, "workload" bytea)
-RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $gearsql$
+RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
-    raw bytea;
-    mode text;
-    limit_text text;
-    size_limit bigint;
-    new_id bigint;
-    e_code text;
-    e_message text;
-    e_detail text;
-    e_hint text;
+    raw pg_catalog.bytea;
+    mode pg_catalog.text;
+    limit_text pg_catalog.text;
+    size_limit pg_catalog.int8;
+    new_id pg_catalog.int8;
+    e_code pg_catalog.text;
+    e_message pg_catalog.text;
+    e_detail pg_catalog.text;
+    e_hint pg_catalog.text;
 BEGIN
     IF function IS NULL THEN
         RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
     END IF;
-    IF pg_catalog.octet_length(function) > 512 THEN
+    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
         RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
     END IF;
-    IF function = '' THEN
+    IF function OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
     END IF;
     IF workload IS NULL THEN
         RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := workload;
-    SELECT pg_catalog.max(value) FILTER (WHERE name = 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name = 'max_workload')
+    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
+           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
       INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name IN ('background_mode', 'max_workload');
+     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
     mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(nullif(limit_text, ''), '0'));
-    IF limit_text !~ '^[0-9]{1,18}$' THEN
+    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    IF limit_text OPERATOR(pg_catalog.=) '' THEN
+        limit_text := '0';
+    END IF;
+    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
         RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
     END IF;
-    size_limit := limit_text::bigint;
-    IF size_limit > 0 AND pg_catalog.octet_length(raw) > size_limit THEN
+    size_limit := limit_text::pg_catalog.int8;
+    IF size_limit OPERATOR(pg_catalog.>) 0
+       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
         RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
     END IF;
-    IF mode = 'immediate' THEN
+    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
         BEGIN
             RETURN "gearsql"._gman_background_now('gman_do_high_background', 'high', function, raw, NULL::text);
 EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
                 e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-            IF e_detail <> '' AND e_hint <> '' THEN
+            e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+            IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
                     DETAIL = e_detail, HINT = e_hint;
-            ELSIF e_detail <> '' THEN
+            ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-            ELSIF e_hint <> '' THEN
+            ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
             ELSE
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
             END IF;
         END;
-    ELSIF mode <> 'transactional' THEN
+    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
         RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to(NULL::text, 'UTF8'), raw, 'high')
     RETURNING id INTO new_id;
     PERFORM pg_catalog.pg_notify('gearsql_outbox', 'gearsql');
-    RETURN 'outbox:' || new_id;
+    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;
 END
 $gearsql$;
 
 CREATE OR REPLACE FUNCTION "gearsql"."gman_do_high_background"("function" text, "workload" text, "unique" text)
-RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $gearsql$
+RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
-    raw bytea;
-    mode text;
-    limit_text text;
-    size_limit bigint;
-    new_id bigint;
-    e_code text;
-    e_message text;
-    e_detail text;
-    e_hint text;
+    raw pg_catalog.bytea;
+    mode pg_catalog.text;
+    limit_text pg_catalog.text;
+    size_limit pg_catalog.int8;
+    new_id pg_catalog.int8;
+    e_code pg_catalog.text;
+    e_message pg_catalog.text;
+    e_detail pg_catalog.text;
+    e_hint pg_catalog.text;
 BEGIN
     IF function IS NULL THEN
         RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
     END IF;
-    IF pg_catalog.octet_length(function) > 512 THEN
+    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
         RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
     END IF;
-    IF function = '' THEN
+    IF function OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
     END IF;
-    IF pg_catalog.octet_length("unique") > 64 THEN
+    IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
         RAISE EXCEPTION 'gman_do_high_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
     END IF;
     IF workload IS NULL THEN
         RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := pg_catalog.convert_to(workload, 'UTF8');
-    SELECT pg_catalog.max(value) FILTER (WHERE name = 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name = 'max_workload')
+    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
+           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
       INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name IN ('background_mode', 'max_workload');
+     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
     mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(nullif(limit_text, ''), '0'));
-    IF limit_text !~ '^[0-9]{1,18}$' THEN
+    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    IF limit_text OPERATOR(pg_catalog.=) '' THEN
+        limit_text := '0';
+    END IF;
+    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
         RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
     END IF;
-    size_limit := limit_text::bigint;
-    IF size_limit > 0 AND pg_catalog.octet_length(raw) > size_limit THEN
+    size_limit := limit_text::pg_catalog.int8;
+    IF size_limit OPERATOR(pg_catalog.>) 0
+       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
         RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
     END IF;
-    IF mode = 'immediate' THEN
+    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
         BEGIN
             RETURN "gearsql"._gman_background_now('gman_do_high_background', 'high', function, raw, "unique");
 EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
                 e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-            IF e_detail <> '' AND e_hint <> '' THEN
+            e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+            IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
                     DETAIL = e_detail, HINT = e_hint;
-            ELSIF e_detail <> '' THEN
+            ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-            ELSIF e_hint <> '' THEN
+            ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
             ELSE
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
             END IF;
         END;
-    ELSIF mode <> 'transactional' THEN
+    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
         RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to("unique", 'UTF8'), raw, 'high')
     RETURNING id INTO new_id;
     PERFORM pg_catalog.pg_notify('gearsql_outbox', 'gearsql');
-    RETURN 'outbox:' || new_id;
+    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;
 END
 $gearsql$;
 
 CREATE OR REPLACE FUNCTION "gearsql"."gman_do_high_background"("function" text, "workload" bytea, "unique" text)
-RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $gearsql$
+RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
-    raw bytea;
-    mode text;
-    limit_text text;
-    size_limit bigint;
-    new_id bigint;
-    e_code text;
-    e_message text;
-    e_detail text;
-    e_hint text;
+    raw pg_catalog.bytea;
+    mode pg_catalog.text;
+    limit_text pg_catalog.text;
+    size_limit pg_catalog.int8;
+    new_id pg_catalog.int8;
+    e_code pg_catalog.text;
+    e_message pg_catalog.text;
+    e_detail pg_catalog.text;
+    e_hint pg_catalog.text;
 BEGIN
     IF function IS NULL THEN
         RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
     END IF;
-    IF pg_catalog.octet_length(function) > 512 THEN
+    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
         RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
     END IF;
-    IF function = '' THEN
+    IF function OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
     END IF;
-    IF pg_catalog.octet_length("unique") > 64 THEN
+    IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
         RAISE EXCEPTION 'gman_do_high_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
     END IF;
     IF workload IS NULL THEN
         RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := workload;
-    SELECT pg_catalog.max(value) FILTER (WHERE name = 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name = 'max_workload')
+    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
+           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
       INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name IN ('background_mode', 'max_workload');
+     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
     mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(nullif(limit_text, ''), '0'));
-    IF limit_text !~ '^[0-9]{1,18}$' THEN
+    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    IF limit_text OPERATOR(pg_catalog.=) '' THEN
+        limit_text := '0';
+    END IF;
+    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
         RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
     END IF;
-    size_limit := limit_text::bigint;
-    IF size_limit > 0 AND pg_catalog.octet_length(raw) > size_limit THEN
+    size_limit := limit_text::pg_catalog.int8;
+    IF size_limit OPERATOR(pg_catalog.>) 0
+       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
         RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
     END IF;
-    IF mode = 'immediate' THEN
+    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
         BEGIN
             RETURN "gearsql"._gman_background_now('gman_do_high_background', 'high', function, raw, "unique");
 EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
                 e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-            IF e_detail <> '' AND e_hint <> '' THEN
+            e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+            IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
                     DETAIL = e_detail, HINT = e_hint;
-            ELSIF e_detail <> '' THEN
+            ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-            ELSIF e_hint <> '' THEN
+            ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
             ELSE
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
             END IF;
         END;
-    ELSIF mode <> 'transactional' THEN
+    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
         RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to("unique", 'UTF8'), raw, 'high')
     RETURNING id INTO new_id;
     PERFORM pg_catalog.pg_notify('gearsql_outbox', 'gearsql');
-    RETURN 'outbox:' || new_id;
+    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;
 END
 $gearsql$;
 
 CREATE OR REPLACE FUNCTION "gearsql"."gman_do_low_background"("function" text, "workload" text)
-RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $gearsql$
+RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
-    raw bytea;
-    mode text;
-    limit_text text;
-    size_limit bigint;
-    new_id bigint;
-    e_code text;
-    e_message text;
-    e_detail text;
-    e_hint text;
+    raw pg_catalog.bytea;
+    mode pg_catalog.text;
+    limit_text pg_catalog.text;
+    size_limit pg_catalog.int8;
+    new_id pg_catalog.int8;
+    e_code pg_catalog.text;
+    e_message pg_catalog.text;
+    e_detail pg_catalog.text;
+    e_hint pg_catalog.text;
 BEGIN
     IF function IS NULL THEN
         RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
     END IF;
-    IF pg_catalog.octet_length(function) > 512 THEN
+    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
         RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
     END IF;
-    IF function = '' THEN
+    IF function OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
     END IF;
     IF workload IS NULL THEN
         RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := pg_catalog.convert_to(workload, 'UTF8');
-    SELECT pg_catalog.max(value) FILTER (WHERE name = 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name = 'max_workload')
+    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
+           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
       INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name IN ('background_mode', 'max_workload');
+     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
     mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(nullif(limit_text, ''), '0'));
-    IF limit_text !~ '^[0-9]{1,18}$' THEN
+    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    IF limit_text OPERATOR(pg_catalog.=) '' THEN
+        limit_text := '0';
+    END IF;
+    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
         RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
     END IF;
-    size_limit := limit_text::bigint;
-    IF size_limit > 0 AND pg_catalog.octet_length(raw) > size_limit THEN
+    size_limit := limit_text::pg_catalog.int8;
+    IF size_limit OPERATOR(pg_catalog.>) 0
+       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
         RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
     END IF;
-    IF mode = 'immediate' THEN
+    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
         BEGIN
             RETURN "gearsql"._gman_background_now('gman_do_low_background', 'low', function, raw, NULL::text);
 EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
                 e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-            IF e_detail <> '' AND e_hint <> '' THEN
+            e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+            IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
                     DETAIL = e_detail, HINT = e_hint;
-            ELSIF e_detail <> '' THEN
+            ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-            ELSIF e_hint <> '' THEN
+            ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
             ELSE
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
             END IF;
         END;
-    ELSIF mode <> 'transactional' THEN
+    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
         RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to(NULL::text, 'UTF8'), raw, 'low')
     RETURNING id INTO new_id;
     PERFORM pg_catalog.pg_notify('gearsql_outbox', 'gearsql');
-    RETURN 'outbox:' || new_id;
+    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;
 END
 $gearsql$;
 
 CREATE OR REPLACE FUNCTION "gearsql"."gman_do_low_background"("function" text, "workload" bytea)
-RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $gearsql$
+RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
-    raw bytea;
-    mode text;
-    limit_text text;
-    size_limit bigint;
-    new_id bigint;
-    e_code text;
-    e_message text;
-    e_detail text;
-    e_hint text;
+    raw pg_catalog.bytea;
+    mode pg_catalog.text;
+    limit_text pg_catalog.text;
+    size_limit pg_catalog.int8;
+    new_id pg_catalog.int8;
+    e_code pg_catalog.text;
+    e_message pg_catalog.text;
+    e_detail pg_catalog.text;
+    e_hint pg_catalog.text;
 BEGIN
     IF function IS NULL THEN
         RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
     END IF;
-    IF pg_catalog.octet_length(function) > 512 THEN
+    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
         RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
     END IF;
-    IF function = '' THEN
+    IF function OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
     END IF;
     IF workload IS NULL THEN
         RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := workload;
-    SELECT pg_catalog.max(value) FILTER (WHERE name = 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name = 'max_workload')
+    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
+           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
       INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name IN ('background_mode', 'max_workload');
+     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
     mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(nullif(limit_text, ''), '0'));
-    IF limit_text !~ '^[0-9]{1,18}$' THEN
+    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    IF limit_text OPERATOR(pg_catalog.=) '' THEN
+        limit_text := '0';
+    END IF;
+    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
         RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
     END IF;
-    size_limit := limit_text::bigint;
-    IF size_limit > 0 AND pg_catalog.octet_length(raw) > size_limit THEN
+    size_limit := limit_text::pg_catalog.int8;
+    IF size_limit OPERATOR(pg_catalog.>) 0
+       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
         RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
     END IF;
-    IF mode = 'immediate' THEN
+    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
         BEGIN
             RETURN "gearsql"._gman_background_now('gman_do_low_background', 'low', function, raw, NULL::text);
 EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
                 e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-            IF e_detail <> '' AND e_hint <> '' THEN
+            e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+            IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
                     DETAIL = e_detail, HINT = e_hint;
-            ELSIF e_detail <> '' THEN
+            ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-            ELSIF e_hint <> '' THEN
+            ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
             ELSE
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
             END IF;
         END;
-    ELSIF mode <> 'transactional' THEN
+    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
         RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to(NULL::text, 'UTF8'), raw, 'low')
     RETURNING id INTO new_id;
     PERFORM pg_catalog.pg_notify('gearsql_outbox', 'gearsql');
-    RETURN 'outbox:' || new_id;
+    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;
 END
 $gearsql$;
 
 CREATE OR REPLACE FUNCTION "gearsql"."gman_do_low_background"("function" text, "workload" text, "unique" text)
-RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $gearsql$
+RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
-    raw bytea;
-    mode text;
-    limit_text text;
-    size_limit bigint;
-    new_id bigint;
-    e_code text;
-    e_message text;
-    e_detail text;
-    e_hint text;
+    raw pg_catalog.bytea;
+    mode pg_catalog.text;
+    limit_text pg_catalog.text;
+    size_limit pg_catalog.int8;
+    new_id pg_catalog.int8;
+    e_code pg_catalog.text;
+    e_message pg_catalog.text;
+    e_detail pg_catalog.text;
+    e_hint pg_catalog.text;
 BEGIN
     IF function IS NULL THEN
         RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
     END IF;
-    IF pg_catalog.octet_length(function) > 512 THEN
+    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
         RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
     END IF;
-    IF function = '' THEN
+    IF function OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
     END IF;
-    IF pg_catalog.octet_length("unique") > 64 THEN
+    IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
         RAISE EXCEPTION 'gman_do_low_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
     END IF;
     IF workload IS NULL THEN
         RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := pg_catalog.convert_to(workload, 'UTF8');
-    SELECT pg_catalog.max(value) FILTER (WHERE name = 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name = 'max_workload')
+    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
+           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
       INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name IN ('background_mode', 'max_workload');
+     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
     mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(nullif(limit_text, ''), '0'));
-    IF limit_text !~ '^[0-9]{1,18}$' THEN
+    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    IF limit_text OPERATOR(pg_catalog.=) '' THEN
+        limit_text := '0';
+    END IF;
+    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
         RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
     END IF;
-    size_limit := limit_text::bigint;
-    IF size_limit > 0 AND pg_catalog.octet_length(raw) > size_limit THEN
+    size_limit := limit_text::pg_catalog.int8;
+    IF size_limit OPERATOR(pg_catalog.>) 0
+       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
         RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
     END IF;
-    IF mode = 'immediate' THEN
+    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
         BEGIN
             RETURN "gearsql"._gman_background_now('gman_do_low_background', 'low', function, raw, "unique");
 EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
                 e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-            IF e_detail <> '' AND e_hint <> '' THEN
+            e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+            IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
                     DETAIL = e_detail, HINT = e_hint;
-            ELSIF e_detail <> '' THEN
+            ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-            ELSIF e_hint <> '' THEN
+            ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
             ELSE
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
             END IF;
         END;
-    ELSIF mode <> 'transactional' THEN
+    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
         RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to("unique", 'UTF8'), raw, 'low')
     RETURNING id INTO new_id;
     PERFORM pg_catalog.pg_notify('gearsql_outbox', 'gearsql');
-    RETURN 'outbox:' || new_id;
+    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;
 END
 $gearsql$;
 
 CREATE OR REPLACE FUNCTION "gearsql"."gman_do_low_background"("function" text, "workload" bytea, "unique" text)
-RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $gearsql$
+RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
-    raw bytea;
-    mode text;
-    limit_text text;
-    size_limit bigint;
-    new_id bigint;
-    e_code text;
-    e_message text;
-    e_detail text;
-    e_hint text;
+    raw pg_catalog.bytea;
+    mode pg_catalog.text;
+    limit_text pg_catalog.text;
+    size_limit pg_catalog.int8;
+    new_id pg_catalog.int8;
+    e_code pg_catalog.text;
+    e_message pg_catalog.text;
+    e_detail pg_catalog.text;
+    e_hint pg_catalog.text;
 BEGIN
     IF function IS NULL THEN
         RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
     END IF;
-    IF pg_catalog.octet_length(function) > 512 THEN
+    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
         RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
     END IF;
-    IF function = '' THEN
+    IF function OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
     END IF;
-    IF pg_catalog.octet_length("unique") > 64 THEN
+    IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
         RAISE EXCEPTION 'gman_do_low_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
     END IF;
     IF workload IS NULL THEN
         RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := workload;
-    SELECT pg_catalog.max(value) FILTER (WHERE name = 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name = 'max_workload')
+    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
+           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
       INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name IN ('background_mode', 'max_workload');
+     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
     mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(nullif(limit_text, ''), '0'));
-    IF limit_text !~ '^[0-9]{1,18}$' THEN
+    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    IF limit_text OPERATOR(pg_catalog.=) '' THEN
+        limit_text := '0';
+    END IF;
+    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
         RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
     END IF;
-    size_limit := limit_text::bigint;
-    IF size_limit > 0 AND pg_catalog.octet_length(raw) > size_limit THEN
+    size_limit := limit_text::pg_catalog.int8;
+    IF size_limit OPERATOR(pg_catalog.>) 0
+       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
         RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
     END IF;
-    IF mode = 'immediate' THEN
+    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
         BEGIN
             RETURN "gearsql"._gman_background_now('gman_do_low_background', 'low', function, raw, "unique");
 EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
                 e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-            IF e_detail <> '' AND e_hint <> '' THEN
+            e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+            IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
                     DETAIL = e_detail, HINT = e_hint;
-            ELSIF e_detail <> '' THEN
+            ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-            ELSIF e_hint <> '' THEN
+            ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
             ELSE
                 RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
             END IF;
         END;
-    ELSIF mode <> 'transactional' THEN
+    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
         RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to("unique", 'UTF8'), raw, 'low')
     RETURNING id INTO new_id;
     PERFORM pg_catalog.pg_notify('gearsql_outbox', 'gearsql');
-    RETURN 'outbox:' || new_id;
+    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;
 END
 $gearsql$;
 
@@ -1502,13 +1538,13 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
         e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-    IF e_detail <> '' AND e_hint <> '' THEN
+    e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+    IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
             DETAIL = e_detail, HINT = e_hint;
-    ELSIF e_detail <> '' THEN
+    ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-    ELSIF e_hint <> '' THEN
+    ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
     ELSE
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
@@ -1542,13 +1578,13 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
         e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-    IF e_detail <> '' AND e_hint <> '' THEN
+    e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+    IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
             DETAIL = e_detail, HINT = e_hint;
-    ELSIF e_detail <> '' THEN
+    ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-    ELSIF e_hint <> '' THEN
+    ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
     ELSE
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
@@ -1579,13 +1615,13 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
         e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-    IF e_detail <> '' AND e_hint <> '' THEN
+    e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+    IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
             DETAIL = e_detail, HINT = e_hint;
-    ELSIF e_detail <> '' THEN
+    ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-    ELSIF e_hint <> '' THEN
+    ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
     ELSE
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
@@ -1616,13 +1652,13 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
         e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-    IF e_detail <> '' AND e_hint <> '' THEN
+    e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+    IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
             DETAIL = e_detail, HINT = e_hint;
-    ELSIF e_detail <> '' THEN
+    ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-    ELSIF e_hint <> '' THEN
+    ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
     ELSE
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
@@ -1653,13 +1689,13 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
         e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    e_message := regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-    IF e_detail <> '' AND e_hint <> '' THEN
+    e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+    IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
             DETAIL = e_detail, HINT = e_hint;
-    ELSIF e_detail <> '' THEN
+    ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-    ELSIF e_hint <> '' THEN
+    ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
     ELSE
         RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
