@@ -435,6 +435,36 @@ def test_only_the_installer_can_see_or_change_the_settings(
     assert public == 0
 
 
+def test_a_callers_search_path_cannot_substitute_an_operator(
+    db: Session, admin: Any, installed: dict[str, str], configure: Any
+) -> None:
+    """The background functions run as the installer without SET search_path: a caller that
+    puts its own ``=`` before pg_catalog must not get it run (as a superuser)."""
+    import psycopg
+
+    schema, role = installed["schema"], installed["role"]
+    evil = f"evil_{secrets.token_hex(3)}"
+    admin.execute(f'CREATE SCHEMA "{evil}" AUTHORIZATION "{role}"')
+    configure("background_mode", "transactional")
+    try:
+        db.conn.execute(
+            f'CREATE FUNCTION "{evil}".hijack(text, text) RETURNS boolean LANGUAGE plpgsql AS '
+            "$$ BEGIN RAISE EXCEPTION 'hijacked as %', current_user; END $$")
+        for op in ("=", "<>", ">"):
+            db.conn.execute(f'CREATE OPERATOR "{evil}".{op} (LEFTARG = text, RIGHTARG = text, '
+                            f'FUNCTION = "{evil}".hijack)')
+        db.conn.execute(f'SET search_path = "{evil}", pg_catalog, "{schema}"')
+        with pytest.raises(psycopg.Error, match="hijacked"):  # unqualified, it is the caller's
+            db.conn.execute("SELECT 'a'::text = 'b'::text")
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="name is empty"):
+            db.conn.execute("SELECT gman_do_background('', 'x')")
+        assert db.one("SELECT gman_do_background('record', 'x', 'u')").startswith("outbox:")
+    finally:
+        db.conn.execute(f'SET search_path = "{schema}"')
+        admin.execute(f'DROP SCHEMA "{evil}" CASCADE')
+        admin.execute(f'DELETE FROM "{schema}".gman_outbox')
+
+
 def test_servers_set_chooses_among_the_allowed(db: Session, workers: Workers,
                                                server: ServerProcess) -> None:
     assert db.one("SELECT gman_servers_set(%s)", (f"{server.host}:{server.port}",)) is True
