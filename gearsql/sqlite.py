@@ -81,7 +81,15 @@ _lock = threading.Lock()
 
 class GearmanSQLError(sqlite3.OperationalError):
     """A gman_* function failed; the message names the cause (no server, timeout, WORK_FAIL,
-    a worker's exception, a bad argument)."""
+    a worker's exception, a bad argument) and ends with a ``SQLSTATE: <code>`` line, the code
+    PostgreSQL gives the same failure (docs/design.md), also in :attr:`sqlstate`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        last = message.rsplit("\n", 1)[-1]
+        self.sqlstate: str | None = (
+            last.removeprefix("SQLSTATE: ") if last.startswith("SQLSTATE: ") else None
+        )
 
 
 def last_error(conn: sqlite3.Connection) -> str | None:

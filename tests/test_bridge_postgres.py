@@ -242,6 +242,53 @@ def test_bad_input_is_a_sql_error(db: Session, workers: Workers, sql: str, messa
     assert db.one("SELECT gman_do('reverse', 'ok')") == "ko"  # the session still works
 
 
+def _sqlstate_of(db: Session, sql: str) -> str:
+    """The SQLSTATE of the error ``sql`` raises, after checking that the error shows no Python
+    internals (PL/Python's ``plpy.Error:`` prefix, a traceback in CONTEXT)."""
+    import psycopg
+
+    with pytest.raises(psycopg.Error) as caught:
+        db.conn.execute(sql)
+    diag = caught.value.diag
+    assert not (diag.message_primary or "").startswith("plpy"), diag.message_primary
+    assert "Traceback" not in (diag.context or "") and "PL/Python" not in (diag.context or "")
+    assert caught.value.sqlstate is not None
+    return caught.value.sqlstate
+
+
+@pytest.mark.parametrize(
+    ("sql", "sqlstate"),
+    [
+        ("SELECT gman_do('fail', 'x')", "GM003"),
+        ("SELECT gman_do('boom', 'x')", "GM004"),
+        ("SELECT gman_do('', 'x')", "22023"),
+        ("SELECT gman_do_low(NULL, 'x', 'u')", "22023"),
+        ("SELECT gman_do_background('reverse', 'x', repeat('u', 65))", "22023"),
+        ("SELECT gman_servers_set('169.254.169.254:80')", "42501"),
+        ("SELECT gman_sum('reverse', 'ab')", "22P02"),
+    ],
+)
+def test_each_failure_has_its_sqlstate_and_no_python_internals(
+    db: Session, workers: Workers, sql: str, sqlstate: str
+) -> None:
+    assert _sqlstate_of(db, sql) == sqlstate
+
+
+def test_unreachable_timeout_and_bad_setting_have_their_sqlstates(
+    db: Session, server: ServerProcess, configure: Any
+) -> None:
+    from conftest import free_port
+
+    configure("timeout", "0.5")
+    assert _sqlstate_of(db, "SELECT gman_do('nobody_works_this', 'x')") == "GM002"
+    configure("background_mode", "bogus")
+    assert _sqlstate_of(db, "SELECT gman_do_background('reverse', 'x')") == "GM006"
+    configure("background_mode", "immediate")
+    configure("servers", f"127.0.0.1:{free_port()}")
+    assert _sqlstate_of(db, "SELECT gman_do('reverse', 'x')") == "GM001"
+    assert _sqlstate_of(db, "SELECT gman_do_high_background('reverse', 'x')") == "GM001"
+
+
 def test_nul_in_a_function_name_or_unique_is_an_error(db: Session, workers: Workers) -> None:
     import psycopg
 
@@ -371,6 +418,12 @@ def test_only_the_installer_can_see_or_change_the_settings(
         f'SELECT * FROM "{schema}".gman_settings',
         f"UPDATE \"{schema}\".gman_settings SET value = 'evil:25'",
         f'SELECT * FROM "{schema}".gman_outbox',
+        # Only the public gman_* functions (and gman_sum's support) are granted.
+        f'SELECT * FROM "{schema}"._gman_settings()',
+        f'SELECT "{schema}"._gman_load()',
+        f"SELECT \"{schema}\"._gman_background_now('gman_do', 'normal', 'f', 'x', NULL)",
+        f"SELECT \"{schema}\"._gman_py_gman_do('reverse', 'x')",
+        f'SELECT * FROM "{schema}"._gman_outbox_state(1)',
     ):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             db.conn.execute(sql)
@@ -380,6 +433,36 @@ def test_only_the_installer_can_see_or_change_the_settings(
         (schema,),
     )
     assert public == 0
+
+
+def test_a_callers_search_path_cannot_substitute_an_operator(
+    db: Session, admin: Any, installed: dict[str, str], configure: Any
+) -> None:
+    """The background functions run as the installer without SET search_path: a caller that
+    puts its own ``=`` before pg_catalog must not get it run (as a superuser)."""
+    import psycopg
+
+    schema, role = installed["schema"], installed["role"]
+    evil = f"evil_{secrets.token_hex(3)}"
+    admin.execute(f'CREATE SCHEMA "{evil}" AUTHORIZATION "{role}"')
+    configure("background_mode", "transactional")
+    try:
+        db.conn.execute(
+            f'CREATE FUNCTION "{evil}".hijack(text, text) RETURNS boolean LANGUAGE plpgsql AS '
+            "$$ BEGIN RAISE EXCEPTION 'hijacked as %', current_user; END $$")
+        for op in ("=", "<>", ">"):
+            db.conn.execute(f'CREATE OPERATOR "{evil}".{op} (LEFTARG = text, RIGHTARG = text, '
+                            f'FUNCTION = "{evil}".hijack)')
+        db.conn.execute(f'SET search_path = "{evil}", pg_catalog, "{schema}"')
+        with pytest.raises(psycopg.Error, match="hijacked"):  # unqualified, it is the caller's
+            db.conn.execute("SELECT 'a'::text = 'b'::text")
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="name is empty"):
+            db.conn.execute("SELECT gman_do_background('', 'x')")
+        assert db.one("SELECT gman_do_background('record', 'x', 'u')").startswith("outbox:")
+    finally:
+        db.conn.execute(f'SET search_path = "{schema}"')
+        admin.execute(f'DROP SCHEMA "{evil}" CASCADE')
+        admin.execute(f'DELETE FROM "{schema}".gman_outbox')
 
 
 def test_servers_set_chooses_among_the_allowed(db: Session, workers: Workers,
@@ -425,6 +508,7 @@ def test_a_job_above_the_servers_packet_limit_says_so_not_cannot_reach(
             with pytest.raises(psycopg.Error, match="maximum packet size") as caught:
                 db.conn.execute(f"SELECT {call}('reverse', repeat('x', 2000000))")
             assert "cannot reach" not in str(caught.value)
+            assert caught.value.sqlstate == "GM005"
     finally:
         small.stop()
 

@@ -87,25 +87,29 @@ def test_job_status_is_json(db: gsqlite.Connection, address: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("sql", "message"),
+    ("sql", "message", "sqlstate"),
     [
-        ("SELECT gman_do(NULL, 'x')", "function name is NULL"),
-        ("SELECT gman_do('', 'x')", "function name is empty"),
-        ("SELECT gman_do('rev' || char(0) || 'erse', 'x')", "function name contains a NUL"),
-        ("SELECT gman_do('reverse', 'x', 'a' || char(0))", "unique id contains a NUL"),
-        ("SELECT gman_do('reverse', 'x', printf('%.65c', 'u'))", "unique id is longer than 64"),
-        ("SELECT gman_do('reverse', NULL)", "workload is NULL"),
-        ("SELECT gman_do('fail', 'x')", "failed job"),
-        ("SELECT gman_do('boom', 'x')", "raised an exception .*kaboom"),
-        ("SELECT gman_servers_set('169.254.169.254:80')", "is not allowed"),
-        ("SELECT gman_sum('reverse', 'ab')", "not an integer"),
+        ("SELECT gman_do(NULL, 'x')", "function name is NULL", "22023"),
+        ("SELECT gman_do('', 'x')", "function name is empty", "22023"),
+        ("SELECT gman_do('rev' || char(0) || 'erse', 'x')", "function name contains a NUL",
+         "22023"),
+        ("SELECT gman_do('reverse', 'x', 'a' || char(0))", "unique id contains a NUL", "22023"),
+        ("SELECT gman_do('reverse', 'x', printf('%.65c', 'u'))", "unique id is longer than 64",
+         "22023"),
+        ("SELECT gman_do('reverse', NULL)", "workload is NULL", "22023"),
+        ("SELECT gman_do('fail', 'x')", "failed job", "GM003"),
+        ("SELECT gman_do('boom', 'x')", "raised an exception .*kaboom", "GM004"),
+        ("SELECT gman_servers_set('169.254.169.254:80')", "is not allowed", "42501"),
+        ("SELECT gman_sum('reverse', 'ab')", "not an integer", "22P02"),
     ],
 )
 def test_bad_input_is_a_sql_error(
-    db: gsqlite.Connection, workers: Workers, sql: str, message: str
+    db: gsqlite.Connection, workers: Workers, sql: str, message: str, sqlstate: str
 ) -> None:
-    with pytest.raises(gsqlite.GearmanSQLError, match=message):
+    with pytest.raises(gsqlite.GearmanSQLError, match=message) as caught:
         db.execute(sql).fetchall()
+    assert caught.value.sqlstate == sqlstate
+    assert str(caught.value).endswith(f"\nSQLSTATE: {sqlstate}")
     assert one(db, "SELECT gman_do('reverse', 'ok')") == "ko"
 
 
@@ -120,11 +124,14 @@ def test_a_plain_connection_keeps_the_message(address: str, workers: Workers) ->
 
 def test_no_job_server_and_no_worker_are_errors(workers: Workers, address: str) -> None:
     dead = gsqlite.connect(":memory:", f"127.0.0.1:{free_port()}", background_mode="immediate")
-    with pytest.raises(gsqlite.GearmanSQLError, match=r"(?s)cannot reach.*connection refused"):
+    with pytest.raises(gsqlite.GearmanSQLError,
+                       match=r"(?s)cannot reach.*connection refused") as caught:
         dead.execute("SELECT gman_do_background('reverse', 'x')")
+    assert caught.value.sqlstate == "GM001"
     slow = gsqlite.connect(":memory:", address, timeout=0.5)
-    with pytest.raises(gsqlite.GearmanSQLError, match=r"no result within 0\.5 s"):
+    with pytest.raises(gsqlite.GearmanSQLError, match=r"no result within 0\.5 s") as caught:
         slow.execute("SELECT gman_do('nobody_works_this', 'x')")
+    assert caught.value.sqlstate == "GM002"
 
 
 def test_job_server_restart_between_two_calls(

@@ -58,8 +58,6 @@ _SQL = {
     "postgres": {
         "settings": "SELECT name, value FROM {schema}._gman_settings()",
         "interrupts": "SELECT 1",
-        "outbox": "SELECT {schema}._gman_outbox_insert($1, $2, $3, $4) AS id",
-        "outbox_types": ["bytea", "bytea", "bytea", "text"],
         "statement": "SELECT statement_timestamp()::text AS mark",
         "outbox_state": "SELECT state, detail FROM {schema}._gman_outbox_state($1)",
         "outbox_state_types": ["bigint"],
@@ -107,8 +105,22 @@ class _Timeout(Exception):
 # ------------------------------------------------------------------------------ arguments
 
 
-def _fail(plpy, message, detail=None, hint=None):
-    fields = {}
+#: The SQLSTATE of each kind of failure (docs/design.md has the table). GM... is gearsql's own
+#: class; the others are PostgreSQL's standard codes that mean the same.
+UNREACHABLE = "GM001"  # no job server could be reached, or the connection was lost
+TIMEOUT = "GM002"  # no answer or result within the 'timeout' setting
+WORK_FAIL = "GM003"  # the worker failed the job (WORK_FAIL)
+WORK_EXCEPTION = "GM004"  # the worker raised an exception (WORK_EXCEPTION)
+REFUSED = "GM005"  # the job server refused the job (too large, bad name)
+BAD_SETTING = "GM006"  # a setting an administrator must fix
+BAD_ARGUMENT = "22023"  # invalid_parameter_value: a bad argument, or a workload too large
+BAD_RESULT = "22021"  # character_not_in_repertoire: a result text cannot hold
+NOT_AN_INTEGER = "22P02"  # invalid_text_representation: gman_sum got a result not a number
+NOT_ALLOWED = "42501"  # insufficient_privilege: a job server outside the allowed ones
+
+
+def _fail(plpy, message, detail=None, hint=None, sqlstate=BAD_ARGUMENT):
+    fields = {"sqlstate": sqlstate}
     if detail is not None:
         fields["detail"] = detail
     if hint is not None:
@@ -183,10 +195,12 @@ def _result(plpy, name, data, binary):
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         _fail(plpy, f"{name}: the worker's result is not UTF-8 text",
-              hint="pass the workload as bytea/BLOB to get the result as bytes")
+              hint="pass the workload as bytea/BLOB to get the result as bytes",
+              sqlstate=BAD_RESULT)
     if "\0" in text:
         _fail(plpy, f"{name}: the worker's result contains a NUL byte, which text cannot hold",
-              hint="pass the workload as bytea/BLOB to get the result as bytes")
+              hint="pass the workload as bytea/BLOB to get the result as bytes",
+              sqlstate=BAD_RESULT)
     return text
 
 
@@ -230,10 +244,10 @@ def _settings(plpy, GD, schema):
         }
     except ValueError as exc:
         _fail(plpy, f"gearsql: bad setting: {exc}",
-              hint="an administrator fixes it" + _where(GD, schema))
+              hint="an administrator fixes it" + _where(GD, schema), sqlstate=BAD_SETTING)
     if settings["background_mode"] not in BACKGROUND_MODES:
         _fail(plpy, f"gearsql: bad setting background_mode={settings['background_mode']!r}",
-              hint="it is 'transactional' or 'immediate'")
+              hint="it is 'transactional' or 'immediate'", sqlstate=BAD_SETTING)
     return settings
 
 
@@ -302,7 +316,8 @@ def _targets(plpy, GD, schema, settings, name):
         targets = [address for address in chosen if address in allowed]
         if not targets:
             _fail(plpy, f"{name}: none of the job servers chosen with gman_servers_set is "
-                  "allowed any more", detail="allowed: " + ", ".join(map(_format, allowed)))
+                  "allowed any more", detail="allowed: " + ", ".join(map(_format, allowed)),
+                  sqlstate=NOT_ALLOWED)
         return targets
     return allowed
 
@@ -326,6 +341,7 @@ def servers_set(plpy, GD, schema, servers):
             detail="allowed: " + ", ".join(map(_format, allowed)),
             hint="an administrator lists the job servers this database may reach in the "
             "'servers' setting" + _where(GD, schema),
+            sqlstate=NOT_ALLOWED,
         )
     session = _session(GD, schema)
     for address in list(session.links):
@@ -515,7 +531,8 @@ def _submit(plpy, GD, schema, settings, name, requests, unique=b""):
                 raise
     _fail(plpy, f"{name}: cannot reach a job server",
           detail="; ".join(errors),
-          hint="check that the job server runs and is listed in the 'servers' setting")
+          hint="check that the job server runs and is listed in the 'servers' setting",
+          sqlstate=UNREACHABLE)
 
 
 def _packet_bytes(requests):
@@ -547,7 +564,7 @@ def _refused_on_size(plpy, name, link, requests, exc):
               "its maximum packet size",
               hint="set the max_workload setting to the job server's limit (gearsql server "
               "--max-packet-size) to be told before anything is sent; pass a reference to the "
-              "data instead of the data")
+              "data instead of the data", sqlstate=REFUSED)
 
 
 def _reason(exc):
@@ -578,11 +595,11 @@ def _send_and_confirm(plpy, GD, schema, settings, name, link, requests):
                         why = (f" (a packet of {_packet_bytes(requests)} bytes: more than the "
                                "server's maximum packet size)")
                     _fail(plpy, f"{name}: the job server {link.name} refused the job: "
-                          f"{event.code} {event.text}".rstrip() + why)
+                          f"{event.code} {event.text}".rstrip() + why, sqlstate=REFUSED)
     except _Timeout:
         _drop(GD, schema, link)
         _fail(plpy, f"{name}: the job server {link.name} did not confirm the job within "
-              f"{settings['timeout']:g} s")
+              f"{settings['timeout']:g} s", sqlstate=TIMEOUT)
     return handles
 
 
@@ -614,17 +631,19 @@ def _results(plpy, GD, schema, settings, name, link, handles):
                     elif packet.type == protocol.PacketType.WORK_EXCEPTION:
                         text = packet.args[1].decode("utf-8", "replace")
                         _fail(plpy, f"{name}: the worker raised an exception in job {handle}: "
-                              f"{text}")
+                              f"{text}", sqlstate=WORK_EXCEPTION)
                     else:
-                        _fail(plpy, f"{name}: the worker failed job {handle} (WORK_FAIL)")
+                        _fail(plpy, f"{name}: the worker failed job {handle} (WORK_FAIL)",
+                        sqlstate=WORK_FAIL)
     except _Timeout:
         _drop(GD, schema, link)
         _fail(plpy, f"{name}: no result within {settings['timeout']:g} s (the 'timeout' "
               f"setting) from {link.name}",
-              hint="is a worker registered for the function?")
+              hint="is a worker registered for the function?", sqlstate=TIMEOUT)
     except _Lost as exc:
         _drop(GD, schema, link)
-        _fail(plpy, f"{name}: lost the connection to {link.name} while waiting: {exc}")
+        _fail(plpy, f"{name}: lost the connection to {link.name} while waiting: {exc}",
+        sqlstate=UNREACHABLE)
     except BaseException:
         _drop(GD, schema, link)
         raise
@@ -652,14 +671,25 @@ def do(plpy, GD, schema, name, priority, function, workload, unique=None):
 
 def do_background(plpy, GD, schema, name, priority, function, workload, unique=None):
     """gman_do*_background: start a job; immediate mode returns its handle, transactional mode
-    writes an outbox row in the caller's transaction and returns ``outbox:<id>``."""
+    writes an outbox row in the caller's transaction and returns ``outbox:<id>``. (PostgreSQL
+    runs the transactional mode in PL/pgSQL, see gearsql/bridges/postgres.py, and calls
+    :func:`submit_background` for the immediate one.)"""
+    return _background(plpy, GD, schema, name, priority, function, workload, unique, True)
+
+
+def submit_background(plpy, GD, schema, name, priority, function, workload, unique=None):
+    """Submit a background job now, whatever the mode, and return its handle."""
+    return _background(plpy, GD, schema, name, priority, function, workload, unique, False)
+
+
+def _background(plpy, GD, schema, name, priority, function, workload, unique, outbox):
     level = protocol.Priority.from_word(priority)
     fn = _function(plpy, name, function)
     uq = _unique(plpy, name, unique)
     data = _workload(plpy, name, workload)
     settings = _settings(plpy, GD, schema)
     _check_size(plpy, GD, schema, name, data, settings)
-    if settings["background_mode"] == "transactional":
+    if outbox and settings["background_mode"] == "transactional":
         return _outbox(plpy, GD, schema, fn, uq, data, level)
     _link, handles = _submit(
         plpy, GD, schema, settings, name, [(0, fn, uq, data, level, True)], uq
@@ -762,7 +792,8 @@ def job_status(plpy, GD, schema, handle):
                 "detail": link.name,
             }
     if errors and len(errors) == len(_targets(plpy, GD, schema, settings, name)):
-        _fail(plpy, f"{name}: cannot reach a job server", detail="; ".join(errors))
+        _fail(plpy, f"{name}: cannot reach a job server", detail="; ".join(errors),
+        sqlstate=UNREACHABLE)
     return status
 
 
@@ -813,7 +844,7 @@ def sum_final(plpy, GD, schema, state):
         return None
     entry = _session(GD, schema).sums.pop(state, None)
     if entry is None:
-        _fail(plpy, f"{name}: the tasks of this aggregate were lost")
+        _fail(plpy, f"{name}: the tasks of this aggregate were lost", sqlstate=UNREACHABLE)
     tasks = entry[1]
     if not tasks:
         return None
@@ -833,7 +864,7 @@ def sum_final(plpy, GD, schema, state):
             total += int(raw)
         except ValueError:
             _fail(plpy, f"{name}: a worker's result is not an integer: "
-                  f"{raw[:40].decode('utf-8', 'replace')!r}")
+                  f"{raw[:40].decode('utf-8', 'replace')!r}", sqlstate=NOT_AN_INTEGER)
     return total
 
 

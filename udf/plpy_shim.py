@@ -14,7 +14,8 @@ log = logging.getLogger("gearsql.udf")
 
 
 class Error(Exception):
-    """What ``plpy.error`` raises: a SQL error. ``detail`` and ``hint`` as in PostgreSQL."""
+    """What ``plpy.error`` raises: a SQL error. ``detail``, ``hint`` and ``sqlstate`` as in
+    PostgreSQL; the full message ends with a ``SQLSTATE: <code>`` line when there is one."""
 
     def __init__(self, message, detail=None, hint=None, sqlstate=None):
         super().__init__(message)
@@ -29,6 +30,8 @@ class Error(Exception):
             parts.append("DETAIL: " + self.detail)
         if self.hint:
             parts.append("HINT: " + self.hint)
+        if self.sqlstate:
+            parts.append("SQLSTATE: " + self.sqlstate)
         return "\n".join(parts)
 
 

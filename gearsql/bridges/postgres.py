@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gearsql.bridges import library_package, library_sources, load_library, udf_module
-from gearsql.protocol import DEFAULT_MAX_PACKET_SIZE
+from gearsql.protocol import DEFAULT_MAX_PACKET_SIZE, MAX_FUNCTION_NAME, MAX_UNIQUE
 
 __all__ = [
     "DEFAULT_SCHEMA",
@@ -35,6 +35,7 @@ __all__ = [
     "SETTINGS",
     "install",
     "install_sql",
+    "plpython_available",
     "uninstall",
     "uninstall_sql",
 ]
@@ -44,6 +45,11 @@ DEFAULT_SCHEMA = "gearsql"
 #: room for the header, the longest function name and unique, and their separators.
 DEFAULT_MAX_WORKLOAD = DEFAULT_MAX_PACKET_SIZE - 1024
 NOTIFY_CHANNEL = "gearsql_outbox"
+#: SQLSTATEs of the gman_* functions (docs/design.md has the table; udf/gman.py raises the same).
+BAD_ARGUMENT = "22023"  # invalid_parameter_value
+BAD_SETTING = "GM006"
+NO_PLPYTHON = "0A000"  # feature_not_supported
+_LEGACY_OUTBOX_INSERT = "{s}._gman_outbox_insert(bytea, bytea, bytea, text)"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 _DOLLAR_TAG = "$gearsql$"
 
@@ -122,27 +128,249 @@ def _read_udf(name: str) -> str:
     return UDF_SOURCES[name]
 
 
-def _function_sql(schema: str, entry: dict[str, Any], key: str, load: str) -> list[str]:
+#: A PL/pgSQL exception handler that re-raises the error of a PL/Python body with its SQLSTATE,
+#: message, detail and hint, but without PL/Python's "plpy.Error: " prefix and traceback.
+#: (QUERY_CANCELED is not among OTHERS: a cancel goes through as it is.)
+_RERAISE = (
+    "EXCEPTION WHEN OTHERS THEN\n"
+    "    GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,\n"
+    "        e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;\n"
+    "    e_message := pg_catalog.regexp_replace(e_message, '^plpy\\.[A-Za-z]+: ', '');\n"
+    "    IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN\n"
+    "        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,\n"
+    "            DETAIL = e_detail, HINT = e_hint;\n"
+    "    ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN\n"
+    "        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;\n"
+    "    ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN\n"
+    "        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;\n"
+    "    ELSE\n"
+    "        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;\n"
+    "    END IF;\n"
+)
+_ERROR_VARIABLES = "    e_code text;\n    e_message text;\n    e_detail text;\n    e_hint text;\n"
+
+
+def _function_sql(schema: str, entry: dict[str, Any], key: str, load: str,
+                  plpython: bool = True) -> list[str]:
+    """``entry`` as SQL functions, one per overload.
+
+    With PL/Python, a public function is PL/pgSQL (SECURITY DEFINER, fixed search_path) around
+    ``_gman_py_<name>``, the PL/Python body, which only the installing role may execute: the
+    wrapper re-raises an error with its SQLSTATE, message, detail and hint, minus PL/Python's
+    ``plpy.Error:`` prefix and its Python traceback in CONTEXT. The same goes for the
+    aggregate's internal functions.
+
+    Without PL/Python, a PL/pgSQL function of the same signature that says why it cannot run
+    (SQLSTATE 0A000, feature_not_supported)."""
     functions = udf_module("functions")
-    body = (
+    s = _ident(schema)
+    python_body = (
         f"SCHEMA = {schema!r}\n"
         + functions.PREAMBLE.format(key=key, load=load)
         + entry["body"]
         + "\n"
     )
     statements = []
-    qualified = f"{_ident(schema)}.{_ident(entry['name'])}"
     for params, returns in _signatures(entry):
         args = ", ".join(f"{_ident(name)} {sql}" for name, sql in params)
+        names = ", ".join(_ident(name) for name, _ in params)
         if returns == "status":
             args += (", OUT known boolean, OUT running boolean, OUT numerator bigint,"
                      " OUT denominator bigint, OUT state text, OUT detail text")
             result = "record"
         else:
             result = returns
+        public = f"{s}.{_ident(entry['name'])}({args})"
+        if not plpython:
+            body = "BEGIN\n    " + _raise(
+                f"{entry['name']} needs PL/Python (plpython3u), and gearsql was installed "
+                "without it in this database", NO_PLPYTHON,
+                hint="the gman_do*_background functions work (transactional mode: the relay "
+                "submits the jobs); a superuser can install PL/Python and run gearsql install "
+                "postgres again") + "\nEND\n"
+            statements.append(f"CREATE OR REPLACE FUNCTION {public}\n"
+                              f"RETURNS {result} LANGUAGE plpgsql VOLATILE AS {_dollar(body)};")
+            continue
+        inner = f"{s}.{_ident('_gman_py_' + entry['name'])}"
         statements.append(
-            f"CREATE OR REPLACE FUNCTION {qualified}({args})\n"
-            f"RETURNS {result} LANGUAGE plpython3u VOLATILE AS {_dollar(body)};"
+            f"CREATE OR REPLACE FUNCTION {inner}({args})\n"
+            f"RETURNS {result} LANGUAGE plpython3u VOLATILE AS {_dollar(python_body)};")
+        if returns == "status":
+            call = ("SELECT r.known, r.running, r.numerator, r.denominator, r.state, r.detail\n"
+                    "      INTO known, running, numerator, denominator, state, detail\n"
+                    f"      FROM {inner}({names}) AS r;\n    RETURN;")
+        else:
+            call = f"RETURN {inner}({names});"
+        body = (
+            "DECLARE\n" + _ERROR_VARIABLES + "BEGIN\n"
+            f"    {call}\n"
+            + _RERAISE + "END\n"
+        )
+        statements.append(
+            f"CREATE OR REPLACE FUNCTION {public}\nRETURNS {result} LANGUAGE plpgsql VOLATILE "
+            f"SECURITY DEFINER\nSET search_path = pg_catalog, pg_temp AS {_dollar(body)};")
+    return statements
+
+
+def _python_bodies(schema: str) -> list[str]:
+    """The signatures of the ``_gman_py_*`` functions (PL/Python bodies of public functions)."""
+    functions = udf_module("functions")
+    background = {name for name, _ in functions.BACKGROUND}
+    return [f"{_ident(schema)}.{_ident('_gman_py_' + entry['name'])}({_arg_types(params)})"
+            for entry in functions.FUNCTIONS
+            if entry["name"] not in background
+            for params, _ in _signatures(entry)]
+
+
+#: The PL/Python function the background calls go through in immediate mode (not granted: the
+#: public functions, SECURITY DEFINER, call it as the installing role).
+_NOW_PARAMS = [("p_name", "text"), ("p_priority", "text"), ("p_function", "text"),
+               ("p_workload", "bytea"), ("p_unique", "text")]
+
+
+def _now_sql(schema: str, key: str, load: str) -> str:
+    functions = udf_module("functions")
+    body = (
+        f"SCHEMA = {schema!r}\n"
+        + functions.PREAMBLE.format(key=key, load=load)
+        + "return lib.submit_background(plpy, GD, SCHEMA, p_name, p_priority, p_function, "
+        "p_workload, p_unique)\n"
+    )
+    args = ", ".join(f"{name} {sql}" for name, sql in _NOW_PARAMS)
+    return (
+        f"CREATE OR REPLACE FUNCTION {_ident(schema)}._gman_background_now({args})\n"
+        f"RETURNS text LANGUAGE plpython3u VOLATILE AS {_dollar(body)};"
+    )
+
+
+def _now_signature(schema: str) -> str:
+    return f"{_ident(schema)}._gman_background_now({_arg_types(_NOW_PARAMS)})"
+
+
+def _raise(message: str, code: str, *args: str, hint: str | None = None) -> str:
+    """A PL/pgSQL RAISE of ``message`` (``%`` for each of ``args``) with SQLSTATE ``code``."""
+    using = f"ERRCODE = {_literal(code)}"
+    if hint is not None:
+        using += f", HINT = {_literal(hint)}"
+    values = "".join(f", {arg}" for arg in args)
+    return f"RAISE EXCEPTION {_literal(message)}{values} USING {using};"
+
+
+def _background_sql(schema: str, entry: dict[str, Any], plpython: bool) -> list[str]:
+    """``gman_do*_background`` in PL/pgSQL: in transactional mode (the default) a call only
+    checks its arguments and writes an outbox row, so it stays about as cheap as an INSERT (a
+    trigger may call it for every row); immediate mode hands over to PL/Python. SECURITY
+    DEFINER: the caller needs EXECUTE on this function only, not on the tables or helpers. It has
+    no ``SET search_path`` (that setting, switched on every call, doubled a trigger's cost):
+    instead every table, function, type and operator in the body is named with its schema
+    (``OPERATOR(pg_catalog.=)``), so a caller's search_path cannot substitute its own.
+
+    The checks and their messages are those of ``udf/gman.py`` (``_function``, ``_unique``,
+    ``_workload``, ``_check_size``). PostgreSQL text cannot hold NUL, so there is no NUL check.
+    pg_notify sends one notification per transaction however many rows it writes: PostgreSQL
+    folds a channel's identical payloads within a transaction into one."""
+    s = _ident(schema)
+    name = entry["name"]
+    priority = dict(udf_module("functions").BACKGROUND)[name]
+    has_unique = len(entry["params"]) == 3
+    where = f"(table {schema}.gman_settings)"
+    statements = []
+    for params, _returns in _signatures(entry):
+        binary = params[1][1] == "bytea"
+        args = ", ".join(f"{_ident(p)} {sql}" for p, sql in params)
+        data = "workload" if binary else "pg_catalog.convert_to(workload, 'UTF8')"
+        unique = '"unique"' if has_unique else "NULL::text"
+        if plpython:
+            immediate = (
+                f"BEGIN\n            RETURN {s}._gman_background_now({_literal(name)}, "
+                f"{_literal(priority)}, function, raw, {unique});\n"
+                + _RERAISE.replace("\n", "\n        ") + "END;")
+        else:
+            immediate = _raise(
+                f"{name}: background_mode is 'immediate', which needs PL/Python (plpython3u), "
+                "and gearsql was installed without it in this database", NO_PLPYTHON,
+                hint="set background_mode to 'transactional' (the relay submits the jobs)")
+        lines = [
+            "DECLARE",
+            "    raw pg_catalog.bytea;",
+            "    mode pg_catalog.text;",
+            "    limit_text pg_catalog.text;",
+            "    size_limit pg_catalog.int8;",
+            "    new_id pg_catalog.int8;",
+            _ERROR_VARIABLES.replace(" text;", " pg_catalog.text;").rstrip("\n"),
+            "BEGIN",
+            "    IF function IS NULL THEN",
+            "        " + _raise(f"{name}: the function name is NULL", BAD_ARGUMENT),
+            "    END IF;",
+            "    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) "
+            f"{MAX_FUNCTION_NAME} THEN",
+            "        " + _raise(f"{name}: the function name is longer than {MAX_FUNCTION_NAME} "
+                               "bytes (% bytes)", BAD_ARGUMENT,
+                               "pg_catalog.octet_length(function)"),
+            "    END IF;",
+            "    IF function OPERATOR(pg_catalog.=) '' THEN",
+            "        " + _raise(f"{name}: the function name is empty", BAD_ARGUMENT),
+            "    END IF;",
+        ]
+        if has_unique:
+            lines += [
+                '    IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) '
+                f"{MAX_UNIQUE} THEN",
+                "        " + _raise(f"{name}: the unique id is longer than {MAX_UNIQUE} bytes "
+                                   "(% bytes)", BAD_ARGUMENT, 'pg_catalog.octet_length("unique")'),
+                "    END IF;",
+            ]
+        lines += [
+            "    IF workload IS NULL THEN",
+            "        " + _raise(f"{name}: the workload is NULL", BAD_ARGUMENT),
+            "    END IF;",
+            f"    raw := {data};",
+            "    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) "
+            "'background_mode'),",
+            "           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) "
+            "'max_workload')",
+            f"      INTO mode, limit_text FROM {s}.gman_settings",
+            "     WHERE name OPERATOR(pg_catalog.=) ANY "
+            "('{background_mode,max_workload}'::pg_catalog.text[]);",
+            "    mode := coalesce(mode, 'transactional');",
+            "    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));",
+            "    IF limit_text OPERATOR(pg_catalog.=) '' THEN",
+            "        limit_text := '0';",
+            "    END IF;",
+            "    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN",
+            "        " + _raise("gearsql: bad setting: max_workload=%", BAD_SETTING,
+                               "pg_catalog.quote_literal(limit_text)",
+                               hint=f"an administrator fixes it {where}"),
+            "    END IF;",
+            "    size_limit := limit_text::pg_catalog.int8;",
+            "    IF size_limit OPERATOR(pg_catalog.>) 0",
+            "       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN",
+            "        " + _raise(
+                f"{name}: the workload is % bytes, more than the max_workload setting "
+                "(% bytes)", BAD_ARGUMENT, "pg_catalog.octet_length(raw)", "size_limit",
+                hint="a job server refuses a packet above its maximum size; pass a reference "
+                "to the data (a key, a path) instead, or an administrator raises max_workload "
+                f"{where} and the job server's limit together"),
+            "    END IF;",
+            "    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN",
+            "        " + immediate,
+            "    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN",
+            "        " + _raise("gearsql: bad setting background_mode=%", BAD_SETTING,
+                               "pg_catalog.quote_literal(mode)",
+                               hint="it is 'transactional' or 'immediate'"),
+            "    END IF;",
+            f"    INSERT INTO {s}.gman_outbox (function, unique_key, workload, priority)",
+            f"    VALUES (pg_catalog.convert_to(function, 'UTF8'), "
+            f"pg_catalog.convert_to({unique}, 'UTF8'), raw, {_literal(priority)})",
+            "    RETURNING id INTO new_id;",
+            f"    PERFORM pg_catalog.pg_notify({_literal(NOTIFY_CHANNEL)}, {_literal(schema)});",
+            "    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;",
+            "END",
+        ]
+        statements.append(
+            f"CREATE OR REPLACE FUNCTION {s}.{_ident(name)}({args})\n"
+            "RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS "
+            f"{_dollar(chr(10).join(lines) + chr(10))};"
         )
     return statements
 
@@ -182,15 +410,20 @@ def _regrant_job_status(schema: str) -> str:
     )
 
 
-def _all_functions(schema: str) -> list[tuple[str, str]]:
-    """(kind, qualified signature) of every function and aggregate, for GRANT and DROP."""
+def _all_functions(schema: str, plpython: bool = True) -> list[tuple[str, str]]:
+    """(kind, qualified signature) of every function and aggregate, for REVOKE and DROP (those
+    in PL/Python only with ``plpython``)."""
     functions = udf_module("functions")
-    objects = [
-        ("FUNCTION", f"{_ident(schema)}._gman_settings()"),
-        ("FUNCTION", f"{_ident(schema)}._gman_outbox_insert(bytea, bytea, bytea, text)"),
-        ("FUNCTION", f"{_ident(schema)}._gman_load()"),
+    objects = [("FUNCTION", f"{_ident(schema)}._gman_settings()")]
+    if plpython:
+        objects += [
+            ("FUNCTION", _now_signature(schema)),
+            ("FUNCTION", f"{_ident(schema)}._gman_load()"),
+            *(("FUNCTION", signature) for signature in _python_bodies(schema)),
+        ]
+    objects += [
         ("FUNCTION", f"{_ident(schema)}._gman_outbox_state(bigint)"),
-        ("FUNCTION", f"{_ident(schema)}.gman_pipeline()"),
+        ("FUNCTION", f"{_ident(schema)}.{_ident('gman_pipeline')}()"),
     ]
     for entry in functions.FUNCTIONS:
         for params, _ in _signatures(entry):
@@ -206,6 +439,17 @@ def _all_functions(schema: str) -> list[tuple[str, str]]:
     return objects
 
 
+def _granted(schema: str, plpython: bool) -> list[str]:
+    """What ``--role`` may execute: the public gman_* functions, and the aggregate's internal
+    functions (PostgreSQL checks EXECUTE on those for whoever calls gman_sum)."""
+    functions = udf_module("functions")
+    internal = {entry["name"] for entry in functions.FUNCTIONS if entry.get("internal")}
+    prefix = f"{_ident(schema)}."
+    return [signature for _, signature in _all_functions(schema, plpython)
+            if signature.startswith(prefix + '"gman_')
+            or any(signature.startswith(f"{prefix}{_ident(name)}(") for name in internal)]
+
+
 def install_sql(
     schema: str = DEFAULT_SCHEMA,
     role: str | None = None,
@@ -213,6 +457,7 @@ def install_sql(
     background_mode: str | None = None,
     timeout: str | None = None,
     for_file: bool = False,
+    plpython: bool = True,
 ) -> str:
     """The SQL that installs (or upgrades) the functions into ``schema``.
 
@@ -220,6 +465,10 @@ def install_sql(
     foreground gman_do* waits for its result). ``role`` gets USAGE on the schema and EXECUTE on
     the functions; PUBLIC gets nothing. Raises ValueError for a schema or role that is not a
     plain identifier, a bad background mode or a timeout that is not 0 < seconds <= 86400.
+
+    Without ``plpython`` (managed services that offer no untrusted language), the background
+    functions are installed as usual (transactional mode, PL/pgSQL) and every other function
+    raises SQLSTATE 0A000 saying it needs PL/Python; no superuser is needed then.
     """
     check_identifier(schema, "schema")
     if role is not None:
@@ -240,7 +489,7 @@ def install_sql(
         parts.append(_file_header(schema))
     parts += [
         "BEGIN;",
-        "CREATE EXTENSION IF NOT EXISTS plpython3u;",
+        *(["CREATE EXTENSION IF NOT EXISTS plpython3u;"] if plpython else []),
         f"CREATE SCHEMA IF NOT EXISTS {s};",
         f"CREATE TABLE IF NOT EXISTS {s}.gman_settings (\n"
         f"    name text PRIMARY KEY CHECK (name IN ({', '.join(map(_literal, SETTINGS))})),\n"
@@ -319,21 +568,22 @@ def install_sql(
         "RETURNS TABLE (name text, value text) LANGUAGE sql STABLE SECURITY DEFINER\n"
         "SET search_path = pg_catalog, pg_temp AS $$\n"
         f"    SELECT s.name, s.value FROM {s}.gman_settings AS s\n$$;",
-        f"CREATE OR REPLACE FUNCTION {s}._gman_outbox_insert("
-        "p_function bytea, p_unique bytea, p_workload bytea, p_priority text)\n"
-        "RETURNS bigint LANGUAGE plpgsql VOLATILE SECURITY DEFINER\n"
-        "SET search_path = pg_catalog, pg_temp AS $$\n"
-        "DECLARE\n    new_id bigint;\nBEGIN\n"
-        f"    INSERT INTO {s}.gman_outbox (function, unique_key, workload, priority)\n"
-        "    VALUES (p_function, p_unique, p_workload, p_priority) RETURNING id INTO new_id;\n"
-        f"    PERFORM pg_notify({_literal(NOTIFY_CHANNEL)}, {_literal(schema)});\n"
-        "    RETURN new_id;\nEND\n$$;",
-        f"CREATE OR REPLACE FUNCTION {s}._gman_load()\n"
-        f"RETURNS void LANGUAGE plpython3u VOLATILE AS {_dollar(_loader_body(package, sources))};",
+        # Older installs wrote the outbox through this helper, which skipped the checks.
+        f"DROP FUNCTION IF EXISTS {_LEGACY_OUTBOX_INSERT.format(s=s)};",
         _drop_old_job_status(schema),
     ]
+    if plpython:
+        parts += [
+        f"CREATE OR REPLACE FUNCTION {s}._gman_load()\n"
+        f"RETURNS void LANGUAGE plpython3u VOLATILE AS {_dollar(_loader_body(package, sources))};",
+            _now_sql(schema, package, load),
+        ]
+    background = {name for name, _ in functions.BACKGROUND}
     for entry in functions.FUNCTIONS:
-        parts += _function_sql(schema, entry, package, load)
+        if entry["name"] in background:
+            parts += _background_sql(schema, entry, plpython)
+        else:
+            parts += _function_sql(schema, entry, package, load, plpython)
     parts.append(_regrant_job_status(schema))
     for aggregate in functions.AGGREGATES:
         for params, _ in _signatures(aggregate):
@@ -346,13 +596,17 @@ def install_sql(
                 "    FINALFUNC_MODIFY = READ_WRITE\n);"
             )
     # GRANT and REVOKE name aggregates as functions too.
-    for _, signature in _all_functions(schema):
+    for _, signature in _all_functions(schema, plpython):
         parts.append(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC;")
     if role is not None:
         r = _ident(role)
         parts.append(f"GRANT USAGE ON SCHEMA {s} TO {r};")
-        for _, signature in _all_functions(schema):
-            parts.append(f"GRANT EXECUTE ON FUNCTION {signature} TO {r};")
+        granted = _granted(schema, plpython)
+        for _, signature in _all_functions(schema, plpython):
+            if signature in granted:
+                parts.append(f"GRANT EXECUTE ON FUNCTION {signature} TO {r};")
+            else:  # an older install granted the internal helpers too
+                parts.append(f"REVOKE ALL ON FUNCTION {signature} FROM {r};")
     parts.append("COMMIT;")
     return "\n\n".join(parts) + "\n"
 
@@ -408,6 +662,7 @@ def uninstall_sql(schema: str = DEFAULT_SCHEMA, force: bool = False, for_file: b
         )
     for kind, signature in reversed(_all_functions(schema)):
         parts.append(f"DROP {kind} IF EXISTS {signature};")
+    parts.append(f"DROP FUNCTION IF EXISTS {_LEGACY_OUTBOX_INSERT.format(s=s)};")
     parts += [
         f"DROP TABLE IF EXISTS {s}.gman_outbox_dead;",
         f"DROP TABLE IF EXISTS {s}.gman_outbox;",
@@ -443,9 +698,10 @@ def _check_seconds(name: str, value: str) -> None:
 
 #: What an install or uninstall needs, said when PostgreSQL refuses it for lack of privilege.
 _PRIVILEGE_NEEDED = {
-    "install": "installing needs a PostgreSQL superuser (such as postgres): the functions are "
-    "PL/Python, and plpython3u is an untrusted language, in which only a superuser may create "
-    "the extension and functions; owning the database is not enough",
+    "install": "installing needs CREATE on the database (for the schema), and the PL/Python "
+    "functions need a PostgreSQL superuser (plpython3u is an untrusted language, in which only a "
+    "superuser may create the extension and functions; owning the database is not enough); "
+    "without a superuser, gearsql installs without PL/Python (background calls only)",
     "uninstall": "removing needs a superuser or the role that installed the functions (the "
     "owner of the schema and its objects)",
 }
@@ -483,12 +739,38 @@ def install(
     servers: str | None = None,
     background_mode: str | None = None,
     timeout: str | None = None,
-) -> None:
-    """Install or upgrade the functions over a connection to ``dsn``, in one transaction.
-    Raises ValueError for bad names or a DSN that is not PostgreSQL's, PermissionError when the
-    role may not install (it must be a superuser), and ``psycopg.Error`` when the database
-    refuses for another reason."""
-    _run(dsn, install_sql(schema, role, servers, background_mode, timeout), "install")
+    plpython: bool | None = None,
+) -> bool:
+    """Install or upgrade the functions over a connection to ``dsn``, in one transaction, and
+    say whether PL/Python was used. ``plpython`` None: use it when the server allows
+    (:func:`plpython_available`). Raises ValueError for bad names or a DSN that is not
+    PostgreSQL's, PermissionError when the role may not install (with PL/Python it must be a
+    superuser), and ``psycopg.Error`` when the database refuses for another reason."""
+    if plpython is None:
+        plpython = plpython_available(dsn)
+    _run(dsn, install_sql(schema, role, servers, background_mode, timeout, plpython=plpython),
+         "install")
+    return plpython
+
+
+#: Whether this connection can use plpython3u: the role is a superuser (only a superuser may
+#: create functions in an untrusted language) and the extension is there or the server offers it.
+_PLPYTHON_QUERY = (
+    "SELECT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)"
+    " AND (EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'plpython3u')"
+    "      OR EXISTS (SELECT 1 FROM pg_catalog.pg_available_extensions"
+    "                 WHERE name = 'plpython3u'))"
+)
+
+
+def plpython_available(dsn: str) -> bool:
+    """Whether the install over ``dsn`` can use PL/Python (see ``_PLPYTHON_QUERY``)."""
+    check_dsn(dsn)
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(_PLPYTHON_QUERY).fetchone()
+    return bool(row and row[0])
 
 
 def uninstall(dsn: str, schema: str = DEFAULT_SCHEMA, force: bool = False) -> None:

@@ -94,6 +94,13 @@ def _bridge_sql(dsn: str | None, print_sql: bool, sql: Callable[[], str],
     help="How long a foreground gman_do* waits for its result (the 'timeout' setting; default "
     "on first install 60).",
 )
+@click.option(
+    "--no-plpython",
+    is_flag=True,
+    help="Install without PL/Python (default: use it when the role is a superuser and the "
+    "server offers plpython3u). Background calls then work in transactional mode; the other "
+    "functions fail with SQLSTATE 0A000 saying they need PL/Python.",
+)
 @_PRINT_SQL_OPTION
 def install_postgres(
     dsn: str | None,
@@ -102,6 +109,7 @@ def install_postgres(
     servers: str | None,
     background_mode: str | None,
     timeout: str | None,
+    no_plpython: bool,
     print_sql: bool,
 ) -> None:
     """Install the gman_* functions into PostgreSQL.
@@ -109,20 +117,29 @@ def install_postgres(
     Creates (or upgrades) in SCHEMA: the gman_do*, gman_servers_set, gman_job_status functions
     and the gman_sum aggregate (PL/Python, plpython3u), the gman_settings table that only the
     installing role can change, the gman_outbox table, the gman_outbox_dead table of rows no
-    job server will take and the gman_pipeline() summary of both. Needs a superuser (PL/Python is an
-    untrusted language) and the server's PL/Python package (Debian:
-    postgresql-plpython3-VERSION).
+    job server will take and the gman_pipeline() summary of both. PL/Python needs a superuser (it
+    is an untrusted language) and the server's PL/Python package (Debian:
+    postgresql-plpython3-VERSION). Where the server offers no PL/Python (managed services), or
+    with --no-plpython, the gman_do*_background functions (PL/pgSQL, transactional mode) work
+    and the others say they need PL/Python; no superuser is needed then.
     """
     from gearsql.bridges import postgres
 
+    used: list[bool] = []
     _bridge_sql(
         dsn,
         print_sql,
-        lambda: postgres.install_sql(schema, role, servers, background_mode, timeout),
-        lambda url: postgres.install(url, schema, role, servers, background_mode, timeout),
+        lambda: postgres.install_sql(schema, role, servers, background_mode, timeout,
+                                     plpython=not no_plpython),
+        lambda url: used.append(postgres.install(url, schema, role, servers, background_mode,
+                                                 timeout, plpython=False if no_plpython else None)),
     )
     if not print_sql:
-        click.echo(f"installed the gman_* functions into schema {schema}")
+        if used and not used[0]:
+            click.echo(f"installed the gman_* functions into schema {schema} without PL/Python: "
+                       "only gman_do*_background works (transactional mode, through the relay)")
+        else:
+            click.echo(f"installed the gman_* functions into schema {schema}")
 
 
 @uninstall.command("postgres", context_settings=CONTEXT)

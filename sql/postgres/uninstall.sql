@@ -76,15 +76,51 @@ DROP FUNCTION IF EXISTS "gearsql"."gman_do"(text, bytea);
 
 DROP FUNCTION IF EXISTS "gearsql"."gman_do"(text, text);
 
-DROP FUNCTION IF EXISTS "gearsql".gman_pipeline();
+DROP FUNCTION IF EXISTS "gearsql"."gman_pipeline"();
 
 DROP FUNCTION IF EXISTS "gearsql"._gman_outbox_state(bigint);
 
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py__gman_sum_final"(bigint);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py__gman_sum_step"(bigint, text, bytea);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py__gman_sum_step"(bigint, text, text);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_job_status"(text);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_servers_set"(text);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do_low"(text, bytea, text);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do_low"(text, text, text);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do_low"(text, bytea);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do_low"(text, text);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do_high"(text, bytea, text);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do_high"(text, text, text);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do_high"(text, bytea);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do_high"(text, text);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do"(text, bytea, text);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do"(text, text, text);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do"(text, bytea);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do"(text, text);
+
 DROP FUNCTION IF EXISTS "gearsql"._gman_load();
 
-DROP FUNCTION IF EXISTS "gearsql"._gman_outbox_insert(bytea, bytea, bytea, text);
+DROP FUNCTION IF EXISTS "gearsql"._gman_background_now(text, text, text, bytea, text);
 
 DROP FUNCTION IF EXISTS "gearsql"._gman_settings();
+
+DROP FUNCTION IF EXISTS "gearsql"._gman_outbox_insert(bytea, bytea, bytea, text);
 
 DROP TABLE IF EXISTS "gearsql".gman_outbox_dead;
 
