@@ -530,8 +530,11 @@ def check_targets(results: dict[str, Any]) -> list[str]:
     lines.append(
         f"durable (SQLite) submit >= {100 * MEMORY_FRACTION_TARGET:.0f}% of gearsql's in-memory "
         f"rate: {verdict(None if fraction is None else fraction >= MEMORY_FRACTION_TARGET)}"
-        + ("" if fraction is None else f" ({100 * fraction:.0f}%: {sqlite_rate:,.0f} vs "
-           f"{memory_rate:,.0f} jobs/s)")
+        + (
+            ""
+            if fraction is None
+            else f" ({100 * fraction:.0f}%: {sqlite_rate:,.0f} vs {memory_rate:,.0f} jobs/s)"
+        )
     )
     for store in ("postgresql", "mysql"):
         rate = _metric(results, "submit-bg", store, "gearsql", "jobs_per_s")

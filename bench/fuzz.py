@@ -51,9 +51,27 @@ from gearsql.protocol import ARGUMENTS, REQ, RES, PacketType, Parser, pack, pack
 
 #: Admin command words, as the server knows them, plus near misses.
 ADMIN_WORDS = [
-    b"status", b"prioritystatus", b"workers", b"show", b"jobs", b"unique", b"cancel", b"job",
-    b"create", b"drop", b"function", b"maxqueue", b"version", b"getpid", b"verbose",
-    b"shutdown", b"STATUS", b"show jobs", b"", b"\0", b"\xff\xfe",
+    b"status",
+    b"prioritystatus",
+    b"workers",
+    b"show",
+    b"jobs",
+    b"unique",
+    b"cancel",
+    b"job",
+    b"create",
+    b"drop",
+    b"function",
+    b"maxqueue",
+    b"version",
+    b"getpid",
+    b"verbose",
+    b"shutdown",
+    b"STATUS",
+    b"show jobs",
+    b"",
+    b"\0",
+    b"\xff\xfe",
 ]
 #: Function names the cases use, so that workers, submissions and results meet.
 FUNCTIONS = [b"fz", b"fz-2", b"", b"f\0z", b"\xff", b"x" * 513]
@@ -132,8 +150,14 @@ def stream(rng: random.Random) -> bytes:
         elif pick < 0.3:
             parts.append(pack_request(PacketType.GRAB_JOB_UNIQ))
         elif pick < 0.45:
-            kind = rng.choice([PacketType.SUBMIT_JOB, PacketType.SUBMIT_JOB_BG,
-                               PacketType.SUBMIT_JOB_HIGH, PacketType.SUBMIT_JOB_LOW_BG])
+            kind = rng.choice(
+                [
+                    PacketType.SUBMIT_JOB,
+                    PacketType.SUBMIT_JOB_BG,
+                    PacketType.SUBMIT_JOB_HIGH,
+                    PacketType.SUBMIT_JOB_LOW_BG,
+                ]
+            )
             unique = rng.choice([b"", b"-", b"u%d" % rng.randrange(5)])
             parts.append(pack_request(kind, rng.choice(FUNCTIONS[:2]), unique, rng.randbytes(8)))
         elif pick < 0.55:
@@ -156,8 +180,13 @@ def cases(seed: int) -> Iterator[Case]:
     while True:
         rng = random.Random(f"{seed}:{number}")
         kind = rng.choice(KINDS)
-        data = {"blob": blob, "packet": valid_packet, "mutant": mutant, "stream": stream,
-                "admin": admin_line}[kind](rng)
+        data = {
+            "blob": blob,
+            "packet": valid_packet,
+            "mutant": mutant,
+            "stream": stream,
+            "admin": admin_line,
+        }[kind](rng)
         splits = sorted(rng.randrange(len(data) + 1) for _ in range(rng.randrange(3)))
         yield Case(number, kind, data, splits)
         number += 1
@@ -207,7 +236,8 @@ class Probe:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.parsers = {sock: Parser(expect_magic=RES) for sock in (self.client, self.worker)}
         self.pending: dict[socket.socket, list[tuple[PacketType, tuple[bytes, ...]]]] = {
-            self.client: [], self.worker: [],
+            self.client: [],
+            self.worker: [],
         }
         self.worker.sendall(pack_request(PacketType.CAN_DO, PROBE_FUNCTION))
         self.count = 0
@@ -279,8 +309,12 @@ class Report:
 
     @property
     def anomalies(self) -> int:
-        return (len(self.not_closed) + len(self.probe_failures) + self.log_anomalies
-                + int(self.server_died))
+        return (
+            len(self.not_closed)
+            + len(self.probe_failures)
+            + self.log_anomalies
+            + int(self.server_died)
+        )
 
     def lines(self) -> list[str]:
         trips = sorted(self.round_trips)
@@ -381,8 +415,21 @@ def started_server(log_path: Path, extra: list[str]) -> Iterator[tuple[tuple[str
     """A ``gearsql server`` with the memory store on a free loopback port: (address, pid)."""
     port = free_port()
     command = [
-        sys.executable, "-m", "gearsql", "server", "--port", str(port), "--listen", "127.0.0.1",
-        "--store", "memory", "--log-file", str(log_path), "--verbose", "WARNING", *extra,
+        sys.executable,
+        "-m",
+        "gearsql",
+        "server",
+        "--port",
+        str(port),
+        "--listen",
+        "127.0.0.1",
+        "--store",
+        "memory",
+        "--log-file",
+        str(log_path),
+        "--verbose",
+        "WARNING",
+        *extra,
     ]
     stderr = stderr_path(log_path).open("wb")
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=stderr)
@@ -419,21 +466,35 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=None, help="default: random (printed)")
     parser.add_argument("--cases", type=int, default=None, help="stop after this many cases")
-    parser.add_argument("--duration", type=float, default=None,
-                        help="stop after this many seconds (default 60 without --cases)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default 60 without --cases)",
+    )
     parser.add_argument("--only", type=int, default=None, help="run only case number N")
-    parser.add_argument("--probe-every", type=int, default=10,
-                        help="a well-behaved round trip every N cases")
-    parser.add_argument("--port", type=int, default=None,
-                        help="fuzz the server on 127.0.0.1:PORT instead of starting one")
+    parser.add_argument(
+        "--probe-every", type=int, default=10, help="a well-behaved round trip every N cases"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="fuzz the server on 127.0.0.1:PORT instead of starting one",
+    )
     parser.add_argument("--server-pid", type=int, default=None, help="its pid, for RSS")
     parser.add_argument("--server-args", default="", help="extra options for the started server")
     parser.add_argument("--verbose", action="store_true", help="print every case's bytes")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
     duration = args.duration if args.duration is not None or args.cases else 60.0
-    options = {"max_cases": args.cases, "duration": duration, "probe_every": args.probe_every,
-               "only": args.only, "verbose": args.verbose}
+    options = {
+        "max_cases": args.cases,
+        "duration": duration,
+        "probe_every": args.probe_every,
+        "only": args.only,
+        "verbose": args.verbose,
+    }
     if args.port is not None:
         if args.server_pid is None:
             parser.error("--port needs --server-pid (for the RSS figures)")

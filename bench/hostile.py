@@ -99,8 +99,11 @@ def partial(address: tuple[str, int], pid: int, quick: bool) -> list[Row]:
         peak = settled(pid)
         pushed_back = len(pending)
     return [
-        ("partial", f"{count} x {sent_each // MiB} MiB of 64 MiB packets: RSS MiB before/peak",
-         f"{mib(before)} / {mib(peak)}"),
+        (
+            "partial",
+            f"{count} x {sent_each // MiB} MiB of 64 MiB packets: RSS MiB before/peak",
+            f"{mib(before)} / {mib(peak)}",
+        ),
         ("partial", "connections pushed back (not read)", str(pushed_back)),
     ]
 
@@ -109,8 +112,9 @@ def slowloris(address: tuple[str, int], pid: int, quick: bool) -> list[Row]:
     count = 50 if quick else 500
     packet = pack_request(PacketType.ECHO_REQ, b"s" * 100)
     with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.create_connection(address, timeout=10))
-                 for _ in range(count)]
+        socks = [
+            stack.enter_context(socket.create_connection(address, timeout=10)) for _ in range(count)
+        ]
         started = time.monotonic()
         open_ = set(socks)
         sent = 0
@@ -125,8 +129,11 @@ def slowloris(address: tuple[str, int], pid: int, quick: bool) -> list[Row]:
             time.sleep(1.0)
         took = time.monotonic() - started
     return [
-        ("slowloris", f"{count} conns, a byte/s, --packet-timeout {SLOW_TIMEOUT:g}: still open",
-         str(len(open_))),
+        (
+            "slowloris",
+            f"{count} conns, a byte/s, --packet-timeout {SLOW_TIMEOUT:g}: still open",
+            str(len(open_)),
+        ),
         ("slowloris", "seconds until all were closed", f"{took:.0f}"),
     ]
 
@@ -135,8 +142,9 @@ def functions(address: tuple[str, int], pid: int, quick: bool) -> list[Row]:
     count = 10_000 if quick else 100_000
     before = settled(pid)
     with socket.create_connection(address, timeout=60) as worker:
-        worker.sendall(b"".join(pack_request(PacketType.CAN_DO, b"fn-%d" % n)
-                                for n in range(count)))
+        worker.sendall(
+            b"".join(pack_request(PacketType.CAN_DO, b"fn-%d" % n) for n in range(count))
+        )
         worker.sendall(pack_request(PacketType.ECHO_REQ, b"done"))
         parser, events = Parser(expect_magic=RES), []
         while not events:
@@ -148,11 +156,17 @@ def functions(address: tuple[str, int], pid: int, quick: bool) -> list[Row]:
         time.sleep(0.1)
     after = settled(pid)
     return [
-        ("functions", f"{count} CAN_DO names: RSS MiB before/registered/after the worker left",
-         f"{mib(before)} / {mib(registered)} / {mib(after)}"),
+        (
+            "functions",
+            f"{count} CAN_DO names: RSS MiB before/registered/after the worker left",
+            f"{mib(before)} / {mib(registered)} / {mib(after)}",
+        ),
         ("functions", "KiB per registered name", f"{(registered - before) / count:.2f}"),
-        ("functions", "functions listed while registered / after", f"{listed} / "
-         f"{admin_count(address, b'status')}"),
+        (
+            "functions",
+            "functions listed while registered / after",
+            f"{listed} / {admin_count(address, b'status')}",
+        ),
     ]
 
 
@@ -162,9 +176,12 @@ def abandoned(address: tuple[str, int], pid: int, quick: bool) -> list[Row]:
     per_client = 1000
     for _ in range(count // per_client):
         with socket.create_connection(address, timeout=60) as client:
-            client.sendall(b"".join(
-                pack_request(PacketType.SUBMIT_JOB, b"nobody", b"", b"p" * 100)
-                for _ in range(per_client)))
+            client.sendall(
+                b"".join(
+                    pack_request(PacketType.SUBMIT_JOB, b"nobody", b"", b"p" * 100)
+                    for _ in range(per_client)
+                )
+            )
             parser, got = Parser(expect_magic=RES), 0
             while got < per_client:
                 got += len(parser.feed(client.recv(1 << 16)))
@@ -173,10 +190,16 @@ def abandoned(address: tuple[str, int], pid: int, quick: bool) -> list[Row]:
         time.sleep(0.1)
     after = settled(pid)
     return [
-        ("abandoned", f"{count} foreground jobs, clients gone: RSS MiB before/after",
-         f"{mib(before)} / {mib(after)}"),
-        ("abandoned", "jobs listed by show jobs afterwards",
-         str(admin_count(address, b"show jobs"))),
+        (
+            "abandoned",
+            f"{count} foreground jobs, clients gone: RSS MiB before/after",
+            f"{mib(before)} / {mib(after)}",
+        ),
+        (
+            "abandoned",
+            "jobs listed by show jobs afterwards",
+            str(admin_count(address, b"show jobs")),
+        ),
     ]
 
 
@@ -208,14 +231,20 @@ def unread(address: tuple[str, int], pid: int, quick: bool) -> list[Row]:
         sent, stalled = 0, 0
         while sent < limit and stalled < 100:
             try:
-                sent += sock.send(echo[sent % len(echo):])
+                sent += sock.send(echo[sent % len(echo) :])
                 stalled = 0
             except BlockingIOError:
                 stalled += 1
                 time.sleep(0.02)
         peak = settled(pid)
-    return [("unread", f"client never reading: MiB of ECHO_REQ it got in (of {limit // MiB}); "
-             "RSS MiB before/peak", f"{sent // MiB}; {mib(before)} / {mib(peak)}")]
+    return [
+        (
+            "unread",
+            f"client never reading: MiB of ECHO_REQ it got in (of {limit // MiB}); "
+            "RSS MiB before/peak",
+            f"{sent // MiB}; {mib(before)} / {mib(peak)}",
+        )
+    ]
 
 
 SLOW_TIMEOUT = 5.0
@@ -232,17 +261,21 @@ SCENARIOS: dict[str, tuple[Callable[[tuple[str, int], int, bool], list[Row]], li
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
-                        help="comma-separated, from: " + ", ".join(SCENARIOS))
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help="comma-separated, from: " + ", ".join(SCENARIOS),
+    )
     args = parser.parse_args(argv)
     rows: list[Row] = []
     for name in args.scenarios.split(","):
         if name not in SCENARIOS:
             parser.error(f"unknown scenario {name!r}")
         run, extra = SCENARIOS[name]
-        with tempfile.TemporaryDirectory() as tmp, started_server(
-            Path(tmp) / "gearsql.log", extra
-        ) as (address, pid):
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            started_server(Path(tmp) / "gearsql.log", extra) as (address, pid),
+        ):
             rows.extend(run(address, pid, args.quick))
     width = max(len(row[1]) for row in rows)
     print(f"{'scenario':<10}  {'figure':<{width}}  gearsql")

@@ -103,12 +103,15 @@ class SQLiteCase(Case):
             "CREATE TABLE IF NOT EXISTS gman_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, "
             "created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')), "
             "function BLOB NOT NULL, unique_key BLOB, workload BLOB NOT NULL, "
-            "priority TEXT NOT NULL DEFAULT 'normal')")
+            "priority TEXT NOT NULL DEFAULT 'normal')"
+        )
 
     def insert(self, function: str, workloads: list[str]) -> None:
         self.conn.execute("BEGIN")
-        self.conn.executemany("INSERT INTO gman_outbox (function, workload) VALUES (?, ?)",
-                              [(function.encode(), w.encode()) for w in workloads])
+        self.conn.executemany(
+            "INSERT INTO gman_outbox (function, workload) VALUES (?, ?)",
+            [(function.encode(), w.encode()) for w in workloads],
+        )
         self.conn.execute("COMMIT")
 
 
@@ -126,7 +129,8 @@ class PostgresCase(Case):
         with self.conn.transaction(), self.conn.cursor() as cursor:
             cursor.executemany(
                 f'INSERT INTO "{self.schema}".gman_outbox (function, workload) VALUES (%s, %s)',
-                [(function.encode(), w.encode()) for w in workloads])
+                [(function.encode(), w.encode()) for w in workloads],
+            )
             cursor.execute("SELECT pg_notify('gearsql_outbox', %s)", (self.schema,))
 
 
@@ -143,8 +147,10 @@ class MySQLCase(Case):
         cursor = self.conn.cursor()
         cursor.execute("START TRANSACTION")
         for start in range(0, len(workloads), 5000):
-            cursor.executemany("INSERT INTO gman_outbox (function, workload) VALUES (%s, %s)",
-                               [(function, w) for w in workloads[start:start + 5000]])
+            cursor.executemany(
+                "INSERT INTO gman_outbox (function, workload) VALUES (%s, %s)",
+                [(function, w) for w in workloads[start : start + 5000]],
+            )
         cursor.execute("COMMIT")
         cursor.close()
 
@@ -167,10 +173,13 @@ def mysql_database(dsn: str) -> Iterator[str]:
 
     parts = urlsplit(dsn)
     name = f"bench_relay_{secrets.token_hex(3)}"
-    admin: Any = mysql.connector.connect(host=parts.hostname or "127.0.0.1",
-                                         port=parts.port or 3306,
-                                         user=parts.username or "root",
-                                         password=parts.password or "", autocommit=True)
+    admin: Any = mysql.connector.connect(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 3306,
+        user=parts.username or "root",
+        password=parts.password or "",
+        autocommit=True,
+    )
     cursor = admin.cursor()
     cursor.execute(f"CREATE DATABASE `{name}`")
     cursor.execute(f"USE `{name}`")
@@ -190,16 +199,38 @@ def private_mariadb() -> Iterator[str]:
     if install_db is None or daemon is None:
         raise SystemExit("--binlog needs mariadbd and mariadb-install-db")
     with tempfile.TemporaryDirectory(prefix="bench-mariadb-") as tmp:
-        subprocess.run([install_db, "--no-defaults", f"--datadir={tmp}/data",
-                        "--auth-root-authentication-method=normal", "--skip-test-db"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                install_db,
+                "--no-defaults",
+                f"--datadir={tmp}/data",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ],
+            check=True,
+            capture_output=True,
+        )
         port = free_port()
         proc = subprocess.Popen(
-            [daemon, "--no-defaults", f"--datadir={tmp}/data", f"--socket={tmp}/sock",
-             f"--port={port}", "--bind-address=127.0.0.1", f"--log-bin={tmp}/binlog",
-             "--binlog-format=ROW", "--server-id=1", "--user=root", f"--pid-file={tmp}/pid",
-             f"--log-error={tmp}/error.log", "--max-allowed-packet=64M"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                daemon,
+                "--no-defaults",
+                f"--datadir={tmp}/data",
+                f"--socket={tmp}/sock",
+                f"--port={port}",
+                "--bind-address=127.0.0.1",
+                f"--log-bin={tmp}/binlog",
+                "--binlog-format=ROW",
+                "--server-id=1",
+                "--user=root",
+                f"--pid-file={tmp}/pid",
+                f"--log-error={tmp}/error.log",
+                "--max-allowed-packet=64M",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             wait_port(port, proc)
             time.sleep(0.3)
@@ -220,8 +251,9 @@ class Arrivals:
         self.cond = threading.Condition()
         self.worker = Worker(address, concurrency=4)
         self.worker.register(function, self.arrive)
-        self.thread = threading.Thread(target=self.worker.run_forever,
-                                       kwargs={"handle_signals": False}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.worker.run_forever, kwargs={"handle_signals": False}, daemon=True
+        )
         self.thread.start()
 
     def arrive(self, job: WorkerJob) -> bytes:
@@ -249,15 +281,33 @@ def queued(admin: AdminClient, function: str) -> int:
     return 0
 
 
-def measure(case: Case, address: str, rows: int, samples: int, poll_samples: int, log: Path
-            ) -> tuple[float, float, float]:
+def measure(
+    case: Case, address: str, rows: int, samples: int, poll_samples: int, log: Path
+) -> tuple[float, float, float]:
     """(rows/s, p50 ms, p99 ms) of one case."""
     tag = f"{case.name}_{case.source}_{secrets.token_hex(2)}"
     relay = subprocess.Popen(
-        [sys.executable, "-m", "gearsql", "relay", "--dsn", case.dsn, "--servers", address,
-         "--source", case.source, "--poll-interval", "0.5", "--batch", "500",
-         "--log-file", str(log), *case.options],
-        stdin=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "gearsql",
+            "relay",
+            "--dsn",
+            case.dsn,
+            "--servers",
+            address,
+            "--source",
+            case.source,
+            "--poll-interval",
+            "0.5",
+            "--batch",
+            "500",
+            "--log-file",
+            str(log),
+            *case.options,
+        ],
+        stdin=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while "relaying " not in (log.read_text() if log.exists() else ""):
@@ -300,15 +350,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=20_000, help="rows of the bulk insert")
     parser.add_argument("--samples", type=int, default=100, help="single-row commits timed")
-    parser.add_argument("--poll-samples", type=int, default=25,
-                        help="single-row commits timed when polling (each waits up to 0.5 s)")
+    parser.add_argument(
+        "--poll-samples",
+        type=int,
+        default=25,
+        help="single-row commits timed when polling (each waits up to 0.5 s)",
+    )
     parser.add_argument("--pg-dsn", default=os.environ.get("GEARSQL_TEST_PG_DSN"))
     parser.add_argument("--mysql-dsn", default=os.environ.get("GEARSQL_TEST_MYSQL_DSN"))
-    parser.add_argument("--binlog", action="store_true",
-                        help="also MariaDB with the binlog, in a private server")
+    parser.add_argument(
+        "--binlog", action="store_true", help="also MariaDB with the binlog, in a private server"
+    )
     parser.add_argument("--only", help="comma-separated database names to run")
-    parser.add_argument("--quick", action="store_true",
-                        help="a smoke run: 300 rows, 3 samples (2 when polling)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: 300 rows, 3 samples (2 when polling)"
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE")
     args = parser.parse_args()
     if args.quick:
@@ -316,9 +372,21 @@ def main() -> None:
 
     port = free_port()
     address = f"127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "gearsql", "server", "--port", str(port),
-                               "--store", "memory", "--log-file", "none"],
-                              stdin=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gearsql",
+            "server",
+            "--port",
+            str(port),
+            "--store",
+            "memory",
+            "--log-file",
+            "none",
+        ],
+        stdin=subprocess.DEVNULL,
+    )
     results: list[tuple[str, str, float, float, float]] = []
     wanted = set(args.only.split(",")) if args.only else None
     try:
@@ -327,13 +395,19 @@ def main() -> None:
             cases: list[Callable[[], Case]] = []
             if wanted is None or "sqlite" in wanted:
                 for source in ("auto", "poll"):
-                    cases.append(lambda s=source: SQLiteCase(  # type: ignore[misc]
-                        Path(tmp) / f"app-{s}.db", s))
+                    cases.append(
+                        lambda s=source: SQLiteCase(  # type: ignore[misc]
+                            Path(tmp) / f"app-{s}.db", s
+                        )
+                    )
             if args.pg_dsn and (wanted is None or "postgresql" in wanted):
                 schema = stack.enter_context(postgres_schema(args.pg_dsn))
                 for source in ("listen", "poll"):
-                    cases.append(lambda s=source: PostgresCase(  # type: ignore[misc]
-                        args.pg_dsn, schema, s))
+                    cases.append(
+                        lambda s=source: PostgresCase(  # type: ignore[misc]
+                            args.pg_dsn, schema, s
+                        )
+                    )
             if args.mysql_dsn and (wanted is None or "mariadb" in wanted):
                 dsn = stack.enter_context(mysql_database(args.mysql_dsn))
                 cases.append(lambda: MySQLCase(dsn, "poll"))
@@ -344,32 +418,58 @@ def main() -> None:
             for number, make in enumerate(cases):
                 case = make()
                 source = {"auto": "change counter"}.get(case.source, case.source)
-                rate, p50, p99 = measure(case, address, args.rows, args.samples,
-                                         args.poll_samples, Path(tmp) / f"relay{number}.log")
+                rate, p50, p99 = measure(
+                    case,
+                    address,
+                    args.rows,
+                    args.samples,
+                    args.poll_samples,
+                    Path(tmp) / f"relay{number}.log",
+                )
                 case.conn.close()  # type: ignore[attr-defined]
                 results.append((case.name, source, rate, p50, p99))
-                print(f"{case.name} {source}: {rate:,.0f} rows/s, p50 {p50:.1f} ms, "
-                      f"p99 {p99:.1f} ms", file=sys.stderr)
+                print(
+                    f"{case.name} {source}: {rate:,.0f} rows/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms",
+                    file=sys.stderr,
+                )
     finally:
         server.terminate()
         server.wait(30)
     print()
-    print(f"relay, {args.rows:,} rows in one transaction; latency over {args.samples} "
-          f"single-row commits ({args.poll_samples} when polling; poll interval 0.5 s, "
-          "batch 500)")
+    print(
+        f"relay, {args.rows:,} rows in one transaction; latency over {args.samples} "
+        f"single-row commits ({args.poll_samples} when polling; poll interval 0.5 s, "
+        "batch 500)"
+    )
     header = ("database", "source", "rows/s", "p50 ms", "p99 ms")
     print(f"{header[0]:<12}{header[1]:<16}{header[2]:>10}{header[3]:>10}{header[4]:>10}")
     print("-" * 58)
     for name, source, rate, p50, p99 in results:
         print(f"{name:<12}{source:<16}{rate:>10,.0f}{p50:>10.1f}{p99:>10.1f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "rows": args.rows, "samples": args.samples, "poll_samples": args.poll_samples,
-            "poll_interval_s": 0.5, "batch": 500,
-            "results": [{"database": name, "source": source, "rows_per_s": round(rate, 1),
-                         "p50_ms": round(p50, 2), "p99_ms": round(p99, 2)}
-                        for name, source, rate, p50, p99 in results],
-        }, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "rows": args.rows,
+                    "samples": args.samples,
+                    "poll_samples": args.poll_samples,
+                    "poll_interval_s": 0.5,
+                    "batch": 500,
+                    "results": [
+                        {
+                            "database": name,
+                            "source": source,
+                            "rows_per_s": round(rate, 1),
+                            "p50_ms": round(p50, 2),
+                            "p99_ms": round(p99, 2),
+                        }
+                        for name, source, rate, p50, p99 in results
+                    ],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

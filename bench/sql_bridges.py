@@ -28,8 +28,18 @@ def free_port() -> int:
 
 def start_server(port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gearsql", "server", "--port", str(port), "--store", "memory",
-         "--log-file", "none"]
+        [
+            sys.executable,
+            "-m",
+            "gearsql",
+            "server",
+            "--port",
+            str(port),
+            "--store",
+            "memory",
+            "--log-file",
+            "none",
+        ]
     )
     for _ in range(300):
         try:
@@ -83,8 +93,11 @@ def bench_postgres(dsn: str, address: str, calls: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=5000, help="calls per database")
-    parser.add_argument("--pg-dsn", default=os.environ.get("GEARSQL_TEST_PG_DSN"),
-                        help="PostgreSQL DSN (default $GEARSQL_TEST_PG_DSN; none: skip)")
+    parser.add_argument(
+        "--pg-dsn",
+        default=os.environ.get("GEARSQL_TEST_PG_DSN"),
+        help="PostgreSQL DSN (default $GEARSQL_TEST_PG_DSN; none: skip)",
+    )
     args = parser.parse_args()
     port = free_port()
     server = start_server(port)

@@ -35,14 +35,18 @@ def bench(dsn: str, rows: int) -> tuple[float, float]:
                 f"BEGIN\n    PERFORM {schema}.gman_do_background('bench_trigger', NEW.payload);\n"
                 "    RETURN NULL;\nEND\n$$"
             )
-            conn.execute(f"CREATE TRIGGER enqueue AFTER INSERT ON {schema}.triggered "
-                         f"FOR EACH ROW EXECUTE FUNCTION {schema}.enqueue()")
+            conn.execute(
+                f"CREATE TRIGGER enqueue AFTER INSERT ON {schema}.triggered "
+                f"FOR EACH ROW EXECUTE FUNCTION {schema}.enqueue()"
+            )
             times = []
             for table in ("plain", "triggered"):
                 started = time.perf_counter()
                 conn.execute(
                     f"INSERT INTO {schema}.{table} (id, payload) "
-                    "SELECT i, 'row ' || i FROM generate_series(1, %s) AS i", (rows,))
+                    "SELECT i, 'row ' || i FROM generate_series(1, %s) AS i",
+                    (rows,),
+                )
                 times.append(time.perf_counter() - started)
             outbox = conn.execute(f"SELECT count(*) FROM {schema}.gman_outbox").fetchone()
             if outbox is None or outbox[0] != rows:
@@ -57,8 +61,11 @@ def bench(dsn: str, rows: int) -> tuple[float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000, help="rows per INSERT")
-    parser.add_argument("--pg-dsn", default=os.environ.get("GEARSQL_TEST_PG_DSN"),
-                        help="PostgreSQL to measure (default $GEARSQL_TEST_PG_DSN)")
+    parser.add_argument(
+        "--pg-dsn",
+        default=os.environ.get("GEARSQL_TEST_PG_DSN"),
+        help="PostgreSQL to measure (default $GEARSQL_TEST_PG_DSN)",
+    )
     args = parser.parse_args()
     if not args.pg_dsn:
         print("gearsql: give --pg-dsn (or set GEARSQL_TEST_PG_DSN)", file=sys.stderr)

@@ -48,8 +48,9 @@ def temporary(exc: OSError) -> bool:
     return not isinstance(exc, smtplib.SMTPException)  # refused, reset, timed out
 
 
-def send_mail(job: WorkerJob, smtp_host: str, smtp_port: int, default_sender: str,
-              domain: str, retries: int) -> str:
+def send_mail(
+    job: WorkerJob, smtp_host: str, smtp_port: int, default_sender: str, domain: str, retries: int
+) -> str:
     """The worker function: a JSON row in, a message delivered over SMTP. A temporary failure
     (no connection, a 4xx answer) is tried again up to ``retries`` times (1, 2, 4... s apart),
     because a background job that fails is not run again by the job server. Raises KeyError for
@@ -83,11 +84,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--servers", default="127.0.0.1:4730", help="job servers, host:port,...")
     parser.add_argument("--smtp", default="127.0.0.1:8025", help="SMTP server host:port")
-    parser.add_argument("--from", dest="sender", default="gearsql@localhost",
-                        help="sender when the row has none")
+    parser.add_argument(
+        "--from", dest="sender", default="gearsql@localhost", help="sender when the row has none"
+    )
     parser.add_argument("--domain", default="gearsql.example", help="domain of Message-IDs")
-    parser.add_argument("--retries", type=int, default=3,
-                        help="tries again after a temporary SMTP failure (default 3)")
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        help="tries again after a temporary SMTP failure (default 3)",
+    )
     parser.add_argument("--concurrency", type=int, default=4, help="jobs run at once")
     args = parser.parse_args(argv)
     host, _, port = args.smtp.rpartition(":")
@@ -102,9 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     worker = Worker(args.servers, concurrency=args.concurrency, client_id="mail_worker")
     worker.register(
         "send_mail",
-        functools.partial(send_mail, smtp_host=host, smtp_port=int(port),
-                          default_sender=args.sender, domain=args.domain,
-                          retries=args.retries),
+        functools.partial(
+            send_mail,
+            smtp_host=host,
+            smtp_port=int(port),
+            default_sender=args.sender,
+            domain=args.domain,
+            retries=args.retries,
+        ),
     )
     print(f"serving send_mail from {args.servers}, sending through {args.smtp}", flush=True)
     worker.run_forever()  # until SIGTERM or Ctrl-C, finishing the jobs in hand

@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--api-url",
         default=os.environ.get("TWEET_API_URL", DEFAULT_API_URL),
-        help=f"endpoint to POST {{\"text\": ...}} to ($TWEET_API_URL; default {DEFAULT_API_URL})",
+        help=f'endpoint to POST {{"text": ...}} to ($TWEET_API_URL; default {DEFAULT_API_URL})',
     )
     parser.add_argument(
         "--token",
@@ -84,8 +84,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="sent as 'Authorization: Bearer TOKEN' ($TWEET_API_TOKEN)",
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="HTTP timeout in seconds")
-    parser.add_argument("--retries", type=int, default=3,
-                        help="tries again after a network error, 429 or 5xx (default 3)")
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        help="tries again after a network error, 429 or 5xx (default 3)",
+    )
     parser.add_argument("--concurrency", type=int, default=4, help="jobs run at once")
     return parser.parse_args(argv)
 
@@ -95,8 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     worker = Worker(args.servers, concurrency=args.concurrency, client_id="tweet_worker")
     worker.register(
         "send_tweet",
-        functools.partial(send_tweet, api_url=args.api_url, token=args.token,
-                          timeout=args.timeout, retries=args.retries),
+        functools.partial(
+            send_tweet,
+            api_url=args.api_url,
+            token=args.token,
+            timeout=args.timeout,
+            retries=args.retries,
+        ),
     )
     print(f"serving send_tweet from {args.servers}, posting to {args.api_url}", flush=True)
     worker.run_forever()  # until SIGTERM or Ctrl-C, finishing the jobs in hand

@@ -104,9 +104,7 @@ def rate_cells(
         seconds = now - before[0]
         old = before[1]
         done = (now_counts.completed - old.completed) / seconds
-        failed = (
-            now_counts.failed + now_counts.exceptions - old.failed - old.exceptions
-        ) / seconds
+        failed = (now_counts.failed + now_counts.exceptions - old.failed - old.exceptions) / seconds
         waits = now_counts.waits - old.waits
         runs = now_counts.runs - old.runs
         cells[display_name(now_counts.name)] = [
@@ -136,7 +134,15 @@ def top_frame(
                 row += cells.get(str(row[1]), none)
         rows += server_rows
     headers = [
-        "SERVER", "FUNCTION", "QUEUED", "HIGH", "NORMAL", "LOW", "RUNNING", "WORKERS", "DEAD"
+        "SERVER",
+        "FUNCTION",
+        "QUEUED",
+        "HIGH",
+        "NORMAL",
+        "LOW",
+        "RUNNING",
+        "WORKERS",
+        "DEAD",
     ]
     if memory is not None:
         headers += RATE_HEADERS

@@ -105,7 +105,18 @@ class JobEvent(enum.Enum):
 # module global faster than an enum's attribute.
 NEW, STORING, SCHEDULED, QUEUED, RUNNING, RETRYING, DEAD, CANCELLED, DONE = JobState
 (
-    STORE, DELAY, QUEUE, ASSIGN, FINISH, REQUEUE, DROP, ABANDON, CANCEL, DISCARD, RETRY, BURY,
+    STORE,
+    DELAY,
+    QUEUE,
+    ASSIGN,
+    FINISH,
+    REQUEUE,
+    DROP,
+    ABANDON,
+    CANCEL,
+    DISCARD,
+    RETRY,
+    BURY,
     PURGE,
 ) = JobEvent
 

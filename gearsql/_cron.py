@@ -14,8 +14,13 @@ from typing import NamedTuple
 
 __all__ = ["CronError", "CronSpec", "next_tick", "parse_cron"]
 
-_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),
-           ("weekday", 0, 7))
+_FIELDS = (
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day of month", 1, 31),
+    ("month", 1, 12),
+    ("weekday", 0, 7),
+)
 
 
 class CronError(ValueError):
@@ -70,8 +75,14 @@ def parse_cron(text: str) -> CronSpec:
     fields = [_field(word, *spec) for word, spec in zip(words, _FIELDS, strict=True)]
     weekdays = frozenset(day % 7 for day in fields[4])
     return CronSpec(
-        fields[0], fields[1], fields[2], fields[3], weekdays,
-        words[2] == "*", words[4] == "*", " ".join(words),
+        fields[0],
+        fields[1],
+        fields[2],
+        fields[3],
+        weekdays,
+        words[2] == "*",
+        words[4] == "*",
+        " ".join(words),
     )
 
 
@@ -96,7 +107,11 @@ def next_tick(spec: CronSpec, after: float) -> int | None:
                 minutes = [m for m in sorted(spec.minutes) if m >= first_minute]
                 if minutes:
                     moment = datetime.datetime(
-                        day.year, day.month, day.day, hour, minutes[0],
+                        day.year,
+                        day.month,
+                        day.day,
+                        hour,
+                        minutes[0],
                         tzinfo=datetime.timezone.utc,
                     )
                     return calendar.timegm(moment.timetuple())

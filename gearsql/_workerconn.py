@@ -162,10 +162,12 @@ class WorkerConnection:
                 events.append(self._break(f"bad data from the server: {why}"))
                 break
             if event.type == P.ERROR:
-                events.append(ServerErrorReply(
-                    event.args[0].decode("utf-8", "replace"),
-                    event.args[1].decode("utf-8", "replace"),
-                ))
+                events.append(
+                    ServerErrorReply(
+                        event.args[0].decode("utf-8", "replace"),
+                        event.args[1].decode("utf-8", "replace"),
+                    )
+                )
                 if self.state is S.GRABBING:  # the grab was refused: try again later
                     self.state = S.IDLE
                 continue

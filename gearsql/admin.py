@@ -127,8 +127,12 @@ def _show(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
         lines = [
             b"%s\t%d\t%d\t%d\t%d\t%s\t%s\n"
             % (
-                job.handle, job.retries, job.ignore, job.background and not job.ignore,
-                job.retries + (job.state is RUNNING), job.state.value.encode(),
+                job.handle,
+                job.retries,
+                job.ignore,
+                job.background and not job.ignore,
+                job.retries + (job.state is RUNNING),
+                job.state.value.encode(),
                 escape_name(job.error) if job.error else b"-",
             )
             for job in core.jobs.values()
@@ -140,8 +144,13 @@ def _show(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
         lines = [
             b"%d\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n"
             % (
-                job.dead_id, job.handle, escape_name(job.function.name),
-                escape_name(job.unique), job.retries, int(job.died), len(job.data),
+                job.dead_id,
+                job.handle,
+                escape_name(job.function.name),
+                escape_name(job.unique),
+                job.retries,
+                int(job.died),
+                len(job.data),
                 escape_name(job.error) if job.error else b"-",
             )
             for job in core.dead_letters(name)
@@ -186,17 +195,24 @@ def _counters(core: JobServerCore, session: Session, words: list[bytes]) -> byte
         lines.append(
             b"%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.6f\t%d\t%.6f\n"
             % (
-                escape_name(fn.name), fn.submitted, fn.completed, fn.failed, fn.exceptions,
-                fn.retried, fn.dead, sum(wait.counts), wait.sum, sum(run.counts), run.sum,
+                escape_name(fn.name),
+                fn.submitted,
+                fn.completed,
+                fn.failed,
+                fn.exceptions,
+                fn.retried,
+                fn.dead,
+                sum(wait.counts),
+                wait.sum,
+                sum(run.counts),
+                run.sum,
             )
         )
     lines.append(b".\n")
     return b"".join(lines)
 
 
-def _dead_targets(
-    core: JobServerCore, words: list[bytes]
-) -> list[int] | bytes:
+def _dead_targets(core: JobServerCore, words: list[bytes]) -> list[int] | bytes:
     """The dead letters ``retry dead``/``purge dead`` name (``ID`` or ``all [FUNCTION]``), or
     the ERR reply."""
     if len(words) < 3 or words[1].lower() != b"dead":
@@ -326,8 +342,11 @@ def _schedule(core: JobServerCore, session: Session, words: list[bytes]) -> byte
         lines = [
             b"%s\t%s\t%s\t%d\t%d\n"
             % (
-                escape_name(item.name), escape_name(item.function), item.spec.text.encode(),
-                item.due or 0, len(item.data),
+                escape_name(item.name),
+                escape_name(item.function),
+                item.spec.text.encode(),
+                item.due or 0,
+                len(item.data),
             )
             for item in core.schedules.values()
         ]

@@ -260,8 +260,7 @@ def parse_counters(lines: list[bytes]) -> list[FunctionCounters]:
             raise AdminProtocolError(f"bad counters line {line[:200]!r}")
         name, *numbers = fields
         submitted, completed, failed, exceptions, retried, dead, waits, _, runs, _ = (
-            _int(number, line) if index not in (7, 9) else 0
-            for index, number in enumerate(numbers)
+            _int(number, line) if index not in (7, 9) else 0 for index, number in enumerate(numbers)
         )
         try:
             wait_seconds, run_seconds = float(numbers[7]), float(numbers[9])
@@ -269,8 +268,17 @@ def parse_counters(lines: list[bytes]) -> list[FunctionCounters]:
             raise AdminProtocolError(f"not a number in counters line {line[:200]!r}") from None
         result.append(
             FunctionCounters(
-                name, submitted, completed, failed, exceptions, retried, dead,
-                waits, wait_seconds, runs, run_seconds,
+                name,
+                submitted,
+                completed,
+                failed,
+                exceptions,
+                retried,
+                dead,
+                waits,
+                wait_seconds,
+                runs,
+                run_seconds,
             )
         )
     return result
@@ -342,8 +350,14 @@ def parse_dead(lines: list[bytes]) -> list[DeadLetterInfo]:
         id_, handle, function, unique, attempts, died, size, error = fields
         result.append(
             DeadLetterInfo(
-                _int(id_, line), handle, function, unique, _int(attempts, line),
-                _int(died, line), _int(size, line), None if error == b"-" else error,
+                _int(id_, line),
+                handle,
+                function,
+                unique,
+                _int(attempts, line),
+                _int(died, line),
+                _int(size, line),
+                None if error == b"-" else error,
             )
         )
     return result
@@ -627,7 +641,10 @@ class AdminClient:
             try:
                 found.append(
                     ScheduleInfo(
-                        fields[0], fields[1], fields[2].decode("ascii"), int(fields[3]),
+                        fields[0],
+                        fields[1],
+                        fields[2].decode("ascii"),
+                        int(fields[3]),
                         int(fields[4]),
                     )
                 )
@@ -643,7 +660,8 @@ class AdminClient:
         month weekday) matches, kept in the server's store. Returns its next tick (epoch
         seconds). Raises AdminError (INVALID_ARGUMENTS) for an expression the server refuses."""
         line = b"schedule add %s %s %s" % (
-            _word(name, "schedule name"), _word(function, "function name"),
+            _word(name, "schedule name"),
+            _word(function, "function name"),
             b" ".join(_word(part, "cron field") for part in spec.split()),
         )
         if data:
@@ -673,9 +691,7 @@ class AdminClient:
             result[name] = _int(count, line)
         return result
 
-    def _dead_command(
-        self, verb: bytes, target: int | None, function: bytes | str | None
-    ) -> int:
+    def _dead_command(self, verb: bytes, target: int | None, function: bytes | str | None) -> int:
         if target is None:
             line = verb + b" dead all"
             if function is not None:

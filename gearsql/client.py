@@ -1142,10 +1142,19 @@ class Client:
     ) -> bytes:
         """Run a foreground job and return its result; see :meth:`AsyncClient.submit`.
         Callbacks run on the client's event-loop thread."""
-        return self._call(self._async.submit(
-            function, data, unique=unique, priority=priority, timeout=timeout, retry=retry,
-            on_data=on_data, on_warning=on_warning, on_status=on_status,
-        ))
+        return self._call(
+            self._async.submit(
+                function,
+                data,
+                unique=unique,
+                priority=priority,
+                timeout=timeout,
+                retry=retry,
+                on_data=on_data,
+                on_warning=on_warning,
+                on_status=on_status,
+            )
+        )
 
     def submit_background(
         self,
@@ -1158,9 +1167,16 @@ class Client:
         timeout: float | None = None,
     ) -> JobHandle:
         """Queue a background job; see :meth:`AsyncClient.submit_background`."""
-        return self._call(self._async.submit_background(
-            function, data, unique=unique, priority=priority, run_at=run_at, timeout=timeout,
-        ))
+        return self._call(
+            self._async.submit_background(
+                function,
+                data,
+                unique=unique,
+                priority=priority,
+                run_at=run_at,
+                timeout=timeout,
+            )
+        )
 
     def submit_task(
         self,
@@ -1178,8 +1194,14 @@ class Client:
 
         async def start() -> Task:
             return self._async.submit_task(
-                function, data, unique=unique, priority=priority, retry=retry,
-                on_data=on_data, on_warning=on_warning, on_status=on_status,
+                function,
+                data,
+                unique=unique,
+                priority=priority,
+                retry=retry,
+                on_data=on_data,
+                on_warning=on_warning,
+                on_status=on_status,
             )
 
         return SyncTask(self, self._call(start()))
@@ -1192,9 +1214,11 @@ class Client:
         return_exceptions: bool = False,
     ) -> list[Any]:
         """Results of ``tasks`` in order; see :meth:`AsyncClient.gather`."""
-        return self._call(self._async.gather(
-            [t.task for t in tasks], timeout=timeout, return_exceptions=return_exceptions
-        ))
+        return self._call(
+            self._async.gather(
+                [t.task for t in tasks], timeout=timeout, return_exceptions=return_exceptions
+            )
+        )
 
     def as_completed(
         self, tasks: Iterable[SyncTask], *, timeout: float | None = None
@@ -1218,9 +1242,7 @@ class Client:
         """GET_STATUS; see :meth:`AsyncClient.get_status`."""
         return self._call(self._async.get_status(handle, timeout=timeout))
 
-    def get_status_unique(
-        self, unique: str | bytes, *, timeout: float | None = None
-    ) -> JobStatus:
+    def get_status_unique(self, unique: str | bytes, *, timeout: float | None = None) -> JobStatus:
         """GET_STATUS_UNIQUE; see :meth:`AsyncClient.get_status_unique`."""
         return self._call(self._async.get_status_unique(unique, timeout=timeout))
 

@@ -214,7 +214,6 @@ def _atoi(value: bytes) -> int:
     return digits & 0xFFFFFFFF
 
 
-
 _NOT_FOUND_TEXT = {
     P.WORK_STATUS: b"Job given in work result not found",
     P.WORK_COMPLETE: b"Job given in work result not found",
@@ -704,7 +703,9 @@ class JobServerCore:
             window = self.unique_windows.get(job.function.name, self.unique_window)
             if window > 0:
                 self.remember(
-                    job.function.name, job.unique, self.clock() + window,
+                    job.function.name,
+                    job.unique,
+                    self.clock() + window,
                     packet.args[1] if self.keep_results else b"",
                 )
         self._move(job, FINISH)
@@ -986,9 +987,7 @@ class JobServerCore:
         dead = self.dead.get(dead_id)
         if dead is None:
             return None
-        job = self.submit(
-            None, dead.function.name, dead.unique, dead.data, dead.priority, True
-        )
+        job = self.submit(None, dead.function.name, dead.unique, dead.data, dead.priority, True)
         self._move(dead, PURGE)
         if job is not None:
             self.notice(
@@ -1432,8 +1431,12 @@ class JobServerCore:
         due = schedule.due
         assert due is not None
         self.submit(
-            None, schedule.function, schedule.name + b"@%d" % due, schedule.data,
-            Priority.NORMAL, True,
+            None,
+            schedule.function,
+            schedule.name + b"@%d" % due,
+            schedule.data,
+            Priority.NORMAL,
+            True,
         )
         self.notice(
             "INFO",
@@ -1466,8 +1469,17 @@ class JobServerCore:
             except ValueError:
                 level = Priority.NORMAL
             job = self.submit(
-                None, name, unique, data, level, True, when=when, stored=True,
-                store_key=store_key, retries=retries, error=error,
+                None,
+                name,
+                unique,
+                data,
+                level,
+                True,
+                when=when,
+                stored=True,
+                store_key=store_key,
+                retries=retries,
+                error=error,
             )
             if job is not None:
                 count += 1
@@ -1498,8 +1510,13 @@ class JobServerCore:
         runs, last error). A retry's due time is rounded up to the second the store keeps."""
         when = job.when
         return (
-            job.store_key or job.unique, job.function.name, int(job.priority), job.data,
-            int(when) if when.__class__ is int else math.ceil(when), job.retries, job.error,
+            job.store_key or job.unique,
+            job.function.name,
+            int(job.priority),
+            job.data,
+            int(when) if when.__class__ is int else math.ceil(when),
+            job.retries,
+            job.error,
         )
 
     @staticmethod
@@ -1507,8 +1524,14 @@ class JobServerCore:
         """How dead letter ``job`` is written to the store: (number, function, unique,
         priority, data, failed runs, last error, time of death)."""
         return (
-            job.dead_id, job.function.name, job.unique, int(job.priority), job.data, job.retries,
-            job.error, job.died,
+            job.dead_id,
+            job.function.name,
+            job.unique,
+            int(job.priority),
+            job.data,
+            job.retries,
+            job.error,
+            job.died,
         )
 
     def notice(

@@ -274,8 +274,10 @@ class HttpConnection(asyncio.Protocol):
             self.server.flush()
         except Exception as exc:  # a bug must cost this connection only, and a bounded log
             self.server.rate_limited_warning(
-                "http-bug", "HTTP connection from %s closed by an unexpected error: %r",
-                self.session.peer if self.session else "-", exc,
+                "http-bug",
+                "HTTP connection from %s closed by an unexpected error: %r",
+                self.session.peer if self.session else "-",
+                exc,
             )
             self._close()
 
@@ -320,7 +322,8 @@ class HttpConnection(asyncio.Protocol):
             "packet-timeout",
             "Closing HTTP connection from %s: a request was not complete within"
             " --packet-timeout (%g s)",
-            self.session.peer if self.session else "-", limit,
+            self.session.peer if self.session else "-",
+            limit,
         )
         if self.transport is not None and not self.transport.is_closing():
             text = f"the request was not complete within --packet-timeout ({limit:g} s)\n"

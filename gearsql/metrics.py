@@ -29,15 +29,16 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 #: (name, help, attribute of Function) of the per-function counters.
 _FUNCTION_COUNTERS = (
-    ("gearsql_jobs_submitted_total", "Jobs created: submitted, or read back from the store.",
-     "submitted"),
+    (
+        "gearsql_jobs_submitted_total",
+        "Jobs created: submitted, or read back from the store.",
+        "submitted",
+    ),
     ("gearsql_jobs_completed_total", "Jobs a worker completed (WORK_COMPLETE).", "completed"),
     ("gearsql_jobs_failed_total", "Runs a worker failed (WORK_FAIL).", "failed"),
     ("gearsql_jobs_exceptions_total", "Runs that raised (WORK_EXCEPTION).", "exceptions"),
-    ("gearsql_jobs_retried_total", "Failed runs scheduled to run again (retry policy).",
-     "retried"),
-    ("gearsql_jobs_dead_total", "Jobs kept as dead letters after their last failed run.",
-     "dead"),
+    ("gearsql_jobs_retried_total", "Failed runs scheduled to run again (retry policy).", "retried"),
+    ("gearsql_jobs_dead_total", "Jobs kept as dead letters after their last failed run.", "dead"),
 )
 
 
@@ -50,9 +51,7 @@ def _number(value: float) -> str:
     return repr(float(value)) if isinstance(value, float) else str(value)
 
 
-def _histogram(
-    lines: list[str], name: str, labels: str, histogram: Histogram
-) -> None:
+def _histogram(lines: list[str], name: str, labels: str, histogram: Histogram) -> None:
     """The ``_bucket`` (cumulative), ``_sum`` and ``_count`` lines of one histogram."""
     prefix = labels + "," if labels else ""
     total = 0
@@ -78,13 +77,16 @@ def render_metrics(server: JobServer) -> bytes:
     named = [(f'function="{_label(fn.name)}"', fn) for fn in functions]
     lines: list[str] = []
 
-    _family(lines, "gearsql_jobs_queued", "gauge",
-            "Jobs waiting to run (queued, due later, retrying or being stored), per priority.")
+    _family(
+        lines,
+        "gearsql_jobs_queued",
+        "gauge",
+        "Jobs waiting to run (queued, due later, retrying or being stored), per priority.",
+    )
     for labels, fn in named:
         for priority in Priority:
             lines.append(
-                f'gearsql_jobs_queued{{{labels},priority="{priority.word}"}} '
-                f"{fn.waiting[priority]}"
+                f'gearsql_jobs_queued{{{labels},priority="{priority.word}"}} {fn.waiting[priority]}'
             )
     _family(lines, "gearsql_jobs_running", "gauge", "Jobs a worker is running.")
     lines += [f"gearsql_jobs_running{{{labels}}} {fn.running}" for labels, fn in named]
@@ -93,12 +95,20 @@ def render_metrics(server: JobServer) -> bytes:
     for name, help_text, attribute in _FUNCTION_COUNTERS:
         _family(lines, name, "counter", help_text)
         lines += [f"{name}{{{labels}}} {getattr(fn, attribute)}" for labels, fn in named]
-    _family(lines, "gearsql_job_wait_seconds", "histogram",
-            "Seconds a job was runnable before a worker took it.")
+    _family(
+        lines,
+        "gearsql_job_wait_seconds",
+        "histogram",
+        "Seconds a job was runnable before a worker took it.",
+    )
     for labels, fn in named:
         _histogram(lines, "gearsql_job_wait_seconds", labels, fn.wait_time)
-    _family(lines, "gearsql_job_run_seconds", "histogram",
-            "Seconds from a worker taking a job to its end (complete, fail, or worker lost).")
+    _family(
+        lines,
+        "gearsql_job_run_seconds",
+        "histogram",
+        "Seconds from a worker taking a job to its end (complete, fail, or worker lost).",
+    )
     for labels, fn in named:
         _histogram(lines, "gearsql_job_run_seconds", labels, fn.run_time)
 
@@ -109,10 +119,18 @@ def render_metrics(server: JobServer) -> bytes:
     lines.append(f"gearsql_received_bytes_total {server.bytes_in}")
     _family(lines, "gearsql_sent_bytes_total", "counter", "Bytes written to connections.")
     lines.append(f"gearsql_sent_bytes_total {server.bytes_out}")
-    _family(lines, "gearsql_store_commit_seconds", "histogram",
-            "Seconds one group commit of the durable store took.")
+    _family(
+        lines,
+        "gearsql_store_commit_seconds",
+        "histogram",
+        "Seconds one group commit of the durable store took.",
+    )
     _histogram(lines, "gearsql_store_commit_seconds", "", server.commit_time)
-    _family(lines, "gearsql_store_pending_jobs", "gauge",
-            "Background jobs waiting for the store's next commit.")
+    _family(
+        lines,
+        "gearsql_store_pending_jobs",
+        "gauge",
+        "Background jobs waiting for the store's next commit.",
+    )
     lines.append(f"gearsql_store_pending_jobs {len(server.core.to_store)}")
     return ("\n".join(lines) + "\n").encode("utf-8")

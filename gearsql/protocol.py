@@ -150,7 +150,14 @@ ARGUMENTS: dict[PacketType, tuple[str, ...]] = {
     P.SUBMIT_JOB_LOW: ("function", "unique", "data"),
     P.SUBMIT_JOB_LOW_BG: ("function", "unique", "data"),
     P.SUBMIT_JOB_SCHED: (
-        "function", "unique", "minute", "hour", "day_of_month", "month", "day_of_week", "data",
+        "function",
+        "unique",
+        "minute",
+        "hour",
+        "day_of_month",
+        "month",
+        "day_of_week",
+        "data",
     ),
     P.SUBMIT_JOB_EPOCH: ("function", "unique", "epoch", "data"),
     P.SUBMIT_REDUCE_JOB: ("function", "unique", "reducer", "aggregator", "data"),
@@ -372,7 +379,13 @@ class Parser:
     """
 
     __slots__ = (
-        "_broken", "_chunks", "_have", "_need", "discard", "expect_magic", "max_packet_size",
+        "_broken",
+        "_chunks",
+        "_have",
+        "_need",
+        "discard",
+        "expect_magic",
+        "max_packet_size",
     )
 
     def __init__(
@@ -445,7 +458,7 @@ class Parser:
                 events.append(AdminLine(line))
                 continue
             if end - pos < HEADER:
-                if end - pos >= 4 and buf[pos:pos + 4] not in (REQ, RES):
+                if end - pos >= 4 and buf[pos : pos + 4] not in (REQ, RES):
                     events.append(self._violate(b"", "bad magic"))
                     return events
                 break
@@ -465,9 +478,12 @@ class Parser:
                 events.append(self._violate(b"", f"unknown packet type {type_}"))
                 return events
             if size > self.max_packet_size:
-                events.append(self._violate(
-                    b"ARGUMENT_TOO_LARGE", f"packet too large (limit {self.max_packet_size} bytes)"
-                ))
+                events.append(
+                    self._violate(
+                        b"ARGUMENT_TOO_LARGE",
+                        f"packet too large (limit {self.max_packet_size} bytes)",
+                    )
+                )
                 self.discard = max(0, pos + HEADER + size - end)
                 return events
             stop = pos + HEADER + size
@@ -477,14 +493,16 @@ class Parser:
             if argc == 0:
                 args: tuple[bytes, ...] = ()
             elif argc == 1:
-                args = (buf[pos + HEADER:stop],)
+                args = (buf[pos + HEADER : stop],)
             else:
-                parts = buf[pos + HEADER:stop].split(b"\0", argc - 1)
+                parts = buf[pos + HEADER : stop].split(b"\0", argc - 1)
                 if len(parts) != argc:
-                    events.append(self._violate(
-                        b"INVALID_PACKET",
-                        f"{types[type_].name} needs {argc} arguments",  # type: ignore[union-attr,unused-ignore]
-                    ))
+                    events.append(
+                        self._violate(
+                            b"INVALID_PACKET",
+                            f"{types[type_].name} needs {argc} arguments",  # type: ignore[union-attr,unused-ignore]
+                        )
+                    )
                     return events
                 args = tuple(parts)
             events.append(Packet(types[type_], args, request))  # type: ignore[arg-type,unused-ignore]

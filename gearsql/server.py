@@ -268,7 +268,10 @@ class _Connection(asyncio.Protocol):
                     "max-buffer",
                     "incomplete packets hold %d bytes, over --max-buffer (%d): connection %d"
                     " from %s is not read until they fall under it",
-                    server.buffered, server.config.max_buffer, self.id, self.peer,
+                    server.buffered,
+                    server.config.max_buffer,
+                    self.id,
+                    self.peer,
                 )
         else:
             server.incomplete.pop(self, None)
@@ -470,7 +473,8 @@ class JobServer:
                         # Its own requests stopped being read long ago (pause_writing): this
                         # is output others cause, such as work data forwarded to it.
                         conn.drop(
-                            "max-output", "it left more than --max-output (%d bytes) unread",
+                            "max-output",
+                            "it left more than --max-output (%d bytes) unread",
                             max_output,
                         )
         self._log_notices()
@@ -526,8 +530,13 @@ class JobServer:
             return _NO_WRITES
         core.pending_writes = False
         writes = _Writes(
-            core.updated_stored, core.buried, core.purged, core.policy_changes,
-            core.remembered_added, core.remembered_expired, core.window_changes,
+            core.updated_stored,
+            core.buried,
+            core.purged,
+            core.policy_changes,
+            core.remembered_added,
+            core.remembered_expired,
+            core.window_changes,
             core.schedule_changes,
         )
         core.updated_stored, core.buried, core.purged, core.policy_changes = [], [], [], []
@@ -573,9 +582,7 @@ class JobServer:
                     for name, policy in writes.policies
                     if policy is not None
                 ],
-                "policies_removed": [
-                    name for name, policy in writes.policies if policy is None
-                ],
+                "policies_removed": [name for name, policy in writes.policies if policy is None],
                 "remembered": [RememberedUnique(*entry) for entry in writes.remembered],
                 "remembered_expired": writes.expired,
                 "windows": [
@@ -583,13 +590,14 @@ class JobServer:
                     for name, seconds in writes.windows
                     if seconds is not None
                 ],
-                "windows_removed": [
-                    name for name, seconds in writes.windows if seconds is None
-                ],
+                "windows_removed": [name for name, seconds in writes.windows if seconds is None],
                 # The last change of each schedule is the one that counts.
                 "schedules": [
                     StoredSchedule(
-                        name, schedule.function, schedule.spec.text, schedule.data,
+                        name,
+                        schedule.function,
+                        schedule.spec.text,
+                        schedule.data,
                         schedule.due or 0,
                     )
                     for name, schedule in dict(writes.schedules).items()
@@ -647,7 +655,11 @@ class JobServer:
         message = str(context.get("message", "event loop error"))
         exc = context.get("exception")
         self.rate_limited_log(
-            logging.ERROR, "loop:" + message[:40], "%s: %r", message, exc,
+            logging.ERROR,
+            "loop:" + message[:40],
+            "%s: %r",
+            message,
+            exc,
             exc_info=exc if isinstance(exc, BaseException) else None,
         )
 
@@ -717,7 +729,9 @@ class JobServer:
             logging.ERROR,
             "unexpected",
             "Closing connection %d from %s after an unexpected error: %r",
-            conn.id, conn.peer, exc,
+            conn.id,
+            conn.peer,
+            exc,
             exc_info=exc,
         )
         try:

@@ -200,8 +200,9 @@ def register(
         by_name.setdefault(entry["name"], {})[arity] = call
         conn.create_function(entry["name"], arity, call)
 
-    internals = {entry["name"]: procedure(entry) for entry in functions.FUNCTIONS
-                 if entry.get("internal")}
+    internals = {
+        entry["name"]: procedure(entry) for entry in functions.FUNCTIONS if entry.get("internal")
+    }
     for aggregate in functions.AGGREGATES:
         step = guarded(aggregate["name"], internals[aggregate["step"]])
         final = guarded(aggregate["name"], internals[aggregate["final"]])

@@ -66,16 +66,21 @@ def stale() -> list[Path]:
     bundle = BUNDLE.read_text(encoding="utf-8") if BUNDLE.exists() else None
     if bundle != bundle_text():
         return [BUNDLE]
-    return [path for path, text in outputs().items()
-            if not path.exists() or path.read_text(encoding="utf-8") != text]
+    return [
+        path
+        for path, text in outputs().items()
+        if not path.exists() or path.read_text(encoding="utf-8") != text
+    ]
 
 
 def main(argv: list[str]) -> int:
     if "--check" in argv:
         paths = stale()
         for path in paths:
-            print(f"{path.relative_to(ROOT)} is out of date: run python sql/generate.py",
-                  file=sys.stderr)
+            print(
+                f"{path.relative_to(ROOT)} is out of date: run python sql/generate.py",
+                file=sys.stderr,
+            )
         return 1 if paths else 0
     for path, text in outputs().items():
         path.parent.mkdir(parents=True, exist_ok=True)

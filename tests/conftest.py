@@ -104,14 +104,31 @@ class ServerProcess:
     def command(self) -> list[str]:
         if self.kind == "gearsql":
             return [
-                sys.executable, "-m", "gearsql", "server",
-                "--port", str(self.port), "--listen", self.host,
-                "--log-file", str(self.log_path), "--verbose", "INFO",
+                sys.executable,
+                "-m",
+                "gearsql",
+                "server",
+                "--port",
+                str(self.port),
+                "--listen",
+                self.host,
+                "--log-file",
+                str(self.log_path),
+                "--verbose",
+                "INFO",
                 *self.extra_args,
             ]
         return [
-            "gearmand", "--port", str(self.port), "--listen", self.host,
-            "--log-file", str(self.log_path), "--verbose", "INFO", *self.extra_args,
+            "gearmand",
+            "--port",
+            str(self.port),
+            "--listen",
+            self.host,
+            "--log-file",
+            str(self.log_path),
+            "--verbose",
+            "INFO",
+            *self.extra_args,
         ]
 
     def start(self) -> ServerProcess:

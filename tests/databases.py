@@ -33,8 +33,9 @@ def _no_database(kind: str, why: str) -> NoReturn:
 def _cannot_connect(kind: str, dsn: str, exc: Exception) -> NoReturn:
     """Stop the whole run: the database it was pointed at does not answer or refuses it."""
     reason = " ".join(str(exc).split()) or type(exc).__name__
-    pytest.exit(f"cannot connect to the {kind} server at {_without_password(dsn)}: {reason}",
-                returncode=1)
+    pytest.exit(
+        f"cannot connect to the {kind} server at {_without_password(dsn)}: {reason}", returncode=1
+    )
 
 
 def _without_password(dsn: str) -> str:
@@ -54,7 +55,7 @@ def _docker_available() -> bool:
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(3)
         try:
-            sock.connect(host[len("unix://"):])
+            sock.connect(host[len("unix://") :])
             sock.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
             return b"OK" in sock.recv(1024)
         except OSError:

@@ -56,15 +56,20 @@ def eventually(check: Any, timeout: float = WAIT, what: str = "condition") -> No
 class Recorder:
     """A real worker in a thread that records (function, unique, data) of every job."""
 
-    def __init__(self, server: ServerProcess, functions: tuple[str, ...] = ("record", EVIL),
-                 concurrency: int = 16) -> None:
+    def __init__(
+        self,
+        server: ServerProcess,
+        functions: tuple[str, ...] = ("record", EVIL),
+        concurrency: int = 16,
+    ) -> None:
         self.worker = Worker(f"{server.host}:{server.port}", concurrency=concurrency)
         self.seen: list[tuple[bytes, bytes, bytes]] = []
         self.lock = threading.Lock()
         for name in functions:
             self.worker.register(name, self.record)
-        self.thread = threading.Thread(target=self.worker.run_forever,
-                                       kwargs={"handle_signals": False}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.worker.run_forever, kwargs={"handle_signals": False}, daemon=True
+        )
         self.thread.start()
 
     def record(self, job: WorkerJob) -> bytes:
@@ -120,8 +125,14 @@ class Database:
         cursor.execute(sql, args)
         cursor.close()
 
-    def enqueue(self, conn: Any, function: str | bytes, workload: str | bytes,
-                unique: str | None = None, priority: str = "normal") -> None:
+    def enqueue(
+        self,
+        conn: Any,
+        function: str | bytes,
+        workload: str | bytes,
+        unique: str | None = None,
+        priority: str = "normal",
+    ) -> None:
         raise NotImplementedError
 
     def bulk(self, conn: Any, rows: int) -> None:
@@ -192,24 +203,40 @@ class Postgres(Database):
 
         return psycopg.connect(self.dsn, autocommit=True)
 
-    def enqueue(self, conn: Any, function: str | bytes, workload: str | bytes,
-                unique: str | None = None, priority: str = "normal") -> None:
+    def enqueue(
+        self,
+        conn: Any,
+        function: str | bytes,
+        workload: str | bytes,
+        unique: str | None = None,
+        priority: str = "normal",
+    ) -> None:
         name = _suffix("gman_do", priority)
         args = (function, workload) if unique is None else (function, workload, unique)
         marks = ", ".join(["%s"] * len(args))
-        assert conn.execute(f"SELECT gearsql.{name}({marks})", args).fetchone()[0].startswith(
-            "outbox:")
+        assert (
+            conn.execute(f"SELECT gearsql.{name}({marks})", args)
+            .fetchone()[0]
+            .startswith("outbox:")
+        )
 
     def bulk(self, conn: Any, rows: int) -> None:
         with conn.transaction():
-            conn.execute("SELECT count(gearsql.gman_do_background('record', 'bulk-' || i)) "
-                         "FROM generate_series(1, %s) AS i", (rows,))
+            conn.execute(
+                "SELECT count(gearsql.gman_do_background('record', 'bulk-' || i)) "
+                "FROM generate_series(1, %s) AS i",
+                (rows,),
+            )
 
     def refuse_deletes(self, conn: Any) -> None:
-        conn.execute("CREATE OR REPLACE FUNCTION gearsql.no_delete() RETURNS trigger "
-                     "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'deletes refused'; END $$")
-        conn.execute("CREATE TRIGGER no_delete BEFORE DELETE ON gearsql.gman_outbox "
-                     "FOR EACH ROW EXECUTE FUNCTION gearsql.no_delete()")
+        conn.execute(
+            "CREATE OR REPLACE FUNCTION gearsql.no_delete() RETURNS trigger "
+            "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'deletes refused'; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER no_delete BEFORE DELETE ON gearsql.gman_outbox "
+            "FOR EACH ROW EXECUTE FUNCTION gearsql.no_delete()"
+        )
 
     def allow_deletes(self, conn: Any) -> None:
         conn.execute("DROP TRIGGER no_delete ON gearsql.gman_outbox")
@@ -219,8 +246,10 @@ class SQLite(Database):
     kind = "sqlite"
 
     def has_dead(self, conn: Any) -> bool:
-        return conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'gman_outbox_dead'"
-                            ).fetchone() is not None
+        return (
+            conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'gman_outbox_dead'").fetchone()
+            is not None
+        )
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -236,25 +265,33 @@ class SQLite(Database):
 
         return gearsql.sqlite.connect(str(self.path), None, isolation_level=None, timeout=WAIT)
 
-    def enqueue(self, conn: Any, function: str | bytes, workload: str | bytes,
-                unique: str | None = None, priority: str = "normal") -> None:
+    def enqueue(
+        self,
+        conn: Any,
+        function: str | bytes,
+        workload: str | bytes,
+        unique: str | None = None,
+        priority: str = "normal",
+    ) -> None:
         name = _suffix("gman_do", priority)
         args = (function, workload) if unique is None else (function, workload, unique)
         marks = ", ".join(["?"] * len(args))
-        assert conn.execute(f"SELECT {name}({marks})", args).fetchone()[0].startswith(
-            "outbox:")
+        assert conn.execute(f"SELECT {name}({marks})", args).fetchone()[0].startswith("outbox:")
 
     def bulk(self, conn: Any, rows: int) -> None:
         conn.execute("BEGIN")
         conn.execute(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
-            "SELECT count(gman_do_background('record', 'bulk-' || i)) FROM n", (rows,)
+            "SELECT count(gman_do_background('record', 'bulk-' || i)) FROM n",
+            (rows,),
         )
         conn.execute("COMMIT")
 
     def refuse_deletes(self, conn: Any) -> None:
-        conn.execute("CREATE TRIGGER no_delete BEFORE DELETE ON gman_outbox "
-                     "BEGIN SELECT RAISE(ABORT, 'deletes refused'); END")
+        conn.execute(
+            "CREATE TRIGGER no_delete BEFORE DELETE ON gman_outbox "
+            "BEGIN SELECT RAISE(ABORT, 'deletes refused'); END"
+        )
 
     def allow_deletes(self, conn: Any) -> None:
         conn.execute("DROP TRIGGER no_delete")
@@ -280,20 +317,36 @@ class MariaDB(Database):
 
         return mysql.connector.connect(**mysql_connect_args(self.dsn), autocommit=True)
 
-    def enqueue(self, conn: Any, function: str | bytes, workload: str | bytes,
-                unique: str | None = None, priority: str = "normal") -> None:
-        self.execute(conn, "INSERT INTO gman_outbox (function, unique_key, workload, priority) "
-                     "VALUES (%s, %s, %s, %s)", (function, unique, workload, priority))
+    def enqueue(
+        self,
+        conn: Any,
+        function: str | bytes,
+        workload: str | bytes,
+        unique: str | None = None,
+        priority: str = "normal",
+    ) -> None:
+        self.execute(
+            conn,
+            "INSERT INTO gman_outbox (function, unique_key, workload, priority) "
+            "VALUES (%s, %s, %s, %s)",
+            (function, unique, workload, priority),
+        )
 
     def bulk(self, conn: Any, rows: int) -> None:
         self.execute(conn, "START TRANSACTION")
-        self.execute(conn, "INSERT INTO gman_outbox (function, workload) "
-                     f"SELECT 'record', CONCAT('bulk-', seq) FROM seq_1_to_{int(rows)}")
+        self.execute(
+            conn,
+            "INSERT INTO gman_outbox (function, workload) "
+            f"SELECT 'record', CONCAT('bulk-', seq) FROM seq_1_to_{int(rows)}",
+        )
         self.execute(conn, "COMMIT")
 
     def refuse_deletes(self, conn: Any) -> None:
-        self.execute(conn, "CREATE TRIGGER no_delete BEFORE DELETE ON gman_outbox FOR EACH ROW "
-                     "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'deletes refused'")
+        self.execute(
+            conn,
+            "CREATE TRIGGER no_delete BEFORE DELETE ON gman_outbox FOR EACH ROW "
+            "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'deletes refused'",
+        )
 
     def allow_deletes(self, conn: Any) -> None:
         self.execute(conn, "DROP TRIGGER no_delete")
@@ -309,9 +362,23 @@ class RelayProcess:
         self.log_path = log
         self.handle = open(log, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gearsql", "relay", "--dsn", dsn, "--servers", servers,
-             "--poll-interval", "0.2", "-v", *args],
-            stdin=subprocess.DEVNULL, stdout=self.handle, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "gearsql",
+                "relay",
+                "--dsn",
+                dsn,
+                "--servers",
+                servers,
+                "--poll-interval",
+                "0.2",
+                "-v",
+                *args,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self.handle,
+            stderr=subprocess.STDOUT,
         )
 
     def log(self) -> str:
@@ -352,11 +419,20 @@ class Relays:
         self.tmp_path = tmp_path
         self.started: list[RelayProcess] = []
 
-    def start(self, db: Database, *args: str, server: ServerProcess | None = None,
-              ready: str = "relaying ") -> RelayProcess:
+    def start(
+        self,
+        db: Database,
+        *args: str,
+        server: ServerProcess | None = None,
+        ready: str = "relaying ",
+    ) -> RelayProcess:
         target = server or self.server
-        relay = RelayProcess(db.dsn, f"{target.host}:{target.port}",
-                             self.tmp_path / f"relay{len(self.started)}.log", *args)
+        relay = RelayProcess(
+            db.dsn,
+            f"{target.host}:{target.port}",
+            self.tmp_path / f"relay{len(self.started)}.log",
+            *args,
+        )
         self.started.append(relay)
         if ready:
             relay.wait_log(ready)
@@ -380,7 +456,8 @@ def private_mariadb(*server_args: str) -> Iterator[str]:
     with the binlog on in ROW format; yields ``mysql://root@127.0.0.1:PORT/app``."""
     install_db = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
     daemon = shutil.which("mariadbd") or (
-        "/usr/sbin/mariadbd" if os.path.exists("/usr/sbin/mariadbd") else None)
+        "/usr/sbin/mariadbd" if os.path.exists("/usr/sbin/mariadbd") else None
+    )
     if install_db is None or daemon is None:
         message = "mariadbd / mariadb-install-db are not installed (Debian: mariadb-server)"
         if REQUIRE_TOOLS or os.environ.get("GEARSQL_TEST_REQUIRE_DB") == "1":
@@ -391,19 +468,40 @@ def private_mariadb(*server_args: str) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="gearsql-mariadb-") as tmp:
         data = Path(tmp) / "data"
         subprocess.run(
-            [install_db, "--no-defaults", f"--datadir={data}",
-             "--auth-root-authentication-method=normal", "--skip-test-db"],
-            check=True, capture_output=True, timeout=120,
+            [
+                install_db,
+                "--no-defaults",
+                f"--datadir={data}",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
         port = free_port()
         log = open(Path(tmp) / "error.log", "ab")
         proc = subprocess.Popen(
-            [daemon, "--no-defaults", f"--datadir={data}", f"--socket={tmp}/sock",
-             f"--port={port}", "--bind-address=127.0.0.1", f"--log-bin={tmp}/binlog",
-             "--binlog-format=ROW", "--server-id=1", "--user=root", f"--pid-file={tmp}/pid",
-             "--innodb-buffer-pool-size=64M", "--max-allowed-packet=64M",
-             f"--log-error={tmp}/error.log", *server_args],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            [
+                daemon,
+                "--no-defaults",
+                f"--datadir={data}",
+                f"--socket={tmp}/sock",
+                f"--port={port}",
+                "--bind-address=127.0.0.1",
+                f"--log-bin={tmp}/binlog",
+                "--binlog-format=ROW",
+                "--server-id=1",
+                "--user=root",
+                f"--pid-file={tmp}/pid",
+                "--innodb-buffer-pool-size=64M",
+                "--max-allowed-packet=64M",
+                f"--log-error={tmp}/error.log",
+                *server_args,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         try:
             import mysql.connector
@@ -412,8 +510,9 @@ def private_mariadb(*server_args: str) -> Iterator[str]:
             while True:
                 assert proc.poll() is None, (Path(tmp) / "error.log").read_text()
                 try:
-                    conn = mysql.connector.connect(host="127.0.0.1", port=port, user="root",
-                                                   autocommit=True)
+                    conn = mysql.connector.connect(
+                        host="127.0.0.1", port=port, user="root", autocommit=True
+                    )
                     break
                 except mysql.connector.Error:
                     assert time.monotonic() < deadline, "the private MariaDB did not start"

@@ -37,8 +37,9 @@ class TcpProxy:
         parts = urlsplit(dsn)
         credentials = parts.netloc.rpartition("@")[0]
         address = f"127.0.0.1:{self.port}"
-        return urlunsplit(parts._replace(netloc=f"{credentials}@{address}" if credentials
-                                         else address))
+        return urlunsplit(
+            parts._replace(netloc=f"{credentials}@{address}" if credentials else address)
+        )
 
     def cut(self, refuse: bool = True) -> None:
         """Close every connection; with ``refuse``, new connections are accepted and closed at

@@ -114,9 +114,7 @@ def test_show_jobs_lists_handle_retries_ignored_and_queued(d: CoreDriver, admin:
     lost = d.worker(b"f")
     d.grab_handle(lost)
     d.core.disconnect(lost)
-    assert d.show_jobs(admin) == (
-        foreground + b"\t1\t0\t0\n" + background + b"\t0\t0\t1\n.\n"
-    )
+    assert d.show_jobs(admin) == (foreground + b"\t1\t0\t0\n" + background + b"\t0\t0\t1\n.\n")
 
 
 def test_show_unique_jobs_lists_one_unique_per_line(d: CoreDriver, admin: Session) -> None:

@@ -19,7 +19,10 @@ HOSTILE = Path(__file__).resolve().parent.parent / "bench" / "hostile.py"
 def test_hostile_bench_quick_run_prints_its_table() -> None:
     result = subprocess.run(
         [sys.executable, str(HOSTILE), "--quick", "--scenarios", "abandoned,oversize,unread"],
-        capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     rows = {line.split("  ")[0].strip(): line for line in result.stdout.splitlines()[2:]}

@@ -21,7 +21,8 @@ RELAY = Path(__file__).resolve().parent.parent / "bench" / "relay.py"
 
 def _mariadbd() -> bool:
     return bool(shutil.which("mariadb-install-db")) and (
-        bool(shutil.which("mariadbd")) or os.path.exists("/usr/sbin/mariadbd"))
+        bool(shutil.which("mariadbd")) or os.path.exists("/usr/sbin/mariadbd")
+    )
 
 
 @pytest.mark.slow
@@ -42,12 +43,13 @@ def test_relay_bench_quick_run_prints_every_case(tmp_path: Path) -> None:
     if _mariadbd():
         command += ["--binlog"]
         expected += [("mariadb", "binlog"), ("mariadb", "poll")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=240,
-                            stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     header = next(n for n, line in enumerate(lines) if line.split()[:2] == ["database", "source"])
-    rows = [line for line in lines[header + 2:] if line.strip()]
+    rows = [line for line in lines[header + 2 :] if line.strip()]
     assert len(rows) == len(expected)
     for line, (database, source) in zip(rows, expected, strict=True):
         assert line.startswith(f"{database:<12}{source:<16}")

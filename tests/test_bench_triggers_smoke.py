@@ -20,7 +20,10 @@ pytestmark = pytest.mark.pg
 def test_trigger_bench_prints_both_times_and_the_ratio(pg_dsn: str) -> None:
     result = subprocess.run(
         [sys.executable, str(TRIGGERS), "--rows", "200", "--pg-dsn", pg_dsn],
-        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     header, row = result.stdout.splitlines()

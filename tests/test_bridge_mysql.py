@@ -53,8 +53,14 @@ def test_install_sql_refuses_bad_accounts_servers_and_timeouts() -> None:
 def test_the_functions_are_the_old_udfs_names_plus_unique_variants() -> None:
     from gearsql.bridges.mysql import FUNCTIONS
 
-    for base in ("gman_do", "gman_do_high", "gman_do_low", "gman_do_background",
-                 "gman_do_high_background", "gman_do_low_background"):
+    for base in (
+        "gman_do",
+        "gman_do_high",
+        "gman_do_low",
+        "gman_do_background",
+        "gman_do_high_background",
+        "gman_do_low_background",
+    ):
         assert FUNCTIONS[base][0] == ("function", "workload")
         assert FUNCTIONS[base + "_unique"][0] == ("function", "workload", "unique")
     assert FUNCTIONS["gman_servers_set"][0] == ("servers",)
@@ -85,8 +91,9 @@ def _one(conn: Any, sql: str, params: tuple[Any, ...] = ()) -> Any:
 def _rows(conn: Any, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     cursor = conn.cursor()
     cursor.execute(sql, params)
-    rows = [tuple(bytes(v) if isinstance(v, bytearray) else v for v in row)
-            for row in cursor.fetchall()]
+    rows = [
+        tuple(bytes(v) if isinstance(v, bytearray) else v for v in row) for row in cursor.fetchall()
+    ]
     cursor.close()
     return rows
 
@@ -100,8 +107,9 @@ def _execute(conn: Any, sql: str, params: tuple[Any, ...] = ()) -> None:
 
 
 def _outbox(conn: Any) -> list[tuple[Any, ...]]:
-    return _rows(conn, "SELECT function, unique_key, workload, priority FROM gman_outbox "
-                       "ORDER BY id")
+    return _rows(
+        conn, "SELECT function, unique_key, workload, priority FROM gman_outbox ORDER BY id"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -157,8 +165,9 @@ class Workers:
             EVIL: self.record,
         }.items():
             self.worker.register(name, handler)
-        self.thread = threading.Thread(target=self.worker.run_forever,
-                                       kwargs={"handle_signals": False}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.worker.run_forever, kwargs={"handle_signals": False}, daemon=True
+        )
         self.thread.start()
 
     @staticmethod
@@ -188,8 +197,9 @@ class Relay:
 
         async def main() -> None:
             async with AsyncClient(f"{server.host}:{server.port}") as client:
-                await serve_calls(connector(dsn), client, database, self.stop_event,
-                                  poll_interval=0.02)
+                await serve_calls(
+                    connector(dsn), client, database, self.stop_event, poll_interval=0.02
+                )
 
         self.thread = threading.Thread(target=self.loop.run_until_complete, args=(main(),))
         self.thread.start()
@@ -241,12 +251,22 @@ def scratch_dsn(installed: str, admin: Any) -> Iterator[str]:
 
 
 def _objects(conn: Any) -> tuple[list[str], list[str]]:
-    routines = [r[0] for r in _rows(
-        conn, "SELECT ROUTINE_NAME FROM information_schema.ROUTINES "
-              "WHERE ROUTINE_SCHEMA = DATABASE() ORDER BY 1")]
-    tables = [r[0] for r in _rows(
-        conn, "SELECT TABLE_NAME FROM information_schema.TABLES "
-              "WHERE TABLE_SCHEMA = DATABASE() ORDER BY 1")]
+    routines = [
+        r[0]
+        for r in _rows(
+            conn,
+            "SELECT ROUTINE_NAME FROM information_schema.ROUTINES "
+            "WHERE ROUTINE_SCHEMA = DATABASE() ORDER BY 1",
+        )
+    ]
+    tables = [
+        r[0]
+        for r in _rows(
+            conn,
+            "SELECT TABLE_NAME FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = DATABASE() ORDER BY 1",
+        )
+    ]
     return routines, tables
 
 
@@ -265,8 +285,12 @@ def test_install_is_idempotent_keeps_settings_and_uninstall_removes_everything(
         assert set(FUNCTIONS) <= set(routines)
         assert sorted(tables) == sorted(TABLES + VIEWS)
         settings = dict(_rows(conn, "SELECT name, value FROM gman_settings"))
-        assert settings == {"servers": "10.0.0.5:4730", "timeout": "7", "poll_interval": "0.05",
-                            "max_workload": "67107840"}
+        assert settings == {
+            "servers": "10.0.0.5:4730",
+            "timeout": "7",
+            "poll_interval": "0.05",
+            "max_workload": "67107840",
+        }
         assert _one(conn, "SELECT gman_do_background('f', 'kept')") == "outbox:1"
         install(scratch_dsn, timeout="9")
         assert _one(conn, "SELECT value FROM gman_settings WHERE name = 'timeout'") == "9"
@@ -290,16 +314,25 @@ def test_the_plain_sql_files_install_and_uninstall_with_the_mysql_client(
     from gearsql.bridges.mysql import connect_config
 
     config = connect_config(scratch_dsn)
-    command = [client, "-h", str(config["host"]), "-P", str(config["port"]),
-               "-u", str(config["user"]), f"--password={config['password']}",
-               str(config["database"])]
+    command = [
+        client,
+        "-h",
+        str(config["host"]),
+        "-P",
+        str(config["port"]),
+        "-u",
+        str(config["user"]),
+        f"--password={config['password']}",
+        str(config["database"]),
+    ]
     for name in ("install.sql", "install.sql", "uninstall.sql"):
         with open(ROOT / "sql" / "mysql" / name, "rb") as script:
             subprocess.run(command, stdin=script, check=True, timeout=60)
         if name == "install.sql":
             conn = _connect(scratch_dsn)
-            assert _one(conn, "SELECT gman_do_low_background_unique('f', 'w', 'u')") \
-                .startswith("outbox:")
+            assert _one(conn, "SELECT gman_do_low_background_unique('f', 'w', 'u')").startswith(
+                "outbox:"
+            )
             _execute(conn, "DELETE FROM gman_outbox")
             conn.close()
     conn = _connect(scratch_dsn)
@@ -312,8 +345,11 @@ def test_the_plain_sql_files_install_and_uninstall_with_the_mysql_client(
 
 @pytest.fixture
 def blog(db: Any, admin: Any) -> Iterator[Any]:
-    _execute(admin, "CREATE TABLE blog_entries (id INT AUTO_INCREMENT PRIMARY KEY, "
-                    "title VARCHAR(200), url VARCHAR(200)) ENGINE=InnoDB")
+    _execute(
+        admin,
+        "CREATE TABLE blog_entries (id INT AUTO_INCREMENT PRIMARY KEY, "
+        "title VARCHAR(200), url VARCHAR(200)) ENGINE=InnoDB",
+    )
     _execute(admin, TWEET_TRIGGER)
     yield db
     _execute(admin, "DROP TABLE blog_entries")
@@ -322,11 +358,15 @@ def blog(db: Any, admin: Any) -> Iterator[Any]:
 def test_the_old_udf_trigger_writes_one_outbox_row_per_committed_insert(
     blog: Any, admin: Any
 ) -> None:
-    _execute(blog, "INSERT INTO blog_entries (title, url) VALUES (%s, %s)",
-             ("Hello", "https://example.org/1"))
+    _execute(
+        blog,
+        "INSERT INTO blog_entries (title, url) VALUES (%s, %s)",
+        ("Hello", "https://example.org/1"),
+    )
     assert _outbox(admin) == [(b"send_tweet", None, b"Hello - https://example.org/1", "normal")]
     assert _one(blog, "SELECT @ret") == "outbox:" + str(
-        _one(admin, "SELECT MAX(id) FROM gman_outbox"))
+        _one(admin, "SELECT MAX(id) FROM gman_outbox")
+    )
     _execute(blog, "INSERT INTO blog_entries (title, url) VALUES ('a', 'u1'), ('b', 'u2')")
     assert [row[2] for row in _outbox(admin)][1:] == [b"a - u1", b"b - u2"]
 
@@ -348,9 +388,7 @@ def test_a_rolled_back_insert_leaves_no_outbox_row(blog: Any, admin: Any) -> Non
     assert [row[2] for row in _outbox(admin)] == [b"kept - u"]
 
 
-def test_a_bad_call_in_a_trigger_fails_the_insert_and_leaves_nothing(
-    blog: Any, admin: Any
-) -> None:
+def test_a_bad_call_in_a_trigger_fails_the_insert_and_leaves_nothing(blog: Any, admin: Any) -> None:
     import mysql.connector
 
     with pytest.raises(mysql.connector.Error, match="gman_do_background: the workload is NULL"):
@@ -361,8 +399,11 @@ def test_a_bad_call_in_a_trigger_fails_the_insert_and_leaves_nothing(
 
 @pytest.mark.parametrize(
     ("name", "priority"),
-    [("gman_do_background", "normal"), ("gman_do_high_background", "high"),
-     ("gman_do_low_background", "low")],
+    [
+        ("gman_do_background", "normal"),
+        ("gman_do_high_background", "high"),
+        ("gman_do_low_background", "low"),
+    ],
 )
 def test_background_variants_write_priority_and_unique(
     db: Any, admin: Any, name: str, priority: str
@@ -382,28 +423,55 @@ def test_background_variants_write_priority_and_unique(
 @pytest.mark.parametrize(
     ("sql", "params", "message"),
     [
-        ("SELECT gman_do_background(NULL, 'x')", (), "gman_do_background: the function name "
-         "is NULL"),
+        (
+            "SELECT gman_do_background(NULL, 'x')",
+            (),
+            "gman_do_background: the function name is NULL",
+        ),
         ("SELECT gman_do_background('', 'x')", (), "the function name is empty"),
-        ("SELECT gman_do_high_background(REPEAT('f', 513), 'x')", (),
-         r"gman_do_high_background: the function name is longer than 512 bytes \(513 bytes\)"),
-        ("SELECT gman_do_background(%s, 'x')", (b"rev\0erse",),
-         "the function name contains a NUL byte"),
-        ("SELECT gman_do_background(CONCAT('rev', CHAR(0), 'erse'), 'x')", (),
-         "the function name contains a NUL byte"),
+        (
+            "SELECT gman_do_high_background(REPEAT('f', 513), 'x')",
+            (),
+            r"gman_do_high_background: the function name is longer than 512 bytes \(513 bytes\)",
+        ),
+        (
+            "SELECT gman_do_background(%s, 'x')",
+            (b"rev\0erse",),
+            "the function name contains a NUL byte",
+        ),
+        (
+            "SELECT gman_do_background(CONCAT('rev', CHAR(0), 'erse'), 'x')",
+            (),
+            "the function name contains a NUL byte",
+        ),
         ("SELECT gman_do_background('f', NULL)", (), "gman_do_background: the workload is NULL"),
-        ("SELECT gman_do_low_background_unique('f', 'x', REPEAT('u', 65))", (),
-         r"gman_do_low_background_unique: the unique id is longer than 64 bytes \(65 bytes\)"),
-        ("SELECT gman_do_background_unique('f', 'x', %s)", (b"a\0b",),
-         "the unique id contains a NUL byte"),
+        (
+            "SELECT gman_do_low_background_unique('f', 'x', REPEAT('u', 65))",
+            (),
+            r"gman_do_low_background_unique: the unique id is longer than 64 bytes \(65 bytes\)",
+        ),
+        (
+            "SELECT gman_do_background_unique('f', 'x', %s)",
+            (b"a\0b",),
+            "the unique id contains a NUL byte",
+        ),
         ("SELECT gman_do(NULL, 'x')", (), "gman_do: the function name is NULL"),
-        ("SELECT gman_do_high_unique('f', 'x', REPEAT('u', 65))", (),
-         "gman_do_high_unique: the unique id is longer than 64 bytes"),
+        (
+            "SELECT gman_do_high_unique('f', 'x', REPEAT('u', 65))",
+            (),
+            "gman_do_high_unique: the unique id is longer than 64 bytes",
+        ),
         ("SELECT gman_servers_set(NULL)", (), "gman_servers_set: the server list is NULL"),
-        ("SELECT gman_servers_set('169.254.169.254:80')", (),
-         "job server 169.254.169.254:80 is not allowed"),
-        ("SELECT gman_servers_set('127.0.0.1:4730,evil.example:25')", (),
-         "job server evil.example:25 is not allowed"),
+        (
+            "SELECT gman_servers_set('169.254.169.254:80')",
+            (),
+            "job server 169.254.169.254:80 is not allowed",
+        ),
+        (
+            "SELECT gman_servers_set('127.0.0.1:4730,evil.example:25')",
+            (),
+            "job server evil.example:25 is not allowed",
+        ),
         ("SELECT gman_servers_set('host:notaport')", (), "bad job server address 'host:notaport'"),
         ("SELECT gman_servers_set(' , ')", (), "the job server list is empty"),
     ],
@@ -424,14 +492,15 @@ def test_bad_input_is_a_sql_error_naming_the_cause(
 def test_servers_set_accepts_only_the_allowed_servers(db: Any, admin: Any) -> None:
     _set(admin, "servers", "127.0.0.1:4730, gearman.internal , [::1]:4731")
     assert _one(db, "SELECT gman_servers_set('127.0.0.1')") == "127.0.0.1:4730"
-    assert _one(db, "SELECT gman_servers_set('gearman.internal:4730,[::1]:4731,127.0.0.1')") \
+    assert (
+        _one(db, "SELECT gman_servers_set('gearman.internal:4730,[::1]:4731,127.0.0.1')")
         == "gearman.internal:4730,[::1]:4731,127.0.0.1:4730"
+    )
 
 
 def test_binary_payloads_and_names_are_stored_byte_exact(db: Any, admin: Any) -> None:
     payload = bytes(range(256)) * 4 + b"\0\0end\0"
-    _one(db, "SELECT gman_do_background_unique(%s, %s, %s)",
-         (b"\xff\xfebin", payload, b"\xff\x01"))
+    _one(db, "SELECT gman_do_background_unique(%s, %s, %s)", (b"\xff\xfebin", payload, b"\xff\x01"))
     assert _outbox(admin) == [(b"\xff\xfebin", b"\xff\x01", payload, "normal")]
 
 
@@ -468,8 +537,11 @@ def test_sql_injection_through_every_argument_does_nothing(db: Any, admin: Any) 
 
     _execute(admin, "CREATE TABLE canary (x INT)")
     try:
-        _one(db, "SELECT gman_do_background_unique(%s, %s, %s)",
-             (EVIL, EVIL, "'; DROP TABLE canary;--"))
+        _one(
+            db,
+            "SELECT gman_do_background_unique(%s, %s, %s)",
+            (EVIL, EVIL, "'; DROP TABLE canary;--"),
+        )
         _one(db, f"SELECT gman_do_high_background(\"{EVIL}\", '\\'); DROP TABLE canary;--')")
         with pytest.raises(mysql.connector.Error, match="bad job server address"):
             _execute(db, "SELECT gman_servers_set(%s)", ("a:1'); DROP TABLE canary;--",))
@@ -491,8 +563,12 @@ def test_granted_accounts_and_roles_can_call_but_not_touch_the_tables(
 
     database = connect_config(installed)["database"]
     suffix = secrets.token_hex(4)
-    user, via_role, nobody, role = (f"gst_{suffix}", f"gsr_{suffix}", f"gsn_{suffix}",
-                                    f"gsrole_{suffix}")
+    user, via_role, nobody, role = (
+        f"gst_{suffix}",
+        f"gsr_{suffix}",
+        f"gsn_{suffix}",
+        f"gsrole_{suffix}",
+    )
     password = secrets.token_hex(8)
     for name in (user, via_role, nobody):
         _execute(admin, f"CREATE USER '{name}'@'%' IDENTIFIED BY '{password}'")
@@ -503,17 +579,27 @@ def test_granted_accounts_and_roles_can_call_but_not_touch_the_tables(
         install(installed, grant_to=[f"'{user}'@'%'", role])
         host, port = connect_config(installed)["host"], connect_config(installed)["port"]
         for name in (user, via_role):
-            conn = mysql.connector.connect(host=host, port=port, user=name, password=password,
-                                           autocommit=True)
+            conn = mysql.connector.connect(
+                host=host, port=port, user=name, password=password, autocommit=True
+            )
             for function in FUNCTIONS:
-                assert _one(conn, "SELECT COUNT(*) FROM information_schema.ROUTINES "
-                                  "WHERE ROUTINE_NAME = %s", (function,)) >= 1
-            assert _one(conn, f"SELECT `{database}`.gman_do_background('f', %s)",
-                        (name,)).startswith("outbox:")
-            for sql in (f"SELECT * FROM `{database}`.gman_outbox",
-                        f"SELECT * FROM `{database}`.gman_settings",
-                        f"UPDATE `{database}`.gman_settings SET value = 'evil:25'",
-                        f"SELECT `{database}`._gman_outbox_insert('x', 'f', 'w', NULL, 'high')"):
+                assert (
+                    _one(
+                        conn,
+                        "SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_NAME = %s",
+                        (function,),
+                    )
+                    >= 1
+                )
+            assert _one(
+                conn, f"SELECT `{database}`.gman_do_background('f', %s)", (name,)
+            ).startswith("outbox:")
+            for sql in (
+                f"SELECT * FROM `{database}`.gman_outbox",
+                f"SELECT * FROM `{database}`.gman_settings",
+                f"UPDATE `{database}`.gman_settings SET value = 'evil:25'",
+                f"SELECT `{database}`._gman_outbox_insert('x', 'f', 'w', NULL, 'high')",
+            ):
                 with pytest.raises(mysql.connector.Error, match="denied"):
                     _execute(conn, sql)
             conn.close()
@@ -522,7 +608,8 @@ def test_granted_accounts_and_roles_can_call_but_not_touch_the_tables(
             _execute(conn, f"SELECT `{database}`.gman_do_background('f', 'w')")
         conn.close()
         assert sorted(row[2] for row in _outbox(admin)) == sorted(
-            [user.encode(), via_role.encode()])
+            [user.encode(), via_role.encode()]
+        )
     finally:
         for name in (user, via_role, nobody):
             _execute(admin, f"DROP USER IF EXISTS '{name}'@'%'")
@@ -549,8 +636,9 @@ def test_foreground_errors_name_the_cause_and_leave_nothing(
 
     with pytest.raises(mysql.connector.Error, match="gman_do: the worker failed the job"):
         _execute(db, "SELECT gman_do('fail', 'x')")
-    with pytest.raises(mysql.connector.Error,
-                       match=r"gman_do_low: the worker raised an exception: .*kaboom"):
+    with pytest.raises(
+        mysql.connector.Error, match=r"gman_do_low: the worker raised an exception: .*kaboom"
+    ):
         _execute(db, "SELECT gman_do_low('boom', 'x')")
     assert _one(db, "SELECT gman_do('reverse', 'still works')") == b"skrow llits"
     _wait_empty(admin, "gman_results")
@@ -596,8 +684,9 @@ def test_gman_do_inside_a_transaction_is_an_error(db: Any, admin: Any) -> None:
         _execute(db, "SELECT gman_do('reverse', 'x')")
     db.rollback()
     db.autocommit = False
-    with pytest.raises(mysql.connector.Error,
-                       match="gman_do_high_unique: cannot run inside a transaction"):
+    with pytest.raises(
+        mysql.connector.Error, match="gman_do_high_unique: cannot run inside a transaction"
+    ):
         _execute(db, "SELECT gman_do_high_unique('reverse', 'x', 'u')")
     db.rollback()
     assert _rows(admin, "SELECT id FROM gman_calls") == []
@@ -609,22 +698,23 @@ def test_gman_do_without_a_relay_or_a_worker_times_out_with_a_clear_error(
     import mysql.connector
 
     _set(admin, "timeout", "0.5")
-    with pytest.raises(mysql.connector.Error,
-                       match=r"gman_do: no relay took the call within 0\.5 s"):
+    with pytest.raises(
+        mysql.connector.Error, match=r"gman_do: no relay took the call within 0\.5 s"
+    ):
         _execute(db, "SELECT gman_do('reverse', 'x')")
     relay = Relay(installed, gearsql_server)
     try:
-        with pytest.raises(mysql.connector.Error,
-                           match=r"gman_do: no result within 0\.5 s \(is a worker registered"):
+        with pytest.raises(
+            mysql.connector.Error,
+            match=r"gman_do: no result within 0\.5 s \(is a worker registered",
+        ):
             _execute(db, "SELECT gman_do('nobody_works_this', 'x')")
     finally:
         relay.stop()
     assert _rows(admin, "SELECT id FROM gman_calls") == []
 
 
-def test_a_killed_gman_do_leaves_nothing_behind(
-    db: Any, admin: Any, relay: Relay
-) -> None:
+def test_a_killed_gman_do_leaves_nothing_behind(db: Any, admin: Any, relay: Relay) -> None:
     import mysql.connector
 
     connection_id = _one(db, "SELECT CONNECTION_ID()")
@@ -632,8 +722,11 @@ def test_a_killed_gman_do_leaves_nothing_behind(
     def kill_when_waiting() -> None:
         for _ in range(200):
             # While a function runs, the process list shows its current statement.
-            state = _one(admin, "SELECT STATE FROM information_schema.PROCESSLIST WHERE ID = %s",
-                         (connection_id,))
+            state = _one(
+                admin,
+                "SELECT STATE FROM information_schema.PROCESSLIST WHERE ID = %s",
+                (connection_id,),
+            )
             if state == "User sleep":
                 time.sleep(0.3)
                 _execute(admin, f"KILL QUERY {int(connection_id)}")
@@ -663,8 +756,15 @@ def test_a_relay_account_with_only_the_granted_privileges_serves_calls(
     try:
         install(installed, relay_account=f"'{relay_user}'@'%'")
         parts = urlsplit(installed)
-        relay_dsn = urlunsplit((parts.scheme, f"{relay_user}:{password}@{parts.hostname}:"
-                                f"{parts.port or 3306}", parts.path, "", ""))
+        relay_dsn = urlunsplit(
+            (
+                parts.scheme,
+                f"{relay_user}:{password}@{parts.hostname}:{parts.port or 3306}",
+                parts.path,
+                "",
+                "",
+            )
+        )
         relay = Relay(relay_dsn, gearsql_server)
         try:
             assert _one(db, "SELECT gman_do('reverse', 'relayed')") == b"deyaler"
@@ -709,8 +809,11 @@ def test_one_statement_with_30_calls_completes_and_does_not_hold_up_another_sess
     _execute(admin, "DROP TABLE IF EXISTS gman_test_words")
     _execute(admin, "CREATE TABLE gman_test_words (id INT PRIMARY KEY, v VARCHAR(20))")
     try:
-        _execute(admin, "INSERT INTO gman_test_words VALUES "
-                 + ", ".join(f"({i}, 'word-{i}')" for i in range(30)))
+        _execute(
+            admin,
+            "INSERT INTO gman_test_words VALUES "
+            + ", ".join(f"({i}, 'word-{i}')" for i in range(30)),
+        )
         other: dict[str, Any] = {}
 
         def other_session() -> None:
@@ -735,26 +838,29 @@ def test_one_statement_with_30_calls_completes_and_does_not_hold_up_another_sess
         thread.join(30)
         assert rows == [(i, b"ok") for i in range(30)]
         assert sorted(data for _, _, data in workers.seen) == sorted(
-            f"word-{i}".encode() for i in range(30))
+            f"word-{i}".encode() for i in range(30)
+        )
         assert other["result"] == b"rehto"
-        print(f"30 calls in one SELECT: {elapsed:.2f} s; another session's call, made while "
-              f"{'it ran' if other['during'] else 'it had ended'}: {other['seconds']:.2f} s")
+        print(
+            f"30 calls in one SELECT: {elapsed:.2f} s; another session's call, made while "
+            f"{'it ran' if other['during'] else 'it had ended'}: {other['seconds']:.2f} s"
+        )
     finally:
         _execute(admin, "DROP TABLE IF EXISTS gman_test_words")
 
 
-def test_a_workload_above_max_workload_is_an_error_and_leaves_no_row(
-    db: Any, admin: Any
-) -> None:
+def test_a_workload_above_max_workload_is_an_error_and_leaves_no_row(db: Any, admin: Any) -> None:
     import mysql.connector
 
     _set(admin, "max_workload", "1000")
     try:
         _execute(db, "START TRANSACTION")
         _one(db, "SELECT gman_do_background('record', REPEAT('x', 1000))")
-        with pytest.raises(mysql.connector.Error,
-                           match=r"gman_do_background_unique: the workload is 2000 bytes, more "
-                                 r"than the max_workload setting \(1000 bytes\)"):
+        with pytest.raises(
+            mysql.connector.Error,
+            match=r"gman_do_background_unique: the workload is 2000 bytes, more "
+            r"than the max_workload setting \(1000 bytes\)",
+        ):
             _one(db, "SELECT gman_do_background_unique('record', REPEAT('x', 2000), 'u')")
         db.rollback()
         with pytest.raises(mysql.connector.Error, match="more than the max_workload setting"):
@@ -773,10 +879,13 @@ def test_job_status_and_pipeline_of_outbox_rows(db: Any, admin: Any) -> None:
     dead = _one(db, "SELECT gman_do_background('bigjob', 'refused')")
     dead_id = int(dead.split(":")[1])
     # What the relay does with a row no job server takes (tests/test_relay_dead_letters.py).
-    _execute(admin, "INSERT INTO gman_outbox_dead (id, created_at, function, workload, "
-             "priority, reason) SELECT id, created_at, function, workload, priority, "
-             "'the job server refused it: ARGUMENT_TOO_LARGE' FROM gman_outbox WHERE id = %s",
-             (dead_id,))
+    _execute(
+        admin,
+        "INSERT INTO gman_outbox_dead (id, created_at, function, workload, "
+        "priority, reason) SELECT id, created_at, function, workload, priority, "
+        "'the job server refused it: ARGUMENT_TOO_LARGE' FROM gman_outbox WHERE id = %s",
+        (dead_id,),
+    )
     _execute(admin, "DELETE FROM gman_outbox WHERE id = %s", (dead_id,))
     try:
         status = json.loads(_one(db, "SELECT gman_job_status(%s)", (pending,)))

@@ -59,8 +59,9 @@ class Workers:
             "x'); DROP TABLE canary;--": self.record,
         }.items():
             self.worker.register(name, handler)
-        self.thread = threading.Thread(target=self.worker.run_forever,
-                                       kwargs={"handle_signals": False}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.worker.run_forever, kwargs={"handle_signals": False}, daemon=True
+        )
         self.thread.start()
 
     @staticmethod
@@ -131,8 +132,9 @@ def configure(admin: Any, installed: dict[str, str]) -> Any:
     schema = installed["schema"]
 
     def set_(name: str, value: str) -> None:
-        admin.execute(f'UPDATE "{schema}".gman_settings SET value = %s WHERE name = %s',
-                      (value, name))
+        admin.execute(
+            f'UPDATE "{schema}".gman_settings SET value = %s WHERE name = %s', (value, name)
+        )
 
     yield set_
     set_("background_mode", "immediate")
@@ -376,7 +378,9 @@ def test_sql_injection_through_every_argument_does_nothing(
             f'SELECT function, unique_key, workload FROM "{schema}".gman_outbox'
         ).fetchone()
         assert (bytes(row[0]), bytes(row[1]), bytes(row[2])) == (
-            evil.encode(), b"'); DROP TABLE canary;--", evil.encode()
+            evil.encode(),
+            b"'); DROP TABLE canary;--",
+            evil.encode(),
         )
         assert admin.execute(f'SELECT count(*) FROM "{schema}".canary').fetchone()[0] == 0
     finally:
@@ -449,10 +453,13 @@ def test_a_callers_search_path_cannot_substitute_an_operator(
     try:
         db.conn.execute(
             f'CREATE FUNCTION "{evil}".hijack(text, text) RETURNS boolean LANGUAGE plpgsql AS '
-            "$$ BEGIN RAISE EXCEPTION 'hijacked as %', current_user; END $$")
+            "$$ BEGIN RAISE EXCEPTION 'hijacked as %', current_user; END $$"
+        )
         for op in ("=", "<>", ">"):
-            db.conn.execute(f'CREATE OPERATOR "{evil}".{op} (LEFTARG = text, RIGHTARG = text, '
-                            f'FUNCTION = "{evil}".hijack)')
+            db.conn.execute(
+                f'CREATE OPERATOR "{evil}".{op} (LEFTARG = text, RIGHTARG = text, '
+                f'FUNCTION = "{evil}".hijack)'
+            )
         db.conn.execute(f'SET search_path = "{evil}", pg_catalog, "{schema}"')
         with pytest.raises(psycopg.Error, match="hijacked"):  # unqualified, it is the caller's
             db.conn.execute("SELECT 'a'::text = 'b'::text")
@@ -465,8 +472,9 @@ def test_a_callers_search_path_cannot_substitute_an_operator(
         admin.execute(f'DELETE FROM "{schema}".gman_outbox')
 
 
-def test_servers_set_chooses_among_the_allowed(db: Session, workers: Workers,
-                                               server: ServerProcess) -> None:
+def test_servers_set_chooses_among_the_allowed(
+    db: Session, workers: Workers, server: ServerProcess
+) -> None:
     assert db.one("SELECT gman_servers_set(%s)", (f"{server.host}:{server.port}",)) is True
     assert db.one("SELECT gman_do('reverse', 'chosen')") == "nesohc"
 
@@ -481,9 +489,11 @@ def test_a_workload_above_max_workload_is_an_error_before_the_commit(
     try:
         for mode in ("transactional", "immediate"):
             configure("background_mode", mode)
-            with pytest.raises(psycopg.Error,
-                               match=r"gman_do_background: the workload is 2000 bytes, more "
-                                     r"than the max_workload setting \(1000 bytes\)"):
+            with pytest.raises(
+                psycopg.Error,
+                match=r"gman_do_background: the workload is 2000 bytes, more "
+                r"than the max_workload setting \(1000 bytes\)",
+            ):
                 with db.conn.transaction():
                     db.one("SELECT gman_do_background('record', repeat('x', 1000))")
                     db.one("SELECT gman_do_background('record', repeat('x', 2000))")
@@ -500,8 +510,9 @@ def test_a_job_above_the_servers_packet_limit_says_so_not_cannot_reach(
 ) -> None:
     import psycopg
 
-    small = ServerProcess("gearsql", tmp_path / "small.log",
-                          ["--store", "memory", "--max-packet-size", "65536"]).start()
+    small = ServerProcess(
+        "gearsql", tmp_path / "small.log", ["--store", "memory", "--max-packet-size", "65536"]
+    ).start()
     try:
         configure("servers", f"{small.host}:{small.port}")
         for call in ("gman_do", "gman_do_background"):
@@ -527,12 +538,17 @@ def test_job_status_of_an_outbox_row_is_pending_dead_or_submitted(
             f'INSERT INTO "{schema}".gman_outbox_dead (id, created_at, function, workload, '
             f"priority, reason) SELECT id, created_at, function, workload, priority, "
             f"'the job server refused it: ARGUMENT_TOO_LARGE' "
-            f'FROM "{schema}".gman_outbox WHERE id = %s', (dead_id,))
+            f'FROM "{schema}".gman_outbox WHERE id = %s',
+            (dead_id,),
+        )
         admin.execute(f'DELETE FROM "{schema}".gman_outbox WHERE id = %s', (dead_id,))
 
         def status(handle: str) -> tuple[Any, ...]:
-            return tuple(db.conn.execute(
-                "SELECT known, state, detail FROM gman_job_status(%s)", (handle,)).fetchone())
+            return tuple(
+                db.conn.execute(
+                    "SELECT known, state, detail FROM gman_job_status(%s)", (handle,)
+                ).fetchone()
+            )
 
         known, state, detail = status(pending)
         assert (known, state) == (True, "pending") and detail.startswith("in the outbox since")
@@ -540,7 +556,8 @@ def test_job_status_of_an_outbox_row_is_pending_dead_or_submitted(
         assert (known, state) == (False, "dead") and "ARGUMENT_TOO_LARGE" in detail
         assert status("outbox:999999999")[1] == "submitted"
         backlog, age, dead_count, _, reasons = db.conn.execute(
-            "SELECT * FROM gman_pipeline()").fetchone()
+            "SELECT * FROM gman_pipeline()"
+        ).fetchone()
         assert (backlog, dead_count) == (1, 1) and age.total_seconds() >= 0
         assert reasons == [f"{dead_id}: the job server refused it: ARGUMENT_TOO_LARGE"]
     finally:
@@ -548,9 +565,7 @@ def test_job_status_of_an_outbox_row_is_pending_dead_or_submitted(
         admin.execute(f'DELETE FROM "{schema}".gman_outbox_dead')
 
 
-def test_installing_again_upgrades_an_install_without_dead_letters(
-    pg_dsn: str, admin: Any
-) -> None:
+def test_installing_again_upgrades_an_install_without_dead_letters(pg_dsn: str, admin: Any) -> None:
     from gearsql.bridges.postgres import install, uninstall
 
     suffix = secrets.token_hex(4)
@@ -563,21 +578,29 @@ def test_installing_again_upgrades_an_install_without_dead_letters(
         admin.execute(f"DROP TABLE {s}.gman_outbox_dead")
         admin.execute(f"DELETE FROM {s}.gman_settings WHERE name = 'max_workload'")
         admin.execute(f"ALTER TABLE {s}.gman_settings DROP CONSTRAINT gman_settings_name_check")
-        admin.execute(f"ALTER TABLE {s}.gman_settings ADD CONSTRAINT gman_settings_name_check "
-                      "CHECK (name IN ('servers', 'background_mode', 'connect_timeout', "
-                      "'timeout', 'poll_interval'))")
+        admin.execute(
+            f"ALTER TABLE {s}.gman_settings ADD CONSTRAINT gman_settings_name_check "
+            "CHECK (name IN ('servers', 'background_mode', 'connect_timeout', "
+            "'timeout', 'poll_interval'))"
+        )
         admin.execute(f"DROP FUNCTION {s}.gman_job_status(text)")
         admin.execute(
             f"CREATE FUNCTION {s}.gman_job_status(handle text, OUT known boolean, OUT running "
             "boolean, OUT numerator bigint, OUT denominator bigint) LANGUAGE sql "
-            "AS $$ SELECT false, false, NULL::bigint, NULL::bigint $$")
+            "AS $$ SELECT false, false, NULL::bigint, NULL::bigint $$"
+        )
         admin.execute(f"REVOKE ALL ON FUNCTION {s}.gman_job_status(text) FROM PUBLIC")
         admin.execute(f'GRANT EXECUTE ON FUNCTION {s}.gman_job_status(text) TO "{role}"')
         install(pg_dsn, schema)  # again, without --role: the grant must survive
-        assert admin.execute(f"SELECT to_regclass('{s}.gman_outbox_dead') IS NOT NULL"
-                             ).fetchone()[0]
-        assert admin.execute(f"SELECT value FROM {s}.gman_settings WHERE name = 'max_workload'"
-                             ).fetchone()[0] == "67107840"
+        assert admin.execute(f"SELECT to_regclass('{s}.gman_outbox_dead') IS NOT NULL").fetchone()[
+            0
+        ]
+        assert (
+            admin.execute(
+                f"SELECT value FROM {s}.gman_settings WHERE name = 'max_workload'"
+            ).fetchone()[0]
+            == "67107840"
+        )
         assert admin.execute(
             f"SELECT has_function_privilege('{role}', '{s}.gman_job_status(text)', 'EXECUTE')"
         ).fetchone()[0]

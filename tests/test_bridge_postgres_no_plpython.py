@@ -49,32 +49,46 @@ def _check_background_only(dsn: str, schema: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'SET search_path = "{schema}"')
         with conn.transaction():
-            handle = conn.execute("SELECT gman_do_low_background('record', 'kept', 'u1')"
-                                  ).fetchone()[0]
+            handle = conn.execute(
+                "SELECT gman_do_low_background('record', 'kept', 'u1')"
+            ).fetchone()[0]
         assert handle.startswith("outbox:")
         row = conn.execute(
-            "SELECT function, unique_key, workload, priority FROM gman_outbox").fetchone()
+            "SELECT function, unique_key, workload, priority FROM gman_outbox"
+        ).fetchone()
         assert (bytes(row[0]), bytes(row[1]), bytes(row[2]), row[3]) == (
-            b"record", b"u1", b"kept", "low")
+            b"record",
+            b"u1",
+            b"kept",
+            "low",
+        )
         with pytest.raises(psycopg.errors.InvalidParameterValue, match="function name is empty"):
             conn.execute("SELECT gman_do_background('', 'x')")
-        for sql in ("SELECT gman_do('reverse', 'x')", "SELECT gman_servers_set('a:1')",
-                    "SELECT * FROM gman_job_status('H:x:1')",
-                    "SELECT gman_sum('count', 'x') FROM generate_series(1, 2)"):
-            with pytest.raises(psycopg.errors.FeatureNotSupported,
-                               match=r"needs PL/Python \(plpython3u\)"):
+        for sql in (
+            "SELECT gman_do('reverse', 'x')",
+            "SELECT gman_servers_set('a:1')",
+            "SELECT * FROM gman_job_status('H:x:1')",
+            "SELECT gman_sum('count', 'x') FROM generate_series(1, 2)",
+        ):
+            with pytest.raises(
+                psycopg.errors.FeatureNotSupported, match=r"needs PL/Python \(plpython3u\)"
+            ):
                 conn.execute(sql)
-        conn.execute(f"UPDATE \"{schema}\".gman_settings SET value = 'immediate' "
-                     "WHERE name = 'background_mode'")
+        conn.execute(
+            f"UPDATE \"{schema}\".gman_settings SET value = 'immediate' "
+            "WHERE name = 'background_mode'"
+        )
         with pytest.raises(psycopg.errors.FeatureNotSupported, match="'immediate', which needs"):
             conn.execute("SELECT gman_do_background('record', 'x')")
-        assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'plpython3u'"
-                            ).fetchone()[0] == 0
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM pg_extension WHERE extname = 'plpython3u'"
+            ).fetchone()[0]
+            == 0
+        )
 
 
-def test_an_owner_that_is_no_superuser_installs_without_plpython(
-    dsns: tuple[str, str]
-) -> None:
+def test_an_owner_that_is_no_superuser_installs_without_plpython(dsns: tuple[str, str]) -> None:
     from gearsql.bridges.postgres import install, plpython_available
 
     owner_dsn = dsns[0]
@@ -89,9 +103,22 @@ def test_a_superuser_installs_without_plpython_when_told(dsns: tuple[str, str]) 
     superuser = dsns[1]
     assert plpython_available(superuser) is True  # it could, but is told not to
     result = subprocess.run(
-        [sys.executable, "-m", "gearsql", "install", "postgres", "--dsn", superuser,
-         "--schema", "bare", "--no-plpython"],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "gearsql",
+            "install",
+            "postgres",
+            "--dsn",
+            superuser,
+            "--schema",
+            "bare",
+            "--no-plpython",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr
     assert "without PL/Python" in result.stdout

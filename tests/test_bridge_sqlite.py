@@ -32,8 +32,7 @@ def workers(gearsql_server: ServerProcess) -> Iterator[Workers]:
 
 @pytest.fixture
 def db(address: str) -> Iterator[gsqlite.Connection]:
-    conn = gsqlite.connect(":memory:", address, background_mode="immediate",
-                           isolation_level=None)
+    conn = gsqlite.connect(":memory:", address, background_mode="immediate", isolation_level=None)
     yield conn
     conn.close()
 
@@ -82,8 +81,14 @@ def test_gman_sum_runs_the_tasks_of_100_rows_concurrently(
 def test_job_status_is_json(db: gsqlite.Connection, address: str) -> None:
     handle = one(db, "SELECT gman_do_background('nobody_works_this', 'x')")
     status = json.loads(str(one(db, "SELECT gman_job_status(?)", (handle,))))
-    assert status == {"known": True, "running": False, "numerator": 0, "denominator": 0,
-                      "state": "queued", "detail": address}
+    assert status == {
+        "known": True,
+        "running": False,
+        "numerator": 0,
+        "denominator": 0,
+        "state": "queued",
+        "detail": address,
+    }
 
 
 @pytest.mark.parametrize(
@@ -91,11 +96,17 @@ def test_job_status_is_json(db: gsqlite.Connection, address: str) -> None:
     [
         ("SELECT gman_do(NULL, 'x')", "function name is NULL", "22023"),
         ("SELECT gman_do('', 'x')", "function name is empty", "22023"),
-        ("SELECT gman_do('rev' || char(0) || 'erse', 'x')", "function name contains a NUL",
-         "22023"),
+        (
+            "SELECT gman_do('rev' || char(0) || 'erse', 'x')",
+            "function name contains a NUL",
+            "22023",
+        ),
         ("SELECT gman_do('reverse', 'x', 'a' || char(0))", "unique id contains a NUL", "22023"),
-        ("SELECT gman_do('reverse', 'x', printf('%.65c', 'u'))", "unique id is longer than 64",
-         "22023"),
+        (
+            "SELECT gman_do('reverse', 'x', printf('%.65c', 'u'))",
+            "unique id is longer than 64",
+            "22023",
+        ),
         ("SELECT gman_do('reverse', NULL)", "workload is NULL", "22023"),
         ("SELECT gman_do('fail', 'x')", "failed job", "GM003"),
         ("SELECT gman_do('boom', 'x')", "raised an exception .*kaboom", "GM004"),
@@ -124,8 +135,9 @@ def test_a_plain_connection_keeps_the_message(address: str, workers: Workers) ->
 
 def test_no_job_server_and_no_worker_are_errors(workers: Workers, address: str) -> None:
     dead = gsqlite.connect(":memory:", f"127.0.0.1:{free_port()}", background_mode="immediate")
-    with pytest.raises(gsqlite.GearmanSQLError,
-                       match=r"(?s)cannot reach.*connection refused") as caught:
+    with pytest.raises(
+        gsqlite.GearmanSQLError, match=r"(?s)cannot reach.*connection refused"
+    ) as caught:
         dead.execute("SELECT gman_do_background('reverse', 'x')")
     assert caught.value.sqlstate == "GM001"
     slow = gsqlite.connect(":memory:", address, timeout=0.5)
@@ -185,14 +197,13 @@ def sqlite_utils(db: Path, sql: str, env: dict[str, str]) -> subprocess.Complete
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
 
 
-def test_sqlite_utils_cli_has_the_functions(
-    tmp_path: Path, address: str, workers: Workers
-) -> None:
+def test_sqlite_utils_cli_has_the_functions(tmp_path: Path, address: str, workers: Workers) -> None:
     pytest.importorskip("sqlite_utils")
     env = {**os.environ, "GEARSQL_SERVERS": address, "GEARSQL_BACKGROUND_MODE": "immediate"}
     db = tmp_path / "app.db"
-    done = sqlite_utils(db, "SELECT gman_do('reverse', 'hello') AS r, "
-                        "gman_do_background('record', 'cli') AS h", env)
+    done = sqlite_utils(
+        db, "SELECT gman_do('reverse', 'hello') AS r, gman_do_background('record', 'cli') AS h", env
+    )
     assert done.returncode == 0, done.stderr
     row = json.loads(done.stdout)[0]
     assert row["r"] == "olleh" and row["h"].startswith("H:")
@@ -209,9 +220,11 @@ def test_a_workload_above_max_workload_is_an_error_and_rolls_nothing_in(address:
     try:
         conn.execute("BEGIN")
         one(conn, "SELECT gman_do_background('record', ?)", ("x" * 1000,))
-        with pytest.raises(gsqlite.GearmanSQLError,
-                           match=r"gman_do_background: the workload is 2000 bytes, more than "
-                                 r"the max_workload setting \(1000 bytes\)"):
+        with pytest.raises(
+            gsqlite.GearmanSQLError,
+            match=r"gman_do_background: the workload is 2000 bytes, more than "
+            r"the max_workload setting \(1000 bytes\)",
+        ):
             one(conn, "SELECT gman_do_background('record', ?)", (b"x" * 2000,))
         conn.execute("ROLLBACK")
         assert one(conn, "SELECT count(*) FROM gman_outbox") == 0
@@ -228,9 +241,12 @@ def test_job_status_and_pipeline_of_outbox_rows(address: str, tmp_path: Path) ->
         dead = str(one(conn, "SELECT gman_do_background('bigjob', 'refused')"))
         dead_id = int(dead.split(":")[1])
         # What the relay does with a row no job server takes (tests/test_relay_dead_letters.py).
-        conn.execute("INSERT INTO gman_outbox_dead (id, created_at, function, workload, "
-                     "priority, reason) SELECT id, created_at, function, workload, priority, "
-                     "'the job server refused it' FROM gman_outbox WHERE id = ?", (dead_id,))
+        conn.execute(
+            "INSERT INTO gman_outbox_dead (id, created_at, function, workload, "
+            "priority, reason) SELECT id, created_at, function, workload, priority, "
+            "'the job server refused it' FROM gman_outbox WHERE id = ?",
+            (dead_id,),
+        )
         conn.execute("DELETE FROM gman_outbox WHERE id = ?", (dead_id,))
         status = json.loads(str(one(conn, "SELECT gman_job_status(?)", (pending,))))
         assert status["state"] == "pending" and status["known"] is True
@@ -240,7 +256,8 @@ def test_job_status_and_pipeline_of_outbox_rows(address: str, tmp_path: Path) ->
         status = json.loads(str(one(conn, "SELECT gman_job_status('outbox:12345')")))
         assert status["state"] == "submitted"
         backlog, age, dead_count, _, reasons = conn.execute(
-            "SELECT * FROM gman_pipeline").fetchone()
+            "SELECT * FROM gman_pipeline"
+        ).fetchone()
         assert (backlog, dead_count, reasons) == (1, 1, f"{dead_id}: the job server refused it")
         assert age >= 0
     finally:

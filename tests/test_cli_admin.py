@@ -142,7 +142,13 @@ def test_jobs_lists_handles_and_unique_lists_uniques(any_server: ServerProcess) 
 
     header, row = jobs.splitlines()
     assert header.split() == [
-        "HANDLE", "RETRIES", "IGNORED", "QUEUED", "ATTEMPTS", "STATE", "ERROR"
+        "HANDLE",
+        "RETRIES",
+        "IGNORED",
+        "QUEUED",
+        "ATTEMPTS",
+        "STATE",
+        "ERROR",
     ]
     # gearsql's own columns: runs so far, state, last error; `-` from C gearmand.
     extra = ["0", "queued", "-"] if any_server.kind == "gearsql" else ["-", "-", "-"]
@@ -264,9 +270,10 @@ def test_top_refreshes_until_interrupted(
     command = [sys.executable, "-m", "gearsql", "top", "-p", str(gearsql_server.port), "-n", "0.1"]
     if started_with == "SIGINT ignored":
         command = ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *command]
-    with out.open("w") as stdout, subprocess.Popen(
-        command, stdout=stdout, stderr=subprocess.PIPE, env=CLEAN_ENV
-    ) as proc:
+    with (
+        out.open("w") as stdout,
+        subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE, env=CLEAN_ENV) as proc,
+    ):
         try:
             # Frames are printed after the handler is set: only then is a SIGINT sure to reach
             # `top` rather than the interpreter's start-up. The deadline is for a hung `top`,

@@ -76,8 +76,12 @@ def test_cli_reference_matches_the_commands_help(documented: str) -> None:
 def test_the_generator_walks_every_nested_subcommand() -> None:
     paths = load_generator().command_paths()
     assert sorted(paths) == sorted(COMMAND_IDS)
-    assert {"gearsql install postgres", "gearsql install mysql",
-            "gearsql uninstall postgres", "gearsql uninstall mysql"} <= set(paths)
+    assert {
+        "gearsql install postgres",
+        "gearsql install mysql",
+        "gearsql uninstall postgres",
+        "gearsql uninstall mysql",
+    } <= set(paths)
 
 
 @pytest.mark.parametrize(("path", "command"), COMMANDS, ids=COMMAND_IDS)
@@ -190,7 +194,7 @@ def test_sourcing_the_bash_script_completes_a_subcommand(tmp_path: Path) -> None
     script = completion({"_GEARSQL_COMPLETE": "bash_source"}).stdout
     session = (
         script
-        + '\nCOMP_WORDS=(gearsql uninstall p); COMP_CWORD=2; _gearsql_completion gearsql'
+        + "\nCOMP_WORDS=(gearsql uninstall p); COMP_CWORD=2; _gearsql_completion gearsql"
         + '\nprintf "%s\\n" "${COMPREPLY[@]}"\n'
     )
     done = subprocess.run(

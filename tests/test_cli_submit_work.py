@@ -305,10 +305,13 @@ def test_submit_says_once_that_no_worker_is_registered_and_keeps_waiting(
 ) -> None:
     submit = programs.start(gearsql("submit", *at(any_server), "-f", "nobody_yet", "hi"))
     said = read_stderr_until(submit, b"\n")
-    assert said == (
-        f"gearsql: no worker is registered for 'nobody_yet' on 127.0.0.1:{any_server.port}; "
-        "still waiting (Ctrl-C stops; -t MS sets a timeout)\n"
-    ).encode()
+    assert (
+        said
+        == (
+            f"gearsql: no worker is registered for 'nobody_yet' on 127.0.0.1:{any_server.port}; "
+            "still waiting (Ctrl-C stops; -t MS sets a timeout)\n"
+        ).encode()
+    )
     # Still waiting: a worker that comes now gets the job, and the result is printed.
     programs.start(gearsql("work", *at(any_server), "-f", "nobody_yet", "-c", "1"))
     code, out, err = finish(submit)
@@ -319,8 +322,9 @@ def test_submit_says_nothing_while_a_registered_worker_is_busy(
     any_server: ServerProcess, programs: Programs
 ) -> None:
     """The job outlasts the notice's delay, but a worker has the function: nothing to say."""
-    programs.start(gearsql("work", *at(any_server), "-f", "slow", "-c", "1", "--",
-                           "sh", "-c", "sleep 4; cat"))
+    programs.start(
+        gearsql("work", *at(any_server), "-f", "slow", "-c", "1", "--", "sh", "-c", "sleep 4; cat")
+    )
     deadline = time.monotonic() + WAIT
     with AdminClient(*any_server.address) as admin:
         while not any(f.name == b"slow" and f.workers for f in admin.status()):

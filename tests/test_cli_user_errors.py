@@ -26,7 +26,11 @@ def gearsql(
     env["HOME"] = str(home)
     return subprocess.run(
         [sys.executable, "-m", "gearsql", *args],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
     )
 
 
@@ -52,10 +56,22 @@ def test_the_example_config_file_runs_as_written_from_the_repository(tmp_path: P
     env = {key: value for key, value in os.environ.items() if key != "XDG_STATE_HOME"}
     env["HOME"] = str(tmp_path)
     with subprocess.Popen(
-        [sys.executable, "-m", "gearsql", "server", "--config-file", "server/gearsql.conf",
-         "--port", str(port)],
-        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "gearsql",
+            "server",
+            "--config-file",
+            "server/gearsql.conf",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     ) as proc:
         try:
             wait_for_port(port, proc, timeout=60)  # type: ignore[arg-type]
@@ -67,14 +83,20 @@ def test_the_example_config_file_runs_as_written_from_the_repository(tmp_path: P
     assert (tmp_path / ".local" / "state" / "gearsql" / "queue.sqlite3").exists()
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    (["--store", "memroy"], ["--store: unknown store 'memroy'", "use memory"]),
-    (["--store", "redis://127.0.0.1:6379/0"], ["unknown store 'redis://", "postgresql://"]),
-    (["--store", "sqlite://queue.db"], ["the path follows three slashes", "sqlite:////"]),
-    (["--store", "sqlite:///q.db?max_size=lots"], ["max_size is a size in bytes", "100MB"]),
-    (["-l", "/nodir/x.log"], ["-l/--log-file: cannot open /nodir/x.log", "create its directory"]),
-    (["-P", "/nodir/x.pid"], ["-P/--pid-file: /nodir does not exist"]),
-])
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--store", "memroy"], ["--store: unknown store 'memroy'", "use memory"]),
+        (["--store", "redis://127.0.0.1:6379/0"], ["unknown store 'redis://", "postgresql://"]),
+        (["--store", "sqlite://queue.db"], ["the path follows three slashes", "sqlite:////"]),
+        (["--store", "sqlite:///q.db?max_size=lots"], ["max_size is a size in bytes", "100MB"]),
+        (
+            ["-l", "/nodir/x.log"],
+            ["-l/--log-file: cannot open /nodir/x.log", "create its directory"],
+        ),
+        (["-P", "/nodir/x.pid"], ["-P/--pid-file: /nodir does not exist"]),
+    ],
+)
 def test_a_bad_server_option_is_one_line(
     tmp_path: Path, args: list[str], expected: list[str]
 ) -> None:
@@ -86,8 +108,15 @@ def test_a_bad_server_option_is_one_line(
 def test_a_missing_directory_of_an_explicit_sqlite_store_is_an_error_not_created(
     tmp_path: Path,
 ) -> None:
-    result = gearsql("server", "--port", str(free_port()), "--store", "sqlite:///nodir/q.db",
-                     home=tmp_path, cwd=tmp_path)
+    result = gearsql(
+        "server",
+        "--port",
+        str(free_port()),
+        "--store",
+        "sqlite:///nodir/q.db",
+        home=tmp_path,
+        cwd=tmp_path,
+    )
     assert_one_error_line(result, f"{tmp_path}/nodir does not exist")
     assert not (tmp_path / "nodir").exists()
     assert not (tmp_path / ".local").exists()  # nor the default state directory
@@ -105,8 +134,12 @@ def test_sqlite_store_urls_are_relative_with_three_slashes_absolute_with_four(
     env["HOME"] = str(tmp_path)
     with subprocess.Popen(
         [sys.executable, "-m", "gearsql", "server", "--port", str(port), "--store", url],
-        cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     ) as proc:
         try:
             wait_for_port(port, proc, timeout=60)  # type: ignore[arg-type]
@@ -121,8 +154,13 @@ def test_sqlite_store_urls_are_relative_with_three_slashes_absolute_with_four(
 def test_server_help_lists_every_store_kind(tmp_path: Path) -> None:
     result = gearsql("server", "--help", home=tmp_path)
     text = " ".join(result.stdout.split())
-    for kind in ("sqlite:///RELATIVE/PATH", "sqlite:////ABSOLUTE/PATH", "postgresql://",
-                 "mysql://", "memory"):
+    for kind in (
+        "sqlite:///RELATIVE/PATH",
+        "sqlite:////ABSOLUTE/PATH",
+        "postgresql://",
+        "mysql://",
+        "memory",
+    ):
         assert kind in text
 
 
@@ -130,14 +168,16 @@ def test_server_help_lists_every_store_kind(tmp_path: Path) -> None:
 
 
 def test_install_postgres_with_a_mysql_url_says_which_dsn_it_needs(tmp_path: Path) -> None:
-    result = gearsql("install", "postgres", "--dsn", "mysql://root@127.0.0.1:3306/test",
-                     home=tmp_path)
+    result = gearsql(
+        "install", "postgres", "--dsn", "mysql://root@127.0.0.1:3306/test", home=tmp_path
+    )
     assert_one_error_line(result, "not a PostgreSQL DSN", "postgresql://user@host")
 
 
 def test_install_mysql_with_a_postgresql_url_says_which_dsn_it_needs(tmp_path: Path) -> None:
-    result = gearsql("install", "mysql", "--dsn", "postgresql://postgres@127.0.0.1/postgres",
-                     home=tmp_path)
+    result = gearsql(
+        "install", "mysql", "--dsn", "postgresql://postgres@127.0.0.1/postgres", home=tmp_path
+    )
     assert_one_error_line(result, "not a MySQL URL", "mysql://user:pw@host")
 
 
@@ -168,13 +208,11 @@ def test_install_postgres_by_a_role_that_is_no_superuser_goes_without_plpython(
         schema = f"nosuper_{secrets.token_hex(3)}"
         # Without CREATE on the database: one line naming the role and what is needed.
         result = gearsql("install", "postgres", "--dsn", dsn, "--schema", schema, home=tmp_path)
-        assert_one_error_line(result, f"(as {role})", "needs CREATE on the database",
-                              "superuser")
+        assert_one_error_line(result, f"(as {role})", "needs CREATE on the database", "superuser")
         admin.execute(f'GRANT CREATE ON DATABASE "{database}" TO "{role}"')
         try:
             # With it: what the server allows a role that is no superuser, no PL/Python.
-            result = gearsql("install", "postgres", "--dsn", dsn, "--schema", schema,
-                             home=tmp_path)
+            result = gearsql("install", "postgres", "--dsn", dsn, "--schema", schema, home=tmp_path)
             assert result.returncode == 0, result.stderr
             assert "without PL/Python" in result.stdout
         finally:
@@ -220,7 +258,9 @@ def test_install_mysql_without_privileges_says_which_are_needed(tmp_path: Path) 
         database = dsn.rsplit("/", 1)[1]
         result = gearsql("install", "mysql", "--dsn", user_dsn, home=tmp_path)
         assert_one_error_line(
-            result, f"Access denied for user '{name}'", "the database's owner",
+            result,
+            f"Access denied for user '{name}'",
+            "the database's owner",
             "CREATE, INSERT, CREATE ROUTINE and ALTER ROUTINE",
         )
         # The database's owner may install, but granting to others needs the GRANT OPTION.
@@ -228,8 +268,9 @@ def test_install_mysql_without_privileges_says_which_are_needed(tmp_path: Path) 
         cursor = admin.cursor()  # type: ignore[attr-defined]
         cursor.execute(f"GRANT ALL ON `{database}`.* TO '{name}'@'%'")
         try:
-            result = gearsql("install", "mysql", "--dsn", user_dsn, "--grant-to",
-                             f"'{name}'@'%'", home=tmp_path)
+            result = gearsql(
+                "install", "mysql", "--dsn", user_dsn, "--grant-to", f"'{name}'@'%'", home=tmp_path
+            )
             assert_one_error_line(result, "grant command denied", "GRANT OPTION")
             result = gearsql("install", "mysql", "--dsn", user_dsn, home=tmp_path)
             assert result.returncode == 0, result.stderr
@@ -253,8 +294,17 @@ def test_install_postgres_timeout_sets_how_long_gman_do_waits(
 
     with postgres_database() as dsn:
         servers = f"{gearsql_server.host}:{gearsql_server.port}"
-        result = gearsql("install", "postgres", "--dsn", dsn, "--servers", servers,
-                         "--timeout", "1.5", home=tmp_path)
+        result = gearsql(
+            "install",
+            "postgres",
+            "--dsn",
+            dsn,
+            "--servers",
+            servers,
+            "--timeout",
+            "1.5",
+            home=tmp_path,
+        )
         assert result.returncode == 0, result.stderr
         result = gearsql("install", "postgres", "--dsn", dsn, home=tmp_path)
         assert result.returncode == 0, result.stderr
@@ -268,9 +318,7 @@ def test_install_postgres_timeout_sets_how_long_gman_do_waits(
 
 
 @pytest.mark.parametrize("value", ["soon", "0", "-1", "86401"])
-def test_install_postgres_refuses_a_timeout_that_is_not_seconds(
-    tmp_path: Path, value: str
-) -> None:
+def test_install_postgres_refuses_a_timeout_that_is_not_seconds(tmp_path: Path, value: str) -> None:
     result = gearsql("install", "postgres", "--print-sql", "--timeout", value, home=tmp_path)
     assert result.returncode == 2
     assert "timeout must be" in result.stderr

@@ -119,19 +119,27 @@ def test_updates_arrive_through_callbacks_and_the_async_iterator(any_server: Ser
         async with serving(worker), AsyncClient(url(any_server)) as client:
             got: list[object] = []
             result = await client.submit(
-                "chatty", b"", timeout=WAIT,
+                "chatty",
+                b"",
+                timeout=WAIT,
                 on_data=lambda d: got.append(("data", d)),
                 on_warning=lambda d: got.append(("warning", d)),
                 on_status=lambda n, d: got.append(("status", n, d)),
             )
             assert result == b"end"
             assert got == [
-                ("status", 1, 3), ("data", b"part1"), ("warning", b"careful"), ("status", 3, 3),
+                ("status", 1, 3),
+                ("data", b"part1"),
+                ("warning", b"careful"),
+                ("status", 3, 3),
             ]
             task = client.submit_task("chatty")
             updates = [update async for update in task.updates(timeout=WAIT)]
             assert updates == [
-                WorkStatus(1, 3), WorkData(b"part1"), WorkWarning(b"careful"), WorkStatus(3, 3),
+                WorkStatus(1, 3),
+                WorkData(b"part1"),
+                WorkWarning(b"careful"),
+                WorkStatus(3, 3),
             ]
             assert await task.wait(WAIT) == b"end"
             assert (task.numerator, task.denominator) == (3, 3)
@@ -241,9 +249,11 @@ def test_same_unique_coalesces_into_one_job(any_server: ServerProcess) -> None:
 
         worker = AsyncWorker(url(any_server))
         worker.register("slow", slow)
-        async with serving(worker), AsyncClient(url(any_server)) as one, AsyncClient(
-            url(any_server)
-        ) as two:
+        async with (
+            serving(worker),
+            AsyncClient(url(any_server)) as one,
+            AsyncClient(url(any_server)) as two,
+        ):
             first = one.submit_task("slow", b"a", unique="same")
             second = two.submit_task("slow", b"b", unique="same")
             while first.handle is None or second.handle is None:
@@ -411,7 +421,10 @@ def test_error_packet_raises_server_error(any_server: ServerProcess) -> None:
 
 def test_server_lists_and_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert parse_servers("a,b:4731, [::1]:7003,c") == [
-        ("a", 4730), ("b", 4731), ("::1", 7003), ("c", 4730),
+        ("a", 4730),
+        ("b", 4731),
+        ("::1", 7003),
+        ("c", 4730),
     ]
     assert parse_servers([("h", 1), "h:1", "k"]) == [("h", 1), ("k", 4730)]
     monkeypatch.setenv("GEARMAN_SERVERS", "10.0.0.1:5000,10.0.0.2")

@@ -24,7 +24,10 @@ def test_each_tick_submits_one_background_job_named_after_it() -> None:
     d.core.run_timers()
     [job] = d.core.jobs.values()
     assert (job.function.name, job.unique, job.data, job.background) == (
-        b"f", b"tick@%d" % FIRST, b"some data", True,
+        b"f",
+        b"tick@%d" % FIRST,
+        b"some data",
+        True,
     )
     assert d.core.schedules[b"tick"].due == FIRST + MINUTE
 

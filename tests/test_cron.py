@@ -24,9 +24,7 @@ def test_steps_ranges_and_lists() -> None:
     # 2026-01-03 is a Saturday: the next match is Monday the 5th at 02:00.
     assert next_tick(spec, utc(2026, 1, 2, 14, 50)) == utc(2026, 1, 5, 2, 0)
     assert next_tick(spec, utc(2026, 1, 5, 2, 0)) == utc(2026, 1, 5, 2, 15)
-    assert next_tick(parse_cron("5-20/5 * * * *"), utc(2026, 1, 1, 0, 20)) == utc(
-        2026, 1, 1, 1, 5
-    )
+    assert next_tick(parse_cron("5-20/5 * * * *"), utc(2026, 1, 1, 0, 20)) == utc(2026, 1, 1, 1, 5)
 
 
 def test_day_of_month_or_weekday_when_both_are_restricted_and_sunday_is_0_or_7() -> None:
@@ -42,8 +40,18 @@ def test_a_leap_day_and_an_impossible_date() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["* * * *", "60 * * * *", "* 24 * * *", "* * 0 * *", "* * * 13 *", "*/0 * * * *",
-             "a * * * *", "5-1 * * * *", "* * * * 8"],
+    "text",
+    [
+        "* * * *",
+        "60 * * * *",
+        "* 24 * * *",
+        "* * 0 * *",
+        "* * * 13 *",
+        "*/0 * * * *",
+        "a * * * *",
+        "5-1 * * * *",
+        "* * * * 8",
+    ],
 )
 def test_bad_expressions_are_refused(text: str) -> None:
     with pytest.raises(CronError):

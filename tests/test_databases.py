@@ -50,15 +50,33 @@ def test_a_run_against_an_unreachable_dsn_ends_with_one_message(tmp_path: Path) 
         "def test_first(pg_dsn):\n    assert pg_dsn\n\n\n"
         "def test_second(pg_dsn):\n    assert pg_dsn\n"
     )
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("GEARSQL_TEST_REQUIRE_DB", "PYTEST_ADDOPTS")}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("GEARSQL_TEST_REQUIRE_DB", "PYTEST_ADDOPTS")
+    }
     env["GEARSQL_TEST_PG_DSN"] = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider",
-         "-c", str(TESTS.parent / "pyproject.toml"), "--rootdir", str(tmp_path),
-         str(tmp_path / "test_needs_pg.py")],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "conftest",
+            "-p",
+            "no:cacheprovider",
+            "-c",
+            str(TESTS.parent / "pyproject.toml"),
+            "--rootdir",
+            str(tmp_path),
+            str(tmp_path / "test_needs_pg.py"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
         stdin=subprocess.DEVNULL,
     )
     output = done.stdout + done.stderr

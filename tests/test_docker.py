@@ -35,8 +35,9 @@ def compose() -> dict[str, Any]:
 def service_commands(name: str, service: dict[str, Any]) -> list[list[str]]:
     """The argument vectors a service runs: its entrypoint + command, the lines of a shell
     script given to ``sh -c``, and its health check."""
-    target = service.get("build", {}).get("target") if isinstance(service.get("build"), dict) \
-        else None
+    target = (
+        service.get("build", {}).get("target") if isinstance(service.get("build"), dict) else None
+    )
     entrypoint = service.get("entrypoint")
     if entrypoint is None:
         entrypoint = ["gearsql"] if target == "gearsql" else []
@@ -44,8 +45,12 @@ def service_commands(name: str, service: dict[str, Any]) -> list[list[str]]:
     if isinstance(command, str):
         command = shlex.split(command)
     commands: list[list[str]] = []
-    if entrypoint and entrypoint[0] == "sh" and entrypoint[-1].startswith("-") \
-            and "c" in entrypoint[-1]:
+    if (
+        entrypoint
+        and entrypoint[0] == "sh"
+        and entrypoint[-1].startswith("-")
+        and "c" in entrypoint[-1]
+    ):
         for script in command:
             for line in script.replace("\\\n", " ").splitlines():
                 if line.strip():
@@ -59,8 +64,9 @@ def service_commands(name: str, service: dict[str, Any]) -> list[list[str]]:
 
 
 def all_commands() -> dict[str, list[list[str]]]:
-    return {name: service_commands(name, service)
-            for name, service in compose()["services"].items()}
+    return {
+        name: service_commands(name, service) for name, service in compose()["services"].items()
+    }
 
 
 def parse_gearsql(args: list[str]) -> str:
@@ -135,33 +141,52 @@ def test_every_example_command_in_compose_parses_and_names_existing_files() -> N
                     assert (ROOT / word).is_file(), f"service {service}: {word} does not exist"
                     checked.add(word)
     assert checked == {
-        "examples/tweet_worker.py", "examples/mail_worker.py", "examples/http_sink.py",
-        "aiosmtpd", *(f"sql/examples/{db}/{name}.sql" for db in ("postgres", "mysql")
-                      for name in ("tweets", "mail")),
+        "examples/tweet_worker.py",
+        "examples/mail_worker.py",
+        "examples/http_sink.py",
+        "aiosmtpd",
+        *(
+            f"sql/examples/{db}/{name}.sql"
+            for db in ("postgres", "mysql")
+            for name in ("tweets", "mail")
+        ),
     }
 
 
 def test_compose_services_wire_the_pipeline_together() -> None:
     services = compose()["services"]
-    assert {"gearsql", "postgres", "mariadb", "setup", "relay-postgres", "relay-mariadb",
-            "tweet-worker", "mail-worker", "tweet-sink", "smtp-sink"} <= set(services)
+    assert {
+        "gearsql",
+        "postgres",
+        "mariadb",
+        "setup",
+        "relay-postgres",
+        "relay-mariadb",
+        "tweet-worker",
+        "mail-worker",
+        "tweet-sink",
+        "smtp-sink",
+    } <= set(services)
     # MariaDB with the binlog in ROW format, which the relay follows.
     assert {"--log-bin", "--binlog-format=ROW", "--server-id=1"} <= set(
-        services["mariadb"]["command"])
+        services["mariadb"]["command"]
+    )
     # The job server keeps its SQLite queue on a named volume.
     assert any(volume.endswith(":/var/lib/gearsql") for volume in services["gearsql"]["volumes"])
     # Relays start only once the bridges are installed.
     for relay in ("relay-postgres", "relay-mariadb"):
         assert services[relay]["depends_on"]["setup"] == {
-            "condition": "service_completed_successfully"}
+            "condition": "service_completed_successfully"
+        }
     for name, service in services.items():
         build = service.get("build")
         if isinstance(build, dict):
             dockerfile = (DOCKER / build["context"] / build["dockerfile"]).resolve()
             assert dockerfile.is_file(), f"service {name}: no {dockerfile}"
             if "target" in build:
-                assert re.search(rf"^FROM \S+ AS {build['target']}$", dockerfile.read_text(),
-                                 re.MULTILINE), f"service {name}: no stage {build['target']}"
+                assert re.search(
+                    rf"^FROM \S+ AS {build['target']}$", dockerfile.read_text(), re.MULTILINE
+                ), f"service {name}: no stage {build['target']}"
 
 
 def dockerfile_json(instruction: str, stage: str) -> list[str]:
@@ -197,16 +222,22 @@ def test_a_bad_invocation_is_caught() -> None:
         parse_gearsql(["server", "--port", "notaport"])
     with pytest.raises(click.UsageError):
         parse_gearsql(["install"])
-    assert parse_gearsql(["install", "postgres", "--dsn", "postgresql://x@y/z"]) == \
-        "install postgres"
+    assert (
+        parse_gearsql(["install", "postgres", "--dsn", "postgresql://x@y/z"]) == "install postgres"
+    )
 
 
 def compose_commands() -> list[list[str]]:
     """The compose implementations installed: the v2 plugin and Compose v1 (docker-compose)."""
     found = []
     docker = shutil.which("docker")
-    if docker is not None and subprocess.run([docker, "compose", "version"], capture_output=True,
-                                             timeout=30, check=False).returncode == 0:
+    if (
+        docker is not None
+        and subprocess.run(
+            [docker, "compose", "version"], capture_output=True, timeout=30, check=False
+        ).returncode
+        == 0
+    ):
         found.append([docker, "compose"])
     if shutil.which("docker-compose") is not None:
         found.append(["docker-compose"])
@@ -222,8 +253,13 @@ def test_docker_compose_accepts_the_file(files: list[str]) -> None:
         pytest.skip("no docker compose plugin and no docker-compose")
     for command in commands:
         args = [arg for name in files for arg in ("-f", str(DOCKER / name))]
-        done = subprocess.run([*command, *args, "config", "--quiet"], capture_output=True,
-                              text=True, timeout=60, check=False)
+        done = subprocess.run(
+            [*command, *args, "config", "--quiet"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert done.returncode == 0, f"{' '.join(command)}: {done.stderr}"
 
 
@@ -246,17 +282,22 @@ def base_images() -> set[str]:
     for path in DOCKER.glob("*Dockerfile"):
         text = path.read_text()
         stages = set(re.findall(r"^FROM \S+ AS (\S+)", text, re.MULTILINE))
-        images |= {image for image in re.findall(r"^FROM (\S+)", text, re.MULTILINE)
-                   if image not in stages}
-    images |= {service["image"] for service in compose()["services"].values()
-               if "build" not in service}
+        images |= {
+            image for image in re.findall(r"^FROM (\S+)", text, re.MULTILINE) if image not in stages
+        }
+    images |= {
+        service["image"] for service in compose()["services"].values() if "build" not in service
+    }
     return images
 
 
 def test_test_sh_knows_every_base_image_and_every_built_image() -> None:
     script = (DOCKER / "test.sh").read_text()
-    assert set(shell_array(script, "BASE_IMAGES")) == base_images() == {
-        "python:3.11-slim", "postgres:15", "mariadb:11"}
+    assert (
+        set(shell_array(script, "BASE_IMAGES"))
+        == base_images()
+        == {"python:3.11-slim", "postgres:15", "mariadb:11"}
+    )
     built = {service["image"] for service in compose()["services"].values() if "build" in service}
     assert set(shell_array(script, "BUILT_IMAGES")) == built
     # ... and docker/standins/build.sh can make a stand-in for each base image.
@@ -276,15 +317,17 @@ def test_the_test_build_override_only_changes_how_images_are_built() -> None:
         assert set(service["build"]) <= {"network", "args"}, name
         assert service["build"]["network"] == "host"
         for arg in service["build"].get("args", {}):
-            assert re.search(rf"^ARG {arg}$", (DOCKER / "Dockerfile").read_text(), re.MULTILINE), \
+            assert re.search(rf"^ARG {arg}$", (DOCKER / "Dockerfile").read_text(), re.MULTILINE), (
                 f"the Dockerfile does not declare ARG {arg}"
+            )
 
 
 def test_ports_are_published_on_loopback_and_can_be_moved() -> None:
     for name, service in compose()["services"].items():
         for port in service.get("ports", []):
-            assert re.fullmatch(r"127\.0\.0\.1:\$\{GEARSQL_(?:[A-Z]+_)?PORT:-\d+\}:\d+", port), \
+            assert re.fullmatch(r"127\.0\.0\.1:\$\{GEARSQL_(?:[A-Z]+_)?PORT:-\d+\}:\d+", port), (
                 f"service {name}: {port}"
+            )
 
 
 def test_the_project_name_is_set_where_compose_v1_and_v2_read_it() -> None:
@@ -292,10 +335,16 @@ def test_the_project_name_is_set_where_compose_v1_and_v2_read_it() -> None:
     assert "COMPOSE_PROJECT_NAME=gearsql" in (DOCKER / ".env").read_text().splitlines()
 
 
-@pytest.mark.parametrize("script", [
-    "test.sh", "standins/build.sh", "standins/postgres-entrypoint.sh",
-    "standins/mariadb-entrypoint.sh", "standins/mariadb-healthcheck.sh",
-])
+@pytest.mark.parametrize(
+    "script",
+    [
+        "test.sh",
+        "standins/build.sh",
+        "standins/postgres-entrypoint.sh",
+        "standins/mariadb-entrypoint.sh",
+        "standins/mariadb-healthcheck.sh",
+    ],
+)
 def test_the_shell_scripts_parse(script: str) -> None:
     path = DOCKER / script
     shell = "bash" if path.read_text().startswith("#!/usr/bin/env bash") else "sh"

@@ -171,15 +171,17 @@ def test_every_cited_section_and_case_exists() -> None:
             for number in numbers(match.group(2)):
                 cited += 1
                 if number not in sections[match.group(1)]:
-                    broken.append(f"{path}:{line_of(text, match.start())}: "
-                                  f"{match.group(1)}.md §{number}")
+                    broken.append(
+                        f"{path}:{line_of(text, match.start())}: {match.group(1)}.md §{number}"
+                    )
         own = OWN_CASE_CITATION if path == "docs/reliability.md" else CASE_CITATION
         for match in own.finditer(text):
             for number in numbers(match.group(1)):
                 cited += 1
                 if number not in cases:
-                    broken.append(f"{path}:{line_of(text, match.start())}: "
-                                  f"reliability.md case {number}")
+                    broken.append(
+                        f"{path}:{line_of(text, match.start())}: reliability.md case {number}"
+                    )
     assert cited > 10
     assert not broken, "citations of sections or cases that do not exist:\n" + "\n".join(broken)
 
@@ -235,7 +237,7 @@ def code_blocks(text: str, language: str) -> list[str]:
 
 def test_the_readme_creates_the_postgres_role_before_granting_to_it() -> None:
     (block,) = code_blocks(readme_section("PostgreSQL"), "sh")
-    create = block.find('CREATE ROLE app')
+    create = block.find("CREATE ROLE app")
     install = block.find("gearsql install postgres")
     assert 0 <= create < install, "the role `--role app` names must be created first"
     assert "--role app" in block
@@ -280,8 +282,9 @@ def test_the_readme_says_sqlite_background_jobs_wait_for_a_relay(tmp_path: Path)
 def test_the_readme_mariadb_trigger_example_runs_as_written() -> None:
     from databases import mysql_database
 
-    (block,) = [b for b in code_blocks(readme_section("MySQL and MariaDB"), "sql")
-                if "blog_entries" in b]
+    (block,) = [
+        b for b in code_blocks(readme_section("MySQL and MariaDB"), "sql") if "blog_entries" in b
+    ]
     assert block.index("CREATE TABLE blog_entries") < block.index("CREATE TRIGGER tweet_blog")
     statements = [
         statement
@@ -298,7 +301,10 @@ def test_the_readme_mariadb_trigger_example_runs_as_written() -> None:
 
         installed = subprocess.run(
             [sys.executable, "-m", "gearsql", "install", "mysql", "--dsn", dsn],
-            capture_output=True, text=True, timeout=120, check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         assert installed.returncode == 0, installed.stderr
         conn = mysql.connector.connect(**connect_config(dsn))
@@ -309,8 +315,10 @@ def test_the_readme_mariadb_trigger_example_runs_as_written() -> None:
                 if cursor.with_rows:
                     cursor.fetchall()
             cursor.execute("SELECT function, workload FROM gman_outbox")
-            rows = [tuple(bytes(v).decode() if isinstance(v, (bytes, bytearray)) else v
-                          for v in row) for row in cursor.fetchall()]
+            rows = [
+                tuple(bytes(v).decode() if isinstance(v, (bytes, bytearray)) else v for v in row)
+                for row in cursor.fetchall()
+            ]
             cursor.close()
         finally:
             conn.close()

@@ -40,9 +40,7 @@ Row = tuple[bytes, bytes, int, bytes, int]
 
 def sqlite_server(tmp_path: Path, db: Path, *args: str, log: str = "gearsql.log") -> ServerProcess:
     """A started `gearsql server --store sqlite:///<db>`."""
-    return ServerProcess(
-        "gearsql", tmp_path / log, ["--store", f"sqlite:///{db}", *args]
-    ).start()
+    return ServerProcess("gearsql", tmp_path / log, ["--store", f"sqlite:///{db}", *args]).start()
 
 
 def table(db: Path) -> list[Row]:
@@ -74,7 +72,10 @@ def wait_until(condition: Callable[[], bool], timeout: float = 5.0, what: str = 
 def run_cli(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gearsql", *args],
-        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -88,8 +89,9 @@ def grab(worker: Peer) -> Packet:
             return packet
 
 
-def submit(peer: Peer, kind: P, function: bytes, unique: bytes, data: bytes,
-           when: int | None = None) -> bytes:
+def submit(
+    peer: Peer, kind: P, function: bytes, unique: bytes, data: bytes, when: int | None = None
+) -> bytes:
     """Submit one job and return the handle of its JOB_CREATED."""
     if kind == P.SUBMIT_JOB_EPOCH:
         peer.send(kind, function, unique, str(when).encode(), data)
@@ -184,9 +186,13 @@ def test_rows_leave_on_completion_failure_exception_cancel_and_retry_drop(tmp_pa
         with Peer(server.address) as client:
             handles = {}
             for function, unique in [
-                (b"complete", b"u-complete"), (b"complete", b""), (b"fail", b"u-fail"),
-                (b"exception", b"u-exception"), (b"cancel", b"u-cancel"),
-                (b"retry", b"u-retry"), (b"other", b"u-other"),
+                (b"complete", b"u-complete"),
+                (b"complete", b""),
+                (b"fail", b"u-fail"),
+                (b"exception", b"u-exception"),
+                (b"cancel", b"u-cancel"),
+                (b"retry", b"u-retry"),
+                (b"other", b"u-other"),
             ]:
                 handles[function, unique] = submit(
                     client, P.SUBMIT_JOB_BG, function, unique, function + b" data"
@@ -212,9 +218,12 @@ def test_rows_leave_on_completion_failure_exception_cancel_and_retry_drop(tmp_pa
                 wait_until(lambda: not stored(b"exception"), what="exception row to leave")
 
             # Admin `cancel job` removes the durable row (gearmand fixed this in 1.1.12).
-            assert client.admin(
-                "cancel job " + handles[b"cancel", b"u-cancel"].decode(), list_reply=False
-            ) == b"OK\r\n"
+            assert (
+                client.admin(
+                    "cancel job " + handles[b"cancel", b"u-cancel"].decode(), list_reply=False
+                )
+                == b"OK\r\n"
+            )
             wait_until(lambda: not stored(b"cancel"), what="cancelled row to leave")
 
             # A worker that disconnects mid-job: the job is requeued and its row stays.
@@ -277,7 +286,8 @@ def replay_jobs(when: int) -> list[tuple[P, bytes, bytes, bytes, int]]:
 
 
 @pytest.mark.parametrize(
-    ("sig", "exit_code"), [(signal.SIGTERM, 0), (signal.SIGKILL, -signal.SIGKILL)],
+    ("sig", "exit_code"),
+    [(signal.SIGTERM, 0), (signal.SIGKILL, -signal.SIGKILL)],
     ids=["sigterm", "sigkill"],
 )
 def test_replay_keeps_priority_unique_epoch_and_exact_bytes(
@@ -310,8 +320,9 @@ def test_replay_keeps_priority_unique_epoch_and_exact_bytes(
 
             # Resubmitting a replayed unique coalesces onto the replayed job: no QUEUE_ERROR,
             # no JOB_EXISTS, no second row (gearmand #80, #157, #216).
-            resubmitted = submit(client, P.SUBMIT_JOB_LOW_BG, FUNCTIONS[1], b"resubmit-me",
-                                 b"resubmitted")
+            resubmitted = submit(
+                client, P.SUBMIT_JOB_LOW_BG, FUNCTIONS[1], b"resubmit-me", b"resubmitted"
+            )
             assert resubmitted in handles
             assert [row[0] for row in table(db)].count(b"resubmit-me") == 1
             assert client.admin("show jobs").count(b"\n") == len(jobs) + 1
@@ -417,8 +428,9 @@ def connect(address: tuple[str, int], stop: threading.Event) -> Peer | None:
     return None
 
 
-def crash_client(address: tuple[str, int], number: int, window: int, record: CrashRecord,
-                 stop: threading.Event) -> None:
+def crash_client(
+    address: tuple[str, int], number: int, window: int, record: CrashRecord, stop: threading.Event
+) -> None:
     """Pipeline up to ``window`` background submissions; note each one that got JOB_CREATED."""
     sequence = 0
     while not stop.is_set():
@@ -455,8 +467,9 @@ def crash_client(address: tuple[str, int], number: int, window: int, record: Cra
             peer.close()
 
 
-def crash_worker(address: tuple[str, int], number: int, record: CrashRecord,
-                 stop: threading.Event) -> None:
+def crash_worker(
+    address: tuple[str, int], number: int, record: CrashRecord, stop: threading.Event
+) -> None:
     """Run every job handed out and complete it at once, noting each run and confirming
     every CONFIRM_EVERY of them (see CrashRecord)."""
     sequence = 0
@@ -786,9 +799,7 @@ def test_default_store_keeps_jobs_across_a_restart(tmp_path: Path, state_home: P
         assert server.stop() == 0
 
 
-def test_help_shows_the_default_store_path(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_help_shows_the_default_store_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("XDG_STATE_HOME", raising=False)
     result = run_cli("server", "--help")

@@ -48,9 +48,7 @@ GENEROUS = 5.0
 
 
 @pytest.mark.parametrize("store", ["memory", "sqlite"])
-def test_an_epoch_job_starts_at_its_time_on_a_sleeping_worker(
-    store: str, tmp_path: Path
-) -> None:
+def test_an_epoch_job_starts_at_its_time_on_a_sleeping_worker(store: str, tmp_path: Path) -> None:
     url = "memory" if store == "memory" else f"sqlite:///{tmp_path}/queue.sqlite3"
     server = ServerProcess(
         "gearsql", tmp_path / "gearsql.log", ["--store", url, "--verbose", "DEBUG"]

@@ -100,7 +100,13 @@ def test_scatter_gather_makes_thumbnails_on_worker_processes(
     worker = recipe("scatter_gather", gearsql_server, "worker", "--size", "64")
     with background(worker), background(worker):
         done = run_recipe(
-            "scatter_gather", gearsql_server, "run", "--workers", "0", "--out", str(out),
+            "scatter_gather",
+            gearsql_server,
+            "run",
+            "--workers",
+            "0",
+            "--out",
+            str(out),
             *(str(tmp_path / name) for name in sizes),
         )
     assert done.returncode == 0, explain(done)
@@ -117,8 +123,13 @@ def test_scatter_gather_reports_a_bad_image_and_keeps_the_others(
     (tmp_path / "bad.png").write_bytes(b"not an image")
 
     done = run_recipe(  # two worker threads inside the recipe's own process
-        "scatter_gather", gearsql_server, "run", "--out", str(tmp_path),
-        str(tmp_path / "bad.png"), str(tmp_path / "good.png"),
+        "scatter_gather",
+        gearsql_server,
+        "run",
+        "--out",
+        str(tmp_path),
+        str(tmp_path / "bad.png"),
+        str(tmp_path / "good.png"),
     )
     assert done.returncode == 1, explain(done)
     assert "bad.png: failed: " in done.stderr and "UnidentifiedImageError" in done.stderr
@@ -143,7 +154,7 @@ def test_map_reduce_aggregates_like_a_direct_count(
         statuses[status] += 1
         sent[path] += 0 if size == "-" else int(size)
         lines.append(
-            f'10.0.{n % 4}.{n % 250} - frank [10/Oct/2000:13:55:{n % 60:02d} -0700] '
+            f"10.0.{n % 4}.{n % 250} - frank [10/Oct/2000:13:55:{n % 60:02d} -0700] "
             f'"GET {path} HTTP/1.1" {status} {size} "http://ref.example/" "curl/8.0"'
         )
         if n % 500 == 0:
@@ -158,8 +169,15 @@ def test_map_reduce_aggregates_like_a_direct_count(
         background(recipe("map_reduce", gearsql_server, "worker", "sum_counts")),
     ):
         done = run_recipe(
-            "map_reduce", gearsql_server, "run", "--workers", "0", "--chunk-lines", "97",
-            "--json", str(log),
+            "map_reduce",
+            gearsql_server,
+            "run",
+            "--workers",
+            "0",
+            "--chunk-lines",
+            "97",
+            "--json",
+            str(log),
         )
     assert done.returncode == 0, explain(done)
     report = json.loads(done.stdout)
@@ -220,20 +238,40 @@ def test_delayed_email_is_sent_by_the_worker_now_and_later(
     smtp, mailbox = smtp_server
     with background(recipe("delayed_email", gearsql_server, "worker", "--smtp", smtp)):
         done = run_recipe(
-            "delayed_email", gearsql_server, "send", "--to", "bob@example.com",
-            "--from", "alice@example.com", "--subject", "Lunch?", "--body", "At noon.",
+            "delayed_email",
+            gearsql_server,
+            "send",
+            "--to",
+            "bob@example.com",
+            "--from",
+            "alice@example.com",
+            "--subject",
+            "Lunch?",
+            "--body",
+            "At noon.",
         )
         assert done.returncode == 0, explain(done)
         _, message = mailbox.receive()
         assert (message["From"], message["To"], message["Subject"]) == (
-            "alice@example.com", "bob@example.com", "Lunch?",
+            "alice@example.com",
+            "bob@example.com",
+            "Lunch?",
         )
         assert message["Message-ID"].endswith("@gearsql.example>")
         assert message.get_content().strip() == "At noon."
 
         done = run_recipe(
-            "delayed_email", gearsql_server, "send", "--to", "carol@example.com",
-            "--subject", "Later", "--body", "Sent with a delay.", "--delay", "1.5",
+            "delayed_email",
+            gearsql_server,
+            "send",
+            "--to",
+            "carol@example.com",
+            "--subject",
+            "Later",
+            "--body",
+            "Sent with a delay.",
+            "--delay",
+            "1.5",
         )
         assert done.returncode == 0, explain(done)
         due = int(done.stdout.rsplit("(epoch ", 1)[1].rstrip(")\n"))
@@ -297,7 +335,16 @@ def test_search_engine_indexes_each_url_once_and_finds_pages(
     cats, dogs, birds = (f"{base}/{name}" for name in PAGES)
 
     done = run_recipe(
-        "search_engine", gearsql_server, "--db", db, "crawl", cats, dogs, cats, birds, cats,
+        "search_engine",
+        gearsql_server,
+        "--db",
+        db,
+        "crawl",
+        cats,
+        dogs,
+        cats,
+        birds,
+        cats,
     )
     assert done.returncode == 0, explain(done)
     # Every submitter of a URL gets an answer: those in flight together share one job.

@@ -66,7 +66,10 @@ def test_fuzzed_server_stays_up_and_keeps_answering_a_well_behaved_client(
 def test_the_fuzz_script_prints_its_report() -> None:
     result = subprocess.run(
         [sys.executable, str(FUZZ), "--cases", "100", "--seed", str(SEED)],
-        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()

@@ -141,16 +141,26 @@ def test_partial_packets_share_a_global_budget_and_the_server_keeps_serving(
     tmp_path: Path,
 ) -> None:
     # Ten connections each send 6 MiB of a declared 8 MiB packet: 60 MiB without a budget.
-    with running(
-        tmp_path, "--max-packet-size", str(8 * MiB), "--max-buffer", str(16 * MiB),
-        "--packet-timeout", "0",
-    ) as server, contextlib.ExitStack() as stack:
+    with (
+        running(
+            tmp_path,
+            "--max-packet-size",
+            str(8 * MiB),
+            "--max-buffer",
+            str(16 * MiB),
+            "--packet-timeout",
+            "0",
+        ) as server,
+        contextlib.ExitStack() as stack,
+    ):
         before = settled_rss_kib(server)
         send_partial_packets(server.address, 10, 8 * MiB, 6 * MiB, stack)
         during = settled_rss_kib(server)
         growth = during - before
-        print(f"\nRSS before {before} KiB, with 10 x 6 MiB partial packets {during} KiB "
-              f"(+{growth} KiB; budget 16 MiB)")
+        print(
+            f"\nRSS before {before} KiB, with 10 x 6 MiB partial packets {during} KiB "
+            f"(+{growth} KiB; budget 16 MiB)"
+        )
         wait_for_log(server, r"over --max-buffer \(16777216\)")
         # A well-behaved client is still served: its packets complete in one read.
         assert_serving(server)
@@ -159,11 +169,19 @@ def test_partial_packets_share_a_global_budget_and_the_server_keeps_serving(
 
 
 def test_a_paused_connection_is_read_again_once_the_budget_frees(tmp_path: Path) -> None:
-    with running(
-        tmp_path, "--max-packet-size", str(4 * MiB), "--max-buffer", str(5 * MiB),
-        "--packet-timeout", "0",
-    ) as server, contextlib.ExitStack() as stack:
-        hog, = send_partial_packets(server.address, 1, 4 * MiB, 3 * MiB, stack)
+    with (
+        running(
+            tmp_path,
+            "--max-packet-size",
+            str(4 * MiB),
+            "--max-buffer",
+            str(5 * MiB),
+            "--packet-timeout",
+            "0",
+        ) as server,
+        contextlib.ExitStack() as stack,
+    ):
+        (hog,) = send_partial_packets(server.address, 1, 4 * MiB, 3 * MiB, stack)
         with Peer(server.address, TIMEOUT) as late:
             body = b"late\0\0" + b"y" * (3 * MiB)
             late.sock.setblocking(False)
@@ -185,10 +203,19 @@ def test_a_paused_connection_is_read_again_once_the_budget_frees(tmp_path: Path)
 def test_two_packets_larger_together_than_the_budget_both_get_through(tmp_path: Path) -> None:
     # Each alone fits the budget, both together do not: the one that started first is always
     # read, completes, and gives its share back to the other. No deadline to unstick them.
-    with running(
-        tmp_path, "--max-packet-size", str(3 * MiB), "--max-buffer", str(4 * MiB),
-        "--packet-timeout", "0",
-    ) as server, Peer(server.address, 30) as first, Peer(server.address, 30) as second:
+    with (
+        running(
+            tmp_path,
+            "--max-packet-size",
+            str(3 * MiB),
+            "--max-buffer",
+            str(4 * MiB),
+            "--packet-timeout",
+            "0",
+        ) as server,
+        Peer(server.address, 30) as first,
+        Peer(server.address, 30) as second,
+    ):
         streams = {
             peer: pack_request(P.SUBMIT_JOB_BG, name, b"", b"v" * (3 * MiB - 64))
             for peer, name in ((first, b"first"), (second, b"second"))
@@ -235,8 +262,11 @@ def test_a_packet_sent_a_byte_at_a_time_is_dropped_at_the_packet_deadline(tmp_pa
                     break
                 assert byte < 200, "still open after 200 bytes (40 s)"
             assert closed
-        wait_for_log(server, r"Closing connection \d+ from 127\.0\.0\.1: a packet was not "
-                             r"complete within --packet-timeout \(1 s\)")
+        wait_for_log(
+            server,
+            r"Closing connection \d+ from 127\.0\.0\.1: a packet was not "
+            r"complete within --packet-timeout \(1 s\)",
+        )
         with socket.create_connection(server.address, timeout=TIMEOUT) as admin_line:
             admin_line.sendall(b"stat")  # ... and never the newline
             assert closed_by_server(admin_line, 30)
@@ -297,17 +327,17 @@ def test_function_names_are_forgotten_when_unused_and_capped(tmp_path: Path) -> 
                 assert time.monotonic() < deadline, "functions still listed after the worker left"
                 time.sleep(0.05)
             after = settled_rss_kib(server)
-            print(f"\nround {round_}: {count} functions: RSS {before} -> {registered} KiB "
-                  f"registered -> {after} KiB after the worker left")
+            print(
+                f"\nround {round_}: {count} functions: RSS {before} -> {registered} KiB "
+                f"registered -> {after} KiB after the worker left"
+            )
         # One more than the cap is refused with an ERROR and a log line.
         with Peer(server.address, 30) as worker, Peer(server.address, 30) as client:
             worker.send_raw(
                 b"".join(pack_request(P.CAN_DO, b"fn-%d" % n) for n in range(count + 1))
             )
             refusal = worker.expect(P.ERROR, 30)
-            assert refusal.args == (
-                b"TOO_MANY_FUNCTIONS", b"Too many functions (limit %d)" % count
-            )
+            assert refusal.args == (b"TOO_MANY_FUNCTIONS", b"Too many functions (limit %d)" % count)
             client.send(P.SUBMIT_JOB_BG, b"another", b"", b"x")
             assert client.expect(P.ERROR, 30).args == refusal.args
             client.send(P.SUBMIT_JOB_BG, b"fn-1", b"", b"x")  # a known function still works
@@ -338,8 +368,10 @@ def test_abandoned_foreground_jobs_are_freed_when_their_clients_leave(tmp_path: 
             assert time.monotonic() < deadline, "abandoned jobs still listed"
             time.sleep(0.05)
         after = settled_rss_kib(server)
-        print(f"\n20000 abandoned foreground jobs of 1000 bytes: RSS {before} KiB before, "
-              f"{peak} KiB at the end, {after} KiB once freed")
+        print(
+            f"\n20000 abandoned foreground jobs of 1000 bytes: RSS {before} KiB before, "
+            f"{peak} KiB at the end, {after} KiB once freed"
+        )
         assert_serving(server)
 
 
@@ -391,8 +423,10 @@ def test_a_client_that_never_reads_its_echoes_cannot_grow_the_server(tmp_path: P
                 stalled += 1
                 time.sleep(0.02)
         during = settled_rss_kib(server)
-        print(f"\nnever-reading client sent {sent // MiB} MiB of ECHO_REQ: RSS {before} -> "
-              f"{during} KiB")
+        print(
+            f"\nnever-reading client sent {sent // MiB} MiB of ECHO_REQ: RSS {before} -> "
+            f"{during} KiB"
+        )
         assert sent < 512 * MiB, "the server read everything: nothing pushed back"
         assert during - before < 64 * 1024
         assert_serving(server)
@@ -401,9 +435,11 @@ def test_a_client_that_never_reads_its_echoes_cannot_grow_the_server(tmp_path: P
 def test_a_client_that_never_reads_forwarded_work_data_is_closed_at_max_output(
     tmp_path: Path,
 ) -> None:
-    with running(
-        tmp_path, "--max-packet-size", str(MiB), "--max-output", str(4 * MiB)
-    ) as server, Peer(server.address) as worker, Peer(server.address) as client:
+    with (
+        running(tmp_path, "--max-packet-size", str(MiB), "--max-output", str(4 * MiB)) as server,
+        Peer(server.address) as worker,
+        Peer(server.address) as client,
+    ):
         client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         client.send(P.SUBMIT_JOB, b"chatty", b"", b"")
         handle = client.expect(P.JOB_CREATED).args[0]

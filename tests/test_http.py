@@ -141,9 +141,21 @@ def _workers(server: ServerProcess, *commands: tuple[str, str]) -> list[subproce
     gearman = need_tool("gearman")
     return [
         subprocess.Popen(
-            [gearman, "-h", server.host, "-p", str(server.port), "-w", "-f", function,
-             "--", command],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                gearman,
+                "-h",
+                server.host,
+                "-p",
+                str(server.port),
+                "-w",
+                "-f",
+                function,
+                "--",
+                command,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         for function, command in commands
     ]
@@ -189,9 +201,14 @@ def test_answers_match_c_gearmand_where_it_defines_them(http_server: HttpServer)
 def test_background_priority_and_unique_reach_the_worker(gearsql_http: HttpServer) -> None:
     for priority, data in (("low", b"l"), ("normal", b"n"), ("high", b"h")):
         status, headers, _ = gearsql_http.request(
-            "POST", "/job", data,
-            {"X-Gearman-Background": "true", "X-Gearman-Priority": priority,
-             "X-Gearman-Unique": f"u-{priority}"},
+            "POST",
+            "/job",
+            data,
+            {
+                "X-Gearman-Background": "true",
+                "X-Gearman-Priority": priority,
+                "X-Gearman-Unique": f"u-{priority}",
+            },
         )
         assert (status, headers["X-Gearman-Command"]) == (200, "JOB_CREATED")
     with Peer(gearsql_http.server.address) as worker:
@@ -258,9 +275,9 @@ def test_curl_reuses_one_kept_alive_connection(gearsql_http: HttpServer) -> None
     try:
         url = f"http://127.0.0.1:{gearsql_http.http_port}/rev"
         done = subprocess.run(
-            [curl, "-sv", "--max-time", "20", "--data", "abc", url, "--next", "--data", "xyz",
-             url],
-            capture_output=True, timeout=30,
+            [curl, "-sv", "--max-time", "20", "--data", "abc", url, "--next", "--data", "xyz", url],
+            capture_output=True,
+            timeout=30,
         )
     finally:
         _stop(workers)
@@ -271,18 +288,29 @@ def test_curl_reuses_one_kept_alive_connection(gearsql_http: HttpServer) -> None
 
 
 def test_the_http_port_keeps_the_loopback_rule() -> None:
-    args = [sys.executable, "-m", "gearsql", "server", "--port", str(free_port()),
-            "--http-port", str(free_port()), "--listen", "0.0.0.0", "--store", "memory",
-            "--log-file", "stderr"]
+    args = [
+        sys.executable,
+        "-m",
+        "gearsql",
+        "server",
+        "--port",
+        str(free_port()),
+        "--http-port",
+        str(free_port()),
+        "--listen",
+        "0.0.0.0",
+        "--store",
+        "memory",
+        "--log-file",
+        "stderr",
+    ]
     result = subprocess.run(args, capture_output=True, text=True, timeout=20)
     assert result.returncode != 0
     assert "--allow-insecure-remote" in result.stderr
 
 
 def test_a_request_not_complete_within_packet_timeout_is_408(tmp_path: Path) -> None:
-    served = _start(
-        "gearsql", tmp_path, ["--store", "memory", "--packet-timeout", "0.3"]
-    )
+    served = _start("gearsql", tmp_path, ["--store", "memory", "--packet-timeout", "0.3"])
     try:
         with socket.create_connection(("127.0.0.1", served.http_port), timeout=10) as sock:
             sock.sendall(b"POST /f HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")

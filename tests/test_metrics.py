@@ -24,7 +24,8 @@ SAMPLE = re.compile(r"^([a-z_]+)(\{[^}]*\})? (\S+)$")
 def server(tmp_path: Path) -> Iterator[tuple[ServerProcess, int]]:
     http_port = free_port()
     process = ServerProcess(
-        "gearsql", tmp_path / "gearsql.log",
+        "gearsql",
+        tmp_path / "gearsql.log",
         ["--store", "memory", "--http-port", str(http_port), "--retry-backoff", "0.05:0.05"],
     ).start()
     _wait_listening(http_port)
@@ -125,7 +126,8 @@ def test_metrics_count_what_happened_and_pass_promtool(
 def test_durable_commits_are_timed(tmp_path: Path) -> None:
     http_port = free_port()
     process = ServerProcess(
-        "gearsql", tmp_path / "gearsql.log",
+        "gearsql",
+        tmp_path / "gearsql.log",
         ["--store", f"sqlite:///{tmp_path / 'q.sqlite3'}", "--http-port", str(http_port)],
     ).start()
     try:

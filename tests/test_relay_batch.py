@@ -39,7 +39,8 @@ def row(id_: int, unique: bytes | None = None, priority: str = "normal") -> Outb
 
 def test_rows_from_any_driver_type() -> None:
     assert row_from_values((7, memoryview(b"f"), None, bytearray(b"\0w"), b"high")) == OutboxRow(
-        7, b"f", None, b"\0w", "high")
+        7, b"f", None, b"\0w", "high"
+    )
     assert row_from_values(("8", "f", b"", "w", "low")).unique is None
 
 
@@ -52,8 +53,12 @@ def test_a_rows_priority_column_picks_the_submission_priority_normal_when_unknow
 
 def test_the_decisions_module_imports_neither_asyncio_nor_the_client() -> None:
     tree = ast.parse(Path(gearsql.relay.batch.__file__).read_text(encoding="utf-8"))
-    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}
+    imported = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
     imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert "asyncio" not in imported
     assert not {name for name in imported if name.startswith("gearsql.client")}
@@ -99,8 +104,9 @@ def test_the_default_prefix_depends_on_the_outbox_only() -> None:
 def test_settling_keeps_unconfirmed_rows_and_drops_impossible_ones() -> None:
     rows = [row(1), row(2), row(3), row(4), row(5)]
     bad = InvalidArgument("Function name contains a NUL byte")
-    settlement = settle(rows, ["H:1", ConnectionLost("gone"), bad, JobTimeout("slow"),
-                               asyncio.CancelledError()])
+    settlement = settle(
+        rows, ["H:1", ConnectionLost("gone"), bad, JobTimeout("slow"), asyncio.CancelledError()]
+    )
     assert settlement.done == [1]
     assert [r.id for r, _ in settlement.refused] == [3]
     assert [r.id for r, _ in settlement.failed] == [2, 4, 5]
@@ -109,11 +115,18 @@ def test_settling_keeps_unconfirmed_rows_and_drops_impossible_ones() -> None:
 
 def test_a_server_refusal_that_retrying_cannot_change_makes_a_row_dead() -> None:
     rows = [row(1), row(2), row(3)]
-    settlement = settle(rows, [ServerError("ARGUMENT_TOO_LARGE", "packet too large"),
-                               ServerError("QUEUE_ERROR", "queue full"), ConnectionLost("x")],
-                        Strikes())
+    settlement = settle(
+        rows,
+        [
+            ServerError("ARGUMENT_TOO_LARGE", "packet too large"),
+            ServerError("QUEUE_ERROR", "queue full"),
+            ConnectionLost("x"),
+        ],
+        Strikes(),
+    )
     assert [(id_, reason.split(":")[0]) for id_, reason in settlement.dead] == [
-        (1, "the job server refused it")]
+        (1, "the job server refused it")
+    ]
     assert "ARGUMENT_TOO_LARGE packet too large (1 bytes of workload)" in settlement.dead[0][1]
     assert [r.id for r, _ in settlement.failed] == [2, 3]
     assert settlement.finished == [1]
@@ -148,9 +161,10 @@ def test_isolating_ends_when_the_suspects_went_elsewhere() -> None:
 
 def test_a_refusal_explains_the_lost_connection_of_the_others() -> None:
     strikes = Strikes()
-    settle([row(1), row(2)], [ServerError("ARGUMENT_TOO_LARGE", ""), ConnectionLost("x")],
-           strikes)
+    settle([row(1), row(2)], [ServerError("ARGUMENT_TOO_LARGE", ""), ConnectionLost("x")], strikes)
     assert not strikes.isolating
+
+
 def test_an_unconfirmed_submission_is_described_in_one_line() -> None:
     assert describe_error(asyncio.CancelledError()) == "stopped before the job server confirmed"
     assert describe_error(TimeoutError()) == "no JOB_CREATED in time"
@@ -168,13 +182,16 @@ def test_an_outage_is_reported_once_at_its_start_and_end() -> None:
     assert not outage.down
 
 
-@pytest.mark.parametrize(("dsn", "source", "kind", "wake"), [
-    ("postgresql://u@h/db", "auto", "PostgresSource", "listen"),
-    ("postgres://u@h/db", "poll", "PostgresSource", "poll"),
-    ("mysql://u@h/db", "auto", "MySQLSource", "poll"),  # until it has seen the server
-    ("mariadb://u@h/db", "binlog", "MySQLSource", "binlog"),
-    ("sqlite:///tmp/app.db", "auto", "SQLiteSource", "change counter"),
-])
+@pytest.mark.parametrize(
+    ("dsn", "source", "kind", "wake"),
+    [
+        ("postgresql://u@h/db", "auto", "PostgresSource", "listen"),
+        ("postgres://u@h/db", "poll", "PostgresSource", "poll"),
+        ("mysql://u@h/db", "auto", "MySQLSource", "poll"),  # until it has seen the server
+        ("mariadb://u@h/db", "binlog", "MySQLSource", "binlog"),
+        ("sqlite:///tmp/app.db", "auto", "SQLiteSource", "change counter"),
+    ],
+)
 def test_the_dsn_picks_the_source(dsn: str, source: str, kind: str, wake: str) -> None:
     if kind == "MySQLSource":
         pytest.importorskip("mysql.connector")
@@ -192,16 +209,19 @@ def test_sqlite_dsns_follow_sqlalchemy_three_slashes_relative_four_absolute(
     assert open_source("sqlite:////tmp/a.db").path == "/tmp/a.db"  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize(("dsn", "source", "message"), [
-    ("oracle://x/y", "auto", "unknown database"),
-    ("postgresql://h/x", "binlog", "--source binlog is for MySQL"),
-    ("mysql://h/x", "listen", "--source listen is for PostgreSQL"),
-    ("sqlite:///x.db", "binlog", "an SQLite relay watches its file or polls"),
-    ("sqlite://", "auto", "the path follows three slashes"),
-    ("sqlite:///", "auto", "names no file"),
-    ("sqlite://app.db", "auto", "the path follows three slashes"),
-    ("sqlite:///x.db", "sometimes", "unknown source"),
-])
+@pytest.mark.parametrize(
+    ("dsn", "source", "message"),
+    [
+        ("oracle://x/y", "auto", "unknown database"),
+        ("postgresql://h/x", "binlog", "--source binlog is for MySQL"),
+        ("mysql://h/x", "listen", "--source listen is for PostgreSQL"),
+        ("sqlite:///x.db", "binlog", "an SQLite relay watches its file or polls"),
+        ("sqlite://", "auto", "the path follows three slashes"),
+        ("sqlite:///", "auto", "names no file"),
+        ("sqlite://app.db", "auto", "the path follows three slashes"),
+        ("sqlite:///x.db", "sometimes", "unknown source"),
+    ],
+)
 def test_impossible_sources_are_refused(dsn: str, source: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         open_source(dsn, "gearsql", source)

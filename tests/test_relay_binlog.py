@@ -36,8 +36,9 @@ def test_auto_follows_the_binlog_and_only_commits_make_jobs(
     db: MariaDB, relays: Relays, recorder: Recorder
 ) -> None:
     # A poll interval longer than the test: every delivery here was woken by the binlog.
-    relay = relays.start(db, "--source", "auto", "--poll-interval", "600",
-                         ready="woken by its binlog")
+    relay = relays.start(
+        db, "--source", "auto", "--poll-interval", "600", ready="woken by its binlog"
+    )
     relay.wait_log("following the binlog")
     conn = db.connect()
     try:
@@ -65,8 +66,9 @@ def test_a_bulk_insert_is_delivered_once_each_through_the_binlog(
     db: MariaDB, relays: Relays, recorder: Recorder
 ) -> None:
     rows = 10_000
-    relay = relays.start(db, "--source", "binlog", "--poll-interval", "600",
-                         ready="following the binlog")
+    relay = relays.start(
+        db, "--source", "binlog", "--poll-interval", "600", ready="following the binlog"
+    )
     conn = db.connect()
     try:
         db.bulk(conn, rows)
@@ -108,9 +110,21 @@ def test_without_the_binlog_auto_polls_and_binlog_is_refused(
         conn.close()
     assert recorder.wait_seen(1)[0][2] == b"polled"
     done = subprocess.run(
-        [sys.executable, "-m", "gearsql", "relay", "--dsn", mysql_dsn, "--source", "binlog",
-         "--servers", "127.0.0.1:1"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "gearsql",
+            "relay",
+            "--dsn",
+            mysql_dsn,
+            "--source",
+            "binlog",
+            "--servers",
+            "127.0.0.1:1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 2  # a configuration error, as a missing outbox
     assert "gearsql: --source binlog: the binlog is off (log_bin=OFF)" in done.stderr
@@ -149,7 +163,10 @@ def scratch_database(binlog_dsn: str) -> Iterator[str]:
 def install_mysql(dsn: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gearsql", "install", "mysql", "--dsn", dsn],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -171,25 +188,35 @@ def test_the_blog_trigger_runs_each_committed_insert_once_and_no_rolled_back_one
     db = installed
     conn = db.connect()
     try:
-        db.execute(conn, "CREATE TABLE blog_entries (id INT AUTO_INCREMENT PRIMARY KEY, "
-                         "title VARCHAR(200) NOT NULL, url VARCHAR(200) NOT NULL)")
+        db.execute(
+            conn,
+            "CREATE TABLE blog_entries (id INT AUTO_INCREMENT PRIMARY KEY, "
+            "title VARCHAR(200) NOT NULL, url VARCHAR(200) NOT NULL)",
+        )
         db.execute(conn, TWEET_TRIGGER)
     finally:
         conn.close()
-    relay = relays.start(db, "--source", "binlog", "--poll-interval", "600",
-                         ready="woken by its binlog")
+    relay = relays.start(
+        db, "--source", "binlog", "--poll-interval", "600", ready="woken by its binlog"
+    )
     relay.wait_log("following the binlog")
     recorder = Recorder(gearsql_server, functions=("send_tweet",))
     try:
         conn = db.connect()
         try:
             db.execute(conn, "START TRANSACTION")
-            db.execute(conn, "INSERT INTO blog_entries (title, url) VALUES (%s, %s)",
-                       ("Draft", "https://example.org/draft"))
+            db.execute(
+                conn,
+                "INSERT INTO blog_entries (title, url) VALUES (%s, %s)",
+                ("Draft", "https://example.org/draft"),
+            )
             db.execute(conn, "ROLLBACK")
             db.execute(conn, "START TRANSACTION")
-            db.execute(conn, "INSERT INTO blog_entries (title, url) VALUES (%s, %s)",
-                       ("Hello", "https://example.org/hello"))
+            db.execute(
+                conn,
+                "INSERT INTO blog_entries (title, url) VALUES (%s, %s)",
+                ("Hello", "https://example.org/hello"),
+            )
             db.execute(conn, "COMMIT")
         finally:
             conn.close()

@@ -19,13 +19,17 @@ MAX_PACKET = 64 * 1024
 OVERSIZED = "x" * (MAX_PACKET * 3)
 
 
-@pytest.fixture(scope="module", params=[
-    pytest.param("postgres", marks=pytest.mark.pg),
-    pytest.param("sqlite"),
-    pytest.param("mariadb", marks=pytest.mark.mysql),
-])
-def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[Database]:
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param("postgres", marks=pytest.mark.pg),
+        pytest.param("sqlite"),
+        pytest.param("mariadb", marks=pytest.mark.mysql),
+    ],
+)
+def database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Database]:
     if request.param == "sqlite":
         yield SQLite(tmp_path_factory.mktemp("dead") / "app.db")
         return
@@ -50,8 +54,11 @@ def db(database: Database) -> Database:
 @pytest.fixture
 def small_server(tmp_path: Path) -> Iterator[ServerProcess]:
     """A gearsql server that refuses packets above MAX_PACKET bytes."""
-    server = ServerProcess("gearsql", tmp_path / "small.log",
-                           ["--store", "memory", "--max-packet-size", str(MAX_PACKET)]).start()
+    server = ServerProcess(
+        "gearsql",
+        tmp_path / "small.log",
+        ["--store", "memory", "--max-packet-size", str(MAX_PACKET)],
+    ).start()
     try:
         yield server
     finally:
@@ -75,7 +82,8 @@ def test_an_oversized_row_moves_to_the_dead_letters_and_the_rows_after_it_still_
         recorder.wait_seen(6)
         eventually(lambda: db.outbox() == 0, what="an empty outbox")
         assert sorted(recorder.data()) == sorted(
-            [b"before-big", *(f"after-big-{i}".encode() for i in range(5))])
+            [b"before-big", *(f"after-big-{i}".encode() for i in range(5))]
+        )
         [(_, function, reason)] = db.dead()
         assert function == b"bigjob"
         assert "ARGUMENT_TOO_LARGE" in reason or "closed the connection" in reason, reason
@@ -91,7 +99,9 @@ def test_an_oversized_row_moves_to_the_dead_letters_and_the_rows_after_it_still_
         assert "moved it to gman_outbox_dead" in relay.log()
         shown = subprocess.run(
             [sys.executable, "-m", "gearsql", "relay", "status", "--dsn", db.dsn],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert shown.returncode == 0, shown.stderr
         assert "backlog: 0 row(s)\n" in shown.stdout
@@ -112,15 +122,26 @@ def test_relay_status_shows_the_backlog_and_refuses_a_database_without_an_outbox
         conn.close()
     shown = subprocess.run(
         [sys.executable, "-m", "gearsql", "relay", "status", "--dsn", db.dsn],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert shown.returncode == 0, shown.stderr
     assert "backlog: 2 row(s), the oldest " in shown.stdout
     assert "dead letters: 0\n" in shown.stdout
     missing = subprocess.run(
-        [sys.executable, "-m", "gearsql", "relay", "status", "--dsn",
-         f"sqlite:///{tmp_path / 'none.db'}"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "gearsql",
+            "relay",
+            "status",
+            "--dsn",
+            f"sqlite:///{tmp_path / 'none.db'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert missing.returncode == 2
     assert missing.stderr.startswith("gearsql: no SQLite database at ")

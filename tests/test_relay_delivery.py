@@ -31,13 +31,17 @@ from relaying import (
 )
 
 
-@pytest.fixture(scope="module", params=[
-    pytest.param("postgres", marks=pytest.mark.pg),
-    pytest.param("sqlite"),
-    pytest.param("mariadb", marks=pytest.mark.mysql),
-])
-def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[Database]:
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param("postgres", marks=pytest.mark.pg),
+        pytest.param("sqlite"),
+        pytest.param("mariadb", marks=pytest.mark.mysql),
+    ],
+)
+def database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Database]:
     if request.param == "sqlite":
         yield SQLite(tmp_path_factory.mktemp("relay") / "app.db")
         return
@@ -164,8 +168,7 @@ def test_rows_wait_while_the_job_server_is_down_and_go_when_it_is_back(
     recorder = Recorder(server)
     try:
         seen = recorder.wait_seen(5)
-        assert sorted(data for _, _, data in seen) == [f"while down {i}".encode()
-                                                        for i in range(5)]
+        assert sorted(data for _, _, data in seen) == [f"while down {i}".encode() for i in range(5)]
         eventually(lambda: db.outbox() == 0, what="an empty outbox")
         relay.wait_log("the job server takes jobs again")
         assert relay.log().count("does not take jobs") == 1  # one line per outage
@@ -209,8 +212,7 @@ def test_a_relay_killed_between_submit_and_delete_is_coalesced_by_the_next(
         recorder.stop()
 
 
-def _bulk_through_two_relays(db: Database, relays: Relays, recorder: Recorder, rows: int
-                             ) -> None:
+def _bulk_through_two_relays(db: Database, relays: Relays, recorder: Recorder, rows: int) -> None:
     first = relays.start(db, "--batch", "300")
     second = relays.start(db, "--batch", "300")
     conn = db.connect()
@@ -220,8 +222,7 @@ def _bulk_through_two_relays(db: Database, relays: Relays, recorder: Recorder, r
         conn.close()
     recorder.wait_seen(rows, timeout=max(WAIT, rows / 200))
     eventually(lambda: db.outbox() == 0, what="an empty outbox")
-    eventually(lambda: first.submitted() + second.submitted() == rows,
-               what="the relays' log lines")
+    eventually(lambda: first.submitted() + second.submitted() == rows, what="the relays' log lines")
     recorder.worker.stop()
     recorder.thread.join(10)
     counts = collections.Counter(unique for _, unique, _ in recorder.seen)
@@ -282,10 +283,13 @@ def _drop_connections(db: Database) -> int:
         if db.kind == "postgres":
             cursor.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
             return int(cursor.fetchone()[0])
-        cursor.execute("SELECT id FROM information_schema.processlist "
-                       "WHERE db = DATABASE() AND id <> CONNECTION_ID()")
+        cursor.execute(
+            "SELECT id FROM information_schema.processlist "
+            "WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+        )
         ids = [row[0] for row in cursor.fetchall()]
         for id_ in ids:
             cursor.execute(f"KILL {int(id_)}")
@@ -320,8 +324,22 @@ def test_the_server_runs_a_relay_itself(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "server.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gearsql", "server", "--store", "memory", "-p", str(port),
-         "--relay", db.dsn, "--log-file", str(log), "--verbose", "INFO"],
+        [
+            sys.executable,
+            "-m",
+            "gearsql",
+            "server",
+            "--store",
+            "memory",
+            "-p",
+            str(port),
+            "--relay",
+            db.dsn,
+            "--log-file",
+            str(log),
+            "--verbose",
+            "INFO",
+        ],
         stdin=subprocess.DEVNULL,
     )
     try:
@@ -345,25 +363,41 @@ def test_the_server_runs_a_relay_itself(tmp_path: Path) -> None:
     assert "relaying sqlite " in text and "stopped after 1 rows" in text
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--dsn", "oracle://x/y"], "unknown database 'oracle://x/y'"),
-    (["--dsn", "postgresql://127.0.0.1/x", "--source", "binlog"], "--source binlog is for MySQL"),
-    (["--dsn", "sqlite:///x.db", "--source", "listen"], "SQLite relay watches its file"),
-    (["--dsn", "postgresql://127.0.0.1/x", "--schema", "a;drop"], "not a plain SQL identifier"),
-    (["--dsn", "sqlite:///x.db", "--servers", "host:notaport"], "--servers"),
-    (["--dsn", "sqlite:///x.db", "--unique-prefix", "p" * 45], "at most 44 leave room"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dsn", "oracle://x/y"], "unknown database 'oracle://x/y'"),
+        (
+            ["--dsn", "postgresql://127.0.0.1/x", "--source", "binlog"],
+            "--source binlog is for MySQL",
+        ),
+        (["--dsn", "sqlite:///x.db", "--source", "listen"], "SQLite relay watches its file"),
+        (["--dsn", "postgresql://127.0.0.1/x", "--schema", "a;drop"], "not a plain SQL identifier"),
+        (["--dsn", "sqlite:///x.db", "--servers", "host:notaport"], "--servers"),
+        (["--dsn", "sqlite:///x.db", "--unique-prefix", "p" * 45], "at most 44 leave room"),
+    ],
+)
 def test_bad_options_are_one_clear_line(args: list[str], message: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "gearsql", "relay", *args],
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-m", "gearsql", "relay", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode != 0
     assert message in done.stderr
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("where", [
-    "sqlite-missing-file", "sqlite-without-outbox", "postgresql", "mariadb",
-])
+@pytest.mark.parametrize(
+    "where",
+    [
+        "sqlite-missing-file",
+        "sqlite-without-outbox",
+        "postgresql",
+        "mariadb",
+    ],
+)
 def test_a_database_without_the_outbox_stops_the_relay_with_status_2(
     tmp_path: Path, where: str
 ) -> None:
@@ -380,7 +414,7 @@ def test_a_database_without_the_outbox_stops_the_relay_with_status_2(
             from databases import postgres_database
 
             dsn = stack.enter_context(postgres_database())  # nothing installed in it
-            message = "\"gearsql\".gman_outbox does not exist in database"
+            message = '"gearsql".gman_outbox does not exist in database'
         else:
             pytest.importorskip("mysql.connector")
             from databases import mysql_database
@@ -388,9 +422,20 @@ def test_a_database_without_the_outbox_stops_the_relay_with_status_2(
             dsn = stack.enter_context(mysql_database())
             message = "gman_outbox does not exist in database"
         done = subprocess.run(
-            [sys.executable, "-m", "gearsql", "relay", "--dsn", dsn, "--servers",
-             f"127.0.0.1:{free_port()}"],
-            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+            [
+                sys.executable,
+                "-m",
+                "gearsql",
+                "relay",
+                "--dsn",
+                dsn,
+                "--servers",
+                f"127.0.0.1:{free_port()}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
         )
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.startswith("gearsql: ")]

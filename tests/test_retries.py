@@ -92,8 +92,15 @@ class Workers:
 
     def start(self, server: ServerProcess, function: str, mode: str) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
-            [sys.executable, "-c", WORKER, f"127.0.0.1:{server.port}", function, mode,
-             str(self.log)],
+            [
+                sys.executable,
+                "-c",
+                WORKER,
+                f"127.0.0.1:{server.port}",
+                function,
+                mode,
+                str(self.log),
+            ],
             stdin=subprocess.DEVNULL,
         )
         self.procs.append(proc)
@@ -125,9 +132,7 @@ def workers(tmp_path: Path) -> Iterator[Workers]:
 
 
 def start_server(tmp_path: Path, store_url: str, *args: str) -> ServerProcess:
-    return ServerProcess(
-        "gearsql", tmp_path / "gearsql.log", ["--store", store_url, *args]
-    ).start()
+    return ServerProcess("gearsql", tmp_path / "gearsql.log", ["--store", store_url, *args]).start()
 
 
 @pytest.fixture
@@ -379,8 +384,10 @@ def test_cancel_covers_retrying_jobs_and_dead_letters_from_the_client_library(
         workers.start(server, "slow", "fail")
         workers.start(server, "once", "fail")
         wait_until(
-            lambda: [job.state for job in admin.show_jobs()] == ["retrying"]
-            and len(admin.show_dead()) == 1,
+            lambda: (
+                [job.state for job in admin.show_jobs()] == ["retrying"]
+                and len(admin.show_dead()) == 1
+            ),
             "one job waiting for its retry and one dead letter",
         )
         assert client.cancel(waiting) is True
@@ -407,16 +414,18 @@ def gearsql(*args: str) -> subprocess.CompletedProcess[str]:
     env = {key: value for key, value in os.environ.items() if key != "GEARMAN_SERVERS"}
     return subprocess.run(
         [sys.executable, "-m", "gearsql", *args],
-        capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        stdin=subprocess.DEVNULL,
     )
 
 
 def test_server_retries_apply_to_every_function_and_the_cli_lists_retries_and_purges(
     tmp_path: Path, servers: list[ServerProcess], workers: Workers
 ) -> None:
-    server = start_server(
-        tmp_path, "memory", "--retries", "2", "--retry-backoff", "0.05:0.1"
-    )
+    server = start_server(tmp_path, "memory", "--retries", "2", "--retry-backoff", "0.05:0.1")
     servers.append(server)
     at = ["-h", "127.0.0.1", "-p", str(server.port)]
     for function, data in (("a", "a-1"), ("a", "a-2"), ("b", "b-1")):
@@ -431,7 +440,9 @@ def test_server_retries_apply_to_every_function_and_the_cli_lists_retries_and_pu
     assert listed.returncode == 0, listed.stderr
     records = json.loads(listed.stdout)
     assert sorted((r["function"], r["attempts"], r["size"]) for r in records) == [
-        ("a", 2, 3), ("a", 2, 3), ("b", 2, 3)
+        ("a", 2, 3),
+        ("a", 2, 3),
+        ("b", 2, 3),
     ]
     [b_letter] = [r for r in records if r["function"] == "b"]
     assert b_letter["error"] == "failed" and b_letter["unique"] == ""

@@ -44,7 +44,10 @@ def test_schedules_are_added_listed_kept_across_a_restart_and_removed(
     at = ["-h", "127.0.0.1", "-p", str(server.port)]
     [listed] = json.loads(gearsql("schedule", "list", "--json", *at).stdout)
     assert (listed["name"], listed["function"], listed["spec"], listed["size"]) == (
-        "nightly", "report", "0 3 * * *", 3,
+        "nightly",
+        "report",
+        "0 3 * * *",
+        3,
     )
     assert listed["next"] % 86400 == 3 * 3600 and listed["next"] > time.time()
     assert gearsql("schedule", "remove", "nightly", *at).returncode == 0

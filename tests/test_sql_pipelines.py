@@ -35,7 +35,7 @@ SQL = ROOT / "sql" / "examples"
 EXAMPLES = ROOT / "examples"
 WAIT = 30.0  # for what must arrive
 
-TITLE = "Café ☕ it's \"done\""
+TITLE = 'Café ☕ it\'s "done"'
 URL = "https://example.org/posts/1?a=1&b='2'"
 
 
@@ -55,7 +55,10 @@ def gearsql(*args: str) -> None:
     """Run a gearsql command to its end, as an operator would."""
     done = subprocess.run(
         [sys.executable, "-m", "gearsql", *args],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, f"gearsql {args[0]}: exit {done.returncode}\n{done.stderr}"
 
@@ -81,9 +84,20 @@ class Postgres:
         gearsql("install", "postgres", "--dsn", dsn)
         psql = need_client("psql")
         subprocess.run(
-            [psql, dsn, "-q", "-v", "ON_ERROR_STOP=1",
-             "-f", str(SQL / "postgres" / "tweets.sql"), "-f", str(SQL / "postgres" / "mail.sql")],
-            check=True, timeout=60, capture_output=True,
+            [
+                psql,
+                dsn,
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-f",
+                str(SQL / "postgres" / "tweets.sql"),
+                "-f",
+                str(SQL / "postgres" / "mail.sql"),
+            ],
+            check=True,
+            timeout=60,
+            capture_output=True,
         )
 
     def insert(self, table: str, row: dict[str, str], *, commit: bool = True) -> None:
@@ -115,8 +129,14 @@ class MariaDB:
         gearsql("install", "mysql", "--dsn", dsn)
         client = need_client("mariadb", "mysql")
         command = [
-            client, "-h", str(self.args["host"]), "-P", str(self.args["port"]),
-            "-u", str(self.args["user"]), f"--password={self.args['password']}",
+            client,
+            "-h",
+            str(self.args["host"]),
+            "-P",
+            str(self.args["port"]),
+            "-u",
+            str(self.args["user"]),
+            f"--password={self.args['password']}",
             str(self.args["database"]),
         ]
         for name in ("tweets.sql", "mail.sql"):
@@ -131,8 +151,7 @@ class MariaDB:
             cursor = conn.cursor()
             columns = ", ".join(row)
             marks = ", ".join(["%s"] * len(row))
-            cursor.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})",
-                           tuple(row.values()))
+            cursor.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(row.values()))
             cursor.close()
             if commit:
                 conn.commit()
@@ -234,8 +253,9 @@ class Processes:
 
     def start(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
         with open(self.directory / f"{name}.log", "wb") as log:
-            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
         self.running.append((name, proc))
         return proc
 
@@ -273,10 +293,21 @@ def servers(server: ServerProcess) -> str:
 
 
 def start_relay(processes: Processes, database: Database, server: ServerProcess) -> None:
-    processes.start("relay", [
-        sys.executable, "-m", "gearsql", "relay", "--dsn", database.dsn,
-        "--servers", servers(server), "--poll-interval", "0.1",
-    ])
+    processes.start(
+        "relay",
+        [
+            sys.executable,
+            "-m",
+            "gearsql",
+            "relay",
+            "--dsn",
+            database.dsn,
+            "--servers",
+            servers(server),
+            "--poll-interval",
+            "0.1",
+        ],
+    )
 
 
 # -- the outside world: a tweet API and an SMTP server ----------------------------------------
@@ -390,17 +421,27 @@ def nothing_more(box: queue.Queue[Any], database: Database, server: ServerProces
 
 
 def test_a_committed_blog_entry_is_tweeted_once_and_a_rolled_back_one_never(
-    database: Database, gearsql_server: ServerProcess, processes: Processes,
+    database: Database,
+    gearsql_server: ServerProcess,
+    processes: Processes,
     tweet_api: TweetAPI,
 ) -> None:
     start_relay(processes, database, gearsql_server)
-    processes.start("tweet_worker", [
-        sys.executable, str(EXAMPLES / "tweet_worker.py"),
-        "--servers", servers(gearsql_server), "--api-url", tweet_api.url,
-    ])
+    processes.start(
+        "tweet_worker",
+        [
+            sys.executable,
+            str(EXAMPLES / "tweet_worker.py"),
+            "--servers",
+            servers(gearsql_server),
+            "--api-url",
+            tweet_api.url,
+        ],
+    )
 
-    database.insert("blog_entries", {"title": "Never published", "url": "https://example.org/x"},
-                    commit=False)
+    database.insert(
+        "blog_entries", {"title": "Never published", "url": "https://example.org/x"}, commit=False
+    )
     database.insert("blog_entries", {"title": TITLE, "url": URL})
 
     path, content_type, body = arrive(tweet_api.posts, processes, "the tweet")
@@ -410,26 +451,50 @@ def test_a_committed_blog_entry_is_tweeted_once_and_a_rolled_back_one_never(
 
 
 def test_a_committed_outgoing_mail_is_sent_once_and_a_rolled_back_one_never(
-    database: Database, gearsql_server: ServerProcess, processes: Processes,
+    database: Database,
+    gearsql_server: ServerProcess,
+    processes: Processes,
     smtp_server: tuple[str, Mailbox],
 ) -> None:
     smtp, mailbox = smtp_server
     start_relay(processes, database, gearsql_server)
-    processes.start("mail_worker", [
-        sys.executable, str(EXAMPLES / "mail_worker.py"),
-        "--servers", servers(gearsql_server), "--smtp", smtp,
-    ])
+    processes.start(
+        "mail_worker",
+        [
+            sys.executable,
+            str(EXAMPLES / "mail_worker.py"),
+            "--servers",
+            servers(gearsql_server),
+            "--smtp",
+            smtp,
+        ],
+    )
 
-    database.insert("outgoing_mail", {"recipient": "mallory@example.com", "subject": "Undone",
-                                      "body": "This transaction rolls back."}, commit=False)
-    database.insert("outgoing_mail", {"sender": "alice@example.com",
-                                      "recipient": "bob@example.com",
-                                      "subject": "Lunch? ☕", "body": "At noon, café.\n"})
+    database.insert(
+        "outgoing_mail",
+        {
+            "recipient": "mallory@example.com",
+            "subject": "Undone",
+            "body": "This transaction rolls back.",
+        },
+        commit=False,
+    )
+    database.insert(
+        "outgoing_mail",
+        {
+            "sender": "alice@example.com",
+            "recipient": "bob@example.com",
+            "subject": "Lunch? ☕",
+            "body": "At noon, café.\n",
+        },
+    )
 
     envelope, message = arrive(mailbox.messages, processes, "the mail")
     assert (envelope.mail_from, envelope.rcpt_tos) == ("alice@example.com", ["bob@example.com"])
     assert (message["From"], message["To"], message["Subject"]) == (
-        "alice@example.com", "bob@example.com", "Lunch? ☕",
+        "alice@example.com",
+        "bob@example.com",
+        "Lunch? ☕",
     )
     assert message["Message-ID"].endswith("@gearsql.example>")
     assert message.get_content().replace("\r\n", "\n") == "At noon, café.\n"  # SMTP has CRLF
@@ -437,7 +502,9 @@ def test_a_committed_outgoing_mail_is_sent_once_and_a_rolled_back_one_never(
 
 
 def test_mail_queued_while_no_worker_runs_is_sent_when_one_starts(
-    database: Database, gearsql_server: ServerProcess, processes: Processes,
+    database: Database,
+    gearsql_server: ServerProcess,
+    processes: Processes,
     smtp_server: tuple[str, Mailbox],
 ) -> None:
     """The queue decouples the application from the mail server: the INSERT returns at once
@@ -445,12 +512,21 @@ def test_mail_queued_while_no_worker_runs_is_sent_when_one_starts(
     smtp, mailbox = smtp_server
     start_relay(processes, database, gearsql_server)
     for n in range(3):
-        database.insert("outgoing_mail", {"recipient": f"user{n}@example.com",
-                                          "subject": f"Newsletter {n}", "body": "Hello."})
-    processes.start("mail_worker", [
-        sys.executable, str(EXAMPLES / "mail_worker.py"),
-        "--servers", servers(gearsql_server), "--smtp", smtp,
-    ])
+        database.insert(
+            "outgoing_mail",
+            {"recipient": f"user{n}@example.com", "subject": f"Newsletter {n}", "body": "Hello."},
+        )
+    processes.start(
+        "mail_worker",
+        [
+            sys.executable,
+            str(EXAMPLES / "mail_worker.py"),
+            "--servers",
+            servers(gearsql_server),
+            "--smtp",
+            smtp,
+        ],
+    )
     received = [arrive(mailbox.messages, processes, f"mail {n}")[1] for n in range(3)]
     assert sorted((m["From"], m["To"], m["Subject"]) for m in received) == [
         ("gearsql@localhost", f"user{n}@example.com", f"Newsletter {n}") for n in range(3)
@@ -465,15 +541,23 @@ def test_the_example_http_sink_answers_like_the_tweet_api(tmp_path: Path) -> Non
 
     port = free_port()
     processes = Processes(tmp_path)
-    proc = processes.start("http_sink", [
-        sys.executable, str(EXAMPLES / "http_sink.py"), "--port", str(port),
-    ])
+    proc = processes.start(
+        "http_sink",
+        [
+            sys.executable,
+            str(EXAMPLES / "http_sink.py"),
+            "--port",
+            str(port),
+        ],
+    )
     try:
         deadline = time.monotonic() + WAIT
         while True:
             request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/2/tweets", data=json.dumps({"text": "hi ☕"}).encode(),
-                headers={"Content-Type": "application/json"}, method="POST",
+                f"http://127.0.0.1:{port}/2/tweets",
+                data=json.dumps({"text": "hi ☕"}).encode(),
+                headers={"Content-Type": "application/json"},
+                method="POST",
             )
             try:
                 with urllib.request.urlopen(request, timeout=5) as response:
@@ -490,8 +574,9 @@ def test_the_example_http_sink_answers_like_the_tweet_api(tmp_path: Path) -> Non
 
 def test_every_database_has_both_example_pipelines() -> None:
     assert sorted(path.relative_to(SQL).as_posix() for path in SQL.glob("*/*.sql")) == [
-        f"{db}/{name}" for db in ("mysql", "postgres", "sqlite") for name in ("mail.sql",
-                                                                             "tweets.sql")
+        f"{db}/{name}"
+        for db in ("mysql", "postgres", "sqlite")
+        for name in ("mail.sql", "tweets.sql")
     ]
     mysql_tweets = (SQL / "mysql" / "tweets.sql").read_text()
     # The trigger written for the old gearman-mysql-udf, unchanged.
@@ -511,33 +596,58 @@ def test_the_tweet_worker_tries_again_when_the_api_is_unavailable(
     database = SQLite(tmp_path / "app.db")
     tweet_api.failures = 1
     start_relay(processes, database, gearsql_server)
-    processes.start("tweet_worker", [
-        sys.executable, str(EXAMPLES / "tweet_worker.py"),
-        "--servers", servers(gearsql_server), "--api-url", tweet_api.url, "--retries", "1",
-    ])
+    processes.start(
+        "tweet_worker",
+        [
+            sys.executable,
+            str(EXAMPLES / "tweet_worker.py"),
+            "--servers",
+            servers(gearsql_server),
+            "--api-url",
+            tweet_api.url,
+            "--retries",
+            "1",
+        ],
+    )
     database.insert("blog_entries", {"title": "Second try", "url": "https://example.org/2"})
     refused = arrive(tweet_api.posts, processes, "the first POST")
     accepted = arrive(tweet_api.posts, processes, "the second POST")
-    assert json.loads(refused[2]) == json.loads(accepted[2]) == {
-        "text": "Second try - https://example.org/2"}
+    assert (
+        json.loads(refused[2])
+        == json.loads(accepted[2])
+        == {"text": "Second try - https://example.org/2"}
+    )
     assert nothing_more(tweet_api.posts, database, gearsql_server) == []
     assert "tweeted: Second try - https://example.org/2" in processes.report()
 
 
 def test_the_mail_worker_tries_again_after_a_temporary_smtp_failure(
-    gearsql_server: ServerProcess, processes: Processes, smtp_server: tuple[str, Mailbox],
+    gearsql_server: ServerProcess,
+    processes: Processes,
+    smtp_server: tuple[str, Mailbox],
     tmp_path: Path,
 ) -> None:
     smtp, mailbox = smtp_server
     database = SQLite(tmp_path / "app.db")
     mailbox.refusals = 1
     start_relay(processes, database, gearsql_server)
-    processes.start("mail_worker", [
-        sys.executable, str(EXAMPLES / "mail_worker.py"),
-        "--servers", servers(gearsql_server), "--smtp", smtp, "--retries", "1",
-    ])
-    database.insert("outgoing_mail", {"recipient": "dave@example.com", "subject": "Greylisted",
-                                      "body": "Hello."})
+    processes.start(
+        "mail_worker",
+        [
+            sys.executable,
+            str(EXAMPLES / "mail_worker.py"),
+            "--servers",
+            servers(gearsql_server),
+            "--smtp",
+            smtp,
+            "--retries",
+            "1",
+        ],
+    )
+    database.insert(
+        "outgoing_mail",
+        {"recipient": "dave@example.com", "subject": "Greylisted", "body": "Hello."},
+    )
     _, message = arrive(mailbox.messages, processes, "the mail")
     assert (message["To"], message["Subject"]) == ("dave@example.com", "Greylisted")
     assert nothing_more(mailbox.messages, database, gearsql_server) == []

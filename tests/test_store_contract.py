@@ -52,9 +52,7 @@ def table() -> str:
 
 
 @pytest.fixture
-def store_url(
-    database: str, table: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> str:
+def store_url(database: str, table: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A store URL with a table of this test's own."""
     if database == "memory":
         return "memory"
@@ -114,8 +112,13 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-def job(unique: bytes, function: bytes = b"fn", data: bytes = b"payload", priority: int = 1,
-        when: int = 0) -> StoredJob:
+def job(
+    unique: bytes,
+    function: bytes = b"fn",
+    data: bytes = b"payload",
+    priority: int = 1,
+    when: int = 0,
+) -> StoredJob:
     return StoredJob(unique, function, priority, data, when)
 
 
@@ -142,7 +145,8 @@ def test_the_memory_store_accepts_commits_and_keeps_nothing(store_url: str) -> N
 @durable_only
 def test_committed_jobs_survive_a_reopen_oldest_first(store_url: str) -> None:
     jobs = [
-        job(b"a", priority=0), job(b"b", priority=1, when=1_900_000_000),
+        job(b"a", priority=0),
+        job(b"b", priority=1, when=1_900_000_000),
         job(b"c", function=b"other", priority=2),
     ]
 
@@ -202,8 +206,7 @@ def test_any_bytes_round_trip_exactly(store_url: str) -> None:
         job(b"\xff\xfe-unique", function=b"\xff\xfe", data=b"\x00\x01\x02\x00"),
         job(b"with space", function=b"name with-hyphen and space", data=b""),
         job("ünïcødé".encode(), function="fünction".encode(), data="données".encode()),
-        job(b"x'); DROP TABLE gearman_queue;--", function=b"f'; DELETE FROM t;--",
-            data=b"'\"; --"),
+        job(b"x'); DROP TABLE gearman_queue;--", function=b"f'; DELETE FROM t;--", data=b"'\"; --"),
     ]
 
     async def scenario() -> None:
@@ -408,7 +411,10 @@ def test_dead_letters_and_retry_policies_survive_a_reopen(store_url: str) -> Non
     async def purge() -> None:
         store = await opened(store_url)
         await store.commit(
-            [job(b"again")], [], dead_remove=[1], policies=[StoredPolicy(b"fn", 2, 1.0, 2.0)],
+            [job(b"again")],
+            [],
+            dead_remove=[1],
+            policies=[StoredPolicy(b"fn", 2, 1.0, 2.0)],
             policies_removed=[b"\xff odd"],
         )
         await store.close()
@@ -440,6 +446,7 @@ def test_a_queue_from_schema_version_1_is_migrated_with_its_jobs(
 ) -> None:
     """A queue an earlier gearsql kept (no failure columns) opens, keeps its jobs, and then
     stores failures."""
+
     async def first() -> None:
         store = await opened(store_url)
         await store.commit([job(b"old", data=b"kept")], [])
@@ -500,7 +507,9 @@ def test_remembered_uniques_and_unique_windows_survive_a_reopen_and_expire(
         # A completion under a unique window: the queue row goes, the unique is remembered,
         # in one commit.
         await store.commit(
-            [], [job(b"u-1")], remembered=remembered,
+            [],
+            [job(b"u-1")],
+            remembered=remembered,
             windows=[StoredWindow(b"fn", 60.0), StoredWindow(b"other", 0.0)],
         )
         await store.close()
@@ -514,9 +523,12 @@ def test_remembered_uniques_and_unique_windows_survive_a_reopen_and_expire(
     async def later() -> None:
         store = await opened(store_url)
         await store.commit(
-            [], [], remembered_expired=1_765_000_015.0,
+            [],
+            [],
+            remembered_expired=1_765_000_015.0,
             remembered=[RememberedUnique(b"fn", b"u-3", 1_765_000_030.0, b"r")],
-            windows=[StoredWindow(b"fn", 5.0)], windows_removed=[b"other"],
+            windows=[StoredWindow(b"fn", 5.0)],
+            windows_removed=[b"other"],
         )
         # Remembering a unique again replaces its row.
         await store.commit(
@@ -527,7 +539,8 @@ def test_remembered_uniques_and_unique_windows_survive_a_reopen_and_expire(
     run(later())
     loaded, windows = run(load_uniques(store_url))
     assert sorted(loaded) == [
-        RememberedUnique(b"fn", b"u-3", 1_765_000_040.0, b"r2"), remembered[1]
+        RememberedUnique(b"fn", b"u-3", 1_765_000_040.0, b"r2"),
+        remembered[1],
     ]
     assert windows == [StoredWindow(b"fn", 5.0)]
 
@@ -537,7 +550,9 @@ def test_the_memory_store_remembers_no_uniques(store_url: str) -> None:
     async def scenario() -> None:
         store = await opened(store_url)
         await store.commit(
-            [], [], remembered=[RememberedUnique(b"fn", b"u", 1.0, b"")],
+            [],
+            [],
+            remembered=[RememberedUnique(b"fn", b"u", 1.0, b"")],
             windows=[StoredWindow(b"fn", 1.0)],
         )
         await store.close()

@@ -82,8 +82,16 @@ def instances() -> Iterator[dict[type, Any]]:
 def public_names(cls: type, instance: object) -> set[str]:
     names = {name for name in dir(cls) if not name.startswith("_")}
     names |= {name for name in vars(instance) if not name.startswith("_")}
-    for dunder in ("__init__", "__enter__", "__exit__", "__aenter__", "__aexit__", "__await__",
-                   "__aiter__", "__iter__"):
+    for dunder in (
+        "__init__",
+        "__enter__",
+        "__exit__",
+        "__aenter__",
+        "__aexit__",
+        "__await__",
+        "__aiter__",
+        "__iter__",
+    ):
         if dunder in vars(cls):
             names.add(dunder)
     return names
@@ -149,7 +157,8 @@ def test_the_blocking_attributes_read_the_asyncio_ones(
     wrapped = {Client: "_async", Worker: "_async", SyncTask: "task"}[blocking]
     inner = getattr(mine, wrapped)
     shared = [
-        name for name in public_names(asyncio_, theirs)
+        name
+        for name in public_names(asyncio_, theirs)
         if not name.startswith("_") and not callable(getattr(theirs, name))
     ]
     assert shared, "every pair has attributes"

@@ -42,8 +42,9 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
     unit = tmp_path / "gearsql.service"
     here = f"ExecStart={sys.executable} -m gearsql "
     unit.write_text(text.replace(f"ExecStart={PROGRAM} ", here))
-    done = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [analyze, "verify", str(unit)], capture_output=True, text=True, timeout=120
+    )
     # verify exits 0 even for a setting it ignores; that warning goes to stderr.
     assert (done.returncode, done.stderr, done.stdout) == (0, "", "")
 
@@ -62,16 +63,21 @@ def test_the_units_command_keeps_the_queue_in_its_state_directory(tmp_path: Path
     state.mkdir()
     home = tmp_path / "home"
     command = [sys.executable, "-m", "gearsql"] + [
-        arg.replace(CONFIG, str(ROOT / "server" / "gearsql.conf"))
-        .replace("/var/lib/gearsql", str(state))
+        arg.replace(CONFIG, str(ROOT / "server" / "gearsql.conf")).replace(
+            "/var/lib/gearsql", str(state)
+        )
         for arg in argv[1:]
     ]
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key != "XDG_STATE_HOME"}
     env["HOME"] = str(home)
     with subprocess.Popen(
-        [*command, "--port", str(port)], env=env, stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [*command, "--port", str(port)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     ) as proc:
         try:
             wait_for_port(port, proc, timeout=60)  # type: ignore[arg-type]

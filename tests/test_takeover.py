@@ -74,11 +74,14 @@ def test_gearsql_replays_the_queue_c_gearmand_left(
     gearmand_args, store_url = QUEUES[queue](tmp_path, request)
     gearmand = ServerProcess("gearmand", tmp_path / "gearmand.log", gearmand_args).start()
     try:
-        submit_with_c_gearmand(gearmand, [
-            (b"low-one", b"low payload", P.SUBMIT_JOB_LOW_BG),
-            (b"normal-one", b"normal payload", P.SUBMIT_JOB_BG),
-            (b"high-one", b"high \x00 payload", P.SUBMIT_JOB_HIGH_BG),
-        ])
+        submit_with_c_gearmand(
+            gearmand,
+            [
+                (b"low-one", b"low payload", P.SUBMIT_JOB_LOW_BG),
+                (b"normal-one", b"normal payload", P.SUBMIT_JOB_BG),
+                (b"high-one", b"high \x00 payload", P.SUBMIT_JOB_HIGH_BG),
+            ],
+        )
     finally:
         gearmand.stop()
 

@@ -86,7 +86,10 @@ def test_keep_results_answers_a_foreground_submission_and_status_says_done(
         wait_until(lambda: admin.show_jobs() == [], "the job to finish")
         status = client.get_status_unique("page-1")
         assert (status.known, status.running, status.numerator, status.denominator) == (
-            True, False, 1, 1,
+            True,
+            False,
+            1,
+            1,
         )
         assert client.submit("render", "page-1", unique="page-1", timeout=20) == b"done"
         assert not client.get_status_unique("never-submitted").known
@@ -181,7 +184,9 @@ def test_c_gearman_and_gearadmin_work_unchanged_with_the_window_and_kept_results
     # A real C worker runs one job (`rev` reverses its input) and exits.
     worker = subprocess.Popen(
         [gearman, *at, "-w", "-f", "rev", "-c", "1", "--", "rev"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         with admin_of(server) as admin:

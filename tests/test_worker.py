@@ -145,9 +145,10 @@ def test_worker_serves_every_server_of_its_list(
         async with serving(worker):
             for server in (gearsql_server, gearmand_server):
                 async with AsyncClient(url(server)) as client:
-                    assert await client.submit("where", url(server), timeout=WAIT) == url(
-                        server
-                    ).encode()
+                    assert (
+                        await client.submit("where", url(server), timeout=WAIT)
+                        == url(server).encode()
+                    )
 
     run(main())
 

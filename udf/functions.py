@@ -44,8 +44,7 @@ def _job_functions():
                     f"return lib.{call}(plpy, GD, SCHEMA, {name!r}, {priority!r}, "
                     f"function, workload, {unique})"
                 )
-                entries.append({"name": name, "params": params, "returns": returns,
-                                "body": body})
+                entries.append({"name": name, "params": params, "returns": returns, "body": body})
     return entries
 
 

@@ -143,8 +143,11 @@ def _function(plpy, name, function):
     raw = _as_bytes(function)
     problem = protocol.check_function_name(raw)
     if problem is protocol.ArgumentProblem.FUNCTION_TOO_LARGE:
-        _fail(plpy, f"{name}: the function name is longer than "
-              f"{protocol.MAX_FUNCTION_NAME} bytes ({len(raw)} bytes)")
+        _fail(
+            plpy,
+            f"{name}: the function name is longer than "
+            f"{protocol.MAX_FUNCTION_NAME} bytes ({len(raw)} bytes)",
+        )
     if problem is protocol.ArgumentProblem.FUNCTION_HAS_NUL:
         _fail(plpy, f"{name}: the function name contains a NUL byte, the protocol's separator")
     if problem is protocol.ArgumentProblem.FUNCTION_EMPTY:
@@ -158,8 +161,10 @@ def _unique(plpy, name, unique):
     raw = _as_bytes(unique)
     problem = protocol.check_unique(raw)
     if problem is protocol.ArgumentProblem.UNIQUE_TOO_LARGE:
-        _fail(plpy, f"{name}: the unique id is longer than {protocol.MAX_UNIQUE} bytes "
-              f"({len(raw)} bytes)")
+        _fail(
+            plpy,
+            f"{name}: the unique id is longer than {protocol.MAX_UNIQUE} bytes ({len(raw)} bytes)",
+        )
     if problem is protocol.ArgumentProblem.UNIQUE_HAS_NUL:
         _fail(plpy, f"{name}: the unique id contains a NUL byte, the protocol's separator")
     return raw
@@ -177,11 +182,15 @@ def _check_size(plpy, GD, schema, name, data, settings):
     submit its outbox row."""
     limit = settings["max_workload"]
     if limit and len(data) > limit:
-        _fail(plpy, f"{name}: the workload is {len(data)} bytes, more than the max_workload "
-              f"setting ({limit} bytes)",
-              hint="a job server refuses a packet above its maximum size; pass a reference to "
-              "the data (a key, a path) instead, or an administrator raises max_workload"
-              + _where(GD, schema) + " and the job server's limit together")
+        _fail(
+            plpy,
+            f"{name}: the workload is {len(data)} bytes, more than the max_workload "
+            f"setting ({limit} bytes)",
+            hint="a job server refuses a packet above its maximum size; pass a reference to "
+            "the data (a key, a path) instead, or an administrator raises max_workload"
+            + _where(GD, schema)
+            + " and the job server's limit together",
+        )
 
 
 def _result(plpy, name, data, binary):
@@ -194,13 +203,19 @@ def _result(plpy, name, data, binary):
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        _fail(plpy, f"{name}: the worker's result is not UTF-8 text",
-              hint="pass the workload as bytea/BLOB to get the result as bytes",
-              sqlstate=BAD_RESULT)
+        _fail(
+            plpy,
+            f"{name}: the worker's result is not UTF-8 text",
+            hint="pass the workload as bytea/BLOB to get the result as bytes",
+            sqlstate=BAD_RESULT,
+        )
     if "\0" in text:
-        _fail(plpy, f"{name}: the worker's result contains a NUL byte, which text cannot hold",
-              hint="pass the workload as bytea/BLOB to get the result as bytes",
-              sqlstate=BAD_RESULT)
+        _fail(
+            plpy,
+            f"{name}: the worker's result contains a NUL byte, which text cannot hold",
+            hint="pass the workload as bytea/BLOB to get the result as bytes",
+            sqlstate=BAD_RESULT,
+        )
     return text
 
 
@@ -243,11 +258,19 @@ def _settings(plpy, GD, schema):
             "max_workload": int(values.get("max_workload") or 0),
         }
     except ValueError as exc:
-        _fail(plpy, f"gearsql: bad setting: {exc}",
-              hint="an administrator fixes it" + _where(GD, schema), sqlstate=BAD_SETTING)
+        _fail(
+            plpy,
+            f"gearsql: bad setting: {exc}",
+            hint="an administrator fixes it" + _where(GD, schema),
+            sqlstate=BAD_SETTING,
+        )
     if settings["background_mode"] not in BACKGROUND_MODES:
-        _fail(plpy, f"gearsql: bad setting background_mode={settings['background_mode']!r}",
-              hint="it is 'transactional' or 'immediate'", sqlstate=BAD_SETTING)
+        _fail(
+            plpy,
+            f"gearsql: bad setting background_mode={settings['background_mode']!r}",
+            hint="it is 'transactional' or 'immediate'",
+            sqlstate=BAD_SETTING,
+        )
     return settings
 
 
@@ -263,7 +286,7 @@ def parse_servers(text):
             end = item.find("]")
             if end < 0:
                 raise ValueError(f"bad job server address {item!r}")
-            host, rest = item[1:end], item[end + 1:]
+            host, rest = item[1:end], item[end + 1 :]
             if rest:
                 if not rest.startswith(":") or not rest[1:].isdigit():
                     raise ValueError(f"bad job server address {item!r}")
@@ -315,9 +338,12 @@ def _targets(plpy, GD, schema, settings, name):
     if chosen:
         targets = [address for address in chosen if address in allowed]
         if not targets:
-            _fail(plpy, f"{name}: none of the job servers chosen with gman_servers_set is "
-                  "allowed any more", detail="allowed: " + ", ".join(map(_format, allowed)),
-                  sqlstate=NOT_ALLOWED)
+            _fail(
+                plpy,
+                f"{name}: none of the job servers chosen with gman_servers_set is allowed any more",
+                detail="allowed: " + ", ".join(map(_format, allowed)),
+                sqlstate=NOT_ALLOWED,
+            )
         return targets
     return allowed
 
@@ -508,8 +534,9 @@ def _submit(plpy, GD, schema, settings, name, requests, unique=b""):
             try:
                 link = _connect(plpy, GD, schema, settings, address)
             except _Timeout:
-                errors.append(f"{_format(address)}: no answer within "
-                              f"{settings['connect_timeout']:g} s")
+                errors.append(
+                    f"{_format(address)}: no answer within {settings['connect_timeout']:g} s"
+                )
                 _session(GD, schema).links.pop(address, None)
                 break
             except (OSError, _Lost) as exc:
@@ -529,16 +556,21 @@ def _submit(plpy, GD, schema, settings, name, requests, unique=b""):
             except BaseException:
                 _drop(GD, schema, link)
                 raise
-    _fail(plpy, f"{name}: cannot reach a job server",
-          detail="; ".join(errors),
-          hint="check that the job server runs and is listed in the 'servers' setting",
-          sqlstate=UNREACHABLE)
+    _fail(
+        plpy,
+        f"{name}: cannot reach a job server",
+        detail="; ".join(errors),
+        hint="check that the job server runs and is listed in the 'servers' setting",
+        sqlstate=UNREACHABLE,
+    )
 
 
 def _packet_bytes(requests):
     """The size of the largest submission packet of ``requests``."""
-    return max(12 + len(function) + len(unique) + len(data) + 2
-               for _token, function, unique, data, _priority, _background in requests)
+    return max(
+        12 + len(function) + len(unique) + len(data) + 2
+        for _token, function, unique, data, _priority, _background in requests
+    )
 
 
 def _reachable(address, settings):
@@ -559,12 +591,16 @@ def _refused_on_size(plpy, name, link, requests, exc):
     generic error follows for small packets, where the size cannot be the cause."""
     size = _packet_bytes(requests)
     if size > 1024 * 1024:
-        _fail(plpy, f"{name}: the job server {link.name} closed the connection while taking a "
-              f"job of {size} bytes ({exc}); it is up, so the job is most likely larger than "
-              "its maximum packet size",
-              hint="set the max_workload setting to the job server's limit (gearsql server "
-              "--max-packet-size) to be told before anything is sent; pass a reference to the "
-              "data instead of the data", sqlstate=REFUSED)
+        _fail(
+            plpy,
+            f"{name}: the job server {link.name} closed the connection while taking a "
+            f"job of {size} bytes ({exc}); it is up, so the job is most likely larger than "
+            "its maximum packet size",
+            hint="set the max_workload setting to the job server's limit (gearsql server "
+            "--max-packet-size) to be told before anything is sent; pass a reference to the "
+            "data instead of the data",
+            sqlstate=REFUSED,
+        )
 
 
 def _reason(exc):
@@ -592,14 +628,25 @@ def _send_and_confirm(plpy, GD, schema, settings, name, link, requests):
                     _drop(GD, schema, link)
                     why = ""
                     if event.code == "ARGUMENT_TOO_LARGE":
-                        why = (f" (a packet of {_packet_bytes(requests)} bytes: more than the "
-                               "server's maximum packet size)")
-                    _fail(plpy, f"{name}: the job server {link.name} refused the job: "
-                          f"{event.code} {event.text}".rstrip() + why, sqlstate=REFUSED)
+                        why = (
+                            f" (a packet of {_packet_bytes(requests)} bytes: more than the "
+                            "server's maximum packet size)"
+                        )
+                    _fail(
+                        plpy,
+                        f"{name}: the job server {link.name} refused the job: "
+                        f"{event.code} {event.text}".rstrip()
+                        + why,
+                        sqlstate=REFUSED,
+                    )
     except _Timeout:
         _drop(GD, schema, link)
-        _fail(plpy, f"{name}: the job server {link.name} did not confirm the job within "
-              f"{settings['timeout']:g} s", sqlstate=TIMEOUT)
+        _fail(
+            plpy,
+            f"{name}: the job server {link.name} did not confirm the job within "
+            f"{settings['timeout']:g} s",
+            sqlstate=TIMEOUT,
+        )
     return handles
 
 
@@ -630,20 +677,33 @@ def _results(plpy, GD, schema, settings, name, link, handles):
                         results[event.token] = b"".join(pieces[event.token])
                     elif packet.type == protocol.PacketType.WORK_EXCEPTION:
                         text = packet.args[1].decode("utf-8", "replace")
-                        _fail(plpy, f"{name}: the worker raised an exception in job {handle}: "
-                              f"{text}", sqlstate=WORK_EXCEPTION)
+                        _fail(
+                            plpy,
+                            f"{name}: the worker raised an exception in job {handle}: {text}",
+                            sqlstate=WORK_EXCEPTION,
+                        )
                     else:
-                        _fail(plpy, f"{name}: the worker failed job {handle} (WORK_FAIL)",
-                        sqlstate=WORK_FAIL)
+                        _fail(
+                            plpy,
+                            f"{name}: the worker failed job {handle} (WORK_FAIL)",
+                            sqlstate=WORK_FAIL,
+                        )
     except _Timeout:
         _drop(GD, schema, link)
-        _fail(plpy, f"{name}: no result within {settings['timeout']:g} s (the 'timeout' "
-              f"setting) from {link.name}",
-              hint="is a worker registered for the function?", sqlstate=TIMEOUT)
+        _fail(
+            plpy,
+            f"{name}: no result within {settings['timeout']:g} s (the 'timeout' "
+            f"setting) from {link.name}",
+            hint="is a worker registered for the function?",
+            sqlstate=TIMEOUT,
+        )
     except _Lost as exc:
         _drop(GD, schema, link)
-        _fail(plpy, f"{name}: lost the connection to {link.name} while waiting: {exc}",
-        sqlstate=UNREACHABLE)
+        _fail(
+            plpy,
+            f"{name}: lost the connection to {link.name} while waiting: {exc}",
+            sqlstate=UNREACHABLE,
+        )
     except BaseException:
         _drop(GD, schema, link)
         raise
@@ -662,9 +722,7 @@ def do(plpy, GD, schema, name, priority, function, workload, unique=None):
     data = _workload(plpy, name, workload)
     settings = _settings(plpy, GD, schema)
     _check_size(plpy, GD, schema, name, data, settings)
-    link, handles = _submit(
-        plpy, GD, schema, settings, name, [(0, fn, uq, data, level, False)], uq
-    )
+    link, handles = _submit(plpy, GD, schema, settings, name, [(0, fn, uq, data, level, False)], uq)
     results = _results(plpy, GD, schema, settings, name, link, handles)
     return _result(plpy, name, results[0], not isinstance(workload, str))
 
@@ -691,9 +749,7 @@ def _background(plpy, GD, schema, name, priority, function, workload, unique, ou
     _check_size(plpy, GD, schema, name, data, settings)
     if outbox and settings["background_mode"] == "transactional":
         return _outbox(plpy, GD, schema, fn, uq, data, level)
-    _link, handles = _submit(
-        plpy, GD, schema, settings, name, [(0, fn, uq, data, level, True)], uq
-    )
+    _link, handles = _submit(plpy, GD, schema, settings, name, [(0, fn, uq, data, level, True)], uq)
     return handles[0].decode("utf-8", "replace")
 
 
@@ -714,16 +770,26 @@ def _outbox(plpy, GD, schema, function, unique, data, priority):
 def _outbox_status(plpy, GD, schema, name, outbox_id):
     """The status of ``outbox:<id>``, from the database alone: pending (still in the outbox),
     dead (in gman_outbox_dead, with the reason), else submitted."""
-    status = {"known": False, "running": False, "numerator": None, "denominator": None,
-              "state": "submitted",
-              "detail": "no longer in the outbox: the relay submitted it (or the transaction "
-              "that wrote it never committed)"}
+    status = {
+        "known": False,
+        "running": False,
+        "numerator": None,
+        "denominator": None,
+        "state": "submitted",
+        "detail": "no longer in the outbox: the relay submitted it (or the transaction "
+        "that wrote it never committed)",
+    }
     queries = ["outbox_state"]
     if _dialect(GD) == "sqlite":
         tables = {row["name"] for row in plpy.execute(_SQL["sqlite"]["tables"])}
-        queries = [query for query, table in (("outbox_state", "gman_outbox"),
-                                              ("dead_state", "gman_outbox_dead"))
-                   if table in tables]
+        queries = [
+            query
+            for query, table in (
+                ("outbox_state", "gman_outbox"),
+                ("dead_state", "gman_outbox_dead"),
+            )
+            if table in tables
+        ]
     for query in queries:
         key = f"gearsql.plan.{query}.{schema}"
         plan = GD.get(key)
@@ -753,8 +819,14 @@ def job_status(plpy, GD, schema, handle):
     if raw.startswith(b"outbox:") and raw[7:].isdigit():
         return _outbox_status(plpy, GD, schema, name, int(raw[7:]))
     settings = _settings(plpy, GD, schema)
-    status = {"known": False, "running": False, "numerator": None, "denominator": None,
-              "state": "unknown", "detail": None}
+    status = {
+        "known": False,
+        "running": False,
+        "numerator": None,
+        "denominator": None,
+        "state": "unknown",
+        "detail": None,
+    }
     errors = []
     for address in _targets(plpy, GD, schema, settings, name):
         try:
@@ -792,8 +864,12 @@ def job_status(plpy, GD, schema, handle):
                 "detail": link.name,
             }
     if errors and len(errors) == len(_targets(plpy, GD, schema, settings, name)):
-        _fail(plpy, f"{name}: cannot reach a job server", detail="; ".join(errors),
-        sqlstate=UNREACHABLE)
+        _fail(
+            plpy,
+            f"{name}: cannot reach a job server",
+            detail="; ".join(errors),
+            sqlstate=UNREACHABLE,
+        )
     return status
 
 
@@ -863,8 +939,12 @@ def sum_final(plpy, GD, schema, state):
         try:
             total += int(raw)
         except ValueError:
-            _fail(plpy, f"{name}: a worker's result is not an integer: "
-                  f"{raw[:40].decode('utf-8', 'replace')!r}", sqlstate=NOT_AN_INTEGER)
+            _fail(
+                plpy,
+                f"{name}: a worker's result is not an integer: "
+                f"{raw[:40].decode('utf-8', 'replace')!r}",
+                sqlstate=NOT_AN_INTEGER,
+            )
     return total
 
 

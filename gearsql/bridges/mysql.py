@@ -106,10 +106,12 @@ for _infix in _PRIORITIES:
     FUNCTIONS[f"gman_do{_infix}_unique"] = (("function", "workload", "unique"), "LONGBLOB")
 for _infix in _PRIORITIES:
     FUNCTIONS[f"gman_do{_infix}_background"] = (
-        ("function", "workload"), "VARCHAR(32) CHARACTER SET ascii"
+        ("function", "workload"),
+        "VARCHAR(32) CHARACTER SET ascii",
     )
     FUNCTIONS[f"gman_do{_infix}_background_unique"] = (
-        ("function", "workload", "unique"), "VARCHAR(32) CHARACTER SET ascii"
+        ("function", "workload", "unique"),
+        "VARCHAR(32) CHARACTER SET ascii",
     )
 FUNCTIONS["gman_servers_set"] = (("servers",), "TEXT CHARACTER SET utf8mb4")
 FUNCTIONS["gman_job_status"] = (("handle",), "TEXT CHARACTER SET utf8mb4")
@@ -554,11 +556,15 @@ def _public_function(name: str) -> str:
     args = ", ".join(f"`{param}` LONGBLOB" for param in params)
     target = "_gman_outbox_insert" if background else "_gman_call"
     if background:
-        what = "write a background job to gman_outbox in the caller's transaction; the relay " \
+        what = (
+            "write a background job to gman_outbox in the caller's transaction; the relay "
             "submits it after commit; returns 'outbox:<id>'"
+        )
     else:
-        what = "run a job through the relay and return its result (NULL if empty); not inside " \
+        what = (
+            "run a job through the relay and return its result (NULL if empty); not inside "
             "a transaction"
+        )
     priority_text = "" if priority == "normal" else f" ({priority} priority)"
     return (
         f"CREATE OR REPLACE FUNCTION {name}({args})\n"
@@ -578,18 +584,25 @@ def _routines() -> list[str]:
         _LOCK_NAME,
         _OUTBOX_INSERT.format(head=_head("MODIFIES SQL DATA", "gearsql: one gman_outbox row")),
         _CALL.format(head=_head("MODIFIES SQL DATA", "gearsql: one foreground call")),
-        *(_public_function(name) for name in FUNCTIONS
-          if name not in ("gman_servers_set", "gman_job_status")),
-        _JOB_STATUS.format(head=_head(
-            "READS SQL DATA",
-            "gearsql: pending, dead (with the reason) or submitted, of an outbox:<id> handle, "
-            "as JSON",
-        )),
-        _SERVERS_SET.format(head=_head(
-            "READS SQL DATA",
-            "gearsql: checks a job server list against the allowed ones and returns it; "
-            "the relay decides where jobs go",
-        )),
+        *(
+            _public_function(name)
+            for name in FUNCTIONS
+            if name not in ("gman_servers_set", "gman_job_status")
+        ),
+        _JOB_STATUS.format(
+            head=_head(
+                "READS SQL DATA",
+                "gearsql: pending, dead (with the reason) or submitted, of an outbox:<id> handle, "
+                "as JSON",
+            )
+        ),
+        _SERVERS_SET.format(
+            head=_head(
+                "READS SQL DATA",
+                "gearsql: checks a job server list against the allowed ones and returns it; "
+                "the relay decides where jobs go",
+            )
+        ),
     ]
 
 
@@ -617,8 +630,10 @@ def install_statements(
         f"SET SESSION sql_mode = '{_SQL_MODE}'",
         *(_TABLE_SQL[table] for table in TABLES),
         "INSERT IGNORE INTO gman_settings (name, value) VALUES\n"
-        + ",\n".join(f"    ({_literal(name)}, {_literal(default)})"
-                     for name, (default, _) in SETTINGS.items()),
+        + ",\n".join(
+            f"    ({_literal(name)}, {_literal(default)})"
+            for name, (default, _) in SETTINGS.items()
+        ),
     ]
     for name, value in chosen.items():
         if value is not None:
@@ -699,8 +714,10 @@ def _install_header() -> str:
         "-- Callers need only EXECUTE on the functions (they run as the installing account):",
         "--     GRANT EXECUTE ON FUNCTION app.gman_do_background TO 'app'@'%';",
         "-- The relay's account needs, on the tables (gearsql install mysql --relay-account):",
-        *(f"--     GRANT {privileges} ON TABLE app.{table} TO 'relay'@'%';"
-          for table, privileges in RELAY_PRIVILEGES.items()),
+        *(
+            f"--     GRANT {privileges} ON TABLE app.{table} TO 'relay'@'%';"
+            for table, privileges in RELAY_PRIVILEGES.items()
+        ),
         "-- With the binary log on, MariaDB also wants log_bin_trust_function_creators = 1 to",
         "-- create these functions (they write tables and are not deterministic).",
         "--",

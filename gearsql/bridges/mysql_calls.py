@@ -131,8 +131,9 @@ class _CallServer:
                     await self._round()
                     backoff = self.poll_interval
                 except Exception as exc:  # the database: reconnect next round
-                    log.warning("gman_calls in %s: %s (retrying in %.1f s)",
-                                self.database, exc, backoff)
+                    log.warning(
+                        "gman_calls in %s: %s (retrying in %.1f s)", self.database, exc, backoff
+                    )
                     await self._db(self._db_close)
                     await _wait(stop, backoff)
                     backoff = min(backoff * 2, 5.0)
@@ -175,7 +176,10 @@ class _CallServer:
     async def _run_call(self, call: _Call) -> None:
         try:
             data = await self.client.submit(
-                call.function, call.workload, unique=call.unique, priority=call.priority,
+                call.function,
+                call.workload,
+                unique=call.unique,
+                priority=call.priority,
                 timeout=call.timeout,
             )
             outcome = _Outcome("complete", result=data)
@@ -191,8 +195,12 @@ class _CallServer:
         try:
             await self._db(self._db_finish, call.id, outcome)
         except Exception as exc:
-            log.warning("gman_calls %s: cannot write the result of call %d yet: %s",
-                        self.database, call.id, exc)
+            log.warning(
+                "gman_calls %s: cannot write the result of call %d yet: %s",
+                self.database,
+                call.id,
+                exc,
+            )
             self.unwritten[call.id] = outcome
             self.running.pop(call.id, None)
             return
@@ -264,11 +272,18 @@ class _CallServer:
                 self._unlock(cursor, "claim", call_id)
                 continue
             function, unique, workload, priority, timeout = row
-            calls.append(_Call(
-                call_id, bytes(function), bytes(unique) if unique else None, bytes(workload),
-                priority.decode() if isinstance(priority, (bytes, bytearray)) else str(priority),
-                float(timeout),
-            ))
+            calls.append(
+                _Call(
+                    call_id,
+                    bytes(function),
+                    bytes(unique) if unique else None,
+                    bytes(workload),
+                    priority.decode()
+                    if isinstance(priority, (bytes, bytearray))
+                    else str(priority),
+                    float(timeout),
+                )
+            )
         cursor.close()
         return calls
 
@@ -282,10 +297,13 @@ class _CallServer:
             if size + _STATEMENT_OVERHEAD > self.max_packet:
                 # The server would refuse the statement and drop the connection, again and
                 # again: tell the caller instead.
-                outcome = _Outcome("error", message=(
-                    f"the worker's result ({len(outcome.result)} bytes) does not fit in "
-                    f"max_allowed_packet ({self.max_packet} bytes)"
-                ))
+                outcome = _Outcome(
+                    "error",
+                    message=(
+                        f"the worker's result ({len(outcome.result)} bytes) does not fit in "
+                        f"max_allowed_packet ({self.max_packet} bytes)"
+                    ),
+                )
         message = outcome.message
         if message is not None:
             message = message[:_MESSAGE_CHARS]
@@ -349,8 +367,9 @@ class _CallServer:
         for (call_id,) in cursor.fetchall():
             if int(call_id) in mine:
                 continue
-            cursor.execute("SELECT IS_USED_LOCK(%s)",
-                           (lock_name(self.database, "done", int(call_id)),))
+            cursor.execute(
+                "SELECT IS_USED_LOCK(%s)", (lock_name(self.database, "done", int(call_id)),)
+            )
             if cursor.fetchone()[0] is not None:
                 continue
             try:

@@ -150,8 +150,9 @@ _RERAISE = (
 _ERROR_VARIABLES = "    e_code text;\n    e_message text;\n    e_detail text;\n    e_hint text;\n"
 
 
-def _function_sql(schema: str, entry: dict[str, Any], key: str, load: str,
-                  plpython: bool = True) -> list[str]:
+def _function_sql(
+    schema: str, entry: dict[str, Any], key: str, load: str, plpython: bool = True
+) -> list[str]:
     """``entry`` as SQL functions, one per overload.
 
     With PL/Python, a public function is PL/pgSQL (SECURITY DEFINER, fixed search_path) around
@@ -175,40 +176,50 @@ def _function_sql(schema: str, entry: dict[str, Any], key: str, load: str,
         args = ", ".join(f"{_ident(name)} {sql}" for name, sql in params)
         names = ", ".join(_ident(name) for name, _ in params)
         if returns == "status":
-            args += (", OUT known boolean, OUT running boolean, OUT numerator bigint,"
-                     " OUT denominator bigint, OUT state text, OUT detail text")
+            args += (
+                ", OUT known boolean, OUT running boolean, OUT numerator bigint,"
+                " OUT denominator bigint, OUT state text, OUT detail text"
+            )
             result = "record"
         else:
             result = returns
         public = f"{s}.{_ident(entry['name'])}({args})"
         if not plpython:
-            body = "BEGIN\n    " + _raise(
-                f"{entry['name']} needs PL/Python (plpython3u), and gearsql was installed "
-                "without it in this database", NO_PLPYTHON,
-                hint="the gman_do*_background functions work (transactional mode: the relay "
-                "submits the jobs); a superuser can install PL/Python and run gearsql install "
-                "postgres again") + "\nEND\n"
-            statements.append(f"CREATE OR REPLACE FUNCTION {public}\n"
-                              f"RETURNS {result} LANGUAGE plpgsql VOLATILE AS {_dollar(body)};")
+            body = (
+                "BEGIN\n    "
+                + _raise(
+                    f"{entry['name']} needs PL/Python (plpython3u), and gearsql was installed "
+                    "without it in this database",
+                    NO_PLPYTHON,
+                    hint="the gman_do*_background functions work (transactional mode: the relay "
+                    "submits the jobs); a superuser can install PL/Python and run gearsql install "
+                    "postgres again",
+                )
+                + "\nEND\n"
+            )
+            statements.append(
+                f"CREATE OR REPLACE FUNCTION {public}\n"
+                f"RETURNS {result} LANGUAGE plpgsql VOLATILE AS {_dollar(body)};"
+            )
             continue
         inner = f"{s}.{_ident('_gman_py_' + entry['name'])}"
         statements.append(
             f"CREATE OR REPLACE FUNCTION {inner}({args})\n"
-            f"RETURNS {result} LANGUAGE plpython3u VOLATILE AS {_dollar(python_body)};")
+            f"RETURNS {result} LANGUAGE plpython3u VOLATILE AS {_dollar(python_body)};"
+        )
         if returns == "status":
-            call = ("SELECT r.known, r.running, r.numerator, r.denominator, r.state, r.detail\n"
-                    "      INTO known, running, numerator, denominator, state, detail\n"
-                    f"      FROM {inner}({names}) AS r;\n    RETURN;")
+            call = (
+                "SELECT r.known, r.running, r.numerator, r.denominator, r.state, r.detail\n"
+                "      INTO known, running, numerator, denominator, state, detail\n"
+                f"      FROM {inner}({names}) AS r;\n    RETURN;"
+            )
         else:
             call = f"RETURN {inner}({names});"
-        body = (
-            "DECLARE\n" + _ERROR_VARIABLES + "BEGIN\n"
-            f"    {call}\n"
-            + _RERAISE + "END\n"
-        )
+        body = "DECLARE\n" + _ERROR_VARIABLES + f"BEGIN\n    {call}\n" + _RERAISE + "END\n"
         statements.append(
             f"CREATE OR REPLACE FUNCTION {public}\nRETURNS {result} LANGUAGE plpgsql VOLATILE "
-            f"SECURITY DEFINER\nSET search_path = pg_catalog, pg_temp AS {_dollar(body)};")
+            f"SECURITY DEFINER\nSET search_path = pg_catalog, pg_temp AS {_dollar(body)};"
+        )
     return statements
 
 
@@ -216,16 +227,23 @@ def _python_bodies(schema: str) -> list[str]:
     """The signatures of the ``_gman_py_*`` functions (PL/Python bodies of public functions)."""
     functions = udf_module("functions")
     background = {name for name, _ in functions.BACKGROUND}
-    return [f"{_ident(schema)}.{_ident('_gman_py_' + entry['name'])}({_arg_types(params)})"
-            for entry in functions.FUNCTIONS
-            if entry["name"] not in background
-            for params, _ in _signatures(entry)]
+    return [
+        f"{_ident(schema)}.{_ident('_gman_py_' + entry['name'])}({_arg_types(params)})"
+        for entry in functions.FUNCTIONS
+        if entry["name"] not in background
+        for params, _ in _signatures(entry)
+    ]
 
 
 #: The PL/Python function the background calls go through in immediate mode (not granted: the
 #: public functions, SECURITY DEFINER, call it as the installing role).
-_NOW_PARAMS = [("p_name", "text"), ("p_priority", "text"), ("p_function", "text"),
-               ("p_workload", "bytea"), ("p_unique", "text")]
+_NOW_PARAMS = [
+    ("p_name", "text"),
+    ("p_priority", "text"),
+    ("p_function", "text"),
+    ("p_workload", "bytea"),
+    ("p_unique", "text"),
+]
 
 
 def _now_sql(schema: str, key: str, load: str) -> str:
@@ -284,12 +302,16 @@ def _background_sql(schema: str, entry: dict[str, Any], plpython: bool) -> list[
             immediate = (
                 f"BEGIN\n            RETURN {s}._gman_background_now({_literal(name)}, "
                 f"{_literal(priority)}, function, raw, {unique});\n"
-                + _RERAISE.replace("\n", "\n        ") + "END;")
+                + _RERAISE.replace("\n", "\n        ")
+                + "END;"
+            )
         else:
             immediate = _raise(
                 f"{name}: background_mode is 'immediate', which needs PL/Python (plpython3u), "
-                "and gearsql was installed without it in this database", NO_PLPYTHON,
-                hint="set background_mode to 'transactional' (the relay submits the jobs)")
+                "and gearsql was installed without it in this database",
+                NO_PLPYTHON,
+                hint="set background_mode to 'transactional' (the relay submits the jobs)",
+            )
         lines = [
             "DECLARE",
             "    raw pg_catalog.bytea;",
@@ -304,9 +326,12 @@ def _background_sql(schema: str, entry: dict[str, Any], plpython: bool) -> list[
             "    END IF;",
             "    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) "
             f"{MAX_FUNCTION_NAME} THEN",
-            "        " + _raise(f"{name}: the function name is longer than {MAX_FUNCTION_NAME} "
-                               "bytes (% bytes)", BAD_ARGUMENT,
-                               "pg_catalog.octet_length(function)"),
+            "        "
+            + _raise(
+                f"{name}: the function name is longer than {MAX_FUNCTION_NAME} bytes (% bytes)",
+                BAD_ARGUMENT,
+                "pg_catalog.octet_length(function)",
+            ),
             "    END IF;",
             "    IF function OPERATOR(pg_catalog.=) '' THEN",
             "        " + _raise(f"{name}: the function name is empty", BAD_ARGUMENT),
@@ -316,8 +341,12 @@ def _background_sql(schema: str, entry: dict[str, Any], plpython: bool) -> list[
             lines += [
                 '    IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) '
                 f"{MAX_UNIQUE} THEN",
-                "        " + _raise(f"{name}: the unique id is longer than {MAX_UNIQUE} bytes "
-                                   "(% bytes)", BAD_ARGUMENT, 'pg_catalog.octet_length("unique")'),
+                "        "
+                + _raise(
+                    f"{name}: the unique id is longer than {MAX_UNIQUE} bytes (% bytes)",
+                    BAD_ARGUMENT,
+                    'pg_catalog.octet_length("unique")',
+                ),
                 "    END IF;",
             ]
         lines += [
@@ -338,26 +367,38 @@ def _background_sql(schema: str, entry: dict[str, Any], plpython: bool) -> list[
             "        limit_text := '0';",
             "    END IF;",
             "    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN",
-            "        " + _raise("gearsql: bad setting: max_workload=%", BAD_SETTING,
-                               "pg_catalog.quote_literal(limit_text)",
-                               hint=f"an administrator fixes it {where}"),
+            "        "
+            + _raise(
+                "gearsql: bad setting: max_workload=%",
+                BAD_SETTING,
+                "pg_catalog.quote_literal(limit_text)",
+                hint=f"an administrator fixes it {where}",
+            ),
             "    END IF;",
             "    size_limit := limit_text::pg_catalog.int8;",
             "    IF size_limit OPERATOR(pg_catalog.>) 0",
             "       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN",
-            "        " + _raise(
-                f"{name}: the workload is % bytes, more than the max_workload setting "
-                "(% bytes)", BAD_ARGUMENT, "pg_catalog.octet_length(raw)", "size_limit",
+            "        "
+            + _raise(
+                f"{name}: the workload is % bytes, more than the max_workload setting (% bytes)",
+                BAD_ARGUMENT,
+                "pg_catalog.octet_length(raw)",
+                "size_limit",
                 hint="a job server refuses a packet above its maximum size; pass a reference "
                 "to the data (a key, a path) instead, or an administrator raises max_workload "
-                f"{where} and the job server's limit together"),
+                f"{where} and the job server's limit together",
+            ),
             "    END IF;",
             "    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN",
             "        " + immediate,
             "    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN",
-            "        " + _raise("gearsql: bad setting background_mode=%", BAD_SETTING,
-                               "pg_catalog.quote_literal(mode)",
-                               hint="it is 'transactional' or 'immediate'"),
+            "        "
+            + _raise(
+                "gearsql: bad setting background_mode=%",
+                BAD_SETTING,
+                "pg_catalog.quote_literal(mode)",
+                hint="it is 'transactional' or 'immediate'",
+            ),
             "    END IF;",
             f"    INSERT INTO {s}.gman_outbox (function, unique_key, workload, priority)",
             f"    VALUES (pg_catalog.convert_to(function, 'UTF8'), "
@@ -433,8 +474,7 @@ def _all_functions(schema: str, plpython: bool = True) -> list[tuple[str, str]]:
     for aggregate in functions.AGGREGATES:
         for params, _ in _signatures(aggregate):
             objects.append(
-                ("AGGREGATE",
-                 f"{_ident(schema)}.{_ident(aggregate['name'])}({_arg_types(params)})")
+                ("AGGREGATE", f"{_ident(schema)}.{_ident(aggregate['name'])}({_arg_types(params)})")
             )
     return objects
 
@@ -445,9 +485,12 @@ def _granted(schema: str, plpython: bool) -> list[str]:
     functions = udf_module("functions")
     internal = {entry["name"] for entry in functions.FUNCTIONS if entry.get("internal")}
     prefix = f"{_ident(schema)}."
-    return [signature for _, signature in _all_functions(schema, plpython)
-            if signature.startswith(prefix + '"gman_')
-            or any(signature.startswith(f"{prefix}{_ident(name)}(") for name in internal)]
+    return [
+        signature
+        for _, signature in _all_functions(schema, plpython)
+        if signature.startswith(prefix + '"gman_')
+        or any(signature.startswith(f"{prefix}{_ident(name)}(") for name in internal)
+    ]
 
 
 def install_sql(
@@ -503,8 +546,10 @@ def install_sql(
         f"ALTER TABLE {s}.gman_settings ADD CONSTRAINT gman_settings_name_check "
         f"CHECK (name IN ({names}));",
         f"INSERT INTO {s}.gman_settings (name, value) VALUES\n"
-        + ",\n".join(f"    ({_literal(name)}, {_literal(default)})"
-                     for name, (default, _) in SETTINGS.items())
+        + ",\n".join(
+            f"    ({_literal(name)}, {_literal(default)})"
+            for name, (default, _) in SETTINGS.items()
+        )
         + "\nON CONFLICT (name) DO NOTHING;",
     ]
     chosen = {"servers": servers, "background_mode": background_mode, "timeout": timeout}
@@ -514,8 +559,10 @@ def install_sql(
                 f"UPDATE {s}.gman_settings SET value = {_literal(value)} "
                 f"WHERE name = {_literal(name)};"
             )
-    parts.append(f"COMMENT ON TABLE {s}.gman_settings IS "
-                 f"{_literal('gearsql settings; only the installing role changes them')};")
+    parts.append(
+        f"COMMENT ON TABLE {s}.gman_settings IS "
+        f"{_literal('gearsql settings; only the installing role changes them')};"
+    )
     parts += [
         f"CREATE TABLE IF NOT EXISTS {s}.gman_outbox (\n"
         "    id bigserial PRIMARY KEY,\n"
@@ -562,8 +609,11 @@ def install_sql(
         f"                 FROM {s}.gman_outbox_dead AS d ORDER BY d.dead_at DESC, d.id DESC\n"
         "                 LIMIT 5)\n$$;",
         f"COMMENT ON FUNCTION {s}.gman_pipeline() IS "
-        + _literal("gearsql: rows waiting in the outbox (how many, the oldest age) and dead "
-                   "letters (how many, the newest reasons)") + ";",
+        + _literal(
+            "gearsql: rows waiting in the outbox (how many, the oldest age) and dead "
+            "letters (how many, the newest reasons)"
+        )
+        + ";",
         f"CREATE OR REPLACE FUNCTION {s}._gman_settings()\n"
         "RETURNS TABLE (name text, value text) LANGUAGE sql STABLE SECURITY DEFINER\n"
         "SET search_path = pg_catalog, pg_temp AS $$\n"
@@ -574,8 +624,9 @@ def install_sql(
     ]
     if plpython:
         parts += [
-        f"CREATE OR REPLACE FUNCTION {s}._gman_load()\n"
-        f"RETURNS void LANGUAGE plpython3u VOLATILE AS {_dollar(_loader_body(package, sources))};",
+            f"CREATE OR REPLACE FUNCTION {s}._gman_load()\n"
+            "RETURNS void LANGUAGE plpython3u VOLATILE AS "
+            f"{_dollar(_loader_body(package, sources))};",
             _now_sql(schema, package, load),
         ]
     background = {name for name, _ in functions.BACKGROUND}
@@ -748,8 +799,11 @@ def install(
     superuser), and ``psycopg.Error`` when the database refuses for another reason."""
     if plpython is None:
         plpython = plpython_available(dsn)
-    _run(dsn, install_sql(schema, role, servers, background_mode, timeout, plpython=plpython),
-         "install")
+    _run(
+        dsn,
+        install_sql(schema, role, servers, background_mode, timeout, plpython=plpython),
+        "install",
+    )
     return plpython
 
 

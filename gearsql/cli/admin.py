@@ -157,9 +157,7 @@ def jobs(servers: list[tuple[str, int]], timeout: float, as_json: bool, unique: 
             for server, client in _each_server(servers, timeout)
             for job in client.show_jobs()
         ]
-        headers = [
-            "SERVER", "HANDLE", "RETRIES", "IGNORED", "QUEUED", "ATTEMPTS", "STATE", "ERROR"
-        ]
+        headers = ["SERVER", "HANDLE", "RETRIES", "IGNORED", "QUEUED", "ATTEMPTS", "STATE", "ERROR"]
     _echo_records(records, headers, as_json, len(servers) > 1)
 
 
@@ -258,10 +256,14 @@ def top(servers: list[tuple[str, int]], timeout: float, interval: float, once: b
     # Ctrl-C (and SIGTERM) must stop it even when it was started with SIGINT ignored, as a
     # non-interactive shell starts a background job: Python then installs no KeyboardInterrupt
     # handler of its own, and the signal would be lost. The handlers are put back afterwards.
-    saved = {} if once else {
-        sig: signal.signal(sig, signal.default_int_handler)
-        for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+    saved = (
+        {}
+        if once
+        else {
+            sig: signal.signal(sig, signal.default_int_handler)
+            for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+    )
     try:
         with contextlib.ExitStack() as stack:
             clients = [stack.enter_context(AdminClient(*a, timeout=timeout)) for a in servers]

@@ -50,8 +50,13 @@ _PRINT_SQL_OPTION = click.option(
 )
 
 
-def _bridge_sql(dsn: str | None, print_sql: bool, sql: Callable[[], str],
-                run: Callable[[str], None], envvar: str = "GEARSQL_PG_DSN") -> None:
+def _bridge_sql(
+    dsn: str | None,
+    print_sql: bool,
+    sql: Callable[[], str],
+    run: Callable[[str], None],
+    envvar: str = "GEARSQL_PG_DSN",
+) -> None:
     try:
         text = sql()
     except ValueError as exc:
@@ -129,15 +134,27 @@ def install_postgres(
     _bridge_sql(
         dsn,
         print_sql,
-        lambda: postgres.install_sql(schema, role, servers, background_mode, timeout,
-                                     plpython=not no_plpython),
-        lambda url: used.append(postgres.install(url, schema, role, servers, background_mode,
-                                                 timeout, plpython=False if no_plpython else None)),
+        lambda: postgres.install_sql(
+            schema, role, servers, background_mode, timeout, plpython=not no_plpython
+        ),
+        lambda url: used.append(
+            postgres.install(
+                url,
+                schema,
+                role,
+                servers,
+                background_mode,
+                timeout,
+                plpython=False if no_plpython else None,
+            )
+        ),
     )
     if not print_sql:
         if used and not used[0]:
-            click.echo(f"installed the gman_* functions into schema {schema} without PL/Python: "
-                       "only gman_do*_background works (transactional mode, through the relay)")
+            click.echo(
+                f"installed the gman_* functions into schema {schema} without PL/Python: "
+                "only gman_do*_background works (transactional mode, through the relay)"
+            )
         else:
             click.echo(f"installed the gman_* functions into schema {schema}")
 

@@ -123,8 +123,14 @@ def relay(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await run_relays(
-            dsns, targets, stop=stop, schema=schema, source=source, batch=batch,
-            poll_interval=poll_interval, unique_prefix=unique_prefix,
+            dsns,
+            targets,
+            stop=stop,
+            schema=schema,
+            source=source,
+            batch=batch,
+            poll_interval=poll_interval,
+            unique_prefix=unique_prefix,
         )
 
     try:

@@ -90,8 +90,14 @@ def list_dead(
     headers = ["SERVER", "ID", "FUNCTION", "UNIQUE", "ATTEMPTS", "DIED", "SIZE", "ERROR"]
     rows: list[list[str | int]] = [
         [
-            record["server"], record["id"], record["function"], record["unique"] or "-",
-            record["attempts"], _when(record["died"]), record["size"], record["error"] or "-",
+            record["server"],
+            record["id"],
+            record["function"],
+            record["unique"] or "-",
+            record["attempts"],
+            _when(record["died"]),
+            record["size"],
+            record["error"] or "-",
         ]
         for record in records
     ]
@@ -155,8 +161,11 @@ def retry_dead(
     """
     target = _target(ident, every, function)
     _act(
-        servers, timeout, target,
-        lambda client: client.retry_dead(target, function), "resubmitted",
+        servers,
+        timeout,
+        target,
+        lambda client: client.retry_dead(target, function),
+        "resubmitted",
     )
 
 
@@ -178,8 +187,11 @@ def purge_dead(
     """
     target = _target(ident, every, function)
     _act(
-        servers, timeout, target,
-        lambda client: client.purge_dead(target, function), "purged",
+        servers,
+        timeout,
+        target,
+        lambda client: client.purge_dead(target, function),
+        "purged",
     )
 
 

@@ -42,7 +42,11 @@ def _when(epoch: int) -> str:
 @click.argument("spec", metavar="'M H DOM MON DOW'")
 @click.option("-d", "--data", default="", help="The jobs' payload (words, single spaces).")
 def add(
-    servers: list[tuple[str, int]], timeout: float, name: str, function: str, spec: str,
+    servers: list[tuple[str, int]],
+    timeout: float,
+    name: str,
+    function: str,
+    spec: str,
     data: str,
 ) -> None:
     """Submit a background job of FUNCTION at each UTC minute the cron expression matches.
@@ -91,9 +95,12 @@ def list_schedules(servers: list[tuple[str, int]], timeout: float, as_json: bool
                 raise
             records += [
                 {
-                    "server": client.server, "name": display_name(item.name),
-                    "function": display_name(item.function), "spec": item.spec,
-                    "next": item.due, "size": item.size,
+                    "server": client.server,
+                    "name": display_name(item.name),
+                    "function": display_name(item.function),
+                    "spec": item.spec,
+                    "next": item.due,
+                    "size": item.size,
                 }
                 for item in found
             ]

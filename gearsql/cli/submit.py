@@ -129,7 +129,8 @@ class _NoWorkerNotice:
         self.printer = printer
         self.told: set[str] = set()
         self.until = (
-            "(Ctrl-C stops; -t MS sets a timeout)" if timeout_ms is None
+            "(Ctrl-C stops; -t MS sets a timeout)"
+            if timeout_ms is None
             else f"until the -t timeout of {timeout_ms} ms"
         )
 
@@ -174,8 +175,7 @@ class _NoWorkerNotice:
                 continue
             self.told.add(function)
             self.printer.error(
-                f"no worker is registered for {function!r} on {where}; still waiting "
-                + self.until
+                f"no worker is registered for {function!r} on {where}; still waiting " + self.until
             )
 
 
@@ -333,7 +333,14 @@ def submit(
                         printer.emit(printer.stdout, f"{tag}{job.handle.decode()}\n".encode())
             else:
                 failures += _run_foreground(
-                    client, functions, workload, options, printer, prefix, verbose, timeout_ms,
+                    client,
+                    functions,
+                    workload,
+                    options,
+                    printer,
+                    prefix,
+                    verbose,
+                    timeout_ms,
                     notice,
                 )
             if printer.broken_pipe:

@@ -206,7 +206,9 @@ class MySQLSource(Source):
                             "INSERT IGNORE INTO gman_outbox_dead (id, created_at, function, "
                             "unique_key, workload, priority, reason) SELECT id, created_at, "
                             "function, unique_key, workload, priority, %s FROM gman_outbox "
-                            "WHERE id = %s", (reason[:1000], id_))
+                            "WHERE id = %s",
+                            (reason[:1000], id_),
+                        )
                     cursor.execute("DELETE FROM gman_outbox WHERE id = %s", (id_,))
             finally:
                 cursor.close()
@@ -249,8 +251,10 @@ class MySQLSource(Source):
         # follower does not read.
         logging.getLogger("pymysqlreplication").setLevel(logging.ERROR)
         settings: dict[str, Any] = {
-            "host": self.config["host"], "port": int(self.config["port"]),
-            "user": self.config["user"], "passwd": self.config["password"],
+            "host": self.config["host"],
+            "port": int(self.config["port"]),
+            "user": self.config["user"],
+            "passwd": self.config["password"],
             "connect_timeout": 10,
         }
         if "unix_socket" in self.config:

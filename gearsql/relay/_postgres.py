@@ -44,10 +44,13 @@ class PostgresSource(Source):
 
         self.close()
         self.conn = conn = psycopg.connect(self.dsn, connect_timeout=10)
-        database, exists, keeps_dead = _one(conn.execute(
-            "SELECT current_database(), to_regclass(%s) IS NOT NULL, "
-            "to_regclass(%s) IS NOT NULL", (self.table, self.dead_table)
-        ))
+        database, exists, keeps_dead = _one(
+            conn.execute(
+                "SELECT current_database(), to_regclass(%s) IS NOT NULL, "
+                "to_regclass(%s) IS NOT NULL",
+                (self.table, self.dead_table),
+            )
+        )
         self.keeps_dead = bool(keeps_dead)
         conn.rollback()
         try:  # the cluster's own id, so that the name is the same whatever host name is used

@@ -44,8 +44,7 @@ class SQLiteSource(Source):
                 f"no SQLite database at {self.path}: check the path (sqlite:///relative.db, "
                 "sqlite:////absolute.db), and start the relay after the application made it"
             )
-        return sqlite3.connect(self.path, isolation_level=None, timeout=30,
-                               check_same_thread=False)
+        return sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
 
     def open(self) -> None:
         self.close()
@@ -67,9 +66,12 @@ class SQLiteSource(Source):
             self.conn.execute(PIPELINE_VIEW)
             self.keeps_dead = True
         except sqlite3.OperationalError:  # a read-only file or directory
-            self.keeps_dead = self.conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'gman_outbox_dead'"
-            ).fetchone() is not None
+            self.keeps_dead = (
+                self.conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'gman_outbox_dead'"
+                ).fetchone()
+                is not None
+            )
 
     def identity(self) -> str:
         return f"sqlite:{os.path.realpath(self.path)}"
@@ -111,10 +113,12 @@ class SQLiteSource(Source):
                 conn.execute(
                     "INSERT OR IGNORE INTO gman_outbox_dead (id, created_at, function, unique_key,"
                     " workload, priority, reason) SELECT id, created_at, function, unique_key,"
-                    " workload, priority, ? FROM gman_outbox WHERE id = ?", (reason, id_))
+                    " workload, priority, ? FROM gman_outbox WHERE id = ?",
+                    (reason, id_),
+                )
             conn.execute("DELETE FROM gman_outbox WHERE id = ?", (id_,))
         for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
+            chunk = ids[start : start + 500]
             conn.execute(
                 f"DELETE FROM gman_outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk
             )

@@ -80,7 +80,10 @@ def row_from_values(values: Sequence[Any]) -> OutboxRow:
     if isinstance(priority, (bytes, bytearray)):
         priority = priority.decode("ascii")
     return OutboxRow(
-        int(id_), _bytes(function), _bytes(unique) if unique else None, _bytes(workload),
+        int(id_),
+        _bytes(function),
+        _bytes(unique) if unique else None,
+        _bytes(workload),
         str(priority),
     )
 
@@ -200,8 +203,10 @@ class Settlement:
 def dead_reason(row: OutboxRow, exc: BaseException) -> str:
     """Why a row is dead, in words for a database administrator."""
     if isinstance(exc, ServerError):
-        return (f"the job server refused it: {exc.code} {exc.text} ({len(row.workload)} bytes "
-                "of workload)").rstrip()
+        return (
+            f"the job server refused it: {exc.code} {exc.text} ({len(row.workload)} bytes "
+            "of workload)"
+        ).rstrip()
     return str(exc).strip() or type(exc).__name__
 
 
@@ -224,14 +229,23 @@ def settle(
     for row, outcome in zip(rows, outcomes, strict=True):
         if _permanent(outcome):
             settlement.refused.append((row, outcome))  # type: ignore[arg-type]
-        elif isinstance(outcome, ConnectionLost) and alone and strikes is not None and (
-            strikes.lost(row.id) >= strikes.limit
+        elif (
+            isinstance(outcome, ConnectionLost)
+            and alone
+            and strikes is not None
+            and (strikes.lost(row.id) >= strikes.limit)
         ):
-            settlement.refused.append((row, RowLostConnection(
-                f"the job server closed the connection each of the {strikes.limit} times it "
-                f"was submitted alone ({len(row.workload)} bytes of workload: is it larger than "
-                "the server's maximum packet size?)"
-            )))
+            settlement.refused.append(
+                (
+                    row,
+                    RowLostConnection(
+                        "the job server closed the connection each of the "
+                        f"{strikes.limit} times it was submitted alone "
+                        f"({len(row.workload)} bytes of workload: is it larger than the server's "
+                        "maximum packet size?)"
+                    ),
+                )
+            )
         elif isinstance(outcome, BaseException):
             settlement.failed.append((row, outcome))
         else:

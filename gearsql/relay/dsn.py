@@ -30,8 +30,9 @@ def open_source(dsn: str, schema: str = "gearsql", source: str = "auto") -> Sour
     if scheme in ("mysql", "mariadb"):
         if source == "listen":
             raise ValueError("--source listen is for PostgreSQL; MySQL follows the binlog or polls")
-        return MySQLSource(dsn, "poll" if source == "poll" else "binlog" if source == "binlog"
-                           else "auto")
+        return MySQLSource(
+            dsn, "poll" if source == "poll" else "binlog" if source == "binlog" else "auto"
+        )
     if scheme in SQLITE_SCHEMES:
         if source not in ("auto", "poll"):
             raise ValueError(f"--source {source}: an SQLite relay watches its file or polls")

@@ -42,6 +42,7 @@ _SETTLE = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064)
 #: went; more may wait) or ``refused`` (the job server did not take every row).
 RoundResult = Literal["empty", "busy", "refused"]
 
+
 def priority_of(row: OutboxRow) -> Priority:
     """The priority a row is submitted with: its ``priority`` column, NORMAL when unknown."""
     return row.level
@@ -182,8 +183,9 @@ class Relay:
             self._executor.shutdown(wait=False)
             if self._own_client:
                 await self.client.close()
-            log.log(NOTICE, "relay for %s stopped after %d rows", self.source.describe(),
-                    self.submitted)
+            log.log(
+                NOTICE, "relay for %s stopped after %d rows", self.source.describe(), self.submitted
+            )
 
     async def _connect(self) -> bool:
         try:
@@ -193,8 +195,11 @@ class Relay:
         except Exception as exc:
             delay = self._db_backoff.next_delay()
             if self._db_outage.failed(self._now()):
-                log.warning("%s: cannot connect: %s; retrying with backoff",
-                            self.source.describe(), _reason(exc))
+                log.warning(
+                    "%s: cannot connect: %s; retrying with backoff",
+                    self.source.describe(),
+                    _reason(exc),
+                )
             else:
                 log.debug("%s: still cannot connect: %s", self.source.describe(), _reason(exc))
             await self._db(self.source.close)
@@ -208,11 +213,18 @@ class Relay:
         if not self._ever_connected:
             self._ever_connected = True
             wake = {"poll": "", "listen": "woken by LISTEN, "}.get(
-                self.source.wake, f"woken by its {self.source.wake}, ")
+                self.source.wake, f"woken by its {self.source.wake}, "
+            )
             how = f"{wake}polled every {self.poll_interval:g} s"
-            log.log(NOTICE, "relaying %s to %s (%s; batches of %d; unique prefix %r)",
-                    self.source.describe(), ",".join(self.client.servers), how, self.batch,
-                    self.prefix.decode())
+            log.log(
+                NOTICE,
+                "relaying %s to %s (%s; batches of %d; unique prefix %r)",
+                self.source.describe(),
+                ",".join(self.client.servers),
+                how,
+                self.batch,
+                self.prefix.decode(),
+            )
         elif outage is not None:
             log.log(NOTICE, "%s: connected again after %.1f s", self.source.describe(), outage)
         return True
@@ -220,8 +232,11 @@ class Relay:
     async def _lost_database(self, exc: Exception) -> None:
         self._connected = False
         if self._db_outage.failed(self._now()):
-            log.warning("%s: %s; reconnecting with backoff (rows not yet confirmed stay in the "
-                        "outbox)", self.source.describe(), _reason(exc))
+            log.warning(
+                "%s: %s; reconnecting with backoff (rows not yet confirmed stay in the outbox)",
+                self.source.describe(),
+                _reason(exc),
+            )
         await self._db(self.source.close)
         await self._sleep(self._db_backoff.next_delay())
 
@@ -243,24 +258,45 @@ class Relay:
         await self._db(self.source.finish, settlement.done, settlement.dead)
         self.submitted += len(settlement.done)
         if settlement.done:
-            log.info("%s: submitted %d row(s), ids %d-%d", self.source.describe(),
-                     len(settlement.done), settlement.done[0], settlement.done[-1])
-        where = ("moved it to gman_outbox_dead" if self.source.keeps_dead else
-                 "deleted it (this install has no gman_outbox_dead: run the install again)")
+            log.info(
+                "%s: submitted %d row(s), ids %d-%d",
+                self.source.describe(),
+                len(settlement.done),
+                settlement.done[0],
+                settlement.done[-1],
+            )
+        where = (
+            "moved it to gman_outbox_dead"
+            if self.source.keeps_dead
+            else "deleted it (this install has no gman_outbox_dead: run the install again)"
+        )
         for (row, _), (_, reason) in zip(settlement.refused, settlement.dead, strict=True):
             self.dead += 1
-            log.error("%s: outbox row %d can never be submitted, %s: %s; function %r",
-                      self.source.describe(), row.id, where, reason, row.function[:80])
+            log.error(
+                "%s: outbox row %d can never be submitted, %s: %s; function %r",
+                self.source.describe(),
+                row.id,
+                where,
+                reason,
+                row.function[:80],
+            )
         if settlement.failed:
             if self._server_outage.failed(self._now()):
-                log.warning("%s: the job server does not take jobs: %s; rows wait in the "
-                            "outbox, retrying with backoff", self.source.describe(),
-                            describe_error(settlement.failed[0][1]))
+                log.warning(
+                    "%s: the job server does not take jobs: %s; rows wait in the "
+                    "outbox, retrying with backoff",
+                    self.source.describe(),
+                    describe_error(settlement.failed[0][1]),
+                )
             return "refused"
         outage = self._server_outage.recovered(self._now())
         if outage is not None:
-            log.log(NOTICE, "%s: the job server takes jobs again (after %.1f s)",
-                    self.source.describe(), outage)
+            log.log(
+                NOTICE,
+                "%s: the job server takes jobs again (after %.1f s)",
+                self.source.describe(),
+                outage,
+            )
         self._server_backoff.reset()
         return "busy"
 
@@ -269,10 +305,15 @@ class Relay:
         prefix = self.prefix
         assert prefix is not None
         tasks = [
-            asyncio.ensure_future(self.client.submit_background(
-                row.function, row.workload, unique=unique_for(row, prefix),
-                priority=priority_of(row), timeout=self.submit_timeout,
-            ))
+            asyncio.ensure_future(
+                self.client.submit_background(
+                    row.function,
+                    row.workload,
+                    unique=unique_for(row, prefix),
+                    priority=priority_of(row),
+                    timeout=self.submit_timeout,
+                )
+            )
             for row in rows
         ]
         gathered = asyncio.gather(*tasks, return_exceptions=True)
@@ -282,8 +323,12 @@ class Relay:
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             stopped.cancel()
         if not gathered.done():
-            log.log(NOTICE, "%s: stopping; waiting up to %g s for the batch in hand",
-                    self.source.describe(), self.stop_grace)
+            log.log(
+                NOTICE,
+                "%s: stopping; waiting up to %g s for the batch in hand",
+                self.source.describe(),
+                self.stop_grace,
+            )
             await asyncio.wait({gathered}, timeout=self.stop_grace)
             for task in tasks:  # unconfirmed rows stay in the outbox
                 task.cancel()
@@ -311,8 +356,9 @@ class Relay:
 
         def woken() -> None:
             if outage.recovered(self._now()) is not None:
-                log.log(NOTICE, "%s: watching the %s again", self.source.describe(),
-                        self.source.wake)
+                log.log(
+                    NOTICE, "%s: watching the %s again", self.source.describe(), self.source.wake
+                )
                 backoff.reset()
             self._woken.set()
 
@@ -323,9 +369,13 @@ class Relay:
             except Exception as exc:
                 problem = _reason(exc)
             if outage.failed(self._now()):
-                log.warning("%s: cannot watch the %s: %s; polling every %g s meanwhile",
-                            self.source.describe(), self.source.wake, problem,
-                            self.poll_interval)
+                log.warning(
+                    "%s: cannot watch the %s: %s; polling every %g s meanwhile",
+                    self.source.describe(),
+                    self.source.wake,
+                    problem,
+                    self.poll_interval,
+                )
             await self._sleep(backoff.next_delay())
 
     async def _stop_background(self, tasks: list[asyncio.Task[None]]) -> None:

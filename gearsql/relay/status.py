@@ -78,15 +78,20 @@ def _postgres(dsn: str, schema: str) -> PipelineStatus:
         raise ValueError(f"schema {schema!r} is not a plain SQL identifier")
     outbox, dead = f'"{schema}".gman_outbox', f'"{schema}".gman_outbox_dead'
     with psycopg.connect(dsn, connect_timeout=10) as conn:
-        database, has_outbox, has_dead = _first(conn.execute(
-            "SELECT current_database(), to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
-            (outbox, dead),
-        ))
+        database, has_outbox, has_dead = _first(
+            conn.execute(
+                "SELECT current_database(), to_regclass(%s) IS NOT NULL, "
+                "to_regclass(%s) IS NOT NULL",
+                (outbox, dead),
+            )
+        )
         if not has_outbox:
             raise OutboxMissing(f"{outbox} does not exist in database {database!r}")
-        backlog, age = _first(conn.execute(
-            f"SELECT count(*), extract(epoch FROM now() - min(created_at)) FROM {outbox}"
-        ))
+        backlog, age = _first(
+            conn.execute(
+                f"SELECT count(*), extract(epoch FROM now() - min(created_at)) FROM {outbox}"
+            )
+        )
         name = f"postgresql database {database!r}, {outbox}"
         if not has_dead:
             return PipelineStatus(name, int(backlog), _seconds(age), dead_table=False)
@@ -124,15 +129,19 @@ def _mysql(dsn: str) -> PipelineStatus:
         name = f"mysql {config['host']}:{config['port']}/{config['database']}"
         if "gman_outbox" not in tables:
             raise OutboxMissing(f"gman_outbox does not exist in database {config['database']!r}")
-        cursor.execute("SELECT COUNT(*), TIMESTAMPDIFF(MICROSECOND, MIN(created_at), NOW(6)) "
-                       "/ 1000000 FROM gman_outbox")
+        cursor.execute(
+            "SELECT COUNT(*), TIMESTAMPDIFF(MICROSECOND, MIN(created_at), NOW(6)) "
+            "/ 1000000 FROM gman_outbox"
+        )
         backlog, age = cursor.fetchone()
         if "gman_outbox_dead" not in tables:
             return PipelineStatus(name, int(backlog), _seconds(age), dead_table=False)
         cursor.execute("SELECT COUNT(*), CAST(MAX(dead_at) AS CHAR) FROM gman_outbox_dead")
         count, last = cursor.fetchone()
-        cursor.execute("SELECT id, reason FROM gman_outbox_dead ORDER BY dead_at DESC, id DESC "
-                       "LIMIT %s", (REASONS,))
+        cursor.execute(
+            "SELECT id, reason FROM gman_outbox_dead ORDER BY dead_at DESC, id DESC LIMIT %s",
+            (REASONS,),
+        )
         reasons = cursor.fetchall()
         cursor.close()
     finally:
@@ -145,22 +154,27 @@ def _sqlite(path: str) -> PipelineStatus:
         raise OutboxMissing(f"no SQLite database at {os.path.abspath(path)}")
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
-        tables = {row[0] for row in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' "
-            "AND name IN ('gman_outbox', 'gman_outbox_dead')")}
+        tables = {
+            row[0]
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name IN ('gman_outbox', 'gman_outbox_dead')"
+            )
+        }
         name = f"sqlite {os.path.abspath(path)}"
         if "gman_outbox" not in tables:
             raise OutboxMissing(f"{os.path.abspath(path)} has no gman_outbox table")
         backlog, age = conn.execute(
             "SELECT count(*), (julianday('now') - julianday(min(created_at))) * 86400.0 "
-            "FROM gman_outbox").fetchone()
+            "FROM gman_outbox"
+        ).fetchone()
         if "gman_outbox_dead" not in tables:
             return PipelineStatus(name, int(backlog), _seconds(age), dead_table=False)
-        count, last = conn.execute(
-            "SELECT count(*), max(dead_at) FROM gman_outbox_dead").fetchone()
+        count, last = conn.execute("SELECT count(*), max(dead_at) FROM gman_outbox_dead").fetchone()
         reasons = conn.execute(
             "SELECT id, reason FROM gman_outbox_dead ORDER BY dead_at DESC, id DESC LIMIT ?",
-            (REASONS,)).fetchall()
+            (REASONS,),
+        ).fetchall()
     finally:
         conn.close()
     return PipelineStatus(name, int(backlog), _seconds(age), int(count), last, _reasons(reasons))

@@ -85,7 +85,8 @@ def open_store(url: str) -> Store:
         path = sqlite_path(url)
         max_size = query.get("max_size")
         return SQLiteStore(
-            path, table=query.get("table", "gearman_queue"),
+            path,
+            table=query.get("table", "gearman_queue"),
             max_size=_parse_size(max_size) if max_size else None,
         )
     if parts.scheme in ("postgresql", "postgres"):

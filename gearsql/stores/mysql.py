@@ -195,7 +195,10 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
         self.table = check_identifier(table)
         config, query = parse_mysql_url(url, self._OPTIONS, "MySQL store")
         host, port, user, database = (
-            config["host"], config["port"], config["user"], config["database"]
+            config["host"],
+            config["port"],
+            config["user"],
+            config["database"],
         )
         self.database = database
         self.connect_timeout = float(query.get("connect_timeout", connect_timeout))
@@ -502,8 +505,13 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
         )
         return [
             DeadLetter(
-                _as_int(id_), _as_bytes(function), _as_bytes(unique), _as_int(priority),
-                _as_bytes(data), _as_int(retries), _as_bytes(error),
+                _as_int(id_),
+                _as_bytes(function),
+                _as_bytes(unique),
+                _as_int(priority),
+                _as_bytes(data),
+                _as_int(retries),
+                _as_bytes(error),
                 float(_as_text(died)) if died is not None else 0.0,
             )
             for id_, function, unique, priority, data, retries, error, died in _fetch(cursor)
@@ -520,7 +528,9 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
         )
         return [
             StoredPolicy(
-                _as_bytes(function), _as_int(attempts), float(_as_text(base)),
+                _as_bytes(function),
+                _as_int(attempts),
+                float(_as_text(base)),
                 float(_as_text(limit)),
             )
             for function, attempts, base, limit in _fetch(cursor)
@@ -537,7 +547,9 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
         )
         return [
             RememberedUnique(
-                _as_bytes(function), _as_bytes(unique), float(_as_text(expires)),
+                _as_bytes(function),
+                _as_bytes(unique),
+                float(_as_text(expires)),
                 _as_bytes(result),
             )
             for function, unique, expires, result in _fetch(cursor)
@@ -567,7 +579,10 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
         )
         return [
             StoredSchedule(
-                _as_bytes(name), _as_bytes(function), _as_text(spec), _as_bytes(data),
+                _as_bytes(name),
+                _as_bytes(function),
+                _as_text(spec),
+                _as_bytes(data),
                 _as_int(due),
             )
             for name, function, spec, data, due in _fetch(cursor)
@@ -590,8 +605,18 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
         schedules_removed: Sequence[bytes] = (),
     ) -> None:
         await self._run(
-            self._commit, add, remove, dead_add, dead_remove, policies, policies_removed,
-            remembered, remembered_expired, windows, windows_removed, schedules,
+            self._commit,
+            add,
+            remove,
+            dead_add,
+            dead_remove,
+            policies,
+            policies_removed,
+            remembered,
+            remembered_expired,
+            windows,
+            windows_removed,
+            schedules,
             schedules_removed,
         )
 
@@ -611,9 +636,18 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
         schedules_removed: Sequence[bytes] = (),
     ) -> None:
         if not (
-            add or remove or dead_add or dead_remove or policies or policies_removed
-            or remembered or remembered_expired or windows or windows_removed
-            or schedules or schedules_removed
+            add
+            or remove
+            or dead_add
+            or dead_remove
+            or policies
+            or policies_removed
+            or remembered
+            or remembered_expired
+            or windows
+            or windows_removed
+            or schedules
+            or schedules_removed
         ):
             return
         table = self.table
@@ -725,7 +759,12 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
             params: list[Any] = []
             for job in batch:
                 params += (
-                    job.unique, job.function, job.priority, job.data, job.when, job.retries,
+                    job.unique,
+                    job.function,
+                    job.priority,
+                    job.data,
+                    job.when,
+                    job.retries,
                     job.error,
                 )
             yield (

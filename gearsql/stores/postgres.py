@@ -433,8 +433,14 @@ class PostgresStore(ReconnectingStore[Connection]):
             ).fetchall()
         return [
             DeadLetter(
-                int(id_), bytes(function), bytes(unique or b""), int(priority or 0),
-                bytes(data or b""), int(retries or 0), bytes(error or b""), float(died or 0),
+                int(id_),
+                bytes(function),
+                bytes(unique or b""),
+                int(priority or 0),
+                bytes(data or b""),
+                int(retries or 0),
+                bytes(error or b""),
+                float(died or 0),
             )
             for id_, function, unique, priority, data, retries, error, died in rows
         ]
@@ -475,8 +481,7 @@ class PostgresStore(ReconnectingStore[Connection]):
     def _load_windows(self, conn: Connection) -> list[StoredWindow]:
         with conn.cursor(binary=True) as cursor:
             rows = cursor.execute(
-                "SELECT function_bytes, seconds FROM gearsql_unique_window"
-                " WHERE queue_table = %s",
+                "SELECT function_bytes, seconds FROM gearsql_unique_window WHERE queue_table = %s",
                 (self.table,),
             ).fetchall()
         return [StoredWindow(bytes(function), float(seconds)) for function, seconds in rows]
@@ -493,9 +498,11 @@ class PostgresStore(ReconnectingStore[Connection]):
             ).fetchall()
         return [
             StoredSchedule(
-                bytes(name), bytes(function),
+                bytes(name),
+                bytes(function),
                 spec.decode() if isinstance(spec, bytes) else str(spec),
-                bytes(data or b""), int(due or 0),
+                bytes(data or b""),
+                int(due or 0),
             )
             for name, function, spec, data, due in rows
         ]
@@ -517,7 +524,11 @@ class PostgresStore(ReconnectingStore[Connection]):
         schedules_removed: Sequence[bytes] = (),
     ) -> None:
         uniques = _UniqueWrites(
-            remembered, remembered_expired, windows, windows_removed, schedules,
+            remembered,
+            remembered_expired,
+            windows,
+            windows_removed,
+            schedules,
             schedules_removed,
         )
         if dead_add or dead_remove or policies or policies_removed or any(uniques):
@@ -525,7 +536,13 @@ class PostgresStore(ReconnectingStore[Connection]):
                 self._call,
                 "commit",
                 lambda conn: self._commit_more(
-                    conn, add, remove, dead_add, dead_remove, policies, policies_removed,
+                    conn,
+                    add,
+                    remove,
+                    dead_add,
+                    dead_remove,
+                    policies,
+                    policies_removed,
                     uniques,
                 ),
             )

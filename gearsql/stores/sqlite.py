@@ -75,7 +75,9 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
     driver_error = sqlite3.Error
 
     def __init__(
-        self, path: str | os.PathLike[str], table: str = "gearman_queue",
+        self,
+        path: str | os.PathLike[str],
+        table: str = "gearman_queue",
         max_size: int | None = None,
     ):
         self.path = Path(path)
@@ -155,9 +157,7 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
         conn.execute(
             "CREATE TABLE IF NOT EXISTS gearsql_schema (name TEXT PRIMARY KEY, version INTEGER)"
         )
-        row = conn.execute(
-            "SELECT version FROM gearsql_schema WHERE name = ?", (table,)
-        ).fetchone()
+        row = conn.execute("SELECT version FROM gearsql_schema WHERE name = ?", (table,)).fetchone()
         if row is not None and int(row[0] or 0) > SCHEMA_VERSION:
             # A newer gearsql changed the layout in ways this one cannot know.
             raise StoreError(
@@ -227,8 +227,13 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
             raise StoreError(f"cannot read the SQLite queue: {exc}") from exc
         return [
             StoredJob(
-                _as_bytes(unique), _as_bytes(function), int(priority or 0), _as_bytes(data),
-                int(when or 0), int(retries or 0), _as_bytes(error),
+                _as_bytes(unique),
+                _as_bytes(function),
+                int(priority or 0),
+                _as_bytes(data),
+                int(when or 0),
+                int(retries or 0),
+                _as_bytes(error),
             )
             for unique, function, priority, data, when, retries, error in rows
         ]
@@ -248,8 +253,14 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
             raise StoreError(f"cannot read the SQLite dead letters: {exc}") from exc
         return [
             DeadLetter(
-                int(id_), _as_bytes(function), _as_bytes(unique), int(priority or 0),
-                _as_bytes(data), int(retries or 0), _as_bytes(error), float(died or 0),
+                int(id_),
+                _as_bytes(function),
+                _as_bytes(unique),
+                int(priority or 0),
+                _as_bytes(data),
+                int(retries or 0),
+                _as_bytes(error),
+                float(died or 0),
             )
             for id_, function, unique, priority, data, retries, error, died in rows
         ]
@@ -321,8 +332,11 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
             raise StoreError(f"cannot read the SQLite schedules: {exc}") from exc
         return [
             StoredSchedule(
-                _as_bytes(name), _as_bytes(function), _as_bytes(spec).decode(),
-                _as_bytes(data), int(due or 0),
+                _as_bytes(name),
+                _as_bytes(function),
+                _as_bytes(spec).decode(),
+                _as_bytes(data),
+                int(due or 0),
             )
             for name, function, spec, data, due in rows
         ]
@@ -344,8 +358,18 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
         schedules_removed: Sequence[bytes] = (),
     ) -> None:
         await self._run(
-            self._commit, add, remove, dead_add, dead_remove, policies, policies_removed,
-            remembered, remembered_expired, windows, windows_removed, schedules,
+            self._commit,
+            add,
+            remove,
+            dead_add,
+            dead_remove,
+            policies,
+            policies_removed,
+            remembered,
+            remembered_expired,
+            windows,
+            windows_removed,
+            schedules,
             schedules_removed,
         )
 
@@ -374,8 +398,15 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
                     "(unique_key, function_name, priority, data, when_to_run, gearsql_retries,"
                     " gearsql_error) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (_sql_value(job.unique), _sql_value(job.function), job.priority,
-                         job.data, job.when, job.retries, job.error or None)
+                        (
+                            _sql_value(job.unique),
+                            _sql_value(job.function),
+                            job.priority,
+                            job.data,
+                            job.when,
+                            job.retries,
+                            job.error or None,
+                        )
                         for job in add
                     ],
                 )
@@ -426,8 +457,7 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
                 )
             if windows_removed:
                 conn.executemany(
-                    "DELETE FROM gearsql_unique_window WHERE queue_table = ? "
-                    "AND function_name = ?",
+                    "DELETE FROM gearsql_unique_window WHERE queue_table = ? AND function_name = ?",
                     [(table, name) for name in windows_removed],
                 )
             if schedules:

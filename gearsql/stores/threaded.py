@@ -93,7 +93,6 @@ class ThreadedStore(Store, Generic[C]):
             raise StoreError(f"the {self.kind} store is {state}")
 
 
-
 class ReconnectingStore(ThreadedStore[C]):
     """A threaded store on a database server, whose connection can be lost at any moment.
 

@@ -89,7 +89,9 @@ def test_show_jobs_lists_handle_retries_ignored_and_background_flag(
     lines = listing(result.stdout)
     if any_server.kind == "gearsql":
         assert sorted(line.split("\t", 4)[4] for line in lines) == [
-            "0\tqueued\t-", "0\tqueued\t-", "1\trunning\t-"
+            "0\tqueued\t-",
+            "0\tqueued\t-",
+            "1\trunning\t-",
         ]
     assert sorted(gearmand_columns(lines)) == sorted(
         [

@@ -27,9 +27,18 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) 
 @pytest.fixture
 def retrying_server(tmp_path: Path) -> Iterator[ServerProcess]:
     server = ServerProcess(
-        "gearsql", tmp_path / "gearsql.log",
-        ["--store", f"sqlite:///{tmp_path}/queue.sqlite3", "--retries", "2",
-         "--retry-backoff", "0.05:0.1", "-j", "3"],
+        "gearsql",
+        tmp_path / "gearsql.log",
+        [
+            "--store",
+            f"sqlite:///{tmp_path}/queue.sqlite3",
+            "--retries",
+            "2",
+            "--retry-backoff",
+            "0.05:0.1",
+            "-j",
+            "3",
+        ],
     ).start()
     try:
         yield server
