@@ -39,11 +39,20 @@ from html.parser import HTMLParser
 from gearsql import AsyncClient, Client, Worker, WorkerJob
 
 
+def prepare_index(path: str) -> None:
+    """Create the index once, before any worker thread opens it.
+
+    Switching to WAL (readers never block the writer) and creating the table both write; done
+    from several threads at once on a new file, SQLite may answer "database is locked" without
+    waiting, so ``main`` does it first, in one place.
+    """
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
+        db.execute("PRAGMA journal_mode=WAL")  # kept in the file: later connections inherit it
+        db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS pages USING fts5(url UNINDEXED, title, body)")
+
+
 def open_index(path: str) -> sqlite3.Connection:
-    db = sqlite3.connect(path, timeout=30)
-    db.execute("PRAGMA journal_mode=WAL")  # readers (fetchers, search) never block the writer
-    db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS pages USING fts5(url UNINDEXED, title, body)")
-    return db
+    return sqlite3.connect(path, timeout=30)
 
 
 def is_indexed(db_path: str, url: str) -> bool:
@@ -174,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     searcher.add_argument("--limit", type=int, default=10)
     args = parser.parse_args(argv)
 
+    prepare_index(args.db)
     if args.command == "fetcher":
         with Client(args.servers) as client:
             make_fetcher(args.servers, args.db, client).run_forever()
