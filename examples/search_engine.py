@@ -48,7 +48,9 @@ def prepare_index(path: str) -> None:
     """
     with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
         db.execute("PRAGMA journal_mode=WAL")  # kept in the file: later connections inherit it
-        db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS pages USING fts5(url UNINDEXED, title, body)")
+        db.execute(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS pages USING fts5(url UNINDEXED, title, body)"
+        )
 
 
 def open_index(path: str) -> sqlite3.Connection:
