@@ -358,9 +358,13 @@ class MariaDB(Database):
 class RelayProcess:
     """``gearsql relay -v`` as a child process with its log in a file."""
 
-    def __init__(self, dsn: str, servers: str, log: Path, *args: str) -> None:
+    def __init__(self, dsn: str, servers: str | None, log: Path, *args: str) -> None:
+        """``servers`` None: no --servers (and no $GEARMAN_SERVERS), so the relay follows the
+        database's servers setting."""
         self.log_path = log
         self.handle = open(log, "ab")
+        given = [] if servers is None else ["--servers", servers]
+        env = {name: value for name, value in os.environ.items() if name != "GEARMAN_SERVERS"}
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -369,13 +373,13 @@ class RelayProcess:
                 "relay",
                 "--dsn",
                 dsn,
-                "--servers",
-                servers,
+                *given,
                 "--poll-interval",
                 "0.2",
                 "-v",
                 *args,
             ],
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=self.handle,
             stderr=subprocess.STDOUT,

@@ -84,8 +84,8 @@ def _bridge_sql(
 @click.option(
     "--servers",
     metavar="HOST:PORT[,...]",
-    help="Job servers the database may reach (the 'servers' setting; default on first install "
-    "127.0.0.1:4730).",
+    help="Job servers the database may reach, where `gearsql relay` also sends its jobs (the "
+    "'servers' setting; default on first install 127.0.0.1:4730).",
 )
 @click.option(
     "--background-mode",
@@ -206,8 +206,8 @@ _MYSQL_DSN_OPTION = click.option(
 @click.option(
     "--servers",
     metavar="HOST:PORT[,...]",
-    help="Job servers gman_servers_set accepts (the 'servers' setting; default on first "
-    "install 127.0.0.1:4730).",
+    help="Job servers `gearsql relay` sends this database's jobs to and gman_servers_set "
+    "accepts (the 'servers' setting; default on first install 127.0.0.1:4730).",
 )
 @click.option(
     "--timeout",

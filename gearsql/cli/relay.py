@@ -34,7 +34,9 @@ from gearsql.relay import SOURCES
     "--servers",
     metavar="HOST:PORT[,...]",
     envvar="GEARMAN_SERVERS",
-    help="Job servers to submit to (also $GEARMAN_SERVERS).  [default: 127.0.0.1:4730]",
+    help="Job servers to submit to, instead of the database's own `servers` setting (also "
+    "$GEARMAN_SERVERS); logged when the two differ.  [default: the servers setting; "
+    "127.0.0.1:4730 for SQLite]",
 )
 @click.option(
     "--schema",
@@ -100,6 +102,9 @@ def relay(
     reached is retried. A database without the outbox (or a missing SQLite file) stops the
     relay with exit status 2. SIGTERM or SIGINT stops it cleanly.
 
+    The jobs go where the database's gman_* functions send theirs: the `servers` setting that
+    `gearsql install` keeps (read again at every reconnect). --servers overrides it.
+
     A row no job server will ever take (larger than the server's maximum packet, say) is
     moved to the table gman_outbox_dead with the reason and logged once, so that it never
     holds up the rows behind it. `gearsql relay status --dsn DSN` shows the backlog and the
@@ -113,7 +118,7 @@ def relay(
 
     setup_logging(log_file, ("NOTICE", "INFO", "DEBUG")[min(verbose, 2)])
     try:
-        targets = parse_servers(servers)
+        targets = None if servers is None else parse_servers(servers)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--servers") from None
 

@@ -61,6 +61,19 @@ def _skip_locked(version: str) -> bool:
     return numbers[0] >= 8
 
 
+def _servers_setting(cursor: MySQLCursor) -> str | None:
+    """The ``servers`` row of ``gman_settings``; None when it or the table is missing or this
+    user may not read it (the relay then keeps to the servers it was given)."""
+    import mysql.connector
+
+    try:
+        cursor.execute("SELECT value FROM gman_settings WHERE name = 'servers'")
+        row = cursor.fetchone()
+    except mysql.connector.Error:
+        return None
+    return None if row is None else str(row[0])
+
+
 def binlog_problem(cursor: MySQLCursor) -> str | None:
     """Why the relay cannot follow this server's binlog (None when it can): the binlog must be
     on in ROW format, mysql-replication installed, and the account allowed to read it."""
@@ -131,6 +144,7 @@ class MySQLSource(Source):
             tables, dead_tables = (int(n) for n in cursor.fetchone())
             tables -= dead_tables
             self.keeps_dead = dead_tables > 0
+            self.servers_setting = _servers_setting(cursor) if tables else None
             problem = binlog_problem(cursor) if not self._chosen and self.wanted != "poll" else None
         finally:
             cursor.close()

@@ -58,6 +58,7 @@ class PostgresSource(Source):
         except psycopg.Error:  # not granted
             system = "?"
         conn.rollback()
+        self.servers_setting = _setting(conn, f'"{self.schema}".gman_settings', "servers")
         self._identity = f"postgresql:{system}:{database}:{self.schema}"
         self._description = f"postgresql database {database!r}, {self.table}"
         if not exists:
@@ -136,3 +137,16 @@ def _one(cursor: psycopg.Cursor[tuple[Any, ...]]) -> tuple[Any, ...]:
     if row is None:
         raise RuntimeError("the query returned no row")
     return row
+
+
+def _setting(conn: psycopg.Connection[tuple[Any, ...]], table: str, name: str) -> str | None:
+    """Setting ``name`` of ``table``; None when the table or the row is missing, or this role
+    may not read it (the relay then keeps to the servers it was given)."""
+    import psycopg
+
+    try:
+        row = conn.execute(f"SELECT value FROM {table} WHERE name = %s", (name,)).fetchone()
+    except psycopg.Error:
+        row = None
+    conn.rollback()
+    return None if row is None else str(row[0])

@@ -8,9 +8,9 @@ import asyncio
 import concurrent.futures
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
-from gearsql._servers import Backoff, ServersArg
+from gearsql._servers import Backoff, ServersArg, format_address, parse_servers
 from gearsql.client import AsyncClient, Priority
 from gearsql.relay.batch import (
     Outage,
@@ -72,6 +72,12 @@ class Relay:
     ``stop_grace`` how long a stop waits for the batch in hand before abandoning the rest of it
     (abandoned rows stay in the outbox). ``side_tasks`` run beside the outbox, like those of
     :meth:`Source.side_tasks`. Raises ValueError for a bad option.
+
+    Where the jobs go: to the database's own ``servers`` setting (read at every connect, so a
+    change made by the installer is followed), unless ``servers`` (or ``client``) is given,
+    which overrides it and is logged when the two differ. A database without the setting
+    (SQLite) or one the relay may not read it from: ``servers``, else ``$GEARMAN_SERVERS``,
+    else 127.0.0.1:4730.
     """
 
     def __init__(
@@ -95,6 +101,10 @@ class Relay:
         self.source = source
         self.client = client if client is not None else AsyncClient(servers)
         self._own_client = client is None
+        #: Whether the servers were chosen by the caller (then the setting does not apply).
+        self._explicit = servers is not None or client is not None
+        #: The database's servers setting as last read (None: not yet, or it has none).
+        self._setting: str | None = None
         self.batch = batch
         self.batch_bytes = batch_bytes
         self.poll_interval = poll_interval
@@ -207,6 +217,7 @@ class Relay:
             return False
         self._connected = True
         self._db_backoff.reset()
+        await self._follow_setting()
         if self.prefix is None:
             self.prefix = check_unique_prefix(default_unique_prefix(self.source.identity()))
         outage = self._db_outage.recovered(self._now())
@@ -228,6 +239,48 @@ class Relay:
         elif outage is not None:
             log.log(NOTICE, "%s: connected again after %.1f s", self.source.describe(), outage)
         return True
+
+    async def _follow_setting(self) -> None:
+        """Submit to the database's ``servers`` setting, unless servers were given; say so when
+        the setting and the given servers differ, or the setting changed."""
+        setting = self.source.servers_setting
+        if setting is None or setting == self._setting:
+            return
+        first = self._setting is None
+        self._setting = setting
+        where = self.source.describe()
+        try:
+            wanted = [format_address(address) for address in parse_servers(setting)]
+        except ValueError as exc:
+            log.error(
+                "%s: the servers setting %r is not a server list (%s); relaying to %s",
+                where,
+                setting,
+                exc,
+                ",".join(self.client.servers),
+            )
+            return
+        if wanted == self.client.servers:
+            return
+        if self._explicit:
+            log.log(
+                NOTICE,
+                "%s: relaying to %s as given, not to the database's servers setting (%s)",
+                where,
+                ",".join(self.client.servers),
+                ",".join(wanted),
+            )
+            return
+        if not first:
+            log.log(
+                NOTICE,
+                "%s: the servers setting changed from %s to %s; relaying there from now on",
+                where,
+                ",".join(self.client.servers),
+                ",".join(wanted),
+            )
+        old, self.client = self.client, AsyncClient(wanted)
+        await old.close()
 
     async def _lost_database(self, exc: Exception) -> None:
         self._connected = False
@@ -345,7 +398,8 @@ class Relay:
 
     async def _guard(self, task: SideTask) -> None:
         try:
-            await task(self.client, self.stopping)
+            # Through a stand-in, so that a side task follows a change of the servers setting.
+            await task(cast(AsyncClient, _CurrentClient(self)), self.stopping)
         except Exception:
             log.exception("%s: a side task of the relay failed", self.source.describe())
 
@@ -388,6 +442,16 @@ class Relay:
         for task in side:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _CurrentClient:
+    """Stands for the client the relay uses at the moment (see :meth:`Relay._follow_setting`)."""
+
+    def __init__(self, relay: Relay) -> None:
+        self._relay = relay
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._relay.client, name)
 
 
 async def run_relays(

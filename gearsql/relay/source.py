@@ -61,6 +61,11 @@ class Source(abc.ABC):
     #: Whether the database has the dead-letter table ``gman_outbox_dead`` (valid after
     #: :meth:`open`); without it (an install older than the table) dead rows are deleted.
     keeps_dead = False
+    #: The database's ``servers`` setting, the job servers its gman_* functions may reach
+    #: (valid after :meth:`open`); None where the database keeps no such setting (SQLite: its
+    #: functions are given their servers by the application) or the relay may not read it.
+    #: The relay submits to these unless it was given servers explicitly.
+    servers_setting: str | None = None
 
     @abc.abstractmethod
     def open(self) -> None:
