@@ -7,7 +7,8 @@ carry gearmand's headers (``X-Gearman-Job-Handle``, ``X-Gearman-Command``). Beyo
 waits before it is answered 504), WORK_FAIL and WORK_EXCEPTION answered 500 (gearmand answers
 200), HTTP/1.1 keep-alive (gearmand answers HTTP/1.0 and closes), and a body limit
 (``--max-packet-size``, answered 413). ``GET /metrics`` answers the server's Prometheus metrics
-(:mod:`gearsql.metrics`) instead of submitting a job to a function called ``metrics``.
+(:mod:`gearsql.metrics`) instead of submitting a job to a function called ``metrics``, and
+``GET /`` the live status page (:mod:`gearsql.web`, with its ``/ui/`` files and ``/api/``).
 
 :class:`RequestParser` is sans-IO (bytes in, requests out) and holds at most one request head of
 ``MAX_HEAD`` bytes and one body; :class:`HttpConnection` submits each request into the core
@@ -26,6 +27,7 @@ from urllib.parse import unquote_to_bytes
 from gearsql import __version__
 from gearsql.metrics import CONTENT_TYPE, render_metrics
 from gearsql.protocol import RES, Packet, PacketType, Parser, Priority
+from gearsql.web import route
 
 if TYPE_CHECKING:
     from gearsql.core import Session
@@ -245,8 +247,12 @@ class HttpConnection(asyncio.Protocol):
         host = peer[0] if isinstance(peer, tuple) else "-"
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             server.configure_socket(sock)
-        # Never trusted: HTTP runs no admin command.
-        session = self.core.connect(host, sock.fileno() if sock is not None else -1, False)
+        # Trusted as the Gearman port trusts its peers: the status page's actions run admin
+        # commands (gearsql.web); nothing else on HTTP does.
+        from gearsql.server import _is_loopback
+
+        trusted = server.config.remote_admin or _is_loopback(host)
+        session = self.core.connect(host, sock.fileno() if sock is not None else -1, trusted)
         # The reason of a WORK_EXCEPTION is the answer's body.
         session.exceptions = True
         self.session = session
@@ -334,6 +340,11 @@ class HttpConnection(asyncio.Protocol):
         """Submit ``request``'s job, or answer ``GET /metrics``; (status, text, headers) when
         the request is refused."""
         path = request.target.partition(b"?")[0]
+        assert self.session is not None
+        page = route(self.server, self.session, request)
+        if page is not None:
+            self._answer(request, *page)
+            return None
         if not path.startswith(b"/") or path == b"/":
             return 404, "the path names the function: /FUNCTION", []
         if path == b"/metrics" and request.method == b"GET":
@@ -360,7 +371,6 @@ class HttpConnection(asyncio.Protocol):
                 return 400, "X-Gearman-Timeout is a positive number of seconds", []
         name = unquote_to_bytes(path[1:])
         unique = headers.get(b"x-gearman-unique", b"")
-        assert self.session is not None
         self.current = _Pending(request, background)
         self.handle = b""
         if timeout and not background:
