@@ -7,9 +7,10 @@ carry gearmand's headers (``X-Gearman-Job-Handle``, ``X-Gearman-Command``). Beyo
 waits before it is answered 504), WORK_FAIL and WORK_EXCEPTION answered 500 (gearmand answers
 200), HTTP/1.1 keep-alive (gearmand answers HTTP/1.0 and closes), and a body limit
 (``--max-packet-size``, answered 413). A worker's WORK_DATA comes first in the body, then the
-WORK_COMPLETE data (gearmand writes it over the start of its answer). ``GET /metrics`` answers the server's Prometheus metrics
-(:mod:`gearsql.metrics`) instead of submitting a job to a function called ``metrics``, and
-``GET /`` the live status page (:mod:`gearsql.web`, with its ``/ui/`` files and ``/api/``).
+WORK_COMPLETE data (gearmand writes it over the start of its answer). ``GET /metrics`` answers
+the server's Prometheus metrics (:mod:`gearsql.metrics`) instead of submitting a job to a
+function called ``metrics``, and ``GET /`` the live status page (:mod:`gearsql.web`, with its
+``/ui/`` files and ``/api/``).
 
 :class:`RequestParser` is sans-IO (bytes in, requests out) and holds at most one request head of
 ``MAX_HEAD`` bytes and one body; :class:`HttpConnection` submits each request into the core
