@@ -4,6 +4,7 @@
 "use strict";
 
 const POLL_MS = 2000;
+const JOBS_SHOWN = 50; // jobs and dead letters per table: the search narrows them
 let previous = null; // the last /api/status answer, for rates
 let actions = false; // whether this peer may cancel, retry, purge and set maxqueue
 
@@ -161,6 +162,7 @@ let timer = null;
 async function refresh() {
   clearTimeout(timer);
   const query = new URLSearchParams(new FormData(document.getElementById("search")));
+  query.set("limit", JOBS_SHOWN);
   try {
     const [status, jobs] = await Promise.all([getJson("/api/status"), getJson(`/api/jobs?${query}`)]);
     drawStatus(status);
