@@ -39,9 +39,12 @@ def main() -> None:
     conn.execute("DELETE FROM gman_outbox")
     port, http_port = free_port(), free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "gearsql", "server", "--port", str(port), "--store", "memory"]
-        + ["--http-port", str(http_port), "--relay", f"sqlite:///{outbox}"]
-        + ["--retry-backoff", "0.1:0.1", "--log-file", str(work / "server.log")]
+        [
+            *(sys.executable, "-m", "gearsql", "server", "--port", str(port)),
+            *("--store", "memory", "--http-port", str(http_port)),
+            *("--relay", f"sqlite:///{outbox}", "--retry-backoff", "0.1:0.1"),
+            *("--log-file", str(work / "server.log")),
+        ]
     )
     address = f"127.0.0.1:{port}"
     try:
