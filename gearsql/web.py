@@ -11,7 +11,8 @@ Routes (``GET`` only unless said; any other path is gearmand's ``/FUNCTION``):
   ``maxqueue``, the counters ``/metrics`` serves), the workers and what they can do, dead letter
   counts, schedules, relays (:class:`gearsql.relay.watch.RelayWatch`) and the server.
 * ``/api/jobs?function=&unique=&state=&limit=``: live jobs and dead letters whose function and
-  unique contain those texts (case-insensitive), at most ``limit`` of each.
+  unique contain those texts (case-insensitive), at most ``limit`` of each, among the oldest
+  ``MAX_SCAN`` of each (``partial`` when there were more).
 * ``POST /api/action``: cancel a job, retry or purge dead letters, set ``maxqueue``, by running
   the admin command (:mod:`gearsql.admin`) under the admin rule: only a trusted peer (loopback,
   or any with ``--remote-admin``) may, others get 403. A browser's cross-site request cannot
@@ -73,6 +74,11 @@ SECURITY_HEADERS = [
 #: Most jobs (and dead letters) one ``/api/jobs`` answer lists; its default.
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
+#: Most jobs one ``/api/jobs`` answer looks at (oldest first), so that a search through a deep
+#: queue never holds the event loop for long; ``partial`` says when it stopped there.
+MAX_SCAN = 20000
+#: What ``state=scheduled`` finds: jobs due later, waiting for a retry, or being stored.
+LATER = frozenset({SCHEDULED, RETRYING, STORING})
 #: Most worker connections ``/api/status`` lists.
 MAX_WORKERS = 500
 
@@ -203,13 +209,6 @@ def status(server: JobServer, actions: bool) -> dict[str, Any]:
     }
 
 
-def _state(job: Job) -> str:
-    state = job.state
-    if state is SCHEDULED or state is RETRYING or state is STORING:
-        return "scheduled" if state is not RETRYING else "retrying"
-    return state.value
-
-
 def _matches(job: Job, function: str, unique: str) -> bool:
     return (not function or function in text(job.function.name).casefold()) and (
         not unique or unique in text(job.unique).casefold()
@@ -230,13 +229,16 @@ def jobs(server: JobServer, query: dict[str, list[str]]) -> dict[str, Any]:
     core = server.core
     now, clock = time.time(), time.monotonic()
     found: list[dict[str, Any]] = []
-    more = False
+    more = partial = False
     if wanted != "dead":
-        for job in core.jobs.values():
-            if job.state is CANCELLED or not _matches(job, function, unique):
+        for scanned, job in enumerate(core.jobs.values()):
+            if scanned == MAX_SCAN:
+                more = partial = True
+                break
+            state = job.state
+            if state is CANCELLED or not _matches(job, function, unique):
                 continue
-            state = _state(job)
-            if wanted and state != wanted and not (wanted == "scheduled" and state == "retrying"):
+            if wanted and not (state in LATER if wanted == "scheduled" else state.value == wanted):
                 continue
             if len(found) == limit:
                 more = True
@@ -246,7 +248,7 @@ def jobs(server: JobServer, query: dict[str, list[str]]) -> dict[str, Any]:
                     "handle": job.handle.decode("latin-1"),
                     "function": text(job.function.name),
                     "unique": text(job.unique),
-                    "state": state,
+                    "state": state.value,
                     "priority": job.priority.word,
                     "background": job.background,
                     "size": len(job.data),
@@ -259,7 +261,10 @@ def jobs(server: JobServer, query: dict[str, list[str]]) -> dict[str, Any]:
     dead: list[dict[str, Any]] = []
     dead_more = False
     if wanted in ("", "dead"):
-        for job in core.dead.values():
+        for scanned, job in enumerate(core.dead.values()):
+            if scanned == MAX_SCAN:
+                dead_more = partial = True
+                break
             if not _matches(job, function, unique):
                 continue
             if len(dead) == limit:
@@ -277,7 +282,15 @@ def jobs(server: JobServer, query: dict[str, list[str]]) -> dict[str, Any]:
                     "error": text(job.error),
                 }
             )
-    return {"jobs": found, "more": more, "dead": dead, "dead_more": dead_more, "limit": limit}
+    return {
+        "jobs": found,
+        "more": more,
+        "dead": dead,
+        "dead_more": dead_more,
+        "limit": limit,
+        "partial": partial,
+        "scan": MAX_SCAN,
+    }
 
 
 # ------------------------------------------------------------------ actions

@@ -389,3 +389,23 @@ def test_chromium_shows_the_page_live(server: tuple[ServerProcess, int], browser
     finally:
         client.close()
         worker.close()
+
+
+def test_a_search_looks_at_a_bounded_number_of_jobs(server: tuple[ServerProcess, int]) -> None:
+    from gearsql.protocol import pack_request
+    from gearsql.web import MAX_SCAN
+
+    process, port = server
+    with Peer(process.address, timeout=60) as client:
+        client.send_raw(
+            b"".join(pack_request(P.SUBMIT_JOB_BG, b"bulk", b"", b"") for _ in range(MAX_SCAN))
+        )
+        client.send(P.SUBMIT_JOB_BG, b"needle", b"n1", b"")
+        for _ in range(MAX_SCAN + 1):
+            client.expect(P.JOB_CREATED, timeout=60)
+    found = get_json(port, "/api/jobs?function=needle")
+    assert (found["jobs"], found["partial"], found["more"]) == ([], True, True)
+    found = get_json(port, "/api/jobs?limit=5")
+    assert (len(found["jobs"]), found["partial"], found["more"]) == (5, False, True)
+    dead = get_json(port, "/api/jobs?state=dead")
+    assert (dead["jobs"], dead["dead"], dead["partial"]) == ([], [], False)

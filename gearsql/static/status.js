@@ -139,8 +139,10 @@ function drawJobs(answer) {
     ]);
   }));
   const more = document.getElementById("jobs-more");
-  more.hidden = !answer.more;
-  more.textContent = `Only the first ${answer.limit} jobs are shown: narrow the search.`;
+  more.hidden = !answer.more && !answer.dead_more;
+  more.textContent = answer.partial
+    ? `The search looked at the oldest ${answer.scan} jobs only.`
+    : `Only the first ${answer.limit} are shown: narrow the search.`;
   fill("dead", answer.dead.map((job) => row([
     num(job.id), el("td", { className: "name" }, job.function), job.unique, num(job.runs), clock(job.died),
     num(job.size), el("td", { className: "error" }, job.error),
