@@ -386,6 +386,10 @@ def test_chromium_shows_the_page_live(server: tuple[ServerProcess, int], browser
         screenshot = artifacts_dir() / "status-page.png"
         browser.screenshot(screenshot)
         assert screenshot.read_bytes().startswith(b"\x89PNG")
+    except Exception:
+        # What the page showed when the test failed.
+        browser.screenshot(artifacts_dir() / "status-page-failure.png")
+        raise
     finally:
         client.close()
         worker.close()
