@@ -7,6 +7,7 @@ the relay leaves them in the outbox; a row above ``--max-packet-size`` becomes a
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,3 +100,31 @@ def test_a_password_never_reaches_a_label() -> None:
     assert redact("postgresql://app:s3cret@db:5432/app") == "postgresql://app:***@db:5432/app"
     assert redact("mysql://root@127.0.0.1/test") == "mysql://root@127.0.0.1/test"
     assert redact("sqlite:///app.db") == "sqlite:///app.db"
+
+
+def test_a_relay_database_that_cannot_be_read_is_down_with_the_reason(tmp_path: Path) -> None:
+    pytest.importorskip("psycopg")
+    http_port = free_port()
+    dsn = f"postgresql://app:s3cret@127.0.0.1:{free_port()}/nowhere"  # nothing listens there
+    server = ServerProcess(
+        "gearsql",
+        tmp_path / "gearsql.log",
+        ["--store", "memory", "--http-port", str(http_port), "--relay", dsn],
+    ).start()
+    try:
+        _wait_for("127.0.0.1", http_port)
+        relay = '{relay="' + dsn.replace("s3cret", "***") + '"}'
+
+        def down() -> dict[str, float] | None:
+            samples = _samples(_scrape(http_port)[1])
+            read = samples.get(f"gearsql_relay_read_timestamp_seconds{relay}")
+            return samples if read else None
+
+        samples = eventually(down, "a failed reading")
+        assert samples[f"gearsql_relay_up{relay}"] == 0
+        assert f"gearsql_relay_backlog_rows{relay}" not in samples
+        [shown] = get_json(http_port, "/api/status")["relays"]
+        assert shown["backlog"] is None and shown["error"]
+        assert "s3cret" not in _scrape(http_port)[1] + json.dumps(shown)
+    finally:
+        server.stop()

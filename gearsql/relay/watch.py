@@ -3,13 +3,15 @@ every few seconds for ``/metrics`` and the status page.
 
 Each reading is :func:`gearsql.relay.status.pipeline_status` (``gearsql relay status``: one
 short transaction that takes no lock), run in a thread so that the server's event loop never
-waits on a database. A database that cannot be read keeps its last figures and says why.
+waits on a database, nor its shutdown on a database that does not answer. A database that
+cannot be read keeps its last figures and says why.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -57,20 +59,54 @@ class RelayWatch:
         self.readings = {dsn: RelayReading(redact(dsn)) for dsn in dsns}
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            for dsn, reading in self.readings.items():
-                try:
-                    reading.status = await asyncio.to_thread(pipeline_status, dsn, self.schema)
-                    reading.error = None
-                except Exception as exc:
-                    if reading.error is None:
-                        log.warning("cannot read the outbox of %s: %s", reading.relay, exc)
-                    reading.error = str(exc).strip() or type(exc).__name__
-                reading.at = time.time()
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                for dsn, reading in self.readings.items():
+                    future = self._read(dsn)
+                    either: set[asyncio.Future[Any]] = {future, stopping}
+                    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                    if stop.is_set():
+                        return
+                    error = future.exception()
+                    if error is None:
+                        reading.status, reading.error = future.result(), None
+                    else:
+                        if reading.error is None:
+                            log.warning("cannot read the outbox of %s: %s", reading.relay, error)
+                        reading.error = str(error).strip() or type(error).__name__
+                    reading.at = time.time()
+                await asyncio.wait({stopping}, timeout=self.interval)
+        finally:
+            stopping.cancel()
+
+    def _read(self, dsn: str) -> asyncio.Future[PipelineStatus]:
+        """One reading, in a daemon thread of its own: a database that does not answer never
+        holds up the server's shutdown (a thread of the loop's executor would)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[PipelineStatus] = loop.create_future()
+
+        def settle(result: PipelineStatus | None, error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                assert result is not None
+                future.set_result(result)
+
+        def read() -> None:
             try:
-                await asyncio.wait_for(stop.wait(), self.interval)
-            except asyncio.TimeoutError:
+                result, error = pipeline_status(dsn, self.schema), None
+            except Exception as exc:
+                result, error = None, exc
+            try:
+                loop.call_soon_threadsafe(settle, result, error)
+            except RuntimeError:  # the loop is closed: the server stopped meanwhile
                 pass
+
+        threading.Thread(target=read, name="gearsql-relay-watch", daemon=True).start()
+        return future
 
     def report(self) -> list[dict[str, Any]]:
         """The readings as JSON values, for the status page."""
