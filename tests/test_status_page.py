@@ -370,7 +370,27 @@ def test_chromium_shows_the_page_live(server: tuple[ServerProcess, int], browser
             WAIT,
         )
 
+        # The search: uniques that contain what is typed.
+        browser.evaluate(
+            "const box = document.querySelector('#search input[name=unique]');"
+            "box.value = 'IMG-2'; box.dispatchEvent(new Event('input'))"
+        )
+        browser.wait_for(
+            "(rows => rows.length === 1 && rows[0].cells[2].textContent === 'img-2')"
+            "(document.querySelectorAll('#jobs tbody tr'))",
+            WAIT,
+        )
+        browser.evaluate(
+            "const box2 = document.querySelector('#search input[name=unique]');"
+            "box2.value = ''; box2.dispatchEvent(new Event('input'))"
+        )
+
         # An action from the page (a loopback peer): cancel the latecomer.
+        latecomer = (
+            "[...document.querySelectorAll('#jobs tbody tr')]"
+            ".find(r => r.cells[1].textContent === 'latecomer')"
+        )
+        browser.wait_for(latecomer + " !== undefined", WAIT)
         browser.evaluate("window.confirm = () => true")
         browser.evaluate(
             "[...document.querySelectorAll('#jobs tbody tr')]"

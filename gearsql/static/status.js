@@ -160,18 +160,22 @@ async function getJson(url) {
 }
 
 let timer = null;
+let latest = 0; // the newest refresh: an older one that answers late draws nothing
 
 async function refresh() {
   clearTimeout(timer);
+  const mine = ++latest;
   const query = new URLSearchParams(new FormData(document.getElementById("search")));
   query.set("limit", JOBS_SHOWN);
   try {
     const [status, jobs] = await Promise.all([getJson("/api/status"), getJson(`/api/jobs?${query}`)]);
+    if (mine !== latest) return;
     drawStatus(status);
     drawJobs(jobs);
     document.body.dataset.state = "live";
     document.getElementById("updated").textContent = `updated ${clock(status.time)} UTC`;
   } catch (error) {
+    if (mine !== latest) return;
     document.body.dataset.state = "error";
     document.getElementById("updated").textContent = `cannot reach the server (${error.message}); retrying`;
   }
