@@ -20,6 +20,10 @@ class BrowserError(RuntimeError):
     pass
 
 
+class ScriptError(BrowserError):
+    """The page's JavaScript threw."""
+
+
 class Browser:
     """One headless Chromium with a page; :meth:`open` loads a URL in it."""
 
@@ -102,18 +106,24 @@ class Browser:
         """The value of a JavaScript expression in the page (JSON-serialisable values)."""
         result = self.command("Runtime.evaluate", expression=expression, returnByValue=True)
         if "exceptionDetails" in result:
-            raise BrowserError(f"{expression}: {result['exceptionDetails']}")
+            raise ScriptError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float = 60.0) -> Any:
-        """Poll a JavaScript expression until it is truthy; its value."""
+        """Poll a JavaScript expression until it is truthy (one that throws, e.g. before the
+        page has a body, counts as false); its value."""
         deadline = time.monotonic() + timeout
         while True:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(expression)
+            except ScriptError as exc:
+                value, last = None, str(exc)
+            else:
+                last = repr(value)
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise BrowserError(f"{expression} still false after {timeout} s")
+                raise BrowserError(f"{expression} still false after {timeout} s: {last}")
             time.sleep(0.1)
 
     def screenshot(self, path: Path) -> None:
