@@ -6,8 +6,11 @@ carry gearmand's headers (``X-Gearman-Job-Handle``, ``X-Gearman-Command``). Beyo
 ``X-Gearman-Priority`` (high, normal, low), ``X-Gearman-Timeout`` (seconds a foreground request
 waits before it is answered 504), WORK_FAIL and WORK_EXCEPTION answered 500 (gearmand answers
 200), HTTP/1.1 keep-alive (gearmand answers HTTP/1.0 and closes), and a body limit
-(``--max-packet-size``, answered 413). ``GET /metrics`` answers the server's Prometheus metrics
-(:mod:`gearsql.metrics`) instead of submitting a job to a function called ``metrics``.
+(``--max-packet-size``, answered 413). A worker's WORK_DATA comes first in the body, then the
+WORK_COMPLETE data (gearmand writes it over the start of its answer). ``GET /metrics`` answers
+the server's Prometheus metrics (:mod:`gearsql.metrics`) instead of submitting a job to a
+function called ``metrics``, and ``GET /`` the live status page (:mod:`gearsql.web`, with its
+``/ui/`` files and ``/api/``).
 
 :class:`RequestParser` is sans-IO (bytes in, requests out) and holds at most one request head of
 ``MAX_HEAD`` bytes and one body; :class:`HttpConnection` submits each request into the core
@@ -26,6 +29,7 @@ from urllib.parse import unquote_to_bytes
 from gearsql import __version__
 from gearsql.metrics import CONTENT_TYPE, render_metrics
 from gearsql.protocol import RES, Packet, PacketType, Parser, Priority
+from gearsql.web import route
 
 if TYPE_CHECKING:
     from gearsql.core import Session
@@ -46,6 +50,7 @@ REASONS = {
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     501: "Not Implemented",
+    502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Gateway Timeout",
     505: "HTTP Version Not Supported",
@@ -222,6 +227,8 @@ class HttpConnection(asyncio.Protocol):
         #: The request under way (its job submitted) and whether it is a background one.
         self.current: _Pending | None = None
         self.handle = b""
+        #: WORK_DATA of the job under way: the answer's body starts with it.
+        self.data = bytearray()
         self.timer: asyncio.TimerHandle | None = None
         #: Ends a request that is not complete within --packet-timeout of its first byte.
         self.deadline: asyncio.TimerHandle | None = None
@@ -245,8 +252,12 @@ class HttpConnection(asyncio.Protocol):
         host = peer[0] if isinstance(peer, tuple) else "-"
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             server.configure_socket(sock)
-        # Never trusted: HTTP runs no admin command.
-        session = self.core.connect(host, sock.fileno() if sock is not None else -1, False)
+        # Trusted as the Gearman port trusts its peers: the status page's actions run admin
+        # commands (gearsql.web); nothing else on HTTP does.
+        from gearsql.server import _is_loopback
+
+        trusted = server.config.remote_admin or _is_loopback(host)
+        session = self.core.connect(host, sock.fileno() if sock is not None else -1, trusted)
         # The reason of a WORK_EXCEPTION is the answer's body.
         session.exceptions = True
         self.session = session
@@ -334,6 +345,11 @@ class HttpConnection(asyncio.Protocol):
         """Submit ``request``'s job, or answer ``GET /metrics``; (status, text, headers) when
         the request is refused."""
         path = request.target.partition(b"?")[0]
+        assert self.session is not None
+        page = route(self.server, self.session, request)
+        if page is not None:
+            self._answer(request, *page)
+            return None
         if not path.startswith(b"/") or path == b"/":
             return 404, "the path names the function: /FUNCTION", []
         if path == b"/metrics" and request.method == b"GET":
@@ -360,9 +376,9 @@ class HttpConnection(asyncio.Protocol):
                 return 400, "X-Gearman-Timeout is a positive number of seconds", []
         name = unquote_to_bytes(path[1:])
         unique = headers.get(b"x-gearman-unique", b"")
-        assert self.session is not None
         self.current = _Pending(request, background)
         self.handle = b""
+        self.data.clear()
         if timeout and not background:
             assert self.server.loop is not None
             self.timer = self.server.loop.call_later(timeout, self._timed_out)
@@ -380,8 +396,10 @@ class HttpConnection(asyncio.Protocol):
                 self.handle = args[0]
                 if pending.background:
                     self._done(200, "JOB_CREATED")
+            elif type_ == PacketType.WORK_DATA:
+                self._work_data(args[1])
             elif type_ == PacketType.WORK_COMPLETE:
-                self._done(200, "WORK_COMPLETE", args[1])
+                self._done(200, "WORK_COMPLETE", bytes(self.data) + args[1])
             elif type_ == PacketType.WORK_FAIL:
                 self._done(500, "WORK_FAIL", b"the job failed\n")
             elif type_ == PacketType.WORK_EXCEPTION:
@@ -391,10 +409,31 @@ class HttpConnection(asyncio.Protocol):
                 self._done(_ERROR_STATUS.get(code, 400), "ERROR", text + b"\n", code)
         self._next()
 
+    def _work_data(self, chunk: bytes) -> None:
+        """A chunk of WORK_DATA: kept for the answer's body, before the WORK_COMPLETE data.
+        (C gearmand 1.1 writes the chunks over the start of its status line instead.) More than
+        --max-output bytes of it end the request with 502, as a Gearman client that does not
+        read its work data is closed."""
+        self.data += chunk
+        limit = self.server.config.max_output
+        if len(self.data) <= limit:
+            return
+        self.data.clear()
+        assert self.current is not None
+        headers = [("X-Gearman-Command", "WORK_DATA")]
+        if self.handle:
+            headers.insert(0, ("X-Gearman-Job-Handle", self.handle.decode("latin-1")))
+        self.current = None
+        if self.transport is not None and not self.transport.is_closing():
+            text = f"the job's WORK_DATA passed --max-output ({limit} bytes)\n"
+            self.transport.write(render_response(502, headers, text.encode(), False))
+        self._close()
+
     def _done(self, status: int, command: str, body: bytes = b"", code: bytes = b"") -> None:
         pending = self.current
         assert pending is not None
         self.current = None
+        self.data.clear()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None

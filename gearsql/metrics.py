@@ -9,7 +9,10 @@ Per function (label ``function``; bytes that are not UTF-8 are shown as ``\\xNN`
 per priority, running, workers, event counters and the job wait and run time histograms. A
 function's series go when the server forgets the function (no worker, no job, no ``maxqueue``).
 Per server: connections per protocol, bytes received and sent, the store's commit time and the
-jobs waiting for a commit.
+jobs waiting for a commit. Per relay inside the server (``--relay``): the outbox's backlog, its
+lag (the oldest row's age) and its dead letters, as last read by
+:class:`gearsql.relay.watch.RelayWatch` (every few seconds, in a thread: a scrape never waits
+on a database).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from gearsql._corestate import TIME_BUCKETS, Function, Histogram
 from gearsql.protocol import Priority
 
 if TYPE_CHECKING:
+    from gearsql.relay.watch import RelayWatch
     from gearsql.server import JobServer
 
 __all__ = ["CONTENT_TYPE", "render_metrics"]
@@ -133,4 +137,48 @@ def render_metrics(server: JobServer) -> bytes:
         "Background jobs waiting for the store's next commit.",
     )
     lines.append(f"gearsql_store_pending_jobs {len(server.core.to_store)}")
+    if server.relay_watch is not None:
+        _relays(lines, server.relay_watch)
     return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def _relays(lines: list[str], watch: RelayWatch) -> None:
+    """Per relay inside the server (label ``relay``: its DSN without the password), from the
+    last reading of its outbox; a relay not read yet has only ``gearsql_relay_up``."""
+    readings = sorted(watch.readings.values(), key=lambda reading: reading.relay)
+    named = [(f'relay="{_label(r.relay.encode())}"', r) for r in readings]
+    _family(lines, "gearsql_relay_up", "gauge", "Whether the last reading of the outbox worked.")
+    lines += [
+        f"gearsql_relay_up{{{labels}}} {int(r.error is None and r.at > 0)}" for labels, r in named
+    ]
+    read = [(labels, r.status) for labels, r in named if r.status is not None]
+    _family(lines, "gearsql_relay_backlog_rows", "gauge", "Rows in the outbox, not relayed yet.")
+    lines += [f"gearsql_relay_backlog_rows{{{labels}}} {s.backlog}" for labels, s in read]
+    _family(
+        lines,
+        "gearsql_relay_lag_seconds",
+        "gauge",
+        "Age of the oldest row in the outbox (0 when it is empty).",
+    )
+    lines += [
+        f"gearsql_relay_lag_seconds{{{labels}}} {_number(s.oldest_age or 0.0)}"
+        for labels, s in read
+    ]
+    _family(
+        lines,
+        "gearsql_relay_dead_letters",
+        "gauge",
+        "Rows in gman_outbox_dead: rows no job server would take.",
+    )
+    lines += [f"gearsql_relay_dead_letters{{{labels}}} {s.dead}" for labels, s in read]
+    _family(
+        lines,
+        "gearsql_relay_read_timestamp_seconds",
+        "gauge",
+        "When the outbox was last read (Unix time).",
+    )
+    lines += [
+        f"gearsql_relay_read_timestamp_seconds{{{labels}}} {_number(r.at)}"
+        for labels, r in named
+        if r.at > 0
+    ]

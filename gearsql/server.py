@@ -38,7 +38,7 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gearsql import __version__
 from gearsql._corestate import Histogram
@@ -83,6 +83,9 @@ __all__ = [
     "ServerConfig",
     "run_server",
 ]
+
+if TYPE_CHECKING:
+    from gearsql.relay.watch import RelayWatch
 
 log = logging.getLogger("gearsql.server")
 
@@ -422,6 +425,8 @@ class JobServer:
         self.bytes_out = 0
         #: Seconds each group commit took.
         self.commit_time = Histogram()
+        #: The outbox readings of the relays inside this server (``--relay``), else None.
+        self.relay_watch: RelayWatch | None = None
         self.servers: list[asyncio.base_events.Server] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -985,15 +990,22 @@ def _start_relays(server: JobServer) -> tuple[asyncio.Event, asyncio.Task[None]]
     if not config.relay:
         return None
     from gearsql.relay import run_relays
+    from gearsql.relay.watch import RelayWatch
 
     host = next((h for h in config.listen if h not in ("0.0.0.0", "::", "")), "127.0.0.1")
     stop = asyncio.Event()
+    # Their backlogs, for /metrics and the status page.
+    server.relay_watch = RelayWatch(config.relay)
 
-    async def relays() -> None:
+    async def relay() -> None:
         try:
             await run_relays(config.relay, [(host, server.port)], stop=stop)
         except Exception as exc:
             log.error("the relay stopped: %s", exc)
+
+    async def relays() -> None:
+        assert server.relay_watch is not None
+        await asyncio.gather(relay(), server.relay_watch.run(stop))
 
     return stop, asyncio.create_task(relays())
 

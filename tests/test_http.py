@@ -108,10 +108,10 @@ class HttpServer:
 
 def _start(kind: str, tmp_path: Path, extra: list[str]) -> HttpServer:
     port = free_port()
-    args = ["--http-port", str(port), *extra]
+    # gearsql takes gearmand's spelling too.
+    args = ["-r", "http", "--http-port", str(port), *extra]
     if kind == "gearmand":
         need_tool("gearmand")
-        args = ["-r", "http", *args]
     server = ServerProcess(kind, tmp_path / f"{kind}.log", args).start()
     _wait_listening(port)
     return HttpServer(server, port)
@@ -334,5 +334,63 @@ def test_a_request_not_complete_within_packet_timeout_is_408(tmp_path: Path) -> 
             assert response.status == 200 and response.read() == b""
         finally:
             conn.close()
+    finally:
+        served.server.stop()
+
+
+def _raw_answer(port: int, request: bytes, worker: Peer, chunks: list[bytes]) -> bytes:
+    """Send ``request``; the worker sends ``chunks`` as WORK_DATA, then WORK_COMPLETE
+    ``final``; everything read until the server closes (``Connection: close``)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        worker.send(P.GRAB_JOB)
+        deadline = time.monotonic() + 30
+        while True:
+            packet = worker.recv(30)
+            if packet.type == P.JOB_ASSIGN:
+                break
+            assert packet.type == P.NO_JOB and time.monotonic() < deadline
+            time.sleep(0.02)
+            worker.send(P.GRAB_JOB)
+        handle = packet.args[0]
+        for chunk in chunks:
+            worker.send(P.WORK_DATA, handle, chunk)
+        worker.send(P.WORK_COMPLETE, handle, b"final")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_work_data_comes_before_the_result_in_the_body(http_server: HttpServer) -> None:
+    """C gearmand 1.1 writes WORK_DATA over the start of its answer (no status line, and NUL
+    bytes before the result); gearsql answers 200 with the chunks, then the WORK_COMPLETE data."""
+    with Peer(http_server.server.address) as worker:
+        worker.send(P.CAN_DO, b"chunky")
+        request = b"POST /chunky HTTP/1.0\r\nContent-Length: 2\r\n\r\nin"
+        answer = _raw_answer(http_server.http_port, request, worker, [b"part1-", b"part2-"])
+    assert answer.endswith(b"final")
+    if http_server.server.kind == "gearmand":
+        assert not answer.startswith(b"HTTP/"), answer  # gearmand's garbled answer
+        return
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"X-Gearman-Command: WORK_COMPLETE" in head
+    assert body == b"part1-part2-final"
+
+
+def test_work_data_past_max_output_ends_the_request(tmp_path: Path) -> None:
+    served = _start(
+        "gearsql",
+        tmp_path,
+        ["--store", "memory", "--max-packet-size", "1024", "--max-output", "4096"],
+    )
+    try:
+        with Peer(served.server.address) as worker:
+            worker.send(P.CAN_DO, b"chatty")
+            request = b"POST /chatty HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+            answer = _raw_answer(served.http_port, request, worker, [b"x" * 1000] * 5)
+        assert answer.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+        assert b"--max-output (4096 bytes)" in answer
     finally:
         served.server.stop()

@@ -81,8 +81,17 @@ class _ConfigFileCommand(click.Command):
     "--http-port",
     type=click.IntRange(0, 65535),
     metavar="PORT",
-    help="Also serve gearmand's HTTP protocol (POST /FUNCTION runs a job) on PORT, on the "
-    "--listen addresses. Off by default.",
+    help="Also serve gearmand's HTTP protocol (POST /FUNCTION runs a job), /metrics and the "
+    "status page (GET /) on PORT, on the --listen addresses. Off unless given (or -r http).",
+)
+@click.option(
+    "-r",
+    "--protocol",
+    "protocols",
+    multiple=True,
+    type=click.Choice(["http"]),
+    help="Load a protocol module, as gearmand does: -r http serves HTTP on --http-port, "
+    "8080 unless given.",
 )
 @click.option(
     "-L",
@@ -292,6 +301,8 @@ def server(
     """
     from gearsql.server import ServerConfig, run_server
 
+    if "http" in options.pop("protocols") and options["http_port"] is None:
+        options["http_port"] = 8080  # gearmand's default
     options["store"] = _checked_store(options["store"])
     _check_limits(options)
     if pid_file:
