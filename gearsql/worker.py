@@ -33,6 +33,7 @@ from gearsql._servers import (
     function_bytes,
     parse_servers,
 )
+from gearsql._tls import SslArg, client_context, settle, tls_arguments
 from gearsql._workerconn import (
     Assigned,
     NoJob,
@@ -170,6 +171,8 @@ class AsyncWorker:
     ``client_id``: sent with SET_CLIENT_ID (shown by the ``workers`` admin command).
     ``exceptions``: a handler exception sends WORK_EXCEPTION (True) or WORK_FAIL (False).
     ``backoff``: (first, longest) delay in seconds between reconnect attempts.
+    ``ssl``, ``ssl_ca_file``, ``ssl_certificate``, ``ssl_key``: TLS, as
+    :class:`~gearsql.client.AsyncClient` takes it (else the ``GEARSQL_SSL*`` variables decide).
     """
 
     def __init__(
@@ -181,6 +184,10 @@ class AsyncWorker:
         exceptions: bool = True,
         connect_timeout: float = 5.0,
         backoff: tuple[float, float] = (0.1, 10.0),
+        ssl: SslArg = None,
+        ssl_ca_file: str | None = None,
+        ssl_certificate: str | None = None,
+        ssl_key: str | None = None,
     ) -> None:
         if concurrency < 1:
             raise InvalidArgument("concurrency must be at least 1")
@@ -188,6 +195,8 @@ class AsyncWorker:
             raise InvalidArgument("client_id must be non-empty text without NUL")
         Backoff(*backoff)  # validates
         self._servers: list[ServerAddress] = parse_servers(servers)
+        #: TLS for every connection (None: plaintext).
+        self.ssl_context = client_context(ssl, ssl_ca_file, ssl_certificate, ssl_key)
         self.concurrency = concurrency
         self.client_id = client_id
         self.exceptions = exceptions
@@ -280,12 +289,13 @@ class AsyncWorker:
                 task.cancel()
             for job in list(self._jobs):
                 job.cancel()
-            for link in list(self._links):
+            links = list(self._links)
+            for link in links:
                 link.close()
             for sig in signals:
                 loop.remove_signal_handler(sig)
             self._executor.shutdown(wait=False)
-            await asyncio.sleep(0)
+            await settle(links)
             self._loop = None
             self._stopping = None
             self._stop_requested = False
@@ -314,7 +324,10 @@ class AsyncWorker:
         while not self._stopping.is_set():
             try:
                 _, link = await asyncio.wait_for(
-                    loop.create_connection(lambda: _Link(name), *address), self.connect_timeout
+                    loop.create_connection(
+                        lambda: _Link(name), *address, **tls_arguments(self.ssl_context, address[0])
+                    ),
+                    self.connect_timeout,
                 )
             except (OSError, asyncio.TimeoutError) as exc:
                 delay = backoff.next_delay()
@@ -424,6 +437,10 @@ class Worker:
         exceptions: bool = True,
         connect_timeout: float = 5.0,
         backoff: tuple[float, float] = (0.1, 10.0),
+        ssl: SslArg = None,
+        ssl_ca_file: str | None = None,
+        ssl_certificate: str | None = None,
+        ssl_key: str | None = None,
     ) -> None:
         self._async = AsyncWorker(
             servers,
@@ -432,6 +449,10 @@ class Worker:
             exceptions=exceptions,
             connect_timeout=connect_timeout,
             backoff=backoff,
+            ssl=ssl,
+            ssl_ca_file=ssl_ca_file,
+            ssl_certificate=ssl_certificate,
+            ssl_key=ssl_key,
         )
 
     # The AsyncWorker's settings, read through (tests/test_sync_async_api.py keeps them alike).
