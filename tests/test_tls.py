@@ -172,7 +172,7 @@ def test_a_client_checks_the_server_certificate(tmp_path: Path, pki: Pki) -> Non
     with tls_server(tmp_path, pki) as server:
         # The system's CAs did not sign the test server's certificate.
         with Client([server.address], ssl=True, connect_timeout=5) as client:
-            with pytest.raises(GearmanError, match="CERTIFICATE_VERIFY_FAILED|certificate verify"):
+            with pytest.raises(GearmanError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify"):
                 client.submit_background("reverse", b"abc", timeout=TIMEOUT)
 
 
@@ -257,7 +257,7 @@ def test_acl_decides_who_runs_mutating_admin_commands(
     with tls_server(tmp_path, pki, "--acl-file", str(acl_file)) as server:
         # app-1 is on loopback, which is trusted without an ACL: the ACL decides here.
         with AdminClient(*server.address, **pki.client_kwargs("app-1")) as admin:
-            assert admin.status() == [] or True  # read-only commands stay open
+            admin.status()  # read-only commands stay open
             with pytest.raises(AdminError, match="PERMISSION_DENIED") as denied:
                 admin.maxqueue("reverse", 10)
             assert "ACL" in str(denied.value)
