@@ -23,6 +23,7 @@ import asyncio
 import datetime
 import functools
 import logging
+import ssl
 import weakref
 import zlib
 from collections import deque
@@ -1136,6 +1137,11 @@ class Client:
     @property
     def connect_timeout(self) -> float:
         return self._async.connect_timeout
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of every connection (None: plaintext)."""
+        return self._async.ssl_context
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._thread.run(coro)

@@ -19,6 +19,7 @@ import concurrent.futures
 import inspect
 import logging
 import signal
+import ssl
 import threading
 import traceback
 from collections.abc import Awaitable, Callable
@@ -476,6 +477,11 @@ class Worker:
     @property
     def connect_timeout(self) -> float:
         return self._async.connect_timeout
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of every connection (None: plaintext)."""
+        return self._async.ssl_context
 
     def register(
         self, function: str | bytes, handler: Handler, *, timeout: float | None = None

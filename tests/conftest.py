@@ -302,6 +302,7 @@ def pki() -> Iterator[Any]:
             pytest.fail(message + "; GEARSQL_TEST_REQUIRE_TOOLS=1 forbids skipping")
         pytest.skip(message)
     directory = Path(tempfile.mkdtemp(prefix="gearsql-test-pki-"))
+    directory.chmod(0o755)
     try:
         yield make_pki(directory / "pki")
     finally:
