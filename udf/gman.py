@@ -649,7 +649,14 @@ def _reachable(address, settings):
         probe = socket.create_connection(address, timeout=settings["connect_timeout"])
     except OSError:
         return False
-    probe.close()
+    try:
+        if settings["tls"] is not None:
+            # A TLS server would log a plaintext probe as a refused client.
+            probe = settings["tls"].wrap_socket(probe, server_hostname=address[0])
+    except OSError:
+        return False
+    finally:
+        probe.close()
     return True
 
 
