@@ -306,14 +306,19 @@ class _Connection(asyncio.Protocol):
                 chunk = tls.read(262144)
             except ssl.SSLWantReadError:
                 break
-            except ssl.SSLZeroReturnError:  # close_notify: the peer is done
-                if self.transport is not None:
-                    self.transport.close()
-                break
+            except ssl.SSLZeroReturnError:
+                chunk = b""
             except (ssl.SSLError, OSError) as exc:
                 self.drop("tls", "TLS error: %s", getattr(exc, "reason", None) or exc)
                 return None
-            if not chunk:
+            if not chunk:  # close_notify: the peer is done; answer it and close
+                try:
+                    tls.unwrap()
+                except (ssl.SSLError, OSError):
+                    pass
+                self._tls_send()
+                if self.transport is not None:
+                    self.transport.close()
                 break
             chunks.append(chunk)
         self._tls_send()

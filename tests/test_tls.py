@@ -168,6 +168,18 @@ def test_a_client_without_a_certificate_is_refused_when_verification_is_required
         wait_until(lambda: "TLS handshake failed" in server.log(), "the refusal in the log")
 
 
+def test_the_server_answers_close_notify(tmp_path: Path, pki: Pki) -> None:
+    """A client's TLS close is answered with the server's, so the client's close completes at
+    once instead of waiting for its shutdown timeout."""
+    with tls_server(tmp_path, pki) as server:
+        with tls_socket(server, pki, "app-1") as sock:
+            sock.sendall(pack_request(PacketType.ECHO_REQ, b"ping"))
+            assert read_packet(sock) == (PacketType.ECHO_RES, [b"ping"])
+            plain = sock.unwrap()  # sends close_notify, returns once the server's arrived
+            assert plain.recv(1) == b""  # then the server closed the connection
+            plain.close()
+
+
 def test_a_client_checks_the_server_certificate(tmp_path: Path, pki: Pki) -> None:
     with tls_server(tmp_path, pki) as server:
         # The system's CAs did not sign the test server's certificate.
