@@ -95,6 +95,15 @@ class _Link(asyncio.Protocol):
             self.transport.close()
 
 
+def _refused_can_do(event: object, server: str) -> bool:
+    """Whether ``event`` is the server's refusal of a CAN_DO (an ACL's PERMISSION_DENIED),
+    which is logged; the worker goes on with the functions it may work on."""
+    if isinstance(event, ServerErrorReply) and event.code == "PERMISSION_DENIED":
+        log.error("%s refused: %s", server, event.text)
+        return True
+    return False
+
+
 class WorkerJob:
     """The job a handler runs: its ``handle``, ``function``, ``unique`` and ``data`` (bytes).
 
@@ -362,7 +371,9 @@ class AsyncWorker:
             link.core.grab()
             link.flush()
             event = await link.events.get()
-            while isinstance(event, WakeUp):  # a stale NOOP from an earlier sleep
+            # A stale NOOP from an earlier sleep, or an ACL's refusal of a CAN_DO: neither
+            # answers the grab.
+            while isinstance(event, WakeUp) or _refused_can_do(event, link.name):
                 event = await link.events.get()
             if isinstance(event, Assigned):
                 job = asyncio.get_running_loop().create_task(self._run_job(link, event))

@@ -68,8 +68,12 @@ def tls_server(
 
 
 @contextmanager
-def running_worker(server: ServerProcess, pki: Pki, name: str = "worker-1") -> Iterator[Worker]:
+def running_worker(
+    server: ServerProcess, pki: Pki, name: str = "worker-1", also: tuple[str, ...] = ()
+) -> Iterator[Worker]:
     worker = Worker([server.address], **pki.client_kwargs(name))
+    for function in also:
+        worker.register(function, lambda job: b"never")
     worker.register("reverse", lambda job: job.data[::-1])
     worker.register("report.daily", lambda job: b"report " + job.data)
     thread = threading.Thread(target=worker.run_forever, kwargs={"handle_signals": False})
@@ -261,6 +265,25 @@ def test_acl_denies_can_do_with_an_error(tmp_path: Path, pki: Pki, acl_file: Pat
             workers = admin.workers()
         # The refused CAN_DO registered nothing.
         assert not any(b"secret" in w.functions for w in workers)
+
+
+@pytest.mark.parametrize("when", ["before connecting", "while running"])
+def test_a_worker_refused_one_function_works_on_the_others(
+    tmp_path: Path, pki: Pki, acl_file: Path, caplog: pytest.LogCaptureFixture, when: str
+) -> None:
+    """The refusal of a CAN_DO comes between the worker's CAN_DOs and its first grab's answer
+    (registered before connecting), or while it sleeps (registered while running)."""
+    also = ("secret",) if when == "before connecting" else ()
+    with tls_server(tmp_path, pki, "--acl-file", str(acl_file)) as server:
+        with running_worker(server, pki, also=also) as worker:
+            if not also:
+                worker.register("secret", lambda job: b"never")
+            with Client([server.address], **pki.client_kwargs("app-1")) as client:
+                for word in (b"one", b"two", b"three"):
+                    assert client.submit("reverse", word, timeout=TIMEOUT) == word[::-1]
+        wait_until(lambda: "ACL: refused CAN_DO of 'secret'" in server.log(), "the denial")
+    refusals = [r.getMessage() for r in caplog.records if r.name == "gearsql.worker"]
+    assert any("the ACL does not let worker-1" in m and "secret" in m for m in refusals)
 
 
 def test_acl_decides_who_runs_mutating_admin_commands(
