@@ -118,6 +118,26 @@ def test_client_and_worker_round_trip_over_mutual_tls(tmp_path: Path, pki: Pki) 
         wait_until(lambda: "(app-1, app-1.example)" in server.log(), "the identity in the log")
 
 
+def test_many_tls_clients_at_once(tmp_path: Path, pki: Pki) -> None:
+    """Handshakes that overlap, and requests sent right after them, all get through (the first
+    bytes after a handshake are not lost)."""
+    import asyncio
+
+    from gearsql import AsyncClient
+
+    async def one(server: ServerProcess, index: int) -> None:
+        async with AsyncClient([server.address], **pki.client_kwargs("app-1")) as client:
+            for k in range(5):
+                data = b"%d-%d" % (index, k)
+                assert await client.submit("reverse", data, timeout=TIMEOUT) == data[::-1]
+
+    async def all_of_them(server: ServerProcess) -> None:
+        await asyncio.gather(*(one(server, index) for index in range(30)))
+
+    with tls_server(tmp_path, pki) as server, running_worker(server, pki):
+        asyncio.run(all_of_them(server))
+
+
 def test_environment_variables_turn_tls_on(
     tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch
 ) -> None:
