@@ -168,7 +168,9 @@ class WorkerConnection:
                         event.args[1].decode("utf-8", "replace"),
                     )
                 )
-                if self.state is S.GRABBING:  # the grab was refused: try again later
+                # The grab was refused: try again later. PERMISSION_DENIED answers a CAN_DO
+                # an ACL refused (docs/security.md), never a grab.
+                if self.state is S.GRABBING and event.args[0] != b"PERMISSION_DENIED":
                     self.state = S.IDLE
                 continue
             step = TRANSITIONS.get((self.state, event.type))

@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import NamedTuple
 
 from gearsql._servers import DEFAULT_PORT, format_address, parse_server, parse_servers
+from gearsql._tls import SslArg, client_context
 from gearsql.errors import (
     AdminConnectionError,
     AdminError,
@@ -406,12 +407,19 @@ class AdminClient:
         host: str = "127.0.0.1",
         port: int | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        *,
+        ssl: SslArg = None,
+        ssl_ca_file: str | None = None,
+        ssl_certificate: str | None = None,
+        ssl_key: str | None = None,
     ):
         parsed_host, parsed_port = parse_server(host, port or DEFAULT_PORT)
         if port is not None and parsed_port != port:
             raise InvalidArgument(f"two ports given: {host!r} and port={port}")
         self.address: tuple[str, int] = (parsed_host, parsed_port)
         self.timeout = timeout
+        #: TLS (None: plaintext), as the client's: arguments, else ``GEARSQL_SSL*``.
+        self.ssl_context = client_context(ssl, ssl_ca_file, ssl_certificate, ssl_key)
         self._sock: socket.socket | None = None
         self._buffer = b""
 
@@ -430,7 +438,14 @@ class AdminClient:
         if self._sock is not None:
             return
         try:
-            self._sock = socket.create_connection(self.address, timeout=self.timeout)
+            sock = socket.create_connection(self.address, timeout=self.timeout)
+            if self.ssl_context is not None:
+                try:
+                    sock = self.ssl_context.wrap_socket(sock, server_hostname=self.address[0])
+                except BaseException:
+                    sock.close()
+                    raise
+            self._sock = sock
         except TimeoutError:
             raise AdminTimeoutError(
                 f"cannot connect to {self.server}: timed out after {self.timeout:g} s",

@@ -23,6 +23,7 @@ import asyncio
 import datetime
 import functools
 import logging
+import ssl
 import weakref
 import zlib
 from collections import deque
@@ -58,6 +59,7 @@ from gearsql._servers import (
     parse_servers,
     unique_bytes,
 )
+from gearsql._tls import SslArg, client_context, settle, tls_arguments
 from gearsql.adminclient import find_reply_end, parse_error_line
 from gearsql.errors import (
     ConnectionLost,
@@ -513,6 +515,12 @@ class AsyncClient:
     ``retry``: how many times a foreground job whose server died is resubmitted to another server
     (0: raise :class:`ConnectionLost`). ``connect_timeout`` bounds each connection attempt;
     ``backoff`` is (first, longest) delay in seconds before a failed server is tried again.
+    ``ssl``, ``ssl_ca_file``, ``ssl_certificate``, ``ssl_key``: TLS (docs/security.md). Any of the
+    files, ``ssl=True`` or an :class:`ssl.SSLContext` turns it on; with none of them the
+    ``GEARSQL_SSL*`` environment variables decide, and ``ssl=False`` is plaintext whatever they
+    say. The server's certificate is checked against ``ssl_ca_file`` (else the system's CAs) and
+    the host name; ``ssl_certificate`` and ``ssl_key`` are this side's, for a server that
+    verifies its clients.
 
     Connections are opened on first use, one per server, and shared by every request: many jobs
     run concurrently over each.
@@ -527,11 +535,17 @@ class AsyncClient:
         retry: int = 0,
         connect_timeout: float = 5.0,
         backoff: tuple[float, float] = (0.1, 10.0),
+        ssl: SslArg = None,
+        ssl_ca_file: str | None = None,
+        ssl_certificate: str | None = None,
+        ssl_key: str | None = None,
     ) -> None:
         _check_timeout(connect_timeout)
         if retry < 0:
             raise InvalidArgument("retry must be 0 or more")
         self._servers = [_Server(address, backoff) for address in parse_servers(servers)]
+        #: TLS for every connection (None: plaintext).
+        self.ssl_context = client_context(ssl, ssl_ca_file, ssl_certificate, ssl_key)
         self.exceptions = exceptions
         self.encoding = encoding
         self.retry = retry
@@ -557,11 +571,12 @@ class AsyncClient:
         self._closed = True
         for runner in list(self._runners):
             runner.cancel()
+        links = [server.link for server in self._servers if server.link is not None]
         for server in self._servers:
             if server.link is not None:
                 server.link.close()
                 server.link = None
-        await asyncio.sleep(0)  # let the transports deliver connection_lost
+        await settle(links)  # let the transports deliver connection_lost
 
     # -- choosing and opening connections ---------------------------------------------------
 
@@ -616,7 +631,9 @@ class AsyncClient:
             host, port = server.address
             try:
                 _, fresh = await asyncio.wait_for(
-                    loop.create_connection(lambda: _Link(server), host, port),
+                    loop.create_connection(
+                        lambda: _Link(server), host, port, **tls_arguments(self.ssl_context, host)
+                    ),
                     self.connect_timeout,
                 )
                 if self.exceptions:
@@ -951,7 +968,8 @@ class AsyncClient:
         host, port = server.address
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port), self.connect_timeout
+                asyncio.open_connection(host, port, **tls_arguments(self.ssl_context, host)),
+                self.connect_timeout,
             )
         except (OSError, asyncio.TimeoutError) as exc:
             reason = str(exc) or type(exc).__name__
@@ -1078,6 +1096,10 @@ class Client:
         retry: int = 0,
         connect_timeout: float = 5.0,
         backoff: tuple[float, float] = (0.1, 10.0),
+        ssl: SslArg = None,
+        ssl_ca_file: str | None = None,
+        ssl_certificate: str | None = None,
+        ssl_key: str | None = None,
     ) -> None:
         self._async = AsyncClient(
             servers,
@@ -1086,6 +1108,10 @@ class Client:
             retry=retry,
             connect_timeout=connect_timeout,
             backoff=backoff,
+            ssl=ssl,
+            ssl_ca_file=ssl_ca_file,
+            ssl_certificate=ssl_certificate,
+            ssl_key=ssl_key,
         )
         self._thread = EventLoopThread("gearsql-client")
         self._finalizer = weakref.finalize(self, self._thread.close)
@@ -1111,6 +1137,11 @@ class Client:
     @property
     def connect_timeout(self) -> float:
         return self._async.connect_timeout
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of every connection (None: plaintext)."""
+        return self._async.ssl_context
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._thread.run(coro)

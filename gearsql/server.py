@@ -35,6 +35,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ from gearsql._limits import (
     DEFAULT_MAX_OUTPUT,
     DEFAULT_PACKET_TIMEOUT,
 )
+from gearsql._tls import HANDSHAKE_TIMEOUT, peer_identities, server_context
+from gearsql.acl import Acl, Grants, parse_acl, permission_for
+from gearsql.admin import ERR_PERMISSION
 from gearsql.core import Job, JobServerCore, RetryPolicy, Schedule, Session
 from gearsql.http import HttpConnection
 from gearsql.protocol import (
@@ -146,6 +150,23 @@ class ServerConfig:
     relay: Sequence[str] = ()
     #: Port of gearmand's HTTP protocol (gearsql.http), on the ``listen`` addresses; None: off.
     http_port: int | None = None
+    #: TLS on every listener (gearmand's ``--ssl``): the server's certificate and key, and the
+    #: CA that client certificates are checked against (docs/security.md).
+    ssl: bool = False
+    ssl_certificate: str | None = None
+    ssl_key: str | None = None
+    ssl_ca_file: str | None = None
+    #: Refuse clients without a certificate signed by ``ssl_ca_file`` in the handshake.
+    ssl_verify_client: bool = False
+    #: Who may submit to, work on and administer what, by certificate identity (gearsql.acl);
+    #: read again on SIGHUP.
+    acl_file: str | None = None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"cannot read {exc.filename}: {exc.strerror}"
+    return str(exc)
 
 
 def _is_loopback(host: str) -> bool:
@@ -161,17 +182,24 @@ class _Connection(asyncio.Protocol):
     """One accepted socket."""
 
     __slots__ = (
+        "acl_seen",
         "budget_paused",
         "core",
         "discarding",
+        "grants",
+        "handshake_timer",
         "held",
         "id",
+        "identities",
         "last_read",
         "parser",
         "paused",
         "reading",
         "server",
         "session",
+        "tls",
+        "tls_in",
+        "tls_out",
         "transport",
     )
 
@@ -193,6 +221,17 @@ class _Connection(asyncio.Protocol):
         #: Bytes of a refused over-size packet still to read and drop; -1 when not refusing.
         self.discarding = -1
         self.last_read = time.monotonic()
+        #: The certificate's names (empty without one), for the ACL.
+        self.identities: tuple[str, ...] = ()
+        #: What the ACL grants this connection, and the ACL that was computed from.
+        self.grants: Grants | None = None
+        self.acl_seen: Acl | None = None
+        #: TLS state (``--ssl``): the connection, its incoming and outgoing records, and the
+        #: handshake's deadline. The session starts when the handshake is done.
+        self.tls: ssl.SSLObject | None = None
+        self.tls_in = ssl.MemoryBIO()
+        self.tls_out = ssl.MemoryBIO()
+        self.handshake_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -204,6 +243,107 @@ class _Connection(asyncio.Protocol):
             )
             transport.abort()  # type: ignore[attr-defined]
             return
+        if server.ssl_context is not None:
+            # TLS runs here over memory buffers (sans-IO) rather than in create_server, so that
+            # a failed handshake (a plaintext client, a certificate the CA did not sign) is
+            # seen, logged and answered by closing the connection.
+            self.tls = server.ssl_context.wrap_bio(self.tls_in, self.tls_out, server_side=True)
+            assert server.loop is not None
+            self.handshake_timer = server.loop.call_later(
+                HANDSHAKE_TIMEOUT, self._tls_refuse, f"not done within {HANDSHAKE_TIMEOUT:g} s"
+            )
+            return
+        self._open(transport)
+
+    # ---------------------------------------------------------------- TLS (sans-IO)
+
+    def _tls_refuse(self, reason: str) -> None:
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        host = peer[0] if isinstance(peer, tuple) else "-"
+        self.server.rate_limited_warning(
+            "tls-handshake", "Refused connection from %s: TLS handshake failed: %s", host, reason
+        )
+        self._tls_end()
+        if self.transport is not None:
+            self._tls_send()  # the alert, if any
+            self.transport.close()
+
+    def _tls_end(self) -> None:
+        if self.handshake_timer is not None:
+            self.handshake_timer.cancel()
+            self.handshake_timer = None
+        self.tls = None
+
+    def _tls_send(self) -> None:
+        pending = self.tls_out.pending
+        if pending and self.transport is not None:
+            self.transport.write(self.tls_out.read())
+
+    def _tls_receive(self, data: bytes) -> bytes | None:
+        """The plaintext in ``data`` (TLS records); None when the connection is done for."""
+        tls = self.tls
+        assert tls is not None
+        self.tls_in.write(data)
+        if self.session is None:
+            try:
+                tls.do_handshake()
+            except ssl.SSLWantReadError:
+                self._tls_send()
+                return b""
+            except (ssl.SSLError, OSError) as exc:
+                reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+                self._tls_refuse(str(reason))
+                return None
+            if self.handshake_timer is not None:
+                self.handshake_timer.cancel()
+                self.handshake_timer = None
+            self._tls_send()
+            self.identities = peer_identities(tls.getpeercert())
+            assert self.transport is not None
+            self._open(self.transport)
+            if self.session is None:  # refused (the connection limit)
+                return None
+        chunks = []
+        while True:
+            try:
+                chunk = tls.read(262144)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                chunk = b""
+            except (ssl.SSLError, OSError) as exc:
+                self.drop("tls", "TLS error: %s", getattr(exc, "reason", None) or exc)
+                return None
+            if not chunk:  # close_notify: the peer is done; answer it and close
+                try:
+                    tls.unwrap()
+                except (ssl.SSLError, OSError):
+                    pass
+                self._tls_send()
+                if self.transport is not None:
+                    self.transport.close()
+                break
+            chunks.append(chunk)
+        self._tls_send()
+        return b"".join(chunks)
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` (through TLS when it is on)."""
+        assert self.transport is not None
+        if self.tls is None:
+            self.transport.write(data)
+            return
+        try:
+            self.tls.write(data)
+        except (ssl.SSLError, OSError) as exc:
+            self.drop("tls", "TLS error: %s", getattr(exc, "reason", None) or exc)
+            return
+        self._tls_send()
+
+    def _open(self, transport: asyncio.BaseTransport) -> None:
+        """Start the session of a connection (after its TLS handshake, with TLS)."""
+        self.transport = transport  # type: ignore[assignment]
+        server = self.server
         sock = transport.get_extra_info("socket")
         fd = sock.fileno() if sock is not None else -1
         peer = transport.get_extra_info("peername")
@@ -214,28 +354,112 @@ class _Connection(asyncio.Protocol):
         self.session = self.core.connect(host, fd, trusted)
         self.id = self.session.id
         server.connections[self.id] = self
+        if server.acl is not None:
+            self._grants()  # the ACL decides who may run mutating admin commands
         server.rate_limited_log(
-            logging.INFO, "connections", "Accepted connection %d from %s", self.id, host
+            logging.INFO,
+            "connections",
+            "Accepted connection %d from %s%s",
+            self.id,
+            host,
+            f" ({', '.join(self.identities)})" if self.identities else "",
+        )
+
+    def _grants(self) -> Grants:
+        """What the ACL lets this connection do (worked out again after a reload)."""
+        acl = self.server.acl
+        assert acl is not None and self.session is not None
+        if self.grants is None or self.acl_seen is not acl:
+            self.grants = acl.grants(self.identities)
+            self.acl_seen = acl
+            self.session.trusted = self.grants.admin
+        return self.grants
+
+    def _denied(self, packet: Packet) -> bool:
+        """Whether the ACL refuses ``packet`` (a submission or CAN_DO); if so the peer got an
+        ERROR PERMISSION_DENIED and the refusal is logged."""
+        permission = permission_for(packet.type)
+        if permission is None:
+            return False
+        function = packet.args[0] if packet.args else b""
+        if self._grants().allows(permission, function):
+            return False
+        assert self.session is not None
+        who = ", ".join(self.identities) or "no certificate"
+        name = function.decode("utf-8", "replace")
+        self.server.rate_limited_warning(
+            "acl",
+            "ACL: refused %s of %r to connection %d from %s (%s)",
+            packet.type.name,
+            name,
+            self.id,
+            self.peer,
+            who,
+        )
+        verb = "submit to" if permission == "submit" else "work on"
+        self.core.send(
+            self.session,
+            pack_response(
+                PacketType.ERROR,
+                b"PERMISSION_DENIED",
+                f"the ACL does not let {who} {verb} {name}".encode(),
+            ),
+        )
+        return True
+
+    def _admin(self, session: Session, line: AdminLine) -> None:
+        """An admin line under an ACL: a refused mutating command says why, and is logged."""
+        self._grants()
+        before = len(session.out)
+        self.core.handle_admin(session, line)
+        if session.trusted or len(session.out) != before + 1 or session.out[-1] != ERR_PERMISSION:
+            return
+        who = ", ".join(self.identities) or "no certificate"
+        session.out[-1] = (
+            b"ERR PERMISSION_DENIED the+ACL+does+not+allow+mutating+admin+commands+for+"
+            + who.replace(" ", "+").encode("utf-8", "replace")
+            + b"\r\n"
+        )
+        self.server.rate_limited_warning(
+            "acl",
+            "ACL: refused admin command %r to connection %d from %s (%s)",
+            line.line.split(b" ", 1)[0].decode("utf-8", "replace"),
+            self.id,
+            self.peer,
+            who,
         )
 
     def data_received(self, data: bytes) -> None:
         if self.discarding >= 0:
             self._discard(len(data))
             return
+        if self.tls is not None:
+            self.server.bytes_in += len(data)
+            plain = self._tls_receive(data)
+            if not plain:
+                return
+            data = plain
+        else:
+            self.server.bytes_in += len(data)
         session = self.session
         if session is None:
             return
         self.last_read = time.monotonic()
-        self.server.bytes_in += len(data)
         core = self.core
+        acl = self.server.acl
         try:
             events = self.parser.feed(data)
             for event in events:
                 kind = type(event)
                 if kind is Packet:
+                    if acl is not None and self._denied(event):  # type: ignore[arg-type]
+                        continue
                     core.handle_packet(session, event)  # type: ignore[arg-type]
                 elif kind is AdminLine:
-                    core.handle_admin(session, event)  # type: ignore[arg-type]
+                    if acl is not None:
+                        self._admin(session, event)  # type: ignore[arg-type]
+                    else:
+                        core.handle_admin(session, event)  # type: ignore[arg-type]
                 else:
                     self._violation(event)  # type: ignore[arg-type]
                     break
@@ -363,6 +587,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         server = self.server
+        if self.handshake_timer is not None:
+            self.handshake_timer.cancel()
+            self.handshake_timer = None
         server.connections.pop(self.id, None)
         server.incomplete.pop(self, None)
         server.budget_paused.pop(self, None)
@@ -449,6 +676,34 @@ class JobServer:
         #: Set by close(): no group commit starts any more; close() writes what is left.
         self._closing = False
         self.loop: asyncio.AbstractEventLoop | None = None
+        #: TLS on the listeners (``config.ssl``), built by start().
+        self.ssl_context: ssl.SSLContext | None = None
+        #: The ACL in force (``config.acl_file``), replaced by reload_acl().
+        self.acl: Acl | None = None
+
+    # -------------------------------------------------------------- TLS and ACL
+
+    def load_acl(self) -> Acl:
+        """The ACL of ``config.acl_file``; AclError (a ValueError) or OSError when it cannot be
+        read or used."""
+        path = self.config.acl_file
+        assert path is not None
+        with open(path, encoding="utf-8") as handle:
+            return parse_acl(handle.read(), path)
+
+    def reload_acl(self) -> bool:
+        """Read the ACL file again (SIGHUP). A file that cannot be used leaves the ACL in force
+        as it was, with an error in the log; True when the new one is in force."""
+        if self.config.acl_file is None:
+            return False
+        try:
+            acl = self.load_acl()
+        except (OSError, ValueError) as exc:
+            log.error("ACL not reloaded, the old one stays in force: %s", _reason(exc))
+            return False
+        self.acl = acl
+        log.log(NOTICE, "ACL reloaded from %s: %d identities", self.config.acl_file, len(acl.rules))
+        return True
 
     # -------------------------------------------------------------- output and timers
 
@@ -472,7 +727,7 @@ class JobServer:
                     continue
                 if data and conn.transport is not None:
                     transport = conn.transport
-                    transport.write(data)
+                    conn.write(data)
                     self.bytes_out += len(data)
                     if transport.get_write_buffer_size() > max_output:
                         # Its own requests stopped being read long ago (pause_writing): this
@@ -838,12 +1093,30 @@ class JobServer:
                 f" --max-packet-size ({cfg.max_packet_size}) and its {HEADER}-byte header"
             )
         self.loop.set_exception_handler(self._loop_exception)
+        if cfg.ssl:
+            self.ssl_context = server_context(
+                cfg.ssl_certificate, cfg.ssl_key, cfg.ssl_ca_file, cfg.ssl_verify_client
+            )
+        elif cfg.ssl_verify_client:
+            raise ValueError("--ssl-verify-client needs --ssl")
+        if cfg.acl_file is not None:
+            try:
+                self.acl = self.load_acl()
+            except OSError as exc:
+                raise ValueError(f"--acl-file: {_reason(exc)}") from None
+        secured = self.ssl_context is not None and self.acl is not None
         for host in cfg.listen:
-            if not _is_loopback(host) and not cfg.allow_insecure_remote:
+            if not _is_loopback(host) and not cfg.allow_insecure_remote and not secured:
                 raise ValueError(
                     f"refusing to listen on {host}: the Gearman protocol has no authentication;"
-                    " pass --allow-insecure-remote to listen beyond loopback"
+                    " pass --ssl with --acl-file, or --allow-insecure-remote, to listen beyond"
+                    " loopback"
                 )
+        if self.acl is not None and cfg.http_port is not None:
+            raise ValueError(
+                "--acl-file cannot be combined with --http-port: HTTP requests are not checked"
+                " against the ACL"
+            )
         await self.store.open()
         core = self.core
         for policy in await self.store.load_policies():
@@ -887,15 +1160,20 @@ class JobServer:
                         port=cfg.http_port,
                         backlog=cfg.backlog,
                         reuse_address=True,
+                        ssl=self.ssl_context,
+                        ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self.ssl_context else None,
                     )
                 )
         self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)
         log.log(
             NOTICE,
-            "gearsql %s listening on %s, store: %s, %d jobs replayed",
+            "gearsql %s listening on %s%s, store: %s, %d jobs replayed",
             __version__,
             ", ".join(f"{h}:{self.port}" for h in cfg.listen)
             + (f" (HTTP on port {self.http_port})" if self.http_port is not None else ""),
+            (" with TLS" + (" (client certificates required)" if cfg.ssl_verify_client else ""))
+            if self.ssl_context is not None
+            else "",
             self.store.description,
             replayed,
         )
@@ -1038,6 +1316,8 @@ def run_server(config: ServerConfig, pid_file: str | None = None) -> int:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop)
+        if config.acl_file is not None:
+            loop.add_signal_handler(signal.SIGHUP, server.reload_acl)
         if pid_file:
             with open(pid_file, "w") as handle:
                 handle.write(f"{os.getpid()}\n")

@@ -28,6 +28,7 @@ carries it. ``sqlite3_interrupt`` (``conn.interrupt()``) stops a waiting ``gman_
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import weakref
@@ -103,6 +104,27 @@ def _take_error(conn: sqlite3.Connection) -> str | None:
         return _last_errors.pop(id(conn), None)
 
 
+def _tls_settings(
+    ssl: bool | None, ca_file: str | None, certificate: str | None, key: str | None
+) -> dict[str, str]:
+    """The TLS settings of the udf library (its ``ssl*`` settings), from the arguments or the
+    environment, after checking that the files can be used."""
+    from gearsql import _tls
+
+    if _tls.client_context(ssl, ca_file, certificate, key) is None:
+        return {"ssl": "off"}
+    if ssl is not False and not (ca_file or certificate or key):
+        ca_file = os.environ.get(_tls.ENV_CA_FILE) or None
+        certificate = os.environ.get(_tls.ENV_CERTIFICATE) or None
+        key = os.environ.get(_tls.ENV_KEY) or None
+    return {
+        "ssl": "on",
+        "ssl_ca_file": ca_file or "",
+        "ssl_certificate": certificate or "",
+        "ssl_key": key or "",
+    }
+
+
 def register(
     conn: sqlite3.Connection,
     servers: str | list[str] | None = "127.0.0.1:4730",
@@ -113,6 +135,10 @@ def register(
     poll_interval: float = 0.1,
     max_workload: int = DEFAULT_MAX_WORKLOAD,
     on_error: Callable[[str], None] | None = None,
+    ssl: bool | None = None,
+    ssl_ca_file: str | None = None,
+    ssl_certificate: str | None = None,
+    ssl_key: str | None = None,
 ) -> None:
     """Add every gman_* function to ``conn``.
 
@@ -121,6 +147,11 @@ def register(
     transactional background mode the ``gman_outbox`` table that ``gearsql relay`` drains is
     created here already (unless a transaction is open). Raises ValueError for a bad server
     list, background mode or timeout.
+
+    ``ssl``, ``ssl_ca_file``, ``ssl_certificate``, ``ssl_key``: TLS to the job servers, as the
+    client takes it (docs/security.md); with none of them given the ``GEARSQL_SSL*`` environment
+    variables decide, and ``ssl=False`` is plaintext. Raises :class:`gearsql._tls.TlsError` (a
+    ValueError) for a file that cannot be used.
     """
     addresses = parse_servers(servers)
     if background_mode not in BACKGROUND_MODES:
@@ -129,6 +160,7 @@ def register(
         raise ValueError("connect_timeout, timeout and poll_interval must be positive")
     if max_workload < 0:
         raise ValueError("max_workload must be 0 (no limit) or a number of bytes")
+    tls = _tls_settings(ssl, ssl_ca_file, ssl_certificate, ssl_key)
     library = load_library()
     functions = udf_module("functions")
     shim = udf_module("plpy_shim")
@@ -152,6 +184,7 @@ def register(
             "timeout": str(timeout),
             "poll_interval": str(poll_interval),
             "max_workload": str(int(max_workload)),
+            **tls,
         },
     }
     preamble_key = "gearsql.library"

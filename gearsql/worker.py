@@ -19,6 +19,7 @@ import concurrent.futures
 import inspect
 import logging
 import signal
+import ssl
 import threading
 import traceback
 from collections.abc import Awaitable, Callable
@@ -33,6 +34,7 @@ from gearsql._servers import (
     function_bytes,
     parse_servers,
 )
+from gearsql._tls import SslArg, client_context, settle, tls_arguments
 from gearsql._workerconn import (
     Assigned,
     NoJob,
@@ -91,6 +93,15 @@ class _Link(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+def _refused_can_do(event: object, server: str) -> bool:
+    """Whether ``event`` is the server's refusal of a CAN_DO (an ACL's PERMISSION_DENIED),
+    which is logged; the worker goes on with the functions it may work on."""
+    if isinstance(event, ServerErrorReply) and event.code == "PERMISSION_DENIED":
+        log.error("%s refused: %s", server, event.text)
+        return True
+    return False
 
 
 class WorkerJob:
@@ -170,6 +181,8 @@ class AsyncWorker:
     ``client_id``: sent with SET_CLIENT_ID (shown by the ``workers`` admin command).
     ``exceptions``: a handler exception sends WORK_EXCEPTION (True) or WORK_FAIL (False).
     ``backoff``: (first, longest) delay in seconds between reconnect attempts.
+    ``ssl``, ``ssl_ca_file``, ``ssl_certificate``, ``ssl_key``: TLS, as
+    :class:`~gearsql.client.AsyncClient` takes it (else the ``GEARSQL_SSL*`` variables decide).
     """
 
     def __init__(
@@ -181,6 +194,10 @@ class AsyncWorker:
         exceptions: bool = True,
         connect_timeout: float = 5.0,
         backoff: tuple[float, float] = (0.1, 10.0),
+        ssl: SslArg = None,
+        ssl_ca_file: str | None = None,
+        ssl_certificate: str | None = None,
+        ssl_key: str | None = None,
     ) -> None:
         if concurrency < 1:
             raise InvalidArgument("concurrency must be at least 1")
@@ -188,6 +205,8 @@ class AsyncWorker:
             raise InvalidArgument("client_id must be non-empty text without NUL")
         Backoff(*backoff)  # validates
         self._servers: list[ServerAddress] = parse_servers(servers)
+        #: TLS for every connection (None: plaintext).
+        self.ssl_context = client_context(ssl, ssl_ca_file, ssl_certificate, ssl_key)
         self.concurrency = concurrency
         self.client_id = client_id
         self.exceptions = exceptions
@@ -280,12 +299,13 @@ class AsyncWorker:
                 task.cancel()
             for job in list(self._jobs):
                 job.cancel()
-            for link in list(self._links):
+            links = list(self._links)
+            for link in links:
                 link.close()
             for sig in signals:
                 loop.remove_signal_handler(sig)
             self._executor.shutdown(wait=False)
-            await asyncio.sleep(0)
+            await settle(links)
             self._loop = None
             self._stopping = None
             self._stop_requested = False
@@ -314,7 +334,10 @@ class AsyncWorker:
         while not self._stopping.is_set():
             try:
                 _, link = await asyncio.wait_for(
-                    loop.create_connection(lambda: _Link(name), *address), self.connect_timeout
+                    loop.create_connection(
+                        lambda: _Link(name), *address, **tls_arguments(self.ssl_context, address[0])
+                    ),
+                    self.connect_timeout,
                 )
             except (OSError, asyncio.TimeoutError) as exc:
                 delay = backoff.next_delay()
@@ -348,7 +371,9 @@ class AsyncWorker:
             link.core.grab()
             link.flush()
             event = await link.events.get()
-            while isinstance(event, WakeUp):  # a stale NOOP from an earlier sleep
+            # A stale NOOP from an earlier sleep, or an ACL's refusal of a CAN_DO: neither
+            # answers the grab.
+            while isinstance(event, WakeUp) or _refused_can_do(event, link.name):
                 event = await link.events.get()
             if isinstance(event, Assigned):
                 job = asyncio.get_running_loop().create_task(self._run_job(link, event))
@@ -424,6 +449,10 @@ class Worker:
         exceptions: bool = True,
         connect_timeout: float = 5.0,
         backoff: tuple[float, float] = (0.1, 10.0),
+        ssl: SslArg = None,
+        ssl_ca_file: str | None = None,
+        ssl_certificate: str | None = None,
+        ssl_key: str | None = None,
     ) -> None:
         self._async = AsyncWorker(
             servers,
@@ -432,6 +461,10 @@ class Worker:
             exceptions=exceptions,
             connect_timeout=connect_timeout,
             backoff=backoff,
+            ssl=ssl,
+            ssl_ca_file=ssl_ca_file,
+            ssl_certificate=ssl_certificate,
+            ssl_key=ssl_key,
         )
 
     # The AsyncWorker's settings, read through (tests/test_sync_async_api.py keeps them alike).
@@ -455,6 +488,11 @@ class Worker:
     @property
     def connect_timeout(self) -> float:
         return self._async.connect_timeout
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of every connection (None: plaintext)."""
+        return self._async.ssl_context
 
     def register(
         self, function: str | bytes, handler: Handler, *, timeout: float | None = None

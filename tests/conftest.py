@@ -287,3 +287,23 @@ def tcp_proxy() -> Iterator[Any]:
     yield start
     for proxy in proxies:
         proxy.close()
+
+
+@pytest.fixture(scope="session")
+def pki() -> Iterator[Any]:
+    """A CA, a server certificate for localhost/127.0.0.1 and client certificates (tests/pki.py),
+    made with the openssl command in a directory any local user can read (a database server's
+    user reads them too)."""
+    from pki import make_pki
+
+    if shutil.which("openssl") is None:
+        message = "the openssl command is not installed (Debian package openssl)"
+        if REQUIRE_TOOLS:
+            pytest.fail(message + "; GEARSQL_TEST_REQUIRE_TOOLS=1 forbids skipping")
+        pytest.skip(message)
+    directory = Path(tempfile.mkdtemp(prefix="gearsql-test-pki-"))
+    directory.chmod(0o755)
+    try:
+        yield make_pki(directory / "pki")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -573,10 +573,13 @@ def test_installing_again_upgrades_an_install_without_dead_letters(pg_dsn: str, 
     admin.execute(f'CREATE ROLE "{role}" NOLOGIN')
     try:
         install(pg_dsn, schema, role=role)
-        # Make it look like an install from before dead letters and max_workload.
+        # Make it look like an install from before dead letters, max_workload and TLS.
         s = f'"{schema}"'
         admin.execute(f"DROP TABLE {s}.gman_outbox_dead")
-        admin.execute(f"DELETE FROM {s}.gman_settings WHERE name = 'max_workload'")
+        admin.execute(
+            f"DELETE FROM {s}.gman_settings WHERE name IN ('max_workload', 'ssl', "
+            "'ssl_ca_file', 'ssl_certificate', 'ssl_key')"
+        )
         admin.execute(f"ALTER TABLE {s}.gman_settings DROP CONSTRAINT gman_settings_name_check")
         admin.execute(
             f"ALTER TABLE {s}.gman_settings ADD CONSTRAINT gman_settings_name_check "
@@ -600,6 +603,10 @@ def test_installing_again_upgrades_an_install_without_dead_letters(pg_dsn: str, 
                 f"SELECT value FROM {s}.gman_settings WHERE name = 'max_workload'"
             ).fetchone()[0]
             == "67107840"
+        )
+        assert (
+            admin.execute(f"SELECT value FROM {s}.gman_settings WHERE name = 'ssl'").fetchone()[0]
+            == "off"
         )
         assert admin.execute(
             f"SELECT has_function_privilege('{role}', '{s}.gman_job_status(text)', 'EXECUTE')"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import select
 import socket
+import ssl
 import time
 import zlib
 
@@ -35,7 +36,15 @@ DEFAULTS = {
     # The job server's default maximum packet (64 MiB) less room for the function name, the
     # unique and the header.
     "max_workload": "67107840",
+    # TLS to the job servers (docs/security.md): on when 'ssl' is on or any of the files is set.
+    # The paths are the database server's; its operating-system user must be able to read them.
+    "ssl": "off",
+    "ssl_ca_file": "",
+    "ssl_certificate": "",
+    "ssl_key": "",
 }
+_SSL_ON = ("on", "true", "yes", "1")
+_SSL_OFF = ("off", "false", "no", "0", "")
 BACKGROUND_MODES = ("transactional", "immediate")
 DEFAULT_PORT = 4730
 
@@ -256,8 +265,9 @@ def _settings(plpy, GD, schema):
             "timeout": float(values["timeout"]),
             "poll_interval": float(values["poll_interval"]),
             "max_workload": int(values.get("max_workload") or 0),
+            "tls": _tls_context(GD, values),
         }
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         _fail(
             plpy,
             f"gearsql: bad setting: {exc}",
@@ -272,6 +282,39 @@ def _settings(plpy, GD, schema):
             sqlstate=BAD_SETTING,
         )
     return settings
+
+
+def _tls_context(GD, values):
+    """The SSLContext the settings ask for (None: plaintext), made once per session and
+    settings; ValueError or OSError when a file cannot be used."""
+    switch = str(values.get("ssl") or "").strip().lower()
+    files = tuple(
+        str(values.get(name) or "") for name in ("ssl_ca_file", "ssl_certificate", "ssl_key")
+    )
+    if switch not in _SSL_ON + _SSL_OFF:
+        raise ValueError(f"ssl={switch!r} (it is on or off)")
+    if switch not in _SSL_ON and not any(files):
+        return None
+    cache = GD.setdefault("gearsql.tls", {})
+    context = cache.get(files)
+    if context is None:
+        ca_file, certificate, key = files
+        if key and not certificate:
+            raise ValueError("ssl_key is set but ssl_certificate is not")
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            if ca_file:
+                context.load_verify_locations(cafile=ca_file)
+            if certificate:
+                context.load_cert_chain(certificate, key or None)
+        except ssl.SSLError as exc:
+            raise ValueError(f"ssl_ca_file/ssl_certificate/ssl_key: {exc.reason or exc}") from None
+        except OSError as exc:
+            raise OSError(f"cannot read {exc.filename}: {exc.strerror or exc}") from None
+        cache.clear()
+        cache[files] = context
+    return context
 
 
 def parse_servers(text):
@@ -383,14 +426,23 @@ def servers_set(plpy, GD, schema, servers):
 class _Link:
     """One connection to one job server: a socket driving a sans-IO ClientConnection."""
 
-    def __init__(self, address, connect_timeout):
+    def __init__(self, address, connect_timeout, tls=None):
         self.address = address
         self.name = _format(address)
         self.core = cc.ClientConnection()
+        self.timeout = connect_timeout
         self.sock = socket.create_connection(address, timeout=connect_timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self.sock.settimeout(connect_timeout)
+        #: With TLS, the socket is an SSLSocket: the handshake happens here, within the timeout.
+        self.tls = tls is not None
+        if tls is not None:
+            try:
+                self.sock = tls.wrap_socket(self.sock, server_hostname=address[0])
+            except BaseException:
+                self.sock.close()
+                raise
         self.fresh = True
         # Events that arrived together with an awaited one (a fast worker's WORK_COMPLETE in the
         # same read as JOB_CREATED) and belong to the next wait.
@@ -408,10 +460,24 @@ class _Link:
             readable, _, _ = select.select([self.sock], [], [], 0)
             if not readable:
                 return True
+            if self.tls:
+                # A TLS record without application data (a session ticket) is not a sign.
+                return self._recv_nowait() is None
             # Nothing is expected while idle: EOF, a reset, or stray bytes all mean "start over".
             return False
         except (OSError, ValueError):
             return False
+
+    def _recv_nowait(self):
+        """TLS only: the application data that can be read now, or None when the records that
+        arrived held none."""
+        self.sock.setblocking(False)
+        try:
+            return self.sock.recv(262144)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return None
+        finally:
+            self.sock.settimeout(self.timeout)
 
     def send(self):
         data = self.core.data_to_send()
@@ -423,13 +489,16 @@ class _Link:
 
     def receive(self, timeout):
         """Events from whatever arrives within ``timeout`` seconds ([] when nothing did)."""
-        readable, _, _ = select.select([self.sock], [], [], timeout)
-        if not readable:
-            return []
+        if not (self.tls and self.sock.pending()):
+            readable, _, _ = select.select([self.sock], [], [], timeout)
+            if not readable:
+                return []
         try:
-            data = self.sock.recv(262144)
+            data = self._recv_nowait() if self.tls else self.sock.recv(262144)
         except OSError as exc:
             raise _Lost(str(exc)) from None
+        if data is None:
+            return []
         if not data:
             raise _Lost("the job server closed the connection")
         events = self.core.receive_data(data)
@@ -479,7 +548,7 @@ def _connect(plpy, GD, schema, settings, address):
             return link
         session.links.pop(address, None)
         link.close()
-    link = _Link(address, settings["connect_timeout"])
+    link = _Link(address, settings["connect_timeout"], settings["tls"])
     try:
         # Ask for WORK_EXCEPTION so a worker's exception text reaches SQL; a server that refuses
         # the option still works (the exception then arrives as WORK_FAIL).
@@ -580,7 +649,14 @@ def _reachable(address, settings):
         probe = socket.create_connection(address, timeout=settings["connect_timeout"])
     except OSError:
         return False
-    probe.close()
+    try:
+        if settings["tls"] is not None:
+            # A TLS server would log a plaintext probe as a refused client.
+            probe = settings["tls"].wrap_socket(probe, server_hostname=address[0])
+    except OSError:
+        return False
+    finally:
+        probe.close()
     return True
 
 

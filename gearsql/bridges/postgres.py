@@ -23,6 +23,7 @@ Objects, all in one schema (default ``gearsql``):
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -70,7 +71,13 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "bytes: a longer workload is an SQL error at call time (0: no limit); the default fits "
         "a job server's default maximum packet of 64 MiB",
     ),
+    "ssl": ("off", "on: reach the job servers over TLS (also on when an ssl_* file is set)"),
+    "ssl_ca_file": ("", "CA (PEM) the job servers' certificates are checked against"),
+    "ssl_certificate": ("", "certificate (PEM) for job servers that verify their clients"),
+    "ssl_key": ("", "private key (PEM) of ssl_certificate"),
 }
+#: The TLS settings :func:`install_sql` takes (paths on the database server's host).
+TLS_SETTINGS = ("ssl", "ssl_ca_file", "ssl_certificate", "ssl_key")
 
 
 def check_identifier(value: str, what: str) -> str:
@@ -501,6 +508,7 @@ def install_sql(
     timeout: str | None = None,
     for_file: bool = False,
     plpython: bool = True,
+    tls: Mapping[str, str] | None = None,
 ) -> str:
     """The SQL that installs (or upgrades) the functions into ``schema``.
 
@@ -512,8 +520,17 @@ def install_sql(
     Without ``plpython`` (managed services that offer no untrusted language), the background
     functions are installed as usual (transactional mode, PL/pgSQL) and every other function
     raises SQLSTATE 0A000 saying it needs PL/Python; no superuser is needed then.
+
+    ``tls`` sets the TLS settings it names (:data:`TLS_SETTINGS`: ``ssl`` on or off and the
+    paths of the CA, certificate and key files on the database server's host).
     """
     check_identifier(schema, "schema")
+    tls = dict(tls or {})
+    unknown = sorted(set(tls) - set(TLS_SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown TLS setting {unknown[0]!r}")
+    if tls.get("ssl", "off") not in ("on", "off"):
+        raise ValueError("the ssl setting is 'on' or 'off'")
     if role is not None:
         check_identifier(role, "role")
     if background_mode is not None and background_mode not in ("transactional", "immediate"):
@@ -552,7 +569,12 @@ def install_sql(
         )
         + "\nON CONFLICT (name) DO NOTHING;",
     ]
-    chosen = {"servers": servers, "background_mode": background_mode, "timeout": timeout}
+    chosen = {
+        "servers": servers,
+        "background_mode": background_mode,
+        "timeout": timeout,
+        **tls,
+    }
     for name, value in chosen.items():
         if value is not None:
             parts.append(
@@ -791,6 +813,7 @@ def install(
     background_mode: str | None = None,
     timeout: str | None = None,
     plpython: bool | None = None,
+    tls: Mapping[str, str] | None = None,
 ) -> bool:
     """Install or upgrade the functions over a connection to ``dsn``, in one transaction, and
     say whether PL/Python was used. ``plpython`` None: use it when the server allows
@@ -801,7 +824,7 @@ def install(
         plpython = plpython_available(dsn)
     _run(
         dsn,
-        install_sql(schema, role, servers, background_mode, timeout, plpython=plpython),
+        install_sql(schema, role, servers, background_mode, timeout, plpython=plpython, tls=tls),
         "install",
     )
     return plpython

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, Literal
@@ -143,6 +144,87 @@ _TIMEOUT_OPTION = click.option(
 )
 
 
+TLS_OPTIONS = [
+    click.option(
+        "--ssl",
+        is_flag=True,
+        envvar="GEARSQL_SSL",
+        help="Connect with TLS (also $GEARSQL_SSL=1); the server's certificate is checked "
+        "against the system's CAs unless --ssl-ca-file names one. Any of the three files "
+        "below turns TLS on as well.",
+    ),
+    click.option(
+        "--ssl-ca-file",
+        metavar="FILE",
+        envvar="GEARSQL_SSL_CA_FILE",
+        help="CA certificates (PEM) the server's certificate is checked against (also "
+        "$GEARSQL_SSL_CA_FILE).",
+    ),
+    click.option(
+        "--ssl-certificate",
+        metavar="FILE",
+        envvar="GEARSQL_SSL_CERTIFICATE",
+        help="This client's certificate (PEM), for a server that verifies its clients (also "
+        "$GEARSQL_SSL_CERTIFICATE).",
+    ),
+    click.option(
+        "--ssl-key",
+        metavar="FILE",
+        envvar="GEARSQL_SSL_KEY",
+        help="The private key of --ssl-certificate (PEM; also $GEARSQL_SSL_KEY).",
+    ),
+]
+
+
+def use_tls(
+    ssl: bool, ssl_ca_file: str | None, ssl_certificate: str | None, ssl_key: str | None
+) -> None:
+    """Make the TLS options the process's: every client, worker and admin client this command
+    makes reads them from the ``GEARSQL_SSL*`` variables (gearsql._tls), so no command passes
+    them on by hand. CommandError for a file that cannot be read or a key that does not fit."""
+    from gearsql._tls import (
+        ENV_CA_FILE,
+        ENV_CERTIFICATE,
+        ENV_KEY,
+        ENV_SSL,
+        TlsError,
+        client_context,
+    )
+
+    if not (ssl or ssl_ca_file or ssl_certificate or ssl_key):
+        return
+    try:
+        client_context(True, ssl_ca_file, ssl_certificate, ssl_key)
+    except TlsError as exc:
+        raise CommandError(str(exc)) from None
+    os.environ[ENV_SSL] = "1"
+    for name, value in ((ENV_CA_FILE, ssl_ca_file), (ENV_CERTIFICATE, ssl_certificate)):
+        os.environ[name] = value or ""
+    os.environ[ENV_KEY] = ssl_key or ""
+
+
+def tls_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--ssl``, ``--ssl-ca-file``, ``--ssl-certificate``, ``--ssl-key`` (and their variables),
+    applied with :func:`use_tls` before the command runs."""
+
+    @functools.wraps(command)
+    def wrapper(
+        *args: Any,
+        ssl: bool,
+        ssl_ca_file: str | None,
+        ssl_certificate: str | None,
+        ssl_key: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        use_tls(ssl, ssl_ca_file, ssl_certificate, ssl_key)
+        return command(*args, **kwargs)
+
+    decorated: Callable[..., Any] = wrapper
+    for option in reversed(TLS_OPTIONS):
+        decorated = option(decorated)
+    return decorated
+
+
 def _with_servers(
     command: Callable[..., Any], options: list[Callable[[Any], Any]]
 ) -> Callable[..., Any]:
@@ -152,7 +234,7 @@ def _with_servers(
         with reported_errors():
             return command(*args, **kwargs)
 
-    decorated: Callable[..., Any] = wrapper
+    decorated: Callable[..., Any] = tls_options(wrapper)
     for option in reversed(options):
         decorated = option(decorated)
     return decorated
@@ -160,9 +242,9 @@ def _with_servers(
 
 def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options that name the job servers a command talks to: ``-h/--host``, ``-p/--port``,
-    ``--servers`` and ``--timeout``. The command receives ``servers`` (a list of
-    ``(host, port)``) and ``timeout``; a GearmanError it raises becomes a ``gearsql: ...``
-    line on stderr and exit status 1."""
+    ``--servers`` and ``--timeout``, and the TLS ones (:func:`tls_options`). The command
+    receives ``servers`` (a list of ``(host, port)``) and ``timeout``; a GearmanError it
+    raises becomes a ``gearsql: ...`` line on stderr and exit status 1."""
     return _with_servers(command, [*_ADDRESS_OPTIONS, _TIMEOUT_OPTION])
 
 

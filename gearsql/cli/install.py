@@ -106,6 +106,29 @@ def _bridge_sql(
     "server offers plpython3u). Background calls then work in transactional mode; the other "
     "functions fail with SQLSTATE 0A000 saying they need PL/Python.",
 )
+@click.option(
+    "--ssl/--no-ssl",
+    default=None,
+    help="Reach the job servers over TLS (the 'ssl' setting; any of the files below turns it "
+    "on too). Default on first install: off.",
+)
+@click.option(
+    "--ssl-ca-file",
+    metavar="PATH",
+    help="CA (PEM) the job servers' certificates are checked against (the 'ssl_ca_file' "
+    "setting). Paths are on the database server's host, readable by its operating-system user.",
+)
+@click.option(
+    "--ssl-certificate",
+    metavar="PATH",
+    help="Certificate (PEM) the functions present to job servers that verify their clients "
+    "(the 'ssl_certificate' setting).",
+)
+@click.option(
+    "--ssl-key",
+    metavar="PATH",
+    help="Private key (PEM) of --ssl-certificate (the 'ssl_key' setting).",
+)
 @_PRINT_SQL_OPTION
 def install_postgres(
     dsn: str | None,
@@ -115,6 +138,10 @@ def install_postgres(
     background_mode: str | None,
     timeout: str | None,
     no_plpython: bool,
+    ssl: bool | None,
+    ssl_ca_file: str | None,
+    ssl_certificate: str | None,
+    ssl_key: str | None,
     print_sql: bool,
 ) -> None:
     """Install the gman_* functions into PostgreSQL.
@@ -130,12 +157,23 @@ def install_postgres(
     """
     from gearsql.bridges import postgres
 
+    tls = {
+        name: value
+        for name, value in (
+            ("ssl_ca_file", ssl_ca_file),
+            ("ssl_certificate", ssl_certificate),
+            ("ssl_key", ssl_key),
+        )
+        if value is not None
+    }
+    if ssl is not None or tls:
+        tls["ssl"] = "off" if ssl is False else "on"
     used: list[bool] = []
     _bridge_sql(
         dsn,
         print_sql,
         lambda: postgres.install_sql(
-            schema, role, servers, background_mode, timeout, plpython=not no_plpython
+            schema, role, servers, background_mode, timeout, plpython=not no_plpython, tls=tls
         ),
         lambda url: used.append(
             postgres.install(
@@ -146,6 +184,7 @@ def install_postgres(
                 background_mode,
                 timeout,
                 plpython=False if no_plpython else None,
+                tls=tls,
             )
         ),
     )

@@ -17,6 +17,7 @@ from gearsql.cli._options import (
     CommandError,
     ConfigurationError,
     setup_logging,
+    tls_options,
 )
 from gearsql.relay import SOURCES
 
@@ -80,6 +81,7 @@ from gearsql.relay import SOURCES
     count=True,
     help="Log more: -v each batch, -vv debugging detail.  [default: start, stop, outages]",
 )
+@tls_options
 @click.pass_context
 def relay(
     ctx: click.Context,

@@ -260,9 +260,43 @@ class _ConfigFileCommand(click.Command):
     "(lost on restart). Default: " + default_store_url(),
 )
 @click.option(
+    "--ssl",
+    is_flag=True,
+    help="Speak TLS on every port (the Gearman port and --http-port); plaintext connections "
+    "fail the handshake and are closed. Needs --ssl-certificate and --ssl-key.",
+)
+@click.option(
+    "--ssl-certificate",
+    metavar="FILE",
+    help="The server's certificate (PEM), with --ssl.",
+)
+@click.option(
+    "--ssl-key",
+    metavar="FILE",
+    help="The private key of --ssl-certificate (PEM).",
+)
+@click.option(
+    "--ssl-ca-file",
+    metavar="FILE",
+    help="CA certificates (PEM) that client certificates are checked against; a client that "
+    "presents one is known to --acl-file by its name.",
+)
+@click.option(
+    "--ssl-verify-client",
+    is_flag=True,
+    help="Refuse clients without a certificate signed by --ssl-ca-file (mutual TLS).",
+)
+@click.option(
+    "--acl-file",
+    metavar="FILE",
+    help="Which functions each client-certificate identity may submit to and work on, and "
+    "whether it may run mutating admin commands (docs/security.md); read again on SIGHUP.",
+)
+@click.option(
     "--allow-insecure-remote",
     is_flag=True,
-    help="Allow listening on non-loopback addresses without TLS.",
+    help="Allow listening on non-loopback addresses without TLS (not needed with --ssl and "
+    "--acl-file).",
 )
 @click.option(
     "--remote-admin",
@@ -305,6 +339,7 @@ def server(
         options["http_port"] = 8080  # gearmand's default
     options["store"] = _checked_store(options["store"])
     _check_limits(options)
+    _check_security(options)
     if pid_file:
         _check_writable(pid_file, "-P/--pid-file")
     try:
@@ -380,3 +415,41 @@ def _check_writable(path: str, option: str) -> None:
         os.path.exists(path) and not os.access(path, os.W_OK)
     ):
         raise CommandError(f"{option}: cannot write {path}: permission denied")
+
+
+def _check_security(options: dict[str, Any]) -> None:
+    """CommandError unless the TLS files can be used together and the ACL file can be read."""
+    from gearsql._tls import TlsError, server_context
+    from gearsql.acl import AclError, parse_acl
+
+    files = [
+        name
+        for name in ("ssl_certificate", "ssl_key", "ssl_ca_file", "ssl_verify_client")
+        if options[name]
+    ]
+    if files and not options["ssl"]:
+        raise CommandError(f"--{files[0].replace('_', '-')} needs --ssl")
+    if options["ssl"]:
+        try:
+            server_context(
+                options["ssl_certificate"],
+                options["ssl_key"],
+                options["ssl_ca_file"],
+                options["ssl_verify_client"],
+            )
+        except TlsError as exc:
+            raise CommandError(str(exc)) from None
+    path = options["acl_file"]
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                parse_acl(handle.read(), path)
+        except OSError as exc:
+            raise CommandError(f"--acl-file: cannot read {path}: {exc.strerror or exc}") from None
+        except (AclError, UnicodeDecodeError) as exc:
+            raise CommandError(f"--acl-file: {exc}") from None
+        if options["http_port"] is not None:
+            raise CommandError(
+                "--acl-file cannot be combined with --http-port: HTTP requests are not checked "
+                "against the ACL"
+            )
