@@ -5,11 +5,35 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
-__all__ = ["EventLoopThread"]
+__all__ = ["EventLoopThread", "ReadThrough"]
 
 T = TypeVar("T")
+
+
+class ReadThrough(Generic[T]):
+    """A read-only attribute of a blocking facade that shows the attribute of the same name of
+    the object it wraps (``via``, e.g. ``"_async"``): the value, never a copy, so it stays
+    true as the wrapped object changes. ``servers = ReadThrough[list[str]]("_async")``."""
+
+    def __init__(self, via: str, doc: str | None = None) -> None:
+        self.via = via
+        self.name = ""
+        self.__doc__ = doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> ReadThrough[T]: ...
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> T: ...
+    def __get__(self, instance: object, owner: type | None = None) -> T | ReadThrough[T]:
+        if instance is None:
+            return self
+        value: T = getattr(getattr(instance, self.via), self.name)
+        return value
 
 
 class EventLoopThread:

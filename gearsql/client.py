@@ -48,7 +48,7 @@ from gearsql._clientconn import (
     Priority,
     ProtocolBroken,
 )
-from gearsql._loopthread import EventLoopThread
+from gearsql._loopthread import EventLoopThread, ReadThrough
 from gearsql._servers import (
     Backoff,
     ServerAddress,
@@ -1020,41 +1020,15 @@ class SyncTask:
 
     # The Task's attributes, read through: they change as the job runs.
 
-    @property
-    def function(self) -> bytes:
-        return self.task.function
-
-    @property
-    def data(self) -> bytes:
-        return self.task.data
-
-    @property
-    def unique(self) -> bytes:
-        return self.task.unique
-
-    @property
-    def priority(self) -> Priority:
-        return self.task.priority
-
-    @property
-    def retry(self) -> int:
-        return self.task.retry
-
-    @property
-    def handle(self) -> bytes | None:
-        return self.task.handle
-
-    @property
-    def server(self) -> str | None:
-        return self.task.server
-
-    @property
-    def numerator(self) -> int:
-        return self.task.numerator
-
-    @property
-    def denominator(self) -> int:
-        return self.task.denominator
+    function = ReadThrough[bytes]("task")
+    data = ReadThrough[bytes]("task")
+    unique = ReadThrough[bytes]("task")
+    priority = ReadThrough[Priority]("task")
+    retry = ReadThrough[int]("task")
+    handle = ReadThrough[bytes | None]("task")
+    server = ReadThrough[str | None]("task")
+    numerator = ReadThrough[int]("task")
+    denominator = ReadThrough[int]("task")
 
     def done(self) -> bool:
         return self.task.done()
@@ -1118,30 +1092,14 @@ class Client:
 
     # The AsyncClient's settings, read through (tests/test_sync_async_api.py keeps them alike).
 
-    @property
-    def servers(self) -> list[str]:
-        return self._async.servers
-
-    @property
-    def exceptions(self) -> bool:
-        return self._async.exceptions
-
-    @property
-    def encoding(self) -> str | None:
-        return self._async.encoding
-
-    @property
-    def retry(self) -> int:
-        return self._async.retry
-
-    @property
-    def connect_timeout(self) -> float:
-        return self._async.connect_timeout
-
-    @property
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context of every connection (None: plaintext)."""
-        return self._async.ssl_context
+    servers = ReadThrough[list[str]]("_async")
+    exceptions = ReadThrough[bool]("_async")
+    encoding = ReadThrough[str | None]("_async")
+    retry = ReadThrough[int]("_async")
+    connect_timeout = ReadThrough[float]("_async")
+    ssl_context = ReadThrough[ssl.SSLContext | None](
+        "_async", "The TLS context of every connection (None: plaintext)."
+    )
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._thread.run(coro)

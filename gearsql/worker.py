@@ -25,6 +25,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import TypeVar, Union, cast
 
+from gearsql._loopthread import ReadThrough
 from gearsql._servers import (
     Backoff,
     ServerAddress,
@@ -469,30 +470,14 @@ class Worker:
 
     # The AsyncWorker's settings, read through (tests/test_sync_async_api.py keeps them alike).
 
-    @property
-    def servers(self) -> list[str]:
-        return self._async.servers
-
-    @property
-    def concurrency(self) -> int:
-        return self._async.concurrency
-
-    @property
-    def client_id(self) -> str | None:
-        return self._async.client_id
-
-    @property
-    def exceptions(self) -> bool:
-        return self._async.exceptions
-
-    @property
-    def connect_timeout(self) -> float:
-        return self._async.connect_timeout
-
-    @property
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context of every connection (None: plaintext)."""
-        return self._async.ssl_context
+    servers = ReadThrough[list[str]]("_async")
+    concurrency = ReadThrough[int]("_async")
+    client_id = ReadThrough[str | None]("_async")
+    exceptions = ReadThrough[bool]("_async")
+    connect_timeout = ReadThrough[float]("_async")
+    ssl_context = ReadThrough[ssl.SSLContext | None](
+        "_async", "The TLS context of every connection (None: plaintext)."
+    )
 
     def register(
         self, function: str | bytes, handler: Handler, *, timeout: float | None = None
