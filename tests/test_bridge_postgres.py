@@ -212,6 +212,34 @@ def test_gman_sum_runs_the_tasks_of_100_rows_concurrently(db: Session, workers: 
     assert db.one("SELECT gman_sum('together', 'x') FROM generate_series(1, 0)") is None
 
 
+def test_the_install_stores_the_library_compiled_for_the_servers_python(
+    admin: Any, installed: dict[str, str], workers: Workers, pg_dsn: str
+) -> None:
+    from gearsql.bridges import library_package
+
+    schema = installed["schema"]
+    rows = admin.execute(
+        f'SELECT package, module, magic IS NOT NULL, code IS NOT NULL FROM "{schema}"._gman_library'
+    ).fetchall()
+    assert sorted((module, magic, code) for _, module, magic, code in rows) == [
+        ("_clientconn", True, True),
+        ("gman", True, True),
+        ("loader", True, True),
+        ("protocol", True, True),
+    ]
+    assert {package for package, *_ in rows} == {library_package()}
+    # Without the compiled code (a new Python on the server), the sources are compiled.
+    admin.execute(f'UPDATE "{schema}"._gman_library SET magic = NULL, code = NULL')
+    try:
+        fresh = Session(pg_dsn, installed)  # a new backend: it loads the library now
+        try:
+            assert fresh.one("SELECT gman_do('reverse', 'compiled')") == "delipmoc"
+        finally:
+            fresh.conn.close()
+    finally:
+        assert admin.execute(f'SELECT "{schema}"._gman_compile()').fetchone() == (4,)
+
+
 def test_job_status_of_a_queued_job(db: Session, server: ServerProcess) -> None:
     handle = db.one("SELECT gman_do_background('nobody_works_this', 'x')")
     row = db.conn.execute("SELECT * FROM gman_job_status(%s)", (handle,)).fetchone()
@@ -425,6 +453,8 @@ def test_only_the_installer_can_see_or_change_the_settings(
         # Only the public gman_* functions (and gman_sum's support) are granted.
         f'SELECT * FROM "{schema}"._gman_settings()',
         f'SELECT "{schema}"._gman_load()',
+        f'SELECT "{schema}"._gman_compile()',
+        f'SELECT * FROM "{schema}"._gman_library',
         f"SELECT \"{schema}\"._gman_background_now('gman_do', 'normal', 'f', 'x', NULL)",
         f"SELECT \"{schema}\"._gman_py_gman_do('reverse', 'x')",
         f'SELECT * FROM "{schema}"._gman_outbox_state(1)',

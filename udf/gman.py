@@ -15,7 +15,6 @@ Errors are ``plpy.error`` with a message that names the cause.
 
 from __future__ import annotations
 
-import json
 import select
 import socket
 import time
@@ -950,6 +949,8 @@ def sum_final(plpy, GD, schema, state):
 
 def status_json(status):
     """The status as JSON text, for databases whose functions return one value (SQLite)."""
+    import json  # here: a PostgreSQL backend's first call should not pay for it
+
     return json.dumps(status, sort_keys=True)
 
 

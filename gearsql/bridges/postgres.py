@@ -26,7 +26,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from gearsql.bridges import library_package, library_sources, load_library, udf_module
+from gearsql.bridges import _pg_library, library_package, library_sources, load_library, udf_module
 from gearsql.protocol import DEFAULT_MAX_PACKET_SIZE, MAX_FUNCTION_NAME, MAX_UNIQUE
 
 __all__ = [
@@ -114,12 +114,8 @@ def _arg_types(params: list[tuple[str, str]]) -> str:
     return ", ".join(sql for _, sql in params)
 
 
-def _loader_body(package: str, sources: dict[str, str]) -> str:
-    return (
-        f"{_read_udf('loader')}\n"
-        f"SOURCES = {sources!r}\n"
-        f"GD[{package!r}] = load_package({package!r}, SOURCES).gman\n"
-    )
+def _loader_body(schema: str, package: str) -> str:
+    return _pg_library.load_body(schema, package)
 
 
 def _read_udf(name: str) -> str:
@@ -460,6 +456,7 @@ def _all_functions(schema: str, plpython: bool = True) -> list[tuple[str, str]]:
         objects += [
             ("FUNCTION", _now_signature(schema)),
             ("FUNCTION", f"{_ident(schema)}._gman_load()"),
+            ("FUNCTION", f"{_ident(schema)}._gman_compile()"),
             *(("FUNCTION", signature) for signature in _python_bodies(schema)),
         ]
     objects += [
@@ -626,8 +623,13 @@ def install_sql(
         parts += [
             f"CREATE OR REPLACE FUNCTION {s}._gman_load()\n"
             "RETURNS void LANGUAGE plpython3u VOLATILE AS "
-            f"{_dollar(_loader_body(package, sources))};",
+            f"{_dollar(_loader_body(schema, package))};",
             _now_sql(schema, package, load),
+            *_pg_library.install_sql(schema, package, {**sources, "loader": _read_udf("loader")}),
+            _pg_library.compile_function_sql(
+                schema, package, _dollar(_pg_library.compile_body(schema, package))
+            ),
+            _pg_library.compile_call(schema),
         ]
     background = {name for name, _ in functions.BACKGROUND}
     for entry in functions.FUNCTIONS:
@@ -715,6 +717,7 @@ def uninstall_sql(schema: str = DEFAULT_SCHEMA, force: bool = False, for_file: b
         parts.append(f"DROP {kind} IF EXISTS {signature};")
     parts.append(f"DROP FUNCTION IF EXISTS {_LEGACY_OUTBOX_INSERT.format(s=s)};")
     parts += [
+        _pg_library.uninstall_sql(schema),
         f"DROP TABLE IF EXISTS {s}.gman_outbox_dead;",
         f"DROP TABLE IF EXISTS {s}.gman_outbox;",
         f"DROP TABLE IF EXISTS {s}.gman_settings;",

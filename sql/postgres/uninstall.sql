@@ -114,6 +114,8 @@ DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do"(text, bytea);
 
 DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do"(text, text);
 
+DROP FUNCTION IF EXISTS "gearsql"._gman_compile();
+
 DROP FUNCTION IF EXISTS "gearsql"._gman_load();
 
 DROP FUNCTION IF EXISTS "gearsql"._gman_background_now(text, text, text, bytea, text);
@@ -121,6 +123,8 @@ DROP FUNCTION IF EXISTS "gearsql"._gman_background_now(text, text, text, bytea, 
 DROP FUNCTION IF EXISTS "gearsql"._gman_settings();
 
 DROP FUNCTION IF EXISTS "gearsql"._gman_outbox_insert(bytea, bytea, bytea, text);
+
+DROP TABLE IF EXISTS "gearsql"._gman_library;
 
 DROP TABLE IF EXISTS "gearsql".gman_outbox_dead;
 
