@@ -101,11 +101,12 @@ def _dollar(body: str) -> str:
 def _signatures(entry: dict[str, Any]) -> list[tuple[list[tuple[str, str]], str]]:
     """(params with SQL types, return type) of each overload: ``payload`` becomes text and bytea."""
     params = entry["params"]
-    kinds = ["text", "bytea"] if any(kind == "payload" for _, kind in params) else ["text"]
+    kinds = ["text", "bytea"] if any(kind.startswith("payload") for _, kind in params) else ["text"]
     overloads = []
     for kind in kinds:
-        typed = [(name, kind if sql == "payload" else sql) for name, sql in params]
-        returns = kind if entry["returns"] == "payload" else entry["returns"]
+        # payload[] (an array) and setof payload (a set-returning function) too
+        typed = [(name, sql.replace("payload", kind)) for name, sql in params]
+        returns = entry["returns"].replace("payload", kind)
         overloads.append((typed, returns))
     return overloads
 
@@ -209,6 +210,8 @@ def _function_sql(
                 "      INTO known, running, numerator, denominator, state, detail\n"
                 f"      FROM {inner}({names}) AS r;\n    RETURN;"
             )
+        elif returns.startswith("setof "):
+            call = f"RETURN QUERY SELECT * FROM {inner}({names});"
         else:
             call = f"RETURN {inner}({names});"
         body = "DECLARE\n" + _ERROR_VARIABLES + f"BEGIN\n    {call}\n" + _RERAISE + "END\n"

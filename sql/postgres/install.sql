@@ -135,32 +135,32 @@ $do$;
 CREATE OR REPLACE FUNCTION "gearsql"._gman_load()
 RETURNS void LANGUAGE plpython3u VOLATILE AS $gearsql$
 import marshal
-ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_fa427ef03c71\'')}
+ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_e75c9159a0d7\'')}
 try:
     from _frozen_importlib_external import MAGIC_NUMBER
 except ImportError:
     MAGIC_NUMBER = None
-LOADER = {"__name__": '_gearsql_udf_fa427ef03c71.loader'}
+LOADER = {"__name__": '_gearsql_udf_e75c9159a0d7.loader'}
 _row = ROWS["loader"]
 if MAGIC_NUMBER is not None and _row["magic"] == MAGIC_NUMBER and _row["code"] is not None:
     _code = marshal.loads(_row["code"])
 else:
-    _code = compile(_row["source"], '<_gearsql_udf_fa427ef03c71.loader>', "exec")
+    _code = compile(_row["source"], '<_gearsql_udf_e75c9159a0d7.loader>', "exec")
 exec(_code, LOADER)
 SOURCES = {name: row["source"] for name, row in ROWS.items() if name != "loader"}
 MAGIC = LOADER["bytecode_magic"]()
 CODES = {name: row['code'] for name, row in ROWS.items()
          if row['magic'] == MAGIC and row['code'] is not None}
-GD['_gearsql_udf_fa427ef03c71'] = LOADER["load_package"]('_gearsql_udf_fa427ef03c71', SOURCES, CODES).gman
+GD['_gearsql_udf_e75c9159a0d7'] = LOADER["load_package"]('_gearsql_udf_e75c9159a0d7', SOURCES, CODES).gman
 $gearsql$;
 
 CREATE OR REPLACE FUNCTION "gearsql"._gman_background_now(p_name text, p_priority text, p_function text, p_workload bytea, p_unique text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_fa427ef03c71')
+lib = GD.get('_gearsql_udf_e75c9159a0d7')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_fa427ef03c71']
+    lib = GD['_gearsql_udf_e75c9159a0d7']
 return lib.submit_background(plpy, GD, SCHEMA, p_name, p_priority, p_function, p_workload, p_unique)
 $gearsql$;
 
@@ -180,7 +180,7 @@ COMMENT ON TABLE "gearsql"._gman_library IS 'gearsql: the gman_* functions'' lib
 DELETE FROM "gearsql"._gman_library;
 
 INSERT INTO "gearsql"._gman_library (package, module, source) VALUES
-    ('_gearsql_udf_fa427ef03c71', 'protocol', $gearsql_source$"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.
+    ('_gearsql_udf_e75c9159a0d7', 'protocol', $gearsql_source$"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.
 
 Nothing here touches a socket, an event loop or a logger, and only the standard library is used:
 the same module runs in the job server, the client library and inside PostgreSQL's PL/Python.
@@ -717,7 +717,7 @@ def _looks_like_http(line: bytes) -> bool:
         return False
     return b" HTTP/" in line
 $gearsql_source$),
-    ('_gearsql_udf_fa427ef03c71', '_clientconn', $gearsql_source$"""The client side of one Gearman connection as a sans-IO state machine (no sockets, no loop).
+    ('_gearsql_udf_e75c9159a0d7', '_clientconn', $gearsql_source$"""The client side of one Gearman connection as a sans-IO state machine (no sockets, no loop).
 
 Requests go in as method calls with an opaque ``token`` the caller chooses (its own object for the
 request), bytes to write come out of :meth:`ClientConnection.data_to_send`, received bytes go in
@@ -986,7 +986,7 @@ class ClientConnection(Generic[T]):
         self._broken = True
         return tokens
 $gearsql_source$),
-    ('_gearsql_udf_fa427ef03c71', 'gman', $gearsql_source$"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.
+    ('_gearsql_udf_e75c9159a0d7', 'gman', $gearsql_source$"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.
 
 This module runs inside PostgreSQL's PL/Python (the database server's own Python, where gearsql is
 not installed) and, unchanged, in the plpython3u-compatible shim that gives SQLite the same
@@ -1437,7 +1437,8 @@ class _Waiter:
         self.name = name
         self.poll = max(0.01, settings["poll_interval"])
         self.timeout = settings["timeout"]
-        self.deadline = time.monotonic() + self.timeout
+        # A call that waits more than once (gman_map) sets one deadline for all its waits.
+        self.deadline = settings.get("deadline") or time.monotonic() + self.timeout
         self.checked = time.monotonic()
 
     def check_interrupts(self):
@@ -1935,6 +1936,77 @@ def sum_final(plpy, GD, schema, state):
     return total
 
 
+# ------------------------------------------------------------------------------- gman_map
+
+
+def map_jobs(plpy, GD, schema, name, function, workloads):
+    """gman_map: one foreground job per workload, all submitted at once on the session's
+    connection and run concurrently; their results in the order of the workloads (NULL for an
+    empty one). PostgreSQL passes an array (text or bytea: the results follow) and gets the
+    rows of a set-returning function; SQLite passes a JSON array of text and gets one back. A
+    failed job fails the call; the 'timeout' setting bounds the whole call."""
+    fn = _function(plpy, name, function)
+    sqlite = _dialect(GD) == "sqlite"
+    if workloads is None:
+        _fail(plpy, f"{name}: the workloads are NULL")
+    items = _json_workloads(plpy, name, workloads) if sqlite else workloads
+    datas = []
+    for position, item in enumerate(items, 1):
+        if item is None:
+            _fail(plpy, f"{name}: workload {position} is NULL")
+        if isinstance(item, (list, dict, bool)):
+            what = "an array of workloads of one dimension" if not sqlite else "a JSON array"
+            _fail(plpy, f"{name}: workload {position} is not text: pass {what}")
+        datas.append(_as_bytes(item))
+    if not datas:
+        return "[]" if sqlite else []
+    settings = _settings(plpy, GD, schema)
+    for position, data in enumerate(datas, 1):
+        _check_size(plpy, GD, schema, f"{name} (workload {position})", data, settings)
+    settings["deadline"] = time.monotonic() + settings["timeout"]
+    normal = protocol.Priority.NORMAL
+    requests = [(index, fn, b"", data, normal, False) for index, data in enumerate(datas)]
+    link, handles = _submit(plpy, GD, schema, settings, name, requests)
+    results = _results(plpy, GD, schema, settings, name, link, handles)
+    if not sqlite:
+        binary = not isinstance(items[0], str)
+        return [_result(plpy, name, results[index], binary) for index in range(len(datas))]
+    import json
+
+    texts = []
+    for index in range(len(datas)):
+        try:
+            texts.append(results[index].decode("utf-8") if results[index] else None)
+        except UnicodeDecodeError:
+            _fail(
+                plpy,
+                f"{name}: the worker's result {index + 1} is not UTF-8 text",
+                hint="gman_map returns text in SQLite; call gman_do with a BLOB workload on "
+                "each row for bytes",
+                sqlstate=BAD_RESULT,
+            )
+    return json.dumps(texts, ensure_ascii=False)
+
+
+def _json_workloads(plpy, name, workloads):
+    """The workloads of an SQLite gman_map: a JSON array (text)."""
+    import json
+
+    items = None
+    if isinstance(workloads, str):
+        try:
+            items = json.loads(workloads)
+        except ValueError:
+            pass
+    if not isinstance(items, list):
+        _fail(
+            plpy,
+            f"{name}: the workloads are not a JSON array",
+            hint="pass json_array(...) or (SELECT json_group_array(x) FROM t)",
+        )
+    return items
+
+
 def status_json(status):
     """The status as JSON text, for databases whose functions return one value (SQLite)."""
     import json  # here: a PostgreSQL backend's first call should not pay for it
@@ -1950,7 +2022,7 @@ def close_all(GD):
             link.close()
         session.links.clear()
 $gearsql_source$),
-    ('_gearsql_udf_fa427ef03c71', 'loader', $gearsql_source$"""Loads the udf library from source text into a private package of this Python process.
+    ('_gearsql_udf_e75c9159a0d7', 'loader', $gearsql_source$"""Loads the udf library from source text into a private package of this Python process.
 
 Runs inside PostgreSQL's PL/Python (as the body of ``_gman_load()``) and in gearsql's SQLite shim.
 The package name carries a digest of the sources, so two installed versions never mix in one
@@ -2208,24 +2280,24 @@ $gearsql_source$);
 CREATE OR REPLACE FUNCTION "gearsql"._gman_compile()
 RETURNS integer LANGUAGE plpython3u VOLATILE AS $gearsql$
 import marshal
-ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_fa427ef03c71\'')}
+ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_e75c9159a0d7\'')}
 try:
     from _frozen_importlib_external import MAGIC_NUMBER
 except ImportError:
     MAGIC_NUMBER = None
-LOADER = {"__name__": '_gearsql_udf_fa427ef03c71.loader'}
+LOADER = {"__name__": '_gearsql_udf_e75c9159a0d7.loader'}
 _row = ROWS["loader"]
 if MAGIC_NUMBER is not None and _row["magic"] == MAGIC_NUMBER and _row["code"] is not None:
     _code = marshal.loads(_row["code"])
 else:
-    _code = compile(_row["source"], '<_gearsql_udf_fa427ef03c71.loader>', "exec")
+    _code = compile(_row["source"], '<_gearsql_udf_e75c9159a0d7.loader>', "exec")
 exec(_code, LOADER)
 SOURCES = {name: row["source"] for name, row in ROWS.items() if name != "loader"}
 ALL = dict(SOURCES, loader=ROWS["loader"]["source"])
-CODES = LOADER["compile_sources"]('_gearsql_udf_fa427ef03c71', ALL)
+CODES = LOADER["compile_sources"]('_gearsql_udf_e75c9159a0d7', ALL)
 MAGIC = LOADER["bytecode_magic"]()
 PLAN = plpy.prepare(
-'UPDATE "gearsql"._gman_library SET magic = $1, code = $2 WHERE package = \'_gearsql_udf_fa427ef03c71\' AND module = $3', ["bytea", "bytea", "text"])
+'UPDATE "gearsql"._gman_library SET magic = $1, code = $2 WHERE package = \'_gearsql_udf_e75c9159a0d7\' AND module = $3', ["bytea", "bytea", "text"])
 for NAME, CODE in CODES.items():
     plpy.execute(PLAN, [MAGIC, CODE, NAME])
 return len(CODES)
@@ -2236,10 +2308,10 @@ SELECT "gearsql"._gman_compile();
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_fa427ef03c71')
+lib = GD.get('_gearsql_udf_e75c9159a0d7')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_fa427ef03c71']
+    lib = GD['_gearsql_udf_e75c9159a0d7']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, None)
 $gearsql$;
 
@@ -2273,10 +2345,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_fa427ef03c71')
+lib = GD.get('_gearsql_udf_e75c9159a0d7')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_fa427ef03c71']
+    lib = GD['_gearsql_udf_e75c9159a0d7']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, None)
 $gearsql$;
 
@@ -2310,10 +2382,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_fa427ef03c71')
+lib = GD.get('_gearsql_udf_e75c9159a0d7')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_fa427ef03c71']
+    lib = GD['_gearsql_udf_e75c9159a0d7']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, unique)
 $gearsql$;
 
@@ -2347,10 +2419,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_fa427ef03c71')
+lib = GD.get('_gearsql_udf_e75c9159a0d7')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_fa427ef03c71']
+    lib = GD['_gearsql_udf_e75c9159a0d7']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, unique)
 $gearsql$;
 
@@ -2384,10 +2456,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_fa427ef03c71')
+lib = GD.get('_gearsql_udf_e75c9159a0d7')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_fa427ef03c71']
+    lib = GD['_gearsql_udf_e75c9159a0d7']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, None)
 $gearsql$;
 
@@ -2421,10 +2493,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_fa427ef03c71')
+lib = GD.get('_gearsql_udf_e75c9159a0d7')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_fa427ef03c71']
+    lib = GD['_gearsql_udf_e75c9159a0d7']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, None)
 $gearsql$;
 
@@ -2458,10 +2530,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_fa427ef03c71')
+lib = GD.get('_gearsql_udf_e75c9159a0d7')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_fa427ef03c71']
+    lib = GD['_gearsql_udf_e75c9159a0d7']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, unique)
 $gearsql$;
 
@@ -2495,10 +2567,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_fa427ef03c71')
+lib = GD.get('_gearsql_udf_e75c9159a0d7')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_fa427ef03c71']
+    lib = GD['_gearsql_udf_e75c9159a0d7']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, unique)
 $gearsql$;
 
@@ -2532,10 +2604,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_fa427ef03c71')
+lib = GD.get('_gearsql_udf_e75c9159a0d7')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_fa427ef03c71']
+    lib = GD['_gearsql_udf_e75c9159a0d7']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, None)
 $gearsql$;
 
@@ -2569,10 +2641,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_fa427ef03c71')
+lib = GD.get('_gearsql_udf_e75c9159a0d7')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_fa427ef03c71']
+    lib = GD['_gearsql_udf_e75c9159a0d7']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, None)
 $gearsql$;
 
@@ -2606,10 +2678,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_fa427ef03c71')
+lib = GD.get('_gearsql_udf_e75c9159a0d7')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_fa427ef03c71']
+    lib = GD['_gearsql_udf_e75c9159a0d7']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, unique)
 $gearsql$;
 
@@ -2643,10 +2715,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_fa427ef03c71')
+lib = GD.get('_gearsql_udf_e75c9159a0d7')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_fa427ef03c71']
+    lib = GD['_gearsql_udf_e75c9159a0d7']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, unique)
 $gearsql$;
 
@@ -3562,10 +3634,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_servers_set"("servers" text)
 RETURNS boolean LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_fa427ef03c71')
+lib = GD.get('_gearsql_udf_e75c9159a0d7')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_fa427ef03c71']
+    lib = GD['_gearsql_udf_e75c9159a0d7']
 return lib.servers_set(plpy, GD, SCHEMA, servers)
 $gearsql$;
 
@@ -3599,10 +3671,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_job_status"("handle" text, OUT known boolean, OUT running boolean, OUT numerator bigint, OUT denominator bigint, OUT state text, OUT detail text)
 RETURNS record LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_fa427ef03c71')
+lib = GD.get('_gearsql_udf_e75c9159a0d7')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_fa427ef03c71']
+    lib = GD['_gearsql_udf_e75c9159a0d7']
 return lib.job_status(plpy, GD, SCHEMA, handle)
 $gearsql$;
 
@@ -3636,13 +3708,87 @@ EXCEPTION WHEN OTHERS THEN
 END
 $gearsql$;
 
+CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_map"("function" text, "workloads" text[])
+RETURNS setof text LANGUAGE plpython3u VOLATILE AS $gearsql$
+SCHEMA = 'gearsql'
+lib = GD.get('_gearsql_udf_e75c9159a0d7')
+if lib is None:
+    plpy.execute('SELECT "gearsql"._gman_load()')
+    lib = GD['_gearsql_udf_e75c9159a0d7']
+return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)
+$gearsql$;
+
+CREATE OR REPLACE FUNCTION "gearsql"."gman_map"("function" text, "workloads" text[])
+RETURNS setof text LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $gearsql$
+DECLARE
+    e_code text;
+    e_message text;
+    e_detail text;
+    e_hint text;
+BEGIN
+    RETURN QUERY SELECT * FROM "gearsql"."_gman_py_gman_map"("function", "workloads");
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+        e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+    IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
+            DETAIL = e_detail, HINT = e_hint;
+    ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
+    ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
+    ELSE
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
+    END IF;
+END
+$gearsql$;
+
+CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_map"("function" text, "workloads" bytea[])
+RETURNS setof bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
+SCHEMA = 'gearsql'
+lib = GD.get('_gearsql_udf_e75c9159a0d7')
+if lib is None:
+    plpy.execute('SELECT "gearsql"._gman_load()')
+    lib = GD['_gearsql_udf_e75c9159a0d7']
+return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)
+$gearsql$;
+
+CREATE OR REPLACE FUNCTION "gearsql"."gman_map"("function" text, "workloads" bytea[])
+RETURNS setof bytea LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $gearsql$
+DECLARE
+    e_code text;
+    e_message text;
+    e_detail text;
+    e_hint text;
+BEGIN
+    RETURN QUERY SELECT * FROM "gearsql"."_gman_py_gman_map"("function", "workloads");
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+        e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+    IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
+            DETAIL = e_detail, HINT = e_hint;
+    ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
+    ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
+    ELSE
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
+    END IF;
+END
+$gearsql$;
+
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" text)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_fa427ef03c71')
+lib = GD.get('_gearsql_udf_e75c9159a0d7')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_fa427ef03c71']
+    lib = GD['_gearsql_udf_e75c9159a0d7']
 return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
@@ -3676,10 +3822,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" bytea)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_fa427ef03c71')
+lib = GD.get('_gearsql_udf_e75c9159a0d7')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_fa427ef03c71']
+    lib = GD['_gearsql_udf_e75c9159a0d7']
 return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
@@ -3713,10 +3859,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_final"("state" bigint)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_fa427ef03c71')
+lib = GD.get('_gearsql_udf_e75c9159a0d7')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_fa427ef03c71']
+    lib = GD['_gearsql_udf_e75c9159a0d7']
 return lib.sum_final(plpy, GD, SCHEMA, state)
 $gearsql$;
 
@@ -3810,6 +3956,10 @@ REVOKE ALL ON FUNCTION "gearsql"."_gman_py_gman_servers_set"(text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"."_gman_py_gman_job_status"(text) FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION "gearsql"."_gman_py_gman_map"(text, text[]) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION "gearsql"."_gman_py_gman_map"(text, bytea[]) FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION "gearsql"."_gman_py__gman_sum_step"(bigint, text, text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"."_gman_py__gman_sum_step"(bigint, text, bytea) FROM PUBLIC;
@@ -3871,6 +4021,10 @@ REVOKE ALL ON FUNCTION "gearsql"."gman_do_low_background"(text, bytea, text) FRO
 REVOKE ALL ON FUNCTION "gearsql"."gman_servers_set"(text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"."gman_job_status"(text) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION "gearsql"."gman_map"(text, text[]) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION "gearsql"."gman_map"(text, bytea[]) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"."_gman_sum_step"(bigint, text, text) FROM PUBLIC;
 

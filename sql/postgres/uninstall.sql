@@ -24,6 +24,10 @@ DROP FUNCTION IF EXISTS "gearsql"."_gman_sum_step"(bigint, text, bytea);
 
 DROP FUNCTION IF EXISTS "gearsql"."_gman_sum_step"(bigint, text, text);
 
+DROP FUNCTION IF EXISTS "gearsql"."gman_map"(text, bytea[]);
+
+DROP FUNCTION IF EXISTS "gearsql"."gman_map"(text, text[]);
+
 DROP FUNCTION IF EXISTS "gearsql"."gman_job_status"(text);
 
 DROP FUNCTION IF EXISTS "gearsql"."gman_servers_set"(text);
@@ -85,6 +89,10 @@ DROP FUNCTION IF EXISTS "gearsql"."_gman_py__gman_sum_final"(bigint);
 DROP FUNCTION IF EXISTS "gearsql"."_gman_py__gman_sum_step"(bigint, text, bytea);
 
 DROP FUNCTION IF EXISTS "gearsql"."_gman_py__gman_sum_step"(bigint, text, text);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_map"(text, bytea[]);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_map"(text, text[]);
 
 DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_job_status"(text);
 
