@@ -7,7 +7,8 @@ Installs the functions into a schema of its own (dropped afterwards) with backgr
 ``SELECT gman_do_background('bench_first', 'x')`` (each submits one background job over the
 session's connection to the job server and waits for JOB_CREATED; no worker runs) and, with
 ``--status``, ``gman_job_status('outbox:1')`` instead (no job server involved). Connecting is not
-timed.
+timed. The row ``plpython`` is the floor no library can go below: the first call of a PL/Python
+function that only returns 1, in a new backend (PL/Python starting its interpreter).
 
     python bench/sql_first_call.py --connections 20 --pg-dsn postgresql://postgres@127.0.0.1/postgres
 """
@@ -27,19 +28,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sql_bridges import free_port, start_server
 
 
-def measure(dsn: str, schema: str, query: str, connections: int) -> list[tuple[float, float]]:
+def measure(dsn: str, schema: str, query: str, connections: int) -> list[tuple[float, ...]]:
+    """(first call, second call, first call of the no-op) for each new backend."""
     import psycopg
 
     timings = []
     for _ in range(connections):
+        times = []
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("SELECT 1")
-            times = []
             for _call in range(2):
                 started = time.perf_counter()
                 conn.execute(query.format(schema=schema)).fetchall()
                 times.append(time.perf_counter() - started)
-            timings.append((times[0], times[1]))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("SELECT 1")
+            started = time.perf_counter()
+            conn.execute(f"SELECT {schema}._bench_noop()").fetchall()
+            times.append(time.perf_counter() - started)
+        timings.append(tuple(times))
     return timings
 
 
@@ -59,6 +66,8 @@ def main() -> int:
     args = parser.parse_args()
     if not args.pg_dsn:
         parser.error("give --pg-dsn or set $GEARSQL_TEST_PG_DSN")
+    import psycopg
+
     from gearsql.bridges.postgres import install, uninstall
 
     port = free_port()
@@ -71,18 +80,24 @@ def main() -> int:
     try:
         install(args.pg_dsn, schema, servers=f"127.0.0.1:{port}", background_mode="immediate")
         try:
+            with psycopg.connect(args.pg_dsn, autocommit=True) as conn:
+                conn.execute(
+                    f"CREATE FUNCTION {schema}._bench_noop() RETURNS integer "
+                    "LANGUAGE plpython3u AS 'return 1'"
+                )
             timings = measure(args.pg_dsn, schema, query, args.connections)
         finally:
+            with psycopg.connect(args.pg_dsn, autocommit=True) as conn:
+                conn.execute(f"DROP FUNCTION IF EXISTS {schema}._bench_noop()")
             uninstall(args.pg_dsn, schema, force=True)
     finally:
         server.terminate()
         server.wait(10)
-    first = sorted(t[0] * 1000 for t in timings)
-    second = sorted(t[1] * 1000 for t in timings)
     print(f"{query.format(schema='<schema>')}: {args.connections} new backends")
-    print(f"{'call':<8}{'p50 ms':>9}{'min ms':>9}{'max ms':>9}")
-    for name, values in (("first", first), ("second", second)):
-        print(f"{name:<8}{statistics.median(values):>9.1f}{values[0]:>9.1f}{values[-1]:>9.1f}")
+    print(f"{'call':<10}{'p50 ms':>9}{'min ms':>9}{'max ms':>9}")
+    for column, name in enumerate(("first", "second", "plpython")):
+        values = sorted(t[column] * 1000 for t in timings)
+        print(f"{name:<10}{statistics.median(values):>9.1f}{values[0]:>9.1f}{values[-1]:>9.1f}")
     return 0
 
 
