@@ -128,7 +128,7 @@ def test_gman_map_checks_max_workload_and_the_timeout(
     try:
         with pytest.raises(gsqlite.GearmanSQLError, match=r"gman_map \(workload 2\)"):
             conn.execute("SELECT gman_map('reverse', json_array('x', printf('%.1001c', 'y')))")
-        with pytest.raises(gsqlite.GearmanSQLError, match="no result within 0.5 s") as caught:
+        with pytest.raises(gsqlite.GearmanSQLError, match=r"no result within 0\.5 s") as caught:
             conn.execute("SELECT gman_map('nobody_works_this', json_array('x', 'y'))")
         assert caught.value.sqlstate == "GM002"
     finally:
