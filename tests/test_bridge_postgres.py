@@ -538,6 +538,7 @@ def test_only_the_installer_can_see_or_change_the_settings(
         f'SELECT * FROM "{schema}"._gman_library',
         f"SELECT \"{schema}\"._gman_background_now('gman_do', 'normal', 'f', 'x', NULL)",
         f"SELECT \"{schema}\"._gman_py_gman_do('reverse', 'x')",
+        f"SELECT * FROM \"{schema}\"._gman_py_gman_map('reverse', ARRAY['x'])",
         f'SELECT * FROM "{schema}"._gman_outbox_state(1)',
     ):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
