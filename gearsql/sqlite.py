@@ -1,8 +1,9 @@
 """The gman_* functions on a :mod:`sqlite3` connection, running the same bodies as PostgreSQL.
 
 ``register(conn, servers=...)`` adds ``gman_do``, ``gman_do_high``, ``gman_do_low``, the three
-``*_background`` forms, ``gman_servers_set``, ``gman_job_status`` (a JSON object) and the
-``gman_sum`` aggregate. Their bodies are the PL/Python bodies of ``udf/functions.py``, compiled by
+``*_background`` forms, ``gman_servers_set``, ``gman_job_status`` (a JSON object),
+``gman_map`` (a JSON array of workloads in, a JSON array of results out) and the ``gman_sum``
+aggregate. Their bodies are the PL/Python bodies of ``udf/functions.py``, compiled by
 the plpython3u-compatible shim (``udf/plpy_shim.py``), so both databases behave the same.
 
 Settings are keyword arguments with the PostgreSQL settings' names and defaults: ``servers``

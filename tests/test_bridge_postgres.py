@@ -45,6 +45,7 @@ class Workers:
         self.seen: list[tuple[bytes, bytes, bytes]] = []
         self.ran = threading.Event()
         self.barrier = threading.Barrier(100, timeout=20)
+        self.meeting = threading.Barrier(4, timeout=20)
         self.lock = threading.Lock()
         self.running = 0
         self.most_running = 0
@@ -56,6 +57,7 @@ class Workers:
             "boom": self.boom,
             "record": self.record,
             "together": self.together,
+            "meet4": self.meet4,
             "x'); DROP TABLE canary;--": self.record,
         }.items():
             self.worker.register(name, handler)
@@ -84,6 +86,11 @@ class Workers:
         finally:
             with self.lock:
                 self.running -= 1
+        return job.data
+
+    def meet4(self, job: WorkerJob) -> bytes:
+        """Returns its workload once 4 of these run at the same time (else it raises)."""
+        self.meeting.wait()
         return job.data
 
     def wait_seen(self, count: int = 1, timeout: float = 10) -> list[tuple[bytes, bytes, bytes]]:
@@ -210,6 +217,108 @@ def test_gman_sum_runs_the_tasks_of_100_rows_concurrently(db: Session, workers: 
     # Every task waited at a 100-party barrier: all 100 ran at once, not one after another.
     assert workers.most_running == 100
     assert db.one("SELECT gman_sum('together', 'x') FROM generate_series(1, 0)") is None
+
+
+def test_the_install_stores_the_library_compiled_for_the_servers_python(
+    admin: Any, installed: dict[str, str], workers: Workers, pg_dsn: str
+) -> None:
+    from gearsql.bridges import library_package
+
+    schema = installed["schema"]
+    rows = admin.execute(
+        f'SELECT package, module, magic IS NOT NULL, code IS NOT NULL FROM "{schema}"._gman_library'
+    ).fetchall()
+    assert sorted((module, magic, code) for _, module, magic, code in rows) == [
+        ("_clientconn", True, True),
+        ("gman", True, True),
+        ("loader", True, True),
+        ("protocol", True, True),
+    ]
+    assert {package for package, *_ in rows} == {library_package()}
+    # Without the compiled code (a new Python on the server), the sources are compiled.
+    admin.execute(f'UPDATE "{schema}"._gman_library SET magic = NULL, code = NULL')
+    try:
+        fresh = Session(pg_dsn, installed)  # a new backend: it loads the library now
+        try:
+            assert fresh.one("SELECT gman_do('reverse', 'compiled')") == "delipmoc"
+        finally:
+            fresh.conn.close()
+    finally:
+        assert admin.execute(f'SELECT "{schema}"._gman_compile()').fetchone() == (4,)
+
+
+def test_gman_map_runs_every_workload_at_once_and_keeps_their_order(
+    db: Session, workers: Workers
+) -> None:
+    # Each job waits until 4 run at the same time: the 4 calls ran concurrently, not in turn.
+    rows = db.conn.execute(
+        "SELECT * FROM gman_map('meet4', ARRAY['a', 'b', 'c', 'd']) WITH ORDINALITY"
+    ).fetchall()
+    assert rows == [("a", 1), ("b", 2), ("c", 3), ("d", 4)]
+    words = [f"word-{n}" for n in range(60)]
+    assert [r[0] for r in db.conn.execute("SELECT gman_map('reverse', %s::text[])", (words,))] == [
+        w[::-1] for w in words
+    ]
+    # Joined back to the rows it came from.
+    rows = db.conn.execute(
+        "WITH t(id, x) AS (VALUES (7, 'one'), (3, 'two'), (5, 'three')),"
+        " a AS (SELECT array_agg(id ORDER BY id) AS ids, array_agg(x ORDER BY id) AS xs FROM t)"
+        " SELECT i.id, r.result FROM a,"
+        " unnest(a.ids) WITH ORDINALITY AS i(id, n)"
+        " JOIN gman_map('reverse', a.xs) WITH ORDINALITY AS r(result, n) USING (n)"
+    ).fetchall()
+    assert rows == [(3, "owt"), (5, "eerht"), (7, "eno")]
+
+
+def test_gman_map_text_bytea_empty_and_null(db: Session, workers: Workers) -> None:
+    payloads = [bytes(range(256)), b"\0x\0", b"\xff"]
+    rows = db.conn.execute("SELECT gman_map('echo', %s::bytea[])", (payloads,)).fetchall()
+    assert [bytes(r[0]) for r in rows] == payloads
+    assert db.conn.execute("SELECT gman_map('empty', ARRAY['x', 'y'])").fetchall() == [
+        (None,),
+        (None,),
+    ]
+    assert db.conn.execute("SELECT gman_map('reverse', ARRAY[]::text[])").fetchall() == []
+    assert db.one("SELECT pg_typeof(gman_map('echo', ARRAY['x']))::text") == "text"
+    assert db.one("SELECT pg_typeof(gman_map('echo', ARRAY['x'::bytea]))::text") == "bytea"
+
+
+@pytest.mark.parametrize(
+    ("sql", "message", "sqlstate"),
+    [
+        ("SELECT gman_map('fail', ARRAY['x', 'y'])", "failed job", "GM003"),
+        ("SELECT gman_map('boom', ARRAY['x'])", "raised an exception .*kaboom", "GM004"),
+        ("SELECT gman_map('reverse', NULL::text[])", "the workloads are NULL", "22023"),
+        ("SELECT gman_map('reverse', ARRAY['x', NULL])", "workload 2 is NULL", "22023"),
+        ("SELECT gman_map('reverse', ARRAY[['a'], ['b']])", "workload 1 is not text", "22023"),
+        ("SELECT gman_map(NULL, ARRAY['x'])", "function name is NULL", "22023"),
+        (
+            "SELECT gman_map('reverse', ARRAY['x', repeat('y', 1001)])",
+            r"gman_map \(workload 2\): the workload is 1001 bytes, more than the max_workload",
+            "22023",
+        ),
+    ],
+)
+def test_gman_map_errors(
+    db: Session, workers: Workers, configure: Any, sql: str, message: str, sqlstate: str
+) -> None:
+    import psycopg
+
+    configure("max_workload", "1000")
+    try:
+        with pytest.raises(psycopg.Error, match=message) as caught:
+            db.conn.execute(sql)
+        assert caught.value.sqlstate == sqlstate
+    finally:
+        configure("max_workload", "67107840")
+    assert db.conn.execute("SELECT gman_map('reverse', ARRAY['ok'])").fetchall() == [("ko",)]
+
+
+def test_gman_map_timeout_bounds_the_whole_call(
+    db: Session, server: ServerProcess, configure: Any
+) -> None:
+    configure("timeout", "0.5")
+    assert _sqlstate_of(db, "SELECT gman_map('nobody_works_this', ARRAY['x', 'y'])") == "GM002"
 
 
 def test_job_status_of_a_queued_job(db: Session, server: ServerProcess) -> None:
@@ -425,8 +534,11 @@ def test_only_the_installer_can_see_or_change_the_settings(
         # Only the public gman_* functions (and gman_sum's support) are granted.
         f'SELECT * FROM "{schema}"._gman_settings()',
         f'SELECT "{schema}"._gman_load()',
+        f'SELECT "{schema}"._gman_compile()',
+        f'SELECT * FROM "{schema}"._gman_library',
         f"SELECT \"{schema}\"._gman_background_now('gman_do', 'normal', 'f', 'x', NULL)",
         f"SELECT \"{schema}\"._gman_py_gman_do('reverse', 'x')",
+        f"SELECT * FROM \"{schema}\"._gman_py_gman_map('reverse', ARRAY['x'])",
         f'SELECT * FROM "{schema}"._gman_outbox_state(1)',
     ):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):

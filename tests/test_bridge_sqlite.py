@@ -78,6 +78,63 @@ def test_gman_sum_runs_the_tasks_of_100_rows_concurrently(
     assert one(db, "SELECT gman_sum('together', x) FROM n WHERE x < 0") is None
 
 
+def test_gman_map_runs_every_workload_at_once_and_keeps_their_order(
+    db: gsqlite.Connection, workers: Workers
+) -> None:
+    # Each job waits until 4 run at the same time: the 4 calls ran concurrently, not in turn.
+    result = one(db, "SELECT gman_map('meet4', json_array('a', 'b', 'c', 'd'))")
+    assert json.loads(str(result)) == ["a", "b", "c", "d"]
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, x TEXT)")
+    db.executemany("INSERT INTO t VALUES (?, ?)", [(i, f"word-{i}") for i in range(60)])
+    rows = db.execute(
+        "SELECT key, value FROM json_each(gman_map('reverse',"
+        " (SELECT json_group_array(x) FROM (SELECT x FROM t ORDER BY id))))"
+    ).fetchall()
+    assert rows == [(i, f"word-{i}"[::-1]) for i in range(60)]
+    assert one(db, "SELECT gman_map('empty', json_array('x', 1))") == "[null, null]"
+    assert one(db, "SELECT gman_map('reverse', json_array())") == "[]"
+    assert one(db, "SELECT gman_map('echo', json_array(12, 'é'))") == '["12", "é"]'
+
+
+@pytest.mark.parametrize(
+    ("sql", "message", "sqlstate"),
+    [
+        ("SELECT gman_map('fail', json_array('x', 'y'))", "failed job", "GM003"),
+        ("SELECT gman_map('boom', json_array('x'))", "raised an exception .*kaboom", "GM004"),
+        ("SELECT gman_map('reverse', NULL)", "the workloads are NULL", "22023"),
+        ("SELECT gman_map('reverse', 'x')", "not a JSON array", "22023"),
+        ("SELECT gman_map('reverse', json_object('a', 1))", "not a JSON array", "22023"),
+        ("SELECT gman_map('reverse', json_array('x', NULL))", "workload 2 is NULL", "22023"),
+        ("SELECT gman_map('reverse', json('[[\"a\"]]'))", "workload 1 is not text", "22023"),
+        ("SELECT gman_map('echo', json_array(char(255)))", "", ""),
+    ],
+)
+def test_gman_map_errors(
+    db: gsqlite.Connection, workers: Workers, sql: str, message: str, sqlstate: str
+) -> None:
+    if not message:  # not an error: a text workload comes back as it went
+        assert json.loads(str(one(db, sql))) == ["\xff"]
+        return
+    with pytest.raises(gsqlite.GearmanSQLError, match=message) as caught:
+        db.execute(sql)
+    assert caught.value.sqlstate == sqlstate
+    assert one(db, "SELECT gman_map('reverse', json_array('ok'))") == '["ko"]'
+
+
+def test_gman_map_checks_max_workload_and_the_timeout(
+    address: str, workers: Workers, gearsql_server: ServerProcess
+) -> None:
+    conn = gsqlite.connect(":memory:", address, max_workload=1000, timeout=0.5)
+    try:
+        with pytest.raises(gsqlite.GearmanSQLError, match=r"gman_map \(workload 2\)"):
+            conn.execute("SELECT gman_map('reverse', json_array('x', printf('%.1001c', 'y')))")
+        with pytest.raises(gsqlite.GearmanSQLError, match=r"no result within 0\.5 s") as caught:
+            conn.execute("SELECT gman_map('nobody_works_this', json_array('x', 'y'))")
+        assert caught.value.sqlstate == "GM002"
+    finally:
+        conn.close()
+
+
 def test_job_status_is_json(db: gsqlite.Connection, address: str) -> None:
     handle = one(db, "SELECT gman_do_background('nobody_works_this', 'x')")
     status = json.loads(str(one(db, "SELECT gman_job_status(?)", (handle,))))

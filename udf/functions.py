@@ -6,8 +6,10 @@ every database.
 shim. A body runs as PL/Python runs it: its arguments, ``plpy``, ``GD`` and ``SD`` in scope.
 
 Argument type ``payload`` is ``text`` or ``bytea`` (PostgreSQL gets one overload of each; SQLite
-takes either); a return type ``payload`` follows the argument's. Only the standard library may be
-used here: this file is read by the generator, not imported by the database.
+takes either), ``payload[]`` an array of them (SQLite: a JSON array, text only); a return type
+``payload`` follows the argument's, ``setof payload`` is a set of them (SQLite: a JSON array).
+Only the standard library may be used here: this file is read by the generator, not imported by
+the database.
 """
 
 #: Loads the library into GD the first time a session calls any function (PostgreSQL); the
@@ -63,6 +65,13 @@ FUNCTIONS = [
         "params": [("handle", "text")],
         "returns": "status",
         "body": "return lib.job_status(plpy, GD, SCHEMA, handle)",
+    },
+    {
+        # PostgreSQL: SETOF text or bytea (following the array); SQLite: a JSON array in and out.
+        "name": "gman_map",
+        "params": [("function", "text"), ("workloads", "payload[]")],
+        "returns": "setof payload",
+        "body": "return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)",
     },
     {
         "name": "_gman_sum_step",

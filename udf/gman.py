@@ -15,10 +15,8 @@ Errors are ``plpy.error`` with a message that names the cause.
 
 from __future__ import annotations
 
-import json
 import select
 import socket
-import ssl
 import time
 import zlib
 
@@ -295,6 +293,8 @@ def _tls_context(GD, values):
         raise ValueError(f"ssl={switch!r} (it is on or off)")
     if switch not in _SSL_ON and not any(files):
         return None
+    import ssl  # here, not at the top: importing ssl costs a new backend's first call ~25 ms
+
     cache = GD.setdefault("gearsql.tls", {})
     context = cache.get(files)
     if context is None:
@@ -471,6 +471,8 @@ class _Link:
     def _recv_nowait(self):
         """TLS only: the application data that can be read now, or None when the records that
         arrived held none."""
+        import ssl  # loaded already: a TLS link exists
+
         self.sock.setblocking(False)
         try:
             return self.sock.recv(262144)
@@ -519,7 +521,8 @@ class _Waiter:
         self.name = name
         self.poll = max(0.01, settings["poll_interval"])
         self.timeout = settings["timeout"]
-        self.deadline = time.monotonic() + self.timeout
+        # A call that waits more than once (gman_map) sets one deadline for all its waits.
+        self.deadline = settings.get("deadline") or time.monotonic() + self.timeout
         self.checked = time.monotonic()
 
     def check_interrupts(self):
@@ -1024,8 +1027,81 @@ def sum_final(plpy, GD, schema, state):
     return total
 
 
+# ------------------------------------------------------------------------------- gman_map
+
+
+def map_jobs(plpy, GD, schema, name, function, workloads):
+    """gman_map: one foreground job per workload, all submitted at once on the session's
+    connection and run concurrently; their results in the order of the workloads (NULL for an
+    empty one). PostgreSQL passes an array (text or bytea: the results follow) and gets the
+    rows of a set-returning function; SQLite passes a JSON array of text and gets one back. A
+    failed job fails the call; the 'timeout' setting bounds the whole call."""
+    fn = _function(plpy, name, function)
+    sqlite = _dialect(GD) == "sqlite"
+    if workloads is None:
+        _fail(plpy, f"{name}: the workloads are NULL")
+    items = _json_workloads(plpy, name, workloads) if sqlite else workloads
+    datas = []
+    for position, item in enumerate(items, 1):
+        if item is None:
+            _fail(plpy, f"{name}: workload {position} is NULL")
+        if isinstance(item, (list, dict, bool)):
+            what = "an array of workloads of one dimension" if not sqlite else "a JSON array"
+            _fail(plpy, f"{name}: workload {position} is not text: pass {what}")
+        datas.append(_as_bytes(item))
+    if not datas:
+        return "[]" if sqlite else []
+    settings = _settings(plpy, GD, schema)
+    for position, data in enumerate(datas, 1):
+        _check_size(plpy, GD, schema, f"{name} (workload {position})", data, settings)
+    settings["deadline"] = time.monotonic() + settings["timeout"]
+    normal = protocol.Priority.NORMAL
+    requests = [(index, fn, b"", data, normal, False) for index, data in enumerate(datas)]
+    link, handles = _submit(plpy, GD, schema, settings, name, requests)
+    results = _results(plpy, GD, schema, settings, name, link, handles)
+    if not sqlite:
+        binary = not isinstance(items[0], str)
+        return [_result(plpy, name, results[index], binary) for index in range(len(datas))]
+    import json
+
+    texts = []
+    for index in range(len(datas)):
+        try:
+            texts.append(results[index].decode("utf-8") if results[index] else None)
+        except UnicodeDecodeError:
+            _fail(
+                plpy,
+                f"{name}: the worker's result {index + 1} is not UTF-8 text",
+                hint="gman_map returns text in SQLite; call gman_do with a BLOB workload on "
+                "each row for bytes",
+                sqlstate=BAD_RESULT,
+            )
+    return json.dumps(texts, ensure_ascii=False)
+
+
+def _json_workloads(plpy, name, workloads):
+    """The workloads of an SQLite gman_map: a JSON array (text)."""
+    import json
+
+    items = None
+    if isinstance(workloads, str):
+        try:
+            items = json.loads(workloads)
+        except ValueError:
+            pass
+    if not isinstance(items, list):
+        _fail(
+            plpy,
+            f"{name}: the workloads are not a JSON array",
+            hint="pass json_array(...) or (SELECT json_group_array(x) FROM t)",
+        )
+    return items
+
+
 def status_json(status):
     """The status as JSON text, for databases whose functions return one value (SQLite)."""
+    import json  # here: a PostgreSQL backend's first call should not pay for it
+
     return json.dumps(status, sort_keys=True)
 
 

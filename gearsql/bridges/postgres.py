@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from gearsql.bridges import library_package, library_sources, load_library, udf_module
+from gearsql.bridges import _pg_library, library_package, library_sources, load_library, udf_module
 from gearsql.protocol import DEFAULT_MAX_PACKET_SIZE, MAX_FUNCTION_NAME, MAX_UNIQUE
 
 __all__ = [
@@ -108,11 +108,12 @@ def _dollar(body: str) -> str:
 def _signatures(entry: dict[str, Any]) -> list[tuple[list[tuple[str, str]], str]]:
     """(params with SQL types, return type) of each overload: ``payload`` becomes text and bytea."""
     params = entry["params"]
-    kinds = ["text", "bytea"] if any(kind == "payload" for _, kind in params) else ["text"]
+    kinds = ["text", "bytea"] if any(kind.startswith("payload") for _, kind in params) else ["text"]
     overloads = []
     for kind in kinds:
-        typed = [(name, kind if sql == "payload" else sql) for name, sql in params]
-        returns = kind if entry["returns"] == "payload" else entry["returns"]
+        # payload[] (an array) and setof payload (a set-returning function) too
+        typed = [(name, sql.replace("payload", kind)) for name, sql in params]
+        returns = entry["returns"].replace("payload", kind)
         overloads.append((typed, returns))
     return overloads
 
@@ -121,12 +122,8 @@ def _arg_types(params: list[tuple[str, str]]) -> str:
     return ", ".join(sql for _, sql in params)
 
 
-def _loader_body(package: str, sources: dict[str, str]) -> str:
-    return (
-        f"{_read_udf('loader')}\n"
-        f"SOURCES = {sources!r}\n"
-        f"GD[{package!r}] = load_package({package!r}, SOURCES).gman\n"
-    )
+def _loader_body(schema: str, package: str) -> str:
+    return _pg_library.load_body(schema, package)
 
 
 def _read_udf(name: str) -> str:
@@ -220,6 +217,8 @@ def _function_sql(
                 "      INTO known, running, numerator, denominator, state, detail\n"
                 f"      FROM {inner}({names}) AS r;\n    RETURN;"
             )
+        elif returns.startswith("setof "):
+            call = f"RETURN QUERY SELECT * FROM {inner}({names});"
         else:
             call = f"RETURN {inner}({names});"
         body = "DECLARE\n" + _ERROR_VARIABLES + f"BEGIN\n    {call}\n" + _RERAISE + "END\n"
@@ -467,6 +466,7 @@ def _all_functions(schema: str, plpython: bool = True) -> list[tuple[str, str]]:
         objects += [
             ("FUNCTION", _now_signature(schema)),
             ("FUNCTION", f"{_ident(schema)}._gman_load()"),
+            ("FUNCTION", f"{_ident(schema)}._gman_compile()"),
             *(("FUNCTION", signature) for signature in _python_bodies(schema)),
         ]
     objects += [
@@ -648,8 +648,13 @@ def install_sql(
         parts += [
             f"CREATE OR REPLACE FUNCTION {s}._gman_load()\n"
             "RETURNS void LANGUAGE plpython3u VOLATILE AS "
-            f"{_dollar(_loader_body(package, sources))};",
+            f"{_dollar(_loader_body(schema, package))};",
             _now_sql(schema, package, load),
+            *_pg_library.install_sql(schema, package, {**sources, "loader": _read_udf("loader")}),
+            _pg_library.compile_function_sql(
+                schema, package, _dollar(_pg_library.compile_body(schema, package))
+            ),
+            _pg_library.compile_call(schema),
         ]
     background = {name for name, _ in functions.BACKGROUND}
     for entry in functions.FUNCTIONS:
@@ -737,6 +742,7 @@ def uninstall_sql(schema: str = DEFAULT_SCHEMA, force: bool = False, for_file: b
         parts.append(f"DROP {kind} IF EXISTS {signature};")
     parts.append(f"DROP FUNCTION IF EXISTS {_LEGACY_OUTBOX_INSERT.format(s=s)};")
     parts += [
+        _pg_library.uninstall_sql(schema),
         f"DROP TABLE IF EXISTS {s}.gman_outbox_dead;",
         f"DROP TABLE IF EXISTS {s}.gman_outbox;",
         f"DROP TABLE IF EXISTS {s}.gman_settings;",

@@ -142,14 +142,1998 @@ $do$;
 
 CREATE OR REPLACE FUNCTION "gearsql"._gman_load()
 RETURNS void LANGUAGE plpython3u VOLATILE AS $gearsql$
-"""Loads the udf library from source text into a private package of this Python process.
+import marshal
+ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66061929f3bf\'')}
+try:
+    from _frozen_importlib_external import MAGIC_NUMBER
+except ImportError:
+    MAGIC_NUMBER = None
+LOADER = {"__name__": '_gearsql_udf_66061929f3bf.loader'}
+_row = ROWS["loader"]
+if MAGIC_NUMBER is not None and _row["magic"] == MAGIC_NUMBER and _row["code"] is not None:
+    _code = marshal.loads(_row["code"])
+else:
+    _code = compile(_row["source"], '<_gearsql_udf_66061929f3bf.loader>', "exec")
+exec(_code, LOADER)
+SOURCES = {name: row["source"] for name, row in ROWS.items() if name != "loader"}
+MAGIC = LOADER["bytecode_magic"]()
+CODES = {name: row['code'] for name, row in ROWS.items()
+         if row['magic'] == MAGIC and row['code'] is not None}
+GD['_gearsql_udf_66061929f3bf'] = LOADER["load_package"]('_gearsql_udf_66061929f3bf', SOURCES, CODES).gman
+$gearsql$;
 
-Runs inside PostgreSQL's PL/Python (as the body of ``_gman_load()``, with the sources embedded)
-and in gearsql's SQLite shim. The package name carries a digest of the sources, so two installed
-versions never mix in one backend, and nothing named ``gearsql`` is ever imported: PL/Python
-runs in the database server's own Python, where gearsql is not installed.
+CREATE OR REPLACE FUNCTION "gearsql"._gman_background_now(p_name text, p_priority text, p_function text, p_workload bytea, p_unique text)
+RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
+SCHEMA = 'gearsql'
+lib = GD.get('_gearsql_udf_66061929f3bf')
+if lib is None:
+    plpy.execute('SELECT "gearsql"._gman_load()')
+    lib = GD['_gearsql_udf_66061929f3bf']
+return lib.submit_background(plpy, GD, SCHEMA, p_name, p_priority, p_function, p_workload, p_unique)
+$gearsql$;
+
+CREATE TABLE IF NOT EXISTS "gearsql"._gman_library (
+    package text NOT NULL,
+    module text NOT NULL,
+    source text NOT NULL,
+    magic bytea,
+    code bytea,
+    PRIMARY KEY (package, module)
+);
+
+REVOKE ALL ON TABLE "gearsql"._gman_library FROM PUBLIC;
+
+COMMENT ON TABLE "gearsql"._gman_library IS 'gearsql: the gman_* functions'' library (sources, and code compiled by _gman_compile() for the server''s Python)';
+
+DELETE FROM "gearsql"._gman_library;
+
+INSERT INTO "gearsql"._gman_library (package, module, source) VALUES
+    ('_gearsql_udf_66061929f3bf', 'protocol', $gearsql_source$"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.
+
+Nothing here touches a socket, an event loop or a logger, and only the standard library is used:
+the same module runs in the job server, the client library and inside PostgreSQL's PL/Python.
+
+Bytes go in with :meth:`Parser.feed`, events come out (:class:`Packet`, :class:`AdminLine`, or a
+final :class:`Violation` when the peer broke the protocol). :func:`pack` turns a packet type and
+its arguments back into bytes. The layout follows the Gearman PROTOCOL document: a 12-byte header
+(4-byte magic, big-endian u32 type, big-endian u32 length) and NUL-separated arguments where only
+the last one may contain NUL bytes.
 """
 
+from __future__ import annotations
+
+import enum
+import struct
+from typing import NamedTuple, Union
+
+__all__ = [
+    "ARGUMENTS",
+    "DEFAULT_MAX_PACKET_SIZE",
+    "HEADER",
+    "MAX_ADMIN_LINE",
+    "MAX_FUNCTION_NAME",
+    "MAX_HANDLE",
+    "MAX_UNIQUE",
+    "REQ",
+    "RES",
+    "SUBMIT_KINDS",
+    "SUBMIT_TYPES",
+    "AdminLine",
+    "ArgumentProblem",
+    "LocalProtocolError",
+    "Packet",
+    "PacketType",
+    "Parser",
+    "Priority",
+    "Violation",
+    "check_function_name",
+    "check_unique",
+    "frame_response",
+    "pack",
+    "pack_request",
+    "pack_response",
+    "split_admin_words",
+]
+
+REQ = b"\0REQ"
+RES = b"\0RES"
+
+#: Size of the binary header: magic, type and data length.
+HEADER = 12
+
+#: Largest packet body accepted by default (checked on the header, before any buffering).
+DEFAULT_MAX_PACKET_SIZE = 64 * 1024 * 1024
+#: An admin line longer than this without a newline closes the connection.
+MAX_ADMIN_LINE = 8192
+#: gearmand's GEARMAN_MAX_UNIQUE_SIZE: uniques longer than this get ARGUMENT_TOO_LARGE.
+MAX_UNIQUE = 64
+#: Longest function name accepted (gearmand allows 512 bytes).
+MAX_FUNCTION_NAME = 512
+#: Job handles are at most 64 bytes including gearmand's terminating NUL.
+MAX_HANDLE = 64
+
+_HEADER = struct.Struct(">4sII")
+
+
+class PacketType(enum.IntEnum):
+    """Binary packet types, named exactly as in the Gearman PROTOCOL document."""
+
+    CAN_DO = 1
+    CANT_DO = 2
+    RESET_ABILITIES = 3
+    PRE_SLEEP = 4
+    NOOP = 6
+    SUBMIT_JOB = 7
+    JOB_CREATED = 8
+    GRAB_JOB = 9
+    NO_JOB = 10
+    JOB_ASSIGN = 11
+    WORK_STATUS = 12
+    WORK_COMPLETE = 13
+    WORK_FAIL = 14
+    GET_STATUS = 15
+    ECHO_REQ = 16
+    ECHO_RES = 17
+    SUBMIT_JOB_BG = 18
+    ERROR = 19
+    STATUS_RES = 20
+    SUBMIT_JOB_HIGH = 21
+    SET_CLIENT_ID = 22
+    CAN_DO_TIMEOUT = 23
+    ALL_YOURS = 24
+    WORK_EXCEPTION = 25
+    OPTION_REQ = 26
+    OPTION_RES = 27
+    WORK_DATA = 28
+    WORK_WARNING = 29
+    GRAB_JOB_UNIQ = 30
+    JOB_ASSIGN_UNIQ = 31
+    SUBMIT_JOB_HIGH_BG = 32
+    SUBMIT_JOB_LOW = 33
+    SUBMIT_JOB_LOW_BG = 34
+    SUBMIT_JOB_SCHED = 35
+    SUBMIT_JOB_EPOCH = 36
+    SUBMIT_REDUCE_JOB = 37
+    SUBMIT_REDUCE_JOB_BACKGROUND = 38
+    GRAB_JOB_ALL = 39
+    JOB_ASSIGN_ALL = 40
+    GET_STATUS_UNIQUE = 41
+    STATUS_RES_UNIQUE = 42
+
+
+P = PacketType
+
+#: Argument names of every packet type. One table drives both parsing and packing; the last
+#: argument of a packet is its opaque data and may contain NUL bytes.
+ARGUMENTS: dict[PacketType, tuple[str, ...]] = {
+    P.CAN_DO: ("function",),
+    P.CANT_DO: ("function",),
+    P.RESET_ABILITIES: (),
+    P.PRE_SLEEP: (),
+    P.NOOP: (),
+    P.SUBMIT_JOB: ("function", "unique", "data"),
+    P.JOB_CREATED: ("handle",),
+    P.GRAB_JOB: (),
+    P.NO_JOB: (),
+    P.JOB_ASSIGN: ("handle", "function", "data"),
+    P.WORK_STATUS: ("handle", "numerator", "denominator"),
+    P.WORK_COMPLETE: ("handle", "data"),
+    P.WORK_FAIL: ("handle",),
+    P.GET_STATUS: ("handle",),
+    P.ECHO_REQ: ("data",),
+    P.ECHO_RES: ("data",),
+    P.SUBMIT_JOB_BG: ("function", "unique", "data"),
+    P.ERROR: ("code", "text"),
+    P.STATUS_RES: ("handle", "known", "running", "numerator", "denominator"),
+    P.SUBMIT_JOB_HIGH: ("function", "unique", "data"),
+    P.SET_CLIENT_ID: ("client_id",),
+    P.CAN_DO_TIMEOUT: ("function", "timeout"),
+    P.ALL_YOURS: (),
+    P.WORK_EXCEPTION: ("handle", "data"),
+    P.OPTION_REQ: ("option",),
+    P.OPTION_RES: ("option",),
+    P.WORK_DATA: ("handle", "data"),
+    P.WORK_WARNING: ("handle", "data"),
+    P.GRAB_JOB_UNIQ: (),
+    P.JOB_ASSIGN_UNIQ: ("handle", "function", "unique", "data"),
+    P.SUBMIT_JOB_HIGH_BG: ("function", "unique", "data"),
+    P.SUBMIT_JOB_LOW: ("function", "unique", "data"),
+    P.SUBMIT_JOB_LOW_BG: ("function", "unique", "data"),
+    P.SUBMIT_JOB_SCHED: (
+        "function",
+        "unique",
+        "minute",
+        "hour",
+        "day_of_month",
+        "month",
+        "day_of_week",
+        "data",
+    ),
+    P.SUBMIT_JOB_EPOCH: ("function", "unique", "epoch", "data"),
+    P.SUBMIT_REDUCE_JOB: ("function", "unique", "reducer", "aggregator", "data"),
+    P.SUBMIT_REDUCE_JOB_BACKGROUND: ("function", "unique", "reducer", "aggregator", "data"),
+    P.GRAB_JOB_ALL: (),
+    P.JOB_ASSIGN_ALL: ("handle", "function", "unique", "reducer", "data"),
+    P.GET_STATUS_UNIQUE: ("unique",),
+    P.STATUS_RES_UNIQUE: ("unique", "known", "running", "numerator", "denominator", "clients"),
+}
+
+# Indexed by type number for the hot path: argument count, or -1 for a number that is no type.
+_ARGC = [-1] * 43
+for _type, _names in ARGUMENTS.items():
+    _ARGC[_type] = len(_names)
+_TYPES: list[PacketType | None] = [None] * 43
+for _type in PacketType:
+    _TYPES[_type] = _type
+
+
+class Priority(enum.IntEnum):
+    """Job priority: a worker takes HIGH jobs before NORMAL ones, and NORMAL before LOW.
+
+    The value is the rank (0 runs first): the job server's queue index and the number the durable
+    store keeps. The word (``high``, ``normal``, ``low``) is how SQL spells it, in the outbox's
+    ``priority`` column and in the names of the gman_* functions; ``Priority("high")`` (any case)
+    is HIGH.
+    """
+
+    HIGH = 0
+    NORMAL = 1
+    LOW = 2
+
+    @property
+    def word(self) -> str:
+        """``high``, ``normal`` or ``low``: the outbox's and the SQL functions' spelling."""
+        return self.name.lower()
+
+    @classmethod
+    def from_word(cls, word: str) -> Priority:
+        """The priority spelled ``word`` (``high``, ``normal``, ``low``, any case); ValueError
+        for any other word."""
+        try:
+            return cls.__members__[word.upper()]
+        except KeyError:
+            raise ValueError(f"{word!r} is not a priority (high, normal or low)") from None
+
+    @classmethod
+    def _missing_(cls, value: object) -> Priority | None:
+        if isinstance(value, str):
+            return cls.__members__.get(value.upper())
+        return None
+
+
+#: The six plain submit packets: type -> (priority, background). SUBMIT_JOB_EPOCH is a background
+#: NORMAL job too, and the reduce submits are NORMAL, but they carry more arguments.
+SUBMIT_KINDS: dict[PacketType, tuple[Priority, bool]] = {
+    P.SUBMIT_JOB_HIGH: (Priority.HIGH, False),
+    P.SUBMIT_JOB: (Priority.NORMAL, False),
+    P.SUBMIT_JOB_LOW: (Priority.LOW, False),
+    P.SUBMIT_JOB_HIGH_BG: (Priority.HIGH, True),
+    P.SUBMIT_JOB_BG: (Priority.NORMAL, True),
+    P.SUBMIT_JOB_LOW_BG: (Priority.LOW, True),
+}
+#: (priority, background) -> submit packet type: the inverse of SUBMIT_KINDS.
+SUBMIT_TYPES: dict[tuple[Priority, bool], PacketType] = {
+    kind: type_ for type_, kind in SUBMIT_KINDS.items()
+}
+
+
+class LocalProtocolError(Exception):
+    """This program asked the codec for something the protocol does not allow.
+
+    Raised before anything is sent, for example for a NUL byte inside an argument that is not the
+    last one, or a wrong number of arguments.
+    """
+
+
+class Packet(NamedTuple):
+    """One binary packet. ``request`` is True for ``\\0REQ`` magic, False for ``\\0RES``."""
+
+    type: PacketType
+    args: tuple[bytes, ...]
+    request: bool = True
+
+
+class AdminLine(NamedTuple):
+    """One line of the text admin protocol, without its line ending."""
+
+    line: bytes
+
+
+class Violation(NamedTuple):
+    """The peer broke the protocol; the parser accepts nothing more from this stream.
+
+    ``code`` and ``text`` are the ERROR packet gearmand would send before closing, or ``code`` is
+    empty when the right answer is to close without a word (bad magic, unknown type: the peer is
+    not speaking Gearman at all).
+    """
+
+    code: bytes
+    text: str
+
+
+Event = Union[Packet, AdminLine, Violation]  # noqa: UP007 (a runtime alias on 3.10)
+
+
+def pack(type_: int, args: tuple[bytes, ...] | list[bytes], magic: bytes = RES) -> bytes:
+    """Frame one packet. Raises :class:`LocalProtocolError` on a wrong argument count or a NUL
+    in any argument but the last."""
+    argc = _ARGC[type_] if 0 <= type_ < len(_ARGC) else -1
+    if argc < 0:
+        raise LocalProtocolError(f"unknown packet type {type_}")
+    if len(args) != argc:
+        raise LocalProtocolError(
+            f"{PacketType(type_).name} takes {argc} arguments, got {len(args)}"
+        )
+    for arg in args[:-1]:
+        if b"\0" in arg:
+            raise LocalProtocolError(
+                f"only the last argument of {PacketType(type_).name} may contain NUL bytes"
+            )
+    body = b"\0".join(args)
+    return _HEADER.pack(magic, type_, len(body)) + body
+
+
+def frame_response(type_: int, *args: bytes) -> bytes:
+    """Frame a ``\\0RES`` packet without :func:`pack`'s checks.
+
+    Only for arguments that cannot break the framing: every argument but the last came out of
+    a parsed packet (so holds no NUL) or was checked when it entered the server.
+    """
+    body = b"\0".join(args)
+    return _HEADER.pack(RES, type_, len(body)) + body
+
+
+def pack_response(type_: int, *args: bytes) -> bytes:
+    """Frame a packet with ``\\0RES`` magic (server to client or worker)."""
+    return pack(type_, args, RES)
+
+
+def pack_request(type_: int, *args: bytes) -> bytes:
+    """Frame a packet with ``\\0REQ`` magic (client or worker to server)."""
+    return pack(type_, args, REQ)
+
+
+class ArgumentProblem(enum.Enum):
+    """Why a function name or a unique cannot be sent, as the job server would answer it.
+
+    ``code`` and ``text`` are the ERROR packet gearmand sends for it; callers that explain the
+    problem in their own words branch on the member, never on the text.
+    """
+
+    FUNCTION_EMPTY = (b"INVALID_ARGUMENT", b"Function name is empty")
+    FUNCTION_TOO_LARGE = (b"ARGUMENT_TOO_LARGE", b"Function name too large")
+    FUNCTION_HAS_NUL = (b"INVALID_ARGUMENT", b"Function name contains a NUL byte")
+    UNIQUE_TOO_LARGE = (b"ARGUMENT_TOO_LARGE", b"Unique value too large")
+    UNIQUE_HAS_NUL = (b"INVALID_ARGUMENT", b"Unique value contains a NUL byte")
+
+    @property
+    def code(self) -> bytes:
+        """The return code name of gearmand's ERROR packet."""
+        return self.value[0]
+
+    @property
+    def text(self) -> str:
+        """gearmand's words for the problem (the text of its ERROR packet)."""
+        return self.value[1].decode()
+
+
+def check_function_name(
+    name: bytes, limit: int = MAX_FUNCTION_NAME, *, nul_allowed: bool = False
+) -> ArgumentProblem | None:
+    """Return why ``name`` cannot be a function name, or None when it can.
+
+    ``nul_allowed`` is for a name that arrived as the only argument of a packet (CAN_DO), where a
+    NUL byte cannot break the framing: gearmand takes such a name as it is, and so does gearsql.
+    """
+    if not name:
+        return ArgumentProblem.FUNCTION_EMPTY
+    if len(name) > limit:
+        return ArgumentProblem.FUNCTION_TOO_LARGE
+    if not nul_allowed and b"\0" in name:
+        return ArgumentProblem.FUNCTION_HAS_NUL
+    return None
+
+
+def check_unique(unique: bytes, limit: int = MAX_UNIQUE) -> ArgumentProblem | None:
+    """Return why ``unique`` cannot be a unique id, or None when it can."""
+    if len(unique) > limit:
+        return ArgumentProblem.UNIQUE_TOO_LARGE
+    if b"\0" in unique:
+        return ArgumentProblem.UNIQUE_HAS_NUL
+    return None
+
+
+def split_admin_words(line: bytes) -> list[bytes]:
+    """Split an admin line into words as gearmand does: on spaces, empty words dropped."""
+    return [word for word in line.split(b" ") if word]
+
+
+_HTTP_METHODS = (b"GET", b"POST", b"PUT", b"HEAD", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE")
+
+
+class Parser:
+    """Incremental parser for one byte stream (one connection, one direction).
+
+    Feed it whatever arrived, in pieces of any size; it returns every complete event in order.
+    Binary packets and admin lines may be mixed on one stream, as in gearmand: a message that
+    starts with a NUL byte is binary, anything else is an admin line.
+
+    The parser buffers at most one incomplete message, and never more than ``max_packet_size``
+    plus a header: a declared length above the maximum is refused on the header alone, before
+    any of the body is read. An incomplete admin line is held up to ``MAX_ADMIN_LINE`` bytes,
+    whatever ``max_packet_size`` is.
+
+    ``expect_magic=RES`` (a client or worker) makes a packet with request magic a
+    :class:`Violation`, and ``REQ`` the reverse; the default, None, accepts both and says which
+    in ``Packet.request`` (the job server answers a response packet with ERROR INVALID_MAGIC).
+    """
+
+    __slots__ = (
+        "_broken",
+        "_chunks",
+        "_have",
+        "_need",
+        "discard",
+        "expect_magic",
+        "max_packet_size",
+    )
+
+    def __init__(
+        self, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE, expect_magic: bytes | None = None
+    ):
+        # Unparsed bytes are kept as a list of chunks, joined only once enough has arrived to
+        # make progress: a 10 MB body read 64 KiB at a time is copied once, not 160 times.
+        self._chunks: list[bytes] = []
+        self._have = 0
+        self._need = 0
+        self._broken = False
+        self.max_packet_size = max_packet_size
+        #: The only magic this side accepts (REQ or RES): a packet with the other one is a
+        #: Violation. None (a job server's parser) accepts both and reports which through
+        #: ``Packet.request``, so that the server can answer a stray RES packet as gearmand does.
+        self.expect_magic = expect_magic
+        #: After an over-size packet's Violation: how many bytes of that packet are still to
+        #: come. A peer still sending them reads nothing until it has sent them all, and a
+        #: socket closed with unread bytes is reset, which throws the ERROR away: a server may
+        #: read this many bytes and drop them, so that the peer reads why it was refused.
+        self.discard = 0
+
+    @property
+    def buffered(self) -> int:
+        """How many bytes of an incomplete message are held."""
+        return self._have
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Add received bytes; return every event that is now complete.
+
+        After a :class:`Violation` has been returned the stream is dead: further calls raise
+        :class:`LocalProtocolError`.
+        """
+        if self._broken:
+            raise LocalProtocolError("the peer already violated the protocol on this stream")
+        if self._chunks:
+            self._chunks.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return []
+            buf = b"".join(self._chunks)
+            self._chunks = []
+        else:
+            buf = data
+        events: list[Event] = []
+        pos = 0
+        need = 0
+        end = len(buf)
+        unpack_header = _HEADER.unpack_from
+        argc_table = _ARGC
+        types = _TYPES
+        while pos < end:
+            if buf[pos] != 0:
+                newline = buf.find(b"\n", pos)
+                if newline < 0:
+                    if end - pos > MAX_ADMIN_LINE:
+                        events.append(self._violate(b"", "admin line too long"))
+                        return events
+                    break
+                if newline - pos > MAX_ADMIN_LINE:
+                    events.append(self._violate(b"", "admin line too long"))
+                    return events
+                line = buf[pos:newline]
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                pos = newline + 1
+                if _looks_like_http(line):
+                    events.append(self._violate(b"", "HTTP request on the Gearman port"))
+                    return events
+                events.append(AdminLine(line))
+                continue
+            if end - pos < HEADER:
+                if end - pos >= 4 and buf[pos : pos + 4] not in (REQ, RES):
+                    events.append(self._violate(b"", "bad magic"))
+                    return events
+                break
+            magic, type_, size = unpack_header(buf, pos)
+            if magic == REQ:
+                request = True
+            elif magic == RES:
+                request = False
+            else:
+                events.append(self._violate(b"", "bad magic"))
+                return events
+            if self.expect_magic is not None and magic != self.expect_magic:
+                events.append(self._violate(b"", _WRONG_MAGIC[request]))
+                return events
+            argc = argc_table[type_] if type_ < 43 else -1
+            if argc < 0:
+                events.append(self._violate(b"", f"unknown packet type {type_}"))
+                return events
+            if size > self.max_packet_size:
+                events.append(
+                    self._violate(
+                        b"ARGUMENT_TOO_LARGE",
+                        f"packet too large (limit {self.max_packet_size} bytes)",
+                    )
+                )
+                self.discard = max(0, pos + HEADER + size - end)
+                return events
+            stop = pos + HEADER + size
+            if stop > end:
+                need = HEADER + size
+                break
+            if argc == 0:
+                args: tuple[bytes, ...] = ()
+            elif argc == 1:
+                args = (buf[pos + HEADER : stop],)
+            else:
+                parts = buf[pos + HEADER : stop].split(b"\0", argc - 1)
+                if len(parts) != argc:
+                    events.append(
+                        self._violate(
+                            b"INVALID_PACKET",
+                            f"{types[type_].name} needs {argc} arguments",  # type: ignore[union-attr,unused-ignore]
+                        )
+                    )
+                    return events
+                args = tuple(parts)
+            events.append(Packet(types[type_], args, request))  # type: ignore[arg-type,unused-ignore]
+            pos = stop
+        if pos < end:
+            rest = buf[pos:] if pos else buf
+            self._chunks = [rest]
+            self._have = len(rest)
+            self._need = need
+        else:
+            self._have = 0
+            self._need = 0
+        return events
+
+    def _violate(self, code: bytes, text: str) -> Violation:
+        self._broken = True
+        self._chunks = []
+        self._have = 0
+        return Violation(code, text)
+
+
+_WRONG_MAGIC = {
+    True: "request magic where response magic was expected",
+    False: "response magic where request magic was expected",
+}
+
+
+def _looks_like_http(line: bytes) -> bool:
+    if not line.startswith(_HTTP_METHODS):
+        return False
+    return b" HTTP/" in line
+$gearsql_source$),
+    ('_gearsql_udf_66061929f3bf', '_clientconn', $gearsql_source$"""The client side of one Gearman connection as a sans-IO state machine (no sockets, no loop).
+
+Requests go in as method calls with an opaque ``token`` the caller chooses (its own object for the
+request), bytes to write come out of :meth:`ClientConnection.data_to_send`, received bytes go in
+through :meth:`ClientConnection.receive_data` and come back as events naming the token.
+
+Matching replies to requests: JOB_CREATED, STATUS_RES, STATUS_RES_UNIQUE, OPTION_RES, ECHO_RES and
+ERROR carry no request id, but a job server answers the requests of one connection in the order
+they were sent (gearmand and gearsql both do), so they are matched first in, first out. WORK_*
+packets carry the job handle and are matched through the handles of foreground jobs.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from dataclasses import dataclass
+from typing import Generic, TypeVar, Union
+
+from .protocol import (
+    REQ,
+    RES,
+    SUBMIT_TYPES,
+    LocalProtocolError,
+    Packet,
+    PacketType,
+    Parser,
+    Priority,
+    Violation,
+)
+from .protocol import pack_request as _pack
+
+__all__ = [
+    "Answer",
+    "ClientConnection",
+    "ClientEvent",
+    "ErrorReply",
+    "JobCreated",
+    "JobDone",
+    "JobUpdate",
+    "Priority",
+    "ProtocolBroken",
+]
+
+T = TypeVar("T")
+P = PacketType
+
+
+#: Which reply answers which request; ERROR may answer any of them.
+REPLY_TO: dict[PacketType, PacketType] = {
+    **{submit: P.JOB_CREATED for submit in SUBMIT_TYPES.values()},
+    P.SUBMIT_JOB_EPOCH: P.JOB_CREATED,
+    P.GET_STATUS: P.STATUS_RES,
+    P.GET_STATUS_UNIQUE: P.STATUS_RES_UNIQUE,
+    P.OPTION_REQ: P.OPTION_RES,
+    P.ECHO_REQ: P.ECHO_RES,
+}
+
+_REQUEST_HEADER = struct.Struct(">4sII").pack
+
+_WORK_UPDATES = frozenset({P.WORK_DATA, P.WORK_WARNING, P.WORK_STATUS})
+_WORK_ENDS = frozenset({P.WORK_COMPLETE, P.WORK_FAIL, P.WORK_EXCEPTION})
+
+
+@dataclass(frozen=True)
+class JobCreated(Generic[T]):
+    """JOB_CREATED answered a submission."""
+
+    token: T
+    handle: bytes
+
+
+@dataclass(frozen=True)
+class JobUpdate(Generic[T]):
+    """WORK_DATA, WORK_WARNING or WORK_STATUS for a foreground job."""
+
+    token: T
+    packet: Packet
+
+
+@dataclass(frozen=True)
+class JobDone(Generic[T]):
+    """WORK_COMPLETE, WORK_FAIL or WORK_EXCEPTION ended a foreground job."""
+
+    token: T
+    packet: Packet
+
+
+@dataclass(frozen=True)
+class Answer(Generic[T]):
+    """STATUS_RES, STATUS_RES_UNIQUE, OPTION_RES or ECHO_RES answered a request."""
+
+    token: T
+    packet: Packet
+
+
+@dataclass(frozen=True)
+class ErrorReply(Generic[T]):
+    """An ERROR packet answered the oldest request (token None when nothing was waiting)."""
+
+    token: T | None
+    code: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ProtocolBroken:
+    """The server broke the protocol; the connection must be closed."""
+
+    reason: str
+
+
+ClientEvent = Union[  # noqa: UP007 (a runtime alias on 3.10)
+    JobCreated[T], JobUpdate[T], JobDone[T], Answer[T], ErrorReply[T], ProtocolBroken
+]
+
+
+class ClientConnection(Generic[T]):
+    """Requests and replies of one client connection to one job server."""
+
+    def __init__(self) -> None:
+        self._parser = Parser(expect_magic=RES)
+        self._out: list[bytes] = []
+        # Requests waiting for their reply, in the order they were sent.
+        self._replies: deque[tuple[PacketType, T, bool]] = deque()
+        # Foreground jobs by handle. A list: two submissions coalesced by unique on this same
+        # connection share one handle.
+        self._jobs: dict[bytes, list[T]] = {}
+        self._broken = False
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def submit(
+        self,
+        token: T,
+        function: bytes,
+        unique: bytes,
+        data: bytes,
+        priority: Priority = Priority.NORMAL,
+        background: bool = False,
+        epoch: int | None = None,
+    ) -> None:
+        """Queue a submission. ``epoch`` (Unix time) makes it a SUBMIT_JOB_EPOCH job, which the
+        protocol defines as background and NORMAL priority only."""
+        if epoch is not None:
+            if not background or priority is not Priority.NORMAL:
+                raise LocalProtocolError("epoch jobs are background jobs of NORMAL priority")
+            type_ = P.SUBMIT_JOB_EPOCH
+            self._out.append(_pack(type_, function, unique, str(int(epoch)).encode(), data))
+        else:
+            type_ = SUBMIT_TYPES[priority, background]
+            # The hot path of every client: framed here rather than by pack_request, with the
+            # same check (only the last argument may hold NUL) and the same bytes.
+            if b"\0" in function or b"\0" in unique:
+                raise LocalProtocolError(
+                    f"only the last argument of {type_.name} may contain NUL bytes"
+                )
+            body = b"\0".join((function, unique, data))
+            self._out.append(_REQUEST_HEADER(REQ, type_, len(body)) + body)
+        self._replies.append((type_, token, background))
+
+    def get_status(self, token: T, handle: bytes) -> None:
+        self._request(token, P.GET_STATUS, handle)
+
+    def get_status_unique(self, token: T, unique: bytes) -> None:
+        self._request(token, P.GET_STATUS_UNIQUE, unique)
+
+    def option(self, token: T, name: bytes) -> None:
+        self._request(token, P.OPTION_REQ, name)
+
+    def echo(self, token: T, data: bytes) -> None:
+        self._request(token, P.ECHO_REQ, data)
+
+    def _request(self, token: T, type_: PacketType, arg: bytes) -> None:
+        self._out.append(_pack(type_, arg))
+        self._replies.append((type_, token, False))
+
+    def forget(self, handle: bytes, token: T) -> None:
+        """Stop delivering WORK_* packets for ``handle`` to ``token`` (its caller gave up)."""
+        tokens = self._jobs.get(handle)
+        if tokens is not None:
+            tokens[:] = [t for t in tokens if t is not token]
+            if not tokens:
+                del self._jobs[handle]
+
+    def data_to_send(self) -> bytes:
+        """The bytes queued by requests since the last call."""
+        if not self._out:
+            return b""
+        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+        self._out.clear()
+        return data
+
+    @property
+    def waiting(self) -> int:
+        """Requests without reply plus foreground jobs without result."""
+        return len(self._replies) + sum(len(tokens) for tokens in self._jobs.values())
+
+    # -- replies ----------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[ClientEvent[T]]:
+        """Feed received bytes; return the events they complete, in order."""
+        if self._broken:
+            return []
+        events: list[ClientEvent[T]] = []
+        for event in self._parser.feed(data):
+            if isinstance(event, Packet):
+                # Request magic from the server is a Violation: the parser expects RES only.
+                self._packet(event, events)
+                if events and isinstance(events[-1], ProtocolBroken):
+                    return events
+            elif isinstance(event, Violation):
+                events.append(self._break(f"bad data from the server: {event.text}"))
+                return events
+            else:
+                events.append(self._break("the server sent a text line on a binary connection"))
+                return events
+        return events
+
+    def _packet(self, packet: Packet, events: list[ClientEvent[T]]) -> None:
+        type_ = packet.type
+        if type_ in _WORK_ENDS:
+            # C gearmand sends WORK_FAIL converted from WORK_EXCEPTION with a stray trailing NUL
+            # after the handle (docs/protocol.md, section 11); the bare handle is the key.
+            for token in self._jobs.pop(packet.args[0].rstrip(b"\0"), ()):
+                events.append(JobDone(token, packet))
+            return
+        if type_ in _WORK_UPDATES:
+            for token in self._jobs.get(packet.args[0].rstrip(b"\0"), ()):
+                events.append(JobUpdate(token, packet))
+            return
+        if type_ == P.ERROR:
+            code = packet.args[0].decode("utf-8", "replace")
+            text = packet.args[1].decode("utf-8", "replace")
+            waiting = self._replies.popleft()[1] if self._replies else None
+            events.append(ErrorReply(waiting, code, text))
+            return
+        if type_ == P.NOOP:  # harmless; some servers send it to every connection
+            return
+        if not self._replies:
+            events.append(self._break(f"unexpected {type_.name} from the server"))
+            return
+        request, token, background = self._replies[0]
+        if REPLY_TO.get(request) != type_:
+            events.append(self._break(f"{type_.name} does not answer {request.name}"))
+            return
+        self._replies.popleft()
+        if type_ == P.JOB_CREATED:
+            handle = packet.args[0]
+            if not background:
+                self._jobs.setdefault(handle, []).append(token)
+            events.append(JobCreated(token, handle))
+        else:
+            events.append(Answer(token, packet))
+
+    def _break(self, reason: str) -> ProtocolBroken:
+        self._broken = True
+        return ProtocolBroken(reason)
+
+    def connection_lost(self) -> list[T]:
+        """Every token still waiting (for a reply or a job result), oldest request first."""
+        tokens = [token for _, token, _ in self._replies]
+        for job_tokens in self._jobs.values():
+            tokens.extend(job_tokens)
+        self._replies.clear()
+        self._jobs.clear()
+        self._broken = True
+        return tokens
+$gearsql_source$),
+    ('_gearsql_udf_66061929f3bf', 'gman', $gearsql_source$"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.
+
+This module runs inside PostgreSQL's PL/Python (the database server's own Python, where gearsql is
+not installed) and, unchanged, in the plpython3u-compatible shim that gives SQLite the same
+functions. It is loaded by ``udf/loader.py`` as a submodule of a private package next to the
+gearsql codec (``protocol``) and the sans-IO client connection (``_clientconn``), so it speaks
+Gearman through the very code the job server and the client library use.
+
+Every function takes ``plpy`` and ``GD`` (the session's global dictionary) from the calling body.
+Per-session state lives in ``GD``: the chosen servers and one cached connection per job server.
+Settings come from the database on every call (``<schema>._gman_settings()`` in PostgreSQL, a
+function only the installing role can change), so an administrator's change applies at once.
+Errors are ``plpy.error`` with a message that names the cause.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+import zlib
+
+from . import _clientconn as cc
+from . import protocol
+
+#: Defaults of the settings (the ``gman_settings`` table in PostgreSQL, ``register()`` keywords
+#: in SQLite). ``servers`` are the job servers this database may reach.
+DEFAULTS = {
+    "servers": "127.0.0.1:4730",
+    "background_mode": "transactional",
+    "connect_timeout": "5",
+    "timeout": "60",
+    "poll_interval": "0.1",
+    # The job server's default maximum packet (64 MiB) less room for the function name, the
+    # unique and the header.
+    "max_workload": "67107840",
+    # TLS to the job servers (docs/security.md): on when 'ssl' is on or any of the files is set.
+    # The paths are the database server's; its operating-system user must be able to read them.
+    "ssl": "off",
+    "ssl_ca_file": "",
+    "ssl_certificate": "",
+    "ssl_key": "",
+}
+_SSL_ON = ("on", "true", "yes", "1")
+_SSL_OFF = ("off", "false", "no", "0", "")
+BACKGROUND_MODES = ("transactional", "immediate")
+DEFAULT_PORT = 4730
+
+_STATE = "gearsql.state"
+_STATIC_SETTINGS = "gearsql.static_settings"
+_DIALECT = "gearsql.dialect"
+
+#: The dead letters of an SQLite outbox: rows no job server will take, moved here by the relay
+#: with the reason (PostgreSQL's ``gman_outbox_dead`` is made by the install).
+SQLITE_DEAD_TABLE = (
+    "CREATE TABLE IF NOT EXISTS gman_outbox_dead ("
+    " id INTEGER PRIMARY KEY, created_at TEXT NOT NULL,"
+    " function BLOB NOT NULL, unique_key BLOB, workload BLOB NOT NULL, priority TEXT NOT NULL,"
+    " reason TEXT NOT NULL,"
+    " dead_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))"
+)
+
+# SQL the library runs through plpy, per database. {schema} is the quoted schema name.
+_SQL = {
+    "postgres": {
+        "settings": "SELECT name, value FROM {schema}._gman_settings()",
+        "interrupts": "SELECT 1",
+        "statement": "SELECT statement_timestamp()::text AS mark",
+        "outbox_state": "SELECT state, detail FROM {schema}._gman_outbox_state($1)",
+        "outbox_state_types": ["bigint"],
+    },
+    "sqlite": {
+        "interrupts": "SELECT 1",
+        "outbox_table": (
+            "CREATE TABLE IF NOT EXISTS gman_outbox ("
+            " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+            " created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),"
+            " function BLOB NOT NULL, unique_key BLOB, workload BLOB NOT NULL,"
+            " priority TEXT NOT NULL CHECK (priority IN ('high', 'normal', 'low')))"
+        ),
+        "outbox": (
+            "INSERT INTO gman_outbox (function, unique_key, workload, priority)"
+            " VALUES (?, ?, ?, ?) RETURNING id"
+        ),
+        "outbox_types": [],
+        "outbox_state": (
+            "SELECT 'pending' AS state, 'in the outbox since ' || created_at AS detail"
+            " FROM gman_outbox WHERE id = ?"
+        ),
+        "dead_state": (
+            "SELECT 'dead' AS state,"
+            " reason || ' (moved to gman_outbox_dead at ' || dead_at || ')' AS detail"
+            " FROM gman_outbox_dead WHERE id = ?"
+        ),
+        "tables": (
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+            " AND name IN ('gman_outbox', 'gman_outbox_dead')"
+        ),
+        "outbox_state_types": [],
+    },
+}
+
+
+class _Lost(Exception):
+    """The connection to a job server broke (or was found dead)."""
+
+
+class _Timeout(Exception):
+    pass
+
+
+# ------------------------------------------------------------------------------ arguments
+
+
+#: The SQLSTATE of each kind of failure (docs/design.md has the table). GM... is gearsql's own
+#: class; the others are PostgreSQL's standard codes that mean the same.
+UNREACHABLE = "GM001"  # no job server could be reached, or the connection was lost
+TIMEOUT = "GM002"  # no answer or result within the 'timeout' setting
+WORK_FAIL = "GM003"  # the worker failed the job (WORK_FAIL)
+WORK_EXCEPTION = "GM004"  # the worker raised an exception (WORK_EXCEPTION)
+REFUSED = "GM005"  # the job server refused the job (too large, bad name)
+BAD_SETTING = "GM006"  # a setting an administrator must fix
+BAD_ARGUMENT = "22023"  # invalid_parameter_value: a bad argument, or a workload too large
+BAD_RESULT = "22021"  # character_not_in_repertoire: a result text cannot hold
+NOT_AN_INTEGER = "22P02"  # invalid_text_representation: gman_sum got a result not a number
+NOT_ALLOWED = "42501"  # insufficient_privilege: a job server outside the allowed ones
+
+
+def _fail(plpy, message, detail=None, hint=None, sqlstate=BAD_ARGUMENT):
+    fields = {"sqlstate": sqlstate}
+    if detail is not None:
+        fields["detail"] = detail
+    if hint is not None:
+        fields["hint"] = hint
+    plpy.error(message, **fields)
+    raise AssertionError("plpy.error returned")  # plpy.error always raises
+
+
+def _as_bytes(value):
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (int, float)):  # SQLite passes numbers as they are stored
+        return str(value).encode("ascii")
+    return bytes(value)
+
+
+def _function(plpy, name, function):
+    if function is None:
+        _fail(plpy, f"{name}: the function name is NULL")
+    raw = _as_bytes(function)
+    problem = protocol.check_function_name(raw)
+    if problem is protocol.ArgumentProblem.FUNCTION_TOO_LARGE:
+        _fail(
+            plpy,
+            f"{name}: the function name is longer than "
+            f"{protocol.MAX_FUNCTION_NAME} bytes ({len(raw)} bytes)",
+        )
+    if problem is protocol.ArgumentProblem.FUNCTION_HAS_NUL:
+        _fail(plpy, f"{name}: the function name contains a NUL byte, the protocol's separator")
+    if problem is protocol.ArgumentProblem.FUNCTION_EMPTY:
+        _fail(plpy, f"{name}: the function name is empty")
+    return raw
+
+
+def _unique(plpy, name, unique):
+    if unique is None:
+        return b""
+    raw = _as_bytes(unique)
+    problem = protocol.check_unique(raw)
+    if problem is protocol.ArgumentProblem.UNIQUE_TOO_LARGE:
+        _fail(
+            plpy,
+            f"{name}: the unique id is longer than {protocol.MAX_UNIQUE} bytes ({len(raw)} bytes)",
+        )
+    if problem is protocol.ArgumentProblem.UNIQUE_HAS_NUL:
+        _fail(plpy, f"{name}: the unique id contains a NUL byte, the protocol's separator")
+    return raw
+
+
+def _workload(plpy, name, workload):
+    if workload is None:
+        _fail(plpy, f"{name}: the workload is NULL")
+    return _as_bytes(workload)
+
+
+def _check_size(plpy, GD, schema, name, data, settings):
+    """Refuse a workload above the ``max_workload`` setting before it goes anywhere: a job
+    server would refuse its packet (and close the connection), or the relay could never
+    submit its outbox row."""
+    limit = settings["max_workload"]
+    if limit and len(data) > limit:
+        _fail(
+            plpy,
+            f"{name}: the workload is {len(data)} bytes, more than the max_workload "
+            f"setting ({limit} bytes)",
+            hint="a job server refuses a packet above its maximum size; pass a reference to "
+            "the data (a key, a path) instead, or an administrator raises max_workload"
+            + _where(GD, schema)
+            + " and the job server's limit together",
+        )
+
+
+def _result(plpy, name, data, binary):
+    """A worker's result as the SQL function returns it: NULL when empty, bytes for a binary
+    workload, text (UTF-8) for a text one."""
+    if not data:
+        return None
+    if binary:
+        return data
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        _fail(
+            plpy,
+            f"{name}: the worker's result is not UTF-8 text",
+            hint="pass the workload as bytea/BLOB to get the result as bytes",
+            sqlstate=BAD_RESULT,
+        )
+    if "\0" in text:
+        _fail(
+            plpy,
+            f"{name}: the worker's result contains a NUL byte, which text cannot hold",
+            hint="pass the workload as bytea/BLOB to get the result as bytes",
+            sqlstate=BAD_RESULT,
+        )
+    return text
+
+
+# ------------------------------------------------------------------------------- settings
+
+
+def _quote_ident(name):
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _dialect(GD):
+    return GD.get(_DIALECT, "postgres")
+
+
+def _sql(GD, key, schema):
+    return _SQL[_dialect(GD)][key].replace("{schema}", _quote_ident(schema))
+
+
+def _where(GD, schema):
+    if _dialect(GD) == "postgres":
+        return f" (table {schema}.gman_settings)"
+    return " (gearsql.sqlite.register(..., servers=...))"
+
+
+def _settings(plpy, GD, schema):
+    static = GD.get(_STATIC_SETTINGS)
+    if static is not None:
+        values = dict(static)
+    else:
+        values = dict(DEFAULTS)
+        for row in plpy.execute(_sql(GD, "settings", schema)):
+            values[row["name"]] = row["value"]
+    try:
+        settings = {
+            "servers": parse_servers(values["servers"]),
+            "background_mode": values["background_mode"],
+            "connect_timeout": float(values["connect_timeout"]),
+            "timeout": float(values["timeout"]),
+            "poll_interval": float(values["poll_interval"]),
+            "max_workload": int(values.get("max_workload") or 0),
+            "tls": _tls_context(GD, values),
+        }
+    except (ValueError, OSError) as exc:
+        _fail(
+            plpy,
+            f"gearsql: bad setting: {exc}",
+            hint="an administrator fixes it" + _where(GD, schema),
+            sqlstate=BAD_SETTING,
+        )
+    if settings["background_mode"] not in BACKGROUND_MODES:
+        _fail(
+            plpy,
+            f"gearsql: bad setting background_mode={settings['background_mode']!r}",
+            hint="it is 'transactional' or 'immediate'",
+            sqlstate=BAD_SETTING,
+        )
+    return settings
+
+
+def _tls_context(GD, values):
+    """The SSLContext the settings ask for (None: plaintext), made once per session and
+    settings; ValueError or OSError when a file cannot be used."""
+    switch = str(values.get("ssl") or "").strip().lower()
+    files = tuple(
+        str(values.get(name) or "") for name in ("ssl_ca_file", "ssl_certificate", "ssl_key")
+    )
+    if switch not in _SSL_ON + _SSL_OFF:
+        raise ValueError(f"ssl={switch!r} (it is on or off)")
+    if switch not in _SSL_ON and not any(files):
+        return None
+    import ssl  # here, not at the top: importing ssl costs a new backend's first call ~25 ms
+
+    cache = GD.setdefault("gearsql.tls", {})
+    context = cache.get(files)
+    if context is None:
+        ca_file, certificate, key = files
+        if key and not certificate:
+            raise ValueError("ssl_key is set but ssl_certificate is not")
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            if ca_file:
+                context.load_verify_locations(cafile=ca_file)
+            if certificate:
+                context.load_cert_chain(certificate, key or None)
+        except ssl.SSLError as exc:
+            raise ValueError(f"ssl_ca_file/ssl_certificate/ssl_key: {exc.reason or exc}") from None
+        except OSError as exc:
+            raise OSError(f"cannot read {exc.filename}: {exc.strerror or exc}") from None
+        cache.clear()
+        cache[files] = context
+    return context
+
+
+def parse_servers(text):
+    """``[(host, port)]`` from ``"host[:port],..."``; ValueError names a bad entry."""
+    servers = []
+    for item in str(text).split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, port = item, DEFAULT_PORT
+        if item.startswith("["):
+            end = item.find("]")
+            if end < 0:
+                raise ValueError(f"bad job server address {item!r}")
+            host, rest = item[1:end], item[end + 1 :]
+            if rest:
+                if not rest.startswith(":") or not rest[1:].isdigit():
+                    raise ValueError(f"bad job server address {item!r}")
+                port = int(rest[1:])
+        elif item.count(":") == 1:
+            host, _, port_text = item.partition(":")
+            if not port_text.isdigit():
+                raise ValueError(f"bad job server address {item!r}")
+            port = int(port_text)
+        if not host or not 0 < port < 65536:
+            raise ValueError(f"bad job server address {item!r}")
+        if (host, port) not in servers:
+            servers.append((host, port))
+    if not servers:
+        raise ValueError("the job server list is empty")
+    return servers
+
+
+def _format(address):
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _Session:
+    """What one database session keeps between calls, per schema: the servers it chose and its
+    connections."""
+
+    def __init__(self):
+        self.chosen = None
+        self.links = {}
+        self.next_server = 0
+        self.sums = {}
+        self.sum_counter = 0
+
+
+def _session(GD, schema):
+    sessions = GD.setdefault(_STATE, {})
+    session = sessions.get(schema)
+    if session is None:
+        session = sessions[schema] = _Session()
+    return session
+
+
+def _targets(plpy, GD, schema, settings, name):
+    """The job servers to use: those chosen with gman_servers_set that are still allowed, else
+    every allowed one."""
+    allowed = settings["servers"]
+    chosen = _session(GD, schema).chosen
+    if chosen:
+        targets = [address for address in chosen if address in allowed]
+        if not targets:
+            _fail(
+                plpy,
+                f"{name}: none of the job servers chosen with gman_servers_set is allowed any more",
+                detail="allowed: " + ", ".join(map(_format, allowed)),
+                sqlstate=NOT_ALLOWED,
+            )
+        return targets
+    return allowed
+
+
+def servers_set(plpy, GD, schema, servers):
+    """gman_servers_set: choose, for this session, among the job servers the settings allow."""
+    name = "gman_servers_set"
+    if servers is None:
+        _fail(plpy, f"{name}: the server list is NULL")
+    settings = _settings(plpy, GD, schema)
+    try:
+        wanted = parse_servers(servers)
+    except ValueError as exc:
+        _fail(plpy, f"{name}: {exc}")
+    allowed = settings["servers"]
+    refused = [address for address in wanted if address not in allowed]
+    if refused:
+        _fail(
+            plpy,
+            f"{name}: job server {_format(refused[0])} is not allowed",
+            detail="allowed: " + ", ".join(map(_format, allowed)),
+            hint="an administrator lists the job servers this database may reach in the "
+            "'servers' setting" + _where(GD, schema),
+            sqlstate=NOT_ALLOWED,
+        )
+    session = _session(GD, schema)
+    for address in list(session.links):
+        if address not in wanted:
+            session.links.pop(address).close()
+    session.chosen = wanted
+    return True
+
+
+# ---------------------------------------------------------------------------- connections
+
+
+class _Link:
+    """One connection to one job server: a socket driving a sans-IO ClientConnection."""
+
+    def __init__(self, address, connect_timeout, tls=None):
+        self.address = address
+        self.name = _format(address)
+        self.core = cc.ClientConnection()
+        self.timeout = connect_timeout
+        self.sock = socket.create_connection(address, timeout=connect_timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        self.sock.settimeout(connect_timeout)
+        #: With TLS, the socket is an SSLSocket: the handshake happens here, within the timeout.
+        self.tls = tls is not None
+        if tls is not None:
+            try:
+                self.sock = tls.wrap_socket(self.sock, server_hostname=address[0])
+            except BaseException:
+                self.sock.close()
+                raise
+        self.fresh = True
+        # Events that arrived together with an awaited one (a fast worker's WORK_COMPLETE in the
+        # same read as JOB_CREATED) and belong to the next wait.
+        self.backlog = []
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def looks_alive(self):
+        """False when the server closed this (cached) connection, e.g. because it restarted."""
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+            if not readable:
+                return True
+            if self.tls:
+                # A TLS record without application data (a session ticket) is not a sign.
+                return self._recv_nowait() is None
+            # Nothing is expected while idle: EOF, a reset, or stray bytes all mean "start over".
+            return False
+        except (OSError, ValueError):
+            return False
+
+    def _recv_nowait(self):
+        """TLS only: the application data that can be read now, or None when the records that
+        arrived held none."""
+        import ssl  # loaded already: a TLS link exists
+
+        self.sock.setblocking(False)
+        try:
+            return self.sock.recv(262144)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return None
+        finally:
+            self.sock.settimeout(self.timeout)
+
+    def send(self):
+        data = self.core.data_to_send()
+        if data:
+            try:
+                self.sock.sendall(data)
+            except OSError as exc:
+                raise _Lost(str(exc)) from None
+
+    def receive(self, timeout):
+        """Events from whatever arrives within ``timeout`` seconds ([] when nothing did)."""
+        if not (self.tls and self.sock.pending()):
+            readable, _, _ = select.select([self.sock], [], [], timeout)
+            if not readable:
+                return []
+        try:
+            data = self._recv_nowait() if self.tls else self.sock.recv(262144)
+        except OSError as exc:
+            raise _Lost(str(exc)) from None
+        if data is None:
+            return []
+        if not data:
+            raise _Lost("the job server closed the connection")
+        events = self.core.receive_data(data)
+        for event in events:
+            if isinstance(event, cc.ProtocolBroken):
+                raise _Lost(event.reason)
+        return events
+
+
+class _Waiter:
+    """Waits in short slices so that a query cancel or statement timeout stops the wait: between
+    slices a cheap statement runs, and the database raises its cancel error there."""
+
+    def __init__(self, plpy, GD, schema, settings, name):
+        self.plpy = plpy
+        self.GD = GD
+        self.schema = schema
+        self.name = name
+        self.poll = max(0.01, settings["poll_interval"])
+        self.timeout = settings["timeout"]
+        # A call that waits more than once (gman_map) sets one deadline for all its waits.
+        self.deadline = settings.get("deadline") or time.monotonic() + self.timeout
+        self.checked = time.monotonic()
+
+    def check_interrupts(self):
+        key = "gearsql.plan.interrupts"
+        plan = self.GD.get(key)
+        if plan is None:
+            plan = self.GD[key] = self.plpy.prepare(_sql(self.GD, "interrupts", self.schema))
+        self.plpy.execute(plan)
+        self.checked = time.monotonic()
+
+    def events(self, link):
+        now = time.monotonic()
+        if now >= self.deadline:
+            raise _Timeout()
+        if now - self.checked >= self.poll:
+            self.check_interrupts()
+        return link.receive(min(self.poll, self.deadline - now))
+
+
+def _connect(plpy, GD, schema, settings, address):
+    session = _session(GD, schema)
+    link = session.links.get(address)
+    if link is not None:
+        if link.looks_alive() and link.core.waiting == 0 and not link.backlog:
+            link.fresh = False
+            return link
+        session.links.pop(address, None)
+        link.close()
+    link = _Link(address, settings["connect_timeout"], settings["tls"])
+    try:
+        # Ask for WORK_EXCEPTION so a worker's exception text reaches SQL; a server that refuses
+        # the option still works (the exception then arrives as WORK_FAIL).
+        link.core.option("exceptions", b"exceptions")
+        link.send()
+        waiter = _Waiter(plpy, GD, schema, settings, "connect")
+        waiter.deadline = time.monotonic() + settings["connect_timeout"]
+        answered = False
+        while not answered:
+            for event in waiter.events(link):
+                if isinstance(event, (cc.Answer, cc.ErrorReply)) and event.token == "exceptions":
+                    answered = True
+    except BaseException:
+        link.close()
+        raise
+    session.links[address] = link
+    return link
+
+
+def _drop(GD, schema, link):
+    session = _session(GD, schema)
+    if session.links.get(link.address) is link:
+        del session.links[link.address]
+    link.close()
+
+
+def _order(GD, schema, targets, unique):
+    """Servers to try, in order: a unique picks its server by hash so that the same unique always
+    reaches the same server and coalesces; without one, spread round-robin."""
+    if len(targets) == 1:
+        return list(targets)
+    if unique:
+        start = zlib.crc32(unique) % len(targets)
+    else:
+        session = _session(GD, schema)
+        start = session.next_server % len(targets)
+        session.next_server += 1
+    return targets[start:] + targets[:start]
+
+
+def _submit(plpy, GD, schema, settings, name, requests, unique=b""):
+    """Send ``requests`` (a list of (token, function, unique, data, Priority, background)) on one
+    connection and wait for every JOB_CREATED. Returns (link, {token: handle}).
+
+    A cached connection found dead (the job server restarted) is replaced once; a server that
+    cannot be reached makes the next allowed one be tried. Errors are plpy.error.
+    """
+    targets = _targets(plpy, GD, schema, settings, name)
+    errors = []
+    for address in _order(GD, schema, targets, unique):
+        for attempt in (0, 1):
+            try:
+                link = _connect(plpy, GD, schema, settings, address)
+            except _Timeout:
+                errors.append(
+                    f"{_format(address)}: no answer within {settings['connect_timeout']:g} s"
+                )
+                _session(GD, schema).links.pop(address, None)
+                break
+            except (OSError, _Lost) as exc:
+                errors.append(f"{_format(address)}: {_reason(exc)}")
+                _session(GD, schema).links.pop(address, None)
+                break
+            try:
+                return link, _send_and_confirm(plpy, GD, schema, settings, name, link, requests)
+            except _Lost as exc:
+                _drop(GD, schema, link)
+                if link.fresh or attempt == 1:
+                    if _reachable(address, settings):
+                        _refused_on_size(plpy, name, link, requests, exc)
+                    errors.append(f"{link.name}: {exc}")
+                    break
+                # A cached connection that broke before JOB_CREATED: reconnect once.
+            except BaseException:
+                _drop(GD, schema, link)
+                raise
+    _fail(
+        plpy,
+        f"{name}: cannot reach a job server",
+        detail="; ".join(errors),
+        hint="check that the job server runs and is listed in the 'servers' setting",
+        sqlstate=UNREACHABLE,
+    )
+
+
+def _packet_bytes(requests):
+    """The size of the largest submission packet of ``requests``."""
+    return max(
+        12 + len(function) + len(unique) + len(data) + 2
+        for _token, function, unique, data, _priority, _background in requests
+    )
+
+
+def _reachable(address, settings):
+    """Whether the job server accepts a new connection (it closed ours for another reason
+    than being down)."""
+    try:
+        probe = socket.create_connection(address, timeout=settings["connect_timeout"])
+    except OSError:
+        return False
+    try:
+        if settings["tls"] is not None:
+            # A TLS server would log a plaintext probe as a refused client.
+            probe = settings["tls"].wrap_socket(probe, server_hostname=address[0])
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def _refused_on_size(plpy, name, link, requests, exc):
+    """A job server that is up and closed the connection while taking a job did so because of
+    the job: gearsql's and gearmand's servers close it after a packet above their maximum size
+    (the ERROR before the close is lost when the reset overtakes it). Say so; the caller's
+    generic error follows for small packets, where the size cannot be the cause."""
+    size = _packet_bytes(requests)
+    if size > 1024 * 1024:
+        _fail(
+            plpy,
+            f"{name}: the job server {link.name} closed the connection while taking a "
+            f"job of {size} bytes ({exc}); it is up, so the job is most likely larger than "
+            "its maximum packet size",
+            hint="set the max_workload setting to the job server's limit (gearsql server "
+            "--max-packet-size) to be told before anything is sent; pass a reference to the "
+            "data instead of the data",
+            sqlstate=REFUSED,
+        )
+
+
+def _reason(exc):
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.timeout):
+        return "connect timed out"
+    return str(exc) or type(exc).__name__
+
+
+def _send_and_confirm(plpy, GD, schema, settings, name, link, requests):
+    for token, function, unique, data, priority, background in requests:
+        link.core.submit(token, function, unique, data, priority, background)
+    link.send()
+    handles = {}
+    waiter = _Waiter(plpy, GD, schema, settings, name)
+    try:
+        while len(handles) < len(requests):
+            for event in waiter.events(link):
+                if isinstance(event, cc.JobCreated):
+                    handles[event.token] = event.handle
+                elif not isinstance(event, cc.ErrorReply):
+                    link.backlog.append(event)
+                else:
+                    _drop(GD, schema, link)
+                    why = ""
+                    if event.code == "ARGUMENT_TOO_LARGE":
+                        why = (
+                            f" (a packet of {_packet_bytes(requests)} bytes: more than the "
+                            "server's maximum packet size)"
+                        )
+                    _fail(
+                        plpy,
+                        f"{name}: the job server {link.name} refused the job: "
+                        f"{event.code} {event.text}".rstrip()
+                        + why,
+                        sqlstate=REFUSED,
+                    )
+    except _Timeout:
+        _drop(GD, schema, link)
+        _fail(
+            plpy,
+            f"{name}: the job server {link.name} did not confirm the job within "
+            f"{settings['timeout']:g} s",
+            sqlstate=TIMEOUT,
+        )
+    return handles
+
+
+def _results(plpy, GD, schema, settings, name, link, handles):
+    """Wait for every foreground job of ``handles`` to end; {token: result bytes}.
+
+    On any error (including a query cancel) the connection is closed, which tells the job server
+    the client left: jobs not yet started are dropped, and no stale result can reach a later call.
+    """
+    results = {}
+    pieces = {token: [] for token in handles}
+    waiter = _Waiter(plpy, GD, schema, settings, name)
+    try:
+        while len(results) < len(handles):
+            if link.backlog:
+                events, link.backlog = link.backlog, []
+            else:
+                events = waiter.events(link)
+            for event in events:
+                if isinstance(event, cc.JobUpdate):
+                    if event.packet.type == protocol.PacketType.WORK_DATA:
+                        pieces[event.token].append(event.packet.args[1])
+                elif isinstance(event, cc.JobDone):
+                    packet = event.packet
+                    handle = handles[event.token].decode("utf-8", "replace")
+                    if packet.type == protocol.PacketType.WORK_COMPLETE:
+                        pieces[event.token].append(packet.args[1])
+                        results[event.token] = b"".join(pieces[event.token])
+                    elif packet.type == protocol.PacketType.WORK_EXCEPTION:
+                        text = packet.args[1].decode("utf-8", "replace")
+                        _fail(
+                            plpy,
+                            f"{name}: the worker raised an exception in job {handle}: {text}",
+                            sqlstate=WORK_EXCEPTION,
+                        )
+                    else:
+                        _fail(
+                            plpy,
+                            f"{name}: the worker failed job {handle} (WORK_FAIL)",
+                            sqlstate=WORK_FAIL,
+                        )
+    except _Timeout:
+        _drop(GD, schema, link)
+        _fail(
+            plpy,
+            f"{name}: no result within {settings['timeout']:g} s (the 'timeout' "
+            f"setting) from {link.name}",
+            hint="is a worker registered for the function?",
+            sqlstate=TIMEOUT,
+        )
+    except _Lost as exc:
+        _drop(GD, schema, link)
+        _fail(
+            plpy,
+            f"{name}: lost the connection to {link.name} while waiting: {exc}",
+            sqlstate=UNREACHABLE,
+        )
+    except BaseException:
+        _drop(GD, schema, link)
+        raise
+    return results
+
+
+# ------------------------------------------------------------------------------ functions
+
+
+def do(plpy, GD, schema, name, priority, function, workload, unique=None):
+    """gman_do, gman_do_high, gman_do_low: run a job and return its result (NULL if empty).
+    ``priority`` is the word (``high``, ``normal``, ``low``)."""
+    level = protocol.Priority.from_word(priority)
+    fn = _function(plpy, name, function)
+    uq = _unique(plpy, name, unique)
+    data = _workload(plpy, name, workload)
+    settings = _settings(plpy, GD, schema)
+    _check_size(plpy, GD, schema, name, data, settings)
+    link, handles = _submit(plpy, GD, schema, settings, name, [(0, fn, uq, data, level, False)], uq)
+    results = _results(plpy, GD, schema, settings, name, link, handles)
+    return _result(plpy, name, results[0], not isinstance(workload, str))
+
+
+def do_background(plpy, GD, schema, name, priority, function, workload, unique=None):
+    """gman_do*_background: start a job; immediate mode returns its handle, transactional mode
+    writes an outbox row in the caller's transaction and returns ``outbox:<id>``. (PostgreSQL
+    runs the transactional mode in PL/pgSQL, see gearsql/bridges/postgres.py, and calls
+    :func:`submit_background` for the immediate one.)"""
+    return _background(plpy, GD, schema, name, priority, function, workload, unique, True)
+
+
+def submit_background(plpy, GD, schema, name, priority, function, workload, unique=None):
+    """Submit a background job now, whatever the mode, and return its handle."""
+    return _background(plpy, GD, schema, name, priority, function, workload, unique, False)
+
+
+def _background(plpy, GD, schema, name, priority, function, workload, unique, outbox):
+    level = protocol.Priority.from_word(priority)
+    fn = _function(plpy, name, function)
+    uq = _unique(plpy, name, unique)
+    data = _workload(plpy, name, workload)
+    settings = _settings(plpy, GD, schema)
+    _check_size(plpy, GD, schema, name, data, settings)
+    if outbox and settings["background_mode"] == "transactional":
+        return _outbox(plpy, GD, schema, fn, uq, data, level)
+    _link, handles = _submit(plpy, GD, schema, settings, name, [(0, fn, uq, data, level, True)], uq)
+    return handles[0].decode("utf-8", "replace")
+
+
+def _outbox(plpy, GD, schema, function, unique, data, priority):
+    if _dialect(GD) == "sqlite":
+        # Every time: a table created inside a transaction that rolled back is gone again.
+        plpy.execute(_sql(GD, "outbox_table", schema))
+    key = "gearsql.plan.outbox." + schema
+    plan = GD.get(key)
+    if plan is None:
+        plan = GD[key] = plpy.prepare(
+            _sql(GD, "outbox", schema), _SQL[_dialect(GD)]["outbox_types"]
+        )
+    rows = plpy.execute(plan, [function, unique or None, data, priority.word])
+    return f"outbox:{rows[0]['id']}"
+
+
+def _outbox_status(plpy, GD, schema, name, outbox_id):
+    """The status of ``outbox:<id>``, from the database alone: pending (still in the outbox),
+    dead (in gman_outbox_dead, with the reason), else submitted."""
+    status = {
+        "known": False,
+        "running": False,
+        "numerator": None,
+        "denominator": None,
+        "state": "submitted",
+        "detail": "no longer in the outbox: the relay submitted it (or the transaction "
+        "that wrote it never committed)",
+    }
+    queries = ["outbox_state"]
+    if _dialect(GD) == "sqlite":
+        tables = {row["name"] for row in plpy.execute(_SQL["sqlite"]["tables"])}
+        queries = [
+            query
+            for query, table in (
+                ("outbox_state", "gman_outbox"),
+                ("dead_state", "gman_outbox_dead"),
+            )
+            if table in tables
+        ]
+    for query in queries:
+        key = f"gearsql.plan.{query}.{schema}"
+        plan = GD.get(key)
+        if plan is None:
+            plan = GD[key] = plpy.prepare(
+                _sql(GD, query, schema), _SQL[_dialect(GD)]["outbox_state_types"]
+            )
+        for row in plpy.execute(plan, [outbox_id]):
+            status["state"] = row["state"]
+            status["detail"] = row["detail"]
+            status["known"] = row["state"] == "pending"
+            return status
+    return status
+
+
+def job_status(plpy, GD, schema, handle):
+    """gman_job_status: (known, running, numerator, denominator, state, detail) of a job
+    handle, asked of each job server in turn until one knows it; ``state`` is ``running``,
+    ``queued`` or ``unknown``. For ``outbox:<id>`` (a transactional background call) the
+    database answers: ``pending``, ``dead`` (``detail``: why) or ``submitted``."""
+    name = "gman_job_status"
+    if handle is None:
+        _fail(plpy, f"{name}: the job handle is NULL")
+    raw = _as_bytes(handle)
+    if not raw or b"\0" in raw or len(raw) > protocol.MAX_HANDLE:
+        _fail(plpy, f"{name}: {handle!r} is not a job handle")
+    if raw.startswith(b"outbox:") and raw[7:].isdigit():
+        return _outbox_status(plpy, GD, schema, name, int(raw[7:]))
+    settings = _settings(plpy, GD, schema)
+    status = {
+        "known": False,
+        "running": False,
+        "numerator": None,
+        "denominator": None,
+        "state": "unknown",
+        "detail": None,
+    }
+    errors = []
+    for address in _targets(plpy, GD, schema, settings, name):
+        try:
+            link = _connect(plpy, GD, schema, settings, address)
+        except (OSError, _Lost, _Timeout) as exc:
+            errors.append(f"{_format(address)}: {_reason(exc)}")
+            continue
+        link.core.get_status("status", raw)
+        waiter = _Waiter(plpy, GD, schema, settings, name)
+        try:
+            link.send()
+            answer = None
+            while answer is None:
+                for event in waiter.events(link):
+                    if isinstance(event, (cc.Answer, cc.ErrorReply)):
+                        answer = event
+        except (_Lost, _Timeout) as exc:
+            _drop(GD, schema, link)
+            errors.append(f"{link.name}: {_reason(exc)}")
+            continue
+        except BaseException:
+            _drop(GD, schema, link)
+            raise
+        if isinstance(answer, cc.ErrorReply):
+            errors.append(f"{link.name}: {answer.code} {answer.text}")
+            continue
+        _, known, running, numerator, denominator = answer.packet.args
+        if known == b"1":
+            return {
+                "known": True,
+                "running": running == b"1",
+                "numerator": _int_or_none(numerator),
+                "denominator": _int_or_none(denominator),
+                "state": "running" if running == b"1" else "queued",
+                "detail": link.name,
+            }
+    if errors and len(errors) == len(_targets(plpy, GD, schema, settings, name)):
+        _fail(
+            plpy,
+            f"{name}: cannot reach a job server",
+            detail="; ".join(errors),
+            sqlstate=UNREACHABLE,
+        )
+    return status
+
+
+def _int_or_none(raw):
+    try:
+        return int(raw)
+    except ValueError:
+        return None
+
+
+# ------------------------------------------------------------------------------- gman_sum
+
+
+def sum_step(plpy, GD, schema, state, function, workload):
+    """gman_sum's transition: remember one task per row (all are submitted at the final step).
+
+    The tasks are kept in GD under a number that is the aggregate's state, because a list passed
+    through SQL as the state would be copied on every row.
+    """
+    name = "gman_sum"
+    fn = _function(plpy, name, function)
+    data = _workload(plpy, name, workload)
+    session = _session(GD, schema)
+    if state is None or state not in session.sums:
+        mark = _statement_mark(plpy, GD)
+        # Tasks of aggregates that never reached their final step (the statement failed) are
+        # dropped when a later statement starts a new one.
+        for key in [key for key, (m, _) in session.sums.items() if m != mark]:
+            del session.sums[key]
+        session.sum_counter += 1
+        state = session.sum_counter
+        session.sums[state] = (mark, [])
+    session.sums[state][1].append((fn, data))
+    return state
+
+
+def _statement_mark(plpy, GD):
+    if _dialect(GD) != "postgres":
+        return None
+    return plpy.execute(_SQL["postgres"]["statement"])[0]["mark"]
+
+
+def sum_final(plpy, GD, schema, state):
+    """gman_sum's final step: submit every task at once, wait for all, add the integer results.
+    NULL over no rows, like sum()."""
+    name = "gman_sum"
+    if state is None:
+        return None
+    entry = _session(GD, schema).sums.pop(state, None)
+    if entry is None:
+        _fail(plpy, f"{name}: the tasks of this aggregate were lost", sqlstate=UNREACHABLE)
+    tasks = entry[1]
+    if not tasks:
+        return None
+    settings = _settings(plpy, GD, schema)
+    for _fn, data in tasks:
+        _check_size(plpy, GD, schema, name, data, settings)
+    normal = protocol.Priority.NORMAL
+    requests = [(index, fn, b"", data, normal, False) for index, (fn, data) in enumerate(tasks)]
+    link, handles = _submit(plpy, GD, schema, settings, name, requests)
+    results = _results(plpy, GD, schema, settings, name, link, handles)
+    total = 0
+    for index in range(len(tasks)):
+        raw = results[index].strip()
+        if not raw:
+            continue
+        try:
+            total += int(raw)
+        except ValueError:
+            _fail(
+                plpy,
+                f"{name}: a worker's result is not an integer: "
+                f"{raw[:40].decode('utf-8', 'replace')!r}",
+                sqlstate=NOT_AN_INTEGER,
+            )
+    return total
+
+
+# ------------------------------------------------------------------------------- gman_map
+
+
+def map_jobs(plpy, GD, schema, name, function, workloads):
+    """gman_map: one foreground job per workload, all submitted at once on the session's
+    connection and run concurrently; their results in the order of the workloads (NULL for an
+    empty one). PostgreSQL passes an array (text or bytea: the results follow) and gets the
+    rows of a set-returning function; SQLite passes a JSON array of text and gets one back. A
+    failed job fails the call; the 'timeout' setting bounds the whole call."""
+    fn = _function(plpy, name, function)
+    sqlite = _dialect(GD) == "sqlite"
+    if workloads is None:
+        _fail(plpy, f"{name}: the workloads are NULL")
+    items = _json_workloads(plpy, name, workloads) if sqlite else workloads
+    datas = []
+    for position, item in enumerate(items, 1):
+        if item is None:
+            _fail(plpy, f"{name}: workload {position} is NULL")
+        if isinstance(item, (list, dict, bool)):
+            what = "an array of workloads of one dimension" if not sqlite else "a JSON array"
+            _fail(plpy, f"{name}: workload {position} is not text: pass {what}")
+        datas.append(_as_bytes(item))
+    if not datas:
+        return "[]" if sqlite else []
+    settings = _settings(plpy, GD, schema)
+    for position, data in enumerate(datas, 1):
+        _check_size(plpy, GD, schema, f"{name} (workload {position})", data, settings)
+    settings["deadline"] = time.monotonic() + settings["timeout"]
+    normal = protocol.Priority.NORMAL
+    requests = [(index, fn, b"", data, normal, False) for index, data in enumerate(datas)]
+    link, handles = _submit(plpy, GD, schema, settings, name, requests)
+    results = _results(plpy, GD, schema, settings, name, link, handles)
+    if not sqlite:
+        binary = not isinstance(items[0], str)
+        return [_result(plpy, name, results[index], binary) for index in range(len(datas))]
+    import json
+
+    texts = []
+    for index in range(len(datas)):
+        try:
+            texts.append(results[index].decode("utf-8") if results[index] else None)
+        except UnicodeDecodeError:
+            _fail(
+                plpy,
+                f"{name}: the worker's result {index + 1} is not UTF-8 text",
+                hint="gman_map returns text in SQLite; call gman_do with a BLOB workload on "
+                "each row for bytes",
+                sqlstate=BAD_RESULT,
+            )
+    return json.dumps(texts, ensure_ascii=False)
+
+
+def _json_workloads(plpy, name, workloads):
+    """The workloads of an SQLite gman_map: a JSON array (text)."""
+    import json
+
+    items = None
+    if isinstance(workloads, str):
+        try:
+            items = json.loads(workloads)
+        except ValueError:
+            pass
+    if not isinstance(items, list):
+        _fail(
+            plpy,
+            f"{name}: the workloads are not a JSON array",
+            hint="pass json_array(...) or (SELECT json_group_array(x) FROM t)",
+        )
+    return items
+
+
+def status_json(status):
+    """The status as JSON text, for databases whose functions return one value (SQLite)."""
+    import json  # here: a PostgreSQL backend's first call should not pay for it
+
+    return json.dumps(status, sort_keys=True)
+
+
+def close_all(GD):
+    """Close every cached job server connection of this session (the host database's session
+    ends; PostgreSQL needs no call, its backend exits)."""
+    for session in GD.get(_STATE, {}).values():
+        for link in session.links.values():
+            link.close()
+        session.links.clear()
+$gearsql_source$),
+    ('_gearsql_udf_66061929f3bf', 'loader', $gearsql_source$"""Loads the udf library from source text into a private package of this Python process.
+
+Runs inside PostgreSQL's PL/Python (as the body of ``_gman_load()``) and in gearsql's SQLite shim.
+The package name carries a digest of the sources, so two installed versions never mix in one
+backend, and nothing named ``gearsql`` is ever imported: PL/Python runs in the database server's
+own Python, where gearsql is not installed.
+
+A new PostgreSQL backend pays for this load on its first gman_* call, so it is kept cheap:
+
+- the modules' code can come compiled (``marshal`` data made by :func:`compile_sources` in the
+  same interpreter, which ``_gman_compile()`` stores at install time; see
+  :func:`bytecode_magic`), so nothing is compiled;
+- ``typing``, ``dataclasses`` and ``__future__``, which the codec and the client connection
+  import for their annotations and event classes, are served to the library's modules by small
+  stand-ins here (``_STANDINS``) instead of the standard modules, whose import (``dataclasses``
+  pulls in ``inspect``, ``ast``, ``dis``...) cost more than everything else together. The
+  stand-ins build the same things at run time: ``NamedTuple`` classes through
+  ``collections.namedtuple`` as ``typing`` does, and ``@dataclass(frozen=True)`` classes with
+  the same ``__init__``, ``__repr__``, ``__eq__``, ``__hash__`` and frozen attributes. Anything
+  else they are asked for is an ImportError naming the stand-in, so a module that starts using
+  more of ``typing`` or ``dataclasses`` fails every bridge test until the stand-in learns it.
+"""
+
+import builtins
+import marshal
 import sys
 import types
 
@@ -158,9 +2142,30 @@ import types
 MODULES = ("protocol", "_clientconn", "gman")
 
 
-def load_package(package, sources):
-    """The package ``package`` with one submodule per entry of MODULES, built from ``sources``
-    (module name -> source text) the first time and taken from ``sys.modules`` afterwards."""
+def bytecode_magic():
+    """The marshal/bytecode version of this interpreter (a ``.pyc`` file's magic number): code
+    compiled by :func:`compile_sources` loads only where this is the same."""
+    try:
+        from _frozen_importlib_external import MAGIC_NUMBER
+    except ImportError:  # not CPython's import system
+        from importlib.util import MAGIC_NUMBER
+    return bytes(MAGIC_NUMBER)
+
+
+def compile_sources(package, sources):
+    """Module name -> the module compiled for ``package`` by this interpreter, as marshal data,
+    for every module of ``sources`` (name -> source text)."""
+    return {
+        name: marshal.dumps(compile(source, "<" + package + "." + name + ">", "exec"))
+        for name, source in sources.items()
+    }
+
+
+def load_package(package, sources, codes=None):
+    """The package ``package`` with one submodule per entry of MODULES, built the first time and
+    taken from ``sys.modules`` afterwards. ``sources``: module name -> source text; ``codes``:
+    module name -> :func:`compile_sources` data of this interpreter, used instead of compiling
+    (a module missing there, or data that does not load, is compiled from its source)."""
     loaded = sys.modules.get(package)
     if loaded is not None and all(hasattr(loaded, name) for name in MODULES):
         return loaded
@@ -174,8 +2179,9 @@ def load_package(package, sources):
             module = types.ModuleType(fullname)
             module.__package__ = package
             module.__file__ = "<" + fullname + ">"
+            module.__builtins__ = _BUILTINS
             sys.modules[fullname] = module
-            exec(compile(sources[name], module.__file__, "exec"), module.__dict__)
+            exec(_code(module.__file__, sources[name], (codes or {}).get(name)), module.__dict__)
             setattr(root, name, module)
     except BaseException:
         for name in [package] + [package + "." + name for name in MODULES]:
@@ -183,27 +2189,216 @@ def load_package(package, sources):
         raise
     return root
 
-SOURCES = {'protocol': '"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.\n\nNothing here touches a socket, an event loop or a logger, and only the standard library is used:\nthe same module runs in the job server, the client library and inside PostgreSQL\'s PL/Python.\n\nBytes go in with :meth:`Parser.feed`, events come out (:class:`Packet`, :class:`AdminLine`, or a\nfinal :class:`Violation` when the peer broke the protocol). :func:`pack` turns a packet type and\nits arguments back into bytes. The layout follows the Gearman PROTOCOL document: a 12-byte header\n(4-byte magic, big-endian u32 type, big-endian u32 length) and NUL-separated arguments where only\nthe last one may contain NUL bytes.\n"""\n\nfrom __future__ import annotations\n\nimport enum\nimport struct\nfrom typing import NamedTuple, Union\n\n__all__ = [\n    "ARGUMENTS",\n    "DEFAULT_MAX_PACKET_SIZE",\n    "HEADER",\n    "MAX_ADMIN_LINE",\n    "MAX_FUNCTION_NAME",\n    "MAX_HANDLE",\n    "MAX_UNIQUE",\n    "REQ",\n    "RES",\n    "SUBMIT_KINDS",\n    "SUBMIT_TYPES",\n    "AdminLine",\n    "ArgumentProblem",\n    "LocalProtocolError",\n    "Packet",\n    "PacketType",\n    "Parser",\n    "Priority",\n    "Violation",\n    "check_function_name",\n    "check_unique",\n    "frame_response",\n    "pack",\n    "pack_request",\n    "pack_response",\n    "split_admin_words",\n]\n\nREQ = b"\\0REQ"\nRES = b"\\0RES"\n\n#: Size of the binary header: magic, type and data length.\nHEADER = 12\n\n#: Largest packet body accepted by default (checked on the header, before any buffering).\nDEFAULT_MAX_PACKET_SIZE = 64 * 1024 * 1024\n#: An admin line longer than this without a newline closes the connection.\nMAX_ADMIN_LINE = 8192\n#: gearmand\'s GEARMAN_MAX_UNIQUE_SIZE: uniques longer than this get ARGUMENT_TOO_LARGE.\nMAX_UNIQUE = 64\n#: Longest function name accepted (gearmand allows 512 bytes).\nMAX_FUNCTION_NAME = 512\n#: Job handles are at most 64 bytes including gearmand\'s terminating NUL.\nMAX_HANDLE = 64\n\n_HEADER = struct.Struct(">4sII")\n\n\nclass PacketType(enum.IntEnum):\n    """Binary packet types, named exactly as in the Gearman PROTOCOL document."""\n\n    CAN_DO = 1\n    CANT_DO = 2\n    RESET_ABILITIES = 3\n    PRE_SLEEP = 4\n    NOOP = 6\n    SUBMIT_JOB = 7\n    JOB_CREATED = 8\n    GRAB_JOB = 9\n    NO_JOB = 10\n    JOB_ASSIGN = 11\n    WORK_STATUS = 12\n    WORK_COMPLETE = 13\n    WORK_FAIL = 14\n    GET_STATUS = 15\n    ECHO_REQ = 16\n    ECHO_RES = 17\n    SUBMIT_JOB_BG = 18\n    ERROR = 19\n    STATUS_RES = 20\n    SUBMIT_JOB_HIGH = 21\n    SET_CLIENT_ID = 22\n    CAN_DO_TIMEOUT = 23\n    ALL_YOURS = 24\n    WORK_EXCEPTION = 25\n    OPTION_REQ = 26\n    OPTION_RES = 27\n    WORK_DATA = 28\n    WORK_WARNING = 29\n    GRAB_JOB_UNIQ = 30\n    JOB_ASSIGN_UNIQ = 31\n    SUBMIT_JOB_HIGH_BG = 32\n    SUBMIT_JOB_LOW = 33\n    SUBMIT_JOB_LOW_BG = 34\n    SUBMIT_JOB_SCHED = 35\n    SUBMIT_JOB_EPOCH = 36\n    SUBMIT_REDUCE_JOB = 37\n    SUBMIT_REDUCE_JOB_BACKGROUND = 38\n    GRAB_JOB_ALL = 39\n    JOB_ASSIGN_ALL = 40\n    GET_STATUS_UNIQUE = 41\n    STATUS_RES_UNIQUE = 42\n\n\nP = PacketType\n\n#: Argument names of every packet type. One table drives both parsing and packing; the last\n#: argument of a packet is its opaque data and may contain NUL bytes.\nARGUMENTS: dict[PacketType, tuple[str, ...]] = {\n    P.CAN_DO: ("function",),\n    P.CANT_DO: ("function",),\n    P.RESET_ABILITIES: (),\n    P.PRE_SLEEP: (),\n    P.NOOP: (),\n    P.SUBMIT_JOB: ("function", "unique", "data"),\n    P.JOB_CREATED: ("handle",),\n    P.GRAB_JOB: (),\n    P.NO_JOB: (),\n    P.JOB_ASSIGN: ("handle", "function", "data"),\n    P.WORK_STATUS: ("handle", "numerator", "denominator"),\n    P.WORK_COMPLETE: ("handle", "data"),\n    P.WORK_FAIL: ("handle",),\n    P.GET_STATUS: ("handle",),\n    P.ECHO_REQ: ("data",),\n    P.ECHO_RES: ("data",),\n    P.SUBMIT_JOB_BG: ("function", "unique", "data"),\n    P.ERROR: ("code", "text"),\n    P.STATUS_RES: ("handle", "known", "running", "numerator", "denominator"),\n    P.SUBMIT_JOB_HIGH: ("function", "unique", "data"),\n    P.SET_CLIENT_ID: ("client_id",),\n    P.CAN_DO_TIMEOUT: ("function", "timeout"),\n    P.ALL_YOURS: (),\n    P.WORK_EXCEPTION: ("handle", "data"),\n    P.OPTION_REQ: ("option",),\n    P.OPTION_RES: ("option",),\n    P.WORK_DATA: ("handle", "data"),\n    P.WORK_WARNING: ("handle", "data"),\n    P.GRAB_JOB_UNIQ: (),\n    P.JOB_ASSIGN_UNIQ: ("handle", "function", "unique", "data"),\n    P.SUBMIT_JOB_HIGH_BG: ("function", "unique", "data"),\n    P.SUBMIT_JOB_LOW: ("function", "unique", "data"),\n    P.SUBMIT_JOB_LOW_BG: ("function", "unique", "data"),\n    P.SUBMIT_JOB_SCHED: (\n        "function",\n        "unique",\n        "minute",\n        "hour",\n        "day_of_month",\n        "month",\n        "day_of_week",\n        "data",\n    ),\n    P.SUBMIT_JOB_EPOCH: ("function", "unique", "epoch", "data"),\n    P.SUBMIT_REDUCE_JOB: ("function", "unique", "reducer", "aggregator", "data"),\n    P.SUBMIT_REDUCE_JOB_BACKGROUND: ("function", "unique", "reducer", "aggregator", "data"),\n    P.GRAB_JOB_ALL: (),\n    P.JOB_ASSIGN_ALL: ("handle", "function", "unique", "reducer", "data"),\n    P.GET_STATUS_UNIQUE: ("unique",),\n    P.STATUS_RES_UNIQUE: ("unique", "known", "running", "numerator", "denominator", "clients"),\n}\n\n# Indexed by type number for the hot path: argument count, or -1 for a number that is no type.\n_ARGC = [-1] * 43\nfor _type, _names in ARGUMENTS.items():\n    _ARGC[_type] = len(_names)\n_TYPES: list[PacketType | None] = [None] * 43\nfor _type in PacketType:\n    _TYPES[_type] = _type\n\n\nclass Priority(enum.IntEnum):\n    """Job priority: a worker takes HIGH jobs before NORMAL ones, and NORMAL before LOW.\n\n    The value is the rank (0 runs first): the job server\'s queue index and the number the durable\n    store keeps. The word (``high``, ``normal``, ``low``) is how SQL spells it, in the outbox\'s\n    ``priority`` column and in the names of the gman_* functions; ``Priority("high")`` (any case)\n    is HIGH.\n    """\n\n    HIGH = 0\n    NORMAL = 1\n    LOW = 2\n\n    @property\n    def word(self) -> str:\n        """``high``, ``normal`` or ``low``: the outbox\'s and the SQL functions\' spelling."""\n        return self.name.lower()\n\n    @classmethod\n    def from_word(cls, word: str) -> Priority:\n        """The priority spelled ``word`` (``high``, ``normal``, ``low``, any case); ValueError\n        for any other word."""\n        try:\n            return cls.__members__[word.upper()]\n        except KeyError:\n            raise ValueError(f"{word!r} is not a priority (high, normal or low)") from None\n\n    @classmethod\n    def _missing_(cls, value: object) -> Priority | None:\n        if isinstance(value, str):\n            return cls.__members__.get(value.upper())\n        return None\n\n\n#: The six plain submit packets: type -> (priority, background). SUBMIT_JOB_EPOCH is a background\n#: NORMAL job too, and the reduce submits are NORMAL, but they carry more arguments.\nSUBMIT_KINDS: dict[PacketType, tuple[Priority, bool]] = {\n    P.SUBMIT_JOB_HIGH: (Priority.HIGH, False),\n    P.SUBMIT_JOB: (Priority.NORMAL, False),\n    P.SUBMIT_JOB_LOW: (Priority.LOW, False),\n    P.SUBMIT_JOB_HIGH_BG: (Priority.HIGH, True),\n    P.SUBMIT_JOB_BG: (Priority.NORMAL, True),\n    P.SUBMIT_JOB_LOW_BG: (Priority.LOW, True),\n}\n#: (priority, background) -> submit packet type: the inverse of SUBMIT_KINDS.\nSUBMIT_TYPES: dict[tuple[Priority, bool], PacketType] = {\n    kind: type_ for type_, kind in SUBMIT_KINDS.items()\n}\n\n\nclass LocalProtocolError(Exception):\n    """This program asked the codec for something the protocol does not allow.\n\n    Raised before anything is sent, for example for a NUL byte inside an argument that is not the\n    last one, or a wrong number of arguments.\n    """\n\n\nclass Packet(NamedTuple):\n    """One binary packet. ``request`` is True for ``\\\\0REQ`` magic, False for ``\\\\0RES``."""\n\n    type: PacketType\n    args: tuple[bytes, ...]\n    request: bool = True\n\n\nclass AdminLine(NamedTuple):\n    """One line of the text admin protocol, without its line ending."""\n\n    line: bytes\n\n\nclass Violation(NamedTuple):\n    """The peer broke the protocol; the parser accepts nothing more from this stream.\n\n    ``code`` and ``text`` are the ERROR packet gearmand would send before closing, or ``code`` is\n    empty when the right answer is to close without a word (bad magic, unknown type: the peer is\n    not speaking Gearman at all).\n    """\n\n    code: bytes\n    text: str\n\n\nEvent = Union[Packet, AdminLine, Violation]  # noqa: UP007 (a runtime alias on 3.10)\n\n\ndef pack(type_: int, args: tuple[bytes, ...] | list[bytes], magic: bytes = RES) -> bytes:\n    """Frame one packet. Raises :class:`LocalProtocolError` on a wrong argument count or a NUL\n    in any argument but the last."""\n    argc = _ARGC[type_] if 0 <= type_ < len(_ARGC) else -1\n    if argc < 0:\n        raise LocalProtocolError(f"unknown packet type {type_}")\n    if len(args) != argc:\n        raise LocalProtocolError(\n            f"{PacketType(type_).name} takes {argc} arguments, got {len(args)}"\n        )\n    for arg in args[:-1]:\n        if b"\\0" in arg:\n            raise LocalProtocolError(\n                f"only the last argument of {PacketType(type_).name} may contain NUL bytes"\n            )\n    body = b"\\0".join(args)\n    return _HEADER.pack(magic, type_, len(body)) + body\n\n\ndef frame_response(type_: int, *args: bytes) -> bytes:\n    """Frame a ``\\\\0RES`` packet without :func:`pack`\'s checks.\n\n    Only for arguments that cannot break the framing: every argument but the last came out of\n    a parsed packet (so holds no NUL) or was checked when it entered the server.\n    """\n    body = b"\\0".join(args)\n    return _HEADER.pack(RES, type_, len(body)) + body\n\n\ndef pack_response(type_: int, *args: bytes) -> bytes:\n    """Frame a packet with ``\\\\0RES`` magic (server to client or worker)."""\n    return pack(type_, args, RES)\n\n\ndef pack_request(type_: int, *args: bytes) -> bytes:\n    """Frame a packet with ``\\\\0REQ`` magic (client or worker to server)."""\n    return pack(type_, args, REQ)\n\n\nclass ArgumentProblem(enum.Enum):\n    """Why a function name or a unique cannot be sent, as the job server would answer it.\n\n    ``code`` and ``text`` are the ERROR packet gearmand sends for it; callers that explain the\n    problem in their own words branch on the member, never on the text.\n    """\n\n    FUNCTION_EMPTY = (b"INVALID_ARGUMENT", b"Function name is empty")\n    FUNCTION_TOO_LARGE = (b"ARGUMENT_TOO_LARGE", b"Function name too large")\n    FUNCTION_HAS_NUL = (b"INVALID_ARGUMENT", b"Function name contains a NUL byte")\n    UNIQUE_TOO_LARGE = (b"ARGUMENT_TOO_LARGE", b"Unique value too large")\n    UNIQUE_HAS_NUL = (b"INVALID_ARGUMENT", b"Unique value contains a NUL byte")\n\n    @property\n    def code(self) -> bytes:\n        """The return code name of gearmand\'s ERROR packet."""\n        return self.value[0]\n\n    @property\n    def text(self) -> str:\n        """gearmand\'s words for the problem (the text of its ERROR packet)."""\n        return self.value[1].decode()\n\n\ndef check_function_name(\n    name: bytes, limit: int = MAX_FUNCTION_NAME, *, nul_allowed: bool = False\n) -> ArgumentProblem | None:\n    """Return why ``name`` cannot be a function name, or None when it can.\n\n    ``nul_allowed`` is for a name that arrived as the only argument of a packet (CAN_DO), where a\n    NUL byte cannot break the framing: gearmand takes such a name as it is, and so does gearsql.\n    """\n    if not name:\n        return ArgumentProblem.FUNCTION_EMPTY\n    if len(name) > limit:\n        return ArgumentProblem.FUNCTION_TOO_LARGE\n    if not nul_allowed and b"\\0" in name:\n        return ArgumentProblem.FUNCTION_HAS_NUL\n    return None\n\n\ndef check_unique(unique: bytes, limit: int = MAX_UNIQUE) -> ArgumentProblem | None:\n    """Return why ``unique`` cannot be a unique id, or None when it can."""\n    if len(unique) > limit:\n        return ArgumentProblem.UNIQUE_TOO_LARGE\n    if b"\\0" in unique:\n        return ArgumentProblem.UNIQUE_HAS_NUL\n    return None\n\n\ndef split_admin_words(line: bytes) -> list[bytes]:\n    """Split an admin line into words as gearmand does: on spaces, empty words dropped."""\n    return [word for word in line.split(b" ") if word]\n\n\n_HTTP_METHODS = (b"GET", b"POST", b"PUT", b"HEAD", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE")\n\n\nclass Parser:\n    """Incremental parser for one byte stream (one connection, one direction).\n\n    Feed it whatever arrived, in pieces of any size; it returns every complete event in order.\n    Binary packets and admin lines may be mixed on one stream, as in gearmand: a message that\n    starts with a NUL byte is binary, anything else is an admin line.\n\n    The parser buffers at most one incomplete message, and never more than ``max_packet_size``\n    plus a header: a declared length above the maximum is refused on the header alone, before\n    any of the body is read. An incomplete admin line is held up to ``MAX_ADMIN_LINE`` bytes,\n    whatever ``max_packet_size`` is.\n\n    ``expect_magic=RES`` (a client or worker) makes a packet with request magic a\n    :class:`Violation`, and ``REQ`` the reverse; the default, None, accepts both and says which\n    in ``Packet.request`` (the job server answers a response packet with ERROR INVALID_MAGIC).\n    """\n\n    __slots__ = (\n        "_broken",\n        "_chunks",\n        "_have",\n        "_need",\n        "discard",\n        "expect_magic",\n        "max_packet_size",\n    )\n\n    def __init__(\n        self, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE, expect_magic: bytes | None = None\n    ):\n        # Unparsed bytes are kept as a list of chunks, joined only once enough has arrived to\n        # make progress: a 10 MB body read 64 KiB at a time is copied once, not 160 times.\n        self._chunks: list[bytes] = []\n        self._have = 0\n        self._need = 0\n        self._broken = False\n        self.max_packet_size = max_packet_size\n        #: The only magic this side accepts (REQ or RES): a packet with the other one is a\n        #: Violation. None (a job server\'s parser) accepts both and reports which through\n        #: ``Packet.request``, so that the server can answer a stray RES packet as gearmand does.\n        self.expect_magic = expect_magic\n        #: After an over-size packet\'s Violation: how many bytes of that packet are still to\n        #: come. A peer still sending them reads nothing until it has sent them all, and a\n        #: socket closed with unread bytes is reset, which throws the ERROR away: a server may\n        #: read this many bytes and drop them, so that the peer reads why it was refused.\n        self.discard = 0\n\n    @property\n    def buffered(self) -> int:\n        """How many bytes of an incomplete message are held."""\n        return self._have\n\n    def feed(self, data: bytes) -> list[Event]:\n        """Add received bytes; return every event that is now complete.\n\n        After a :class:`Violation` has been returned the stream is dead: further calls raise\n        :class:`LocalProtocolError`.\n        """\n        if self._broken:\n            raise LocalProtocolError("the peer already violated the protocol on this stream")\n        if self._chunks:\n            self._chunks.append(data)\n            self._have += len(data)\n            if self._have < self._need:\n                return []\n            buf = b"".join(self._chunks)\n            self._chunks = []\n        else:\n            buf = data\n        events: list[Event] = []\n        pos = 0\n        need = 0\n        end = len(buf)\n        unpack_header = _HEADER.unpack_from\n        argc_table = _ARGC\n        types = _TYPES\n        while pos < end:\n            if buf[pos] != 0:\n                newline = buf.find(b"\\n", pos)\n                if newline < 0:\n                    if end - pos > MAX_ADMIN_LINE:\n                        events.append(self._violate(b"", "admin line too long"))\n                        return events\n                    break\n                if newline - pos > MAX_ADMIN_LINE:\n                    events.append(self._violate(b"", "admin line too long"))\n                    return events\n                line = buf[pos:newline]\n                if line.endswith(b"\\r"):\n                    line = line[:-1]\n                pos = newline + 1\n                if _looks_like_http(line):\n                    events.append(self._violate(b"", "HTTP request on the Gearman port"))\n                    return events\n                events.append(AdminLine(line))\n                continue\n            if end - pos < HEADER:\n                if end - pos >= 4 and buf[pos : pos + 4] not in (REQ, RES):\n                    events.append(self._violate(b"", "bad magic"))\n                    return events\n                break\n            magic, type_, size = unpack_header(buf, pos)\n            if magic == REQ:\n                request = True\n            elif magic == RES:\n                request = False\n            else:\n                events.append(self._violate(b"", "bad magic"))\n                return events\n            if self.expect_magic is not None and magic != self.expect_magic:\n                events.append(self._violate(b"", _WRONG_MAGIC[request]))\n                return events\n            argc = argc_table[type_] if type_ < 43 else -1\n            if argc < 0:\n                events.append(self._violate(b"", f"unknown packet type {type_}"))\n                return events\n            if size > self.max_packet_size:\n                events.append(\n                    self._violate(\n                        b"ARGUMENT_TOO_LARGE",\n                        f"packet too large (limit {self.max_packet_size} bytes)",\n                    )\n                )\n                self.discard = max(0, pos + HEADER + size - end)\n                return events\n            stop = pos + HEADER + size\n            if stop > end:\n                need = HEADER + size\n                break\n            if argc == 0:\n                args: tuple[bytes, ...] = ()\n            elif argc == 1:\n                args = (buf[pos + HEADER : stop],)\n            else:\n                parts = buf[pos + HEADER : stop].split(b"\\0", argc - 1)\n                if len(parts) != argc:\n                    events.append(\n                        self._violate(\n                            b"INVALID_PACKET",\n                            f"{types[type_].name} needs {argc} arguments",  # type: ignore[union-attr,unused-ignore]\n                        )\n                    )\n                    return events\n                args = tuple(parts)\n            events.append(Packet(types[type_], args, request))  # type: ignore[arg-type,unused-ignore]\n            pos = stop\n        if pos < end:\n            rest = buf[pos:] if pos else buf\n            self._chunks = [rest]\n            self._have = len(rest)\n            self._need = need\n        else:\n            self._have = 0\n            self._need = 0\n        return events\n\n    def _violate(self, code: bytes, text: str) -> Violation:\n        self._broken = True\n        self._chunks = []\n        self._have = 0\n        return Violation(code, text)\n\n\n_WRONG_MAGIC = {\n    True: "request magic where response magic was expected",\n    False: "response magic where request magic was expected",\n}\n\n\ndef _looks_like_http(line: bytes) -> bool:\n    if not line.startswith(_HTTP_METHODS):\n        return False\n    return b" HTTP/" in line\n', '_clientconn': '"""The client side of one Gearman connection as a sans-IO state machine (no sockets, no loop).\n\nRequests go in as method calls with an opaque ``token`` the caller chooses (its own object for the\nrequest), bytes to write come out of :meth:`ClientConnection.data_to_send`, received bytes go in\nthrough :meth:`ClientConnection.receive_data` and come back as events naming the token.\n\nMatching replies to requests: JOB_CREATED, STATUS_RES, STATUS_RES_UNIQUE, OPTION_RES, ECHO_RES and\nERROR carry no request id, but a job server answers the requests of one connection in the order\nthey were sent (gearmand and gearsql both do), so they are matched first in, first out. WORK_*\npackets carry the job handle and are matched through the handles of foreground jobs.\n"""\n\nfrom __future__ import annotations\n\nimport struct\nfrom collections import deque\nfrom dataclasses import dataclass\nfrom typing import Generic, TypeVar, Union\n\nfrom .protocol import (\n    REQ,\n    RES,\n    SUBMIT_TYPES,\n    LocalProtocolError,\n    Packet,\n    PacketType,\n    Parser,\n    Priority,\n    Violation,\n)\nfrom .protocol import pack_request as _pack\n\n__all__ = [\n    "Answer",\n    "ClientConnection",\n    "ClientEvent",\n    "ErrorReply",\n    "JobCreated",\n    "JobDone",\n    "JobUpdate",\n    "Priority",\n    "ProtocolBroken",\n]\n\nT = TypeVar("T")\nP = PacketType\n\n\n#: Which reply answers which request; ERROR may answer any of them.\nREPLY_TO: dict[PacketType, PacketType] = {\n    **{submit: P.JOB_CREATED for submit in SUBMIT_TYPES.values()},\n    P.SUBMIT_JOB_EPOCH: P.JOB_CREATED,\n    P.GET_STATUS: P.STATUS_RES,\n    P.GET_STATUS_UNIQUE: P.STATUS_RES_UNIQUE,\n    P.OPTION_REQ: P.OPTION_RES,\n    P.ECHO_REQ: P.ECHO_RES,\n}\n\n_REQUEST_HEADER = struct.Struct(">4sII").pack\n\n_WORK_UPDATES = frozenset({P.WORK_DATA, P.WORK_WARNING, P.WORK_STATUS})\n_WORK_ENDS = frozenset({P.WORK_COMPLETE, P.WORK_FAIL, P.WORK_EXCEPTION})\n\n\n@dataclass(frozen=True)\nclass JobCreated(Generic[T]):\n    """JOB_CREATED answered a submission."""\n\n    token: T\n    handle: bytes\n\n\n@dataclass(frozen=True)\nclass JobUpdate(Generic[T]):\n    """WORK_DATA, WORK_WARNING or WORK_STATUS for a foreground job."""\n\n    token: T\n    packet: Packet\n\n\n@dataclass(frozen=True)\nclass JobDone(Generic[T]):\n    """WORK_COMPLETE, WORK_FAIL or WORK_EXCEPTION ended a foreground job."""\n\n    token: T\n    packet: Packet\n\n\n@dataclass(frozen=True)\nclass Answer(Generic[T]):\n    """STATUS_RES, STATUS_RES_UNIQUE, OPTION_RES or ECHO_RES answered a request."""\n\n    token: T\n    packet: Packet\n\n\n@dataclass(frozen=True)\nclass ErrorReply(Generic[T]):\n    """An ERROR packet answered the oldest request (token None when nothing was waiting)."""\n\n    token: T | None\n    code: str\n    text: str\n\n\n@dataclass(frozen=True)\nclass ProtocolBroken:\n    """The server broke the protocol; the connection must be closed."""\n\n    reason: str\n\n\nClientEvent = Union[  # noqa: UP007 (a runtime alias on 3.10)\n    JobCreated[T], JobUpdate[T], JobDone[T], Answer[T], ErrorReply[T], ProtocolBroken\n]\n\n\nclass ClientConnection(Generic[T]):\n    """Requests and replies of one client connection to one job server."""\n\n    def __init__(self) -> None:\n        self._parser = Parser(expect_magic=RES)\n        self._out: list[bytes] = []\n        # Requests waiting for their reply, in the order they were sent.\n        self._replies: deque[tuple[PacketType, T, bool]] = deque()\n        # Foreground jobs by handle. A list: two submissions coalesced by unique on this same\n        # connection share one handle.\n        self._jobs: dict[bytes, list[T]] = {}\n        self._broken = False\n\n    # -- requests ---------------------------------------------------------------------------\n\n    def submit(\n        self,\n        token: T,\n        function: bytes,\n        unique: bytes,\n        data: bytes,\n        priority: Priority = Priority.NORMAL,\n        background: bool = False,\n        epoch: int | None = None,\n    ) -> None:\n        """Queue a submission. ``epoch`` (Unix time) makes it a SUBMIT_JOB_EPOCH job, which the\n        protocol defines as background and NORMAL priority only."""\n        if epoch is not None:\n            if not background or priority is not Priority.NORMAL:\n                raise LocalProtocolError("epoch jobs are background jobs of NORMAL priority")\n            type_ = P.SUBMIT_JOB_EPOCH\n            self._out.append(_pack(type_, function, unique, str(int(epoch)).encode(), data))\n        else:\n            type_ = SUBMIT_TYPES[priority, background]\n            # The hot path of every client: framed here rather than by pack_request, with the\n            # same check (only the last argument may hold NUL) and the same bytes.\n            if b"\\0" in function or b"\\0" in unique:\n                raise LocalProtocolError(\n                    f"only the last argument of {type_.name} may contain NUL bytes"\n                )\n            body = b"\\0".join((function, unique, data))\n            self._out.append(_REQUEST_HEADER(REQ, type_, len(body)) + body)\n        self._replies.append((type_, token, background))\n\n    def get_status(self, token: T, handle: bytes) -> None:\n        self._request(token, P.GET_STATUS, handle)\n\n    def get_status_unique(self, token: T, unique: bytes) -> None:\n        self._request(token, P.GET_STATUS_UNIQUE, unique)\n\n    def option(self, token: T, name: bytes) -> None:\n        self._request(token, P.OPTION_REQ, name)\n\n    def echo(self, token: T, data: bytes) -> None:\n        self._request(token, P.ECHO_REQ, data)\n\n    def _request(self, token: T, type_: PacketType, arg: bytes) -> None:\n        self._out.append(_pack(type_, arg))\n        self._replies.append((type_, token, False))\n\n    def forget(self, handle: bytes, token: T) -> None:\n        """Stop delivering WORK_* packets for ``handle`` to ``token`` (its caller gave up)."""\n        tokens = self._jobs.get(handle)\n        if tokens is not None:\n            tokens[:] = [t for t in tokens if t is not token]\n            if not tokens:\n                del self._jobs[handle]\n\n    def data_to_send(self) -> bytes:\n        """The bytes queued by requests since the last call."""\n        if not self._out:\n            return b""\n        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]\n        self._out.clear()\n        return data\n\n    @property\n    def waiting(self) -> int:\n        """Requests without reply plus foreground jobs without result."""\n        return len(self._replies) + sum(len(tokens) for tokens in self._jobs.values())\n\n    # -- replies ----------------------------------------------------------------------------\n\n    def receive_data(self, data: bytes) -> list[ClientEvent[T]]:\n        """Feed received bytes; return the events they complete, in order."""\n        if self._broken:\n            return []\n        events: list[ClientEvent[T]] = []\n        for event in self._parser.feed(data):\n            if isinstance(event, Packet):\n                # Request magic from the server is a Violation: the parser expects RES only.\n                self._packet(event, events)\n                if events and isinstance(events[-1], ProtocolBroken):\n                    return events\n            elif isinstance(event, Violation):\n                events.append(self._break(f"bad data from the server: {event.text}"))\n                return events\n            else:\n                events.append(self._break("the server sent a text line on a binary connection"))\n                return events\n        return events\n\n    def _packet(self, packet: Packet, events: list[ClientEvent[T]]) -> None:\n        type_ = packet.type\n        if type_ in _WORK_ENDS:\n            # C gearmand sends WORK_FAIL converted from WORK_EXCEPTION with a stray trailing NUL\n            # after the handle (docs/protocol.md, section 11); the bare handle is the key.\n            for token in self._jobs.pop(packet.args[0].rstrip(b"\\0"), ()):\n                events.append(JobDone(token, packet))\n            return\n        if type_ in _WORK_UPDATES:\n            for token in self._jobs.get(packet.args[0].rstrip(b"\\0"), ()):\n                events.append(JobUpdate(token, packet))\n            return\n        if type_ == P.ERROR:\n            code = packet.args[0].decode("utf-8", "replace")\n            text = packet.args[1].decode("utf-8", "replace")\n            waiting = self._replies.popleft()[1] if self._replies else None\n            events.append(ErrorReply(waiting, code, text))\n            return\n        if type_ == P.NOOP:  # harmless; some servers send it to every connection\n            return\n        if not self._replies:\n            events.append(self._break(f"unexpected {type_.name} from the server"))\n            return\n        request, token, background = self._replies[0]\n        if REPLY_TO.get(request) != type_:\n            events.append(self._break(f"{type_.name} does not answer {request.name}"))\n            return\n        self._replies.popleft()\n        if type_ == P.JOB_CREATED:\n            handle = packet.args[0]\n            if not background:\n                self._jobs.setdefault(handle, []).append(token)\n            events.append(JobCreated(token, handle))\n        else:\n            events.append(Answer(token, packet))\n\n    def _break(self, reason: str) -> ProtocolBroken:\n        self._broken = True\n        return ProtocolBroken(reason)\n\n    def connection_lost(self) -> list[T]:\n        """Every token still waiting (for a reply or a job result), oldest request first."""\n        tokens = [token for _, token, _ in self._replies]\n        for job_tokens in self._jobs.values():\n            tokens.extend(job_tokens)\n        self._replies.clear()\n        self._jobs.clear()\n        self._broken = True\n        return tokens\n', 'gman': '"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.\n\nThis module runs inside PostgreSQL\'s PL/Python (the database server\'s own Python, where gearsql is\nnot installed) and, unchanged, in the plpython3u-compatible shim that gives SQLite the same\nfunctions. It is loaded by ``udf/loader.py`` as a submodule of a private package next to the\ngearsql codec (``protocol``) and the sans-IO client connection (``_clientconn``), so it speaks\nGearman through the very code the job server and the client library use.\n\nEvery function takes ``plpy`` and ``GD`` (the session\'s global dictionary) from the calling body.\nPer-session state lives in ``GD``: the chosen servers and one cached connection per job server.\nSettings come from the database on every call (``<schema>._gman_settings()`` in PostgreSQL, a\nfunction only the installing role can change), so an administrator\'s change applies at once.\nErrors are ``plpy.error`` with a message that names the cause.\n"""\n\nfrom __future__ import annotations\n\nimport json\nimport select\nimport socket\nimport ssl\nimport time\nimport zlib\n\nfrom . import _clientconn as cc\nfrom . import protocol\n\n#: Defaults of the settings (the ``gman_settings`` table in PostgreSQL, ``register()`` keywords\n#: in SQLite). ``servers`` are the job servers this database may reach.\nDEFAULTS = {\n    "servers": "127.0.0.1:4730",\n    "background_mode": "transactional",\n    "connect_timeout": "5",\n    "timeout": "60",\n    "poll_interval": "0.1",\n    # The job server\'s default maximum packet (64 MiB) less room for the function name, the\n    # unique and the header.\n    "max_workload": "67107840",\n    # TLS to the job servers (docs/security.md): on when \'ssl\' is on or any of the files is set.\n    # The paths are the database server\'s; its operating-system user must be able to read them.\n    "ssl": "off",\n    "ssl_ca_file": "",\n    "ssl_certificate": "",\n    "ssl_key": "",\n}\n_SSL_ON = ("on", "true", "yes", "1")\n_SSL_OFF = ("off", "false", "no", "0", "")\nBACKGROUND_MODES = ("transactional", "immediate")\nDEFAULT_PORT = 4730\n\n_STATE = "gearsql.state"\n_STATIC_SETTINGS = "gearsql.static_settings"\n_DIALECT = "gearsql.dialect"\n\n#: The dead letters of an SQLite outbox: rows no job server will take, moved here by the relay\n#: with the reason (PostgreSQL\'s ``gman_outbox_dead`` is made by the install).\nSQLITE_DEAD_TABLE = (\n    "CREATE TABLE IF NOT EXISTS gman_outbox_dead ("\n    " id INTEGER PRIMARY KEY, created_at TEXT NOT NULL,"\n    " function BLOB NOT NULL, unique_key BLOB, workload BLOB NOT NULL, priority TEXT NOT NULL,"\n    " reason TEXT NOT NULL,"\n    " dead_at TEXT NOT NULL DEFAULT (strftime(\'%Y-%m-%dT%H:%M:%fZ\', \'now\')))"\n)\n\n# SQL the library runs through plpy, per database. {schema} is the quoted schema name.\n_SQL = {\n    "postgres": {\n        "settings": "SELECT name, value FROM {schema}._gman_settings()",\n        "interrupts": "SELECT 1",\n        "statement": "SELECT statement_timestamp()::text AS mark",\n        "outbox_state": "SELECT state, detail FROM {schema}._gman_outbox_state($1)",\n        "outbox_state_types": ["bigint"],\n    },\n    "sqlite": {\n        "interrupts": "SELECT 1",\n        "outbox_table": (\n            "CREATE TABLE IF NOT EXISTS gman_outbox ("\n            " id INTEGER PRIMARY KEY AUTOINCREMENT,"\n            " created_at TEXT NOT NULL DEFAULT (strftime(\'%Y-%m-%dT%H:%M:%fZ\', \'now\')),"\n            " function BLOB NOT NULL, unique_key BLOB, workload BLOB NOT NULL,"\n            " priority TEXT NOT NULL CHECK (priority IN (\'high\', \'normal\', \'low\')))"\n        ),\n        "outbox": (\n            "INSERT INTO gman_outbox (function, unique_key, workload, priority)"\n            " VALUES (?, ?, ?, ?) RETURNING id"\n        ),\n        "outbox_types": [],\n        "outbox_state": (\n            "SELECT \'pending\' AS state, \'in the outbox since \' || created_at AS detail"\n            " FROM gman_outbox WHERE id = ?"\n        ),\n        "dead_state": (\n            "SELECT \'dead\' AS state,"\n            " reason || \' (moved to gman_outbox_dead at \' || dead_at || \')\' AS detail"\n            " FROM gman_outbox_dead WHERE id = ?"\n        ),\n        "tables": (\n            "SELECT name FROM sqlite_master WHERE type = \'table\'"\n            " AND name IN (\'gman_outbox\', \'gman_outbox_dead\')"\n        ),\n        "outbox_state_types": [],\n    },\n}\n\n\nclass _Lost(Exception):\n    """The connection to a job server broke (or was found dead)."""\n\n\nclass _Timeout(Exception):\n    pass\n\n\n# ------------------------------------------------------------------------------ arguments\n\n\n#: The SQLSTATE of each kind of failure (docs/design.md has the table). GM... is gearsql\'s own\n#: class; the others are PostgreSQL\'s standard codes that mean the same.\nUNREACHABLE = "GM001"  # no job server could be reached, or the connection was lost\nTIMEOUT = "GM002"  # no answer or result within the \'timeout\' setting\nWORK_FAIL = "GM003"  # the worker failed the job (WORK_FAIL)\nWORK_EXCEPTION = "GM004"  # the worker raised an exception (WORK_EXCEPTION)\nREFUSED = "GM005"  # the job server refused the job (too large, bad name)\nBAD_SETTING = "GM006"  # a setting an administrator must fix\nBAD_ARGUMENT = "22023"  # invalid_parameter_value: a bad argument, or a workload too large\nBAD_RESULT = "22021"  # character_not_in_repertoire: a result text cannot hold\nNOT_AN_INTEGER = "22P02"  # invalid_text_representation: gman_sum got a result not a number\nNOT_ALLOWED = "42501"  # insufficient_privilege: a job server outside the allowed ones\n\n\ndef _fail(plpy, message, detail=None, hint=None, sqlstate=BAD_ARGUMENT):\n    fields = {"sqlstate": sqlstate}\n    if detail is not None:\n        fields["detail"] = detail\n    if hint is not None:\n        fields["hint"] = hint\n    plpy.error(message, **fields)\n    raise AssertionError("plpy.error returned")  # plpy.error always raises\n\n\ndef _as_bytes(value):\n    if isinstance(value, str):\n        return value.encode("utf-8")\n    if isinstance(value, (int, float)):  # SQLite passes numbers as they are stored\n        return str(value).encode("ascii")\n    return bytes(value)\n\n\ndef _function(plpy, name, function):\n    if function is None:\n        _fail(plpy, f"{name}: the function name is NULL")\n    raw = _as_bytes(function)\n    problem = protocol.check_function_name(raw)\n    if problem is protocol.ArgumentProblem.FUNCTION_TOO_LARGE:\n        _fail(\n            plpy,\n            f"{name}: the function name is longer than "\n            f"{protocol.MAX_FUNCTION_NAME} bytes ({len(raw)} bytes)",\n        )\n    if problem is protocol.ArgumentProblem.FUNCTION_HAS_NUL:\n        _fail(plpy, f"{name}: the function name contains a NUL byte, the protocol\'s separator")\n    if problem is protocol.ArgumentProblem.FUNCTION_EMPTY:\n        _fail(plpy, f"{name}: the function name is empty")\n    return raw\n\n\ndef _unique(plpy, name, unique):\n    if unique is None:\n        return b""\n    raw = _as_bytes(unique)\n    problem = protocol.check_unique(raw)\n    if problem is protocol.ArgumentProblem.UNIQUE_TOO_LARGE:\n        _fail(\n            plpy,\n            f"{name}: the unique id is longer than {protocol.MAX_UNIQUE} bytes ({len(raw)} bytes)",\n        )\n    if problem is protocol.ArgumentProblem.UNIQUE_HAS_NUL:\n        _fail(plpy, f"{name}: the unique id contains a NUL byte, the protocol\'s separator")\n    return raw\n\n\ndef _workload(plpy, name, workload):\n    if workload is None:\n        _fail(plpy, f"{name}: the workload is NULL")\n    return _as_bytes(workload)\n\n\ndef _check_size(plpy, GD, schema, name, data, settings):\n    """Refuse a workload above the ``max_workload`` setting before it goes anywhere: a job\n    server would refuse its packet (and close the connection), or the relay could never\n    submit its outbox row."""\n    limit = settings["max_workload"]\n    if limit and len(data) > limit:\n        _fail(\n            plpy,\n            f"{name}: the workload is {len(data)} bytes, more than the max_workload "\n            f"setting ({limit} bytes)",\n            hint="a job server refuses a packet above its maximum size; pass a reference to "\n            "the data (a key, a path) instead, or an administrator raises max_workload"\n            + _where(GD, schema)\n            + " and the job server\'s limit together",\n        )\n\n\ndef _result(plpy, name, data, binary):\n    """A worker\'s result as the SQL function returns it: NULL when empty, bytes for a binary\n    workload, text (UTF-8) for a text one."""\n    if not data:\n        return None\n    if binary:\n        return data\n    try:\n        text = data.decode("utf-8")\n    except UnicodeDecodeError:\n        _fail(\n            plpy,\n            f"{name}: the worker\'s result is not UTF-8 text",\n            hint="pass the workload as bytea/BLOB to get the result as bytes",\n            sqlstate=BAD_RESULT,\n        )\n    if "\\0" in text:\n        _fail(\n            plpy,\n            f"{name}: the worker\'s result contains a NUL byte, which text cannot hold",\n            hint="pass the workload as bytea/BLOB to get the result as bytes",\n            sqlstate=BAD_RESULT,\n        )\n    return text\n\n\n# ------------------------------------------------------------------------------- settings\n\n\ndef _quote_ident(name):\n    return \'"\' + name.replace(\'"\', \'""\') + \'"\'\n\n\ndef _dialect(GD):\n    return GD.get(_DIALECT, "postgres")\n\n\ndef _sql(GD, key, schema):\n    return _SQL[_dialect(GD)][key].replace("{schema}", _quote_ident(schema))\n\n\ndef _where(GD, schema):\n    if _dialect(GD) == "postgres":\n        return f" (table {schema}.gman_settings)"\n    return " (gearsql.sqlite.register(..., servers=...))"\n\n\ndef _settings(plpy, GD, schema):\n    static = GD.get(_STATIC_SETTINGS)\n    if static is not None:\n        values = dict(static)\n    else:\n        values = dict(DEFAULTS)\n        for row in plpy.execute(_sql(GD, "settings", schema)):\n            values[row["name"]] = row["value"]\n    try:\n        settings = {\n            "servers": parse_servers(values["servers"]),\n            "background_mode": values["background_mode"],\n            "connect_timeout": float(values["connect_timeout"]),\n            "timeout": float(values["timeout"]),\n            "poll_interval": float(values["poll_interval"]),\n            "max_workload": int(values.get("max_workload") or 0),\n            "tls": _tls_context(GD, values),\n        }\n    except (ValueError, OSError) as exc:\n        _fail(\n            plpy,\n            f"gearsql: bad setting: {exc}",\n            hint="an administrator fixes it" + _where(GD, schema),\n            sqlstate=BAD_SETTING,\n        )\n    if settings["background_mode"] not in BACKGROUND_MODES:\n        _fail(\n            plpy,\n            f"gearsql: bad setting background_mode={settings[\'background_mode\']!r}",\n            hint="it is \'transactional\' or \'immediate\'",\n            sqlstate=BAD_SETTING,\n        )\n    return settings\n\n\ndef _tls_context(GD, values):\n    """The SSLContext the settings ask for (None: plaintext), made once per session and\n    settings; ValueError or OSError when a file cannot be used."""\n    switch = str(values.get("ssl") or "").strip().lower()\n    files = tuple(\n        str(values.get(name) or "") for name in ("ssl_ca_file", "ssl_certificate", "ssl_key")\n    )\n    if switch not in _SSL_ON + _SSL_OFF:\n        raise ValueError(f"ssl={switch!r} (it is on or off)")\n    if switch not in _SSL_ON and not any(files):\n        return None\n    cache = GD.setdefault("gearsql.tls", {})\n    context = cache.get(files)\n    if context is None:\n        ca_file, certificate, key = files\n        if key and not certificate:\n            raise ValueError("ssl_key is set but ssl_certificate is not")\n        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)\n        context.minimum_version = ssl.TLSVersion.TLSv1_2\n        try:\n            if ca_file:\n                context.load_verify_locations(cafile=ca_file)\n            if certificate:\n                context.load_cert_chain(certificate, key or None)\n        except ssl.SSLError as exc:\n            raise ValueError(f"ssl_ca_file/ssl_certificate/ssl_key: {exc.reason or exc}") from None\n        except OSError as exc:\n            raise OSError(f"cannot read {exc.filename}: {exc.strerror or exc}") from None\n        cache.clear()\n        cache[files] = context\n    return context\n\n\ndef parse_servers(text):\n    """``[(host, port)]`` from ``"host[:port],..."``; ValueError names a bad entry."""\n    servers = []\n    for item in str(text).split(","):\n        item = item.strip()\n        if not item:\n            continue\n        host, port = item, DEFAULT_PORT\n        if item.startswith("["):\n            end = item.find("]")\n            if end < 0:\n                raise ValueError(f"bad job server address {item!r}")\n            host, rest = item[1:end], item[end + 1 :]\n            if rest:\n                if not rest.startswith(":") or not rest[1:].isdigit():\n                    raise ValueError(f"bad job server address {item!r}")\n                port = int(rest[1:])\n        elif item.count(":") == 1:\n            host, _, port_text = item.partition(":")\n            if not port_text.isdigit():\n                raise ValueError(f"bad job server address {item!r}")\n            port = int(port_text)\n        if not host or not 0 < port < 65536:\n            raise ValueError(f"bad job server address {item!r}")\n        if (host, port) not in servers:\n            servers.append((host, port))\n    if not servers:\n        raise ValueError("the job server list is empty")\n    return servers\n\n\ndef _format(address):\n    host, port = address\n    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"\n\n\nclass _Session:\n    """What one database session keeps between calls, per schema: the servers it chose and its\n    connections."""\n\n    def __init__(self):\n        self.chosen = None\n        self.links = {}\n        self.next_server = 0\n        self.sums = {}\n        self.sum_counter = 0\n\n\ndef _session(GD, schema):\n    sessions = GD.setdefault(_STATE, {})\n    session = sessions.get(schema)\n    if session is None:\n        session = sessions[schema] = _Session()\n    return session\n\n\ndef _targets(plpy, GD, schema, settings, name):\n    """The job servers to use: those chosen with gman_servers_set that are still allowed, else\n    every allowed one."""\n    allowed = settings["servers"]\n    chosen = _session(GD, schema).chosen\n    if chosen:\n        targets = [address for address in chosen if address in allowed]\n        if not targets:\n            _fail(\n                plpy,\n                f"{name}: none of the job servers chosen with gman_servers_set is allowed any more",\n                detail="allowed: " + ", ".join(map(_format, allowed)),\n                sqlstate=NOT_ALLOWED,\n            )\n        return targets\n    return allowed\n\n\ndef servers_set(plpy, GD, schema, servers):\n    """gman_servers_set: choose, for this session, among the job servers the settings allow."""\n    name = "gman_servers_set"\n    if servers is None:\n        _fail(plpy, f"{name}: the server list is NULL")\n    settings = _settings(plpy, GD, schema)\n    try:\n        wanted = parse_servers(servers)\n    except ValueError as exc:\n        _fail(plpy, f"{name}: {exc}")\n    allowed = settings["servers"]\n    refused = [address for address in wanted if address not in allowed]\n    if refused:\n        _fail(\n            plpy,\n            f"{name}: job server {_format(refused[0])} is not allowed",\n            detail="allowed: " + ", ".join(map(_format, allowed)),\n            hint="an administrator lists the job servers this database may reach in the "\n            "\'servers\' setting" + _where(GD, schema),\n            sqlstate=NOT_ALLOWED,\n        )\n    session = _session(GD, schema)\n    for address in list(session.links):\n        if address not in wanted:\n            session.links.pop(address).close()\n    session.chosen = wanted\n    return True\n\n\n# ---------------------------------------------------------------------------- connections\n\n\nclass _Link:\n    """One connection to one job server: a socket driving a sans-IO ClientConnection."""\n\n    def __init__(self, address, connect_timeout, tls=None):\n        self.address = address\n        self.name = _format(address)\n        self.core = cc.ClientConnection()\n        self.timeout = connect_timeout\n        self.sock = socket.create_connection(address, timeout=connect_timeout)\n        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)\n        self.sock.settimeout(connect_timeout)\n        #: With TLS, the socket is an SSLSocket: the handshake happens here, within the timeout.\n        self.tls = tls is not None\n        if tls is not None:\n            try:\n                self.sock = tls.wrap_socket(self.sock, server_hostname=address[0])\n            except BaseException:\n                self.sock.close()\n                raise\n        self.fresh = True\n        # Events that arrived together with an awaited one (a fast worker\'s WORK_COMPLETE in the\n        # same read as JOB_CREATED) and belong to the next wait.\n        self.backlog = []\n\n    def close(self):\n        try:\n            self.sock.close()\n        except OSError:\n            pass\n\n    def looks_alive(self):\n        """False when the server closed this (cached) connection, e.g. because it restarted."""\n        try:\n            readable, _, _ = select.select([self.sock], [], [], 0)\n            if not readable:\n                return True\n            if self.tls:\n                # A TLS record without application data (a session ticket) is not a sign.\n                return self._recv_nowait() is None\n            # Nothing is expected while idle: EOF, a reset, or stray bytes all mean "start over".\n            return False\n        except (OSError, ValueError):\n            return False\n\n    def _recv_nowait(self):\n        """TLS only: the application data that can be read now, or None when the records that\n        arrived held none."""\n        self.sock.setblocking(False)\n        try:\n            return self.sock.recv(262144)\n        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):\n            return None\n        finally:\n            self.sock.settimeout(self.timeout)\n\n    def send(self):\n        data = self.core.data_to_send()\n        if data:\n            try:\n                self.sock.sendall(data)\n            except OSError as exc:\n                raise _Lost(str(exc)) from None\n\n    def receive(self, timeout):\n        """Events from whatever arrives within ``timeout`` seconds ([] when nothing did)."""\n        if not (self.tls and self.sock.pending()):\n            readable, _, _ = select.select([self.sock], [], [], timeout)\n            if not readable:\n                return []\n        try:\n            data = self._recv_nowait() if self.tls else self.sock.recv(262144)\n        except OSError as exc:\n            raise _Lost(str(exc)) from None\n        if data is None:\n            return []\n        if not data:\n            raise _Lost("the job server closed the connection")\n        events = self.core.receive_data(data)\n        for event in events:\n            if isinstance(event, cc.ProtocolBroken):\n                raise _Lost(event.reason)\n        return events\n\n\nclass _Waiter:\n    """Waits in short slices so that a query cancel or statement timeout stops the wait: between\n    slices a cheap statement runs, and the database raises its cancel error there."""\n\n    def __init__(self, plpy, GD, schema, settings, name):\n        self.plpy = plpy\n        self.GD = GD\n        self.schema = schema\n        self.name = name\n        self.poll = max(0.01, settings["poll_interval"])\n        self.timeout = settings["timeout"]\n        self.deadline = time.monotonic() + self.timeout\n        self.checked = time.monotonic()\n\n    def check_interrupts(self):\n        key = "gearsql.plan.interrupts"\n        plan = self.GD.get(key)\n        if plan is None:\n            plan = self.GD[key] = self.plpy.prepare(_sql(self.GD, "interrupts", self.schema))\n        self.plpy.execute(plan)\n        self.checked = time.monotonic()\n\n    def events(self, link):\n        now = time.monotonic()\n        if now >= self.deadline:\n            raise _Timeout()\n        if now - self.checked >= self.poll:\n            self.check_interrupts()\n        return link.receive(min(self.poll, self.deadline - now))\n\n\ndef _connect(plpy, GD, schema, settings, address):\n    session = _session(GD, schema)\n    link = session.links.get(address)\n    if link is not None:\n        if link.looks_alive() and link.core.waiting == 0 and not link.backlog:\n            link.fresh = False\n            return link\n        session.links.pop(address, None)\n        link.close()\n    link = _Link(address, settings["connect_timeout"], settings["tls"])\n    try:\n        # Ask for WORK_EXCEPTION so a worker\'s exception text reaches SQL; a server that refuses\n        # the option still works (the exception then arrives as WORK_FAIL).\n        link.core.option("exceptions", b"exceptions")\n        link.send()\n        waiter = _Waiter(plpy, GD, schema, settings, "connect")\n        waiter.deadline = time.monotonic() + settings["connect_timeout"]\n        answered = False\n        while not answered:\n            for event in waiter.events(link):\n                if isinstance(event, (cc.Answer, cc.ErrorReply)) and event.token == "exceptions":\n                    answered = True\n    except BaseException:\n        link.close()\n        raise\n    session.links[address] = link\n    return link\n\n\ndef _drop(GD, schema, link):\n    session = _session(GD, schema)\n    if session.links.get(link.address) is link:\n        del session.links[link.address]\n    link.close()\n\n\ndef _order(GD, schema, targets, unique):\n    """Servers to try, in order: a unique picks its server by hash so that the same unique always\n    reaches the same server and coalesces; without one, spread round-robin."""\n    if len(targets) == 1:\n        return list(targets)\n    if unique:\n        start = zlib.crc32(unique) % len(targets)\n    else:\n        session = _session(GD, schema)\n        start = session.next_server % len(targets)\n        session.next_server += 1\n    return targets[start:] + targets[:start]\n\n\ndef _submit(plpy, GD, schema, settings, name, requests, unique=b""):\n    """Send ``requests`` (a list of (token, function, unique, data, Priority, background)) on one\n    connection and wait for every JOB_CREATED. Returns (link, {token: handle}).\n\n    A cached connection found dead (the job server restarted) is replaced once; a server that\n    cannot be reached makes the next allowed one be tried. Errors are plpy.error.\n    """\n    targets = _targets(plpy, GD, schema, settings, name)\n    errors = []\n    for address in _order(GD, schema, targets, unique):\n        for attempt in (0, 1):\n            try:\n                link = _connect(plpy, GD, schema, settings, address)\n            except _Timeout:\n                errors.append(\n                    f"{_format(address)}: no answer within {settings[\'connect_timeout\']:g} s"\n                )\n                _session(GD, schema).links.pop(address, None)\n                break\n            except (OSError, _Lost) as exc:\n                errors.append(f"{_format(address)}: {_reason(exc)}")\n                _session(GD, schema).links.pop(address, None)\n                break\n            try:\n                return link, _send_and_confirm(plpy, GD, schema, settings, name, link, requests)\n            except _Lost as exc:\n                _drop(GD, schema, link)\n                if link.fresh or attempt == 1:\n                    if _reachable(address, settings):\n                        _refused_on_size(plpy, name, link, requests, exc)\n                    errors.append(f"{link.name}: {exc}")\n                    break\n                # A cached connection that broke before JOB_CREATED: reconnect once.\n            except BaseException:\n                _drop(GD, schema, link)\n                raise\n    _fail(\n        plpy,\n        f"{name}: cannot reach a job server",\n        detail="; ".join(errors),\n        hint="check that the job server runs and is listed in the \'servers\' setting",\n        sqlstate=UNREACHABLE,\n    )\n\n\ndef _packet_bytes(requests):\n    """The size of the largest submission packet of ``requests``."""\n    return max(\n        12 + len(function) + len(unique) + len(data) + 2\n        for _token, function, unique, data, _priority, _background in requests\n    )\n\n\ndef _reachable(address, settings):\n    """Whether the job server accepts a new connection (it closed ours for another reason\n    than being down)."""\n    try:\n        probe = socket.create_connection(address, timeout=settings["connect_timeout"])\n    except OSError:\n        return False\n    try:\n        if settings["tls"] is not None:\n            # A TLS server would log a plaintext probe as a refused client.\n            probe = settings["tls"].wrap_socket(probe, server_hostname=address[0])\n    except OSError:\n        return False\n    finally:\n        probe.close()\n    return True\n\n\ndef _refused_on_size(plpy, name, link, requests, exc):\n    """A job server that is up and closed the connection while taking a job did so because of\n    the job: gearsql\'s and gearmand\'s servers close it after a packet above their maximum size\n    (the ERROR before the close is lost when the reset overtakes it). Say so; the caller\'s\n    generic error follows for small packets, where the size cannot be the cause."""\n    size = _packet_bytes(requests)\n    if size > 1024 * 1024:\n        _fail(\n            plpy,\n            f"{name}: the job server {link.name} closed the connection while taking a "\n            f"job of {size} bytes ({exc}); it is up, so the job is most likely larger than "\n            "its maximum packet size",\n            hint="set the max_workload setting to the job server\'s limit (gearsql server "\n            "--max-packet-size) to be told before anything is sent; pass a reference to the "\n            "data instead of the data",\n            sqlstate=REFUSED,\n        )\n\n\ndef _reason(exc):\n    if isinstance(exc, ConnectionRefusedError):\n        return "connection refused"\n    if isinstance(exc, socket.timeout):\n        return "connect timed out"\n    return str(exc) or type(exc).__name__\n\n\ndef _send_and_confirm(plpy, GD, schema, settings, name, link, requests):\n    for token, function, unique, data, priority, background in requests:\n        link.core.submit(token, function, unique, data, priority, background)\n    link.send()\n    handles = {}\n    waiter = _Waiter(plpy, GD, schema, settings, name)\n    try:\n        while len(handles) < len(requests):\n            for event in waiter.events(link):\n                if isinstance(event, cc.JobCreated):\n                    handles[event.token] = event.handle\n                elif not isinstance(event, cc.ErrorReply):\n                    link.backlog.append(event)\n                else:\n                    _drop(GD, schema, link)\n                    why = ""\n                    if event.code == "ARGUMENT_TOO_LARGE":\n                        why = (\n                            f" (a packet of {_packet_bytes(requests)} bytes: more than the "\n                            "server\'s maximum packet size)"\n                        )\n                    _fail(\n                        plpy,\n                        f"{name}: the job server {link.name} refused the job: "\n                        f"{event.code} {event.text}".rstrip()\n                        + why,\n                        sqlstate=REFUSED,\n                    )\n    except _Timeout:\n        _drop(GD, schema, link)\n        _fail(\n            plpy,\n            f"{name}: the job server {link.name} did not confirm the job within "\n            f"{settings[\'timeout\']:g} s",\n            sqlstate=TIMEOUT,\n        )\n    return handles\n\n\ndef _results(plpy, GD, schema, settings, name, link, handles):\n    """Wait for every foreground job of ``handles`` to end; {token: result bytes}.\n\n    On any error (including a query cancel) the connection is closed, which tells the job server\n    the client left: jobs not yet started are dropped, and no stale result can reach a later call.\n    """\n    results = {}\n    pieces = {token: [] for token in handles}\n    waiter = _Waiter(plpy, GD, schema, settings, name)\n    try:\n        while len(results) < len(handles):\n            if link.backlog:\n                events, link.backlog = link.backlog, []\n            else:\n                events = waiter.events(link)\n            for event in events:\n                if isinstance(event, cc.JobUpdate):\n                    if event.packet.type == protocol.PacketType.WORK_DATA:\n                        pieces[event.token].append(event.packet.args[1])\n                elif isinstance(event, cc.JobDone):\n                    packet = event.packet\n                    handle = handles[event.token].decode("utf-8", "replace")\n                    if packet.type == protocol.PacketType.WORK_COMPLETE:\n                        pieces[event.token].append(packet.args[1])\n                        results[event.token] = b"".join(pieces[event.token])\n                    elif packet.type == protocol.PacketType.WORK_EXCEPTION:\n                        text = packet.args[1].decode("utf-8", "replace")\n                        _fail(\n                            plpy,\n                            f"{name}: the worker raised an exception in job {handle}: {text}",\n                            sqlstate=WORK_EXCEPTION,\n                        )\n                    else:\n                        _fail(\n                            plpy,\n                            f"{name}: the worker failed job {handle} (WORK_FAIL)",\n                            sqlstate=WORK_FAIL,\n                        )\n    except _Timeout:\n        _drop(GD, schema, link)\n        _fail(\n            plpy,\n            f"{name}: no result within {settings[\'timeout\']:g} s (the \'timeout\' "\n            f"setting) from {link.name}",\n            hint="is a worker registered for the function?",\n            sqlstate=TIMEOUT,\n        )\n    except _Lost as exc:\n        _drop(GD, schema, link)\n        _fail(\n            plpy,\n            f"{name}: lost the connection to {link.name} while waiting: {exc}",\n            sqlstate=UNREACHABLE,\n        )\n    except BaseException:\n        _drop(GD, schema, link)\n        raise\n    return results\n\n\n# ------------------------------------------------------------------------------ functions\n\n\ndef do(plpy, GD, schema, name, priority, function, workload, unique=None):\n    """gman_do, gman_do_high, gman_do_low: run a job and return its result (NULL if empty).\n    ``priority`` is the word (``high``, ``normal``, ``low``)."""\n    level = protocol.Priority.from_word(priority)\n    fn = _function(plpy, name, function)\n    uq = _unique(plpy, name, unique)\n    data = _workload(plpy, name, workload)\n    settings = _settings(plpy, GD, schema)\n    _check_size(plpy, GD, schema, name, data, settings)\n    link, handles = _submit(plpy, GD, schema, settings, name, [(0, fn, uq, data, level, False)], uq)\n    results = _results(plpy, GD, schema, settings, name, link, handles)\n    return _result(plpy, name, results[0], not isinstance(workload, str))\n\n\ndef do_background(plpy, GD, schema, name, priority, function, workload, unique=None):\n    """gman_do*_background: start a job; immediate mode returns its handle, transactional mode\n    writes an outbox row in the caller\'s transaction and returns ``outbox:<id>``. (PostgreSQL\n    runs the transactional mode in PL/pgSQL, see gearsql/bridges/postgres.py, and calls\n    :func:`submit_background` for the immediate one.)"""\n    return _background(plpy, GD, schema, name, priority, function, workload, unique, True)\n\n\ndef submit_background(plpy, GD, schema, name, priority, function, workload, unique=None):\n    """Submit a background job now, whatever the mode, and return its handle."""\n    return _background(plpy, GD, schema, name, priority, function, workload, unique, False)\n\n\ndef _background(plpy, GD, schema, name, priority, function, workload, unique, outbox):\n    level = protocol.Priority.from_word(priority)\n    fn = _function(plpy, name, function)\n    uq = _unique(plpy, name, unique)\n    data = _workload(plpy, name, workload)\n    settings = _settings(plpy, GD, schema)\n    _check_size(plpy, GD, schema, name, data, settings)\n    if outbox and settings["background_mode"] == "transactional":\n        return _outbox(plpy, GD, schema, fn, uq, data, level)\n    _link, handles = _submit(plpy, GD, schema, settings, name, [(0, fn, uq, data, level, True)], uq)\n    return handles[0].decode("utf-8", "replace")\n\n\ndef _outbox(plpy, GD, schema, function, unique, data, priority):\n    if _dialect(GD) == "sqlite":\n        # Every time: a table created inside a transaction that rolled back is gone again.\n        plpy.execute(_sql(GD, "outbox_table", schema))\n    key = "gearsql.plan.outbox." + schema\n    plan = GD.get(key)\n    if plan is None:\n        plan = GD[key] = plpy.prepare(\n            _sql(GD, "outbox", schema), _SQL[_dialect(GD)]["outbox_types"]\n        )\n    rows = plpy.execute(plan, [function, unique or None, data, priority.word])\n    return f"outbox:{rows[0][\'id\']}"\n\n\ndef _outbox_status(plpy, GD, schema, name, outbox_id):\n    """The status of ``outbox:<id>``, from the database alone: pending (still in the outbox),\n    dead (in gman_outbox_dead, with the reason), else submitted."""\n    status = {\n        "known": False,\n        "running": False,\n        "numerator": None,\n        "denominator": None,\n        "state": "submitted",\n        "detail": "no longer in the outbox: the relay submitted it (or the transaction "\n        "that wrote it never committed)",\n    }\n    queries = ["outbox_state"]\n    if _dialect(GD) == "sqlite":\n        tables = {row["name"] for row in plpy.execute(_SQL["sqlite"]["tables"])}\n        queries = [\n            query\n            for query, table in (\n                ("outbox_state", "gman_outbox"),\n                ("dead_state", "gman_outbox_dead"),\n            )\n            if table in tables\n        ]\n    for query in queries:\n        key = f"gearsql.plan.{query}.{schema}"\n        plan = GD.get(key)\n        if plan is None:\n            plan = GD[key] = plpy.prepare(\n                _sql(GD, query, schema), _SQL[_dialect(GD)]["outbox_state_types"]\n            )\n        for row in plpy.execute(plan, [outbox_id]):\n            status["state"] = row["state"]\n            status["detail"] = row["detail"]\n            status["known"] = row["state"] == "pending"\n            return status\n    return status\n\n\ndef job_status(plpy, GD, schema, handle):\n    """gman_job_status: (known, running, numerator, denominator, state, detail) of a job\n    handle, asked of each job server in turn until one knows it; ``state`` is ``running``,\n    ``queued`` or ``unknown``. For ``outbox:<id>`` (a transactional background call) the\n    database answers: ``pending``, ``dead`` (``detail``: why) or ``submitted``."""\n    name = "gman_job_status"\n    if handle is None:\n        _fail(plpy, f"{name}: the job handle is NULL")\n    raw = _as_bytes(handle)\n    if not raw or b"\\0" in raw or len(raw) > protocol.MAX_HANDLE:\n        _fail(plpy, f"{name}: {handle!r} is not a job handle")\n    if raw.startswith(b"outbox:") and raw[7:].isdigit():\n        return _outbox_status(plpy, GD, schema, name, int(raw[7:]))\n    settings = _settings(plpy, GD, schema)\n    status = {\n        "known": False,\n        "running": False,\n        "numerator": None,\n        "denominator": None,\n        "state": "unknown",\n        "detail": None,\n    }\n    errors = []\n    for address in _targets(plpy, GD, schema, settings, name):\n        try:\n            link = _connect(plpy, GD, schema, settings, address)\n        except (OSError, _Lost, _Timeout) as exc:\n            errors.append(f"{_format(address)}: {_reason(exc)}")\n            continue\n        link.core.get_status("status", raw)\n        waiter = _Waiter(plpy, GD, schema, settings, name)\n        try:\n            link.send()\n            answer = None\n            while answer is None:\n                for event in waiter.events(link):\n                    if isinstance(event, (cc.Answer, cc.ErrorReply)):\n                        answer = event\n        except (_Lost, _Timeout) as exc:\n            _drop(GD, schema, link)\n            errors.append(f"{link.name}: {_reason(exc)}")\n            continue\n        except BaseException:\n            _drop(GD, schema, link)\n            raise\n        if isinstance(answer, cc.ErrorReply):\n            errors.append(f"{link.name}: {answer.code} {answer.text}")\n            continue\n        _, known, running, numerator, denominator = answer.packet.args\n        if known == b"1":\n            return {\n                "known": True,\n                "running": running == b"1",\n                "numerator": _int_or_none(numerator),\n                "denominator": _int_or_none(denominator),\n                "state": "running" if running == b"1" else "queued",\n                "detail": link.name,\n            }\n    if errors and len(errors) == len(_targets(plpy, GD, schema, settings, name)):\n        _fail(\n            plpy,\n            f"{name}: cannot reach a job server",\n            detail="; ".join(errors),\n            sqlstate=UNREACHABLE,\n        )\n    return status\n\n\ndef _int_or_none(raw):\n    try:\n        return int(raw)\n    except ValueError:\n        return None\n\n\n# ------------------------------------------------------------------------------- gman_sum\n\n\ndef sum_step(plpy, GD, schema, state, function, workload):\n    """gman_sum\'s transition: remember one task per row (all are submitted at the final step).\n\n    The tasks are kept in GD under a number that is the aggregate\'s state, because a list passed\n    through SQL as the state would be copied on every row.\n    """\n    name = "gman_sum"\n    fn = _function(plpy, name, function)\n    data = _workload(plpy, name, workload)\n    session = _session(GD, schema)\n    if state is None or state not in session.sums:\n        mark = _statement_mark(plpy, GD)\n        # Tasks of aggregates that never reached their final step (the statement failed) are\n        # dropped when a later statement starts a new one.\n        for key in [key for key, (m, _) in session.sums.items() if m != mark]:\n            del session.sums[key]\n        session.sum_counter += 1\n        state = session.sum_counter\n        session.sums[state] = (mark, [])\n    session.sums[state][1].append((fn, data))\n    return state\n\n\ndef _statement_mark(plpy, GD):\n    if _dialect(GD) != "postgres":\n        return None\n    return plpy.execute(_SQL["postgres"]["statement"])[0]["mark"]\n\n\ndef sum_final(plpy, GD, schema, state):\n    """gman_sum\'s final step: submit every task at once, wait for all, add the integer results.\n    NULL over no rows, like sum()."""\n    name = "gman_sum"\n    if state is None:\n        return None\n    entry = _session(GD, schema).sums.pop(state, None)\n    if entry is None:\n        _fail(plpy, f"{name}: the tasks of this aggregate were lost", sqlstate=UNREACHABLE)\n    tasks = entry[1]\n    if not tasks:\n        return None\n    settings = _settings(plpy, GD, schema)\n    for _fn, data in tasks:\n        _check_size(plpy, GD, schema, name, data, settings)\n    normal = protocol.Priority.NORMAL\n    requests = [(index, fn, b"", data, normal, False) for index, (fn, data) in enumerate(tasks)]\n    link, handles = _submit(plpy, GD, schema, settings, name, requests)\n    results = _results(plpy, GD, schema, settings, name, link, handles)\n    total = 0\n    for index in range(len(tasks)):\n        raw = results[index].strip()\n        if not raw:\n            continue\n        try:\n            total += int(raw)\n        except ValueError:\n            _fail(\n                plpy,\n                f"{name}: a worker\'s result is not an integer: "\n                f"{raw[:40].decode(\'utf-8\', \'replace\')!r}",\n                sqlstate=NOT_AN_INTEGER,\n            )\n    return total\n\n\ndef status_json(status):\n    """The status as JSON text, for databases whose functions return one value (SQLite)."""\n    return json.dumps(status, sort_keys=True)\n\n\ndef close_all(GD):\n    """Close every cached job server connection of this session (the host database\'s session\n    ends; PostgreSQL needs no call, its backend exits)."""\n    for session in GD.get(_STATE, {}).values():\n        for link in session.links.values():\n            link.close()\n        session.links.clear()\n'}
-GD['_gearsql_udf_1b7739a83664'] = load_package('_gearsql_udf_1b7739a83664', SOURCES).gman
+
+def _code(filename, source, data):
+    if data is not None:
+        try:
+            code = marshal.loads(data)
+        except (EOFError, ValueError, TypeError):
+            code = None
+        if isinstance(code, types.CodeType) and code.co_filename == filename:
+            return code
+    return compile(source, filename, "exec")
+
+
+# ------------------------------------------------------------------------------ stand-ins
+
+
+def _standin_typing():
+    import collections
+
+    module = types.ModuleType("typing", "udf/loader.py's stand-in for typing")
+
+    class Generic:
+        __slots__ = ()
+
+        def __class_getitem__(cls, params):
+            return cls
+
+    def TypeVar(name, *constraints, **options):
+        return name
+
+    class _Union:
+        def __getitem__(self, params):
+            return params if isinstance(params, tuple) else (params,)
+
+    # typing.NamedTuple's run-time part: a collections.namedtuple with the class body's fields
+    # (defaults from the trailing assigned ones) and the rest of the body copied onto it.
+    prohibited = frozenset(
+        (
+            "__new__",
+            "__init__",
+            "__slots__",
+            "__getnewargs__",
+            "_fields",
+            "_field_defaults",
+            "_make",
+            "_replace",
+            "_asdict",
+            "_source",
+        )
+    )
+    special = frozenset(("__module__", "__name__", "__annotations__"))
+
+    class NamedTupleMeta(type):
+        def __new__(mcls, typename, bases, ns):
+            fields = list(ns.get("__annotations__", {}))
+            defaults = [name for name in fields if name in ns]
+            if defaults != fields[len(fields) - len(defaults) :]:
+                raise TypeError(f"{typename}: a field without a default follows one with")
+            made = collections.namedtuple(
+                typename, fields, defaults=[ns[name] for name in defaults], module=ns["__module__"]
+            )
+            made.__annotations__ = dict(ns.get("__annotations__", {}))
+            for key, value in ns.items():
+                if key in prohibited:
+                    raise AttributeError("cannot overwrite NamedTuple attribute " + key)
+                if key not in special and key not in made._fields:
+                    setattr(made, key, value)
+            return made
+
+    base = type.__new__(NamedTupleMeta, "NamedTuple", (), {})
+
+    def NamedTuple(typename, fields=None, /, **kwargs):
+        raise TypeError("udf/loader.py's stand-in for typing has no functional NamedTuple")
+
+    NamedTuple.__mro_entries__ = lambda bases: (base,)
+    module.Generic = Generic
+    module.TypeVar = TypeVar
+    module.Union = _Union()
+    module.NamedTuple = NamedTuple
+    return module
+
+
+def _standin_dataclasses():
+    module = types.ModuleType("dataclasses", "udf/loader.py's stand-in for dataclasses")
+
+    class FrozenInstanceError(AttributeError):
+        pass
+
+    def _frozen_setattr(self, name, value):
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def _frozen_delattr(self, name):
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def dataclass(cls=None, /, *, frozen=False, **options):
+        """@dataclass(frozen=True) of classes whose fields have no defaults: nothing else."""
+        if not frozen or options:
+            raise TypeError("udf/loader.py's stand-in for dataclasses does frozen=True only")
+
+        def wrap(cls):
+            names = tuple(cls.__dict__.get("__annotations__", {}))  # noqa: RUF063 (no inspect)
+            if any(name in cls.__dict__ for name in names):
+                raise TypeError(f"{cls.__name__}: the stand-in dataclass takes no defaults")
+            source = (
+                "def __init__(self"
+                + "".join(", " + name for name in names)
+                + "):\n"
+                + "".join(f"    _set(self, {name!r}, {name})\n" for name in names)
+                + ("    pass\n" if not names else "")
+                + "def _values(self):\n"
+                + "    return ("
+                + "".join(f"self.{name}, " for name in names)
+                + ")\n"
+            )
+            namespace = {"_set": object.__setattr__}
+            exec(source, namespace)
+            values = namespace["_values"]
+
+            def __repr__(self):
+                inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
+                return f"{type(self).__qualname__}({inner})"
+
+            def __eq__(self, other):
+                if other.__class__ is self.__class__:
+                    return values(self) == values(other)
+                return NotImplemented
+
+            def __hash__(self):
+                return hash(values(self))
+
+            namespace["__init__"].__qualname__ = cls.__qualname__ + ".__init__"
+            cls.__init__ = namespace["__init__"]
+            cls.__repr__ = __repr__
+            cls.__eq__ = __eq__
+            cls.__hash__ = __hash__
+            cls.__setattr__ = _frozen_setattr
+            cls.__delattr__ = _frozen_delattr
+            cls.__match_args__ = names
+            return cls
+
+        return wrap if cls is None else wrap(cls)
+
+    module.dataclass = dataclass
+    module.FrozenInstanceError = FrozenInstanceError
+    return module
+
+
+def _standin_future():
+    module = types.ModuleType("__future__", "udf/loader.py's stand-in for __future__")
+    module.annotations = "annotations"  # the compiler reads the import; nothing uses the value
+    return module
+
+
+_STANDINS = {
+    "typing": _standin_typing,
+    "dataclasses": _standin_dataclasses,
+    "__future__": _standin_future,
+}
+_made = {}
+
+
+def _import(name, globals=None, locals=None, fromlist=(), level=0):
+    """``__import__`` of the library's modules: the stand-ins, else the real import."""
+    if level == 0 and name in _STANDINS:
+        module = _made.get(name)
+        if module is None:
+            module = _made[name] = _STANDINS[name]()
+            module.__file__ = "<udf/loader.py stand-in for " + name + ">"
+        return module
+    return builtins.__import__(name, globals, locals, fromlist, level)
+
+
+_BUILTINS = dict(builtins.__dict__)
+_BUILTINS["__import__"] = _import
+$gearsql_source$);
+
+CREATE OR REPLACE FUNCTION "gearsql"._gman_compile()
+RETURNS integer LANGUAGE plpython3u VOLATILE AS $gearsql$
+import marshal
+ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66061929f3bf\'')}
+try:
+    from _frozen_importlib_external import MAGIC_NUMBER
+except ImportError:
+    MAGIC_NUMBER = None
+LOADER = {"__name__": '_gearsql_udf_66061929f3bf.loader'}
+_row = ROWS["loader"]
+if MAGIC_NUMBER is not None and _row["magic"] == MAGIC_NUMBER and _row["code"] is not None:
+    _code = marshal.loads(_row["code"])
+else:
+    _code = compile(_row["source"], '<_gearsql_udf_66061929f3bf.loader>', "exec")
+exec(_code, LOADER)
+SOURCES = {name: row["source"] for name, row in ROWS.items() if name != "loader"}
+ALL = dict(SOURCES, loader=ROWS["loader"]["source"])
+CODES = LOADER["compile_sources"]('_gearsql_udf_66061929f3bf', ALL)
+MAGIC = LOADER["bytecode_magic"]()
+PLAN = plpy.prepare(
+'UPDATE "gearsql"._gman_library SET magic = $1, code = $2 WHERE package = \'_gearsql_udf_66061929f3bf\' AND module = $3', ["bytea", "bytea", "text"])
+for NAME, CODE in CODES.items():
+    plpy.execute(PLAN, [MAGIC, CODE, NAME])
+return len(CODES)
 $gearsql$;
 
-CREATE OR REPLACE FUNCTION "gearsql"._gman_background_now(p_name text, p_priority text, p_function text, p_workload bytea, p_unique text)
-RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
-SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1b7739a83664')
-if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1b7739a83664']
-return lib.submit_background(plpy, GD, SCHEMA, p_name, p_priority, p_function, p_workload, p_unique)
-$gearsql$;
+SELECT "gearsql"._gman_compile();
 
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1b7739a83664')
+lib = GD.get('_gearsql_udf_66061929f3bf')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1b7739a83664']
+    lib = GD['_gearsql_udf_66061929f3bf']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, None)
 $gearsql$;
 
@@ -237,10 +2432,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1b7739a83664')
+lib = GD.get('_gearsql_udf_66061929f3bf')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1b7739a83664']
+    lib = GD['_gearsql_udf_66061929f3bf']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, None)
 $gearsql$;
 
@@ -274,10 +2469,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1b7739a83664')
+lib = GD.get('_gearsql_udf_66061929f3bf')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1b7739a83664']
+    lib = GD['_gearsql_udf_66061929f3bf']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, unique)
 $gearsql$;
 
@@ -311,10 +2506,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1b7739a83664')
+lib = GD.get('_gearsql_udf_66061929f3bf')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1b7739a83664']
+    lib = GD['_gearsql_udf_66061929f3bf']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, unique)
 $gearsql$;
 
@@ -348,10 +2543,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1b7739a83664')
+lib = GD.get('_gearsql_udf_66061929f3bf')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1b7739a83664']
+    lib = GD['_gearsql_udf_66061929f3bf']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, None)
 $gearsql$;
 
@@ -385,10 +2580,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1b7739a83664')
+lib = GD.get('_gearsql_udf_66061929f3bf')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1b7739a83664']
+    lib = GD['_gearsql_udf_66061929f3bf']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, None)
 $gearsql$;
 
@@ -422,10 +2617,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1b7739a83664')
+lib = GD.get('_gearsql_udf_66061929f3bf')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1b7739a83664']
+    lib = GD['_gearsql_udf_66061929f3bf']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, unique)
 $gearsql$;
 
@@ -459,10 +2654,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1b7739a83664')
+lib = GD.get('_gearsql_udf_66061929f3bf')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1b7739a83664']
+    lib = GD['_gearsql_udf_66061929f3bf']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, unique)
 $gearsql$;
 
@@ -496,10 +2691,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1b7739a83664')
+lib = GD.get('_gearsql_udf_66061929f3bf')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1b7739a83664']
+    lib = GD['_gearsql_udf_66061929f3bf']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, None)
 $gearsql$;
 
@@ -533,10 +2728,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1b7739a83664')
+lib = GD.get('_gearsql_udf_66061929f3bf')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1b7739a83664']
+    lib = GD['_gearsql_udf_66061929f3bf']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, None)
 $gearsql$;
 
@@ -570,10 +2765,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1b7739a83664')
+lib = GD.get('_gearsql_udf_66061929f3bf')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1b7739a83664']
+    lib = GD['_gearsql_udf_66061929f3bf']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, unique)
 $gearsql$;
 
@@ -607,10 +2802,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1b7739a83664')
+lib = GD.get('_gearsql_udf_66061929f3bf')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1b7739a83664']
+    lib = GD['_gearsql_udf_66061929f3bf']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, unique)
 $gearsql$;
 
@@ -1526,10 +3721,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_servers_set"("servers" text)
 RETURNS boolean LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1b7739a83664')
+lib = GD.get('_gearsql_udf_66061929f3bf')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1b7739a83664']
+    lib = GD['_gearsql_udf_66061929f3bf']
 return lib.servers_set(plpy, GD, SCHEMA, servers)
 $gearsql$;
 
@@ -1563,10 +3758,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_job_status"("handle" text, OUT known boolean, OUT running boolean, OUT numerator bigint, OUT denominator bigint, OUT state text, OUT detail text)
 RETURNS record LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1b7739a83664')
+lib = GD.get('_gearsql_udf_66061929f3bf')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1b7739a83664']
+    lib = GD['_gearsql_udf_66061929f3bf']
 return lib.job_status(plpy, GD, SCHEMA, handle)
 $gearsql$;
 
@@ -1600,13 +3795,87 @@ EXCEPTION WHEN OTHERS THEN
 END
 $gearsql$;
 
+CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_map"("function" text, "workloads" text[])
+RETURNS setof text LANGUAGE plpython3u VOLATILE AS $gearsql$
+SCHEMA = 'gearsql'
+lib = GD.get('_gearsql_udf_66061929f3bf')
+if lib is None:
+    plpy.execute('SELECT "gearsql"._gman_load()')
+    lib = GD['_gearsql_udf_66061929f3bf']
+return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)
+$gearsql$;
+
+CREATE OR REPLACE FUNCTION "gearsql"."gman_map"("function" text, "workloads" text[])
+RETURNS setof text LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $gearsql$
+DECLARE
+    e_code text;
+    e_message text;
+    e_detail text;
+    e_hint text;
+BEGIN
+    RETURN QUERY SELECT * FROM "gearsql"."_gman_py_gman_map"("function", "workloads");
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+        e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+    IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
+            DETAIL = e_detail, HINT = e_hint;
+    ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
+    ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
+    ELSE
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
+    END IF;
+END
+$gearsql$;
+
+CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_map"("function" text, "workloads" bytea[])
+RETURNS setof bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
+SCHEMA = 'gearsql'
+lib = GD.get('_gearsql_udf_66061929f3bf')
+if lib is None:
+    plpy.execute('SELECT "gearsql"._gman_load()')
+    lib = GD['_gearsql_udf_66061929f3bf']
+return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)
+$gearsql$;
+
+CREATE OR REPLACE FUNCTION "gearsql"."gman_map"("function" text, "workloads" bytea[])
+RETURNS setof bytea LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $gearsql$
+DECLARE
+    e_code text;
+    e_message text;
+    e_detail text;
+    e_hint text;
+BEGIN
+    RETURN QUERY SELECT * FROM "gearsql"."_gman_py_gman_map"("function", "workloads");
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+        e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+    IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
+            DETAIL = e_detail, HINT = e_hint;
+    ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
+    ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
+    ELSE
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
+    END IF;
+END
+$gearsql$;
+
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" text)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1b7739a83664')
+lib = GD.get('_gearsql_udf_66061929f3bf')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1b7739a83664']
+    lib = GD['_gearsql_udf_66061929f3bf']
 return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
@@ -1640,10 +3909,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" bytea)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1b7739a83664')
+lib = GD.get('_gearsql_udf_66061929f3bf')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1b7739a83664']
+    lib = GD['_gearsql_udf_66061929f3bf']
 return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
@@ -1677,10 +3946,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_final"("state" bigint)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1b7739a83664')
+lib = GD.get('_gearsql_udf_66061929f3bf')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1b7739a83664']
+    lib = GD['_gearsql_udf_66061929f3bf']
 return lib.sum_final(plpy, GD, SCHEMA, state)
 $gearsql$;
 
@@ -1744,6 +4013,8 @@ REVOKE ALL ON FUNCTION "gearsql"._gman_background_now(text, text, text, bytea, t
 
 REVOKE ALL ON FUNCTION "gearsql"._gman_load() FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION "gearsql"._gman_compile() FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION "gearsql"."_gman_py_gman_do"(text, text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"."_gman_py_gman_do"(text, bytea) FROM PUBLIC;
@@ -1771,6 +4042,10 @@ REVOKE ALL ON FUNCTION "gearsql"."_gman_py_gman_do_low"(text, bytea, text) FROM 
 REVOKE ALL ON FUNCTION "gearsql"."_gman_py_gman_servers_set"(text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"."_gman_py_gman_job_status"(text) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION "gearsql"."_gman_py_gman_map"(text, text[]) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION "gearsql"."_gman_py_gman_map"(text, bytea[]) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"."_gman_py__gman_sum_step"(bigint, text, text) FROM PUBLIC;
 
@@ -1833,6 +4108,10 @@ REVOKE ALL ON FUNCTION "gearsql"."gman_do_low_background"(text, bytea, text) FRO
 REVOKE ALL ON FUNCTION "gearsql"."gman_servers_set"(text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"."gman_job_status"(text) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION "gearsql"."gman_map"(text, text[]) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION "gearsql"."gman_map"(text, bytea[]) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"."_gman_sum_step"(bigint, text, text) FROM PUBLIC;
 

@@ -24,6 +24,10 @@ DROP FUNCTION IF EXISTS "gearsql"."_gman_sum_step"(bigint, text, bytea);
 
 DROP FUNCTION IF EXISTS "gearsql"."_gman_sum_step"(bigint, text, text);
 
+DROP FUNCTION IF EXISTS "gearsql"."gman_map"(text, bytea[]);
+
+DROP FUNCTION IF EXISTS "gearsql"."gman_map"(text, text[]);
+
 DROP FUNCTION IF EXISTS "gearsql"."gman_job_status"(text);
 
 DROP FUNCTION IF EXISTS "gearsql"."gman_servers_set"(text);
@@ -86,6 +90,10 @@ DROP FUNCTION IF EXISTS "gearsql"."_gman_py__gman_sum_step"(bigint, text, bytea)
 
 DROP FUNCTION IF EXISTS "gearsql"."_gman_py__gman_sum_step"(bigint, text, text);
 
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_map"(text, bytea[]);
+
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_map"(text, text[]);
+
 DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_job_status"(text);
 
 DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_servers_set"(text);
@@ -114,6 +122,8 @@ DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do"(text, bytea);
 
 DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do"(text, text);
 
+DROP FUNCTION IF EXISTS "gearsql"._gman_compile();
+
 DROP FUNCTION IF EXISTS "gearsql"._gman_load();
 
 DROP FUNCTION IF EXISTS "gearsql"._gman_background_now(text, text, text, bytea, text);
@@ -121,6 +131,8 @@ DROP FUNCTION IF EXISTS "gearsql"._gman_background_now(text, text, text, bytea, 
 DROP FUNCTION IF EXISTS "gearsql"._gman_settings();
 
 DROP FUNCTION IF EXISTS "gearsql"._gman_outbox_insert(bytea, bytea, bytea, text);
+
+DROP TABLE IF EXISTS "gearsql"._gman_library;
 
 DROP TABLE IF EXISTS "gearsql".gman_outbox_dead;
 
