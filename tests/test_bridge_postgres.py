@@ -29,9 +29,9 @@ def test_generated_install_files_are_up_to_date() -> None:
 def test_install_sql_refuses_names_that_are_not_identifiers() -> None:
     from gearsql.bridges.postgres import install_sql
 
-    with pytest.raises(ValueError, match="not a plain identifier"):
+    with pytest.raises(ValueError, match="not a plain SQL identifier"):
         install_sql('x"; DROP TABLE t; --')
-    with pytest.raises(ValueError, match="not a plain identifier"):
+    with pytest.raises(ValueError, match="not a plain SQL identifier"):
         install_sql("gearsql", role="a b")
     with pytest.raises(ValueError, match="bad job server address"):
         install_sql("gearsql", servers="host:notaport")

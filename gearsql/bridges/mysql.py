@@ -43,14 +43,13 @@ statements outside routines); MySQL lacks ``@@in_transaction`` and is not suppor
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
-from gearsql._mysqlurl import parse_mysql_url
-from gearsql.protocol import DEFAULT_MAX_PACKET_SIZE, Priority
+from gearsql._mysqlurl import connect_config, connector, lock_name
+from gearsql._sqlcommon import SETTING_DEFAULTS
+from gearsql.protocol import Priority
 
 __all__ = [
     "FUNCTIONS",
@@ -70,20 +69,16 @@ __all__ = [
     "uninstall_statements",
 ]
 
-#: The default of the ``max_workload`` setting: the job server's default maximum packet less
-#: room for the header, the longest function name and unique, and their separators.
-DEFAULT_MAX_WORKLOAD = DEFAULT_MAX_PACKET_SIZE - 1024
-
 #: name -> (default, meaning).
 SETTINGS: dict[str, tuple[str, str]] = {
     "servers": (
-        "127.0.0.1:4730",
+        SETTING_DEFAULTS["servers"],
         "job servers gman_servers_set accepts (host[:port],...); the relay decides where jobs go",
     ),
-    "timeout": ("60", "seconds a foreground gman_do* waits for its result"),
+    "timeout": (SETTING_DEFAULTS["timeout"], "seconds a foreground gman_do* waits for its result"),
     "poll_interval": ("0.05", "seconds between a waiting gman_do*'s checks for its result"),
     "max_workload": (
-        str(DEFAULT_MAX_WORKLOAD),
+        SETTING_DEFAULTS["max_workload"],
         "bytes: a longer workload is an SQL error at call time (0: no limit); the default "
         "fits a job server's default maximum packet of 64 MiB",
     ),
@@ -147,15 +142,6 @@ _ACCOUNT = re.compile(
     rf"^(?P<q1>['`\"]?)(?P<user>{_ACCOUNT_PART})(?P=q1)"
     rf"(?:@(?P<q2>['`\"]?)(?P<host>{_ACCOUNT_PART})(?P=q2))?$"
 )
-_DSN_OPTIONS = frozenset({"connect_timeout", "unix_socket"})
-
-
-def lock_name(database: str, kind: str, call_id: int) -> str:
-    """The named lock of a foreground call: ``kind`` is ``ready`` (the caller's row is
-    written whole), ``claim`` (the relay runs the job) or ``done`` (its outcome is in
-    ``gman_results``). The same as the SQL ``_gman_lock_name``."""
-    digest = hashlib.sha1(database.encode("utf-8")).hexdigest()[:16]
-    return f"gearsql.{digest}.{kind}.{call_id}"
 
 
 def check_account(value: str) -> str:
@@ -770,18 +756,6 @@ def uninstall_sql(force: bool = False, for_file: bool = False) -> str:
 # ----------------------------------------------------------------------------- running it
 
 
-def connect_config(dsn: str) -> dict[str, Any]:
-    """mysql-connector ``connect()`` arguments from ``mysql://user:pw@host:3306/db`` (also
-    ``mariadb://``; options ``connect_timeout`` seconds and ``unix_socket``), the URL form of
-    ``--store mysql://...``. Raises ValueError without a database or for an unknown option."""
-    if urlsplit(dsn).scheme not in ("mysql", "mariadb"):
-        raise ValueError(f"not a MySQL URL: {dsn!r} (mysql://user:pw@host:3306/db)")
-    config, query = parse_mysql_url(dsn, _DSN_OPTIONS, "MySQL")
-    config["autocommit"] = True
-    config["connection_timeout"] = max(1, round(float(query.get("connect_timeout", 5))))
-    return config
-
-
 #: What an install or uninstall needs, said when MariaDB refuses it for lack of privilege.
 _PRIVILEGES_NEEDED = {
     "install": "installing needs the database's owner (ALL PRIVILEGES on it) or root: at least "
@@ -854,16 +828,3 @@ def uninstall(dsn: str, force: bool = False) -> None:
     """Remove everything from the database of ``dsn`` (see :func:`uninstall_statements`).
     Raises as :func:`install` does."""
     _run(dsn, uninstall_statements(force), "uninstall")
-
-
-def connector(dsn: str) -> Callable[[], Any]:
-    """A function that opens a new connection to ``dsn`` each time it is called (for
-    :func:`gearsql.bridges.mysql_calls.serve_calls`)."""
-    config = connect_config(dsn)
-
-    def connect() -> Any:
-        import mysql.connector
-
-        return mysql.connector.connect(**config)
-
-    return connect

@@ -5,7 +5,7 @@ How a call travels (the function's side is in :mod:`gearsql.bridges.mysql`):
 
 1. ``gman_do`` inserts a row into ``gman_calls`` and never commits it; this module reads the
    table at READ UNCOMMITTED, so it sees the row while the caller waits.
-2. It takes the named lock ``claim`` of the call (:func:`gearsql.bridges.mysql.lock_name`), so
+2. It takes the named lock ``claim`` of the call (:func:`gearsql._mysqlurl.lock_name`), so
    that of several relays only one runs it, and runs the job with the :class:`AsyncClient`.
 3. It commits the outcome into ``gman_results`` and then takes the named lock ``done``, which
    is what the waiting function polls for. The function reads and deletes the result.
@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from gearsql.bridges.mysql import lock_name
+from gearsql._mysqlurl import lock_name
 from gearsql.client import AsyncClient
 from gearsql.errors import (
     GearmanError,
@@ -398,7 +398,7 @@ async def serve_calls(
     """Serve the foreground ``gman_do*`` calls of ``database`` until ``stop`` is set.
 
     ``connect()`` opens a new mysql-connector connection to the server (for example
-    ``gearsql.bridges.mysql.connector(dsn)``); it is called again after a connection breaks.
+    ``gearsql._mysqlurl.connector(dsn)``); it is called again after a connection breaks.
     The account needs SELECT on ``gman_calls`` and SELECT, INSERT, UPDATE, DELETE on
     ``gman_results``. ``client`` runs the jobs (its servers are where they go); each call's own
     timeout (the ``timeout`` setting) bounds its job. New calls are looked for every

@@ -22,12 +22,18 @@ Objects, all in one schema (default ``gearsql``):
 
 from __future__ import annotations
 
-import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from gearsql._sqlcommon import (
+    BACKGROUND_MODES,
+    NOTIFY_CHANNEL,
+    OUTBOX_COLUMNS,
+    SETTING_DEFAULTS,
+    check_identifier,
+)
 from gearsql.bridges import library_package, library_sources, load_library, udf_module
-from gearsql.protocol import DEFAULT_MAX_PACKET_SIZE, MAX_FUNCTION_NAME, MAX_UNIQUE
+from gearsql.protocol import MAX_FUNCTION_NAME, MAX_UNIQUE
 
 __all__ = [
     "DEFAULT_SCHEMA",
@@ -41,47 +47,40 @@ __all__ = [
 ]
 
 DEFAULT_SCHEMA = "gearsql"
-#: The default of the ``max_workload`` setting: the job server's default maximum packet less
-#: room for the header, the longest function name and unique, and their separators.
-DEFAULT_MAX_WORKLOAD = DEFAULT_MAX_PACKET_SIZE - 1024
-NOTIFY_CHANNEL = "gearsql_outbox"
 #: SQLSTATEs of the gman_* functions (docs/design.md has the table; udf/gman.py raises the same).
 BAD_ARGUMENT = "22023"  # invalid_parameter_value
 BAD_SETTING = "GM006"
 NO_PLPYTHON = "0A000"  # feature_not_supported
 _LEGACY_OUTBOX_INSERT = "{s}._gman_outbox_insert(bytea, bytea, bytea, text)"
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 _DOLLAR_TAG = "$gearsql$"
 
 #: name -> (default, meaning). The same names are register() keywords in gearsql.sqlite.
 SETTINGS: dict[str, tuple[str, str]] = {
-    "servers": ("127.0.0.1:4730", "job servers this database may reach (host[:port],...)"),
+    "servers": (
+        SETTING_DEFAULTS["servers"],
+        "job servers this database may reach (host[:port],...)",
+    ),
     "background_mode": (
-        "transactional",
+        SETTING_DEFAULTS["background_mode"],
         "transactional: gman_do*_background writes an outbox row in the caller's transaction "
         "(no job unless it commits; the relay submits it); immediate: submit at call time and "
         "return the job handle, even if the transaction later rolls back",
     ),
-    "connect_timeout": ("5", "seconds to connect to a job server"),
-    "timeout": ("60", "seconds a call waits for a job server's answer or a foreground result"),
-    "poll_interval": ("0.1", "seconds between checks for a query cancel while waiting"),
+    "connect_timeout": (SETTING_DEFAULTS["connect_timeout"], "seconds to connect to a job server"),
+    "timeout": (
+        SETTING_DEFAULTS["timeout"],
+        "seconds a call waits for a job server's answer or a foreground result",
+    ),
+    "poll_interval": (
+        SETTING_DEFAULTS["poll_interval"],
+        "seconds between checks for a query cancel while waiting",
+    ),
     "max_workload": (
-        str(DEFAULT_MAX_WORKLOAD),
+        SETTING_DEFAULTS["max_workload"],
         "bytes: a longer workload is an SQL error at call time (0: no limit); the default fits "
         "a job server's default maximum packet of 64 MiB",
     ),
 }
-
-
-def check_identifier(value: str, what: str) -> str:
-    """``value`` if it is a plain SQL identifier (letters, digits, ``_``, ``$``), else
-    ValueError: names go into generated SQL and PL/Python source."""
-    if not _IDENTIFIER.match(value):
-        raise ValueError(
-            f"{what} {value!r} is not a plain identifier (letters, digits, _ and $, "
-            "at most 63 characters, not starting with a digit)"
-        )
-    return value
 
 
 def _ident(name: str) -> str:
@@ -400,7 +399,7 @@ def _background_sql(schema: str, entry: dict[str, Any], plpython: bool) -> list[
                 hint="it is 'transactional' or 'immediate'",
             ),
             "    END IF;",
-            f"    INSERT INTO {s}.gman_outbox (function, unique_key, workload, priority)",
+            f"    INSERT INTO {s}.gman_outbox ({', '.join(OUTBOX_COLUMNS[1:])})",
             f"    VALUES (pg_catalog.convert_to(function, 'UTF8'), "
             f"pg_catalog.convert_to({unique}, 'UTF8'), raw, {_literal(priority)})",
             "    RETURNING id INTO new_id;",
@@ -516,7 +515,7 @@ def install_sql(
     check_identifier(schema, "schema")
     if role is not None:
         check_identifier(role, "role")
-    if background_mode is not None and background_mode not in ("transactional", "immediate"):
+    if background_mode is not None and background_mode not in BACKGROUND_MODES:
         raise ValueError("background_mode is 'transactional' or 'immediate'")
     if servers is not None:
         load_library().parse_servers(servers)  # ValueError names a bad entry

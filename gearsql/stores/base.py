@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import abc
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple, TypeVar
+
+from gearsql._sqlcommon import IDENTIFIER
+from gearsql._sqlcommon import check_identifier as _check_sql_name
 
 __all__ = [
     "DEAD",
@@ -34,15 +36,11 @@ __all__ = [
     "side_writes",
 ]
 
-#: Table names from configuration must match this before they go anywhere near SQL.
-IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-
 
 def check_identifier(name: str) -> str:
-    """Return ``name`` if it is a plain SQL identifier; raise ValueError otherwise."""
-    if not IDENTIFIER.fullmatch(name):
-        raise ValueError(f"not a valid table name: {name!r} (letters, digits and _ only)")
-    return name
+    """Return ``name`` if it is a plain SQL identifier (:data:`gearsql._sqlcommon.IDENTIFIER`,
+    the rule of every SQL name gearsql takes from configuration); raise ValueError otherwise."""
+    return _check_sql_name(name, "table name")
 
 
 class StoreError(Exception):

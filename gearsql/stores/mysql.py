@@ -79,6 +79,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "the MySQL store needs mysql-connector-python: pip install 'gearsql[mysql]'"
     ) from exc
 
+from gearsql._log import reason
 from gearsql._mysqlurl import parse_mysql_url
 from gearsql.stores.base import (
     JOB_COLUMNS,
@@ -161,8 +162,7 @@ def _lost(exc: mysql.connector.Error) -> bool:
 
 def _reason(exc: mysql.connector.Error) -> str:
     """The driver's message on one line, without its multi-line boilerplate."""
-    text = exc.msg or str(exc)
-    return " ".join(text.split())
+    return reason(exc.msg or str(exc))
 
 
 class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):

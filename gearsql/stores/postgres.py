@@ -71,6 +71,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from gearsql._log import reason as _one_line
 from gearsql.stores.base import (
     Changes,
     SideTable,
@@ -136,11 +137,6 @@ def _text(value: bytes) -> str | None:
         return value.decode("utf-8")
     except UnicodeDecodeError:
         return None
-
-
-def _one_line(exc: BaseException) -> str:
-    """libpq's messages span lines ("...failed: Connection refused\\n\\tIs the server running")."""
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _index_name(table: str) -> str:
