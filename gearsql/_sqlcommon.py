@@ -27,6 +27,7 @@ __all__ = [
     "OUTBOX_COLUMNS",
     "SETTING_DEFAULTS",
     "check_identifier",
+    "check_seconds",
 ]
 
 #: A plain SQL identifier: letters, digits, ``_`` and ``$``, not starting with a digit, at most
@@ -42,6 +43,18 @@ def check_identifier(value: str, what: str) -> str:
             f"{what} {value!r} is not a plain SQL identifier (letters, digits, _ and $, "
             "at most 63 characters, not starting with a digit)"
         )
+    return value
+
+
+def check_seconds(name: str, value: str) -> str:
+    """``value`` if it is a number of seconds in (0, 86400] (the ``timeout`` setting of an
+    install), else ValueError naming the setting ``name``."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, not {value!r}") from None
+    if not 0 < seconds <= 86400:
+        raise ValueError(f"{name} must be more than 0 and at most 86400 seconds")
     return value
 
 

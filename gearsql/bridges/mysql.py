@@ -48,7 +48,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gearsql._mysqlurl import connect_config, connector, lock_name
-from gearsql._sqlcommon import SETTING_DEFAULTS
+from gearsql._sqlcommon import SETTING_DEFAULTS, check_seconds
 from gearsql.bridges._mysqlroutines import (
     FUNCTIONS,
     PIPELINE,
@@ -147,16 +147,6 @@ def _check_servers(servers: str) -> str:
     return servers
 
 
-def _check_number(name: str, value: str) -> str:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, not {value!r}") from None
-    if not 0 < number <= 86400:
-        raise ValueError(f"{name} must be more than 0 and at most 86400 seconds")
-    return value
-
-
 # ----------------------------------------------------------------------------- the SQL
 
 _TABLE_SQL = {
@@ -219,7 +209,7 @@ def install_statements(
     relay = None if relay_account is None else check_account(relay_account)
     chosen = {
         "servers": servers if servers is None else _check_servers(servers),
-        "timeout": timeout if timeout is None else _check_number("timeout", timeout),
+        "timeout": timeout if timeout is None else check_seconds("timeout", timeout),
     }
     statements = [
         "SET NAMES utf8mb4",

@@ -29,6 +29,7 @@ from gearsql._sqlcommon import (
     NOTIFY_CHANNEL,
     SETTING_DEFAULTS,
     check_identifier,
+    check_seconds,
 )
 from gearsql.bridges import library_package, library_sources, load_library, udf_module
 from gearsql.bridges._pgfunctions import (
@@ -118,7 +119,7 @@ def install_sql(
     if servers is not None:
         load_library().parse_servers(servers)  # ValueError names a bad entry
     if timeout is not None:
-        _check_seconds("timeout", timeout)
+        check_seconds("timeout", timeout)
     functions = udf_module("functions")
     sources = library_sources()
     package = library_package(sources)
@@ -332,15 +333,6 @@ def uninstall_sql(schema: str = DEFAULT_SCHEMA, force: bool = False, for_file: b
         )
     parts.append("COMMIT;")
     return "\n\n".join(parts) + "\n"
-
-
-def _check_seconds(name: str, value: str) -> None:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, not {value!r}") from None
-    if not 0 < seconds <= 86400:
-        raise ValueError(f"{name} must be more than 0 and at most 86400 seconds")
 
 
 #: What an install or uninstall needs, said when PostgreSQL refuses it for lack of privilege.

@@ -33,6 +33,7 @@ __all__ = [
     "check_identifier",
     "from_row",
     "job_from_row",
+    "side_sql",
     "side_writes",
 ]
 
@@ -276,6 +277,34 @@ def side_writes(
         keys = getattr(changes, table.keys) if table.keys else ()
         if keys:
             yield table, "delete", [(queue_table, key) for key in keys]
+
+
+def side_sql(
+    table: SideTable,
+    action: str,
+    mark: Callable[[str], str],
+    insert: str,
+    conflict: str = "",
+    column: Callable[[str], str] = str,
+) -> str:
+    """A dialect's statement for one action of :func:`side_writes`. ``mark(kind)`` is its
+    placeholder for a value of that kind (a letter of :attr:`SideTable.types`; ``t`` for the
+    queue table's name), ``insert`` how an upsert starts (``INSERT OR REPLACE``, ``INSERT``),
+    ``conflict`` what follows its VALUES, and ``column`` the dialect's name of a column."""
+    queue = mark("t")
+    if action == "expire":
+        return f"DELETE FROM {table.name} WHERE queue_table = {queue} AND expires <= {mark('f')}"
+    if action == "delete":
+        key = table.columns[0]
+        return (
+            f"DELETE FROM {table.name} WHERE queue_table = {queue}"
+            f" AND {column(key)} = {mark(table.types[0])}"
+        )
+    columns = ", ".join(map(column, table.columns))
+    marks = ", ".join(mark(kind) for kind in table.types)
+    return (
+        f"{insert} INTO {table.name} (queue_table, {columns}) VALUES ({queue}, {marks}){conflict}"
+    )
 
 
 def as_bytes(value: Any) -> bytes:

@@ -89,6 +89,7 @@ from gearsql.stores.base import (
     StoreError,
     check_identifier,
     job_from_row,
+    side_sql,
     side_writes,
 )
 from gearsql.stores.threaded import ReconnectingStore
@@ -563,16 +564,9 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
 
 def _side_sql(table: SideTable, action: str) -> str:
     """MySQL's statement for one action of :func:`~gearsql.stores.base.side_writes`."""
-    if action == "expire":
-        return f"DELETE FROM {table.name} WHERE queue_table = %s AND expires <= %s"
-    if action == "delete":
-        return f"DELETE FROM {table.name} WHERE queue_table = %s AND {table.columns[0]} = %s"
-    columns = ", ".join(table.columns)
-    marks = ", ".join(["%s"] * len(table.columns))
     if not table.replace:
-        return f"INSERT IGNORE INTO {table.name} (queue_table, {columns}) VALUES (%s, {marks})"
+        return side_sql(table, action, lambda kind: "%s", "INSERT IGNORE")
     update = ", ".join(f"{column} = VALUES({column})" for column in table.value_columns)
-    return (
-        f"INSERT INTO {table.name} (queue_table, {columns}) VALUES (%s, {marks})"
-        f" ON DUPLICATE KEY UPDATE {update}"
+    return side_sql(
+        table, action, lambda kind: "%s", "INSERT", f" ON DUPLICATE KEY UPDATE {update}"
     )

@@ -79,6 +79,7 @@ from gearsql.stores.base import (
     StoreError,
     check_identifier,
     job_from_row,
+    side_sql,
     side_writes,
 )
 from gearsql.stores.threaded import ReconnectingStore
@@ -461,28 +462,16 @@ def _column(name: str) -> str:
 def _side_sql(table: SideTable, action: str) -> str:
     """PostgreSQL's statement for one action of :func:`~gearsql.stores.base.side_writes`;
     bytes travel as binary parameters (``%b``)."""
-    if action == "expire":
-        return f"DELETE FROM {table.name} WHERE queue_table = %s AND expires <= %s"
-    key = table.columns[0]
-    mark = {"b": "%b"}
-    if action == "delete":
-        return (
-            f"DELETE FROM {table.name} WHERE queue_table = %s"
-            f" AND {_column(key)} = {mark.get(table.types[0], '%s')}"
-        )
-    columns = ", ".join(_column(column) for column in table.columns)
-    marks = ", ".join(mark.get(kind, "%s") for kind in table.types)
-    keys = ", ".join(_column(column) for column in table.key_columns)
+    keys = ", ".join(map(_column, table.key_columns))
     if table.replace:
         update = ", ".join(
             f"{_column(column)} = excluded.{_column(column)}" for column in table.value_columns
         )
-        conflict = f"DO UPDATE SET {update}"
+        conflict = f" ON CONFLICT (queue_table, {keys}) DO UPDATE SET {update}"
     else:
-        conflict = "DO NOTHING"
-    return (
-        f"INSERT INTO {table.name} (queue_table, {columns}) VALUES (%s, {marks})"
-        f" ON CONFLICT (queue_table, {keys}) {conflict}"
+        conflict = f" ON CONFLICT (queue_table, {keys}) DO NOTHING"
+    return side_sql(
+        table, action, lambda kind: "%b" if kind == "b" else "%s", "INSERT", conflict, _column
     )
 
 

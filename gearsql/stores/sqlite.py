@@ -37,6 +37,7 @@ from gearsql.stores.base import (
     StoreError,
     check_identifier,
     job_from_row,
+    side_sql,
     side_writes,
 )
 from gearsql.stores.threaded import ThreadedStore
@@ -275,12 +276,4 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
 
 def _side_sql(table: SideTable, action: str) -> str:
     """SQLite's statement for one action of :func:`~gearsql.stores.base.side_writes`."""
-    if action == "expire":
-        return f"DELETE FROM {table.name} WHERE queue_table = ? AND expires <= ?"
-    if action == "delete":
-        return f"DELETE FROM {table.name} WHERE queue_table = ? AND {table.columns[0]} = ?"
-    marks = ", ".join("?" * len(table.columns))
-    return (
-        f"INSERT OR REPLACE INTO {table.name} (queue_table, {', '.join(table.columns)})"
-        f" VALUES (?, {marks})"
-    )
+    return side_sql(table, action, lambda kind: "?", "INSERT OR REPLACE")
