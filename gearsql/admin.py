@@ -229,25 +229,32 @@ def _dead_targets(core: ClientRules, words: list[bytes]) -> list[int] | bytes:
     return [int(target)]
 
 
-def _retry(core: ClientRules, session: Session, words: list[bytes]) -> bytes:
+def _on_dead(
+    core: ClientRules, session: Session, words: list[bytes], act: Callable[[int], object]
+) -> list[int] | bytes:
+    """``act`` on each dead letter ``words`` names, for a trusted session; the numbers acted
+    on, or the ERR reply."""
     targets = _dead_targets(core, words)
     if isinstance(targets, bytes):
         return targets
     if not session.trusted:
         return ERR_PERMISSION
     for dead_id in targets:
-        core.revive(dead_id)
+        act(dead_id)
+    return targets
+
+
+def _retry(core: ClientRules, session: Session, words: list[bytes]) -> bytes:
+    targets = _on_dead(core, session, words, core.revive)
+    if isinstance(targets, bytes):
+        return targets
     return b"OK %d\r\n" % len(targets)
 
 
 def _purge(core: ClientRules, session: Session, words: list[bytes]) -> bytes:
-    targets = _dead_targets(core, words)
+    targets = _on_dead(core, session, words, core.purge)
     if isinstance(targets, bytes):
         return targets
-    if not session.trusted:
-        return ERR_PERMISSION
-    for dead_id in targets:
-        core.purge(dead_id)
     if targets:
         core.notice("INFO", f"Purged {len(targets)} dead letters by admin command")
     return b"OK %d\r\n" % len(targets)
