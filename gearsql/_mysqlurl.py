@@ -10,7 +10,24 @@ from collections.abc import Callable, Collection
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["connect_config", "connector", "lock_name", "parse_mysql_url"]
+__all__ = [
+    "ESCAPED",
+    "connect_config",
+    "connector",
+    "literal_size",
+    "lock_name",
+    "parse_mysql_url",
+]
+
+#: Bytes the driver escapes with a backslash inside a quoted literal (one extra byte each).
+ESCAPED = (b"\\", b"\n", b"\r", b"'", b'"', b"\x1a", b"\x00")
+
+
+def literal_size(value: bytes) -> int:
+    """The length of ``value`` as a quoted literal in a statement the driver sends: what the
+    server counts against its ``max_allowed_packet``."""
+    return len(value) + sum(value.count(char) for char in ESCAPED) + 2
+
 
 #: The options a DSN of the install and the relay may carry.
 _DSN_OPTIONS = frozenset({"connect_timeout", "unix_socket"})

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from gearsql._mysqlurl import lock_name
+from gearsql._mysqlurl import literal_size, lock_name
 from gearsql.client import AsyncClient
 from gearsql.errors import (
     GearmanError,
@@ -50,8 +50,6 @@ _SWEEP_EVERY = 30.0
 #: The longest message gman_results.message holds (characters).
 _MESSAGE_CHARS = 400
 _LOCK_WAIT_TIMEOUT = 1205
-#: Bytes the driver escapes with a backslash inside a quoted literal (one extra byte each).
-_ESCAPED = (b"\\", b"\n", b"\r", b"'", b'"', b"\x1a", b"\x00")
 #: The INSERT of an outcome around its result, at most.
 _STATEMENT_OVERHEAD = 4096
 
@@ -293,7 +291,7 @@ class _CallServer:
     def _db_finish(self, call_id: int, outcome: _Outcome) -> None:
         self._cursor().close()  # connected, so max_packet is known
         if outcome.result is not None:
-            size = len(outcome.result) + sum(outcome.result.count(c) for c in _ESCAPED)
+            size = literal_size(outcome.result)
             if size + _STATEMENT_OVERHEAD > self.max_packet:
                 # The server would refuse the statement and drop the connection, again and
                 # again: tell the caller instead.

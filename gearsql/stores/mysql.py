@@ -80,7 +80,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from gearsql._log import reason
-from gearsql._mysqlurl import parse_mysql_url
+from gearsql._mysqlurl import literal_size, parse_mysql_url
 from gearsql.stores.base import (
     JOB_COLUMNS,
     Changes,
@@ -122,8 +122,6 @@ _TIMEOUTS: tuple[type[Exception], ...] = tuple(
     if hasattr(mysql.connector.errors, name)
 )
 
-#: Bytes the driver escapes with a backslash inside a quoted literal (at most one extra each).
-_ESCAPED = (b"\\", b"\n", b"\r", b"'", b'"', b"\x1a", b"\x00")
 #: Quotes, commas, parentheses and the two numbers of one row in a statement, at most.
 _ROW_OVERHEAD = 64
 #: Statements are cut at this size even when the server would take bigger ones.
@@ -135,7 +133,7 @@ def _escaped_size(value: bytes) -> int:
     """An upper bound on the length of ``value`` as a quoted literal in a statement."""
     if len(value) <= 4096:  # cheaper than counting, and close enough for small values
         return 2 * len(value) + 2
-    return len(value) + sum(value.count(char) for char in _ESCAPED) + 2
+    return literal_size(value)
 
 
 def _as_int(value: Any) -> int:
