@@ -1,13 +1,36 @@
 """``mysql://user:password@host:3306/database?option=value`` URLs, as ``--store``, ``gearsql
-install mysql`` and ``gearsql relay`` take them; no driver needed to parse one."""
+install mysql`` and ``gearsql relay`` take them (no driver needed to parse one), and the
+connection helpers the install, the relay and MariaDB's foreground calls share, so that the
+relay does not import the install's DDL module (``gearsql/bridges/mysql.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import hashlib
+from collections.abc import Callable, Collection
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["parse_mysql_url"]
+__all__ = [
+    "ESCAPED",
+    "connect_config",
+    "connector",
+    "literal_size",
+    "lock_name",
+    "parse_mysql_url",
+]
+
+#: Bytes the driver escapes with a backslash inside a quoted literal (one extra byte each).
+ESCAPED = (b"\\", b"\n", b"\r", b"'", b'"', b"\x1a", b"\x00")
+
+
+def literal_size(value: bytes) -> int:
+    """The length of ``value`` as a quoted literal in a statement the driver sends: what the
+    server counts against its ``max_allowed_packet``."""
+    return len(value) + sum(value.count(char) for char in ESCAPED) + 2
+
+
+#: The options a DSN of the install and the relay may carry.
+_DSN_OPTIONS = frozenset({"connect_timeout", "unix_socket"})
 
 
 def parse_mysql_url(
@@ -40,3 +63,36 @@ def parse_mysql_url(
     if "unix_socket" in query:
         config["unix_socket"] = query["unix_socket"]
     return config, query
+
+
+def lock_name(database: str, kind: str, call_id: int) -> str:
+    """The named lock of a foreground call: ``kind`` is ``ready`` (the caller's row is
+    written whole), ``claim`` (the relay runs the job) or ``done`` (its outcome is in
+    ``gman_results``). The same as the SQL ``_gman_lock_name``."""
+    digest = hashlib.sha1(database.encode("utf-8")).hexdigest()[:16]
+    return f"gearsql.{digest}.{kind}.{call_id}"
+
+
+def connect_config(dsn: str) -> dict[str, Any]:
+    """mysql-connector ``connect()`` arguments from ``mysql://user:pw@host:3306/db`` (also
+    ``mariadb://``; options ``connect_timeout`` seconds and ``unix_socket``), the URL form of
+    ``--store mysql://...``. Raises ValueError without a database or for an unknown option."""
+    if urlsplit(dsn).scheme not in ("mysql", "mariadb"):
+        raise ValueError(f"not a MySQL URL: {dsn!r} (mysql://user:pw@host:3306/db)")
+    config, query = parse_mysql_url(dsn, _DSN_OPTIONS, "MySQL")
+    config["autocommit"] = True
+    config["connection_timeout"] = max(1, round(float(query.get("connect_timeout", 5))))
+    return config
+
+
+def connector(dsn: str) -> Callable[[], Any]:
+    """A function that opens a new connection to ``dsn`` each time it is called (for
+    :func:`gearsql.bridges.mysql_calls.serve_calls`)."""
+    config = connect_config(dsn)
+
+    def connect() -> Any:
+        import mysql.connector
+
+        return mysql.connector.connect(**config)
+
+    return connect

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 from gearsql._corestate import RUNNING, RetryPolicy
 from gearsql.protocol import split_admin_words
 
-if TYPE_CHECKING:  # the core imports this module; this one needs the core for hints only
-    from gearsql.core import JobServerCore, Session
+if TYPE_CHECKING:  # for hints only; never gearsql.core, which imports this module
+    from gearsql._coreclients import ClientRules
+    from gearsql._corestate import Session
 
 __all__ = ["ADMIN_COMMANDS", "escape_name", "parse_backoff", "run_admin_command"]
 
@@ -83,7 +84,7 @@ def escape_name(name: bytes) -> bytes:
 # that will still run. See gearsql._corestate.Function.
 
 
-def _status(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
+def _status(core: ClientRules, session: Session, words: list[bytes]) -> bytes:
     lines = [
         b"%s\t%d\t%d\t%d\n" % (escape_name(fn.name), fn.total, fn.running, len(fn.workers))
         for fn in core.functions.values()
@@ -92,7 +93,7 @@ def _status(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
     return b"".join(lines)
 
 
-def _priority_status(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
+def _priority_status(core: ClientRules, session: Session, words: list[bytes]) -> bytes:
     lines = []
     for fn in core.functions.values():
         high, normal, low = fn.waiting
@@ -103,7 +104,7 @@ def _priority_status(core: JobServerCore, session: Session, words: list[bytes]) 
     return b"".join(lines)
 
 
-def _workers(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
+def _workers(core: ClientRules, session: Session, words: list[bytes]) -> bytes:
     lines = []
     for other in core.sessions.values():
         names = b"".join(b" " + escape_name(fn.name) for fn in other.abilities)
@@ -115,7 +116,7 @@ def _workers(core: JobServerCore, session: Session, words: list[bytes]) -> bytes
     return b"".join(lines)
 
 
-def _show(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
+def _show(core: ClientRules, session: Session, words: list[bytes]) -> bytes:
     if len(words) < 2:
         return _unknown(words[0])
     what = [word.lower() for word in words[1:]]
@@ -163,7 +164,7 @@ def _show(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
     return b"".join(lines)
 
 
-def _cancel(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
+def _cancel(core: ClientRules, session: Session, words: list[bytes]) -> bytes:
     if len(words) != 3 or words[1].lower() != b"job":
         return _unknown(words[0])
     if not session.trusted:
@@ -174,7 +175,7 @@ def _cancel(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
     return ERR_UNKNOWN_JOB
 
 
-def _dead_status(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
+def _dead_status(core: ClientRules, session: Session, words: list[bytes]) -> bytes:
     """``deadstatus``: dead letters per function (``status`` keeps gearmand's four columns)."""
     counts: dict[bytes, int] = {}
     for job in core.dead.values():
@@ -185,7 +186,7 @@ def _dead_status(core: JobServerCore, session: Session, words: list[bytes]) -> b
     return b"".join(lines)
 
 
-def _counters(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
+def _counters(core: ClientRules, session: Session, words: list[bytes]) -> bytes:
     """``counters``: per function, the event counters and the job wait and run times (count and
     sum of seconds) since the function was created, the figures ``/metrics`` serves; ``top``
     turns two of them into rates."""
@@ -212,7 +213,7 @@ def _counters(core: JobServerCore, session: Session, words: list[bytes]) -> byte
     return b"".join(lines)
 
 
-def _dead_targets(core: JobServerCore, words: list[bytes]) -> list[int] | bytes:
+def _dead_targets(core: ClientRules, words: list[bytes]) -> list[int] | bytes:
     """The dead letters ``retry dead``/``purge dead`` name (``ID`` or ``all [FUNCTION]``), or
     the ERR reply."""
     if len(words) < 3 or words[1].lower() != b"dead":
@@ -228,25 +229,32 @@ def _dead_targets(core: JobServerCore, words: list[bytes]) -> list[int] | bytes:
     return [int(target)]
 
 
-def _retry(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
+def _on_dead(
+    core: ClientRules, session: Session, words: list[bytes], act: Callable[[int], object]
+) -> list[int] | bytes:
+    """``act`` on each dead letter ``words`` names, for a trusted session; the numbers acted
+    on, or the ERR reply."""
     targets = _dead_targets(core, words)
     if isinstance(targets, bytes):
         return targets
     if not session.trusted:
         return ERR_PERMISSION
     for dead_id in targets:
-        core.revive(dead_id)
+        act(dead_id)
+    return targets
+
+
+def _retry(core: ClientRules, session: Session, words: list[bytes]) -> bytes:
+    targets = _on_dead(core, session, words, core.revive)
+    if isinstance(targets, bytes):
+        return targets
     return b"OK %d\r\n" % len(targets)
 
 
-def _purge(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
-    targets = _dead_targets(core, words)
+def _purge(core: ClientRules, session: Session, words: list[bytes]) -> bytes:
+    targets = _on_dead(core, session, words, core.purge)
     if isinstance(targets, bytes):
         return targets
-    if not session.trusted:
-        return ERR_PERMISSION
-    for dead_id in targets:
-        core.purge(dead_id)
     if targets:
         core.notice("INFO", f"Purged {len(targets)} dead letters by admin command")
     return b"OK %d\r\n" % len(targets)
@@ -267,7 +275,7 @@ def _format_policy(policy: RetryPolicy) -> bytes:
     return b"%d %s:%s" % (policy.attempts, b"%g" % policy.base, b"%g" % policy.limit)
 
 
-def _retries(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
+def _retries(core: ClientRules, session: Session, words: list[bytes]) -> bytes:
     """``retries FUNCTION``: its policy (``OK ATTEMPTS BASE:MAX [default]``);
     ``retries FUNCTION N [BASE[:MAX]]`` sets its own, ``retries FUNCTION default`` drops it."""
     if len(words) < 2 or len(words) > 4:
@@ -298,7 +306,7 @@ def _retries(core: JobServerCore, session: Session, words: list[bytes]) -> bytes
     return OK
 
 
-def _unique_window(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
+def _unique_window(core: ClientRules, session: Session, words: list[bytes]) -> bytes:
     """``uniquewindow FUNCTION``: its unique window (``OK SECONDS [default]``);
     ``uniquewindow FUNCTION SECONDS`` sets its own (0 turns it off for that function),
     ``uniquewindow FUNCTION default`` drops it."""
@@ -331,7 +339,7 @@ def _unique_window(core: JobServerCore, session: Session, words: list[bytes]) ->
 MAX_SCHEDULE_NAME = 40
 
 
-def _schedule(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
+def _schedule(core: ClientRules, session: Session, words: list[bytes]) -> bytes:
     """``schedule list``: ``NAME\tFUNCTION\tM H DOM MON DOW\tNEXT\tSIZE`` per schedule;
     ``schedule add NAME FUNCTION M H DOM MON DOW [DATA...]`` (``OK NEXT``) and ``schedule
     remove NAME``."""
@@ -374,7 +382,7 @@ def _schedule(core: JobServerCore, session: Session, words: list[bytes]) -> byte
     return b"OK %d\r\n" % (schedule.due or 0)
 
 
-def _create(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
+def _create(core: ClientRules, session: Session, words: list[bytes]) -> bytes:
     if len(words) != 3 or words[1].lower() != b"function":
         return _incomplete(words[0])
     if not session.trusted:
@@ -386,7 +394,7 @@ def _create(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
     return OK
 
 
-def _drop(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
+def _drop(core: ClientRules, session: Session, words: list[bytes]) -> bytes:
     if len(words) != 3 or words[1].lower() != b"function":
         return _incomplete(words[0])
     if not session.trusted:
@@ -404,7 +412,7 @@ def _drop(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
     return OK
 
 
-def _maxqueue(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
+def _maxqueue(core: ClientRules, session: Session, words: list[bytes]) -> bytes:
     if len(words) < 2:
         return _incomplete(words[0])
     if not session.trusted:
@@ -429,19 +437,19 @@ def _maxqueue(core: JobServerCore, session: Session, words: list[bytes]) -> byte
     return OK
 
 
-def _version(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
+def _version(core: ClientRules, session: Session, words: list[bytes]) -> bytes:
     return b"OK %s\n" % core.version.encode()
 
 
-def _getpid(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
+def _getpid(core: ClientRules, session: Session, words: list[bytes]) -> bytes:
     return b"OK %d\n" % core.pid
 
 
-def _verbose(core: JobServerCore, session: Session, words: list[bytes]) -> bytes:
+def _verbose(core: ClientRules, session: Session, words: list[bytes]) -> bytes:
     return b"OK %s\n" % core.verbose.encode()
 
 
-ADMIN_COMMANDS: dict[bytes, Callable[[JobServerCore, Session, list[bytes]], bytes]] = {
+ADMIN_COMMANDS: dict[bytes, Callable[[ClientRules, Session, list[bytes]], bytes]] = {
     b"status": _status,
     b"prioritystatus": _priority_status,
     b"workers": _workers,
@@ -465,7 +473,7 @@ ADMIN_COMMANDS: dict[bytes, Callable[[JobServerCore, Session, list[bytes]], byte
 }
 
 
-def run_admin_command(core: JobServerCore, session: Session, line: bytes) -> bytes:
+def run_admin_command(core: ClientRules, session: Session, line: bytes) -> bytes:
     """Answer one admin line. Unknown commands (``shutdown`` among them: it was removed from
     gearmand in 1.1.15 and gearsql never had it) get ``ERR UNKNOWN_COMMAND``."""
     words = split_admin_words(line)

@@ -36,9 +36,15 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from gearsql._servers import format_address, parse_servers
+from gearsql._servers import DEFAULT_SERVERS, format_address, parse_servers
+from gearsql._sqlcommon import (
+    BACKGROUND_MODES,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_WORKLOAD,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_TIMEOUT,
+)
 from gearsql.bridges import load_library, udf_module
-from gearsql.protocol import DEFAULT_MAX_PACKET_SIZE
 
 __all__ = [
     "BACKGROUND_MODES",
@@ -53,11 +59,6 @@ __all__ = [
     "register",
 ]
 
-BACKGROUND_MODES = ("transactional", "immediate")
-
-#: The default of ``max_workload``: a job server's default maximum packet (64 MiB) less room
-#: for the function name, the unique and the header.
-DEFAULT_MAX_WORKLOAD = DEFAULT_MAX_PACKET_SIZE - 1024
 
 #: The state of the pipeline for an administrator: rows waiting in the outbox (how many, the
 #: age of the oldest in seconds) and the dead letters (how many, when the newest died and why).
@@ -128,12 +129,12 @@ def _tls_settings(
 
 def register(
     conn: sqlite3.Connection,
-    servers: str | list[str] | None = "127.0.0.1:4730",
+    servers: str | list[str] | None = DEFAULT_SERVERS,
     *,
-    background_mode: str = "transactional",
-    connect_timeout: float = 5.0,
-    timeout: float = 60.0,
-    poll_interval: float = 0.1,
+    background_mode: str = BACKGROUND_MODES[0],
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    timeout: float = DEFAULT_TIMEOUT,
+    poll_interval: float = DEFAULT_POLL_INTERVAL,
     max_workload: int = DEFAULT_MAX_WORKLOAD,
     on_error: Callable[[str], None] | None = None,
     ssl: bool | None = None,
@@ -384,12 +385,12 @@ class Connection(sqlite3.Connection):
 
 def connect(
     database: str,
-    servers: str | list[str] | None = "127.0.0.1:4730",
+    servers: str | list[str] | None = DEFAULT_SERVERS,
     *,
-    background_mode: str = "transactional",
-    connect_timeout: float = 5.0,
-    timeout: float = 60.0,
-    poll_interval: float = 0.1,
+    background_mode: str = BACKGROUND_MODES[0],
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    timeout: float = DEFAULT_TIMEOUT,
+    poll_interval: float = DEFAULT_POLL_INTERVAL,
     max_workload: int = DEFAULT_MAX_WORKLOAD,
     **kwargs: Any,
 ) -> Connection:

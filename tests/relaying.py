@@ -355,6 +355,33 @@ class MariaDB(Database):
 # -- the relay as a process ----------------------------------------------------------------------
 
 
+#: The databases a relay test runs against, as fixture parameters.
+DATABASE_PARAMS = [
+    pytest.param("postgres", marks=pytest.mark.pg),
+    pytest.param("sqlite"),
+    pytest.param("mariadb", marks=pytest.mark.mysql),
+]
+
+
+@contextmanager
+def open_database(kind: str, directory: Path) -> Iterator[Database]:
+    """A fresh database of ``kind`` (a :data:`DATABASE_PARAMS` value) for one test module;
+    SQLite's file goes in ``directory``."""
+    if kind == "sqlite":
+        yield SQLite(directory / "app.db")
+        return
+    from databases import mysql_database, postgres_database
+
+    if kind == "postgres":
+        pytest.importorskip("psycopg")
+        with postgres_database() as dsn:
+            yield Postgres(dsn)
+    else:
+        pytest.importorskip("mysql.connector")
+        with mysql_database() as dsn:
+            yield MariaDB(dsn)
+
+
 class RelayProcess:
     """``gearsql relay -v`` as a child process with its log in a file."""
 

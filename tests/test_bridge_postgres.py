@@ -29,12 +29,30 @@ def test_generated_install_files_are_up_to_date() -> None:
 def test_install_sql_refuses_names_that_are_not_identifiers() -> None:
     from gearsql.bridges.postgres import install_sql
 
-    with pytest.raises(ValueError, match="not a plain identifier"):
+    with pytest.raises(ValueError, match="not a plain SQL identifier"):
         install_sql('x"; DROP TABLE t; --')
-    with pytest.raises(ValueError, match="not a plain identifier"):
+    with pytest.raises(ValueError, match="not a plain SQL identifier"):
         install_sql("gearsql", role="a b")
     with pytest.raises(ValueError, match="bad job server address"):
         install_sql("gearsql", servers="host:notaport")
+
+
+def test_install_and_relay_take_the_same_schema_names() -> None:
+    """One rule for SQL names: a schema the install accepts, the relay and its status accept."""
+    from gearsql.bridges.postgres import install_sql
+    from gearsql.relay._postgres import PostgresSource
+    from gearsql.relay.status import pipeline_status
+
+    for name in ("app$q", "_x1", "a" * 63):
+        install_sql(name)
+        assert PostgresSource("postgresql://127.0.0.1/x", schema=name).schema == name
+    for name in ("1abc", "a b", "a" * 64, 'x"y', "$x"):
+        with pytest.raises(ValueError, match="not a plain SQL identifier"):
+            install_sql(name)
+        with pytest.raises(ValueError, match="not a plain SQL identifier"):
+            PostgresSource("postgresql://127.0.0.1/x", schema=name)
+        with pytest.raises(ValueError, match="not a plain SQL identifier"):
+            pipeline_status("postgresql://127.0.0.1/x", name)
 
 
 class Workers:

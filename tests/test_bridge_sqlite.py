@@ -319,3 +319,14 @@ def test_job_status_and_pipeline_of_outbox_rows(address: str, tmp_path: Path) ->
         assert age >= 0
     finally:
         conn.close()
+
+
+def test_the_sql_functions_defaults_are_gearsqls_own() -> None:
+    """udf/gman.py runs inside the database, where gearsql is not installed, so it spells the
+    settings' defaults again: they must stay those of gearsql/_sqlcommon.py."""
+    from gearsql._sqlcommon import BACKGROUND_MODES, SETTING_DEFAULTS
+    from gearsql.bridges import load_library
+
+    gman = load_library()
+    assert gman.DEFAULTS == SETTING_DEFAULTS
+    assert tuple(gman.BACKGROUND_MODES) == BACKGROUND_MODES

@@ -12,37 +12,26 @@ from pathlib import Path
 
 import pytest
 from conftest import ServerProcess
-from relaying import Database, MariaDB, Postgres, Recorder, Relays, SQLite, eventually
+from relaying import (
+    DATABASE_PARAMS,
+    Database,
+    Recorder,
+    Relays,
+    eventually,
+    open_database,
+)
 
 #: The job server's limit in these tests, and a workload above it.
 MAX_PACKET = 64 * 1024
 OVERSIZED = "x" * (MAX_PACKET * 3)
 
 
-@pytest.fixture(
-    scope="module",
-    params=[
-        pytest.param("postgres", marks=pytest.mark.pg),
-        pytest.param("sqlite"),
-        pytest.param("mariadb", marks=pytest.mark.mysql),
-    ],
-)
+@pytest.fixture(scope="module", params=DATABASE_PARAMS)
 def database(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Database]:
-    if request.param == "sqlite":
-        yield SQLite(tmp_path_factory.mktemp("dead") / "app.db")
-        return
-    from databases import mysql_database, postgres_database
-
-    if request.param == "postgres":
-        pytest.importorskip("psycopg")
-        with postgres_database() as dsn:
-            yield Postgres(dsn)
-    else:
-        pytest.importorskip("mysql.connector")
-        with mysql_database() as dsn:
-            yield MariaDB(dsn)
+    with open_database(request.param, tmp_path_factory.mktemp("dead")) as database:
+        yield database
 
 
 @pytest.fixture

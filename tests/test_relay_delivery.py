@@ -18,43 +18,25 @@ from pathlib import Path
 import pytest
 from conftest import ServerProcess, free_port, wait_for_port
 from relaying import (
+    DATABASE_PARAMS,
     EVIL,
     WAIT,
     Database,
-    MariaDB,
-    Postgres,
     Recorder,
     Relays,
     SQLite,
     eventually,
+    open_database,
     queued,
 )
 
 
-@pytest.fixture(
-    scope="module",
-    params=[
-        pytest.param("postgres", marks=pytest.mark.pg),
-        pytest.param("sqlite"),
-        pytest.param("mariadb", marks=pytest.mark.mysql),
-    ],
-)
+@pytest.fixture(scope="module", params=DATABASE_PARAMS)
 def database(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Database]:
-    if request.param == "sqlite":
-        yield SQLite(tmp_path_factory.mktemp("relay") / "app.db")
-        return
-    from databases import mysql_database, postgres_database
-
-    if request.param == "postgres":
-        pytest.importorskip("psycopg")
-        with postgres_database() as dsn:
-            yield Postgres(dsn)
-    else:
-        pytest.importorskip("mysql.connector")
-        with mysql_database() as dsn:
-            yield MariaDB(dsn)
+    with open_database(request.param, tmp_path_factory.mktemp("relay")) as database:
+        yield database
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import pytest
 
 from gearsql.stores import (
+    Changes,
     DeadLetter,
     MemoryStore,
     RememberedUnique,
@@ -159,6 +160,23 @@ def test_committed_jobs_survive_a_reopen_oldest_first(store_url: str) -> None:
     run(scenario())
     loaded = run(reopen_and_load(store_url))
     assert loaded == jobs
+
+
+@durable_only
+def test_a_commit_takes_one_changes_value(store_url: str) -> None:
+    """``commit(Changes(...))`` is the commit; ``commit(add, remove, **fields)`` its short form."""
+
+    async def scenario() -> None:
+        store = await opened(store_url)
+        await store.commit(Changes(add=[job(b"a"), job(b"b")]))
+        await store.commit(Changes(remove=[job(b"a")], policies=[StoredPolicy(b"f", 3, 1, 2)]))
+        await store.commit(Changes())  # nothing to write: no error
+        with pytest.raises(TypeError):
+            await store.commit(Changes(), [job(b"b")])
+        await store.close()
+
+    run(scenario())
+    assert run(reopen_and_load(store_url)) == [job(b"b")]
 
 
 @durable_only

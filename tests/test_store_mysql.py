@@ -191,7 +191,7 @@ def test_a_connection_ended_by_wait_timeout_is_reestablished(url: str, admin: An
             def shorten(cursor: Any) -> None:
                 cursor.execute("SET SESSION wait_timeout = 1")
 
-            await store._run(store._call, "test", shorten)
+            await store._run(store._operate, "test", shorten)
             first = store.connection_id
             deadline = time.monotonic() + 30
             while first in {row[0] for row in query(admin, "SHOW PROCESSLIST")}:

@@ -5,7 +5,7 @@ How a call travels (the function's side is in :mod:`gearsql.bridges.mysql`):
 
 1. ``gman_do`` inserts a row into ``gman_calls`` and never commits it; this module reads the
    table at READ UNCOMMITTED, so it sees the row while the caller waits.
-2. It takes the named lock ``claim`` of the call (:func:`gearsql.bridges.mysql.lock_name`), so
+2. It takes the named lock ``claim`` of the call (:func:`gearsql._mysqlurl.lock_name`), so
    that of several relays only one runs it, and runs the job with the :class:`AsyncClient`.
 3. It commits the outcome into ``gman_results`` and then takes the named lock ``done``, which
    is what the waiting function polls for. The function reads and deletes the result.
@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from gearsql.bridges.mysql import lock_name
+from gearsql._mysqlurl import literal_size, lock_name
 from gearsql.client import AsyncClient
 from gearsql.errors import (
     GearmanError,
@@ -50,8 +50,6 @@ _SWEEP_EVERY = 30.0
 #: The longest message gman_results.message holds (characters).
 _MESSAGE_CHARS = 400
 _LOCK_WAIT_TIMEOUT = 1205
-#: Bytes the driver escapes with a backslash inside a quoted literal (one extra byte each).
-_ESCAPED = (b"\\", b"\n", b"\r", b"'", b'"', b"\x1a", b"\x00")
 #: The INSERT of an outcome around its result, at most.
 _STATEMENT_OVERHEAD = 4096
 
@@ -293,7 +291,7 @@ class _CallServer:
     def _db_finish(self, call_id: int, outcome: _Outcome) -> None:
         self._cursor().close()  # connected, so max_packet is known
         if outcome.result is not None:
-            size = len(outcome.result) + sum(outcome.result.count(c) for c in _ESCAPED)
+            size = literal_size(outcome.result)
             if size + _STATEMENT_OVERHEAD > self.max_packet:
                 # The server would refuse the statement and drop the connection, again and
                 # again: tell the caller instead.
@@ -398,7 +396,7 @@ async def serve_calls(
     """Serve the foreground ``gman_do*`` calls of ``database`` until ``stop`` is set.
 
     ``connect()`` opens a new mysql-connector connection to the server (for example
-    ``gearsql.bridges.mysql.connector(dsn)``); it is called again after a connection breaks.
+    ``gearsql._mysqlurl.connector(dsn)``); it is called again after a connection breaks.
     The account needs SELECT on ``gman_calls`` and SELECT, INSERT, UPDATE, DELETE on
     ``gman_results``. ``client`` runs the jobs (its servers are where they go); each call's own
     timeout (the ``timeout`` setting) bounds its job. New calls are looked for every

@@ -22,13 +22,34 @@ Objects, all in one schema (default ``gearsql``):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from typing import Any
 from urllib.parse import urlsplit
 
+from gearsql._sqlcommon import (
+    BACKGROUND_MODES,
+    NOTIFY_CHANNEL,
+    SETTING_DEFAULTS,
+    check_identifier,
+    check_seconds,
+)
 from gearsql.bridges import _pg_library, library_package, library_sources, load_library, udf_module
-from gearsql.protocol import DEFAULT_MAX_PACKET_SIZE, MAX_FUNCTION_NAME, MAX_UNIQUE
+from gearsql.bridges._pgfunctions import (
+    LEGACY_OUTBOX_INSERT,
+    all_functions,
+    arg_types,
+    background_sql,
+    dollar,
+    drop_old_job_status,
+    entry_signatures,
+    function_sql,
+    granted_signatures,
+    ident,
+    literal,
+    loader_body,
+    now_sql,
+    read_udf,
+    regrant_job_status,
+)
 
 __all__ = [
     "DEFAULT_SCHEMA",
@@ -42,462 +63,49 @@ __all__ = [
 ]
 
 DEFAULT_SCHEMA = "gearsql"
-#: The default of the ``max_workload`` setting: the job server's default maximum packet less
-#: room for the header, the longest function name and unique, and their separators.
-DEFAULT_MAX_WORKLOAD = DEFAULT_MAX_PACKET_SIZE - 1024
-NOTIFY_CHANNEL = "gearsql_outbox"
-#: SQLSTATEs of the gman_* functions (docs/design.md has the table; udf/gman.py raises the same).
-BAD_ARGUMENT = "22023"  # invalid_parameter_value
-BAD_SETTING = "GM006"
-NO_PLPYTHON = "0A000"  # feature_not_supported
-_LEGACY_OUTBOX_INSERT = "{s}._gman_outbox_insert(bytea, bytea, bytea, text)"
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
-_DOLLAR_TAG = "$gearsql$"
 
 #: name -> (default, meaning). The same names are register() keywords in gearsql.sqlite.
 SETTINGS: dict[str, tuple[str, str]] = {
-    "servers": ("127.0.0.1:4730", "job servers this database may reach (host[:port],...)"),
+    "servers": (
+        SETTING_DEFAULTS["servers"],
+        "job servers this database may reach (host[:port],...)",
+    ),
     "background_mode": (
-        "transactional",
+        SETTING_DEFAULTS["background_mode"],
         "transactional: gman_do*_background writes an outbox row in the caller's transaction "
         "(no job unless it commits; the relay submits it); immediate: submit at call time and "
         "return the job handle, even if the transaction later rolls back",
     ),
-    "connect_timeout": ("5", "seconds to connect to a job server"),
-    "timeout": ("60", "seconds a call waits for a job server's answer or a foreground result"),
-    "poll_interval": ("0.1", "seconds between checks for a query cancel while waiting"),
+    "connect_timeout": (SETTING_DEFAULTS["connect_timeout"], "seconds to connect to a job server"),
+    "timeout": (
+        SETTING_DEFAULTS["timeout"],
+        "seconds a call waits for a job server's answer or a foreground result",
+    ),
+    "poll_interval": (
+        SETTING_DEFAULTS["poll_interval"],
+        "seconds between checks for a query cancel while waiting",
+    ),
     "max_workload": (
-        str(DEFAULT_MAX_WORKLOAD),
+        SETTING_DEFAULTS["max_workload"],
         "bytes: a longer workload is an SQL error at call time (0: no limit); the default fits "
         "a job server's default maximum packet of 64 MiB",
     ),
-    "ssl": ("off", "on: reach the job servers over TLS (also on when an ssl_* file is set)"),
-    "ssl_ca_file": ("", "CA (PEM) the job servers' certificates are checked against"),
-    "ssl_certificate": ("", "certificate (PEM) for job servers that verify their clients"),
-    "ssl_key": ("", "private key (PEM) of ssl_certificate"),
+    "ssl": (
+        SETTING_DEFAULTS["ssl"],
+        "on: reach the job servers over TLS (also on when an ssl_* file is set)",
+    ),
+    "ssl_ca_file": (
+        SETTING_DEFAULTS["ssl_ca_file"],
+        "CA (PEM) the job servers' certificates are checked against",
+    ),
+    "ssl_certificate": (
+        SETTING_DEFAULTS["ssl_certificate"],
+        "certificate (PEM) for job servers that verify their clients",
+    ),
+    "ssl_key": (SETTING_DEFAULTS["ssl_key"], "private key (PEM) of ssl_certificate"),
 }
 #: The TLS settings :func:`install_sql` takes (paths on the database server's host).
 TLS_SETTINGS = ("ssl", "ssl_ca_file", "ssl_certificate", "ssl_key")
-
-
-def check_identifier(value: str, what: str) -> str:
-    """``value`` if it is a plain SQL identifier (letters, digits, ``_``, ``$``), else
-    ValueError: names go into generated SQL and PL/Python source."""
-    if not _IDENTIFIER.match(value):
-        raise ValueError(
-            f"{what} {value!r} is not a plain identifier (letters, digits, _ and $, "
-            "at most 63 characters, not starting with a digit)"
-        )
-    return value
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _dollar(body: str) -> str:
-    if _DOLLAR_TAG in body:
-        raise RuntimeError(f"a function body contains {_DOLLAR_TAG}")
-    return f"{_DOLLAR_TAG}\n{body}{_DOLLAR_TAG}"
-
-
-def _signatures(entry: dict[str, Any]) -> list[tuple[list[tuple[str, str]], str]]:
-    """(params with SQL types, return type) of each overload: ``payload`` becomes text and bytea."""
-    params = entry["params"]
-    kinds = ["text", "bytea"] if any(kind.startswith("payload") for _, kind in params) else ["text"]
-    overloads = []
-    for kind in kinds:
-        # payload[] (an array) and setof payload (a set-returning function) too
-        typed = [(name, sql.replace("payload", kind)) for name, sql in params]
-        returns = entry["returns"].replace("payload", kind)
-        overloads.append((typed, returns))
-    return overloads
-
-
-def _arg_types(params: list[tuple[str, str]]) -> str:
-    return ", ".join(sql for _, sql in params)
-
-
-def _loader_body(schema: str, package: str) -> str:
-    return _pg_library.load_body(schema, package)
-
-
-def _read_udf(name: str) -> str:
-    from gearsql.bridges._udf_sources import UDF_SOURCES
-
-    return UDF_SOURCES[name]
-
-
-#: A PL/pgSQL exception handler that re-raises the error of a PL/Python body with its SQLSTATE,
-#: message, detail and hint, but without PL/Python's "plpy.Error: " prefix and traceback.
-#: (QUERY_CANCELED is not among OTHERS: a cancel goes through as it is.)
-_RERAISE = (
-    "EXCEPTION WHEN OTHERS THEN\n"
-    "    GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,\n"
-    "        e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;\n"
-    "    e_message := pg_catalog.regexp_replace(e_message, '^plpy\\.[A-Za-z]+: ', '');\n"
-    "    IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN\n"
-    "        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,\n"
-    "            DETAIL = e_detail, HINT = e_hint;\n"
-    "    ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN\n"
-    "        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;\n"
-    "    ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN\n"
-    "        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;\n"
-    "    ELSE\n"
-    "        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;\n"
-    "    END IF;\n"
-)
-_ERROR_VARIABLES = "    e_code text;\n    e_message text;\n    e_detail text;\n    e_hint text;\n"
-
-
-def _function_sql(
-    schema: str, entry: dict[str, Any], key: str, load: str, plpython: bool = True
-) -> list[str]:
-    """``entry`` as SQL functions, one per overload.
-
-    With PL/Python, a public function is PL/pgSQL (SECURITY DEFINER, fixed search_path) around
-    ``_gman_py_<name>``, the PL/Python body, which only the installing role may execute: the
-    wrapper re-raises an error with its SQLSTATE, message, detail and hint, minus PL/Python's
-    ``plpy.Error:`` prefix and its Python traceback in CONTEXT. The same goes for the
-    aggregate's internal functions.
-
-    Without PL/Python, a PL/pgSQL function of the same signature that says why it cannot run
-    (SQLSTATE 0A000, feature_not_supported)."""
-    functions = udf_module("functions")
-    s = _ident(schema)
-    python_body = (
-        f"SCHEMA = {schema!r}\n"
-        + functions.PREAMBLE.format(key=key, load=load)
-        + entry["body"]
-        + "\n"
-    )
-    statements = []
-    for params, returns in _signatures(entry):
-        args = ", ".join(f"{_ident(name)} {sql}" for name, sql in params)
-        names = ", ".join(_ident(name) for name, _ in params)
-        if returns == "status":
-            args += (
-                ", OUT known boolean, OUT running boolean, OUT numerator bigint,"
-                " OUT denominator bigint, OUT state text, OUT detail text"
-            )
-            result = "record"
-        else:
-            result = returns
-        public = f"{s}.{_ident(entry['name'])}({args})"
-        if not plpython:
-            body = (
-                "BEGIN\n    "
-                + _raise(
-                    f"{entry['name']} needs PL/Python (plpython3u), and gearsql was installed "
-                    "without it in this database",
-                    NO_PLPYTHON,
-                    hint="the gman_do*_background functions work (transactional mode: the relay "
-                    "submits the jobs); a superuser can install PL/Python and run gearsql install "
-                    "postgres again",
-                )
-                + "\nEND\n"
-            )
-            statements.append(
-                f"CREATE OR REPLACE FUNCTION {public}\n"
-                f"RETURNS {result} LANGUAGE plpgsql VOLATILE AS {_dollar(body)};"
-            )
-            continue
-        inner = f"{s}.{_ident('_gman_py_' + entry['name'])}"
-        statements.append(
-            f"CREATE OR REPLACE FUNCTION {inner}({args})\n"
-            f"RETURNS {result} LANGUAGE plpython3u VOLATILE AS {_dollar(python_body)};"
-        )
-        if returns == "status":
-            call = (
-                "SELECT r.known, r.running, r.numerator, r.denominator, r.state, r.detail\n"
-                "      INTO known, running, numerator, denominator, state, detail\n"
-                f"      FROM {inner}({names}) AS r;\n    RETURN;"
-            )
-        elif returns.startswith("setof "):
-            call = f"RETURN QUERY SELECT * FROM {inner}({names});"
-        else:
-            call = f"RETURN {inner}({names});"
-        body = "DECLARE\n" + _ERROR_VARIABLES + f"BEGIN\n    {call}\n" + _RERAISE + "END\n"
-        statements.append(
-            f"CREATE OR REPLACE FUNCTION {public}\nRETURNS {result} LANGUAGE plpgsql VOLATILE "
-            f"SECURITY DEFINER\nSET search_path = pg_catalog, pg_temp AS {_dollar(body)};"
-        )
-    return statements
-
-
-def _python_bodies(schema: str) -> list[str]:
-    """The signatures of the ``_gman_py_*`` functions (PL/Python bodies of public functions)."""
-    functions = udf_module("functions")
-    background = {name for name, _ in functions.BACKGROUND}
-    return [
-        f"{_ident(schema)}.{_ident('_gman_py_' + entry['name'])}({_arg_types(params)})"
-        for entry in functions.FUNCTIONS
-        if entry["name"] not in background
-        for params, _ in _signatures(entry)
-    ]
-
-
-#: The PL/Python function the background calls go through in immediate mode (not granted: the
-#: public functions, SECURITY DEFINER, call it as the installing role).
-_NOW_PARAMS = [
-    ("p_name", "text"),
-    ("p_priority", "text"),
-    ("p_function", "text"),
-    ("p_workload", "bytea"),
-    ("p_unique", "text"),
-]
-
-
-def _now_sql(schema: str, key: str, load: str) -> str:
-    functions = udf_module("functions")
-    body = (
-        f"SCHEMA = {schema!r}\n"
-        + functions.PREAMBLE.format(key=key, load=load)
-        + "return lib.submit_background(plpy, GD, SCHEMA, p_name, p_priority, p_function, "
-        "p_workload, p_unique)\n"
-    )
-    args = ", ".join(f"{name} {sql}" for name, sql in _NOW_PARAMS)
-    return (
-        f"CREATE OR REPLACE FUNCTION {_ident(schema)}._gman_background_now({args})\n"
-        f"RETURNS text LANGUAGE plpython3u VOLATILE AS {_dollar(body)};"
-    )
-
-
-def _now_signature(schema: str) -> str:
-    return f"{_ident(schema)}._gman_background_now({_arg_types(_NOW_PARAMS)})"
-
-
-def _raise(message: str, code: str, *args: str, hint: str | None = None) -> str:
-    """A PL/pgSQL RAISE of ``message`` (``%`` for each of ``args``) with SQLSTATE ``code``."""
-    using = f"ERRCODE = {_literal(code)}"
-    if hint is not None:
-        using += f", HINT = {_literal(hint)}"
-    values = "".join(f", {arg}" for arg in args)
-    return f"RAISE EXCEPTION {_literal(message)}{values} USING {using};"
-
-
-def _background_sql(schema: str, entry: dict[str, Any], plpython: bool) -> list[str]:
-    """``gman_do*_background`` in PL/pgSQL: in transactional mode (the default) a call only
-    checks its arguments and writes an outbox row, so it stays about as cheap as an INSERT (a
-    trigger may call it for every row); immediate mode hands over to PL/Python. SECURITY
-    DEFINER: the caller needs EXECUTE on this function only, not on the tables or helpers. It has
-    no ``SET search_path`` (that setting, switched on every call, doubled a trigger's cost):
-    instead every table, function, type and operator in the body is named with its schema
-    (``OPERATOR(pg_catalog.=)``), so a caller's search_path cannot substitute its own.
-
-    The checks and their messages are those of ``udf/gman.py`` (``_function``, ``_unique``,
-    ``_workload``, ``_check_size``). PostgreSQL text cannot hold NUL, so there is no NUL check.
-    pg_notify sends one notification per transaction however many rows it writes: PostgreSQL
-    folds a channel's identical payloads within a transaction into one."""
-    s = _ident(schema)
-    name = entry["name"]
-    priority = dict(udf_module("functions").BACKGROUND)[name]
-    has_unique = len(entry["params"]) == 3
-    where = f"(table {schema}.gman_settings)"
-    statements = []
-    for params, _returns in _signatures(entry):
-        binary = params[1][1] == "bytea"
-        args = ", ".join(f"{_ident(p)} {sql}" for p, sql in params)
-        data = "workload" if binary else "pg_catalog.convert_to(workload, 'UTF8')"
-        unique = '"unique"' if has_unique else "NULL::text"
-        if plpython:
-            immediate = (
-                f"BEGIN\n            RETURN {s}._gman_background_now({_literal(name)}, "
-                f"{_literal(priority)}, function, raw, {unique});\n"
-                + _RERAISE.replace("\n", "\n        ")
-                + "END;"
-            )
-        else:
-            immediate = _raise(
-                f"{name}: background_mode is 'immediate', which needs PL/Python (plpython3u), "
-                "and gearsql was installed without it in this database",
-                NO_PLPYTHON,
-                hint="set background_mode to 'transactional' (the relay submits the jobs)",
-            )
-        lines = [
-            "DECLARE",
-            "    raw pg_catalog.bytea;",
-            "    mode pg_catalog.text;",
-            "    limit_text pg_catalog.text;",
-            "    size_limit pg_catalog.int8;",
-            "    new_id pg_catalog.int8;",
-            _ERROR_VARIABLES.replace(" text;", " pg_catalog.text;").rstrip("\n"),
-            "BEGIN",
-            "    IF function IS NULL THEN",
-            "        " + _raise(f"{name}: the function name is NULL", BAD_ARGUMENT),
-            "    END IF;",
-            "    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) "
-            f"{MAX_FUNCTION_NAME} THEN",
-            "        "
-            + _raise(
-                f"{name}: the function name is longer than {MAX_FUNCTION_NAME} bytes (% bytes)",
-                BAD_ARGUMENT,
-                "pg_catalog.octet_length(function)",
-            ),
-            "    END IF;",
-            "    IF function OPERATOR(pg_catalog.=) '' THEN",
-            "        " + _raise(f"{name}: the function name is empty", BAD_ARGUMENT),
-            "    END IF;",
-        ]
-        if has_unique:
-            lines += [
-                '    IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) '
-                f"{MAX_UNIQUE} THEN",
-                "        "
-                + _raise(
-                    f"{name}: the unique id is longer than {MAX_UNIQUE} bytes (% bytes)",
-                    BAD_ARGUMENT,
-                    'pg_catalog.octet_length("unique")',
-                ),
-                "    END IF;",
-            ]
-        lines += [
-            "    IF workload IS NULL THEN",
-            "        " + _raise(f"{name}: the workload is NULL", BAD_ARGUMENT),
-            "    END IF;",
-            f"    raw := {data};",
-            "    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) "
-            "'background_mode'),",
-            "           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) "
-            "'max_workload')",
-            f"      INTO mode, limit_text FROM {s}.gman_settings",
-            "     WHERE name OPERATOR(pg_catalog.=) ANY "
-            "('{background_mode,max_workload}'::pg_catalog.text[]);",
-            "    mode := coalesce(mode, 'transactional');",
-            "    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));",
-            "    IF limit_text OPERATOR(pg_catalog.=) '' THEN",
-            "        limit_text := '0';",
-            "    END IF;",
-            "    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN",
-            "        "
-            + _raise(
-                "gearsql: bad setting: max_workload=%",
-                BAD_SETTING,
-                "pg_catalog.quote_literal(limit_text)",
-                hint=f"an administrator fixes it {where}",
-            ),
-            "    END IF;",
-            "    size_limit := limit_text::pg_catalog.int8;",
-            "    IF size_limit OPERATOR(pg_catalog.>) 0",
-            "       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN",
-            "        "
-            + _raise(
-                f"{name}: the workload is % bytes, more than the max_workload setting (% bytes)",
-                BAD_ARGUMENT,
-                "pg_catalog.octet_length(raw)",
-                "size_limit",
-                hint="a job server refuses a packet above its maximum size; pass a reference "
-                "to the data (a key, a path) instead, or an administrator raises max_workload "
-                f"{where} and the job server's limit together",
-            ),
-            "    END IF;",
-            "    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN",
-            "        " + immediate,
-            "    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN",
-            "        "
-            + _raise(
-                "gearsql: bad setting background_mode=%",
-                BAD_SETTING,
-                "pg_catalog.quote_literal(mode)",
-                hint="it is 'transactional' or 'immediate'",
-            ),
-            "    END IF;",
-            f"    INSERT INTO {s}.gman_outbox (function, unique_key, workload, priority)",
-            f"    VALUES (pg_catalog.convert_to(function, 'UTF8'), "
-            f"pg_catalog.convert_to({unique}, 'UTF8'), raw, {_literal(priority)})",
-            "    RETURNING id INTO new_id;",
-            f"    PERFORM pg_catalog.pg_notify({_literal(NOTIFY_CHANNEL)}, {_literal(schema)});",
-            "    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;",
-            "END",
-        ]
-        statements.append(
-            f"CREATE OR REPLACE FUNCTION {s}.{_ident(name)}({args})\n"
-            "RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS "
-            f"{_dollar(chr(10).join(lines) + chr(10))};"
-        )
-    return statements
-
-
-def _drop_old_job_status(schema: str) -> str:
-    """A DO block that drops a ``gman_job_status`` of an older install, whose result had no
-    ``state`` and ``detail`` (CREATE OR REPLACE cannot change a result type), remembering who
-    was granted EXECUTE on it for :func:`_regrant_job_status`."""
-    return (
-        "DO $do$\nDECLARE\n    old record;\n    grantees text := '';\nBEGIN\n"
-        "    FOR old IN SELECT p.oid::regprocedure AS signature, p.proacl, p.proowner\n"
-        "               FROM pg_proc AS p\n"
-        f"               WHERE p.pronamespace = {_literal(schema)}::regnamespace\n"
-        "                 AND p.proname = 'gman_job_status'\n"
-        "                 AND NOT 'state' = ANY(coalesce(p.proargnames, '{}'::text[]))\n"
-        "    LOOP\n"
-        "        SELECT grantees\n"
-        "               || coalesce(string_agg(a.grantee::regrole::text || E'\\n', ''), '')\n"
-        "          INTO grantees FROM aclexplode(old.proacl) AS a\n"
-        "         WHERE a.privilege_type = 'EXECUTE' AND a.grantee <> 0\n"
-        "           AND a.grantee <> old.proowner;\n"
-        "        EXECUTE format('DROP FUNCTION %s', old.signature);\n"
-        "    END LOOP;\n"
-        "    PERFORM set_config('gearsql.regrant', grantees, true);\nEND\n$do$;"
-    )
-
-
-def _regrant_job_status(schema: str) -> str:
-    return (
-        "DO $do$\nDECLARE\n    grantee text;\nBEGIN\n"
-        "    FOREACH grantee IN ARRAY string_to_array(\n"
-        "        rtrim(coalesce(current_setting('gearsql.regrant', true), ''), E'\\n'), E'\\n')\n"
-        "    LOOP\n"
-        "        EXECUTE format('GRANT EXECUTE ON FUNCTION %s.gman_job_status(text) TO %s',\n"
-        f"                       {_literal(_ident(schema))}, grantee);\n"
-        "    END LOOP;\nEND\n$do$;"
-    )
-
-
-def _all_functions(schema: str, plpython: bool = True) -> list[tuple[str, str]]:
-    """(kind, qualified signature) of every function and aggregate, for REVOKE and DROP (those
-    in PL/Python only with ``plpython``)."""
-    functions = udf_module("functions")
-    objects = [("FUNCTION", f"{_ident(schema)}._gman_settings()")]
-    if plpython:
-        objects += [
-            ("FUNCTION", _now_signature(schema)),
-            ("FUNCTION", f"{_ident(schema)}._gman_load()"),
-            ("FUNCTION", f"{_ident(schema)}._gman_compile()"),
-            *(("FUNCTION", signature) for signature in _python_bodies(schema)),
-        ]
-    objects += [
-        ("FUNCTION", f"{_ident(schema)}._gman_outbox_state(bigint)"),
-        ("FUNCTION", f"{_ident(schema)}.{_ident('gman_pipeline')}()"),
-    ]
-    for entry in functions.FUNCTIONS:
-        for params, _ in _signatures(entry):
-            objects.append(
-                ("FUNCTION", f"{_ident(schema)}.{_ident(entry['name'])}({_arg_types(params)})")
-            )
-    for aggregate in functions.AGGREGATES:
-        for params, _ in _signatures(aggregate):
-            objects.append(
-                ("AGGREGATE", f"{_ident(schema)}.{_ident(aggregate['name'])}({_arg_types(params)})")
-            )
-    return objects
-
-
-def _granted(schema: str, plpython: bool) -> list[str]:
-    """What ``--role`` may execute: the public gman_* functions, and the aggregate's internal
-    functions (PostgreSQL checks EXECUTE on those for whoever calls gman_sum)."""
-    functions = udf_module("functions")
-    internal = {entry["name"] for entry in functions.FUNCTIONS if entry.get("internal")}
-    prefix = f"{_ident(schema)}."
-    return [
-        signature
-        for _, signature in _all_functions(schema, plpython)
-        if signature.startswith(prefix + '"gman_')
-        or any(signature.startswith(f"{prefix}{_ident(name)}(") for name in internal)
-    ]
 
 
 def install_sql(
@@ -533,16 +141,16 @@ def install_sql(
         raise ValueError("the ssl setting is 'on' or 'off'")
     if role is not None:
         check_identifier(role, "role")
-    if background_mode is not None and background_mode not in ("transactional", "immediate"):
+    if background_mode is not None and background_mode not in BACKGROUND_MODES:
         raise ValueError("background_mode is 'transactional' or 'immediate'")
     if servers is not None:
         load_library().parse_servers(servers)  # ValueError names a bad entry
     if timeout is not None:
-        _check_seconds("timeout", timeout)
+        check_seconds("timeout", timeout)
     functions = udf_module("functions")
     sources = library_sources()
     package = library_package(sources)
-    s = _ident(schema)
+    s = ident(schema)
     load = f"SELECT {s}._gman_load()"
     parts: list[str] = []
     if for_file:
@@ -552,20 +160,19 @@ def install_sql(
         *(["CREATE EXTENSION IF NOT EXISTS plpython3u;"] if plpython else []),
         f"CREATE SCHEMA IF NOT EXISTS {s};",
         f"CREATE TABLE IF NOT EXISTS {s}.gman_settings (\n"
-        f"    name text PRIMARY KEY CHECK (name IN ({', '.join(map(_literal, SETTINGS))})),\n"
+        f"    name text PRIMARY KEY CHECK (name IN ({', '.join(map(literal, SETTINGS))})),\n"
         "    value text NOT NULL\n);",
         f"REVOKE ALL ON TABLE {s}.gman_settings FROM PUBLIC;",
     ]
     # An install made before a setting existed has a CHECK without its name: replace it.
-    names = ", ".join(map(_literal, SETTINGS))
+    names = ", ".join(map(literal, SETTINGS))
     parts += [
         f"ALTER TABLE {s}.gman_settings DROP CONSTRAINT IF EXISTS gman_settings_name_check;",
         f"ALTER TABLE {s}.gman_settings ADD CONSTRAINT gman_settings_name_check "
         f"CHECK (name IN ({names}));",
         f"INSERT INTO {s}.gman_settings (name, value) VALUES\n"
         + ",\n".join(
-            f"    ({_literal(name)}, {_literal(default)})"
-            for name, (default, _) in SETTINGS.items()
+            f"    ({literal(name)}, {literal(default)})" for name, (default, _) in SETTINGS.items()
         )
         + "\nON CONFLICT (name) DO NOTHING;",
     ]
@@ -578,12 +185,12 @@ def install_sql(
     for name, value in chosen.items():
         if value is not None:
             parts.append(
-                f"UPDATE {s}.gman_settings SET value = {_literal(value)} "
-                f"WHERE name = {_literal(name)};"
+                f"UPDATE {s}.gman_settings SET value = {literal(value)} "
+                f"WHERE name = {literal(name)};"
             )
     parts.append(
         f"COMMENT ON TABLE {s}.gman_settings IS "
-        f"{_literal('gearsql settings; only the installing role changes them')};"
+        f"{literal('gearsql settings; only the installing role changes them')};"
     )
     parts += [
         f"CREATE TABLE IF NOT EXISTS {s}.gman_outbox (\n"
@@ -609,7 +216,7 @@ def install_sql(
         ");",
         f"REVOKE ALL ON TABLE {s}.gman_outbox_dead FROM PUBLIC;",
         f"COMMENT ON TABLE {s}.gman_outbox_dead IS "
-        f"{_literal('gearsql: outbox rows no job server will take, and why')};",
+        f"{literal('gearsql: outbox rows no job server will take, and why')};",
         f"CREATE OR REPLACE FUNCTION {s}._gman_outbox_state(p_id bigint)\n"
         "RETURNS TABLE (state text, detail text) LANGUAGE sql STABLE SECURITY DEFINER\n"
         "SET search_path = pg_catalog, pg_temp AS $$\n"
@@ -631,7 +238,7 @@ def install_sql(
         f"                 FROM {s}.gman_outbox_dead AS d ORDER BY d.dead_at DESC, d.id DESC\n"
         "                 LIMIT 5)\n$$;",
         f"COMMENT ON FUNCTION {s}.gman_pipeline() IS "
-        + _literal(
+        + literal(
             "gearsql: rows waiting in the outbox (how many, the oldest age) and dead "
             "letters (how many, the newest reasons)"
         )
@@ -641,46 +248,46 @@ def install_sql(
         "SET search_path = pg_catalog, pg_temp AS $$\n"
         f"    SELECT s.name, s.value FROM {s}.gman_settings AS s\n$$;",
         # Older installs wrote the outbox through this helper, which skipped the checks.
-        f"DROP FUNCTION IF EXISTS {_LEGACY_OUTBOX_INSERT.format(s=s)};",
-        _drop_old_job_status(schema),
+        f"DROP FUNCTION IF EXISTS {LEGACY_OUTBOX_INSERT.format(s=s)};",
+        drop_old_job_status(schema),
     ]
     if plpython:
         parts += [
             f"CREATE OR REPLACE FUNCTION {s}._gman_load()\n"
             "RETURNS void LANGUAGE plpython3u VOLATILE AS "
-            f"{_dollar(_loader_body(schema, package))};",
-            _now_sql(schema, package, load),
-            *_pg_library.install_sql(schema, package, {**sources, "loader": _read_udf("loader")}),
+            f"{dollar(loader_body(schema, package))};",
+            now_sql(schema, package, load),
+            *_pg_library.install_sql(schema, package, {**sources, "loader": read_udf("loader")}),
             _pg_library.compile_function_sql(
-                schema, package, _dollar(_pg_library.compile_body(schema, package))
+                schema, package, dollar(_pg_library.compile_body(schema, package))
             ),
             _pg_library.compile_call(schema),
         ]
     background = {name for name, _ in functions.BACKGROUND}
     for entry in functions.FUNCTIONS:
         if entry["name"] in background:
-            parts += _background_sql(schema, entry, plpython)
+            parts += background_sql(schema, entry, plpython)
         else:
-            parts += _function_sql(schema, entry, package, load, plpython)
-    parts.append(_regrant_job_status(schema))
+            parts += function_sql(schema, entry, package, load, plpython)
+    parts.append(regrant_job_status(schema))
     for aggregate in functions.AGGREGATES:
-        for params, _ in _signatures(aggregate):
-            types = _arg_types(params)
+        for params, _ in entry_signatures(aggregate):
+            types = arg_types(params)
             parts.append(
-                f"CREATE OR REPLACE AGGREGATE {s}.{_ident(aggregate['name'])}({types}) (\n"
-                f"    SFUNC = {s}.{_ident(aggregate['step'])},\n"
+                f"CREATE OR REPLACE AGGREGATE {s}.{ident(aggregate['name'])}({types}) (\n"
+                f"    SFUNC = {s}.{ident(aggregate['step'])},\n"
                 f"    STYPE = {aggregate['state']},\n"
-                f"    FINALFUNC = {s}.{_ident(aggregate['final'])},\n"
+                f"    FINALFUNC = {s}.{ident(aggregate['final'])},\n"
                 "    FINALFUNC_MODIFY = READ_WRITE\n);"
             )
     # GRANT and REVOKE name aggregates as functions too.
-    for _, signature in _all_functions(schema, plpython):
+    for _, signature in all_functions(schema, plpython):
         parts.append(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC;")
     if role is not None:
-        r = _ident(role)
+        r = ident(role)
         parts.append(f"GRANT USAGE ON SCHEMA {s} TO {r};")
-        granted = _granted(schema, plpython)
-        for _, signature in _all_functions(schema, plpython):
+        granted = granted_signatures(schema, plpython)
+        for _, signature in all_functions(schema, plpython):
             if signature in granted:
                 parts.append(f"GRANT EXECUTE ON FUNCTION {signature} TO {r};")
             else:  # an older install granted the internal helpers too
@@ -717,7 +324,7 @@ def uninstall_sql(schema: str = DEFAULT_SCHEMA, force: bool = False, for_file: b
     (raises an error, changes nothing) while the outbox holds rows not yet relayed. The schema
     itself is dropped when it is left empty (never ``public``)."""
     check_identifier(schema, "schema")
-    s = _ident(schema)
+    s = ident(schema)
     parts: list[str] = []
     if for_file:
         parts.append(
@@ -731,16 +338,16 @@ def uninstall_sql(schema: str = DEFAULT_SCHEMA, force: bool = False, for_file: b
     if not force:
         parts.append(
             "DO $$\nBEGIN\n"
-            f"    IF to_regclass({_literal(s + '.gman_outbox')}) IS NOT NULL\n"
+            f"    IF to_regclass({literal(s + '.gman_outbox')}) IS NOT NULL\n"
             f"       AND EXISTS (SELECT 1 FROM {s}.gman_outbox) THEN\n"
             f"        RAISE EXCEPTION 'gearsql: %.gman_outbox still holds jobs not yet relayed',"
-            f" {_literal(schema)}\n"
+            f" {literal(schema)}\n"
             "            USING HINT = 'let the relay drain it, or uninstall with --force';\n"
             "    END IF;\nEND\n$$;"
         )
-    for kind, signature in reversed(_all_functions(schema)):
+    for kind, signature in reversed(all_functions(schema)):
         parts.append(f"DROP {kind} IF EXISTS {signature};")
-    parts.append(f"DROP FUNCTION IF EXISTS {_LEGACY_OUTBOX_INSERT.format(s=s)};")
+    parts.append(f"DROP FUNCTION IF EXISTS {LEGACY_OUTBOX_INSERT.format(s=s)};")
     parts += [
         _pg_library.uninstall_sql(schema),
         f"DROP TABLE IF EXISTS {s}.gman_outbox_dead;",
@@ -752,27 +359,18 @@ def uninstall_sql(schema: str = DEFAULT_SCHEMA, force: bool = False, for_file: b
             "DO $$\nBEGIN\n"
             "    IF NOT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n "
             "ON n.oid = c.relnamespace\n"
-            f"                   WHERE n.nspname = {_literal(schema)})\n"
+            f"                   WHERE n.nspname = {literal(schema)})\n"
             "       AND NOT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n "
             "ON n.oid = p.pronamespace\n"
-            f"                       WHERE n.nspname = {_literal(schema)})\n"
+            f"                       WHERE n.nspname = {literal(schema)})\n"
             "       AND NOT EXISTS (SELECT 1 FROM pg_type t JOIN pg_namespace n "
             "ON n.oid = t.typnamespace\n"
-            f"                       WHERE n.nspname = {_literal(schema)}) THEN\n"
+            f"                       WHERE n.nspname = {literal(schema)}) THEN\n"
             f"        DROP SCHEMA IF EXISTS {s};\n"
             "    END IF;\nEND\n$$;"
         )
     parts.append("COMMIT;")
     return "\n\n".join(parts) + "\n"
-
-
-def _check_seconds(name: str, value: str) -> None:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, not {value!r}") from None
-    if not 0 < seconds <= 86400:
-        raise ValueError(f"{name} must be more than 0 and at most 86400 seconds")
 
 
 #: What an install or uninstall needs, said when PostgreSQL refuses it for lack of privilege.

@@ -13,6 +13,7 @@ from typing import Any, BinaryIO, Literal
 
 import click
 
+from gearsql._log import NOTICE
 from gearsql._servers import DEFAULT_PORT, parse_server, parse_servers
 from gearsql.errors import GearmanError
 
@@ -24,7 +25,7 @@ VERBOSE_LEVELS = {
     "CRITICAL": logging.CRITICAL,
     "ERROR": logging.ERROR,
     "WARNING": logging.WARNING,
-    "NOTICE": 25,
+    "NOTICE": NOTICE,
     "INFO": logging.INFO,
     "DEBUG": logging.DEBUG,
 }

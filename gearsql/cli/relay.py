@@ -10,6 +10,7 @@ import signal
 
 import click
 
+from gearsql._log import reason
 from gearsql._servers import parse_servers
 from gearsql.cli._options import (
     CONTEXT,
@@ -177,5 +178,5 @@ def status(dsns: tuple[str, ...], schema: str) -> None:
         except ValueError as exc:  # no outbox there, or not a DSN gearsql knows
             raise ConfigurationError(str(exc)) from None
         except Exception as exc:  # the driver's error: the database cannot be reached
-            raise CommandError(f"{dsn}: {str(exc).strip() or type(exc).__name__}") from None
+            raise CommandError(f"{dsn}: {reason(exc)}") from None
         click.echo("\n".join(found.lines()))

@@ -12,6 +12,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from gearsql._log import NOTICE
+from gearsql._sqlcommon import DEAD_COLUMNS, OUTBOX_COLUMNS
 from gearsql.relay._thread import watch_in_thread
 from gearsql.relay.batch import OutboxRow, row_from_values, take_within
 from gearsql.relay.source import OutboxMissing, SideTask, Source, close_quietly
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["MySQLConnection", "MySQLCursor", "MySQLSource", "binlog_problem"]
 
 log = logging.getLogger("gearsql.relay")
-NOTICE = 25
+_DEAD = ", ".join(DEAD_COLUMNS)
 
 #: Seconds between the binlog's heartbeats, which is also how soon its reader notices a stop.
 HEARTBEAT = 0.5
@@ -109,7 +111,7 @@ class MySQLSource(Source):
     wake: Literal["binlog", "poll"]
 
     def __init__(self, dsn: str, wanted: Literal["auto", "binlog", "poll"] = "auto") -> None:
-        from gearsql.bridges.mysql import connect_config
+        from gearsql._mysqlurl import connect_config
 
         if wanted not in ("auto", "binlog", "poll"):
             raise ValueError(f"a MySQL relay follows the binlog or polls, not {wanted!r}")
@@ -201,7 +203,7 @@ class MySQLSource(Source):
                 return []
             ids = take_within([(int(i), int(n)) for i, n in sizes], max_bytes)
             cursor.execute(
-                "SELECT id, function, unique_key, workload, priority FROM gman_outbox "
+                f"SELECT {', '.join(OUTBOX_COLUMNS)} FROM gman_outbox "
                 f"FORCE INDEX (PRIMARY) WHERE id IN ({','.join(['%s'] * len(ids))}) ORDER BY id",
                 ids,
             )
@@ -217,10 +219,8 @@ class MySQLSource(Source):
                 for id_, reason in dead:
                     if self.keeps_dead:
                         cursor.execute(
-                            "INSERT IGNORE INTO gman_outbox_dead (id, created_at, function, "
-                            "unique_key, workload, priority, reason) SELECT id, created_at, "
-                            "function, unique_key, workload, priority, %s FROM gman_outbox "
-                            "WHERE id = %s",
+                            f"INSERT IGNORE INTO gman_outbox_dead ({_DEAD}, reason) "
+                            f"SELECT {_DEAD}, %s FROM gman_outbox WHERE id = %s",
                             (reason[:1000], id_),
                         )
                     cursor.execute("DELETE FROM gman_outbox WHERE id = %s", (id_,))
@@ -329,7 +329,7 @@ class MySQLSource(Source):
         conn.rollback()
         if not tables:
             return []
-        from gearsql.bridges.mysql import connector
+        from gearsql._mysqlurl import connector
         from gearsql.bridges.mysql_calls import serve_calls
 
         async def calls(client: AsyncClient, stop: asyncio.Event) -> None:

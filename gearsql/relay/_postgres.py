@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from gearsql._sqlcommon import DEAD_COLUMNS, NOTIFY_CHANNEL, OUTBOX_COLUMNS, check_identifier
 from gearsql.relay.batch import OutboxRow, row_from_values, take_within
-from gearsql.relay.source import IDENTIFIER, OutboxMissing, Source, close_quietly
+from gearsql.relay.source import OutboxMissing, Source, close_quietly
 
 if TYPE_CHECKING:
     import psycopg
@@ -15,7 +16,8 @@ if TYPE_CHECKING:
 __all__ = ["CHANNEL", "PostgresSource"]
 
 #: The channel the outbox insert notifies, with the schema as payload (gearsql/bridges/postgres.py).
-CHANNEL = "gearsql_outbox"
+CHANNEL = NOTIFY_CHANNEL
+_COLUMNS = ", ".join(OUTBOX_COLUMNS)
 
 
 class PostgresSource(Source):
@@ -26,8 +28,7 @@ class PostgresSource(Source):
     def __init__(
         self, dsn: str, schema: str = "gearsql", wake: Literal["listen", "poll"] = "listen"
     ) -> None:
-        if not IDENTIFIER.match(schema):
-            raise ValueError(f"schema {schema!r} is not a plain SQL identifier")
+        check_identifier(schema, "schema")
         if wake not in ("listen", "poll"):
             raise ValueError(f"a PostgreSQL relay listens or polls, not {wake!r}")
         self.dsn = dsn
@@ -88,8 +89,7 @@ class PostgresSource(Source):
             return []
         ids = take_within([(int(i), int(n)) for i, n in sizes], max_bytes)
         rows = conn.execute(
-            f"SELECT id, function, unique_key, workload, priority FROM {self.table} "
-            "WHERE id = ANY(%s) ORDER BY id",
+            f"SELECT {_COLUMNS} FROM {self.table} WHERE id = ANY(%s) ORDER BY id",
             (ids,),
         ).fetchall()
         return [row_from_values(row) for row in rows]
@@ -99,9 +99,9 @@ class PostgresSource(Source):
         assert conn is not None
         if dead and self.keeps_dead:
             conn.execute(
-                f"INSERT INTO {self.dead_table} (id, created_at, function, unique_key, workload, "
-                "priority, reason) SELECT o.id, o.created_at, o.function, o.unique_key, "
-                f"o.workload, o.priority, d.reason FROM {self.table} AS o "
+                f"INSERT INTO {self.dead_table} ({', '.join(DEAD_COLUMNS)}, reason) "
+                f"SELECT {', '.join('o.' + column for column in DEAD_COLUMNS)}, d.reason "
+                f"FROM {self.table} AS o "
                 "JOIN unnest(%s::bigint[], %s::text[]) AS d(id, reason) ON o.id = d.id "
                 "ON CONFLICT (id) DO NOTHING",
                 ([id_ for id_, _ in dead], [reason for _, reason in dead]),

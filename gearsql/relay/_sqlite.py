@@ -10,9 +10,12 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Literal
 
+from gearsql._sqlcommon import DEAD_COLUMNS, OUTBOX_COLUMNS
 from gearsql.relay._thread import watch_in_thread
 from gearsql.relay.batch import OutboxRow, row_from_values, take_within
 from gearsql.relay.source import OutboxMissing, Source, close_quietly
+
+_DEAD = ", ".join(DEAD_COLUMNS)
 
 __all__ = ["SQLiteSource"]
 
@@ -95,7 +98,7 @@ class SQLiteSource(Source):
                 return []
             ids = take_within(sizes, max_bytes)
             rows = conn.execute(
-                "SELECT id, function, unique_key, workload, priority FROM gman_outbox "
+                f"SELECT {', '.join(OUTBOX_COLUMNS)} FROM gman_outbox "
                 "WHERE id BETWEEN ? AND ? ORDER BY id",
                 (ids[0], ids[-1]),
             ).fetchall()
@@ -111,9 +114,8 @@ class SQLiteSource(Source):
         for id_, reason in dead:
             if self.keeps_dead:
                 conn.execute(
-                    "INSERT OR IGNORE INTO gman_outbox_dead (id, created_at, function, unique_key,"
-                    " workload, priority, reason) SELECT id, created_at, function, unique_key,"
-                    " workload, priority, ? FROM gman_outbox WHERE id = ?",
+                    f"INSERT OR IGNORE INTO gman_outbox_dead ({_DEAD}, reason)"
+                    f" SELECT {_DEAD}, ? FROM gman_outbox WHERE id = ?",
                     (reason, id_),
                 )
             conn.execute("DELETE FROM gman_outbox WHERE id = ?", (id_,))

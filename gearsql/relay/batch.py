@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gearsql._log import reason
 from gearsql.errors import ConnectionLost, InvalidArgument, InvalidPayload, ServerError
 from gearsql.protocol import MAX_UNIQUE, Priority
 
@@ -207,7 +208,7 @@ def dead_reason(row: OutboxRow, exc: BaseException) -> str:
             f"the job server refused it: {exc.code} {exc.text} ({len(row.workload)} bytes "
             "of workload)"
         ).rstrip()
-    return str(exc).strip() or type(exc).__name__
+    return reason(exc)
 
 
 def _permanent(outcome: object) -> bool:

@@ -10,6 +10,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeVar, cast
 
+from gearsql._log import NOTICE
+from gearsql._log import reason as _reason
 from gearsql._servers import Backoff, ServersArg, format_address, parse_servers
 from gearsql.client import AsyncClient, Priority
 from gearsql.relay.batch import (
@@ -27,9 +29,6 @@ from gearsql.relay.source import SideTask, Source
 __all__ = ["Relay", "RoundResult", "describe_error", "priority_of", "run_relays"]
 
 log = logging.getLogger("gearsql.relay")
-#: The level of start, stop and outage lines (as in gearsql.server).
-NOTICE = 25
-logging.addLevelName(NOTICE, "NOTICE")
 
 T = TypeVar("T")
 
@@ -55,10 +54,6 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return str(exc) or "no JOB_CREATED in time"
     return _reason(exc)
-
-
-def _reason(exc: BaseException) -> str:
-    return str(exc).strip() or type(exc).__name__
 
 
 class Relay:

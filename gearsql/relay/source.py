@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -30,8 +29,6 @@ SOURCES = ("auto", "listen", "binlog", "poll")
 #: How a source hears of new rows: PostgreSQL's ``listen``, MySQL's ``binlog``, SQLite's
 #: ``change counter``, or nothing (``poll``: the relay only looks every ``poll_interval``).
 Wake = Literal["listen", "binlog", "change counter", "poll"]
-
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 #: Another kind of work the relay does for a database beside draining its outbox, such as
 #: MariaDB's foreground calls: called once with the relay's job server client and its stop

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from gearsql._sqlcommon import check_identifier
 from gearsql._sqliteurl import SQLITE_SCHEMES, sqlite_path
-from gearsql.relay.source import IDENTIFIER, OutboxMissing
+from gearsql.relay.source import OutboxMissing
 
 __all__ = ["PipelineStatus", "pipeline_status"]
 
@@ -74,8 +75,7 @@ def _reasons(rows: list[Any]) -> list[str]:
 def _postgres(dsn: str, schema: str) -> PipelineStatus:
     import psycopg
 
-    if not IDENTIFIER.match(schema):
-        raise ValueError(f"schema {schema!r} is not a plain SQL identifier")
+    check_identifier(schema, "schema")
     outbox, dead = f'"{schema}".gman_outbox', f'"{schema}".gman_outbox_dead'
     with psycopg.connect(dsn, connect_timeout=10) as conn:
         database, has_outbox, has_dead = _first(
@@ -115,7 +115,7 @@ def _seconds(value: Any) -> float | None:
 def _mysql(dsn: str) -> PipelineStatus:
     import mysql.connector
 
-    from gearsql.bridges.mysql import connect_config
+    from gearsql._mysqlurl import connect_config
 
     config = connect_config(dsn)
     conn: Any = mysql.connector.connect(**config)

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from gearsql._sqliteurl import SQLITE_SCHEMES, sqlite_path, sqlite_url
 from gearsql.stores.base import (
+    Changes,
     DeadLetter,
     RememberedUnique,
     Store,
@@ -24,6 +25,7 @@ from gearsql.stores.base import (
 from gearsql.stores.memory import MemoryStore
 
 __all__ = [
+    "Changes",
     "DeadLetter",
     "MemoryStore",
     "RememberedUnique",

@@ -3,32 +3,45 @@
 from __future__ import annotations
 
 import abc
-import re
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple, TypeVar
+
+from gearsql._sqlcommon import IDENTIFIER
+from gearsql._sqlcommon import check_identifier as _check_sql_name
 
 __all__ = [
+    "DEAD",
     "IDENTIFIER",
+    "JOB_COLUMNS",
+    "POLICIES",
+    "REMEMBERED",
+    "SCHEDULES",
+    "SIDE_TABLES",
+    "WINDOWS",
+    "Changes",
     "DeadLetter",
     "RememberedUnique",
+    "SideTable",
     "Store",
     "StoreError",
     "StoredJob",
     "StoredPolicy",
     "StoredSchedule",
     "StoredWindow",
+    "as_bytes",
     "check_identifier",
+    "from_row",
+    "job_from_row",
+    "side_sql",
+    "side_writes",
 ]
-
-#: Table names from configuration must match this before they go anywhere near SQL.
-IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 def check_identifier(name: str) -> str:
-    """Return ``name`` if it is a plain SQL identifier; raise ValueError otherwise."""
-    if not IDENTIFIER.fullmatch(name):
-        raise ValueError(f"not a valid table name: {name!r} (letters, digits and _ only)")
-    return name
+    """Return ``name`` if it is a plain SQL identifier (:data:`gearsql._sqlcommon.IDENTIFIER`,
+    the rule of every SQL name gearsql takes from configuration); raise ValueError otherwise."""
+    return _check_sql_name(name, "table name")
 
 
 class StoreError(Exception):
@@ -106,6 +119,225 @@ class StoredSchedule(NamedTuple):
     due: int
 
 
+@dataclass(frozen=True)
+class Changes:
+    """Everything one commit writes, in this order: store ``add`` (replacing a row with the
+    same unique and function) and delete ``remove`` (by unique and function; missing rows are
+    no error); add the dead letters ``dead_add`` and delete those numbered ``dead_remove``; set
+    the retry policies ``policies`` (replacing a function's earlier one) and delete those of
+    the functions ``policies_removed``; delete every remembered unique that expires at or
+    before ``remembered_expired`` (when not 0), then remember the uniques ``remembered``
+    (replacing an earlier row of the same function and unique); set the unique windows
+    ``windows`` and delete those of the functions ``windows_removed``; set the schedules
+    ``schedules`` (replacing one of the same name) and delete those named
+    ``schedules_removed``."""
+
+    add: Sequence[StoredJob] = ()
+    remove: Sequence[StoredJob] = ()
+    dead_add: Sequence[DeadLetter] = ()
+    dead_remove: Sequence[int] = ()
+    policies: Sequence[StoredPolicy] = ()
+    policies_removed: Sequence[bytes] = ()
+    remembered: Sequence[RememberedUnique] = ()
+    remembered_expired: float = 0.0
+    windows: Sequence[StoredWindow] = ()
+    windows_removed: Sequence[bytes] = ()
+    schedules: Sequence[StoredSchedule] = ()
+    schedules_removed: Sequence[bytes] = ()
+
+    def __bool__(self) -> bool:
+        """Whether there is anything to write."""
+        return any(getattr(self, field.name) for field in fields(self))
+
+    def only_jobs(self) -> bool:
+        """Whether nothing but queue rows (``add``, ``remove``) is written: the common case,
+        which some stores commit in a single statement."""
+        return not any(getattr(self, name) for name in _SIDE_FIELDS)
+
+
+class SideTable(NamedTuple):
+    """One of gearsql's own tables beside the queue table, keyed by ``queue_table`` and then
+    by the first ``key`` of ``columns``: the fields of ``row_type`` in order, with ``types``
+    saying how each is read back (see :func:`from_row`). A commit upserts the rows of the
+    :class:`Changes` field ``rows`` and deletes those whose key is in the field ``keys``;
+    ``replace`` says whether an upsert overwrites an existing row (dead letters are only ever
+    added: the first one stays). Loading returns the rows ordered by ``order`` (a column, or
+    no order). The column names are SQLite's and MySQL's; the PostgreSQL store renames its
+    binary ones."""
+
+    name: str
+    row_type: Callable[..., Any]
+    columns: tuple[str, ...]
+    types: str
+    key: int
+    rows: str
+    keys: str | None
+    order: str = ""
+    replace: bool = True
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        return self.columns[: self.key]
+
+    @property
+    def value_columns(self) -> tuple[str, ...]:
+        return self.columns[self.key :]
+
+    def load(self, rows: Iterable[Sequence[Any]]) -> list[Any]:
+        """The rows a SELECT of :attr:`columns` returned, as :attr:`row_type` values."""
+        return [from_row(self.row_type, self.types, row) for row in rows]
+
+
+DEAD = SideTable(
+    "gearsql_dead",
+    DeadLetter,
+    ("id", "function_name", "unique_key", "priority", "data", "retries", "error", "died"),
+    "ibbibibf",
+    1,
+    "dead_add",
+    "dead_remove",
+    order="id",
+    replace=False,
+)
+POLICIES = SideTable(
+    "gearsql_retry_policy",
+    StoredPolicy,
+    ("function_name", "attempts", "base", "max_delay"),
+    "biff",
+    1,
+    "policies",
+    "policies_removed",
+)
+#: Remembered uniques have no deletion by key: their rows go when they expire
+#: (``Changes.remembered_expired``), deleted before the new ones are written.
+REMEMBERED = SideTable(
+    "gearsql_unique",
+    RememberedUnique,
+    ("function_name", "unique_key", "expires", "result"),
+    "bbfb",
+    2,
+    "remembered",
+    None,
+)
+WINDOWS = SideTable(
+    "gearsql_unique_window",
+    StoredWindow,
+    ("function_name", "seconds"),
+    "bf",
+    1,
+    "windows",
+    "windows_removed",
+)
+SCHEDULES = SideTable(
+    "gearsql_schedule",
+    StoredSchedule,
+    ("name", "function_name", "spec", "data", "due"),
+    "bbtbi",
+    1,
+    "schedules",
+    "schedules_removed",
+    order="name",
+)
+
+#: The side tables in the order a commit writes them.
+SIDE_TABLES = (DEAD, POLICIES, REMEMBERED, WINDOWS, SCHEDULES)
+
+#: The queue table's columns, as :class:`StoredJob` has them (the queue table's layout is
+#: gearmand's, with gearsql's ``gearsql_retries`` and ``gearsql_error``).
+JOB_COLUMNS = (
+    "unique_key",
+    "function_name",
+    "priority",
+    "data",
+    "when_to_run",
+    "gearsql_retries",
+    "gearsql_error",
+)
+JOB_TYPES = "bbibiib"
+
+_SIDE_FIELDS = (
+    "remembered_expired",
+    *(name for table in SIDE_TABLES for name in (table.rows, table.keys) if name),
+)
+
+
+def side_writes(
+    changes: Changes, queue_table: str
+) -> Iterator[tuple[SideTable, str, list[tuple[Any, ...]]]]:
+    """The side tables' part of ``changes``, in commit order: ``(table, action, parameters)``
+    with ``action`` one of ``"expire"`` (one row of parameters: the queue table and the time),
+    ``"upsert"`` (a row per ``(queue_table, *row)``) and ``"delete"`` (``(queue_table,
+    key)``). Each store turns a table and action into its own dialect's statement."""
+    for table in SIDE_TABLES:
+        if table is REMEMBERED and changes.remembered_expired:
+            yield table, "expire", [(queue_table, changes.remembered_expired)]
+        rows = getattr(changes, table.rows)
+        if rows:
+            yield table, "upsert", [(queue_table, *row) for row in rows]
+        keys = getattr(changes, table.keys) if table.keys else ()
+        if keys:
+            yield table, "delete", [(queue_table, key) for key in keys]
+
+
+def side_sql(
+    table: SideTable,
+    action: str,
+    mark: Callable[[str], str],
+    insert: str,
+    conflict: str = "",
+    column: Callable[[str], str] = str,
+) -> str:
+    """A dialect's statement for one action of :func:`side_writes`. ``mark(kind)`` is its
+    placeholder for a value of that kind (a letter of :attr:`SideTable.types`; ``t`` for the
+    queue table's name), ``insert`` how an upsert starts (``INSERT OR REPLACE``, ``INSERT``),
+    ``conflict`` what follows its VALUES, and ``column`` the dialect's name of a column."""
+    queue = mark("t")
+    if action == "expire":
+        return f"DELETE FROM {table.name} WHERE queue_table = {queue} AND expires <= {mark('f')}"
+    if action == "delete":
+        key = table.columns[0]
+        return (
+            f"DELETE FROM {table.name} WHERE queue_table = {queue}"
+            f" AND {column(key)} = {mark(table.types[0])}"
+        )
+    columns = ", ".join(map(column, table.columns))
+    marks = ", ".join(mark(kind) for kind in table.types)
+    return (
+        f"{insert} INTO {table.name} (queue_table, {columns}) VALUES ({queue}, {marks}){conflict}"
+    )
+
+
+def as_bytes(value: Any) -> bytes:
+    """A column's value as bytes: NULL as empty, text as UTF-8."""
+    if value is None:
+        return b""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return bytes(value)
+
+
+_READ: dict[str, Callable[[Any], Any]] = {
+    "b": as_bytes,
+    "i": lambda value: int(value or 0),
+    "f": lambda value: float(value or 0),
+    "t": lambda value: as_bytes(value).decode("utf-8", "replace"),
+}
+
+R = TypeVar("R")
+
+
+def from_row(row_type: Callable[..., R], types: str, row: Sequence[Any]) -> R:
+    """``row_type`` of a row as a driver returned it, each value read as ``types`` says:
+    ``b`` bytes (NULL as empty), ``i`` an int, ``f`` a float (NULL as 0), ``t`` text. Every
+    driver's values fit: text, bytes, memoryviews, and numbers as numbers or as digits."""
+    return row_type(*(_READ[kind](value) for kind, value in zip(types, row, strict=True)))
+
+
+def job_from_row(row: Sequence[Any]) -> StoredJob:
+    """A :class:`StoredJob` of a row of :data:`JOB_COLUMNS`."""
+    return from_row(StoredJob, JOB_TYPES, row)
+
+
 class Store(abc.ABC):
     """Where background jobs live until they finish.
 
@@ -128,34 +360,24 @@ class Store(abc.ABC):
     async def load(self) -> list[StoredJob]:
         """Every stored job, oldest first, for replay at start-up. Raises StoreError."""
 
-    @abc.abstractmethod
     async def commit(
-        self,
-        add: Sequence[StoredJob],
-        remove: Sequence[StoredJob],
-        *,
-        dead_add: Sequence[DeadLetter] = (),
-        dead_remove: Sequence[int] = (),
-        policies: Sequence[StoredPolicy] = (),
-        policies_removed: Sequence[bytes] = (),
-        remembered: Sequence[RememberedUnique] = (),
-        remembered_expired: float = 0.0,
-        windows: Sequence[StoredWindow] = (),
-        windows_removed: Sequence[bytes] = (),
-        schedules: Sequence[StoredSchedule] = (),
-        schedules_removed: Sequence[bytes] = (),
+        self, changes: Changes | Sequence[StoredJob], remove: Sequence[StoredJob] = (), **more: Any
     ) -> None:
-        """In one transaction, store ``add`` (replacing a row with the same unique and function)
-        and delete ``remove`` (by unique and function; missing rows are no error), in that
-        order; add the dead letters ``dead_add`` and delete those numbered ``dead_remove``; set
-        the retry policies ``policies`` (replacing a function's earlier one) and delete those
-        of the functions ``policies_removed``; remember the uniques ``remembered`` (replacing
-        an earlier row of the same function and unique), delete every remembered unique that
-        expires at or before ``remembered_expired`` (when not 0), set the unique windows
-        ``windows`` and delete those of the functions ``windows_removed``; set the schedules
-        ``schedules`` (replacing one of the same name) and delete those named
-        ``schedules_removed``. Return once it is committed. Raises StoreError;
-        then nothing of it is committed. Running the same commit twice is harmless."""
+        """Write ``changes`` (see :class:`Changes`) in one transaction; return once it is
+        committed. Raises StoreError; then nothing of it is committed. Running the same commit
+        twice is harmless.
+
+        ``commit(add, remove, **more)`` is short for ``commit(Changes(add, remove, **more))``.
+        """
+        if not isinstance(changes, Changes):
+            changes = Changes(changes, remove, **more)
+        elif remove or more:
+            raise TypeError("commit(changes) takes nothing besides the Changes")
+        await self.write(changes)
+
+    @abc.abstractmethod
+    async def write(self, changes: Changes) -> None:
+        """What :meth:`commit` does, given the :class:`Changes`: the method a store implements."""
 
     async def load_dead(self) -> list[DeadLetter]:
         """Every dead letter, oldest first, for replay at start-up. Raises StoreError."""

@@ -2,17 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from gearsql.stores.base import (
-    DeadLetter,
-    RememberedUnique,
-    Store,
-    StoredJob,
-    StoredPolicy,
-    StoredSchedule,
-    StoredWindow,
-)
+from gearsql.stores.base import Changes, Store, StoredJob
 
 __all__ = ["MemoryStore"]
 
@@ -26,20 +16,5 @@ class MemoryStore(Store):
     async def load(self) -> list[StoredJob]:
         return []
 
-    async def commit(
-        self,
-        add: Sequence[StoredJob],
-        remove: Sequence[StoredJob],
-        *,
-        dead_add: Sequence[DeadLetter] = (),
-        dead_remove: Sequence[int] = (),
-        policies: Sequence[StoredPolicy] = (),
-        policies_removed: Sequence[bytes] = (),
-        remembered: Sequence[RememberedUnique] = (),
-        remembered_expired: float = 0.0,
-        windows: Sequence[StoredWindow] = (),
-        windows_removed: Sequence[bytes] = (),
-        schedules: Sequence[StoredSchedule] = (),
-        schedules_removed: Sequence[bytes] = (),
-    ) -> None:
+    async def write(self, changes: Changes) -> None:
         return None

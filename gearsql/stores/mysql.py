@@ -79,16 +79,18 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "the MySQL store needs mysql-connector-python: pip install 'gearsql[mysql]'"
     ) from exc
 
-from gearsql._mysqlurl import parse_mysql_url
+from gearsql._log import reason
+from gearsql._mysqlurl import literal_size, parse_mysql_url
 from gearsql.stores.base import (
-    DeadLetter,
-    RememberedUnique,
+    JOB_COLUMNS,
+    Changes,
+    SideTable,
     StoredJob,
-    StoredPolicy,
-    StoredSchedule,
-    StoredWindow,
     StoreError,
     check_identifier,
+    job_from_row,
+    side_sql,
+    side_writes,
 )
 from gearsql.stores.threaded import ReconnectingStore
 
@@ -120,8 +122,6 @@ _TIMEOUTS: tuple[type[Exception], ...] = tuple(
     if hasattr(mysql.connector.errors, name)
 )
 
-#: Bytes the driver escapes with a backslash inside a quoted literal (at most one extra each).
-_ESCAPED = (b"\\", b"\n", b"\r", b"'", b'"', b"\x1a", b"\x00")
 #: Quotes, commas, parentheses and the two numbers of one row in a statement, at most.
 _ROW_OVERHEAD = 64
 #: Statements are cut at this size even when the server would take bigger ones.
@@ -133,15 +133,7 @@ def _escaped_size(value: bytes) -> int:
     """An upper bound on the length of ``value`` as a quoted literal in a statement."""
     if len(value) <= 4096:  # cheaper than counting, and close enough for small values
         return 2 * len(value) + 2
-    return len(value) + sum(value.count(char) for char in _ESCAPED) + 2
-
-
-def _as_bytes(value: Any) -> bytes:
-    if value is None:
-        return b""
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    return bytes(value)
+    return literal_size(value)
 
 
 def _as_int(value: Any) -> int:
@@ -169,8 +161,7 @@ def _lost(exc: mysql.connector.Error) -> bool:
 
 def _reason(exc: mysql.connector.Error) -> str:
     """The driver's message on one line, without its multi-line boilerplate."""
-    text = exc.msg or str(exc)
-    return " ".join(text.split())
+    return reason(exc.msg or str(exc))
 
 
 class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
@@ -472,257 +463,29 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
             reason = f"no answer within {self._config['read_timeout']} s"
         return StoreError(f"MySQL {what} failed at {self._where}{again}: {reason}")
 
-    async def load(self) -> list[StoredJob]:
-        return await self._run(self._call, "load", self._load)
-
     def _load(self, cursor: MySQLCursorAbstract) -> list[StoredJob]:
-        cursor.execute(
-            "SELECT unique_key, function_name, priority, data, when_to_run, gearsql_retries, "
-            f"gearsql_error FROM `{self.table}` ORDER BY id"
-        )
-        rows = _fetch(cursor)
-        return [
-            StoredJob(
-                _as_bytes(unique),
-                _as_bytes(function),
-                _as_int(priority),
-                _as_bytes(data),
-                _as_int(when),
-                _as_int(retries),
-                _as_bytes(error),
-            )
-            for unique, function, priority, data, when, retries, error in rows
-        ]
+        cursor.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM `{self.table}` ORDER BY id")
+        return [job_from_row(row) for row in _fetch(cursor)]
 
-    async def load_dead(self) -> list[DeadLetter]:
-        return await self._run(self._call, "load", self._load_dead)
-
-    def _load_dead(self, cursor: MySQLCursorAbstract) -> list[DeadLetter]:
+    def _select(self, cursor: MySQLCursorAbstract, table: SideTable) -> list[tuple[Any, ...]]:
+        order = f" ORDER BY {table.order}" if table.order else ""
         cursor.execute(
-            "SELECT id, function_name, unique_key, priority, data, retries, error, died "
-            "FROM gearsql_dead WHERE queue_table = %s ORDER BY id",
+            f"SELECT {', '.join(table.columns)} FROM {table.name} WHERE queue_table = %s{order}",
             (self.table,),
         )
-        return [
-            DeadLetter(
-                _as_int(id_),
-                _as_bytes(function),
-                _as_bytes(unique),
-                _as_int(priority),
-                _as_bytes(data),
-                _as_int(retries),
-                _as_bytes(error),
-                float(_as_text(died)) if died is not None else 0.0,
-            )
-            for id_, function, unique, priority, data, retries, error, died in _fetch(cursor)
-        ]
+        return _fetch(cursor)
 
-    async def load_policies(self) -> list[StoredPolicy]:
-        return await self._run(self._call, "load", self._load_policies)
-
-    def _load_policies(self, cursor: MySQLCursorAbstract) -> list[StoredPolicy]:
-        cursor.execute(
-            "SELECT function_name, attempts, base, max_delay FROM gearsql_retry_policy "
-            "WHERE queue_table = %s",
-            (self.table,),
-        )
-        return [
-            StoredPolicy(
-                _as_bytes(function),
-                _as_int(attempts),
-                float(_as_text(base)),
-                float(_as_text(limit)),
-            )
-            for function, attempts, base, limit in _fetch(cursor)
-        ]
-
-    async def load_remembered(self) -> list[RememberedUnique]:
-        return await self._run(self._call, "load", self._load_remembered)
-
-    def _load_remembered(self, cursor: MySQLCursorAbstract) -> list[RememberedUnique]:
-        cursor.execute(
-            "SELECT function_name, unique_key, expires, result FROM gearsql_unique "
-            "WHERE queue_table = %s",
-            (self.table,),
-        )
-        return [
-            RememberedUnique(
-                _as_bytes(function),
-                _as_bytes(unique),
-                float(_as_text(expires)),
-                _as_bytes(result),
-            )
-            for function, unique, expires, result in _fetch(cursor)
-        ]
-
-    async def load_windows(self) -> list[StoredWindow]:
-        return await self._run(self._call, "load", self._load_windows)
-
-    def _load_windows(self, cursor: MySQLCursorAbstract) -> list[StoredWindow]:
-        cursor.execute(
-            "SELECT function_name, seconds FROM gearsql_unique_window WHERE queue_table = %s",
-            (self.table,),
-        )
-        return [
-            StoredWindow(_as_bytes(function), float(_as_text(seconds)))
-            for function, seconds in _fetch(cursor)
-        ]
-
-    async def load_schedules(self) -> list[StoredSchedule]:
-        return await self._run(self._call, "load", self._load_schedules)
-
-    def _load_schedules(self, cursor: MySQLCursorAbstract) -> list[StoredSchedule]:
-        cursor.execute(
-            "SELECT name, function_name, spec, data, due FROM gearsql_schedule "
-            "WHERE queue_table = %s ORDER BY name",
-            (self.table,),
-        )
-        return [
-            StoredSchedule(
-                _as_bytes(name),
-                _as_bytes(function),
-                _as_text(spec),
-                _as_bytes(data),
-                _as_int(due),
-            )
-            for name, function, spec, data, due in _fetch(cursor)
-        ]
-
-    async def commit(
-        self,
-        add: Sequence[StoredJob],
-        remove: Sequence[StoredJob],
-        *,
-        dead_add: Sequence[DeadLetter] = (),
-        dead_remove: Sequence[int] = (),
-        policies: Sequence[StoredPolicy] = (),
-        policies_removed: Sequence[bytes] = (),
-        remembered: Sequence[RememberedUnique] = (),
-        remembered_expired: float = 0.0,
-        windows: Sequence[StoredWindow] = (),
-        windows_removed: Sequence[bytes] = (),
-        schedules: Sequence[StoredSchedule] = (),
-        schedules_removed: Sequence[bytes] = (),
-    ) -> None:
-        await self._run(
-            self._commit,
-            add,
-            remove,
-            dead_add,
-            dead_remove,
-            policies,
-            policies_removed,
-            remembered,
-            remembered_expired,
-            windows,
-            windows_removed,
-            schedules,
-            schedules_removed,
-        )
-
-    def _commit(
-        self,
-        add: Sequence[StoredJob],
-        remove: Sequence[StoredJob],
-        dead_add: Sequence[DeadLetter] = (),
-        dead_remove: Sequence[int] = (),
-        policies: Sequence[StoredPolicy] = (),
-        policies_removed: Sequence[bytes] = (),
-        remembered: Sequence[RememberedUnique] = (),
-        remembered_expired: float = 0.0,
-        windows: Sequence[StoredWindow] = (),
-        windows_removed: Sequence[bytes] = (),
-        schedules: Sequence[StoredSchedule] = (),
-        schedules_removed: Sequence[bytes] = (),
-    ) -> None:
-        if not (
-            add
-            or remove
-            or dead_add
-            or dead_remove
-            or policies
-            or policies_removed
-            or remembered
-            or remembered_expired
-            or windows
-            or windows_removed
-            or schedules
-            or schedules_removed
-        ):
-            return
-        table = self.table
-
-        def transaction(cursor: MySQLCursorAbstract) -> None:
-            # Cut for this connection's max_allowed_packet; raises before anything is sent.
-            statements = list(self._statements(add, remove))
-            cursor.execute("START TRANSACTION")
-            for sql, params in statements:
-                cursor.execute(sql, params)
-            for dead in dead_add:
-                cursor.execute(
-                    "INSERT IGNORE INTO gearsql_dead (queue_table, id, function_name, "
-                    "unique_key, priority, data, retries, error, died) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (table, *dead),
-                )
-            for id_ in dead_remove:
-                cursor.execute(
-                    "DELETE FROM gearsql_dead WHERE queue_table = %s AND id = %s", (table, id_)
-                )
-            for policy in policies:
-                cursor.execute(
-                    "INSERT INTO gearsql_retry_policy (queue_table, function_name, attempts, "
-                    "base, max_delay) VALUES (%s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
-                    "attempts = VALUES(attempts), base = VALUES(base), "
-                    "max_delay = VALUES(max_delay)",
-                    (table, *policy),
-                )
-            for name in policies_removed:
-                cursor.execute(
-                    "DELETE FROM gearsql_retry_policy WHERE queue_table = %s "
-                    "AND function_name = %s",
-                    (table, name),
-                )
-            if remembered_expired:
-                cursor.execute(
-                    "DELETE FROM gearsql_unique WHERE queue_table = %s AND expires <= %s",
-                    (table, remembered_expired),
-                )
-            for entry in remembered:
-                cursor.execute(
-                    "INSERT INTO gearsql_unique (queue_table, function_name, unique_key, "
-                    "expires, result) VALUES (%s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
-                    "expires = VALUES(expires), result = VALUES(result)",
-                    (table, *entry),
-                )
-            for window in windows:
-                cursor.execute(
-                    "INSERT INTO gearsql_unique_window (queue_table, function_name, seconds) "
-                    "VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE seconds = VALUES(seconds)",
-                    (table, *window),
-                )
-            for name in windows_removed:
-                cursor.execute(
-                    "DELETE FROM gearsql_unique_window WHERE queue_table = %s "
-                    "AND function_name = %s",
-                    (table, name),
-                )
-            for schedule in schedules:
-                cursor.execute(
-                    "INSERT INTO gearsql_schedule (queue_table, name, function_name, spec, "
-                    "data, due) VALUES (%s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
-                    "function_name = VALUES(function_name), spec = VALUES(spec), "
-                    "data = VALUES(data), due = VALUES(due)",
-                    (table, *schedule),
-                )
-            for name in schedules_removed:
-                cursor.execute(
-                    "DELETE FROM gearsql_schedule WHERE queue_table = %s AND name = %s",
-                    (table, name),
-                )
-            cursor.execute("COMMIT")
-
-        self._call("commit", transaction)
+    def _commit(self, cursor: MySQLCursorAbstract, changes: Changes) -> None:
+        # Cut for this connection's max_allowed_packet; raises before anything is sent.
+        statements = list(self._statements(changes.add, changes.remove))
+        cursor.execute("START TRANSACTION")
+        for sql, params in statements:
+            cursor.execute(sql, params)
+        for table, action, rows in side_writes(changes, self.table):
+            statement = _side_sql(table, action)
+            for row in rows:
+                cursor.execute(statement, row)
+        cursor.execute("COMMIT")
 
     def _statements(
         self, add: Sequence[StoredJob], remove: Sequence[StoredJob]
@@ -731,12 +494,10 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
         enough for the server. Raises StoreError before anything is sent if a job cannot fit
         (checked for all of them first)."""
         table = self.table
+        update = ", ".join(f"{column} = VALUES({column})" for column in JOB_COLUMNS[2:])
         insert = (
-            f"INSERT INTO `{table}` (unique_key, function_name, priority, data, when_to_run, "
-            "gearsql_retries, gearsql_error) VALUES {rows} ON DUPLICATE KEY UPDATE "
-            "priority = VALUES(priority), data = VALUES(data), "
-            "when_to_run = VALUES(when_to_run), gearsql_retries = VALUES(gearsql_retries), "
-            "gearsql_error = VALUES(gearsql_error)"
+            f"INSERT INTO `{table}` ({', '.join(JOB_COLUMNS)}) VALUES {{rows}}"
+            f" ON DUPLICATE KEY UPDATE {update}"
         )
         delete = f"DELETE FROM `{table}` WHERE (unique_key, function_name) IN ({{rows}})"
         add_batches = self._batches(
@@ -758,15 +519,7 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
         for batch in add_batches:
             params: list[Any] = []
             for job in batch:
-                params += (
-                    job.unique,
-                    job.function,
-                    job.priority,
-                    job.data,
-                    job.when,
-                    job.retries,
-                    job.error,
-                )
+                params += job  # its fields are the columns, in JOB_COLUMNS' order
             yield (
                 insert.format(rows=", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(batch))),
                 params,
@@ -805,3 +558,13 @@ class MySQLStore(ReconnectingStore[MySQLCursorAbstract]):
 
     def _close(self) -> None:
         self._disconnect()
+
+
+def _side_sql(table: SideTable, action: str) -> str:
+    """MySQL's statement for one action of :func:`~gearsql.stores.base.side_writes`."""
+    if not table.replace:
+        return side_sql(table, action, lambda kind: "%s", "INSERT IGNORE")
+    update = ", ".join(f"{column} = VALUES({column})" for column in table.value_columns)
+    return side_sql(
+        table, action, lambda kind: "%s", "INSERT", f" ON DUPLICATE KEY UPDATE {update}"
+    )

@@ -64,22 +64,23 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from gearsql._log import reason as _one_line
 from gearsql.stores.base import (
-    DeadLetter,
-    RememberedUnique,
+    Changes,
+    SideTable,
     StoredJob,
-    StoredPolicy,
-    StoredSchedule,
-    StoredWindow,
     StoreError,
     check_identifier,
+    job_from_row,
+    side_sql,
+    side_writes,
 )
 from gearsql.stores.threaded import ReconnectingStore
 
@@ -137,11 +138,6 @@ def _text(value: bytes) -> str | None:
         return value.decode("utf-8")
     except UnicodeDecodeError:
         return None
-
-
-def _one_line(exc: BaseException) -> str:
-    """libpq's messages span lines ("...failed: Connection refused\\n\\tIs the server running")."""
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _index_name(table: str) -> str:
@@ -205,7 +201,7 @@ class PostgresStore(ReconnectingStore[Connection]):
         self._upsert_and_delete = sql.SQL("WITH added AS ({upsert}) {delete}").format(
             upsert=self._upsert, delete=self._delete
         )
-        self._select = sql.SQL(
+        self._select_jobs = sql.SQL(
             "SELECT COALESCE(unique_bytes, convert_to(unique_key, 'UTF8')),"
             " COALESCE(function_bytes, convert_to(function_name, 'UTF8')),"
             " priority, data, when_to_run, gearsql_retries, gearsql_error FROM {t}"
@@ -402,244 +398,35 @@ class PostgresStore(ReconnectingStore[Connection]):
             ).format(t=sql.Identifier(self.table))
         )
 
-    async def load(self) -> list[StoredJob]:
-        return await self._run(self._call, "load", self._load)
-
     def _load(self, conn: Connection) -> list[StoredJob]:
         with conn.cursor(binary=True) as cursor:
-            rows = cursor.execute(self._select).fetchall()
-        return [
-            StoredJob(
-                bytes(unique or b""),
-                bytes(function or b""),
-                int(priority or 0),
-                bytes(data or b""),
-                int(when or 0),
-                int(retries or 0),
-                bytes(error or b""),
-            )
-            for unique, function, priority, data, when, retries, error in rows
-        ]
+            rows = cursor.execute(self._select_jobs).fetchall()
+        return [job_from_row(row) for row in rows]
 
-    async def load_dead(self) -> list[DeadLetter]:
-        return await self._run(self._call, "load", self._load_dead)
-
-    def _load_dead(self, conn: Connection) -> list[DeadLetter]:
+    def _select(self, conn: Connection, table: SideTable) -> list[Any]:
+        order = f" ORDER BY {_column(table.order)}" if table.order else ""
+        columns = ", ".join(_column(column) for column in table.columns)
         with conn.cursor(binary=True) as cursor:
-            rows = cursor.execute(
-                "SELECT id, function_bytes, unique_bytes, priority, data, retries, error, died"
-                " FROM gearsql_dead WHERE queue_table = %s ORDER BY id",
+            return cursor.execute(
+                f"SELECT {columns} FROM {table.name} WHERE queue_table = %s{order}",
                 (self.table,),
             ).fetchall()
-        return [
-            DeadLetter(
-                int(id_),
-                bytes(function),
-                bytes(unique or b""),
-                int(priority or 0),
-                bytes(data or b""),
-                int(retries or 0),
-                bytes(error or b""),
-                float(died or 0),
-            )
-            for id_, function, unique, priority, data, retries, error, died in rows
-        ]
 
-    async def load_policies(self) -> list[StoredPolicy]:
-        return await self._run(self._call, "load", self._load_policies)
-
-    def _load_policies(self, conn: Connection) -> list[StoredPolicy]:
-        with conn.cursor(binary=True) as cursor:
-            rows = cursor.execute(
-                "SELECT function_bytes, attempts, base, max_delay FROM gearsql_retry_policy"
-                " WHERE queue_table = %s",
-                (self.table,),
-            ).fetchall()
-        return [
-            StoredPolicy(bytes(function), int(attempts), float(base), float(limit))
-            for function, attempts, base, limit in rows
-        ]
-
-    async def load_remembered(self) -> list[RememberedUnique]:
-        return await self._run(self._call, "load", self._load_remembered)
-
-    def _load_remembered(self, conn: Connection) -> list[RememberedUnique]:
-        with conn.cursor(binary=True) as cursor:
-            rows = cursor.execute(
-                "SELECT function_bytes, unique_bytes, expires, result FROM gearsql_unique"
-                " WHERE queue_table = %s",
-                (self.table,),
-            ).fetchall()
-        return [
-            RememberedUnique(bytes(function), bytes(unique), float(expires), bytes(result or b""))
-            for function, unique, expires, result in rows
-        ]
-
-    async def load_windows(self) -> list[StoredWindow]:
-        return await self._run(self._call, "load", self._load_windows)
-
-    def _load_windows(self, conn: Connection) -> list[StoredWindow]:
-        with conn.cursor(binary=True) as cursor:
-            rows = cursor.execute(
-                "SELECT function_bytes, seconds FROM gearsql_unique_window WHERE queue_table = %s",
-                (self.table,),
-            ).fetchall()
-        return [StoredWindow(bytes(function), float(seconds)) for function, seconds in rows]
-
-    async def load_schedules(self) -> list[StoredSchedule]:
-        return await self._run(self._call, "load", self._load_schedules)
-
-    def _load_schedules(self, conn: Connection) -> list[StoredSchedule]:
-        with conn.cursor(binary=True) as cursor:
-            rows = cursor.execute(
-                "SELECT name_bytes, function_bytes, spec, data, due FROM gearsql_schedule"
-                " WHERE queue_table = %s ORDER BY name_bytes",
-                (self.table,),
-            ).fetchall()
-        return [
-            StoredSchedule(
-                bytes(name),
-                bytes(function),
-                spec.decode() if isinstance(spec, bytes) else str(spec),
-                bytes(data or b""),
-                int(due or 0),
-            )
-            for name, function, spec, data, due in rows
-        ]
-
-    async def commit(
-        self,
-        add: Sequence[StoredJob],
-        remove: Sequence[StoredJob],
-        *,
-        dead_add: Sequence[DeadLetter] = (),
-        dead_remove: Sequence[int] = (),
-        policies: Sequence[StoredPolicy] = (),
-        policies_removed: Sequence[bytes] = (),
-        remembered: Sequence[RememberedUnique] = (),
-        remembered_expired: float = 0.0,
-        windows: Sequence[StoredWindow] = (),
-        windows_removed: Sequence[bytes] = (),
-        schedules: Sequence[StoredSchedule] = (),
-        schedules_removed: Sequence[bytes] = (),
-    ) -> None:
-        uniques = _UniqueWrites(
-            remembered,
-            remembered_expired,
-            windows,
-            windows_removed,
-            schedules,
-            schedules_removed,
-        )
-        if dead_add or dead_remove or policies or policies_removed or any(uniques):
-            await self._run(
-                self._call,
-                "commit",
-                lambda conn: self._commit_more(
-                    conn,
-                    add,
-                    remove,
-                    dead_add,
-                    dead_remove,
-                    policies,
-                    policies_removed,
-                    uniques,
-                ),
-            )
+    def _commit(self, conn: Connection, changes: Changes) -> None:
+        if changes.only_jobs():
+            self._commit_jobs(conn, changes.add, changes.remove)
             return
-        if not add and not remove:
-            return
-        await self._run(self._call, "commit", lambda conn: self._commit(conn, add, remove))
-
-    def _commit_more(
-        self,
-        conn: Connection,
-        add: Sequence[StoredJob],
-        remove: Sequence[StoredJob],
-        dead_add: Sequence[DeadLetter],
-        dead_remove: Sequence[int],
-        policies: Sequence[StoredPolicy],
-        policies_removed: Sequence[bytes],
-        uniques: _UniqueWrites,
-    ) -> None:
-        """A commit with dead letters, retry policies or remembered uniques in it: several
-        statements, one transaction (only failures, admin commands and the completions of
-        jobs under a unique window bring these)."""
+        # Dead letters, retry policies, remembered uniques, windows or schedules: several
+        # statements, one transaction (only failures, admin commands, schedules and the
+        # completions of jobs under a unique window bring these).
         with conn.transaction():
-            if add or remove:
-                self._commit(conn, add, remove)
-            table = self.table
+            if changes.add or changes.remove:
+                self._commit_jobs(conn, changes.add, changes.remove)
             with conn.cursor() as cursor:
-                if dead_add:
-                    cursor.executemany(
-                        "INSERT INTO gearsql_dead (queue_table, id, function_bytes,"
-                        " unique_bytes, priority, data, retries, error, died)"
-                        " VALUES (%s, %s, %b, %b, %s, %b, %s, %b, %s)"
-                        " ON CONFLICT (queue_table, id) DO NOTHING",
-                        [(table, *dead) for dead in dead_add],
-                    )
-                if dead_remove:
-                    cursor.execute(
-                        "DELETE FROM gearsql_dead WHERE queue_table = %s AND id = ANY(%s)",
-                        (table, list(dead_remove)),
-                    )
-                if policies:
-                    cursor.executemany(
-                        "INSERT INTO gearsql_retry_policy (queue_table, function_bytes,"
-                        " attempts, base, max_delay) VALUES (%s, %b, %s, %s, %s)"
-                        " ON CONFLICT (queue_table, function_bytes) DO UPDATE SET"
-                        " attempts = excluded.attempts, base = excluded.base,"
-                        " max_delay = excluded.max_delay",
-                        [(table, *policy) for policy in policies],
-                    )
-                if policies_removed:
-                    cursor.executemany(
-                        "DELETE FROM gearsql_retry_policy WHERE queue_table = %s"
-                        " AND function_bytes = %b",
-                        [(table, name) for name in policies_removed],
-                    )
-                if uniques.expired:
-                    cursor.execute(
-                        "DELETE FROM gearsql_unique WHERE queue_table = %s AND expires <= %s",
-                        (table, uniques.expired),
-                    )
-                if uniques.remembered:
-                    cursor.executemany(
-                        "INSERT INTO gearsql_unique (queue_table, function_bytes, unique_bytes,"
-                        " expires, result) VALUES (%s, %b, %b, %s, %b)"
-                        " ON CONFLICT (queue_table, function_bytes, unique_bytes) DO UPDATE"
-                        " SET expires = excluded.expires, result = excluded.result",
-                        [(table, *entry) for entry in uniques.remembered],
-                    )
-                if uniques.windows:
-                    cursor.executemany(
-                        "INSERT INTO gearsql_unique_window (queue_table, function_bytes,"
-                        " seconds) VALUES (%s, %b, %s) ON CONFLICT (queue_table,"
-                        " function_bytes) DO UPDATE SET seconds = excluded.seconds",
-                        [(table, *window) for window in uniques.windows],
-                    )
-                if uniques.windows_removed:
-                    cursor.executemany(
-                        "DELETE FROM gearsql_unique_window WHERE queue_table = %s"
-                        " AND function_bytes = %b",
-                        [(table, name) for name in uniques.windows_removed],
-                    )
-                if uniques.schedules:
-                    cursor.executemany(
-                        "INSERT INTO gearsql_schedule (queue_table, name_bytes, function_bytes,"
-                        " spec, data, due) VALUES (%s, %b, %b, %s, %b, %s) ON CONFLICT"
-                        " (queue_table, name_bytes) DO UPDATE SET function_bytes ="
-                        " excluded.function_bytes, spec = excluded.spec, data = excluded.data,"
-                        " due = excluded.due",
-                        [(table, *schedule) for schedule in uniques.schedules],
-                    )
-                if uniques.schedules_removed:
-                    cursor.executemany(
-                        "DELETE FROM gearsql_schedule WHERE queue_table = %s AND name_bytes = %b",
-                        [(table, name) for name in uniques.schedules_removed],
-                    )
+                for table, action, rows in side_writes(changes, self.table):
+                    cursor.executemany(_side_sql(table, action), rows)
 
-    def _commit(
+    def _commit_jobs(
         self, conn: Connection, add: Sequence[StoredJob], remove: Sequence[StoredJob]
     ) -> None:
         # One statement, so one transaction and one round trip (the connection autocommits).
@@ -660,15 +447,32 @@ class PostgresStore(ReconnectingStore[Connection]):
         self._discard()
 
 
-class _UniqueWrites(NamedTuple):
-    """The unique window's part of a commit (see :meth:`Store.commit`)."""
+#: The PostgreSQL store's names of the binary key columns of the side tables.
+_BYTEA_COLUMNS = {
+    "function_name": "function_bytes",
+    "unique_key": "unique_bytes",
+    "name": "name_bytes",
+}
 
-    remembered: Sequence[RememberedUnique]
-    expired: float
-    windows: Sequence[StoredWindow]
-    windows_removed: Sequence[bytes]
-    schedules: Sequence[StoredSchedule]
-    schedules_removed: Sequence[bytes]
+
+def _column(name: str) -> str:
+    return _BYTEA_COLUMNS.get(name, name)
+
+
+def _side_sql(table: SideTable, action: str) -> str:
+    """PostgreSQL's statement for one action of :func:`~gearsql.stores.base.side_writes`;
+    bytes travel as binary parameters (``%b``)."""
+    keys = ", ".join(map(_column, table.key_columns))
+    if table.replace:
+        update = ", ".join(
+            f"{_column(column)} = excluded.{_column(column)}" for column in table.value_columns
+        )
+        conflict = f" ON CONFLICT (queue_table, {keys}) DO UPDATE SET {update}"
+    else:
+        conflict = f" ON CONFLICT (queue_table, {keys}) DO NOTHING"
+    return side_sql(
+        table, action, lambda kind: "%b" if kind == "b" else "%s", "INSERT", conflict, _column
+    )
 
 
 def _add_columns(add: Sequence[StoredJob]) -> tuple[list[Any], ...]:

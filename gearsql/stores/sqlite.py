@@ -25,21 +25,24 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gearsql.stores.base import (
-    DeadLetter,
-    RememberedUnique,
+    JOB_COLUMNS,
+    Changes,
+    SideTable,
     StoredJob,
-    StoredPolicy,
-    StoredSchedule,
-    StoredWindow,
     StoreError,
     check_identifier,
+    job_from_row,
+    side_sql,
+    side_writes,
 )
 from gearsql.stores.threaded import ThreadedStore
+
+T = TypeVar("T")
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "default_sqlite_path"]
 
@@ -208,195 +211,34 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
             (table, SCHEMA_VERSION),
         )
 
-    def _connection(self) -> sqlite3.Connection:
+    def _operate(self, what: str, operation: Callable[[sqlite3.Connection], T]) -> T:
         self._check_usable()
         assert self._handle is not None  # open, so connected: SQLite never loses it
-        return self._handle
-
-    async def load(self) -> list[StoredJob]:
-        return await self._run(self._load)
-
-    def _load(self) -> list[StoredJob]:
-        conn = self._connection()
         try:
-            rows = conn.execute(
-                "SELECT unique_key, function_name, priority, data, when_to_run, "
-                f"gearsql_retries, gearsql_error FROM {self.table} ORDER BY rowid"
-            ).fetchall()
+            return operation(self._handle)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot read the SQLite queue: {exc}") from exc
-        return [
-            StoredJob(
-                _as_bytes(unique),
-                _as_bytes(function),
-                int(priority or 0),
-                _as_bytes(data),
-                int(when or 0),
-                int(retries or 0),
-                _as_bytes(error),
-            )
-            for unique, function, priority, data, when, retries, error in rows
-        ]
+            raise StoreError(f"SQLite {what} failed: {exc}") from exc
 
-    async def load_dead(self) -> list[DeadLetter]:
-        return await self._run(self._load_dead)
+    def _load(self, conn: sqlite3.Connection) -> list[StoredJob]:
+        rows = conn.execute(
+            f"SELECT {', '.join(JOB_COLUMNS)} FROM {self.table} ORDER BY rowid"
+        ).fetchall()
+        return [job_from_row(row) for row in rows]
 
-    def _load_dead(self) -> list[DeadLetter]:
-        conn = self._connection()
-        try:
-            rows = conn.execute(
-                "SELECT id, function_name, unique_key, priority, data, retries, error, died "
-                "FROM gearsql_dead WHERE queue_table = ? ORDER BY id",
-                (self.table,),
-            ).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read the SQLite dead letters: {exc}") from exc
-        return [
-            DeadLetter(
-                int(id_),
-                _as_bytes(function),
-                _as_bytes(unique),
-                int(priority or 0),
-                _as_bytes(data),
-                int(retries or 0),
-                _as_bytes(error),
-                float(died or 0),
-            )
-            for id_, function, unique, priority, data, retries, error, died in rows
-        ]
+    def _select(self, conn: sqlite3.Connection, table: SideTable) -> list[Any]:
+        order = f" ORDER BY {table.order}" if table.order else ""
+        return conn.execute(
+            f"SELECT {', '.join(table.columns)} FROM {table.name} WHERE queue_table = ?{order}",
+            (self.table,),
+        ).fetchall()
 
-    async def load_policies(self) -> list[StoredPolicy]:
-        return await self._run(self._load_policies)
-
-    def _load_policies(self) -> list[StoredPolicy]:
-        conn = self._connection()
-        try:
-            rows = conn.execute(
-                "SELECT function_name, attempts, base, max_delay FROM gearsql_retry_policy "
-                "WHERE queue_table = ?",
-                (self.table,),
-            ).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read the SQLite retry policies: {exc}") from exc
-        return [
-            StoredPolicy(_as_bytes(function), int(attempts), float(base), float(limit))
-            for function, attempts, base, limit in rows
-        ]
-
-    async def load_remembered(self) -> list[RememberedUnique]:
-        return await self._run(self._load_remembered)
-
-    def _load_remembered(self) -> list[RememberedUnique]:
-        conn = self._connection()
-        try:
-            rows = conn.execute(
-                "SELECT function_name, unique_key, expires, result FROM gearsql_unique "
-                "WHERE queue_table = ?",
-                (self.table,),
-            ).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read the SQLite remembered uniques: {exc}") from exc
-        return [
-            RememberedUnique(
-                _as_bytes(function), _as_bytes(unique), float(expires), _as_bytes(result)
-            )
-            for function, unique, expires, result in rows
-        ]
-
-    async def load_windows(self) -> list[StoredWindow]:
-        return await self._run(self._load_windows)
-
-    def _load_windows(self) -> list[StoredWindow]:
-        conn = self._connection()
-        try:
-            rows = conn.execute(
-                "SELECT function_name, seconds FROM gearsql_unique_window WHERE queue_table = ?",
-                (self.table,),
-            ).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read the SQLite unique windows: {exc}") from exc
-        return [StoredWindow(_as_bytes(function), float(seconds)) for function, seconds in rows]
-
-    async def load_schedules(self) -> list[StoredSchedule]:
-        return await self._run(self._load_schedules)
-
-    def _load_schedules(self) -> list[StoredSchedule]:
-        conn = self._connection()
-        try:
-            rows = conn.execute(
-                "SELECT name, function_name, spec, data, due FROM gearsql_schedule "
-                "WHERE queue_table = ? ORDER BY name",
-                (self.table,),
-            ).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read the SQLite schedules: {exc}") from exc
-        return [
-            StoredSchedule(
-                _as_bytes(name),
-                _as_bytes(function),
-                _as_bytes(spec).decode(),
-                _as_bytes(data),
-                int(due or 0),
-            )
-            for name, function, spec, data, due in rows
-        ]
-
-    async def commit(
-        self,
-        add: Sequence[StoredJob],
-        remove: Sequence[StoredJob],
-        *,
-        dead_add: Sequence[DeadLetter] = (),
-        dead_remove: Sequence[int] = (),
-        policies: Sequence[StoredPolicy] = (),
-        policies_removed: Sequence[bytes] = (),
-        remembered: Sequence[RememberedUnique] = (),
-        remembered_expired: float = 0.0,
-        windows: Sequence[StoredWindow] = (),
-        windows_removed: Sequence[bytes] = (),
-        schedules: Sequence[StoredSchedule] = (),
-        schedules_removed: Sequence[bytes] = (),
-    ) -> None:
-        await self._run(
-            self._commit,
-            add,
-            remove,
-            dead_add,
-            dead_remove,
-            policies,
-            policies_removed,
-            remembered,
-            remembered_expired,
-            windows,
-            windows_removed,
-            schedules,
-            schedules_removed,
-        )
-
-    def _commit(
-        self,
-        add: Sequence[StoredJob],
-        remove: Sequence[StoredJob],
-        dead_add: Sequence[DeadLetter] = (),
-        dead_remove: Sequence[int] = (),
-        policies: Sequence[StoredPolicy] = (),
-        policies_removed: Sequence[bytes] = (),
-        remembered: Sequence[RememberedUnique] = (),
-        remembered_expired: float = 0.0,
-        windows: Sequence[StoredWindow] = (),
-        windows_removed: Sequence[bytes] = (),
-        schedules: Sequence[StoredSchedule] = (),
-        schedules_removed: Sequence[bytes] = (),
-    ) -> None:
-        conn = self._connection()
-        table = self.table
+    def _commit(self, conn: sqlite3.Connection, changes: Changes) -> None:
         try:
             conn.execute("BEGIN IMMEDIATE")
-            if add:
+            if changes.add:
                 conn.executemany(
-                    f"INSERT OR REPLACE INTO {table} "
-                    "(unique_key, function_name, priority, data, when_to_run, gearsql_retries,"
-                    " gearsql_error) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT OR REPLACE INTO {self.table} ({', '.join(JOB_COLUMNS)})"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [
                         (
                             _sql_value(job.unique),
@@ -407,77 +249,23 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
                             job.retries,
                             job.error or None,
                         )
-                        for job in add
+                        for job in changes.add
                     ],
                 )
-            if remove:
+            if changes.remove:
                 conn.executemany(
-                    f"DELETE FROM {table} WHERE unique_key = ? AND function_name = ?",
-                    [(_sql_value(job.unique), _sql_value(job.function)) for job in remove],
+                    f"DELETE FROM {self.table} WHERE unique_key = ? AND function_name = ?",
+                    [(_sql_value(job.unique), _sql_value(job.function)) for job in changes.remove],
                 )
-            if dead_add:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO gearsql_dead (queue_table, id, function_name, "
-                    "unique_key, priority, data, retries, error, died) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(table, *dead) for dead in dead_add],
-                )
-            if dead_remove:
-                conn.executemany(
-                    "DELETE FROM gearsql_dead WHERE queue_table = ? AND id = ?",
-                    [(table, id_) for id_ in dead_remove],
-                )
-            if policies:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO gearsql_retry_policy (queue_table, function_name, "
-                    "attempts, base, max_delay) VALUES (?, ?, ?, ?, ?)",
-                    [(table, *policy) for policy in policies],
-                )
-            if policies_removed:
-                conn.executemany(
-                    "DELETE FROM gearsql_retry_policy WHERE queue_table = ? AND function_name = ?",
-                    [(table, name) for name in policies_removed],
-                )
-            if remembered_expired:
-                conn.execute(
-                    "DELETE FROM gearsql_unique WHERE queue_table = ? AND expires <= ?",
-                    (table, remembered_expired),
-                )
-            if remembered:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO gearsql_unique (queue_table, function_name, "
-                    "unique_key, expires, result) VALUES (?, ?, ?, ?, ?)",
-                    [(table, *entry) for entry in remembered],
-                )
-            if windows:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO gearsql_unique_window (queue_table, function_name, "
-                    "seconds) VALUES (?, ?, ?)",
-                    [(table, *window) for window in windows],
-                )
-            if windows_removed:
-                conn.executemany(
-                    "DELETE FROM gearsql_unique_window WHERE queue_table = ? AND function_name = ?",
-                    [(table, name) for name in windows_removed],
-                )
-            if schedules:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO gearsql_schedule (queue_table, name, function_name, "
-                    "spec, data, due) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(table, *schedule) for schedule in schedules],
-                )
-            if schedules_removed:
-                conn.executemany(
-                    "DELETE FROM gearsql_schedule WHERE queue_table = ? AND name = ?",
-                    [(table, name) for name in schedules_removed],
-                )
+            for table, action, params in side_writes(changes, self.table):
+                conn.executemany(_side_sql(table, action), params)
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except sqlite3.Error:
             try:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            raise StoreError(f"SQLite commit failed: {exc}") from exc
+            raise
 
     def _close(self) -> None:
         if self._handle is not None:
@@ -486,9 +274,6 @@ class SQLiteStore(ThreadedStore[sqlite3.Connection]):
         self._unlock()
 
 
-def _as_bytes(value: Any) -> bytes:
-    if value is None:
-        return b""
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    return bytes(value)
+def _side_sql(table: SideTable, action: str) -> str:
+    """SQLite's statement for one action of :func:`~gearsql.stores.base.side_writes`."""
+    return side_sql(table, action, lambda kind: "?", "INSERT OR REPLACE")

@@ -6,7 +6,7 @@ single-thread executor: every driver call happens there, one at a time and in or
 connection is never shared between threads and needs no lock. The ``async`` methods only hand
 work to that thread and wait for the result.
 
-**Reconnect once.** :meth:`ReconnectingStore._call` runs an operation on the store's
+**Reconnect once.** :meth:`ReconnectingStore._operate` runs an operation on the store's
 connection (connecting first if an earlier failure left none). When the operation fails and the
 backend says that running it again may succeed (the connection was lost, or the server rolled
 back a deadlock), it runs it once more, on a new connection if the old one is gone. A second
@@ -20,11 +20,27 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
-from gearsql.stores.base import Store, StoreError
+from gearsql.stores.base import (
+    DEAD,
+    POLICIES,
+    REMEMBERED,
+    SCHEDULES,
+    WINDOWS,
+    Changes,
+    DeadLetter,
+    RememberedUnique,
+    SideTable,
+    Store,
+    StoredJob,
+    StoredPolicy,
+    StoredSchedule,
+    StoredWindow,
+    StoreError,
+)
 
 __all__ = ["ReconnectingStore", "ThreadedStore"]
 
@@ -36,8 +52,10 @@ C = TypeVar("C")
 class ThreadedStore(Store, Generic[C]):
     """A store whose driver work runs on one thread of its own.
 
-    Subclasses set :attr:`kind` and implement :meth:`_open` and :meth:`_close`, which run on
-    the store's thread, as should everything that touches the driver.
+    Subclasses set :attr:`kind` and implement :meth:`_open`, :meth:`_close`,
+    :meth:`_operate`, :meth:`_load`, :meth:`_select` and :meth:`_commit`, which
+    run on the store's thread, as should everything that touches the driver; this class gives
+    them the store's ``async`` methods.
     """
 
     #: The database's name in messages ("SQLite", "PostgreSQL", "MySQL").
@@ -77,7 +95,56 @@ class ThreadedStore(Store, Generic[C]):
             await self._run(self._close)
         self._executor.shutdown(wait=True)
 
+    async def load(self) -> list[StoredJob]:
+        return await self._run(self._operate, "load", self._load)
+
+    async def load_dead(self) -> list[DeadLetter]:
+        return await self._load_side(DEAD)
+
+    async def load_policies(self) -> list[StoredPolicy]:
+        return await self._load_side(POLICIES)
+
+    async def load_remembered(self) -> list[RememberedUnique]:
+        return await self._load_side(REMEMBERED)
+
+    async def load_windows(self) -> list[StoredWindow]:
+        return await self._load_side(WINDOWS)
+
+    async def load_schedules(self) -> list[StoredSchedule]:
+        return await self._load_side(SCHEDULES)
+
+    async def _load_side(self, table: SideTable) -> list[Any]:
+        return await self._run(
+            self._operate, "load", lambda handle: table.load(self._select(handle, table))
+        )
+
+    async def write(self, changes: Changes) -> None:
+        await self._run(self._write, changes)
+
     # -- everything below runs on the store's own thread
+
+    def _write(self, changes: Changes) -> None:
+        self._check_usable()
+        if changes:
+            self._operate("commit", lambda handle: self._commit(handle, changes))
+
+    @abc.abstractmethod
+    def _operate(self, what: str, operation: Callable[[C], T]) -> T:
+        """``operation`` on the store's connection; raises StoreError (named after ``what``:
+        "load", "commit") for the driver's errors."""
+
+    @abc.abstractmethod
+    def _commit(self, handle: C, changes: Changes) -> None:
+        """Write ``changes`` (never empty) in one transaction."""
+
+    @abc.abstractmethod
+    def _load(self, handle: C) -> list[StoredJob]:
+        """Every stored job, oldest first."""
+
+    @abc.abstractmethod
+    def _select(self, handle: C, table: SideTable) -> Sequence[Sequence[Any]]:
+        """The queue table's rows of the side table ``table``: its :attr:`~SideTable.columns`
+        ordered by its :attr:`~SideTable.order`."""
 
     @abc.abstractmethod
     def _open(self) -> None:
@@ -96,11 +163,11 @@ class ThreadedStore(Store, Generic[C]):
 class ReconnectingStore(ThreadedStore[C]):
     """A threaded store on a database server, whose connection can be lost at any moment.
 
-    Subclasses set :attr:`driver_error`, implement :meth:`_connect`, :meth:`_recover` and
-    :meth:`_failure`, and run their operations through :meth:`_call`.
+    Subclasses set :attr:`driver_error` and implement :meth:`_connect`, :meth:`_recover` and
+    :meth:`_failure`; every operation runs through :meth:`_operate`, which reconnects once.
     """
 
-    #: The driver's error class: what :meth:`_call` catches.
+    #: The driver's error class: what :meth:`_operate` catches.
     driver_error: type[Exception] = Exception
 
     @abc.abstractmethod
@@ -124,7 +191,7 @@ class ReconnectingStore(ThreadedStore[C]):
         a new one. Raises StoreError."""
         return self._handle if self._handle is not None else self._connect()
 
-    def _call(self, what: str, operation: Callable[[C], T]) -> T:
+    def _operate(self, what: str, operation: Callable[[C], T]) -> T:
         """Run ``operation`` on the connection; should :meth:`_recover` say it may succeed
         when run again (the connection was lost, say), run it once more, reconnecting if
         needed. Raises StoreError (named after ``what``: "load", "commit")."""

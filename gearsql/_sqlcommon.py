@@ -1,0 +1,94 @@
+"""What the SQL side of gearsql agrees on, kept once: the SQL functions' installs
+(``gearsql/bridges/``, ``gearsql/sqlite.py``), the relay that drains their outbox and the
+durable stores.
+
+The check of the SQL names (schemas, table names) put into statements, the channel the
+PostgreSQL outbox insert notifies, the outbox's columns, and the settings of the ``gman_*``
+functions with their defaults. ``udf/gman.py`` runs inside the database (where gearsql is not
+installed) and spells the defaults again; ``tests/test_bridge_sqlite.py`` checks they agree.
+"""
+
+from __future__ import annotations
+
+import re
+
+from gearsql._servers import DEFAULT_SERVERS
+from gearsql.protocol import DEFAULT_MAX_PACKET_SIZE
+
+__all__ = [
+    "BACKGROUND_MODES",
+    "DEAD_COLUMNS",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_MAX_WORKLOAD",
+    "DEFAULT_POLL_INTERVAL",
+    "DEFAULT_TIMEOUT",
+    "IDENTIFIER",
+    "NOTIFY_CHANNEL",
+    "OUTBOX_COLUMNS",
+    "SETTING_DEFAULTS",
+    "check_identifier",
+    "check_seconds",
+]
+
+#: A plain SQL identifier: letters, digits, ``_`` and ``$``, not starting with a digit, at most
+#: 63 characters. PostgreSQL, MariaDB and SQLite all take it unquoted.
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
+
+
+def check_identifier(value: str, what: str) -> str:
+    """``value`` if it is a plain SQL identifier, else ValueError naming it as ``what``
+    ("schema", "table name"): such names go into generated SQL and PL/Python source."""
+    if not IDENTIFIER.fullmatch(value):
+        raise ValueError(
+            f"{what} {value!r} is not a plain SQL identifier (letters, digits, _ and $, "
+            "at most 63 characters, not starting with a digit)"
+        )
+    return value
+
+
+def check_seconds(name: str, value: str) -> str:
+    """``value`` if it is a number of seconds in (0, 86400] (the ``timeout`` setting of an
+    install), else ValueError naming the setting ``name``."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, not {value!r}") from None
+    if not 0 < seconds <= 86400:
+        raise ValueError(f"{name} must be more than 0 and at most 86400 seconds")
+    return value
+
+
+#: The channel PostgreSQL's outbox insert notifies (with the schema as payload) and the relay
+#: listens on.
+NOTIFY_CHANNEL = "gearsql_outbox"
+
+#: The outbox columns the relay reads, in the order of ``relay.batch.OutboxRow``; the SQL
+#: functions write all but ``id``.
+OUTBOX_COLUMNS = ("id", "function", "unique_key", "workload", "priority")
+
+#: The columns an outbox row keeps in ``gman_outbox_dead``, besides its ``reason``.
+DEAD_COLUMNS = ("id", "created_at", "function", "unique_key", "workload", "priority")
+
+#: The default of the ``max_workload`` setting: the job server's default maximum packet less
+#: room for the header, the longest function name and unique, and their separators.
+DEFAULT_MAX_WORKLOAD = DEFAULT_MAX_PACKET_SIZE - 1024
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_POLL_INTERVAL = 0.1
+BACKGROUND_MODES = ("transactional", "immediate")
+
+#: The settings of the ``gman_*`` functions in PostgreSQL and SQLite, as text (the values of
+#: PostgreSQL's ``gman_settings`` table). MariaDB has fewer (see ``bridges/mysql.py``).
+SETTING_DEFAULTS: dict[str, str] = {
+    "servers": DEFAULT_SERVERS,
+    "background_mode": BACKGROUND_MODES[0],
+    "connect_timeout": f"{DEFAULT_CONNECT_TIMEOUT:g}",
+    "timeout": f"{DEFAULT_TIMEOUT:g}",
+    "poll_interval": f"{DEFAULT_POLL_INTERVAL:g}",
+    "max_workload": str(DEFAULT_MAX_WORKLOAD),
+    # TLS to the job servers (docs/security.md): on when 'ssl' is on or any file is set.
+    "ssl": "off",
+    "ssl_ca_file": "",
+    "ssl_certificate": "",
+    "ssl_key": "",
+}
