@@ -486,7 +486,7 @@ def _run_in_turn(
             try:
                 closed, _ = send_case(address, case)
             except OSError as exc:
-                closed = False
+                closed = True  # not a case the server left open: counted as a failure
                 report.probe_failures.append(f"case {case.number}: connect failed: {exc}")
             if not alive(pid):
                 report.server_died = True
@@ -521,7 +521,7 @@ def _fuzzer(
         try:
             closed, _ = send_case(address, case)
         except OSError as exc:
-            closed = False
+            closed = True  # not a case the server left open: counted as a failure
             failures.append(f"case {case.number}: connect failed: {exc}")
         if not closed:
             not_closed.append(case.number)
