@@ -15,16 +15,20 @@ generator, so a run is replayed exactly by its seed (``--seed``), and one case b
   bytes, missing newlines.
 
 Between cases a well-behaved client, on a connection of its own that stays open, makes a round
-trip (ECHO, or a foreground job done by a well-behaved worker) and the round trip's time is
-recorded. An anomaly is: the server process gone, a round trip not answered within 5 s, a case
-the server did not close within 5 s of the client's end of stream, or a line in the server's log
-about an unexpected error. The report gives the counts, the round trips' p50/p99/max and the
-server's RSS at the start, the peak and the end.
+trip (ECHO, or a foreground job done by a well-behaved worker), and another client connects,
+makes one ECHO round trip and closes (so that a full accept queue shows); both times are
+recorded. ``--concurrency N`` runs N fuzzing processes at once (each every N-th case number),
+the round trips then coming every ``--probe-interval`` seconds: the load of docs/reliability.md
+case 47. An anomaly is: the server process gone, a round trip not answered within 5 s, a case
+the server did not close within 5 s of the client's end of stream, a connect that failed, or a
+line in the server's log about an unexpected error. The report gives the counts, both kinds of
+round trip's p50/p99/max and the server's RSS at the start, the peak and the end.
 
     python bench/fuzz.py --duration 300                 # five minutes, random seed
     python bench/fuzz.py --cases 2000 --seed 7          # replayable
     python bench/fuzz.py --seed 7 --only 1234 --verbose # one case again, bytes shown
     python bench/fuzz.py --port 4730 --server-pid PID   # a server you started yourself
+    python bench/fuzz.py --duration 60 --concurrency 16 # case 47: 16 fuzzers at once
 
 ``tests/test_fuzz.py`` runs the same generator for a few hundred cases in the suite.
 """

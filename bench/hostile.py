@@ -1,20 +1,29 @@
-"""What hostile or careless clients cost a ``gearsql server``: RSS and outcomes, one table.
+"""What hostile or careless clients cost ``gearsql server`` and C ``gearmand``, side by side.
 
-Each scenario starts a fresh server (memory store, on a free loopback port), measures its RSS
-before, at the peak of the scenario and after it, and says how the server answered:
+Each scenario starts a fresh server of each kind on a free loopback port (gearsql with the memory
+store; gearmand as ``bench/compare.py`` runs it: ``-t 0 -l /dev/null``), measures its RSS before,
+at the peak of the scenario and after it, says how the server answered, and ends with the
+server's state afterwards (``crashed``, or whether a new connection's ECHO is answered):
 
 - ``partial``: connections each sending most of a declared 64 MiB packet (``--max-buffer``);
 - ``slowloris``: connections sending one byte of a packet every second (``--packet-timeout``);
 - ``functions``: distinct function names registered with CAN_DO by one worker that then leaves;
 - ``abandoned``: foreground jobs whose clients leave before any worker comes;
+- ``idle``: idle connections held open: RSS per connection, how many were refused or closed,
+  and connect + ECHO on one more;
 - ``oversize``: one packet over ``--max-packet-size``, sent whole: does the client read the ERROR?
-- ``unread``: a client sending ECHO_REQ without ever reading the answers.
+- ``unread``: a client sending ECHO_REQ without ever reading the answers;
+- ``fuzz``: ``bench/fuzz.py``'s cases from concurrent fuzzers, with a well-behaved client's round
+  trips (on a kept connection, and connect + ECHO); a server that dies is counted as a crash and
+  started again, and the run goes on from the next case.
 
-    python bench/hostile.py                      # every scenario at the sizes of issue 14
+    python bench/hostile.py                      # every scenario, both servers, issue 14's sizes
     python bench/hostile.py --quick              # small sizes (a smoke run, not a measurement)
-    python bench/hostile.py --scenarios partial,functions
+    python bench/hostile.py --scenarios partial,functions --servers gearsql
+    python bench/hostile.py --quick --idle 50 --slow-timeout 1 --fuzz-seconds 3  # smallest
 
-``tests/test_hostile.py`` checks the same bounds at small sizes in the suite.
+``tests/test_hostile.py`` checks gearsql's bounds at small sizes in the suite;
+``tests/test_bench_hostile_smoke.py`` runs this script at its smallest sizes.
 """
 
 from __future__ import annotations
