@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from coredriver import START, CoreDriver
 
-from gearsql import admin
+from gearsql import admin as admin_module
 from gearsql.admin import escape_name
 from gearsql.core import Session
 from gearsql.protocol import PacketType as P
@@ -469,4 +469,4 @@ def test_escape_name_follows_its_rule_for_every_byte_and_odd_names() -> None:
     for name in names:
         assert escape_name(name) == _escaped_as_documented(name), name
         # status and workers take function names through a cache of escaped names
-        assert admin._shown(name) == admin._shown(name) == escape_name(name)
+        assert admin_module._shown(name) == admin_module._shown(name) == escape_name(name)
