@@ -290,10 +290,13 @@ def idle(address: tuple[str, int], pid: int, quick: bool) -> list[Row]:
         took = fuzz.fresh_round_trip(address, timeout=30)
         held = settled(pid)
         closed = 0
-        readable, _, _ = select.select(socks, [], [], 0.5) if socks else ([], [], [])
-        for sock in readable:
+        poller = select.poll()  # select() takes no descriptor above 1023
+        for sock in socks:
+            poller.register(sock, select.POLLIN)
+        by_fd = {sock.fileno(): sock for sock in socks}
+        for fd, _ in poller.poll(500):
             try:
-                if not sock.recv(1):
+                if not by_fd[fd].recv(1):
                     closed += 1
             except OSError:
                 closed += 1
@@ -493,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         if server not in SERVERS:
             parser.error(f"unknown server {server!r}")
     figures: dict[tuple[str, str], dict[str, str]] = {}
+    failed = 0
     for name in args.scenarios.split(","):
         if name not in SCENARIOS:
             parser.error(f"unknown scenario {name!r}")
@@ -508,13 +512,17 @@ def main(argv: list[str] | None = None) -> int:
                         rows = fuzzing(target, args.quick)
                     else:
                         rows = scenario(target.address, target.pid, args.quick)
+                except Exception as exc:  # one scenario's failure must not lose the table
+                    rows = [(name, "the scenario failed", f"{type(exc).__name__}: {exc}")]
+                    failed += 1
+                try:
                     rows.append((name, "server afterwards", outcome(target)))
                 finally:
                     target.close()
             for scenario_name, figure, value in rows:
                 figures.setdefault((scenario_name, figure), {})[server] = value
     print_table(figures, servers)
-    return 0
+    return 1 if failed else 0
 
 
 def print_table(figures: dict[tuple[str, str], dict[str, str]], servers: list[str]) -> None:
