@@ -415,13 +415,13 @@ def fuzzing(target: Target, quick: bool) -> list[Row]:
         ("fuzz", "other anomalies (not closed in 5 s, probe failures, log)", str(anomalies)),
         (
             "fuzz",
-            "round trip ms, connection kept open: p50 / p99 / max",
-            f"{ms(trips, 0.5)} / {ms(trips, 0.99)} / {ms(trips, 1.0)}",
+            "round trip ms, connection kept open: p50 / p99 / max (count)",
+            f"{ms(trips, 0.5)} / {ms(trips, 0.99)} / {ms(trips, 1.0)} ({len(trips)})",
         ),
         (
             "fuzz",
-            "round trip ms, connect + ECHO: p50 / p99 / max",
-            f"{ms(fresh, 0.5)} / {ms(fresh, 0.99)} / {ms(fresh, 1.0)}",
+            "round trip ms, connect + ECHO: p50 / p99 / max (count)",
+            f"{ms(fresh, 0.5)} / {ms(fresh, 0.99)} / {ms(fresh, 1.0)} ({len(fresh)})",
         ),
         ("fuzz", "RSS MiB peak", mib(rss_peak)),
     ]
