@@ -11,6 +11,8 @@ server's state afterwards (``crashed``, or whether a new connection's ECHO is an
 - ``abandoned``: foreground jobs whose clients leave before any worker comes;
 - ``idle``: idle connections held open: RSS per connection, how many were refused or closed,
   and connect + ECHO on one more;
+- ``burst``: 300 connections made while the server is stopped (SIGSTOP) for 0.3 s, a busy
+  moment: how long one more takes to connect (its listen backlog, or TCP's SYN retry at 1 s);
 - ``oversize``: one packet over ``--max-packet-size``, sent whole: does the client read the ERROR?
 - ``unread``: a client sending ECHO_REQ without ever reading the answers;
 - ``fuzz``: ``bench/fuzz.py``'s cases from concurrent fuzzers, with a well-behaved client's round
@@ -30,14 +32,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import resource
 import select
 import shutil
+import signal
 import socket
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -312,6 +317,46 @@ def idle(address: tuple[str, int], pid: int, quick: bool) -> list[Row]:
     ]
 
 
+def burst(address: tuple[str, int], pid: int, quick: bool) -> list[Row]:
+    """Connections arriving while the server is busy (stopped with SIGSTOP for a moment): past
+    the listen backlog the kernel drops them, and a client waits for TCP's SYN retry (1 s)."""
+    count = 300
+    times: list[float] = []
+
+    def connect() -> None:
+        started = time.perf_counter()
+        socket.create_connection(address, timeout=10).close()
+        times.append(time.perf_counter() - started)
+
+    for _ in range(3):
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            socks = []
+            for _ in range(count):
+                sock = socket.socket()
+                sock.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    sock.connect(address)
+                socks.append(sock)
+            time.sleep(0.2)
+            thread = threading.Thread(target=connect)
+            thread.start()
+            time.sleep(0.1)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        thread.join()
+        for sock in socks:
+            sock.close()
+        time.sleep(0.5)
+    return [
+        (
+            "burst",
+            f"ms to connect behind {count} connections made in a 0.3 s stall (3 tries)",
+            " / ".join(f"{t * 1000:.0f}" for t in times),
+        )
+    ]
+
+
 class Target:
     """A server of one kind, (re)started on a free loopback port."""
 
@@ -449,6 +494,7 @@ SCENARIOS: dict[str, tuple[Scenario | None, list[str]]] = {
     "functions": (functions, ["--max-functions", "200000"]),
     "abandoned": (abandoned, []),
     "idle": (idle, ["--max-connections", "0"]),
+    "burst": (burst, []),
     "oversize": (oversize, []),
     "unread": (unread, []),
     "fuzz": (None, []),

@@ -51,7 +51,7 @@ def test_hostile_bench_runs_side_by_side_with_gearmand_at_the_smallest_sizes() -
         if os.environ.get("GEARSQL_TEST_REQUIRE_TOOLS"):
             pytest.fail("gearmand is not installed (GEARSQL_TEST_REQUIRE_TOOLS is set)")
         pytest.skip("gearmand is not installed")
-    scenarios = ["partial", "slowloris", "functions", "abandoned", "idle", "fuzz"]
+    scenarios = ["partial", "slowloris", "functions", "abandoned", "idle", "burst", "fuzz"]
     result = subprocess.run(
         [
             sys.executable,
