@@ -15,16 +15,20 @@ generator, so a run is replayed exactly by its seed (``--seed``), and one case b
   bytes, missing newlines.
 
 Between cases a well-behaved client, on a connection of its own that stays open, makes a round
-trip (ECHO, or a foreground job done by a well-behaved worker) and the round trip's time is
-recorded. An anomaly is: the server process gone, a round trip not answered within 5 s, a case
-the server did not close within 5 s of the client's end of stream, or a line in the server's log
-about an unexpected error. The report gives the counts, the round trips' p50/p99/max and the
-server's RSS at the start, the peak and the end.
+trip (ECHO, or a foreground job done by a well-behaved worker), and another client connects,
+makes one ECHO round trip and closes (so that a full accept queue shows); both times are
+recorded. ``--concurrency N`` runs N fuzzing processes at once (each every N-th case number),
+the round trips then coming every ``--probe-interval`` seconds: the load of docs/reliability.md
+case 47. An anomaly is: the server process gone, a round trip not answered within 5 s, a case
+the server did not close within 5 s of the client's end of stream, a connect that failed, or a
+line in the server's log about an unexpected error. The report gives the counts, both kinds of
+round trip's p50/p99/max and the server's RSS at the start, the peak and the end.
 
     python bench/fuzz.py --duration 300                 # five minutes, random seed
     python bench/fuzz.py --cases 2000 --seed 7          # replayable
     python bench/fuzz.py --seed 7 --only 1234 --verbose # one case again, bytes shown
     python bench/fuzz.py --port 4730 --server-pid PID   # a server you started yourself
+    python bench/fuzz.py --duration 60 --concurrency 16 # case 47: 16 fuzzers at once
 
 ``tests/test_fuzz.py`` runs the same generator for a few hundred cases in the suite.
 """
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import multiprocessing
 import os
 import random
 import re
@@ -46,8 +51,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from gearsql.protocol import ARGUMENTS, REQ, RES, PacketType, Parser, pack, pack_request
+from gearsql.protocol import ARGUMENTS, REQ, RES, Packet, PacketType, Parser, pack, pack_request
 
 #: Admin command words, as the server knows them, plus near misses.
 ADMIN_WORDS = [
@@ -174,9 +180,12 @@ def blob(rng: random.Random) -> bytes:
     return b"\0" + data if rng.random() < 0.5 else data
 
 
-def cases(seed: int) -> Iterator[Case]:
-    """The cases of a run, forever; case N is the same for the same seed."""
-    number = 0
+def cases(seed: int, start: int = 0, step: int = 1) -> Iterator[Case]:
+    """The cases of a run, forever; case N is the same for the same seed.
+
+    ``start`` and ``step`` pick every ``step``-th case from case ``start`` on (how concurrent
+    fuzzers share a run)."""
+    number = start
     while True:
         rng = random.Random(f"{seed}:{number}")
         kind = rng.choice(KINDS)
@@ -189,7 +198,7 @@ def cases(seed: int) -> Iterator[Case]:
         }[kind](rng)
         splits = sorted(rng.randrange(len(data) + 1) for _ in range(rng.randrange(3)))
         yield Case(number, kind, data, splits)
-        number += 1
+        number += step
 
 
 def send_case(address: tuple[str, int], case: Case, timeout: float = 5.0) -> tuple[bool, bytes]:
@@ -285,8 +294,41 @@ class Probe:
         self.worker.close()
 
 
+def fresh_round_trip(address: tuple[str, int], timeout: float = 5.0) -> float:
+    """Connect, one ECHO, close: seconds it took, the connect included (a client that connects
+    for each request, and so waits on the server's accept queue)."""
+    started = time.perf_counter()
+    with socket.create_connection(address, timeout=timeout) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(pack_request(PacketType.ECHO_REQ, b"fresh"))
+        parser, events = Parser(expect_magic=RES), []
+        deadline = started + timeout
+        while not events:
+            sock.settimeout(max(0.01, deadline - time.perf_counter()))
+            data = sock.recv(1 << 16)
+            if not data:
+                raise ConnectionError("the server closed the fresh connection")
+            events = parser.feed(data)
+        if not (isinstance(events[0], Packet) and events[0].args == (b"fresh",)):
+            raise AssertionError(f"a fresh connection's ECHO got {events[0]!r}")
+    return time.perf_counter() - started
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
@@ -301,7 +343,13 @@ class Report:
     probe_failures: list[str] = field(default_factory=list)
     log_anomalies: int = 0
     server_died: bool = False
+    #: The well-behaved client's round trips on its connection that stays open (seconds).
     round_trips: list[float] = field(default_factory=list)
+    #: ECHO round trips on a fresh connection each, the connect included (seconds).
+    fresh_trips: list[float] = field(default_factory=list)
+    concurrency: int = 1
+    #: The number after the highest case run (where a run that goes on should start).
+    next_case: int = 0
     rss_start: int = 0
     rss_peak: int = 0
     rss_end: int = 0
@@ -317,27 +365,57 @@ class Report:
         )
 
     def lines(self) -> list[str]:
-        trips = sorted(self.round_trips)
-
-        def pct(p: float) -> str:
-            if not trips:
-                return "n/a"
-            return f"{trips[min(len(trips) - 1, int(p * len(trips)))] * 1000:.1f}"
-
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.by_kind.items()))
         return [
             f"seed                 {self.seed}",
-            f"cases                {self.cases} in {self.seconds:.1f} s ({kinds})",
+            f"cases                {self.cases} in {self.seconds:.1f} s ({kinds})"
+            + (f", {self.concurrency} fuzzers at once" if self.concurrency > 1 else ""),
             f"anomalies            {self.anomalies}",
             f"  server died        {int(self.server_died)}",
-            f"  not closed in 5 s  {len(self.not_closed)} {self.not_closed[:10]}",
+            f"  not closed in 5 s  {len(self.not_closed)} {sorted(self.not_closed)[:10]}",
             f"  probe failures     {len(self.probe_failures)} {self.probe_failures[:3]}",
             f"  log anomalies      {self.log_anomalies}",
-            f"round trips          {len(trips)}: p50 {pct(0.5)} ms, p99 {pct(0.99)} ms, "
-            f"max {pct(1.0)} ms",
+            f"round trips          {summary(self.round_trips)} (one connection, kept open)",
+            f"fresh round trips    {summary(self.fresh_trips)} (connect + ECHO each)",
             f"server RSS KiB       start {self.rss_start}, peak {self.rss_peak}, "
             f"end {self.rss_end}",
         ]
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    """The ``p`` quantile (0 to 1) of ``values``, nearest rank; None when there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+
+def summary(trips: list[float]) -> str:
+    def ms(p: float) -> str:
+        value = percentile(trips, p)
+        return "n/a" if value is None else f"{value * 1000:.1f}"
+
+    return f"{len(trips)}: p50 {ms(0.5)} ms, p99 {ms(0.99)} ms, max {ms(1.0)} ms"
+
+
+def _probe(report: Report, probe: Probe | None, address: tuple[str, int], pid: int, after: str):
+    """One round trip on the kept connection and one on a fresh connection; returns the probe
+    to use next (None when it could not reconnect)."""
+    try:
+        if probe is None:
+            probe = Probe(address)
+        report.round_trips.append(probe.round_trip())
+    except (OSError, AssertionError) as exc:
+        report.probe_failures.append(f"{after}: {exc}")
+        if probe is not None:
+            probe.close()
+        probe = None
+    try:
+        report.fresh_trips.append(fresh_round_trip(address))
+    except (OSError, AssertionError) as exc:
+        report.probe_failures.append(f"{after}, fresh connection: {exc}")
+    report.rss_peak = max(report.rss_peak, rss_kib(pid))
+    return probe
 
 
 def run(
@@ -351,15 +429,51 @@ def run(
     log_path: Path | None = None,
     only: int | None = None,
     verbose: bool = False,
+    concurrency: int = 1,
+    probe_interval: float = 0.02,
+    start: int = 0,
 ) -> Report:
     """Fuzz the server at ``address`` (process ``pid``); stop after ``max_cases`` cases or
-    ``duration`` seconds, whichever comes first."""
-    report = Report(seed, rss_start=rss_kib(pid))
+    ``duration`` seconds, whichever comes first, or when the server dies.
+
+    With ``concurrency`` 1 the cases run one at a time and the probe's round trips come every
+    ``probe_every`` cases; with more, that many processes send cases at once (each every
+    ``concurrency``-th case number) and the probe's round trips come every ``probe_interval``
+    seconds meanwhile. ``start`` is the first case number."""
+    report = Report(seed, rss_start=rss_kib(pid), concurrency=concurrency, next_case=start)
     report.rss_peak = report.rss_start
-    probe = Probe(address)
+    started = time.monotonic()
+    if concurrency > 1 and only is None:
+        _run_concurrently(report, address, pid, max_cases, duration, probe_interval, start)
+    else:
+        _run_in_turn(report, address, pid, max_cases, duration, probe_every, only, verbose, start)
+    report.seconds = time.monotonic() - started
+    if not report.server_died:
+        report.rss_end = rss_kib(pid)
+        report.rss_peak = max(report.rss_peak, report.rss_end)
+    if log_path is not None:
+        # The log file, and standard error where the event loop may write on its own.
+        for path in (log_path, stderr_path(log_path)):
+            if path.exists():
+                report.log_anomalies += len(ANOMALY_LOG.findall(path.read_text(errors="replace")))
+    return report
+
+
+def _run_in_turn(
+    report: Report,
+    address: tuple[str, int],
+    pid: int,
+    max_cases: int | None,
+    duration: float | None,
+    probe_every: int,
+    only: int | None,
+    verbose: bool,
+    start: int,
+) -> None:
+    probe: Probe | None = Probe(address)
     started = time.monotonic()
     try:
-        for case in cases(seed):
+        for case in cases(report.seed, start):
             if only is not None and case.number != only:
                 if case.number > only:
                     break
@@ -371,37 +485,101 @@ def run(
             if verbose:
                 print(f"case {case.number} {case.kind}: {case.data[:200]!r}", flush=True)
             report.cases += 1
+            report.next_case = case.number + 1
             report.by_kind[case.kind] = report.by_kind.get(case.kind, 0) + 1
             try:
                 closed, _ = send_case(address, case)
             except OSError as exc:
-                closed = False
+                closed = True  # not a case the server left open: counted as a failure
                 report.probe_failures.append(f"case {case.number}: connect failed: {exc}")
+            if not alive(pid):
+                report.server_died = True
+                break
             if not closed:
                 report.not_closed.append(case.number)
             if report.cases % probe_every == 0:
-                try:
-                    report.round_trips.append(probe.round_trip())
-                except (OSError, AssertionError) as exc:
-                    report.probe_failures.append(f"after case {case.number}: {exc}")
-                    probe.close()
-                    probe = Probe(address)
-                report.rss_peak = max(report.rss_peak, rss_kib(pid))
-            if not Path(f"/proc/{pid}").exists():
+                probe = _probe(report, probe, address, pid, f"after case {case.number}")
+    finally:
+        if probe is not None:
+            probe.close()
+
+
+def _fuzzer(
+    address: tuple[str, int],
+    seed: int,
+    first: int,
+    step: int,
+    max_cases: int | None,
+    stop: Any,
+    results: Any,
+) -> None:
+    """One of the concurrent fuzzers (a process of its own): every ``step``-th case from
+    ``first``, until ``stop`` is set or ``max_cases`` are done; puts its tallies on ``results``."""
+    count, by_kind, not_closed, failures, last = 0, {}, [], [], first - step
+    for case in cases(seed, first, step):
+        if stop.is_set() or (max_cases is not None and count >= max_cases):
+            break
+        count += 1
+        last = case.number
+        by_kind[case.kind] = by_kind.get(case.kind, 0) + 1
+        try:
+            closed, _ = send_case(address, case)
+        except OSError as exc:
+            closed = True  # not a case the server left open: counted as a failure
+            failures.append(f"case {case.number}: connect failed: {exc}")
+        if not closed:
+            not_closed.append(case.number)
+    results.put((count, by_kind, not_closed, failures[:20], last))
+
+
+def _run_concurrently(
+    report: Report,
+    address: tuple[str, int],
+    pid: int,
+    max_cases: int | None,
+    duration: float | None,
+    probe_interval: float,
+    start: int,
+) -> None:
+    context = multiprocessing.get_context("fork")
+    stop, results = context.Event(), context.Queue()
+    n = report.concurrency
+    each = None if max_cases is None else -(-max_cases // n)
+    fuzzers = [
+        context.Process(
+            target=_fuzzer, args=(address, report.seed, start + k, n, each, stop, results)
+        )
+        for k in range(n)
+    ]
+    probe: Probe | None = Probe(address)
+    started = time.monotonic()
+    for fuzzer in fuzzers:
+        fuzzer.start()
+    try:
+        while any(f.is_alive() for f in fuzzers):
+            if duration is not None and time.monotonic() - started >= duration:
+                break
+            if not alive(pid):
                 report.server_died = True
                 break
+            probe = _probe(report, probe, address, pid, f"at {time.monotonic() - started:.1f} s")
+            time.sleep(probe_interval)
     finally:
-        probe.close()
-    report.seconds = time.monotonic() - started
-    if not report.server_died:
-        report.rss_end = rss_kib(pid)
-        report.rss_peak = max(report.rss_peak, report.rss_end)
-    if log_path is not None:
-        # The log file, and standard error where the event loop may write on its own.
-        for path in (log_path, stderr_path(log_path)):
-            if path.exists():
-                report.log_anomalies += len(ANOMALY_LOG.findall(path.read_text(errors="replace")))
-    return report
+        stop.set()
+        if probe is not None:
+            probe.close()
+        for _ in fuzzers:
+            count, by_kind, not_closed, failures, last = results.get(timeout=60)
+            report.cases += count
+            for kind, number in by_kind.items():
+                report.by_kind[kind] = report.by_kind.get(kind, 0) + number
+            report.not_closed += not_closed
+            report.probe_failures += failures
+            report.next_case = max(report.next_case, last + 1)
+        for fuzzer in fuzzers:
+            fuzzer.join()
+    if not alive(pid):
+        report.server_died = True
 
 
 def free_port() -> int:
@@ -474,7 +652,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", type=int, default=None, help="run only case number N")
     parser.add_argument(
-        "--probe-every", type=int, default=10, help="a well-behaved round trip every N cases"
+        "--probe-every",
+        type=int,
+        default=10,
+        help="a well-behaved round trip every N cases (with --concurrency 1)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="fuzzing processes sending cases at once (default 1: one case at a time)",
+    )
+    parser.add_argument(
+        "--probe-interval",
+        type=float,
+        default=0.02,
+        help="seconds between well-behaved round trips with --concurrency above 1",
     )
     parser.add_argument(
         "--port",
@@ -492,6 +685,8 @@ def main(argv: list[str] | None = None) -> int:
         "max_cases": args.cases,
         "duration": duration,
         "probe_every": args.probe_every,
+        "concurrency": args.concurrency,
+        "probe_interval": args.probe_interval,
         "only": args.only,
         "verbose": args.verbose,
     }

@@ -40,6 +40,14 @@ def _incomplete(word: bytes) -> bytes:
 
 
 _PRINTABLE = bytes(range(0x21, 0x7F))
+# What escape_name writes for a character (of a name that is UTF-8) or for a byte (of one that is
+# not), looked up in C (str.translate, map): a listing must not hold the event loop for long
+# (docs/reliability.md case 47).
+_TEXT_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x21), 0x7F)} | {0x5C: "\\\\"}
+_BYTE_ESCAPES = tuple(
+    b"\\\\" if code == 0x5C else bytes([code]) if 0x21 <= code < 0x7F else b"\\x%02x" % code
+    for code in range(256)
+)
 
 
 def escape_name(name: bytes) -> bytes:
@@ -54,26 +62,27 @@ def escape_name(name: bytes) -> bytes:
     try:
         text = name.decode("utf-8")
     except UnicodeDecodeError:
-        text = None
-    out = bytearray()
-    if text is not None:
-        for char in text:
-            code = ord(char)
-            if char == "\\":
-                out += b"\\\\"
-            elif code <= 0x20 or code == 0x7F:
-                out += b"\\x%02x" % code
-            else:
-                out += char.encode("utf-8")
-        return bytes(out)
-    for byte in name:
-        if byte == 0x5C:
-            out += b"\\\\"
-        elif 0x21 <= byte < 0x7F:
-            out.append(byte)
-        else:
-            out += b"\\x%02x" % byte
-    return bytes(out)
+        return b"".join(map(_BYTE_ESCAPES.__getitem__, name))
+    return text.translate(_TEXT_ESCAPES).encode("utf-8")
+
+
+#: Function names that needed escaping, escaped: ``status`` lists every function each time, and
+#: thousands of odd names (a fuzzer's) escaped anew each time held the event loop for tens of
+#: milliseconds. Emptied when full; names are at most 512 bytes, so it holds at most ~40 MiB.
+_SHOWN: dict[bytes, bytes] = {}
+_SHOWN_MAX = 16384
+
+
+def _shown(name: bytes) -> bytes:
+    """:func:`escape_name` of a function name, remembered."""
+    shown = _SHOWN.get(name)
+    if shown is None:
+        shown = escape_name(name)
+        if shown is not name:
+            if len(_SHOWN) >= _SHOWN_MAX:
+                _SHOWN.clear()
+            _SHOWN[name] = shown
+    return shown
 
 
 # The counts: ``status`` shows each function's live jobs (waiting or running), running jobs and
@@ -86,7 +95,7 @@ def escape_name(name: bytes) -> bytes:
 
 def _status(core: ClientRules, session: Session, words: list[bytes]) -> bytes:
     lines = [
-        b"%s\t%d\t%d\t%d\n" % (escape_name(fn.name), fn.total, fn.running, len(fn.workers))
+        b"%s\t%d\t%d\t%d\n" % (_shown(fn.name), fn.total, fn.running, len(fn.workers))
         for fn in core.functions.values()
     ]
     lines.append(b".\n")
@@ -98,7 +107,7 @@ def _priority_status(core: ClientRules, session: Session, words: list[bytes]) ->
     for fn in core.functions.values():
         high, normal, low = fn.waiting
         lines.append(
-            b"%s\t%d\t%d\t%d\t%d\n" % (escape_name(fn.name), high, normal, low, len(fn.workers))
+            b"%s\t%d\t%d\t%d\t%d\n" % (_shown(fn.name), high, normal, low, len(fn.workers))
         )
     lines.append(b".\n")
     return b"".join(lines)
@@ -107,7 +116,7 @@ def _priority_status(core: ClientRules, session: Session, words: list[bytes]) ->
 def _workers(core: ClientRules, session: Session, words: list[bytes]) -> bytes:
     lines = []
     for other in core.sessions.values():
-        names = b"".join(b" " + escape_name(fn.name) for fn in other.abilities)
+        names = b"".join(b" " + _shown(fn.name) for fn in other.abilities)
         lines.append(
             b"%d %s %s :%s\n"
             % (other.fd, other.peer.encode("ascii", "replace"), other.client_id, names)

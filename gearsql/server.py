@@ -137,7 +137,7 @@ class ServerConfig:
     max_output: int = DEFAULT_MAX_OUTPUT
     #: Most functions at once; 0: no limit.
     max_functions: int = DEFAULT_MAX_FUNCTIONS
-    backlog: int = 128
+    backlog: int = 1024
     keepalive: bool = False
     keepalive_idle: int = -1
     keepalive_interval: int = -1

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from coredriver import START, CoreDriver
 
+from gearsql import admin as admin_module
+from gearsql.admin import escape_name
 from gearsql.core import Session
 from gearsql.protocol import PacketType as P
 
@@ -438,3 +440,33 @@ def test_untrusted_session_may_read_listings(d: CoreDriver) -> None:
     assert d.admin(outsider, b"prioritystatus") == b"f\t0\t1\t0\t0\n.\n"
     assert d.admin(outsider, b"version") == b"OK 1.2.3\n"
     assert d.admin(outsider, b"workers").startswith(b"%d 192.0.2.7 - :\n" % outsider.fd)
+
+
+def _escaped_as_documented(name: bytes) -> bytes:
+    """escape_name's rule, one character (or byte) at a time."""
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        return b"".join(
+            b"\\\\" if byte == 0x5C else bytes([byte]) if 0x21 <= byte < 0x7F else b"\\x%02x" % byte
+            for byte in name
+        )
+    return "".join(
+        "\\\\"
+        if char == "\\"
+        else f"\\x{ord(char):02x}"
+        if ord(char) <= 0x20 or ord(char) == 0x7F
+        else char
+        for char in text
+    ).encode("utf-8")
+
+
+def test_escape_name_follows_its_rule_for_every_byte_and_odd_names() -> None:
+    # escape_name works through lookup tables (docs/reliability.md case 47): check them.
+    names = [bytes([byte]) for byte in range(256)]
+    names += [b"plain", b"a b\\c", "é\u0085\x7f x".encode(), b"\xff\xfe \\", bytes(range(256))]
+    names += ["".join(map(chr, range(0x20, 0x300))).encode()]
+    for name in names:
+        assert escape_name(name) == _escaped_as_documented(name), name
+        # status and workers take function names through a cache of escaped names
+        assert admin_module._shown(name) == admin_module._shown(name) == escape_name(name)

@@ -63,6 +63,34 @@ def test_fuzzed_server_stays_up_and_keeps_answering_a_well_behaved_client(
     assert report.rss_end - report.rss_start < 16 * 1024
 
 
+def test_concurrent_fuzzers_leave_no_anomaly_and_the_probe_measures_both_ways(
+    tmp_path: Path,
+) -> None:
+    """Case 47's load: several fuzzing processes at once, the well-behaved client's round trips
+    on a kept connection and on a fresh one meanwhile. How long they take is not asserted (that
+    is bench/README.md's figure): that they all come back, and nothing else goes wrong, is."""
+    fuzz = load_fuzz()
+    log_path = tmp_path / "gearsql.log"
+    with fuzz.started_server(log_path, ["--max-functions", "200"]) as (address, pid):
+        report = fuzz.run(
+            address,
+            pid,
+            SEED,
+            max_cases=1200,
+            concurrency=4,
+            probe_interval=0.01,
+            log_path=log_path,
+        )
+    print("\n" + "\n".join(report.lines()))
+    assert report.cases == 1200
+    assert not report.server_died
+    assert report.not_closed == [], f"replay: bench/fuzz.py --seed {SEED} --only N"
+    assert report.probe_failures == []
+    assert report.log_anomalies == 0, log_path.read_text()[-3000:]
+    assert report.round_trips and len(report.fresh_trips) == len(report.round_trips)
+    assert report.next_case >= 1200
+
+
 def test_the_fuzz_script_prints_its_report() -> None:
     result = subprocess.run(
         [sys.executable, str(FUZZ), "--cases", "100", "--seed", str(SEED)],

@@ -226,10 +226,11 @@ class _ConfigFileCommand(click.Command):
 @click.option(
     "-b",
     "--backlog",
-    default=128,
+    default=1024,
     show_default=True,
     type=click.IntRange(1),
-    help="Listen backlog.",
+    help="Listen backlog: connections the kernel queues until the server accepts them (capped "
+    "by net.core.somaxconn). Past it new connections wait for TCP's SYN retries (1 s, 3 s).",
 )
 @click.option("--keepalive", is_flag=True, help="Enable TCP keepalive on connections.")
 @click.option(
