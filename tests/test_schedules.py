@@ -23,7 +23,6 @@ from test_retries import (  # the same stores and fixtures
     store_url,
     wait_until,
 )
-
 from wire import Peer
 
 from gearsql.protocol import PacketType as P
