@@ -33,7 +33,7 @@ from gearsql._corestate import (  # the short state and event names are for the 
     Session,
     coalescing_key,
 )
-from gearsql._cron import CronSpec, next_tick
+from gearsql._cron import CATCH_UP_LIMIT, LATE, CronError, CronSpec, fields_spec, next_tick
 from gearsql.protocol import (
     SUBMIT_KINDS,
     ArgumentProblem,
@@ -58,6 +58,22 @@ class ClientRules(JobLifecycle):
             when = int(epoch.strip() or b"0")
         except ValueError:
             self.send(session, error_packet(b"INVALID_ARGUMENT", b"Epoch is not a number"))
+            return
+        self.submit(session, name, unique, data, Priority.NORMAL, True, when=when)
+
+    def _submit_sched(self, session: Session, packet: Packet) -> None:
+        """SUBMIT_JOB_SCHED: a background job at the next whole minute (UTC) after now that
+        its minute, hour, day of month, month and weekday match (an empty field matches any;
+        each field may be anything a cron field may be). From then on it is an epoch job."""
+        name, unique, minute, hour, day, month, weekday, data = packet.args
+        try:
+            spec = fields_spec(minute, hour, day, month, weekday)
+        except CronError as exc:
+            self.send(session, error_packet(b"INVALID_ARGUMENT", str(exc).encode()[:200]))
+            return
+        when = next_tick(spec, self.clock())
+        if when is None:
+            self.send(session, error_packet(b"INVALID_ARGUMENT", b"The time never comes"))
             return
         self.submit(session, name, unique, data, Priority.NORMAL, True, when=when)
 
@@ -339,27 +355,58 @@ class ClientRules(JobLifecycle):
             self._seq += 1
             heapq.heappush(self._ticks, (schedule.due, self._seq, schedule))
 
+    def define_schedules(self, defined: Iterable[tuple[bytes, bytes, CronSpec, bytes]]) -> None:
+        """The schedules of the config file (``--schedule``), once the stored ones are loaded:
+        one stored with the same function, spec and data keeps its next tick (a restart
+        neither repeats nor skips a tick); any other is added, or replaces the stored one of
+        its name, from its next tick on. Stored schedules the config does not name stay."""
+        for name, function, spec, data in defined:
+            old = self.schedules.get(name)
+            if old is None or (old.function, old.spec.text, old.data) != (
+                function,
+                spec.text,
+                data,
+            ):
+                self.add_schedule(name, function, spec, data)
+
     def _tick(self, schedule: Schedule, now: float) -> None:
-        """Submit the job of ``schedule``'s due tick, and move it to its next tick after now:
-        ticks missed while the server was down (or the clock jumped) are not made up, only
-        the one that was due runs. The job's unique names the tick (``NAME@EPOCH``), and the
-        job and the schedule's next tick are committed together."""
+        """Submit the job of ``schedule``'s due tick, and move it to its next tick after now.
+
+        Ticks missed while the server was down (or skipped by a clock jumped forward) go as
+        the schedule's catch-up mode says: ``one`` submits the tick that was due and not the
+        rest, ``none`` submits nothing for a tick more than a minute late, ``all`` submits
+        every missed tick up to now (the first :data:`~gearsql._cron.CATCH_UP_LIMIT`). Each
+        job's unique names its tick (``NAME@EPOCH``), and the jobs and the schedule's next
+        tick are committed together."""
         due = schedule.due
         assert due is not None
-        self.submit(
-            None,
-            schedule.function,
-            schedule.name + b"@%d" % due,
-            schedule.data,
-            Priority.NORMAL,
-            True,
-        )
-        self.notice(
-            "INFO",
-            f"Schedule {schedule.name.decode('latin-1')} submitted its tick due at {due}",
-            key="schedule",
-        )
-        schedule.due = next_tick(schedule.spec, max(now, due))
+        spec = schedule.spec
+        ticks = [due]
+        if spec.catch_up == "none" and due < now - LATE:
+            ticks = []
+        elif spec.catch_up == "all":
+            later = next_tick(spec, due)
+            while later is not None and later <= now and len(ticks) < CATCH_UP_LIMIT:
+                ticks.append(later)
+                later = next_tick(spec, later)
+        for tick in ticks:
+            self.submit(
+                None,
+                schedule.function,
+                schedule.name + b"@%d" % tick,
+                schedule.data,
+                Priority.NORMAL,
+                True,
+            )
+        name = schedule.name.decode("latin-1")
+        if not ticks:
+            message = f"Schedule {name} skipped its tick due at {due} (catch-up=none)"
+        elif len(ticks) == 1:
+            message = f"Schedule {name} submitted its tick due at {due}"
+        else:
+            message = f"Schedule {name} submitted {len(ticks)} ticks due from {due} to {ticks[-1]}"
+        self.notice("INFO", message, key="schedule")
+        schedule.due = next_tick(spec, max(now, ticks[-1] if ticks else due))
         if self.durable:
             self.schedule_changes.append((schedule.name, schedule))
             self.pending_writes = True

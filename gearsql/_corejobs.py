@@ -124,8 +124,9 @@ _NOT_FOUND_TEXT = {
     P.WORK_WARNING: b"Job does not exist on server",
 }
 
-#: Packet types a job server sends and never receives: gearmand answers them with
-#: ERROR INVALID_COMMAND "Command not expected", and so do we.
+#: Packet types a job server sends and never receives (and ALL_YOURS): gearmand answers them
+#: with ERROR INVALID_COMMAND "Command not expected", and so do we. (gearmand also refuses
+#: SUBMIT_JOB_SCHED so; gearsql serves it.)
 _NOT_EXPECTED = frozenset(
     {
         P.NOOP,
@@ -137,7 +138,6 @@ _NOT_EXPECTED = frozenset(
         P.STATUS_RES,
         P.ALL_YOURS,
         P.OPTION_RES,
-        P.SUBMIT_JOB_SCHED,
         P.JOB_ASSIGN_UNIQ,
         P.JOB_ASSIGN_ALL,
         P.STATUS_RES_UNIQUE,

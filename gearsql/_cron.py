@@ -4,6 +4,11 @@ The five fields of classic cron, in UTC: ``*``, numbers, ranges ``a-b``, steps `
 ``a-b/n``, and lists of those separated by commas. Weekday 0 and 7 are both Sunday. As in cron,
 when both day of month and weekday are restricted (neither is ``*``), a day matching either one
 matches.
+
+A schedule's spec is its cron expression, optionally followed by ``catch-up=MODE``: what a
+schedule does with ticks missed while the server was down (:data:`CATCH_UP_MODES`). The
+option is part of the spec's text, so every store keeps it in the column that holds the
+expression.
 """
 
 from __future__ import annotations
@@ -12,7 +17,31 @@ import calendar
 import datetime
 from typing import NamedTuple
 
-__all__ = ["CronError", "CronSpec", "next_tick", "parse_cron"]
+__all__ = [
+    "CATCH_UP_LIMIT",
+    "CATCH_UP_MODES",
+    "MAX_SCHEDULE_NAME",
+    "CronError",
+    "CronSpec",
+    "fields_spec",
+    "next_tick",
+    "parse_cron",
+    "parse_schedule",
+]
+
+#: Longest schedule name: its ticks' uniques (``NAME@EPOCH``) must fit Gearman's 64 bytes.
+MAX_SCHEDULE_NAME = 40
+
+#: What a schedule does with the ticks it missed (the server was down, or the clock jumped
+#: forward): ``one`` (the default) submits the tick that was due and skips the rest, ``none``
+#: skips every tick more than :data:`LATE` seconds late, ``all`` submits each missed tick (at
+#: most :data:`CATCH_UP_LIMIT`, the earliest ones).
+CATCH_UP_MODES = ("one", "none", "all")
+#: The most ticks ``catch-up=all`` submits at once after downtime.
+CATCH_UP_LIMIT = 100
+#: Seconds after its time a tick still counts as on time (not missed) for ``catch-up=none``:
+#: a server that restarts within a minute of a tick still submits it.
+LATE = 60
 
 _FIELDS = (
     ("minute", 0, 59),
@@ -37,7 +66,9 @@ class CronSpec(NamedTuple):
     weekdays: frozenset[int]  # 0 Sunday .. 6 Saturday
     any_day: bool
     any_weekday: bool
+    #: The spec as it is stored: the five fields, then ``catch-up=MODE`` unless it is ``one``.
     text: str
+    catch_up: str = "one"
 
 
 def _field(text: str, name: str, low: int, high: int) -> frozenset[int]:
@@ -66,8 +97,14 @@ def _field(text: str, name: str, low: int, high: int) -> frozenset[int]:
 
 
 def parse_cron(text: str) -> CronSpec:
-    """Read ``minute hour day-of-month month weekday``. Raises :class:`CronError`."""
+    """Read ``minute hour day-of-month month weekday [catch-up=MODE]``. Raises
+    :class:`CronError`."""
     words = text.split()
+    catch_up = "one"
+    if words and words[-1].startswith("catch-up="):
+        catch_up = words.pop()[len("catch-up=") :]
+        if catch_up not in CATCH_UP_MODES:
+            raise CronError(f"catch-up {catch_up!r}: want one of {', '.join(CATCH_UP_MODES)}")
     if len(words) != 5:
         raise CronError(
             f"cron expression {text!r}: want 5 fields (minute hour day-of-month month weekday)"
@@ -82,8 +119,28 @@ def parse_cron(text: str) -> CronSpec:
         weekdays,
         words[2] == "*",
         words[4] == "*",
-        " ".join(words),
+        " ".join(words) + ("" if catch_up == "one" else f" catch-up={catch_up}"),
+        catch_up,
     )
+
+
+def fields_spec(minute: bytes, hour: bytes, day: bytes, month: bytes, weekday: bytes) -> CronSpec:
+    """The spec of SUBMIT_JOB_SCHED's five fields, where an empty field means any (``*``).
+    Raises :class:`CronError`."""
+    words = []
+    for name, raw in zip(
+        ("minute", "hour", "day of month", "month", "weekday"),
+        (minute, hour, day, month, weekday),
+        strict=True,
+    ):
+        try:
+            word = raw.decode("ascii").strip() or "*"
+        except UnicodeDecodeError:
+            raise CronError(f"{name} field is not ASCII") from None
+        if len(word.split()) != 1:
+            raise CronError(f"{name} field {word!r}: one field, without spaces")
+        words.append(word)
+    return parse_cron(" ".join(words))
 
 
 def _day_matches(spec: CronSpec, day: datetime.date) -> bool:
@@ -117,3 +174,28 @@ def next_tick(spec: CronSpec, after: float) -> int | None:
                     return calendar.timegm(moment.timetuple())
         day += datetime.timedelta(days=1)
     return None
+
+
+def parse_schedule(line: str) -> tuple[bytes, bytes, CronSpec, bytes]:
+    """Read a schedule of the config file (``--schedule``): ``NAME M H DOM MON DOW
+    [catch-up=MODE] FUNCTION [DATA...]`` (the data's words joined by single spaces, as the
+    admin command has them). Returns (name, function, spec, data). Raises :class:`CronError`
+    for a name of more than 40 bytes or with ``@``, a function name of more than 512 bytes,
+    or a spec that never matches."""
+    from gearsql.protocol import MAX_FUNCTION_NAME
+
+    words = line.split()
+    options = 1 if len(words) > 6 and words[6].startswith("catch-up=") else 0
+    if len(words) < 7 + options:
+        raise CronError(
+            f"schedule {line!r}: want NAME M H DOM MON DOW [catch-up=MODE] FUNCTION [DATA]"
+        )
+    name, function = words[0].encode(), words[6 + options].encode()
+    if not 0 < len(name) <= MAX_SCHEDULE_NAME or b"@" in name:
+        raise CronError(f"schedule name {words[0]!r}: 1 to {MAX_SCHEDULE_NAME} bytes, no @")
+    if len(function) > MAX_FUNCTION_NAME:
+        raise CronError(f"schedule {words[0]!r}: function name over {MAX_FUNCTION_NAME} bytes")
+    spec = parse_cron(" ".join(words[1 : 6 + options]))
+    if next_tick(spec, 0) is None:
+        raise CronError(f"schedule {words[0]!r}: cron expression {spec.text!r} never matches")
+    return name, function, spec, " ".join(words[7 + options :]).encode()

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gearsql._corestate import RUNNING, RetryPolicy
+from gearsql._cron import MAX_SCHEDULE_NAME, CronError, next_tick, parse_cron
 from gearsql.protocol import split_admin_words
 
 if TYPE_CHECKING:  # for hints only; never gearsql.core, which imports this module
@@ -344,16 +345,11 @@ def _unique_window(core: ClientRules, session: Session, words: list[bytes]) -> b
     return OK
 
 
-#: Longest schedule name: its ticks' uniques (``NAME@EPOCH``) must fit Gearman's 64 bytes.
-MAX_SCHEDULE_NAME = 40
-
-
 def _schedule(core: ClientRules, session: Session, words: list[bytes]) -> bytes:
-    """``schedule list``: ``NAME\tFUNCTION\tM H DOM MON DOW\tNEXT\tSIZE`` per schedule;
-    ``schedule add NAME FUNCTION M H DOM MON DOW [DATA...]`` (``OK NEXT``) and ``schedule
+    """``schedule list``: ``NAME\tFUNCTION\tSPEC\tNEXT\tSIZE`` per schedule (SPEC: ``M H
+    DOM MON DOW``, then ``catch-up=MODE`` unless it is ``one``); ``schedule add
+    [catch-up=MODE] NAME FUNCTION M H DOM MON DOW [DATA...]`` (``OK NEXT``) and ``schedule
     remove NAME``."""
-    from gearsql._cron import CronError, next_tick, parse_cron
-
     action = words[1].lower() if len(words) > 1 else b""
     if action == b"list" and len(words) == 2:
         lines = [
@@ -376,13 +372,16 @@ def _schedule(core: ClientRules, session: Session, words: list[bytes]) -> bytes:
         if len(words) != 3:
             return _incomplete(words[0])
         return OK if core.remove_schedule(words[2]) else b"ERR UNKNOWN_SCHEDULE\r\n"
+    option = b""
+    if len(words) > 2 and words[2].lower().startswith(b"catch-up="):
+        option = b" " + words.pop(2).lower()
     if len(words) < 9:
         return _incomplete(words[0])
     name, function = words[2], words[3]
     if len(name) > MAX_SCHEDULE_NAME or b"@" in name or len(function) > core.max_function_name:
         return _incomplete(words[0])
     try:
-        spec = parse_cron(b" ".join(words[4:9]).decode("ascii"))
+        spec = parse_cron((b" ".join(words[4:9]) + option).decode("ascii"))
     except (CronError, UnicodeDecodeError):
         return _incomplete(words[0])
     if next_tick(spec, core.clock()) is None:  # February 30 and the like

@@ -134,8 +134,9 @@ class JobInfo(NamedTuple):
 
 class ScheduleInfo(NamedTuple):
     """One line of ``schedule list`` (gearsql only): a recurring job. ``spec`` is the cron
-    expression (UTC), ``due`` its next tick in epoch seconds (0: none), ``size`` the payload's
-    length; ``name`` and ``function`` as the server escapes them in lists."""
+    expression (UTC), followed by ``catch-up=none`` or ``catch-up=all`` unless the schedule
+    catches up the default way (``one``); ``due`` its next tick in epoch seconds (0: none),
+    ``size`` the payload's length; ``name`` and ``function`` as the server escapes them in lists."""
 
     name: bytes
     function: bytes
@@ -673,11 +674,16 @@ class AdminClient:
         """Define (or replace) schedule ``name``: a background job of ``function`` with
         ``data`` at each UTC minute the cron expression ``spec`` (minute hour day-of-month
         month weekday) matches, kept in the server's store. Returns its next tick (epoch
-        seconds). Raises AdminError (INVALID_ARGUMENTS) for an expression the server refuses."""
-        line = b"schedule add %s %s %s" % (
+        seconds). ``spec`` may end with ``catch-up=one|none|all`` (what the schedule does
+        with ticks missed while the server was down; gearsql._cron). Raises AdminError
+        (INVALID_ARGUMENTS) for an expression the server refuses."""
+        words = spec.split()
+        options = [word for word in words if word.startswith("catch-up=")]
+        line = b"schedule add %s%s %s %s" % (
+            b"".join(_word(option, "catch-up") + b" " for option in options),
             _word(name, "schedule name"),
             _word(function, "function name"),
-            b" ".join(_word(part, "cron field") for part in spec.split()),
+            b" ".join(_word(part, "cron field") for part in words if part not in options),
         )
         if data:
             line += b" " + b" ".join(_word(part, "data") for part in _as_bytes(data).split())

@@ -61,8 +61,11 @@ durable store they travel with the group commit (``remembered_added``, ``remembe
 **Schedules.** A :class:`~gearsql._corestate.Schedule` (``schedule add``) waits on its own
 heap for its next tick (:func:`~gearsql._cron.next_tick`); :meth:`_tick` submits its
 background job with the unique ``NAME@EPOCH`` and moves it on to the first tick after now (no
-burst of missed ticks; a clock set back repeats nothing), and a durable core writes the new
-next tick (``schedule_changes``) in the group commit that stores the job.
+burst of missed ticks unless its spec says ``catch-up=all``; a clock set back repeats nothing),
+and a durable core writes the new next tick (``schedule_changes``) in the group commit that
+stores the job. Schedules of the config file are reconciled with the stored ones at start-up
+(:meth:`define_schedules`). SUBMIT_JOB_SCHED is no schedule: its fields give one time, the
+next they match, and the job is an epoch job from then on (:meth:`_submit_sched`).
 
 What a client cannot make the core keep: an abandoned foreground job drops its payload at once
 (no worker will ever read it), and a queue compacts itself (DISCARD of every cancelled job in it)
@@ -167,6 +170,7 @@ class JobServerCore(WorkerRules, ClientRules):
             P.SUBMIT_JOB_LOW: self._submit,
             P.SUBMIT_JOB_LOW_BG: self._submit,
             P.SUBMIT_JOB_EPOCH: self._submit_epoch,
+            P.SUBMIT_JOB_SCHED: self._submit_sched,
             P.SUBMIT_REDUCE_JOB: self._submit_reduce,
             P.SUBMIT_REDUCE_JOB_BACKGROUND: self._submit_reduce,
             P.WORK_STATUS: self._work_status,

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gearsql import __version__
 from gearsql._corestate import Histogram
-from gearsql._cron import CronError, parse_cron
+from gearsql._cron import CronError, parse_cron, parse_schedule
 from gearsql._limits import (
     DEFAULT_MAX_BUFFER,
     DEFAULT_MAX_FUNCTIONS,
@@ -161,6 +161,9 @@ class ServerConfig:
     #: Who may submit to, work on and administer what, by certificate identity (gearsql.acl);
     #: read again on SIGHUP.
     acl_file: str | None = None
+    #: Schedules of the config file: ``NAME M H DOM MON DOW [catch-up=MODE] FUNCTION [DATA]``
+    #: each (gearsql._cron.parse_schedule), reconciled with the stored ones at start-up.
+    schedules: Sequence[str] = ()
 
 
 def _reason(exc: BaseException) -> str:
@@ -1127,9 +1130,10 @@ class JobServer:
             except CronError as exc:
                 log.warning("schedule %r in the store is ignored: %s", stored.name, exc)
                 continue
-            # A tick missed while the server was down is submitted once, at once (its due
-            # time has passed); the ticks after it are not made up.
+            # Ticks missed while the server was down go as the schedule's catch-up mode says
+            # (by default the one that was due is submitted at once, the rest not made up).
             core.add_schedule(stored.name, stored.function, spec, stored.data, stored.due or None)
+        core.define_schedules([parse_schedule(line) for line in cfg.schedules])
         for window in await self.store.load_windows():
             core.unique_windows[window.function] = window.seconds
         now = time.time()

@@ -626,7 +626,6 @@ def test_res_magic_packet_is_refused_with_invalid_magic(d: CoreDriver) -> None:
         (P.STATUS_RES, (b"H:x:1", b"1", b"1", b"0", b"0")),
         (P.ALL_YOURS, ()),
         (P.OPTION_RES, (b"exceptions",)),
-        (P.SUBMIT_JOB_SCHED, (b"f", b"", b"0", b"0", b"1", b"1", b"0", b"d")),
         (P.JOB_ASSIGN_UNIQ, (b"H:x:1", b"f", b"u", b"d")),
         (P.JOB_ASSIGN_ALL, (b"H:x:1", b"f", b"u", b"r", b"d")),
         (P.STATUS_RES_UNIQUE, (b"u", b"1", b"1", b"0", b"0", b"1")),

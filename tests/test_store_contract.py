@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from gearsql._cron import parse_cron
 from gearsql.stores import (
     Changes,
     DeadLetter,
@@ -583,10 +584,12 @@ def test_the_memory_store_remembers_no_uniques(store_url: str) -> None:
 def test_schedules_survive_a_reopen_and_their_next_tick_is_rewritten(store_url: str) -> None:
     nightly = StoredSchedule(b"nightly", b"report", "0 3 * * *", b"all \x00 bytes", 1_765_000_000)
     odd = StoredSchedule(b"\xff odd", b"fn", "*/5 * * * *", b"", 1_765_000_300)
+    # The catch-up mode is part of the spec's text (gearsql._cron): no column of its own.
+    hourly = StoredSchedule(b"hourly", b"tidy", "0 * * * * catch-up=all", b"", 1_765_000_000)
 
     async def scenario() -> None:
         store = await opened(store_url)
-        await store.commit([], [], schedules=[nightly, odd])
+        await store.commit([], [], schedules=[nightly, odd, hourly])
         # A tick: its job and the schedule's next tick in one commit.
         await store.commit(
             [job(b"nightly@1765000000")], [], schedules=[nightly._replace(due=1_765_086_400)]
@@ -602,5 +605,6 @@ def test_schedules_survive_a_reopen_and_their_next_tick_is_rewritten(store_url: 
             await store.close()
 
     run(scenario())
-    assert run(load()) == [nightly._replace(due=1_765_086_400)]
+    assert run(load()) == [hourly, nightly._replace(due=1_765_086_400)]
+    assert parse_cron(hourly.spec).catch_up == "all"
     assert [row.unique for row in run(load_everything(store_url))[0]] == [b"nightly@1765000000"]

@@ -41,6 +41,14 @@ def _when(epoch: int) -> str:
 @click.argument("function")
 @click.argument("spec", metavar="'M H DOM MON DOW'")
 @click.option("-d", "--data", default="", help="The jobs' payload (words, single spaces).")
+@click.option(
+    "--catch-up",
+    type=click.Choice(["one", "none", "all"]),
+    default="one",
+    show_default=True,
+    help="Ticks missed while the server was down: submit the one that was due (one), none "
+    "more than a minute late (none), or each of them, at most 100 (all).",
+)
 def add(
     servers: list[tuple[str, int]],
     timeout: float,
@@ -48,18 +56,21 @@ def add(
     function: str,
     spec: str,
     data: str,
+    catch_up: str,
 ) -> None:
     """Submit a background job of FUNCTION at each UTC minute the cron expression matches.
 
     The expression has cron's five fields (minute, hour, day of month, month, weekday; `*`,
     N, A-B, */N and lists). The server keeps the schedule in its store and submits each tick
-    once, with the unique NAME@EPOCH; ticks missed while it was down are not made up, only the
-    one that was due. Adding a NAME again replaces it.
+    once, with the unique NAME@EPOCH. Ticks missed while it was down are not made up, only the
+    one that was due, unless --catch-up says otherwise. Adding a NAME again replaces it.
     """
     from gearsql._cron import CronError, next_tick, parse_cron
 
+    if "catch-up=" in spec:
+        raise CommandError("give the catch-up mode with --catch-up, not in the expression")
     try:
-        parsed = parse_cron(spec)
+        parsed = parse_cron(f"{spec} catch-up={catch_up}")
     except CronError as exc:
         raise CommandError(str(exc)) from None
     if next_tick(parsed, 0) is None:

@@ -312,6 +312,16 @@ class _ConfigFileCommand(click.Command):
     help="Also drain this database's outbox into this server, as `gearsql relay --dsn DSN` "
     "does; repeat for several.",
 )
+@click.option(
+    "--schedule",
+    "schedules",
+    multiple=True,
+    metavar="'NAME M H DOM MON DOW [catch-up=MODE] FUNCTION [DATA]'",
+    help="A recurring background job of FUNCTION at each UTC minute the cron expression "
+    "matches, as `gearsql schedule add` defines it; repeat for several (the last of a NAME "
+    "counts). A stored schedule of the same name and definition keeps its next tick; one left "
+    "out later stays until `gearsql schedule remove`.",
+)
 @LOG_FILE_OPTION
 @click.option(
     "--verbose",
@@ -339,6 +349,7 @@ def server(
     if "http" in options.pop("protocols") and options["http_port"] is None:
         options["http_port"] = 8080  # gearmand's default
     options["store"] = _checked_store(options["store"])
+    options["schedules"] = _checked_schedules(options["schedules"])
     _check_limits(options)
     _check_security(options)
     if pid_file:
@@ -352,6 +363,21 @@ def server(
         ) from None
     config = ServerConfig(listen=listen or ("127.0.0.1",), verbose=verbose.upper(), **options)
     sys.exit(run_server(config, pid_file=pid_file))
+
+
+def _checked_schedules(lines: tuple[str, ...]) -> tuple[str, ...]:
+    """``--schedule`` lines that parse, the last of each name only."""
+    from gearsql._cron import CronError, parse_schedule
+
+    by_name: dict[bytes, str] = {}
+    for line in lines:
+        try:
+            name = parse_schedule(line)[0]
+        except CronError as exc:
+            raise CommandError(f"--schedule: {exc}") from None
+        by_name.pop(name, None)
+        by_name[name] = line
+    return tuple(by_name.values())
 
 
 def _backoff(value: str) -> tuple[float, float]:
