@@ -2,13 +2,15 @@
 :class:`~gearsql._clientconn.ClientConnection` over an asyncio transport and hands each reply to
 what waits for it (a :class:`_Waiter`: a job's submission, in gearsql._clienttask, or a single
 request, :class:`_Reply`); :class:`_Server` is one job server of the client's list, with its live
-link and its reconnect backoff. Choosing a server, failover and retries are the client's.
+link and its reconnect backoff; :func:`admin_line` is one admin command's exchange with a server
+on a connection of its own. Choosing a server, failover and retries are the client's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 from gearsql._clientconn import (
     Answer,
@@ -19,8 +21,11 @@ from gearsql._clientconn import (
     JobUpdate,
     ProtocolBroken,
 )
+from gearsql._log import reason as _reason
 from gearsql._servers import Backoff, ServerAddress, format_address
-from gearsql.errors import ConnectionLost, GearmanError, ServerError
+from gearsql._tls import tls_arguments
+from gearsql.adminclient import find_reply_end
+from gearsql.errors import ConnectionLost, GearmanError, ServerError, ServerUnavailable
 from gearsql.protocol import Packet
 
 log = logging.getLogger("gearsql.client")
@@ -161,3 +166,37 @@ class _Link(asyncio.Protocol):
         self._write()  # requests still gathered for the end of this iteration
         if self.transport is not None:
             self.transport.close()
+
+
+async def admin_line(
+    server: _Server, command: bytes, context: ssl.SSLContext | None, connect_timeout: float
+) -> bytes:
+    """One single-line admin exchange with ``server`` on a connection of its own (a client's
+    connection speaks the binary protocol): the reply line without its ending."""
+    host, port = server.address
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, **tls_arguments(context, host)),
+            connect_timeout,
+        )
+    except (OSError, asyncio.TimeoutError) as exc:
+        reason = _reason(exc)
+        raise ServerUnavailable(reason, {server.name: reason}) from exc
+    try:
+        writer.write(command + b"\n")
+        buffer = b""
+        while (end := find_reply_end(buffer, list_reply=False)) is None:
+            chunk = await reader.read(4096)
+            if not chunk:
+                raise ServerUnavailable(
+                    "the server closed the admin connection",
+                    {server.name: "closed the admin connection"},
+                )
+            buffer += chunk
+        return buffer[:end].rstrip(b"\r\n")
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass

@@ -35,7 +35,7 @@ from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Itera
 from typing import Any, TypeVar
 
 from gearsql._clientconn import Priority
-from gearsql._clientlink import _Link, _Reply, _Server
+from gearsql._clientlink import _Link, _Reply, _Server, admin_line
 from gearsql._clienttask import (
     DataCallback,
     JobHandle,
@@ -63,7 +63,7 @@ from gearsql._servers import (
     unique_bytes,
 )
 from gearsql._tls import SslArg, client_context, settle, tls_arguments
-from gearsql.adminclient import find_reply_end, parse_error_line
+from gearsql.adminclient import parse_error_line
 from gearsql.errors import (
     ConnectionLost,
     InvalidArgument,
@@ -563,7 +563,9 @@ class AsyncClient:
             errors: dict[str, str] = {}
             for server in servers:
                 try:
-                    line = await self._admin_line(server, b"cancel job " + raw)
+                    line = await admin_line(
+                        server, b"cancel job " + raw, self.ssl_context, self.connect_timeout
+                    )
                 except ServerUnavailable as exc:
                     errors[server.name] = str(exc)
                     continue
@@ -577,37 +579,6 @@ class AsyncClient:
             return False
 
         return await _within(run(), timeout, "cancel job")
-
-    async def _admin_line(self, server: _Server, command: bytes) -> bytes:
-        """One single-line admin exchange on a connection of its own (the client's connection
-        speaks the binary protocol): the reply line without its ending."""
-        host, port = server.address
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, **tls_arguments(self.ssl_context, host)),
-                self.connect_timeout,
-            )
-        except (OSError, asyncio.TimeoutError) as exc:
-            reason = _reason(exc)
-            raise ServerUnavailable(reason, {server.name: reason}) from exc
-        try:
-            writer.write(command + b"\n")
-            buffer = b""
-            while (end := find_reply_end(buffer, list_reply=False)) is None:
-                chunk = await reader.read(4096)
-                if not chunk:
-                    raise ServerUnavailable(
-                        "the server closed the admin connection",
-                        {server.name: "closed the admin connection"},
-                    )
-                buffer += chunk
-            return buffer[:end].rstrip(b"\r\n")
-        finally:
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except OSError:
-                pass
 
 
 def _runner(task: Task) -> asyncio.Future[bytes]:
