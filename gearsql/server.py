@@ -56,7 +56,8 @@ from gearsql._limits import (
 )
 from gearsql._log import NOTICE
 from gearsql._ratelog import RateLimitedLog
-from gearsql._serverconfig import ServerConfig, is_loopback
+from gearsql._serverconfig import ServerConfig
+from gearsql._serverconfig import is_loopback as _is_loopback
 from gearsql._serverconn import _Connection
 from gearsql._tls import HANDSHAKE_TIMEOUT, server_context
 from gearsql.acl import Acl, parse_acl
@@ -563,7 +564,7 @@ class JobServer:
                 raise ValueError(f"--acl-file: {_reason(exc)}") from None
         secured = self.ssl_context is not None and self.acl is not None
         for host in cfg.listen:
-            if not is_loopback(host) and not cfg.allow_insecure_remote and not secured:
+            if not _is_loopback(host) and not cfg.allow_insecure_remote and not secured:
                 raise ValueError(
                     f"refusing to listen on {host}: the Gearman protocol has no authentication;"
                     " pass --ssl with --acl-file, or --allow-insecure-remote, to listen beyond"
