@@ -105,14 +105,18 @@ def format_address(address: ServerAddress) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _text_bytes(value: object, what: str) -> bytes:
+    """A name sent as bytes: ``str`` encoded UTF-8, bytes-like as is; InvalidPayload else."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise InvalidPayload(f"{what} must be str or bytes, not {type(value).__name__}")
+
+
 def function_bytes(function: str | bytes) -> bytes:
     """A function name as sent (``str`` is encoded UTF-8); InvalidArgument when it cannot be."""
-    if isinstance(function, str):
-        name = function.encode("utf-8")
-    elif isinstance(function, (bytes, bytearray, memoryview)):
-        name = bytes(function)
-    else:
-        raise InvalidPayload(f"function name must be str or bytes, not {type(function).__name__}")
+    name = _text_bytes(function, "function name")
     problem = check_function_name(name)
     if problem is not None:
         raise InvalidArgument(f"{problem.text}: {function!r}")
@@ -124,12 +128,7 @@ def unique_bytes(unique: str | bytes | None) -> bytes:
     longer than 64 bytes or holds a NUL byte."""
     if unique is None:
         return b""
-    if isinstance(unique, str):
-        value = unique.encode("utf-8")
-    elif isinstance(unique, (bytes, bytearray, memoryview)):
-        value = bytes(unique)
-    else:
-        raise InvalidPayload(f"unique must be str or bytes, not {type(unique).__name__}")
+    value = _text_bytes(unique, "unique")
     problem = check_unique(value)
     if problem is not None:
         raise InvalidArgument(f"{problem.text} (at most 64 bytes, no NUL): {unique!r}")

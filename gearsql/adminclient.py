@@ -30,6 +30,7 @@ from gearsql.errors import (
     GearmanError,
     InvalidArgument,
 )
+from gearsql.stores.base import as_bytes
 
 __all__ = [
     "DEFAULT_PORT",
@@ -240,14 +241,20 @@ def _int(field: bytes, line: bytes) -> int:
         raise AdminProtocolError(f"not a number in admin reply line {line[:200]!r}") from None
 
 
+def _name_and_fields(line: bytes, count: int, what: str) -> tuple[bytes, list[bytes]]:
+    """A function's line of a ``what`` reply: its name (which may hold tabs) and the ``count``
+    tab-separated fields after it."""
+    fields = line.rsplit(b"\t", count)
+    if len(fields) != count + 1:
+        raise AdminProtocolError(f"bad {what} line {line[:200]!r}")
+    return fields[0], fields[1:]
+
+
 def parse_status(lines: list[bytes]) -> list[FunctionStatus]:
     """``status`` lines: ``NAME\\tTOTAL\\tRUNNING\\tWORKERS``."""
     result = []
     for line in lines:
-        fields = line.rsplit(b"\t", 3)
-        if len(fields) != 4:
-            raise AdminProtocolError(f"bad status line {line[:200]!r}")
-        name, *numbers = fields
+        name, numbers = _name_and_fields(line, 3, "status")
         total, running, workers = (_int(number, line) for number in numbers)
         result.append(FunctionStatus(name, total, running, workers))
     return result
@@ -257,10 +264,7 @@ def parse_counters(lines: list[bytes]) -> list[FunctionCounters]:
     """``counters`` lines: the name, six event counts, then waits, their seconds, runs, theirs."""
     result = []
     for line in lines:
-        fields = line.rsplit(b"\t", 10)
-        if len(fields) != 11:
-            raise AdminProtocolError(f"bad counters line {line[:200]!r}")
-        name, *numbers = fields
+        name, numbers = _name_and_fields(line, 10, "counters")
         submitted, completed, failed, exceptions, retried, dead, waits, _, runs, _ = (
             _int(number, line) if index not in (7, 9) else 0 for index, number in enumerate(numbers)
         )
@@ -290,10 +294,7 @@ def parse_priority_status(lines: list[bytes]) -> list[PriorityStatus]:
     """``prioritystatus`` lines: ``NAME\\tHIGH\\tNORMAL\\tLOW\\tWORKERS``."""
     result = []
     for line in lines:
-        fields = line.rsplit(b"\t", 4)
-        if len(fields) != 5:
-            raise AdminProtocolError(f"bad prioritystatus line {line[:200]!r}")
-        name, *numbers = fields
+        name, numbers = _name_and_fields(line, 4, "prioritystatus")
         high, normal, low, workers = (_int(number, line) for number in numbers)
         result.append(PriorityStatus(name, high, normal, low, workers))
     return result
@@ -368,13 +369,9 @@ def parse_dead(lines: list[bytes]) -> list[DeadLetterInfo]:
 _UNSENDABLE = {b" ": "a space", b"\r": "a carriage return", b"\n": "a line break", b"\0": "a NUL"}
 
 
-def _as_bytes(value: bytes | str) -> bytes:
-    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
-
-
 def _word(value: bytes | str, what: str) -> bytes:
     """One argument of an admin command; the text protocol splits on spaces and lines."""
-    data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+    data = as_bytes(value)
     if not data:
         raise InvalidArgument(f"{what} must not be empty")
     for bad, name in _UNSENDABLE.items():
@@ -686,7 +683,7 @@ class AdminClient:
             b" ".join(_word(part, "cron field") for part in words if part not in options),
         )
         if data:
-            line += b" " + b" ".join(_word(part, "data") for part in _as_bytes(data).split())
+            line += b" " + b" ".join(_word(part, "data") for part in as_bytes(data).split())
         value = self._ok(line)
         try:
             return int(value)

@@ -15,6 +15,11 @@ duplicate uniques reach the same server and coalesce; jobs without a unique are 
 robin. When that server is down (or in its reconnect backoff after a failure) the next one in the
 list is used. Payloads are bytes; ``str`` is encoded with the client's ``encoding`` (UTF-8 unless
 told otherwise). Results are always ``bytes``.
+
+Where the pieces live: :class:`AsyncClient` and :class:`Client` here; one connection
+(``_Link``) and the servers of the list (``_Server``) in gearsql._clientlink; the jobs
+(:class:`Task`, :class:`SyncTask`) and the answers (:class:`JobHandle`, :class:`JobStatus`,
+:class:`WorkData`, ...) in gearsql._clienttask, re-exported here.
 """
 
 from __future__ import annotations
@@ -26,52 +31,47 @@ import logging
 import ssl
 import weakref
 import zlib
-from collections import deque
-from collections.abc import (
-    AsyncGenerator,
-    Awaitable,
-    Callable,
-    Coroutine,
-    Generator,
-    Iterable,
-    Iterator,
-)
-from typing import Any, NamedTuple, TypeVar, Union
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Iterator
+from typing import Any, TypeVar
 
-from gearsql._clientconn import (
-    Answer,
-    ClientConnection,
-    ErrorReply,
-    JobCreated,
-    JobDone,
-    JobUpdate,
-    Priority,
-    ProtocolBroken,
+from gearsql._clientconn import Priority
+from gearsql._clientlink import _Link, _Reply, _Server, admin_line
+from gearsql._clienttask import (
+    DataCallback,
+    JobHandle,
+    JobStatus,
+    StatusCallback,
+    SyncTask,
+    Task,
+    Update,
+    WorkData,
+    WorkStatus,
+    WorkWarning,
+    _check_timeout,
+    _int,
+    _next,
+    _Submission,
+    _within,
 )
+from gearsql._log import reason as _reason
 from gearsql._loopthread import EventLoopThread, ReadThrough
 from gearsql._servers import (
-    Backoff,
-    ServerAddress,
     ServersArg,
     encode_payload,
-    format_address,
     function_bytes,
     parse_servers,
     unique_bytes,
 )
 from gearsql._tls import SslArg, client_context, settle, tls_arguments
-from gearsql.adminclient import find_reply_end, parse_error_line
+from gearsql.adminclient import parse_error_line
 from gearsql.errors import (
     ConnectionLost,
-    GearmanError,
     InvalidArgument,
-    JobException,
-    JobFailed,
     JobTimeout,
     ServerError,
     ServerUnavailable,
 )
-from gearsql.protocol import Packet, PacketType
+from gearsql.protocol import Packet
 
 __all__ = [
     "AsyncClient",
@@ -90,60 +90,6 @@ __all__ = [
 log = logging.getLogger("gearsql.client")
 
 T = TypeVar("T")
-P = PacketType
-
-DataCallback = Callable[[bytes], object]
-StatusCallback = Callable[[int, int], object]
-
-
-class JobHandle(NamedTuple):
-    """A submitted job: the handle the server gave it and the server (``host:port``) that has
-    it."""
-
-    handle: bytes
-    server: str
-
-
-class JobStatus(NamedTuple):
-    """Answer of GET_STATUS / GET_STATUS_UNIQUE. An unknown job is all zeros and False.
-
-    ``clients`` (foreground clients waiting) is only known for GET_STATUS_UNIQUE.
-    """
-
-    known: bool
-    running: bool
-    numerator: int
-    denominator: int
-    clients: int | None = None
-
-
-class WorkData(NamedTuple):
-    """WORK_DATA: a piece of output the worker sent before its result."""
-
-    data: bytes
-
-
-class WorkWarning(NamedTuple):
-    """WORK_WARNING: a warning the worker sent."""
-
-    data: bytes
-
-
-class WorkStatus(NamedTuple):
-    """WORK_STATUS: progress as numerator/denominator."""
-
-    numerator: int
-    denominator: int
-
-
-Update = Union[WorkData, WorkWarning, WorkStatus]  # noqa: UP007 (a runtime alias on 3.10)
-
-
-def _int(raw: bytes) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        return 0
 
 
 def _priority(value: Priority | str) -> Priority:
@@ -170,336 +116,6 @@ _NAME_TYPES = (str, bytes)
 def _function_name(function: str | bytes) -> bytes:
     """:func:`function_bytes`, remembered: a client submits to the same few functions."""
     return function_bytes(function)
-
-
-def _check_timeout(timeout: float | None) -> None:
-    if timeout is not None and not timeout > 0:
-        raise InvalidArgument(f"timeout must be a positive number of seconds, not {timeout!r}")
-
-
-async def _within(awaitable: Awaitable[T], timeout: float | None, what: str) -> T:
-    """Await with a deadline; JobTimeout when it passes (the awaitable is cancelled)."""
-    if timeout is None:
-        return await awaitable
-    try:
-        return await asyncio.wait_for(awaitable, timeout)
-    except asyncio.TimeoutError:
-        raise JobTimeout(f"{what}: no answer within {timeout:g} s") from None
-
-
-# -- what waits on a connection --------------------------------------------------------------
-
-
-class _Waiter:
-    """Something a connection delivers replies to: a job or a single request."""
-
-    __slots__ = ()
-
-    def on_created(self, handle: bytes) -> None:
-        raise NotImplementedError
-
-    def on_update(self, packet: Packet) -> None:
-        raise NotImplementedError
-
-    def on_done(self, packet: Packet) -> None:
-        raise NotImplementedError
-
-    def on_answer(self, packet: Packet) -> None:
-        raise NotImplementedError
-
-    def on_error(self, error: GearmanError) -> None:
-        raise NotImplementedError
-
-
-class _Reply(_Waiter):
-    """One request (GET_STATUS, OPTION_REQ, ...) waiting for its single answer."""
-
-    __slots__ = ("future",)
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.future: asyncio.Future[Packet] = loop.create_future()
-
-    def on_answer(self, packet: Packet) -> None:
-        if not self.future.done():
-            self.future.set_result(packet)
-
-    def on_error(self, error: GearmanError) -> None:
-        if not self.future.done():
-            self.future.set_exception(error)
-
-
-class _Submission(_Waiter):
-    """One attempt at submitting a job: JOB_CREATED, then (foreground) WORK_* until the end.
-
-    A background submission resolves ``created`` with the handle. A foreground one resolves only
-    ``done`` (JOB_CREATED just records the handle): its runner then wakes once per job, not twice.
-    """
-
-    __slots__ = ("created", "done", "handle", "job")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, job: Task | None) -> None:
-        self.job = job
-        self.handle: bytes | None = None
-        self.created: asyncio.Future[bytes] | None = None if job else loop.create_future()
-        self.done: asyncio.Future[bytes] | None = loop.create_future() if job else None
-
-    def on_created(self, handle: bytes) -> None:
-        if self.job is not None:
-            self.handle = self.job.handle = handle
-        elif self.created is not None and not self.created.done():
-            self.created.set_result(handle)
-
-    def on_update(self, packet: Packet) -> None:
-        if self.job is not None:
-            self.job._update(packet)
-
-    def on_done(self, packet: Packet) -> None:
-        if self.done is None or self.done.done():
-            return
-        handle = packet.args[0].rstrip(b"\0")
-        if packet.type == P.WORK_COMPLETE:
-            self.done.set_result(packet.args[1])
-        elif packet.type == P.WORK_EXCEPTION:
-            self.done.set_exception(JobException(handle, packet.args[1]))
-        else:
-            self.done.set_exception(JobFailed(handle))
-
-    def on_error(self, error: GearmanError) -> None:
-        if self.created is not None and not self.created.done():
-            self.created.set_exception(error)
-        elif self.done is not None and not self.done.done():
-            self.done.set_exception(error)
-
-
-# -- one connection --------------------------------------------------------------------------
-
-
-class _Server:
-    """One job server of the list: its live connection, if any, and its reconnect backoff."""
-
-    def __init__(self, address: ServerAddress, backoff: tuple[float, float]) -> None:
-        self.address = address
-        self.name = format_address(address)
-        self.link: _Link | None = None
-        self.lock = asyncio.Lock()
-        self.backoff = Backoff(*backoff)
-        self.retry_at = 0.0
-
-    def failed(self, now: float) -> None:
-        self.retry_at = now + self.backoff.next_delay()
-
-
-class _Link(asyncio.Protocol):
-    """The asyncio driver of one :class:`ClientConnection`."""
-
-    def __init__(self, server: _Server) -> None:
-        self.server = server
-        self.core: ClientConnection[_Waiter] = ClientConnection()
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-        self.closing_on_purpose = False
-        self.reason = ""
-        # A write is scheduled for the end of this event-loop iteration.
-        self._flush_scheduled = False
-
-    @property
-    def usable(self) -> bool:
-        return not self.closed and self.transport is not None and not self.transport.is_closing()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it, so no
-        # isinstance check here.
-        self.transport = transport  # type: ignore[assignment]
-
-    def flush(self) -> None:
-        """Send what the requests queued, at the end of this event-loop iteration: a burst of
-        submissions (say, many tasks woken by one read) then costs one send() and one TCP
-        segment instead of one per job, for the price of one loop iteration of latency."""
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._scheduled_flush)
-
-    def _scheduled_flush(self) -> None:
-        self._flush_scheduled = False
-        self._write()
-
-    def _write(self) -> None:
-        data = self.core.data_to_send()
-        if data and self.usable:
-            assert self.transport is not None
-            self.transport.write(data)
-
-    def data_received(self, data: bytes) -> None:
-        for event in self.core.receive_data(data):
-            if isinstance(event, JobDone):
-                event.token.on_done(event.packet)
-            elif isinstance(event, JobCreated):
-                event.token.on_created(event.handle)
-            elif isinstance(event, JobUpdate):
-                event.token.on_update(event.packet)
-            elif isinstance(event, Answer):
-                event.token.on_answer(event.packet)
-            elif isinstance(event, ErrorReply):
-                if event.token is None:
-                    log.warning("ERROR from %s: %s %s", self.server.name, event.code, event.text)
-                else:
-                    event.token.on_error(ServerError(event.code, event.text))
-            elif isinstance(event, ProtocolBroken):
-                log.error("closing the connection to %s: %s", self.server.name, event.reason)
-                self.reason = event.reason
-                if self.transport is not None:
-                    self.transport.abort()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self.server.link is self:
-            self.server.link = None
-        if not self.closing_on_purpose:
-            self.server.failed(asyncio.get_running_loop().time())
-        reason = self.reason or (str(exc) if exc else "closed by the server")
-        for token in self.core.connection_lost():
-            token.on_error(ConnectionLost(f"connection to {self.server.name} lost: {reason}"))
-
-    def close(self) -> None:
-        self.closing_on_purpose = True
-        self._write()  # requests still gathered for the end of this iteration
-        if self.transport is not None:
-            self.transport.close()
-
-
-# -- tasks -----------------------------------------------------------------------------------
-
-
-class Task:
-    """A foreground job started by :meth:`AsyncClient.submit_task`.
-
-    Await it (or :meth:`wait` with a timeout) for the result bytes; iterate it with
-    ``async for update in task`` (or :meth:`updates`) to get :class:`WorkData`,
-    :class:`WorkWarning` and :class:`WorkStatus` as they arrive, until the job ends. Awaiting
-    raises :class:`JobFailed`, :class:`JobException`, :class:`ServerError`,
-    :class:`ServerUnavailable` / :class:`ConnectionLost`, or :class:`JobTimeout` from ``wait``.
-    """
-
-    def __init__(
-        self,
-        function: bytes,
-        data: bytes,
-        unique: bytes,
-        priority: Priority,
-        retry: int,
-        on_data: DataCallback | None = None,
-        on_warning: DataCallback | None = None,
-        on_status: StatusCallback | None = None,
-    ) -> None:
-        self.function = function
-        self.data = data
-        self.unique = unique
-        self.priority = priority
-        self.retry = retry
-        #: The job handle once the server created the job (changes if it is resubmitted).
-        self.handle: bytes | None = None
-        #: The server (``host:port``) running the job.
-        self.server: str | None = None
-        #: The last WORK_STATUS received.
-        self.numerator = 0
-        self.denominator = 0
-        self._on_data = on_data
-        self._on_warning = on_warning
-        self._on_status = on_status
-        self._updates: deque[Update] = deque()
-        self._wakeup: asyncio.Future[None] | None = None
-        # What the job's outcome comes from: a Task running AsyncClient._run, or on the fast path
-        # of submit_task the future of its one submission (then _sent names its connection).
-        self._runner: asyncio.Future[bytes] | None = None
-        self._runners: set[asyncio.Future[Any]] | None = None
-        self._sent: tuple[_Link, _Submission] | None = None
-
-    def __repr__(self) -> str:
-        state = "done" if self.done() else "running"
-        return f"<Task {self.function.decode('utf-8', 'replace')} {self.handle!r} {state}>"
-
-    def _update(self, packet: Packet) -> None:
-        update: Update
-        callback: Callable[..., object] | None
-        if packet.type == P.WORK_STATUS:
-            self.numerator, self.denominator = _int(packet.args[1]), _int(packet.args[2])
-            update = WorkStatus(self.numerator, self.denominator)
-            callback = self._on_status
-        elif packet.type == P.WORK_WARNING:
-            update = WorkWarning(packet.args[1])
-            callback = self._on_warning
-        else:
-            update = WorkData(packet.args[1])
-            callback = self._on_data
-        self._updates.append(update)
-        self._wake()
-        if callback is not None:
-            try:
-                callback(*update)
-            except Exception:  # a broken callback must not break the connection
-                log.exception("update callback of %r raised", self)
-
-    def _finished(self, runner: asyncio.Future[bytes]) -> None:
-        if runner.cancelled():
-            if self._sent is not None:  # as _run does when cancelled: stop routing WORK_*
-                link, attempt = self._sent
-                if attempt.handle is not None:
-                    link.core.forget(attempt.handle, attempt)
-        else:
-            # Mark the exception as retrieved: a job nobody awaited must not log at exit.
-            runner.exception()
-        self._sent = None
-        if self._runners is not None:
-            self._runners.discard(runner)
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)
-
-    def done(self) -> bool:
-        """True when the job ended (result, failure or error) or was cancelled."""
-        return self._runner is not None and self._runner.done()
-
-    def cancel(self) -> None:
-        """Stop waiting for this job. The server may still run it."""
-        if self._runner is not None:
-            self._runner.cancel()
-
-    def result(self) -> bytes:
-        """The result of a finished job; raises the job's error, or InvalidStateError while it
-        runs."""
-        if self._runner is None:
-            raise asyncio.InvalidStateError("the task has not started")
-        return self._runner.result()
-
-    async def wait(self, timeout: float | None = None) -> bytes:
-        """The result bytes; :class:`JobTimeout` after ``timeout`` seconds (the job goes on)."""
-        _check_timeout(timeout)
-        assert self._runner is not None
-        return await _within(asyncio.shield(self._runner), timeout, "job result")
-
-    def __await__(self) -> Generator[Any, None, bytes]:
-        assert self._runner is not None
-        # wait() without a timeout: shielded, so that cancelling the awaiter leaves the job be.
-        return asyncio.shield(self._runner).__await__()
-
-    async def updates(self, timeout: float | None = None) -> AsyncGenerator[Update, None]:
-        """Yield updates as they arrive until the job ends; :class:`JobTimeout` when none comes
-        within ``timeout`` seconds."""
-        _check_timeout(timeout)
-        loop = asyncio.get_running_loop()
-        while True:
-            if self._updates:
-                yield self._updates.popleft()
-                continue
-            if self.done():
-                return
-            self._wakeup = loop.create_future()
-            await _within(asyncio.shield(self._wakeup), timeout, "job update")
-
-    def __aiter__(self) -> AsyncGenerator[Update, None]:
-        return self.updates()
 
 
 # -- the client ------------------------------------------------------------------------------
@@ -640,7 +256,7 @@ class AsyncClient:
                     await self._enable_exceptions(fresh)
             except (OSError, asyncio.TimeoutError, ServerUnavailable) as exc:
                 server.failed(loop.time())
-                reason = str(exc) or type(exc).__name__
+                reason = _reason(exc)
                 if isinstance(exc, asyncio.TimeoutError):
                     reason = f"no connection within {self.connect_timeout:g} s"
                 raise ServerUnavailable(reason, {server.name: reason}) from exc
@@ -947,7 +563,9 @@ class AsyncClient:
             errors: dict[str, str] = {}
             for server in servers:
                 try:
-                    line = await self._admin_line(server, b"cancel job " + raw)
+                    line = await admin_line(
+                        server, b"cancel job " + raw, self.ssl_context, self.connect_timeout
+                    )
                 except ServerUnavailable as exc:
                     errors[server.name] = str(exc)
                     continue
@@ -962,37 +580,6 @@ class AsyncClient:
 
         return await _within(run(), timeout, "cancel job")
 
-    async def _admin_line(self, server: _Server, command: bytes) -> bytes:
-        """One single-line admin exchange on a connection of its own (the client's connection
-        speaks the binary protocol): the reply line without its ending."""
-        host, port = server.address
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, **tls_arguments(self.ssl_context, host)),
-                self.connect_timeout,
-            )
-        except (OSError, asyncio.TimeoutError) as exc:
-            reason = str(exc) or type(exc).__name__
-            raise ServerUnavailable(reason, {server.name: reason}) from exc
-        try:
-            writer.write(command + b"\n")
-            buffer = b""
-            while (end := find_reply_end(buffer, list_reply=False)) is None:
-                chunk = await reader.read(4096)
-                if not chunk:
-                    raise ServerUnavailable(
-                        "the server closed the admin connection",
-                        {server.name: "closed the admin connection"},
-                    )
-                buffer += chunk
-            return buffer[:end].rstrip(b"\r\n")
-        finally:
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except OSError:
-                pass
-
 
 def _runner(task: Task) -> asyncio.Future[bytes]:
     if task._runner is None:
@@ -1001,57 +588,6 @@ def _runner(task: Task) -> asyncio.Future[bytes]:
 
 
 # -- the blocking client ---------------------------------------------------------------------
-
-
-async def _next(iterator: AsyncGenerator[T, None]) -> T:
-    return await iterator.__anext__()
-
-
-class SyncTask:
-    """A foreground job started by :meth:`Client.submit_task`; a blocking view of a
-    :class:`Task`."""
-
-    def __init__(self, client: Client, task: Task) -> None:
-        self._client = client
-        self.task = task
-
-    def __repr__(self) -> str:
-        return repr(self.task).replace("<Task", "<SyncTask", 1)
-
-    # The Task's attributes, read through: they change as the job runs.
-
-    function = ReadThrough[bytes]("task")
-    data = ReadThrough[bytes]("task")
-    unique = ReadThrough[bytes]("task")
-    priority = ReadThrough[Priority]("task")
-    retry = ReadThrough[int]("task")
-    handle = ReadThrough[bytes | None]("task")
-    server = ReadThrough[str | None]("task")
-    numerator = ReadThrough[int]("task")
-    denominator = ReadThrough[int]("task")
-
-    def done(self) -> bool:
-        return self.task.done()
-
-    def cancel(self) -> None:
-        """Stop waiting for this job. The server may still run it."""
-        self._client._thread.loop.call_soon_threadsafe(self.task.cancel)
-
-    def result(self, timeout: float | None = None) -> bytes:
-        """Wait for the result; raises as :meth:`Task.wait`."""
-        return self._client._call(self.task.wait(timeout))
-
-    def updates(self, timeout: float | None = None) -> Iterator[Update]:
-        """Yield updates as they arrive until the job ends (see :meth:`Task.updates`)."""
-        iterator = self.task.updates(timeout)
-        try:
-            while True:
-                try:
-                    yield self._client._call(_next(iterator))
-                except StopAsyncIteration:
-                    return
-        finally:
-            self._client._call(iterator.aclose())
 
 
 class Client:

@@ -12,8 +12,9 @@ the server's Prometheus metrics (:mod:`gearsql.metrics`) instead of submitting a
 function called ``metrics``, and ``GET /`` the live status page (:mod:`gearsql.web`, with its
 ``/ui/`` files and ``/api/``).
 
-:class:`RequestParser` is sans-IO (bytes in, requests out) and holds at most one request head of
-``MAX_HEAD`` bytes and one body; :class:`HttpConnection` submits each request into the core
+:class:`RequestParser` (in gearsql._httpparse, re-exported here) is sans-IO (bytes in, requests
+out) and holds at most one request head of ``MAX_HEAD`` bytes and one body;
+:class:`HttpConnection` submits each request into the core
 through a :class:`~gearsql.core.Session` of its own, as a Gearman client connection does, and
 reads the core's answers with the protocol's own :class:`~gearsql.protocol.Parser`.
 """
@@ -23,188 +24,51 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections import deque
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from urllib.parse import unquote_to_bytes
 
-from gearsql import __version__
+from gearsql._httpparse import MAX_HEAD, REASONS, HttpError, Request, RequestParser, render_response
+from gearsql._serverconfig import is_loopback
+from gearsql._serverview import ServerView
 from gearsql.metrics import CONTENT_TYPE, render_metrics
 from gearsql.protocol import RES, Packet, PacketType, Parser, Priority
 from gearsql.web import route
 
 if TYPE_CHECKING:
+    from gearsql._serverconfig import ServerConfig
     from gearsql.core import Session
-    from gearsql.server import JobServer
 
-__all__ = ["MAX_HEAD", "HttpError", "Request", "RequestParser", "render_response"]
-
-#: Most bytes of a request line and its headers (431 past it).
-MAX_HEAD = 16384
-
-REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    413: "Content Too Large",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-    505: "HTTP Version Not Supported",
-}
+__all__ = [
+    "MAX_HEAD",
+    "REASONS",
+    "HttpError",
+    "HttpServer",
+    "Request",
+    "RequestParser",
+    "render_response",
+]
 
 #: Methods that submit a job, as in gearmand.
 SUBMIT_METHODS = (b"GET", b"POST", b"PUT")
 
 
-class Request(NamedTuple):
-    """One complete request. Header names are lower case; a repeated header keeps its last value."""
-
-    method: bytes
-    target: bytes
-    version: bytes
-    headers: dict[bytes, bytes]
-    body: bytes
-
-    @property
-    def keep_alive(self) -> bool:
-        """HTTP/1.1 keeps the connection unless told ``close``; HTTP/1.0 only if told to."""
-        connection = self.headers.get(b"connection", b"").lower()
-        if self.version == b"HTTP/1.0":
-            return connection == b"keep-alive"
-        return connection != b"close"
-
-
-class HttpError(NamedTuple):
-    """The peer sent something this server does not take: answer ``status`` and close.
-
-    ``discard`` is how many more bytes of a refused body the peer declared: they are read and
-    dropped before closing, so that the peer reads the answer rather than a reset.
-    """
-
-    status: int
-    text: str
-    discard: int = 0
-
-
-class RequestParser:
-    """Splits one connection's bytes into :class:`Request` events (Content-Length bodies only).
-
-    States: reading a head (up to ``MAX_HEAD`` bytes), reading a body of a known length (up to
-    ``max_body``), broken (after an :class:`HttpError`, everything is ignored).
-    """
-
-    __slots__ = ("_body_left", "_buffer", "_head", "broken", "max_body")
-
-    def __init__(self, max_body: int):
-        self.max_body = max_body
-        self._buffer = bytearray()
-        #: The parsed head while its body is read, else None.
-        self._head: tuple[bytes, bytes, bytes, dict[bytes, bytes]] | None = None
-        self._body_left = 0
-        self.broken = False
-
-    @property
-    def incomplete(self) -> bool:
-        """Whether part of a request is held (a head without its end, or a body not all read)."""
-        return bool(self._buffer) or self._head is not None
-
-    def feed(self, data: bytes) -> list[Request | HttpError]:
-        if self.broken:
-            return []
-        self._buffer += data
-        events: list[Request | HttpError] = []
-        while True:
-            event = self._next()
-            if event is None:
-                return events
-            events.append(event)
-            if isinstance(event, HttpError):
-                self.broken = True
-                self._buffer.clear()
-                return events
-
-    def _next(self) -> Request | HttpError | None:
-        buffer = self._buffer
-        if self._head is None:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buffer) > MAX_HEAD:
-                    return HttpError(431, f"request head larger than {MAX_HEAD} bytes")
-                return None
-            if end > MAX_HEAD:
-                return HttpError(431, f"request head larger than {MAX_HEAD} bytes")
-            head = bytes(buffer[:end])
-            del buffer[: end + 4]
-            parsed = _parse_head(head, self.max_body)
-            if isinstance(parsed, HttpError):
-                if parsed.discard:
-                    parsed = parsed._replace(discard=max(0, parsed.discard - len(buffer)))
-                return parsed
-            self._head, self._body_left = parsed
-        if len(buffer) < self._body_left:
-            return None
-        method, target, version, headers = self._head
-        body = bytes(buffer[: self._body_left])
-        del buffer[: self._body_left]
-        self._head = None
-        return Request(method, target, version, headers, body)
-
-
-def _parse_head(
-    head: bytes, max_body: int
-) -> tuple[tuple[bytes, bytes, bytes, dict[bytes, bytes]], int] | HttpError:
-    lines = head.split(b"\r\n")
-    parts = lines[0].split(b" ")
-    if len(parts) != 3 or not parts[0].isalpha() or not parts[1]:
-        return HttpError(400, "malformed request line")
-    method, target, version = parts
-    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
-        return HttpError(505, "only HTTP/1.0 and HTTP/1.1 are served")
-    headers: dict[bytes, bytes] = {}
-    lengths: set[bytes] = set()
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or not name or name != name.strip() or b" " in name:
-            return HttpError(400, "malformed header line")
-        name = name.lower()
-        value = value.strip(b" \t")
-        if name == b"content-length":
-            lengths.add(value)
-        headers[name] = value
-    if b"transfer-encoding" in headers:
-        return HttpError(501, "Transfer-Encoding is not supported; send Content-Length")
-    length = 0
-    if lengths:
-        value = lengths.pop()
-        if lengths or not value.isdigit():
-            return HttpError(400, "bad Content-Length")
-        length = int(value)
-    if length > max_body:
-        return HttpError(
-            413, f"the body is larger than --max-packet-size ({max_body} bytes)", length
-        )
-    return (method, target, version, headers), length
-
-
-def render_response(
-    status: int, headers: list[tuple[str, str]], body: bytes = b"", keep_alive: bool = True
-) -> bytes:
-    """An HTTP/1.1 answer with Content-Length (and ``Connection: close`` when not kept)."""
-    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}"]
-    lines += [f"{name}: {value}" for name, value in headers]
-    lines.append(f"Content-Length: {len(body)}")
-    lines.append(f"Server: gearsql/{__version__}")
-    if not keep_alive:
-        lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
 #: ERROR codes from the core and the HTTP status they are answered with.
 _ERROR_STATUS = {b"QUEUE_ERROR": 503, b"SERVER_BUSY": 503}
+
+
+class HttpServer(ServerView, Protocol):
+    """What an HTTP connection uses of the job server (:class:`gearsql.server.JobServer`):
+    named here so that this module does not import gearsql.server, which imports it."""
+
+    config: ServerConfig
+    loop: asyncio.AbstractEventLoop | None
+    http_connections: dict[int, HttpConnection]
+
+    def configure_socket(self, sock: socket.socket) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def rate_limited_warning(self, key: str, message: str, *args: Any) -> None: ...
 
 
 class _Pending(NamedTuple):
@@ -215,7 +79,7 @@ class _Pending(NamedTuple):
 class HttpConnection(asyncio.Protocol):
     """One accepted HTTP socket: one request at a time, each submitted as a Gearman job."""
 
-    def __init__(self, server: JobServer):
+    def __init__(self, server: HttpServer):
         self.server = server
         self.core = server.core
         self.transport: asyncio.Transport | None = None
@@ -254,9 +118,7 @@ class HttpConnection(asyncio.Protocol):
             server.configure_socket(sock)
         # Trusted as the Gearman port trusts its peers: the status page's actions run admin
         # commands (gearsql.web); nothing else on HTTP does.
-        from gearsql.server import _is_loopback
-
-        trusted = server.config.remote_admin or _is_loopback(host)
+        trusted = server.config.remote_admin or is_loopback(host)
         session = self.core.connect(host, sock.fileno() if sock is not None else -1, trusted)
         # The reason of a WORK_EXCEPTION is the answer's body.
         session.exceptions = True

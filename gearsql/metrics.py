@@ -24,8 +24,8 @@ from gearsql._corestate import TIME_BUCKETS, Function, Histogram
 from gearsql.protocol import Priority
 
 if TYPE_CHECKING:
+    from gearsql._serverview import ServerView
     from gearsql.relay.watch import RelayWatch
-    from gearsql.server import JobServer
 
 __all__ = ["CONTENT_TYPE", "render_metrics"]
 
@@ -75,7 +75,7 @@ def _family(lines: list[str], name: str, kind: str, help_text: str) -> None:
     lines.append(f"# TYPE {name} {kind}")
 
 
-def render_metrics(server: JobServer) -> bytes:
+def render_metrics(server: ServerView) -> bytes:
     """The server's metrics now, in the text exposition format."""
     functions: Iterable[Function] = sorted(server.core.functions.values(), key=lambda f: f.name)
     named = [(f'function="{_label(fn.name)}"', fn) for fn in functions]

@@ -23,12 +23,18 @@ What a peer can make this layer hold is bounded (docs/reliability.md, cases 9, 4
 * Every log line a peer can provoke goes through a per-kind rate limit, unexpected exceptions
   included: one peer's bad input closes that peer's connection and writes a bounded number of
   lines.
+
+Where the pieces live: :class:`JobServer` here (listeners, output, group commit, limits, life
+cycle) with :func:`run_server`; one Gearman connection, its TLS and ACL checks and its share of
+the budget in gearsql._serverconn; :class:`ServerConfig` in gearsql._serverconfig (re-exported
+here); the per-kind log rate limit in gearsql._ratelog; gearmand's HTTP protocol in gearsql.http.
+Those modules name what they use of the server as a Protocol (``ConnectionHost``,
+``HttpServer``, gearsql._serverview's ``ServerView``) instead of importing this module.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import math
 import os
@@ -37,8 +43,6 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gearsql import __version__
@@ -50,21 +54,16 @@ from gearsql._limits import (
     DEFAULT_MAX_OUTPUT,
     DEFAULT_PACKET_TIMEOUT,
 )
-from gearsql._tls import HANDSHAKE_TIMEOUT, peer_identities, server_context
-from gearsql.acl import Acl, Grants, parse_acl, permission_for
-from gearsql.admin import ERR_PERMISSION
-from gearsql.core import Job, JobServerCore, RetryPolicy, Schedule, Session
+from gearsql._log import NOTICE
+from gearsql._ratelog import RateLimitedLog
+from gearsql._serverconfig import ServerConfig
+from gearsql._serverconfig import is_loopback as _is_loopback
+from gearsql._serverconn import _Connection
+from gearsql._tls import HANDSHAKE_TIMEOUT, server_context
+from gearsql.acl import Acl, parse_acl
+from gearsql.core import Job, JobServerCore, RetryPolicy, Schedule
 from gearsql.http import HttpConnection
-from gearsql.protocol import (
-    DEFAULT_MAX_PACKET_SIZE,
-    HEADER,
-    AdminLine,
-    Packet,
-    PacketType,
-    Parser,
-    Violation,
-    pack_response,
-)
+from gearsql.protocol import HEADER
 from gearsql.stores import (
     DeadLetter,
     RememberedUnique,
@@ -74,7 +73,6 @@ from gearsql.stores import (
     StoredSchedule,
     StoredWindow,
     StoreError,
-    default_store_url,
     open_store,
 )
 
@@ -94,532 +92,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("gearsql.server")
 
 
-@dataclass
-class ServerConfig:
-    """Everything ``gearsql server`` can be told; the CLI fills it from options.
-
-    ``store`` is a store URL as :func:`gearsql.stores.open_store` takes it. Its default is the
-    CLI's: the SQLite file of :func:`gearsql.stores.default_store_url`
-    (``$XDG_STATE_HOME/gearsql/queue.sqlite3``), read when the config is made, so that a server
-    started from Python keeps its background jobs across restarts as ``gearsql server`` does.
-    Pass ``store="memory"`` for a server that keeps nothing.
-
-    ``retries`` is how many runs a failed background job gets in all (0: none, Gearman's
-    meaning), ``retry_backoff`` the (base, max) seconds of the backoff between them;
-    ``job_retries`` is gearmand's option: runs of a job whose worker was lost (0 or -1:
-    unlimited).
-    """
-
-    listen: Sequence[str] = ("127.0.0.1",)
-    port: int = 4730
-    job_retries: int = -1
-    retries: int = 0
-    retry_backoff: tuple[float, float] = (1.0, 300.0)
-    #: Seconds a completed background job's unique is remembered (a new submission of it is
-    #: acknowledged and not run); 0: off. ``keep_results`` keeps their WORK_COMPLETE data for
-    #: foreground submissions of the same unique.
-    unique_window: float = 0.0
-    keep_results: bool = False
-    worker_wakeup: int = 0
-    exceptions: bool = False
-    job_handle_prefix: str = ""
-    max_packet_size: int = DEFAULT_MAX_PACKET_SIZE
-    max_connections: int = 0
-    #: Bytes of incomplete messages all connections together may hold; at least
-    #: ``max_packet_size``.
-    max_buffer: int = DEFAULT_MAX_BUFFER
-    #: Seconds an incomplete message may take from its first byte to its last; 0: no limit.
-    packet_timeout: float = DEFAULT_PACKET_TIMEOUT
-    #: Seconds a connection with nothing under way (no job it waits for or runs, no function it
-    #: works on) may send nothing before it is closed; 0: never.
-    idle_timeout: float = 0.0
-    #: Unread output (bytes) past which a connection is closed; more than ``max_packet_size``.
-    max_output: int = DEFAULT_MAX_OUTPUT
-    #: Most functions at once; 0: no limit.
-    max_functions: int = DEFAULT_MAX_FUNCTIONS
-    backlog: int = 1024
-    keepalive: bool = False
-    keepalive_idle: int = -1
-    keepalive_interval: int = -1
-    keepalive_count: int = -1
-    store: str = field(default_factory=default_store_url)
-    allow_insecure_remote: bool = False
-    remote_admin: bool = False
-    verbose: str = "NOTICE"
-    #: Databases whose outbox a relay inside this process drains into this server.
-    relay: Sequence[str] = ()
-    #: Port of gearmand's HTTP protocol (gearsql.http), on the ``listen`` addresses; None: off.
-    http_port: int | None = None
-    #: TLS on every listener (gearmand's ``--ssl``): the server's certificate and key, and the
-    #: CA that client certificates are checked against (docs/security.md).
-    ssl: bool = False
-    ssl_certificate: str | None = None
-    ssl_key: str | None = None
-    ssl_ca_file: str | None = None
-    #: Refuse clients without a certificate signed by ``ssl_ca_file`` in the handshake.
-    ssl_verify_client: bool = False
-    #: Who may submit to, work on and administer what, by certificate identity (gearsql.acl);
-    #: read again on SIGHUP.
-    acl_file: str | None = None
-    #: Schedules of the config file: ``NAME M H DOM MON DOW [catch-up=MODE] FUNCTION [DATA]``
-    #: each (gearsql._cron.parse_schedule), reconciled with the stored ones at start-up.
-    schedules: Sequence[str] = ()
-
-
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return f"cannot read {exc.filename}: {exc.strerror}"
     return str(exc)
-
-
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost",):
-        return True
-    try:
-        return ipaddress.ip_address(host.split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
-class _Connection(asyncio.Protocol):
-    """One accepted socket."""
-
-    __slots__ = (
-        "acl_seen",
-        "budget_paused",
-        "core",
-        "discarding",
-        "grants",
-        "handshake_timer",
-        "held",
-        "id",
-        "identities",
-        "last_read",
-        "parser",
-        "paused",
-        "reading",
-        "server",
-        "session",
-        "tls",
-        "tls_in",
-        "tls_out",
-        "transport",
-    )
-
-    def __init__(self, server: JobServer):
-        self.server = server
-        self.core = server.core
-        self.transport: asyncio.Transport | None = None
-        self.session: Session | None = None
-        self.id = 0
-        self.parser = Parser(server.config.max_packet_size)
-        #: The peer does not read its output (asyncio's pause_writing).
-        self.paused = False
-        #: Not read because incomplete messages hold ``max_buffer`` bytes.
-        self.budget_paused = False
-        #: Whether the transport is being read (it is paused for either reason above).
-        self.reading = True
-        #: Bytes of an incomplete message held by the parser, as counted in ``server.buffered``.
-        self.held = 0
-        #: Bytes of a refused over-size packet still to read and drop; -1 when not refusing.
-        self.discarding = -1
-        self.last_read = time.monotonic()
-        #: The certificate's names (empty without one), for the ACL.
-        self.identities: tuple[str, ...] = ()
-        #: What the ACL grants this connection, and the ACL that was computed from.
-        self.grants: Grants | None = None
-        self.acl_seen: Acl | None = None
-        #: TLS state (``--ssl``): the connection, its incoming and outgoing records, and the
-        #: handshake's deadline. The session starts when the handshake is done.
-        self.tls: ssl.SSLObject | None = None
-        self.tls_in = ssl.MemoryBIO()
-        self.tls_out = ssl.MemoryBIO()
-        self.handshake_timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        server = self.server
-        limit = server.config.max_connections
-        if limit and len(server.connections) >= limit:
-            server.rate_limited_warning(
-                "max-connections", "connection limit (%d) reached; closing new connections", limit
-            )
-            transport.abort()  # type: ignore[attr-defined]
-            return
-        if server.ssl_context is not None:
-            # TLS runs here over memory buffers (sans-IO) rather than in create_server, so that
-            # a failed handshake (a plaintext client, a certificate the CA did not sign) is
-            # seen, logged and answered by closing the connection.
-            self.tls = server.ssl_context.wrap_bio(self.tls_in, self.tls_out, server_side=True)
-            assert server.loop is not None
-            self.handshake_timer = server.loop.call_later(
-                HANDSHAKE_TIMEOUT, self._tls_refuse, f"not done within {HANDSHAKE_TIMEOUT:g} s"
-            )
-            return
-        self._open(transport)
-
-    # ---------------------------------------------------------------- TLS (sans-IO)
-
-    def _tls_refuse(self, reason: str) -> None:
-        peer = self.transport.get_extra_info("peername") if self.transport else None
-        host = peer[0] if isinstance(peer, tuple) else "-"
-        self.server.rate_limited_warning(
-            "tls-handshake", "Refused connection from %s: TLS handshake failed: %s", host, reason
-        )
-        self._tls_end()
-        if self.transport is not None:
-            self._tls_send()  # the alert, if any
-            self.transport.close()
-
-    def _tls_end(self) -> None:
-        if self.handshake_timer is not None:
-            self.handshake_timer.cancel()
-            self.handshake_timer = None
-        self.tls = None
-
-    def _tls_send(self) -> None:
-        pending = self.tls_out.pending
-        if pending and self.transport is not None:
-            self.transport.write(self.tls_out.read())
-
-    def _tls_receive(self, data: bytes) -> bytes | None:
-        """The plaintext in ``data`` (TLS records); None when the connection is done for."""
-        tls = self.tls
-        assert tls is not None
-        self.tls_in.write(data)
-        if self.session is None:
-            try:
-                tls.do_handshake()
-            except ssl.SSLWantReadError:
-                self._tls_send()
-                return b""
-            except (ssl.SSLError, OSError) as exc:
-                reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
-                self._tls_refuse(str(reason))
-                return None
-            if self.handshake_timer is not None:
-                self.handshake_timer.cancel()
-                self.handshake_timer = None
-            self._tls_send()
-            self.identities = peer_identities(tls.getpeercert())
-            assert self.transport is not None
-            self._open(self.transport)
-            if self.session is None:  # refused (the connection limit)
-                return None
-        chunks = []
-        while True:
-            try:
-                chunk = tls.read(262144)
-            except ssl.SSLWantReadError:
-                break
-            except ssl.SSLZeroReturnError:
-                chunk = b""
-            except (ssl.SSLError, OSError) as exc:
-                self.drop("tls", "TLS error: %s", getattr(exc, "reason", None) or exc)
-                return None
-            if not chunk:  # close_notify: the peer is done; answer it and close
-                try:
-                    tls.unwrap()
-                except (ssl.SSLError, OSError):
-                    pass
-                self._tls_send()
-                if self.transport is not None:
-                    self.transport.close()
-                break
-            chunks.append(chunk)
-        self._tls_send()
-        return b"".join(chunks)
-
-    def write(self, data: bytes) -> None:
-        """Send ``data`` (through TLS when it is on)."""
-        assert self.transport is not None
-        if self.tls is None:
-            self.transport.write(data)
-            return
-        try:
-            self.tls.write(data)
-        except (ssl.SSLError, OSError) as exc:
-            self.drop("tls", "TLS error: %s", getattr(exc, "reason", None) or exc)
-            return
-        self._tls_send()
-
-    def _open(self, transport: asyncio.BaseTransport) -> None:
-        """Start the session of a connection (after its TLS handshake, with TLS)."""
-        self.transport = transport  # type: ignore[assignment]
-        server = self.server
-        sock = transport.get_extra_info("socket")
-        fd = sock.fileno() if sock is not None else -1
-        peer = transport.get_extra_info("peername")
-        host = peer[0] if isinstance(peer, tuple) else "-"
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            server.configure_socket(sock)
-        trusted = server.config.remote_admin or host == "-" or _is_loopback(host)
-        self.session = self.core.connect(host, fd, trusted)
-        self.id = self.session.id
-        server.connections[self.id] = self
-        if server.acl is not None:
-            self._grants()  # the ACL decides who may run mutating admin commands
-        server.rate_limited_log(
-            logging.INFO,
-            "connections",
-            "Accepted connection %d from %s%s",
-            self.id,
-            host,
-            f" ({', '.join(self.identities)})" if self.identities else "",
-        )
-
-    def _grants(self) -> Grants:
-        """What the ACL lets this connection do (worked out again after a reload)."""
-        acl = self.server.acl
-        assert acl is not None and self.session is not None
-        if self.grants is None or self.acl_seen is not acl:
-            self.grants = acl.grants(self.identities)
-            self.acl_seen = acl
-            self.session.trusted = self.grants.admin
-        return self.grants
-
-    def _denied(self, packet: Packet) -> bool:
-        """Whether the ACL refuses ``packet`` (a submission or CAN_DO); if so the peer got an
-        ERROR PERMISSION_DENIED and the refusal is logged."""
-        permission = permission_for(packet.type)
-        if permission is None:
-            return False
-        function = packet.args[0] if packet.args else b""
-        if self._grants().allows(permission, function):
-            return False
-        assert self.session is not None
-        who = ", ".join(self.identities) or "no certificate"
-        name = function.decode("utf-8", "replace")
-        self.server.rate_limited_warning(
-            "acl",
-            "ACL: refused %s of %r to connection %d from %s (%s)",
-            packet.type.name,
-            name,
-            self.id,
-            self.peer,
-            who,
-        )
-        verb = "submit to" if permission == "submit" else "work on"
-        self.core.send(
-            self.session,
-            pack_response(
-                PacketType.ERROR,
-                b"PERMISSION_DENIED",
-                f"the ACL does not let {who} {verb} {name}".encode(),
-            ),
-        )
-        return True
-
-    def _admin(self, session: Session, line: AdminLine) -> None:
-        """An admin line under an ACL: a refused mutating command says why, and is logged."""
-        self._grants()
-        before = len(session.out)
-        self.core.handle_admin(session, line)
-        if session.trusted or len(session.out) != before + 1 or session.out[-1] != ERR_PERMISSION:
-            return
-        who = ", ".join(self.identities) or "no certificate"
-        session.out[-1] = (
-            b"ERR PERMISSION_DENIED the+ACL+does+not+allow+mutating+admin+commands+for+"
-            + who.replace(" ", "+").encode("utf-8", "replace")
-            + b"\r\n"
-        )
-        self.server.rate_limited_warning(
-            "acl",
-            "ACL: refused admin command %r to connection %d from %s (%s)",
-            line.line.split(b" ", 1)[0].decode("utf-8", "replace"),
-            self.id,
-            self.peer,
-            who,
-        )
-
-    def data_received(self, data: bytes) -> None:
-        if self.discarding >= 0:
-            self._discard(len(data))
-            return
-        if self.tls is not None:
-            self.server.bytes_in += len(data)
-            plain = self._tls_receive(data)
-            if not plain:
-                return
-            data = plain
-        else:
-            self.server.bytes_in += len(data)
-        session = self.session
-        if session is None:
-            return
-        self.last_read = time.monotonic()
-        core = self.core
-        acl = self.server.acl
-        try:
-            events = self.parser.feed(data)
-            for event in events:
-                kind = type(event)
-                if kind is Packet:
-                    if acl is not None and self._denied(event):  # type: ignore[arg-type]
-                        continue
-                    core.handle_packet(session, event)  # type: ignore[arg-type]
-                elif kind is AdminLine:
-                    if acl is not None:
-                        self._admin(session, event)  # type: ignore[arg-type]
-                    else:
-                        core.handle_admin(session, event)  # type: ignore[arg-type]
-                else:
-                    self._violation(event)  # type: ignore[arg-type]
-                    break
-            self._account(bool(events))
-            self.server.flush()
-        except Exception as exc:  # a bug must cost this connection only, and a bounded log
-            self.server.unexpected(self, exc)
-
-    def _account(self, progressed: bool) -> None:
-        """Count what the parser holds in the global budget; start or end its deadline."""
-        held = self.parser.buffered if self.session is not None else 0
-        old = self.held
-        if held == old and not (held and progressed):
-            return
-        server = self.server
-        self.held = held
-        server.buffered += held - old
-        if held:
-            if progressed or not old:
-                # A new incomplete message: its deadline starts with its first byte, and it
-                # goes to the end of the line (``incomplete`` is ordered by start).
-                server.incomplete.pop(self, None)
-                server.incomplete[self] = server.packet_deadline()
-            if (
-                server.buffered > server.config.max_buffer
-                and not self.budget_paused
-                and server.oldest_incomplete() is not self
-            ):
-                self.budget_paused = True
-                server.budget_paused[self] = None
-                self._update_reading()
-                server.rate_limited_warning(
-                    "max-buffer",
-                    "incomplete packets hold %d bytes, over --max-buffer (%d): connection %d"
-                    " from %s is not read until they fall under it",
-                    server.buffered,
-                    server.config.max_buffer,
-                    self.id,
-                    self.peer,
-                )
-        else:
-            server.incomplete.pop(self, None)
-        if held < old:
-            server.budget_freed()
-
-    @property
-    def peer(self) -> str:
-        return self.session.peer if self.session is not None else "-"
-
-    def _update_reading(self) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        want = not (self.paused or self.budget_paused)
-        if want != self.reading:
-            self.reading = want
-            if want:
-                transport.resume_reading()
-            else:
-                transport.pause_reading()
-
-    def _violation(self, event: Violation) -> None:
-        session = self.session
-        assert session is not None and self.transport is not None
-        server = self.server
-        server.rate_limited_warning(
-            "violation", "Closing connection %d from %s: %s", session.id, session.peer, event.text
-        )
-        discard = 0
-        if event.code:
-            self.core.send(
-                session, pack_response(PacketType.ERROR, event.code, event.text.encode())
-            )
-            server.flush()
-            discard = self.parser.discard
-        # Nothing more is queued for the session once it is forgotten.
-        self._forget_session()
-        transport = self.transport
-        if discard and transport.can_write_eof():
-            # The ERROR, then FIN; the rest of the refused packet is read and dropped, so that
-            # the peer, once it has sent it, reads the ERROR rather than a reset.
-            transport.write_eof()
-            self.discarding = discard
-            server.incomplete[self] = server.packet_deadline(refusing=True)
-            self.paused = self.budget_paused = False
-            server.budget_paused.pop(self, None)
-            self._update_reading()
-        else:
-            # close() sends what is buffered (the ERROR) first.
-            transport.close()
-
-    def _discard(self, size: int) -> None:
-        self.discarding -= size
-        if self.discarding <= 0 and self.transport is not None:
-            self.server.incomplete.pop(self, None)
-            self.transport.close()
-
-    def _forget_session(self) -> None:
-        """Tell the core the connection is gone and give back its share of the budget."""
-        session = self.session
-        if session is None:
-            return
-        self.session = None
-        server = self.server
-        server.incomplete.pop(self, None)
-        server.budget_paused.pop(self, None)
-        self.budget_paused = False
-        if self.held:
-            server.buffered -= self.held
-            self.held = 0
-            server.budget_freed()
-        self.core.disconnect(session)
-
-    def drop(self, key: str, reason: str, *args: Any) -> None:
-        """Close the connection at once (a timeout, a limit), with a rate-limited warning of
-        kind ``key`` (none when ``key`` is empty: the caller has logged why)."""
-        if key:
-            self.server.rate_limited_warning(
-                key, "Closing connection %d from %s: " + reason, self.id, self.peer, *args
-            )
-        self._forget_session()
-        self.server.incomplete.pop(self, None)
-        if self.transport is not None:
-            self.transport.abort()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        server = self.server
-        if self.handshake_timer is not None:
-            self.handshake_timer.cancel()
-            self.handshake_timer = None
-        server.connections.pop(self.id, None)
-        server.incomplete.pop(self, None)
-        server.budget_paused.pop(self, None)
-        session = self.session
-        if session is None:
-            return
-        try:
-            self._forget_session()
-        except Exception as error:  # a core bug: logged (rate-limited), the server goes on
-            server.unexpected(self, error)
-            return
-        server.rate_limited_log(
-            logging.INFO, "connections", "Connection %d from %s closed", session.id, session.peer
-        )
-        server.flush()
-
-    def pause_writing(self) -> None:
-        # The peer does not read what we send: stop reading its requests until it catches up,
-        # so one slow client cannot make the server buffer without bound.
-        if not self.paused:
-            self.paused = True
-            self._update_reading()
-
-    def resume_writing(self) -> None:
-        if self.paused:
-            self.paused = False
-            self._update_reading()
 
 
 class JobServer:
@@ -660,9 +136,8 @@ class JobServer:
         self.servers: list[asyncio.base_events.Server] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        #: Log rate limit per kind of line: (tokens, when last counted).
-        self._log_buckets: dict[str, tuple[float, float]] = {}
-        self._suppressed: dict[str, int] = {}
+        #: Log rate limit per kind of line.
+        self._log_limit = RateLimitedLog(log)
         #: Bytes of incomplete messages held by all connections' parsers.
         self.buffered = 0
         #: Connections holding an incomplete message (or dropping a refused one): the
@@ -956,30 +431,10 @@ class JobServer:
     ) -> None:
         """Log unless lines of this kind (``key``) come too fast; say how many were held back.
 
-        Every line a peer can provoke goes through here. Each kind has a bucket of
-        ``_LOG_BURST`` lines, refilled at ``_LOG_RATE`` lines a second (ten times that for
-        INFO and DEBUG lines, which only a verbose server writes): a flood costs a few lines a
-        second, and one event alone is always logged.
+        Every line a peer can provoke goes through here (gearsql._ratelog): a flood costs a few
+        lines a second, and one event alone is always logged.
         """
-        if not log.isEnabledFor(level):
-            return
-        now = time.monotonic()
-        rate = _LOG_RATE * (10 if level < logging.WARNING else 1)
-        burst = _LOG_BURST * (10 if level < logging.WARNING else 1)
-        if len(self._log_buckets) > 1000:  # keys are kinds, not peers; stay bounded anyway
-            self._log_buckets.clear()
-        tokens, last = self._log_buckets.get(key, (burst, now))
-        tokens = min(burst, tokens + (now - last) * rate)
-        if tokens < 1.0:
-            self._log_buckets[key] = (tokens, now)
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        self._log_buckets[key] = (tokens - 1.0, now)
-        suppressed = self._suppressed.pop(key, 0)
-        if suppressed:
-            message += " (%d similar messages suppressed)"
-            args = (*args, suppressed)
-        log.log(level, message, *args, exc_info=exc_info)
+        self._log_limit.log(level, key, message, *args, exc_info=exc_info)
 
     def rate_limited_warning(self, key: str, message: str, *args: Any) -> None:
         """:meth:`rate_limited_log` at WARNING level."""
@@ -1257,13 +712,6 @@ class _Writes(NamedTuple):
 
 
 _NO_WRITES = _Writes([], [], [], [], [], 0.0, [], [])
-
-NOTICE = 25
-logging.addLevelName(NOTICE, "NOTICE")
-
-#: Log rate limit: lines of one kind logged in a burst, and lines a second after it.
-_LOG_BURST = 5
-_LOG_RATE = 1.0
 
 
 def _start_relays(server: JobServer) -> tuple[asyncio.Event, asyncio.Task[None]] | None:

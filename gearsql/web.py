@@ -40,9 +40,9 @@ from gearsql._corestate import CANCELLED, RETRYING, RUNNING, SCHEDULED, STORING,
 from gearsql.admin import ADMIN_COMMANDS
 
 if TYPE_CHECKING:
+    from gearsql._httpparse import Request
+    from gearsql._serverview import ServerView
     from gearsql.core import Session
-    from gearsql.http import Request
-    from gearsql.server import JobServer
 
 __all__ = ["Answer", "route"]
 
@@ -103,7 +103,7 @@ def _json(value: Any, status: int = 200) -> Answer:
     return status, [("Content-Type", "application/json"), *SECURITY_HEADERS], body
 
 
-def route(server: JobServer, session: Session, request: Request) -> Answer | None:
+def route(server: ServerView, session: Session, request: Request) -> Answer | None:
     """The answer to a request for the page, its files or its API; None for any other path
     (a job for gearmand's ``/FUNCTION``)."""
     path, _, query = request.target.partition(b"?")
@@ -131,7 +131,7 @@ def _queued(fn: Function) -> list[int]:
     return [max(0, len(queue) - stale) for queue, stale in zip(fn.queues, fn.stale, strict=True)]
 
 
-def status(server: JobServer, actions: bool) -> dict[str, Any]:
+def status(server: ServerView, actions: bool) -> dict[str, Any]:
     """Everything the page shows but the job list."""
     core = server.core
     dead: dict[bytes, int] = {}
@@ -215,7 +215,7 @@ def _matches(job: Job, function: str, unique: str) -> bool:
     )
 
 
-def jobs(server: JobServer, query: dict[str, list[str]]) -> dict[str, Any]:
+def jobs(server: ServerView, query: dict[str, list[str]]) -> dict[str, Any]:
     """Live jobs and dead letters matching the query (see the module docstring)."""
 
     def arg(name: str) -> str:
@@ -339,7 +339,7 @@ def _words(body: dict[str, Any]) -> list[bytes] | str:
     return "action is cancel (handle), retry or purge (dead), or maxqueue (function, limits)"
 
 
-def _action(server: JobServer, session: Session, request: Request) -> Answer:
+def _action(server: ServerView, session: Session, request: Request) -> Answer:
     headers = request.headers
     if not session.trusted:
         return _refuse(403, "actions are only accepted from loopback (or with --remote-admin)")
