@@ -134,6 +134,23 @@ def _act(
         raise CommandError(f"no dead letter {target} on {where}")
 
 
+def _dead_targets(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of ``dead retry`` and ``dead purge``: the servers, and ID or --all [-f]."""
+    options: tuple[Callable[[Callable[..., Any]], Callable[..., Any]], ...] = (
+        server_options,
+        click.argument("ident", metavar="ID", required=False, type=click.IntRange(1)),
+        click.option(
+            "--all", "every", is_flag=True, help="All dead letters (of -f FUNCTION only)."
+        ),
+        click.option(
+            "-f", "--function", metavar="FUNCTION", help="With --all: only this function's."
+        ),
+    )
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def _target(ident: int | None, every: bool, function: str | None) -> int | None:
     if (ident is None) == (not every):
         raise CommandError("give a dead letter ID or --all (not both)")
@@ -143,10 +160,7 @@ def _target(ident: int | None, every: bool, function: str | None) -> int | None:
 
 
 @dead.command("retry", context_settings=CONTEXT)
-@server_options
-@click.argument("ident", metavar="ID", required=False, type=click.IntRange(1))
-@click.option("--all", "every", is_flag=True, help="All dead letters (of -f FUNCTION only).")
-@click.option("-f", "--function", metavar="FUNCTION", help="With --all: only this function's.")
+@_dead_targets
 def retry_dead(
     servers: list[tuple[str, int]],
     timeout: float,
@@ -170,10 +184,7 @@ def retry_dead(
 
 
 @dead.command("purge", context_settings=CONTEXT)
-@server_options
-@click.argument("ident", metavar="ID", required=False, type=click.IntRange(1))
-@click.option("--all", "every", is_flag=True, help="All dead letters (of -f FUNCTION only).")
-@click.option("-f", "--function", metavar="FUNCTION", help="With --all: only this function's.")
+@_dead_targets
 def purge_dead(
     servers: list[tuple[str, int]],
     timeout: float,
