@@ -30,6 +30,8 @@ from urllib.parse import unquote_to_bytes
 from gearsql._httpparse import MAX_HEAD, REASONS, HttpError, Request, RequestParser, render_response
 from gearsql._serverconfig import is_loopback
 from gearsql._serverview import ServerView
+from gearsql._tls import peer_identities
+from gearsql.acl import Acl, Grants
 from gearsql.metrics import CONTENT_TYPE, render_metrics
 from gearsql.protocol import RES, Packet, PacketType, Parser, Priority
 from gearsql.web import route
@@ -63,6 +65,7 @@ class HttpServer(ServerView, Protocol):
     config: ServerConfig
     loop: asyncio.AbstractEventLoop | None
     http_connections: dict[int, HttpConnection]
+    acl: Acl | None
 
     def configure_socket(self, sock: socket.socket) -> None: ...
 
@@ -98,6 +101,10 @@ class HttpConnection(asyncio.Protocol):
         self.deadline: asyncio.TimerHandle | None = None
         #: Bytes of a refused body still to read and drop; -1 when not refusing.
         self.discarding = -1
+        #: The client certificate's names (TLS), what the ACL grants them, and from which ACL.
+        self.identities: tuple[str, ...] = ()
+        self.grants: Grants | None = None
+        self.acl_seen: Acl | None = None
 
     # ------------------------------------------------------------ asyncio callbacks
 
@@ -123,6 +130,7 @@ class HttpConnection(asyncio.Protocol):
         # The reason of a WORK_EXCEPTION is the answer's body.
         session.exceptions = True
         self.session = session
+        self.identities = peer_identities(transport.get_extra_info("peercert"))
         server.http_connections[session.id] = self
 
     def data_received(self, data: bytes) -> None:
@@ -208,6 +216,7 @@ class HttpConnection(asyncio.Protocol):
         the request is refused."""
         path = request.target.partition(b"?")[0]
         assert self.session is not None
+        grants = self._grants()  # under an ACL it, not the peer's address, decides on actions
         page = route(self.server, self.session, request)
         if page is not None:
             self._answer(request, *page)
@@ -237,6 +246,8 @@ class HttpConnection(asyncio.Protocol):
             if not timeout > 0 or timeout == float("inf"):
                 return 400, "X-Gearman-Timeout is a positive number of seconds", []
         name = unquote_to_bytes(path[1:])
+        if grants is not None and not grants.allows("submit", name):
+            return self._denied(name)
         unique = headers.get(b"x-gearman-unique", b"")
         self.current = _Pending(request, background)
         self.handle = b""
@@ -246,6 +257,32 @@ class HttpConnection(asyncio.Protocol):
             self.timer = self.server.loop.call_later(timeout, self._timed_out)
         self.core.submit(self.session, name, unique, request.body, priority, background)
         return None
+
+    def _grants(self) -> Grants | None:
+        """What the ACL lets this connection do (None: no ACL), worked out again after a
+        reload; under an ACL its ``admin`` grant makes the session trusted, as on the Gearman
+        port."""
+        acl = self.server.acl
+        if acl is None or self.session is None:
+            return None
+        if self.grants is None or self.acl_seen is not acl:
+            self.grants = acl.grants(self.identities)
+            self.acl_seen = acl
+            self.session.trusted = self.grants.admin
+        return self.grants
+
+    def _denied(self, function: bytes) -> tuple[int, str, list[tuple[str, str]]]:
+        """The 403 answer to a submission the ACL refuses, logged as on the Gearman port."""
+        who = ", ".join(self.identities) or "no certificate"
+        name = function.decode("utf-8", "replace")
+        self.server.rate_limited_warning(
+            "acl",
+            "ACL: refused HTTP submission of %r from %s (%s)",
+            name,
+            self.session.peer if self.session else "-",
+            who,
+        )
+        return 403, f"PERMISSION_DENIED the ACL does not let {who} submit to {name}", []
 
     def deliver(self, data: bytes) -> None:
         """The core's output to this connection's session: Gearman response packets."""

@@ -570,11 +570,6 @@ class JobServer:
                     " pass --ssl with --acl-file, or --allow-insecure-remote, to listen beyond"
                     " loopback"
                 )
-        if self.acl is not None and cfg.http_port is not None:
-            raise ValueError(
-                "--acl-file cannot be combined with --http-port: HTTP requests are not checked"
-                " against the ACL"
-            )
         await self.store.open()
         core = self.core
         for policy in await self.store.load_policies():

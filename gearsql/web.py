@@ -342,12 +342,16 @@ def _words(body: dict[str, Any]) -> list[bytes] | str:
 def _action(server: ServerView, session: Session, request: Request) -> Answer:
     headers = request.headers
     if not session.trusted:
-        return _refuse(403, "actions are only accepted from loopback (or with --remote-admin)")
+        return _refuse(
+            403,
+            "actions are only accepted from loopback (or with --remote-admin); under an ACL, "
+            "from a certificate it grants admin",
+        )
     host = headers.get(b"host", b"")
     if not _host_allowed(host):
         return _refuse(403, "actions need a Host that is an IP address or localhost")
     origin = headers.get(b"origin")
-    if origin is not None and origin != b"http://" + host:
+    if origin is not None and origin not in (b"http://" + host, b"https://" + host):
         return _refuse(403, "actions are only accepted from this server's own page")
     content_type = headers.get(b"content-type", b"").partition(b";")[0].strip().lower()
     if content_type != b"application/json":

@@ -4,6 +4,8 @@ PyPI's gear, and plaintext peers that must be refused."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import signal
 import socket
@@ -319,6 +321,43 @@ def test_acl_decides_who_runs_mutating_admin_commands(
         with AdminClient(*server.address, **pki.client_kwargs("admin-1")) as admin:
             admin.maxqueue("reverse", 10)
         wait_until(lambda: "ACL: refused admin command 'maxqueue'" in server.log(), "the log")
+
+
+def _https(
+    port: int, pki: Pki, name: str, method: str, path: str, body: bytes, json_body: bool = False
+) -> tuple[int, bytes]:
+    context = ssl.create_default_context(cafile=pki.ca)
+    context.load_cert_chain(pki.cert(name), pki.key(name))
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=TIMEOUT, context=context)
+    try:
+        headers = {"Content-Type": "application/json"} if json_body else {}
+        conn.request(method, path, body=body, headers=headers)
+        answer = conn.getresponse()
+        return answer.status, answer.read()
+    finally:
+        conn.close()
+
+
+def test_the_http_port_follows_the_acl(tmp_path: Path, pki: Pki, acl_file: Path) -> None:
+    http_port = free_port()
+    args = ("--acl-file", str(acl_file), "--http-port", str(http_port))
+    with tls_server(tmp_path, pki, *args) as server, running_worker(server, pki):
+        assert _https(http_port, pki, "app-1", "POST", "/reverse", b"lager") == (200, b"regal")
+        status, text = _https(http_port, pki, "app-1", "POST", "/secret", b"x")
+        assert status == 403
+        assert b"PERMISSION_DENIED the ACL does not let app-1" in text and b"secret" in text
+        # worker-1 may work on reverse, not submit to it.
+        assert _https(http_port, pki, "worker-1", "POST", "/reverse", b"x")[0] == 403
+        # Reading stays open; acting needs the ACL's admin grant, whatever the address.
+        assert _https(http_port, pki, "app-1", "GET", "/api/status", b"")[0] == 200
+        action = json.dumps({"action": "maxqueue", "function": b"reverse".hex(), "limits": [3] * 3})
+        denied = _https(http_port, pki, "app-1", "POST", "/api/action", action.encode(), True)
+        assert denied[0] == 403 and b"ACL" in denied[1]
+        allowed = _https(http_port, pki, "admin-1", "POST", "/api/action", action.encode(), True)
+        assert allowed[0] == 200, allowed
+        wait_until(
+            lambda: "ACL: refused HTTP submission of 'secret'" in server.log(), "the denial logged"
+        )
 
 
 def test_sighup_reloads_the_acl_and_a_bad_file_keeps_the_old_one(

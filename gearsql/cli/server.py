@@ -475,8 +475,3 @@ def _check_security(options: dict[str, Any]) -> None:
             raise CommandError(f"--acl-file: cannot read {path}: {exc.strerror or exc}") from None
         except (AclError, UnicodeDecodeError) as exc:
             raise CommandError(f"--acl-file: {exc}") from None
-        if options["http_port"] is not None:
-            raise CommandError(
-                "--acl-file cannot be combined with --http-port: HTTP requests are not checked "
-                "against the ACL"
-            )
