@@ -51,7 +51,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from gearsql.protocol import ARGUMENTS, REQ, RES, Packet, PacketType, Parser, pack, pack_request
 
@@ -609,13 +609,26 @@ def started_server(log_path: Path, extra: list[str]) -> Iterator[tuple[tuple[str
         "WARNING",
         *extra,
     ]
-    stderr = stderr_path(log_path).open("wb")
-    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=stderr)
+    with stderr_path(log_path).open("wb") as stderr:
+        with listening(command, port, "the server", stderr) as pid:
+            yield ("127.0.0.1", port), pid
+
+
+@contextlib.contextmanager
+def listening(
+    command: list[str], port: int, what: str, stderr: IO[bytes] | int = subprocess.DEVNULL
+) -> Iterator[int]:
+    """Run ``command`` until the block ends (terminated, killed after 10 s); its pid once
+    127.0.0.1:``port`` accepts connections (RuntimeError if it exits first, OSError after
+    15 s)."""
+    proc = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
+    )
     try:
         deadline = time.monotonic() + 15
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"the server exited with {proc.returncode}")
+                raise RuntimeError(f"{what} exited with {proc.returncode}")
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
                 break
@@ -623,7 +636,7 @@ def started_server(log_path: Path, extra: list[str]) -> Iterator[tuple[tuple[str
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        yield ("127.0.0.1", port), proc.pid
+        yield proc.pid
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -632,7 +645,6 @@ def started_server(log_path: Path, extra: list[str]) -> Iterator[tuple[tuple[str
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        stderr.close()
 
 
 def stderr_path(log_path: Path) -> Path:

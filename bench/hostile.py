@@ -39,7 +39,6 @@ import shutil
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -387,30 +386,8 @@ def started_gearmand() -> Iterator[tuple[tuple[str, int], int]]:
     port = fuzz.free_port()
     gearmand = shutil.which("gearmand") or "/usr/sbin/gearmand"
     command = [gearmand, "-p", str(port), "-L", "127.0.0.1", "-t", "0", "-l", "/dev/null"]
-    proc = subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"gearmand exited with {proc.returncode}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield ("127.0.0.1", port), proc.pid
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with fuzz.listening(command, port, "gearmand") as pid:
+        yield ("127.0.0.1", port), pid
 
 
 def fuzzing(target: Target, quick: bool) -> list[Row]:
