@@ -255,7 +255,9 @@ class Session:
 
 
 class PendingAck:
-    """A JOB_CREATED (or ERROR) not yet known: it waits for the durable store's commit."""
+    """A JOB_CREATED (or ERROR) not yet known, or a worker's output held back until the end
+    of its last stored job is written (``data`` then becomes empty): it waits for the durable
+    store's commit."""
 
     __slots__ = ("data",)
 

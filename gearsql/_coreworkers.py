@@ -204,7 +204,10 @@ class WorkerRules(JobLifecycle):
                     self.clock() + window,
                     packet.args[1] if self.keep_results else b"",
                 )
+        stored = job.stored
         self._move(job, FINISH)
+        if stored:
+            self._hold_until_committed(session)
 
     def _work_fail(self, session: Session, packet: Packet) -> None:
         job = self._held_job(session, packet)
@@ -212,10 +215,13 @@ class WorkerRules(JobLifecycle):
             return
         job.function.failed += 1
         self._fail_clients(job)
+        stored = job.stored
         if job.background and job.state is RUNNING and self.retry_policy_for(job).active:
             self._failed(job, b"failed", "failed")
         else:
             self._move(job, FINISH)
+        if stored:
+            self._hold_until_committed(session)
 
     def _work_exception(self, session: Session, packet: Packet) -> None:
         job = self._held_job(session, packet)
@@ -228,7 +234,10 @@ class WorkerRules(JobLifecycle):
             # Only clients that asked (or every client with --exceptions) get the exception;
             # the others get a plain WORK_FAIL with the bare handle.
             self.send(client, exception if client.exceptions or self.exceptions else fail)
+        stored = job.stored
         if job.background and job.state is RUNNING and self.retry_policy_for(job).active:
             self._failed(job, packet.args[1] or b"exception", "exception")
         else:
             self._move(job, FINISH)
+        if stored:
+            self._hold_until_committed(session)

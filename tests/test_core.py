@@ -1129,3 +1129,49 @@ def test_a_job_being_stored_counts_as_waiting_until_its_commit_fails() -> None:
     assert d.received(client) == [(P.ERROR, (b"QUEUE_ERROR", b"disk full"))]
     assert d.admin(admin, b"status") == b".\n"
     assert d.core.jobs == {} and d.core.finished_stored == []
+
+
+def test_a_worker_gets_its_next_job_only_once_the_end_of_its_last_stored_one_is_committed() -> None:
+    # docs/reliability.md case 17: a SIGKILL may run again only the jobs in flight.
+    d = CoreDriver(durable=True)
+    client, worker = d.connect(), d.connect()
+    for unique in (b"a", b"b", b"c"):
+        d.send(client, P.SUBMIT_JOB_BG, b"f", unique, unique)
+    stored, d.core.to_store = d.core.to_store, []
+    d.core.commit_done(stored)
+    d.send(worker, P.CAN_DO, b"f")
+    d.send(worker, P.GRAB_JOB_UNIQ)
+    [(kind, (first, _, unique, _))] = d.received(worker)
+    assert (kind, unique) == (P.JOB_ASSIGN_UNIQ, b"a")
+    # WORK_COMPLETE and the next GRAB in one read: the assignment waits for the deletion.
+    d.send(worker, P.WORK_COMPLETE, first, b"")
+    d.send(worker, P.GRAB_JOB_UNIQ)
+    assert d.received(worker) == []
+    removes, d.core.finished_stored = d.core.finished_stored, []
+    holds, d.core.end_holds = d.core.end_holds, []
+    assert [job.unique for job in removes] == [b"a"] and len(holds) == 1
+    # The network layer commits both (one group), then lets the worker go on.
+    d.core.ends_committed(holds)
+    [(kind, (second, _, unique, _))] = d.received(worker)
+    assert (kind, unique) == (P.JOB_ASSIGN_UNIQ, b"b")
+    # A failure ends a stored run too; a commit that fails keeps the worker waiting.
+    d.send(worker, P.WORK_FAIL, second)
+    d.send(worker, P.GRAB_JOB_UNIQ)
+    assert d.received(worker) == []
+    assert [job.unique for job in d.core.finished_stored] == [b"b"]
+    assert len(d.core.end_holds) == 1
+
+
+def test_a_worker_of_jobs_not_stored_is_never_held() -> None:
+    d = CoreDriver(durable=True)
+    client, worker = d.connect(), d.connect()
+    d.send(client, P.SUBMIT_JOB, b"f", b"", b"foreground")
+    d.send(client, P.SUBMIT_JOB, b"f", b"", b"foreground too")
+    d.received(client)
+    d.send(worker, P.CAN_DO, b"f")
+    d.send(worker, P.GRAB_JOB)
+    [(_, (handle, _, _))] = d.received(worker)
+    d.send(worker, P.WORK_COMPLETE, handle, b"done")
+    d.send(worker, P.GRAB_JOB)
+    assert [kind for kind, _ in d.received(worker)] == [P.JOB_ASSIGN]
+    assert d.core.end_holds == []
