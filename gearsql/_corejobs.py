@@ -38,8 +38,8 @@ from gearsql._corestate import (  # the short state and event names are for the 
     JobEvent,
     JobState,
     Notice,
-    PendingAck,
     RetryPolicy,
+    RunEnd,
     Schedule,
     Session,
     after_loss,
@@ -193,11 +193,13 @@ class JobLifecycle:
         self.dirty: list[Session] = []
         #: Stored jobs that finished; the network layer deletes them from the durable store.
         self.finished_stored: list[Job] = []
-        #: Workers' output held back (a placeholder in ``out``) since they ended a run of a
-        #: stored job: taken by the network layer with ``finished_stored`` and let go by
-        #: :meth:`ends_committed` once that commit is done, so that a worker is sent no next
-        #: job while the end of its last one could still be lost (docs/reliability.md case 17).
-        self.end_holds: list[tuple[Session, PendingAck]] = []
+        #: Ends of workers' runs of stored jobs, not yet committed, oldest first: taken by the
+        #: network layer with ``finished_stored`` and handed back to ``ends_committed`` once
+        #: that commit is done. A worker's GRAB is answered only after its last end is
+        #: committed (``_last_end``), so a crash can run again only the jobs in flight
+        #: (docs/reliability.md case 17).
+        self.end_holds: list[RunEnd] = []
+        self._last_end: dict[Session, RunEnd] = {}
         #: Whether background jobs go to a durable store before JOB_CREATED.
         self.durable = durable
         #: Background jobs accepted but not yet committed; the network layer commits them in
@@ -292,25 +294,6 @@ class JobLifecycle:
         if not session.in_dirty:
             session.in_dirty = True
             self.dirty.append(session)
-
-    def _hold_until_committed(self, session: Session) -> None:
-        """Hold ``session``'s further output (its next JOB_ASSIGN above all) until the commit
-        that writes the end of the stored job it just ran."""
-        if session.closed:
-            return
-        hold = PendingAck()
-        session.unacked += 1
-        self.send(session, hold)  # type: ignore[arg-type]
-        self.end_holds.append((session, hold))
-
-    def ends_committed(self, holds: list[tuple[Session, PendingAck]]) -> None:
-        """The commit that took ``holds`` (from ``end_holds``) is done: the workers' output
-        flows again."""
-        for session, hold in holds:
-            hold.data = b""
-            if not session.closed and not session.in_dirty:
-                session.in_dirty = True
-                self.dirty.append(session)
 
     def take_dirty(self) -> list[Session]:
         """Return the sessions with output and reset the list; their ``out`` stays to be

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gearsql import __version__
-from gearsql._corestate import Histogram, PendingAck
+from gearsql._corestate import Histogram, RunEnd
 from gearsql._cron import CronError, parse_cron
 from gearsql._limits import (
     DEFAULT_MAX_BUFFER,
@@ -763,12 +763,12 @@ class JobServer:
         adds, core.to_store = core.to_store, []
         removes, core.finished_stored = core.finished_stored, []
         # Workers that ended these runs get their next job once this commit is done.
-        holds, core.end_holds = core.end_holds, []
+        ends, core.end_holds = core.end_holds, []
         assert self.loop is not None
         if self._commit_retry is not None:
             self._commit_retry.cancel()
             self._commit_retry = None
-        task = self.loop.create_task(self._commit(adds, removes, self._take_writes(), holds))
+        task = self.loop.create_task(self._commit(adds, removes, self._take_writes(), ends))
         task.add_done_callback(self._commit_finished)
         self._commit_task = task
 
@@ -826,12 +826,12 @@ class JobServer:
         adds: list[Job],
         removes: list[Job],
         writes: _Writes | None = None,
-        holds: list[tuple[Session, PendingAck]] | None = None,
+        ends: list[RunEnd] | None = None,
     ) -> str | None:
         """Commit one group; tell the core. Returns the error, if the commit failed.
 
-        ``holds`` are the workers waiting for the end of their last run to be written: they
-        are let go once it is, and wait for the next commit when it is not."""
+        ``ends`` are the ends of workers' runs that this commit writes: the workers' GRABs
+        are answered once it is done, and wait for the next commit when it failed."""
         core = self.core
         row = core.store_row
         error: str | None = None
@@ -900,12 +900,12 @@ class JobServer:
             # rewrites and the dead letters.
             self.core.finished_stored[:0] = removes
             self._keep_writes(writes)
-        if holds:
-            if error is None or (not removes and writes is _NO_WRITES):
-                self.core.ends_committed(holds)
-            else:
-                self.core.end_holds[:0] = holds
         self.core.commit_done(adds, error)
+        if ends:
+            if error is None or (not removes and writes is _NO_WRITES):
+                self.core.ends_committed(ends)
+            else:
+                self.core.end_holds[:0] = ends
         return error
 
     def _arm(self, deadline: float | None) -> None:
