@@ -39,6 +39,7 @@ from gearsql._corestate import (  # the short state and event names are for the 
     JobState,
     Notice,
     RetryPolicy,
+    RunEnd,
     Schedule,
     Session,
     after_loss,
@@ -192,6 +193,13 @@ class JobLifecycle:
         self.dirty: list[Session] = []
         #: Stored jobs that finished; the network layer deletes them from the durable store.
         self.finished_stored: list[Job] = []
+        #: Ends of workers' runs of stored jobs, not yet committed, oldest first: taken by the
+        #: network layer with ``finished_stored`` and handed back to ``ends_committed`` once
+        #: that commit is done. A worker's GRAB is answered only after its last end is
+        #: committed (``_last_end``), so a crash can run again only the jobs in flight
+        #: (docs/reliability.md case 17).
+        self.end_holds: list[RunEnd] = []
+        self._last_end: dict[Session, RunEnd] = {}
         #: Whether background jobs go to a durable store before JOB_CREATED.
         self.durable = durable
         #: Background jobs accepted but not yet committed; the network layer commits them in

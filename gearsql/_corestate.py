@@ -26,6 +26,7 @@ __all__ = [
     "Notice",
     "PendingAck",
     "RetryPolicy",
+    "RunEnd",
     "Schedule",
     "Session",
     "after_loss",
@@ -255,12 +256,26 @@ class Session:
 
 
 class PendingAck:
-    """A JOB_CREATED (or ERROR) not yet known: it waits for the durable store's commit."""
+    """A reply not yet known: a JOB_CREATED (or ERROR), or the answer to a worker's GRAB that
+    waits for the end of its last stored job to be written. It waits for the durable store's
+    commit."""
 
     __slots__ = ("data",)
 
     def __init__(self) -> None:
         self.data: bytes | None = None
+
+
+class RunEnd:
+    """A worker ended a run of a stored job (its deletion, or its retry's or dead letter's
+    rows, go in the next group commit): its GRABs wait here until that commit is done."""
+
+    __slots__ = ("grabs", "worker")
+
+    def __init__(self, worker: Session) -> None:
+        self.worker = worker
+        #: The worker's GRABs meanwhile: their reply placeholders and packet types.
+        self.grabs: list[tuple[PendingAck, int]] = []
 
 
 #: Upper bounds (seconds) of the job wait and run time histograms' buckets; one more bucket

@@ -24,6 +24,8 @@ from gearsql._corestate import (  # the short state and event names are for the 
     RUNNING,
     Function,
     Job,
+    PendingAck,
+    RunEnd,
     Session,
 )
 from gearsql.protocol import (
@@ -132,29 +134,56 @@ class WorkerRules(JobLifecycle):
         if session.abilities:
             for fn in session.abilities:
                 fn.sleepers.pop(session, None)
+        end = self._last_end.get(session)
+        if end is None:
+            self.send(session, self._assignment(session, packet.type))
+            return
+        # The end of its last stored job is not committed yet: the answer waits for it (and
+        # the job stays queued meanwhile, for any worker that may run it).
+        reply = PendingAck()
+        session.unacked += 1
+        self.send(session, reply)  # type: ignore[arg-type]
+        end.grabs.append((reply, packet.type))
+
+    def _run_ended(self, worker: Session) -> None:
+        """``worker`` ended a run of a stored job: its next GRABs wait for that commit."""
+        end = RunEnd(worker)
+        self._last_end[worker] = end
+        self.end_holds.append(end)
+
+    def ends_committed(self, ends: list[RunEnd]) -> None:
+        """The commit that took ``ends`` (from ``end_holds``) is done: answer the GRABs that
+        waited for it."""
+        last_end = self._last_end
+        for end in ends:
+            worker = end.worker
+            if last_end.get(worker) is end:
+                del last_end[worker]
+            if worker.closed:
+                continue
+            for reply, kind in end.grabs:
+                reply.data = self._assignment(worker, kind)
+            if end.grabs and not worker.in_dirty:
+                worker.in_dirty = True
+                self.dirty.append(worker)
+
+    def _assignment(self, session: Session, kind: int) -> bytes:
+        """The answer to a GRAB: the next job, now RUNNING on ``session``, or NO_JOB."""
         job = self._take(session)
         if job is None:
-            self.send(session, _NO_JOB)
-            return
+            return _NO_JOB
         fn = job.function
         self._move(job, ASSIGN)
         job.worker = session
         session.holding[job.handle] = job
-        kind = packet.type
         if kind == P.GRAB_JOB:
-            self.send(session, frame_response(P.JOB_ASSIGN, job.handle, fn.name, job.data))
+            reply = frame_response(P.JOB_ASSIGN, job.handle, fn.name, job.data)
         elif kind == P.GRAB_JOB_ALL and job.reducer:
-            self.send(
-                session,
-                frame_response(
-                    P.JOB_ASSIGN_ALL, job.handle, fn.name, job.unique, job.reducer, job.data
-                ),
+            reply = frame_response(
+                P.JOB_ASSIGN_ALL, job.handle, fn.name, job.unique, job.reducer, job.data
             )
         else:
-            self.send(
-                session,
-                frame_response(P.JOB_ASSIGN_UNIQ, job.handle, fn.name, job.unique, job.data),
-            )
+            reply = frame_response(P.JOB_ASSIGN_UNIQ, job.handle, fn.name, job.unique, job.data)
         timeout = session.timeouts.get(fn) if session.timeouts else None
         if timeout:
             self._seq += 1
@@ -163,6 +192,7 @@ class WorkerRules(JobLifecycle):
                 self._deadlines,
                 (self.clock() + timeout, self._seq, job, session, job.retries),
             )
+        return reply
 
     def _held_job(self, session: Session, packet: Packet) -> Job | None:
         """The job a WORK_* packet names, if this very connection was assigned it."""
@@ -204,7 +234,10 @@ class WorkerRules(JobLifecycle):
                     self.clock() + window,
                     packet.args[1] if self.keep_results else b"",
                 )
+        stored = job.stored
         self._move(job, FINISH)
+        if stored:
+            self._run_ended(session)
 
     def _work_fail(self, session: Session, packet: Packet) -> None:
         job = self._held_job(session, packet)
@@ -212,10 +245,13 @@ class WorkerRules(JobLifecycle):
             return
         job.function.failed += 1
         self._fail_clients(job)
+        stored = job.stored
         if job.background and job.state is RUNNING and self.retry_policy_for(job).active:
             self._failed(job, b"failed", "failed")
         else:
             self._move(job, FINISH)
+        if stored:
+            self._run_ended(session)
 
     def _work_exception(self, session: Session, packet: Packet) -> None:
         job = self._held_job(session, packet)
@@ -228,7 +264,10 @@ class WorkerRules(JobLifecycle):
             # Only clients that asked (or every client with --exceptions) get the exception;
             # the others get a plain WORK_FAIL with the bare handle.
             self.send(client, exception if client.exceptions or self.exceptions else fail)
+        stored = job.stored
         if job.background and job.state is RUNNING and self.retry_policy_for(job).active:
             self._failed(job, packet.args[1] or b"exception", "exception")
         else:
             self._move(job, FINISH)
+        if stored:
+            self._run_ended(session)

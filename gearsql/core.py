@@ -49,6 +49,13 @@ Gearman, and foreground jobs always do: their clients get the failure. A lost wo
 with no policy follows ``job_retries`` (gearmand's meaning: at most that many runs; 0 or less
 is unlimited).
 
+**A worker's next job waits for the end of its last.** When a worker ends a run of a stored job
+(WORK_COMPLETE, WORK_FAIL, WORK_EXCEPTION), the end is noted in
+:attr:`JobServerCore.end_holds` and its next GRAB gets a placeholder instead of a job; the
+network layer takes the ends with the group commit that writes them and hands them back to
+:meth:`JobServerCore.ends_committed`, which answers the waiting GRABs. So a crash runs again
+only the jobs in flight (docs/reliability.md case 17), and the job stays queued meanwhile.
+
 **Uniques that remember.** When a background job with a real unique (not empty, not ``-``)
 ends in WORK_COMPLETE and its function's unique window (``unique_window``, or its own in
 ``unique_windows``) is open, :meth:`remember` keeps (function, unique) -> (expiry, result) in

@@ -46,7 +46,7 @@ import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gearsql import __version__
-from gearsql._corestate import Histogram
+from gearsql._corestate import Histogram, RunEnd
 from gearsql._cron import CronError, parse_cron, parse_schedule
 from gearsql._limits import (
     DEFAULT_MAX_BUFFER,
@@ -240,11 +240,13 @@ class JobServer:
         core = self.core
         adds, core.to_store = core.to_store, []
         removes, core.finished_stored = core.finished_stored, []
+        # Workers that ended these runs get their next job once this commit is done.
+        ends, core.end_holds = core.end_holds, []
         assert self.loop is not None
         if self._commit_retry is not None:
             self._commit_retry.cancel()
             self._commit_retry = None
-        task = self.loop.create_task(self._commit(adds, removes, self._take_writes()))
+        task = self.loop.create_task(self._commit(adds, removes, self._take_writes(), ends))
         task.add_done_callback(self._commit_finished)
         self._commit_task = task
 
@@ -298,9 +300,16 @@ class JobServer:
         core.pending_writes = True
 
     async def _commit(
-        self, adds: list[Job], removes: list[Job], writes: _Writes | None = None
+        self,
+        adds: list[Job],
+        removes: list[Job],
+        writes: _Writes | None = None,
+        ends: list[RunEnd] | None = None,
     ) -> str | None:
-        """Commit one group; tell the core. Returns the error, if the commit failed."""
+        """Commit one group; tell the core. Returns the error, if the commit failed.
+
+        ``ends`` are the ends of workers' runs that this commit writes: the workers' GRABs
+        are answered once it is done, and wait for the next commit when it failed."""
         core = self.core
         row = core.store_row
         error: str | None = None
@@ -370,6 +379,11 @@ class JobServer:
             self.core.finished_stored[:0] = removes
             self._keep_writes(writes)
         self.core.commit_done(adds, error)
+        if ends:
+            if error is None or (not removes and writes is _NO_WRITES):
+                self.core.ends_committed(ends)
+            else:
+                self.core.end_holds[:0] = ends
         return error
 
     def _arm(self, deadline: float | None) -> None:

@@ -1128,3 +1128,77 @@ def test_a_job_being_stored_counts_as_waiting_until_its_commit_fails() -> None:
     assert d.received(client) == [(P.ERROR, (b"QUEUE_ERROR", b"disk full"))]
     assert d.admin(admin, b"status") == b".\n"
     assert d.core.jobs == {} and d.core.finished_stored == []
+
+
+def test_a_worker_gets_its_next_job_only_once_the_end_of_its_last_stored_one_is_committed() -> None:
+    # docs/reliability.md case 17: a SIGKILL may run again only the jobs in flight.
+    d = CoreDriver(durable=True)
+    client, worker, other, admin = d.connect(), d.connect(), d.connect(), d.connect()
+    for unique in (b"a", b"b", b"c", b"d"):
+        d.send(client, P.SUBMIT_JOB_BG, b"f", unique, unique)
+    stored, d.core.to_store = d.core.to_store, []
+    d.core.commit_done(stored)
+    d.send(worker, P.CAN_DO, b"f")
+    d.send(worker, P.GRAB_JOB_UNIQ)
+    [(kind, (first, _, unique, _))] = d.received(worker)
+    assert (kind, unique) == (P.JOB_ASSIGN_UNIQ, b"a")
+    # WORK_COMPLETE, the next GRAB and an ECHO in one read: the GRAB's answer waits for the
+    # deletion, the ECHO's waits behind it, and the job stays queued meanwhile.
+    d.send(worker, P.WORK_COMPLETE, first, b"")
+    d.send(worker, P.GRAB_JOB_UNIQ)
+    d.send(worker, P.ECHO_REQ, b"ping")
+    assert d.received(worker) == []
+    assert d.admin(admin, b"status") == b"f\t3\t0\t1\n.\n"
+    # Another worker is not held back by it.
+    d.send(other, P.CAN_DO, b"f")
+    d.send(other, P.GRAB_JOB_UNIQ)
+    [(_, (_, _, unique, _))] = d.received(other)
+    assert unique == b"b"
+    removes, d.core.finished_stored = d.core.finished_stored, []
+    ends, d.core.end_holds = d.core.end_holds, []
+    assert [job.unique for job in removes] == [b"a"] and [e.worker for e in ends] == [worker]
+    # The network layer commits both in one group, then hands the ends back.
+    d.core.ends_committed(ends)
+    assert worker in d.core.dirty
+    [(kind, (second, _, unique, _)), echo] = d.received(worker)
+    assert (kind, unique, echo) == (P.JOB_ASSIGN_UNIQ, b"c", (P.ECHO_RES, (b"ping",)))
+    # A failure ends a stored run too, and until its commit is done the GRAB waits.
+    d.send(worker, P.WORK_FAIL, second)
+    d.send(worker, P.GRAB_JOB_UNIQ)
+    assert d.received(worker) == []
+    assert [job.unique for job in d.core.finished_stored] == [b"c"]
+    assert len(d.core.end_holds) == 1
+
+
+def test_a_worker_that_leaves_while_its_grab_waits_takes_no_job() -> None:
+    d = CoreDriver(durable=True)
+    client, worker, admin = d.connect(), d.connect(), d.connect()
+    for unique in (b"a", b"b"):
+        d.send(client, P.SUBMIT_JOB_BG, b"f", unique, unique)
+    stored, d.core.to_store = d.core.to_store, []
+    d.core.commit_done(stored)
+    d.send(worker, P.CAN_DO, b"f")
+    d.send(worker, P.GRAB_JOB)
+    [(_, (handle, _, _))] = d.received(worker)
+    d.send(worker, P.WORK_COMPLETE, handle, b"")
+    d.send(worker, P.GRAB_JOB)
+    d.core.disconnect(worker)
+    ends, d.core.end_holds = d.core.end_holds, []
+    d.core.ends_committed(ends)
+    assert d.admin(admin, b"status") == b"f\t1\t0\t0\n.\n"
+    assert d.core.take_notices() == []
+
+
+def test_a_worker_of_jobs_not_stored_is_never_held() -> None:
+    d = CoreDriver(durable=True)
+    client, worker = d.connect(), d.connect()
+    d.send(client, P.SUBMIT_JOB, b"f", b"", b"foreground")
+    d.send(client, P.SUBMIT_JOB, b"f", b"", b"foreground too")
+    d.received(client)
+    d.send(worker, P.CAN_DO, b"f")
+    d.send(worker, P.GRAB_JOB)
+    [(_, (handle, _, _))] = d.received(worker)
+    d.send(worker, P.WORK_COMPLETE, handle, b"done")
+    d.send(worker, P.GRAB_JOB)
+    assert [kind for kind, _ in d.received(worker)] == [P.JOB_ASSIGN]
+    assert d.core.end_holds == []
