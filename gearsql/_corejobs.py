@@ -7,6 +7,7 @@ of operation.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import math
 import struct
@@ -170,6 +171,7 @@ class JobLifecycle:
         jitter: Callable[[], float] = _no_jitter,
         unique_window: float = 0.0,
         keep_results: bool = False,
+        unconfirmed_runs: int = 1,
     ):
         # Handles must stay under 64 bytes with room for a 20-digit counter.
         self.handle_prefix = handle_prefix[: MAX_HANDLE - 23] + b":"
@@ -196,10 +198,16 @@ class JobLifecycle:
         #: Ends of workers' runs of stored jobs, not yet committed, oldest first: taken by the
         #: network layer with ``finished_stored`` and handed back to ``ends_committed`` once
         #: that commit is done. A worker's GRAB is answered only after its last end is
-        #: committed (``_last_end``), so a crash can run again only the jobs in flight
+        #: committed (``_open_ends``), so a crash can run again only the jobs in flight
         #: (docs/reliability.md case 17).
         self.end_holds: list[RunEnd] = []
-        self._last_end: dict[Session, RunEnd] = {}
+        #: Each worker's ends not yet committed, oldest first. A GRAB is answered at once
+        #: while it has fewer than ``unconfirmed_runs`` of them, else when the oldest is
+        #: committed: a crash runs again at most that many finished jobs per worker.
+        self._open_ends: dict[Session, collections.deque[RunEnd]] = {}
+        if unconfirmed_runs < 1:
+            raise ValueError("unconfirmed_runs must be at least 1")
+        self.unconfirmed_runs = unconfirmed_runs
         #: Whether background jobs go to a durable store before JOB_CREATED.
         self.durable = durable
         #: Background jobs accepted but not yet committed; the network layer commits them in

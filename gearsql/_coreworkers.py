@@ -4,6 +4,7 @@ and the work results (``WORK_*``). See :mod:`gearsql.core`.
 
 from __future__ import annotations
 
+import collections
 import heapq
 
 from gearsql._corejobs import (
@@ -134,31 +135,38 @@ class WorkerRules(JobLifecycle):
         if session.abilities:
             for fn in session.abilities:
                 fn.sleepers.pop(session, None)
-        end = self._last_end.get(session)
-        if end is None:
+        ends = self._open_ends.get(session)
+        if ends is None or len(ends) < self.unconfirmed_runs:
             self.send(session, self._assignment(session, packet.type))
             return
-        # The end of its last stored job is not committed yet: the answer waits for it (and
-        # the job stays queued meanwhile, for any worker that may run it).
+        # As many ends of its stored jobs as allowed are not committed yet: the answer waits
+        # for the oldest (and the job stays queued meanwhile, for any worker that may run it).
         reply = PendingAck()
         session.unacked += 1
         self.send(session, reply)  # type: ignore[arg-type]
-        end.grabs.append((reply, packet.type))
+        ends[0].grabs.append((reply, packet.type))
 
     def _run_ended(self, worker: Session) -> None:
-        """``worker`` ended a run of a stored job: its next GRABs wait for that commit."""
+        """``worker`` ended a run of a stored job: it goes in the next commit, and the
+        worker's GRABs wait for it once ``unconfirmed_runs`` of its ends are uncommitted."""
         end = RunEnd(worker)
-        self._last_end[worker] = end
+        ends = self._open_ends.get(worker)
+        if ends is None:
+            ends = self._open_ends[worker] = collections.deque()
+        ends.append(end)
         self.end_holds.append(end)
 
     def ends_committed(self, ends: list[RunEnd]) -> None:
         """The commit that took ``ends`` (from ``end_holds``) is done: answer the GRABs that
         waited for it."""
-        last_end = self._last_end
+        open_ends = self._open_ends
         for end in ends:
             worker = end.worker
-            if last_end.get(worker) is end:
-                del last_end[worker]
+            pending = open_ends.get(worker)
+            if pending is not None and end in pending:  # the oldest: commits keep their order
+                pending.remove(end)
+                if not pending:
+                    del open_ends[worker]
             if worker.closed:
                 continue
             for reply, kind in end.grabs:

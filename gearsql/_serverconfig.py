@@ -66,6 +66,9 @@ class ServerConfig:
     #: Most functions at once; 0: no limit.
     max_functions: int = DEFAULT_MAX_FUNCTIONS
     backlog: int = 1024
+    #: Runs of stored jobs a worker may end before the first end is committed (its next job
+    #: waits past that): the most finished jobs per worker a crash can run again.
+    unconfirmed_runs: int = 1
     keepalive: bool = False
     keepalive_idle: int = -1
     keepalive_interval: int = -1

@@ -119,6 +119,7 @@ class JobServer:
             jitter=random.random,
             unique_window=config.unique_window,
             keep_results=config.keep_results,
+            unconfirmed_runs=config.unconfirmed_runs,
         )
         self.store = store if store is not None else open_store(config.store)
         self.core.durable = self.store.durable

@@ -1170,6 +1170,37 @@ def test_a_worker_gets_its_next_job_only_once_the_end_of_its_last_stored_one_is_
     assert len(d.core.end_holds) == 1
 
 
+def test_unconfirmed_runs_lets_a_worker_finish_that_many_jobs_before_a_commit() -> None:
+    # --unconfirmed-runs 3: three ends may wait for the commit; the fourth GRAB waits for the
+    # oldest, so a crash could run again at most three finished jobs of this worker.
+    d = CoreDriver(durable=True, unconfirmed_runs=3)
+    client, worker = d.connect(), d.connect()
+    for unique in (b"a", b"b", b"c", b"d", b"e"):
+        d.send(client, P.SUBMIT_JOB_BG, b"f", unique, unique)
+    stored, d.core.to_store = d.core.to_store, []
+    d.core.commit_done(stored)
+    d.send(worker, P.CAN_DO, b"f")
+    done = []
+    d.send(worker, P.GRAB_JOB_UNIQ)
+    for _ in range(3):
+        [(kind, (handle, _, unique, _))] = d.received(worker)
+        assert kind == P.JOB_ASSIGN_UNIQ
+        done.append(unique)
+        d.send(worker, P.WORK_COMPLETE, handle, b"")
+        d.send(worker, P.GRAB_JOB_UNIQ)
+    assert done == [b"a", b"b", b"c"]
+    assert d.received(worker) == []  # three ends uncommitted: the fourth job waits
+    ends, d.core.end_holds = d.core.end_holds, []
+    assert len(ends) == 3
+    d.core.ends_committed(ends[:1])  # a commit that took the oldest only
+    [(kind, (_, _, unique, _))] = d.received(worker)
+    assert (kind, unique) == (P.JOB_ASSIGN_UNIQ, b"d")
+    d.core.ends_committed(ends[1:])
+    assert d.received(worker) == []  # nothing asked meanwhile, nothing answered
+    with pytest.raises(ValueError, match="unconfirmed_runs"):
+        CoreDriver(durable=True, unconfirmed_runs=0)
+
+
 def test_a_worker_that_leaves_while_its_grab_waits_takes_no_job() -> None:
     d = CoreDriver(durable=True)
     client, worker, admin = d.connect(), d.connect(), d.connect()

@@ -146,6 +146,16 @@ class _ConfigFileCommand(click.Command):
     "of its unique gets it at once (WORK_COMPLETE) instead of running the job again.",
 )
 @click.option(
+    "--unconfirmed-runs",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    metavar="N",
+    help="With a durable store: jobs a worker may finish before the removal of the first is "
+    "committed; its next job waits past that. 1 means a crash runs again at most the jobs in "
+    "flight; more lets fast workers drain faster, at the cost of up to N re-runs per worker.",
+)
+@click.option(
     "-w",
     "--worker-wakeup",
     default=0,
