@@ -759,25 +759,33 @@ def run_server(config: ServerConfig, pid_file: str | None = None) -> int:
 
     async def main() -> int:
         server = JobServer(config)
+        loop = asyncio.get_running_loop()
+        relays: tuple[asyncio.Event, asyncio.Task[None]] | None = None
+        #: A SIGTERM or SIGINT that came while the server was starting (the port may already
+        #: accept connections then): honoured as soon as it runs, never the default death.
+        asked_early: list[bool] = []
+
+        def stop() -> None:
+            if server._stopping is None:
+                asked_early.append(True)
+            elif relays is None:
+                server.stop()
+            else:
+                # The relays finish their batch (which needs the server) before it stops.
+                relays[0].set()
+                relays[1].add_done_callback(lambda _: server.stop())
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop)
         try:
             await server.start()
         except (OSError, ValueError, StoreError) as exc:
             log.critical("cannot start: %s", exc)
             await server.store.close()
             return 1
-        loop = asyncio.get_running_loop()
         relays = _start_relays(server)
-
-        def stop() -> None:
-            if relays is None:
-                server.stop()
-                return
-            # The relays finish their batch (which needs the server) before the server stops.
-            relays[0].set()
-            relays[1].add_done_callback(lambda _: server.stop())
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop)
+        if asked_early:
+            loop.call_soon(stop)  # serve_until_stopped below is under way by then
         if config.acl_file is not None:
             loop.add_signal_handler(signal.SIGHUP, server.reload_acl)
         if pid_file:
