@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import _thread
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Coroutine
 from typing import Any, Generic, TypeVar, overload
@@ -59,7 +61,27 @@ class EventLoopThread:
         if self.loop.is_closed():
             coro.close()
             raise RuntimeError("this client is closed")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        # One lock the caller blocks on and the task's done-callback releases: cheaper than
+        # run_coroutine_threadsafe's concurrent.futures.Future (a Condition, its waiter locks,
+        # a chaining callback) for the same two thread handoffs.
+        done = _thread.allocate_lock()
+        done.acquire()
+        finished: list[asyncio.Task[T]] = []
+
+        def release(task: asyncio.Task[T]) -> None:
+            finished.append(task)
+            done.release()
+
+        def start() -> None:
+            self.loop.create_task(coro).add_done_callback(release)
+
+        self.loop.call_soon_threadsafe(start)
+        done.acquire()
+        task = finished[0]
+        if task.cancelled():
+            # What run_coroutine_threadsafe(...).result() raised for a cancelled coroutine.
+            raise concurrent.futures.CancelledError()
+        return task.result()
 
     def close(self) -> None:
         """Stop the loop and join its thread (idempotent)."""

@@ -1,0 +1,88 @@
+"""What the blocking :class:`gearsql.Client` costs per call on top of :class:`AsyncClient`.
+
+One ``gearsql server --store memory`` on a free loopback port and one fast raw-protocol worker
+(the ``loadgen`` worker: it answers every job at once with a 4-byte WORK_COMPLETE). Then, in this
+process, ``N`` sequential foreground jobs through ``await AsyncClient.submit`` (one event loop, the
+stdlib one, as the Client's private loop) and ``N`` through ``Client.submit``, each way ``--repeat``
+times alternating; the best run of each gives µs per call, and their difference is the overhead
+of the blocking facade (its handoff to and from the private event-loop thread). See
+bench/README.md.
+
+    python bench/sync_overhead.py              # N=5000, best of 3
+    python bench/sync_overhead.py --jobs 500 --repeat 1   # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from clients import FUNCTION, PAYLOAD, WARMUP_JOBS, Workers
+from compare import start_server
+
+
+def async_run(port: int, jobs: int) -> float:
+    """Seconds for ``jobs`` sequential ``await AsyncClient.submit`` calls."""
+    from gearsql import AsyncClient
+
+    async def main() -> float:
+        async with AsyncClient(f"127.0.0.1:{port}") as client:
+            for _ in range(WARMUP_JOBS):
+                await client.submit(FUNCTION, PAYLOAD, timeout=30)
+            start = time.perf_counter()
+            for _ in range(jobs):
+                await client.submit(FUNCTION, PAYLOAD)
+            return time.perf_counter() - start
+
+    return asyncio.run(main())
+
+
+def sync_run(port: int, jobs: int) -> float:
+    """Seconds for ``jobs`` sequential ``Client.submit`` calls."""
+    from gearsql import Client
+
+    with Client(f"127.0.0.1:{port}") as client:
+        for _ in range(WARMUP_JOBS):
+            client.submit(FUNCTION, PAYLOAD, timeout=30)
+        start = time.perf_counter()
+        for _ in range(jobs):
+            client.submit(FUNCTION, PAYLOAD)
+        return time.perf_counter() - start
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", "-n", type=int, default=5000, help="calls per run (5000)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each client (3)")
+    args = parser.parse_args(argv)
+
+    server = start_server("gearsql", [], None)
+    try:
+        workers = Workers(server.port, 1, 1, 20.0)
+        try:
+            best = {"AsyncClient.submit": float("inf"), "Client.submit": float("inf")}
+            for _ in range(args.repeat):
+                for name, run in (("AsyncClient.submit", async_run), ("Client.submit", sync_run)):
+                    best[name] = min(best[name], run(server.port, args.jobs) / args.jobs * 1e6)
+        finally:
+            workers.stop()
+    finally:
+        server.stop()
+    load = os.getloadavg()[0]
+    print(f"{args.jobs} sequential calls, best of {args.repeat}, load average {load:.2f}")
+    for name, micros in best.items():
+        print(f"{name:<20} {micros:8.1f} µs/call")
+    overhead = best["Client.submit"] - best["AsyncClient.submit"]
+    print(f"{'overhead':<20} {overhead:8.1f} µs/call on top of the async path")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
