@@ -2,11 +2,11 @@
 
 One ``gearsql server --store memory`` on a free loopback port and one fast raw-protocol worker
 (the ``loadgen`` worker: it answers every job at once with a 4-byte WORK_COMPLETE). Then, in this
-process, ``N`` sequential foreground jobs through ``await AsyncClient.submit`` (one event loop, the
-stdlib one, as the Client's private loop) and ``N`` through ``Client.submit``, each way ``--repeat``
-times alternating; the best run of each gives µs per call, and their difference is the overhead
-of the blocking facade (its handoff to and from the private event-loop thread). See
-bench/README.md.
+process, ``N`` sequential foreground jobs through ``await AsyncClient.submit`` (on one event loop
+of the kind the Client's private thread runs: uvloop when installed) and ``N`` through
+``Client.submit``, each way ``--repeat`` times alternating; the best run of each gives µs per
+call, and their difference is the overhead of the blocking facade (its handoff to and from the
+private event-loop thread). See bench/README.md.
 
     python bench/sync_overhead.py              # N=5000, best of 3
     python bench/sync_overhead.py --jobs 500 --repeat 1   # a smoke run
@@ -15,7 +15,6 @@ bench/README.md.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import time
@@ -26,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from clients import FUNCTION, PAYLOAD, WARMUP_JOBS, Workers
 from compare import start_server
+
+from gearsql._loopthread import new_event_loop
 
 
 def async_run(port: int, jobs: int) -> float:
@@ -41,7 +42,12 @@ def async_run(port: int, jobs: int) -> float:
                 await client.submit(FUNCTION, PAYLOAD)
             return time.perf_counter() - start
 
-    return asyncio.run(main())
+    # The same kind of loop as the Client's private one (uvloop when installed).
+    loop = new_event_loop()
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()
 
 
 def sync_run(port: int, jobs: int) -> float:
@@ -76,7 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         server.stop()
     load = os.getloadavg()[0]
-    print(f"{args.jobs} sequential calls, best of {args.repeat}, load average {load:.2f}")
+    kind = type(new_event_loop()).__module__.split(".")[0]
+    print(
+        f"{args.jobs} sequential calls, best of {args.repeat}, {kind} loop, load average {load:.2f}"
+    )
     for name, micros in best.items():
         print(f"{name:<20} {micros:8.1f} µs/call")
     overhead = best["Client.submit"] - best["AsyncClient.submit"]
