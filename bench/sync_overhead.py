@@ -15,6 +15,7 @@ private event-loop thread). See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 import time
@@ -26,7 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clients import FUNCTION, PAYLOAD, WARMUP_JOBS, Workers
 from compare import start_server
 
-from gearsql._loopthread import new_event_loop
+import gearsql._loopthread
+
+try:
+    from gearsql._loopthread import new_event_loop
+except ImportError:  # a gearsql tree from before the Client ran uvloop: the stdlib loop
+    from asyncio import new_event_loop
 
 
 def async_run(port: int, jobs: int) -> float:
@@ -67,7 +73,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", "-n", type=int, default=5000, help="calls per run (5000)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each client (3)")
+    parser.add_argument(
+        "--stdlib-loop",
+        action="store_true",
+        help="both clients on the stdlib asyncio loop, as without the 'fast' extra (uvloop)",
+    )
     args = parser.parse_args(argv)
+    global new_event_loop
+    if args.stdlib_loop:
+        new_event_loop = asyncio.new_event_loop
+        gearsql._loopthread.new_event_loop = asyncio.new_event_loop  # type: ignore[attr-defined,unused-ignore]
 
     server = start_server("gearsql", [], None)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import signal
 import threading
@@ -34,6 +35,7 @@ from gearsql import (
     WorkStatus,
     WorkWarning,
 )
+from gearsql._loopthread import EventLoopThread
 from gearsql._servers import parse_servers
 
 T = TypeVar("T")
@@ -439,6 +441,36 @@ def test_sync_client_shared_by_threads_passes_results_exceptions_and_ctrl_c(
         signal.signal(signal.SIGINT, previous)
         stop.set()
         thread.join(WAIT)
+
+
+def test_the_loop_thread_hands_back_results_exceptions_and_cancellation() -> None:
+    thread = EventLoopThread("gearsql-test")
+    try:
+
+        async def value() -> int:
+            await asyncio.sleep(0)
+            return 42
+
+        async def fails() -> None:
+            raise JobFailed(b"H:1")
+
+        async def cancelled() -> None:
+            raise asyncio.CancelledError
+
+        async def nested() -> int:
+            return thread.run(value())
+
+        assert thread.run(value()) == 42
+        with pytest.raises(JobFailed):
+            thread.run(fails())
+        with pytest.raises(concurrent.futures.CancelledError):
+            thread.run(cancelled())
+        with pytest.raises(RuntimeError, match="own event-loop thread"):
+            thread.run(nested())
+    finally:
+        thread.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        thread.run(value())
 
 
 # -- bad input and failures ------------------------------------------------------------------
