@@ -69,6 +69,24 @@ def sync_run(port: int, jobs: int) -> float:
         return time.perf_counter() - start
 
 
+def handoff_run(jobs: int) -> float:
+    """Seconds for ``jobs`` blocking calls of a coroutine that returns at once: the handoff to
+    the private loop thread and back alone, without the server's round trip."""
+    from gearsql._loopthread import EventLoopThread
+
+    async def nothing() -> None:
+        return None
+
+    thread = EventLoopThread("sync-overhead")
+    try:
+        start = time.perf_counter()
+        for _ in range(jobs):
+            thread.run(nothing())
+        return time.perf_counter() - start
+    finally:
+        thread.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", "-n", type=int, default=5000, help="calls per run (5000)")
@@ -96,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers.stop()
     finally:
         server.stop()
+    handoff = min(handoff_run(args.jobs) for _ in range(args.repeat)) / args.jobs * 1e6
     load = os.getloadavg()[0]
     kind = type(new_event_loop()).__module__.split(".")[0]
     print(
@@ -105,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name:<20} {micros:8.1f} µs/call")
     overhead = best["Client.submit"] - best["AsyncClient.submit"]
     print(f"{'overhead':<20} {overhead:8.1f} µs/call on top of the async path")
+    print(f"{'handoff alone':<20} {handoff:8.1f} µs/call (a no-op coroutine, no server)")
     return 0
 
 
