@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import signal
 import threading
@@ -34,6 +35,7 @@ from gearsql import (
     WorkStatus,
     WorkWarning,
 )
+from gearsql._loopthread import EventLoopThread
 from gearsql._servers import parse_servers
 
 T = TypeVar("T")
@@ -362,6 +364,113 @@ def test_sync_client_does_everything_the_async_one_does(any_server: ServerProces
     finally:
         stop.set()
         thread.join(WAIT)
+
+
+def test_sync_client_shared_by_threads_passes_results_exceptions_and_ctrl_c(
+    gearsql_server: ServerProcess,
+) -> None:
+    def answer(job: WorkerJob) -> bytes:
+        if job.data.startswith(b"fail"):
+            job.fail()
+        return job.data.upper()
+
+    async def work(stop: threading.Event) -> None:
+        worker = AsyncWorker(url(gearsql_server), concurrency=4)
+        worker.register("answer", answer)
+        async with serving(worker):
+            while not stop.is_set():
+                await asyncio.sleep(0.02)
+
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: asyncio.run(work(stop)))
+    thread.start()
+    interrupted = threading.Event()
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if not interrupted.is_set():  # only the first one: the sender keeps trying until seen
+            interrupted.set()
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with Client(url(gearsql_server)) as client:
+            # Many threads at once, each with its own results, one of them with failures.
+            outcomes: dict[int, list[object]] = {}
+
+            def caller(n: int) -> None:
+                got: list[object] = []
+                for k in range(20):
+                    data = f"{'fail' if n == 0 and k % 5 == 0 else 'ok'}-{n}-{k}"
+                    try:
+                        got.append(client.submit("answer", data, timeout=WAIT))
+                    except JobFailed as exc:
+                        got.append(exc)
+                outcomes[n] = got
+
+            callers = [threading.Thread(target=caller, args=(n,)) for n in range(8)]
+            for t in callers:
+                t.start()
+            for t in callers:
+                t.join(4 * WAIT)
+            assert sorted(outcomes) == list(range(8))
+            for n, got in outcomes.items():
+                for k, value in enumerate(got):
+                    if n == 0 and k % 5 == 0:
+                        assert isinstance(value, JobFailed)
+                    else:
+                        assert value == f"OK-{n}-{k}".encode()
+
+            # Ctrl-C interrupts a blocking wait in the main thread, as before; the client
+            # stays usable.
+            main = threading.main_thread().ident
+            assert main is not None and threading.current_thread() is threading.main_thread()
+
+            def press_ctrl_c() -> None:
+                while not interrupted.wait(0.05):
+                    signal.pthread_kill(main, signal.SIGINT)
+
+            sender = threading.Thread(target=press_ctrl_c)
+            sender.start()
+            with pytest.raises(KeyboardInterrupt):
+                client.submit("nobody-serves-this", timeout=None)
+            sender.join(WAIT)
+            assert client.submit("answer", "again", timeout=WAIT) == b"AGAIN"
+        with pytest.raises(RuntimeError, match="closed"):
+            client.submit("answer", "late", timeout=WAIT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        stop.set()
+        thread.join(WAIT)
+
+
+def test_the_loop_thread_hands_back_results_exceptions_and_cancellation() -> None:
+    thread = EventLoopThread("gearsql-test")
+    try:
+
+        async def value() -> int:
+            await asyncio.sleep(0)
+            return 42
+
+        async def fails() -> None:
+            raise JobFailed(b"H:1")
+
+        async def cancelled() -> None:
+            raise asyncio.CancelledError
+
+        async def nested() -> int:
+            return thread.run(value())
+
+        assert thread.run(value()) == 42
+        with pytest.raises(JobFailed):
+            thread.run(fails())
+        with pytest.raises(concurrent.futures.CancelledError):
+            thread.run(cancelled())
+        with pytest.raises(RuntimeError, match="own event-loop thread"):
+            thread.run(nested())
+    finally:
+        thread.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        thread.run(value())
 
 
 # -- bad input and failures ------------------------------------------------------------------
