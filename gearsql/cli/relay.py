@@ -180,3 +180,44 @@ def status(dsns: tuple[str, ...], schema: str) -> None:
         except Exception as exc:  # the driver's error: the database cannot be reached
             raise CommandError(f"{dsn}: {reason(exc)}") from None
         click.echo("\n".join(found.lines()))
+
+
+@relay.command(context_settings=CONTEXT)
+@click.option(
+    "--dsn",
+    required=True,
+    metavar="DSN",
+    help="PostgreSQL database to record as its outbox's own (postgresql://...).",
+)
+@click.option(
+    "--schema",
+    default="gearsql",
+    show_default=True,
+    help="PostgreSQL schema the functions were installed into.",
+)
+@click.option(
+    "--discard",
+    is_flag=True,
+    help='First move the rows now in the outbox to gman_outbox_dead (reason "discarded: '
+    'database copied from ..."), so that they are never submitted from this database.',
+)
+def adopt(dsn: str, schema: str, discard: bool) -> None:
+    """Record this database as its outbox's own, after a restore or copy.
+
+    The install records which database the outbox belongs to. A relay started on a copy of
+    it (a dump restored as staging, CREATE DATABASE ... TEMPLATE) whose outbox holds rows
+    stops with exit status 2, because the original may have submitted them already. Adopt
+    tells it what to do: without --discard the rows stay and the relay submits them from here;
+    with --discard they move to the dead letters. Either way the relay starts again.
+
+    Exit status 1 when the database cannot be reached, 2 when it has no outbox.
+    """
+    from gearsql.relay.origin import adopt as adopt_outbox
+
+    try:
+        done = adopt_outbox(dsn, schema, discard)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    except Exception as exc:  # the driver's error: the database cannot be reached
+        raise CommandError(f"{dsn}: {reason(exc)}") from None
+    click.echo(done)
