@@ -103,7 +103,9 @@ def relay(
     from the outbox id, then deletes it. Rows are claimed so that several relays can run at
     once; while no job server answers they stay in the outbox, and a database that cannot be
     reached is retried. A database without the outbox (or a missing SQLite file) stops the
-    relay with exit status 2. SIGTERM or SIGINT stops it cleanly.
+    relay with exit status 2, as does a PostgreSQL database that is a copy of the one its
+    outbox rows were written in (`gearsql relay adopt` says what to do with them). SIGTERM or
+    SIGINT stops it cleanly.
 
     The jobs go where the database's gman_* functions send theirs: the `servers` setting that
     `gearsql install` keeps (read again at every reconnect). --servers overrides it.
