@@ -16,6 +16,9 @@ Objects, all in one schema (default ``gearsql``):
 - ``gman_outbox_dead``: outbox rows no job server will ever take (too large, a name or unique
   the protocol cannot carry), moved there by the relay with the reason, in the transaction that
   deletes them from the outbox. ``gman_pipeline()`` sums up both tables for an administrator.
+- ``gman_origin``: the identity of the database the outbox belongs to, recorded at the first
+  install (:data:`gearsql._sqlcommon.PG_ORIGIN_QUERY`); a relay on a restored copy finds another
+  and stops while the outbox holds rows (:mod:`gearsql.relay.origin`).
 - the functions and the ``gman_sum`` aggregate; EXECUTE revoked from PUBLIC and granted to
   ``--role``.
 """

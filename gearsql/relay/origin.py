@@ -90,7 +90,7 @@ def check_postgres(conn: psycopg.Connection[tuple[Any, ...]], schema: str, dsn: 
         )
     except psycopg.errors.InsufficientPrivilege:
         conn.rollback()
-        log.debug("%s: this role may not read %s: not checked for a copied database", dsn, table)
+        log.log(NOTICE, "this role may not use %s: not checked for being a copy", table)
 
 
 def adopt(dsn: str, schema: str = "gearsql", discard: bool = False) -> str:
