@@ -10,10 +10,11 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from conftest import ServerProcess
+from conftest import ServerProcess, need_tool
 from relaying import Postgres, Recorder, Relays, eventually
 
 pytestmark = pytest.mark.pg
@@ -34,16 +35,21 @@ def original() -> Iterator[Postgres]:
 
 
 @pytest.fixture
-def copy_of() -> Iterator[Callable[[Postgres], Postgres]]:
+def copy_of() -> Iterator[Callable[..., Postgres]]:
     """Makes real copies of a database (CREATE DATABASE ... TEMPLATE); dropped at the end."""
     made: list[str] = []
     admin_dsn = _admin_dsn(os.environ.get("GEARSQL_TEST_PG_DSN", ""))
 
-    def copy(db: Postgres) -> Postgres:
+    def copy(db: Postgres, template: bool = True) -> Postgres:
+        """A copy of ``db`` (``template`` False: an empty database, to restore a dump into)."""
         name = f"gearsql_copy_{os.getpid()}_{secrets.token_hex(3)}"
         source = urlsplit(db.dsn).path.lstrip("/")
         with psycopg.connect(admin_dsn, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
+            admin.execute(
+                f'CREATE DATABASE "{name}" TEMPLATE "{source}"'
+                if template
+                else f'CREATE DATABASE "{name}" TEMPLATE template0'
+            )
         made.append(name)
         parts = urlsplit(db.dsn)
         copied = Postgres.__new__(Postgres)  # no install: the copy has the original's
@@ -85,7 +91,7 @@ def _refused(relays: Relays, db: Postgres) -> str:
 
 def test_a_copy_with_pending_rows_refuses_until_adopted_then_submits_them(
     original: Postgres,
-    copy_of: Callable[[Postgres], Postgres],
+    copy_of: Callable[..., Postgres],
     relays: Relays,
     gearsql_server: ServerProcess,
 ) -> None:
@@ -112,9 +118,29 @@ def test_a_copy_with_pending_rows_refuses_until_adopted_then_submits_them(
     eventually(lambda: original.outbox() == 0, what="the original's empty outbox")
 
 
+def test_a_dump_restored_into_another_database_refuses_too(
+    original: Postgres,
+    copy_of: Callable[..., Postgres],
+    relays: Relays,
+    tmp_path: Path,
+) -> None:
+    need_tool("pg_dump")
+    _enqueue(original, "dumped")
+    dump = tmp_path / "app.dump"
+    subprocess.run(["pg_dump", "-Fc", "-f", str(dump), original.dsn], check=True, timeout=120)
+    restored = copy_of(original, template=False)
+    subprocess.run(
+        ["pg_restore", "--no-owner", "-d", restored.dsn, str(dump)], check=True, timeout=120
+    )
+    assert restored.outbox() == 1
+    log = _refused(relays, restored)
+    assert "looks like a copy" in log and "1 pending outbox row(s)" in log, log
+    assert restored.outbox() == 1
+
+
 def test_adopt_discard_moves_the_pending_rows_to_the_dead_letters(
     original: Postgres,
-    copy_of: Callable[[Postgres], Postgres],
+    copy_of: Callable[..., Postgres],
     relays: Relays,
     gearsql_server: ServerProcess,
 ) -> None:
@@ -143,7 +169,7 @@ def test_adopt_discard_moves_the_pending_rows_to_the_dead_letters(
 
 def test_a_copy_with_an_empty_outbox_and_an_install_without_a_record_just_go(
     original: Postgres,
-    copy_of: Callable[[Postgres], Postgres],
+    copy_of: Callable[..., Postgres],
     relays: Relays,
     gearsql_server: ServerProcess,
 ) -> None:
