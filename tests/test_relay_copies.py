@@ -94,6 +94,7 @@ def test_a_copy_with_pending_rows_refuses_until_adopted_then_submits_them(
     copy_of: Callable[..., Postgres],
     relays: Relays,
     gearsql_server: ServerProcess,
+    tmp_path: Path,
 ) -> None:
     _enqueue(original, "one", "two")
     copy = copy_of(original)
@@ -102,6 +103,12 @@ def test_a_copy_with_pending_rows_refuses_until_adopted_then_submits_them(
     assert f"gearsql relay adopt --dsn {copy.dsn}" in log, log
     assert "Traceback" not in log
     assert copy.outbox() == 2  # nothing was submitted
+    # With a log file, the log says so too.
+    logged = tmp_path / "relay-file.log"
+    stopped = _gearsql("relay", "--dsn", copy.dsn, "--log-file", str(logged))
+    assert stopped.returncode == 2
+    assert stopped.stderr.startswith("gearsql: this is database ")
+    assert "ERROR stopped: this is database " in logged.read_text()
     adopted = _gearsql("relay", "adopt", "--dsn", copy.dsn)
     assert adopted.returncode == 0, adopted.stderr
     assert "2 row(s) left for the relay to submit" in adopted.stdout

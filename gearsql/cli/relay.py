@@ -6,6 +6,7 @@ the job server. ``gearsql relay status`` shows an outbox's backlog and dead lett
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 
 import click
@@ -146,8 +147,11 @@ def relay(
     try:
         asyncio.run(main())
     except ValueError as exc:
-        # A configuration error, such as a database without the outbox: waiting will not heal
-        # it, so stop with status 2 (a database that is down is retried instead).
+        # A configuration error, such as a database without the outbox or a restored copy:
+        # waiting will not heal it, so stop with status 2 (a database that is down is retried
+        # instead). A log file gets the reason too, since stderr may go nowhere.
+        if log_file not in ("stderr", "-", "", "none"):
+            logging.getLogger("gearsql.relay").error("stopped: %s", exc)
         raise ConfigurationError(str(exc)) from None
 
 
