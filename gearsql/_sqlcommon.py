@@ -25,6 +25,7 @@ __all__ = [
     "IDENTIFIER",
     "NOTIFY_CHANNEL",
     "OUTBOX_COLUMNS",
+    "PG_ORIGIN_QUERY",
     "SETTING_DEFAULTS",
     "check_identifier",
     "check_seconds",
@@ -61,6 +62,19 @@ def check_seconds(name: str, value: str) -> str:
 #: The channel PostgreSQL's outbox insert notifies (with the schema as payload) and the relay
 #: listens on.
 NOTIFY_CHANNEL = "gearsql_outbox"
+
+#: The identity of a PostgreSQL database and its description for people, as recorded in
+#: ``<schema>.gman_origin`` by the install and compared by the relay (docs/reliability.md case
+#: 52): the cluster's system identifier (a new one for every initdb, so a dump restored into
+#: another cluster differs) and the database's oid (a copy made with CREATE DATABASE ...
+#: TEMPLATE differs); a renamed database keeps both, a promoted physical replica too.
+PG_ORIGIN_QUERY = (
+    "SELECT c.system_identifier::text || ':' || d.oid::text,\n"
+    "       pg_catalog.format('database %s (oid %s) of the cluster %s', "
+    "pg_catalog.quote_literal(d.datname), d.oid, c.system_identifier)\n"
+    "FROM pg_catalog.pg_control_system() AS c, pg_catalog.pg_database AS d\n"
+    "WHERE d.datname = pg_catalog.current_database()"
+)
 
 #: The outbox columns the relay reads, in the order of ``relay.batch.OutboxRow``; the SQL
 #: functions write all but ``id``.

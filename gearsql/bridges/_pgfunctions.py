@@ -20,6 +20,7 @@ from gearsql.protocol import MAX_FUNCTION_NAME, MAX_UNIQUE
 BAD_ARGUMENT = "22023"  # invalid_parameter_value
 BAD_SETTING = "GM006"
 NO_PLPYTHON = "0A000"  # feature_not_supported
+READ_ONLY = "25006"  # read_only_sql_transaction: a hot standby, or a read-only transaction
 LEGACY_OUTBOX_INSERT = "{s}._gman_outbox_insert(bytea, bytea, bytea, text)"
 _DOLLAR_TAG = "$gearsql$"
 
@@ -338,6 +339,18 @@ def background_sql(schema: str, entry: dict[str, Any], plpython: bool) -> list[s
                 BAD_SETTING,
                 "pg_catalog.quote_literal(mode)",
                 hint="it is 'transactional' or 'immediate'",
+            ),
+            "    END IF;",
+            # A hot standby (or default_transaction_read_only) would fail the INSERT with a
+            # bare "cannot execute INSERT in a read-only transaction".
+            "    IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) "
+            "'on' THEN",
+            "        "
+            + _raise(
+                f"{name}: this database is read-only (a replica?): a transactional background "
+                "call writes the outbox",
+                READ_ONLY,
+                hint="call it on the primary (or in a read-write transaction)",
             ),
             "    END IF;",
             f"    INSERT INTO {s}.gman_outbox ({', '.join(OUTBOX_COLUMNS[1:])})",

@@ -16,6 +16,9 @@ Objects, all in one schema (default ``gearsql``):
 - ``gman_outbox_dead``: outbox rows no job server will ever take (too large, a name or unique
   the protocol cannot carry), moved there by the relay with the reason, in the transaction that
   deletes them from the outbox. ``gman_pipeline()`` sums up both tables for an administrator.
+- ``gman_origin``: the identity of the database the outbox belongs to, recorded at the first
+  install (:data:`gearsql._sqlcommon.PG_ORIGIN_QUERY`); a relay on a restored copy finds another
+  and stops while the outbox holds rows (:mod:`gearsql.relay.origin`).
 - the functions and the ``gman_sum`` aggregate; EXECUTE revoked from PUBLIC and granted to
   ``--role``.
 """
@@ -28,6 +31,7 @@ from urllib.parse import urlsplit
 from gearsql._sqlcommon import (
     BACKGROUND_MODES,
     NOTIFY_CHANNEL,
+    PG_ORIGIN_QUERY,
     SETTING_DEFAULTS,
     check_identifier,
     check_seconds,
@@ -217,6 +221,19 @@ def install_sql(
         f"REVOKE ALL ON TABLE {s}.gman_outbox_dead FROM PUBLIC;",
         f"COMMENT ON TABLE {s}.gman_outbox_dead IS "
         f"{literal('gearsql: outbox rows no job server will take, and why')};",
+        # Which database wrote the outbox (docs/reliability.md case 52): a restored copy has
+        # the row of its original, so its relay stops before submitting the original's rows.
+        f"CREATE TABLE IF NOT EXISTS {s}.gman_origin (\n"
+        "    identity text NOT NULL,\n"
+        "    description text NOT NULL,\n"
+        "    recorded_at timestamptz NOT NULL DEFAULT now()\n"
+        ");",
+        f"REVOKE ALL ON TABLE {s}.gman_origin FROM PUBLIC;",
+        f"COMMENT ON TABLE {s}.gman_origin IS "
+        f"{literal('gearsql: the database this outbox belongs to (gearsql relay adopt)')};",
+        f"INSERT INTO {s}.gman_origin (identity, description)\n"
+        f"{PG_ORIGIN_QUERY}\n"
+        f"  AND NOT EXISTS (SELECT 1 FROM {s}.gman_origin);",
         f"CREATE OR REPLACE FUNCTION {s}._gman_outbox_state(p_id bigint)\n"
         "RETURNS TABLE (state text, detail text) LANGUAGE sql STABLE SECURITY DEFINER\n"
         "SET search_path = pg_catalog, pg_temp AS $$\n"
@@ -350,6 +367,7 @@ def uninstall_sql(schema: str = DEFAULT_SCHEMA, force: bool = False, for_file: b
     parts.append(f"DROP FUNCTION IF EXISTS {LEGACY_OUTBOX_INSERT.format(s=s)};")
     parts += [
         _pg_library.uninstall_sql(schema),
+        f"DROP TABLE IF EXISTS {s}.gman_origin;",
         f"DROP TABLE IF EXISTS {s}.gman_outbox_dead;",
         f"DROP TABLE IF EXISTS {s}.gman_outbox;",
         f"DROP TABLE IF EXISTS {s}.gman_settings;",

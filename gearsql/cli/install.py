@@ -154,6 +154,9 @@ def install_postgres(
     postgresql-plpython3-VERSION). Where the server offers no PL/Python (managed services), or
     with --no-plpython, the gman_do*_background functions (PL/pgSQL, transactional mode) work
     and the others say they need PL/Python; no superuser is needed then.
+
+    It also records which database this is (the table gman_origin), so that a relay started on
+    a restored copy does not submit the original's pending jobs again (`gearsql relay adopt`).
     """
     from gearsql.bridges import postgres
 

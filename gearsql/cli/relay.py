@@ -6,6 +6,7 @@ the job server. ``gearsql relay status`` shows an outbox's backlog and dead lett
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 
 import click
@@ -103,7 +104,9 @@ def relay(
     from the outbox id, then deletes it. Rows are claimed so that several relays can run at
     once; while no job server answers they stay in the outbox, and a database that cannot be
     reached is retried. A database without the outbox (or a missing SQLite file) stops the
-    relay with exit status 2. SIGTERM or SIGINT stops it cleanly.
+    relay with exit status 2, as does a PostgreSQL database that is a copy of the one its
+    outbox rows were written in (`gearsql relay adopt` says what to do with them). SIGTERM or
+    SIGINT stops it cleanly.
 
     The jobs go where the database's gman_* functions send theirs: the `servers` setting that
     `gearsql install` keeps (read again at every reconnect). --servers overrides it.
@@ -144,8 +147,11 @@ def relay(
     try:
         asyncio.run(main())
     except ValueError as exc:
-        # A configuration error, such as a database without the outbox: waiting will not heal
-        # it, so stop with status 2 (a database that is down is retried instead).
+        # A configuration error, such as a database without the outbox or a restored copy:
+        # waiting will not heal it, so stop with status 2 (a database that is down is retried
+        # instead). A log file gets the reason too, since stderr may go nowhere.
+        if log_file not in ("stderr", "-", "", "none"):
+            logging.getLogger("gearsql.relay").error("stopped: %s", exc)
         raise ConfigurationError(str(exc)) from None
 
 
@@ -180,3 +186,44 @@ def status(dsns: tuple[str, ...], schema: str) -> None:
         except Exception as exc:  # the driver's error: the database cannot be reached
             raise CommandError(f"{dsn}: {reason(exc)}") from None
         click.echo("\n".join(found.lines()))
+
+
+@relay.command(context_settings=CONTEXT)
+@click.option(
+    "--dsn",
+    required=True,
+    metavar="DSN",
+    help="PostgreSQL database to record as its outbox's own (postgresql://...).",
+)
+@click.option(
+    "--schema",
+    default="gearsql",
+    show_default=True,
+    help="PostgreSQL schema the functions were installed into.",
+)
+@click.option(
+    "--discard",
+    is_flag=True,
+    help='First move the rows now in the outbox to gman_outbox_dead (reason "discarded: '
+    'database copied from ..."), so that they are never submitted from this database.',
+)
+def adopt(dsn: str, schema: str, discard: bool) -> None:
+    """Record this database as its outbox's own, after a restore or copy.
+
+    The install records which database the outbox belongs to. A relay started on a copy of
+    it (a dump restored as staging, CREATE DATABASE ... TEMPLATE) whose outbox holds rows
+    stops with exit status 2, because the original may have submitted them already. Adopt
+    tells it what to do: without --discard the rows stay and the relay submits them from here;
+    with --discard they move to the dead letters. Either way the relay starts again.
+
+    Exit status 1 when the database cannot be reached, 2 when it has no outbox.
+    """
+    from gearsql.relay.origin import adopt as adopt_outbox
+
+    try:
+        done = adopt_outbox(dsn, schema, discard)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    except Exception as exc:  # the driver's error: the database cannot be reached
+        raise CommandError(f"{dsn}: {reason(exc)}") from None
+    click.echo(done)

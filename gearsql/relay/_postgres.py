@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from gearsql._sqlcommon import DEAD_COLUMNS, NOTIFY_CHANNEL, OUTBOX_COLUMNS, check_identifier
 from gearsql.relay.batch import OutboxRow, row_from_values, take_within
+from gearsql.relay.origin import check_postgres
 from gearsql.relay.source import OutboxMissing, Source, close_quietly
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class PostgresSource(Source):
                 f"{self.table} does not exist in database {database!r}: run "
                 f"`gearsql install postgres --schema {self.schema}` first"
             )
+        check_postgres(conn, self.schema, self.dsn)  # a restored copy stops here
 
     def identity(self) -> str:
         return self._identity

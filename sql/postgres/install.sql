@@ -85,6 +85,23 @@ REVOKE ALL ON TABLE "gearsql".gman_outbox_dead FROM PUBLIC;
 
 COMMENT ON TABLE "gearsql".gman_outbox_dead IS 'gearsql: outbox rows no job server will take, and why';
 
+CREATE TABLE IF NOT EXISTS "gearsql".gman_origin (
+    identity text NOT NULL,
+    description text NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);
+
+REVOKE ALL ON TABLE "gearsql".gman_origin FROM PUBLIC;
+
+COMMENT ON TABLE "gearsql".gman_origin IS 'gearsql: the database this outbox belongs to (gearsql relay adopt)';
+
+INSERT INTO "gearsql".gman_origin (identity, description)
+SELECT c.system_identifier::text || ':' || d.oid::text,
+       pg_catalog.format('database %s (oid %s) of the cluster %s', pg_catalog.quote_literal(d.datname), d.oid, c.system_identifier)
+FROM pg_catalog.pg_control_system() AS c, pg_catalog.pg_database AS d
+WHERE d.datname = pg_catalog.current_database()
+  AND NOT EXISTS (SELECT 1 FROM "gearsql".gman_origin);
+
 CREATE OR REPLACE FUNCTION "gearsql"._gman_outbox_state(p_id bigint)
 RETURNS TABLE (state text, detail text) LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
@@ -2900,6 +2917,9 @@ EXCEPTION WHEN OTHERS THEN
     ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
         RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
     END IF;
+    IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+        RAISE EXCEPTION 'gman_do_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+    END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to(NULL::text, 'UTF8'), raw, 'normal')
     RETURNING id INTO new_id;
@@ -2971,6 +2991,9 @@ EXCEPTION WHEN OTHERS THEN
         END;
     ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
         RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
+    END IF;
+    IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+        RAISE EXCEPTION 'gman_do_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to(NULL::text, 'UTF8'), raw, 'normal')
@@ -3047,6 +3070,9 @@ EXCEPTION WHEN OTHERS THEN
     ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
         RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
     END IF;
+    IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+        RAISE EXCEPTION 'gman_do_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+    END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to("unique", 'UTF8'), raw, 'normal')
     RETURNING id INTO new_id;
@@ -3122,6 +3148,9 @@ EXCEPTION WHEN OTHERS THEN
     ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
         RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
     END IF;
+    IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+        RAISE EXCEPTION 'gman_do_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+    END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to("unique", 'UTF8'), raw, 'normal')
     RETURNING id INTO new_id;
@@ -3194,6 +3223,9 @@ EXCEPTION WHEN OTHERS THEN
     ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
         RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
     END IF;
+    IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+        RAISE EXCEPTION 'gman_do_high_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+    END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to(NULL::text, 'UTF8'), raw, 'high')
     RETURNING id INTO new_id;
@@ -3265,6 +3297,9 @@ EXCEPTION WHEN OTHERS THEN
         END;
     ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
         RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
+    END IF;
+    IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+        RAISE EXCEPTION 'gman_do_high_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to(NULL::text, 'UTF8'), raw, 'high')
@@ -3341,6 +3376,9 @@ EXCEPTION WHEN OTHERS THEN
     ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
         RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
     END IF;
+    IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+        RAISE EXCEPTION 'gman_do_high_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+    END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to("unique", 'UTF8'), raw, 'high')
     RETURNING id INTO new_id;
@@ -3416,6 +3454,9 @@ EXCEPTION WHEN OTHERS THEN
     ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
         RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
     END IF;
+    IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+        RAISE EXCEPTION 'gman_do_high_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+    END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to("unique", 'UTF8'), raw, 'high')
     RETURNING id INTO new_id;
@@ -3488,6 +3529,9 @@ EXCEPTION WHEN OTHERS THEN
     ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
         RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
     END IF;
+    IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+        RAISE EXCEPTION 'gman_do_low_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+    END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to(NULL::text, 'UTF8'), raw, 'low')
     RETURNING id INTO new_id;
@@ -3559,6 +3603,9 @@ EXCEPTION WHEN OTHERS THEN
         END;
     ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
         RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
+    END IF;
+    IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+        RAISE EXCEPTION 'gman_do_low_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to(NULL::text, 'UTF8'), raw, 'low')
@@ -3635,6 +3682,9 @@ EXCEPTION WHEN OTHERS THEN
     ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
         RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
     END IF;
+    IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+        RAISE EXCEPTION 'gman_do_low_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+    END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to("unique", 'UTF8'), raw, 'low')
     RETURNING id INTO new_id;
@@ -3709,6 +3759,9 @@ EXCEPTION WHEN OTHERS THEN
         END;
     ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
         RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
+    END IF;
+    IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+        RAISE EXCEPTION 'gman_do_low_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to("unique", 'UTF8'), raw, 'low')

@@ -134,6 +134,8 @@ DROP FUNCTION IF EXISTS "gearsql"._gman_outbox_insert(bytea, bytea, bytea, text)
 
 DROP TABLE IF EXISTS "gearsql"._gman_library;
 
+DROP TABLE IF EXISTS "gearsql".gman_origin;
+
 DROP TABLE IF EXISTS "gearsql".gman_outbox_dead;
 
 DROP TABLE IF EXISTS "gearsql".gman_outbox;
