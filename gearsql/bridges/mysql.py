@@ -90,7 +90,15 @@ SETTINGS: dict[str, tuple[str, str]] = {
 }
 
 #: The tables the install creates, in creation order.
-TABLES = ("gman_settings", "gman_outbox", "gman_outbox_dead", "gman_calls", "gman_results")
+TABLES = (
+    "gman_settings",
+    "gman_outbox",
+    "gman_outbox_dead",
+    "gman_outbox_sent",
+    "gman_relay_contact",
+    "gman_calls",
+    "gman_results",
+)
 
 #: Views (callers granted the functions may read them).
 VIEWS = ("gman_pipeline",)
@@ -100,6 +108,8 @@ VIEWS = ("gman_pipeline",)
 RELAY_PRIVILEGES: dict[str, str] = {
     "gman_outbox": "SELECT, UPDATE, DELETE",
     "gman_outbox_dead": "SELECT, INSERT",
+    "gman_outbox_sent": "SELECT, INSERT, DELETE",
+    "gman_relay_contact": "SELECT, INSERT, UPDATE, DELETE",
     "gman_settings": "SELECT",
     "gman_calls": "SELECT",
     "gman_results": "SELECT, INSERT, UPDATE, DELETE",
@@ -172,6 +182,19 @@ _TABLE_SQL = {
     reason VARCHAR(1000) CHARACTER SET utf8mb4 NOT NULL,
     dead_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
 ) ENGINE=InnoDB COMMENT='gearsql: outbox rows no job server will take, and why'""",
+    "gman_outbox_sent": """CREATE TABLE IF NOT EXISTS gman_outbox_sent (
+    id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+    function VARBINARY(512) NOT NULL,
+    handle VARCHAR(255) CHARACTER SET utf8mb4 NOT NULL,
+    server VARCHAR(300) CHARACTER SET utf8mb4 NOT NULL,
+    sent_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    KEY gman_outbox_sent_at (sent_at)
+) ENGINE=InnoDB COMMENT='gearsql: submitted outbox rows and their handles (24 h, 100000 ids)'""",
+    "gman_relay_contact": """CREATE TABLE IF NOT EXISTS gman_relay_contact (
+    relay VARCHAR(300) CHARACTER SET utf8mb4 NOT NULL PRIMARY KEY,
+    last_contact TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    servers VARCHAR(2000) CHARACTER SET utf8mb4 NOT NULL
+) ENGINE=InnoDB COMMENT='gearsql: the last contact of each relay with this outbox'""",
     "gman_calls": """CREATE TABLE IF NOT EXISTS gman_calls (
     id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY,
     created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),

@@ -217,6 +217,30 @@ def install_sql(
         f"REVOKE ALL ON TABLE {s}.gman_outbox_dead FROM PUBLIC;",
         f"COMMENT ON TABLE {s}.gman_outbox_dead IS "
         f"{literal('gearsql: outbox rows no job server will take, and why')};",
+        f"CREATE TABLE IF NOT EXISTS {s}.gman_outbox_sent (\n"
+        "    id bigint PRIMARY KEY,\n"
+        "    function bytea NOT NULL,\n"
+        "    handle text NOT NULL,\n"
+        "    server text NOT NULL,\n"
+        "    sent_at timestamptz NOT NULL DEFAULT now()\n"
+        ");",
+        f"CREATE INDEX IF NOT EXISTS gman_outbox_sent_at ON {s}.gman_outbox_sent (sent_at);",
+        f"REVOKE ALL ON TABLE {s}.gman_outbox_sent FROM PUBLIC;",
+        f"COMMENT ON TABLE {s}.gman_outbox_sent IS "
+        + literal(
+            "gearsql: outbox rows the relay submitted, with the job server's handle "
+            "(kept 24 hours, at most the last 100000 ids)"
+        )
+        + ";",
+        f"CREATE TABLE IF NOT EXISTS {s}.gman_relay_contact (\n"
+        "    relay text PRIMARY KEY,\n"
+        "    last_contact timestamptz NOT NULL DEFAULT now(),\n"
+        "    servers text NOT NULL\n"
+        ");",
+        f"REVOKE ALL ON TABLE {s}.gman_relay_contact FROM PUBLIC;",
+        f"COMMENT ON TABLE {s}.gman_relay_contact IS "
+        + literal("gearsql: each relay's last contact with this outbox (host:pid, servers)")
+        + ";",
         f"CREATE OR REPLACE FUNCTION {s}._gman_outbox_state(p_id bigint)\n"
         "RETURNS TABLE (state text, detail text) LANGUAGE sql STABLE SECURITY DEFINER\n"
         "SET search_path = pg_catalog, pg_temp AS $$\n"
@@ -225,7 +249,12 @@ def install_sql(
         "    UNION ALL\n"
         "    SELECT 'dead',\n"
         "           d.reason || ' (moved to gman_outbox_dead at ' || d.dead_at::text || ')'\n"
-        f"    FROM {s}.gman_outbox_dead AS d WHERE d.id = p_id\n$$;",
+        f"    FROM {s}.gman_outbox_dead AS d WHERE d.id = p_id\n"
+        "    UNION ALL\n"
+        "    SELECT 'submitted',\n"
+        "           x.handle || ' (submitted to ' || x.server || ' by the relay at '\n"
+        "           || x.sent_at::text || ')'\n"
+        f"    FROM {s}.gman_outbox_sent AS x WHERE x.id = p_id\n$$;",
         f"CREATE OR REPLACE FUNCTION {s}.gman_pipeline()\n"
         "RETURNS TABLE (backlog bigint, oldest_age interval, dead bigint, last_dead_at "
         "timestamptz, last_dead_reasons text[])\n"
@@ -350,6 +379,8 @@ def uninstall_sql(schema: str = DEFAULT_SCHEMA, force: bool = False, for_file: b
     parts.append(f"DROP FUNCTION IF EXISTS {LEGACY_OUTBOX_INSERT.format(s=s)};")
     parts += [
         _pg_library.uninstall_sql(schema),
+        f"DROP TABLE IF EXISTS {s}.gman_relay_contact;",
+        f"DROP TABLE IF EXISTS {s}.gman_outbox_sent;",
         f"DROP TABLE IF EXISTS {s}.gman_outbox_dead;",
         f"DROP TABLE IF EXISTS {s}.gman_outbox;",
         f"DROP TABLE IF EXISTS {s}.gman_settings;",

@@ -134,6 +134,10 @@ DROP FUNCTION IF EXISTS "gearsql"._gman_outbox_insert(bytea, bytea, bytea, text)
 
 DROP TABLE IF EXISTS "gearsql"._gman_library;
 
+DROP TABLE IF EXISTS "gearsql".gman_relay_contact;
+
+DROP TABLE IF EXISTS "gearsql".gman_outbox_sent;
+
 DROP TABLE IF EXISTS "gearsql".gman_outbox_dead;
 
 DROP TABLE IF EXISTS "gearsql".gman_outbox;
