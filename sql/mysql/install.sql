@@ -484,8 +484,8 @@ BEGIN
     SELECT CONCAT(reason, ' (moved to gman_outbox_dead at ', dead_at, ')') INTO v_detail
         FROM gman_outbox_dead WHERE id = v_id;
     IF v_detail IS NULL THEN
-        SELECT CONCAT(handle, ' (submitted to ', server, ' by the relay at ', sent_at, ')')
-            INTO v_detail FROM gman_outbox_sent WHERE id = v_id;
+        SELECT CONCAT(s.handle, ' (submitted to ', s.server, ' by the relay at ', s.sent_at,
+                      ')') INTO v_detail FROM gman_outbox_sent AS s WHERE s.id = v_id;
         IF v_detail IS NOT NULL THEN
             RETURN JSON_OBJECT('known', JSON_EXTRACT('false', '$'),
                 'running', JSON_EXTRACT('false', '$'), 'numerator', NULL, 'denominator', NULL,
