@@ -231,6 +231,14 @@ def test_outbox_handle_goes_from_pending_to_submitted_with_the_servers_handle(
     shown = _relay_status(place)
     assert "  relay contact: the last at " in shown, shown
     assert f", to {server}\n" in shown, shown
+    if isinstance(place, Postgres):
+        [(relay, servers)] = place.rows(
+            f"SELECT relay, servers FROM {SCHEMA}.gman_relay_contacts()"
+        )
+        assert servers == server and f" by {relay}, to " in shown
+    elif isinstance(place, MariaDB):
+        [(contact,)] = place.rows("SELECT last_relay_contact FROM gman_pipeline")
+        assert contact is not None
 
 
 def test_the_sent_records_are_pruned_by_age_and_by_id_in_the_relays_transaction(

@@ -11,6 +11,9 @@ Objects, all in the installing database:
 - ``gman_outbox_dead``: outbox rows no job server will take, moved there by the relay with the
   reason; the view ``gman_pipeline`` sums up both tables and ``gman_job_status('outbox:<id>')``
   follows one row.
+- ``gman_outbox_sent``: the job server's handle of each row the relay submitted (kept 24 hours,
+  the last 100000 ids), for ``gman_job_status``; ``gman_relay_contact``: each relay's last
+  contact, which ``gman_pipeline`` shows as ``last_relay_contact``.
 - ``gman_settings(name, value)``: the settings (:data:`SETTINGS`). Callers get no privilege on
   it or on any table: every function runs ``SQL SECURITY DEFINER``, as the installing account.
 - ``gman_calls`` and ``gman_results``: how a foreground ``gman_do*`` waits for its result

@@ -16,6 +16,10 @@ Objects, all in one schema (default ``gearsql``):
 - ``gman_outbox_dead``: outbox rows no job server will ever take (too large, a name or unique
   the protocol cannot carry), moved there by the relay with the reason, in the transaction that
   deletes them from the outbox. ``gman_pipeline()`` sums up both tables for an administrator.
+- ``gman_outbox_sent``: the job server's handle of each row the relay submitted, written in the
+  transaction that deletes the row, for ``gman_job_status('outbox:<id>')``; the relay keeps it
+  to 24 hours and the last 100000 ids. ``gman_relay_contact``: each relay's last contact (at
+  most every 5 s), shown by ``gman_relay_contacts()``.
 - the functions and the ``gman_sum`` aggregate; EXECUTE revoked from PUBLIC and granted to
   ``--role``.
 """
@@ -271,6 +275,14 @@ def install_sql(
             "gearsql: rows waiting in the outbox (how many, the oldest age) and dead "
             "letters (how many, the newest reasons)"
         )
+        + ";",
+        f"CREATE OR REPLACE FUNCTION {s}.gman_relay_contacts()\n"
+        "RETURNS TABLE (relay text, last_contact timestamptz, age interval, servers text)\n"
+        "LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$\n"
+        "    SELECT c.relay, c.last_contact, now() - c.last_contact, c.servers\n"
+        f"    FROM {s}.gman_relay_contact AS c ORDER BY c.last_contact DESC\n$$;",
+        f"COMMENT ON FUNCTION {s}.gman_relay_contacts() IS "
+        + literal("gearsql: each relay's last contact with the outbox (host:pid), latest first")
         + ";",
         f"CREATE OR REPLACE FUNCTION {s}._gman_settings()\n"
         "RETURNS TABLE (name text, value text) LANGUAGE sql STABLE SECURITY DEFINER\n"

@@ -139,6 +139,15 @@ $$;
 
 COMMENT ON FUNCTION "gearsql".gman_pipeline() IS 'gearsql: rows waiting in the outbox (how many, the oldest age) and dead letters (how many, the newest reasons)';
 
+CREATE OR REPLACE FUNCTION "gearsql".gman_relay_contacts()
+RETURNS TABLE (relay text, last_contact timestamptz, age interval, servers text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT c.relay, c.last_contact, now() - c.last_contact, c.servers
+    FROM "gearsql".gman_relay_contact AS c ORDER BY c.last_contact DESC
+$$;
+
+COMMENT ON FUNCTION "gearsql".gman_relay_contacts() IS 'gearsql: each relay''s last contact with the outbox (host:pid), latest first';
+
 CREATE OR REPLACE FUNCTION "gearsql"._gman_settings()
 RETURNS TABLE (name text, value text) LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
@@ -4093,6 +4102,8 @@ REVOKE ALL ON FUNCTION "gearsql"."_gman_py__gman_sum_final"(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION "gearsql"._gman_outbox_state(bigint) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"."gman_pipeline"() FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION "gearsql"."gman_relay_contacts"() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"."gman_do"(text, text) FROM PUBLIC;
 

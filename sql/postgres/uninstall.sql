@@ -80,6 +80,8 @@ DROP FUNCTION IF EXISTS "gearsql"."gman_do"(text, bytea);
 
 DROP FUNCTION IF EXISTS "gearsql"."gman_do"(text, text);
 
+DROP FUNCTION IF EXISTS "gearsql"."gman_relay_contacts"();
+
 DROP FUNCTION IF EXISTS "gearsql"."gman_pipeline"();
 
 DROP FUNCTION IF EXISTS "gearsql"._gman_outbox_state(bigint);
