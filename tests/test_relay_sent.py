@@ -281,3 +281,53 @@ def test_the_sent_records_are_pruned_by_age_and_by_id_in_the_relays_transaction(
     )
     assert place.status(f"outbox:{gone_by_id}")["state"] == "submitted"
     assert place.status(f"outbox:{gone_by_id}")["detail"].startswith("no longer in the outbox")
+
+
+@pytest.mark.mysql
+def test_a_relay_account_that_may_not_write_the_new_tables_relays_and_records_nothing(
+    mysql_dsn: str, gearsql_server: ServerProcess, relay_of: Any
+) -> None:
+    """An install made again without --relay-account: the relay's account lacks the privileges
+    on gman_outbox_sent and gman_relay_contact; the rows still go, once each."""
+    import secrets
+    from urllib.parse import urlsplit, urlunsplit
+
+    from gearsql.bridges.mysql import install
+
+    place = MariaDB(mysql_dsn)
+    user, password = f"gssent_{secrets.token_hex(4)}", secrets.token_hex(8)
+    place._admin(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'")
+    try:
+        install(place.dsn, relay_account=f"'{user}'@'%'")
+        place._admin(
+            f"REVOKE INSERT, DELETE ON {MYSQL_DATABASE}.gman_outbox_sent FROM '{user}'@'%'"
+        )
+        place._admin(
+            f"REVOKE INSERT, UPDATE, DELETE ON {MYSQL_DATABASE}.gman_relay_contact FROM '{user}'@'%'"
+        )
+        handles = [place.background("sent_nobody_works", f"row-{i}") for i in range(3)]
+        parts = urlsplit(place.dsn)
+        restricted = MariaDB.__new__(MariaDB)
+        restricted.dsn = urlunsplit(
+            (
+                parts.scheme,
+                f"{user}:{password}@{parts.hostname}:{parts.port or 3306}",
+                parts.path,
+                "",
+                "",
+            )
+        )
+        relay = relay_of(restricted)
+        eventually(lambda: place.rows("SELECT count(*) FROM gman_outbox")[0][0] == 0)
+        for handle in handles:
+            status = place.status(handle)
+            assert status["state"] == "submitted", status
+            assert status["detail"].startswith("no longer in the outbox"), status
+        eventually(lambda: "may not write gman_outbox_sent" in relay.log(), what="the warning")
+        with Peer(gearsql_server.address) as peer:
+            lines = peer.admin("status").decode().splitlines()
+        assert any(line.split("\t")[:2] == ["sent_nobody_works", "3"] for line in lines), lines
+        assert relay.log().count("may not write gman_outbox_sent") == 1
+    finally:
+        place._admin(f"DROP USER IF EXISTS '{user}'@'%'")
+        place.drop()

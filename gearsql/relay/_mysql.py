@@ -256,6 +256,8 @@ class MySQLSource(Source):
                     "DELETE FROM gman_outbox_sent WHERE sent_at < NOW(6) - INTERVAL %s SECOND",
                     (SENT_KEEP_SECONDS,),
                 )
+            except Exception as exc:
+                self._denied(exc, "gman_outbox_sent")
             finally:
                 cursor.close()
         if dead:
@@ -299,9 +301,27 @@ class MySQLSource(Source):
                 "ON DUPLICATE KEY UPDATE last_contact = NOW(6), servers = VALUES(servers)",
                 (relay, servers),
             )
+        except Exception as exc:
+            self._denied(exc, "gman_relay_contact")
         finally:
             cursor.close()
         self._connection().commit()
+
+    def _denied(self, exc: Exception, table: str) -> None:
+        """A relay account without the privileges on ``table`` (an install made again without
+        ``--relay-account``) records nothing there, rather than fail every batch; anything else
+        is raised. The statement's failure leaves the rest of the transaction as it was."""
+        if getattr(exc, "errno", None) not in (1142, 1143):  # table or column access denied
+            raise exc
+        sent, contact = self._has_extras()
+        self._extras = (False, contact) if table == "gman_outbox_sent" else (sent, False)
+        log.warning(
+            "%s: this account may not write %s (%s); the relay records nothing there: "
+            "run the install again with --relay-account",
+            self.describe(),
+            table,
+            exc,
+        )
 
     def close(self) -> None:
         self._extras = None

@@ -3,6 +3,7 @@ calls ``pg_notify``, which PostgreSQL delivers only when the transaction commits
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     import psycopg
 
 __all__ = ["CHANNEL", "PostgresSource"]
+
+log = logging.getLogger("gearsql.relay")
 
 #: The channel the outbox insert notifies, with the schema as payload (gearsql/bridges/postgres.py).
 CHANNEL = NOTIFY_CHANNEL
@@ -119,30 +122,49 @@ class PostgresSource(Source):
             self._extras = (bool(sent), bool(contact))
         return self._extras
 
+    def _record(self, conn: psycopg.Connection[tuple[Any, ...]], sent: Sequence[Sent]) -> None:
+        """Insert the handles of ``sent`` and prune gman_outbox_sent, in a savepoint: a role
+        that may not write the table (not the installing one) records nothing there, rather
+        than fail every batch."""
+        import psycopg
+
+        try:
+            with conn.transaction():
+                conn.execute(
+                    f"INSERT INTO {self.sent_table} (id, function, handle, server) "
+                    "SELECT * FROM unnest(%s::bigint[], %s::bytea[], %s::text[], %s::text[]) "
+                    "ON CONFLICT (id) DO NOTHING",
+                    (
+                        [row.id for row in sent],
+                        [row.function for row in sent],
+                        [row.handle for row in sent],
+                        [row.server for row in sent],
+                    ),
+                )
+                conn.execute(
+                    f"DELETE FROM {self.sent_table} WHERE id <= %s", (sent[-1].id - SENT_KEEP_IDS,)
+                )
+                conn.execute(
+                    f"DELETE FROM {self.sent_table} "
+                    "WHERE sent_at < now() - make_interval(secs => %s)",
+                    (SENT_KEEP_SECONDS,),
+                )
+        except psycopg.errors.InsufficientPrivilege as exc:
+            self._extras = (False, self._has_extras()[1])
+            log.warning(
+                "%s: this role may not write %s (%s); the relay records no handles there",
+                self.describe(),
+                self.sent_table,
+                exc,
+            )
+
     def finish(
         self, ids: list[int], dead: Sequence[tuple[int, str]] = (), sent: Sequence[Sent] = ()
     ) -> None:
         conn = self.conn
         assert conn is not None
         if sent and self._has_extras()[0]:
-            conn.execute(
-                f"INSERT INTO {self.sent_table} (id, function, handle, server) "
-                "SELECT * FROM unnest(%s::bigint[], %s::bytea[], %s::text[], %s::text[]) "
-                "ON CONFLICT (id) DO NOTHING",
-                (
-                    [row.id for row in sent],
-                    [row.function for row in sent],
-                    [row.handle for row in sent],
-                    [row.server for row in sent],
-                ),
-            )
-            conn.execute(
-                f"DELETE FROM {self.sent_table} WHERE id <= %s", (sent[-1].id - SENT_KEEP_IDS,)
-            )
-            conn.execute(
-                f"DELETE FROM {self.sent_table} WHERE sent_at < now() - make_interval(secs => %s)",
-                (SENT_KEEP_SECONDS,),
-            )
+            self._record(conn, sent)
         if dead and self.keeps_dead:
             conn.execute(
                 f"INSERT INTO {self.dead_table} ({', '.join(DEAD_COLUMNS)}, reason) "
@@ -163,13 +185,25 @@ class PostgresSource(Source):
         if not self._has_extras()[1]:
             conn.rollback()
             return
-        conn.execute(
-            f"INSERT INTO {self.contact_table} (relay, last_contact, servers) "
-            "VALUES (%s, now(), %s) ON CONFLICT (relay) DO UPDATE "
-            "SET last_contact = excluded.last_contact, servers = excluded.servers",
-            (relay, servers),
-        )
-        conn.commit()
+        import psycopg
+
+        try:
+            conn.execute(
+                f"INSERT INTO {self.contact_table} (relay, last_contact, servers) "
+                "VALUES (%s, now(), %s) ON CONFLICT (relay) DO UPDATE "
+                "SET last_contact = excluded.last_contact, servers = excluded.servers",
+                (relay, servers),
+            )
+            conn.commit()
+        except psycopg.errors.InsufficientPrivilege as exc:
+            conn.rollback()
+            self._extras = (self._has_extras()[0], False)
+            log.warning(
+                "%s: this role may not write %s (%s); the relay records no contact there",
+                self.describe(),
+                self.contact_table,
+                exc,
+            )
 
     def close(self) -> None:
         self._extras = None
