@@ -303,7 +303,8 @@ def test_a_relay_account_that_may_not_write_the_new_tables_relays_and_records_no
             f"REVOKE INSERT, DELETE ON {MYSQL_DATABASE}.gman_outbox_sent FROM '{user}'@'%'"
         )
         place._admin(
-            f"REVOKE INSERT, UPDATE, DELETE ON {MYSQL_DATABASE}.gman_relay_contact FROM '{user}'@'%'"
+            f"REVOKE INSERT, UPDATE, DELETE ON {MYSQL_DATABASE}.gman_relay_contact "
+            f"FROM '{user}'@'%'"
         )
         handles = [place.background("sent_nobody_works", f"row-{i}") for i in range(3)]
         parts = urlsplit(place.dsn)
