@@ -17,7 +17,9 @@ default maximum packet of 64 MiB).
 The relay moves outbox rows that no job server will take (too large, say) into the table
 ``gman_outbox_dead`` with the reason; the view ``gman_pipeline`` shows the backlog and the dead
 letters, and ``gman_job_status('outbox:<id>')`` tells whether a row is pending, dead or
-submitted.
+submitted (with the job server's handle, which the relay keeps in ``gman_outbox_sent`` for 24
+hours). The relay also makes ``gman_relay_contact``, its last contact, written with a batch
+(never while the outbox is idle, so that it does not take the file's write lock).
 
 Errors: Python's :mod:`sqlite3` turns any exception in a user function into
 ``sqlite3.OperationalError("user-defined function raised exception")``, losing the message. The

@@ -897,9 +897,12 @@ def test_job_status_and_pipeline_of_outbox_rows(db: Any, admin: Any) -> None:
         assert status["state"] == "submitted" and status["known"] is False
         with pytest.raises(mysql.connector.Error, match="is not an outbox:<id> handle"):
             _one(db, "SELECT gman_job_status('H:host:1')")
-        backlog, age, dead_count, _, reasons = _rows(admin, "SELECT * FROM gman_pipeline")[0]
+        backlog, age, dead_count, _, reasons, contact = _rows(admin, "SELECT * FROM gman_pipeline")[
+            0
+        ]
         assert (backlog, dead_count) == (1, 1) and age >= 0
         assert reasons == f"{dead_id}: the job server refused it: ARGUMENT_TOO_LARGE"
+        assert contact is None  # no relay has recorded its contact
     finally:
         _execute(admin, "DELETE FROM gman_outbox_dead")
 

@@ -92,9 +92,14 @@ _SQL = {
             " reason || ' (moved to gman_outbox_dead at ' || dead_at || ')' AS detail"
             " FROM gman_outbox_dead WHERE id = ?"
         ),
+        "sent_state": (
+            "SELECT 'submitted' AS state,"
+            " handle || ' (submitted to ' || server || ' by the relay at ' || sent_at || ')'"
+            " AS detail FROM gman_outbox_sent WHERE id = ?"
+        ),
         "tables": (
             "SELECT name FROM sqlite_master WHERE type = 'table'"
-            " AND name IN ('gman_outbox', 'gman_outbox_dead')"
+            " AND name IN ('gman_outbox', 'gman_outbox_dead', 'gman_outbox_sent')"
         ),
         "outbox_state_types": [],
     },
@@ -848,7 +853,9 @@ def _outbox(plpy, GD, schema, function, unique, data, priority):
 
 def _outbox_status(plpy, GD, schema, name, outbox_id):
     """The status of ``outbox:<id>``, from the database alone: pending (still in the outbox),
-    dead (in gman_outbox_dead, with the reason), else submitted."""
+    dead (in gman_outbox_dead, with the reason), submitted (in gman_outbox_sent: ``detail``
+    is the job server's handle, then where and when), else submitted without a record (the
+    record was pruned, the install predates it, or the transaction never committed)."""
     status = {
         "known": False,
         "running": False,
@@ -866,6 +873,7 @@ def _outbox_status(plpy, GD, schema, name, outbox_id):
             for query, table in (
                 ("outbox_state", "gman_outbox"),
                 ("dead_state", "gman_outbox_dead"),
+                ("sent_state", "gman_outbox_sent"),
             )
             if table in tables
         ]

@@ -230,6 +230,15 @@ BEGIN
     END IF;
     SELECT CONCAT(reason, ' (moved to gman_outbox_dead at ', dead_at, ')') INTO v_detail
         FROM gman_outbox_dead WHERE id = v_id;
+    IF v_detail IS NULL THEN
+        SELECT CONCAT(s.handle, ' (submitted to ', s.server, ' by the relay at ', s.sent_at,
+                      ')') INTO v_detail FROM gman_outbox_sent AS s WHERE s.id = v_id;
+        IF v_detail IS NOT NULL THEN
+            RETURN JSON_OBJECT('known', JSON_EXTRACT('false', '$'),
+                'running', JSON_EXTRACT('false', '$'), 'numerator', NULL, 'denominator', NULL,
+                'state', 'submitted', 'detail', v_detail);
+        END IF;
+    END IF;
     RETURN JSON_OBJECT('known', JSON_EXTRACT('false', '$'),
         'running', JSON_EXTRACT('false', '$'), 'numerator', NULL, 'denominator', NULL,
         'state', IF(v_detail IS NULL, 'submitted', 'dead'),
@@ -244,7 +253,8 @@ PIPELINE = """CREATE OR REPLACE SQL SECURITY DEFINER VIEW gman_pipeline AS SELEC
     (SELECT COUNT(*) FROM gman_outbox_dead) AS dead,
     (SELECT MAX(dead_at) FROM gman_outbox_dead) AS last_dead_at,
     (SELECT GROUP_CONCAT(CONCAT(id, ': ', reason) ORDER BY dead_at DESC, id DESC
-                         SEPARATOR '\n' LIMIT 5) FROM gman_outbox_dead) AS last_dead_reasons"""
+                         SEPARATOR '\n' LIMIT 5) FROM gman_outbox_dead) AS last_dead_reasons,
+    (SELECT MAX(last_contact) FROM gman_relay_contact) AS last_relay_contact"""
 
 _OUTBOX_INSERT = """CREATE OR REPLACE FUNCTION _gman_outbox_insert(
     p_caller VARCHAR(64) CHARACTER SET ascii, p_function LONGBLOB, p_workload LONGBLOB,

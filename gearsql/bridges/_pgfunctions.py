@@ -419,6 +419,7 @@ def all_functions(schema: str, plpython: bool = True) -> list[tuple[str, str]]:
     objects += [
         ("FUNCTION", f"{ident(schema)}._gman_outbox_state(bigint)"),
         ("FUNCTION", f"{ident(schema)}.{ident('gman_pipeline')}()"),
+        ("FUNCTION", f"{ident(schema)}.{ident('gman_relay_contacts')}()"),
     ]
     for entry in functions.FUNCTIONS:
         for params, _ in entry_signatures(entry):

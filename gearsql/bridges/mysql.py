@@ -11,6 +11,9 @@ Objects, all in the installing database:
 - ``gman_outbox_dead``: outbox rows no job server will take, moved there by the relay with the
   reason; the view ``gman_pipeline`` sums up both tables and ``gman_job_status('outbox:<id>')``
   follows one row.
+- ``gman_outbox_sent``: the job server's handle of each row the relay submitted (kept 24 hours,
+  the last 100000 ids), for ``gman_job_status``; ``gman_relay_contact``: each relay's last
+  contact, which ``gman_pipeline`` shows as ``last_relay_contact``.
 - ``gman_settings(name, value)``: the settings (:data:`SETTINGS`). Callers get no privilege on
   it or on any table: every function runs ``SQL SECURITY DEFINER``, as the installing account.
 - ``gman_calls`` and ``gman_results``: how a foreground ``gman_do*`` waits for its result
@@ -90,7 +93,15 @@ SETTINGS: dict[str, tuple[str, str]] = {
 }
 
 #: The tables the install creates, in creation order.
-TABLES = ("gman_settings", "gman_outbox", "gman_outbox_dead", "gman_calls", "gman_results")
+TABLES = (
+    "gman_settings",
+    "gman_outbox",
+    "gman_outbox_dead",
+    "gman_outbox_sent",
+    "gman_relay_contact",
+    "gman_calls",
+    "gman_results",
+)
 
 #: Views (callers granted the functions may read them).
 VIEWS = ("gman_pipeline",)
@@ -100,6 +111,8 @@ VIEWS = ("gman_pipeline",)
 RELAY_PRIVILEGES: dict[str, str] = {
     "gman_outbox": "SELECT, UPDATE, DELETE",
     "gman_outbox_dead": "SELECT, INSERT",
+    "gman_outbox_sent": "SELECT, INSERT, DELETE",
+    "gman_relay_contact": "SELECT, INSERT, UPDATE, DELETE",
     "gman_settings": "SELECT",
     "gman_calls": "SELECT",
     "gman_results": "SELECT, INSERT, UPDATE, DELETE",
@@ -172,6 +185,19 @@ _TABLE_SQL = {
     reason VARCHAR(1000) CHARACTER SET utf8mb4 NOT NULL,
     dead_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
 ) ENGINE=InnoDB COMMENT='gearsql: outbox rows no job server will take, and why'""",
+    "gman_outbox_sent": """CREATE TABLE IF NOT EXISTS gman_outbox_sent (
+    id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+    function VARBINARY(512) NOT NULL,
+    handle VARCHAR(255) CHARACTER SET utf8mb4 NOT NULL,
+    server VARCHAR(300) CHARACTER SET utf8mb4 NOT NULL,
+    sent_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    KEY gman_outbox_sent_at (sent_at)
+) ENGINE=InnoDB COMMENT='gearsql: submitted outbox rows and their handles (24 h, 100000 ids)'""",
+    "gman_relay_contact": """CREATE TABLE IF NOT EXISTS gman_relay_contact (
+    relay VARCHAR(300) CHARACTER SET utf8mb4 NOT NULL PRIMARY KEY,
+    last_contact TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    servers VARCHAR(2000) CHARACTER SET utf8mb4 NOT NULL
+) ENGINE=InnoDB COMMENT='gearsql: the last contact of each relay with this outbox'""",
     "gman_calls": """CREATE TABLE IF NOT EXISTS gman_calls (
     id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY,
     created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),

@@ -19,6 +19,10 @@ Objects, all in one schema (default ``gearsql``):
 - ``gman_origin``: the identity of the database the outbox belongs to, recorded at the first
   install (:data:`gearsql._sqlcommon.PG_ORIGIN_QUERY`); a relay on a restored copy finds another
   and stops while the outbox holds rows (:mod:`gearsql.relay.origin`).
+- ``gman_outbox_sent``: the job server's handle of each row the relay submitted, written in the
+  transaction that deletes the row, for ``gman_job_status('outbox:<id>')``; the relay keeps it
+  to 24 hours and the last 100000 ids. ``gman_relay_contact``: each relay's last contact (at
+  most every 5 s), shown by ``gman_relay_contacts()``.
 - the functions and the ``gman_sum`` aggregate; EXECUTE revoked from PUBLIC and granted to
   ``--role``.
 """
@@ -234,6 +238,30 @@ def install_sql(
         f"INSERT INTO {s}.gman_origin (identity, description)\n"
         f"{PG_ORIGIN_QUERY}\n"
         f"  AND NOT EXISTS (SELECT 1 FROM {s}.gman_origin);",
+        f"CREATE TABLE IF NOT EXISTS {s}.gman_outbox_sent (\n"
+        "    id bigint PRIMARY KEY,\n"
+        "    function bytea NOT NULL,\n"
+        "    handle text NOT NULL,\n"
+        "    server text NOT NULL,\n"
+        "    sent_at timestamptz NOT NULL DEFAULT now()\n"
+        ");",
+        f"CREATE INDEX IF NOT EXISTS gman_outbox_sent_at ON {s}.gman_outbox_sent (sent_at);",
+        f"REVOKE ALL ON TABLE {s}.gman_outbox_sent FROM PUBLIC;",
+        f"COMMENT ON TABLE {s}.gman_outbox_sent IS "
+        + literal(
+            "gearsql: outbox rows the relay submitted, with the job server's handle "
+            "(kept 24 hours, at most the last 100000 ids)"
+        )
+        + ";",
+        f"CREATE TABLE IF NOT EXISTS {s}.gman_relay_contact (\n"
+        "    relay text PRIMARY KEY,\n"
+        "    last_contact timestamptz NOT NULL DEFAULT now(),\n"
+        "    servers text NOT NULL\n"
+        ");",
+        f"REVOKE ALL ON TABLE {s}.gman_relay_contact FROM PUBLIC;",
+        f"COMMENT ON TABLE {s}.gman_relay_contact IS "
+        + literal("gearsql: each relay's last contact with this outbox (host:pid, servers)")
+        + ";",
         f"CREATE OR REPLACE FUNCTION {s}._gman_outbox_state(p_id bigint)\n"
         "RETURNS TABLE (state text, detail text) LANGUAGE sql STABLE SECURITY DEFINER\n"
         "SET search_path = pg_catalog, pg_temp AS $$\n"
@@ -242,7 +270,12 @@ def install_sql(
         "    UNION ALL\n"
         "    SELECT 'dead',\n"
         "           d.reason || ' (moved to gman_outbox_dead at ' || d.dead_at::text || ')'\n"
-        f"    FROM {s}.gman_outbox_dead AS d WHERE d.id = p_id\n$$;",
+        f"    FROM {s}.gman_outbox_dead AS d WHERE d.id = p_id\n"
+        "    UNION ALL\n"
+        "    SELECT 'submitted',\n"
+        "           x.handle || ' (submitted to ' || x.server || ' by the relay at '\n"
+        "           || x.sent_at::text || ')'\n"
+        f"    FROM {s}.gman_outbox_sent AS x WHERE x.id = p_id\n$$;",
         f"CREATE OR REPLACE FUNCTION {s}.gman_pipeline()\n"
         "RETURNS TABLE (backlog bigint, oldest_age interval, dead bigint, last_dead_at "
         "timestamptz, last_dead_reasons text[])\n"
@@ -259,6 +292,14 @@ def install_sql(
             "gearsql: rows waiting in the outbox (how many, the oldest age) and dead "
             "letters (how many, the newest reasons)"
         )
+        + ";",
+        f"CREATE OR REPLACE FUNCTION {s}.gman_relay_contacts()\n"
+        "RETURNS TABLE (relay text, last_contact timestamptz, age interval, servers text)\n"
+        "LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$\n"
+        "    SELECT c.relay, c.last_contact, now() - c.last_contact, c.servers\n"
+        f"    FROM {s}.gman_relay_contact AS c ORDER BY c.last_contact DESC\n$$;",
+        f"COMMENT ON FUNCTION {s}.gman_relay_contacts() IS "
+        + literal("gearsql: each relay's last contact with the outbox (host:pid), latest first")
         + ";",
         f"CREATE OR REPLACE FUNCTION {s}._gman_settings()\n"
         "RETURNS TABLE (name text, value text) LANGUAGE sql STABLE SECURITY DEFINER\n"
@@ -368,6 +409,8 @@ def uninstall_sql(schema: str = DEFAULT_SCHEMA, force: bool = False, for_file: b
     parts += [
         _pg_library.uninstall_sql(schema),
         f"DROP TABLE IF EXISTS {s}.gman_origin;",
+        f"DROP TABLE IF EXISTS {s}.gman_relay_contact;",
+        f"DROP TABLE IF EXISTS {s}.gman_outbox_sent;",
         f"DROP TABLE IF EXISTS {s}.gman_outbox_dead;",
         f"DROP TABLE IF EXISTS {s}.gman_outbox;",
         f"DROP TABLE IF EXISTS {s}.gman_settings;",

@@ -16,7 +16,15 @@ from gearsql._log import NOTICE
 from gearsql._sqlcommon import DEAD_COLUMNS, OUTBOX_COLUMNS
 from gearsql.relay._thread import watch_in_thread
 from gearsql.relay.batch import OutboxRow, row_from_values, take_within
-from gearsql.relay.source import OutboxMissing, SideTask, Source, close_quietly
+from gearsql.relay.source import (
+    SENT_KEEP_IDS,
+    SENT_KEEP_SECONDS,
+    OutboxMissing,
+    Sent,
+    SideTask,
+    Source,
+    close_quietly,
+)
 
 if TYPE_CHECKING:
     import asyncio
@@ -125,6 +133,9 @@ class MySQLSource(Source):
         self.mariadb = False
         self._identity = f"mysql:{self.config['host']}:{self.config['port']}:{self.database}"
         self._chosen = False
+        #: Whether gman_outbox_sent and gman_relay_contact exist (asked at the first use after
+        #: a connect; an older install has neither, and the relay records nothing there).
+        self._extras: tuple[bool, bool] | None = None
 
     def open(self) -> None:
         import mysql.connector
@@ -212,7 +223,43 @@ class MySQLSource(Source):
             cursor.close()
         return [row_from_values(row) for row in rows]
 
-    def finish(self, ids: list[int], dead: Sequence[tuple[int, str]] = ()) -> None:
+    def _has_extras(self) -> tuple[bool, bool]:
+        if self._extras is None:
+            cursor = self._connection().cursor()
+            try:
+                cursor.execute(
+                    "SELECT table_name FROM information_schema.tables "
+                    "WHERE table_schema = DATABASE() "
+                    "AND table_name IN ('gman_outbox_sent', 'gman_relay_contact')"
+                )
+                names = {str(row[0]) for row in cursor.fetchall()}
+            finally:
+                cursor.close()
+            self._extras = ("gman_outbox_sent" in names, "gman_relay_contact" in names)
+        return self._extras
+
+    def finish(
+        self, ids: list[int], dead: Sequence[tuple[int, str]] = (), sent: Sequence[Sent] = ()
+    ) -> None:
+        if sent and self._has_extras()[0]:
+            cursor = self._connection().cursor()
+            try:
+                cursor.execute(
+                    "INSERT IGNORE INTO gman_outbox_sent (id, function, handle, server) VALUES "
+                    + ",".join(["(%s, %s, %s, %s)"] * len(sent)),
+                    [value for row in sent for value in row],
+                )
+                cursor.execute(
+                    "DELETE FROM gman_outbox_sent WHERE id <= %s", (sent[-1].id - SENT_KEEP_IDS,)
+                )
+                cursor.execute(
+                    "DELETE FROM gman_outbox_sent WHERE sent_at < NOW(6) - INTERVAL %s SECOND",
+                    (SENT_KEEP_SECONDS,),
+                )
+            except Exception as exc:
+                self._denied(exc, "gman_outbox_sent")
+            finally:
+                cursor.close()
         if dead:
             cursor = self._connection().cursor()
             try:
@@ -242,7 +289,42 @@ class MySQLSource(Source):
                 cursor.close()
         self._connection().commit()
 
+    def contact(self, relay: str, servers: str) -> None:
+        if not self._has_extras()[1]:
+            self._connection().rollback()
+            return
+        cursor = self._connection().cursor()
+        try:
+            cursor.execute(
+                "INSERT INTO gman_relay_contact (relay, last_contact, servers) "
+                "VALUES (%s, NOW(6), %s) "
+                "ON DUPLICATE KEY UPDATE last_contact = NOW(6), servers = VALUES(servers)",
+                (relay, servers),
+            )
+        except Exception as exc:
+            self._denied(exc, "gman_relay_contact")
+        finally:
+            cursor.close()
+        self._connection().commit()
+
+    def _denied(self, exc: Exception, table: str) -> None:
+        """A relay account without the privileges on ``table`` (an install made again without
+        ``--relay-account``) records nothing there, rather than fail every batch; anything else
+        is raised. The statement's failure leaves the rest of the transaction as it was."""
+        if getattr(exc, "errno", None) not in (1142, 1143):  # table or column access denied
+            raise exc
+        sent, contact = self._has_extras()
+        self._extras = (False, contact) if table == "gman_outbox_sent" else (sent, False)
+        log.warning(
+            "%s: this account may not write %s (%s); the relay records nothing there: "
+            "run the install again with --relay-account",
+            self.describe(),
+            table,
+            exc,
+        )
+
     def close(self) -> None:
+        self._extras = None
         conn, self.conn = self.conn, None
         close_quietly(conn)
 

@@ -3,18 +3,28 @@ calls ``pg_notify``, which PostgreSQL delivers only when the transaction commits
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from gearsql._sqlcommon import DEAD_COLUMNS, NOTIFY_CHANNEL, OUTBOX_COLUMNS, check_identifier
 from gearsql.relay.batch import OutboxRow, row_from_values, take_within
 from gearsql.relay.origin import check_postgres
-from gearsql.relay.source import OutboxMissing, Source, close_quietly
+from gearsql.relay.source import (
+    SENT_KEEP_IDS,
+    SENT_KEEP_SECONDS,
+    OutboxMissing,
+    Sent,
+    Source,
+    close_quietly,
+)
 
 if TYPE_CHECKING:
     import psycopg
 
 __all__ = ["CHANNEL", "PostgresSource"]
+
+log = logging.getLogger("gearsql.relay")
 
 #: The channel the outbox insert notifies, with the schema as payload (gearsql/bridges/postgres.py).
 CHANNEL = NOTIFY_CHANNEL
@@ -37,6 +47,11 @@ class PostgresSource(Source):
         self.wake = wake
         self.table = f'"{schema}".gman_outbox'
         self.dead_table = f'"{schema}".gman_outbox_dead'
+        self.sent_table = f'"{schema}".gman_outbox_sent'
+        self.contact_table = f'"{schema}".gman_relay_contact'
+        #: Whether gman_outbox_sent and gman_relay_contact exist (asked at the first use after
+        #: a connect; an older install has neither, and the relay records nothing there).
+        self._extras: tuple[bool, bool] | None = None
         self.conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._identity = f"postgresql:?:{schema}"
         self._description = f"postgresql {self.table}"
@@ -96,9 +111,62 @@ class PostgresSource(Source):
         ).fetchall()
         return [row_from_values(row) for row in rows]
 
-    def finish(self, ids: list[int], dead: Sequence[tuple[int, str]] = ()) -> None:
+    def _has_extras(self) -> tuple[bool, bool]:
         conn = self.conn
         assert conn is not None
+        if self._extras is None:
+            sent, contact = _one(
+                conn.execute(
+                    "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
+                    (self.sent_table, self.contact_table),
+                )
+            )
+            self._extras = (bool(sent), bool(contact))
+        return self._extras
+
+    def _record(self, conn: psycopg.Connection[tuple[Any, ...]], sent: Sequence[Sent]) -> None:
+        """Insert the handles of ``sent`` and prune gman_outbox_sent, in a savepoint: a role
+        that may not write the table (not the installing one) records nothing there, rather
+        than fail every batch."""
+        import psycopg
+
+        try:
+            with conn.transaction():
+                conn.execute(
+                    f"INSERT INTO {self.sent_table} (id, function, handle, server) "
+                    "SELECT * FROM unnest(%s::bigint[], %s::bytea[], %s::text[], %s::text[]) "
+                    "ON CONFLICT (id) DO NOTHING",
+                    (
+                        [row.id for row in sent],
+                        [row.function for row in sent],
+                        [row.handle for row in sent],
+                        [row.server for row in sent],
+                    ),
+                )
+                conn.execute(
+                    f"DELETE FROM {self.sent_table} WHERE id <= %s", (sent[-1].id - SENT_KEEP_IDS,)
+                )
+                conn.execute(
+                    f"DELETE FROM {self.sent_table} "
+                    "WHERE sent_at < now() - make_interval(secs => %s)",
+                    (SENT_KEEP_SECONDS,),
+                )
+        except psycopg.errors.InsufficientPrivilege as exc:
+            self._extras = (False, self._has_extras()[1])
+            log.warning(
+                "%s: this role may not write %s (%s); the relay records no handles there",
+                self.describe(),
+                self.sent_table,
+                exc,
+            )
+
+    def finish(
+        self, ids: list[int], dead: Sequence[tuple[int, str]] = (), sent: Sequence[Sent] = ()
+    ) -> None:
+        conn = self.conn
+        assert conn is not None
+        if sent and self._has_extras()[0]:
+            self._record(conn, sent)
         if dead and self.keeps_dead:
             conn.execute(
                 f"INSERT INTO {self.dead_table} ({', '.join(DEAD_COLUMNS)}, reason) "
@@ -113,7 +181,34 @@ class PostgresSource(Source):
             conn.execute(f"DELETE FROM {self.table} WHERE id = ANY(%s)", (gone,))
         conn.commit()
 
+    def contact(self, relay: str, servers: str) -> None:
+        conn = self.conn
+        assert conn is not None
+        if not self._has_extras()[1]:
+            conn.rollback()
+            return
+        import psycopg
+
+        try:
+            conn.execute(
+                f"INSERT INTO {self.contact_table} (relay, last_contact, servers) "
+                "VALUES (%s, now(), %s) ON CONFLICT (relay) DO UPDATE "
+                "SET last_contact = excluded.last_contact, servers = excluded.servers",
+                (relay, servers),
+            )
+            conn.commit()
+        except psycopg.errors.InsufficientPrivilege as exc:
+            conn.rollback()
+            self._extras = (self._has_extras()[0], False)
+            log.warning(
+                "%s: this role may not write %s (%s); the relay records no contact there",
+                self.describe(),
+                self.contact_table,
+                exc,
+            )
+
     def close(self) -> None:
+        self._extras = None
         conn, self.conn = self.conn, None
         close_quietly(conn)
 

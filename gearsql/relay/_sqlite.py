@@ -13,11 +13,32 @@ from typing import Literal
 from gearsql._sqlcommon import DEAD_COLUMNS, OUTBOX_COLUMNS
 from gearsql.relay._thread import watch_in_thread
 from gearsql.relay.batch import OutboxRow, row_from_values, take_within
-from gearsql.relay.source import OutboxMissing, Source, close_quietly
+from gearsql.relay.source import (
+    SENT_KEEP_IDS,
+    SENT_KEEP_SECONDS,
+    OutboxMissing,
+    Sent,
+    Source,
+    close_quietly,
+)
 
 _DEAD = ", ".join(DEAD_COLUMNS)
 
-__all__ = ["SQLiteSource"]
+__all__ = ["CONTACT_TABLE", "SENT_TABLE", "SQLiteSource"]
+
+#: The rows the relay submitted, with the job server's handle (made by the relay, pruned to
+#: SENT_KEEP_SECONDS and SENT_KEEP_IDS), and each relay's last contact.
+SENT_TABLE = (
+    "CREATE TABLE IF NOT EXISTS gman_outbox_sent ("
+    " id INTEGER PRIMARY KEY, function BLOB NOT NULL, handle TEXT NOT NULL,"
+    " server TEXT NOT NULL,"
+    " sent_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))"
+)
+SENT_INDEX = "CREATE INDEX IF NOT EXISTS gman_outbox_sent_at ON gman_outbox_sent (sent_at)"
+CONTACT_TABLE = (
+    "CREATE TABLE IF NOT EXISTS gman_relay_contact ("
+    " relay TEXT PRIMARY KEY, last_contact TEXT NOT NULL, servers TEXT NOT NULL)"
+)
 
 #: Seconds between two looks at the change counter.
 CHANGE_CHECK = 0.02
@@ -38,6 +59,10 @@ class SQLiteSource(Source):
         self.path = os.path.abspath(path)
         self.wake = wake
         self.conn: sqlite3.Connection | None = None
+        #: Whether gman_outbox_sent and gman_relay_contact exist (made at the first use after
+        #: a connect; a read-only file lacks them and the relay records nothing there).
+        self._extras: bool | None = None
+        self._contact: tuple[str, str] | None = None
 
     def _connect(self) -> sqlite3.Connection:
         if not os.path.exists(self.path):
@@ -108,9 +133,48 @@ class SQLiteSource(Source):
             raise
         return [row_from_values(row) for row in rows]
 
-    def finish(self, ids: list[int], dead: Sequence[tuple[int, str]] = ()) -> None:
+    def _has_extras(self) -> bool:
         conn = self.conn
         assert conn is not None
+        if self._extras is None:
+            try:
+                for statement in (SENT_TABLE, SENT_INDEX, CONTACT_TABLE):
+                    conn.execute(statement)
+                self._extras = True
+            except sqlite3.OperationalError:  # a read-only file or directory
+                self._extras = False
+        return self._extras
+
+    def finish(
+        self, ids: list[int], dead: Sequence[tuple[int, str]] = (), sent: Sequence[Sent] = ()
+    ) -> None:
+        conn = self.conn
+        assert conn is not None
+        if self._contact is not None and conn.in_transaction and self._has_extras():
+            relay, servers = self._contact
+            self._contact = None
+            conn.execute(
+                "INSERT INTO gman_relay_contact (relay, last_contact, servers) "
+                "VALUES (?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?) ON CONFLICT (relay) "
+                "DO UPDATE SET last_contact = excluded.last_contact, servers = excluded.servers",
+                (relay, servers),
+            )
+        if sent and self._has_extras():
+            for start in range(0, len(sent), 200):
+                part = sent[start : start + 200]
+                conn.execute(
+                    "INSERT OR IGNORE INTO gman_outbox_sent (id, function, handle, server) VALUES "
+                    + ",".join(["(?, ?, ?, ?)"] * len(part)),
+                    [value for row in part for value in row],
+                )
+            conn.execute(
+                "DELETE FROM gman_outbox_sent WHERE id <= ?", (sent[-1].id - SENT_KEEP_IDS,)
+            )
+            conn.execute(
+                "DELETE FROM gman_outbox_sent WHERE sent_at < "
+                "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)",
+                (f"-{SENT_KEEP_SECONDS} seconds",),
+            )
         for id_, reason in dead:
             if self.keeps_dead:
                 conn.execute(
@@ -127,7 +191,14 @@ class SQLiteSource(Source):
         if conn.in_transaction:
             conn.execute("COMMIT")
 
+    def contact(self, relay: str, servers: str) -> None:
+        # Kept for the next finish(): a write of its own would take the file's write lock
+        # while the outbox is idle, and an application's transaction that read first and
+        # writes then gets "database is locked". So SQLite's last contact is the last batch.
+        self._contact = (relay, servers)
+
     def close(self) -> None:
+        self._extras = None
         conn, self.conn = self.conn, None
         close_quietly(conn)
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
+import socket
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeVar, cast
 
+from gearsql._clienttask import JobHandle
 from gearsql._log import NOTICE
 from gearsql._log import reason as _reason
 from gearsql._servers import Backoff, ServersArg, format_address, parse_servers
@@ -24,7 +27,7 @@ from gearsql.relay.batch import (
     unique_for,
 )
 from gearsql.relay.dsn import open_source
-from gearsql.relay.source import SideTask, Source
+from gearsql.relay.source import Sent, SideTask, Source
 
 __all__ = ["Relay", "RoundResult", "describe_error", "priority_of", "run_relays"]
 
@@ -35,6 +38,9 @@ T = TypeVar("T")
 #: After a binlog wake-up finds nothing, look again after these delays: the binlog event of a
 #: commit can reach the relay a moment before InnoDB makes the row visible to other sessions.
 _SETTLE = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064)
+
+#: The relay records its contact in ``gman_relay_contact`` at most this often (seconds).
+CONTACT_INTERVAL = 5.0
 
 
 #: How one round (claim, submit, finish a batch) ended: ``empty`` (nothing to do), ``busy`` (rows
@@ -121,6 +127,9 @@ class Relay:
         self._strikes = Strikes()
         #: Rows moved to the dead letters (or deleted, without the table) since the start.
         self.dead = 0
+        #: This relay in ``gman_relay_contact``: host:pid.
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self._last_contact: float | None = None
 
     def stop(self) -> None:
         """Make :meth:`run` finish the batch in hand (within ``stop_grace``) and return."""
@@ -160,6 +169,7 @@ class Relay:
                 woken = self._woken.is_set()
                 self._woken.clear()
                 try:
+                    await self._contact()
                     state = await self._round()
                     # Only a wake-up that found nothing is worth looking again; a new wake-up
                     # cuts the wait short.
@@ -279,6 +289,7 @@ class Relay:
 
     async def _lost_database(self, exc: Exception) -> None:
         self._connected = False
+        self._last_contact = None
         if self._db_outage.failed(self._now()):
             log.warning(
                 "%s: %s; reconnecting with backoff (rows not yet confirmed stay in the outbox)",
@@ -303,7 +314,22 @@ class Relay:
         self._strikes.claimed([row.id for row in rows])
         outcomes = await self._submit(rows)
         settlement = settle(rows, outcomes, self._strikes)
-        await self._db(self.source.finish, settlement.done, settlement.dead)
+        handles = {
+            row.id: (row.function, outcome)
+            for row, outcome in zip(rows, outcomes, strict=True)
+            if isinstance(outcome, JobHandle)
+        }
+        sent = [
+            Sent(
+                id_,
+                handles[id_][0],
+                handles[id_][1].handle.decode("utf-8", "replace"),
+                handles[id_][1].server,
+            )
+            for id_ in settlement.done
+            if id_ in handles
+        ]
+        await self._db(self.source.finish, settlement.done, settlement.dead, sent)
         self.submitted += len(settlement.done)
         if settlement.done:
             log.info(
@@ -347,6 +373,14 @@ class Relay:
             )
         self._server_backoff.reset()
         return "busy"
+
+    async def _contact(self) -> None:
+        """Record this relay's contact in the database, at most every CONTACT_INTERVAL."""
+        now = self._now()
+        if self._last_contact is not None and now - self._last_contact < CONTACT_INTERVAL:
+            return
+        self._last_contact = now
+        await self._db(self.source.contact, self.name, ",".join(self.client.servers))
 
     async def _submit(self, rows: list[OutboxRow]) -> list[object]:
         """Submit every row at once; each outcome is a job handle or the exception."""

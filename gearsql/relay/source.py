@@ -7,7 +7,7 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 from gearsql.relay.batch import OutboxRow
 
@@ -15,8 +15,11 @@ if TYPE_CHECKING:
     from gearsql.client import AsyncClient
 
 __all__ = [
+    "SENT_KEEP_IDS",
+    "SENT_KEEP_SECONDS",
     "SOURCES",
     "OutboxMissing",
+    "Sent",
     "SideTask",
     "Source",
     "Wake",
@@ -34,6 +37,23 @@ Wake = Literal["listen", "binlog", "change counter", "poll"]
 #: MariaDB's foreground calls: called once with the relay's job server client and its stop
 #: event, it runs until the event is set (and must handle its own database errors).
 SideTask = Callable[["AsyncClient", asyncio.Event], Awaitable[None]]
+
+
+#: ``gman_outbox_sent`` keeps a submitted row for this long ...
+SENT_KEEP_SECONDS = 24 * 3600
+#: ... and only the rows of the last this many outbox ids: the relay deletes older ones in the
+#: transaction that adds a batch (two range deletes on indexes), so the table stays bounded.
+SENT_KEEP_IDS = 100_000
+
+
+class Sent(NamedTuple):
+    """A row the job server took: kept in ``gman_outbox_sent`` so that ``gman_job_status``
+    can answer ``submitted`` with the job server's handle."""
+
+    id: int
+    function: bytes
+    handle: str
+    server: str
 
 
 class OutboxMissing(ValueError):
@@ -84,11 +104,21 @@ class Source(abc.ABC):
         stays open until :meth:`finish`; with no rows it is ended and [] returned."""
 
     @abc.abstractmethod
-    def finish(self, ids: list[int], dead: Sequence[tuple[int, str]] = ()) -> None:
+    def finish(
+        self, ids: list[int], dead: Sequence[tuple[int, str]] = (), sent: Sequence[Sent] = ()
+    ) -> None:
         """Delete the rows ``ids`` (submitted), move the rows of ``dead`` (``(id, reason)``,
         never to be submitted) into ``gman_outbox_dead`` with their reason (or delete them too
-        where there is no such table), and commit, which also lets go of the other claimed
-        rows: one transaction, so a dead row is in exactly one of the two tables."""
+        where there is no such table), record ``sent`` (the handles of the submitted rows) in
+        ``gman_outbox_sent`` with one multi-row insert where the table exists, pruning it to
+        :data:`SENT_KEEP_SECONDS` and :data:`SENT_KEEP_IDS`, and commit, which also lets go of
+        the other claimed rows: one transaction, so a row is in exactly one of the tables."""
+
+    def contact(self, relay: str, servers: str) -> None:
+        """Record that ``relay`` (host:pid) is draining this outbox into ``servers`` now, in
+        ``gman_relay_contact`` where the table exists (its own short transaction, between
+        batches; the relay calls it every few seconds). The default records nothing."""
+        return None
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -1,6 +1,7 @@
 """What an administrator wants to know of one database's pipeline without reading bytea: the
-backlog of the outbox (rows, the oldest one's age) and its dead letters (how many, the newest
-reasons), read with one short transaction that takes no lock. ``gearsql relay status`` prints
+backlog of the outbox (rows, the oldest one's age), its dead letters (how many, the newest
+reasons) and the relays' last contact (``gman_relay_contact``), read with one short
+transaction that takes no lock. ``gearsql relay status`` prints
 it; the databases offer the same as ``gman_pipeline()`` (PostgreSQL) and the view
 ``gman_pipeline`` (MariaDB, SQLite)."""
 
@@ -35,6 +36,9 @@ class PipelineStatus:
     last_dead_at: str | None = None
     last_dead_reasons: list[str] = field(default_factory=list)
     dead_table: bool = True
+    #: ``(relay, last_contact, seconds ago, servers)`` of each relay that recorded its
+    #: contact, the latest first; None for an install without ``gman_relay_contact``.
+    contacts: list[tuple[str, str, float, str]] | None = None
 
     def lines(self) -> list[str]:
         """The status as lines of text for a terminal."""
@@ -46,7 +50,28 @@ class PipelineStatus:
             last = f", the newest at {self.last_dead_at}" if self.last_dead_at else ""
             lines.append(f"  dead letters: {self.dead}{last}")
             lines += [f"    {reason}" for reason in self.last_dead_reasons]
+        if self.contacts is None:
+            lines.append("  relay contact: no gman_relay_contact table (run the install again)")
+        elif not self.contacts:
+            lines.append("  relay contact: none recorded")
+        else:
+            relay, at, ago, servers = self.contacts[0]
+            lines.append(
+                f"  relay contact: the last at {at} ({ago:.1f} s ago) by {relay}, to {servers}"
+            )
+            lines += [
+                f"    {relay} at {at} ({ago:.1f} s ago), to {servers}"
+                for relay, at, ago, servers in self.contacts[1:]
+            ]
         return lines
+
+
+#: How many relays' contacts are shown.
+CONTACTS = 5
+
+
+def _contacts(rows: list[Any]) -> list[tuple[str, str, float, str]]:
+    return [(str(r), str(at), max(0.0, float(ago)), str(s)) for r, at, ago, s in rows]
 
 
 def pipeline_status(dsn: str, schema: str = "gearsql") -> PipelineStatus:
@@ -99,7 +124,20 @@ def _postgres(dsn: str, schema: str) -> PipelineStatus:
         reasons = conn.execute(
             f"SELECT id, reason FROM {dead} ORDER BY dead_at DESC, id DESC LIMIT %s", (REASONS,)
         ).fetchall()
-    return PipelineStatus(name, int(backlog), _seconds(age), int(count), last, _reasons(reasons))
+        contact = f'"{schema}".gman_relay_contact'
+        contacts = None
+        if _first(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (contact,)))[0]:
+            contacts = _contacts(
+                conn.execute(
+                    "SELECT relay, last_contact::text, "
+                    f"extract(epoch FROM now() - last_contact), servers FROM {contact} "
+                    "ORDER BY last_contact DESC LIMIT %s",
+                    (CONTACTS,),
+                ).fetchall()
+            )
+    return PipelineStatus(
+        name, int(backlog), _seconds(age), int(count), last, _reasons(reasons), True, contacts
+    )
 
 
 def _first(cursor: Any) -> Any:
@@ -123,7 +161,7 @@ def _mysql(dsn: str) -> PipelineStatus:
         cursor = conn.cursor()
         cursor.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() "
-            "AND table_name IN ('gman_outbox', 'gman_outbox_dead')"
+            "AND table_name IN ('gman_outbox', 'gman_outbox_dead', 'gman_relay_contact')"
         )
         tables = {str(row[0]) for row in cursor.fetchall()}
         name = f"mysql {config['host']}:{config['port']}/{config['database']}"
@@ -143,10 +181,21 @@ def _mysql(dsn: str) -> PipelineStatus:
             (REASONS,),
         )
         reasons = cursor.fetchall()
+        contacts = None
+        if "gman_relay_contact" in tables:
+            cursor.execute(
+                "SELECT relay, CAST(last_contact AS CHAR), "
+                "TIMESTAMPDIFF(MICROSECOND, last_contact, NOW(6)) / 1000000, servers "
+                "FROM gman_relay_contact ORDER BY last_contact DESC LIMIT %s",
+                (CONTACTS,),
+            )
+            contacts = _contacts(cursor.fetchall())
         cursor.close()
     finally:
         conn.close()
-    return PipelineStatus(name, int(backlog), _seconds(age), int(count), last, _reasons(reasons))
+    return PipelineStatus(
+        name, int(backlog), _seconds(age), int(count), last, _reasons(reasons), True, contacts
+    )
 
 
 def _sqlite(path: str) -> PipelineStatus:
@@ -158,7 +207,7 @@ def _sqlite(path: str) -> PipelineStatus:
             row[0]
             for row in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table' "
-                "AND name IN ('gman_outbox', 'gman_outbox_dead')"
+                "AND name IN ('gman_outbox', 'gman_outbox_dead', 'gman_relay_contact')"
             )
         }
         name = f"sqlite {os.path.abspath(path)}"
@@ -175,6 +224,18 @@ def _sqlite(path: str) -> PipelineStatus:
             "SELECT id, reason FROM gman_outbox_dead ORDER BY dead_at DESC, id DESC LIMIT ?",
             (REASONS,),
         ).fetchall()
+        contacts = []  # the relay makes the table at its first batch
+        if "gman_relay_contact" in tables:
+            contacts = _contacts(
+                conn.execute(
+                    "SELECT relay, last_contact, "
+                    "(julianday('now') - julianday(last_contact)) * 86400.0, servers "
+                    "FROM gman_relay_contact ORDER BY last_contact DESC LIMIT ?",
+                    (CONTACTS,),
+                ).fetchall()
+            )
     finally:
         conn.close()
-    return PipelineStatus(name, int(backlog), _seconds(age), int(count), last, _reasons(reasons))
+    return PipelineStatus(
+        name, int(backlog), _seconds(age), int(count), last, _reasons(reasons), True, contacts
+    )

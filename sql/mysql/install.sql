@@ -15,6 +15,8 @@
 -- The relay's account needs, on the tables (gearsql install mysql --relay-account):
 --     GRANT SELECT, UPDATE, DELETE ON TABLE app.gman_outbox TO 'relay'@'%';
 --     GRANT SELECT, INSERT ON TABLE app.gman_outbox_dead TO 'relay'@'%';
+--     GRANT SELECT, INSERT, DELETE ON TABLE app.gman_outbox_sent TO 'relay'@'%';
+--     GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.gman_relay_contact TO 'relay'@'%';
 --     GRANT SELECT ON TABLE app.gman_settings TO 'relay'@'%';
 --     GRANT SELECT ON TABLE app.gman_calls TO 'relay'@'%';
 --     GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.gman_results TO 'relay'@'%';
@@ -79,6 +81,21 @@ CREATE TABLE IF NOT EXISTS gman_outbox_dead (
     reason VARCHAR(1000) CHARACTER SET utf8mb4 NOT NULL,
     dead_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
 ) ENGINE=InnoDB COMMENT='gearsql: outbox rows no job server will take, and why';
+
+CREATE TABLE IF NOT EXISTS gman_outbox_sent (
+    id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+    function VARBINARY(512) NOT NULL,
+    handle VARCHAR(255) CHARACTER SET utf8mb4 NOT NULL,
+    server VARCHAR(300) CHARACTER SET utf8mb4 NOT NULL,
+    sent_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    KEY gman_outbox_sent_at (sent_at)
+) ENGINE=InnoDB COMMENT='gearsql: submitted outbox rows and their handles (24 h, 100000 ids)';
+
+CREATE TABLE IF NOT EXISTS gman_relay_contact (
+    relay VARCHAR(300) CHARACTER SET utf8mb4 NOT NULL PRIMARY KEY,
+    last_contact TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    servers VARCHAR(2000) CHARACTER SET utf8mb4 NOT NULL
+) ENGINE=InnoDB COMMENT='gearsql: the last contact of each relay with this outbox';
 
 CREATE TABLE IF NOT EXISTS gman_calls (
     id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY,
@@ -466,6 +483,15 @@ BEGIN
     END IF;
     SELECT CONCAT(reason, ' (moved to gman_outbox_dead at ', dead_at, ')') INTO v_detail
         FROM gman_outbox_dead WHERE id = v_id;
+    IF v_detail IS NULL THEN
+        SELECT CONCAT(s.handle, ' (submitted to ', s.server, ' by the relay at ', s.sent_at,
+                      ')') INTO v_detail FROM gman_outbox_sent AS s WHERE s.id = v_id;
+        IF v_detail IS NOT NULL THEN
+            RETURN JSON_OBJECT('known', JSON_EXTRACT('false', '$'),
+                'running', JSON_EXTRACT('false', '$'), 'numerator', NULL, 'denominator', NULL,
+                'state', 'submitted', 'detail', v_detail);
+        END IF;
+    END IF;
     RETURN JSON_OBJECT('known', JSON_EXTRACT('false', '$'),
         'running', JSON_EXTRACT('false', '$'), 'numerator', NULL, 'denominator', NULL,
         'state', IF(v_detail IS NULL, 'submitted', 'dead'),
@@ -516,5 +542,6 @@ CREATE OR REPLACE SQL SECURITY DEFINER VIEW gman_pipeline AS SELECT
     (SELECT MAX(dead_at) FROM gman_outbox_dead) AS last_dead_at,
     (SELECT GROUP_CONCAT(CONCAT(id, ': ', reason) ORDER BY dead_at DESC, id DESC
                          SEPARATOR '
-' LIMIT 5) FROM gman_outbox_dead) AS last_dead_reasons$$
+' LIMIT 5) FROM gman_outbox_dead) AS last_dead_reasons,
+    (SELECT MAX(last_contact) FROM gman_relay_contact) AS last_relay_contact$$
 DELIMITER ;

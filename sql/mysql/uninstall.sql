@@ -63,6 +63,10 @@ DROP TABLE IF EXISTS gman_results;
 
 DROP TABLE IF EXISTS gman_calls;
 
+DROP TABLE IF EXISTS gman_relay_contact;
+
+DROP TABLE IF EXISTS gman_outbox_sent;
+
 DROP TABLE IF EXISTS gman_outbox_dead;
 
 DROP TABLE IF EXISTS gman_outbox;

@@ -102,6 +102,30 @@ FROM pg_catalog.pg_control_system() AS c, pg_catalog.pg_database AS d
 WHERE d.datname = pg_catalog.current_database()
   AND NOT EXISTS (SELECT 1 FROM "gearsql".gman_origin);
 
+CREATE TABLE IF NOT EXISTS "gearsql".gman_outbox_sent (
+    id bigint PRIMARY KEY,
+    function bytea NOT NULL,
+    handle text NOT NULL,
+    server text NOT NULL,
+    sent_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX IF NOT EXISTS gman_outbox_sent_at ON "gearsql".gman_outbox_sent (sent_at);
+
+REVOKE ALL ON TABLE "gearsql".gman_outbox_sent FROM PUBLIC;
+
+COMMENT ON TABLE "gearsql".gman_outbox_sent IS 'gearsql: outbox rows the relay submitted, with the job server''s handle (kept 24 hours, at most the last 100000 ids)';
+
+CREATE TABLE IF NOT EXISTS "gearsql".gman_relay_contact (
+    relay text PRIMARY KEY,
+    last_contact timestamptz NOT NULL DEFAULT now(),
+    servers text NOT NULL
+);
+
+REVOKE ALL ON TABLE "gearsql".gman_relay_contact FROM PUBLIC;
+
+COMMENT ON TABLE "gearsql".gman_relay_contact IS 'gearsql: each relay''s last contact with this outbox (host:pid, servers)';
+
 CREATE OR REPLACE FUNCTION "gearsql"._gman_outbox_state(p_id bigint)
 RETURNS TABLE (state text, detail text) LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
@@ -111,6 +135,11 @@ SET search_path = pg_catalog, pg_temp AS $$
     SELECT 'dead',
            d.reason || ' (moved to gman_outbox_dead at ' || d.dead_at::text || ')'
     FROM "gearsql".gman_outbox_dead AS d WHERE d.id = p_id
+    UNION ALL
+    SELECT 'submitted',
+           x.handle || ' (submitted to ' || x.server || ' by the relay at '
+           || x.sent_at::text || ')'
+    FROM "gearsql".gman_outbox_sent AS x WHERE x.id = p_id
 $$;
 
 CREATE OR REPLACE FUNCTION "gearsql".gman_pipeline()
@@ -126,6 +155,15 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 COMMENT ON FUNCTION "gearsql".gman_pipeline() IS 'gearsql: rows waiting in the outbox (how many, the oldest age) and dead letters (how many, the newest reasons)';
+
+CREATE OR REPLACE FUNCTION "gearsql".gman_relay_contacts()
+RETURNS TABLE (relay text, last_contact timestamptz, age interval, servers text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT c.relay, c.last_contact, now() - c.last_contact, c.servers
+    FROM "gearsql".gman_relay_contact AS c ORDER BY c.last_contact DESC
+$$;
+
+COMMENT ON FUNCTION "gearsql".gman_relay_contacts() IS 'gearsql: each relay''s last contact with the outbox (host:pid), latest first';
 
 CREATE OR REPLACE FUNCTION "gearsql"._gman_settings()
 RETURNS TABLE (name text, value text) LANGUAGE sql STABLE SECURITY DEFINER
@@ -160,32 +198,32 @@ $do$;
 CREATE OR REPLACE FUNCTION "gearsql"._gman_load()
 RETURNS void LANGUAGE plpython3u VOLATILE AS $gearsql$
 import marshal
-ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66061929f3bf\'')}
+ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_ced662e9de1b\'')}
 try:
     from _frozen_importlib_external import MAGIC_NUMBER
 except ImportError:
     MAGIC_NUMBER = None
-LOADER = {"__name__": '_gearsql_udf_66061929f3bf.loader'}
+LOADER = {"__name__": '_gearsql_udf_ced662e9de1b.loader'}
 _row = ROWS["loader"]
 if MAGIC_NUMBER is not None and _row["magic"] == MAGIC_NUMBER and _row["code"] is not None:
     _code = marshal.loads(_row["code"])
 else:
-    _code = compile(_row["source"], '<_gearsql_udf_66061929f3bf.loader>', "exec")
+    _code = compile(_row["source"], '<_gearsql_udf_ced662e9de1b.loader>', "exec")
 exec(_code, LOADER)
 SOURCES = {name: row["source"] for name, row in ROWS.items() if name != "loader"}
 MAGIC = LOADER["bytecode_magic"]()
 CODES = {name: row['code'] for name, row in ROWS.items()
          if row['magic'] == MAGIC and row['code'] is not None}
-GD['_gearsql_udf_66061929f3bf'] = LOADER["load_package"]('_gearsql_udf_66061929f3bf', SOURCES, CODES).gman
+GD['_gearsql_udf_ced662e9de1b'] = LOADER["load_package"]('_gearsql_udf_ced662e9de1b', SOURCES, CODES).gman
 $gearsql$;
 
 CREATE OR REPLACE FUNCTION "gearsql"._gman_background_now(p_name text, p_priority text, p_function text, p_workload bytea, p_unique text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66061929f3bf')
+lib = GD.get('_gearsql_udf_ced662e9de1b')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_66061929f3bf']
+    lib = GD['_gearsql_udf_ced662e9de1b']
 return lib.submit_background(plpy, GD, SCHEMA, p_name, p_priority, p_function, p_workload, p_unique)
 $gearsql$;
 
@@ -205,7 +243,7 @@ COMMENT ON TABLE "gearsql"._gman_library IS 'gearsql: the gman_* functions'' lib
 DELETE FROM "gearsql"._gman_library;
 
 INSERT INTO "gearsql"._gman_library (package, module, source) VALUES
-    ('_gearsql_udf_66061929f3bf', 'protocol', $gearsql_source$"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.
+    ('_gearsql_udf_ced662e9de1b', 'protocol', $gearsql_source$"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.
 
 Nothing here touches a socket, an event loop or a logger, and only the standard library is used:
 the same module runs in the job server, the client library and inside PostgreSQL's PL/Python.
@@ -742,7 +780,7 @@ def _looks_like_http(line: bytes) -> bool:
         return False
     return b" HTTP/" in line
 $gearsql_source$),
-    ('_gearsql_udf_66061929f3bf', '_clientconn', $gearsql_source$"""The client side of one Gearman connection as a sans-IO state machine (no sockets, no loop).
+    ('_gearsql_udf_ced662e9de1b', '_clientconn', $gearsql_source$"""The client side of one Gearman connection as a sans-IO state machine (no sockets, no loop).
 
 Requests go in as method calls with an opaque ``token`` the caller chooses (its own object for the
 request), bytes to write come out of :meth:`ClientConnection.data_to_send`, received bytes go in
@@ -1011,7 +1049,7 @@ class ClientConnection(Generic[T]):
         self._broken = True
         return tokens
 $gearsql_source$),
-    ('_gearsql_udf_66061929f3bf', 'gman', $gearsql_source$"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.
+    ('_gearsql_udf_ced662e9de1b', 'gman', $gearsql_source$"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.
 
 This module runs inside PostgreSQL's PL/Python (the database server's own Python, where gearsql is
 not installed) and, unchanged, in the plpython3u-compatible shim that gives SQLite the same
@@ -1105,9 +1143,14 @@ _SQL = {
             " reason || ' (moved to gman_outbox_dead at ' || dead_at || ')' AS detail"
             " FROM gman_outbox_dead WHERE id = ?"
         ),
+        "sent_state": (
+            "SELECT 'submitted' AS state,"
+            " handle || ' (submitted to ' || server || ' by the relay at ' || sent_at || ')'"
+            " AS detail FROM gman_outbox_sent WHERE id = ?"
+        ),
         "tables": (
             "SELECT name FROM sqlite_master WHERE type = 'table'"
-            " AND name IN ('gman_outbox', 'gman_outbox_dead')"
+            " AND name IN ('gman_outbox', 'gman_outbox_dead', 'gman_outbox_sent')"
         ),
         "outbox_state_types": [],
     },
@@ -1861,7 +1904,9 @@ def _outbox(plpy, GD, schema, function, unique, data, priority):
 
 def _outbox_status(plpy, GD, schema, name, outbox_id):
     """The status of ``outbox:<id>``, from the database alone: pending (still in the outbox),
-    dead (in gman_outbox_dead, with the reason), else submitted."""
+    dead (in gman_outbox_dead, with the reason), submitted (in gman_outbox_sent: ``detail``
+    is the job server's handle, then where and when), else submitted without a record (the
+    record was pruned, the install predates it, or the transaction never committed)."""
     status = {
         "known": False,
         "running": False,
@@ -1879,6 +1924,7 @@ def _outbox_status(plpy, GD, schema, name, outbox_id):
             for query, table in (
                 ("outbox_state", "gman_outbox"),
                 ("dead_state", "gman_outbox_dead"),
+                ("sent_state", "gman_outbox_sent"),
             )
             if table in tables
         ]
@@ -2126,7 +2172,7 @@ def close_all(GD):
             link.close()
         session.links.clear()
 $gearsql_source$),
-    ('_gearsql_udf_66061929f3bf', 'loader', $gearsql_source$"""Loads the udf library from source text into a private package of this Python process.
+    ('_gearsql_udf_ced662e9de1b', 'loader', $gearsql_source$"""Loads the udf library from source text into a private package of this Python process.
 
 Runs inside PostgreSQL's PL/Python (as the body of ``_gman_load()``) and in gearsql's SQLite shim.
 The package name carries a digest of the sources, so two installed versions never mix in one
@@ -2384,24 +2430,24 @@ $gearsql_source$);
 CREATE OR REPLACE FUNCTION "gearsql"._gman_compile()
 RETURNS integer LANGUAGE plpython3u VOLATILE AS $gearsql$
 import marshal
-ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66061929f3bf\'')}
+ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_ced662e9de1b\'')}
 try:
     from _frozen_importlib_external import MAGIC_NUMBER
 except ImportError:
     MAGIC_NUMBER = None
-LOADER = {"__name__": '_gearsql_udf_66061929f3bf.loader'}
+LOADER = {"__name__": '_gearsql_udf_ced662e9de1b.loader'}
 _row = ROWS["loader"]
 if MAGIC_NUMBER is not None and _row["magic"] == MAGIC_NUMBER and _row["code"] is not None:
     _code = marshal.loads(_row["code"])
 else:
-    _code = compile(_row["source"], '<_gearsql_udf_66061929f3bf.loader>', "exec")
+    _code = compile(_row["source"], '<_gearsql_udf_ced662e9de1b.loader>', "exec")
 exec(_code, LOADER)
 SOURCES = {name: row["source"] for name, row in ROWS.items() if name != "loader"}
 ALL = dict(SOURCES, loader=ROWS["loader"]["source"])
-CODES = LOADER["compile_sources"]('_gearsql_udf_66061929f3bf', ALL)
+CODES = LOADER["compile_sources"]('_gearsql_udf_ced662e9de1b', ALL)
 MAGIC = LOADER["bytecode_magic"]()
 PLAN = plpy.prepare(
-'UPDATE "gearsql"._gman_library SET magic = $1, code = $2 WHERE package = \'_gearsql_udf_66061929f3bf\' AND module = $3', ["bytea", "bytea", "text"])
+'UPDATE "gearsql"._gman_library SET magic = $1, code = $2 WHERE package = \'_gearsql_udf_ced662e9de1b\' AND module = $3', ["bytea", "bytea", "text"])
 for NAME, CODE in CODES.items():
     plpy.execute(PLAN, [MAGIC, CODE, NAME])
 return len(CODES)
@@ -2412,10 +2458,10 @@ SELECT "gearsql"._gman_compile();
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66061929f3bf')
+lib = GD.get('_gearsql_udf_ced662e9de1b')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_66061929f3bf']
+    lib = GD['_gearsql_udf_ced662e9de1b']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, None)
 $gearsql$;
 
@@ -2449,10 +2495,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66061929f3bf')
+lib = GD.get('_gearsql_udf_ced662e9de1b')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_66061929f3bf']
+    lib = GD['_gearsql_udf_ced662e9de1b']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, None)
 $gearsql$;
 
@@ -2486,10 +2532,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66061929f3bf')
+lib = GD.get('_gearsql_udf_ced662e9de1b')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_66061929f3bf']
+    lib = GD['_gearsql_udf_ced662e9de1b']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, unique)
 $gearsql$;
 
@@ -2523,10 +2569,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66061929f3bf')
+lib = GD.get('_gearsql_udf_ced662e9de1b')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_66061929f3bf']
+    lib = GD['_gearsql_udf_ced662e9de1b']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, unique)
 $gearsql$;
 
@@ -2560,10 +2606,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66061929f3bf')
+lib = GD.get('_gearsql_udf_ced662e9de1b')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_66061929f3bf']
+    lib = GD['_gearsql_udf_ced662e9de1b']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, None)
 $gearsql$;
 
@@ -2597,10 +2643,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66061929f3bf')
+lib = GD.get('_gearsql_udf_ced662e9de1b')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_66061929f3bf']
+    lib = GD['_gearsql_udf_ced662e9de1b']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, None)
 $gearsql$;
 
@@ -2634,10 +2680,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66061929f3bf')
+lib = GD.get('_gearsql_udf_ced662e9de1b')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_66061929f3bf']
+    lib = GD['_gearsql_udf_ced662e9de1b']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, unique)
 $gearsql$;
 
@@ -2671,10 +2717,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66061929f3bf')
+lib = GD.get('_gearsql_udf_ced662e9de1b')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_66061929f3bf']
+    lib = GD['_gearsql_udf_ced662e9de1b']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, unique)
 $gearsql$;
 
@@ -2708,10 +2754,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66061929f3bf')
+lib = GD.get('_gearsql_udf_ced662e9de1b')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_66061929f3bf']
+    lib = GD['_gearsql_udf_ced662e9de1b']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, None)
 $gearsql$;
 
@@ -2745,10 +2791,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66061929f3bf')
+lib = GD.get('_gearsql_udf_ced662e9de1b')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_66061929f3bf']
+    lib = GD['_gearsql_udf_ced662e9de1b']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, None)
 $gearsql$;
 
@@ -2782,10 +2828,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66061929f3bf')
+lib = GD.get('_gearsql_udf_ced662e9de1b')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_66061929f3bf']
+    lib = GD['_gearsql_udf_ced662e9de1b']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, unique)
 $gearsql$;
 
@@ -2819,10 +2865,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66061929f3bf')
+lib = GD.get('_gearsql_udf_ced662e9de1b')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_66061929f3bf']
+    lib = GD['_gearsql_udf_ced662e9de1b']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, unique)
 $gearsql$;
 
@@ -3774,10 +3820,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_servers_set"("servers" text)
 RETURNS boolean LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66061929f3bf')
+lib = GD.get('_gearsql_udf_ced662e9de1b')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_66061929f3bf']
+    lib = GD['_gearsql_udf_ced662e9de1b']
 return lib.servers_set(plpy, GD, SCHEMA, servers)
 $gearsql$;
 
@@ -3811,10 +3857,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_job_status"("handle" text, OUT known boolean, OUT running boolean, OUT numerator bigint, OUT denominator bigint, OUT state text, OUT detail text)
 RETURNS record LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66061929f3bf')
+lib = GD.get('_gearsql_udf_ced662e9de1b')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_66061929f3bf']
+    lib = GD['_gearsql_udf_ced662e9de1b']
 return lib.job_status(plpy, GD, SCHEMA, handle)
 $gearsql$;
 
@@ -3851,10 +3897,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_map"("function" text, "workloads" text[])
 RETURNS setof text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66061929f3bf')
+lib = GD.get('_gearsql_udf_ced662e9de1b')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_66061929f3bf']
+    lib = GD['_gearsql_udf_ced662e9de1b']
 return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)
 $gearsql$;
 
@@ -3888,10 +3934,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_map"("function" text, "workloads" bytea[])
 RETURNS setof bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66061929f3bf')
+lib = GD.get('_gearsql_udf_ced662e9de1b')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_66061929f3bf']
+    lib = GD['_gearsql_udf_ced662e9de1b']
 return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)
 $gearsql$;
 
@@ -3925,10 +3971,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" text)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66061929f3bf')
+lib = GD.get('_gearsql_udf_ced662e9de1b')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_66061929f3bf']
+    lib = GD['_gearsql_udf_ced662e9de1b']
 return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
@@ -3962,10 +4008,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" bytea)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66061929f3bf')
+lib = GD.get('_gearsql_udf_ced662e9de1b')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_66061929f3bf']
+    lib = GD['_gearsql_udf_ced662e9de1b']
 return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
@@ -3999,10 +4045,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_final"("state" bigint)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66061929f3bf')
+lib = GD.get('_gearsql_udf_ced662e9de1b')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_66061929f3bf']
+    lib = GD['_gearsql_udf_ced662e9de1b']
 return lib.sum_final(plpy, GD, SCHEMA, state)
 $gearsql$;
 
@@ -4109,6 +4155,8 @@ REVOKE ALL ON FUNCTION "gearsql"."_gman_py__gman_sum_final"(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION "gearsql"._gman_outbox_state(bigint) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"."gman_pipeline"() FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION "gearsql"."gman_relay_contacts"() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"."gman_do"(text, text) FROM PUBLIC;
 

@@ -80,6 +80,8 @@ DROP FUNCTION IF EXISTS "gearsql"."gman_do"(text, bytea);
 
 DROP FUNCTION IF EXISTS "gearsql"."gman_do"(text, text);
 
+DROP FUNCTION IF EXISTS "gearsql"."gman_relay_contacts"();
+
 DROP FUNCTION IF EXISTS "gearsql"."gman_pipeline"();
 
 DROP FUNCTION IF EXISTS "gearsql"._gman_outbox_state(bigint);
@@ -135,6 +137,10 @@ DROP FUNCTION IF EXISTS "gearsql"._gman_outbox_insert(bytea, bytea, bytea, text)
 DROP TABLE IF EXISTS "gearsql"._gman_library;
 
 DROP TABLE IF EXISTS "gearsql".gman_origin;
+
+DROP TABLE IF EXISTS "gearsql".gman_relay_contact;
+
+DROP TABLE IF EXISTS "gearsql".gman_outbox_sent;
 
 DROP TABLE IF EXISTS "gearsql".gman_outbox_dead;
 
