@@ -23,6 +23,14 @@ from gearsql.cli._options import (
 )
 from gearsql.relay import SOURCES
 
+#: Where the PostgreSQL functions live: the same option for relay, relay status and relay adopt.
+SCHEMA_OPTION = click.option(
+    "--schema",
+    default="gearsql",
+    show_default=True,
+    help="PostgreSQL schema the functions were installed into.",
+)
+
 
 @click.group(context_settings=CONTEXT, invoke_without_command=True)
 @click.option(
@@ -41,12 +49,7 @@ from gearsql.relay import SOURCES
     "$GEARMAN_SERVERS); logged when the two differ.  [default: the servers setting; "
     "127.0.0.1:4730 for SQLite]",
 )
-@click.option(
-    "--schema",
-    default="gearsql",
-    show_default=True,
-    help="PostgreSQL schema the functions were installed into.",
-)
+@SCHEMA_OPTION
 @click.option(
     "--source",
     default="auto",
@@ -164,12 +167,7 @@ def relay(
     metavar="DSN",
     help="Database whose outbox to show (as for `gearsql relay`); repeat for several.",
 )
-@click.option(
-    "--schema",
-    default="gearsql",
-    show_default=True,
-    help="PostgreSQL schema the functions were installed into.",
-)
+@SCHEMA_OPTION
 def status(dsns: tuple[str, ...], schema: str) -> None:
     """Show each outbox's backlog (rows, the oldest one's age) and its dead letters (how many,
     the newest reasons).
@@ -195,12 +193,7 @@ def status(dsns: tuple[str, ...], schema: str) -> None:
     metavar="DSN",
     help="PostgreSQL database to record as its outbox's own (postgresql://...).",
 )
-@click.option(
-    "--schema",
-    default="gearsql",
-    show_default=True,
-    help="PostgreSQL schema the functions were installed into.",
-)
+@SCHEMA_OPTION
 @click.option(
     "--discard",
     is_flag=True,
