@@ -12,7 +12,6 @@ import asyncio
 import collections
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ServerProcess, free_port
-from wire import Peer
+from wire import Peer, connect
 
 from gearsql.core import ANONYMOUS_PREFIX
 from gearsql.protocol import Packet, pack_request
@@ -411,21 +410,6 @@ class CrashRecord:
             # Each worker may also hold one job it was assigned but has not noted yet.
             self.in_flight_at_kills += len(self.unconfirmed) + workers
             self.unconfirmed.clear()
-
-
-def connect(address: tuple[str, int], stop: threading.Event) -> Peer | None:
-    """A connection to the server, retried while it restarts; None once ``stop`` is set."""
-    while not stop.is_set():
-        try:
-            peer = Peer(address, timeout=5)
-        except OSError:
-            time.sleep(0.02)
-            continue
-        # A worker writes WORK_COMPLETE, then GRAB_JOB: without this, Nagle's algorithm holds
-        # the GRAB back until the server's delayed ACK, some 40 ms per job.
-        peer.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return peer
-    return None
 
 
 def crash_client(

@@ -14,14 +14,13 @@ from __future__ import annotations
 import collections
 import secrets
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from conftest import ServerProcess
-from wire import Peer
+from wire import Peer, connect
 
 from gearsql.protocol import PacketType as P
 
@@ -49,22 +48,10 @@ class Runs:
         return lambda: self.distinct() >= goal
 
 
-def _connect(address: tuple[str, int], stop: threading.Event) -> Peer | None:
-    while not stop.is_set():
-        try:
-            peer = Peer(address, timeout=5)
-        except OSError:
-            time.sleep(0.02)
-            continue
-        peer.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return peer
-    return None
-
-
 def one_job_at_a_time(address: tuple[str, int], runs: Runs, stop: threading.Event) -> None:
     """GRAB_JOB_UNIQ, note the run, WORK_COMPLETE; again. Reconnects while the server restarts."""
     while not stop.is_set():
-        peer = _connect(address, stop)
+        peer = connect(address, stop)
         if peer is None:
             return
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 from gearsql.protocol import RES, AdminLine, Packet, PacketType, Parser, Violation, pack_request
@@ -110,3 +111,18 @@ class Peer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def connect(address: tuple[str, int], stop: threading.Event) -> Peer | None:
+    """A connection to the server, retried while it restarts; None once ``stop`` is set."""
+    while not stop.is_set():
+        try:
+            peer = Peer(address, timeout=5)
+        except OSError:
+            time.sleep(0.02)
+            continue
+        # A worker writes WORK_COMPLETE, then GRAB_JOB: without this, Nagle's algorithm holds
+        # the GRAB back until the server's delayed ACK, some 40 ms per job.
+        peer.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return peer
+    return None
