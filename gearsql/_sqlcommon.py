@@ -29,11 +29,23 @@ __all__ = [
     "SETTING_DEFAULTS",
     "check_identifier",
     "check_seconds",
+    "pg_ident",
+    "pg_literal",
 ]
 
 #: A plain SQL identifier: letters, digits, ``_`` and ``$``, not starting with a digit, at most
 #: 63 characters. PostgreSQL, MariaDB and SQLite all take it unquoted.
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
+
+
+def pg_ident(name: str) -> str:
+    """``name`` as a PostgreSQL quoted identifier (any name; ``"`` doubled)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def pg_literal(value: str) -> str:
+    """``value`` as a PostgreSQL string literal (standard_conforming_strings, on since 9.1)."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def check_identifier(value: str, what: str) -> str:

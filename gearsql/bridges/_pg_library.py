@@ -13,15 +13,10 @@ run as that role (SECURITY DEFINER wrappers), and what it holds is executed.
 
 from __future__ import annotations
 
+from gearsql._sqlcommon import pg_ident as _ident
+from gearsql._sqlcommon import pg_literal as _literal
+
 _SOURCE_TAG = "$gearsql_source$"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _quoted_source(text: str) -> str:

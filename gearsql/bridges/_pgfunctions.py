@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gearsql._sqlcommon import (
-    NOTIFY_CHANNEL,
-    OUTBOX_COLUMNS,
-)
+from gearsql._sqlcommon import NOTIFY_CHANNEL, OUTBOX_COLUMNS
+from gearsql._sqlcommon import pg_ident as ident
+from gearsql._sqlcommon import pg_literal as literal
 from gearsql.bridges import _pg_library, udf_module
 from gearsql.protocol import MAX_FUNCTION_NAME, MAX_UNIQUE
 
@@ -23,14 +22,6 @@ NO_PLPYTHON = "0A000"  # feature_not_supported
 READ_ONLY = "25006"  # read_only_sql_transaction: a hot standby, or a read-only transaction
 LEGACY_OUTBOX_INSERT = "{s}._gman_outbox_insert(bytea, bytea, bytea, text)"
 _DOLLAR_TAG = "$gearsql$"
-
-
-def ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def dollar(body: str) -> str:

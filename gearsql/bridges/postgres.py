@@ -40,6 +40,8 @@ from gearsql._sqlcommon import (
     check_identifier,
     check_seconds,
 )
+from gearsql._sqlcommon import pg_ident as ident
+from gearsql._sqlcommon import pg_literal as literal
 from gearsql.bridges import _pg_library, library_package, library_sources, load_library, udf_module
 from gearsql.bridges._pgfunctions import (
     LEGACY_OUTBOX_INSERT,
@@ -51,8 +53,6 @@ from gearsql.bridges._pgfunctions import (
     entry_signatures,
     function_sql,
     granted_signatures,
-    ident,
-    literal,
     loader_body,
     now_sql,
     read_udf,
