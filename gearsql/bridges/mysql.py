@@ -162,6 +162,13 @@ def _check_servers(servers: str) -> str:
 
 # ----------------------------------------------------------------------------- the SQL
 
+#: gman_results.status: the outcome of a foreground call, as the relay records it; the kinds of
+#: failure pick the call's SQLSTATE (``_gman_call``). Values are only ever appended, and
+#: :data:`_UPGRADES` appends them to an older install's column.
+_RESULT_STATUS = (
+    "ENUM('complete','fail','exception','error','timeout','unreachable','refused') NOT NULL"
+)
+
 _TABLE_SQL = {
     "gman_settings": """CREATE TABLE IF NOT EXISTS gman_settings (
     name VARCHAR(64) CHARACTER SET ascii NOT NULL PRIMARY KEY,
@@ -208,14 +215,21 @@ _TABLE_SQL = {
     timeout DOUBLE NOT NULL,
     connection_id BIGINT UNSIGNED NOT NULL
 ) ENGINE=InnoDB COMMENT='gearsql: foreground calls waiting (never committed; read uncommitted)'""",
-    "gman_results": """CREATE TABLE IF NOT EXISTS gman_results (
+    "gman_results": f"""CREATE TABLE IF NOT EXISTS gman_results (
     call_id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
     created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-    status ENUM('complete','fail','exception','error') NOT NULL,
+    status {_RESULT_STATUS},
     result LONGBLOB NULL,
     message VARCHAR(400) CHARACTER SET utf8mb4 NULL
 ) ENGINE=InnoDB COMMENT='gearsql: outcomes of foreground calls, written by the relay'""",
 }
+
+#: What an install older than this one lacks in tables it already has (CREATE TABLE IF NOT
+#: EXISTS leaves them as they are); each statement is harmless when run again.
+_UPGRADES = (
+    # The kinds of failure of a foreground call (instant: values appended to an ENUM).
+    f"ALTER TABLE gman_results MODIFY status {_RESULT_STATUS}",
+)
 
 
 def install_statements(
@@ -241,6 +255,7 @@ def install_statements(
         "SET NAMES utf8mb4",
         f"SET SESSION sql_mode = '{_SQL_MODE}'",
         *(_TABLE_SQL[table] for table in TABLES),
+        *_UPGRADES,
         "INSERT IGNORE INTO gman_settings (name, value) VALUES\n"
         + ",\n".join(
             f"    ({literal(name)}, {literal(default)})" for name, (default, _) in SETTINGS.items()
