@@ -1017,3 +1017,37 @@ def test_an_older_install_gets_the_kinds_of_failure_and_a_relay_still_answers_it
         "AND TABLE_NAME = 'gman_results' AND COLUMN_NAME = 'status'",
     )
     assert "'timeout','unreachable','refused'" in column
+
+
+def test_a_background_call_in_a_read_only_transaction_or_server_is_mariadbs_own_error(
+    db: Any, admin: Any
+) -> None:
+    """MariaDB refuses the write when the calling statement locks gman_outbox, before
+    gman_do_background's body runs, so no handler in it can word the error as PostgreSQL's
+    (docs/reliability.md case 52): a read-only transaction is MariaDB's 25006 already, a
+    read_only server its 1290. The server's read_only is set on a private MariaDB only."""
+    import mysql.connector
+    from relaying import private_mariadb
+
+    from gearsql.bridges.mysql import install
+
+    _execute(db, "START TRANSACTION READ ONLY")
+    with pytest.raises(mysql.connector.Error, match="READ ONLY transaction") as caught:
+        _execute(db, "SELECT gman_do_background('f', 'x')")
+    db.rollback()
+    assert (caught.value.errno, caught.value.sqlstate) == (1792, "25006")
+    assert _outbox(admin) == []
+    with private_mariadb("--log-bin-trust-function-creators=1") as dsn:
+        root = _connect(dsn, autocommit=True)
+        try:
+            _execute(root, "CREATE USER 'app'@'%'")  # no SUPER, no READ_ONLY ADMIN
+            install(dsn, grant_to=["'app'@'%'"])
+            _execute(root, "SET GLOBAL read_only = 1")
+            app = _connect(dsn.replace("root@", "app@"), autocommit=True)
+            with pytest.raises(mysql.connector.Error, match="--read-only option") as caught:
+                _execute(app, "SELECT gman_do_background('f', 'x')")
+            app.close()
+            assert (caught.value.errno, caught.value.sqlstate) == (1290, "HY000")
+        finally:
+            _execute(root, "SET GLOBAL read_only = 0")
+            root.close()
