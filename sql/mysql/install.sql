@@ -15,6 +15,7 @@
 -- The relay's account needs, on the tables (gearsql install mysql --relay-account):
 --     GRANT SELECT, UPDATE, DELETE ON TABLE app.gman_outbox TO 'relay'@'%';
 --     GRANT SELECT, INSERT ON TABLE app.gman_outbox_dead TO 'relay'@'%';
+--     GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.gman_origin TO 'relay'@'%';
 --     GRANT SELECT, INSERT, DELETE ON TABLE app.gman_outbox_sent TO 'relay'@'%';
 --     GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.gman_relay_contact TO 'relay'@'%';
 --     GRANT SELECT ON TABLE app.gman_settings TO 'relay'@'%';
@@ -82,6 +83,12 @@ CREATE TABLE IF NOT EXISTS gman_outbox_dead (
     dead_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
 ) ENGINE=InnoDB COMMENT='gearsql: outbox rows no job server will take, and why';
 
+CREATE TABLE IF NOT EXISTS gman_origin (
+    identity VARCHAR(200) CHARACTER SET utf8mb4 NOT NULL,
+    description VARCHAR(1000) CHARACTER SET utf8mb4 NOT NULL,
+    recorded_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
+) ENGINE=InnoDB COMMENT='gearsql: the database this outbox belongs to (gearsql relay adopt)';
+
 CREATE TABLE IF NOT EXISTS gman_outbox_sent (
     id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
     function VARBINARY(512) NOT NULL,
@@ -116,7 +123,25 @@ CREATE TABLE IF NOT EXISTS gman_results (
     message VARCHAR(400) CHARACTER SET utf8mb4 NULL
 ) ENGINE=InnoDB COMMENT='gearsql: outcomes of foreground calls, written by the relay';
 
-ALTER TABLE gman_results MODIFY status ENUM('complete','fail','exception','error','timeout','unreachable','refused') NOT NULL;
+DELIMITER $$
+BEGIN NOT ATOMIC
+    IF (SELECT COLUMN_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()
+        AND TABLE_NAME = 'gman_results' AND COLUMN_NAME = 'status') NOT LIKE '%''refused''%'
+    THEN
+        ALTER TABLE gman_results MODIFY status ENUM('complete','fail','exception','error','timeout','unreachable','refused') NOT NULL;
+    END IF;
+END$$
+DELIMITER ;
+
+SET SESSION time_zone = '+00:00';
+
+INSERT INTO gman_origin (identity, description)
+SELECT CONCAT(TABLE_SCHEMA, ':', UNIX_TIMESTAMP(CREATE_TIME)),
+       CONCAT('database ', QUOTE(TABLE_SCHEMA), ' on ', @@hostname, ':', @@port,
+              ' (its gman_origin created ', CREATE_TIME, ' UTC)')
+FROM information_schema.TABLES
+WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'gman_origin' AND CREATE_TIME IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM gman_origin);
 
 INSERT IGNORE INTO gman_settings (name, value) VALUES
     ('servers', '127.0.0.1:4730'),
