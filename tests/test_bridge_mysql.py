@@ -760,9 +760,8 @@ def test_every_kind_of_failure_has_postgresqls_sqlstate(
         )
         assert _sqlstate_of(db, "SELECT gman_do('fail', 'x')", r"\(WORK_FAIL\)") == "GM003"
         assert _sqlstate_of(db, "SELECT gman_do('boom', 'x')", "kaboom") == "GM004"
-        assert _sqlstate_of(db, "SELECT gman_do('gm005_full', 'x')", "Job queue is full") == (
-            "GM005"
-        )
+        refused = "gman_do: the job server refused the job: QUEUE_ERROR Job queue is full$"
+        assert _sqlstate_of(db, "SELECT gman_do('gm005_full', 'x')", refused) == "GM005"
     finally:
         relay.stop()
 

@@ -94,8 +94,9 @@ def _outcome_of(exc: BaseException, timeout: float) -> _Outcome:
         return _Outcome("timeout", message=f"no result within {timeout:g} s")
     if isinstance(exc, ServerUnavailable):
         return _Outcome("unreachable", message=f"cannot reach a job server: {exc}")
-    kind = "refused" if isinstance(exc, ServerError) else "error"
-    return _Outcome(kind, message=f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, ServerError):  # PostgreSQL's words, without the job server's name
+        return _Outcome("refused", message=f"the job server refused the job: {exc.code} {exc.text}")
+    return _Outcome("error", message=f"{type(exc).__name__}: {exc}")
 
 
 class _CallServer:
