@@ -10,13 +10,17 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from conftest import ServerProcess, need_tool
+from conftest import ServerProcess, free_port, need_tool
 from relaying import Database, Recorder, Relays, eventually
+
+from gearsql._sqlcommon import MYSQL_ORIGIN_QUERY, MYSQL_ORIGIN_SETUP
 
 pytestmark = pytest.mark.mysql
 pytest.importorskip("mysql.connector")
@@ -253,3 +257,94 @@ def test_adopt_refuses_a_mariadb_database_without_the_outbox() -> None:
         "gearsql: gman_origin or gman_outbox does not exist: run `gearsql install mysql` "
         "(again) first\n"
     )
+
+
+def test_the_identity_survives_a_server_restart_and_a_moved_data_directory(
+    tmp_path: Path,
+) -> None:
+    """A private MariaDB (the machine's server is never restarted): the identity the install
+    recorded is the one the server reports after a restart, and after its data directory was
+    moved (as a new container over the same volume sees it); a copy of the files differs."""
+    import mysql.connector
+
+    install_db = shutil.which("mariadb-install-db") or need_tool("mysql_install_db")
+    daemon = shutil.which("mariadbd") or need_tool("mysqld")
+    subprocess.run(
+        [
+            install_db,
+            "--no-defaults",
+            f"--datadir={tmp_path / 'data'}",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+    def identity(data: Path, setup: Callable[[Any], None] | None = None) -> tuple[str, str]:
+        port = free_port()
+        proc = subprocess.Popen(
+            [
+                daemon,
+                "--no-defaults",
+                f"--datadir={data}",
+                f"--socket={tmp_path / 'sock'}",
+                f"--port={port}",
+                "--bind-address=127.0.0.1",
+                "--user=root",
+                f"--pid-file={tmp_path / 'pid'}",
+                "--innodb-buffer-pool-size=16M",
+                f"--log-error={tmp_path / 'error.log'}",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                assert proc.poll() is None, (tmp_path / "error.log").read_text()
+                try:
+                    conn = mysql.connector.connect(
+                        host="127.0.0.1", port=port, user="root", autocommit=True
+                    )
+                    break
+                except mysql.connector.Error:
+                    assert time.monotonic() < deadline, "the private MariaDB did not start"
+                    time.sleep(0.1)
+            try:
+                if setup is not None:
+                    setup(port)
+                cursor = conn.cursor()
+                cursor.execute("USE app")
+                cursor.execute("SELECT identity FROM gman_origin")
+                (recorded,) = cursor.fetchone()
+                cursor.execute(MYSQL_ORIGIN_SETUP)
+                cursor.execute(MYSQL_ORIGIN_QUERY)
+                current = cursor.fetchone()[0]
+                cursor.close()
+            finally:
+                conn.close()
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        return str(recorded), str(current)
+
+    def install(port: int) -> None:
+        from gearsql.bridges.mysql import install as install_into
+
+        conn = mysql.connector.connect(host="127.0.0.1", port=port, user="root", autocommit=True)
+        conn.cursor().execute("CREATE DATABASE app")
+        conn.close()
+        install_into(f"mysql://root@127.0.0.1:{port}/app")
+
+    recorded, current = identity(tmp_path / "data", install)
+    assert current == recorded and recorded.startswith("app:")
+    time.sleep(1.1)  # CREATE_TIME has seconds: a copy made in the same second would not show
+    assert identity(tmp_path / "data") == (recorded, recorded)  # restarted
+    (tmp_path / "data").rename(tmp_path / "moved")
+    assert identity(tmp_path / "moved") == (recorded, recorded)
+    shutil.copytree(tmp_path / "moved", tmp_path / "copied", symlinks=True)
+    copied_recorded, copied_current = identity(tmp_path / "copied")
+    assert copied_recorded == recorded and copied_current != recorded
