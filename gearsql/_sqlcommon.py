@@ -88,6 +88,24 @@ PG_ORIGIN_QUERY = (
     "WHERE d.datname = pg_catalog.current_database()"
 )
 
+#: The same for a MariaDB database, which has no identifier of its own that a restore changes
+#: (``server_id`` and the port are the same on most servers, the host name changes with every
+#: container): the database's name and the time ``gman_origin`` itself was created, which InnoDB
+#: reports from its ``.frm`` file's ctime. A dump restored anywhere (another server, another
+#: database, the same one dropped first) creates the table again, and a physical copy
+#: (mariabackup, ``cp -a``) writes new files, so either differs; a server restart, a new
+#: container over the same data volume, a ``mv`` of the data directory keep it. Read with the
+#: session's ``time_zone`` at ``'+00:00'`` (:data:`MYSQL_ORIGIN_SETUP`), so that no time zone or
+#: daylight saving change makes it differ.
+MYSQL_ORIGIN_QUERY = (
+    "SELECT CONCAT(TABLE_SCHEMA, ':', UNIX_TIMESTAMP(CREATE_TIME)),\n"
+    "       CONCAT('database ', QUOTE(TABLE_SCHEMA), ' on ', @@hostname, ':', @@port,\n"
+    "              ' (its gman_origin created ', CREATE_TIME, ' UTC)')\n"
+    "FROM information_schema.TABLES\n"
+    "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'gman_origin' AND CREATE_TIME IS NOT NULL"
+)
+MYSQL_ORIGIN_SETUP = "SET SESSION time_zone = '+00:00'"
+
 #: The outbox columns the relay reads, in the order of ``relay.batch.OutboxRow``; the SQL
 #: functions write all but ``id``.
 OUTBOX_COLUMNS = ("id", "function", "unique_key", "workload", "priority")

@@ -483,7 +483,9 @@ def test_bad_input_is_a_sql_error_naming_the_cause(
 
     with pytest.raises(mysql.connector.Error, match=message) as caught:
         _execute(db, sql, params)
-    assert caught.value.sqlstate == "45000"
+    # PostgreSQL's codes: a server not allowed is insufficient_privilege, the rest are bad
+    # arguments (docs/design.md, "Errors and their SQLSTATEs").
+    assert caught.value.sqlstate == ("42501" if "is not allowed" in message else "22023")
     assert _outbox(admin) == []
     assert _rows(admin, "SELECT id FROM gman_calls") == []
     assert _one(db, "SELECT gman_do_background('f', 'fine')").startswith("outbox:")
@@ -680,8 +682,11 @@ def test_gman_do_inside_a_transaction_is_an_error(db: Any, admin: Any) -> None:
     import mysql.connector
 
     _execute(db, "START TRANSACTION")
-    with pytest.raises(mysql.connector.Error, match="gman_do: cannot run inside a transaction"):
+    with pytest.raises(
+        mysql.connector.Error, match="gman_do: cannot run inside a transaction"
+    ) as caught:
         _execute(db, "SELECT gman_do('reverse', 'x')")
+    assert caught.value.sqlstate == "25001"  # active_sql_transaction
     db.rollback()
     db.autocommit = False
     with pytest.raises(
@@ -709,6 +714,65 @@ def test_gman_do_without_a_relay_or_a_worker_times_out_with_a_clear_error(
             match=r"gman_do: no result within 0\.5 s \(is a worker registered",
         ):
             _execute(db, "SELECT gman_do('nobody_works_this', 'x')")
+    finally:
+        relay.stop()
+    assert _rows(admin, "SELECT id FROM gman_calls") == []
+
+
+def _sqlstate_of(conn: Any, sql: str, message: str) -> str:
+    """The SQLSTATE of the error ``sql`` fails with, whose message must match ``message``."""
+    import mysql.connector
+
+    with pytest.raises(mysql.connector.Error, match=message) as caught:
+        _execute(conn, sql)
+    return str(caught.value.sqlstate)
+
+
+def test_every_kind_of_failure_has_postgresqls_sqlstate(
+    installed: str, db: Any, admin: Any, gearsql_server: ServerProcess, workers: Workers
+) -> None:
+    """The codes of docs/design.md's table, as PostgreSQL and SQLite raise them: a real relay
+    (serve_calls) and job server for the outcomes, no relay for GM001."""
+    from conftest import free_port
+
+    from gearsql import Client
+    from gearsql.adminclient import AdminClient
+
+    _set(admin, "timeout", "1")
+    assert _sqlstate_of(db, "SELECT gman_do('reverse', 'x')", "no relay took the call") == "GM001"
+    _set(admin, "timeout", "soon")
+    assert _sqlstate_of(db, "SELECT gman_do('reverse', 'x')", "bad setting timeout") == "GM006"
+    _set(admin, "timeout", "1")
+    _set(admin, "servers", "127.0.0.1:4730,nope:port")
+    assert (
+        _sqlstate_of(db, "SELECT gman_servers_set('127.0.0.1')", "bad setting servers") == "GM006"
+    )
+    _set(admin, "servers", "127.0.0.1:4730")
+    # The job server refuses: its queue for the function is full (QUEUE_ERROR).
+    with Client(f"{gearsql_server.host}:{gearsql_server.port}") as client:
+        client.submit_background("gm005_full", b"queued")
+    with AdminClient(*gearsql_server.address, timeout=5) as server_admin:
+        server_admin.maxqueue("gm005_full", 1)
+    relay = Relay(installed, gearsql_server)
+    try:
+        assert _sqlstate_of(db, "SELECT gman_do('nobody_works_this', 'x')", "no result") == (
+            "GM002"
+        )
+        assert _sqlstate_of(db, "SELECT gman_do('fail', 'x')", r"\(WORK_FAIL\)") == "GM003"
+        assert _sqlstate_of(db, "SELECT gman_do('boom', 'x')", "kaboom") == "GM004"
+        refused = "gman_do: the job server refused the job: QUEUE_ERROR Job queue is full$"
+        assert _sqlstate_of(db, "SELECT gman_do('gm005_full', 'x')", refused) == "GM005"
+    finally:
+        relay.stop()
+
+    class Nowhere:  # a job server address nothing listens on
+        host, port = "127.0.0.1", free_port()
+
+    relay = Relay(installed, Nowhere)  # type: ignore[arg-type]
+    try:
+        assert _sqlstate_of(db, "SELECT gman_do('reverse', 'x')", "cannot reach a job server") == (
+            "GM001"
+        )
     finally:
         relay.stop()
     assert _rows(admin, "SELECT id FROM gman_calls") == []
@@ -919,3 +983,70 @@ def test_installing_again_adds_the_dead_letters_and_max_workload(
     assert _one(admin, "SELECT value FROM gman_settings WHERE name = 'max_workload'") == "67107840"
     assert _one(admin, "SELECT COUNT(*) FROM gman_outbox_dead") == 0
     assert _rows(admin, "SELECT backlog, dead FROM gman_pipeline") == [(0, 0)]
+
+
+def test_an_older_install_gets_the_kinds_of_failure_and_a_relay_still_answers_it(
+    installed: str, db: Any, admin: Any, gearsql_server: ServerProcess
+) -> None:
+    """gman_results.status of an install older than the kinds of failure: the relay records a
+    plain error there (SQLSTATE 45000), and installing again adds them."""
+    from conftest import free_port
+
+    from gearsql.bridges.mysql import install
+
+    old = "ENUM('complete','fail','exception','error') NOT NULL"
+    _execute(admin, "DELETE FROM gman_results")  # results no caller took
+    _execute(admin, f"ALTER TABLE gman_results MODIFY status {old}")
+
+    class Nowhere:  # a job server address nothing listens on
+        host, port = "127.0.0.1", free_port()
+
+    _set(admin, "timeout", "5")
+    relay = Relay(installed, Nowhere)  # type: ignore[arg-type]
+    try:
+        assert _sqlstate_of(db, "SELECT gman_do('reverse', 'x')", "cannot reach a job server") == (
+            "45000"
+        )
+    finally:
+        relay.stop()
+    install(installed)
+    column = _one(
+        admin,
+        "SELECT COLUMN_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+        "AND TABLE_NAME = 'gman_results' AND COLUMN_NAME = 'status'",
+    )
+    assert "'timeout','unreachable','refused'" in column
+
+
+def test_a_background_call_in_a_read_only_transaction_or_server_is_mariadbs_own_error(
+    db: Any, admin: Any
+) -> None:
+    """MariaDB refuses the write when the calling statement locks gman_outbox, before
+    gman_do_background's body runs, so no handler in it can word the error as PostgreSQL's
+    (docs/reliability.md case 52): a read-only transaction is MariaDB's 25006 already, a
+    read_only server its 1290. The server's read_only is set on a private MariaDB only."""
+    import mysql.connector
+    from relaying import private_mariadb
+
+    from gearsql.bridges.mysql import install
+
+    _execute(db, "START TRANSACTION READ ONLY")
+    with pytest.raises(mysql.connector.Error, match="READ ONLY transaction") as caught:
+        _execute(db, "SELECT gman_do_background('f', 'x')")
+    db.rollback()
+    assert (caught.value.errno, caught.value.sqlstate) == (1792, "25006")
+    assert _outbox(admin) == []
+    with private_mariadb("--log-bin-trust-function-creators=1") as dsn:
+        root = _connect(dsn, autocommit=True)
+        try:
+            _execute(root, "CREATE USER 'app'@'%'")  # no SUPER, no READ_ONLY ADMIN
+            install(dsn, grant_to=["'app'@'%'"])
+            _execute(root, "SET GLOBAL read_only = 1")
+            app = _connect(dsn.replace("root@", "app@"), autocommit=True)
+            with pytest.raises(mysql.connector.Error, match="--read-only option") as caught:
+                _execute(app, "SELECT gman_do_background('f', 'x')")
+            app.close()
+            assert (caught.value.errno, caught.value.sqlstate) == (1290, "HY000")
+        finally:
+            _execute(root, "SET GLOBAL read_only = 0")
+            root.close()

@@ -71,7 +71,7 @@ BEGIN
                                'the protocol''s separator');
     END IF;
     IF v_message IS NOT NULL THEN
-        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+        SIGNAL SQLSTATE '22023' SET MESSAGE_TEXT = v_message;
     END IF;
 END"""
 
@@ -86,12 +86,12 @@ BEGIN
     IF v_value IS NULL THEN
         SET v_message = CONCAT('gearsql: the setting ', p_name,
                                ' is missing from gman_settings (run the install again)');
-        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+        SIGNAL SQLSTATE 'GM006' SET MESSAGE_TEXT = v_message;
     END IF;
     IF p_name <> 'servers' AND NOT v_value REGEXP '^[0-9]+([.][0-9]+)?$' THEN
         SET v_message = CONCAT('gearsql: bad setting ', p_name, '=', v_value,
                                ' in gman_settings (a number)');
-        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+        SIGNAL SQLSTATE 'GM006' SET MESSAGE_TEXT = v_message;
     END IF;
     RETURN v_value;
 END"""
@@ -146,14 +146,14 @@ BEGIN
     DECLARE v_server VARCHAR(1024) CHARACTER SET utf8mb4;
     DECLARE v_out TEXT CHARACTER SET utf8mb4 DEFAULT '';
     DECLARE v_message VARCHAR(512) CHARACTER SET utf8mb4;
-    WHILE v_index <= v_count DO
+    items: WHILE v_index <= v_count DO
         SET v_item = TRIM(SUBSTRING_INDEX(SUBSTRING_INDEX(p_list, ',', v_index), ',', -1));
         IF v_item <> '' THEN
             SET v_server = _gman_server(v_item);
             IF v_server IS NULL THEN
                 SET v_message = CONCAT(p_caller, ': bad job server address ''',
                                        LEFT(v_item, 200), '''');
-                SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+                LEAVE items;
             END IF;
             IF FIND_IN_SET(v_server, v_out) = 0 THEN
                 SET v_out = IF(v_out = '', v_server, CONCAT(v_out, ',', v_server));
@@ -161,9 +161,15 @@ BEGIN
         END IF;
         SET v_index = v_index + 1;
     END WHILE;
-    IF v_out = '' THEN
+    IF v_message IS NULL AND v_out = '' THEN
         SET v_message = CONCAT(p_caller, ': the job server list is empty');
-        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+    END IF;
+    -- The servers setting (p_caller 'gearsql: bad setting ...') is an administrator's to fix;
+    -- a list given to a function is a bad argument.
+    IF v_message IS NOT NULL AND LEFT(p_caller, 8) = 'gearsql:' THEN
+        SIGNAL SQLSTATE 'GM006' SET MESSAGE_TEXT = v_message;
+    ELSEIF v_message IS NOT NULL THEN
+        SIGNAL SQLSTATE '22023' SET MESSAGE_TEXT = v_message;
     END IF;
     RETURN v_out;
 END"""
@@ -179,7 +185,7 @@ BEGIN
     DECLARE v_server VARCHAR(1024) CHARACTER SET utf8mb4;
     DECLARE v_message VARCHAR(512) CHARACTER SET utf8mb4;
     IF servers IS NULL THEN
-        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'gman_servers_set: the server list is NULL';
+        SIGNAL SQLSTATE '22023' SET MESSAGE_TEXT = 'gman_servers_set: the server list is NULL';
     END IF;
     SET v_allowed = _gman_servers('gearsql: bad setting servers in gman_settings',
                                   _gman_setting('servers'));
@@ -191,7 +197,7 @@ BEGIN
             SET v_message = CONCAT('gman_servers_set: job server ', LEFT(v_server, 200),
                                    ' is not allowed (allowed: ', LEFT(v_allowed, 200),
                                    '; the installing account sets them in gman_settings)');
-            SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+            SIGNAL SQLSTATE '42501' SET MESSAGE_TEXT = v_message;
         END IF;
         SET v_index = v_index + 1;
     END WHILE;
@@ -218,7 +224,7 @@ BEGIN
             QUOTE(LEFT(`handle`, 100)),
             ' is not an outbox:<id> handle (MariaDB asks no job server; ask the job server ',
             'itself, e.g. gearsql status)');
-        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+        SIGNAL SQLSTATE '22023' SET MESSAGE_TEXT = v_message;
     END IF;
     SET v_id = CAST(SUBSTRING(`handle`, 8) AS UNSIGNED);
     SELECT CONCAT('in the outbox since ', created_at) INTO v_detail
@@ -289,7 +295,7 @@ BEGIN
         SET v_message = CONCAT(p_caller, ': cannot run inside a transaction (BEGIN, or ',
             'autocommit off): the job would run even if it rolled back; call it with ',
             'autocommit on, or use ', p_caller, '_background');
-        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+        SIGNAL SQLSTATE '25001' SET MESSAGE_TEXT = v_message;
     END IF;
     SET v_timeout = _gman_setting('timeout');
     SET v_poll = _gman_setting('poll_interval');
@@ -324,11 +330,11 @@ BEGIN
         IF IS_USED_LOCK(_gman_lock_name('claim', v_id)) IS NULL THEN
             SET v_message = CONCAT(p_caller, ': no relay took the call within ', v_timeout,
                 ' s (run gearsql relay --dsn mysql://... for database ', DATABASE(), ')');
-        ELSE
-            SET v_message = CONCAT(p_caller, ': no result within ', v_timeout,
-                ' s (is a worker registered for the function?)');
+            SIGNAL SQLSTATE 'GM001' SET MESSAGE_TEXT = v_message;
         END IF;
-        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+        SET v_message = CONCAT(p_caller, ': no result within ', v_timeout,
+            ' s (is a worker registered for the function?)');
+        SIGNAL SQLSTATE 'GM002' SET MESSAGE_TEXT = v_message;
     END IF;
     DELETE FROM gman_results WHERE call_id = v_id;
     IF v_status = 'complete' THEN
@@ -341,7 +347,16 @@ BEGIN
     ELSE
         SET v_message = CONCAT(p_caller, ': ', COALESCE(v_text, 'the relay failed'));
     END IF;
-    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+    -- The kind of failure the relay recorded (gearsql.bridges.mysql_calls) picks the SQLSTATE
+    -- (docs/design.md, "Errors and their SQLSTATEs").
+    CASE v_status
+        WHEN 'unreachable' THEN SIGNAL SQLSTATE 'GM001' SET MESSAGE_TEXT = v_message;
+        WHEN 'timeout' THEN SIGNAL SQLSTATE 'GM002' SET MESSAGE_TEXT = v_message;
+        WHEN 'fail' THEN SIGNAL SQLSTATE 'GM003' SET MESSAGE_TEXT = v_message;
+        WHEN 'exception' THEN SIGNAL SQLSTATE 'GM004' SET MESSAGE_TEXT = v_message;
+        WHEN 'refused' THEN SIGNAL SQLSTATE 'GM005' SET MESSAGE_TEXT = v_message;
+        ELSE SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+    END CASE;
 END"""
 
 

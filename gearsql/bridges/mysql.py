@@ -11,6 +11,8 @@ Objects, all in the installing database:
 - ``gman_outbox_dead``: outbox rows no job server will take, moved there by the relay with the
   reason; the view ``gman_pipeline`` sums up both tables and ``gman_job_status('outbox:<id>')``
   follows one row.
+- ``gman_origin``: the identity of the database the outbox belongs to, recorded by the install;
+  a relay on a restored copy stops while the outbox holds rows (:mod:`gearsql.relay.origin`).
 - ``gman_outbox_sent``: the job server's handle of each row the relay submitted (kept 24 hours,
   the last 100000 ids), for ``gman_job_status``; ``gman_relay_contact``: each relay's last
   contact, which ``gman_pipeline`` shows as ``last_relay_contact``.
@@ -51,7 +53,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from gearsql._mysqlurl import connect_config, connector, lock_name
-from gearsql._sqlcommon import SETTING_DEFAULTS, check_seconds
+from gearsql._sqlcommon import (
+    MYSQL_ORIGIN_QUERY,
+    MYSQL_ORIGIN_SETUP,
+    SETTING_DEFAULTS,
+    check_seconds,
+)
 from gearsql.bridges._mysqlroutines import (
     FUNCTIONS,
     PIPELINE,
@@ -97,6 +104,7 @@ TABLES = (
     "gman_settings",
     "gman_outbox",
     "gman_outbox_dead",
+    "gman_origin",
     "gman_outbox_sent",
     "gman_relay_contact",
     "gman_calls",
@@ -111,6 +119,7 @@ VIEWS = ("gman_pipeline",)
 RELAY_PRIVILEGES: dict[str, str] = {
     "gman_outbox": "SELECT, UPDATE, DELETE",
     "gman_outbox_dead": "SELECT, INSERT",
+    "gman_origin": "SELECT, INSERT, UPDATE, DELETE",
     "gman_outbox_sent": "SELECT, INSERT, DELETE",
     "gman_relay_contact": "SELECT, INSERT, UPDATE, DELETE",
     "gman_settings": "SELECT",
@@ -162,6 +171,13 @@ def _check_servers(servers: str) -> str:
 
 # ----------------------------------------------------------------------------- the SQL
 
+#: gman_results.status: the outcome of a foreground call, as the relay records it; the kinds of
+#: failure pick the call's SQLSTATE (``_gman_call``). Values are only ever appended, and
+#: :data:`_UPGRADES` appends them to an older install's column.
+_RESULT_STATUS = (
+    "ENUM('complete','fail','exception','error','timeout','unreachable','refused') NOT NULL"
+)
+
 _TABLE_SQL = {
     "gman_settings": """CREATE TABLE IF NOT EXISTS gman_settings (
     name VARCHAR(64) CHARACTER SET ascii NOT NULL PRIMARY KEY,
@@ -185,6 +201,13 @@ _TABLE_SQL = {
     reason VARCHAR(1000) CHARACTER SET utf8mb4 NOT NULL,
     dead_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
 ) ENGINE=InnoDB COMMENT='gearsql: outbox rows no job server will take, and why'""",
+    # Which database wrote the outbox (docs/reliability.md case 52): its identity is made from
+    # this table's own creation time (MYSQL_ORIGIN_QUERY), so it is never altered or rebuilt.
+    "gman_origin": """CREATE TABLE IF NOT EXISTS gman_origin (
+    identity VARCHAR(200) CHARACTER SET utf8mb4 NOT NULL,
+    description VARCHAR(1000) CHARACTER SET utf8mb4 NOT NULL,
+    recorded_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
+) ENGINE=InnoDB COMMENT='gearsql: the database this outbox belongs to (gearsql relay adopt)'""",
     "gman_outbox_sent": """CREATE TABLE IF NOT EXISTS gman_outbox_sent (
     id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
     function VARBINARY(512) NOT NULL,
@@ -208,14 +231,28 @@ _TABLE_SQL = {
     timeout DOUBLE NOT NULL,
     connection_id BIGINT UNSIGNED NOT NULL
 ) ENGINE=InnoDB COMMENT='gearsql: foreground calls waiting (never committed; read uncommitted)'""",
-    "gman_results": """CREATE TABLE IF NOT EXISTS gman_results (
+    "gman_results": f"""CREATE TABLE IF NOT EXISTS gman_results (
     call_id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
     created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-    status ENUM('complete','fail','exception','error') NOT NULL,
+    status {_RESULT_STATUS},
     result LONGBLOB NULL,
     message VARCHAR(400) CHARACTER SET utf8mb4 NULL
 ) ENGINE=InnoDB COMMENT='gearsql: outcomes of foreground calls, written by the relay'""",
 }
+
+#: What an install older than this one lacks in tables it already has (CREATE TABLE IF NOT
+#: EXISTS leaves them as they are); each changes only an install that lacks it, so a new or
+#: current install needs no ALTER privilege.
+_UPGRADES = (
+    # The kinds of failure of a foreground call (instant: values appended to an ENUM).
+    "BEGIN NOT ATOMIC\n"
+    "    IF (SELECT COLUMN_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()\n"
+    "        AND TABLE_NAME = 'gman_results' AND COLUMN_NAME = 'status') NOT LIKE '%''refused''%'\n"
+    "    THEN\n"
+    f"        ALTER TABLE gman_results MODIFY status {_RESULT_STATUS};\n"
+    "    END IF;\n"
+    "END",
+)
 
 
 def install_statements(
@@ -241,6 +278,11 @@ def install_statements(
         "SET NAMES utf8mb4",
         f"SET SESSION sql_mode = '{_SQL_MODE}'",
         *(_TABLE_SQL[table] for table in TABLES),
+        *_UPGRADES,
+        MYSQL_ORIGIN_SETUP,
+        "INSERT INTO gman_origin (identity, description)\n"
+        f"{MYSQL_ORIGIN_QUERY}\n"
+        "  AND NOT EXISTS (SELECT 1 FROM gman_origin)",
         "INSERT IGNORE INTO gman_settings (name, value) VALUES\n"
         + ",\n".join(
             f"    ({literal(name)}, {literal(default)})" for name, (default, _) in SETTINGS.items()

@@ -34,6 +34,7 @@ from gearsql.errors import (
     JobException,
     JobFailed,
     JobTimeout,
+    ServerError,
     ServerUnavailable,
 )
 
@@ -50,6 +51,8 @@ _SWEEP_EVERY = 30.0
 #: The longest message gman_results.message holds (characters).
 _MESSAGE_CHARS = 400
 _LOCK_WAIT_TIMEOUT = 1205
+#: WARN_DATA_TRUNCATED: a status an older install's gman_results.status does not have.
+_DATA_TRUNCATED = 1265
 #: The INSERT of an outcome around its result, at most.
 _STATEMENT_OVERHEAD = 4096
 
@@ -66,9 +69,16 @@ class _Call:
 
 @dataclass
 class _Outcome:
-    status: str  # complete | fail | exception | error
+    #: complete | fail | exception, or the kind of failure: timeout | unreachable | refused |
+    #: error (anything else); _gman_call picks the SQLSTATE from it.
+    status: str
     result: bytes | None = None
     message: str | None = None
+
+
+#: The statuses of failures an install older than gearsql/bridges/mysql.py's _RESULT_STATUS
+#: cannot record (it has complete, fail, exception and error).
+_KINDS = frozenset({"timeout", "unreachable", "refused"})
 
 
 def _quote(name: str) -> str:
@@ -81,9 +91,11 @@ def _outcome_of(exc: BaseException, timeout: float) -> _Outcome:
     if isinstance(exc, JobException):
         return _Outcome("exception", message=str(exc))
     if isinstance(exc, JobTimeout):
-        return _Outcome("error", message=f"no result within {timeout:g} s")
+        return _Outcome("timeout", message=f"no result within {timeout:g} s")
     if isinstance(exc, ServerUnavailable):
-        return _Outcome("error", message=f"cannot reach a job server: {exc}")
+        return _Outcome("unreachable", message=f"cannot reach a job server: {exc}")
+    if isinstance(exc, ServerError):  # PostgreSQL's words, without the job server's name
+        return _Outcome("refused", message=f"the job server refused the job: {exc.code} {exc.text}")
     return _Outcome("error", message=f"{type(exc).__name__}: {exc}")
 
 
@@ -305,13 +317,21 @@ class _CallServer:
         message = outcome.message
         if message is not None:
             message = message[:_MESSAGE_CHARS]
+        import mysql.connector
+
         cursor = self._cursor()
-        cursor.execute(
+        insert = (
             f"INSERT INTO {self.results} (call_id, status, result, message) "
             "VALUES (%s, %s, %s, %s) ON DUPLICATE KEY UPDATE status = VALUES(status), "
-            "result = VALUES(result), message = VALUES(message)",
-            (call_id, outcome.status, outcome.result, message),
+            "result = VALUES(result), message = VALUES(message)"
         )
+        try:
+            cursor.execute(insert, (call_id, outcome.status, outcome.result, message))
+        except mysql.connector.Error as exc:
+            # An install older than the kinds of failure: a plain error (SQLSTATE 45000).
+            if exc.errno != _DATA_TRUNCATED or outcome.status not in _KINDS:
+                raise
+            cursor.execute(insert, (call_id, "error", outcome.result, message))
         self._lock(cursor, "done", call_id)
         cursor.close()
 

@@ -283,6 +283,9 @@ def install_mysql(
     write rows: run `gearsql relay --dsn ...` to submit them. Needs MariaDB 10.3 or later, and
     the database's owner or root (at least CREATE, INSERT, CREATE ROUTINE and ALTER ROUTINE on
     it; GRANT OPTION for --grant-to and --relay-account).
+
+    It also records which database this is (the table gman_origin), so that a relay started on
+    a restored copy does not submit the original's pending jobs again (`gearsql relay adopt`).
     """
     from gearsql.bridges import mysql
 

@@ -191,7 +191,8 @@ def status(dsns: tuple[str, ...], schema: str) -> None:
     "--dsn",
     required=True,
     metavar="DSN",
-    help="PostgreSQL database to record as its outbox's own (postgresql://...).",
+    help="PostgreSQL or MariaDB database to record as its outbox's own (postgresql://..., "
+    "mysql://...).",
 )
 @SCHEMA_OPTION
 @click.option(
@@ -203,11 +204,12 @@ def status(dsns: tuple[str, ...], schema: str) -> None:
 def adopt(dsn: str, schema: str, discard: bool) -> None:
     """Record this database as its outbox's own, after a restore or copy.
 
-    The install records which database the outbox belongs to. A relay started on a copy of
-    it (a dump restored as staging, CREATE DATABASE ... TEMPLATE) whose outbox holds rows
-    stops with exit status 2, because the original may have submitted them already. Adopt
-    tells it what to do: without --discard the rows stay and the relay submits them from here;
-    with --discard they move to the dead letters. Either way the relay starts again.
+    The install records which database the outbox belongs to (PostgreSQL and MariaDB). A relay
+    started on a copy of it (a dump restored as staging, CREATE DATABASE ... TEMPLATE, a
+    mariadb-dump restored into another database) whose outbox holds rows stops with exit
+    status 2, because the original may have submitted them already. Adopt tells it what to do:
+    without --discard the rows stay and the relay submits them from here; with --discard they
+    move to the dead letters. Either way the relay starts again.
 
     Exit status 1 when the database cannot be reached, 2 when it has no outbox.
     """

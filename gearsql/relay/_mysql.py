@@ -16,6 +16,7 @@ from gearsql._log import NOTICE
 from gearsql._sqlcommon import DEAD_COLUMNS, OUTBOX_COLUMNS
 from gearsql.relay._thread import watch_in_thread
 from gearsql.relay.batch import OutboxRow, row_from_values, take_within
+from gearsql.relay.origin import check_mysql
 from gearsql.relay.source import (
     SENT_KEEP_IDS,
     SENT_KEEP_SECONDS,
@@ -170,6 +171,7 @@ class MySQLSource(Source):
                 f"gman_outbox does not exist in database {self.database!r}: run "
                 "`gearsql install mysql` first"
             )
+        check_mysql(conn, self.dsn)  # a restored copy stops here
         if not self._chosen:
             self._chosen = True
             if not self.skip_locked:

@@ -3,9 +3,10 @@
 A database restored from a dump (staging made from production, say) holds the outbox rows that
 production had not yet relayed, and production's relay submits them too: a relay started on
 the copy would submit them a second time, under another unique (the default unique prefix is
-made from the database's identity). So the PostgreSQL install records the database's identity
-in ``<schema>.gman_origin`` (:data:`gearsql._sqlcommon.PG_ORIGIN_QUERY`), and the relay compares
-it with the database it is connected to whenever it connects:
+made from the database's identity). So the install records the database's identity in
+``gman_origin`` (PostgreSQL: :data:`gearsql._sqlcommon.PG_ORIGIN_QUERY`; MariaDB:
+:data:`gearsql._sqlcommon.MYSQL_ORIGIN_QUERY`), and the relay compares it with the database it
+is connected to whenever it connects:
 
 - the same, or no recorded identity (an install older than the table records it now): relay;
 - different with an empty outbox: nothing can be submitted twice, so the relay records the new
@@ -14,21 +15,33 @@ it with the database it is connected to whenever it connects:
   stops, ``gearsql relay`` exits with status 2) until ``gearsql relay adopt`` says what to do
   with the rows (:func:`adopt`).
 
-MariaDB and SQLite are not checked: see docs/reliability.md case 52.
+One logic for both databases (:func:`_check`, :func:`_adopt`) over their own SQL
+(:class:`_Dialect`) and driver (:class:`_Database`). SQLite is not checked: see
+docs/reliability.md case 52.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gearsql._log import NOTICE
-from gearsql._sqlcommon import DEAD_COLUMNS, PG_ORIGIN_QUERY, check_identifier
+from gearsql._sqlcommon import (
+    DEAD_COLUMNS,
+    MYSQL_ORIGIN_QUERY,
+    MYSQL_ORIGIN_SETUP,
+    PG_ORIGIN_QUERY,
+    check_identifier,
+)
 
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["CopiedDatabase", "adopt", "check_postgres"]
+    from gearsql.relay._mysql import MySQLConnection
+
+__all__ = ["CopiedDatabase", "adopt", "check_mysql", "check_postgres"]
 
 log = logging.getLogger("gearsql.relay")
 
@@ -37,127 +50,268 @@ class CopiedDatabase(ValueError):
     """The outbox holds rows written in another database: this one is a copy of it."""
 
 
-def _origin_table(schema: str) -> str:
-    return f'"{schema}".gman_origin'
+class _Database(Protocol):
+    """A connection in a transaction, as the checks use it (``%s`` parameters)."""
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None: ...
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Execute; the rows changed."""
+        ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Dialect:
+    """What differs between the databases: names and the few statements that are not the same
+    SQL, and which driver errors mean "this account may not use the table"."""
+
+    table: str
+    outbox: str
+    dead: str
+    #: One row, one value: whether gman_origin and gman_outbox exist (and may be seen).
+    exists: tuple[str, tuple[str, ...]]
+    #: Run before the identity query.
+    setup: str | None
+    #: (identity, description) of the connected database; no row when it cannot be told.
+    identity: str
+    #: INSERT ... SELECT of the outbox's rows into the dead letters, skipping ids already there;
+    #: one parameter, the reason.
+    discard: str
+    #: The option of ``gearsql relay adopt`` after ``--dsn`` (the schema).
+    option: str
+    denied: Callable[[Exception], bool]
+
+
+def _postgres(schema: str) -> _Dialect:
+    import psycopg
+
+    table, outbox, dead = (
+        f'"{schema}".{name}' for name in ("gman_origin", "gman_outbox", "gman_outbox_dead")
+    )
+    columns = ", ".join(DEAD_COLUMNS)
+    return _Dialect(
+        table=table,
+        outbox=outbox,
+        dead=dead,
+        exists=(
+            "SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
+            (table, outbox),
+        ),
+        setup=None,
+        identity=PG_ORIGIN_QUERY,
+        discard=f"INSERT INTO {dead} ({columns}, reason) SELECT {columns}, %s FROM {outbox} "
+        "ORDER BY id FOR UPDATE ON CONFLICT (id) DO NOTHING",
+        option="" if schema == "gearsql" else f" --schema {schema}",
+        denied=lambda exc: isinstance(exc, psycopg.errors.InsufficientPrivilege),
+    )
+
+
+def _mysql() -> _Dialect:
+    columns = ", ".join(DEAD_COLUMNS)
+    return _Dialect(
+        table="gman_origin",
+        outbox="gman_outbox",
+        dead="gman_outbox_dead",
+        # information_schema lists only the tables this account has a privilege on.
+        exists=(
+            "SELECT COUNT(*) = 2 FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
+            "AND TABLE_NAME IN ('gman_origin', 'gman_outbox')",
+            (),
+        ),
+        setup=MYSQL_ORIGIN_SETUP,
+        identity=MYSQL_ORIGIN_QUERY,
+        discard=f"INSERT IGNORE INTO gman_outbox_dead ({columns}, reason) "
+        f"SELECT {columns}, %s FROM gman_outbox ORDER BY id FOR UPDATE",
+        option="",
+        # ER_TABLEACCESS_DENIED_ERROR, ER_COLUMNACCESS_DENIED_ERROR
+        denied=lambda exc: getattr(exc, "errno", None) in (1142, 1143),
+    )
+
+
+class _Psycopg:
+    def __init__(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        self.conn = conn
+
+    # No parameters are passed as None: PG_ORIGIN_QUERY has format()'s own %s.
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        return self.conn.execute(sql, params or None).fetchone()
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self.conn.execute(sql, params or None).rowcount
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+    def rollback(self) -> None:
+        self.conn.rollback()
+
+
+class _Connector:
+    """A mysql-connector connection with autocommit off."""
+
+    def __init__(self, conn: MySQLConnection) -> None:
+        self.conn = conn
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        cursor = self.conn.cursor()
+        try:
+            cursor.execute(sql, *([params] if params else []))
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+        return tuple(rows[0]) if rows else None
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        cursor = self.conn.cursor()
+        try:
+            cursor.execute(sql, *([params] if params else []))
+            return int(getattr(cursor, "rowcount", 0))
+        finally:
+            cursor.close()
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+    def rollback(self) -> None:
+        self.conn.rollback()
 
 
 def check_postgres(conn: psycopg.Connection[tuple[Any, ...]], schema: str, dsn: str) -> None:
     """Compare the recorded identity of ``schema``'s outbox with this database's (see the
     module's docstring); commits or rolls back. A role that may not read ``gman_origin`` (or
     an install without it) is not checked."""
-    import psycopg
+    _check(_Psycopg(conn), _postgres(schema), dsn)
 
-    table = _origin_table(schema)
+
+def check_mysql(conn: MySQLConnection, dsn: str) -> None:
+    """:func:`check_postgres` for the MariaDB database ``conn`` is connected to (autocommit
+    off). An account without a privilege on ``gman_origin`` does not see it, and is not
+    checked, like an install without it."""
+    _check(_Connector(conn), _mysql(), dsn)
+
+
+def _identity(db: _Database, dialect: _Dialect) -> tuple[str, str] | None:
+    if dialect.setup is not None:
+        db.run(dialect.setup)
+    row = db.one(dialect.identity)
+    return None if row is None or row[0] is None else (str(row[0]), str(row[1]))
+
+
+def _check(db: _Database, dialect: _Dialect, dsn: str) -> None:
+    table = dialect.table
     try:
-        (exists,) = _one(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)))
-        if not exists:
-            conn.rollback()
+        found = db.one(*dialect.exists)
+        current = _identity(db, dialect) if found is not None and found[0] else None
+        if current is None:
+            db.rollback()
             return
-        current, described = _one(conn.execute(PG_ORIGIN_QUERY))
-        row = conn.execute(f"SELECT identity, description FROM {table} LIMIT 1").fetchone()
+        identity, described = current
+        row = db.one(f"SELECT identity, description FROM {table} LIMIT 1")
         if row is None:
-            conn.execute(
+            db.run(
                 f"INSERT INTO {table} (identity, description) VALUES (%s, %s)",
-                (current, described),
+                (identity, described),
             )
-            conn.commit()
+            db.commit()
             log.log(NOTICE, "recorded the outbox's database: %s", described)
             return
         recorded, recorded_described = row
-        if recorded == current:
-            conn.rollback()
+        if recorded == identity:
+            db.rollback()
             return
-        (pending,) = _one(conn.execute(f'SELECT count(*) FROM "{schema}".gman_outbox'))
+        counted = db.one(f"SELECT count(*) FROM {dialect.outbox}")
+        pending = int(counted[0]) if counted is not None else 0
         if pending:
-            conn.rollback()
+            db.rollback()
             raise CopiedDatabase(
                 f"this is {described}, but its outbox was written in {recorded_described}: "
                 f"this database looks like a copy of that one (a restored dump?), and its "
                 f"{pending} pending outbox row(s) may have been submitted there already. "
-                f"Run `gearsql relay adopt --dsn {_shown(dsn)}{_schema_option(schema)}` to "
+                f"Run `gearsql relay adopt --dsn {_shown(dsn)}{dialect.option}` to "
                 "submit them from here, or add --discard to move them to gman_outbox_dead"
             )
-        conn.execute(
-            f"UPDATE {table} SET identity = %s, description = %s, recorded_at = now()",
-            (current, described),
+        db.run(
+            f"UPDATE {table} SET identity = %s, description = %s, recorded_at = CURRENT_TIMESTAMP",
+            (identity, described),
         )
-        conn.commit()
+        db.commit()
         log.log(
             NOTICE,
             "this is %s, a copy of %s with an empty outbox: recorded it as the outbox's database",
             described,
             recorded_described,
         )
-    except psycopg.errors.InsufficientPrivilege:
-        conn.rollback()
-        log.log(NOTICE, "this role may not use %s: not checked for being a copy", table)
+    except Exception as exc:
+        if not dialect.denied(exc):
+            raise
+        db.rollback()
+        log.log(NOTICE, "this account may not use %s: not checked for being a copy", table)
 
 
 def adopt(dsn: str, schema: str = "gearsql", discard: bool = False) -> str:
     """Record the database ``dsn`` names as its outbox's own; with ``discard`` first move the
     rows in its outbox to ``gman_outbox_dead`` (reason ``discarded: database copied from
     ...``). One transaction. Returns what was done, for people. Raises ValueError for a DSN
-    that is not PostgreSQL or a database without the outbox."""
+    that is neither PostgreSQL nor MariaDB, or a database without the outbox. ``schema`` is
+    PostgreSQL's; a MariaDB outbox is in the DSN's database."""
     from urllib.parse import urlsplit
 
     check_identifier(schema, "schema")
-    if urlsplit(dsn).scheme not in ("postgresql", "postgres"):
-        raise ValueError(
-            "relay adopt is for PostgreSQL: MariaDB and SQLite outboxes record no database "
-            "identity (docs/reliability.md case 52)"
-        )
-    import psycopg
+    scheme = urlsplit(dsn).scheme
+    if scheme in ("postgresql", "postgres"):
+        import psycopg
 
-    table = _origin_table(schema)
-    outbox = f'"{schema}".gman_outbox'
-    with psycopg.connect(dsn, connect_timeout=10) as conn:
-        (exists,) = _one(
-            conn.execute(
-                "SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
-                (table, outbox),
-            )
+        with psycopg.connect(dsn, connect_timeout=10) as conn:
+            return _adopt(_Psycopg(conn), _postgres(schema), discard, f"postgres --schema {schema}")
+    if scheme == "mysql":
+        import mysql.connector
+
+        from gearsql._mysqlurl import connect_config
+
+        connection: Any = mysql.connector.connect(**{**connect_config(dsn), "autocommit": False})
+        try:
+            return _adopt(_Connector(connection), _mysql(), discard, "mysql")
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            connection.close()
+    raise ValueError(
+        "relay adopt is for PostgreSQL and MariaDB: an SQLite outbox records no database "
+        "identity (docs/reliability.md case 52)"
+    )
+
+
+def _adopt(db: _Database, dialect: _Dialect, discard: bool, install: str) -> str:
+    table, outbox = dialect.table, dialect.outbox
+    found = db.one(*dialect.exists)
+    if found is None or not found[0]:
+        raise ValueError(
+            f"{table} or {outbox} does not exist: run `gearsql install {install}` (again) first"
         )
-        if not exists:
-            raise ValueError(
-                f"{table} or {outbox} does not exist: run `gearsql install postgres "
-                f"--schema {schema}` (again) first"
-            )
-        current, described = _one(conn.execute(PG_ORIGIN_QUERY))
-        row = conn.execute(f"SELECT description FROM {table} LIMIT 1 FOR UPDATE").fetchone()
-        before = "no recorded database" if row is None else str(row[0])
-        moved = 0
-        if discard:
-            columns = ", ".join(DEAD_COLUMNS)
-            cursor = conn.execute(
-                f'INSERT INTO "{schema}".gman_outbox_dead ({columns}, reason) '
-                f"SELECT {columns}, %s FROM {outbox} ORDER BY id FOR UPDATE "
-                "ON CONFLICT (id) DO NOTHING",
-                (f"discarded: database copied from {before}",),
-            )
-            moved = cursor.rowcount
-            conn.execute(
-                f'DELETE FROM {outbox} WHERE id IN (SELECT id FROM "{schema}".gman_outbox_dead)'
-            )
-        conn.execute(f"DELETE FROM {table}")
-        conn.execute(
-            f"INSERT INTO {table} (identity, description) VALUES (%s, %s)", (current, described)
-        )
-        (pending,) = _one(conn.execute(f"SELECT count(*) FROM {outbox}"))
+    current = _identity(db, dialect)
+    if current is None:
+        raise ValueError(f"cannot tell which database this is from {table}")
+    identity, described = current
+    row = db.one(f"SELECT description FROM {table} LIMIT 1 FOR UPDATE")
+    before = "no recorded database" if row is None else str(row[0])
+    moved = 0
+    if discard:
+        moved = db.run(dialect.discard, (f"discarded: database copied from {before}",))
+        db.run(f"DELETE FROM {outbox} WHERE id IN (SELECT id FROM {dialect.dead})")
+    db.run(f"DELETE FROM {table}")
+    db.run(f"INSERT INTO {table} (identity, description) VALUES (%s, %s)", (identity, described))
+    counted = db.one(f"SELECT count(*) FROM {outbox}")
+    db.commit()
+    pending = int(counted[0]) if counted is not None else 0
     done = f"recorded {described} as the outbox's database (it was {before})"
     if discard:
         done += f"; moved {moved} outbox row(s) to gman_outbox_dead"
     return f"{done}; {pending} row(s) left for the relay to submit"
-
-
-def _one(cursor: psycopg.Cursor[tuple[Any, ...]]) -> tuple[Any, ...]:
-    row = cursor.fetchone()
-    if row is None:
-        raise RuntimeError("the query returned no row")
-    return row
-
-
-def _schema_option(schema: str) -> str:
-    return "" if schema == "gearsql" else f" --schema {schema}"
 
 
 def _shown(dsn: str) -> str:

@@ -15,6 +15,7 @@
 -- The relay's account needs, on the tables (gearsql install mysql --relay-account):
 --     GRANT SELECT, UPDATE, DELETE ON TABLE app.gman_outbox TO 'relay'@'%';
 --     GRANT SELECT, INSERT ON TABLE app.gman_outbox_dead TO 'relay'@'%';
+--     GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.gman_origin TO 'relay'@'%';
 --     GRANT SELECT, INSERT, DELETE ON TABLE app.gman_outbox_sent TO 'relay'@'%';
 --     GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.gman_relay_contact TO 'relay'@'%';
 --     GRANT SELECT ON TABLE app.gman_settings TO 'relay'@'%';
@@ -82,6 +83,12 @@ CREATE TABLE IF NOT EXISTS gman_outbox_dead (
     dead_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
 ) ENGINE=InnoDB COMMENT='gearsql: outbox rows no job server will take, and why';
 
+CREATE TABLE IF NOT EXISTS gman_origin (
+    identity VARCHAR(200) CHARACTER SET utf8mb4 NOT NULL,
+    description VARCHAR(1000) CHARACTER SET utf8mb4 NOT NULL,
+    recorded_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
+) ENGINE=InnoDB COMMENT='gearsql: the database this outbox belongs to (gearsql relay adopt)';
+
 CREATE TABLE IF NOT EXISTS gman_outbox_sent (
     id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
     function VARBINARY(512) NOT NULL,
@@ -111,10 +118,30 @@ CREATE TABLE IF NOT EXISTS gman_calls (
 CREATE TABLE IF NOT EXISTS gman_results (
     call_id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
     created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-    status ENUM('complete','fail','exception','error') NOT NULL,
+    status ENUM('complete','fail','exception','error','timeout','unreachable','refused') NOT NULL,
     result LONGBLOB NULL,
     message VARCHAR(400) CHARACTER SET utf8mb4 NULL
 ) ENGINE=InnoDB COMMENT='gearsql: outcomes of foreground calls, written by the relay';
+
+DELIMITER $$
+BEGIN NOT ATOMIC
+    IF (SELECT COLUMN_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()
+        AND TABLE_NAME = 'gman_results' AND COLUMN_NAME = 'status') NOT LIKE '%''refused''%'
+    THEN
+        ALTER TABLE gman_results MODIFY status ENUM('complete','fail','exception','error','timeout','unreachable','refused') NOT NULL;
+    END IF;
+END$$
+DELIMITER ;
+
+SET SESSION time_zone = '+00:00';
+
+INSERT INTO gman_origin (identity, description)
+SELECT CONCAT(TABLE_SCHEMA, ':', UNIX_TIMESTAMP(CREATE_TIME)),
+       CONCAT('database ', QUOTE(TABLE_SCHEMA), ' on ', @@hostname, ':', @@port,
+              ' (its gman_origin created ', CREATE_TIME, ' UTC)')
+FROM information_schema.TABLES
+WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'gman_origin' AND CREATE_TIME IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM gman_origin);
 
 INSERT IGNORE INTO gman_settings (name, value) VALUES
     ('servers', '127.0.0.1:4730'),
@@ -135,12 +162,12 @@ BEGIN
     IF v_value IS NULL THEN
         SET v_message = CONCAT('gearsql: the setting ', p_name,
                                ' is missing from gman_settings (run the install again)');
-        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+        SIGNAL SQLSTATE 'GM006' SET MESSAGE_TEXT = v_message;
     END IF;
     IF p_name <> 'servers' AND NOT v_value REGEXP '^[0-9]+([.][0-9]+)?$' THEN
         SET v_message = CONCAT('gearsql: bad setting ', p_name, '=', v_value,
                                ' in gman_settings (a number)');
-        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+        SIGNAL SQLSTATE 'GM006' SET MESSAGE_TEXT = v_message;
     END IF;
     RETURN v_value;
 END$$
@@ -179,7 +206,7 @@ BEGIN
                                'the protocol''s separator');
     END IF;
     IF v_message IS NOT NULL THEN
-        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+        SIGNAL SQLSTATE '22023' SET MESSAGE_TEXT = v_message;
     END IF;
 END$$
 DELIMITER ;
@@ -234,14 +261,14 @@ BEGIN
     DECLARE v_server VARCHAR(1024) CHARACTER SET utf8mb4;
     DECLARE v_out TEXT CHARACTER SET utf8mb4 DEFAULT '';
     DECLARE v_message VARCHAR(512) CHARACTER SET utf8mb4;
-    WHILE v_index <= v_count DO
+    items: WHILE v_index <= v_count DO
         SET v_item = TRIM(SUBSTRING_INDEX(SUBSTRING_INDEX(p_list, ',', v_index), ',', -1));
         IF v_item <> '' THEN
             SET v_server = _gman_server(v_item);
             IF v_server IS NULL THEN
                 SET v_message = CONCAT(p_caller, ': bad job server address ''',
                                        LEFT(v_item, 200), '''');
-                SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+                LEAVE items;
             END IF;
             IF FIND_IN_SET(v_server, v_out) = 0 THEN
                 SET v_out = IF(v_out = '', v_server, CONCAT(v_out, ',', v_server));
@@ -249,9 +276,15 @@ BEGIN
         END IF;
         SET v_index = v_index + 1;
     END WHILE;
-    IF v_out = '' THEN
+    IF v_message IS NULL AND v_out = '' THEN
         SET v_message = CONCAT(p_caller, ': the job server list is empty');
-        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+    END IF;
+    -- The servers setting (p_caller 'gearsql: bad setting ...') is an administrator's to fix;
+    -- a list given to a function is a bad argument.
+    IF v_message IS NOT NULL AND LEFT(p_caller, 8) = 'gearsql:' THEN
+        SIGNAL SQLSTATE 'GM006' SET MESSAGE_TEXT = v_message;
+    ELSEIF v_message IS NOT NULL THEN
+        SIGNAL SQLSTATE '22023' SET MESSAGE_TEXT = v_message;
     END IF;
     RETURN v_out;
 END$$
@@ -304,7 +337,7 @@ BEGIN
         SET v_message = CONCAT(p_caller, ': cannot run inside a transaction (BEGIN, or ',
             'autocommit off): the job would run even if it rolled back; call it with ',
             'autocommit on, or use ', p_caller, '_background');
-        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+        SIGNAL SQLSTATE '25001' SET MESSAGE_TEXT = v_message;
     END IF;
     SET v_timeout = _gman_setting('timeout');
     SET v_poll = _gman_setting('poll_interval');
@@ -339,11 +372,11 @@ BEGIN
         IF IS_USED_LOCK(_gman_lock_name('claim', v_id)) IS NULL THEN
             SET v_message = CONCAT(p_caller, ': no relay took the call within ', v_timeout,
                 ' s (run gearsql relay --dsn mysql://... for database ', DATABASE(), ')');
-        ELSE
-            SET v_message = CONCAT(p_caller, ': no result within ', v_timeout,
-                ' s (is a worker registered for the function?)');
+            SIGNAL SQLSTATE 'GM001' SET MESSAGE_TEXT = v_message;
         END IF;
-        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+        SET v_message = CONCAT(p_caller, ': no result within ', v_timeout,
+            ' s (is a worker registered for the function?)');
+        SIGNAL SQLSTATE 'GM002' SET MESSAGE_TEXT = v_message;
     END IF;
     DELETE FROM gman_results WHERE call_id = v_id;
     IF v_status = 'complete' THEN
@@ -356,7 +389,16 @@ BEGIN
     ELSE
         SET v_message = CONCAT(p_caller, ': ', COALESCE(v_text, 'the relay failed'));
     END IF;
-    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+    -- The kind of failure the relay recorded (gearsql.bridges.mysql_calls) picks the SQLSTATE
+    -- (docs/design.md, "Errors and their SQLSTATEs").
+    CASE v_status
+        WHEN 'unreachable' THEN SIGNAL SQLSTATE 'GM001' SET MESSAGE_TEXT = v_message;
+        WHEN 'timeout' THEN SIGNAL SQLSTATE 'GM002' SET MESSAGE_TEXT = v_message;
+        WHEN 'fail' THEN SIGNAL SQLSTATE 'GM003' SET MESSAGE_TEXT = v_message;
+        WHEN 'exception' THEN SIGNAL SQLSTATE 'GM004' SET MESSAGE_TEXT = v_message;
+        WHEN 'refused' THEN SIGNAL SQLSTATE 'GM005' SET MESSAGE_TEXT = v_message;
+        ELSE SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+    END CASE;
 END$$
 DELIMITER ;
 
@@ -471,7 +513,7 @@ BEGIN
             QUOTE(LEFT(`handle`, 100)),
             ' is not an outbox:<id> handle (MariaDB asks no job server; ask the job server ',
             'itself, e.g. gearsql status)');
-        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+        SIGNAL SQLSTATE '22023' SET MESSAGE_TEXT = v_message;
     END IF;
     SET v_id = CAST(SUBSTRING(`handle`, 8) AS UNSIGNED);
     SELECT CONCAT('in the outbox since ', created_at) INTO v_detail
@@ -513,7 +555,7 @@ BEGIN
     DECLARE v_server VARCHAR(1024) CHARACTER SET utf8mb4;
     DECLARE v_message VARCHAR(512) CHARACTER SET utf8mb4;
     IF servers IS NULL THEN
-        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'gman_servers_set: the server list is NULL';
+        SIGNAL SQLSTATE '22023' SET MESSAGE_TEXT = 'gman_servers_set: the server list is NULL';
     END IF;
     SET v_allowed = _gman_servers('gearsql: bad setting servers in gman_settings',
                                   _gman_setting('servers'));
@@ -525,7 +567,7 @@ BEGIN
             SET v_message = CONCAT('gman_servers_set: job server ', LEFT(v_server, 200),
                                    ' is not allowed (allowed: ', LEFT(v_allowed, 200),
                                    '; the installing account sets them in gman_settings)');
-            SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_message;
+            SIGNAL SQLSTATE '42501' SET MESSAGE_TEXT = v_message;
         END IF;
         SET v_index = v_index + 1;
     END WHILE;

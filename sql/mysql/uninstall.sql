@@ -67,6 +67,8 @@ DROP TABLE IF EXISTS gman_relay_contact;
 
 DROP TABLE IF EXISTS gman_outbox_sent;
 
+DROP TABLE IF EXISTS gman_origin;
+
 DROP TABLE IF EXISTS gman_outbox_dead;
 
 DROP TABLE IF EXISTS gman_outbox;
