@@ -6,12 +6,14 @@ relay does not import the install's DDL module (``gearsql/bridges/mysql.py``).""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Collection
-from typing import Any
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 __all__ = [
     "ESCAPED",
+    "MySQLConnection",
+    "MySQLCursor",
     "connect_config",
     "connector",
     "literal_size",
@@ -27,6 +29,30 @@ def literal_size(value: bytes) -> int:
     """The length of ``value`` as a quoted literal in a statement the driver sends: what the
     server counts against its ``max_allowed_packet``."""
     return len(value) + sum(value.count(char) for char in ESCAPED) + 2
+
+
+class MySQLCursor(Protocol):
+    """What the relay uses of a mysql-connector cursor."""
+
+    def execute(self, operation: str, params: Sequence[Any] = ..., /) -> object: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> Sequence[Any]: ...
+
+    def close(self) -> object: ...
+
+
+class MySQLConnection(Protocol):
+    """What the relay uses of a mysql-connector connection."""
+
+    def cursor(self) -> MySQLCursor: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 #: The options a DSN of the install and the relay may carry.

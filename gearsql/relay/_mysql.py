@@ -10,9 +10,10 @@ import random
 import re
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 from gearsql._log import NOTICE
+from gearsql._mysqlurl import MySQLConnection, MySQLCursor
 from gearsql._sqlcommon import DEAD_COLUMNS, OUTBOX_COLUMNS
 from gearsql.relay._thread import watch_in_thread
 from gearsql.relay.batch import OutboxRow, row_from_values, take_within
@@ -39,30 +40,6 @@ _DEAD = ", ".join(DEAD_COLUMNS)
 
 #: Seconds between the binlog's heartbeats, which is also how soon its reader notices a stop.
 HEARTBEAT = 0.5
-
-
-class MySQLCursor(Protocol):
-    """What this module uses of a mysql-connector cursor."""
-
-    def execute(self, operation: str, params: Sequence[Any] = ..., /) -> object: ...
-
-    def fetchone(self) -> Any: ...
-
-    def fetchall(self) -> Sequence[Any]: ...
-
-    def close(self) -> object: ...
-
-
-class MySQLConnection(Protocol):
-    """What this module uses of a mysql-connector connection."""
-
-    def cursor(self) -> MySQLCursor: ...
-
-    def commit(self) -> None: ...
-
-    def rollback(self) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def _skip_locked(version: str) -> bool:

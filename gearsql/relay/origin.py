@@ -39,7 +39,7 @@ from gearsql._sqlcommon import (
 if TYPE_CHECKING:
     import psycopg
 
-    from gearsql.relay._mysql import MySQLConnection
+    from gearsql._mysqlurl import MySQLConnection
 
 __all__ = ["CopiedDatabase", "adopt", "check_mysql", "check_postgres"]
 
