@@ -662,6 +662,9 @@ def test_servers_set_per_function_routes_its_jobs_and_only_within_the_allowed(
             psycopg.errors.InsufficientPrivilege, match="chosen for function 'fs_a'"
         ):
             db.conn.execute("SELECT gman_do_background('fs_a', 'z')")
+        # ... while other calls go on (gman_job_status no longer asks server 2).
+        status = "SELECT known FROM gman_job_status(%s)"
+        assert other.conn.execute(status, (handle,)).fetchone() == (False,)
         configure("servers", f"{one},{two}")
 
         assert db.one("SELECT gman_servers_set(NULL, 'fs_a')") is None  # back to the default

@@ -1055,9 +1055,13 @@ def job_status(plpy, GD, schema, handle):
     # The handle names no function: ask the session's servers, then those chosen for
     # functions (still allowed) that are not among them.
     targets = list(_targets(plpy, GD, schema, settings, name))
-    for function in settings["functions"]:
-        for address in _targets(plpy, GD, schema, settings, name, function):
-            if address not in targets:
+    for text in settings["functions"].values():
+        try:
+            chosen = parse_servers(text)
+        except ValueError:
+            continue  # a call of that function says what is wrong
+        for address in chosen:
+            if address in settings["servers"] and address not in targets:
                 targets.append(address)
     for address in targets:
         try:
