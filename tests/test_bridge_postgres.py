@@ -776,6 +776,8 @@ def test_installing_again_upgrades_an_install_without_dead_letters(pg_dsn: str, 
         # Make it look like an install from before dead letters, max_workload and TLS.
         s = f'"{schema}"'
         admin.execute(f"DROP TABLE {s}.gman_outbox_dead")
+        admin.execute(f"DROP FUNCTION {s}.gman_servers_set(text, text)")
+        admin.execute(f"DROP TABLE {s}.gman_function_servers")
         admin.execute(
             f"DELETE FROM {s}.gman_settings WHERE name IN ('max_workload', 'ssl', "
             "'ssl_ca_file', 'ssl_certificate', 'ssl_key')"
@@ -815,6 +817,17 @@ def test_installing_again_upgrades_an_install_without_dead_letters(pg_dsn: str, 
             f"SELECT proargnames FROM pg_proc WHERE oid = '{s}.gman_job_status(text)'::regprocedure"
         ).fetchone()[0]
         assert columns[-2:] == ["state", "detail"]
+        # Servers per function: the table and the two-argument function come with the upgrade.
+        admin.execute(f"SET search_path = {s}")
+        try:
+            assert admin.execute("SELECT gman_servers_set('127.0.0.1', 'f')").fetchone() == (
+                "127.0.0.1:4730",
+            )
+            assert admin.execute(
+                "SELECT function, servers FROM gman_function_servers"
+            ).fetchall() == [("f", "127.0.0.1:4730")]
+        finally:
+            admin.execute("RESET search_path")
     finally:
         uninstall(pg_dsn, schema, force=True)
         admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

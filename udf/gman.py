@@ -300,7 +300,11 @@ def _settings(plpy, GD, schema):
                 functions[_as_bytes(row["function"])] = row["servers"]
     else:
         values = dict(DEFAULTS)
-        for row in plpy.execute(_sql(GD, "settings", schema)):
+        key = "gearsql.plan.settings." + schema
+        plan = GD.get(key)
+        if plan is None:
+            plan = GD[key] = plpy.prepare(_sql(GD, "settings", schema))
+        for row in plpy.execute(plan):
             if row["name"].startswith("function:"):
                 functions[row["name"][9:].encode("utf-8")] = row["value"]
             else:

@@ -208,32 +208,32 @@ $do$;
 CREATE OR REPLACE FUNCTION "gearsql"._gman_load()
 RETURNS void LANGUAGE plpython3u VOLATILE AS $gearsql$
 import marshal
-ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_1716e7061b9d\'')}
+ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_c674e601122e\'')}
 try:
     from _frozen_importlib_external import MAGIC_NUMBER
 except ImportError:
     MAGIC_NUMBER = None
-LOADER = {"__name__": '_gearsql_udf_1716e7061b9d.loader'}
+LOADER = {"__name__": '_gearsql_udf_c674e601122e.loader'}
 _row = ROWS["loader"]
 if MAGIC_NUMBER is not None and _row["magic"] == MAGIC_NUMBER and _row["code"] is not None:
     _code = marshal.loads(_row["code"])
 else:
-    _code = compile(_row["source"], '<_gearsql_udf_1716e7061b9d.loader>', "exec")
+    _code = compile(_row["source"], '<_gearsql_udf_c674e601122e.loader>', "exec")
 exec(_code, LOADER)
 SOURCES = {name: row["source"] for name, row in ROWS.items() if name != "loader"}
 MAGIC = LOADER["bytecode_magic"]()
 CODES = {name: row['code'] for name, row in ROWS.items()
          if row['magic'] == MAGIC and row['code'] is not None}
-GD['_gearsql_udf_1716e7061b9d'] = LOADER["load_package"]('_gearsql_udf_1716e7061b9d', SOURCES, CODES).gman
+GD['_gearsql_udf_c674e601122e'] = LOADER["load_package"]('_gearsql_udf_c674e601122e', SOURCES, CODES).gman
 $gearsql$;
 
 CREATE OR REPLACE FUNCTION "gearsql"._gman_background_now(p_name text, p_priority text, p_function text, p_workload bytea, p_unique text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1716e7061b9d')
+lib = GD.get('_gearsql_udf_c674e601122e')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1716e7061b9d']
+    lib = GD['_gearsql_udf_c674e601122e']
 return lib.submit_background(plpy, GD, SCHEMA, p_name, p_priority, p_function, p_workload, p_unique)
 $gearsql$;
 
@@ -253,7 +253,7 @@ COMMENT ON TABLE "gearsql"._gman_library IS 'gearsql: the gman_* functions'' lib
 DELETE FROM "gearsql"._gman_library;
 
 INSERT INTO "gearsql"._gman_library (package, module, source) VALUES
-    ('_gearsql_udf_1716e7061b9d', 'protocol', $gearsql_source$"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.
+    ('_gearsql_udf_c674e601122e', 'protocol', $gearsql_source$"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.
 
 Nothing here touches a socket, an event loop or a logger, and only the standard library is used:
 the same module runs in the job server, the client library and inside PostgreSQL's PL/Python.
@@ -790,7 +790,7 @@ def _looks_like_http(line: bytes) -> bool:
         return False
     return b" HTTP/" in line
 $gearsql_source$),
-    ('_gearsql_udf_1716e7061b9d', '_clientconn', $gearsql_source$"""The client side of one Gearman connection as a sans-IO state machine (no sockets, no loop).
+    ('_gearsql_udf_c674e601122e', '_clientconn', $gearsql_source$"""The client side of one Gearman connection as a sans-IO state machine (no sockets, no loop).
 
 Requests go in as method calls with an opaque ``token`` the caller chooses (its own object for the
 request), bytes to write come out of :meth:`ClientConnection.data_to_send`, received bytes go in
@@ -1059,7 +1059,7 @@ class ClientConnection(Generic[T]):
         self._broken = True
         return tokens
 $gearsql_source$),
-    ('_gearsql_udf_1716e7061b9d', 'gman', $gearsql_source$"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.
+    ('_gearsql_udf_c674e601122e', 'gman', $gearsql_source$"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.
 
 This module runs inside PostgreSQL's PL/Python (the database server's own Python, where gearsql is
 not installed) and, unchanged, in the plpython3u-compatible shim that gives SQLite the same
@@ -1361,7 +1361,11 @@ def _settings(plpy, GD, schema):
                 functions[_as_bytes(row["function"])] = row["servers"]
     else:
         values = dict(DEFAULTS)
-        for row in plpy.execute(_sql(GD, "settings", schema)):
+        key = "gearsql.plan.settings." + schema
+        plan = GD.get(key)
+        if plan is None:
+            plan = GD[key] = plpy.prepare(_sql(GD, "settings", schema))
+        for row in plpy.execute(plan):
             if row["name"].startswith("function:"):
                 functions[row["name"][9:].encode("utf-8")] = row["value"]
             else:
@@ -2329,7 +2333,7 @@ def close_all(GD):
             link.close()
         session.links.clear()
 $gearsql_source$),
-    ('_gearsql_udf_1716e7061b9d', 'loader', $gearsql_source$"""Loads the udf library from source text into a private package of this Python process.
+    ('_gearsql_udf_c674e601122e', 'loader', $gearsql_source$"""Loads the udf library from source text into a private package of this Python process.
 
 Runs inside PostgreSQL's PL/Python (as the body of ``_gman_load()``) and in gearsql's SQLite shim.
 The package name carries a digest of the sources, so two installed versions never mix in one
@@ -2587,24 +2591,24 @@ $gearsql_source$);
 CREATE OR REPLACE FUNCTION "gearsql"._gman_compile()
 RETURNS integer LANGUAGE plpython3u VOLATILE AS $gearsql$
 import marshal
-ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_1716e7061b9d\'')}
+ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_c674e601122e\'')}
 try:
     from _frozen_importlib_external import MAGIC_NUMBER
 except ImportError:
     MAGIC_NUMBER = None
-LOADER = {"__name__": '_gearsql_udf_1716e7061b9d.loader'}
+LOADER = {"__name__": '_gearsql_udf_c674e601122e.loader'}
 _row = ROWS["loader"]
 if MAGIC_NUMBER is not None and _row["magic"] == MAGIC_NUMBER and _row["code"] is not None:
     _code = marshal.loads(_row["code"])
 else:
-    _code = compile(_row["source"], '<_gearsql_udf_1716e7061b9d.loader>', "exec")
+    _code = compile(_row["source"], '<_gearsql_udf_c674e601122e.loader>', "exec")
 exec(_code, LOADER)
 SOURCES = {name: row["source"] for name, row in ROWS.items() if name != "loader"}
 ALL = dict(SOURCES, loader=ROWS["loader"]["source"])
-CODES = LOADER["compile_sources"]('_gearsql_udf_1716e7061b9d', ALL)
+CODES = LOADER["compile_sources"]('_gearsql_udf_c674e601122e', ALL)
 MAGIC = LOADER["bytecode_magic"]()
 PLAN = plpy.prepare(
-'UPDATE "gearsql"._gman_library SET magic = $1, code = $2 WHERE package = \'_gearsql_udf_1716e7061b9d\' AND module = $3', ["bytea", "bytea", "text"])
+'UPDATE "gearsql"._gman_library SET magic = $1, code = $2 WHERE package = \'_gearsql_udf_c674e601122e\' AND module = $3', ["bytea", "bytea", "text"])
 for NAME, CODE in CODES.items():
     plpy.execute(PLAN, [MAGIC, CODE, NAME])
 return len(CODES)
@@ -2615,10 +2619,10 @@ SELECT "gearsql"._gman_compile();
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1716e7061b9d')
+lib = GD.get('_gearsql_udf_c674e601122e')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1716e7061b9d']
+    lib = GD['_gearsql_udf_c674e601122e']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, None)
 $gearsql$;
 
@@ -2652,10 +2656,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1716e7061b9d')
+lib = GD.get('_gearsql_udf_c674e601122e')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1716e7061b9d']
+    lib = GD['_gearsql_udf_c674e601122e']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, None)
 $gearsql$;
 
@@ -2689,10 +2693,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1716e7061b9d')
+lib = GD.get('_gearsql_udf_c674e601122e')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1716e7061b9d']
+    lib = GD['_gearsql_udf_c674e601122e']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, unique)
 $gearsql$;
 
@@ -2726,10 +2730,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1716e7061b9d')
+lib = GD.get('_gearsql_udf_c674e601122e')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1716e7061b9d']
+    lib = GD['_gearsql_udf_c674e601122e']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, unique)
 $gearsql$;
 
@@ -2763,10 +2767,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1716e7061b9d')
+lib = GD.get('_gearsql_udf_c674e601122e')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1716e7061b9d']
+    lib = GD['_gearsql_udf_c674e601122e']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, None)
 $gearsql$;
 
@@ -2800,10 +2804,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1716e7061b9d')
+lib = GD.get('_gearsql_udf_c674e601122e')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1716e7061b9d']
+    lib = GD['_gearsql_udf_c674e601122e']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, None)
 $gearsql$;
 
@@ -2837,10 +2841,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1716e7061b9d')
+lib = GD.get('_gearsql_udf_c674e601122e')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1716e7061b9d']
+    lib = GD['_gearsql_udf_c674e601122e']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, unique)
 $gearsql$;
 
@@ -2874,10 +2878,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1716e7061b9d')
+lib = GD.get('_gearsql_udf_c674e601122e')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1716e7061b9d']
+    lib = GD['_gearsql_udf_c674e601122e']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, unique)
 $gearsql$;
 
@@ -2911,10 +2915,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1716e7061b9d')
+lib = GD.get('_gearsql_udf_c674e601122e')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1716e7061b9d']
+    lib = GD['_gearsql_udf_c674e601122e']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, None)
 $gearsql$;
 
@@ -2948,10 +2952,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1716e7061b9d')
+lib = GD.get('_gearsql_udf_c674e601122e')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1716e7061b9d']
+    lib = GD['_gearsql_udf_c674e601122e']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, None)
 $gearsql$;
 
@@ -2985,10 +2989,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1716e7061b9d')
+lib = GD.get('_gearsql_udf_c674e601122e')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1716e7061b9d']
+    lib = GD['_gearsql_udf_c674e601122e']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, unique)
 $gearsql$;
 
@@ -3022,10 +3026,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1716e7061b9d')
+lib = GD.get('_gearsql_udf_c674e601122e')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1716e7061b9d']
+    lib = GD['_gearsql_udf_c674e601122e']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, unique)
 $gearsql$;
 
@@ -3977,10 +3981,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_servers_set"("servers" text)
 RETURNS boolean LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1716e7061b9d')
+lib = GD.get('_gearsql_udf_c674e601122e')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1716e7061b9d']
+    lib = GD['_gearsql_udf_c674e601122e']
 return lib.servers_set(plpy, GD, SCHEMA, servers)
 $gearsql$;
 
@@ -4014,10 +4018,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_servers_set"("servers" text, "function" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1716e7061b9d')
+lib = GD.get('_gearsql_udf_c674e601122e')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1716e7061b9d']
+    lib = GD['_gearsql_udf_c674e601122e']
 return lib.function_servers_set(plpy, GD, SCHEMA, servers, function)
 $gearsql$;
 
@@ -4051,10 +4055,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_job_status"("handle" text, OUT known boolean, OUT running boolean, OUT numerator bigint, OUT denominator bigint, OUT state text, OUT detail text)
 RETURNS record LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1716e7061b9d')
+lib = GD.get('_gearsql_udf_c674e601122e')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1716e7061b9d']
+    lib = GD['_gearsql_udf_c674e601122e']
 return lib.job_status(plpy, GD, SCHEMA, handle)
 $gearsql$;
 
@@ -4091,10 +4095,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_map"("function" text, "workloads" text[])
 RETURNS setof text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1716e7061b9d')
+lib = GD.get('_gearsql_udf_c674e601122e')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1716e7061b9d']
+    lib = GD['_gearsql_udf_c674e601122e']
 return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)
 $gearsql$;
 
@@ -4128,10 +4132,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_map"("function" text, "workloads" bytea[])
 RETURNS setof bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1716e7061b9d')
+lib = GD.get('_gearsql_udf_c674e601122e')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1716e7061b9d']
+    lib = GD['_gearsql_udf_c674e601122e']
 return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)
 $gearsql$;
 
@@ -4165,10 +4169,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" text)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1716e7061b9d')
+lib = GD.get('_gearsql_udf_c674e601122e')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1716e7061b9d']
+    lib = GD['_gearsql_udf_c674e601122e']
 return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
@@ -4202,10 +4206,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" bytea)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1716e7061b9d')
+lib = GD.get('_gearsql_udf_c674e601122e')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1716e7061b9d']
+    lib = GD['_gearsql_udf_c674e601122e']
 return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
@@ -4239,10 +4243,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_final"("state" bigint)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_1716e7061b9d')
+lib = GD.get('_gearsql_udf_c674e601122e')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_1716e7061b9d']
+    lib = GD['_gearsql_udf_c674e601122e']
 return lib.sum_final(plpy, GD, SCHEMA, state)
 $gearsql$;
 
