@@ -257,6 +257,9 @@ def register(
             conn.execute(library._SQL["sqlite"]["outbox_table"])
             conn.execute(library.SQLITE_DEAD_TABLE)
             conn.execute(PIPELINE_VIEW)
+            # Read by every call (gman_servers_set(servers, function) writes it): present, the
+            # read is one query; missing, a failed one.
+            conn.execute(library.SQLITE_FUNCTION_SERVERS_TABLE)
 
 
 def _aggregate_class(step: Callable[..., Any], final: Callable[..., Any]) -> type:

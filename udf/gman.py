@@ -95,10 +95,6 @@ _SQL = {
     "sqlite": {
         "interrupts": "SELECT 1",
         "function_servers_table": SQLITE_FUNCTION_SERVERS_TABLE,
-        "function_servers_exist": (
-            "SELECT 1 AS found FROM sqlite_master"
-            " WHERE type = 'table' AND name = 'gman_function_servers'"
-        ),
         "function_servers": "SELECT function, servers FROM gman_function_servers",
         "function_servers_set": (
             "INSERT INTO gman_function_servers (function, servers) VALUES (?, ?)"
@@ -290,14 +286,13 @@ def _where(GD, schema):
 
 def _settings(plpy, GD, schema):
     """The settings, read on every call, with ``functions``: {function name (bytes): its
-    server list as gman_servers_set(servers, function) recorded it}."""
+    server list as gman_servers_set(servers, function) recorded it} (SQLite: None until
+    :func:`_functions` reads them, since a background call into the outbox needs none)."""
     static = GD.get(_STATIC_SETTINGS)
     functions = {}
     if static is not None:
         values = dict(static)
-        if plpy.execute(_SQL["sqlite"]["function_servers_exist"]):
-            for row in plpy.execute(_SQL["sqlite"]["function_servers"]):
-                functions[_as_bytes(row["function"])] = row["servers"]
+        functions = None
     else:
         values = dict(DEFAULTS)
         key = "gearsql.plan.settings." + schema
@@ -428,12 +423,29 @@ def _session(GD, schema):
     return session
 
 
+def _functions(plpy, settings):
+    """``settings["functions"]``, read from SQLite's table at the first need of a call."""
+    functions = settings["functions"]
+    if functions is None:
+        functions = settings["functions"] = {}
+        try:
+            rows = plpy.execute(_SQL["sqlite"]["function_servers"])
+        except plpy.SPIError as exc:
+            # The first gman_servers_set(servers, function) makes the table: none chosen yet.
+            if "no such table" not in str(exc):
+                raise
+            rows = []
+        for row in rows:
+            functions[_as_bytes(row["function"])] = row["servers"]
+    return functions
+
+
 def _targets(plpy, GD, schema, settings, name, function=None):
     """The job servers to use for a job of ``function``: those gman_servers_set(servers,
     function) chose for it that are still allowed; else those this session chose with
     gman_servers_set(servers) that are still allowed; else every allowed one."""
     allowed = settings["servers"]
-    entry = settings["functions"].get(function) if function is not None else None
+    entry = _functions(plpy, settings).get(function) if function is not None else None
     if entry is not None:
         try:
             chosen = parse_servers(entry)
@@ -1059,7 +1071,7 @@ def job_status(plpy, GD, schema, handle):
     # The handle names no function: ask the session's servers, then those chosen for
     # functions (still allowed) that are not among them.
     targets = list(_targets(plpy, GD, schema, settings, name))
-    for text in settings["functions"].values():
+    for text in _functions(plpy, settings).values():
         try:
             chosen = parse_servers(text)
         except ValueError:

@@ -208,32 +208,32 @@ $do$;
 CREATE OR REPLACE FUNCTION "gearsql"._gman_load()
 RETURNS void LANGUAGE plpython3u VOLATILE AS $gearsql$
 import marshal
-ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_c674e601122e\'')}
+ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_12dfbfc543e8\'')}
 try:
     from _frozen_importlib_external import MAGIC_NUMBER
 except ImportError:
     MAGIC_NUMBER = None
-LOADER = {"__name__": '_gearsql_udf_c674e601122e.loader'}
+LOADER = {"__name__": '_gearsql_udf_12dfbfc543e8.loader'}
 _row = ROWS["loader"]
 if MAGIC_NUMBER is not None and _row["magic"] == MAGIC_NUMBER and _row["code"] is not None:
     _code = marshal.loads(_row["code"])
 else:
-    _code = compile(_row["source"], '<_gearsql_udf_c674e601122e.loader>', "exec")
+    _code = compile(_row["source"], '<_gearsql_udf_12dfbfc543e8.loader>', "exec")
 exec(_code, LOADER)
 SOURCES = {name: row["source"] for name, row in ROWS.items() if name != "loader"}
 MAGIC = LOADER["bytecode_magic"]()
 CODES = {name: row['code'] for name, row in ROWS.items()
          if row['magic'] == MAGIC and row['code'] is not None}
-GD['_gearsql_udf_c674e601122e'] = LOADER["load_package"]('_gearsql_udf_c674e601122e', SOURCES, CODES).gman
+GD['_gearsql_udf_12dfbfc543e8'] = LOADER["load_package"]('_gearsql_udf_12dfbfc543e8', SOURCES, CODES).gman
 $gearsql$;
 
 CREATE OR REPLACE FUNCTION "gearsql"._gman_background_now(p_name text, p_priority text, p_function text, p_workload bytea, p_unique text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_c674e601122e')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_c674e601122e']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.submit_background(plpy, GD, SCHEMA, p_name, p_priority, p_function, p_workload, p_unique)
 $gearsql$;
 
@@ -253,7 +253,7 @@ COMMENT ON TABLE "gearsql"._gman_library IS 'gearsql: the gman_* functions'' lib
 DELETE FROM "gearsql"._gman_library;
 
 INSERT INTO "gearsql"._gman_library (package, module, source) VALUES
-    ('_gearsql_udf_c674e601122e', 'protocol', $gearsql_source$"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.
+    ('_gearsql_udf_12dfbfc543e8', 'protocol', $gearsql_source$"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.
 
 Nothing here touches a socket, an event loop or a logger, and only the standard library is used:
 the same module runs in the job server, the client library and inside PostgreSQL's PL/Python.
@@ -790,7 +790,7 @@ def _looks_like_http(line: bytes) -> bool:
         return False
     return b" HTTP/" in line
 $gearsql_source$),
-    ('_gearsql_udf_c674e601122e', '_clientconn', $gearsql_source$"""The client side of one Gearman connection as a sans-IO state machine (no sockets, no loop).
+    ('_gearsql_udf_12dfbfc543e8', '_clientconn', $gearsql_source$"""The client side of one Gearman connection as a sans-IO state machine (no sockets, no loop).
 
 Requests go in as method calls with an opaque ``token`` the caller chooses (its own object for the
 request), bytes to write come out of :meth:`ClientConnection.data_to_send`, received bytes go in
@@ -1059,7 +1059,7 @@ class ClientConnection(Generic[T]):
         self._broken = True
         return tokens
 $gearsql_source$),
-    ('_gearsql_udf_c674e601122e', 'gman', $gearsql_source$"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.
+    ('_gearsql_udf_12dfbfc543e8', 'gman', $gearsql_source$"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.
 
 This module runs inside PostgreSQL's PL/Python (the database server's own Python, where gearsql is
 not installed) and, unchanged, in the plpython3u-compatible shim that gives SQLite the same
@@ -1156,10 +1156,6 @@ _SQL = {
     "sqlite": {
         "interrupts": "SELECT 1",
         "function_servers_table": SQLITE_FUNCTION_SERVERS_TABLE,
-        "function_servers_exist": (
-            "SELECT 1 AS found FROM sqlite_master"
-            " WHERE type = 'table' AND name = 'gman_function_servers'"
-        ),
         "function_servers": "SELECT function, servers FROM gman_function_servers",
         "function_servers_set": (
             "INSERT INTO gman_function_servers (function, servers) VALUES (?, ?)"
@@ -1351,14 +1347,13 @@ def _where(GD, schema):
 
 def _settings(plpy, GD, schema):
     """The settings, read on every call, with ``functions``: {function name (bytes): its
-    server list as gman_servers_set(servers, function) recorded it}."""
+    server list as gman_servers_set(servers, function) recorded it} (SQLite: None until
+    :func:`_functions` reads them, since a background call into the outbox needs none)."""
     static = GD.get(_STATIC_SETTINGS)
     functions = {}
     if static is not None:
         values = dict(static)
-        if plpy.execute(_SQL["sqlite"]["function_servers_exist"]):
-            for row in plpy.execute(_SQL["sqlite"]["function_servers"]):
-                functions[_as_bytes(row["function"])] = row["servers"]
+        functions = None
     else:
         values = dict(DEFAULTS)
         key = "gearsql.plan.settings." + schema
@@ -1489,12 +1484,29 @@ def _session(GD, schema):
     return session
 
 
+def _functions(plpy, settings):
+    """``settings["functions"]``, read from SQLite's table at the first need of a call."""
+    functions = settings["functions"]
+    if functions is None:
+        functions = settings["functions"] = {}
+        try:
+            rows = plpy.execute(_SQL["sqlite"]["function_servers"])
+        except plpy.SPIError as exc:
+            # The first gman_servers_set(servers, function) makes the table: none chosen yet.
+            if "no such table" not in str(exc):
+                raise
+            rows = []
+        for row in rows:
+            functions[_as_bytes(row["function"])] = row["servers"]
+    return functions
+
+
 def _targets(plpy, GD, schema, settings, name, function=None):
     """The job servers to use for a job of ``function``: those gman_servers_set(servers,
     function) chose for it that are still allowed; else those this session chose with
     gman_servers_set(servers) that are still allowed; else every allowed one."""
     allowed = settings["servers"]
-    entry = settings["functions"].get(function) if function is not None else None
+    entry = _functions(plpy, settings).get(function) if function is not None else None
     if entry is not None:
         try:
             chosen = parse_servers(entry)
@@ -2120,7 +2132,7 @@ def job_status(plpy, GD, schema, handle):
     # The handle names no function: ask the session's servers, then those chosen for
     # functions (still allowed) that are not among them.
     targets = list(_targets(plpy, GD, schema, settings, name))
-    for text in settings["functions"].values():
+    for text in _functions(plpy, settings).values():
         try:
             chosen = parse_servers(text)
         except ValueError:
@@ -2333,7 +2345,7 @@ def close_all(GD):
             link.close()
         session.links.clear()
 $gearsql_source$),
-    ('_gearsql_udf_c674e601122e', 'loader', $gearsql_source$"""Loads the udf library from source text into a private package of this Python process.
+    ('_gearsql_udf_12dfbfc543e8', 'loader', $gearsql_source$"""Loads the udf library from source text into a private package of this Python process.
 
 Runs inside PostgreSQL's PL/Python (as the body of ``_gman_load()``) and in gearsql's SQLite shim.
 The package name carries a digest of the sources, so two installed versions never mix in one
@@ -2591,24 +2603,24 @@ $gearsql_source$);
 CREATE OR REPLACE FUNCTION "gearsql"._gman_compile()
 RETURNS integer LANGUAGE plpython3u VOLATILE AS $gearsql$
 import marshal
-ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_c674e601122e\'')}
+ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_12dfbfc543e8\'')}
 try:
     from _frozen_importlib_external import MAGIC_NUMBER
 except ImportError:
     MAGIC_NUMBER = None
-LOADER = {"__name__": '_gearsql_udf_c674e601122e.loader'}
+LOADER = {"__name__": '_gearsql_udf_12dfbfc543e8.loader'}
 _row = ROWS["loader"]
 if MAGIC_NUMBER is not None and _row["magic"] == MAGIC_NUMBER and _row["code"] is not None:
     _code = marshal.loads(_row["code"])
 else:
-    _code = compile(_row["source"], '<_gearsql_udf_c674e601122e.loader>', "exec")
+    _code = compile(_row["source"], '<_gearsql_udf_12dfbfc543e8.loader>', "exec")
 exec(_code, LOADER)
 SOURCES = {name: row["source"] for name, row in ROWS.items() if name != "loader"}
 ALL = dict(SOURCES, loader=ROWS["loader"]["source"])
-CODES = LOADER["compile_sources"]('_gearsql_udf_c674e601122e', ALL)
+CODES = LOADER["compile_sources"]('_gearsql_udf_12dfbfc543e8', ALL)
 MAGIC = LOADER["bytecode_magic"]()
 PLAN = plpy.prepare(
-'UPDATE "gearsql"._gman_library SET magic = $1, code = $2 WHERE package = \'_gearsql_udf_c674e601122e\' AND module = $3', ["bytea", "bytea", "text"])
+'UPDATE "gearsql"._gman_library SET magic = $1, code = $2 WHERE package = \'_gearsql_udf_12dfbfc543e8\' AND module = $3', ["bytea", "bytea", "text"])
 for NAME, CODE in CODES.items():
     plpy.execute(PLAN, [MAGIC, CODE, NAME])
 return len(CODES)
@@ -2619,10 +2631,10 @@ SELECT "gearsql"._gman_compile();
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_c674e601122e')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_c674e601122e']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, None)
 $gearsql$;
 
@@ -2656,10 +2668,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_c674e601122e')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_c674e601122e']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, None)
 $gearsql$;
 
@@ -2693,10 +2705,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_c674e601122e')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_c674e601122e']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, unique)
 $gearsql$;
 
@@ -2730,10 +2742,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_c674e601122e')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_c674e601122e']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, unique)
 $gearsql$;
 
@@ -2767,10 +2779,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_c674e601122e')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_c674e601122e']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, None)
 $gearsql$;
 
@@ -2804,10 +2816,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_c674e601122e')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_c674e601122e']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, None)
 $gearsql$;
 
@@ -2841,10 +2853,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_c674e601122e')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_c674e601122e']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, unique)
 $gearsql$;
 
@@ -2878,10 +2890,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_c674e601122e')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_c674e601122e']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, unique)
 $gearsql$;
 
@@ -2915,10 +2927,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_c674e601122e')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_c674e601122e']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, None)
 $gearsql$;
 
@@ -2952,10 +2964,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_c674e601122e')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_c674e601122e']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, None)
 $gearsql$;
 
@@ -2989,10 +3001,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_c674e601122e')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_c674e601122e']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, unique)
 $gearsql$;
 
@@ -3026,10 +3038,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_c674e601122e')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_c674e601122e']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, unique)
 $gearsql$;
 
@@ -3981,10 +3993,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_servers_set"("servers" text)
 RETURNS boolean LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_c674e601122e')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_c674e601122e']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.servers_set(plpy, GD, SCHEMA, servers)
 $gearsql$;
 
@@ -4018,10 +4030,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_servers_set"("servers" text, "function" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_c674e601122e')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_c674e601122e']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.function_servers_set(plpy, GD, SCHEMA, servers, function)
 $gearsql$;
 
@@ -4055,10 +4067,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_job_status"("handle" text, OUT known boolean, OUT running boolean, OUT numerator bigint, OUT denominator bigint, OUT state text, OUT detail text)
 RETURNS record LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_c674e601122e')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_c674e601122e']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.job_status(plpy, GD, SCHEMA, handle)
 $gearsql$;
 
@@ -4095,10 +4107,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_map"("function" text, "workloads" text[])
 RETURNS setof text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_c674e601122e')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_c674e601122e']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)
 $gearsql$;
 
@@ -4132,10 +4144,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_map"("function" text, "workloads" bytea[])
 RETURNS setof bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_c674e601122e')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_c674e601122e']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)
 $gearsql$;
 
@@ -4169,10 +4181,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" text)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_c674e601122e')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_c674e601122e']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
@@ -4206,10 +4218,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" bytea)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_c674e601122e')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_c674e601122e']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
@@ -4243,10 +4255,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_final"("state" bigint)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_c674e601122e')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_c674e601122e']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.sum_final(plpy, GD, SCHEMA, state)
 $gearsql$;
 
