@@ -52,6 +52,7 @@ class PostgresSource(Source):
         self.function_servers_table = f'"{schema}".gman_function_servers'
         #: Whether gman_function_servers exists and this role may read it (asked at open).
         self._routes_readable = False
+        self._routes_denied = False
         #: Whether gman_outbox_sent and gman_relay_contact exist (asked at the first use after
         #: a connect; an older install has neither, and the relay records nothing there).
         self._extras: tuple[bool, bool] | None = None
@@ -67,13 +68,20 @@ class PostgresSource(Source):
         database, exists, keeps_dead, routes = _one(
             conn.execute(
                 "SELECT current_database(), to_regclass(%s) IS NOT NULL, "
-                "to_regclass(%s) IS NOT NULL, "
-                "coalesce(has_table_privilege(to_regclass(%s), 'SELECT'), false)",
+                "to_regclass(%s) IS NOT NULL, has_table_privilege(to_regclass(%s), 'SELECT')",
                 (self.table, self.dead_table, self.function_servers_table),
             )
         )
         self.keeps_dead = bool(keeps_dead)
         self._routes_readable = bool(routes)
+        if routes is False and not self._routes_denied:  # the table is there, not for this role
+            self._routes_denied = True
+            log.warning(
+                "postgresql %s: this role may not read %s; every function goes to the relay's "
+                "servers",
+                self.schema,
+                self.function_servers_table,
+            )
         conn.rollback()
         try:  # the cluster's own id, so that the name is the same whatever host name is used
             (system,) = _one(conn.execute("SELECT system_identifier FROM pg_control_system()"))
