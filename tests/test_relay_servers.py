@@ -250,3 +250,46 @@ def test_mariadb_foreground_calls_of_a_function_go_to_its_servers(
             worker.stop()
             thread.join(10)
         assert code == 0, relay.log()
+
+
+def test_function_routes_keep_within_the_relays_servers_warn_once_and_share_clients(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The relay's side of gman_function_servers without a database: each entry resolved
+    against the relay's servers, one client per distinct list, one warning per entry."""
+    import asyncio
+    import logging
+
+    from gearsql.client import AsyncClient
+    from gearsql.relay.routes import FunctionRoutes
+
+    async def main() -> None:
+        default = AsyncClient("h1:1,h2:2")
+        routes = FunctionRoutes("db")
+        entries = {b"a": "h2:2", b"b": "h3:3,h2:2", b"c": "h3:3", b"d": "bad:x"}
+        with caplog.at_level(logging.INFO, logger="gearsql.relay"):
+            routes.update(entries, default)
+            routes.update(dict(entries), default)  # read again, unchanged: no new lines
+        a = routes.client_for("a", default)
+        assert a.servers == ["h2:2"] and a is not default
+        assert routes.client_for(b"b", default) is a  # h3 is outside: the same list as a's
+        for function in ("c", "d", "other"):
+            assert routes.client_for(function, default) is default
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 3, warnings
+        assert (
+            "for function 'b', but this relay submits only to h1:1,h2:2; its jobs go to h2:2"
+            in (warnings[0])
+        )
+        assert warnings[1].endswith("the choice is ignored: its jobs go to those")
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="gearsql.relay"):
+            routes.update({b"b": "h3:3,h2:2"}, default)
+        assert [r.getMessage() for r in caplog.records] == [
+            "db: jobs of function 'a' go to the relay's servers again (h1:1,h2:2)"
+        ]
+        assert routes.client_for("a", default) is default
+        await routes.close()
+        await default.close()
+
+    asyncio.run(main())
