@@ -1,7 +1,9 @@
 """The gman_* functions on a :mod:`sqlite3` connection, running the same bodies as PostgreSQL.
 
 ``register(conn, servers=...)`` adds ``gman_do``, ``gman_do_high``, ``gman_do_low``, the three
-``*_background`` forms, ``gman_servers_set``, ``gman_job_status`` (a JSON object),
+``*_background`` forms, ``gman_servers_set`` (one argument: this connection's servers; with a
+function: that function's servers for every connection and the relay, kept in the file's table
+``gman_function_servers``), ``gman_job_status`` (a JSON object),
 ``gman_map`` (a JSON array of workloads in, a JSON array of results out) and the ``gman_sum``
 aggregate. Their bodies are the PL/Python bodies of ``udf/functions.py``, compiled by
 the plpython3u-compatible shim (``udf/plpy_shim.py``), so both databases behave the same.
@@ -255,6 +257,9 @@ def register(
             conn.execute(library._SQL["sqlite"]["outbox_table"])
             conn.execute(library.SQLITE_DEAD_TABLE)
             conn.execute(PIPELINE_VIEW)
+            # Read by every call (gman_servers_set(servers, function) writes it): present, the
+            # read is one query; missing, a failed one.
+            conn.execute(library.SQLITE_FUNCTION_SERVERS_TABLE)
 
 
 def _aggregate_class(step: Callable[..., Any], final: Callable[..., Any]) -> type:

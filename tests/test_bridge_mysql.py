@@ -64,6 +64,7 @@ def test_the_functions_are_the_old_udfs_names_plus_unique_variants() -> None:
         assert FUNCTIONS[base][0] == ("function", "workload")
         assert FUNCTIONS[base + "_unique"][0] == ("function", "workload", "unique")
     assert FUNCTIONS["gman_servers_set"][0] == ("servers",)
+    assert FUNCTIONS["gman_servers_set_function"][0] == ("servers", "function")
 
 
 # ------------------------------------------------------------------------------ fixtures
@@ -474,6 +475,21 @@ def test_background_variants_write_priority_and_unique(
         ),
         ("SELECT gman_servers_set('host:notaport')", (), "bad job server address 'host:notaport'"),
         ("SELECT gman_servers_set(' , ')", (), "the job server list is empty"),
+        (
+            "SELECT gman_servers_set_function('169.254.169.254:80', 'f')",
+            (),
+            "gman_servers_set_function: job server 169.254.169.254:80 is not allowed",
+        ),
+        (
+            "SELECT gman_servers_set_function('127.0.0.1', NULL)",
+            (),
+            "gman_servers_set_function: the function name is NULL",
+        ),
+        (
+            "SELECT gman_servers_set_function('', 'f')",
+            (),
+            "gman_servers_set_function: the job server list is empty",
+        ),
     ],
 )
 def test_bad_input_is_a_sql_error_naming_the_cause(
@@ -485,7 +501,7 @@ def test_bad_input_is_a_sql_error_naming_the_cause(
         _execute(db, sql, params)
     # PostgreSQL's codes: a server not allowed is insufficient_privilege, the rest are bad
     # arguments (docs/design.md, "Errors and their SQLSTATEs").
-    assert caught.value.sqlstate == ("42501" if "is not allowed" in message else "22023")
+    assert caught.value.sqlstate == ("42501" if "not allowed" in message else "22023")
     assert _outbox(admin) == []
     assert _rows(admin, "SELECT id FROM gman_calls") == []
     assert _one(db, "SELECT gman_do_background('f', 'fine')").startswith("outbox:")
@@ -498,6 +514,37 @@ def test_servers_set_accepts_only_the_allowed_servers(db: Any, admin: Any) -> No
         _one(db, "SELECT gman_servers_set('gearman.internal:4730,[::1]:4731,127.0.0.1')")
         == "gearman.internal:4730,[::1]:4731,127.0.0.1:4730"
     )
+
+
+def test_servers_set_function_records_a_functions_servers_and_removes_them(
+    db: Any, admin: Any
+) -> None:
+    _set(admin, "servers", "127.0.0.1:4730, gearman.internal")
+    try:
+        assert _one(db, "SELECT gman_servers_set_function(' gearman.internal', 'a')") == (
+            "gearman.internal:4730"
+        )
+        assert _one(db, "SELECT gman_servers_set_function('127.0.0.1,gearman.internal', 'a')") == (
+            "127.0.0.1:4730,gearman.internal:4730"
+        )
+        assert _one(db, "SELECT gman_servers_set_function('127.0.0.1', %s)", (b"\xffA",)) == (
+            "127.0.0.1:4730"
+        )
+        # Names are bytes: 'A' is not 'a'.
+        assert _one(db, "SELECT gman_servers_set_function('127.0.0.1', 'A')") == "127.0.0.1:4730"
+        assert _rows(admin, "SELECT function, servers FROM gman_function_servers ORDER BY 1") == [
+            (b"A", "127.0.0.1:4730"),
+            (b"a", "127.0.0.1:4730,gearman.internal:4730"),
+            (b"\xffA", "127.0.0.1:4730"),
+        ]
+        assert _one(db, "SELECT gman_servers_set_function(NULL, 'a')") is None
+        assert _one(db, "SELECT gman_servers_set_function(NULL, 'never-set')") is None
+        assert [row[0] for row in _rows(admin, "SELECT function FROM gman_function_servers")] == [
+            b"A",
+            b"\xffA",
+        ]
+    finally:
+        _execute(admin, "DELETE FROM gman_function_servers")
 
 
 def test_binary_payloads_and_names_are_stored_byte_exact(db: Any, admin: Any) -> None:
@@ -596,11 +643,19 @@ def test_granted_accounts_and_roles_can_call_but_not_touch_the_tables(
             assert _one(
                 conn, f"SELECT `{database}`.gman_do_background('f', %s)", (name,)
             ).startswith("outbox:")
+            # Through the function only, within the allowed servers.
+            assert _one(
+                conn, f"SELECT `{database}`.gman_servers_set_function('127.0.0.1', %s)", (name,)
+            ) == ("127.0.0.1:4730")
             for sql in (
                 f"SELECT * FROM `{database}`.gman_outbox",
                 f"SELECT * FROM `{database}`.gman_settings",
                 f"UPDATE `{database}`.gman_settings SET value = 'evil:25'",
                 f"SELECT `{database}`._gman_outbox_insert('x', 'f', 'w', NULL, 'high')",
+                f"SELECT * FROM `{database}`.gman_function_servers",
+                f"INSERT INTO `{database}`.gman_function_servers (function, servers) "
+                "VALUES ('f', 'evil:25')",
+                f"DELETE FROM `{database}`.gman_function_servers",
             ):
                 with pytest.raises(mysql.connector.Error, match="denied"):
                     _execute(conn, sql)
@@ -612,10 +667,14 @@ def test_granted_accounts_and_roles_can_call_but_not_touch_the_tables(
         assert sorted(row[2] for row in _outbox(admin)) == sorted(
             [user.encode(), via_role.encode()]
         )
+        assert sorted(
+            row[0] for row in _rows(admin, "SELECT function FROM gman_function_servers")
+        ) == sorted([user.encode(), via_role.encode()])
     finally:
         for name in (user, via_role, nobody):
             _execute(admin, f"DROP USER IF EXISTS '{name}'@'%'")
         _execute(admin, f"DROP ROLE IF EXISTS {role}")
+        _execute(admin, "DELETE FROM gman_function_servers")
 
 
 # ------------------------------------------------------------------- foreground gman_do

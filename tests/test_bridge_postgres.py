@@ -609,6 +609,76 @@ def test_servers_set_chooses_among_the_allowed(
     assert db.one("SELECT gman_do('reverse', 'chosen')") == "nesohc"
 
 
+def test_servers_set_per_function_routes_its_jobs_and_only_within_the_allowed(
+    db: Session,
+    admin: Any,
+    installed: dict[str, str],
+    configure: Any,
+    gearsql_server: ServerProcess,
+    tmp_path: Path,
+) -> None:
+    """gman_servers_set(servers, function): database-wide, persistent, checked against the
+    allowed servers; the function's direct calls go there, others to the session's servers."""
+    import psycopg
+    from relaying import queued
+
+    schema = installed["schema"]
+    second = ServerProcess("gearsql", tmp_path / "second.log", ["--store", "memory"]).start()
+    one, two = (f"{s.host}:{s.port}" for s in (gearsql_server, second))
+    configure("servers", f"{one},{two}")
+    other = Session(db.conn.info.dsn, installed)
+    try:
+        assert db.one("SELECT gman_servers_set(%s)", (one,)) is True  # this session's default
+        assert db.one("SELECT gman_servers_set(%s, 'fs_a')", (f" {two} ,{two}",)) == two
+        for function in ("fs_a", "fs_b", "fs_a"):
+            db.one("SELECT gman_do_background(%s, 'x')", (function,))
+        assert (queued(second, "fs_a"), queued(gearsql_server, "fs_a")) == (2, 0)
+        assert (queued(gearsql_server, "fs_b"), queued(second, "fs_b")) == (1, 0)
+        # Database-wide: another session's calls follow it too; job_status finds the job.
+        handle = other.one("SELECT gman_do_background('fs_a', 'y')")
+        assert queued(second, "fs_a") == 3
+        assert other.conn.execute(
+            "SELECT known, detail FROM gman_job_status(%s)", (handle,)
+        ).fetchone() == (True, two)
+
+        with pytest.raises(
+            psycopg.errors.InsufficientPrivilege, match=r"127\.0\.0\.1:1 is not allowed"
+        ):
+            db.conn.execute("SELECT gman_servers_set('127.0.0.1:1', 'fs_a')")
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="list is empty"):
+            db.conn.execute("SELECT gman_servers_set(' , ', 'fs_a')")
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="function name is NULL"):
+            db.conn.execute("SELECT gman_servers_set(%s, NULL)", (two,))
+        for sql in (
+            f'SELECT * FROM "{schema}".gman_function_servers',
+            f"INSERT INTO \"{schema}\".gman_function_servers VALUES ('fs_b', 'evil:25')",
+            f'DELETE FROM "{schema}".gman_function_servers',
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                db.conn.execute(sql)
+        # The installer narrows the allowed servers: the choice no longer applies.
+        configure("servers", one)
+        with pytest.raises(
+            psycopg.errors.InsufficientPrivilege, match="chosen for function 'fs_a'"
+        ):
+            db.conn.execute("SELECT gman_do_background('fs_a', 'z')")
+        # ... while other calls go on (gman_job_status no longer asks server 2).
+        status = "SELECT known FROM gman_job_status(%s)"
+        assert other.conn.execute(status, (handle,)).fetchone() == (False,)
+        configure("servers", f"{one},{two}")
+
+        assert db.one("SELECT gman_servers_set(NULL, 'fs_a')") is None  # back to the default
+        db.one("SELECT gman_do_background('fs_a', 'w')")
+        assert (queued(gearsql_server, "fs_a"), queued(second, "fs_a")) == (1, 3)
+        assert admin.execute(
+            f'SELECT count(*) FROM "{schema}".gman_function_servers'
+        ).fetchone() == (0,)
+    finally:
+        other.conn.close()
+        admin.execute(f'DELETE FROM "{schema}".gman_function_servers')
+        second.stop()
+
+
 def test_a_workload_above_max_workload_is_an_error_before_the_commit(
     db: Session, admin: Any, installed: dict[str, str], configure: Any, server: ServerProcess
 ) -> None:
@@ -706,6 +776,8 @@ def test_installing_again_upgrades_an_install_without_dead_letters(pg_dsn: str, 
         # Make it look like an install from before dead letters, max_workload and TLS.
         s = f'"{schema}"'
         admin.execute(f"DROP TABLE {s}.gman_outbox_dead")
+        admin.execute(f"DROP FUNCTION {s}.gman_servers_set(text, text)")
+        admin.execute(f"DROP TABLE {s}.gman_function_servers")
         admin.execute(
             f"DELETE FROM {s}.gman_settings WHERE name IN ('max_workload', 'ssl', "
             "'ssl_ca_file', 'ssl_certificate', 'ssl_key')"
@@ -745,6 +817,17 @@ def test_installing_again_upgrades_an_install_without_dead_letters(pg_dsn: str, 
             f"SELECT proargnames FROM pg_proc WHERE oid = '{s}.gman_job_status(text)'::regprocedure"
         ).fetchone()[0]
         assert columns[-2:] == ["state", "detail"]
+        # Servers per function: the table and the two-argument function come with the upgrade.
+        admin.execute(f"SET search_path = {s}")
+        try:
+            assert admin.execute("SELECT gman_servers_set('127.0.0.1', 'f')").fetchone() == (
+                "127.0.0.1:4730",
+            )
+            assert admin.execute(
+                "SELECT function, servers FROM gman_function_servers"
+            ).fetchall() == [("f", "127.0.0.1:4730")]
+        finally:
+            admin.execute("RESET search_path")
     finally:
         uninstall(pg_dsn, schema, force=True)
         admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

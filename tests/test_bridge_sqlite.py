@@ -330,3 +330,81 @@ def test_the_sql_functions_defaults_are_gearsqls_own() -> None:
     gman = load_library()
     assert gman.DEFAULTS == SETTING_DEFAULTS
     assert tuple(gman.BACKGROUND_MODES) == BACKGROUND_MODES
+
+
+@pytest.fixture
+def second_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    server = ServerProcess("gearsql", tmp_path / "second.log", ["--store", "memory"]).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_servers_set_per_function_in_the_file_routes_direct_calls_and_the_relay(
+    gearsql_server: ServerProcess, second_server: ServerProcess, tmp_path: Path
+) -> None:
+    """gman_servers_set(servers, function) writes gman_function_servers in the database file:
+    every connection's direct calls of the function go there (others to the connection's
+    servers), and so do the relay's submissions of its outbox rows."""
+    from relaying import RelayProcess, eventually, queued
+
+    from gearsql import Worker
+
+    first = f"{gearsql_server.host}:{gearsql_server.port}"
+    second = f"{second_server.host}:{second_server.port}"
+    path = str(tmp_path / "app.db")
+    direct = gsqlite.connect(
+        path, f"{first},{second}", background_mode="immediate", timeout=10, isolation_level=None
+    )
+    worker = Worker(second)  # fs_sum's only worker is on server 2
+    worker.register("fs_sum", lambda job: job.data)
+    thread = threading.Thread(
+        target=worker.run_forever, kwargs={"handle_signals": False}, daemon=True
+    )
+    thread.start()
+    workers = Workers(gearsql_server)  # 'echo' on server 1
+    try:
+        assert one(direct, "SELECT gman_servers_set(?)", (first,)) == 1  # this connection's
+        assert one(direct, "SELECT gman_servers_set(?, 'fs_a')", (second,)) == second
+        assert one(direct, "SELECT gman_servers_set(?, 'fs_sum')", (second,)) == second
+        for function in ("fs_a", "fs_b"):
+            one(direct, "SELECT gman_do_background(?, 'x')", (function,))
+        assert (queued(second_server, "fs_a"), queued(gearsql_server, "fs_b")) == (1, 1)
+        # One aggregate over two functions routed apart: each group on its servers.
+        total = one(
+            direct,
+            "SELECT gman_sum(f, w) FROM (SELECT 'fs_sum' AS f, '5' AS w "
+            "UNION ALL SELECT 'echo', '7' UNION ALL SELECT 'fs_sum', '11')",
+        )
+        assert total == 23
+        with pytest.raises(gsqlite.GearmanSQLError, match="is not allowed") as caught:
+            direct.execute("SELECT gman_servers_set('127.0.0.1:1', 'fs_a')")
+        assert caught.value.sqlstate == "42501"
+
+        # The relay (told both servers) follows the file's choice for the outbox rows.
+        outbox = gsqlite.connect(path, f"{first},{second}", isolation_level=None)
+        for number in range(10):
+            for function in ("fs_a", "fs_b"):
+                one(outbox, "SELECT gman_do_background(?, ?)", (function, f"row{number}"))
+        outbox.close()
+        relay = RelayProcess(f"sqlite:///{path}", f"{first},{second}", tmp_path / "relay.log")
+        try:
+            relay.wait_log(f"jobs of function 'fs_a' go to {second}")
+            eventually(lambda: queued(second_server, "fs_a") == 11, what="fs_a on server 2")
+            eventually(
+                lambda: queued(gearsql_server, "fs_b") + queued(second_server, "fs_b") == 11,
+                what="fs_b relayed",
+            )
+            assert queued(gearsql_server, "fs_a") == 0
+        finally:
+            assert relay.stop() == 0, relay.log()
+
+        assert one(direct, "SELECT gman_servers_set(NULL, 'fs_a')") is None
+        one(direct, "SELECT gman_do_background('fs_a', 'y')")
+        assert queued(gearsql_server, "fs_a") == 1
+    finally:
+        direct.close()
+        workers.stop()
+        worker.stop()
+        thread.join(10)

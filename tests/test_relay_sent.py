@@ -288,7 +288,8 @@ def test_a_relay_account_that_may_not_write_the_new_tables_relays_and_records_no
     mysql_dsn: str, gearsql_server: ServerProcess, relay_of: Any
 ) -> None:
     """An install made again without --relay-account: the relay's account lacks the privileges
-    on gman_outbox_sent and gman_relay_contact; the rows still go, once each."""
+    on gman_outbox_sent, gman_relay_contact and gman_function_servers; the rows still go, once
+    each (to the relay's servers), and each table is one warning."""
     import secrets
     from urllib.parse import urlsplit, urlunsplit
 
@@ -306,6 +307,7 @@ def test_a_relay_account_that_may_not_write_the_new_tables_relays_and_records_no
             f"REVOKE INSERT, UPDATE, DELETE ON {MYSQL_DATABASE}.gman_relay_contact "
             f"FROM '{user}'@'%'"
         )
+        place._admin(f"REVOKE SELECT ON {MYSQL_DATABASE}.gman_function_servers FROM '{user}'@'%'")
         handles = [place.background("sent_nobody_works", f"row-{i}") for i in range(3)]
         parts = urlsplit(place.dsn)
         restricted = MariaDB.__new__(MariaDB)
@@ -329,6 +331,7 @@ def test_a_relay_account_that_may_not_write_the_new_tables_relays_and_records_no
             lines = peer.admin("status").decode().splitlines()
         assert any(line.split("\t")[:2] == ["sent_nobody_works", "3"] for line in lines), lines
         assert relay.log().count("may not write gman_outbox_sent") == 1
+        assert relay.log().count("may not read gman_function_servers") == 1
     finally:
         place._admin(f"DROP USER IF EXISTS '{user}'@'%'")
         place.drop()

@@ -61,6 +61,13 @@ FUNCTIONS = [
         "body": "return lib.servers_set(plpy, GD, SCHEMA, servers)",
     },
     {
+        # Database-wide: jobs of `function` go to `servers` (NULL: back to the default).
+        "name": "gman_servers_set",
+        "params": [("servers", "text"), ("function", "text")],
+        "returns": "text",
+        "body": "return lib.function_servers_set(plpy, GD, SCHEMA, servers, function)",
+    },
+    {
         "name": "gman_job_status",
         "params": [("handle", "text")],
         "returns": "status",

@@ -9,7 +9,9 @@ Gearman through the very code the job server and the client library use.
 Every function takes ``plpy`` and ``GD`` (the session's global dictionary) from the calling body.
 Per-session state lives in ``GD``: the chosen servers and one cached connection per job server.
 Settings come from the database on every call (``<schema>._gman_settings()`` in PostgreSQL, a
-function only the installing role can change), so an administrator's change applies at once.
+function only the installing role can change), so an administrator's change applies at once;
+so do the servers chosen per function with ``gman_servers_set(servers, function)`` (the table
+``gman_function_servers``, read in the same query).
 Errors are ``plpy.error`` with a message that names the cause.
 """
 
@@ -60,10 +62,31 @@ SQLITE_DEAD_TABLE = (
     " dead_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))"
 )
 
+#: The job servers of a function chosen with ``gman_servers_set(servers, function)`` in an
+#: SQLite database (PostgreSQL's and MariaDB's ``gman_function_servers`` are made by the
+#: install): the function's name as the outbox keeps it, its normalised server list.
+SQLITE_FUNCTION_SERVERS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS gman_function_servers ("
+    " function BLOB PRIMARY KEY, servers TEXT NOT NULL,"
+    " set_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))"
+)
+
 # SQL the library runs through plpy, per database. {schema} is the quoted schema name.
 _SQL = {
     "postgres": {
-        "settings": "SELECT name, value FROM {schema}._gman_settings()",
+        # The settings, and a row 'function:<name>' per function with servers of its own
+        # (setting names cannot start so): one query per call.
+        "settings": (
+            "SELECT name, value FROM {schema}._gman_settings()"
+            " UNION ALL SELECT 'function:' || function, servers"
+            " FROM {schema}.gman_function_servers"
+        ),
+        "function_servers_set": (
+            "INSERT INTO {schema}.gman_function_servers (function, servers) VALUES ($1, $2)"
+            " ON CONFLICT (function) DO UPDATE SET servers = excluded.servers, set_at = now()"
+        ),
+        "function_servers_unset": "DELETE FROM {schema}.gman_function_servers WHERE function = $1",
+        "function_servers_types": ["text", "text"],
         "interrupts": "SELECT 1",
         "statement": "SELECT statement_timestamp()::text AS mark",
         "outbox_state": "SELECT state, detail FROM {schema}._gman_outbox_state($1)",
@@ -71,6 +94,15 @@ _SQL = {
     },
     "sqlite": {
         "interrupts": "SELECT 1",
+        "function_servers_table": SQLITE_FUNCTION_SERVERS_TABLE,
+        "function_servers": "SELECT function, servers FROM gman_function_servers",
+        "function_servers_set": (
+            "INSERT INTO gman_function_servers (function, servers) VALUES (?, ?)"
+            " ON CONFLICT (function) DO UPDATE SET servers = excluded.servers,"
+            " set_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+        ),
+        "function_servers_unset": "DELETE FROM gman_function_servers WHERE function = ?",
+        "function_servers_types": [],
         "outbox_table": (
             "CREATE TABLE IF NOT EXISTS gman_outbox ("
             " id INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -253,13 +285,25 @@ def _where(GD, schema):
 
 
 def _settings(plpy, GD, schema):
+    """The settings, read on every call, with ``functions``: {function name (bytes): its
+    server list as gman_servers_set(servers, function) recorded it} (SQLite: None until
+    :func:`_functions` reads them, since a background call into the outbox needs none)."""
     static = GD.get(_STATIC_SETTINGS)
+    functions = {}
     if static is not None:
         values = dict(static)
+        functions = None
     else:
         values = dict(DEFAULTS)
-        for row in plpy.execute(_sql(GD, "settings", schema)):
-            values[row["name"]] = row["value"]
+        key = "gearsql.plan.settings." + schema
+        plan = GD.get(key)
+        if plan is None:
+            plan = GD[key] = plpy.prepare(_sql(GD, "settings", schema))
+        for row in plpy.execute(plan):
+            if row["name"].startswith("function:"):
+                functions[row["name"][9:].encode("utf-8")] = row["value"]
+            else:
+                values[row["name"]] = row["value"]
     try:
         settings = {
             "servers": parse_servers(values["servers"]),
@@ -269,6 +313,7 @@ def _settings(plpy, GD, schema):
             "poll_interval": float(values["poll_interval"]),
             "max_workload": int(values.get("max_workload") or 0),
             "tls": _tls_context(GD, values),
+            "functions": functions,
         }
     except (ValueError, OSError) as exc:
         _fail(
@@ -378,10 +423,55 @@ def _session(GD, schema):
     return session
 
 
-def _targets(plpy, GD, schema, settings, name):
-    """The job servers to use: those chosen with gman_servers_set that are still allowed, else
-    every allowed one."""
+def _functions(plpy, settings):
+    """``settings["functions"]``, read from SQLite's table at the first need of a call."""
+    functions = settings["functions"]
+    if functions is None:
+        functions = settings["functions"] = {}
+        try:
+            rows = plpy.execute(_SQL["sqlite"]["function_servers"])
+        except plpy.SPIError as exc:
+            # The first gman_servers_set(servers, function) makes the table: none chosen yet.
+            if "no such table" not in str(exc):
+                raise
+            rows = []
+        for row in rows:
+            functions[_as_bytes(row["function"])] = row["servers"]
+    return functions
+
+
+def _targets(plpy, GD, schema, settings, name, function=None):
+    """The job servers to use for a job of ``function``: those gman_servers_set(servers,
+    function) chose for it that are still allowed; else those this session chose with
+    gman_servers_set(servers) that are still allowed; else every allowed one."""
     allowed = settings["servers"]
+    entry = _functions(plpy, settings).get(function) if function is not None else None
+    if entry is not None:
+        try:
+            chosen = parse_servers(entry)
+        except ValueError as exc:
+            _fail(
+                plpy,
+                f"gearsql: bad job server list for function {_shown(function)} in "
+                f"gman_function_servers: {exc}",
+                hint="set it again with gman_servers_set(servers, function)",
+                sqlstate=BAD_SETTING,
+            )
+        targets = [address for address in chosen if address in allowed]
+        if not targets:
+            _fail(
+                plpy,
+                f"{name}: none of the job servers chosen for function {_shown(function)} with "
+                "gman_servers_set is allowed any more",
+                detail="chosen: "
+                + ", ".join(map(_format, chosen))
+                + "; allowed: "
+                + ", ".join(map(_format, allowed)),
+                hint="choose again with gman_servers_set(servers, function), or remove the "
+                "choice with gman_servers_set(NULL, function)",
+                sqlstate=NOT_ALLOWED,
+            )
+        return targets
     chosen = _session(GD, schema).chosen
     if chosen:
         targets = [address for address in chosen if address in allowed]
@@ -396,12 +486,12 @@ def _targets(plpy, GD, schema, settings, name):
     return allowed
 
 
-def servers_set(plpy, GD, schema, servers):
-    """gman_servers_set: choose, for this session, among the job servers the settings allow."""
-    name = "gman_servers_set"
-    if servers is None:
-        _fail(plpy, f"{name}: the server list is NULL")
-    settings = _settings(plpy, GD, schema)
+def _shown(function):
+    return repr(function.decode("utf-8", "replace"))
+
+
+def _wanted(plpy, GD, schema, name, servers, settings):
+    """``servers`` parsed, each of them checked against the allowed ones."""
     try:
         wanted = parse_servers(servers)
     except ValueError as exc:
@@ -417,12 +507,52 @@ def servers_set(plpy, GD, schema, servers):
             "'servers' setting" + _where(GD, schema),
             sqlstate=NOT_ALLOWED,
         )
+    return wanted
+
+
+def servers_set(plpy, GD, schema, servers):
+    """gman_servers_set(servers): choose, for this session, among the job servers the settings
+    allow."""
+    name = "gman_servers_set"
+    if servers is None:
+        _fail(plpy, f"{name}: the server list is NULL")
+    settings = _settings(plpy, GD, schema)
+    wanted = _wanted(plpy, GD, schema, name, servers, settings)
     session = _session(GD, schema)
     for address in list(session.links):
         if address not in wanted:
             session.links.pop(address).close()
     session.chosen = wanted
     return True
+
+
+def function_servers_set(plpy, GD, schema, servers, function):
+    """gman_servers_set(servers, function): record, for the whole database, that jobs of
+    ``function`` go to ``servers`` (checked against the allowed ones), in direct calls and
+    through the relay; NULL ``servers`` removes the record. Returns the normalised list (NULL
+    after a removal). The record is a row of ``gman_function_servers``, written in the
+    caller's transaction."""
+    name = "gman_servers_set"
+    fn = _function(plpy, name, function)
+    settings = _settings(plpy, GD, schema)
+    text = None
+    if servers is not None:
+        text = ",".join(map(_format, _wanted(plpy, GD, schema, name, servers, settings)))
+    sqlite = _dialect(GD) == "sqlite"
+    if sqlite:
+        # Every time: a table created inside a transaction that rolled back is gone again.
+        plpy.execute(_SQL["sqlite"]["function_servers_table"])
+    query = "function_servers_set" if text is not None else "function_servers_unset"
+    key = f"gearsql.plan.{query}.{schema}"
+    plan = GD.get(key)
+    if plan is None:
+        types = _SQL[_dialect(GD)]["function_servers_types"]
+        plan = GD[key] = plpy.prepare(
+            _sql(GD, query, schema), types if text is not None else types[:1]
+        )
+    stored = fn if sqlite else fn.decode("utf-8")
+    plpy.execute(plan, [stored, text] if text is not None else [stored])
+    return text
 
 
 # ---------------------------------------------------------------------------- connections
@@ -602,9 +732,11 @@ def _submit(plpy, GD, schema, settings, name, requests, unique=b""):
     connection and wait for every JOB_CREATED. Returns (link, {token: handle}).
 
     A cached connection found dead (the job server restarted) is replaced once; a server that
-    cannot be reached makes the next allowed one be tried. Errors are plpy.error.
+    cannot be reached makes the next allowed one be tried. Errors are plpy.error. The servers
+    are those of the first request's function: the caller passes requests that share them
+    (see :func:`_foreground`).
     """
-    targets = _targets(plpy, GD, schema, settings, name)
+    targets = _targets(plpy, GD, schema, settings, name, requests[0][1])
     errors = []
     for address in _order(GD, schema, targets, unique):
         for attempt in (0, 1):
@@ -732,6 +864,27 @@ def _send_and_confirm(plpy, GD, schema, settings, name, link, requests):
             sqlstate=TIMEOUT,
         )
     return handles
+
+
+def _foreground(plpy, GD, schema, settings, name, requests):
+    """Run the foreground ``requests`` (of one or more functions) and return {token: result}.
+    Requests whose functions share their job servers go together on one connection; groups
+    bound for different servers (functions with servers of their own) run one after the
+    other, within one 'timeout' for the whole call."""
+    groups = {}
+    keys = {}
+    for request in requests:
+        key = keys.get(request[1])
+        if key is None:
+            key = keys[request[1]] = tuple(_targets(plpy, GD, schema, settings, name, request[1]))
+        groups.setdefault(key, []).append(request)
+    if len(groups) > 1 and not settings.get("deadline"):
+        settings["deadline"] = time.monotonic() + settings["timeout"]
+    results = {}
+    for group in groups.values():
+        link, handles = _submit(plpy, GD, schema, settings, name, group)
+        results.update(_results(plpy, GD, schema, settings, name, link, handles))
+    return results
 
 
 def _results(plpy, GD, schema, settings, name, link, handles):
@@ -915,7 +1068,18 @@ def job_status(plpy, GD, schema, handle):
         "detail": None,
     }
     errors = []
-    for address in _targets(plpy, GD, schema, settings, name):
+    # The handle names no function: ask the session's servers, then those chosen for
+    # functions (still allowed) that are not among them.
+    targets = list(_targets(plpy, GD, schema, settings, name))
+    for text in _functions(plpy, settings).values():
+        try:
+            chosen = parse_servers(text)
+        except ValueError:
+            continue  # a call of that function says what is wrong
+        for address in chosen:
+            if address in settings["servers"] and address not in targets:
+                targets.append(address)
+    for address in targets:
         try:
             link = _connect(plpy, GD, schema, settings, address)
         except (OSError, _Lost, _Timeout) as exc:
@@ -950,7 +1114,7 @@ def job_status(plpy, GD, schema, handle):
                 "state": "running" if running == b"1" else "queued",
                 "detail": link.name,
             }
-    if errors and len(errors) == len(_targets(plpy, GD, schema, settings, name)):
+    if errors and len(errors) == len(targets):
         _fail(
             plpy,
             f"{name}: cannot reach a job server",
@@ -1016,8 +1180,7 @@ def sum_final(plpy, GD, schema, state):
         _check_size(plpy, GD, schema, name, data, settings)
     normal = protocol.Priority.NORMAL
     requests = [(index, fn, b"", data, normal, False) for index, (fn, data) in enumerate(tasks)]
-    link, handles = _submit(plpy, GD, schema, settings, name, requests)
-    results = _results(plpy, GD, schema, settings, name, link, handles)
+    results = _foreground(plpy, GD, schema, settings, name, requests)
     total = 0
     for index in range(len(tasks)):
         raw = results[index].strip()

@@ -29,6 +29,8 @@ for _infix in _PRIORITIES:
         "VARCHAR(32) CHARACTER SET ascii",
     )
 FUNCTIONS["gman_servers_set"] = (("servers",), "TEXT CHARACTER SET utf8mb4")
+# gman_servers_set(servers, function) of the old UDF; MariaDB has no overloading.
+FUNCTIONS["gman_servers_set_function"] = (("servers", "function"), "TEXT CHARACTER SET utf8mb4")
 FUNCTIONS["gman_job_status"] = (("handle",), "TEXT CHARACTER SET utf8mb4")
 
 
@@ -174,7 +176,10 @@ BEGIN
     RETURN v_out;
 END"""
 
-_SERVERS_SET = """CREATE OR REPLACE FUNCTION gman_servers_set(servers TEXT CHARACTER SET utf8mb4)
+# The list normalised, every server of it among the allowed ones ('servers' setting), else an
+# error: 42501 (insufficient_privilege) for a server not allowed, as in PostgreSQL.
+_SERVERS_ALLOWED = """CREATE OR REPLACE FUNCTION _gman_servers_allowed(
+    p_caller VARCHAR(64) CHARACTER SET ascii, p_servers TEXT CHARACTER SET utf8mb4)
     RETURNS TEXT CHARACTER SET utf8mb4
     {head}
 BEGIN
@@ -184,23 +189,49 @@ BEGIN
     DECLARE v_index INT DEFAULT 1;
     DECLARE v_server VARCHAR(1024) CHARACTER SET utf8mb4;
     DECLARE v_message VARCHAR(512) CHARACTER SET utf8mb4;
-    IF servers IS NULL THEN
-        SIGNAL SQLSTATE '22023' SET MESSAGE_TEXT = 'gman_servers_set: the server list is NULL';
-    END IF;
     SET v_allowed = _gman_servers('gearsql: bad setting servers in gman_settings',
                                   _gman_setting('servers'));
-    SET v_wanted = _gman_servers('gman_servers_set', servers);
+    SET v_wanted = _gman_servers(p_caller, p_servers);
     SET v_count = LENGTH(v_wanted) - LENGTH(REPLACE(v_wanted, ',', '')) + 1;
     WHILE v_index <= v_count DO
         SET v_server = SUBSTRING_INDEX(SUBSTRING_INDEX(v_wanted, ',', v_index), ',', -1);
         IF FIND_IN_SET(v_server, v_allowed) = 0 THEN
-            SET v_message = CONCAT('gman_servers_set: job server ', LEFT(v_server, 200),
+            SET v_message = CONCAT(p_caller, ': job server ', LEFT(v_server, 200),
                                    ' is not allowed (allowed: ', LEFT(v_allowed, 200),
                                    '; the installing account sets them in gman_settings)');
             SIGNAL SQLSTATE '42501' SET MESSAGE_TEXT = v_message;
         END IF;
         SET v_index = v_index + 1;
     END WHILE;
+    RETURN v_wanted;
+END"""
+
+_SERVERS_SET = """CREATE OR REPLACE FUNCTION gman_servers_set(servers TEXT CHARACTER SET utf8mb4)
+    RETURNS TEXT CHARACTER SET utf8mb4
+    {head}
+BEGIN
+    IF servers IS NULL THEN
+        SIGNAL SQLSTATE '22023' SET MESSAGE_TEXT = 'gman_servers_set: the server list is NULL';
+    END IF;
+    RETURN _gman_servers_allowed('gman_servers_set', servers);
+END"""
+
+# Jobs of `function` go to `servers` (the relay reads gman_function_servers); NULL servers
+# removes the choice. Returns the normalised list (NULL after a removal).
+_SERVERS_SET_FUNCTION = """CREATE OR REPLACE FUNCTION gman_servers_set_function(
+    servers TEXT CHARACTER SET utf8mb4, `function` LONGBLOB)
+    RETURNS TEXT CHARACTER SET utf8mb4
+    {head}
+BEGIN
+    DECLARE v_wanted TEXT CHARACTER SET utf8mb4 DEFAULT NULL;
+    CALL _gman_check('gman_servers_set_function', `function`, '', NULL);
+    IF servers IS NULL THEN
+        DELETE FROM gman_function_servers WHERE gman_function_servers.function = `function`;
+        RETURN NULL;
+    END IF;
+    SET v_wanted = _gman_servers_allowed('gman_servers_set_function', servers);
+    INSERT INTO gman_function_servers (function, servers) VALUES (`function`, v_wanted)
+        ON DUPLICATE KEY UPDATE servers = v_wanted, set_at = CURRENT_TIMESTAMP(6);
     RETURN v_wanted;
 END"""
 
@@ -407,10 +438,15 @@ def routines() -> list[str]:
         _LOCK_NAME,
         _OUTBOX_INSERT.format(head=_head("MODIFIES SQL DATA", "gearsql: one gman_outbox row")),
         _CALL.format(head=_head("MODIFIES SQL DATA", "gearsql: one foreground call")),
+        _SERVERS_ALLOWED.format(
+            head=_head(
+                "READS SQL DATA", "gearsql: a job server list, checked against the allowed ones"
+            )
+        ),
         *(
             _public_function(name)
             for name in FUNCTIONS
-            if name not in ("gman_servers_set", "gman_job_status")
+            if name not in ("gman_servers_set", "gman_servers_set_function", "gman_job_status")
         ),
         _JOB_STATUS.format(
             head=_head(
@@ -424,6 +460,13 @@ def routines() -> list[str]:
                 "READS SQL DATA",
                 "gearsql: checks a job server list against the allowed ones and returns it; "
                 "the relay decides where jobs go",
+            )
+        ),
+        _SERVERS_SET_FUNCTION.format(
+            head=_head(
+                "MODIFIES SQL DATA",
+                "gearsql: jobs of the function go to these servers (NULL: the default again); "
+                "returns the list",
             )
         ),
     ]

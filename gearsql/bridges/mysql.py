@@ -20,6 +20,10 @@ Objects, all in the installing database:
   it or on any table: every function runs ``SQL SECURITY DEFINER``, as the installing account.
 - ``gman_calls`` and ``gman_results``: how a foreground ``gman_do*`` waits for its result
   (see below); ``gearsql.bridges.mysql_calls.serve_calls`` is the relay's side.
+- ``gman_function_servers(function, servers, set_at)``: the job servers chosen for one function
+  with ``gman_servers_set_function(servers, function)`` (the old UDF's two-argument
+  ``gman_servers_set``), within ``servers``; the relay submits that function's outbox rows and
+  foreground calls there.
 - the functions; ``--grant-to`` accounts get EXECUTE on the public ones.
 
 MariaDB has no overloading and no default arguments for stored functions, so the optional
@@ -109,6 +113,7 @@ TABLES = (
     "gman_relay_contact",
     "gman_calls",
     "gman_results",
+    "gman_function_servers",
 )
 
 #: Views (callers granted the functions may read them).
@@ -125,6 +130,7 @@ RELAY_PRIVILEGES: dict[str, str] = {
     "gman_settings": "SELECT",
     "gman_calls": "SELECT",
     "gman_results": "SELECT, INSERT, UPDATE, DELETE",
+    "gman_function_servers": "SELECT",
 }
 
 #: Internal routines (kind, name); callers get no EXECUTE on them.
@@ -133,6 +139,7 @@ _INTERNAL = (
     ("FUNCTION", "_gman_setting"),
     ("FUNCTION", "_gman_server"),
     ("FUNCTION", "_gman_servers"),
+    ("FUNCTION", "_gman_servers_allowed"),
     ("FUNCTION", "_gman_lock_name"),
     ("FUNCTION", "_gman_outbox_insert"),
     ("FUNCTION", "_gman_call"),
@@ -238,6 +245,11 @@ _TABLE_SQL = {
     result LONGBLOB NULL,
     message VARCHAR(400) CHARACTER SET utf8mb4 NULL
 ) ENGINE=InnoDB COMMENT='gearsql: outcomes of foreground calls, written by the relay'""",
+    "gman_function_servers": """CREATE TABLE IF NOT EXISTS gman_function_servers (
+    function VARBINARY(512) NOT NULL PRIMARY KEY,
+    servers TEXT CHARACTER SET utf8mb4 NOT NULL,
+    set_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
+) ENGINE=InnoDB COMMENT='gearsql: job servers of one function (gman_servers_set_function)'""",
 }
 
 #: What an install older than this one lacks in tables it already has (CREATE TABLE IF NOT

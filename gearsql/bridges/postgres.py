@@ -23,6 +23,9 @@ Objects, all in one schema (default ``gearsql``):
   transaction that deletes the row, for ``gman_job_status('outbox:<id>')``; the relay keeps it
   to 24 hours and the last 100000 ids. ``gman_relay_contact``: each relay's last contact (at
   most every 5 s), shown by ``gman_relay_contacts()``.
+- ``gman_function_servers(function, servers, set_at)``: the job servers chosen for one function
+  with ``gman_servers_set(servers, function)`` (within ``servers``); direct calls read it with
+  the settings, the relay with each batch.
 - the functions and the ``gman_sum`` aggregate; EXECUTE revoked from PUBLIC and granted to
   ``--role``.
 """
@@ -262,6 +265,19 @@ def install_sql(
         f"COMMENT ON TABLE {s}.gman_relay_contact IS "
         + literal("gearsql: each relay's last contact with this outbox (host:pid, servers)")
         + ";",
+        # gman_servers_set(servers, function): the job servers of one function, for direct
+        # calls and the relay; written only through that function (SECURITY DEFINER).
+        f"CREATE TABLE IF NOT EXISTS {s}.gman_function_servers (\n"
+        "    function text PRIMARY KEY,\n"
+        "    servers text NOT NULL,\n"
+        "    set_at timestamptz NOT NULL DEFAULT now()\n"
+        ");",
+        f"REVOKE ALL ON TABLE {s}.gman_function_servers FROM PUBLIC;",
+        f"COMMENT ON TABLE {s}.gman_function_servers IS "
+        + literal(
+            "gearsql: job servers chosen per function with gman_servers_set(servers, function)"
+        )
+        + ";",
         f"CREATE OR REPLACE FUNCTION {s}._gman_outbox_state(p_id bigint)\n"
         "RETURNS TABLE (state text, detail text) LANGUAGE sql STABLE SECURITY DEFINER\n"
         "SET search_path = pg_catalog, pg_temp AS $$\n"
@@ -408,6 +424,7 @@ def uninstall_sql(schema: str = DEFAULT_SCHEMA, force: bool = False, for_file: b
     parts.append(f"DROP FUNCTION IF EXISTS {LEGACY_OUTBOX_INSERT.format(s=s)};")
     parts += [
         _pg_library.uninstall_sql(schema),
+        f"DROP TABLE IF EXISTS {s}.gman_function_servers;",
         f"DROP TABLE IF EXISTS {s}.gman_origin;",
         f"DROP TABLE IF EXISTS {s}.gman_relay_contact;",
         f"DROP TABLE IF EXISTS {s}.gman_outbox_sent;",

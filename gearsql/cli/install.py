@@ -149,7 +149,9 @@ def install_postgres(
     Creates (or upgrades) in SCHEMA: the gman_do*, gman_servers_set, gman_job_status functions
     and the gman_sum aggregate (PL/Python, plpython3u), the gman_settings table that only the
     installing role can change, the gman_outbox table, the gman_outbox_dead table of rows no
-    job server will take and the gman_pipeline() summary of both. PL/Python needs a superuser (it
+    job server will take and the gman_pipeline() summary of both, and the gman_function_servers
+    table of functions with job servers of their own (gman_servers_set(servers, function)).
+    PL/Python needs a superuser (it
     is an untrusted language) and the server's PL/Python package (Debian:
     postgresql-plpython3-VERSION). Where the server offers no PL/Python (managed services), or
     with --no-plpython, the gman_do*_background functions (PL/pgSQL, transactional mode) work
@@ -279,7 +281,9 @@ def install_mysql(
     gman_do_background_unique, ...), gman_job_status for outbox:<id> handles, the gman_settings
     table that only the installing account can change, the gman_outbox table, the
     gman_outbox_dead table of rows no job server will take, the gman_pipeline view of both, and
-    the tables through which `gearsql relay` answers foreground calls. The functions only
+    the tables through which `gearsql relay` answers foreground calls, and the
+    gman_function_servers table of functions with job servers of their own
+    (gman_servers_set_function, the old UDF's two-argument gman_servers_set). The functions only
     write rows: run `gearsql relay --dsn ...` to submit them. Needs MariaDB 10.3 or later, and
     the database's owner or root (at least CREATE, INSERT, CREATE ROUTINE and ALTER ROUTINE on
     it; GRANT OPTION for --grant-to and --relay-account).

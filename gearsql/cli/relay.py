@@ -112,7 +112,9 @@ def relay(
     SIGINT stops it cleanly.
 
     The jobs go where the database's gman_* functions send theirs: the `servers` setting that
-    `gearsql install` keeps (read again at every reconnect). --servers overrides it.
+    `gearsql install` keeps (read again at every reconnect). --servers overrides it. A function
+    given servers of its own in the database (gman_servers_set(servers, function)) goes to
+    those, as far as they are among the relay's servers (else to the relay's, with a warning).
 
     A row no job server will ever take (larger than the server's maximum packet, say) is
     moved to the table gman_outbox_dead with the reason and logged once, so that it never

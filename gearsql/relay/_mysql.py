@@ -114,6 +114,7 @@ class MySQLSource(Source):
         #: Whether gman_outbox_sent and gman_relay_contact exist (asked at the first use after
         #: a connect; an older install has neither, and the relay records nothing there).
         self._extras: tuple[bool, bool] | None = None
+        self._routes_denied = False
 
     def open(self) -> None:
         import mysql.connector
@@ -301,6 +302,33 @@ class MySQLSource(Source):
             table,
             exc,
         )
+
+    def function_servers(self) -> dict[bytes, str]:
+        """``gman_function_servers`` ({} without the table or the privilege to read it)."""
+        conn = self._connection()
+        idle = not getattr(conn, "in_transaction", True)
+        cursor = conn.cursor()
+        try:
+            cursor.execute("SELECT function, servers FROM gman_function_servers")
+            rows = cursor.fetchall()
+        except Exception as exc:
+            # No such table (an older install), no SELECT on it (no --relay-account grant).
+            if getattr(exc, "errno", None) not in (1142, 1146):
+                raise
+            if getattr(exc, "errno", None) == 1142 and not self._routes_denied:
+                self._routes_denied = True
+                log.warning(
+                    "%s: this account may not read gman_function_servers (%s); every function "
+                    "goes to the relay's servers: run the install again with --relay-account",
+                    self.describe(),
+                    exc,
+                )
+            rows = []
+        finally:
+            cursor.close()
+        if idle:
+            conn.rollback()
+        return {bytes(function): str(servers) for function, servers in rows}
 
     def close(self) -> None:
         self._extras = None

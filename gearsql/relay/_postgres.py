@@ -49,6 +49,10 @@ class PostgresSource(Source):
         self.dead_table = f'"{schema}".gman_outbox_dead'
         self.sent_table = f'"{schema}".gman_outbox_sent'
         self.contact_table = f'"{schema}".gman_relay_contact'
+        self.function_servers_table = f'"{schema}".gman_function_servers'
+        #: Whether gman_function_servers exists and this role may read it (asked at open).
+        self._routes_readable = False
+        self._routes_denied = False
         #: Whether gman_outbox_sent and gman_relay_contact exist (asked at the first use after
         #: a connect; an older install has neither, and the relay records nothing there).
         self._extras: tuple[bool, bool] | None = None
@@ -61,14 +65,23 @@ class PostgresSource(Source):
 
         self.close()
         self.conn = conn = psycopg.connect(self.dsn, connect_timeout=10)
-        database, exists, keeps_dead = _one(
+        database, exists, keeps_dead, routes = _one(
             conn.execute(
                 "SELECT current_database(), to_regclass(%s) IS NOT NULL, "
-                "to_regclass(%s) IS NOT NULL",
-                (self.table, self.dead_table),
+                "to_regclass(%s) IS NOT NULL, has_table_privilege(to_regclass(%s), 'SELECT')",
+                (self.table, self.dead_table, self.function_servers_table),
             )
         )
         self.keeps_dead = bool(keeps_dead)
+        self._routes_readable = bool(routes)
+        if routes is False and not self._routes_denied:  # the table is there, not for this role
+            self._routes_denied = True
+            log.warning(
+                "postgresql %s: this role may not read %s; every function goes to the relay's "
+                "servers",
+                self.schema,
+                self.function_servers_table,
+            )
         conn.rollback()
         try:  # the cluster's own id, so that the name is the same whatever host name is used
             (system,) = _one(conn.execute("SELECT system_identifier FROM pg_control_system()"))
@@ -206,6 +219,20 @@ class PostgresSource(Source):
                 self.contact_table,
                 exc,
             )
+
+    def function_servers(self) -> dict[bytes, str]:
+        conn = self.conn
+        assert conn is not None
+        if not self._routes_readable:
+            return {}
+        import psycopg
+
+        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        rows = conn.execute(f"SELECT function, servers FROM {self.function_servers_table}")
+        entries = {str(function).encode("utf-8"): str(servers) for function, servers in rows}
+        if idle:
+            conn.rollback()
+        return entries
 
     def close(self) -> None:
         self._extras = None

@@ -197,6 +197,20 @@ class SQLiteSource(Source):
         # writes then gets "database is locked". So SQLite's last contact is the last batch.
         self._contact = (relay, servers)
 
+    def function_servers(self) -> dict[bytes, str]:
+        conn = self.conn
+        assert conn is not None
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'gman_function_servers'"
+        ).fetchone()
+        if found is None:
+            return {}
+        rows = conn.execute("SELECT function, servers FROM gman_function_servers").fetchall()
+        return {
+            function.encode("utf-8") if isinstance(function, str) else bytes(function): servers
+            for function, servers in rows
+        }
+
     def close(self) -> None:
         self._extras = None
         conn, self.conn = self.conn, None

@@ -27,6 +27,7 @@ from gearsql.relay.batch import (
     unique_for,
 )
 from gearsql.relay.dsn import open_source
+from gearsql.relay.routes import FunctionRoutes
 from gearsql.relay.source import Sent, SideTask, Source
 
 __all__ = ["Relay", "RoundResult", "describe_error", "priority_of", "run_relays"]
@@ -79,6 +80,13 @@ class Relay:
     which overrides it and is logged when the two differ. A database without the setting
     (SQLite) or one the relay may not read it from: ``servers``, else ``$GEARMAN_SERVERS``,
     else 127.0.0.1:4730.
+
+    A function with servers of its own in the database (``gman_servers_set(servers,
+    function)``, :meth:`Source.function_servers`) goes to those, through a client per distinct
+    list (:class:`~gearsql.relay.routes.FunctionRoutes`), as far as they are among the servers
+    above; a choice outside them is ignored with a warning. The choices are read at every
+    connect, with every batch claimed (so rows claimed after a change follow it) and every
+    CONTACT_INTERVAL (for MariaDB's foreground calls while the outbox is idle).
     """
 
     def __init__(
@@ -130,6 +138,7 @@ class Relay:
         #: This relay in ``gman_relay_contact``: host:pid.
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._last_contact: float | None = None
+        self._routes = FunctionRoutes(source.describe())
 
     def stop(self) -> None:
         """Make :meth:`run` finish the batch in hand (within ``stop_grace``) and return."""
@@ -196,6 +205,7 @@ class Relay:
             await self._stop_background(background)
             await self._db(self.source.close)
             self._executor.shutdown(wait=False)
+            await self._routes.close()
             if self._own_client:
                 await self.client.close()
             log.log(
@@ -223,6 +233,8 @@ class Relay:
         self._connected = True
         self._db_backoff.reset()
         await self._follow_setting()
+        self._routes.where = self.source.describe()
+        self._routes.update(await self._db(self.source.function_servers), self.client)
         if self.prefix is None:
             self.prefix = check_unique_prefix(default_unique_prefix(self.source.identity()))
         outage = self._db_outage.recovered(self._now())
@@ -286,6 +298,7 @@ class Relay:
             )
         old, self.client = self.client, AsyncClient(wanted)
         await old.close()
+        self._routes.update(self._routes.entries, self.client)
 
     async def _lost_database(self, exc: Exception) -> None:
         self._connected = False
@@ -308,9 +321,10 @@ class Relay:
         # batch lost its connection, one row at a time finds the row that breaks it.
         alone = self._server_outage.down or self._strikes.isolating
         limit = 1 if alone else self.batch
-        rows = await self._db(self.source.claim, limit, self.batch_bytes)
+        rows, routes = await self._db(self._claim, limit)
         if not rows:
             return "empty"
+        self._routes.update(routes, self.client)
         self._strikes.claimed([row.id for row in rows])
         outcomes = await self._submit(rows)
         settlement = settle(rows, outcomes, self._strikes)
@@ -374,13 +388,25 @@ class Relay:
         self._server_backoff.reset()
         return "busy"
 
+    def _claim(self, limit: int) -> tuple[list[OutboxRow], dict[bytes, str]]:
+        """On the database thread: claim a batch and, when it holds rows, read the functions'
+        servers in its transaction (one hop to the thread for both)."""
+        rows = self.source.claim(limit, self.batch_bytes)
+        return rows, self.source.function_servers() if rows else self._routes.entries
+
     async def _contact(self) -> None:
-        """Record this relay's contact in the database, at most every CONTACT_INTERVAL."""
+        """Record this relay's contact in the database, and read the functions' servers again,
+        at most every CONTACT_INTERVAL."""
         now = self._now()
         if self._last_contact is not None and now - self._last_contact < CONTACT_INTERVAL:
             return
         self._last_contact = now
         await self._db(self.source.contact, self.name, ",".join(self.client.servers))
+        self._routes.update(await self._db(self.source.function_servers), self.client)
+
+    def _client_for(self, function: str | bytes) -> AsyncClient:
+        """The client that submits jobs of ``function`` (see :class:`FunctionRoutes`)."""
+        return self._routes.client_for(function, self.client)
 
     async def _submit(self, rows: list[OutboxRow]) -> list[object]:
         """Submit every row at once; each outcome is a job handle or the exception."""
@@ -388,7 +414,7 @@ class Relay:
         assert prefix is not None
         tasks = [
             asyncio.ensure_future(
-                self.client.submit_background(
+                self._client_for(row.function).submit_background(
                     row.function,
                     row.workload,
                     unique=unique_for(row, prefix),
@@ -474,13 +500,23 @@ class Relay:
 
 
 class _CurrentClient:
-    """Stands for the client the relay uses at the moment (see :meth:`Relay._follow_setting`)."""
+    """Stands for the client the relay uses at the moment (see :meth:`Relay._follow_setting`);
+    a job goes through the client of its function (see :class:`FunctionRoutes`)."""
 
     def __init__(self, relay: Relay) -> None:
         self._relay = relay
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._relay.client, name)
+
+    async def submit(self, function: str | bytes, *args: Any, **kwargs: Any) -> bytes:
+        return await self._relay._client_for(function).submit(function, *args, **kwargs)
+
+    async def submit_background(
+        self, function: str | bytes, *args: Any, **kwargs: Any
+    ) -> JobHandle:
+        client = self._relay._client_for(function)
+        return await client.submit_background(function, *args, **kwargs)
 
 
 async def run_relays(

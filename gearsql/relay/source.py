@@ -130,6 +130,14 @@ class Source(abc.ABC):
         The default hears nothing: the relay polls."""
         await asyncio.Event().wait()
 
+    def function_servers(self) -> dict[bytes, str]:
+        """The functions whose jobs go to servers of their own (``gman_servers_set(servers,
+        function)``, the table ``gman_function_servers``): function name -> server list. Called
+        right after a :meth:`claim` that returned rows (in its transaction) and between
+        batches (then ending any transaction it began). {} where there is no such table, or the
+        relay may not read it. The default has none."""
+        return {}
+
     def side_tasks(self) -> list[SideTask]:
         """More work for the relay beside the outbox (see :data:`SideTask`); asked once, after
         the first successful :meth:`open`, on the database thread."""

@@ -21,6 +21,7 @@
 --     GRANT SELECT ON TABLE app.gman_settings TO 'relay'@'%';
 --     GRANT SELECT ON TABLE app.gman_calls TO 'relay'@'%';
 --     GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.gman_results TO 'relay'@'%';
+--     GRANT SELECT ON TABLE app.gman_function_servers TO 'relay'@'%';
 -- With the binary log on, MariaDB also wants log_bin_trust_function_creators = 1 to
 -- create these functions (they write tables and are not deterministic).
 --
@@ -38,6 +39,7 @@
 --   gman_do_low_background(function, workload) -> VARCHAR(32)
 --   gman_do_low_background_unique(function, workload, unique) -> VARCHAR(32)
 --   gman_servers_set(servers) -> TEXT
+--   gman_servers_set_function(servers, function) -> TEXT
 --   gman_job_status(handle) -> TEXT
 --
 -- Outbox rows no job server will take (too large, say) are moved by the relay into
@@ -122,6 +124,12 @@ CREATE TABLE IF NOT EXISTS gman_results (
     result LONGBLOB NULL,
     message VARCHAR(400) CHARACTER SET utf8mb4 NULL
 ) ENGINE=InnoDB COMMENT='gearsql: outcomes of foreground calls, written by the relay';
+
+CREATE TABLE IF NOT EXISTS gman_function_servers (
+    function VARBINARY(512) NOT NULL PRIMARY KEY,
+    servers TEXT CHARACTER SET utf8mb4 NOT NULL,
+    set_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
+) ENGINE=InnoDB COMMENT='gearsql: job servers of one function (gman_servers_set_function)';
 
 DELIMITER $$
 BEGIN NOT ATOMIC
@@ -403,6 +411,37 @@ END$$
 DELIMITER ;
 
 DELIMITER $$
+CREATE OR REPLACE FUNCTION _gman_servers_allowed(
+    p_caller VARCHAR(64) CHARACTER SET ascii, p_servers TEXT CHARACTER SET utf8mb4)
+    RETURNS TEXT CHARACTER SET utf8mb4
+    NOT DETERMINISTIC READS SQL DATA SQL SECURITY DEFINER
+    COMMENT 'gearsql: a job server list, checked against the allowed ones'
+BEGIN
+    DECLARE v_allowed TEXT CHARACTER SET utf8mb4;
+    DECLARE v_wanted TEXT CHARACTER SET utf8mb4;
+    DECLARE v_count INT;
+    DECLARE v_index INT DEFAULT 1;
+    DECLARE v_server VARCHAR(1024) CHARACTER SET utf8mb4;
+    DECLARE v_message VARCHAR(512) CHARACTER SET utf8mb4;
+    SET v_allowed = _gman_servers('gearsql: bad setting servers in gman_settings',
+                                  _gman_setting('servers'));
+    SET v_wanted = _gman_servers(p_caller, p_servers);
+    SET v_count = LENGTH(v_wanted) - LENGTH(REPLACE(v_wanted, ',', '')) + 1;
+    WHILE v_index <= v_count DO
+        SET v_server = SUBSTRING_INDEX(SUBSTRING_INDEX(v_wanted, ',', v_index), ',', -1);
+        IF FIND_IN_SET(v_server, v_allowed) = 0 THEN
+            SET v_message = CONCAT(p_caller, ': job server ', LEFT(v_server, 200),
+                                   ' is not allowed (allowed: ', LEFT(v_allowed, 200),
+                                   '; the installing account sets them in gman_settings)');
+            SIGNAL SQLSTATE '42501' SET MESSAGE_TEXT = v_message;
+        END IF;
+        SET v_index = v_index + 1;
+    END WHILE;
+    RETURN v_wanted;
+END$$
+DELIMITER ;
+
+DELIMITER $$
 CREATE OR REPLACE FUNCTION gman_do(`function` LONGBLOB, `workload` LONGBLOB)
     RETURNS LONGBLOB
     NOT DETERMINISTIC MODIFIES SQL DATA SQL SECURITY DEFINER
@@ -548,29 +587,29 @@ CREATE OR REPLACE FUNCTION gman_servers_set(servers TEXT CHARACTER SET utf8mb4)
     NOT DETERMINISTIC READS SQL DATA SQL SECURITY DEFINER
     COMMENT 'gearsql: checks a job server list against the allowed ones and returns it; the relay decides where jobs go'
 BEGIN
-    DECLARE v_allowed TEXT CHARACTER SET utf8mb4;
-    DECLARE v_wanted TEXT CHARACTER SET utf8mb4;
-    DECLARE v_count INT;
-    DECLARE v_index INT DEFAULT 1;
-    DECLARE v_server VARCHAR(1024) CHARACTER SET utf8mb4;
-    DECLARE v_message VARCHAR(512) CHARACTER SET utf8mb4;
     IF servers IS NULL THEN
         SIGNAL SQLSTATE '22023' SET MESSAGE_TEXT = 'gman_servers_set: the server list is NULL';
     END IF;
-    SET v_allowed = _gman_servers('gearsql: bad setting servers in gman_settings',
-                                  _gman_setting('servers'));
-    SET v_wanted = _gman_servers('gman_servers_set', servers);
-    SET v_count = LENGTH(v_wanted) - LENGTH(REPLACE(v_wanted, ',', '')) + 1;
-    WHILE v_index <= v_count DO
-        SET v_server = SUBSTRING_INDEX(SUBSTRING_INDEX(v_wanted, ',', v_index), ',', -1);
-        IF FIND_IN_SET(v_server, v_allowed) = 0 THEN
-            SET v_message = CONCAT('gman_servers_set: job server ', LEFT(v_server, 200),
-                                   ' is not allowed (allowed: ', LEFT(v_allowed, 200),
-                                   '; the installing account sets them in gman_settings)');
-            SIGNAL SQLSTATE '42501' SET MESSAGE_TEXT = v_message;
-        END IF;
-        SET v_index = v_index + 1;
-    END WHILE;
+    RETURN _gman_servers_allowed('gman_servers_set', servers);
+END$$
+DELIMITER ;
+
+DELIMITER $$
+CREATE OR REPLACE FUNCTION gman_servers_set_function(
+    servers TEXT CHARACTER SET utf8mb4, `function` LONGBLOB)
+    RETURNS TEXT CHARACTER SET utf8mb4
+    NOT DETERMINISTIC MODIFIES SQL DATA SQL SECURITY DEFINER
+    COMMENT 'gearsql: jobs of the function go to these servers (NULL: the default again); returns the list'
+BEGIN
+    DECLARE v_wanted TEXT CHARACTER SET utf8mb4 DEFAULT NULL;
+    CALL _gman_check('gman_servers_set_function', `function`, '', NULL);
+    IF servers IS NULL THEN
+        DELETE FROM gman_function_servers WHERE gman_function_servers.function = `function`;
+        RETURN NULL;
+    END IF;
+    SET v_wanted = _gman_servers_allowed('gman_servers_set_function', servers);
+    INSERT INTO gman_function_servers (function, servers) VALUES (`function`, v_wanted)
+        ON DUPLICATE KEY UPDATE servers = v_wanted, set_at = CURRENT_TIMESTAMP(6);
     RETURN v_wanted;
 END$$
 DELIMITER ;

@@ -19,6 +19,8 @@ DROP VIEW IF EXISTS gman_pipeline;
 
 DROP FUNCTION IF EXISTS gman_job_status;
 
+DROP FUNCTION IF EXISTS gman_servers_set_function;
+
 DROP FUNCTION IF EXISTS gman_servers_set;
 
 DROP FUNCTION IF EXISTS gman_do_low_background_unique;
@@ -51,6 +53,8 @@ DROP FUNCTION IF EXISTS _gman_outbox_insert;
 
 DROP FUNCTION IF EXISTS _gman_lock_name;
 
+DROP FUNCTION IF EXISTS _gman_servers_allowed;
+
 DROP FUNCTION IF EXISTS _gman_servers;
 
 DROP FUNCTION IF EXISTS _gman_server;
@@ -58,6 +62,8 @@ DROP FUNCTION IF EXISTS _gman_server;
 DROP FUNCTION IF EXISTS _gman_setting;
 
 DROP PROCEDURE IF EXISTS _gman_check;
+
+DROP TABLE IF EXISTS gman_function_servers;
 
 DROP TABLE IF EXISTS gman_results;
 

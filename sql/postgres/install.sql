@@ -126,6 +126,16 @@ REVOKE ALL ON TABLE "gearsql".gman_relay_contact FROM PUBLIC;
 
 COMMENT ON TABLE "gearsql".gman_relay_contact IS 'gearsql: each relay''s last contact with this outbox (host:pid, servers)';
 
+CREATE TABLE IF NOT EXISTS "gearsql".gman_function_servers (
+    function text PRIMARY KEY,
+    servers text NOT NULL,
+    set_at timestamptz NOT NULL DEFAULT now()
+);
+
+REVOKE ALL ON TABLE "gearsql".gman_function_servers FROM PUBLIC;
+
+COMMENT ON TABLE "gearsql".gman_function_servers IS 'gearsql: job servers chosen per function with gman_servers_set(servers, function)';
+
 CREATE OR REPLACE FUNCTION "gearsql"._gman_outbox_state(p_id bigint)
 RETURNS TABLE (state text, detail text) LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
@@ -198,32 +208,32 @@ $do$;
 CREATE OR REPLACE FUNCTION "gearsql"._gman_load()
 RETURNS void LANGUAGE plpython3u VOLATILE AS $gearsql$
 import marshal
-ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_ced662e9de1b\'')}
+ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_12dfbfc543e8\'')}
 try:
     from _frozen_importlib_external import MAGIC_NUMBER
 except ImportError:
     MAGIC_NUMBER = None
-LOADER = {"__name__": '_gearsql_udf_ced662e9de1b.loader'}
+LOADER = {"__name__": '_gearsql_udf_12dfbfc543e8.loader'}
 _row = ROWS["loader"]
 if MAGIC_NUMBER is not None and _row["magic"] == MAGIC_NUMBER and _row["code"] is not None:
     _code = marshal.loads(_row["code"])
 else:
-    _code = compile(_row["source"], '<_gearsql_udf_ced662e9de1b.loader>', "exec")
+    _code = compile(_row["source"], '<_gearsql_udf_12dfbfc543e8.loader>', "exec")
 exec(_code, LOADER)
 SOURCES = {name: row["source"] for name, row in ROWS.items() if name != "loader"}
 MAGIC = LOADER["bytecode_magic"]()
 CODES = {name: row['code'] for name, row in ROWS.items()
          if row['magic'] == MAGIC and row['code'] is not None}
-GD['_gearsql_udf_ced662e9de1b'] = LOADER["load_package"]('_gearsql_udf_ced662e9de1b', SOURCES, CODES).gman
+GD['_gearsql_udf_12dfbfc543e8'] = LOADER["load_package"]('_gearsql_udf_12dfbfc543e8', SOURCES, CODES).gman
 $gearsql$;
 
 CREATE OR REPLACE FUNCTION "gearsql"._gman_background_now(p_name text, p_priority text, p_function text, p_workload bytea, p_unique text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_ced662e9de1b')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_ced662e9de1b']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.submit_background(plpy, GD, SCHEMA, p_name, p_priority, p_function, p_workload, p_unique)
 $gearsql$;
 
@@ -243,7 +253,7 @@ COMMENT ON TABLE "gearsql"._gman_library IS 'gearsql: the gman_* functions'' lib
 DELETE FROM "gearsql"._gman_library;
 
 INSERT INTO "gearsql"._gman_library (package, module, source) VALUES
-    ('_gearsql_udf_ced662e9de1b', 'protocol', $gearsql_source$"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.
+    ('_gearsql_udf_12dfbfc543e8', 'protocol', $gearsql_source$"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.
 
 Nothing here touches a socket, an event loop or a logger, and only the standard library is used:
 the same module runs in the job server, the client library and inside PostgreSQL's PL/Python.
@@ -780,7 +790,7 @@ def _looks_like_http(line: bytes) -> bool:
         return False
     return b" HTTP/" in line
 $gearsql_source$),
-    ('_gearsql_udf_ced662e9de1b', '_clientconn', $gearsql_source$"""The client side of one Gearman connection as a sans-IO state machine (no sockets, no loop).
+    ('_gearsql_udf_12dfbfc543e8', '_clientconn', $gearsql_source$"""The client side of one Gearman connection as a sans-IO state machine (no sockets, no loop).
 
 Requests go in as method calls with an opaque ``token`` the caller chooses (its own object for the
 request), bytes to write come out of :meth:`ClientConnection.data_to_send`, received bytes go in
@@ -1049,7 +1059,7 @@ class ClientConnection(Generic[T]):
         self._broken = True
         return tokens
 $gearsql_source$),
-    ('_gearsql_udf_ced662e9de1b', 'gman', $gearsql_source$"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.
+    ('_gearsql_udf_12dfbfc543e8', 'gman', $gearsql_source$"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.
 
 This module runs inside PostgreSQL's PL/Python (the database server's own Python, where gearsql is
 not installed) and, unchanged, in the plpython3u-compatible shim that gives SQLite the same
@@ -1060,7 +1070,9 @@ Gearman through the very code the job server and the client library use.
 Every function takes ``plpy`` and ``GD`` (the session's global dictionary) from the calling body.
 Per-session state lives in ``GD``: the chosen servers and one cached connection per job server.
 Settings come from the database on every call (``<schema>._gman_settings()`` in PostgreSQL, a
-function only the installing role can change), so an administrator's change applies at once.
+function only the installing role can change), so an administrator's change applies at once;
+so do the servers chosen per function with ``gman_servers_set(servers, function)`` (the table
+``gman_function_servers``, read in the same query).
 Errors are ``plpy.error`` with a message that names the cause.
 """
 
@@ -1111,10 +1123,31 @@ SQLITE_DEAD_TABLE = (
     " dead_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))"
 )
 
+#: The job servers of a function chosen with ``gman_servers_set(servers, function)`` in an
+#: SQLite database (PostgreSQL's and MariaDB's ``gman_function_servers`` are made by the
+#: install): the function's name as the outbox keeps it, its normalised server list.
+SQLITE_FUNCTION_SERVERS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS gman_function_servers ("
+    " function BLOB PRIMARY KEY, servers TEXT NOT NULL,"
+    " set_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))"
+)
+
 # SQL the library runs through plpy, per database. {schema} is the quoted schema name.
 _SQL = {
     "postgres": {
-        "settings": "SELECT name, value FROM {schema}._gman_settings()",
+        # The settings, and a row 'function:<name>' per function with servers of its own
+        # (setting names cannot start so): one query per call.
+        "settings": (
+            "SELECT name, value FROM {schema}._gman_settings()"
+            " UNION ALL SELECT 'function:' || function, servers"
+            " FROM {schema}.gman_function_servers"
+        ),
+        "function_servers_set": (
+            "INSERT INTO {schema}.gman_function_servers (function, servers) VALUES ($1, $2)"
+            " ON CONFLICT (function) DO UPDATE SET servers = excluded.servers, set_at = now()"
+        ),
+        "function_servers_unset": "DELETE FROM {schema}.gman_function_servers WHERE function = $1",
+        "function_servers_types": ["text", "text"],
         "interrupts": "SELECT 1",
         "statement": "SELECT statement_timestamp()::text AS mark",
         "outbox_state": "SELECT state, detail FROM {schema}._gman_outbox_state($1)",
@@ -1122,6 +1155,15 @@ _SQL = {
     },
     "sqlite": {
         "interrupts": "SELECT 1",
+        "function_servers_table": SQLITE_FUNCTION_SERVERS_TABLE,
+        "function_servers": "SELECT function, servers FROM gman_function_servers",
+        "function_servers_set": (
+            "INSERT INTO gman_function_servers (function, servers) VALUES (?, ?)"
+            " ON CONFLICT (function) DO UPDATE SET servers = excluded.servers,"
+            " set_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+        ),
+        "function_servers_unset": "DELETE FROM gman_function_servers WHERE function = ?",
+        "function_servers_types": [],
         "outbox_table": (
             "CREATE TABLE IF NOT EXISTS gman_outbox ("
             " id INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -1304,13 +1346,25 @@ def _where(GD, schema):
 
 
 def _settings(plpy, GD, schema):
+    """The settings, read on every call, with ``functions``: {function name (bytes): its
+    server list as gman_servers_set(servers, function) recorded it} (SQLite: None until
+    :func:`_functions` reads them, since a background call into the outbox needs none)."""
     static = GD.get(_STATIC_SETTINGS)
+    functions = {}
     if static is not None:
         values = dict(static)
+        functions = None
     else:
         values = dict(DEFAULTS)
-        for row in plpy.execute(_sql(GD, "settings", schema)):
-            values[row["name"]] = row["value"]
+        key = "gearsql.plan.settings." + schema
+        plan = GD.get(key)
+        if plan is None:
+            plan = GD[key] = plpy.prepare(_sql(GD, "settings", schema))
+        for row in plpy.execute(plan):
+            if row["name"].startswith("function:"):
+                functions[row["name"][9:].encode("utf-8")] = row["value"]
+            else:
+                values[row["name"]] = row["value"]
     try:
         settings = {
             "servers": parse_servers(values["servers"]),
@@ -1320,6 +1374,7 @@ def _settings(plpy, GD, schema):
             "poll_interval": float(values["poll_interval"]),
             "max_workload": int(values.get("max_workload") or 0),
             "tls": _tls_context(GD, values),
+            "functions": functions,
         }
     except (ValueError, OSError) as exc:
         _fail(
@@ -1429,10 +1484,55 @@ def _session(GD, schema):
     return session
 
 
-def _targets(plpy, GD, schema, settings, name):
-    """The job servers to use: those chosen with gman_servers_set that are still allowed, else
-    every allowed one."""
+def _functions(plpy, settings):
+    """``settings["functions"]``, read from SQLite's table at the first need of a call."""
+    functions = settings["functions"]
+    if functions is None:
+        functions = settings["functions"] = {}
+        try:
+            rows = plpy.execute(_SQL["sqlite"]["function_servers"])
+        except plpy.SPIError as exc:
+            # The first gman_servers_set(servers, function) makes the table: none chosen yet.
+            if "no such table" not in str(exc):
+                raise
+            rows = []
+        for row in rows:
+            functions[_as_bytes(row["function"])] = row["servers"]
+    return functions
+
+
+def _targets(plpy, GD, schema, settings, name, function=None):
+    """The job servers to use for a job of ``function``: those gman_servers_set(servers,
+    function) chose for it that are still allowed; else those this session chose with
+    gman_servers_set(servers) that are still allowed; else every allowed one."""
     allowed = settings["servers"]
+    entry = _functions(plpy, settings).get(function) if function is not None else None
+    if entry is not None:
+        try:
+            chosen = parse_servers(entry)
+        except ValueError as exc:
+            _fail(
+                plpy,
+                f"gearsql: bad job server list for function {_shown(function)} in "
+                f"gman_function_servers: {exc}",
+                hint="set it again with gman_servers_set(servers, function)",
+                sqlstate=BAD_SETTING,
+            )
+        targets = [address for address in chosen if address in allowed]
+        if not targets:
+            _fail(
+                plpy,
+                f"{name}: none of the job servers chosen for function {_shown(function)} with "
+                "gman_servers_set is allowed any more",
+                detail="chosen: "
+                + ", ".join(map(_format, chosen))
+                + "; allowed: "
+                + ", ".join(map(_format, allowed)),
+                hint="choose again with gman_servers_set(servers, function), or remove the "
+                "choice with gman_servers_set(NULL, function)",
+                sqlstate=NOT_ALLOWED,
+            )
+        return targets
     chosen = _session(GD, schema).chosen
     if chosen:
         targets = [address for address in chosen if address in allowed]
@@ -1447,12 +1547,12 @@ def _targets(plpy, GD, schema, settings, name):
     return allowed
 
 
-def servers_set(plpy, GD, schema, servers):
-    """gman_servers_set: choose, for this session, among the job servers the settings allow."""
-    name = "gman_servers_set"
-    if servers is None:
-        _fail(plpy, f"{name}: the server list is NULL")
-    settings = _settings(plpy, GD, schema)
+def _shown(function):
+    return repr(function.decode("utf-8", "replace"))
+
+
+def _wanted(plpy, GD, schema, name, servers, settings):
+    """``servers`` parsed, each of them checked against the allowed ones."""
     try:
         wanted = parse_servers(servers)
     except ValueError as exc:
@@ -1468,12 +1568,52 @@ def servers_set(plpy, GD, schema, servers):
             "'servers' setting" + _where(GD, schema),
             sqlstate=NOT_ALLOWED,
         )
+    return wanted
+
+
+def servers_set(plpy, GD, schema, servers):
+    """gman_servers_set(servers): choose, for this session, among the job servers the settings
+    allow."""
+    name = "gman_servers_set"
+    if servers is None:
+        _fail(plpy, f"{name}: the server list is NULL")
+    settings = _settings(plpy, GD, schema)
+    wanted = _wanted(plpy, GD, schema, name, servers, settings)
     session = _session(GD, schema)
     for address in list(session.links):
         if address not in wanted:
             session.links.pop(address).close()
     session.chosen = wanted
     return True
+
+
+def function_servers_set(plpy, GD, schema, servers, function):
+    """gman_servers_set(servers, function): record, for the whole database, that jobs of
+    ``function`` go to ``servers`` (checked against the allowed ones), in direct calls and
+    through the relay; NULL ``servers`` removes the record. Returns the normalised list (NULL
+    after a removal). The record is a row of ``gman_function_servers``, written in the
+    caller's transaction."""
+    name = "gman_servers_set"
+    fn = _function(plpy, name, function)
+    settings = _settings(plpy, GD, schema)
+    text = None
+    if servers is not None:
+        text = ",".join(map(_format, _wanted(plpy, GD, schema, name, servers, settings)))
+    sqlite = _dialect(GD) == "sqlite"
+    if sqlite:
+        # Every time: a table created inside a transaction that rolled back is gone again.
+        plpy.execute(_SQL["sqlite"]["function_servers_table"])
+    query = "function_servers_set" if text is not None else "function_servers_unset"
+    key = f"gearsql.plan.{query}.{schema}"
+    plan = GD.get(key)
+    if plan is None:
+        types = _SQL[_dialect(GD)]["function_servers_types"]
+        plan = GD[key] = plpy.prepare(
+            _sql(GD, query, schema), types if text is not None else types[:1]
+        )
+    stored = fn if sqlite else fn.decode("utf-8")
+    plpy.execute(plan, [stored, text] if text is not None else [stored])
+    return text
 
 
 # ---------------------------------------------------------------------------- connections
@@ -1653,9 +1793,11 @@ def _submit(plpy, GD, schema, settings, name, requests, unique=b""):
     connection and wait for every JOB_CREATED. Returns (link, {token: handle}).
 
     A cached connection found dead (the job server restarted) is replaced once; a server that
-    cannot be reached makes the next allowed one be tried. Errors are plpy.error.
+    cannot be reached makes the next allowed one be tried. Errors are plpy.error. The servers
+    are those of the first request's function: the caller passes requests that share them
+    (see :func:`_foreground`).
     """
-    targets = _targets(plpy, GD, schema, settings, name)
+    targets = _targets(plpy, GD, schema, settings, name, requests[0][1])
     errors = []
     for address in _order(GD, schema, targets, unique):
         for attempt in (0, 1):
@@ -1783,6 +1925,27 @@ def _send_and_confirm(plpy, GD, schema, settings, name, link, requests):
             sqlstate=TIMEOUT,
         )
     return handles
+
+
+def _foreground(plpy, GD, schema, settings, name, requests):
+    """Run the foreground ``requests`` (of one or more functions) and return {token: result}.
+    Requests whose functions share their job servers go together on one connection; groups
+    bound for different servers (functions with servers of their own) run one after the
+    other, within one 'timeout' for the whole call."""
+    groups = {}
+    keys = {}
+    for request in requests:
+        key = keys.get(request[1])
+        if key is None:
+            key = keys[request[1]] = tuple(_targets(plpy, GD, schema, settings, name, request[1]))
+        groups.setdefault(key, []).append(request)
+    if len(groups) > 1 and not settings.get("deadline"):
+        settings["deadline"] = time.monotonic() + settings["timeout"]
+    results = {}
+    for group in groups.values():
+        link, handles = _submit(plpy, GD, schema, settings, name, group)
+        results.update(_results(plpy, GD, schema, settings, name, link, handles))
+    return results
 
 
 def _results(plpy, GD, schema, settings, name, link, handles):
@@ -1966,7 +2129,18 @@ def job_status(plpy, GD, schema, handle):
         "detail": None,
     }
     errors = []
-    for address in _targets(plpy, GD, schema, settings, name):
+    # The handle names no function: ask the session's servers, then those chosen for
+    # functions (still allowed) that are not among them.
+    targets = list(_targets(plpy, GD, schema, settings, name))
+    for text in _functions(plpy, settings).values():
+        try:
+            chosen = parse_servers(text)
+        except ValueError:
+            continue  # a call of that function says what is wrong
+        for address in chosen:
+            if address in settings["servers"] and address not in targets:
+                targets.append(address)
+    for address in targets:
         try:
             link = _connect(plpy, GD, schema, settings, address)
         except (OSError, _Lost, _Timeout) as exc:
@@ -2001,7 +2175,7 @@ def job_status(plpy, GD, schema, handle):
                 "state": "running" if running == b"1" else "queued",
                 "detail": link.name,
             }
-    if errors and len(errors) == len(_targets(plpy, GD, schema, settings, name)):
+    if errors and len(errors) == len(targets):
         _fail(
             plpy,
             f"{name}: cannot reach a job server",
@@ -2067,8 +2241,7 @@ def sum_final(plpy, GD, schema, state):
         _check_size(plpy, GD, schema, name, data, settings)
     normal = protocol.Priority.NORMAL
     requests = [(index, fn, b"", data, normal, False) for index, (fn, data) in enumerate(tasks)]
-    link, handles = _submit(plpy, GD, schema, settings, name, requests)
-    results = _results(plpy, GD, schema, settings, name, link, handles)
+    results = _foreground(plpy, GD, schema, settings, name, requests)
     total = 0
     for index in range(len(tasks)):
         raw = results[index].strip()
@@ -2172,7 +2345,7 @@ def close_all(GD):
             link.close()
         session.links.clear()
 $gearsql_source$),
-    ('_gearsql_udf_ced662e9de1b', 'loader', $gearsql_source$"""Loads the udf library from source text into a private package of this Python process.
+    ('_gearsql_udf_12dfbfc543e8', 'loader', $gearsql_source$"""Loads the udf library from source text into a private package of this Python process.
 
 Runs inside PostgreSQL's PL/Python (as the body of ``_gman_load()``) and in gearsql's SQLite shim.
 The package name carries a digest of the sources, so two installed versions never mix in one
@@ -2430,24 +2603,24 @@ $gearsql_source$);
 CREATE OR REPLACE FUNCTION "gearsql"._gman_compile()
 RETURNS integer LANGUAGE plpython3u VOLATILE AS $gearsql$
 import marshal
-ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_ced662e9de1b\'')}
+ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_12dfbfc543e8\'')}
 try:
     from _frozen_importlib_external import MAGIC_NUMBER
 except ImportError:
     MAGIC_NUMBER = None
-LOADER = {"__name__": '_gearsql_udf_ced662e9de1b.loader'}
+LOADER = {"__name__": '_gearsql_udf_12dfbfc543e8.loader'}
 _row = ROWS["loader"]
 if MAGIC_NUMBER is not None and _row["magic"] == MAGIC_NUMBER and _row["code"] is not None:
     _code = marshal.loads(_row["code"])
 else:
-    _code = compile(_row["source"], '<_gearsql_udf_ced662e9de1b.loader>', "exec")
+    _code = compile(_row["source"], '<_gearsql_udf_12dfbfc543e8.loader>', "exec")
 exec(_code, LOADER)
 SOURCES = {name: row["source"] for name, row in ROWS.items() if name != "loader"}
 ALL = dict(SOURCES, loader=ROWS["loader"]["source"])
-CODES = LOADER["compile_sources"]('_gearsql_udf_ced662e9de1b', ALL)
+CODES = LOADER["compile_sources"]('_gearsql_udf_12dfbfc543e8', ALL)
 MAGIC = LOADER["bytecode_magic"]()
 PLAN = plpy.prepare(
-'UPDATE "gearsql"._gman_library SET magic = $1, code = $2 WHERE package = \'_gearsql_udf_ced662e9de1b\' AND module = $3', ["bytea", "bytea", "text"])
+'UPDATE "gearsql"._gman_library SET magic = $1, code = $2 WHERE package = \'_gearsql_udf_12dfbfc543e8\' AND module = $3', ["bytea", "bytea", "text"])
 for NAME, CODE in CODES.items():
     plpy.execute(PLAN, [MAGIC, CODE, NAME])
 return len(CODES)
@@ -2458,10 +2631,10 @@ SELECT "gearsql"._gman_compile();
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_ced662e9de1b')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_ced662e9de1b']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, None)
 $gearsql$;
 
@@ -2495,10 +2668,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_ced662e9de1b')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_ced662e9de1b']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, None)
 $gearsql$;
 
@@ -2532,10 +2705,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_ced662e9de1b')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_ced662e9de1b']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, unique)
 $gearsql$;
 
@@ -2569,10 +2742,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_ced662e9de1b')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_ced662e9de1b']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, unique)
 $gearsql$;
 
@@ -2606,10 +2779,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_ced662e9de1b')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_ced662e9de1b']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, None)
 $gearsql$;
 
@@ -2643,10 +2816,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_ced662e9de1b')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_ced662e9de1b']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, None)
 $gearsql$;
 
@@ -2680,10 +2853,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_ced662e9de1b')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_ced662e9de1b']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, unique)
 $gearsql$;
 
@@ -2717,10 +2890,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_ced662e9de1b')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_ced662e9de1b']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, unique)
 $gearsql$;
 
@@ -2754,10 +2927,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_ced662e9de1b')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_ced662e9de1b']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, None)
 $gearsql$;
 
@@ -2791,10 +2964,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_ced662e9de1b')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_ced662e9de1b']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, None)
 $gearsql$;
 
@@ -2828,10 +3001,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_ced662e9de1b')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_ced662e9de1b']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, unique)
 $gearsql$;
 
@@ -2865,10 +3038,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_ced662e9de1b')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_ced662e9de1b']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, unique)
 $gearsql$;
 
@@ -3820,10 +3993,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_servers_set"("servers" text)
 RETURNS boolean LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_ced662e9de1b')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_ced662e9de1b']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.servers_set(plpy, GD, SCHEMA, servers)
 $gearsql$;
 
@@ -3854,13 +4027,50 @@ EXCEPTION WHEN OTHERS THEN
 END
 $gearsql$;
 
+CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_servers_set"("servers" text, "function" text)
+RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
+SCHEMA = 'gearsql'
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
+if lib is None:
+    plpy.execute('SELECT "gearsql"._gman_load()')
+    lib = GD['_gearsql_udf_12dfbfc543e8']
+return lib.function_servers_set(plpy, GD, SCHEMA, servers, function)
+$gearsql$;
+
+CREATE OR REPLACE FUNCTION "gearsql"."gman_servers_set"("servers" text, "function" text)
+RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $gearsql$
+DECLARE
+    e_code text;
+    e_message text;
+    e_detail text;
+    e_hint text;
+BEGIN
+    RETURN "gearsql"."_gman_py_gman_servers_set"("servers", "function");
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+        e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+    IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
+            DETAIL = e_detail, HINT = e_hint;
+    ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
+    ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
+    ELSE
+        RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
+    END IF;
+END
+$gearsql$;
+
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_job_status"("handle" text, OUT known boolean, OUT running boolean, OUT numerator bigint, OUT denominator bigint, OUT state text, OUT detail text)
 RETURNS record LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_ced662e9de1b')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_ced662e9de1b']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.job_status(plpy, GD, SCHEMA, handle)
 $gearsql$;
 
@@ -3897,10 +4107,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_map"("function" text, "workloads" text[])
 RETURNS setof text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_ced662e9de1b')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_ced662e9de1b']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)
 $gearsql$;
 
@@ -3934,10 +4144,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_map"("function" text, "workloads" bytea[])
 RETURNS setof bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_ced662e9de1b')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_ced662e9de1b']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)
 $gearsql$;
 
@@ -3971,10 +4181,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" text)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_ced662e9de1b')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_ced662e9de1b']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
@@ -4008,10 +4218,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" bytea)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_ced662e9de1b')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_ced662e9de1b']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
@@ -4045,10 +4255,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_final"("state" bigint)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_ced662e9de1b')
+lib = GD.get('_gearsql_udf_12dfbfc543e8')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_ced662e9de1b']
+    lib = GD['_gearsql_udf_12dfbfc543e8']
 return lib.sum_final(plpy, GD, SCHEMA, state)
 $gearsql$;
 
@@ -4140,6 +4350,8 @@ REVOKE ALL ON FUNCTION "gearsql"."_gman_py_gman_do_low"(text, bytea, text) FROM 
 
 REVOKE ALL ON FUNCTION "gearsql"."_gman_py_gman_servers_set"(text) FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION "gearsql"."_gman_py_gman_servers_set"(text, text) FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION "gearsql"."_gman_py_gman_job_status"(text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"."_gman_py_gman_map"(text, text[]) FROM PUBLIC;
@@ -4207,6 +4419,8 @@ REVOKE ALL ON FUNCTION "gearsql"."gman_do_low_background"(text, text, text) FROM
 REVOKE ALL ON FUNCTION "gearsql"."gman_do_low_background"(text, bytea, text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"."gman_servers_set"(text) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION "gearsql"."gman_servers_set"(text, text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"."gman_job_status"(text) FROM PUBLIC;
 

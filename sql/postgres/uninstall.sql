@@ -30,6 +30,8 @@ DROP FUNCTION IF EXISTS "gearsql"."gman_map"(text, text[]);
 
 DROP FUNCTION IF EXISTS "gearsql"."gman_job_status"(text);
 
+DROP FUNCTION IF EXISTS "gearsql"."gman_servers_set"(text, text);
+
 DROP FUNCTION IF EXISTS "gearsql"."gman_servers_set"(text);
 
 DROP FUNCTION IF EXISTS "gearsql"."gman_do_low_background"(text, bytea, text);
@@ -98,6 +100,8 @@ DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_map"(text, text[]);
 
 DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_job_status"(text);
 
+DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_servers_set"(text, text);
+
 DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_servers_set"(text);
 
 DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do_low"(text, bytea, text);
@@ -135,6 +139,8 @@ DROP FUNCTION IF EXISTS "gearsql"._gman_settings();
 DROP FUNCTION IF EXISTS "gearsql"._gman_outbox_insert(bytea, bytea, bytea, text);
 
 DROP TABLE IF EXISTS "gearsql"._gman_library;
+
+DROP TABLE IF EXISTS "gearsql".gman_function_servers;
 
 DROP TABLE IF EXISTS "gearsql".gman_origin;
 

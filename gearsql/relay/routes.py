@@ -1,0 +1,122 @@
+"""Where the relay sends the jobs of one function: the servers chosen for it in the database with
+``gman_servers_set(servers, function)`` (the table ``gman_function_servers``), as far as the
+relay's own servers allow, each list through an :class:`~gearsql.client.AsyncClient` of its
+own; every other function through the relay's default client."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from gearsql._log import NOTICE
+from gearsql._servers import format_address, parse_servers
+from gearsql.client import AsyncClient
+
+__all__ = ["FunctionRoutes", "function_key"]
+
+log = logging.getLogger("gearsql.relay")
+
+
+def function_key(function: str | bytes) -> bytes:
+    """A function name as the routes are keyed: its bytes (a ``str`` in UTF-8)."""
+    return function.encode("utf-8") if isinstance(function, str) else bytes(function)
+
+
+def _servers(text: str) -> list[str] | None:
+    try:
+        return [format_address(address) for address in parse_servers(text)]
+    except ValueError:
+        return None
+
+
+class FunctionRoutes:
+    """The functions with servers of their own, resolved against the servers the relay submits
+    to (its default client's: the database's ``servers`` setting, or the servers it was given).
+
+    An entry naming a server outside those (the installer narrowed ``servers``, or the relay was
+    given other servers) keeps only the servers inside; an entry left with none is ignored (its
+    jobs go to the default servers). Each such entry is logged once as a warning, each change of
+    a function's route as a notice. Clients are made on first use, one per distinct list, and
+    kept until :meth:`close` (a foreground call may still run on one whose route changed)."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        #: The entries as last read from the database: function -> server list.
+        self.entries: dict[bytes, str] = {}
+        self._allowed: list[str] = []
+        self._routes: dict[bytes, tuple[str, ...]] = {}
+        self._clients: dict[tuple[str, ...], AsyncClient] = {}
+        self._warned: set[tuple[bytes, str, tuple[str, ...]]] = set()
+
+    def update(self, entries: Mapping[bytes, str], default: AsyncClient) -> None:
+        """Follow ``entries`` (as read from the database) within ``default``'s servers."""
+        allowed = default.servers
+        if dict(entries) == self.entries and allowed == self._allowed:
+            return
+        routes: dict[bytes, tuple[str, ...]] = {}
+        for function, text in sorted(entries.items()):
+            servers = _servers(text)
+            inside = tuple(server for server in servers or () if server in allowed)
+            if servers is None or len(inside) < len(servers):
+                warned = (function, text, tuple(allowed))
+                if warned not in self._warned:
+                    self._warned.add(warned)
+                    log.warning(
+                        "%s: gman_servers_set chose %r for function %r, but this relay submits "
+                        "only to %s; %s",
+                        self.where,
+                        text,
+                        function.decode("utf-8", "replace"),
+                        ",".join(allowed),
+                        f"its jobs go to {','.join(inside)}"
+                        if inside
+                        else "the choice is ignored: its jobs go to those",
+                    )
+            if inside:
+                routes[function] = inside
+        for function in sorted(set(routes) | set(self._routes)):
+            old, new = self._routes.get(function), routes.get(function)
+            if old == new:
+                continue
+            name = function.decode("utf-8", "replace")
+            if new is None:
+                log.log(
+                    NOTICE,
+                    "%s: jobs of function %r go to the relay's servers again (%s)",
+                    self.where,
+                    name,
+                    ",".join(allowed),
+                )
+            else:
+                log.log(
+                    NOTICE,
+                    "%s: jobs of function %r go to %s (gman_servers_set)",
+                    self.where,
+                    name,
+                    ",".join(new),
+                )
+        self.entries = dict(entries)
+        self._allowed = list(allowed)
+        self._routes = routes
+
+    def client_for(self, function: str | bytes, default: AsyncClient) -> AsyncClient:
+        """The client that submits jobs of ``function``."""
+        servers = self._routes.get(function_key(function))
+        if servers is None or list(servers) == default.servers:
+            return default
+        client = self._clients.get(servers)
+        if client is None:
+            client = self._clients[servers] = AsyncClient(
+                list(servers),
+                exceptions=default.exceptions,
+                encoding=default.encoding,
+                retry=default.retry,
+                connect_timeout=default.connect_timeout,
+                ssl=default.ssl_context if default.ssl_context is not None else False,
+            )
+        return client
+
+    async def close(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.close()
