@@ -12,9 +12,9 @@ network round trip. Callbacks given to a :class:`Client` run on that private thr
 Servers are given as ``"host[:port],host[:port]"`` (or a list); with none, ``$GEARMAN_SERVERS``
 and then ``127.0.0.1:4730`` are used. A job goes to the server picked by hashing its unique id, so
 duplicate uniques reach the same server and coalesce; jobs without a unique are spread round
-robin. When that server is down (or in its reconnect backoff after a failure) the next one in the
-list is used. Payloads are bytes; ``str`` is encoded with the client's ``encoding`` (UTF-8 unless
-told otherwise). Results are always ``bytes``.
+robin, from a server picked at random. When that server is down (or in its reconnect backoff
+after a failure) the next one in the list is used. Payloads are bytes; ``str`` is encoded with
+the client's ``encoding`` (UTF-8 unless told otherwise). Results are always ``bytes``.
 
 Where the pieces live: :class:`AsyncClient` and :class:`Client` here; one connection
 (``_Link``) and the servers of the list (``_Server``) in gearsql._clientlink; the jobs
@@ -28,6 +28,7 @@ import asyncio
 import datetime
 import functools
 import logging
+import random
 import ssl
 import weakref
 import zlib
@@ -166,7 +167,9 @@ class AsyncClient:
         self.encoding = encoding
         self.retry = retry
         self.connect_timeout = connect_timeout
-        self._round_robin = 0
+        # Jobs without a unique go round robin from a random server, so that many short-lived
+        # clients (one `gearsql submit` each) do not all start with the first one.
+        self._round_robin = random.randrange(len(self._servers)) if self._servers else 0
         # Unfinished runners of submit_task, for close() to cancel; each removes itself when done.
         self._runners: set[asyncio.Future[Any]] = set()
         self._closed = False

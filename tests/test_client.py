@@ -571,6 +571,13 @@ def test_jobs_go_to_the_server_their_unique_hashes_to(
         # jobs without unique are spread over both
         places = {one.submit_background("spread", b"z", timeout=WAIT).server for _ in range(4)}
         assert places == {url(gearsql_server), url(gearmand_server)}
+    # ... and so are the first jobs of many short-lived clients (one `gearsql submit` each):
+    # each starts its round robin at a server picked at random (all 24 on one: p = 2**-23).
+    firsts = set()
+    for _ in range(24):
+        with Client(url(*servers)) as client:
+            firsts.add(client.submit_background("spread", b"w", timeout=WAIT).server)
+    assert firsts == {url(gearsql_server), url(gearmand_server)}
 
 
 def test_a_dead_server_in_the_list_is_skipped(gearsql_server: ServerProcess) -> None:
