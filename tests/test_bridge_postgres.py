@@ -551,6 +551,7 @@ def test_only_the_installer_can_see_or_change_the_settings(
         f'SELECT * FROM "{schema}".gman_outbox',
         # Only the public gman_* functions (and gman_sum's support) are granted.
         f'SELECT * FROM "{schema}"._gman_settings()',
+        f'SELECT "{schema}"._gman_background_settings()',
         f'SELECT "{schema}"._gman_load()',
         f'SELECT "{schema}"._gman_compile()',
         f'SELECT * FROM "{schema}"._gman_library',

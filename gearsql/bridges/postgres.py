@@ -45,6 +45,7 @@ from gearsql.bridges._pgfunctions import (
     LEGACY_OUTBOX_INSERT,
     all_functions,
     arg_types,
+    background_settings_sql,
     background_sql,
     dollar,
     drop_old_job_status,
@@ -174,6 +175,8 @@ def install_sql(
     ]
     # An install made before a setting existed has a CHECK without its name: replace it.
     names = ", ".join(map(literal, SETTINGS))
+    # Before the settings are written: the trigger publishes them for the background calls.
+    parts += background_settings_sql(schema)
     parts += [
         f"ALTER TABLE {s}.gman_settings DROP CONSTRAINT IF EXISTS gman_settings_name_check;",
         f"ALTER TABLE {s}.gman_settings ADD CONSTRAINT gman_settings_name_check "
@@ -413,7 +416,8 @@ def uninstall_sql(schema: str = DEFAULT_SCHEMA, force: bool = False, for_file: b
         f"DROP TABLE IF EXISTS {s}.gman_outbox_sent;",
         f"DROP TABLE IF EXISTS {s}.gman_outbox_dead;",
         f"DROP TABLE IF EXISTS {s}.gman_outbox;",
-        f"DROP TABLE IF EXISTS {s}.gman_settings;",
+        f"DROP TABLE IF EXISTS {s}.gman_settings;",  # and its trigger
+        f"DROP FUNCTION IF EXISTS {s}._gman_publish_settings();",
     ]
     if schema != "public":
         parts.append(

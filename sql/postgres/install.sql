@@ -37,6 +37,35 @@ CREATE TABLE IF NOT EXISTS "gearsql".gman_settings (
 
 REVOKE ALL ON TABLE "gearsql".gman_settings FROM PUBLIC;
 
+CREATE OR REPLACE FUNCTION "gearsql"._gman_publish_settings()
+RETURNS trigger LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $gearsql$
+DECLARE
+    mode pg_catalog.text;
+    limit_text pg_catalog.text;
+BEGIN
+    SELECT pg_catalog.max(value) FILTER (WHERE name = 'background_mode'),
+           pg_catalog.max(value) FILTER (WHERE name = 'max_workload')
+      INTO mode, limit_text FROM "gearsql".gman_settings;
+    EXECUTE pg_catalog.format(
+        'CREATE OR REPLACE FUNCTION %s._gman_background_settings() '
+        'RETURNS pg_catalog.text[] LANGUAGE sql IMMUTABLE AS %L',
+        '"gearsql"',
+        pg_catalog.format('SELECT ARRAY[%s, %s]::pg_catalog.text[]',
+                          pg_catalog.quote_nullable(mode),
+                          pg_catalog.quote_nullable(limit_text)));
+    RETURN NULL;
+END
+$gearsql$;
+
+REVOKE ALL ON FUNCTION "gearsql"._gman_publish_settings() FROM PUBLIC;
+
+DROP TRIGGER IF EXISTS gman_publish_settings ON "gearsql".gman_settings;
+
+CREATE TRIGGER gman_publish_settings
+AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON "gearsql".gman_settings
+FOR EACH STATEMENT EXECUTE FUNCTION "gearsql"._gman_publish_settings();
+
 ALTER TABLE "gearsql".gman_settings DROP CONSTRAINT IF EXISTS gman_settings_name_check;
 
 ALTER TABLE "gearsql".gman_settings ADD CONSTRAINT gman_settings_name_check CHECK (name IN ('servers', 'background_mode', 'connect_timeout', 'timeout', 'poll_interval', 'max_workload', 'ssl', 'ssl_ca_file', 'ssl_certificate', 'ssl_key'));
@@ -2903,6 +2932,7 @@ CREATE OR REPLACE FUNCTION "gearsql"."gman_do_background"("function" text, "work
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
     raw pg_catalog.bytea;
+    settings pg_catalog.text[];
     mode pg_catalog.text;
     limit_text pg_catalog.text;
     size_limit pg_catalog.int8;
@@ -2925,12 +2955,9 @@ BEGIN
         RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := pg_catalog.convert_to(workload, 'UTF8');
-    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
-      INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
-    mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    settings := "gearsql"._gman_background_settings();
+    mode := coalesce(settings[1], 'transactional');
+    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
     IF limit_text OPERATOR(pg_catalog.=) '' THEN
         limit_text := '0';
     END IF;
@@ -2978,6 +3005,7 @@ CREATE OR REPLACE FUNCTION "gearsql"."gman_do_background"("function" text, "work
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
     raw pg_catalog.bytea;
+    settings pg_catalog.text[];
     mode pg_catalog.text;
     limit_text pg_catalog.text;
     size_limit pg_catalog.int8;
@@ -3000,12 +3028,9 @@ BEGIN
         RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := workload;
-    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
-      INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
-    mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    settings := "gearsql"._gman_background_settings();
+    mode := coalesce(settings[1], 'transactional');
+    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
     IF limit_text OPERATOR(pg_catalog.=) '' THEN
         limit_text := '0';
     END IF;
@@ -3053,6 +3078,7 @@ CREATE OR REPLACE FUNCTION "gearsql"."gman_do_background"("function" text, "work
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
     raw pg_catalog.bytea;
+    settings pg_catalog.text[];
     mode pg_catalog.text;
     limit_text pg_catalog.text;
     size_limit pg_catalog.int8;
@@ -3078,12 +3104,9 @@ BEGIN
         RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := pg_catalog.convert_to(workload, 'UTF8');
-    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
-      INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
-    mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    settings := "gearsql"._gman_background_settings();
+    mode := coalesce(settings[1], 'transactional');
+    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
     IF limit_text OPERATOR(pg_catalog.=) '' THEN
         limit_text := '0';
     END IF;
@@ -3131,6 +3154,7 @@ CREATE OR REPLACE FUNCTION "gearsql"."gman_do_background"("function" text, "work
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
     raw pg_catalog.bytea;
+    settings pg_catalog.text[];
     mode pg_catalog.text;
     limit_text pg_catalog.text;
     size_limit pg_catalog.int8;
@@ -3156,12 +3180,9 @@ BEGIN
         RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := workload;
-    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
-      INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
-    mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    settings := "gearsql"._gman_background_settings();
+    mode := coalesce(settings[1], 'transactional');
+    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
     IF limit_text OPERATOR(pg_catalog.=) '' THEN
         limit_text := '0';
     END IF;
@@ -3209,6 +3230,7 @@ CREATE OR REPLACE FUNCTION "gearsql"."gman_do_high_background"("function" text, 
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
     raw pg_catalog.bytea;
+    settings pg_catalog.text[];
     mode pg_catalog.text;
     limit_text pg_catalog.text;
     size_limit pg_catalog.int8;
@@ -3231,12 +3253,9 @@ BEGIN
         RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := pg_catalog.convert_to(workload, 'UTF8');
-    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
-      INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
-    mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    settings := "gearsql"._gman_background_settings();
+    mode := coalesce(settings[1], 'transactional');
+    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
     IF limit_text OPERATOR(pg_catalog.=) '' THEN
         limit_text := '0';
     END IF;
@@ -3284,6 +3303,7 @@ CREATE OR REPLACE FUNCTION "gearsql"."gman_do_high_background"("function" text, 
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
     raw pg_catalog.bytea;
+    settings pg_catalog.text[];
     mode pg_catalog.text;
     limit_text pg_catalog.text;
     size_limit pg_catalog.int8;
@@ -3306,12 +3326,9 @@ BEGIN
         RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := workload;
-    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
-      INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
-    mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    settings := "gearsql"._gman_background_settings();
+    mode := coalesce(settings[1], 'transactional');
+    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
     IF limit_text OPERATOR(pg_catalog.=) '' THEN
         limit_text := '0';
     END IF;
@@ -3359,6 +3376,7 @@ CREATE OR REPLACE FUNCTION "gearsql"."gman_do_high_background"("function" text, 
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
     raw pg_catalog.bytea;
+    settings pg_catalog.text[];
     mode pg_catalog.text;
     limit_text pg_catalog.text;
     size_limit pg_catalog.int8;
@@ -3384,12 +3402,9 @@ BEGIN
         RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := pg_catalog.convert_to(workload, 'UTF8');
-    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
-      INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
-    mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    settings := "gearsql"._gman_background_settings();
+    mode := coalesce(settings[1], 'transactional');
+    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
     IF limit_text OPERATOR(pg_catalog.=) '' THEN
         limit_text := '0';
     END IF;
@@ -3437,6 +3452,7 @@ CREATE OR REPLACE FUNCTION "gearsql"."gman_do_high_background"("function" text, 
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
     raw pg_catalog.bytea;
+    settings pg_catalog.text[];
     mode pg_catalog.text;
     limit_text pg_catalog.text;
     size_limit pg_catalog.int8;
@@ -3462,12 +3478,9 @@ BEGIN
         RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := workload;
-    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
-      INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
-    mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    settings := "gearsql"._gman_background_settings();
+    mode := coalesce(settings[1], 'transactional');
+    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
     IF limit_text OPERATOR(pg_catalog.=) '' THEN
         limit_text := '0';
     END IF;
@@ -3515,6 +3528,7 @@ CREATE OR REPLACE FUNCTION "gearsql"."gman_do_low_background"("function" text, "
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
     raw pg_catalog.bytea;
+    settings pg_catalog.text[];
     mode pg_catalog.text;
     limit_text pg_catalog.text;
     size_limit pg_catalog.int8;
@@ -3537,12 +3551,9 @@ BEGIN
         RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := pg_catalog.convert_to(workload, 'UTF8');
-    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
-      INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
-    mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    settings := "gearsql"._gman_background_settings();
+    mode := coalesce(settings[1], 'transactional');
+    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
     IF limit_text OPERATOR(pg_catalog.=) '' THEN
         limit_text := '0';
     END IF;
@@ -3590,6 +3601,7 @@ CREATE OR REPLACE FUNCTION "gearsql"."gman_do_low_background"("function" text, "
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
     raw pg_catalog.bytea;
+    settings pg_catalog.text[];
     mode pg_catalog.text;
     limit_text pg_catalog.text;
     size_limit pg_catalog.int8;
@@ -3612,12 +3624,9 @@ BEGIN
         RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := workload;
-    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
-      INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
-    mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    settings := "gearsql"._gman_background_settings();
+    mode := coalesce(settings[1], 'transactional');
+    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
     IF limit_text OPERATOR(pg_catalog.=) '' THEN
         limit_text := '0';
     END IF;
@@ -3665,6 +3674,7 @@ CREATE OR REPLACE FUNCTION "gearsql"."gman_do_low_background"("function" text, "
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
     raw pg_catalog.bytea;
+    settings pg_catalog.text[];
     mode pg_catalog.text;
     limit_text pg_catalog.text;
     size_limit pg_catalog.int8;
@@ -3690,12 +3700,9 @@ BEGIN
         RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := pg_catalog.convert_to(workload, 'UTF8');
-    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
-      INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
-    mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    settings := "gearsql"._gman_background_settings();
+    mode := coalesce(settings[1], 'transactional');
+    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
     IF limit_text OPERATOR(pg_catalog.=) '' THEN
         limit_text := '0';
     END IF;
@@ -3743,6 +3750,7 @@ CREATE OR REPLACE FUNCTION "gearsql"."gman_do_low_background"("function" text, "
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
     raw pg_catalog.bytea;
+    settings pg_catalog.text[];
     mode pg_catalog.text;
     limit_text pg_catalog.text;
     size_limit pg_catalog.int8;
@@ -3768,12 +3776,9 @@ BEGIN
         RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := workload;
-    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
-      INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
-    mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    settings := "gearsql"._gman_background_settings();
+    mode := coalesce(settings[1], 'transactional');
+    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
     IF limit_text OPERATOR(pg_catalog.=) '' THEN
         limit_text := '0';
     END IF;
@@ -4151,6 +4156,8 @@ REVOKE ALL ON FUNCTION "gearsql"."_gman_py__gman_sum_step"(bigint, text, text) F
 REVOKE ALL ON FUNCTION "gearsql"."_gman_py__gman_sum_step"(bigint, text, bytea) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"."_gman_py__gman_sum_final"(bigint) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION "gearsql"._gman_background_settings() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"._gman_outbox_state(bigint) FROM PUBLIC;
 
