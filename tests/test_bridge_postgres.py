@@ -686,10 +686,10 @@ def test_job_status_of_an_outbox_row_is_pending_dead_or_submitted(
         known, state, detail = status(dead)
         assert (known, state) == (False, "dead") and "ARGUMENT_TOO_LARGE" in detail
         assert status("outbox:999999999")[1] == "submitted"
-        backlog, age, dead_count, _, reasons = db.conn.execute(
+        backlog, age, dead_count, _, reasons, contact = db.conn.execute(
             "SELECT * FROM gman_pipeline()"
         ).fetchone()
-        assert (backlog, dead_count) == (1, 1) and age.total_seconds() >= 0
+        assert (backlog, dead_count, contact) == (1, 1, None) and age.total_seconds() >= 0
         assert reasons == [f"{dead_id}: the job server refused it: ARGUMENT_TOO_LARGE"]
     finally:
         admin.execute(f'DELETE FROM "{schema}".gman_outbox')

@@ -409,17 +409,18 @@ def background_settings_sql(schema: str) -> list[str]:
     ]
 
 
-def drop_old_job_status(schema: str) -> str:
-    """A DO block that drops a ``gman_job_status`` of an older install, whose result had no
-    ``state`` and ``detail`` (CREATE OR REPLACE cannot change a result type), remembering who
-    was granted EXECUTE on it for :func:`regrant_job_status`."""
+def drop_old_result(schema: str, name: str, column: str) -> str:
+    """A DO block that drops the function ``name`` of an older install whose result lacks
+    ``column`` (CREATE OR REPLACE cannot change a result type), remembering who was granted
+    EXECUTE on it for :func:`regrant`."""
     return (
         "DO $do$\nDECLARE\n    old record;\n    grantees text := '';\nBEGIN\n"
         "    FOR old IN SELECT p.oid::regprocedure AS signature, p.proacl, p.proowner\n"
         "               FROM pg_proc AS p\n"
         f"               WHERE p.pronamespace = {literal(schema)}::regnamespace\n"
-        "                 AND p.proname = 'gman_job_status'\n"
-        "                 AND NOT 'state' = ANY(coalesce(p.proargnames, '{}'::text[]))\n"
+        f"                 AND p.proname = {literal(name)}\n"
+        f"                 AND NOT {literal(column)}\n"
+        "                     = ANY(coalesce(p.proargnames, '{}'::text[]))\n"
         "    LOOP\n"
         "        SELECT grantees\n"
         "               || coalesce(string_agg(a.grantee::regrole::text || E'\\n', ''), '')\n"
@@ -428,17 +429,19 @@ def drop_old_job_status(schema: str) -> str:
         "           AND a.grantee <> old.proowner;\n"
         "        EXECUTE format('DROP FUNCTION %s', old.signature);\n"
         "    END LOOP;\n"
-        "    PERFORM set_config('gearsql.regrant', grantees, true);\nEND\n$do$;"
+        f"    PERFORM set_config({literal('gearsql.regrant_' + name)}, grantees, true);\nEND\n$do$;"
     )
 
 
-def regrant_job_status(schema: str) -> str:
+def regrant(schema: str, name: str, arguments: str) -> str:
+    """Grant EXECUTE on ``name(arguments)`` again to those :func:`drop_old_result` found."""
     return (
         "DO $do$\nDECLARE\n    grantee text;\nBEGIN\n"
         "    FOREACH grantee IN ARRAY string_to_array(\n"
-        "        rtrim(coalesce(current_setting('gearsql.regrant', true), ''), E'\\n'), E'\\n')\n"
+        f"        rtrim(coalesce(current_setting({literal('gearsql.regrant_' + name)}, true), ''), "
+        "E'\\n'), E'\\n')\n"
         "    LOOP\n"
-        "        EXECUTE format('GRANT EXECUTE ON FUNCTION %s.gman_job_status(text) TO %s',\n"
+        f"        EXECUTE format('GRANT EXECUTE ON FUNCTION %s.{name}({arguments}) TO %s',\n"
         f"                       {literal(ident(schema))}, grantee);\n"
         "    END LOOP;\nEND\n$do$;"
     )

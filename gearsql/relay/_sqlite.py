@@ -21,6 +21,7 @@ from gearsql.relay.source import (
     Source,
     close_quietly,
 )
+from gearsql.sqlite import RELAY_CONTACT_TABLE, create_pipeline_view
 
 _DEAD = ", ".join(DEAD_COLUMNS)
 
@@ -35,10 +36,7 @@ SENT_TABLE = (
     " sent_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))"
 )
 SENT_INDEX = "CREATE INDEX IF NOT EXISTS gman_outbox_sent_at ON gman_outbox_sent (sent_at)"
-CONTACT_TABLE = (
-    "CREATE TABLE IF NOT EXISTS gman_relay_contact ("
-    " relay TEXT PRIMARY KEY, last_contact TEXT NOT NULL, servers TEXT NOT NULL)"
-)
+CONTACT_TABLE = RELAY_CONTACT_TABLE
 
 #: Seconds between two looks at the change counter.
 CHANGE_CHECK = 0.02
@@ -87,11 +85,10 @@ class SQLiteSource(Source):
                 "application's database?"
             )
         from gearsql.bridges import load_library
-        from gearsql.sqlite import PIPELINE_VIEW
 
         try:  # the relay makes it: a file made before gearsql had dead letters lacks it
             self.conn.execute(load_library().SQLITE_DEAD_TABLE)
-            self.conn.execute(PIPELINE_VIEW)
+            create_pipeline_view(self.conn)
             self.keeps_dead = True
         except sqlite3.OperationalError:  # a read-only file or directory
             self.keeps_dead = (

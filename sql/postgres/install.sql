@@ -171,8 +171,31 @@ SET search_path = pg_catalog, pg_temp AS $$
     FROM "gearsql".gman_outbox_sent AS x WHERE x.id = p_id
 $$;
 
+DO $do$
+DECLARE
+    old record;
+    grantees text := '';
+BEGIN
+    FOR old IN SELECT p.oid::regprocedure AS signature, p.proacl, p.proowner
+               FROM pg_proc AS p
+               WHERE p.pronamespace = 'gearsql'::regnamespace
+                 AND p.proname = 'gman_pipeline'
+                 AND NOT 'last_relay_contact'
+                     = ANY(coalesce(p.proargnames, '{}'::text[]))
+    LOOP
+        SELECT grantees
+               || coalesce(string_agg(a.grantee::regrole::text || E'\n', ''), '')
+          INTO grantees FROM aclexplode(old.proacl) AS a
+         WHERE a.privilege_type = 'EXECUTE' AND a.grantee <> 0
+           AND a.grantee <> old.proowner;
+        EXECUTE format('DROP FUNCTION %s', old.signature);
+    END LOOP;
+    PERFORM set_config('gearsql.regrant_gman_pipeline', grantees, true);
+END
+$do$;
+
 CREATE OR REPLACE FUNCTION "gearsql".gman_pipeline()
-RETURNS TABLE (backlog bigint, oldest_age interval, dead bigint, last_dead_at timestamptz, last_dead_reasons text[])
+RETURNS TABLE (backlog bigint, oldest_age interval, dead bigint, last_dead_at timestamptz, last_dead_reasons text[], last_relay_contact timestamptz)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT (SELECT count(*) FROM "gearsql".gman_outbox),
            (SELECT now() - min(created_at) FROM "gearsql".gman_outbox),
@@ -180,10 +203,11 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
            (SELECT max(dead_at) FROM "gearsql".gman_outbox_dead),
            ARRAY(SELECT d.id || ': ' || d.reason
                  FROM "gearsql".gman_outbox_dead AS d ORDER BY d.dead_at DESC, d.id DESC
-                 LIMIT 5)
+                 LIMIT 5),
+           (SELECT max(last_contact) FROM "gearsql".gman_relay_contact)
 $$;
 
-COMMENT ON FUNCTION "gearsql".gman_pipeline() IS 'gearsql: rows waiting in the outbox (how many, the oldest age) and dead letters (how many, the newest reasons)';
+COMMENT ON FUNCTION "gearsql".gman_pipeline() IS 'gearsql: rows waiting in the outbox (how many, the oldest age), dead letters (how many, the newest reasons) and the last relay contact';
 
 CREATE OR REPLACE FUNCTION "gearsql".gman_relay_contacts()
 RETURNS TABLE (relay text, last_contact timestamptz, age interval, servers text)
@@ -211,7 +235,8 @@ BEGIN
                FROM pg_proc AS p
                WHERE p.pronamespace = 'gearsql'::regnamespace
                  AND p.proname = 'gman_job_status'
-                 AND NOT 'state' = ANY(coalesce(p.proargnames, '{}'::text[]))
+                 AND NOT 'state'
+                     = ANY(coalesce(p.proargnames, '{}'::text[]))
     LOOP
         SELECT grantees
                || coalesce(string_agg(a.grantee::regrole::text || E'\n', ''), '')
@@ -220,7 +245,7 @@ BEGIN
            AND a.grantee <> old.proowner;
         EXECUTE format('DROP FUNCTION %s', old.signature);
     END LOOP;
-    PERFORM set_config('gearsql.regrant', grantees, true);
+    PERFORM set_config('gearsql.regrant_gman_job_status', grantees, true);
 END
 $do$;
 
@@ -4089,9 +4114,22 @@ DECLARE
     grantee text;
 BEGIN
     FOREACH grantee IN ARRAY string_to_array(
-        rtrim(coalesce(current_setting('gearsql.regrant', true), ''), E'\n'), E'\n')
+        rtrim(coalesce(current_setting('gearsql.regrant_gman_job_status', true), ''), E'\n'), E'\n')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s.gman_job_status(text) TO %s',
+                       '"gearsql"', grantee);
+    END LOOP;
+END
+$do$;
+
+DO $do$
+DECLARE
+    grantee text;
+BEGIN
+    FOREACH grantee IN ARRAY string_to_array(
+        rtrim(coalesce(current_setting('gearsql.regrant_gman_pipeline', true), ''), E'\n'), E'\n')
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s.gman_pipeline() TO %s',
                        '"gearsql"', grantee);
     END LOOP;
 END
