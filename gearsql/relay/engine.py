@@ -70,10 +70,11 @@ class Relay:
     the size of their workloads together (a larger single row goes alone). ``poll_interval``
     is the longest a committed row waits when no wake-up comes. ``unique_prefix`` (default
     :func:`~gearsql.relay.batch.default_unique_prefix` of the database) + the outbox id is the
-    unique of rows that have none. ``submit_timeout`` bounds the wait for each JOB_CREATED;
-    ``stop_grace`` how long a stop waits for the batch in hand before abandoning the rest of it
-    (abandoned rows stay in the outbox). ``side_tasks`` run beside the outbox, like those of
-    :meth:`Source.side_tasks`. Raises ValueError for a bad option.
+    unique of rows that have none. ``submit_timeout`` bounds the wait for a batch's JOB_CREATEDs
+    (its rows go out together); ``stop_grace`` how long a stop waits for the batch in hand
+    before abandoning the rest of it (abandoned rows stay in the outbox). ``side_tasks`` run
+    beside the outbox, like those of :meth:`Source.side_tasks`. Raises ValueError for a bad
+    option.
 
     Where the jobs go: to the database's own ``servers`` setting (read at every connect, so a
     change made by the installer is followed), unless ``servers`` (or ``client``) is given,
