@@ -10,13 +10,17 @@ each case:
   process) starts the job; p50 and p99.
 * throughput: one transaction inserts ``--rows`` outbox rows; rows/s from the return of its
   COMMIT to the moment the job server holds every job (no worker, so the jobs queue; measured
-  by polling the admin `status`, every 5 ms).
+  by polling the admin `status`, every 5 ms); meanwhile, the relay process's CPU per row and
+  how many of the machine's CPUs were busy (the relay, the job server, the database and
+  anything else that runs on the machine: a figure well below 2 on a 2-core machine means
+  the relay waited for something, near 2 that the machine was full).
 
 PostgreSQL runs when a DSN is given (--pg-dsn or $GEARSQL_TEST_PG_DSN), MariaDB likewise
-(--mysql-dsn or $GEARSQL_TEST_MYSQL_DSN) in a database of its own; the binlog case needs
+(--mysql-dsn or $GEARSQL_TEST_MYSQL_DSN) in a database of its own; both with gearsql installed,
+so that the relay records handles and its contact as in production. The binlog case needs
 ``mariadbd`` and starts a private MariaDB with the binlog on (--binlog).
 
-    python bench/relay.py --rows 20000 --samples 100 --binlog \\
+    python bench/relay.py --rows 100000 --samples 100 --binlog \\
         --pg-dsn postgresql://postgres@127.0.0.1/postgres --mysql-dsn mysql://root@127.0.0.1/test
 
 ``--quick`` is a smoke run on small counts; ``--json FILE`` also writes the figures to FILE.
@@ -41,7 +45,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,14 +53,6 @@ sys.path.insert(0, str(ROOT))
 
 from gearsql import Worker, WorkerJob  # noqa: E402
 from gearsql.adminclient import AdminClient  # noqa: E402
-
-MYSQL_OUTBOX = (
-    "CREATE TABLE gman_outbox (id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY, "
-    "created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), "
-    "function VARBINARY(512) NOT NULL, unique_key VARBINARY(64) NULL, "
-    "workload LONGBLOB NOT NULL, "
-    "priority ENUM('high','normal','low') NOT NULL DEFAULT 'normal') ENGINE=InnoDB"
-)
 
 
 def free_port() -> int:
@@ -171,6 +167,8 @@ def postgres_schema(dsn: str) -> Iterator[str]:
 def mysql_database(dsn: str) -> Iterator[str]:
     import mysql.connector
 
+    from gearsql.bridges.mysql import install
+
     parts = urlsplit(dsn)
     name = f"bench_relay_{secrets.token_hex(3)}"
     admin: Any = mysql.connector.connect(
@@ -182,10 +180,11 @@ def mysql_database(dsn: str) -> Iterator[str]:
     )
     cursor = admin.cursor()
     cursor.execute(f"CREATE DATABASE `{name}`")
-    cursor.execute(f"USE `{name}`")
-    cursor.execute(MYSQL_OUTBOX)
+    dsn = urlunsplit((parts.scheme, parts.netloc, "/" + name, "", ""))
     try:
-        yield urlunsplit((parts.scheme, parts.netloc, "/" + name, "", ""))
+        # The real tables, so that the relay also records handles and its contact.
+        install(dsn)
+        yield dsn
     finally:
         cursor.execute(f"DROP DATABASE `{name}`")
         admin.close()
@@ -221,6 +220,7 @@ def private_mariadb() -> Iterator[str]:
                 "--bind-address=127.0.0.1",
                 f"--log-bin={tmp}/binlog",
                 "--binlog-format=ROW",
+                "--log-bin-trust-function-creators=1",
                 "--server-id=1",
                 "--user=root",
                 f"--pid-file={tmp}/pid",
@@ -281,10 +281,35 @@ def queued(admin: AdminClient, function: str) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> float:
+    """CPU seconds all CPUs spent busy (not idle, not waiting for I/O) so far."""
+    fields = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class Result(NamedTuple):
+    name: str
+    source: str
+    rows_per_s: float
+    p50_ms: float
+    p99_ms: float
+    #: The relay process's CPU per row of the bulk insert, from COMMIT to the last job.
+    relay_us_per_row: float
+    #: How many of the machine's CPUs were busy meanwhile (relay, job server, database and
+    #: whatever else runs on the machine).
+    busy_cores: float
+
+
 def measure(
-    case: Case, address: str, rows: int, samples: int, poll_samples: int, log: Path
-) -> tuple[float, float, float]:
-    """(rows/s, p50 ms, p99 ms) of one case."""
+    case: Case, address: str, rows: int, samples: int, poll_samples: int, batch: int, log: Path
+) -> Result:
+    """The figures of one case."""
     tag = f"{case.name}_{case.source}_{secrets.token_hex(2)}"
     relay = subprocess.Popen(
         [
@@ -301,7 +326,7 @@ def measure(
             "--poll-interval",
             "0.5",
             "--batch",
-            "500",
+            str(batch),
             "--log-file",
             str(log),
             *case.options,
@@ -333,22 +358,34 @@ def measure(
             arrivals.stop()
         function = f"bulk_{tag}"
         with AdminClient(address) as admin:
+            relay_cpu = cpu_seconds(relay.pid)
             case.insert(function, [f"row {i}" for i in range(rows)])
-            committed = time.perf_counter()
+            committed, busy = time.perf_counter(), machine_busy()
             while queued(admin, function) < rows:
                 time.sleep(0.005)
             elapsed = time.perf_counter() - committed
+            busy = machine_busy() - busy
+            relay_cpu = cpu_seconds(relay.pid) - relay_cpu
     finally:
         relay.send_signal(signal.SIGTERM)
         relay.wait(30)
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    return rows / elapsed, statistics.median(latencies), p99
+    return Result(
+        case.name,
+        {"auto": "change counter"}.get(case.source, case.source),
+        rows / elapsed,
+        statistics.median(latencies),
+        p99,
+        relay_cpu / rows * 1e6,
+        busy / elapsed,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=20_000, help="rows of the bulk insert")
+    parser.add_argument("--rows", type=int, default=100_000, help="rows of the bulk insert")
+    parser.add_argument("--batch", type=int, default=500, help="the relay's --batch")
     parser.add_argument("--samples", type=int, default=100, help="single-row commits timed")
     parser.add_argument(
         "--poll-samples",
@@ -387,7 +424,7 @@ def main() -> None:
         ],
         stdin=subprocess.DEVNULL,
     )
-    results: list[tuple[str, str, float, float, float]] = []
+    results: list[Result] = []
     wanted = set(args.only.split(",")) if args.only else None
     try:
         wait_port(port, server)
@@ -417,19 +454,21 @@ def main() -> None:
                 cases.append(lambda: MySQLCase(dsn, "poll"))
             for number, make in enumerate(cases):
                 case = make()
-                source = {"auto": "change counter"}.get(case.source, case.source)
-                rate, p50, p99 = measure(
+                result = measure(
                     case,
                     address,
                     args.rows,
                     args.samples,
                     args.poll_samples,
+                    args.batch,
                     Path(tmp) / f"relay{number}.log",
                 )
                 case.conn.close()  # type: ignore[attr-defined]
-                results.append((case.name, source, rate, p50, p99))
+                results.append(result)
                 print(
-                    f"{case.name} {source}: {rate:,.0f} rows/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms",
+                    f"{result.name} {result.source}: {result.rows_per_s:,.0f} rows/s, "
+                    f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, relay "
+                    f"{result.relay_us_per_row:.0f} us/row, {result.busy_cores:.2f} cores busy",
                     file=sys.stderr,
                 )
     finally:
@@ -439,13 +478,16 @@ def main() -> None:
     print(
         f"relay, {args.rows:,} rows in one transaction; latency over {args.samples} "
         f"single-row commits ({args.poll_samples} when polling; poll interval 0.5 s, "
-        "batch 500)"
+        f"batch {args.batch}); load average {os.getloadavg()[0]:.2f} at the end"
     )
-    header = ("database", "source", "rows/s", "p50 ms", "p99 ms")
-    print(f"{header[0]:<12}{header[1]:<16}{header[2]:>10}{header[3]:>10}{header[4]:>10}")
-    print("-" * 58)
-    for name, source, rate, p50, p99 in results:
-        print(f"{name:<12}{source:<16}{rate:>10,.0f}{p50:>10.1f}{p99:>10.1f}")
+    header = ("database", "source", "rows/s", "p50 ms", "p99 ms", "relay us/row", "busy cores")
+    print(f"{header[0]:<12}{header[1]:<16}" + "".join(f"{h:>13}" for h in header[2:]))
+    print("-" * 93)
+    for r in results:
+        print(
+            f"{r.name:<12}{r.source:<16}{r.rows_per_s:>13,.0f}{r.p50_ms:>13.1f}{r.p99_ms:>13.1f}"
+            f"{r.relay_us_per_row:>13.1f}{r.busy_cores:>13.2f}"
+        )
     if args.json:
         Path(args.json).write_text(
             json.dumps(
@@ -454,16 +496,19 @@ def main() -> None:
                     "samples": args.samples,
                     "poll_samples": args.poll_samples,
                     "poll_interval_s": 0.5,
-                    "batch": 500,
+                    "batch": args.batch,
+                    "load_average": os.getloadavg()[0],
                     "results": [
                         {
-                            "database": name,
-                            "source": source,
-                            "rows_per_s": round(rate, 1),
-                            "p50_ms": round(p50, 2),
-                            "p99_ms": round(p99, 2),
+                            "database": r.name,
+                            "source": r.source,
+                            "rows_per_s": round(r.rows_per_s, 1),
+                            "p50_ms": round(r.p50_ms, 2),
+                            "p99_ms": round(r.p99_ms, 2),
+                            "relay_us_per_row": round(r.relay_us_per_row, 1),
+                            "busy_cores": round(r.busy_cores, 2),
                         }
-                        for name, source, rate, p50, p99 in results
+                        for r in results
                     ],
                 },
                 indent=2,

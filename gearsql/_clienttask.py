@@ -152,6 +152,26 @@ class _Submission(_Waiter):
             self.done.set_exception(error)
 
 
+class _Background(_Waiter):
+    """One background submission that no coroutine waits on
+    (:meth:`AsyncClient.start_background <gearsql.client.AsyncClient.start_background>`):
+    ``created`` resolves to the :class:`JobHandle` at JOB_CREATED, or to the error."""
+
+    __slots__ = ("created", "server")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, server: str) -> None:
+        self.server = server
+        self.created: asyncio.Future[JobHandle] = loop.create_future()
+
+    def on_created(self, handle: bytes) -> None:
+        if not self.created.done():
+            self.created.set_result(JobHandle(handle, self.server))
+
+    def on_error(self, error: GearmanError) -> None:
+        if not self.created.done():
+            self.created.set_exception(error)
+
+
 # -- tasks -----------------------------------------------------------------------------------
 
 

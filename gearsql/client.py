@@ -48,6 +48,7 @@ from gearsql._clienttask import (
     WorkData,
     WorkStatus,
     WorkWarning,
+    _Background,
     _check_timeout,
     _int,
     _next,
@@ -472,6 +473,36 @@ class AsyncClient:
             return JobHandle(await attempt.created, link.server.name)
 
         return await _within(run(), timeout, f"background job {function!r}")
+
+    def start_background(
+        self,
+        function: str | bytes,
+        data: object = b"",
+        *,
+        unique: str | bytes | None = None,
+        priority: Priority | str = Priority.NORMAL,
+    ) -> asyncio.Future[JobHandle]:
+        """Queue a background job without waiting: the future resolves to its
+        :class:`JobHandle` once the server took it, or to the exception
+        :meth:`submit_background` would raise. Argument errors raise here, before anything is
+        sent. Cancelling the future only stops the wait (the job may still be queued). Many
+        started in one go on a connected one-server client cost no Task each and go out in one
+        write; otherwise each runs :meth:`submit_background` in a Task. Must be called with the
+        event loop running."""
+        name = function_bytes(function)
+        payload = encode_payload(data, self.encoding)
+        key = unique_bytes(unique)
+        level = _priority(priority)
+        loop = asyncio.get_running_loop()
+        link = self._connected_link()
+        if link is None:
+            return loop.create_task(
+                self.submit_background(name, payload, unique=key, priority=level)
+            )
+        attempt = _Background(loop, link.server.name)
+        link.core.submit(attempt, name, key, payload, level, True)
+        link.flush()
+        return attempt.created
 
     # -- status -----------------------------------------------------------------------------
 

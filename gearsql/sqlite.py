@@ -54,18 +54,28 @@ __all__ = [
     "BACKGROUND_MODES",
     "DEFAULT_MAX_WORKLOAD",
     "PIPELINE_VIEW",
+    "RELAY_CONTACT_TABLE",
     "Connection",
     "Cursor",
     "GearmanSQLError",
     "close_connections",
     "connect",
+    "create_pipeline_view",
     "last_error",
     "register",
 ]
 
 
+#: Each relay's last contact with the file (host:pid, when, its job servers), written by the
+#: relay with its batches.
+RELAY_CONTACT_TABLE = (
+    "CREATE TABLE IF NOT EXISTS gman_relay_contact ("
+    " relay TEXT PRIMARY KEY, last_contact TEXT NOT NULL, servers TEXT NOT NULL)"
+)
+
 #: The state of the pipeline for an administrator: rows waiting in the outbox (how many, the
-#: age of the oldest in seconds) and the dead letters (how many, when the newest died and why).
+#: age of the oldest in seconds), the dead letters (how many, when the newest died and why) and
+#: when a relay was last in contact (as MariaDB's view).
 PIPELINE_VIEW = (
     "CREATE VIEW IF NOT EXISTS gman_pipeline AS SELECT"
     " (SELECT count(*) FROM gman_outbox) AS backlog,"
@@ -74,8 +84,23 @@ PIPELINE_VIEW = (
     " (SELECT count(*) FROM gman_outbox_dead) AS dead,"
     " (SELECT max(dead_at) FROM gman_outbox_dead) AS last_dead_at,"
     " (SELECT group_concat(line, char(10)) FROM (SELECT id || ': ' || reason AS line"
-    " FROM gman_outbox_dead ORDER BY dead_at DESC, id DESC LIMIT 5)) AS last_dead_reasons"
+    " FROM gman_outbox_dead ORDER BY dead_at DESC, id DESC LIMIT 5)) AS last_dead_reasons,"
+    " (SELECT max(last_contact) FROM gman_relay_contact) AS last_relay_contact"
 )
+
+
+def create_pipeline_view(conn: sqlite3.Connection) -> None:
+    """Make the view ``gman_pipeline`` and the table of relay contacts it reads (the outbox
+    and the dead letters must exist), replacing a view of an older version without
+    ``last_relay_contact``. Raises sqlite3.OperationalError on a read-only file."""
+    conn.execute(RELAY_CONTACT_TABLE)
+    old = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'view' AND name = 'gman_pipeline'"
+    ).fetchone()
+    if old is not None and "last_relay_contact" not in str(old[0]):
+        conn.execute("DROP VIEW gman_pipeline")
+    conn.execute(PIPELINE_VIEW)
+
 
 _SCHEMA = "main"
 # Per-connection state: GD, the last error. Keyed by id(conn); the entry is dropped when the
@@ -256,7 +281,7 @@ def register(
         with contextlib.suppress(sqlite3.Error):
             conn.execute(library._SQL["sqlite"]["outbox_table"])
             conn.execute(library.SQLITE_DEAD_TABLE)
-            conn.execute(PIPELINE_VIEW)
+            create_pipeline_view(conn)
             # Read by every call (gman_servers_set(servers, function) writes it): present, the
             # read is one query; missing, a failed one.
             conn.execute(library.SQLITE_FUNCTION_SERVERS_TABLE)

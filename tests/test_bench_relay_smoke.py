@@ -53,7 +53,8 @@ def test_relay_bench_quick_run_prints_every_case(tmp_path: Path) -> None:
     assert len(rows) == len(expected)
     for line, (database, source) in zip(rows, expected, strict=True):
         assert line.startswith(f"{database:<12}{source:<16}")
-        assert len(line.split()) == 1 + len(source.split()) + 3
+        assert len(line.split()) == 1 + len(source.split()) + 5  # rows/s ... busy cores
     written = json.loads(figures.read_text())
     assert [(r["database"], r["source"]) for r in written["results"]] == expected
     assert all(r["rows_per_s"] > 0 and r["p50_ms"] >= 0 for r in written["results"])
+    assert all(r["relay_us_per_row"] >= 0 and r["busy_cores"] >= 0 for r in written["results"])

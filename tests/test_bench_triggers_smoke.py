@@ -1,4 +1,4 @@
-"""bench/triggers.py runs end to end on a few rows and prints its line of figures.
+"""bench/triggers.py runs end to end on a few rows and prints a line of figures per database.
 
 Only that it completes, with the trigger's outbox rows all written, is checked: benchmark figures
 are never asserted on.
@@ -6,6 +6,7 @@ are never asserted on.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,15 +19,19 @@ pytestmark = pytest.mark.pg
 
 
 def test_trigger_bench_prints_both_times_and_the_ratio(pg_dsn: str) -> None:
+    command = [sys.executable, str(TRIGGERS), "--rows", "200", "--pg-dsn", pg_dsn, "--sqlite"]
+    expected = ["postgresql"]
+    if os.environ.get("GEARSQL_TEST_MYSQL_DSN"):
+        command += ["--mysql-dsn", os.environ["GEARSQL_TEST_MYSQL_DSN"]]
+        expected.append("mariadb")
+    expected.append("sqlite")
     result = subprocess.run(
-        [sys.executable, str(TRIGGERS), "--rows", "200", "--pg-dsn", pg_dsn],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
+        command, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    header, row = result.stdout.splitlines()
-    assert header.split() == ["rows", "plain", "INSERT", "with", "trigger", "ratio"]
-    fields = row.split()
-    assert fields[0] == "200" and fields[2] == fields[4] == "s" and fields[5].endswith("x")
+    header, *rows = result.stdout.splitlines()
+    assert header.split() == ["database", "rows", "plain", "INSERT", "with", "trigger", "ratio"]
+    assert [row.split()[0] for row in rows] == expected
+    for row in rows:
+        fields = row.split()
+        assert fields[1] == "200" and fields[3] == fields[5] == "s" and fields[6].endswith("x")

@@ -551,6 +551,7 @@ def test_only_the_installer_can_see_or_change_the_settings(
         f'SELECT * FROM "{schema}".gman_outbox',
         # Only the public gman_* functions (and gman_sum's support) are granted.
         f'SELECT * FROM "{schema}"._gman_settings()',
+        f'SELECT "{schema}"._gman_background_settings()',
         f'SELECT "{schema}"._gman_load()',
         f'SELECT "{schema}"._gman_compile()',
         f'SELECT * FROM "{schema}"._gman_library',
@@ -755,10 +756,10 @@ def test_job_status_of_an_outbox_row_is_pending_dead_or_submitted(
         known, state, detail = status(dead)
         assert (known, state) == (False, "dead") and "ARGUMENT_TOO_LARGE" in detail
         assert status("outbox:999999999")[1] == "submitted"
-        backlog, age, dead_count, _, reasons = db.conn.execute(
+        backlog, age, dead_count, _, reasons, contact = db.conn.execute(
             "SELECT * FROM gman_pipeline()"
         ).fetchone()
-        assert (backlog, dead_count) == (1, 1) and age.total_seconds() >= 0
+        assert (backlog, dead_count, contact) == (1, 1, None) and age.total_seconds() >= 0
         assert reasons == [f"{dead_id}: the job server refused it: ARGUMENT_TOO_LARGE"]
     finally:
         admin.execute(f'DELETE FROM "{schema}".gman_outbox')

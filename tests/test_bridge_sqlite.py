@@ -312,13 +312,34 @@ def test_job_status_and_pipeline_of_outbox_rows(address: str, tmp_path: Path) ->
         assert status["detail"].startswith("the job server refused it (moved to")
         status = json.loads(str(one(conn, "SELECT gman_job_status('outbox:12345')")))
         assert status["state"] == "submitted"
-        backlog, age, dead_count, _, reasons = conn.execute(
+        backlog, age, dead_count, _, reasons, contact = conn.execute(
             "SELECT * FROM gman_pipeline"
         ).fetchone()
         assert (backlog, dead_count, reasons) == (1, 1, f"{dead_id}: the job server refused it")
+        assert contact is None  # no relay yet
         assert age >= 0
     finally:
         conn.close()
+
+
+def test_a_pipeline_view_of_an_older_version_gets_the_last_relay_contact(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(gsqlite.load_library().SQLITE_DEAD_TABLE)
+    conn.execute("CREATE TABLE gman_outbox (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL)")
+    conn.execute(
+        "CREATE VIEW gman_pipeline AS SELECT (SELECT count(*) FROM gman_outbox) AS backlog"
+    )
+    gsqlite.create_pipeline_view(conn)
+    gsqlite.create_pipeline_view(conn)  # again: kept as it is
+    columns = [d[0] for d in conn.execute("SELECT * FROM gman_pipeline").description]
+    assert columns[0] == "backlog" and columns[-1] == "last_relay_contact"  # the new view
+    conn.execute(
+        "INSERT INTO gman_relay_contact VALUES ('h:1', '2026-01-01T00:00:00.000Z', 's:4730'),"
+        " ('h:2', '2026-01-02T00:00:00.000Z', 's:4730')"
+    )
+    assert one(conn, "SELECT last_relay_contact FROM gman_pipeline") == "2026-01-02T00:00:00.000Z"
+    conn.close()
 
 
 def test_the_sql_functions_defaults_are_gearsqls_own() -> None:

@@ -209,6 +209,37 @@ def test_background_job_status_by_handle_and_by_unique(any_server: ServerProcess
     run(main())
 
 
+def test_background_jobs_started_without_waiting_resolve_to_their_handles_or_errors(
+    any_server: ServerProcess,
+) -> None:
+    async def main() -> None:
+        async with AsyncClient(url(any_server)) as client:
+            with pytest.raises(InvalidArgument, match="NUL"):  # before anything is sent
+                client.start_background("f", b"x", unique="a\0b")
+            # Not connected yet: the first goes through submit_background in a Task.
+            first = client.start_background("many", b"0", unique="many-0")
+            assert (await asyncio.wait_for(first, WAIT)).server == url(any_server)
+            # Connected: many at once, one write, no Task each.
+            futures = [
+                client.start_background("many", b"x", unique=f"many-{n}", priority="low")
+                for n in range(1, 200)
+            ]
+            assert not any(isinstance(future, asyncio.Task) for future in futures)
+            handles = await asyncio.wait_for(asyncio.gather(*futures), WAIT)
+            assert len({job.handle for job in handles}) == 199
+            assert (await client.get_status_unique("many-150", timeout=WAIT)).known
+            again = client.start_background("many", b"y", unique="many-7")
+            assert (await asyncio.wait_for(again, WAIT)).handle == handles[6].handle
+            assert (await asyncio.wait_for(client.start_background("capped"), WAIT)).handle
+            with Peer(any_server.address) as admin:
+                assert admin.admin("maxqueue capped 1", list_reply=False).startswith(b"OK")
+            with pytest.raises(ServerError) as info:
+                await asyncio.wait_for(client.start_background("capped"), WAIT)
+            assert info.value.code == "QUEUE_ERROR"
+
+    run(main())
+
+
 def test_epoch_jobs_run_when_due_and_wait_otherwise(any_server: ServerProcess) -> None:
     async def main() -> None:
         async with AsyncClient(url(any_server)) as client:

@@ -25,7 +25,9 @@ from gearsql.relay.batch import (
     Strikes,
     check_unique_prefix,
     default_unique_prefix,
+    inline_bytes,
     row_from_values,
+    rows_from_claim,
     settle,
     take_within,
     unique_for,
@@ -78,6 +80,35 @@ def test_a_batch_takes_what_fits_in_the_byte_budget_but_at_least_one_row() -> No
     assert take_within([(1, 10), (2, 10)], 20) == [1, 2]
     assert take_within([(5, 100), (6, 1)], 10) == [5]  # alone, however large
     assert take_within([], 10) == []
+
+
+def test_a_claim_reads_large_workloads_apart_and_only_those_within_the_budget() -> None:
+    assert inline_bytes(500, 64 * 1024 * 1024) == 134217
+    assert inline_bytes(1000, 10) == 1  # never 0
+    asked: list[list[int]] = []
+
+    def read_apart(ids: list[int]) -> dict[int, bytes]:
+        asked.append(ids)
+        return {id_: b"L" * 40 for id_ in ids}
+
+    # (id, function, unique_key, workload or None when too large inline, priority, size)
+    claimed = [
+        (1, b"f", None, b"small", "high", 5),
+        (2, b"f", b"u", None, "normal", 40),
+        (3, b"f", None, b"tiny", "low", 4),
+        (4, b"f", None, None, "normal", 40),  # past the budget: never read
+    ]
+    rows = rows_from_claim(claimed, 50, read_apart)
+    assert rows == [
+        OutboxRow(1, b"f", None, b"small", "high"),
+        OutboxRow(2, b"f", b"u", b"L" * 40, "normal"),
+        OutboxRow(3, b"f", None, b"tiny", "low"),
+    ]
+    assert asked == [[2]]
+    assert rows_from_claim(claimed[:1], 50, read_apart) == rows[:1]
+    assert asked == [[2]]  # nothing to read apart: not called
+    # A single row larger than the budget still goes, alone.
+    assert rows_from_claim(claimed[3:], 10, read_apart)[0].workload == b"L" * 40
 
 
 def test_the_unique_is_the_rows_own_else_prefix_and_id() -> None:

@@ -236,9 +236,17 @@ def test_outbox_handle_goes_from_pending_to_submitted_with_the_servers_handle(
             f"SELECT relay, servers FROM {SCHEMA}.gman_relay_contacts()"
         )
         assert servers == server and f" by {relay}, to " in shown
-    elif isinstance(place, MariaDB):
-        [(contact,)] = place.rows("SELECT last_relay_contact FROM gman_pipeline")
-        assert contact is not None
+        [(contact, last)] = place.rows(
+            f"SELECT p.last_relay_contact, (SELECT max(last_contact) FROM "
+            f"{SCHEMA}.gman_relay_contacts()) FROM {SCHEMA}.gman_pipeline() AS p"
+        )
+        assert contact is not None and contact == last
+    else:  # the view of MariaDB and SQLite
+        [(contact, last)] = place.rows(
+            "SELECT last_relay_contact, (SELECT max(last_contact) FROM gman_relay_contact) "
+            "FROM gman_pipeline"
+        )
+        assert contact is not None and contact == last
 
 
 def test_the_sent_records_are_pruned_by_age_and_by_id_in_the_relays_transaction(

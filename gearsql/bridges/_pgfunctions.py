@@ -247,6 +247,7 @@ def background_sql(schema: str, entry: dict[str, Any], plpython: bool) -> list[s
         lines = [
             "DECLARE",
             "    raw pg_catalog.bytea;",
+            "    settings pg_catalog.text[];",
             "    mode pg_catalog.text;",
             "    limit_text pg_catalog.text;",
             "    size_limit pg_catalog.int8;",
@@ -286,15 +287,10 @@ def background_sql(schema: str, entry: dict[str, Any], plpython: bool) -> list[s
             "        " + _raise(f"{name}: the workload is NULL", BAD_ARGUMENT),
             "    END IF;",
             f"    raw := {data};",
-            "    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) "
-            "'background_mode'),",
-            "           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) "
-            "'max_workload')",
-            f"      INTO mode, limit_text FROM {s}.gman_settings",
-            "     WHERE name OPERATOR(pg_catalog.=) ANY "
-            "('{background_mode,max_workload}'::pg_catalog.text[]);",
-            "    mode := coalesce(mode, 'transactional');",
-            "    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));",
+            # The two settings as constants (see background_settings_sql): no query per row.
+            f"    settings := {s}._gman_background_settings();",
+            "    mode := coalesce(settings[1], 'transactional');",
+            "    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));",
             "    IF limit_text OPERATOR(pg_catalog.=) '' THEN",
             "        limit_text := '0';",
             "    END IF;",
@@ -360,17 +356,62 @@ def background_sql(schema: str, entry: dict[str, Any], plpython: bool) -> list[s
     return statements
 
 
-def drop_old_job_status(schema: str) -> str:
-    """A DO block that drops a ``gman_job_status`` of an older install, whose result had no
-    ``state`` and ``detail`` (CREATE OR REPLACE cannot change a result type), remembering who
-    was granted EXECUTE on it for :func:`regrant_job_status`."""
+#: The trigger on gman_settings that republishes the background functions' settings.
+PUBLISH_TRIGGER = "gman_publish_settings"
+
+
+def background_settings_sql(schema: str) -> list[str]:
+    """``_gman_background_settings()``: the ``background_mode`` and ``max_workload`` settings
+    (NULL where missing) as an IMMUTABLE SQL function of constants, which a background call
+    evaluates without a query (reading gman_settings on every call was half the cost of a
+    trigger calling it per row). A statement trigger on gman_settings writes the function anew
+    (``_gman_publish_settings()``, SECURITY DEFINER: its owner owns the function) in the
+    transaction that changes the table, and replacing a function invalidates the plans that
+    folded it in, so a change applies from the next statement of every session, as before.
+    Only the function's owner can replace it, so no caller can feed the checks other values."""
+    s = ident(schema)
+    publish = (
+        "DECLARE\n"
+        "    mode pg_catalog.text;\n"
+        "    limit_text pg_catalog.text;\n"
+        "BEGIN\n"
+        "    SELECT pg_catalog.max(value) FILTER (WHERE name = 'background_mode'),\n"
+        "           pg_catalog.max(value) FILTER (WHERE name = 'max_workload')\n"
+        f"      INTO mode, limit_text FROM {s}.gman_settings;\n"
+        "    EXECUTE pg_catalog.format(\n"
+        "        'CREATE OR REPLACE FUNCTION %s._gman_background_settings() '\n"
+        "        'RETURNS pg_catalog.text[] LANGUAGE sql IMMUTABLE AS %L',\n"
+        f"        {literal(s)},\n"
+        "        pg_catalog.format('SELECT ARRAY[%s, %s]::pg_catalog.text[]',\n"
+        "                          pg_catalog.quote_nullable(mode),\n"
+        "                          pg_catalog.quote_nullable(limit_text)));\n"
+        "    RETURN NULL;\n"
+        "END\n"
+    )
+    return [
+        f"CREATE OR REPLACE FUNCTION {s}._gman_publish_settings()\n"
+        "RETURNS trigger LANGUAGE plpgsql VOLATILE SECURITY DEFINER\n"
+        f"SET search_path = pg_catalog, pg_temp AS {dollar(publish)};",
+        f"REVOKE ALL ON FUNCTION {s}._gman_publish_settings() FROM PUBLIC;",
+        f"DROP TRIGGER IF EXISTS {PUBLISH_TRIGGER} ON {s}.gman_settings;",
+        f"CREATE TRIGGER {PUBLISH_TRIGGER}\n"
+        f"AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {s}.gman_settings\n"
+        f"FOR EACH STATEMENT EXECUTE FUNCTION {s}._gman_publish_settings();",
+    ]
+
+
+def drop_old_result(schema: str, name: str, column: str) -> str:
+    """A DO block that drops the function ``name`` of an older install whose result lacks
+    ``column`` (CREATE OR REPLACE cannot change a result type), remembering who was granted
+    EXECUTE on it for :func:`regrant`."""
     return (
         "DO $do$\nDECLARE\n    old record;\n    grantees text := '';\nBEGIN\n"
         "    FOR old IN SELECT p.oid::regprocedure AS signature, p.proacl, p.proowner\n"
         "               FROM pg_proc AS p\n"
         f"               WHERE p.pronamespace = {literal(schema)}::regnamespace\n"
-        "                 AND p.proname = 'gman_job_status'\n"
-        "                 AND NOT 'state' = ANY(coalesce(p.proargnames, '{}'::text[]))\n"
+        f"                 AND p.proname = {literal(name)}\n"
+        f"                 AND NOT {literal(column)}\n"
+        "                     = ANY(coalesce(p.proargnames, '{}'::text[]))\n"
         "    LOOP\n"
         "        SELECT grantees\n"
         "               || coalesce(string_agg(a.grantee::regrole::text || E'\\n', ''), '')\n"
@@ -379,17 +420,19 @@ def drop_old_job_status(schema: str) -> str:
         "           AND a.grantee <> old.proowner;\n"
         "        EXECUTE format('DROP FUNCTION %s', old.signature);\n"
         "    END LOOP;\n"
-        "    PERFORM set_config('gearsql.regrant', grantees, true);\nEND\n$do$;"
+        f"    PERFORM set_config({literal('gearsql.regrant_' + name)}, grantees, true);\nEND\n$do$;"
     )
 
 
-def regrant_job_status(schema: str) -> str:
+def regrant(schema: str, name: str, arguments: str) -> str:
+    """Grant EXECUTE on ``name(arguments)`` again to those :func:`drop_old_result` found."""
     return (
         "DO $do$\nDECLARE\n    grantee text;\nBEGIN\n"
         "    FOREACH grantee IN ARRAY string_to_array(\n"
-        "        rtrim(coalesce(current_setting('gearsql.regrant', true), ''), E'\\n'), E'\\n')\n"
+        f"        rtrim(coalesce(current_setting({literal('gearsql.regrant_' + name)}, true), ''), "
+        "E'\\n'), E'\\n')\n"
         "    LOOP\n"
-        "        EXECUTE format('GRANT EXECUTE ON FUNCTION %s.gman_job_status(text) TO %s',\n"
+        f"        EXECUTE format('GRANT EXECUTE ON FUNCTION %s.{name}({arguments}) TO %s',\n"
         f"                       {literal(ident(schema))}, grantee);\n"
         "    END LOOP;\nEND\n$do$;"
     )
@@ -408,6 +451,7 @@ def all_functions(schema: str, plpython: bool = True) -> list[tuple[str, str]]:
             *(("FUNCTION", signature) for signature in _python_bodies(schema)),
         ]
     objects += [
+        ("FUNCTION", f"{ident(schema)}._gman_background_settings()"),
         ("FUNCTION", f"{ident(schema)}._gman_outbox_state(bigint)"),
         ("FUNCTION", f"{ident(schema)}.{ident('gman_pipeline')}()"),
         ("FUNCTION", f"{ident(schema)}.{ident('gman_relay_contacts')}()"),

@@ -50,16 +50,17 @@ from gearsql.bridges._pgfunctions import (
     LEGACY_OUTBOX_INSERT,
     all_functions,
     arg_types,
+    background_settings_sql,
     background_sql,
     dollar,
-    drop_old_job_status,
+    drop_old_result,
     entry_signatures,
     function_sql,
     granted_signatures,
     loader_body,
     now_sql,
     read_udf,
-    regrant_job_status,
+    regrant,
 )
 
 __all__ = [
@@ -177,6 +178,8 @@ def install_sql(
     ]
     # An install made before a setting existed has a CHECK without its name: replace it.
     names = ", ".join(map(literal, SETTINGS))
+    # Before the settings are written: the trigger publishes them for the background calls.
+    parts += background_settings_sql(schema)
     parts += [
         f"ALTER TABLE {s}.gman_settings DROP CONSTRAINT IF EXISTS gman_settings_name_check;",
         f"ALTER TABLE {s}.gman_settings ADD CONSTRAINT gman_settings_name_check "
@@ -292,9 +295,10 @@ def install_sql(
         "           x.handle || ' (submitted to ' || x.server || ' by the relay at '\n"
         "           || x.sent_at::text || ')'\n"
         f"    FROM {s}.gman_outbox_sent AS x WHERE x.id = p_id\n$$;",
+        drop_old_result(schema, "gman_pipeline", "last_relay_contact"),
         f"CREATE OR REPLACE FUNCTION {s}.gman_pipeline()\n"
         "RETURNS TABLE (backlog bigint, oldest_age interval, dead bigint, last_dead_at "
-        "timestamptz, last_dead_reasons text[])\n"
+        "timestamptz, last_dead_reasons text[], last_relay_contact timestamptz)\n"
         "LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$\n"
         f"    SELECT (SELECT count(*) FROM {s}.gman_outbox),\n"
         f"           (SELECT now() - min(created_at) FROM {s}.gman_outbox),\n"
@@ -302,11 +306,12 @@ def install_sql(
         f"           (SELECT max(dead_at) FROM {s}.gman_outbox_dead),\n"
         "           ARRAY(SELECT d.id || ': ' || d.reason\n"
         f"                 FROM {s}.gman_outbox_dead AS d ORDER BY d.dead_at DESC, d.id DESC\n"
-        "                 LIMIT 5)\n$$;",
+        "                 LIMIT 5),\n"
+        f"           (SELECT max(last_contact) FROM {s}.gman_relay_contact)\n$$;",
         f"COMMENT ON FUNCTION {s}.gman_pipeline() IS "
         + literal(
-            "gearsql: rows waiting in the outbox (how many, the oldest age) and dead "
-            "letters (how many, the newest reasons)"
+            "gearsql: rows waiting in the outbox (how many, the oldest age), dead "
+            "letters (how many, the newest reasons) and the last relay contact"
         )
         + ";",
         f"CREATE OR REPLACE FUNCTION {s}.gman_relay_contacts()\n"
@@ -323,7 +328,7 @@ def install_sql(
         f"    SELECT s.name, s.value FROM {s}.gman_settings AS s\n$$;",
         # Older installs wrote the outbox through this helper, which skipped the checks.
         f"DROP FUNCTION IF EXISTS {LEGACY_OUTBOX_INSERT.format(s=s)};",
-        drop_old_job_status(schema),
+        drop_old_result(schema, "gman_job_status", "state"),
     ]
     if plpython:
         parts += [
@@ -343,7 +348,8 @@ def install_sql(
             parts += background_sql(schema, entry, plpython)
         else:
             parts += function_sql(schema, entry, package, load, plpython)
-    parts.append(regrant_job_status(schema))
+    parts.append(regrant(schema, "gman_job_status", "text"))
+    parts.append(regrant(schema, "gman_pipeline", ""))
     for aggregate in functions.AGGREGATES:
         for params, _ in entry_signatures(aggregate):
             types = arg_types(params)
@@ -430,7 +436,8 @@ def uninstall_sql(schema: str = DEFAULT_SCHEMA, force: bool = False, for_file: b
         f"DROP TABLE IF EXISTS {s}.gman_outbox_sent;",
         f"DROP TABLE IF EXISTS {s}.gman_outbox_dead;",
         f"DROP TABLE IF EXISTS {s}.gman_outbox;",
-        f"DROP TABLE IF EXISTS {s}.gman_settings;",
+        f"DROP TABLE IF EXISTS {s}.gman_settings;",  # and its trigger
+        f"DROP FUNCTION IF EXISTS {s}._gman_publish_settings();",
     ]
     if schema != "public":
         parts.append(

@@ -149,8 +149,15 @@ def relay(
             unique_prefix=unique_prefix,
         )
 
+    try:  # uvloop when installed, as the server: cheaper per batch (the database thread's hops)
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # pragma: no cover - uvloop is the optional 'fast' extra
+        uvloop = None  # type: ignore[assignment,unused-ignore]
     try:
-        asyncio.run(main())
+        if uvloop is not None:
+            uvloop.run(main())
+        else:
+            asyncio.run(main())  # type: ignore[unreachable,unused-ignore]
     except ValueError as exc:
         # A configuration error, such as a database without the outbox or a restored copy:
         # waiting will not heal it, so stop with status 2 (a database that is down is retried

@@ -3,12 +3,13 @@ calls ``pg_notify``, which PostgreSQL delivers only when the transaction commits
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from gearsql._sqlcommon import DEAD_COLUMNS, NOTIFY_CHANNEL, OUTBOX_COLUMNS, check_identifier
-from gearsql.relay.batch import OutboxRow, row_from_values, take_within
+from gearsql._sqlcommon import DEAD_COLUMNS, NOTIFY_CHANNEL, check_identifier
+from gearsql.relay.batch import OutboxRow, inline_bytes, rows_from_claim
 from gearsql.relay.origin import check_postgres
 from gearsql.relay.source import (
     SENT_KEEP_IDS,
@@ -28,7 +29,6 @@ log = logging.getLogger("gearsql.relay")
 
 #: The channel the outbox insert notifies, with the schema as payload (gearsql/bridges/postgres.py).
 CHANNEL = NOTIFY_CHANNEL
-_COLUMNS = ", ".join(OUTBOX_COLUMNS)
 
 
 class PostgresSource(Source):
@@ -107,22 +107,29 @@ class PostgresSource(Source):
     def claim(self, limit: int, max_bytes: int) -> list[OutboxRow]:
         conn = self.conn
         assert conn is not None
-        # Lock first, then read only the workloads that fit in memory; the rows locked but not
-        # read are let go at commit and come in the next batch.
-        sizes = conn.execute(
-            f"SELECT id, octet_length(workload) FROM {self.table} "
+        # Lock and read in one statement, but a workload too large to come inline only once
+        # its row is within the budget; the rows locked but not kept are let go at commit and
+        # come in the next batch.
+        claimed = conn.execute(
+            f"SELECT id, function, unique_key, "
+            "CASE WHEN octet_length(workload) <= %s THEN workload END, priority, "
+            f"octet_length(workload) FROM {self.table} "
             "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
-            (limit,),
+            (inline_bytes(limit, max_bytes), limit),
         ).fetchall()
-        if not sizes:
+        if not claimed:
             conn.rollback()
             return []
-        ids = take_within([(int(i), int(n)) for i, n in sizes], max_bytes)
+        return rows_from_claim(claimed, max_bytes, self._workloads)
+
+    def _workloads(self, ids: list[int]) -> dict[int, bytes]:
+        conn = self.conn
+        assert conn is not None
         rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM {self.table} WHERE id = ANY(%s) ORDER BY id",
-            (ids,),
+            f"SELECT id, workload FROM {self.table} WHERE id = ANY(%s::bigint[])",
+            (_bigints(ids),),
         ).fetchall()
-        return [row_from_values(row) for row in rows]
+        return {int(id_): workload for id_, workload in rows}
 
     def _has_extras(self) -> tuple[bool, bool]:
         conn = self.conn
@@ -145,15 +152,15 @@ class PostgresSource(Source):
 
         try:
             with conn.transaction():
+                # One JSON text: psycopg dumps arrays element by element in Python.
                 conn.execute(
                     f"INSERT INTO {self.sent_table} (id, function, handle, server) "
-                    "SELECT * FROM unnest(%s::bigint[], %s::bytea[], %s::text[], %s::text[]) "
-                    "ON CONFLICT (id) DO NOTHING",
+                    "SELECT (r->>0)::bigint, decode(r->>1, 'hex'), r->>2, r->>3 "
+                    "FROM jsonb_array_elements(%s::jsonb) AS r ON CONFLICT (id) DO NOTHING",
                     (
-                        [row.id for row in sent],
-                        [row.function for row in sent],
-                        [row.handle for row in sent],
-                        [row.server for row in sent],
+                        json.dumps(
+                            [[row.id, row.function.hex(), row.handle, row.server] for row in sent]
+                        ),
                     ),
                 )
                 conn.execute(
@@ -191,7 +198,9 @@ class PostgresSource(Source):
             )
         gone = ids + [id_ for id_, _ in dead]
         if gone:
-            conn.execute(f"DELETE FROM {self.table} WHERE id = ANY(%s)", (gone,))
+            conn.execute(
+                f"DELETE FROM {self.table} WHERE id = ANY(%s::bigint[])", (_bigints(gone),)
+            )
         conn.commit()
 
     def contact(self, relay: str, servers: str) -> None:
@@ -253,6 +262,11 @@ class PostgresSource(Source):
             async for notify in conn.notifies():
                 if notify.payload in (self.schema, ""):
                     wake()
+
+
+def _bigints(ids: Sequence[int]) -> str:
+    """``ids`` as a bigint[] literal: cheaper than a list, which psycopg dumps in Python."""
+    return "{" + ",".join(map(str, ids)) + "}"
 
 
 def _one(cursor: psycopg.Cursor[tuple[Any, ...]]) -> tuple[Any, ...]:

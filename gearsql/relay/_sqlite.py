@@ -10,9 +10,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-from gearsql._sqlcommon import DEAD_COLUMNS, OUTBOX_COLUMNS
+from gearsql._sqlcommon import DEAD_COLUMNS
 from gearsql.relay._thread import watch_in_thread
-from gearsql.relay.batch import OutboxRow, row_from_values, take_within
+from gearsql.relay.batch import OutboxRow, inline_bytes, rows_from_claim
 from gearsql.relay.source import (
     SENT_KEEP_IDS,
     SENT_KEEP_SECONDS,
@@ -21,6 +21,7 @@ from gearsql.relay.source import (
     Source,
     close_quietly,
 )
+from gearsql.sqlite import RELAY_CONTACT_TABLE, create_pipeline_view
 
 _DEAD = ", ".join(DEAD_COLUMNS)
 
@@ -35,10 +36,7 @@ SENT_TABLE = (
     " sent_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))"
 )
 SENT_INDEX = "CREATE INDEX IF NOT EXISTS gman_outbox_sent_at ON gman_outbox_sent (sent_at)"
-CONTACT_TABLE = (
-    "CREATE TABLE IF NOT EXISTS gman_relay_contact ("
-    " relay TEXT PRIMARY KEY, last_contact TEXT NOT NULL, servers TEXT NOT NULL)"
-)
+CONTACT_TABLE = RELAY_CONTACT_TABLE
 
 #: Seconds between two looks at the change counter.
 CHANGE_CHECK = 0.02
@@ -87,11 +85,10 @@ class SQLiteSource(Source):
                 "application's database?"
             )
         from gearsql.bridges import load_library
-        from gearsql.sqlite import PIPELINE_VIEW
 
         try:  # the relay makes it: a file made before gearsql had dead letters lacks it
             self.conn.execute(load_library().SQLITE_DEAD_TABLE)
-            self.conn.execute(PIPELINE_VIEW)
+            create_pipeline_view(self.conn)
             self.keeps_dead = True
         except sqlite3.OperationalError:  # a read-only file or directory
             self.keeps_dead = (
@@ -115,23 +112,33 @@ class SQLiteSource(Source):
             return []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            sizes = conn.execute(
-                "SELECT id, length(workload) FROM gman_outbox ORDER BY id LIMIT ?", (limit,)
+            # A workload too large to come inline is read only once its row is within the
+            # budget.
+            claimed = conn.execute(
+                "SELECT id, function, unique_key, "
+                "CASE WHEN length(workload) <= ? THEN workload END, priority, length(workload) "
+                "FROM gman_outbox ORDER BY id LIMIT ?",
+                (inline_bytes(limit, max_bytes), limit),
             ).fetchall()
-            if not sizes:
+            if not claimed:
                 conn.execute("ROLLBACK")
                 return []
-            ids = take_within(sizes, max_bytes)
-            rows = conn.execute(
-                f"SELECT {', '.join(OUTBOX_COLUMNS)} FROM gman_outbox "
-                "WHERE id BETWEEN ? AND ? ORDER BY id",
-                (ids[0], ids[-1]),
-            ).fetchall()
+            return rows_from_claim(claimed, max_bytes, self._workloads)
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        return [row_from_values(row) for row in rows]
+
+    def _workloads(self, ids: list[int]) -> dict[int, bytes]:
+        conn = self.conn
+        assert conn is not None
+        workloads: dict[int, bytes] = {}
+        for start in range(0, len(ids), 500):  # within SQLite's limit of parameters
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT id, workload FROM gman_outbox WHERE id IN ({marks})"
+            workloads.update(conn.execute(query, chunk).fetchall())
+        return workloads
 
     def _has_extras(self) -> bool:
         conn = self.conn

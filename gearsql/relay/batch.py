@@ -18,7 +18,7 @@ This module imports neither asyncio nor the client: what needs them (a row's
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,9 @@ __all__ = [
     "Strikes",
     "check_unique_prefix",
     "default_unique_prefix",
+    "inline_bytes",
     "row_from_values",
+    "rows_from_claim",
     "settle",
     "take_within",
     "unique_for",
@@ -101,6 +103,33 @@ def take_within(sizes: Sequence[tuple[int, int]], max_bytes: int) -> list[int]:
             break
         ids.append(id_)
     return ids
+
+
+def inline_bytes(limit: int, max_bytes: int) -> int:
+    """The largest workload a claim of ``limit`` rows reads along with its row, so that the
+    workloads read inline fit in ``max_bytes`` together; a larger one is read apart (see
+    :func:`rows_from_claim`), and only when its row is within the budget."""
+    return max(1, max_bytes // max(1, limit))
+
+
+def rows_from_claim(
+    claimed: Sequence[Sequence[Any]],
+    max_bytes: int,
+    read_apart: Callable[[list[int]], Mapping[int, Any]],
+) -> list[OutboxRow]:
+    """The rows of one locking read of ``(id, function, unique_key, workload, priority,
+    workload size)`` in id order, whose workload is None where it was too large to read inline
+    (:func:`inline_bytes`): those of the longest prefix whose workloads fit in ``max_bytes``
+    (:func:`take_within`), the missing workloads read by ``read_apart(ids)`` (id -> workload),
+    called only when some are missing."""
+    count = len(take_within([(int(row[0]), int(row[5])) for row in claimed], max_bytes))
+    kept = claimed[:count]
+    missing = [int(row[0]) for row in kept if row[3] is None]
+    apart = read_apart(missing) if missing else {}
+    return [
+        row_from_values(row[:5] if row[3] is not None else (*row[:3], apart[int(row[0])], row[4]))
+        for row in kept
+    ]
 
 
 def check_unique_prefix(prefix: str) -> bytes:

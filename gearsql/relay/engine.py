@@ -17,6 +17,7 @@ from gearsql._log import NOTICE
 from gearsql._log import reason as _reason
 from gearsql._servers import Backoff, ServersArg, format_address, parse_servers
 from gearsql.client import AsyncClient, Priority
+from gearsql.errors import JobTimeout
 from gearsql.relay.batch import (
     Outage,
     OutboxRow,
@@ -70,10 +71,11 @@ class Relay:
     the size of their workloads together (a larger single row goes alone). ``poll_interval``
     is the longest a committed row waits when no wake-up comes. ``unique_prefix`` (default
     :func:`~gearsql.relay.batch.default_unique_prefix` of the database) + the outbox id is the
-    unique of rows that have none. ``submit_timeout`` bounds the wait for each JOB_CREATED;
-    ``stop_grace`` how long a stop waits for the batch in hand before abandoning the rest of it
-    (abandoned rows stay in the outbox). ``side_tasks`` run beside the outbox, like those of
-    :meth:`Source.side_tasks`. Raises ValueError for a bad option.
+    unique of rows that have none. ``submit_timeout`` bounds the wait for a batch's JOB_CREATEDs
+    (its rows go out together); ``stop_grace`` how long a stop waits for the batch in hand
+    before abandoning the rest of it (abandoned rows stay in the outbox). ``side_tasks`` run
+    beside the outbox, like those of :meth:`Source.side_tasks`. Raises ValueError for a bad
+    option.
 
     Where the jobs go: to the database's own ``servers`` setting (read at every connect, so a
     change made by the installer is followed), unless ``servers`` (or ``client``) is given,
@@ -409,38 +411,43 @@ class Relay:
         return self._routes.client_for(function, self.client)
 
     async def _submit(self, rows: list[OutboxRow]) -> list[object]:
-        """Submit every row at once; each outcome is a job handle or the exception."""
+        """Submit every row at once; each outcome is a job handle or the exception. The rows
+        go out in one write and are waited for together (no Task per row)."""
         prefix = self.prefix
         assert prefix is not None
-        tasks = [
-            asyncio.ensure_future(
-                self._client_for(row.function).submit_background(
+        outcomes: list[object] = [None] * len(rows)
+        started: dict[int, asyncio.Future[JobHandle]] = {}
+        for index, row in enumerate(rows):
+            try:
+                started[index] = self._client_for(row.function).start_background(
                     row.function,
                     row.workload,
                     unique=unique_for(row, prefix),
                     priority=priority_of(row),
-                    timeout=self.submit_timeout,
                 )
-            )
-            for row in rows
-        ]
-        gathered = asyncio.gather(*tasks, return_exceptions=True)
-        if not self.stopping.is_set():
-            stopped = asyncio.ensure_future(self.stopping.wait())
-            either: set[asyncio.Future[Any]] = {gathered, stopped}
-            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
-        if not gathered.done():
-            log.log(
-                NOTICE,
-                "%s: stopping; waiting up to %g s for the batch in hand",
-                self.source.describe(),
-                self.stop_grace,
-            )
-            await asyncio.wait({gathered}, timeout=self.stop_grace)
-            for task in tasks:  # unconfirmed rows stay in the outbox
-                task.cancel()
-        return list(await gathered)
+            except Exception as exc:  # refused before sending (a name the protocol forbids)
+                outcomes[index] = exc
+        if started:
+            gathered = asyncio.gather(*started.values(), return_exceptions=True)
+            timeout = self.submit_timeout
+            if not self.stopping.is_set():
+                stopped = asyncio.ensure_future(self.stopping.wait())
+                either: set[asyncio.Future[Any]] = {gathered, stopped}
+                await asyncio.wait(either, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                stopped.cancel()
+            if not gathered.done() and self.stopping.is_set():
+                log.log(
+                    NOTICE,
+                    "%s: stopping; waiting up to %g s for the batch in hand",
+                    self.source.describe(),
+                    self.stop_grace,
+                )
+                timeout = self.stop_grace
+                await asyncio.wait({gathered}, timeout=timeout)
+            for index, future in started.items():
+                outcomes[index] = _outcome(future, rows[index], timeout, self.stopping.is_set())
+            gathered.cancel()
+        return outcomes
 
     # -- watching and side tasks ------------------------------------------------------------
 
@@ -497,6 +504,21 @@ class Relay:
         for task in side:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _outcome(
+    future: asyncio.Future[JobHandle], row: OutboxRow, timeout: float, stopping: bool
+) -> object:
+    """What became of one row's submission: its handle, its error, or (not confirmed in time)
+    JobTimeout, or CancelledError when the relay is stopping; an unfinished wait is dropped."""
+    if not future.done():
+        future.cancel()
+        if stopping:
+            return asyncio.CancelledError()
+        return JobTimeout(f"background job {row.function!r}: no answer within {timeout:g} s")
+    if future.cancelled():
+        return asyncio.CancelledError()
+    return future.exception() or future.result()
 
 
 class _CurrentClient:

@@ -37,6 +37,35 @@ CREATE TABLE IF NOT EXISTS "gearsql".gman_settings (
 
 REVOKE ALL ON TABLE "gearsql".gman_settings FROM PUBLIC;
 
+CREATE OR REPLACE FUNCTION "gearsql"._gman_publish_settings()
+RETURNS trigger LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $gearsql$
+DECLARE
+    mode pg_catalog.text;
+    limit_text pg_catalog.text;
+BEGIN
+    SELECT pg_catalog.max(value) FILTER (WHERE name = 'background_mode'),
+           pg_catalog.max(value) FILTER (WHERE name = 'max_workload')
+      INTO mode, limit_text FROM "gearsql".gman_settings;
+    EXECUTE pg_catalog.format(
+        'CREATE OR REPLACE FUNCTION %s._gman_background_settings() '
+        'RETURNS pg_catalog.text[] LANGUAGE sql IMMUTABLE AS %L',
+        '"gearsql"',
+        pg_catalog.format('SELECT ARRAY[%s, %s]::pg_catalog.text[]',
+                          pg_catalog.quote_nullable(mode),
+                          pg_catalog.quote_nullable(limit_text)));
+    RETURN NULL;
+END
+$gearsql$;
+
+REVOKE ALL ON FUNCTION "gearsql"._gman_publish_settings() FROM PUBLIC;
+
+DROP TRIGGER IF EXISTS gman_publish_settings ON "gearsql".gman_settings;
+
+CREATE TRIGGER gman_publish_settings
+AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON "gearsql".gman_settings
+FOR EACH STATEMENT EXECUTE FUNCTION "gearsql"._gman_publish_settings();
+
 ALTER TABLE "gearsql".gman_settings DROP CONSTRAINT IF EXISTS gman_settings_name_check;
 
 ALTER TABLE "gearsql".gman_settings ADD CONSTRAINT gman_settings_name_check CHECK (name IN ('servers', 'background_mode', 'connect_timeout', 'timeout', 'poll_interval', 'max_workload', 'ssl', 'ssl_ca_file', 'ssl_certificate', 'ssl_key'));
@@ -152,8 +181,31 @@ SET search_path = pg_catalog, pg_temp AS $$
     FROM "gearsql".gman_outbox_sent AS x WHERE x.id = p_id
 $$;
 
+DO $do$
+DECLARE
+    old record;
+    grantees text := '';
+BEGIN
+    FOR old IN SELECT p.oid::regprocedure AS signature, p.proacl, p.proowner
+               FROM pg_proc AS p
+               WHERE p.pronamespace = 'gearsql'::regnamespace
+                 AND p.proname = 'gman_pipeline'
+                 AND NOT 'last_relay_contact'
+                     = ANY(coalesce(p.proargnames, '{}'::text[]))
+    LOOP
+        SELECT grantees
+               || coalesce(string_agg(a.grantee::regrole::text || E'\n', ''), '')
+          INTO grantees FROM aclexplode(old.proacl) AS a
+         WHERE a.privilege_type = 'EXECUTE' AND a.grantee <> 0
+           AND a.grantee <> old.proowner;
+        EXECUTE format('DROP FUNCTION %s', old.signature);
+    END LOOP;
+    PERFORM set_config('gearsql.regrant_gman_pipeline', grantees, true);
+END
+$do$;
+
 CREATE OR REPLACE FUNCTION "gearsql".gman_pipeline()
-RETURNS TABLE (backlog bigint, oldest_age interval, dead bigint, last_dead_at timestamptz, last_dead_reasons text[])
+RETURNS TABLE (backlog bigint, oldest_age interval, dead bigint, last_dead_at timestamptz, last_dead_reasons text[], last_relay_contact timestamptz)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT (SELECT count(*) FROM "gearsql".gman_outbox),
            (SELECT now() - min(created_at) FROM "gearsql".gman_outbox),
@@ -161,10 +213,11 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
            (SELECT max(dead_at) FROM "gearsql".gman_outbox_dead),
            ARRAY(SELECT d.id || ': ' || d.reason
                  FROM "gearsql".gman_outbox_dead AS d ORDER BY d.dead_at DESC, d.id DESC
-                 LIMIT 5)
+                 LIMIT 5),
+           (SELECT max(last_contact) FROM "gearsql".gman_relay_contact)
 $$;
 
-COMMENT ON FUNCTION "gearsql".gman_pipeline() IS 'gearsql: rows waiting in the outbox (how many, the oldest age) and dead letters (how many, the newest reasons)';
+COMMENT ON FUNCTION "gearsql".gman_pipeline() IS 'gearsql: rows waiting in the outbox (how many, the oldest age), dead letters (how many, the newest reasons) and the last relay contact';
 
 CREATE OR REPLACE FUNCTION "gearsql".gman_relay_contacts()
 RETURNS TABLE (relay text, last_contact timestamptz, age interval, servers text)
@@ -192,7 +245,8 @@ BEGIN
                FROM pg_proc AS p
                WHERE p.pronamespace = 'gearsql'::regnamespace
                  AND p.proname = 'gman_job_status'
-                 AND NOT 'state' = ANY(coalesce(p.proargnames, '{}'::text[]))
+                 AND NOT 'state'
+                     = ANY(coalesce(p.proargnames, '{}'::text[]))
     LOOP
         SELECT grantees
                || coalesce(string_agg(a.grantee::regrole::text || E'\n', ''), '')
@@ -201,7 +255,7 @@ BEGIN
            AND a.grantee <> old.proowner;
         EXECUTE format('DROP FUNCTION %s', old.signature);
     END LOOP;
-    PERFORM set_config('gearsql.regrant', grantees, true);
+    PERFORM set_config('gearsql.regrant_gman_job_status', grantees, true);
 END
 $do$;
 
@@ -3076,6 +3130,7 @@ CREATE OR REPLACE FUNCTION "gearsql"."gman_do_background"("function" text, "work
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
     raw pg_catalog.bytea;
+    settings pg_catalog.text[];
     mode pg_catalog.text;
     limit_text pg_catalog.text;
     size_limit pg_catalog.int8;
@@ -3098,12 +3153,9 @@ BEGIN
         RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := pg_catalog.convert_to(workload, 'UTF8');
-    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
-      INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
-    mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    settings := "gearsql"._gman_background_settings();
+    mode := coalesce(settings[1], 'transactional');
+    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
     IF limit_text OPERATOR(pg_catalog.=) '' THEN
         limit_text := '0';
     END IF;
@@ -3151,6 +3203,7 @@ CREATE OR REPLACE FUNCTION "gearsql"."gman_do_background"("function" text, "work
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
     raw pg_catalog.bytea;
+    settings pg_catalog.text[];
     mode pg_catalog.text;
     limit_text pg_catalog.text;
     size_limit pg_catalog.int8;
@@ -3173,12 +3226,9 @@ BEGIN
         RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := workload;
-    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
-      INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
-    mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    settings := "gearsql"._gman_background_settings();
+    mode := coalesce(settings[1], 'transactional');
+    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
     IF limit_text OPERATOR(pg_catalog.=) '' THEN
         limit_text := '0';
     END IF;
@@ -3226,6 +3276,7 @@ CREATE OR REPLACE FUNCTION "gearsql"."gman_do_background"("function" text, "work
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
     raw pg_catalog.bytea;
+    settings pg_catalog.text[];
     mode pg_catalog.text;
     limit_text pg_catalog.text;
     size_limit pg_catalog.int8;
@@ -3251,12 +3302,9 @@ BEGIN
         RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := pg_catalog.convert_to(workload, 'UTF8');
-    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
-      INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
-    mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    settings := "gearsql"._gman_background_settings();
+    mode := coalesce(settings[1], 'transactional');
+    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
     IF limit_text OPERATOR(pg_catalog.=) '' THEN
         limit_text := '0';
     END IF;
@@ -3304,6 +3352,7 @@ CREATE OR REPLACE FUNCTION "gearsql"."gman_do_background"("function" text, "work
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
     raw pg_catalog.bytea;
+    settings pg_catalog.text[];
     mode pg_catalog.text;
     limit_text pg_catalog.text;
     size_limit pg_catalog.int8;
@@ -3329,12 +3378,9 @@ BEGIN
         RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := workload;
-    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
-      INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
-    mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    settings := "gearsql"._gman_background_settings();
+    mode := coalesce(settings[1], 'transactional');
+    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
     IF limit_text OPERATOR(pg_catalog.=) '' THEN
         limit_text := '0';
     END IF;
@@ -3382,6 +3428,7 @@ CREATE OR REPLACE FUNCTION "gearsql"."gman_do_high_background"("function" text, 
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
     raw pg_catalog.bytea;
+    settings pg_catalog.text[];
     mode pg_catalog.text;
     limit_text pg_catalog.text;
     size_limit pg_catalog.int8;
@@ -3404,12 +3451,9 @@ BEGIN
         RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := pg_catalog.convert_to(workload, 'UTF8');
-    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
-      INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
-    mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    settings := "gearsql"._gman_background_settings();
+    mode := coalesce(settings[1], 'transactional');
+    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
     IF limit_text OPERATOR(pg_catalog.=) '' THEN
         limit_text := '0';
     END IF;
@@ -3457,6 +3501,7 @@ CREATE OR REPLACE FUNCTION "gearsql"."gman_do_high_background"("function" text, 
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
     raw pg_catalog.bytea;
+    settings pg_catalog.text[];
     mode pg_catalog.text;
     limit_text pg_catalog.text;
     size_limit pg_catalog.int8;
@@ -3479,12 +3524,9 @@ BEGIN
         RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := workload;
-    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
-      INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
-    mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    settings := "gearsql"._gman_background_settings();
+    mode := coalesce(settings[1], 'transactional');
+    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
     IF limit_text OPERATOR(pg_catalog.=) '' THEN
         limit_text := '0';
     END IF;
@@ -3532,6 +3574,7 @@ CREATE OR REPLACE FUNCTION "gearsql"."gman_do_high_background"("function" text, 
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
     raw pg_catalog.bytea;
+    settings pg_catalog.text[];
     mode pg_catalog.text;
     limit_text pg_catalog.text;
     size_limit pg_catalog.int8;
@@ -3557,12 +3600,9 @@ BEGIN
         RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := pg_catalog.convert_to(workload, 'UTF8');
-    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
-      INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
-    mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    settings := "gearsql"._gman_background_settings();
+    mode := coalesce(settings[1], 'transactional');
+    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
     IF limit_text OPERATOR(pg_catalog.=) '' THEN
         limit_text := '0';
     END IF;
@@ -3610,6 +3650,7 @@ CREATE OR REPLACE FUNCTION "gearsql"."gman_do_high_background"("function" text, 
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
     raw pg_catalog.bytea;
+    settings pg_catalog.text[];
     mode pg_catalog.text;
     limit_text pg_catalog.text;
     size_limit pg_catalog.int8;
@@ -3635,12 +3676,9 @@ BEGIN
         RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := workload;
-    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
-      INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
-    mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    settings := "gearsql"._gman_background_settings();
+    mode := coalesce(settings[1], 'transactional');
+    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
     IF limit_text OPERATOR(pg_catalog.=) '' THEN
         limit_text := '0';
     END IF;
@@ -3688,6 +3726,7 @@ CREATE OR REPLACE FUNCTION "gearsql"."gman_do_low_background"("function" text, "
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
     raw pg_catalog.bytea;
+    settings pg_catalog.text[];
     mode pg_catalog.text;
     limit_text pg_catalog.text;
     size_limit pg_catalog.int8;
@@ -3710,12 +3749,9 @@ BEGIN
         RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := pg_catalog.convert_to(workload, 'UTF8');
-    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
-      INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
-    mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    settings := "gearsql"._gman_background_settings();
+    mode := coalesce(settings[1], 'transactional');
+    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
     IF limit_text OPERATOR(pg_catalog.=) '' THEN
         limit_text := '0';
     END IF;
@@ -3763,6 +3799,7 @@ CREATE OR REPLACE FUNCTION "gearsql"."gman_do_low_background"("function" text, "
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
     raw pg_catalog.bytea;
+    settings pg_catalog.text[];
     mode pg_catalog.text;
     limit_text pg_catalog.text;
     size_limit pg_catalog.int8;
@@ -3785,12 +3822,9 @@ BEGIN
         RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := workload;
-    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
-      INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
-    mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    settings := "gearsql"._gman_background_settings();
+    mode := coalesce(settings[1], 'transactional');
+    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
     IF limit_text OPERATOR(pg_catalog.=) '' THEN
         limit_text := '0';
     END IF;
@@ -3838,6 +3872,7 @@ CREATE OR REPLACE FUNCTION "gearsql"."gman_do_low_background"("function" text, "
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
     raw pg_catalog.bytea;
+    settings pg_catalog.text[];
     mode pg_catalog.text;
     limit_text pg_catalog.text;
     size_limit pg_catalog.int8;
@@ -3863,12 +3898,9 @@ BEGIN
         RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := pg_catalog.convert_to(workload, 'UTF8');
-    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
-      INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
-    mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    settings := "gearsql"._gman_background_settings();
+    mode := coalesce(settings[1], 'transactional');
+    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
     IF limit_text OPERATOR(pg_catalog.=) '' THEN
         limit_text := '0';
     END IF;
@@ -3916,6 +3948,7 @@ CREATE OR REPLACE FUNCTION "gearsql"."gman_do_low_background"("function" text, "
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $gearsql$
 DECLARE
     raw pg_catalog.bytea;
+    settings pg_catalog.text[];
     mode pg_catalog.text;
     limit_text pg_catalog.text;
     size_limit pg_catalog.int8;
@@ -3941,12 +3974,9 @@ BEGIN
         RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
     END IF;
     raw := workload;
-    SELECT pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'background_mode'),
-           pg_catalog.max(value) FILTER (WHERE name OPERATOR(pg_catalog.=) 'max_workload')
-      INTO mode, limit_text FROM "gearsql".gman_settings
-     WHERE name OPERATOR(pg_catalog.=) ANY ('{background_mode,max_workload}'::pg_catalog.text[]);
-    mode := coalesce(mode, 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    settings := "gearsql"._gman_background_settings();
+    mode := coalesce(settings[1], 'transactional');
+    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
     IF limit_text OPERATOR(pg_catalog.=) '' THEN
         limit_text := '0';
     END IF;
@@ -4294,9 +4324,22 @@ DECLARE
     grantee text;
 BEGIN
     FOREACH grantee IN ARRAY string_to_array(
-        rtrim(coalesce(current_setting('gearsql.regrant', true), ''), E'\n'), E'\n')
+        rtrim(coalesce(current_setting('gearsql.regrant_gman_job_status', true), ''), E'\n'), E'\n')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s.gman_job_status(text) TO %s',
+                       '"gearsql"', grantee);
+    END LOOP;
+END
+$do$;
+
+DO $do$
+DECLARE
+    grantee text;
+BEGIN
+    FOREACH grantee IN ARRAY string_to_array(
+        rtrim(coalesce(current_setting('gearsql.regrant_gman_pipeline', true), ''), E'\n'), E'\n')
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s.gman_pipeline() TO %s',
                        '"gearsql"', grantee);
     END LOOP;
 END
@@ -4363,6 +4406,8 @@ REVOKE ALL ON FUNCTION "gearsql"."_gman_py__gman_sum_step"(bigint, text, text) F
 REVOKE ALL ON FUNCTION "gearsql"."_gman_py__gman_sum_step"(bigint, text, bytea) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"."_gman_py__gman_sum_final"(bigint) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION "gearsql"._gman_background_settings() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"._gman_outbox_state(bigint) FROM PUBLIC;
 

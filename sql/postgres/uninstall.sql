@@ -88,6 +88,8 @@ DROP FUNCTION IF EXISTS "gearsql"."gman_pipeline"();
 
 DROP FUNCTION IF EXISTS "gearsql"._gman_outbox_state(bigint);
 
+DROP FUNCTION IF EXISTS "gearsql"._gman_background_settings();
+
 DROP FUNCTION IF EXISTS "gearsql"."_gman_py__gman_sum_final"(bigint);
 
 DROP FUNCTION IF EXISTS "gearsql"."_gman_py__gman_sum_step"(bigint, text, bytea);
@@ -153,6 +155,8 @@ DROP TABLE IF EXISTS "gearsql".gman_outbox_dead;
 DROP TABLE IF EXISTS "gearsql".gman_outbox;
 
 DROP TABLE IF EXISTS "gearsql".gman_settings;
+
+DROP FUNCTION IF EXISTS "gearsql"._gman_publish_settings();
 
 DO $$
 BEGIN
