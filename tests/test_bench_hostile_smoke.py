@@ -65,6 +65,8 @@ def test_hostile_bench_runs_side_by_side_with_gearmand_at_the_smallest_sizes() -
             "1",
             "--fuzz-seconds",
             "3",
+            "--settle-seconds",
+            "3",
             "--fuzz-concurrency",
             "2",
         ],
