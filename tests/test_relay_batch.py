@@ -256,3 +256,29 @@ def test_sqlite_dsns_follow_sqlalchemy_three_slashes_relative_four_absolute(
 def test_impossible_sources_are_refused(dsn: str, source: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         open_source(dsn, "gearsql", source)
+
+
+def test_an_sqlite_claim_leaves_the_rows_of_the_functions_it_skips(tmp_path: Path) -> None:
+    """The claim a relay makes while a function's own servers are down (PostgreSQL and MariaDB:
+    tests/test_relay_servers.py, end to end)."""
+    import gearsql.sqlite
+
+    path = tmp_path / "app.db"
+    app = gearsql.sqlite.connect(str(path), servers="127.0.0.1:1")
+    with app:
+        for function in ("down", "up", "down", "other", "up"):
+            app.execute("SELECT gman_do_background(?, 'w')", (function,))
+    app.close()
+    source = open_source(f"sqlite:///{path}")
+    source.open()
+    try:
+        rows = source.claim(10, 1 << 20, [b"down"])
+        assert [(row.id, row.function) for row in rows] == [(2, b"up"), (4, b"other"), (5, b"up")]
+        source.finish([], [], [])
+        rows = source.claim(10, 1 << 20, [b"down", b"up"])
+        assert [row.function for row in rows] == [b"other"]
+        source.finish([], [], [])
+        assert len(source.claim(10, 1 << 20)) == 5
+        source.finish([], [], [])
+    finally:
+        source.close()

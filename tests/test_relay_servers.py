@@ -26,6 +26,7 @@ class _Installed:
             self.settings = "gearsql.gman_settings"
             self.background = "gearsql.gman_do_background"
             self.route_sql = "SELECT gearsql.gman_servers_set(%s, %s)"
+            self.outbox = "gearsql.gman_outbox"
         else:
             from gearsql.bridges.mysql import install as install_mysql
 
@@ -33,6 +34,7 @@ class _Installed:
             self.settings = "gman_settings"
             self.background = "gman_do_background"
             self.route_sql = "SELECT gman_servers_set_function(%s, %s)"
+            self.outbox = "gman_outbox"
 
     def _run(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         if self.kind == "postgres":
@@ -212,6 +214,40 @@ def test_rows_of_a_function_with_servers_of_its_own_go_there_within_the_allowed(
         eventually(lambda: queued(gearsql_server, "fs_c") == 1, what="fs_c on server 1")
         assert queued(second_server, "fs_c") == 0
         assert relay.log().count("for function 'fs_c'") == 1
+    finally:
+        code = relay.stop()
+    assert code == 0, relay.log()
+
+
+def test_a_functions_own_servers_being_down_holds_up_only_its_rows(
+    installed: _Installed,
+    gearsql_server: ServerProcess,
+    second_server: ServerProcess,
+    tmp_path: Path,
+) -> None:
+    """The rows of a function whose own servers are down wait in the outbox (logged once, tried
+    again with backoff) while the rows of other functions, written after them, are submitted;
+    when those servers are back, the waiting rows follow."""
+    two = f"{second_server.host}:{second_server.port}"
+    installed.set_servers(gearsql_server, second_server)
+    installed.route(second_server, "fs_down")
+    second_server.stop()
+    relay = _relay(installed, None, tmp_path)
+    try:
+        relay.wait_log(f"jobs of function 'fs_down' go to {two} (gman_servers_set)")
+        for number in range(5):  # the oldest rows are those of the function that cannot go
+            installed.enqueue(f"down{number}", "fs_down")
+        for number in range(10):
+            installed.enqueue(f"up{number}", "fs_up")
+        eventually(lambda: queued(gearsql_server, "fs_up") == 10, what="fs_up past fs_down")
+        relay.wait_log(f"{two}, the servers of function(s) 'fs_down', do not take jobs")
+        ((waiting,),) = installed._run(f"SELECT count(*) FROM {installed.outbox}")
+        assert waiting == 5
+        second_server.start()
+        eventually(lambda: queued(second_server, "fs_down") == 5, what="fs_down once back")
+        relay.wait_log(f"{two} take jobs again")
+        assert queued(gearsql_server, "fs_down") == 0
+        assert relay.log().count("do not take jobs") == 1
     finally:
         code = relay.stop()
     assert code == 0, relay.log()

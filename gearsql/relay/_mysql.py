@@ -9,7 +9,7 @@ import logging
 import random
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from gearsql._log import NOTICE
@@ -192,7 +192,8 @@ class MySQLSource(Source):
         assert self.conn is not None, "open() first"
         return self.conn
 
-    def claim(self, limit: int, max_bytes: int) -> list[OutboxRow]:
+    def claim(self, limit: int, max_bytes: int, skip: Collection[bytes] = ()) -> list[OutboxRow]:
+        where = f"WHERE function NOT IN ({','.join(map(_binary, skip))}) " if skip else ""
         cursor = self._connection().cursor()
         try:
             lock = "FOR UPDATE SKIP LOCKED" if self.skip_locked else "FOR UPDATE"
@@ -202,7 +203,7 @@ class MySQLSource(Source):
             cursor.execute(
                 "SELECT id, function, unique_key, IF(LENGTH(workload) <= %s, workload, NULL), "
                 "priority, LENGTH(workload) FROM gman_outbox FORCE INDEX (PRIMARY) "
-                f"ORDER BY id LIMIT %s {lock}",
+                f"{where}ORDER BY id LIMIT %s {lock}",
                 (inline_bytes(limit, max_bytes), limit),
             )
             claimed = cursor.fetchall()

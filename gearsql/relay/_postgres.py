@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from gearsql._sqlcommon import DEAD_COLUMNS, NOTIFY_CHANNEL, check_identifier
@@ -104,18 +104,21 @@ class PostgresSource(Source):
     def describe(self) -> str:
         return self._description
 
-    def claim(self, limit: int, max_bytes: int) -> list[OutboxRow]:
+    def claim(self, limit: int, max_bytes: int, skip: Collection[bytes] = ()) -> list[OutboxRow]:
         conn = self.conn
         assert conn is not None
+        where = "WHERE NOT (function = ANY(%s::bytea[])) " if skip else ""
+        params: tuple[Any, ...] = (inline_bytes(limit, max_bytes),)
+        params += ([bytes(name) for name in skip], limit) if skip else (limit,)
         # Lock and read in one statement, but a workload too large to come inline only once
         # its row is within the budget; the rows locked but not kept are let go at commit and
         # come in the next batch.
         claimed = conn.execute(
             f"SELECT id, function, unique_key, "
             "CASE WHEN octet_length(workload) <= %s THEN workload END, priority, "
-            f"octet_length(workload) FROM {self.table} "
+            f"octet_length(workload) FROM {self.table} {where}"
             "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
-            (inline_bytes(limit, max_bytes), limit),
+            params,
         ).fetchall()
         if not claimed:
             conn.rollback()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Literal
 
 from gearsql._sqlcommon import DEAD_COLUMNS
@@ -104,7 +104,7 @@ class SQLiteSource(Source):
     def describe(self) -> str:
         return f"sqlite {self.path}"
 
-    def claim(self, limit: int, max_bytes: int) -> list[OutboxRow]:
+    def claim(self, limit: int, max_bytes: int, skip: Collection[bytes] = ()) -> list[OutboxRow]:
         conn = self.conn
         assert conn is not None
         # Look without a lock first: an empty outbox must not block the application.
@@ -114,11 +114,12 @@ class SQLiteSource(Source):
         try:
             # A workload too large to come inline is read only once its row is within the
             # budget.
+            where = f"WHERE function NOT IN ({','.join('?' * len(skip))}) " if skip else ""
             claimed = conn.execute(
                 "SELECT id, function, unique_key, "
                 "CASE WHEN length(workload) <= ? THEN workload END, priority, length(workload) "
-                "FROM gman_outbox ORDER BY id LIMIT ?",
-                (inline_bytes(limit, max_bytes), limit),
+                f"FROM gman_outbox {where}ORDER BY id LIMIT ?",
+                (inline_bytes(limit, max_bytes), *map(bytes, skip), limit),
             ).fetchall()
             if not claimed:
                 conn.execute("ROLLBACK")

@@ -201,7 +201,12 @@ class Relay:
                 if state == "refused":
                     await self._sleep(self._server_backoff.next_delay())
                 elif not self._woken.is_set():
-                    await self._sleep(self.poll_interval, wakes=True)
+                    # No longer than until the retry of a function's servers that are down.
+                    retry = self._routes.next_retry()
+                    wait = self.poll_interval
+                    if retry is not None:
+                        wait = min(wait, max(0.0, retry - self._now()))
+                    await self._sleep(wait, wakes=True)
         finally:
             self.stopping.set()
             await self._stop_background(background)
@@ -323,7 +328,7 @@ class Relay:
         # batch lost its connection, one row at a time finds the row that breaks it.
         alone = self._server_outage.down or self._strikes.isolating
         limit = 1 if alone else self.batch
-        rows, routes = await self._db(self._claim, limit)
+        rows, routes = await self._db(self._claim, limit, self._routes.skipped(self._now()))
         if not rows:
             return "empty"
         self._routes.update(routes, self.client)
@@ -370,6 +375,8 @@ class Relay:
                 reason,
                 row.function[:80],
             )
+        if self._routes_failed(rows, settlement.done, settlement.failed):
+            return "busy"  # only functions with servers of their own failed; the rest go on
         if settlement.failed:
             if self._server_outage.failed(self._now()):
                 log.warning(
@@ -390,10 +397,59 @@ class Relay:
         self._server_backoff.reset()
         return "busy"
 
-    def _claim(self, limit: int) -> tuple[list[OutboxRow], dict[bytes, str]]:
-        """On the database thread: claim a batch and, when it holds rows, read the functions'
-        servers in its transaction (one hop to the thread for both)."""
-        rows = self.source.claim(limit, self.batch_bytes)
+    def _routes_failed(
+        self,
+        rows: list[OutboxRow],
+        done: list[int],
+        failed: Sequence[tuple[OutboxRow, BaseException]],
+    ) -> bool:
+        """Follow the outages of functions' own servers (:class:`FunctionRoutes`): log where
+        one starts or ends. True when every failure of the batch was on such servers, so that
+        their rows wait (claims skip them until a retry is due) while the others go on; False
+        when the default servers failed too (the relay's outage handling applies) or nothing
+        failed."""
+        now = self._now()
+        took = set(done)
+        for servers in {self._routes.route_of(row.function) for row in rows if row.id in took}:
+            if servers is not None and (length := self._routes.succeeded(servers, now)):
+                log.log(
+                    NOTICE,
+                    "%s: %s take jobs again (after %.1f s)",
+                    self.source.describe(),
+                    ",".join(servers),
+                    length,
+                )
+        routes = {self._routes.route_of(row.function) for row, _ in failed}
+        if not failed or None in routes:
+            return False
+        for servers in routes:
+            assert servers is not None
+            if self._routes.failed(servers, now):
+                log.warning(
+                    "%s: %s, the servers of function(s) %s, do not take jobs: %s; those rows "
+                    "wait in the outbox, retried with backoff, while the others go on",
+                    self.source.describe(),
+                    ",".join(servers),
+                    ", ".join(
+                        sorted(
+                            {
+                                repr(bytes(row.function[:80]).decode("utf-8", "replace"))
+                                for row, _ in failed
+                                if self._routes.route_of(row.function) == servers
+                            }
+                        )
+                    )[:400],
+                    describe_error(failed[0][1]),
+                )
+        return True
+
+    def _claim(
+        self, limit: int, skip: Sequence[bytes] = ()
+    ) -> tuple[list[OutboxRow], dict[bytes, str]]:
+        """On the database thread: claim a batch (leaving the rows of the functions in
+        ``skip``) and, when it holds rows, read the functions' servers in its transaction (one
+        hop to the thread for both)."""
+        rows = self.source.claim(limit, self.batch_bytes, skip)
         return rows, self.source.function_servers() if rows else self._routes.entries
 
     async def _contact(self) -> None:

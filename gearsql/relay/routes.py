@@ -1,7 +1,11 @@
 """Where the relay sends the jobs of one function: the servers chosen for it in the database with
 ``gman_servers_set(servers, function)`` (the table ``gman_function_servers``), as far as the
 relay's own servers allow, each list through an :class:`~gearsql.client.AsyncClient` of its
-own; every other function through the relay's default client."""
+own; every other function through the relay's default client.
+
+When a function's own servers do not take jobs, its rows wait in the outbox and the relay
+claims the others without them (``skip``) until a retry is due, with a backoff per server list:
+an outage of one function's servers never holds up the rows of other functions."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import logging
 from collections.abc import Mapping
 
 from gearsql._log import NOTICE
-from gearsql._servers import format_address, parse_servers
+from gearsql._servers import Backoff, format_address, parse_servers
 from gearsql.client import AsyncClient
 
 __all__ = ["FunctionRoutes", "function_key"]
@@ -47,6 +51,9 @@ class FunctionRoutes:
         self._routes: dict[bytes, tuple[str, ...]] = {}
         self._clients: dict[tuple[str, ...], AsyncClient] = {}
         self._warned: set[tuple[bytes, str, tuple[str, ...]]] = set()
+        #: Server lists of functions that do not take jobs: when the outage began, its backoff,
+        #: and when to try them again.
+        self._down: dict[tuple[str, ...], tuple[float, Backoff, float]] = {}
 
     def update(self, entries: Mapping[bytes, str], default: AsyncClient) -> None:
         """Follow ``entries`` (as read from the database) within ``default``'s servers."""
@@ -98,6 +105,33 @@ class FunctionRoutes:
         self.entries = dict(entries)
         self._allowed = list(allowed)
         self._routes = routes
+        self._down = {
+            servers: down for servers, down in self._down.items() if servers in set(routes.values())
+        }
+
+    def route_of(self, function: str | bytes) -> tuple[str, ...] | None:
+        """The servers of ``function``'s own route, None when it goes to the default ones."""
+        return self._routes.get(function_key(function))
+
+    def failed(self, servers: tuple[str, ...], now: float) -> bool:
+        """Record that ``servers`` did not take a job; True when that starts an outage."""
+        since, backoff, _ = self._down.get(servers, (now, Backoff(0.2, 10.0), now))
+        self._down[servers] = (since, backoff, now + backoff.next_delay())
+        return since == now
+
+    def succeeded(self, servers: tuple[str, ...], now: float) -> float | None:
+        """Record that ``servers`` took a job; the outage's length when that ends one."""
+        down = self._down.pop(servers, None)
+        return None if down is None else now - down[0]
+
+    def skipped(self, now: float) -> list[bytes]:
+        """Functions whose own servers are down with no retry due: claims leave their rows."""
+        waiting = {servers for servers, (_, _, retry) in self._down.items() if retry > now}
+        return sorted(function for function, servers in self._routes.items() if servers in waiting)
+
+    def next_retry(self) -> float | None:
+        """When the first down route is due for another try (None: none is down)."""
+        return min((retry for _, _, retry in self._down.values()), default=None)
 
     def client_for(self, function: str | bytes, default: AsyncClient) -> AsyncClient:
         """The client that submits jobs of ``function``."""

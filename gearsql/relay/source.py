@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 from gearsql.relay.batch import OutboxRow
@@ -98,10 +98,12 @@ class Source(abc.ABC):
         return self.identity()
 
     @abc.abstractmethod
-    def claim(self, limit: int, max_bytes: int) -> list[OutboxRow]:
+    def claim(self, limit: int, max_bytes: int, skip: Collection[bytes] = ()) -> list[OutboxRow]:
         """Lock and return the oldest rows no other relay holds: at most ``limit``, with
-        workloads of at most ``max_bytes`` together (but at least one row). The transaction
-        stays open until :meth:`finish`; with no rows it is ended and [] returned."""
+        workloads of at most ``max_bytes`` together (but at least one row), none of a function
+        in ``skip`` (functions whose own job servers are down: their rows wait while the others
+        go). The transaction stays open until :meth:`finish`; with no rows it is ended and []
+        returned."""
 
     @abc.abstractmethod
     def finish(
