@@ -247,6 +247,22 @@ def test_a_copy_with_an_empty_outbox_is_recorded_and_goes(
     assert original.origin()[0][0] == before
 
 
+def test_an_outbox_without_a_visible_origin_is_relayed_and_says_it_is_not_checked(
+    original: Installed, relays: Relays
+) -> None:
+    """An install older than gman_origin, or a relay account granted before it existed (it
+    sees no table it has no privilege on): the relay goes, and says the check is off."""
+    conn = original.connect()
+    try:
+        cursor = conn.cursor()
+        cursor.execute("DROP TABLE gman_origin")
+        cursor.close()
+    finally:
+        conn.close()
+    relay = relays.start(original)
+    relay.wait_log("gman_origin is missing, or this account may not read it: not checked")
+
+
 def test_adopt_refuses_a_mariadb_database_without_the_outbox() -> None:
     from databases import mysql_database
 

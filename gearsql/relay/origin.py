@@ -98,7 +98,7 @@ def _postgres(schema: str) -> _Dialect:
         outbox=outbox,
         dead=dead,
         exists=(
-            "SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
+            "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
             (table, outbox),
         ),
         setup=None,
@@ -118,8 +118,9 @@ def _mysql() -> _Dialect:
         dead="gman_outbox_dead",
         # information_schema lists only the tables this account has a privilege on.
         exists=(
-            "SELECT COUNT(*) = 2 FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
-            "AND TABLE_NAME IN ('gman_origin', 'gman_outbox')",
+            "SELECT COALESCE(SUM(TABLE_NAME = 'gman_origin'), 0) > 0, "
+            "COALESCE(SUM(TABLE_NAME = 'gman_outbox'), 0) > 0 FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ('gman_origin', 'gman_outbox')",
             (),
         ),
         setup=MYSQL_ORIGIN_SETUP,
@@ -205,7 +206,15 @@ def _check(db: _Database, dialect: _Dialect, dsn: str) -> None:
     table = dialect.table
     try:
         found = db.one(*dialect.exists)
-        current = _identity(db, dialect) if found is not None and found[0] else None
+        origin, outbox = (bool(found[0]), bool(found[1])) if found is not None else (False, False)
+        if outbox and not origin:
+            log.log(
+                NOTICE,
+                "%s is missing, or this account may not read it: not checked for being a copy "
+                "(run the install again, with the relay's account, to record the database)",
+                table,
+            )
+        current = _identity(db, dialect) if origin and outbox else None
         if current is None:
             db.rollback()
             return
@@ -289,7 +298,7 @@ def adopt(dsn: str, schema: str = "gearsql", discard: bool = False) -> str:
 def _adopt(db: _Database, dialect: _Dialect, discard: bool, install: str) -> str:
     table, outbox = dialect.table, dialect.outbox
     found = db.one(*dialect.exists)
-    if found is None or not found[0]:
+    if found is None or not (found[0] and found[1]):
         raise ValueError(
             f"{table} or {outbox} does not exist: run `gearsql install {install}` (again) first"
         )
