@@ -36,6 +36,10 @@ ONE_SIDED = {
     (Task, "result"): "the result of a finished Task without waiting; SyncTask.result waits",
     (Task, "__await__"): "awaiting is asyncio's; SyncTask.result blocks instead",
     (Task, "__aiter__"): "async for is asyncio's; SyncTask.updates() is a plain iterator",
+    (AsyncClient, "start_background"): (
+        "many submissions started in one pass of the event loop, without a Task each (the "
+        "relay's batches); through a blocking client each call would be a thread hop anyway"
+    ),
 }
 
 #: Parameters whose defaults differ on purpose, with the reason.
