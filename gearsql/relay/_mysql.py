@@ -16,7 +16,7 @@ from gearsql._log import NOTICE
 from gearsql._mysqlurl import MySQLConnection, MySQLCursor
 from gearsql._sqlcommon import DEAD_COLUMNS
 from gearsql.relay._thread import watch_in_thread
-from gearsql.relay.batch import OutboxRow, inline_bytes, rows_from_claim
+from gearsql.relay.batch import OutboxRow, as_bytes, inline_bytes, rows_from_claim
 from gearsql.relay.origin import check_mysql
 from gearsql.relay.source import (
     SENT_KEEP_IDS,
@@ -354,7 +354,7 @@ class MySQLSource(Source):
             cursor.close()
         if idle:
             conn.rollback()
-        return {bytes(function): str(servers) for function, servers in rows}
+        return {as_bytes(function): str(servers) for function, servers in rows}
 
     def close(self) -> None:
         self._extras = None

@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from gearsql._sqlcommon import DEAD_COLUMNS, NOTIFY_CHANNEL, check_identifier
-from gearsql.relay.batch import OutboxRow, inline_bytes, rows_from_claim
+from gearsql.relay.batch import OutboxRow, as_bytes, inline_bytes, rows_from_claim
 from gearsql.relay.origin import check_postgres
 from gearsql.relay.source import (
     SENT_KEEP_IDS,
@@ -241,7 +241,7 @@ class PostgresSource(Source):
 
         idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         rows = conn.execute(f"SELECT function, servers FROM {self.function_servers_table}")
-        entries = {str(function).encode("utf-8"): str(servers) for function, servers in rows}
+        entries = {as_bytes(function): str(servers) for function, servers in rows}
         if idle:
             conn.rollback()
         return entries

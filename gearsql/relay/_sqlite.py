@@ -12,7 +12,7 @@ from typing import Literal
 
 from gearsql._sqlcommon import DEAD_COLUMNS
 from gearsql.relay._thread import watch_in_thread
-from gearsql.relay.batch import OutboxRow, inline_bytes, rows_from_claim
+from gearsql.relay.batch import OutboxRow, as_bytes, inline_bytes, rows_from_claim
 from gearsql.relay.source import (
     SENT_KEEP_IDS,
     SENT_KEEP_SECONDS,
@@ -214,10 +214,7 @@ class SQLiteSource(Source):
         if found is None:
             return {}
         rows = conn.execute("SELECT function, servers FROM gman_function_servers").fetchall()
-        return {
-            function.encode("utf-8") if isinstance(function, str) else bytes(function): servers
-            for function, servers in rows
-        }
+        return {as_bytes(function): servers for function, servers in rows}
 
     def close(self) -> None:
         self._extras = None

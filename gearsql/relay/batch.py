@@ -33,6 +33,7 @@ __all__ = [
     "OutboxRow",
     "Settlement",
     "Strikes",
+    "as_bytes",
     "check_unique_prefix",
     "default_unique_prefix",
     "inline_bytes",
@@ -70,7 +71,9 @@ class OutboxRow:
             return Priority.NORMAL
 
 
-def _bytes(value: Any) -> bytes:
+def as_bytes(value: Any) -> bytes:
+    """A name or payload as a database driver returns it (bytes, bytearray, memoryview or str,
+    the latter in UTF-8) as bytes."""
     if isinstance(value, str):
         return value.encode("utf-8")
     return bytes(value)
@@ -84,9 +87,9 @@ def row_from_values(values: Sequence[Any]) -> OutboxRow:
         priority = priority.decode("ascii")
     return OutboxRow(
         int(id_),
-        _bytes(function),
-        _bytes(unique) if unique else None,
-        _bytes(workload),
+        as_bytes(function),
+        as_bytes(unique) if unique else None,
+        as_bytes(workload),
         str(priority),
     )
 

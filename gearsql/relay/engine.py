@@ -419,10 +419,14 @@ class Relay:
                     ",".join(servers),
                     length,
                 )
-        routes = {self._routes.route_of(row.function) for row, _ in failed}
-        if not failed or None in routes:
+        # The names of the functions that failed, by the servers they went to.
+        down: dict[tuple[str, ...] | None, set[str]] = {}
+        for row, _ in failed:
+            name = repr(row.function[:80].decode("utf-8", "replace"))
+            down.setdefault(self._routes.route_of(row.function), set()).add(name)
+        if not down or None in down:
             return False
-        for servers in routes:
+        for servers, names in down.items():
             assert servers is not None
             if self._routes.failed(servers, now):
                 log.warning(
@@ -430,15 +434,7 @@ class Relay:
                     "wait in the outbox, retried with backoff, while the others go on",
                     self.source.describe(),
                     ",".join(servers),
-                    ", ".join(
-                        sorted(
-                            {
-                                repr(bytes(row.function[:80]).decode("utf-8", "replace"))
-                                for row, _ in failed
-                                if self._routes.route_of(row.function) == servers
-                            }
-                        )
-                    )[:400],
+                    ", ".join(sorted(names))[:400],
                     describe_error(failed[0][1]),
                 )
         return True

@@ -72,7 +72,8 @@ class _Dialect:
     table: str
     outbox: str
     dead: str
-    #: One row, one value: whether gman_origin and gman_outbox exist (and may be seen).
+    #: One row, two values: whether gman_origin exists (and may be seen), whether gman_outbox
+    #: does.
     exists: tuple[str, tuple[str, ...]]
     #: Run before the identity query.
     setup: str | None

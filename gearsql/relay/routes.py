@@ -15,15 +15,11 @@ from collections.abc import Mapping
 from gearsql._log import NOTICE
 from gearsql._servers import Backoff, format_address, parse_servers
 from gearsql.client import AsyncClient
+from gearsql.relay.batch import Outage, as_bytes
 
-__all__ = ["FunctionRoutes", "function_key"]
+__all__ = ["FunctionRoutes"]
 
 log = logging.getLogger("gearsql.relay")
-
-
-def function_key(function: str | bytes) -> bytes:
-    """A function name as the routes are keyed: its bytes (a ``str`` in UTF-8)."""
-    return function.encode("utf-8") if isinstance(function, str) else bytes(function)
 
 
 def _servers(text: str) -> list[str] | None:
@@ -51,9 +47,9 @@ class FunctionRoutes:
         self._routes: dict[bytes, tuple[str, ...]] = {}
         self._clients: dict[tuple[str, ...], AsyncClient] = {}
         self._warned: set[tuple[bytes, str, tuple[str, ...]]] = set()
-        #: Server lists of functions that do not take jobs: when the outage began, its backoff,
-        #: and when to try them again.
-        self._down: dict[tuple[str, ...], tuple[float, Backoff, float]] = {}
+        #: Server lists of functions that do not take jobs: the outage, its backoff, and when to
+        #: try them again.
+        self._down: dict[tuple[str, ...], tuple[Outage, Backoff, float]] = {}
 
     def update(self, entries: Mapping[bytes, str], default: AsyncClient) -> None:
         """Follow ``entries`` (as read from the database) within ``default``'s servers."""
@@ -105,24 +101,23 @@ class FunctionRoutes:
         self.entries = dict(entries)
         self._allowed = list(allowed)
         self._routes = routes
-        self._down = {
-            servers: down for servers, down in self._down.items() if servers in set(routes.values())
-        }
+        kept = set(routes.values())
+        self._down = {servers: down for servers, down in self._down.items() if servers in kept}
 
     def route_of(self, function: str | bytes) -> tuple[str, ...] | None:
         """The servers of ``function``'s own route, None when it goes to the default ones."""
-        return self._routes.get(function_key(function))
+        return self._routes.get(as_bytes(function))
 
     def failed(self, servers: tuple[str, ...], now: float) -> bool:
         """Record that ``servers`` did not take a job; True when that starts an outage."""
-        since, backoff, _ = self._down.get(servers, (now, Backoff(0.2, 10.0), now))
-        self._down[servers] = (since, backoff, now + backoff.next_delay())
-        return since == now
+        outage, backoff, _ = self._down.get(servers, (Outage(), Backoff(0.2, 10.0), now))
+        self._down[servers] = (outage, backoff, now + backoff.next_delay())
+        return outage.failed(now)
 
     def succeeded(self, servers: tuple[str, ...], now: float) -> float | None:
         """Record that ``servers`` took a job; the outage's length when that ends one."""
         down = self._down.pop(servers, None)
-        return None if down is None else now - down[0]
+        return None if down is None else down[0].recovered(now)
 
     def skipped(self, now: float) -> list[bytes]:
         """Functions whose own servers are down with no retry due: claims leave their rows."""
@@ -135,7 +130,7 @@ class FunctionRoutes:
 
     def client_for(self, function: str | bytes, default: AsyncClient) -> AsyncClient:
         """The client that submits jobs of ``function``."""
-        servers = self._routes.get(function_key(function))
+        servers = self._routes.get(as_bytes(function))
         if servers is None or list(servers) == default.servers:
             return default
         client = self._clients.get(servers)
