@@ -38,13 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen
 from compare import QUICK_JOBS, RunningServer, format_table, start_server
 from loadgen import LoadConfig, PhaseResult, ProcessSpec, ScenarioError
+from loadgen import _percentile as percentile
+from loadgen import _split as shares
 
 HOST = "127.0.0.1"
 SCENARIOS = ("submit-bg", "drain", "foreground")
-
-
-def _shares(total: int, parts: int) -> list[int]:
-    return [total // parts + (1 if n < total % parts else 0) for n in range(parts)]
 
 
 def _cpu(servers: Sequence[RunningServer]) -> float:
@@ -64,9 +62,9 @@ def _submitters(
     servers: Sequence[RunningServer], cfg: LoadConfig, function: bytes, jobs: int, tag: str
 ) -> list[ProcessSpec]:
     specs: list[ProcessSpec] = []
-    connections = _shares(max(cfg.submit_connections, len(servers)), len(servers))
+    connections = shares(max(cfg.submit_connections, len(servers)), len(servers))
     for number, (server, share, conns) in enumerate(
-        zip(servers, _shares(jobs, len(servers)), connections, strict=True)
+        zip(servers, shares(jobs, len(servers)), connections, strict=True)
     ):
         specs.append(
             ProcessSpec(
@@ -74,7 +72,7 @@ def _submitters(
                 HOST,
                 server.port,
                 conns,
-                _shares(share, conns),
+                shares(share, conns),
                 window=cfg.submit_window,
                 function=function,
                 unique_tag=f"{tag}{number}" if cfg.unique == "uuid" else None,
@@ -101,10 +99,10 @@ def submit_bg(servers: Sequence[RunningServer], cfg: LoadConfig) -> dict[str, fl
 def drain(servers: Sequence[RunningServer], cfg: LoadConfig) -> dict[str, float]:
     function = b"scale_drain"
     loadgen.run_phase(_submitters(servers, cfg, function, cfg.jobs, "d"), None, cfg.timeout)
-    for server in servers:
+    for server, share in zip(servers, shares(cfg.jobs, len(servers)), strict=True):
         held = loadgen.queued_jobs(HOST, server.port, function)
-        if held < _shares(cfg.jobs, len(servers))[0] - 1:
-            raise ScenarioError(f"server on port {server.port} holds only {held} jobs")
+        if held < share:
+            raise ScenarioError(f"server on port {server.port} holds {held} jobs, not {share}")
     phase, cpu = _timed(_workers(servers, cfg, function, target=cfg.jobs), servers, cfg)
     return {"jobs_per_s": cfg.jobs / phase.wall, "server_cpu_per_100k": cpu * 1e5 / cfg.jobs}
 
@@ -114,22 +112,20 @@ def foreground(servers: Sequence[RunningServer], cfg: LoadConfig) -> dict[str, f
     specs = _workers(servers, cfg, function)
     for server, clients, jobs in zip(
         servers,
-        _shares(cfg.clients, len(servers)),
-        _shares(cfg.fg_total, len(servers)),
+        shares(cfg.clients, len(servers)),
+        shares(cfg.fg_total, len(servers)),
         strict=True,
     ):
         specs.append(
             ProcessSpec(
-                "client", HOST, server.port, clients, _shares(jobs, clients), function=function
+                "client", HOST, server.port, clients, shares(jobs, clients), function=function
             )
         )
     phase, cpu = _timed(specs, servers, cfg)
-    latencies = phase.latencies
-    p99 = latencies[min(len(latencies) - 1, max(0, round(0.99 * len(latencies)) - 1))]
     return {
         "jobs_per_s": phase.count / phase.wall,
         "server_cpu_per_100k": cpu * 1e5 / phase.count,
-        "p99_ms": p99 * 1000,
+        "p99_ms": percentile(phase.latencies, 0.99) * 1000,
     }
 
 
