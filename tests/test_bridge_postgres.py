@@ -164,6 +164,7 @@ def configure(admin: Any, installed: dict[str, str]) -> Any:
     yield set_
     set_("background_mode", "immediate")
     set_("timeout", "60")
+    set_("max_workload", "67107840")
 
 
 @pytest.fixture
@@ -412,6 +413,10 @@ def test_unreachable_timeout_and_bad_setting_have_their_sqlstates(
     assert _sqlstate_of(db, "SELECT gman_do('nobody_works_this', 'x')") == "GM002"
     configure("background_mode", "bogus")
     assert _sqlstate_of(db, "SELECT gman_do_background('reverse', 'x')") == "GM006"
+    configure("background_mode", "transactional")
+    configure("max_workload", "lots")
+    assert _sqlstate_of(db, "SELECT gman_do_background('reverse', 'x')") == "GM006"
+    configure("max_workload", "67107840")
     configure("background_mode", "immediate")
     configure("servers", f"127.0.0.1:{free_port()}")
     assert _sqlstate_of(db, "SELECT gman_do('reverse', 'x')") == "GM001"
@@ -552,6 +557,7 @@ def test_only_the_installer_can_see_or_change_the_settings(
         # Only the public gman_* functions (and gman_sum's support) are granted.
         f'SELECT * FROM "{schema}"._gman_settings()',
         f'SELECT "{schema}"._gman_background_settings()',
+        f'SELECT "{schema}"._gman_background_limit()',
         f'SELECT "{schema}"._gman_load()',
         f'SELECT "{schema}"._gman_compile()',
         f'SELECT * FROM "{schema}"._gman_library',
@@ -700,6 +706,12 @@ def test_a_workload_above_max_workload_is_an_error_before_the_commit(
                     db.one("SELECT gman_do_background('record', repeat('x', 2000))")
         with pytest.raises(psycopg.Error, match="more than the max_workload setting"):
             db.conn.execute("SELECT gman_do('reverse', repeat('x', 1001))")
+        # 0 (and an empty value) is no limit.
+        configure("background_mode", "transactional")
+        for unlimited in ("0", " "):
+            configure("max_workload", unlimited)
+            with db.conn.transaction(force_rollback=True):
+                db.one("SELECT gman_do_background('record', repeat('x', 2000))")
         # Nothing of the failed transactions stays.
         assert admin.execute(f'SELECT count(*) FROM "{schema}".gman_outbox').fetchone()[0] == 0
     finally:
@@ -789,6 +801,11 @@ def test_installing_again_upgrades_an_install_without_dead_letters(pg_dsn: str, 
             "CHECK (name IN ('servers', 'background_mode', 'connect_timeout', "
             "'timeout', 'poll_interval'))"
         )
+        admin.execute(f"DROP FUNCTION {s}._gman_background_limit()")
+        admin.execute(
+            f"ALTER TABLE {s}.gman_outbox ADD CONSTRAINT gman_outbox_priority_check "
+            "CHECK (priority IN ('high', 'normal', 'low'))"
+        )
         admin.execute(f"DROP FUNCTION {s}.gman_job_status(text)")
         admin.execute(
             f"CREATE FUNCTION {s}.gman_job_status(handle text, OUT known boolean, OUT running "
@@ -801,6 +818,11 @@ def test_installing_again_upgrades_an_install_without_dead_letters(pg_dsn: str, 
         assert admin.execute(f"SELECT to_regclass('{s}.gman_outbox_dead') IS NOT NULL").fetchone()[
             0
         ]
+        # The outbox's CHECK goes (it made every background call's INSERT dearer).
+        assert not admin.execute(
+            f"SELECT count(*) FROM pg_constraint WHERE conrelid = '{s}.gman_outbox'::regclass "
+            "AND contype = 'c'"
+        ).fetchone()[0]
         assert (
             admin.execute(
                 f"SELECT value FROM {s}.gman_settings WHERE name = 'max_workload'"

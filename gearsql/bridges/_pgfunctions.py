@@ -7,6 +7,7 @@ and checked). The settings, the install and uninstall scripts and running them s
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 from gearsql._sqlcommon import NOTIFY_CHANNEL, OUTBOX_COLUMNS
@@ -254,6 +255,8 @@ def background_sql(schema: str, entry: dict[str, Any], plpython: bool) -> list[s
             "    new_id pg_catalog.int8;",
             _ERROR_VARIABLES.replace(" text;", " pg_catalog.text;").rstrip("\n"),
             "BEGIN",
+        ]
+        checks = [
             "    IF function IS NULL THEN",
             "        " + _raise(f"{name}: the function name is NULL", BAD_ARGUMENT),
             "    END IF;",
@@ -271,7 +274,7 @@ def background_sql(schema: str, entry: dict[str, Any], plpython: bool) -> list[s
             "    END IF;",
         ]
         if has_unique:
-            lines += [
+            checks += [
                 '    IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) '
                 f"{MAX_UNIQUE} THEN",
                 "        "
@@ -282,12 +285,11 @@ def background_sql(schema: str, entry: dict[str, Any], plpython: bool) -> list[s
                 ),
                 "    END IF;",
             ]
-        lines += [
+        checks += [
             "    IF workload IS NULL THEN",
             "        " + _raise(f"{name}: the workload is NULL", BAD_ARGUMENT),
             "    END IF;",
-            f"    raw := {data};",
-            # The two settings as constants (see background_settings_sql): no query per row.
+            # The two settings as constants (see background_settings_sql): no query.
             f"    settings := {s}._gman_background_settings();",
             "    mode := coalesce(settings[1], 'transactional');",
             "    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));",
@@ -340,12 +342,36 @@ def background_sql(schema: str, entry: dict[str, Any], plpython: bool) -> list[s
                 hint="call it on the primary (or in a read-write transaction)",
             ),
             "    END IF;",
+        ]
+        unique_guard = (
+            [f'       OR pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) {MAX_UNIQUE}']
+            if has_unique
+            else []
+        )
+        lines += [
+            f"    raw := {data};",
+            # The common case passes one test, which the published limit (NULL when the
+            # settings need a closer look) keeps to constants and lengths; the checks run
+            # only when it fails, and say which one did.
+            f"    IF {s}._gman_background_limit() IS NULL",
+            "       OR function IS NULL OR raw IS NULL",
+            "       OR pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) "
+            f"{MAX_FUNCTION_NAME}",
+            "       OR function OPERATOR(pg_catalog.=) ''",
+            *unique_guard,
+            "       OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "
+            f"{s}._gman_background_limit()",
+            "       OR pg_catalog.current_setting('transaction_read_only') "
+            "OPERATOR(pg_catalog.=) 'on' THEN",
+            textwrap.indent("\n".join(checks), "    "),
+            "    END IF;",
             f"    INSERT INTO {s}.gman_outbox ({', '.join(OUTBOX_COLUMNS[1:])})",
             f"    VALUES (pg_catalog.convert_to(function, 'UTF8'), "
             f"pg_catalog.convert_to({unique}, 'UTF8'), raw, {literal(priority)})",
             "    RETURNING id INTO new_id;",
-            f"    PERFORM pg_catalog.pg_notify({literal(NOTIFY_CHANNEL)}, {literal(schema)});",
-            "    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;",
+            # pg_notify returns void, which concat renders as ''.
+            "    RETURN pg_catalog.concat('outbox:', new_id, "
+            f"pg_catalog.pg_notify({literal(NOTIFY_CHANNEL)}, {literal(schema)}));",
             "END",
         ]
         statements.append(
@@ -368,12 +394,18 @@ def background_settings_sql(schema: str) -> list[str]:
     (``_gman_publish_settings()``, SECURITY DEFINER: its owner owns the function) in the
     transaction that changes the table, and replacing a function invalidates the plans that
     folded it in, so a change applies from the next statement of every session, as before.
-    Only the function's owner can replace it, so no caller can feed the checks other values."""
+    Only the function's owner can replace it, so no caller can feed the checks other values.
+
+    Beside it ``_gman_background_limit()``, written by the same trigger: the largest workload a
+    call may write straight to the outbox (``max_workload``, the largest int8 for none), or
+    NULL when the mode is not transactional or a setting is bad, so that the common case of a
+    call tests constants only and the slower checks that name the problem run when it fails."""
     s = ident(schema)
     publish = (
         "DECLARE\n"
         "    mode pg_catalog.text;\n"
         "    limit_text pg_catalog.text;\n"
+        "    fast pg_catalog.text;\n"
         "BEGIN\n"
         "    SELECT pg_catalog.max(value) FILTER (WHERE name = 'background_mode'),\n"
         "           pg_catalog.max(value) FILTER (WHERE name = 'max_workload')\n"
@@ -385,6 +417,19 @@ def background_settings_sql(schema: str) -> list[str]:
         "        pg_catalog.format('SELECT ARRAY[%s, %s]::pg_catalog.text[]',\n"
         "                          pg_catalog.quote_nullable(mode),\n"
         "                          pg_catalog.quote_nullable(limit_text)));\n"
+        # What the common case of a call needs: the largest workload it may write to the
+        # outbox, NULL when it must read the settings above (immediate mode, a bad setting).
+        "    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));\n"
+        "    IF coalesce(mode, 'transactional') OPERATOR(pg_catalog.=) 'transactional'\n"
+        "       AND limit_text OPERATOR(pg_catalog.~) '^[0-9]{0,18}$' THEN\n"
+        "        fast := coalesce(NULLIF(NULLIF(limit_text, '')\n"
+        "                         ::pg_catalog.int8, 0), 9223372036854775807)::pg_catalog.text;\n"
+        "    END IF;\n"
+        "    EXECUTE pg_catalog.format(\n"
+        "        'CREATE OR REPLACE FUNCTION %s._gman_background_limit() '\n"
+        "        'RETURNS pg_catalog.int8 LANGUAGE sql IMMUTABLE AS %L',\n"
+        f"        {literal(s)},\n"
+        "        pg_catalog.format('SELECT %s::pg_catalog.int8', coalesce(fast, 'NULL')));\n"
         "    RETURN NULL;\n"
         "END\n"
     )
@@ -452,6 +497,7 @@ def all_functions(schema: str, plpython: bool = True) -> list[tuple[str, str]]:
         ]
     objects += [
         ("FUNCTION", f"{ident(schema)}._gman_background_settings()"),
+        ("FUNCTION", f"{ident(schema)}._gman_background_limit()"),
         ("FUNCTION", f"{ident(schema)}._gman_outbox_state(bigint)"),
         ("FUNCTION", f"{ident(schema)}.{ident('gman_pipeline')}()"),
         ("FUNCTION", f"{ident(schema)}.{ident('gman_relay_contacts')}()"),

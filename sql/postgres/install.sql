@@ -43,6 +43,7 @@ SET search_path = pg_catalog, pg_temp AS $gearsql$
 DECLARE
     mode pg_catalog.text;
     limit_text pg_catalog.text;
+    fast pg_catalog.text;
 BEGIN
     SELECT pg_catalog.max(value) FILTER (WHERE name = 'background_mode'),
            pg_catalog.max(value) FILTER (WHERE name = 'max_workload')
@@ -54,6 +55,17 @@ BEGIN
         pg_catalog.format('SELECT ARRAY[%s, %s]::pg_catalog.text[]',
                           pg_catalog.quote_nullable(mode),
                           pg_catalog.quote_nullable(limit_text)));
+    limit_text := pg_catalog.btrim(coalesce(limit_text, ''));
+    IF coalesce(mode, 'transactional') OPERATOR(pg_catalog.=) 'transactional'
+       AND limit_text OPERATOR(pg_catalog.~) '^[0-9]{0,18}$' THEN
+        fast := coalesce(NULLIF(NULLIF(limit_text, '')
+                         ::pg_catalog.int8, 0), 9223372036854775807)::pg_catalog.text;
+    END IF;
+    EXECUTE pg_catalog.format(
+        'CREATE OR REPLACE FUNCTION %s._gman_background_limit() '
+        'RETURNS pg_catalog.int8 LANGUAGE sql IMMUTABLE AS %L',
+        '"gearsql"',
+        pg_catalog.format('SELECT %s::pg_catalog.int8', coalesce(fast, 'NULL')));
     RETURN NULL;
 END
 $gearsql$;
@@ -92,8 +104,9 @@ CREATE TABLE IF NOT EXISTS "gearsql".gman_outbox (
     unique_key bytea,
     workload bytea NOT NULL,
     priority text NOT NULL DEFAULT 'normal'
-        CHECK (priority IN ('high', 'normal', 'low'))
 );
+
+ALTER TABLE "gearsql".gman_outbox DROP CONSTRAINT IF EXISTS gman_outbox_priority_check;
 
 REVOKE ALL ON TABLE "gearsql".gman_outbox FROM PUBLIC;
 
@@ -3140,62 +3153,68 @@ DECLARE
     e_detail pg_catalog.text;
     e_hint pg_catalog.text;
 BEGIN
-    IF function IS NULL THEN
-        RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
-    END IF;
-    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-        RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-    END IF;
-    IF function OPERATOR(pg_catalog.=) '' THEN
-        RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
-    END IF;
-    IF workload IS NULL THEN
-        RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
-    END IF;
     raw := pg_catalog.convert_to(workload, 'UTF8');
-    settings := "gearsql"._gman_background_settings();
-    mode := coalesce(settings[1], 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-    IF limit_text OPERATOR(pg_catalog.=) '' THEN
-        limit_text := '0';
-    END IF;
-    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-        RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-    END IF;
-    size_limit := limit_text::pg_catalog.int8;
-    IF size_limit OPERATOR(pg_catalog.>) 0
-       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-        RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-    END IF;
-    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
-        BEGIN
-            RETURN "gearsql"._gman_background_now('gman_do_background', 'normal', function, raw, NULL::text);
-EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
-                e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-            IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
-                    DETAIL = e_detail, HINT = e_hint;
-            ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-            ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
-            ELSE
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
-            END IF;
-        END;
-    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
-        RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
-    END IF;
-    IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        RAISE EXCEPTION 'gman_do_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+    IF "gearsql"._gman_background_limit() IS NULL
+       OR function IS NULL OR raw IS NULL
+       OR pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512
+       OR function OPERATOR(pg_catalog.=) ''
+       OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
+       OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        settings := "gearsql"._gman_background_settings();
+        mode := coalesce(settings[1], 'transactional');
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
+            BEGIN
+                RETURN "gearsql"._gman_background_now('gman_do_background', 'normal', function, raw, NULL::text);
+    EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+                    e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+                e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+                IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
+                        DETAIL = e_detail, HINT = e_hint;
+                ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
+                ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
+                ELSE
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
+                END IF;
+            END;
+        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+            RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
+        END IF;
+        IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+            RAISE EXCEPTION 'gman_do_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+        END IF;
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to(NULL::text, 'UTF8'), raw, 'normal')
     RETURNING id INTO new_id;
-    PERFORM pg_catalog.pg_notify('gearsql_outbox', 'gearsql');
-    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;
+    RETURN pg_catalog.concat('outbox:', new_id, pg_catalog.pg_notify('gearsql_outbox', 'gearsql'));
 END
 $gearsql$;
 
@@ -3213,62 +3232,68 @@ DECLARE
     e_detail pg_catalog.text;
     e_hint pg_catalog.text;
 BEGIN
-    IF function IS NULL THEN
-        RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
-    END IF;
-    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-        RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-    END IF;
-    IF function OPERATOR(pg_catalog.=) '' THEN
-        RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
-    END IF;
-    IF workload IS NULL THEN
-        RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
-    END IF;
     raw := workload;
-    settings := "gearsql"._gman_background_settings();
-    mode := coalesce(settings[1], 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-    IF limit_text OPERATOR(pg_catalog.=) '' THEN
-        limit_text := '0';
-    END IF;
-    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-        RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-    END IF;
-    size_limit := limit_text::pg_catalog.int8;
-    IF size_limit OPERATOR(pg_catalog.>) 0
-       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-        RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-    END IF;
-    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
-        BEGIN
-            RETURN "gearsql"._gman_background_now('gman_do_background', 'normal', function, raw, NULL::text);
-EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
-                e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-            IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
-                    DETAIL = e_detail, HINT = e_hint;
-            ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-            ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
-            ELSE
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
-            END IF;
-        END;
-    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
-        RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
-    END IF;
-    IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        RAISE EXCEPTION 'gman_do_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+    IF "gearsql"._gman_background_limit() IS NULL
+       OR function IS NULL OR raw IS NULL
+       OR pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512
+       OR function OPERATOR(pg_catalog.=) ''
+       OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
+       OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        settings := "gearsql"._gman_background_settings();
+        mode := coalesce(settings[1], 'transactional');
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
+            BEGIN
+                RETURN "gearsql"._gman_background_now('gman_do_background', 'normal', function, raw, NULL::text);
+    EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+                    e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+                e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+                IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
+                        DETAIL = e_detail, HINT = e_hint;
+                ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
+                ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
+                ELSE
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
+                END IF;
+            END;
+        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+            RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
+        END IF;
+        IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+            RAISE EXCEPTION 'gman_do_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+        END IF;
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to(NULL::text, 'UTF8'), raw, 'normal')
     RETURNING id INTO new_id;
-    PERFORM pg_catalog.pg_notify('gearsql_outbox', 'gearsql');
-    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;
+    RETURN pg_catalog.concat('outbox:', new_id, pg_catalog.pg_notify('gearsql_outbox', 'gearsql'));
 END
 $gearsql$;
 
@@ -3286,65 +3311,72 @@ DECLARE
     e_detail pg_catalog.text;
     e_hint pg_catalog.text;
 BEGIN
-    IF function IS NULL THEN
-        RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
-    END IF;
-    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-        RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-    END IF;
-    IF function OPERATOR(pg_catalog.=) '' THEN
-        RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
-    END IF;
-    IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
-        RAISE EXCEPTION 'gman_do_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
-    END IF;
-    IF workload IS NULL THEN
-        RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
-    END IF;
     raw := pg_catalog.convert_to(workload, 'UTF8');
-    settings := "gearsql"._gman_background_settings();
-    mode := coalesce(settings[1], 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-    IF limit_text OPERATOR(pg_catalog.=) '' THEN
-        limit_text := '0';
-    END IF;
-    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-        RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-    END IF;
-    size_limit := limit_text::pg_catalog.int8;
-    IF size_limit OPERATOR(pg_catalog.>) 0
-       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-        RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-    END IF;
-    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
-        BEGIN
-            RETURN "gearsql"._gman_background_now('gman_do_background', 'normal', function, raw, "unique");
-EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
-                e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-            IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
-                    DETAIL = e_detail, HINT = e_hint;
-            ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-            ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
-            ELSE
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
-            END IF;
-        END;
-    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
-        RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
-    END IF;
-    IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        RAISE EXCEPTION 'gman_do_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+    IF "gearsql"._gman_background_limit() IS NULL
+       OR function IS NULL OR raw IS NULL
+       OR pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512
+       OR function OPERATOR(pg_catalog.=) ''
+       OR pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64
+       OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
+       OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
+            RAISE EXCEPTION 'gman_do_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        settings := "gearsql"._gman_background_settings();
+        mode := coalesce(settings[1], 'transactional');
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
+            BEGIN
+                RETURN "gearsql"._gman_background_now('gman_do_background', 'normal', function, raw, "unique");
+    EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+                    e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+                e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+                IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
+                        DETAIL = e_detail, HINT = e_hint;
+                ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
+                ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
+                ELSE
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
+                END IF;
+            END;
+        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+            RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
+        END IF;
+        IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+            RAISE EXCEPTION 'gman_do_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+        END IF;
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to("unique", 'UTF8'), raw, 'normal')
     RETURNING id INTO new_id;
-    PERFORM pg_catalog.pg_notify('gearsql_outbox', 'gearsql');
-    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;
+    RETURN pg_catalog.concat('outbox:', new_id, pg_catalog.pg_notify('gearsql_outbox', 'gearsql'));
 END
 $gearsql$;
 
@@ -3362,65 +3394,72 @@ DECLARE
     e_detail pg_catalog.text;
     e_hint pg_catalog.text;
 BEGIN
-    IF function IS NULL THEN
-        RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
-    END IF;
-    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-        RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-    END IF;
-    IF function OPERATOR(pg_catalog.=) '' THEN
-        RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
-    END IF;
-    IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
-        RAISE EXCEPTION 'gman_do_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
-    END IF;
-    IF workload IS NULL THEN
-        RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
-    END IF;
     raw := workload;
-    settings := "gearsql"._gman_background_settings();
-    mode := coalesce(settings[1], 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-    IF limit_text OPERATOR(pg_catalog.=) '' THEN
-        limit_text := '0';
-    END IF;
-    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-        RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-    END IF;
-    size_limit := limit_text::pg_catalog.int8;
-    IF size_limit OPERATOR(pg_catalog.>) 0
-       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-        RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-    END IF;
-    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
-        BEGIN
-            RETURN "gearsql"._gman_background_now('gman_do_background', 'normal', function, raw, "unique");
-EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
-                e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-            IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
-                    DETAIL = e_detail, HINT = e_hint;
-            ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-            ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
-            ELSE
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
-            END IF;
-        END;
-    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
-        RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
-    END IF;
-    IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        RAISE EXCEPTION 'gman_do_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+    IF "gearsql"._gman_background_limit() IS NULL
+       OR function IS NULL OR raw IS NULL
+       OR pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512
+       OR function OPERATOR(pg_catalog.=) ''
+       OR pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64
+       OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
+       OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
+            RAISE EXCEPTION 'gman_do_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        settings := "gearsql"._gman_background_settings();
+        mode := coalesce(settings[1], 'transactional');
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
+            BEGIN
+                RETURN "gearsql"._gman_background_now('gman_do_background', 'normal', function, raw, "unique");
+    EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+                    e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+                e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+                IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
+                        DETAIL = e_detail, HINT = e_hint;
+                ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
+                ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
+                ELSE
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
+                END IF;
+            END;
+        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+            RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
+        END IF;
+        IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+            RAISE EXCEPTION 'gman_do_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+        END IF;
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to("unique", 'UTF8'), raw, 'normal')
     RETURNING id INTO new_id;
-    PERFORM pg_catalog.pg_notify('gearsql_outbox', 'gearsql');
-    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;
+    RETURN pg_catalog.concat('outbox:', new_id, pg_catalog.pg_notify('gearsql_outbox', 'gearsql'));
 END
 $gearsql$;
 
@@ -3438,62 +3477,68 @@ DECLARE
     e_detail pg_catalog.text;
     e_hint pg_catalog.text;
 BEGIN
-    IF function IS NULL THEN
-        RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
-    END IF;
-    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-        RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-    END IF;
-    IF function OPERATOR(pg_catalog.=) '' THEN
-        RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
-    END IF;
-    IF workload IS NULL THEN
-        RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
-    END IF;
     raw := pg_catalog.convert_to(workload, 'UTF8');
-    settings := "gearsql"._gman_background_settings();
-    mode := coalesce(settings[1], 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-    IF limit_text OPERATOR(pg_catalog.=) '' THEN
-        limit_text := '0';
-    END IF;
-    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-        RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-    END IF;
-    size_limit := limit_text::pg_catalog.int8;
-    IF size_limit OPERATOR(pg_catalog.>) 0
-       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-        RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-    END IF;
-    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
-        BEGIN
-            RETURN "gearsql"._gman_background_now('gman_do_high_background', 'high', function, raw, NULL::text);
-EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
-                e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-            IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
-                    DETAIL = e_detail, HINT = e_hint;
-            ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-            ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
-            ELSE
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
-            END IF;
-        END;
-    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
-        RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
-    END IF;
-    IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        RAISE EXCEPTION 'gman_do_high_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+    IF "gearsql"._gman_background_limit() IS NULL
+       OR function IS NULL OR raw IS NULL
+       OR pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512
+       OR function OPERATOR(pg_catalog.=) ''
+       OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
+       OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        settings := "gearsql"._gman_background_settings();
+        mode := coalesce(settings[1], 'transactional');
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
+            BEGIN
+                RETURN "gearsql"._gman_background_now('gman_do_high_background', 'high', function, raw, NULL::text);
+    EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+                    e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+                e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+                IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
+                        DETAIL = e_detail, HINT = e_hint;
+                ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
+                ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
+                ELSE
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
+                END IF;
+            END;
+        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+            RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
+        END IF;
+        IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+            RAISE EXCEPTION 'gman_do_high_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+        END IF;
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to(NULL::text, 'UTF8'), raw, 'high')
     RETURNING id INTO new_id;
-    PERFORM pg_catalog.pg_notify('gearsql_outbox', 'gearsql');
-    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;
+    RETURN pg_catalog.concat('outbox:', new_id, pg_catalog.pg_notify('gearsql_outbox', 'gearsql'));
 END
 $gearsql$;
 
@@ -3511,62 +3556,68 @@ DECLARE
     e_detail pg_catalog.text;
     e_hint pg_catalog.text;
 BEGIN
-    IF function IS NULL THEN
-        RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
-    END IF;
-    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-        RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-    END IF;
-    IF function OPERATOR(pg_catalog.=) '' THEN
-        RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
-    END IF;
-    IF workload IS NULL THEN
-        RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
-    END IF;
     raw := workload;
-    settings := "gearsql"._gman_background_settings();
-    mode := coalesce(settings[1], 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-    IF limit_text OPERATOR(pg_catalog.=) '' THEN
-        limit_text := '0';
-    END IF;
-    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-        RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-    END IF;
-    size_limit := limit_text::pg_catalog.int8;
-    IF size_limit OPERATOR(pg_catalog.>) 0
-       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-        RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-    END IF;
-    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
-        BEGIN
-            RETURN "gearsql"._gman_background_now('gman_do_high_background', 'high', function, raw, NULL::text);
-EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
-                e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-            IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
-                    DETAIL = e_detail, HINT = e_hint;
-            ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-            ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
-            ELSE
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
-            END IF;
-        END;
-    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
-        RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
-    END IF;
-    IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        RAISE EXCEPTION 'gman_do_high_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+    IF "gearsql"._gman_background_limit() IS NULL
+       OR function IS NULL OR raw IS NULL
+       OR pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512
+       OR function OPERATOR(pg_catalog.=) ''
+       OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
+       OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        settings := "gearsql"._gman_background_settings();
+        mode := coalesce(settings[1], 'transactional');
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
+            BEGIN
+                RETURN "gearsql"._gman_background_now('gman_do_high_background', 'high', function, raw, NULL::text);
+    EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+                    e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+                e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+                IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
+                        DETAIL = e_detail, HINT = e_hint;
+                ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
+                ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
+                ELSE
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
+                END IF;
+            END;
+        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+            RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
+        END IF;
+        IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+            RAISE EXCEPTION 'gman_do_high_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+        END IF;
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to(NULL::text, 'UTF8'), raw, 'high')
     RETURNING id INTO new_id;
-    PERFORM pg_catalog.pg_notify('gearsql_outbox', 'gearsql');
-    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;
+    RETURN pg_catalog.concat('outbox:', new_id, pg_catalog.pg_notify('gearsql_outbox', 'gearsql'));
 END
 $gearsql$;
 
@@ -3584,65 +3635,72 @@ DECLARE
     e_detail pg_catalog.text;
     e_hint pg_catalog.text;
 BEGIN
-    IF function IS NULL THEN
-        RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
-    END IF;
-    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-        RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-    END IF;
-    IF function OPERATOR(pg_catalog.=) '' THEN
-        RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
-    END IF;
-    IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
-        RAISE EXCEPTION 'gman_do_high_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
-    END IF;
-    IF workload IS NULL THEN
-        RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
-    END IF;
     raw := pg_catalog.convert_to(workload, 'UTF8');
-    settings := "gearsql"._gman_background_settings();
-    mode := coalesce(settings[1], 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-    IF limit_text OPERATOR(pg_catalog.=) '' THEN
-        limit_text := '0';
-    END IF;
-    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-        RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-    END IF;
-    size_limit := limit_text::pg_catalog.int8;
-    IF size_limit OPERATOR(pg_catalog.>) 0
-       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-        RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-    END IF;
-    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
-        BEGIN
-            RETURN "gearsql"._gman_background_now('gman_do_high_background', 'high', function, raw, "unique");
-EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
-                e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-            IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
-                    DETAIL = e_detail, HINT = e_hint;
-            ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-            ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
-            ELSE
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
-            END IF;
-        END;
-    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
-        RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
-    END IF;
-    IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        RAISE EXCEPTION 'gman_do_high_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+    IF "gearsql"._gman_background_limit() IS NULL
+       OR function IS NULL OR raw IS NULL
+       OR pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512
+       OR function OPERATOR(pg_catalog.=) ''
+       OR pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64
+       OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
+       OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
+            RAISE EXCEPTION 'gman_do_high_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        settings := "gearsql"._gman_background_settings();
+        mode := coalesce(settings[1], 'transactional');
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
+            BEGIN
+                RETURN "gearsql"._gman_background_now('gman_do_high_background', 'high', function, raw, "unique");
+    EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+                    e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+                e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+                IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
+                        DETAIL = e_detail, HINT = e_hint;
+                ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
+                ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
+                ELSE
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
+                END IF;
+            END;
+        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+            RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
+        END IF;
+        IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+            RAISE EXCEPTION 'gman_do_high_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+        END IF;
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to("unique", 'UTF8'), raw, 'high')
     RETURNING id INTO new_id;
-    PERFORM pg_catalog.pg_notify('gearsql_outbox', 'gearsql');
-    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;
+    RETURN pg_catalog.concat('outbox:', new_id, pg_catalog.pg_notify('gearsql_outbox', 'gearsql'));
 END
 $gearsql$;
 
@@ -3660,65 +3718,72 @@ DECLARE
     e_detail pg_catalog.text;
     e_hint pg_catalog.text;
 BEGIN
-    IF function IS NULL THEN
-        RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
-    END IF;
-    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-        RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-    END IF;
-    IF function OPERATOR(pg_catalog.=) '' THEN
-        RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
-    END IF;
-    IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
-        RAISE EXCEPTION 'gman_do_high_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
-    END IF;
-    IF workload IS NULL THEN
-        RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
-    END IF;
     raw := workload;
-    settings := "gearsql"._gman_background_settings();
-    mode := coalesce(settings[1], 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-    IF limit_text OPERATOR(pg_catalog.=) '' THEN
-        limit_text := '0';
-    END IF;
-    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-        RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-    END IF;
-    size_limit := limit_text::pg_catalog.int8;
-    IF size_limit OPERATOR(pg_catalog.>) 0
-       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-        RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-    END IF;
-    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
-        BEGIN
-            RETURN "gearsql"._gman_background_now('gman_do_high_background', 'high', function, raw, "unique");
-EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
-                e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-            IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
-                    DETAIL = e_detail, HINT = e_hint;
-            ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-            ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
-            ELSE
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
-            END IF;
-        END;
-    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
-        RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
-    END IF;
-    IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        RAISE EXCEPTION 'gman_do_high_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+    IF "gearsql"._gman_background_limit() IS NULL
+       OR function IS NULL OR raw IS NULL
+       OR pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512
+       OR function OPERATOR(pg_catalog.=) ''
+       OR pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64
+       OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
+       OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
+            RAISE EXCEPTION 'gman_do_high_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        settings := "gearsql"._gman_background_settings();
+        mode := coalesce(settings[1], 'transactional');
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
+            BEGIN
+                RETURN "gearsql"._gman_background_now('gman_do_high_background', 'high', function, raw, "unique");
+    EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+                    e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+                e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+                IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
+                        DETAIL = e_detail, HINT = e_hint;
+                ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
+                ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
+                ELSE
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
+                END IF;
+            END;
+        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+            RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
+        END IF;
+        IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+            RAISE EXCEPTION 'gman_do_high_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+        END IF;
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to("unique", 'UTF8'), raw, 'high')
     RETURNING id INTO new_id;
-    PERFORM pg_catalog.pg_notify('gearsql_outbox', 'gearsql');
-    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;
+    RETURN pg_catalog.concat('outbox:', new_id, pg_catalog.pg_notify('gearsql_outbox', 'gearsql'));
 END
 $gearsql$;
 
@@ -3736,62 +3801,68 @@ DECLARE
     e_detail pg_catalog.text;
     e_hint pg_catalog.text;
 BEGIN
-    IF function IS NULL THEN
-        RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
-    END IF;
-    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-        RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-    END IF;
-    IF function OPERATOR(pg_catalog.=) '' THEN
-        RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
-    END IF;
-    IF workload IS NULL THEN
-        RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
-    END IF;
     raw := pg_catalog.convert_to(workload, 'UTF8');
-    settings := "gearsql"._gman_background_settings();
-    mode := coalesce(settings[1], 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-    IF limit_text OPERATOR(pg_catalog.=) '' THEN
-        limit_text := '0';
-    END IF;
-    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-        RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-    END IF;
-    size_limit := limit_text::pg_catalog.int8;
-    IF size_limit OPERATOR(pg_catalog.>) 0
-       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-        RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-    END IF;
-    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
-        BEGIN
-            RETURN "gearsql"._gman_background_now('gman_do_low_background', 'low', function, raw, NULL::text);
-EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
-                e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-            IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
-                    DETAIL = e_detail, HINT = e_hint;
-            ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-            ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
-            ELSE
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
-            END IF;
-        END;
-    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
-        RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
-    END IF;
-    IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        RAISE EXCEPTION 'gman_do_low_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+    IF "gearsql"._gman_background_limit() IS NULL
+       OR function IS NULL OR raw IS NULL
+       OR pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512
+       OR function OPERATOR(pg_catalog.=) ''
+       OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
+       OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        settings := "gearsql"._gman_background_settings();
+        mode := coalesce(settings[1], 'transactional');
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
+            BEGIN
+                RETURN "gearsql"._gman_background_now('gman_do_low_background', 'low', function, raw, NULL::text);
+    EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+                    e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+                e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+                IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
+                        DETAIL = e_detail, HINT = e_hint;
+                ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
+                ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
+                ELSE
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
+                END IF;
+            END;
+        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+            RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
+        END IF;
+        IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+            RAISE EXCEPTION 'gman_do_low_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+        END IF;
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to(NULL::text, 'UTF8'), raw, 'low')
     RETURNING id INTO new_id;
-    PERFORM pg_catalog.pg_notify('gearsql_outbox', 'gearsql');
-    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;
+    RETURN pg_catalog.concat('outbox:', new_id, pg_catalog.pg_notify('gearsql_outbox', 'gearsql'));
 END
 $gearsql$;
 
@@ -3809,62 +3880,68 @@ DECLARE
     e_detail pg_catalog.text;
     e_hint pg_catalog.text;
 BEGIN
-    IF function IS NULL THEN
-        RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
-    END IF;
-    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-        RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-    END IF;
-    IF function OPERATOR(pg_catalog.=) '' THEN
-        RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
-    END IF;
-    IF workload IS NULL THEN
-        RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
-    END IF;
     raw := workload;
-    settings := "gearsql"._gman_background_settings();
-    mode := coalesce(settings[1], 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-    IF limit_text OPERATOR(pg_catalog.=) '' THEN
-        limit_text := '0';
-    END IF;
-    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-        RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-    END IF;
-    size_limit := limit_text::pg_catalog.int8;
-    IF size_limit OPERATOR(pg_catalog.>) 0
-       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-        RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-    END IF;
-    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
-        BEGIN
-            RETURN "gearsql"._gman_background_now('gman_do_low_background', 'low', function, raw, NULL::text);
-EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
-                e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-            IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
-                    DETAIL = e_detail, HINT = e_hint;
-            ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-            ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
-            ELSE
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
-            END IF;
-        END;
-    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
-        RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
-    END IF;
-    IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        RAISE EXCEPTION 'gman_do_low_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+    IF "gearsql"._gman_background_limit() IS NULL
+       OR function IS NULL OR raw IS NULL
+       OR pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512
+       OR function OPERATOR(pg_catalog.=) ''
+       OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
+       OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        settings := "gearsql"._gman_background_settings();
+        mode := coalesce(settings[1], 'transactional');
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
+            BEGIN
+                RETURN "gearsql"._gman_background_now('gman_do_low_background', 'low', function, raw, NULL::text);
+    EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+                    e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+                e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+                IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
+                        DETAIL = e_detail, HINT = e_hint;
+                ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
+                ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
+                ELSE
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
+                END IF;
+            END;
+        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+            RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
+        END IF;
+        IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+            RAISE EXCEPTION 'gman_do_low_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+        END IF;
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to(NULL::text, 'UTF8'), raw, 'low')
     RETURNING id INTO new_id;
-    PERFORM pg_catalog.pg_notify('gearsql_outbox', 'gearsql');
-    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;
+    RETURN pg_catalog.concat('outbox:', new_id, pg_catalog.pg_notify('gearsql_outbox', 'gearsql'));
 END
 $gearsql$;
 
@@ -3882,65 +3959,72 @@ DECLARE
     e_detail pg_catalog.text;
     e_hint pg_catalog.text;
 BEGIN
-    IF function IS NULL THEN
-        RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
-    END IF;
-    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-        RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-    END IF;
-    IF function OPERATOR(pg_catalog.=) '' THEN
-        RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
-    END IF;
-    IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
-        RAISE EXCEPTION 'gman_do_low_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
-    END IF;
-    IF workload IS NULL THEN
-        RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
-    END IF;
     raw := pg_catalog.convert_to(workload, 'UTF8');
-    settings := "gearsql"._gman_background_settings();
-    mode := coalesce(settings[1], 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-    IF limit_text OPERATOR(pg_catalog.=) '' THEN
-        limit_text := '0';
-    END IF;
-    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-        RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-    END IF;
-    size_limit := limit_text::pg_catalog.int8;
-    IF size_limit OPERATOR(pg_catalog.>) 0
-       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-        RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-    END IF;
-    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
-        BEGIN
-            RETURN "gearsql"._gman_background_now('gman_do_low_background', 'low', function, raw, "unique");
-EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
-                e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-            IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
-                    DETAIL = e_detail, HINT = e_hint;
-            ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-            ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
-            ELSE
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
-            END IF;
-        END;
-    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
-        RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
-    END IF;
-    IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        RAISE EXCEPTION 'gman_do_low_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+    IF "gearsql"._gman_background_limit() IS NULL
+       OR function IS NULL OR raw IS NULL
+       OR pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512
+       OR function OPERATOR(pg_catalog.=) ''
+       OR pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64
+       OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
+       OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
+            RAISE EXCEPTION 'gman_do_low_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        settings := "gearsql"._gman_background_settings();
+        mode := coalesce(settings[1], 'transactional');
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
+            BEGIN
+                RETURN "gearsql"._gman_background_now('gman_do_low_background', 'low', function, raw, "unique");
+    EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+                    e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+                e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+                IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
+                        DETAIL = e_detail, HINT = e_hint;
+                ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
+                ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
+                ELSE
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
+                END IF;
+            END;
+        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+            RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
+        END IF;
+        IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+            RAISE EXCEPTION 'gman_do_low_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+        END IF;
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to("unique", 'UTF8'), raw, 'low')
     RETURNING id INTO new_id;
-    PERFORM pg_catalog.pg_notify('gearsql_outbox', 'gearsql');
-    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;
+    RETURN pg_catalog.concat('outbox:', new_id, pg_catalog.pg_notify('gearsql_outbox', 'gearsql'));
 END
 $gearsql$;
 
@@ -3958,65 +4042,72 @@ DECLARE
     e_detail pg_catalog.text;
     e_hint pg_catalog.text;
 BEGIN
-    IF function IS NULL THEN
-        RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
-    END IF;
-    IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-        RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-    END IF;
-    IF function OPERATOR(pg_catalog.=) '' THEN
-        RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
-    END IF;
-    IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
-        RAISE EXCEPTION 'gman_do_low_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
-    END IF;
-    IF workload IS NULL THEN
-        RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
-    END IF;
     raw := workload;
-    settings := "gearsql"._gman_background_settings();
-    mode := coalesce(settings[1], 'transactional');
-    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-    IF limit_text OPERATOR(pg_catalog.=) '' THEN
-        limit_text := '0';
-    END IF;
-    IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-        RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-    END IF;
-    size_limit := limit_text::pg_catalog.int8;
-    IF size_limit OPERATOR(pg_catalog.>) 0
-       AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-        RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-    END IF;
-    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
-        BEGIN
-            RETURN "gearsql"._gman_background_now('gman_do_low_background', 'low', function, raw, "unique");
-EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
-                e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
-            IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
-                    DETAIL = e_detail, HINT = e_hint;
-            ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
-            ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
-            ELSE
-                RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
-            END IF;
-        END;
-    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
-        RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
-    END IF;
-    IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        RAISE EXCEPTION 'gman_do_low_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+    IF "gearsql"._gman_background_limit() IS NULL
+       OR function IS NULL OR raw IS NULL
+       OR pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512
+       OR function OPERATOR(pg_catalog.=) ''
+       OR pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64
+       OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
+       OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
+            RAISE EXCEPTION 'gman_do_low_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        settings := "gearsql"._gman_background_settings();
+        mode := coalesce(settings[1], 'transactional');
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
+            BEGIN
+                RETURN "gearsql"._gman_background_now('gman_do_low_background', 'low', function, raw, "unique");
+    EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+                    e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+                e_message := pg_catalog.regexp_replace(e_message, '^plpy\.[A-Za-z]+: ', '');
+                IF e_detail OPERATOR(pg_catalog.<>) '' AND e_hint OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message,
+                        DETAIL = e_detail, HINT = e_hint;
+                ELSIF e_detail OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, DETAIL = e_detail;
+                ELSIF e_hint OPERATOR(pg_catalog.<>) '' THEN
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message, HINT = e_hint;
+                ELSE
+                    RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
+                END IF;
+            END;
+        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+            RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
+        END IF;
+        IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
+            RAISE EXCEPTION 'gman_do_low_background: this database is read-only (a replica?): a transactional background call writes the outbox' USING ERRCODE = '25006', HINT = 'call it on the primary (or in a read-write transaction)';
+        END IF;
     END IF;
     INSERT INTO "gearsql".gman_outbox (function, unique_key, workload, priority)
     VALUES (pg_catalog.convert_to(function, 'UTF8'), pg_catalog.convert_to("unique", 'UTF8'), raw, 'low')
     RETURNING id INTO new_id;
-    PERFORM pg_catalog.pg_notify('gearsql_outbox', 'gearsql');
-    RETURN 'outbox:' OPERATOR(pg_catalog.||) new_id::pg_catalog.text;
+    RETURN pg_catalog.concat('outbox:', new_id, pg_catalog.pg_notify('gearsql_outbox', 'gearsql'));
 END
 $gearsql$;
 
@@ -4408,6 +4499,8 @@ REVOKE ALL ON FUNCTION "gearsql"."_gman_py__gman_sum_step"(bigint, text, bytea) 
 REVOKE ALL ON FUNCTION "gearsql"."_gman_py__gman_sum_final"(bigint) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"._gman_background_settings() FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION "gearsql"._gman_background_limit() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"._gman_outbox_state(bigint) FROM PUBLIC;
 

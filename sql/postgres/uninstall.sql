@@ -88,6 +88,8 @@ DROP FUNCTION IF EXISTS "gearsql"."gman_pipeline"();
 
 DROP FUNCTION IF EXISTS "gearsql"._gman_outbox_state(bigint);
 
+DROP FUNCTION IF EXISTS "gearsql"._gman_background_limit();
+
 DROP FUNCTION IF EXISTS "gearsql"._gman_background_settings();
 
 DROP FUNCTION IF EXISTS "gearsql"."_gman_py__gman_sum_final"(bigint);
