@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -67,10 +68,24 @@ def need_module(name: str, what: str) -> Any:
         pytest.skip(message, allow_module_level=True)
 
 
+#: Ports the tests hand to servers they start: below Linux's ephemeral range (32768-60999), so
+#: that no outgoing connection of any test (or of the databases) takes one between the moment
+#: it is found free and the moment the server binds it; random, so that test runs beside each
+#: other rarely pick the same.
+_PORTS = (20000, 32000)
+_RANDOM = random.SystemRandom()  # not reseeded by test plugins
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    for _ in range(200):
+        port = _RANDOM.randint(*_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PORTS[0]}-{_PORTS[1]}")
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
