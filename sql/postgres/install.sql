@@ -108,6 +108,8 @@ CREATE TABLE IF NOT EXISTS "gearsql".gman_outbox (
 
 ALTER TABLE "gearsql".gman_outbox DROP CONSTRAINT IF EXISTS gman_outbox_priority_check;
 
+ALTER SEQUENCE "gearsql".gman_outbox_id_seq CACHE 64;
+
 REVOKE ALL ON TABLE "gearsql".gman_outbox FROM PUBLIC;
 
 REVOKE ALL ON SEQUENCE "gearsql".gman_outbox_id_seq FROM PUBLIC;
