@@ -823,6 +823,11 @@ def test_installing_again_upgrades_an_install_without_dead_letters(pg_dsn: str, 
             f"SELECT count(*) FROM pg_constraint WHERE conrelid = '{s}.gman_outbox'::regclass "
             "AND contype = 'c'"
         ).fetchone()[0]
+        assert admin.execute(
+            "SELECT cache_size FROM pg_sequences WHERE schemaname = %s "
+            "AND sequencename = 'gman_outbox_id_seq'",
+            (schema,),
+        ).fetchone() == (64,)
         assert (
             admin.execute(
                 f"SELECT value FROM {s}.gman_settings WHERE name = 'max_workload'"
