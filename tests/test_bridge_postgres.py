@@ -802,6 +802,7 @@ def test_installing_again_upgrades_an_install_without_dead_letters(pg_dsn: str, 
             "'timeout', 'poll_interval'))"
         )
         admin.execute(f"DROP FUNCTION {s}._gman_background_limit()")
+        admin.execute(f"ALTER SEQUENCE {s}.gman_outbox_id_seq CACHE 1")
         admin.execute(
             f"ALTER TABLE {s}.gman_outbox ADD CONSTRAINT gman_outbox_priority_check "
             "CHECK (priority IN ('high', 'normal', 'low'))"
