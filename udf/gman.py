@@ -850,7 +850,7 @@ def _refused_on_size(plpy, name, link, requests, exc):
 def _reason(exc):
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
-    if isinstance(exc, _socket.timeout):
+    if isinstance(exc, TimeoutError):  # what socket.timeout is since Python 3.10
         return "connect timed out"
     return str(exc) or type(exc).__name__
 
