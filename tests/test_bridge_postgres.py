@@ -253,6 +253,13 @@ def test_the_install_stores_the_library_compiled_for_the_servers_python(
         ("protocol", True, True),
     ]
     assert {package for package, *_ in rows} == {library_package()}
+    # Stored uncompressed: every new backend reads them.
+    storage = admin.execute(
+        "SELECT attname, attstorage FROM pg_attribute WHERE attrelid = %s::regclass"
+        " AND attname IN ('source', 'code') ORDER BY attname",
+        (f'"{schema}"._gman_library',),
+    ).fetchall()
+    assert storage == [("code", "e"), ("source", "e")]
     # Without the compiled code (a new Python on the server), the sources are compiled.
     admin.execute(f'UPDATE "{schema}"._gman_library SET magic = NULL, code = NULL')
     try:

@@ -300,6 +300,8 @@ CREATE TABLE IF NOT EXISTS "gearsql"._gman_library (
     PRIMARY KEY (package, module)
 );
 
+ALTER TABLE "gearsql"._gman_library ALTER COLUMN source SET STORAGE EXTERNAL, ALTER COLUMN code SET STORAGE EXTERNAL;
+
 REVOKE ALL ON TABLE "gearsql"._gman_library FROM PUBLIC;
 
 COMMENT ON TABLE "gearsql"._gman_library IS 'gearsql: the gman_* functions'' library (sources, and code compiled by _gman_compile() for the server''s Python)';
