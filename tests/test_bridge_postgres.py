@@ -276,7 +276,7 @@ def test_the_install_stores_the_library_compiled_for_the_servers_python(
 #: The first call of every new backend pays for each import (bench/README.md, "the first call
 #: of a backend"): ``socket`` brings ``enum`` and ``selectors``, ``enum`` ``functools`` and
 #: ``collections``, a str host name for getaddrinfo the ``idna`` codec and ``re``.
-CHEAP_IMPORTS = {"_collections", "_socket", "_struct", "select", "struct", "zlib"}
+CHEAP_IMPORTS = {"_collections", "_socket", "_struct", "gc", "select", "struct", "zlib"}
 
 
 def test_the_first_calls_of_a_backend_import_only_cheap_modules(

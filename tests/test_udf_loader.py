@@ -5,6 +5,7 @@ and right)."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import secrets
 import sys
 from typing import Any
@@ -105,6 +106,29 @@ def test_the_codecs_enums_match_the_real_ones() -> None:
     finally:
         for name in [n for n in sys.modules if n.startswith(package)]:
             del sys.modules[name]
+
+
+def test_no_garbage_collection_while_loading_and_the_collectors_state_is_kept() -> None:
+    loader = udf_module("loader")
+    sources = dict(library_sources())
+    sources["gman"] += "\nimport gc\nCOLLECTING = gc.isenabled()\n"
+    try:
+        for enabled in (True, False):
+            (gc.enable if enabled else gc.disable)()
+            package = library_package(sources) + "_" + secrets.token_hex(4)
+            try:
+                assert loader.load_package(package, sources).gman.COLLECTING is False
+                assert gc.isenabled() is enabled
+            finally:
+                for name in [n for n in sys.modules if n.startswith(package)]:
+                    del sys.modules[name]
+        gc.enable()
+        broken = dict(sources, gman="raise SystemError('broken')")
+        with pytest.raises(SystemError, match="broken"):
+            loader.load_package("_gearsql_udf_test_" + secrets.token_hex(4), broken)
+        assert gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_compiled_code_is_used_and_bad_code_falls_back_to_the_source() -> None:

@@ -10,6 +10,7 @@ A new PostgreSQL backend pays for this load on its first gman_* call, so it is k
 - the modules' code can come compiled (``marshal`` data made by :func:`compile_sources` in the
   same interpreter, which ``_gman_compile()`` stores at install time; see
   :func:`bytecode_magic`), so nothing is compiled;
+- no garbage collection runs while the modules are built (:func:`load_package`);
 - ``typing``, ``dataclasses``, ``enum``, ``collections`` and ``__future__``, which the codec
   and the client connection import for their annotations, event classes, packet types and
   queue, are served to the library's modules by small stand-ins here (``_STANDINS``) instead of
@@ -26,6 +27,7 @@ A new PostgreSQL backend pays for this load on its first gman_* call, so it is k
 """
 
 import builtins
+import gc
 import marshal
 import sys
 
@@ -71,6 +73,10 @@ def load_package(package, sources, codes=None):
     root.__path__ = []
     root.__package__ = package
     sys.modules[package] = root
+    # No garbage collection while the modules are built: all they make is kept, and the passes
+    # it set off (one per 700 new objects) cost a new backend's first call 0.5 ms.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         for name in MODULES:
             fullname = package + "." + name
@@ -85,6 +91,9 @@ def load_package(package, sources, codes=None):
         for name in [package] + [package + "." + name for name in MODULES]:
             sys.modules.pop(name, None)
         raise
+    finally:
+        if collecting:
+            gc.enable()
     return root
 
 
