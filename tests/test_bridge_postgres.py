@@ -254,6 +254,13 @@ def test_the_install_stores_the_library_compiled_for_the_servers_python(
         ("protocol", True, True),
     ]
     assert {package for package, *_ in rows} == {library_package()}
+    # Stored uncompressed: every new backend reads them.
+    storage = admin.execute(
+        "SELECT attname, attstorage FROM pg_attribute WHERE attrelid = %s::regclass"
+        " AND attname IN ('source', 'code') ORDER BY attname",
+        (f'"{schema}"._gman_library',),
+    ).fetchall()
+    assert storage == [("code", "e"), ("source", "e")]
     # Without the compiled code (a new Python on the server), the sources are compiled.
     admin.execute(f'UPDATE "{schema}"._gman_library SET magic = NULL, code = NULL')
     try:
@@ -264,6 +271,48 @@ def test_the_install_stores_the_library_compiled_for_the_servers_python(
             fresh.conn.close()
     finally:
         assert admin.execute(f'SELECT "{schema}"._gman_compile()').fetchone() == (4,)
+
+
+#: What a backend's first calls may import besides the library itself: C modules and ``struct``.
+#: The first call of every new backend pays for each import (bench/README.md, "the first call
+#: of a backend"): ``socket`` brings ``enum`` and ``selectors``, ``enum`` ``functools`` and
+#: ``collections``, a str host name for getaddrinfo the ``idna`` codec and ``re``.
+CHEAP_IMPORTS = {"_collections", "_socket", "_struct", "gc", "select", "struct", "zlib"}
+
+
+def test_the_first_calls_of_a_backend_import_only_cheap_modules(
+    pg_dsn: str, installed: dict[str, str], workers: Workers
+) -> None:
+    from gearsql.bridges import library_package
+
+    fresh = Session(pg_dsn, installed)
+    try:
+        # The superuser who opened the connection notes the modules PL/Python started with.
+        fresh.conn.execute("RESET ROLE")
+        fresh.conn.execute(
+            "DO $$ import sys; GD['test.modules'] = set(sys.modules) $$ LANGUAGE plpython3u"
+        )
+        fresh.conn.execute(
+            "CREATE FUNCTION pg_temp.new_modules() RETURNS text[] LANGUAGE plpython3u AS "
+            "$$ import sys; return sorted(set(sys.modules) - GD['test.modules']) $$"
+        )
+        fresh.conn.execute(f'SET ROLE "{installed["role"]}"')
+        handle = fresh.one("SELECT gman_do_background('record', 'first')")
+        assert fresh.one("SELECT gman_do('reverse', 'abc')") == "cba"
+        assert fresh.one("SELECT known FROM gman_job_status(%s)", (handle,)) in (True, False)
+        assert fresh.conn.execute("SELECT gman_map('reverse', ARRAY['x', 'yz'])").fetchall() == [
+            ("x",),
+            ("zy",),
+        ]
+        fresh.conn.execute("RESET ROLE")
+        new = fresh.one("SELECT pg_temp.new_modules()")
+    finally:
+        fresh.conn.close()
+    package = library_package()
+    library = [name for name in new if name == package or name.startswith(package + ".")]
+    assert len(library) == 4  # the package, protocol, _clientconn, gman
+    costly = set(new) - set(library) - CHEAP_IMPORTS
+    assert not costly, f"the first calls of a backend imported {sorted(costly)}"
 
 
 def test_gman_map_runs_every_workload_at_once_and_keeps_their_order(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -201,6 +202,43 @@ def test_no_job_server_and_no_worker_are_errors(workers: Workers, address: str) 
     with pytest.raises(gsqlite.GearmanSQLError, match=r"no result within 0\.5 s") as caught:
         slow.execute("SELECT gman_do('nobody_works_this', 'x')")
     assert caught.value.sqlstate == "GM002"
+
+
+def test_a_server_that_does_not_answer_within_connect_timeout_is_passed_over(
+    workers: Workers, address: str
+) -> None:
+    """A job server whose accept queue is full (the connect times out) and one that accepts but
+    never answers OPTION_REQ are each given up after ``connect_timeout``; the next one takes
+    the job."""
+    with socket.socket() as full, socket.socket() as silent:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        fillers = [socket.socket() for _ in range(3)]  # fill its accept queue
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(full.getsockname())
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        try:
+            servers = [f"127.0.0.1:{sock.getsockname()[1]}" for sock in (full, silent)]
+            alone = gsqlite.connect(
+                ":memory:", servers[0], background_mode="immediate", connect_timeout=0.3
+            )
+            with pytest.raises(gsqlite.GearmanSQLError, match="connect timed out") as caught:
+                alone.execute("SELECT gman_do_background('record', 'x')")
+            assert caught.value.sqlstate == "GM001"
+            db = gsqlite.connect(
+                ":memory:",
+                ",".join([*servers, address]),
+                background_mode="immediate",
+                connect_timeout=0.3,
+                timeout=5,
+            )
+            assert str(one(db, "SELECT gman_do_background('record', 'y')")).startswith("H:")
+            assert workers.wait_seen(1) == [(b"record", b"", b"y")]
+        finally:
+            for filler in fillers:
+                filler.close()
 
 
 def test_job_server_restart_between_two_calls(

@@ -10,21 +10,26 @@ A new PostgreSQL backend pays for this load on its first gman_* call, so it is k
 - the modules' code can come compiled (``marshal`` data made by :func:`compile_sources` in the
   same interpreter, which ``_gman_compile()`` stores at install time; see
   :func:`bytecode_magic`), so nothing is compiled;
-- ``typing``, ``dataclasses`` and ``__future__``, which the codec and the client connection
-  import for their annotations and event classes, are served to the library's modules by small
-  stand-ins here (``_STANDINS``) instead of the standard modules, whose import (``dataclasses``
-  pulls in ``inspect``, ``ast``, ``dis``...) cost more than everything else together. The
-  stand-ins build the same things at run time: ``NamedTuple`` classes through
-  ``collections.namedtuple`` as ``typing`` does, and ``@dataclass(frozen=True)`` classes with
-  the same ``__init__``, ``__repr__``, ``__eq__``, ``__hash__`` and frozen attributes. Anything
-  else they are asked for is an ImportError naming the stand-in, so a module that starts using
-  more of ``typing`` or ``dataclasses`` fails every bridge test until the stand-in learns it.
+- no garbage collection runs while the modules are built (:func:`load_package`);
+- ``typing``, ``dataclasses``, ``enum``, ``collections`` and ``__future__``, which the codec
+  and the client connection import for their annotations, event classes, packet types and
+  queue, are served to the library's modules by small stand-ins here (``_STANDINS``) instead of
+  the standard modules, whose import (``dataclasses`` pulls in ``inspect``, ``ast``, ``dis``...;
+  ``enum`` ``functools`` and ``collections``) cost more than everything else together. The
+  stand-ins build the same things at run time: ``NamedTuple`` classes as
+  ``collections.namedtuple`` makes them (:func:`_named_tuple_class`), ``@dataclass(frozen=True)``
+  classes with the same ``__init__``, ``__repr__``, ``__eq__``, ``__hash__`` and frozen
+  attributes, ``Enum`` and ``IntEnum`` classes whose members have the same names, values,
+  ``repr``, ``str`` and hash and are looked up by value the same way (``_missing_`` included),
+  and ``collections.deque`` is the C one. Anything else they are asked for is an ImportError
+  naming the stand-in (an AttributeError for ``enum.<name>``), so a module that starts using
+  more of them fails every bridge test until the stand-in learns it.
 """
 
 import builtins
+import gc
 import marshal
 import sys
-import types
 
 #: Modules in load order: the codec, the sans-IO client connection (which imports the codec as
 #: ``.protocol``), then the functions' library.
@@ -50,6 +55,12 @@ def compile_sources(package, sources):
     }
 
 
+# types.ModuleType and types.CodeType, without importing types (0.3 ms in a new backend). Not
+# from compile(): its first call in a process costs 1 ms (it sets up the _ast module).
+ModuleType = type(sys)
+CodeType = type(bytecode_magic.__code__)
+
+
 def load_package(package, sources, codes=None):
     """The package ``package`` with one submodule per entry of MODULES, built the first time and
     taken from ``sys.modules`` afterwards. ``sources``: module name -> source text; ``codes``:
@@ -58,14 +69,18 @@ def load_package(package, sources, codes=None):
     loaded = sys.modules.get(package)
     if loaded is not None and all(hasattr(loaded, name) for name in MODULES):
         return loaded
-    root = types.ModuleType(package, "gearsql SQL bridge library")
+    root = ModuleType(package, "gearsql SQL bridge library")
     root.__path__ = []
     root.__package__ = package
     sys.modules[package] = root
+    # No garbage collection while the modules are built: all they make is kept, and the passes
+    # it set off (one per 700 new objects) cost a new backend's first call 0.5 ms.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         for name in MODULES:
             fullname = package + "." + name
-            module = types.ModuleType(fullname)
+            module = ModuleType(fullname)
             module.__package__ = package
             module.__file__ = "<" + fullname + ">"
             module.__builtins__ = _BUILTINS
@@ -76,6 +91,9 @@ def load_package(package, sources, codes=None):
         for name in [package] + [package + "." + name for name in MODULES]:
             sys.modules.pop(name, None)
         raise
+    finally:
+        if collecting:
+            gc.enable()
     return root
 
 
@@ -85,7 +103,7 @@ def _code(filename, source, data):
             code = marshal.loads(data)
         except (EOFError, ValueError, TypeError):
             code = None
-        if isinstance(code, types.CodeType) and code.co_filename == filename:
+        if isinstance(code, CodeType) and code.co_filename == filename:
             return code
     return compile(source, filename, "exec")
 
@@ -93,10 +111,64 @@ def _code(filename, source, data):
 # ------------------------------------------------------------------------------ stand-ins
 
 
-def _standin_typing():
-    import collections
+def _named_tuple_class(typename, fields, defaults):
+    """The class ``collections.namedtuple(typename, fields, defaults=defaults)`` makes (a tuple
+    with a property per field, ``_make``, ``_replace``, ``_asdict``, the same ``repr``), made
+    without importing ``collections``, whose import cost a new backend about 2 ms."""
+    from _collections import _tuplegetter
 
-    module = types.ModuleType("typing", "udf/loader.py's stand-in for typing")
+    fields = tuple(fields)
+    defaults = tuple(defaults)
+    count = len(fields)
+    arguments = ", ".join(fields) + ("," if count == 1 else "")
+    namespace = {"_new": tuple.__new__}
+    exec(f"def __new__(_cls, {arguments}):\n    return _new(_cls, ({arguments}))\n", namespace)
+    new = namespace["__new__"]
+    new.__defaults__ = defaults or None
+    new.__qualname__ = typename + ".__new__"
+
+    def _make(cls, iterable):
+        made = tuple.__new__(cls, iterable)
+        if len(made) != count:
+            raise TypeError(f"Expected {count} arguments, got {len(made)}")
+        return made
+
+    def _replace(self, /, **changes):
+        made = self._make(map(changes.pop, fields, self))
+        if changes:
+            raise ValueError(f"Got unexpected field names: {list(changes)!r}")
+        return made
+
+    def __repr__(self):
+        inner = ", ".join(f"{name}={value!r}" for name, value in zip(fields, self, strict=True))
+        return f"{type(self).__name__}({inner})"
+
+    def _asdict(self):
+        return dict(zip(fields, self, strict=True))
+
+    def __getnewargs__(self):
+        return tuple(self)
+
+    body = {
+        "__doc__": f"{typename}({', '.join(fields)})",
+        "__slots__": (),
+        "_fields": fields,
+        "_field_defaults": dict(zip(fields[count - len(defaults) :], defaults, strict=True)),
+        "__new__": new,
+        "_make": classmethod(_make),
+        "_replace": _replace,
+        "__repr__": __repr__,
+        "_asdict": _asdict,
+        "__getnewargs__": __getnewargs__,
+        "__match_args__": fields,
+    }
+    for index, name in enumerate(fields):
+        body[name] = _tuplegetter(index, f"Alias for field number {index}")
+    return type(typename, (tuple,), body)
+
+
+def _standin_typing():
+    module = ModuleType("typing", "udf/loader.py's stand-in for typing")
 
     class Generic:
         __slots__ = ()
@@ -111,7 +183,7 @@ def _standin_typing():
         def __getitem__(self, params):
             return params if isinstance(params, tuple) else (params,)
 
-    # typing.NamedTuple's run-time part: a collections.namedtuple with the class body's fields
+    # typing.NamedTuple's run-time part: a named tuple class with the class body's fields
     # (defaults from the trailing assigned ones) and the rest of the body copied onto it.
     prohibited = frozenset(
         (
@@ -135,9 +207,8 @@ def _standin_typing():
             defaults = [name for name in fields if name in ns]
             if defaults != fields[len(fields) - len(defaults) :]:
                 raise TypeError(f"{typename}: a field without a default follows one with")
-            made = collections.namedtuple(
-                typename, fields, defaults=[ns[name] for name in defaults], module=ns["__module__"]
-            )
+            made = _named_tuple_class(typename, fields, [ns[name] for name in defaults])
+            made.__module__ = ns["__module__"]
             made.__annotations__ = dict(ns.get("__annotations__", {}))
             for key, value in ns.items():
                 if key in prohibited:
@@ -160,7 +231,7 @@ def _standin_typing():
 
 
 def _standin_dataclasses():
-    module = types.ModuleType("dataclasses", "udf/loader.py's stand-in for dataclasses")
+    module = ModuleType("dataclasses", "udf/loader.py's stand-in for dataclasses")
 
     class FrozenInstanceError(AttributeError):
         pass
@@ -224,13 +295,113 @@ def _standin_dataclasses():
     return module
 
 
+def _standin_enum():
+    module = ModuleType("enum", "udf/loader.py's stand-in for enum")
+    mappingproxy = type(type.__dict__)
+
+    class EnumType(type):
+        """Makes a member of each public class attribute that is a plain value (not a function,
+        property or classmethod): an instance of the class holding ``_name_`` and ``_value_``.
+        A name whose value was taken already is an alias of that member, as in enum."""
+
+        def __new__(mcls, name, bases, namespace):
+            values = {
+                key: value
+                for key, value in namespace.items()
+                if not key.startswith("_") and not hasattr(value, "__get__")
+            }
+            body = {key: value for key, value in namespace.items() if key not in values}
+            cls = super().__new__(mcls, name, bases, body)
+            cls._member_map_ = {}
+            cls._value2member_map_ = {}
+            members = []
+            for key, value in values.items():
+                member = cls._value2member_map_.get(value)
+                if member is None:
+                    if issubclass(cls, int):
+                        member = int.__new__(cls, value)
+                    else:
+                        member = object.__new__(cls)
+                    member._name_ = key
+                    member._value_ = value
+                    cls._value2member_map_[value] = member
+                    members.append(member)
+                cls._member_map_[key] = member
+                type.__setattr__(cls, key, member)
+            cls._members_ = tuple(members)
+            return cls
+
+        def __call__(cls, value):
+            try:
+                member = cls._value2member_map_.get(value)
+            except TypeError:  # unhashable: no member has it
+                member = None
+            if member is None:
+                member = cls._missing_(value)
+            if isinstance(member, cls):
+                return member
+            raise ValueError(f"{value!r} is not a valid {cls.__qualname__}")
+
+        def __iter__(cls):
+            return iter(cls._members_)
+
+        def __len__(cls):
+            return len(cls._members_)
+
+        @property
+        def __members__(cls):
+            return mappingproxy(cls._member_map_)
+
+        def __repr__(cls):
+            return f"<enum {cls.__name__!r}>"
+
+    class Enum(metaclass=EnumType):
+        name = property(lambda self: self._name_, doc="The member's name.")
+        value = property(lambda self: self._value_, doc="The member's value.")
+
+        @classmethod
+        def _missing_(cls, value):
+            return None
+
+        def __repr__(self):
+            return f"<{type(self).__name__}.{self._name_}: {self._value_!r}>"
+
+        def __str__(self):
+            return f"{type(self).__name__}.{self._name_}"
+
+        def __hash__(self):
+            return hash(self._name_)
+
+    class IntEnum(int, Enum):
+        # int's comparisons, hash, str and format (as enum's IntEnum since Python 3.11), with
+        # the member's repr.
+        __repr__ = Enum.__repr__
+        __str__ = int.__repr__
+        __format__ = int.__format__
+
+    module.EnumType = module.EnumMeta = EnumType
+    module.Enum = Enum
+    module.IntEnum = IntEnum
+    return module
+
+
+def _standin_collections():
+    from _collections import deque
+
+    module = ModuleType("collections", "udf/loader.py's stand-in for collections")
+    module.deque = deque
+    return module
+
+
 def _standin_future():
-    module = types.ModuleType("__future__", "udf/loader.py's stand-in for __future__")
+    module = ModuleType("__future__", "udf/loader.py's stand-in for __future__")
     module.annotations = "annotations"  # the compiler reads the import; nothing uses the value
     return module
 
 
 _STANDINS = {
+    "collections": _standin_collections,
+    "enum": _standin_enum,
     "typing": _standin_typing,
     "dataclasses": _standin_dataclasses,
     "__future__": _standin_future,

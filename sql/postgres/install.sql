@@ -277,32 +277,32 @@ $do$;
 CREATE OR REPLACE FUNCTION "gearsql"._gman_load()
 RETURNS void LANGUAGE plpython3u VOLATILE AS $gearsql$
 import marshal
-ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_12dfbfc543e8\'')}
+ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_c094d869751a\'')}
 try:
     from _frozen_importlib_external import MAGIC_NUMBER
 except ImportError:
     MAGIC_NUMBER = None
-LOADER = {"__name__": '_gearsql_udf_12dfbfc543e8.loader'}
+LOADER = {"__name__": '_gearsql_udf_c094d869751a.loader'}
 _row = ROWS["loader"]
 if MAGIC_NUMBER is not None and _row["magic"] == MAGIC_NUMBER and _row["code"] is not None:
     _code = marshal.loads(_row["code"])
 else:
-    _code = compile(_row["source"], '<_gearsql_udf_12dfbfc543e8.loader>', "exec")
+    _code = compile(_row["source"], '<_gearsql_udf_c094d869751a.loader>', "exec")
 exec(_code, LOADER)
 SOURCES = {name: row["source"] for name, row in ROWS.items() if name != "loader"}
 MAGIC = LOADER["bytecode_magic"]()
 CODES = {name: row['code'] for name, row in ROWS.items()
          if row['magic'] == MAGIC and row['code'] is not None}
-GD['_gearsql_udf_12dfbfc543e8'] = LOADER["load_package"]('_gearsql_udf_12dfbfc543e8', SOURCES, CODES).gman
+GD['_gearsql_udf_c094d869751a'] = LOADER["load_package"]('_gearsql_udf_c094d869751a', SOURCES, CODES).gman
 $gearsql$;
 
 CREATE OR REPLACE FUNCTION "gearsql"._gman_background_now(p_name text, p_priority text, p_function text, p_workload bytea, p_unique text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_12dfbfc543e8')
+lib = GD.get('_gearsql_udf_c094d869751a')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_12dfbfc543e8']
+    lib = GD['_gearsql_udf_c094d869751a']
 return lib.submit_background(plpy, GD, SCHEMA, p_name, p_priority, p_function, p_workload, p_unique)
 $gearsql$;
 
@@ -315,6 +315,8 @@ CREATE TABLE IF NOT EXISTS "gearsql"._gman_library (
     PRIMARY KEY (package, module)
 );
 
+ALTER TABLE "gearsql"._gman_library ALTER COLUMN source SET STORAGE EXTERNAL, ALTER COLUMN code SET STORAGE EXTERNAL;
+
 REVOKE ALL ON TABLE "gearsql"._gman_library FROM PUBLIC;
 
 COMMENT ON TABLE "gearsql"._gman_library IS 'gearsql: the gman_* functions'' library (sources, and code compiled by _gman_compile() for the server''s Python)';
@@ -322,7 +324,7 @@ COMMENT ON TABLE "gearsql"._gman_library IS 'gearsql: the gman_* functions'' lib
 DELETE FROM "gearsql"._gman_library;
 
 INSERT INTO "gearsql"._gman_library (package, module, source) VALUES
-    ('_gearsql_udf_12dfbfc543e8', 'protocol', $gearsql_source$"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.
+    ('_gearsql_udf_c094d869751a', 'protocol', $gearsql_source$"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.
 
 Nothing here touches a socket, an event loop or a logger, and only the standard library is used:
 the same module runs in the job server, the client library and inside PostgreSQL's PL/Python.
@@ -859,7 +861,7 @@ def _looks_like_http(line: bytes) -> bool:
         return False
     return b" HTTP/" in line
 $gearsql_source$),
-    ('_gearsql_udf_12dfbfc543e8', '_clientconn', $gearsql_source$"""The client side of one Gearman connection as a sans-IO state machine (no sockets, no loop).
+    ('_gearsql_udf_c094d869751a', '_clientconn', $gearsql_source$"""The client side of one Gearman connection as a sans-IO state machine (no sockets, no loop).
 
 Requests go in as method calls with an opaque ``token`` the caller chooses (its own object for the
 request), bytes to write come out of :meth:`ClientConnection.data_to_send`, received bytes go in
@@ -1128,7 +1130,7 @@ class ClientConnection(Generic[T]):
         self._broken = True
         return tokens
 $gearsql_source$),
-    ('_gearsql_udf_12dfbfc543e8', 'gman', $gearsql_source$"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.
+    ('_gearsql_udf_c094d869751a', 'gman', $gearsql_source$"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.
 
 This module runs inside PostgreSQL's PL/Python (the database server's own Python, where gearsql is
 not installed) and, unchanged, in the plpython3u-compatible shim that gives SQLite the same
@@ -1147,8 +1149,8 @@ Errors are ``plpy.error`` with a message that names the cause.
 
 from __future__ import annotations
 
+import _socket
 import select
-import socket
 import time
 import zlib
 
@@ -1688,6 +1690,34 @@ def function_servers_set(plpy, GD, schema, servers, function):
 # ---------------------------------------------------------------------------- connections
 
 
+def _open(address, timeout):
+    """A TCP connection to ``address`` (host, port), made as ``socket.create_connection`` makes
+    it (each address of the name in turn; the first error if none answers) but with the C
+    ``_socket`` module: importing ``socket`` cost a new backend's first call 2.6 ms (with
+    ``selectors``; 4.5 ms more for ``enum``, which the library no longer needs otherwise). An
+    ASCII host name goes to getaddrinfo as bytes, since a str is encoded with the ``idna``
+    codec, whose import (with ``re``) cost 3.1 ms more."""
+    host, port = address
+    if host.isascii():
+        host = host.encode("ascii")
+    errors = []
+    for family, kind, proto, _name, target in _socket.getaddrinfo(
+        host, port, 0, _socket.SOCK_STREAM
+    ):
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(target)
+        except OSError as exc:
+            sock.close()
+            errors.append(exc)
+            continue
+        return sock
+    if errors:
+        raise errors[0]
+    raise OSError(f"getaddrinfo returned no address for {address[0]!r}")
+
+
 class _Link:
     """One connection to one job server: a socket driving a sans-IO ClientConnection."""
 
@@ -1696,9 +1726,9 @@ class _Link:
         self.name = _format(address)
         self.core = cc.ClientConnection()
         self.timeout = connect_timeout
-        self.sock = socket.create_connection(address, timeout=connect_timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        self.sock = _open(address, connect_timeout)
+        self.sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        self.sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, 1)
         self.sock.settimeout(connect_timeout)
         #: With TLS, the socket is an SSLSocket: the handshake happens here, within the timeout.
         self.tls = tls is not None
@@ -1916,7 +1946,7 @@ def _reachable(address, settings):
     """Whether the job server accepts a new connection (it closed ours for another reason
     than being down)."""
     try:
-        probe = socket.create_connection(address, timeout=settings["connect_timeout"])
+        probe = _open(address, settings["connect_timeout"])
     except OSError:
         return False
     try:
@@ -1952,7 +1982,7 @@ def _refused_on_size(plpy, name, link, requests, exc):
 def _reason(exc):
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
-    if isinstance(exc, socket.timeout):
+    if isinstance(exc, TimeoutError):  # what socket.timeout is since Python 3.10
         return "connect timed out"
     return str(exc) or type(exc).__name__
 
@@ -2414,7 +2444,7 @@ def close_all(GD):
             link.close()
         session.links.clear()
 $gearsql_source$),
-    ('_gearsql_udf_12dfbfc543e8', 'loader', $gearsql_source$"""Loads the udf library from source text into a private package of this Python process.
+    ('_gearsql_udf_c094d869751a', 'loader', $gearsql_source$"""Loads the udf library from source text into a private package of this Python process.
 
 Runs inside PostgreSQL's PL/Python (as the body of ``_gman_load()``) and in gearsql's SQLite shim.
 The package name carries a digest of the sources, so two installed versions never mix in one
@@ -2426,21 +2456,26 @@ A new PostgreSQL backend pays for this load on its first gman_* call, so it is k
 - the modules' code can come compiled (``marshal`` data made by :func:`compile_sources` in the
   same interpreter, which ``_gman_compile()`` stores at install time; see
   :func:`bytecode_magic`), so nothing is compiled;
-- ``typing``, ``dataclasses`` and ``__future__``, which the codec and the client connection
-  import for their annotations and event classes, are served to the library's modules by small
-  stand-ins here (``_STANDINS``) instead of the standard modules, whose import (``dataclasses``
-  pulls in ``inspect``, ``ast``, ``dis``...) cost more than everything else together. The
-  stand-ins build the same things at run time: ``NamedTuple`` classes through
-  ``collections.namedtuple`` as ``typing`` does, and ``@dataclass(frozen=True)`` classes with
-  the same ``__init__``, ``__repr__``, ``__eq__``, ``__hash__`` and frozen attributes. Anything
-  else they are asked for is an ImportError naming the stand-in, so a module that starts using
-  more of ``typing`` or ``dataclasses`` fails every bridge test until the stand-in learns it.
+- no garbage collection runs while the modules are built (:func:`load_package`);
+- ``typing``, ``dataclasses``, ``enum``, ``collections`` and ``__future__``, which the codec
+  and the client connection import for their annotations, event classes, packet types and
+  queue, are served to the library's modules by small stand-ins here (``_STANDINS``) instead of
+  the standard modules, whose import (``dataclasses`` pulls in ``inspect``, ``ast``, ``dis``...;
+  ``enum`` ``functools`` and ``collections``) cost more than everything else together. The
+  stand-ins build the same things at run time: ``NamedTuple`` classes as
+  ``collections.namedtuple`` makes them (:func:`_named_tuple_class`), ``@dataclass(frozen=True)``
+  classes with the same ``__init__``, ``__repr__``, ``__eq__``, ``__hash__`` and frozen
+  attributes, ``Enum`` and ``IntEnum`` classes whose members have the same names, values,
+  ``repr``, ``str`` and hash and are looked up by value the same way (``_missing_`` included),
+  and ``collections.deque`` is the C one. Anything else they are asked for is an ImportError
+  naming the stand-in (an AttributeError for ``enum.<name>``), so a module that starts using
+  more of them fails every bridge test until the stand-in learns it.
 """
 
 import builtins
+import gc
 import marshal
 import sys
-import types
 
 #: Modules in load order: the codec, the sans-IO client connection (which imports the codec as
 #: ``.protocol``), then the functions' library.
@@ -2466,6 +2501,12 @@ def compile_sources(package, sources):
     }
 
 
+# types.ModuleType and types.CodeType, without importing types (0.3 ms in a new backend). Not
+# from compile(): its first call in a process costs 1 ms (it sets up the _ast module).
+ModuleType = type(sys)
+CodeType = type(bytecode_magic.__code__)
+
+
 def load_package(package, sources, codes=None):
     """The package ``package`` with one submodule per entry of MODULES, built the first time and
     taken from ``sys.modules`` afterwards. ``sources``: module name -> source text; ``codes``:
@@ -2474,14 +2515,18 @@ def load_package(package, sources, codes=None):
     loaded = sys.modules.get(package)
     if loaded is not None and all(hasattr(loaded, name) for name in MODULES):
         return loaded
-    root = types.ModuleType(package, "gearsql SQL bridge library")
+    root = ModuleType(package, "gearsql SQL bridge library")
     root.__path__ = []
     root.__package__ = package
     sys.modules[package] = root
+    # No garbage collection while the modules are built: all they make is kept, and the passes
+    # it set off (one per 700 new objects) cost a new backend's first call 0.5 ms.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         for name in MODULES:
             fullname = package + "." + name
-            module = types.ModuleType(fullname)
+            module = ModuleType(fullname)
             module.__package__ = package
             module.__file__ = "<" + fullname + ">"
             module.__builtins__ = _BUILTINS
@@ -2492,6 +2537,9 @@ def load_package(package, sources, codes=None):
         for name in [package] + [package + "." + name for name in MODULES]:
             sys.modules.pop(name, None)
         raise
+    finally:
+        if collecting:
+            gc.enable()
     return root
 
 
@@ -2501,7 +2549,7 @@ def _code(filename, source, data):
             code = marshal.loads(data)
         except (EOFError, ValueError, TypeError):
             code = None
-        if isinstance(code, types.CodeType) and code.co_filename == filename:
+        if isinstance(code, CodeType) and code.co_filename == filename:
             return code
     return compile(source, filename, "exec")
 
@@ -2509,10 +2557,64 @@ def _code(filename, source, data):
 # ------------------------------------------------------------------------------ stand-ins
 
 
-def _standin_typing():
-    import collections
+def _named_tuple_class(typename, fields, defaults):
+    """The class ``collections.namedtuple(typename, fields, defaults=defaults)`` makes (a tuple
+    with a property per field, ``_make``, ``_replace``, ``_asdict``, the same ``repr``), made
+    without importing ``collections``, whose import cost a new backend about 2 ms."""
+    from _collections import _tuplegetter
 
-    module = types.ModuleType("typing", "udf/loader.py's stand-in for typing")
+    fields = tuple(fields)
+    defaults = tuple(defaults)
+    count = len(fields)
+    arguments = ", ".join(fields) + ("," if count == 1 else "")
+    namespace = {"_new": tuple.__new__}
+    exec(f"def __new__(_cls, {arguments}):\n    return _new(_cls, ({arguments}))\n", namespace)
+    new = namespace["__new__"]
+    new.__defaults__ = defaults or None
+    new.__qualname__ = typename + ".__new__"
+
+    def _make(cls, iterable):
+        made = tuple.__new__(cls, iterable)
+        if len(made) != count:
+            raise TypeError(f"Expected {count} arguments, got {len(made)}")
+        return made
+
+    def _replace(self, /, **changes):
+        made = self._make(map(changes.pop, fields, self))
+        if changes:
+            raise ValueError(f"Got unexpected field names: {list(changes)!r}")
+        return made
+
+    def __repr__(self):
+        inner = ", ".join(f"{name}={value!r}" for name, value in zip(fields, self, strict=True))
+        return f"{type(self).__name__}({inner})"
+
+    def _asdict(self):
+        return dict(zip(fields, self, strict=True))
+
+    def __getnewargs__(self):
+        return tuple(self)
+
+    body = {
+        "__doc__": f"{typename}({', '.join(fields)})",
+        "__slots__": (),
+        "_fields": fields,
+        "_field_defaults": dict(zip(fields[count - len(defaults) :], defaults, strict=True)),
+        "__new__": new,
+        "_make": classmethod(_make),
+        "_replace": _replace,
+        "__repr__": __repr__,
+        "_asdict": _asdict,
+        "__getnewargs__": __getnewargs__,
+        "__match_args__": fields,
+    }
+    for index, name in enumerate(fields):
+        body[name] = _tuplegetter(index, f"Alias for field number {index}")
+    return type(typename, (tuple,), body)
+
+
+def _standin_typing():
+    module = ModuleType("typing", "udf/loader.py's stand-in for typing")
 
     class Generic:
         __slots__ = ()
@@ -2527,7 +2629,7 @@ def _standin_typing():
         def __getitem__(self, params):
             return params if isinstance(params, tuple) else (params,)
 
-    # typing.NamedTuple's run-time part: a collections.namedtuple with the class body's fields
+    # typing.NamedTuple's run-time part: a named tuple class with the class body's fields
     # (defaults from the trailing assigned ones) and the rest of the body copied onto it.
     prohibited = frozenset(
         (
@@ -2551,9 +2653,8 @@ def _standin_typing():
             defaults = [name for name in fields if name in ns]
             if defaults != fields[len(fields) - len(defaults) :]:
                 raise TypeError(f"{typename}: a field without a default follows one with")
-            made = collections.namedtuple(
-                typename, fields, defaults=[ns[name] for name in defaults], module=ns["__module__"]
-            )
+            made = _named_tuple_class(typename, fields, [ns[name] for name in defaults])
+            made.__module__ = ns["__module__"]
             made.__annotations__ = dict(ns.get("__annotations__", {}))
             for key, value in ns.items():
                 if key in prohibited:
@@ -2576,7 +2677,7 @@ def _standin_typing():
 
 
 def _standin_dataclasses():
-    module = types.ModuleType("dataclasses", "udf/loader.py's stand-in for dataclasses")
+    module = ModuleType("dataclasses", "udf/loader.py's stand-in for dataclasses")
 
     class FrozenInstanceError(AttributeError):
         pass
@@ -2640,13 +2741,113 @@ def _standin_dataclasses():
     return module
 
 
+def _standin_enum():
+    module = ModuleType("enum", "udf/loader.py's stand-in for enum")
+    mappingproxy = type(type.__dict__)
+
+    class EnumType(type):
+        """Makes a member of each public class attribute that is a plain value (not a function,
+        property or classmethod): an instance of the class holding ``_name_`` and ``_value_``.
+        A name whose value was taken already is an alias of that member, as in enum."""
+
+        def __new__(mcls, name, bases, namespace):
+            values = {
+                key: value
+                for key, value in namespace.items()
+                if not key.startswith("_") and not hasattr(value, "__get__")
+            }
+            body = {key: value for key, value in namespace.items() if key not in values}
+            cls = super().__new__(mcls, name, bases, body)
+            cls._member_map_ = {}
+            cls._value2member_map_ = {}
+            members = []
+            for key, value in values.items():
+                member = cls._value2member_map_.get(value)
+                if member is None:
+                    if issubclass(cls, int):
+                        member = int.__new__(cls, value)
+                    else:
+                        member = object.__new__(cls)
+                    member._name_ = key
+                    member._value_ = value
+                    cls._value2member_map_[value] = member
+                    members.append(member)
+                cls._member_map_[key] = member
+                type.__setattr__(cls, key, member)
+            cls._members_ = tuple(members)
+            return cls
+
+        def __call__(cls, value):
+            try:
+                member = cls._value2member_map_.get(value)
+            except TypeError:  # unhashable: no member has it
+                member = None
+            if member is None:
+                member = cls._missing_(value)
+            if isinstance(member, cls):
+                return member
+            raise ValueError(f"{value!r} is not a valid {cls.__qualname__}")
+
+        def __iter__(cls):
+            return iter(cls._members_)
+
+        def __len__(cls):
+            return len(cls._members_)
+
+        @property
+        def __members__(cls):
+            return mappingproxy(cls._member_map_)
+
+        def __repr__(cls):
+            return f"<enum {cls.__name__!r}>"
+
+    class Enum(metaclass=EnumType):
+        name = property(lambda self: self._name_, doc="The member's name.")
+        value = property(lambda self: self._value_, doc="The member's value.")
+
+        @classmethod
+        def _missing_(cls, value):
+            return None
+
+        def __repr__(self):
+            return f"<{type(self).__name__}.{self._name_}: {self._value_!r}>"
+
+        def __str__(self):
+            return f"{type(self).__name__}.{self._name_}"
+
+        def __hash__(self):
+            return hash(self._name_)
+
+    class IntEnum(int, Enum):
+        # int's comparisons, hash, str and format (as enum's IntEnum since Python 3.11), with
+        # the member's repr.
+        __repr__ = Enum.__repr__
+        __str__ = int.__repr__
+        __format__ = int.__format__
+
+    module.EnumType = module.EnumMeta = EnumType
+    module.Enum = Enum
+    module.IntEnum = IntEnum
+    return module
+
+
+def _standin_collections():
+    from _collections import deque
+
+    module = ModuleType("collections", "udf/loader.py's stand-in for collections")
+    module.deque = deque
+    return module
+
+
 def _standin_future():
-    module = types.ModuleType("__future__", "udf/loader.py's stand-in for __future__")
+    module = ModuleType("__future__", "udf/loader.py's stand-in for __future__")
     module.annotations = "annotations"  # the compiler reads the import; nothing uses the value
     return module
 
 
 _STANDINS = {
+    "collections": _standin_collections,
+    "enum": _standin_enum,
     "typing": _standin_typing,
     "dataclasses": _standin_dataclasses,
     "__future__": _standin_future,
@@ -2672,24 +2873,24 @@ $gearsql_source$);
 CREATE OR REPLACE FUNCTION "gearsql"._gman_compile()
 RETURNS integer LANGUAGE plpython3u VOLATILE AS $gearsql$
 import marshal
-ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_12dfbfc543e8\'')}
+ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_c094d869751a\'')}
 try:
     from _frozen_importlib_external import MAGIC_NUMBER
 except ImportError:
     MAGIC_NUMBER = None
-LOADER = {"__name__": '_gearsql_udf_12dfbfc543e8.loader'}
+LOADER = {"__name__": '_gearsql_udf_c094d869751a.loader'}
 _row = ROWS["loader"]
 if MAGIC_NUMBER is not None and _row["magic"] == MAGIC_NUMBER and _row["code"] is not None:
     _code = marshal.loads(_row["code"])
 else:
-    _code = compile(_row["source"], '<_gearsql_udf_12dfbfc543e8.loader>', "exec")
+    _code = compile(_row["source"], '<_gearsql_udf_c094d869751a.loader>', "exec")
 exec(_code, LOADER)
 SOURCES = {name: row["source"] for name, row in ROWS.items() if name != "loader"}
 ALL = dict(SOURCES, loader=ROWS["loader"]["source"])
-CODES = LOADER["compile_sources"]('_gearsql_udf_12dfbfc543e8', ALL)
+CODES = LOADER["compile_sources"]('_gearsql_udf_c094d869751a', ALL)
 MAGIC = LOADER["bytecode_magic"]()
 PLAN = plpy.prepare(
-'UPDATE "gearsql"._gman_library SET magic = $1, code = $2 WHERE package = \'_gearsql_udf_12dfbfc543e8\' AND module = $3', ["bytea", "bytea", "text"])
+'UPDATE "gearsql"._gman_library SET magic = $1, code = $2 WHERE package = \'_gearsql_udf_c094d869751a\' AND module = $3', ["bytea", "bytea", "text"])
 for NAME, CODE in CODES.items():
     plpy.execute(PLAN, [MAGIC, CODE, NAME])
 return len(CODES)
@@ -2700,10 +2901,10 @@ SELECT "gearsql"._gman_compile();
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_12dfbfc543e8')
+lib = GD.get('_gearsql_udf_c094d869751a')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_12dfbfc543e8']
+    lib = GD['_gearsql_udf_c094d869751a']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, None)
 $gearsql$;
 
@@ -2737,10 +2938,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_12dfbfc543e8')
+lib = GD.get('_gearsql_udf_c094d869751a')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_12dfbfc543e8']
+    lib = GD['_gearsql_udf_c094d869751a']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, None)
 $gearsql$;
 
@@ -2774,10 +2975,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_12dfbfc543e8')
+lib = GD.get('_gearsql_udf_c094d869751a')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_12dfbfc543e8']
+    lib = GD['_gearsql_udf_c094d869751a']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, unique)
 $gearsql$;
 
@@ -2811,10 +3012,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_12dfbfc543e8')
+lib = GD.get('_gearsql_udf_c094d869751a')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_12dfbfc543e8']
+    lib = GD['_gearsql_udf_c094d869751a']
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, unique)
 $gearsql$;
 
@@ -2848,10 +3049,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_12dfbfc543e8')
+lib = GD.get('_gearsql_udf_c094d869751a')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_12dfbfc543e8']
+    lib = GD['_gearsql_udf_c094d869751a']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, None)
 $gearsql$;
 
@@ -2885,10 +3086,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_12dfbfc543e8')
+lib = GD.get('_gearsql_udf_c094d869751a')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_12dfbfc543e8']
+    lib = GD['_gearsql_udf_c094d869751a']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, None)
 $gearsql$;
 
@@ -2922,10 +3123,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_12dfbfc543e8')
+lib = GD.get('_gearsql_udf_c094d869751a')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_12dfbfc543e8']
+    lib = GD['_gearsql_udf_c094d869751a']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, unique)
 $gearsql$;
 
@@ -2959,10 +3160,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_12dfbfc543e8')
+lib = GD.get('_gearsql_udf_c094d869751a')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_12dfbfc543e8']
+    lib = GD['_gearsql_udf_c094d869751a']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, unique)
 $gearsql$;
 
@@ -2996,10 +3197,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_12dfbfc543e8')
+lib = GD.get('_gearsql_udf_c094d869751a')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_12dfbfc543e8']
+    lib = GD['_gearsql_udf_c094d869751a']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, None)
 $gearsql$;
 
@@ -3033,10 +3234,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_12dfbfc543e8')
+lib = GD.get('_gearsql_udf_c094d869751a')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_12dfbfc543e8']
+    lib = GD['_gearsql_udf_c094d869751a']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, None)
 $gearsql$;
 
@@ -3070,10 +3271,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_12dfbfc543e8')
+lib = GD.get('_gearsql_udf_c094d869751a')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_12dfbfc543e8']
+    lib = GD['_gearsql_udf_c094d869751a']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, unique)
 $gearsql$;
 
@@ -3107,10 +3308,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_12dfbfc543e8')
+lib = GD.get('_gearsql_udf_c094d869751a')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_12dfbfc543e8']
+    lib = GD['_gearsql_udf_c094d869751a']
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, unique)
 $gearsql$;
 
@@ -4116,10 +4317,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_servers_set"("servers" text)
 RETURNS boolean LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_12dfbfc543e8')
+lib = GD.get('_gearsql_udf_c094d869751a')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_12dfbfc543e8']
+    lib = GD['_gearsql_udf_c094d869751a']
 return lib.servers_set(plpy, GD, SCHEMA, servers)
 $gearsql$;
 
@@ -4153,10 +4354,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_servers_set"("servers" text, "function" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_12dfbfc543e8')
+lib = GD.get('_gearsql_udf_c094d869751a')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_12dfbfc543e8']
+    lib = GD['_gearsql_udf_c094d869751a']
 return lib.function_servers_set(plpy, GD, SCHEMA, servers, function)
 $gearsql$;
 
@@ -4190,10 +4391,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_job_status"("handle" text, OUT known boolean, OUT running boolean, OUT numerator bigint, OUT denominator bigint, OUT state text, OUT detail text)
 RETURNS record LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_12dfbfc543e8')
+lib = GD.get('_gearsql_udf_c094d869751a')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_12dfbfc543e8']
+    lib = GD['_gearsql_udf_c094d869751a']
 return lib.job_status(plpy, GD, SCHEMA, handle)
 $gearsql$;
 
@@ -4230,10 +4431,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_map"("function" text, "workloads" text[])
 RETURNS setof text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_12dfbfc543e8')
+lib = GD.get('_gearsql_udf_c094d869751a')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_12dfbfc543e8']
+    lib = GD['_gearsql_udf_c094d869751a']
 return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)
 $gearsql$;
 
@@ -4267,10 +4468,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_map"("function" text, "workloads" bytea[])
 RETURNS setof bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_12dfbfc543e8')
+lib = GD.get('_gearsql_udf_c094d869751a')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_12dfbfc543e8']
+    lib = GD['_gearsql_udf_c094d869751a']
 return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)
 $gearsql$;
 
@@ -4304,10 +4505,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" text)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_12dfbfc543e8')
+lib = GD.get('_gearsql_udf_c094d869751a')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_12dfbfc543e8']
+    lib = GD['_gearsql_udf_c094d869751a']
 return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
@@ -4341,10 +4542,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" bytea)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_12dfbfc543e8')
+lib = GD.get('_gearsql_udf_c094d869751a')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_12dfbfc543e8']
+    lib = GD['_gearsql_udf_c094d869751a']
 return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
@@ -4378,10 +4579,10 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_final"("state" bigint)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_12dfbfc543e8')
+lib = GD.get('_gearsql_udf_c094d869751a')
 if lib is None:
     plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_12dfbfc543e8']
+    lib = GD['_gearsql_udf_c094d869751a']
 return lib.sum_final(plpy, GD, SCHEMA, state)
 $gearsql$;
 
