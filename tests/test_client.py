@@ -496,12 +496,139 @@ def test_the_loop_thread_hands_back_results_exceptions_and_cancellation() -> Non
             thread.run(fails())
         with pytest.raises(concurrent.futures.CancelledError):
             thread.run(cancelled())
-        with pytest.raises(RuntimeError, match="own event-loop thread"):
+        with pytest.raises(RuntimeError, match="own event loop"):
             thread.run(nested())
     finally:
         thread.close()
     with pytest.raises(RuntimeError, match="closed"):
         thread.run(value())
+
+
+@pytest.mark.parametrize("made_in", ["main thread", "other thread"])
+def test_a_blocking_call_runs_the_loop_in_its_own_thread_and_hands_it_to_a_waiting_one(
+    made_in: str,
+) -> None:
+    # Made in the main thread, the loop is the stdlib one; elsewhere uvloop when installed.
+    made: list[EventLoopThread] = []
+    maker = threading.Thread(target=lambda: made.append(EventLoopThread("gearsql-test")))
+    if made_in == "main thread":
+        maker.run()
+    else:
+        maker.start()
+        maker.join(WAIT)
+    thread = made[0]
+    try:
+
+        async def where() -> int:
+            return threading.get_ident()
+
+        assert thread.run(where()) == threading.get_ident()  # no thread hop
+
+        # "a" runs the loop until its gate opens; "b" calls meanwhile: its coroutine starts on
+        # a's thread, and when a's call returns, b's thread is handed the loop and finishes it.
+        started = {name: threading.Event() for name in "ab"}
+        gates = {name: threading.Event() for name in "ab"}
+        seen: dict[str, tuple[int, int, int]] = {}
+
+        async def hold(name: str) -> tuple[int, int]:
+            first = threading.get_ident()
+            started[name].set()
+            while not gates[name].is_set():
+                await asyncio.sleep(0.005)
+            return first, threading.get_ident()
+
+        def call(name: str) -> None:
+            seen[name] = (threading.get_ident(), *thread.run(hold(name)))
+
+        callers = {name: threading.Thread(target=call, args=(name,)) for name in "ab"}
+        callers["a"].start()
+        assert started["a"].wait(WAIT)
+        callers["b"].start()
+        assert started["b"].wait(WAIT)
+        gates["a"].set()
+        callers["a"].join(WAIT)
+        gates["b"].set()
+        callers["b"].join(WAIT)
+        a_thread, a_first, a_last = seen["a"]
+        b_thread, b_first, b_last = seen["b"]
+        assert a_first == a_last == a_thread
+        assert (b_first, b_last) == (a_thread, b_thread)
+    finally:
+        thread.close()
+
+
+def test_jobs_started_without_waiting_go_on_between_blocking_calls(
+    gearsql_server: ServerProcess,
+) -> None:
+    def chatty(job: WorkerJob) -> bytes:
+        job.send_data(job.data)
+        return job.data.upper()
+
+    async def work(stop: threading.Event) -> None:
+        worker = AsyncWorker(url(gearsql_server))
+        worker.register("chatty", chatty)
+        async with serving(worker):
+            while not stop.is_set():
+                await asyncio.sleep(0.02)
+
+    stop = threading.Event()
+    worker_thread = threading.Thread(target=lambda: asyncio.run(work(stop)))
+    worker_thread.start()
+    try:
+        with Client(url(gearsql_server)) as client:
+            # During a blocking call its callbacks run in the calling thread.
+            threads: list[str] = []
+            assert client.submit(
+                "chatty", "a", timeout=WAIT, on_data=lambda d: threads.append(current())
+            ) == (b"A")
+            assert threads == [current()]
+            # Without one, the client's caretaker thread sends the job, takes its updates and
+            # finishes it: nobody calls the client until the task is done.
+            arrived = threading.Event()
+
+            def on_data(data: bytes) -> None:
+                threads.append(current())
+                arrived.set()
+
+            task = client.submit_task("chatty", "b", on_data=on_data)
+            assert arrived.wait(WAIT)
+            deadline = time.monotonic() + WAIT
+            while not task.done() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert task.done()
+            assert threads[1] == "gearsql-client"
+            assert task.result(WAIT) == b"B"
+    finally:
+        stop.set()
+        worker_thread.join(WAIT)
+
+
+def current() -> str:
+    return threading.current_thread().name
+
+
+def test_a_server_that_went_away_while_the_client_was_idle_is_not_written_to(
+    tmp_path: Path,
+) -> None:
+    servers = two_servers(tmp_path)
+    victim, survivor = servers
+    try:
+        to_victim = next(
+            u for u in (f"u{n}" for n in range(100)) if zlib.crc32(u.encode()) % 2 == 0
+        )
+        with Client(url(victim, survivor), backoff=(5, 5)) as client:
+            assert client.submit_background("f", b"x", unique=to_victim, timeout=WAIT).server == (
+                url(victim)
+            )
+            victim.stop(signal.SIGKILL)
+            # Nobody ran the client's loop since: the call takes in the closed connection first,
+            # so the job fails over instead of going down the dead connection.
+            # (Without a timeout: asyncio.wait_for would start the call one iteration late.)
+            job = client.submit_background("f", b"y", unique=to_victim)
+            assert job.server == url(survivor)
+    finally:
+        for server in servers:
+            server.stop()
 
 
 # -- bad input and failures ------------------------------------------------------------------
