@@ -76,14 +76,18 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 class _Call:
-    """One blocking call: its coroutine, then its finished task; ``wake`` is held while the
-    calling thread sleeps and released to wake it (its call finished, or the loop is its)."""
+    """One blocking call: its coroutine until started, then its task, then its outcome (result
+    or error) once ``done``; ``wake`` is held while the calling thread sleeps and released to
+    wake it (its call is done, or the loop is its to run)."""
 
-    __slots__ = ("coro", "finished", "wake")
+    __slots__ = ("coro", "done", "error", "result", "task", "wake")
 
     def __init__(self, coro: Coroutine[Any, Any, Any] | None) -> None:
         self.coro = coro
-        self.finished: asyncio.Task[Any] | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
         self.wake = _thread.allocate_lock()
         self.wake.acquire()
 
@@ -136,12 +140,12 @@ class EventLoopThread:
             self._lead(call, first=True)
         else:
             self._wait(call)
-        task = call.finished
-        assert task is not None
-        if task.cancelled():
-            # What run_coroutine_threadsafe(...).result() raised for a cancelled coroutine.
-            raise concurrent.futures.CancelledError()
-        result: T = task.result()
+        if call.error is not None:
+            if isinstance(call.error, asyncio.CancelledError):
+                # What run_coroutine_threadsafe(...).result() raised for a cancelled coroutine.
+                raise concurrent.futures.CancelledError()
+            raise call.error
+        result: T = call.result
         return result
 
     def call_soon(self, callback: Callable[[], object]) -> None:
@@ -170,24 +174,29 @@ class EventLoopThread:
         """On the loop: start the call's coroutine. The caretaker gives the loop to the caller."""
         coro, call.coro = call.coro, None  # None: started
         assert coro is not None
-        self.loop.create_task(coro).add_done_callback(lambda task: self._done(call, task))
+        call.task = self.loop.create_task(self._drive(call, coro))
         if self._leader is self._caretaker:
             self.loop.stop()
 
-    def _done(self, call: _Call, task: asyncio.Task[Any]) -> None:
-        """On the loop: the call's coroutine finished; stop the loop if that call's thread runs
-        it, else wake the thread."""
-        with self._mutex:
-            call.finished = task
-            if call in self._given_up:  # nobody waits for it any more
+    async def _drive(self, call: _Call, coro: Coroutine[Any, Any, Any]) -> None:
+        """The call's coroutine, its outcome kept in the call: the loop stops (or the waiting
+        thread is woken) in the very step that ends it, without a done-callback's iteration."""
+        try:
+            call.result = await coro
+        except GeneratorExit:  # the loop was closed with the call pending: nobody waits
+            call.error = RuntimeError("this client is closed")
+            raise
+        except BaseException as exc:  # the caller's to raise, KeyboardInterrupt included
+            call.error = exc
+        finally:
+            with self._mutex:
+                call.done = True
                 self._given_up.discard(call)
-                if not task.cancelled():
-                    task.exception()
-            if self._leader is call:
-                self.loop.stop()
-            elif call in self._waiting:
-                self._waiting.remove(call)
-                call.wake.release()
+                if self._leader is call:
+                    self.loop.stop()
+                elif call in self._waiting:
+                    self._waiting.remove(call)
+                    call.wake.release()
 
     def _wait(self, call: _Call) -> None:
         """Sleep until the call is finished or the loop is handed over to it (then lead)."""
@@ -205,7 +214,7 @@ class EventLoopThread:
             if closing:
                 self.loop.close()
             raise
-        if call.finished is None:
+        if not call.done:
             self._lead(call, first=False)
 
     def _lead(self, call: _Call, *, first: bool) -> None:
@@ -230,18 +239,18 @@ class EventLoopThread:
         asyncio._set_running_loop(None)
         try:
             if first:
-                # Nobody ran the loop since the last call: start the call one iteration late,
+                # Nobody ran the loop since the last call: its coroutine takes its first step
                 # after the loop took in what arrived meanwhile (a server that closed its
                 # connection, say), so that it does not write to a connection known to be dead.
-                self.loop.call_soon(self.loop.call_soon, self._start, call)
-            while call.finished is None and not interrupted:
+                self.loop.call_soon(self._start, call)
+            while not call.done and not interrupted:
                 self.loop.run_forever()
         finally:
             asyncio._set_running_loop(outer)
             if previous is not None:
                 _signal.signal(signal.SIGINT, previous)
             with self._mutex:
-                if call.finished is None:
+                if not call.done:
                     if call.coro is None:
                         self._given_up.add(call)
                     else:  # interrupted before it started
@@ -251,7 +260,7 @@ class EventLoopThread:
                 self.loop.close()
         if interrupted:
             previous(*interrupted[-1])  # the default handler raises KeyboardInterrupt here
-            if call.finished is None:  # a handler that did not raise: wait on
+            if not call.done:  # a handler that did not raise: wait on
                 self._rejoin(call)
 
     def _rejoin(self, call: _Call) -> None:
