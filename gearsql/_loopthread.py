@@ -28,6 +28,8 @@ __all__ = ["GRACE", "EventLoopThread", "ReadThrough", "new_event_loop"]
 
 T = TypeVar("T")
 
+_MAIN = threading.main_thread()
+
 #: Seconds the loop stays without a thread before the caretaker runs pending work: long enough
 #: that a caller issuing calls back to back (say, submit_task in a loop) keeps the loop itself,
 #: short beside a network round trip.
@@ -80,10 +82,11 @@ class _Call:
     or error) once ``done``; ``wake`` is held while the calling thread sleeps and released to
     wake it (its call is done, or the loop is its to run)."""
 
-    __slots__ = ("coro", "done", "error", "result", "task", "wake")
+    __slots__ = ("can_lead", "coro", "done", "error", "result", "task", "wake")
 
-    def __init__(self, coro: Coroutine[Any, Any, Any] | None) -> None:
+    def __init__(self, coro: Coroutine[Any, Any, Any] | None, can_lead: bool = True) -> None:
         self.coro = coro
+        self.can_lead = can_lead
         self.task: asyncio.Task[None] | None = None
         self.done = False
         self.result: Any = None
@@ -98,13 +101,11 @@ class EventLoopThread:
     that no call waits for is in progress (the caretaker advances it between calls)."""
 
     def __init__(self, name: str, busy: Callable[[], bool] = lambda: False) -> None:
-        # The thread that makes a client is the likeliest to call it. In the main thread each
-        # run of a uvloop loop sets up uvloop's signal wake-up (a socketpair and several system
-        # calls), which costs more than its cheaper I/O saves on a call: the stdlib loop there.
-        if threading.current_thread() is threading.main_thread():
-            self.loop = asyncio.new_event_loop()
-        else:
-            self.loop = new_event_loop()
+        self.loop = new_event_loop()
+        # In the main thread each run of a uvloop loop sets up uvloop's signal wake-up (a
+        # socketpair and several system calls), which costs more than a thread hop: there the
+        # caretaker runs the loop for the call, as a thread of its own did before.
+        self._main_leads = isinstance(self.loop, asyncio.BaseEventLoop)
         self._busy = busy
         # Guards the fields below; never held while the loop runs.
         self._mutex = _thread.RLock()  # reentrant: a finalizer may close it from a callback
@@ -125,19 +126,22 @@ class EventLoopThread:
                 "a blocking gearsql call was made from its own event loop "
                 "(in a callback?); use the async API there"
             )
-        call = _Call(coro)
+        call = _Call(coro, self._main_leads or threading.current_thread() is not _MAIN)
         with self._mutex:
             if self._closed:
                 coro.close()
                 raise RuntimeError("this client is closed")
-            leading = self._leader is None
+            leading = self._leader is None and call.can_lead
             if leading:
                 self._leader = call
             else:
                 self._waiting.append(call)
                 self.loop.call_soon_threadsafe(self._start, call)
+                if self._leader is None:
+                    self._leader = self._caretaker
+                    self._wake_caretaker()
         if leading:
-            self._lead(call, first=True)
+            self._lead(call)
         else:
             self._wait(call)
         if call.error is not None:
@@ -171,12 +175,18 @@ class EventLoopThread:
     # -- the calling threads
 
     def _start(self, call: _Call) -> None:
-        """On the loop: start the call's coroutine. The caretaker gives the loop to the caller."""
-        coro, call.coro = call.coro, None  # None: started
-        assert coro is not None
+        """On the loop: start the call's coroutine, unless it was started or given up already
+        or the caretaker runs the loop and the caller can: then the caretaker hands it over
+        (uvloop's stop() takes effect an iteration late, so the caller starts it itself)."""
+        with self._mutex:
+            coro, call.coro = call.coro, None  # None: started (or given up)
+            if coro is None:
+                return
+            if self._leader is self._caretaker and call.can_lead:
+                call.coro = coro
+                self.loop.stop()
+                return
         call.task = self.loop.create_task(self._drive(call, coro))
-        if self._leader is self._caretaker:
-            self.loop.stop()
 
     async def _drive(self, call: _Call, coro: Coroutine[Any, Any, Any]) -> None:
         """The call's coroutine, its outcome kept in the call: the loop stops (or the waiting
@@ -205,19 +215,23 @@ class EventLoopThread:
         except BaseException:  # Ctrl-C in the main thread: the job keeps running on the loop
             closing = False
             with self._mutex:
+                if call.coro is not None:  # not started: it never will be
+                    call.coro.close()
+                    call.coro = None
+                    call.done = True
+                elif not call.done:
+                    self._given_up.add(call)
                 if call in self._waiting:
                     self._waiting.remove(call)
-                    self._given_up.add(call)
                 elif self._leader is call:  # handed the loop just as it was interrupted
-                    self._given_up.add(call)
                     closing = self._hand_over()
             if closing:
                 self.loop.close()
             raise
         if not call.done:
-            self._lead(call, first=False)
+            self._lead(call)
 
-    def _lead(self, call: _Call, *, first: bool) -> None:
+    def _lead(self, call: _Call) -> None:
         """Run the loop in this thread until the call is finished, then hand it over. A Python
         SIGINT handler is run after the loop stops, never inside the client's code."""
         interrupted: list[tuple[int, Any]] = []
@@ -238,10 +252,10 @@ class EventLoopThread:
         outer = asyncio._get_running_loop()
         asyncio._set_running_loop(None)
         try:
-            if first:
-                # Nobody ran the loop since the last call: its coroutine takes its first step
-                # after the loop took in what arrived meanwhile (a server that closed its
-                # connection, say), so that it does not write to a connection known to be dead.
+            if call.coro is not None:
+                # Not started yet. Its first step comes an iteration later, after the loop took
+                # in what arrived while nobody ran it (a server that closed its connection,
+                # say), so that the call does not write to a connection known to be dead.
                 self.loop.call_soon(self._start, call)
             while not call.done and not interrupted:
                 self.loop.run_forever()
@@ -272,7 +286,7 @@ class EventLoopThread:
             else:
                 self._waiting.append(call)
         if leading:
-            self._lead(call, first=False)
+            self._lead(call)
         else:
             self._wait(call)
 
@@ -280,9 +294,14 @@ class EventLoopThread:
         """With the mutex held, by the thread leaving the loop: give it to the oldest waiting
         call, else to nobody (the caretaker takes it if work is left). True: the client is
         closed and nobody will run the loop again, so the caller closes it (without the mutex)."""
-        if self._waiting:
-            self._leader = self._waiting.pop(0)
-            self._leader.wake.release()
+        for n, call in enumerate(self._waiting):
+            if call.can_lead:
+                self._leader = self._waiting.pop(n)
+                call.wake.release()
+                return False
+        if self._waiting:  # calls that the caretaker runs for their threads
+            self._leader = self._caretaker
+            self._wake_caretaker()
             return False
         self._leader = None
         if self._closed:
@@ -303,20 +322,23 @@ class EventLoopThread:
         me = self._caretaker
         while True:
             me.wake.acquire()
-            time.sleep(GRACE)
-            with self._mutex:
-                if self._closed:
-                    return
-                if self._leader is not None or not (self._given_up or self._busy()):
-                    continue
-                self._leader = me
+            if self._leader is not me:  # else a call that does not run the loop itself came
+                time.sleep(GRACE)
+                with self._mutex:
+                    if self._closed:
+                        return
+                    if self._leader is not None or not (self._given_up or self._busy()):
+                        continue
+                    self._leader = me
             try:
                 while True:
                     check = self.loop.call_later(_CARETAKER_CHECK, self.loop.stop)
                     self.loop.run_forever()
                     check.cancel()
                     with self._mutex:
-                        if self._waiting or self._closed or not (self._given_up or self._busy()):
+                        if self._closed or any(call.can_lead for call in self._waiting):
+                            break
+                        if not (self._waiting or self._given_up or self._busy()):
                             break
             finally:
                 with self._mutex:

@@ -17,6 +17,7 @@ import pytest
 from conftest import ServerProcess, free_port
 from wire import Peer
 
+import gearsql._loopthread
 from gearsql import (
     AsyncClient,
     AsyncWorker,
@@ -397,9 +398,17 @@ def test_sync_client_does_everything_the_async_one_does(any_server: ServerProces
         thread.join(WAIT)
 
 
+@pytest.mark.parametrize("kind", ["stdlib", "uvloop"])
 def test_sync_client_shared_by_threads_passes_results_exceptions_and_ctrl_c(
-    gearsql_server: ServerProcess,
+    gearsql_server: ServerProcess, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The main thread runs a stdlib loop itself (Ctrl-C then comes in the loop); uvloop's it
+    # leaves to the caretaker and waits (Ctrl-C then comes in that wait).
+    if kind == "stdlib":
+        monkeypatch.setattr(gearsql._loopthread, "new_event_loop", asyncio.new_event_loop)
+    else:
+        pytest.importorskip("uvloop")
+
     def answer(job: WorkerJob) -> bytes:
         if job.data.startswith(b"fail"):
             job.fail()
@@ -504,25 +513,31 @@ def test_the_loop_thread_hands_back_results_exceptions_and_cancellation() -> Non
         thread.run(value())
 
 
-@pytest.mark.parametrize("made_in", ["main thread", "other thread"])
+@pytest.mark.parametrize("kind", ["stdlib", "uvloop"])
 def test_a_blocking_call_runs_the_loop_in_its_own_thread_and_hands_it_to_a_waiting_one(
-    made_in: str,
+    kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Made in the main thread, the loop is the stdlib one; elsewhere uvloop when installed.
-    made: list[EventLoopThread] = []
-    maker = threading.Thread(target=lambda: made.append(EventLoopThread("gearsql-test")))
-    if made_in == "main thread":
-        maker.run()
+    if kind == "stdlib":
+        monkeypatch.setattr(gearsql._loopthread, "new_event_loop", asyncio.new_event_loop)
     else:
-        maker.start()
-        maker.join(WAIT)
-    thread = made[0]
+        pytest.importorskip("uvloop")
+    thread = EventLoopThread("gearsql-test")
     try:
 
         async def where() -> int:
             return threading.get_ident()
 
-        assert thread.run(where()) == threading.get_ident()  # no thread hop
+        async def named() -> str:
+            return threading.current_thread().name
+
+        # No thread hop, except from the main thread on uvloop, whose every run there sets up
+        # its signal handling: the caretaker runs those calls.
+        assert thread.run(named()) == ("MainThread" if kind == "stdlib" else "gearsql-test")
+        others: list[str] = []
+        other = threading.Thread(target=lambda: others.append(thread.run(named())), name="other")
+        other.start()
+        other.join(WAIT)
+        assert others == ["other"]
 
         # "a" runs the loop until its gate opens; "b" calls meanwhile: its coroutine starts on
         # a's thread, and when a's call returns, b's thread is handed the loop and finishes it.
@@ -576,12 +591,20 @@ def test_jobs_started_without_waiting_go_on_between_blocking_calls(
     worker_thread.start()
     try:
         with Client(url(gearsql_server)) as client:
-            # During a blocking call its callbacks run in the calling thread.
+            # During a blocking call its callbacks run in the calling thread (the main one
+            # excepted on uvloop: see the test above).
             threads: list[str] = []
-            assert client.submit(
-                "chatty", "a", timeout=WAIT, on_data=lambda d: threads.append(current())
-            ) == (b"A")
-            assert threads == [current()]
+
+            def call() -> None:
+                result = client.submit(
+                    "chatty", "a", timeout=WAIT, on_data=lambda d: threads.append(current())
+                )
+                assert result == b"A"
+
+            caller = threading.Thread(target=call, name="caller")
+            caller.start()
+            caller.join(WAIT)
+            assert threads == ["caller"]
             # Without one, the client's caretaker thread sends the job, takes its updates and
             # finishes it: nobody calls the client until the task is done.
             arrived = threading.Event()
