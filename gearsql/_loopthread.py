@@ -2,14 +2,16 @@
 that block on it.
 
 Each blocking call runs the loop in its own thread while no other thread does (the leader), so
-a call from one thread costs no thread switch at all; a call made while another thread leads
-hands its coroutine to the leader and sleeps until it is done, or until the leader's own call
-ends and hands the loop over to it. Between calls, work left running (jobs started without
-waiting, a call given up by Ctrl-C) is advanced by the loop's own caretaker thread, which takes
-the loop only after it has been left alone for :data:`GRACE` seconds and gives it back as soon
-as a blocking call comes. Why: a thread that sleeps while the loop thread works and is then
-woken (twice per call, once each way) cost 55-85 µs per call on a busy 2-core machine against
-the 20-30 µs of the call itself (bench/sync_overhead.py).
+a call costs no thread switch at all; a call made while another thread leads hands its
+coroutine to the leader and sleeps until it is done, or until the leader's own call ends and
+hands the loop over to it. Between calls, work left running (jobs started without waiting, a
+call given up by Ctrl-C) is advanced by the loop's caretaker thread, which takes the loop only
+after it has been left alone for :data:`GRACE` seconds and gives it back as soon as a blocking
+call comes. One exception: on uvloop, whose every run in the main thread sets up its signal
+wake-up (a socketpair and several system calls, dearer than a thread switch), the main thread's
+calls are run by the caretaker, as by a loop thread of its own. Why not a loop thread for all:
+waking it and then the caller again cost 55-85 µs per call on a busy 2-core machine against the
+20-30 µs of the call itself (bench/README.md, sync_overhead.py).
 """
 
 from __future__ import annotations
@@ -66,9 +68,8 @@ class ReadThrough(Generic[T]):
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """A uvloop loop when the optional 'fast' extra is installed, else the stdlib one. uvloop
     handles I/O and wake-ups from other threads more cheaply (an eventfd handled in C against
-    the stdlib loop's self-pipe and Python-level selector); in the main thread, though, each of
-    its runs sets up its own signal wake-up (a socketpair and several system calls), which
-    costs about what its cheaper I/O saves on one blocking call (bench/sync_overhead.py)."""
+    the stdlib loop's self-pipe and Python-level selector), though each of its runs in the main
+    thread sets up its own signal wake-up (see :class:`EventLoopThread` for what follows)."""
     try:
         import uvloop  # type: ignore[import-not-found,unused-ignore]
     except ImportError:  # pragma: no cover - uvloop is the optional 'fast' extra
@@ -132,17 +133,20 @@ class EventLoopThread:
                 coro.close()
                 raise RuntimeError("this client is closed")
             leading = self._leader is None and call.can_lead
+            caretaker_leads = self._leader is None and not call.can_lead
             if leading:
                 self._leader = call
             else:
                 self._waiting.append(call)
-                self.loop.call_soon_threadsafe(self._start, call)
-                if self._leader is None:
+                if caretaker_leads:
                     self._leader = self._caretaker
-                    self._wake_caretaker()
         if leading:
             self._lead(call)
         else:
+            # Outside the mutex: the thread that runs the loop wakes at once and takes it.
+            self.loop.call_soon_threadsafe(self._start, call)
+            if caretaker_leads:
+                self._wake_caretaker()
             self._wait(call)
         if call.error is not None:
             if isinstance(call.error, asyncio.CancelledError):
@@ -313,9 +317,11 @@ class EventLoopThread:
     # -- the caretaker
 
     def _wake_caretaker(self) -> None:
-        """With the mutex held: let the caretaker look at the loop (it may be awake already)."""
-        if self._caretaker.wake.locked():
+        """Let the caretaker look at the loop (it may be awake already)."""
+        try:
             self._caretaker.wake.release()
+        except RuntimeError:  # not held: awake already
+            pass
 
     def _care(self) -> None:
         asyncio.set_event_loop(self.loop)

@@ -5,15 +5,16 @@ How the two relate: the protocol logic lives once, in the sans-IO
 :class:`AsyncClient` is its only driver: it owns server selection, failover, reconnect backoff,
 retries, timeouts and task gathering. :class:`Client` runs an :class:`AsyncClient` on a private
 event loop that each blocking call runs in its own thread until its outcome is in (when another
-thread is already running it, the call is handed to that thread and waits its turn); between
-calls a caretaker thread of the client's advances the jobs left running (gearsql._loopthread).
-That was chosen over a second driver of the state machine over blocking sockets because
-failover, backoff, timeouts and scatter/gather then exist once and cannot drift apart, and over
-running the loop on a thread of its own because waking that thread and then the caller again
-cost more than the call itself. Callbacks given to a :class:`Client` run on whichever thread
-runs the loop at the time: the thread of a blocking call on the client (the one that waits for
-that job, when it is alone), or between calls the caretaker (named ``gearsql-client``); never
-two at once. They must not make blocking calls on the same client (:class:`RuntimeError`).
+thread is already running it, the call is handed to that thread and waits its turn); a
+caretaker thread of the client's (``gearsql-client``) advances the jobs left running between
+calls, and on uvloop runs the main thread's calls (gearsql._loopthread says why). That was
+chosen over a second driver of the state machine over blocking sockets because failover,
+backoff, timeouts and scatter/gather then exist once and cannot drift apart, and over running
+the loop on a thread of its own for every call because waking that thread and then the caller
+again cost more than the call itself. Callbacks given to a :class:`Client` run on whichever
+thread runs the loop at the time: usually the thread whose blocking call waits for that job,
+else another caller's or the caretaker; never two at once. They must not make blocking calls on
+the same client (:class:`RuntimeError`).
 
 Servers are given as ``"host[:port],host[:port]"`` (or a list); with none, ``$GEARMAN_SERVERS``
 and then ``127.0.0.1:4730`` are used. A job goes to the server picked by hashing its unique id, so
@@ -708,8 +709,8 @@ class Client:
         on_status: StatusCallback | None = None,
     ) -> bytes:
         """Run a foreground job and return its result; see :meth:`AsyncClient.submit`.
-        Callbacks run in the thread that runs the client's event loop (see the module
-        docstring): this one, unless another thread's call is in progress."""
+        Callbacks run in the thread that runs the client's event loop at the time (see the
+        module docstring): usually this one."""
         return self._call(
             self._async.submit(
                 function,
