@@ -123,7 +123,7 @@ class EventLoopThread:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the loop and return its result (or raise its exception). Raises
         :class:`RuntimeError` when called from code running on the loop or after :meth:`close`."""
-        if asyncio._get_running_loop() is self.loop:
+        if self._on_loop():
             coro.close()
             raise RuntimeError(
                 "a blocking gearsql call was made from its own event loop "
@@ -177,8 +177,12 @@ class EventLoopThread:
                 self.loop.call_soon_threadsafe(self.loop.stop)
         if closing:
             self.loop.close()
-        if threading.current_thread() is not self._thread:
+        # The caretaker ends once no call is left (calls in flight in other threads finish).
+        if threading.current_thread() is not self._thread and not self._on_loop():
             self._thread.join()
+
+    def _on_loop(self) -> bool:
+        return asyncio._get_running_loop() is self.loop
 
     # -- the calling threads
 
@@ -313,6 +317,7 @@ class EventLoopThread:
             return False
         self._leader = None
         if self._closed:
+            self._wake_caretaker()  # to end
             return True
         if self._given_up or self._busy():
             self._wake_caretaker()
@@ -333,10 +338,13 @@ class EventLoopThread:
         while True:
             me.wake.acquire()
             if self._leader is not me:  # else a call that does not run the loop itself came
-                time.sleep(GRACE)
+                if not self._closed:
+                    time.sleep(GRACE)
                 with self._mutex:
                     if self._closed:
-                        return
+                        if self._leader is None:  # and so no call waits either
+                            return
+                        continue  # the leader's hand-over wakes it again
                     if self._leader is not None or not (self._given_up or self._busy()):
                         continue
                     self._leader = me

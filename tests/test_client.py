@@ -572,6 +572,33 @@ def test_a_blocking_call_runs_the_loop_in_its_own_thread_and_hands_it_to_a_waiti
         thread.close()
 
 
+def test_closing_while_another_thread_is_in_a_call_lets_that_call_finish() -> None:
+    thread = EventLoopThread("gearsql-test")
+    started, gate = threading.Event(), threading.Event()
+
+    async def hold() -> str:
+        started.set()
+        while not gate.is_set():
+            await asyncio.sleep(0.005)
+        return "done"
+
+    got: list[str] = []
+    caller = threading.Thread(target=lambda: got.append(thread.run(hold())))
+    caller.start()
+    assert started.wait(WAIT)
+    closer = threading.Thread(target=thread.close)
+    closer.start()
+    deadline = time.monotonic() + WAIT
+    while not thread._closed and time.monotonic() < deadline:
+        time.sleep(0.005)
+    with pytest.raises(RuntimeError, match="closed"):
+        thread.run(hold())
+    gate.set()
+    caller.join(WAIT)
+    closer.join(WAIT)
+    assert got == ["done"] and not closer.is_alive() and thread.loop.is_closed()
+
+
 def test_jobs_started_without_waiting_go_on_between_blocking_calls(
     gearsql_server: ServerProcess,
 ) -> None:
