@@ -10,8 +10,8 @@ after it has been left alone for :data:`GRACE` seconds and gives it back as soon
 call comes. One exception: on uvloop, whose every run in the main thread sets up its signal
 wake-up (a socketpair and several system calls, dearer than a thread switch), the main thread's
 calls are run by the caretaker, as by a loop thread of its own. Why not a loop thread for all:
-waking it and then the caller again cost 55-85 µs per call on a busy 2-core machine against the
-20-30 µs of the call itself (bench/README.md, sync_overhead.py).
+waking it and then the caller again cost 55-85 µs per call on a busy 2-core machine, most of
+what a blocking call added (bench/README.md, sync_overhead.py).
 """
 
 from __future__ import annotations

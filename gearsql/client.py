@@ -11,7 +11,7 @@ calls, and on uvloop runs the main thread's calls (gearsql._loopthread says why)
 chosen over a second driver of the state machine over blocking sockets because failover,
 backoff, timeouts and scatter/gather then exist once and cannot drift apart, and over running
 the loop on a thread of its own for every call because waking that thread and then the caller
-again cost more than the call itself. Callbacks given to a :class:`Client` run on whichever
+again was most of what a blocking call cost. Callbacks given to a :class:`Client` run on whichever
 thread runs the loop at the time: usually the thread whose blocking call waits for that job,
 else another caller's or the caretaker; never two at once. They must not make blocking calls on
 the same client (:class:`RuntimeError`).
