@@ -351,7 +351,7 @@ class SyncTask:
 
     def cancel(self) -> None:
         """Stop waiting for this job. The server may still run it."""
-        self._client._thread.loop.call_soon_threadsafe(self.task.cancel)
+        self._client._thread.call_soon(self.task.cancel)
 
     def result(self, timeout: float | None = None) -> bytes:
         """Wait for the result; raises as :meth:`Task.wait`."""

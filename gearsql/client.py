@@ -4,10 +4,17 @@ How the two relate: the protocol logic lives once, in the sans-IO
 :class:`gearsql._clientconn.ClientConnection` (requests in, bytes out, bytes in, events out), and
 :class:`AsyncClient` is its only driver: it owns server selection, failover, reconnect backoff,
 retries, timeouts and task gathering. :class:`Client` runs an :class:`AsyncClient` on a private
-event loop in a daemon thread and blocks on each call. That was chosen over a second driver of the
-state machine over blocking sockets because failover, backoff, timeouts and scatter/gather then
-exist once and cannot drift apart; the cost is one thread hop per blocking call, small beside a
-network round trip. Callbacks given to a :class:`Client` run on that private thread.
+event loop that each blocking call runs in its own thread until its outcome is in (when another
+thread is already running it, the call is handed to that thread and waits its turn); a
+caretaker thread of the client's (``gearsql-client``) advances the jobs left running between
+calls, and on uvloop runs the main thread's calls (gearsql._loopthread says why). That was
+chosen over a second driver of the state machine over blocking sockets because failover,
+backoff, timeouts and scatter/gather then exist once and cannot drift apart, and over running
+the loop on a thread of its own for every call because waking that thread and then the caller
+again was most of what a blocking call cost. Callbacks given to a :class:`Client` run on whichever
+thread runs the loop at the time: usually the thread whose blocking call waits for that job,
+else another caller's or the caretaker; never two at once. They must not make blocking calls on
+the same client (:class:`RuntimeError`).
 
 Servers are given as ``"host[:port],host[:port]"`` (or a list); with none, ``$GEARMAN_SERVERS``
 and then ``127.0.0.1:4730`` are used. A job goes to the server picked by hashing its unique id, so
@@ -626,7 +633,7 @@ def _runner(task: Task) -> asyncio.Future[bytes]:
 
 class Client:
     """A blocking Gearman client: the same options, methods and exceptions as
-    :class:`AsyncClient`, which it runs on a private event-loop thread.
+    :class:`AsyncClient`, which it runs on a private event loop in the calling threads.
 
     Safe to share between threads. Use as a context manager or call :meth:`close`.
     """
@@ -657,7 +664,9 @@ class Client:
             ssl_certificate=ssl_certificate,
             ssl_key=ssl_key,
         )
-        self._thread = EventLoopThread("gearsql-client")
+        # Jobs of submit_task left running between calls are the caretaker's to advance.
+        runners = self._async._runners
+        self._thread = EventLoopThread("gearsql-client", busy=lambda: bool(runners))
         self._finalizer = weakref.finalize(self, self._thread.close)
 
     # The AsyncClient's settings, read through (tests/test_sync_async_api.py keeps them alike).
@@ -700,7 +709,8 @@ class Client:
         on_status: StatusCallback | None = None,
     ) -> bytes:
         """Run a foreground job and return its result; see :meth:`AsyncClient.submit`.
-        Callbacks run on the client's event-loop thread."""
+        Callbacks run in the thread that runs the client's event loop at the time (see the
+        module docstring): usually this one."""
         return self._call(
             self._async.submit(
                 function,

@@ -17,6 +17,7 @@ import pytest
 from conftest import ServerProcess, free_port
 from wire import Peer
 
+import gearsql._loopthread
 from gearsql import (
     AsyncClient,
     AsyncWorker,
@@ -397,9 +398,17 @@ def test_sync_client_does_everything_the_async_one_does(any_server: ServerProces
         thread.join(WAIT)
 
 
+@pytest.mark.parametrize("kind", ["stdlib", "uvloop"])
 def test_sync_client_shared_by_threads_passes_results_exceptions_and_ctrl_c(
-    gearsql_server: ServerProcess,
+    gearsql_server: ServerProcess, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The main thread runs a stdlib loop itself (Ctrl-C then comes in the loop); uvloop's it
+    # leaves to the caretaker and waits (Ctrl-C then comes in that wait).
+    if kind == "stdlib":
+        monkeypatch.setattr(gearsql._loopthread, "new_event_loop", asyncio.new_event_loop)
+    else:
+        pytest.importorskip("uvloop")
+
     def answer(job: WorkerJob) -> bytes:
         if job.data.startswith(b"fail"):
             job.fail()
@@ -496,12 +505,180 @@ def test_the_loop_thread_hands_back_results_exceptions_and_cancellation() -> Non
             thread.run(fails())
         with pytest.raises(concurrent.futures.CancelledError):
             thread.run(cancelled())
-        with pytest.raises(RuntimeError, match="own event-loop thread"):
+        with pytest.raises(RuntimeError, match="own event loop"):
             thread.run(nested())
     finally:
         thread.close()
     with pytest.raises(RuntimeError, match="closed"):
         thread.run(value())
+
+
+@pytest.mark.parametrize("kind", ["stdlib", "uvloop"])
+def test_a_blocking_call_runs_the_loop_in_its_own_thread_and_hands_it_to_a_waiting_one(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if kind == "stdlib":
+        monkeypatch.setattr(gearsql._loopthread, "new_event_loop", asyncio.new_event_loop)
+    else:
+        pytest.importorskip("uvloop")
+    thread = EventLoopThread("gearsql-test")
+    try:
+
+        async def where() -> int:
+            return threading.get_ident()
+
+        async def named() -> str:
+            return threading.current_thread().name
+
+        # No thread hop, except from the main thread on uvloop, whose every run there sets up
+        # its signal handling: the caretaker runs those calls.
+        assert thread.run(named()) == ("MainThread" if kind == "stdlib" else "gearsql-test")
+        others: list[str] = []
+        other = threading.Thread(target=lambda: others.append(thread.run(named())), name="other")
+        other.start()
+        other.join(WAIT)
+        assert others == ["other"]
+
+        # "a" runs the loop until its gate opens; "b" calls meanwhile: its coroutine starts on
+        # a's thread, and when a's call returns, b's thread is handed the loop and finishes it.
+        started = {name: threading.Event() for name in "ab"}
+        gates = {name: threading.Event() for name in "ab"}
+        seen: dict[str, tuple[int, int, int]] = {}
+
+        async def hold(name: str) -> tuple[int, int]:
+            first = threading.get_ident()
+            started[name].set()
+            while not gates[name].is_set():
+                await asyncio.sleep(0.005)
+            return first, threading.get_ident()
+
+        def call(name: str) -> None:
+            seen[name] = (threading.get_ident(), *thread.run(hold(name)))
+
+        callers = {name: threading.Thread(target=call, args=(name,)) for name in "ab"}
+        callers["a"].start()
+        assert started["a"].wait(WAIT)
+        callers["b"].start()
+        assert started["b"].wait(WAIT)
+        gates["a"].set()
+        callers["a"].join(WAIT)
+        gates["b"].set()
+        callers["b"].join(WAIT)
+        a_thread, a_first, a_last = seen["a"]
+        b_thread, b_first, b_last = seen["b"]
+        assert a_first == a_last == a_thread
+        assert (b_first, b_last) == (a_thread, b_thread)
+    finally:
+        thread.close()
+
+
+def test_closing_while_another_thread_is_in_a_call_lets_that_call_finish() -> None:
+    thread = EventLoopThread("gearsql-test")
+    started, gate = threading.Event(), threading.Event()
+
+    async def hold() -> str:
+        started.set()
+        while not gate.is_set():
+            await asyncio.sleep(0.005)
+        return "done"
+
+    got: list[str] = []
+    caller = threading.Thread(target=lambda: got.append(thread.run(hold())))
+    caller.start()
+    assert started.wait(WAIT)
+    closer = threading.Thread(target=thread.close)
+    closer.start()
+    deadline = time.monotonic() + WAIT
+    while not thread._closed and time.monotonic() < deadline:
+        time.sleep(0.005)
+    with pytest.raises(RuntimeError, match="closed"):
+        thread.run(hold())
+    gate.set()
+    caller.join(WAIT)
+    closer.join(WAIT)
+    assert got == ["done"] and not closer.is_alive() and thread.loop.is_closed()
+
+
+def test_jobs_started_without_waiting_go_on_between_blocking_calls(
+    gearsql_server: ServerProcess,
+) -> None:
+    def chatty(job: WorkerJob) -> bytes:
+        job.send_data(job.data)
+        return job.data.upper()
+
+    async def work(stop: threading.Event) -> None:
+        worker = AsyncWorker(url(gearsql_server))
+        worker.register("chatty", chatty)
+        async with serving(worker):
+            while not stop.is_set():
+                await asyncio.sleep(0.02)
+
+    stop = threading.Event()
+    worker_thread = threading.Thread(target=lambda: asyncio.run(work(stop)))
+    worker_thread.start()
+    try:
+        with Client(url(gearsql_server)) as client:
+            # During a blocking call its callbacks run in the calling thread (the main one
+            # excepted on uvloop: see the test above).
+            threads: list[str] = []
+
+            def call() -> None:
+                result = client.submit(
+                    "chatty", "a", timeout=WAIT, on_data=lambda d: threads.append(current())
+                )
+                assert result == b"A"
+
+            caller = threading.Thread(target=call, name="caller")
+            caller.start()
+            caller.join(WAIT)
+            assert threads == ["caller"]
+            # Without one, the client's caretaker thread sends the job, takes its updates and
+            # finishes it: nobody calls the client until the task is done.
+            arrived = threading.Event()
+
+            def on_data(data: bytes) -> None:
+                threads.append(current())
+                arrived.set()
+
+            task = client.submit_task("chatty", "b", on_data=on_data)
+            assert arrived.wait(WAIT)
+            deadline = time.monotonic() + WAIT
+            while not task.done() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert task.done()
+            assert threads[1] == "gearsql-client"
+            assert task.result(WAIT) == b"B"
+    finally:
+        stop.set()
+        worker_thread.join(WAIT)
+
+
+def current() -> str:
+    return threading.current_thread().name
+
+
+def test_a_server_that_went_away_while_the_client_was_idle_is_not_written_to(
+    tmp_path: Path,
+) -> None:
+    servers = two_servers(tmp_path)
+    victim, survivor = servers
+    try:
+        to_victim = next(
+            u for u in (f"u{n}" for n in range(100)) if zlib.crc32(u.encode()) % 2 == 0
+        )
+        with Client(url(victim, survivor), backoff=(5, 5)) as client:
+            assert client.submit_background("f", b"x", unique=to_victim, timeout=WAIT).server == (
+                url(victim)
+            )
+            victim.stop(signal.SIGKILL)
+            # Nobody ran the client's loop since: the call takes in the closed connection first,
+            # so the job fails over instead of going down the dead connection.
+            # (Without a timeout: asyncio.wait_for would start the call one iteration late.)
+            job = client.submit_background("f", b"y", unique=to_victim)
+            assert job.server == url(survivor)
+    finally:
+        for server in servers:
+            server.stop()
 
 
 # -- bad input and failures ------------------------------------------------------------------
