@@ -9,7 +9,7 @@ import signal
 import threading
 import time
 import zlib
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -61,6 +61,30 @@ async def serving(worker: AsyncWorker) -> AsyncIterator[AsyncWorker]:
     finally:
         worker.stop()
         await asyncio.wait_for(task, WAIT)
+
+
+@contextlib.contextmanager
+def worker_in_thread(
+    server: ServerProcess, function: str, fn: Any, concurrency: int = 1
+) -> Iterator[None]:
+    """An AsyncWorker doing ``function`` with ``fn``, on an event loop of its own in another
+    thread, for the duration of the block (for tests of the blocking Client)."""
+    stop = threading.Event()
+
+    async def work() -> None:
+        worker = AsyncWorker(url(server), concurrency=concurrency)
+        worker.register(function, fn)
+        async with serving(worker):
+            while not stop.is_set():
+                await asyncio.sleep(0.02)
+
+    thread = threading.Thread(target=lambda: asyncio.run(work()))
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(WAIT)
 
 
 def reverse(job: WorkerJob) -> bytes:
@@ -366,17 +390,7 @@ def test_sync_client_does_everything_the_async_one_does(any_server: ServerProces
         job.send_status(1, 1)
         return job.data.upper()
 
-    async def work(stop: threading.Event) -> None:
-        worker = AsyncWorker(url(any_server), concurrency=2)
-        worker.register("upper", chatty)
-        async with serving(worker):
-            while not stop.is_set():
-                await asyncio.sleep(0.02)
-
-    stop = threading.Event()
-    thread = threading.Thread(target=lambda: asyncio.run(work(stop)))
-    thread.start()
-    try:
+    with worker_in_thread(any_server, "upper", chatty, concurrency=2):
         with Client(url(any_server)) as client:
             data: list[bytes] = []
             assert client.submit("upper", b"abc", timeout=WAIT, on_data=data.append) == b"ABC"
@@ -393,9 +407,6 @@ def test_sync_client_does_everything_the_async_one_does(any_server: ServerProces
             assert client.get_status_unique("u1", timeout=WAIT).known
             with pytest.raises(JobTimeout):
                 client.submit("queued-only", timeout=0.2)
-    finally:
-        stop.set()
-        thread.join(WAIT)
 
 
 @pytest.mark.parametrize("kind", ["stdlib", "uvloop"])
@@ -414,16 +425,6 @@ def test_sync_client_shared_by_threads_passes_results_exceptions_and_ctrl_c(
             job.fail()
         return job.data.upper()
 
-    async def work(stop: threading.Event) -> None:
-        worker = AsyncWorker(url(gearsql_server), concurrency=4)
-        worker.register("answer", answer)
-        async with serving(worker):
-            while not stop.is_set():
-                await asyncio.sleep(0.02)
-
-    stop = threading.Event()
-    thread = threading.Thread(target=lambda: asyncio.run(work(stop)))
-    thread.start()
     interrupted = threading.Event()
 
     def on_sigint(signum: int, frame: object) -> None:
@@ -433,54 +434,53 @@ def test_sync_client_shared_by_threads_passes_results_exceptions_and_ctrl_c(
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        with Client(url(gearsql_server)) as client:
-            # Many threads at once, each with its own results, one of them with failures.
-            outcomes: dict[int, list[object]] = {}
+        with worker_in_thread(gearsql_server, "answer", answer, concurrency=4):
+            with Client(url(gearsql_server)) as client:
+                # Many threads at once, each with its own results, one of them with failures.
+                outcomes: dict[int, list[object]] = {}
 
-            def caller(n: int) -> None:
-                got: list[object] = []
-                for k in range(20):
-                    data = f"{'fail' if n == 0 and k % 5 == 0 else 'ok'}-{n}-{k}"
-                    try:
-                        got.append(client.submit("answer", data, timeout=WAIT))
-                    except JobFailed as exc:
-                        got.append(exc)
-                outcomes[n] = got
+                def caller(n: int) -> None:
+                    got: list[object] = []
+                    for k in range(20):
+                        data = f"{'fail' if n == 0 and k % 5 == 0 else 'ok'}-{n}-{k}"
+                        try:
+                            got.append(client.submit("answer", data, timeout=WAIT))
+                        except JobFailed as exc:
+                            got.append(exc)
+                    outcomes[n] = got
 
-            callers = [threading.Thread(target=caller, args=(n,)) for n in range(8)]
-            for t in callers:
-                t.start()
-            for t in callers:
-                t.join(4 * WAIT)
-            assert sorted(outcomes) == list(range(8))
-            for n, got in outcomes.items():
-                for k, value in enumerate(got):
-                    if n == 0 and k % 5 == 0:
-                        assert isinstance(value, JobFailed)
-                    else:
-                        assert value == f"OK-{n}-{k}".encode()
+                callers = [threading.Thread(target=caller, args=(n,)) for n in range(8)]
+                for t in callers:
+                    t.start()
+                for t in callers:
+                    t.join(4 * WAIT)
+                assert sorted(outcomes) == list(range(8))
+                for n, got in outcomes.items():
+                    for k, value in enumerate(got):
+                        if n == 0 and k % 5 == 0:
+                            assert isinstance(value, JobFailed)
+                        else:
+                            assert value == f"OK-{n}-{k}".encode()
 
-            # Ctrl-C interrupts a blocking wait in the main thread, as before; the client
-            # stays usable.
-            main = threading.main_thread().ident
-            assert main is not None and threading.current_thread() is threading.main_thread()
+                # Ctrl-C interrupts a blocking wait in the main thread, as before; the client
+                # stays usable.
+                main = threading.main_thread().ident
+                assert main is not None and threading.current_thread() is threading.main_thread()
 
-            def press_ctrl_c() -> None:
-                while not interrupted.wait(0.05):
-                    signal.pthread_kill(main, signal.SIGINT)
+                def press_ctrl_c() -> None:
+                    while not interrupted.wait(0.05):
+                        signal.pthread_kill(main, signal.SIGINT)
 
-            sender = threading.Thread(target=press_ctrl_c)
-            sender.start()
-            with pytest.raises(KeyboardInterrupt):
-                client.submit("nobody-serves-this", timeout=None)
-            sender.join(WAIT)
-            assert client.submit("answer", "again", timeout=WAIT) == b"AGAIN"
-        with pytest.raises(RuntimeError, match="closed"):
-            client.submit("answer", "late", timeout=WAIT)
+                sender = threading.Thread(target=press_ctrl_c)
+                sender.start()
+                with pytest.raises(KeyboardInterrupt):
+                    client.submit("nobody-serves-this", timeout=None)
+                sender.join(WAIT)
+                assert client.submit("answer", "again", timeout=WAIT) == b"AGAIN"
+            with pytest.raises(RuntimeError, match="closed"):
+                client.submit("answer", "late", timeout=WAIT)
     finally:
         signal.signal(signal.SIGINT, previous)
-        stop.set()
-        thread.join(WAIT)
 
 
 def test_the_loop_thread_hands_back_results_exceptions_and_cancellation() -> None:
@@ -606,17 +606,7 @@ def test_jobs_started_without_waiting_go_on_between_blocking_calls(
         job.send_data(job.data)
         return job.data.upper()
 
-    async def work(stop: threading.Event) -> None:
-        worker = AsyncWorker(url(gearsql_server))
-        worker.register("chatty", chatty)
-        async with serving(worker):
-            while not stop.is_set():
-                await asyncio.sleep(0.02)
-
-    stop = threading.Event()
-    worker_thread = threading.Thread(target=lambda: asyncio.run(work(stop)))
-    worker_thread.start()
-    try:
+    with worker_in_thread(gearsql_server, "chatty", chatty):
         with Client(url(gearsql_server)) as client:
             # During a blocking call its callbacks run in the calling thread (the main one
             # excepted on uvloop: see the test above).
@@ -648,9 +638,6 @@ def test_jobs_started_without_waiting_go_on_between_blocking_calls(
             assert task.done()
             assert threads[1] == "gearsql-client"
             assert task.result(WAIT) == b"B"
-    finally:
-        stop.set()
-        worker_thread.join(WAIT)
 
 
 def current() -> str:
