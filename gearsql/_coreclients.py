@@ -145,9 +145,11 @@ class ClientRules(JobLifecycle):
             return None
         self._counter += 1
         handle = self._handle_format % self._counter
-        job = Job(handle, fn, unique, data, priority, background, when, reducer)
+        job = Job(handle, fn, unique, data, priority, background)
         fn.submitted += 1
-        if retries:
+        if when or reducer or retries:
+            job.when = when
+            job.reducer = reducer
             job.retries = retries
             job.error = error
         if background and (stored or self.durable):
@@ -193,7 +195,8 @@ class ClientRules(JobLifecycle):
 
     def _start(self, job: Job) -> None:
         """Queue a new (or newly committed) job, or hold it until its epoch time."""
-        if job.when and job.when > self.clock():
+        when = job.when
+        if when and when > self.clock():
             # A replayed job that was waiting for its retry keeps waiting as a retry.
             self._move(job, RETRY if job.retries and job.state is NEW else DELAY)
         else:
