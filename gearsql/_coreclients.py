@@ -9,6 +9,7 @@ import heapq
 from collections.abc import Iterable
 
 from gearsql._corejobs import (
+    _JOB_CREATED_HEADERS,
     ANONYMOUS_PREFIX,
     JobLifecycle,
     P,
@@ -170,9 +171,12 @@ class ClientRules(JobLifecycle):
             if session is not None:
                 self._acknowledge(session, job)
             return job
-        self._start(job)
+        if when:
+            self._start(job)
+        else:
+            self._move(job, QUEUE)
         if session is not None:
-            self.send(session, _job_created(handle))
+            self.send(session, _JOB_CREATED_HEADERS[len(handle)] + handle)  # _job_created
         return job
 
     def _recall(self, session: Session, name: bytes, unique: bytes, background: bool) -> bool:
