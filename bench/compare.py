@@ -340,6 +340,12 @@ def check_targets(results: dict[str, dict[str, dict[str, Any]]], cfg: LoadConfig
         f"{verdict(None if bg is None else bg >= 0.5)}"
         + ("" if bg is None else f" ({100 * bg:.0f}%)")
     )
+    bg_plain = ratio("submit-bg-no-unique", "jobs_per_s")
+    lines.append(
+        "background submit with empty uniques >= 0.6 x gearmand: "
+        f"{verdict(None if bg_plain is None else bg_plain >= 0.6)}"
+        + ("" if bg_plain is None else f" ({bg_plain:.2f}x)")
+    )
     drain = ratio("drain", "jobs_per_s")
     lines.append(
         f"drain by {cfg.workers} workers >= gearmand: "

@@ -208,11 +208,12 @@ class ClientRules(JobLifecycle):
 
     def _acknowledge(self, session: Session, job: Job) -> None:
         """JOB_CREATED now, or a placeholder for it while the job's commit is under way."""
-        if job.acks is None:
+        acks = job.acks
+        if acks is None:
             self.send(session, _job_created(job.handle))
             return
         ack = PendingAck()
-        job.acks.append((session, ack))
+        acks.append((session, ack))
         session.unacked += 1
         self.send(session, ack)  # type: ignore[arg-type]
 

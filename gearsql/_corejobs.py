@@ -744,15 +744,18 @@ class JobLifecycle:
     def store_row(job: Job) -> tuple[bytes, bytes, int, bytes, int, int, bytes]:
         """How ``job`` is written to the store: (unique, function, priority, data, when, failed
         runs, last error). A retry's due time is rounded up to the second the store keeps."""
-        when = job.when
+        extras = job.extras  # read once: every stored job is written by this
+        if extras is None:
+            return (job.unique, job.function.name, int(job.priority), job.data, 0, 0, b"")
+        when = extras.when
         return (
-            job.store_key or job.unique,
+            extras.store_key or job.unique,
             job.function.name,
             int(job.priority),
             job.data,
             int(when) if when.__class__ is int else math.ceil(when),
-            job.retries,
-            job.error,
+            extras.retries,
+            extras.error,
         )
 
     @staticmethod
