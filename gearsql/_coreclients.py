@@ -105,41 +105,42 @@ class ClientRules(JobLifecycle):
         the row already exists, and ``retries`` and ``error`` are its failed runs so far) or
         submitted again from a dead letter.
         """
-        # The common case (a known function, no unique, no limit) runs straight through.
         fn = self.functions.get(name)
-        if fn is None:
-            if session is not None and not self._check_name(session, name):
+        if fn is None or unique:
+            # What a plain submission (a known function, no unique) skips: checks, the
+            # function's creation, the unique window and coalescing.
+            if fn is None and session is not None and not self._check_name(session, name):
                 return None
-        if unique and session is not None and len(unique) > self.max_unique:
-            # Refused before the function is created: a refused submission leaves no trace.
-            self._refuse(session, ArgumentProblem.UNIQUE_TOO_LARGE)
-            return None
-        if (
-            self.remembered
-            and unique
-            and session is not None
-            and (fn is None or unique not in fn.by_unique)
-            and self._recall(session, name, unique, background)
-        ):
-            # Completed within its unique window: acknowledged, not run again.
-            return None
-        if fn is None and session is not None and not self._room_for_function(session):
-            return None
-        if fn is None:
-            fn = self.functions[name] = Function(name)
-        if unique:
-            key = b"\0" + data if unique == b"-" else unique
-            existing = fn.by_unique.get(key)
-            if existing is not None:
-                if session is not None:
-                    if not background:
-                        if isinstance(existing.clients, list):
-                            existing.clients.append(session)
-                        else:
-                            existing.clients = [session]
-                        session.waiting.add(existing)
-                    self._acknowledge(session, existing)
-                return existing
+            if unique and session is not None and len(unique) > self.max_unique:
+                # Refused before the function is created: a refused submission leaves no trace.
+                self._refuse(session, ArgumentProblem.UNIQUE_TOO_LARGE)
+                return None
+            if (
+                self.remembered
+                and unique
+                and session is not None
+                and (fn is None or unique not in fn.by_unique)
+                and self._recall(session, name, unique, background)
+            ):
+                # Completed within its unique window: acknowledged, not run again.
+                return None
+            if fn is None:
+                if session is not None and not self._room_for_function(session):
+                    return None
+                fn = self.functions[name] = Function(name)
+            if unique:
+                key = b"\0" + data if unique == b"-" else unique
+                existing = fn.by_unique.get(key)
+                if existing is not None:
+                    if session is not None:
+                        if not background:
+                            if isinstance(existing.clients, list):
+                                existing.clients.append(session)
+                            else:
+                                existing.clients = [session]
+                            session.waiting.add(existing)
+                        self._acknowledge(session, existing)
+                    return existing
         limit = fn.max_queue[priority]
         if limit and fn.total >= limit and session is not None:
             self.send(session, error_packet(b"QUEUE_ERROR", b"Job queue is full"))
