@@ -939,6 +939,13 @@ def scenario_memory(
     }
 
 
+def scenario_memory_no_unique(
+    host: str, port: int, server_pid: int | None, cfg: LoadConfig
+) -> dict[str, Any]:
+    """memory with empty uniques: no unique to keep per job, nor an index of them."""
+    return scenario_memory(host, port, server_pid, replace(cfg, unique="none"))
+
+
 Scenario = Callable[[str, int, "int | None", LoadConfig], "dict[str, Any]"]
 
 #: Scenario names, in the order they run, and what runs them.
@@ -949,6 +956,7 @@ SCENARIOS: dict[str, Scenario] = {
     "drain": scenario_drain,
     "foreground": scenario_foreground,
     "memory": scenario_memory,
+    "memory-no-unique": scenario_memory_no_unique,
 }
 
 

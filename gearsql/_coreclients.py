@@ -9,6 +9,7 @@ import heapq
 from collections.abc import Iterable
 
 from gearsql._corejobs import (
+    _JOB_CREATED_HEADERS,
     ANONYMOUS_PREFIX,
     JobLifecycle,
     P,
@@ -104,50 +105,53 @@ class ClientRules(JobLifecycle):
         the row already exists, and ``retries`` and ``error`` are its failed runs so far) or
         submitted again from a dead letter.
         """
-        # The common case (a known function, no unique, no limit) runs straight through.
         fn = self.functions.get(name)
-        if fn is None:
-            if session is not None and not self._check_name(session, name):
+        if fn is None or unique:
+            # What a plain submission (a known function, no unique) skips: checks, the
+            # function's creation, the unique window and coalescing.
+            if fn is None and session is not None and not self._check_name(session, name):
                 return None
-        if unique and session is not None and len(unique) > self.max_unique:
-            # Refused before the function is created: a refused submission leaves no trace.
-            self._refuse(session, ArgumentProblem.UNIQUE_TOO_LARGE)
-            return None
-        if (
-            self.remembered
-            and unique
-            and session is not None
-            and (fn is None or unique not in fn.by_unique)
-            and self._recall(session, name, unique, background)
-        ):
-            # Completed within its unique window: acknowledged, not run again.
-            return None
-        if fn is None and session is not None and not self._room_for_function(session):
-            return None
-        if fn is None:
-            fn = self.functions[name] = Function(name)
-        if unique:
-            key = b"\0" + data if unique == b"-" else unique
-            existing = fn.by_unique.get(key)
-            if existing is not None:
-                if session is not None:
-                    if not background:
-                        if isinstance(existing.clients, list):
-                            existing.clients.append(session)
-                        else:
-                            existing.clients = [session]
-                        session.waiting.add(existing)
-                    self._acknowledge(session, existing)
-                return existing
+            if unique and session is not None and len(unique) > self.max_unique:
+                # Refused before the function is created: a refused submission leaves no trace.
+                self._refuse(session, ArgumentProblem.UNIQUE_TOO_LARGE)
+                return None
+            if (
+                self.remembered
+                and unique
+                and session is not None
+                and (fn is None or unique not in fn.by_unique)
+                and self._recall(session, name, unique, background)
+            ):
+                # Completed within its unique window: acknowledged, not run again.
+                return None
+            if fn is None:
+                if session is not None and not self._room_for_function(session):
+                    return None
+                fn = self.functions[name] = Function(name)
+            if unique:
+                key = b"\0" + data if unique == b"-" else unique
+                existing = fn.by_unique.get(key)
+                if existing is not None:
+                    if session is not None:
+                        if not background:
+                            if isinstance(existing.clients, list):
+                                existing.clients.append(session)
+                            else:
+                                existing.clients = [session]
+                            session.waiting.add(existing)
+                        self._acknowledge(session, existing)
+                    return existing
         limit = fn.max_queue[priority]
         if limit and fn.total >= limit and session is not None:
             self.send(session, error_packet(b"QUEUE_ERROR", b"Job queue is full"))
             return None
         self._counter += 1
         handle = self._handle_format % self._counter
-        job = Job(handle, fn, unique, data, priority, background, when, reducer)
+        job = Job(handle, fn, unique, data, priority, background)
         fn.submitted += 1
-        if retries:
+        if when or reducer or retries:
+            job.when = when
+            job.reducer = reducer
             job.retries = retries
             job.error = error
         if background and (stored or self.durable):
@@ -168,9 +172,12 @@ class ClientRules(JobLifecycle):
             if session is not None:
                 self._acknowledge(session, job)
             return job
-        self._start(job)
+        if when:
+            self._start(job)
+        else:
+            self._move(job, QUEUE)
         if session is not None:
-            self.send(session, _job_created(handle))
+            self.send(session, _JOB_CREATED_HEADERS[len(handle)] + handle)  # _job_created
         return job
 
     def _recall(self, session: Session, name: bytes, unique: bytes, background: bool) -> bool:
@@ -193,7 +200,8 @@ class ClientRules(JobLifecycle):
 
     def _start(self, job: Job) -> None:
         """Queue a new (or newly committed) job, or hold it until its epoch time."""
-        if job.when and job.when > self.clock():
+        when = job.when
+        if when and when > self.clock():
             # A replayed job that was waiting for its retry keeps waiting as a retry.
             self._move(job, RETRY if job.retries and job.state is NEW else DELAY)
         else:
@@ -201,11 +209,12 @@ class ClientRules(JobLifecycle):
 
     def _acknowledge(self, session: Session, job: Job) -> None:
         """JOB_CREATED now, or a placeholder for it while the job's commit is under way."""
-        if job.acks is None:
+        acks = job.acks
+        if acks is None:
             self.send(session, _job_created(job.handle))
             return
         ack = PendingAck()
-        job.acks.append((session, ack))
+        acks.append((session, ack))
         session.unacked += 1
         self.send(session, ack)  # type: ignore[arg-type]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from bisect import bisect_left
 from collections import deque
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar, overload
 
 from gearsql._cron import CronSpec
 from gearsql.protocol import Priority
@@ -22,6 +22,7 @@ __all__ = [
     "Function",
     "Job",
     "JobEvent",
+    "JobExtras",
     "JobState",
     "Notice",
     "PendingAck",
@@ -370,29 +371,93 @@ class Function:
         return waiting[0] + waiting[1] + waiting[2] + self.running
 
 
-class Job:
-    """One job, from submission until it is forgotten (state DONE)."""
+class JobExtras:
+    """What few jobs have, kept apart from :class:`Job` so that a plain queued job is small: an
+    epoch job's due time, a reduce job's reducer,
+    a running job's progress, failed runs and their last error, a dead letter's mark, and what
+    a durable store needs. A job gets one the first time any of these is set; until then
+    :class:`Job` reads each as its default."""
 
     __slots__ = (
         "acks",
-        "background",
-        "clients",
-        "data",
         "dead_mark",
         "denominator",
         "error",
-        "function",
-        "handle",
         "numerator",
-        "priority",
         "reducer",
         "retries",
+        "store_key",
+        "when",
+    )
+
+    def __init__(self) -> None:
+        self.when: float = 0
+        self.reducer = b""
+        self.numerator = 0
+        self.denominator = 0
+        self.retries = 0
+        self.error = b""
+        self.dead_mark: tuple[int, float] = (0, 0.0)
+        self.store_key: bytes | None = None
+        self.acks: list[tuple[Session, PendingAck]] | None = None
+
+
+_T = TypeVar("_T")
+
+
+class _Extra(Generic[_T]):
+    """A :class:`Job` attribute kept in its :class:`JobExtras`: read as ``default`` while the
+    job has none, which setting it to anything but the default creates."""
+
+    __slots__ = ("default", "name")
+
+    def __init__(self, default: _T) -> None:
+        self.default = default
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, job: None, owner: type) -> _Extra[_T]: ...
+
+    @overload
+    def __get__(self, job: Job, owner: type) -> _T: ...
+
+    def __get__(self, job: Job | None, owner: type) -> _T | _Extra[_T]:
+        if job is None:
+            return self
+        extras = job.extras
+        return self.default if extras is None else getattr(extras, self.name)
+
+    def __set__(self, job: Job, value: _T) -> None:
+        extras = job.extras
+        if extras is None:
+            if value == self.default:
+                return
+            extras = job.extras = JobExtras()
+        setattr(extras, self.name, value)
+
+
+class Job:
+    """One job, from submission until it is forgotten (state DONE).
+
+    A queued background job is the payload and this object with twelve slots (128 bytes): the
+    fields few jobs need live in a :class:`JobExtras` created on first use, read through the
+    attributes below as if they were the job's own."""
+
+    __slots__ = (
+        "background",
+        "clients",
+        "data",
+        "extras",
+        "function",
+        "handle",
+        "priority",
         "since",
         "state",
-        "store_key",
         "stored",
         "unique",
-        "when",
         "worker",
     )
 
@@ -404,8 +469,6 @@ class Job:
         data: bytes,
         priority: Priority,
         background: bool,
-        when: int = 0,
-        reducer: bytes = b"",
     ):
         self.handle = handle
         self.function = function
@@ -413,35 +476,39 @@ class Job:
         self.data = data
         self.priority = priority
         self.background = background
-        #: Epoch second before which the job may not run; 0 for "now". For a job waiting for
-        #: its retry, when the backoff ends (a float: backoffs may be shorter than a second).
-        self.when: float = when
-        self.reducer = reducer
         self.state = NEW
         #: Monotonic time it was last queued, then (while it runs) when it started.
         self.since = 0.0
-        self.dead_mark: tuple[int, float]
         #: Clients waiting for the result (foreground submitters, coalesced ones included);
         #: a shared empty tuple until there is one, which saves memory on deep background queues.
         self.clients: list[Session] | tuple[()] = ()
         self.worker: Session | None = None
-        self.numerator = 0
-        self.denominator = 0
-        #: Runs that ended without success so far: worker losses and, under a retry policy,
-        #: WORK_FAIL and WORK_EXCEPTION (gearmand's ``job_retries``, ``show jobs``' second
-        #: column). Stored with the job, so it survives a restart.
-        self.retries = 0
-        #: Why the last run failed: the WORK_EXCEPTION data, ``failed`` or ``worker lost``.
-        self.error = b""
-        # ``dead_mark`` (number, time of death) is set only when the job becomes a dead letter:
-        # a slot left unset costs no work on the submit path.
         #: The durable store holds (or is committing) a row for it.
         self.stored = False
-        #: The store's key for a job submitted without a unique, or with ``-`` (see
-        #: ANONYMOUS_PREFIX).
-        self.store_key: bytes | None = None
-        #: While the store has not committed the job: who waits for its JOB_CREATED.
-        self.acks: list[tuple[Session, PendingAck]] | None = None
+        #: The fields below, once one of them is set.
+        self.extras: JobExtras | None = None
+
+    #: Epoch second before which the job may not run; 0 for "now". For a job waiting for its
+    #: retry, when the backoff ends (a float: backoffs may be shorter than a second).
+    when: _Extra[float] = _Extra(0)
+    #: The reducer of SUBMIT_REDUCE_JOB*, handed to a GRAB_JOB_ALL worker.
+    reducer: _Extra[bytes] = _Extra(b"")
+    #: The last WORK_STATUS of its current run.
+    numerator: _Extra[int] = _Extra(0)
+    denominator: _Extra[int] = _Extra(0)
+    #: Runs that ended without success so far: worker losses and, under a retry policy,
+    #: WORK_FAIL and WORK_EXCEPTION (gearmand's ``job_retries``, ``show jobs``' second
+    #: column). Stored with the job, so it survives a restart.
+    retries: _Extra[int] = _Extra(0)
+    #: Why the last run failed: the WORK_EXCEPTION data, ``failed`` or ``worker lost``.
+    error: _Extra[bytes] = _Extra(b"")
+    #: A dead letter's (number, time of death); set when the job becomes one.
+    dead_mark: _Extra[tuple[int, float]] = _Extra((0, 0.0))
+    #: The store's key for a job submitted without a unique, or with ``-`` (see
+    #: ANONYMOUS_PREFIX).
+    store_key: _Extra[bytes | None] = _Extra(None)
+    #: While the store has not committed the job: who waits for its JOB_CREATED.
+    acks: _Extra[list[tuple[Session, PendingAck]] | None] = _Extra(None)
 
     @property
     def dead_id(self) -> int:

@@ -437,6 +437,11 @@ class Parser:
         unpack_header = _HEADER.unpack_from
         argc_table = _ARGC
         types = _TYPES
+        # A NamedTuple's own constructor is a Python function; tuple.__new__ is the same
+        # tuple built in C, three times faster, and the parser builds one per packet.
+        new_packet = tuple.__new__
+        expect_magic = self.expect_magic
+        max_size = self.max_packet_size
         while pos < end:
             if buf[pos] != 0:
                 newline = buf.find(b"\n", pos)
@@ -470,18 +475,18 @@ class Parser:
             else:
                 events.append(self._violate(b"", "bad magic"))
                 return events
-            if self.expect_magic is not None and magic != self.expect_magic:
+            if expect_magic is not None and magic != expect_magic:
                 events.append(self._violate(b"", _WRONG_MAGIC[request]))
                 return events
             argc = argc_table[type_] if type_ < 43 else -1
             if argc < 0:
                 events.append(self._violate(b"", f"unknown packet type {type_}"))
                 return events
-            if size > self.max_packet_size:
+            if size > max_size:
                 events.append(
                     self._violate(
                         b"ARGUMENT_TOO_LARGE",
-                        f"packet too large (limit {self.max_packet_size} bytes)",
+                        f"packet too large (limit {max_size} bytes)",
                     )
                 )
                 self.discard = max(0, pos + HEADER + size - end)
@@ -505,7 +510,7 @@ class Parser:
                     )
                     return events
                 args = tuple(parts)
-            events.append(Packet(types[type_], args, request))  # type: ignore[arg-type,unused-ignore]
+            events.append(new_packet(Packet, (types[type_], args, request)))
             pos = stop
         if pos < end:
             rest = buf[pos:] if pos else buf

@@ -35,6 +35,7 @@ Those modules name what they use of the server as a Protocol (``ConnectionHost``
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
 import os
@@ -752,6 +753,13 @@ def _start_relays(server: JobServer) -> tuple[asyncio.Event, asyncio.Task[None]]
 
 def run_server(config: ServerConfig, pid_file: str | None = None) -> int:
     """Run a job server in this process until SIGTERM or SIGINT; return the exit status."""
+    # Every queued job is an object the cyclic garbage collector walks in each full
+    # collection, and at the default thresholds a growing queue sets one off every 70,000
+    # new jobs or so: filling a queue of 200k took a quarter more CPU than without the
+    # collector. Jobs form no cycles (the core breaks a job's references when it lets go of
+    # it), so the youngest generation may grow larger before a collection: full ones come
+    # 14 times less often.
+    gc.set_threshold(10_000, *gc.get_threshold()[1:])
     try:
         import uvloop  # type: ignore[import-not-found,unused-ignore]
     except ImportError:  # pragma: no cover - uvloop is the optional 'fast' extra

@@ -5,6 +5,8 @@ The same bounds are measured against a real server process in ``tests/test_hosti
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from coredriver import CoreDriver
 
@@ -126,3 +128,37 @@ def test_get_status_with_a_nul_byte_is_answered_for_the_part_before_it(
     d.send(client, kind, b"\0\0")
     [(_, args)] = d.received(client)
     assert args[:2] == (b"", b"0")
+
+
+def test_a_plain_queued_job_has_no_extras_and_a_worker_status_gives_it_some(
+    d: CoreDriver,
+) -> None:
+    client, worker = d.connect(), d.worker(b"f")
+    handle = d.submit(client, b"f", type_=P.SUBMIT_JOB_BG)
+    job = d.core.jobs[handle]
+    # The fields few jobs need live apart: a plain job is twelve slots.
+    assert job.extras is None
+    assert sys.getsizeof(job) <= 128
+    assert (job.retries, job.error, job.when, job.numerator) == (0, b"", 0, 0)
+    assert d.grab_handle(worker) == handle
+    d.send(worker, P.WORK_STATUS, handle, b"1", b"4")
+    assert job.extras is not None and (job.numerator, job.denominator) == (1, 4)
+    d.send(client, P.GET_STATUS, handle)
+    assert d.received(client)[-1] == (P.STATUS_RES, (handle, b"1", b"1", b"1", b"4"))
+
+
+def test_the_handle_and_unique_tables_of_a_deep_queue_are_given_back_once_drained(
+    d: CoreDriver,
+) -> None:
+    client, worker = d.connect(), d.worker(b"f")
+    empty = sys.getsizeof({})
+    for n in range(5000):
+        d.submit(client, b"f", unique=b"u%d" % n, type_=P.SUBMIT_JOB_BG)
+    by_unique = d.core.functions[b"f"].by_unique
+    assert sys.getsizeof(d.core.jobs) > 100 * empty
+    assert sys.getsizeof(by_unique) > 100 * empty
+    for _ in range(5000):
+        d.send(worker, P.WORK_COMPLETE, d.grab_handle(worker), b"")
+    # A dict keeps its table as it empties; the core lets go of it when the last job goes.
+    assert d.core.jobs == {} and sys.getsizeof(d.core.jobs) <= empty
+    assert by_unique == {} and sys.getsizeof(by_unique) <= empty
