@@ -189,7 +189,7 @@ def test_a_copy_with_an_empty_outbox_and_an_install_without_a_record_just_go(
         conn.close()
 
 
-def test_adopt_refuses_a_database_without_the_outbox_and_a_dsn_not_postgresql() -> None:
+def test_adopt_refuses_a_database_without_the_outbox_and_a_dsn_of_no_known_database() -> None:
     from databases import postgres_database
 
     with postgres_database() as dsn:
@@ -197,9 +197,9 @@ def test_adopt_refuses_a_database_without_the_outbox_and_a_dsn_not_postgresql() 
     assert missing.returncode == 2, missing
     assert missing.stderr.startswith("gearsql: ") and "does not exist" in missing.stderr
     assert missing.stderr.count("\n") == 1
-    other = gearsql_command("relay", "adopt", "--dsn", "sqlite:///app.db")
+    other = gearsql_command("relay", "adopt", "--dsn", "redis://localhost/0")
     assert other.returncode == 2
-    assert other.stderr.startswith("gearsql: relay adopt is for PostgreSQL")
+    assert other.stderr.startswith("gearsql: unknown database 'redis://localhost/0': use ")
 
 
 def test_a_background_call_in_a_read_only_database_says_so(original: Postgres) -> None:
