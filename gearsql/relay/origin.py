@@ -261,7 +261,12 @@ class _Connector:
 class _SQLite:
     """An :mod:`sqlite3` connection in autocommit mode (``isolation_level=None``): the first
     statement begins the transaction with ``begin``. It is given ``gearsql_file_identity()``
-    for :data:`SQLITE_ORIGIN_QUERY`."""
+    for :data:`SQLITE_ORIGIN_QUERY`.
+
+    The relay's check begins a deferred transaction: it only reads unless it records the file,
+    so it takes no write lock that an application's transaction would meet. Two relays
+    recording one file at the same moment: one gets "database is locked" and connects again.
+    Adopt, which writes, begins ``BEGIN IMMEDIATE``."""
 
     def __init__(self, conn: sqlite3.Connection, begin: str = "BEGIN") -> None:
         self.conn = conn
