@@ -21,7 +21,9 @@ The relay moves outbox rows that no job server will take (too large, say) into t
 letters, and ``gman_job_status('outbox:<id>')`` tells whether a row is pending, dead or
 submitted (with the job server's handle, which the relay keeps in ``gman_outbox_sent`` for 24
 hours). The relay also makes ``gman_relay_contact``, its last contact, written with a batch
-(never while the outbox is idle, so that it does not take the file's write lock).
+(never while the outbox is idle, so that it does not take the file's write lock), and
+``gman_origin``, the file it first relayed (its device and inode), so that a relay on a copy of
+the file does not submit the original's pending rows again (docs/reliability.md case 52).
 
 Errors: Python's :mod:`sqlite3` turns any exception in a user function into
 ``sqlite3.OperationalError("user-defined function raised exception")``, losing the message. The

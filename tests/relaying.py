@@ -480,6 +480,34 @@ class Relays:
             assert code == 0, f"relay exit {code}:\n{relay.log()}"
 
 
+# -- copies of a database (docs/reliability.md case 52) ----------------------------------------
+
+
+def enqueue_all(db: Database, *workloads: str) -> None:
+    """One ``record`` job per workload, each in its own transaction."""
+    conn = db.connect()
+    try:
+        for workload in workloads:
+            db.enqueue(conn, "record", workload)
+    finally:
+        conn.close()
+
+
+def gearsql_command(*args: str) -> subprocess.CompletedProcess[str]:
+    """``gearsql ARGS`` run to its end, with its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "gearsql", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def start_refused(relays: Relays, db: Database) -> str:
+    """Start a relay on ``db`` and return its output after it stopped with exit status 2."""
+    relay = relays.start(db, ready="")
+    code = relay.proc.wait(60)
+    assert code == 2, relay.log()
+    return relay.log()
+
+
 # -- a private MariaDB with the binlog on ---------------------------------------------------------
 
 

@@ -8,14 +8,21 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from conftest import ServerProcess, need_tool
-from relaying import Postgres, Recorder, Relays, eventually
+from relaying import (
+    Postgres,
+    Recorder,
+    Relays,
+    enqueue_all,
+    eventually,
+    gearsql_command,
+    start_refused,
+)
 
 pytestmark = pytest.mark.pg
 psycopg = pytest.importorskip("psycopg")
@@ -66,29 +73,6 @@ def copy_of() -> Iterator[Callable[..., Postgres]]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
-def _enqueue(db: Postgres, *workloads: str) -> None:
-    conn = db.connect()
-    try:
-        for workload in workloads:
-            db.enqueue(conn, "record", workload)
-    finally:
-        conn.close()
-
-
-def _gearsql(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gearsql", *args], capture_output=True, text=True, timeout=60
-    )
-
-
-def _refused(relays: Relays, db: Postgres) -> str:
-    """Start a relay on ``db`` and return its output after it stopped with exit status 2."""
-    relay = relays.start(db, ready="")
-    code = relay.proc.wait(60)
-    assert code == 2, relay.log()
-    return relay.log()
-
-
 def test_a_copy_with_pending_rows_refuses_until_adopted_then_submits_them(
     original: Postgres,
     copy_of: Callable[..., Postgres],
@@ -96,20 +80,20 @@ def test_a_copy_with_pending_rows_refuses_until_adopted_then_submits_them(
     gearsql_server: ServerProcess,
     tmp_path: Path,
 ) -> None:
-    _enqueue(original, "one", "two")
+    enqueue_all(original, "one", "two")
     copy = copy_of(original)
-    log = _refused(relays, copy)
+    log = start_refused(relays, copy)
     assert "looks like a copy" in log and "2 pending outbox row(s)" in log, log
     assert f"gearsql relay adopt --dsn {copy.dsn}" in log, log
     assert "Traceback" not in log
     assert copy.outbox() == 2  # nothing was submitted
     # With a log file, the log says so too.
     logged = tmp_path / "relay-file.log"
-    stopped = _gearsql("relay", "--dsn", copy.dsn, "--log-file", str(logged))
+    stopped = gearsql_command("relay", "--dsn", copy.dsn, "--log-file", str(logged))
     assert stopped.returncode == 2
     assert stopped.stderr.startswith("gearsql: this is database ")
     assert "ERROR stopped: this is database " in logged.read_text()
-    adopted = _gearsql("relay", "adopt", "--dsn", copy.dsn)
+    adopted = gearsql_command("relay", "adopt", "--dsn", copy.dsn)
     assert adopted.returncode == 0, adopted.stderr
     assert "2 row(s) left for the relay to submit" in adopted.stdout
     recorder = Recorder(gearsql_server)
@@ -132,7 +116,7 @@ def test_a_dump_restored_into_another_database_refuses_too(
     tmp_path: Path,
 ) -> None:
     need_tool("pg_dump")
-    _enqueue(original, "dumped")
+    enqueue_all(original, "dumped")
     dump = tmp_path / "app.dump"
     subprocess.run(["pg_dump", "-Fc", "-f", str(dump), original.dsn], check=True, timeout=120)
     restored = copy_of(original, template=False)
@@ -140,7 +124,7 @@ def test_a_dump_restored_into_another_database_refuses_too(
         ["pg_restore", "--no-owner", "-d", restored.dsn, str(dump)], check=True, timeout=120
     )
     assert restored.outbox() == 1
-    log = _refused(relays, restored)
+    log = start_refused(relays, restored)
     assert "looks like a copy" in log and "1 pending outbox row(s)" in log, log
     assert restored.outbox() == 1
 
@@ -151,10 +135,10 @@ def test_adopt_discard_moves_the_pending_rows_to_the_dead_letters(
     relays: Relays,
     gearsql_server: ServerProcess,
 ) -> None:
-    _enqueue(original, "old-1", "old-2", "old-3")
+    enqueue_all(original, "old-1", "old-2", "old-3")
     copy = copy_of(original)
-    _refused(relays, copy)
-    adopted = _gearsql("relay", "adopt", "--dsn", copy.dsn, "--discard")
+    start_refused(relays, copy)
+    adopted = gearsql_command("relay", "adopt", "--dsn", copy.dsn, "--discard")
     assert adopted.returncode == 0, adopted.stderr
     assert "moved 3 outbox row(s) to gman_outbox_dead" in adopted.stdout
     assert copy.outbox() == 0
@@ -166,7 +150,7 @@ def test_adopt_discard_moves_the_pending_rows_to_the_dead_letters(
     recorder = Recorder(gearsql_server)
     try:
         relays.start(copy)
-        _enqueue(copy, "new")
+        enqueue_all(copy, "new")
         recorder.wait_seen(1)
         eventually(lambda: copy.outbox() == 0, what="an empty outbox")
         assert recorder.data() == [b"new"]
@@ -190,7 +174,7 @@ def test_a_copy_with_an_empty_outbox_and_an_install_without_a_record_just_go(
         conn.execute("DELETE FROM gearsql.gman_origin")
     finally:
         conn.close()
-    _enqueue(original, "kept")
+    enqueue_all(original, "kept")
     recorder = Recorder(gearsql_server)
     try:
         relay = relays.start(original)
@@ -205,17 +189,17 @@ def test_a_copy_with_an_empty_outbox_and_an_install_without_a_record_just_go(
         conn.close()
 
 
-def test_adopt_refuses_a_database_without_the_outbox_and_a_dsn_not_postgresql() -> None:
+def test_adopt_refuses_a_database_without_the_outbox_and_a_dsn_of_no_known_database() -> None:
     from databases import postgres_database
 
     with postgres_database() as dsn:
-        missing = _gearsql("relay", "adopt", "--dsn", dsn)
+        missing = gearsql_command("relay", "adopt", "--dsn", dsn)
     assert missing.returncode == 2, missing
     assert missing.stderr.startswith("gearsql: ") and "does not exist" in missing.stderr
     assert missing.stderr.count("\n") == 1
-    other = _gearsql("relay", "adopt", "--dsn", "sqlite:///app.db")
+    other = gearsql_command("relay", "adopt", "--dsn", "redis://localhost/0")
     assert other.returncode == 2
-    assert other.stderr.startswith("gearsql: relay adopt is for PostgreSQL")
+    assert other.stderr.startswith("gearsql: unknown database 'redis://localhost/0': use ")
 
 
 def test_a_background_call_in_a_read_only_database_says_so(original: Postgres) -> None:

@@ -9,7 +9,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +17,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from conftest import ServerProcess, free_port, need_tool
-from relaying import Database, Recorder, Relays, eventually
+from relaying import (
+    Database,
+    Recorder,
+    Relays,
+    enqueue_all,
+    eventually,
+    gearsql_command,
+    start_refused,
+)
 
 from gearsql._sqlcommon import MYSQL_ORIGIN_QUERY, MYSQL_ORIGIN_SETUP
 
@@ -128,29 +135,6 @@ def dumped() -> Iterator[Callable[[Installed], Installed]]:
         admin.close()
 
 
-def _enqueue(db: Installed, *workloads: str) -> None:
-    conn = db.connect()
-    try:
-        for workload in workloads:
-            db.enqueue(conn, "record", workload)
-    finally:
-        conn.close()
-
-
-def _gearsql(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gearsql", *args], capture_output=True, text=True, timeout=60
-    )
-
-
-def _refused(relays: Relays, db: Installed) -> str:
-    """Start a relay on ``db`` and return its output after it stopped with exit status 2."""
-    relay = relays.start(db, ready="")
-    code = relay.proc.wait(60)
-    assert code == 2, relay.log()
-    return relay.log()
-
-
 def test_the_install_records_the_database_and_a_relay_on_it_goes(
     original: Installed, relays: Relays, gearsql_server: ServerProcess
 ) -> None:
@@ -162,7 +146,7 @@ def test_the_install_records_the_database_and_a_relay_on_it_goes(
 
     install(original.dsn)  # installing again keeps the record and the table
     assert original.origin() == [(identity, described)]
-    _enqueue(original, "mine")
+    enqueue_all(original, "mine")
     recorder = Recorder(gearsql_server)
     try:
         relays.start(original)
@@ -179,15 +163,15 @@ def test_a_dump_restored_into_another_database_refuses_until_adopted_then_submit
     relays: Relays,
     gearsql_server: ServerProcess,
 ) -> None:
-    _enqueue(original, "one", "two")
+    enqueue_all(original, "one", "two")
     copy = dumped(original)
     assert copy.outbox() == 2
-    log = _refused(relays, copy)
+    log = start_refused(relays, copy)
     assert "looks like a copy" in log and "2 pending outbox row(s)" in log, log
     assert f"gearsql relay adopt --dsn {copy.dsn}`" in log, log
     assert "Traceback" not in log
     assert copy.outbox() == 2  # nothing was submitted
-    adopted = _gearsql("relay", "adopt", "--dsn", copy.dsn)
+    adopted = gearsql_command("relay", "adopt", "--dsn", copy.dsn)
     assert adopted.returncode == 0, adopted.stderr
     assert "2 row(s) left for the relay to submit" in adopted.stdout
     recorder = Recorder(gearsql_server)
@@ -209,10 +193,10 @@ def test_adopt_discard_moves_the_pending_rows_to_the_dead_letters(
     relays: Relays,
     gearsql_server: ServerProcess,
 ) -> None:
-    _enqueue(original, "old-1", "old-2", "old-3")
+    enqueue_all(original, "old-1", "old-2", "old-3")
     copy = dumped(original)
-    _refused(relays, copy)
-    adopted = _gearsql("relay", "adopt", "--dsn", copy.dsn, "--discard")
+    start_refused(relays, copy)
+    adopted = gearsql_command("relay", "adopt", "--dsn", copy.dsn, "--discard")
     assert adopted.returncode == 0, adopted.stderr
     assert "moved 3 outbox row(s) to gman_outbox_dead" in adopted.stdout
     assert copy.outbox() == 0
@@ -224,7 +208,7 @@ def test_adopt_discard_moves_the_pending_rows_to_the_dead_letters(
     recorder = Recorder(gearsql_server)
     try:
         relays.start(copy)
-        _enqueue(copy, "new")
+        enqueue_all(copy, "new")
         recorder.wait_seen(1)
         eventually(lambda: copy.outbox() == 0, what="an empty outbox")
         assert recorder.data() == [b"new"]
@@ -267,7 +251,7 @@ def test_adopt_refuses_a_mariadb_database_without_the_outbox() -> None:
     from databases import mysql_database
 
     with mysql_database() as dsn:
-        missing = _gearsql("relay", "adopt", "--dsn", dsn)
+        missing = gearsql_command("relay", "adopt", "--dsn", dsn)
     assert missing.returncode == 2, missing
     assert missing.stderr == (
         "gearsql: gman_origin or gman_outbox does not exist: run `gearsql install mysql` "

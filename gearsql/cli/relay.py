@@ -107,7 +107,7 @@ def relay(
     from the outbox id, then deletes it. Rows are claimed so that several relays can run at
     once; while no job server answers they stay in the outbox, and a database that cannot be
     reached is retried. A database without the outbox (or a missing SQLite file) stops the
-    relay with exit status 2, as does a PostgreSQL database that is a copy of the one its
+    relay with exit status 2, as does a database (or SQLite file) that is a copy of the one its
     outbox rows were written in (`gearsql relay adopt` says what to do with them). SIGTERM or
     SIGINT stops it cleanly.
 
@@ -200,8 +200,8 @@ def status(dsns: tuple[str, ...], schema: str) -> None:
     "--dsn",
     required=True,
     metavar="DSN",
-    help="PostgreSQL or MariaDB database to record as its outbox's own (postgresql://..., "
-    "mysql://...).",
+    help="PostgreSQL or MariaDB database, or SQLite file, to record as its outbox's own "
+    "(postgresql://..., mysql://..., sqlite:///relative.db, sqlite:////absolute.db).",
 )
 @SCHEMA_OPTION
 @click.option(
@@ -213,14 +213,17 @@ def status(dsns: tuple[str, ...], schema: str) -> None:
 def adopt(dsn: str, schema: str, discard: bool) -> None:
     """Record this database as its outbox's own, after a restore or copy.
 
-    The install records which database the outbox belongs to (PostgreSQL and MariaDB). A relay
-    started on a copy of it (a dump restored as staging, CREATE DATABASE ... TEMPLATE, a
-    mariadb-dump restored into another database) whose outbox holds rows stops with exit
-    status 2, because the original may have submitted them already. Adopt tells it what to do:
-    without --discard the rows stay and the relay submits them from here; with --discard they
-    move to the dead letters. Either way the relay starts again.
+    The install records which database the outbox belongs to (PostgreSQL and MariaDB); in an
+    SQLite file the relay records the file (its device and inode) when it first relays it. A
+    relay started on a copy (a dump restored as staging, CREATE DATABASE ... TEMPLATE, a
+    mariadb-dump restored into another database, an SQLite file copied with cp, .backup or
+    VACUUM INTO) whose outbox holds rows stops with exit status 2, because the original may
+    have submitted them already. Adopt tells it what to do: without --discard the rows stay and
+    the relay submits them from here; with --discard they move to the dead letters. Either way
+    the relay starts again.
 
-    Exit status 1 when the database cannot be reached, 2 when it has no outbox.
+    Exit status 1 when the database cannot be reached, 2 when it (or the SQLite file) has no
+    outbox.
     """
     from gearsql.relay.origin import adopt as adopt_outbox
 

@@ -11,8 +11,10 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Literal
 
 from gearsql._sqlcommon import DEAD_COLUMNS
+from gearsql._sqliteurl import sqlite_url
 from gearsql.relay._thread import watch_in_thread
 from gearsql.relay.batch import OutboxRow, as_bytes, inline_bytes, rows_from_claim
+from gearsql.relay.origin import check_sqlite
 from gearsql.relay.source import (
     SENT_KEEP_IDS,
     SENT_KEEP_SECONDS,
@@ -25,7 +27,7 @@ from gearsql.sqlite import RELAY_CONTACT_TABLE, create_pipeline_view
 
 _DEAD = ", ".join(DEAD_COLUMNS)
 
-__all__ = ["CONTACT_TABLE", "SENT_TABLE", "SQLiteSource"]
+__all__ = ["CONTACT_TABLE", "SENT_TABLE", "SQLiteSource", "connect_file"]
 
 #: The rows the relay submitted, with the job server's handle (made by the relay, pruned to
 #: SENT_KEEP_SECONDS and SENT_KEEP_IDS), and each relay's last contact.
@@ -40,6 +42,19 @@ CONTACT_TABLE = RELAY_CONTACT_TABLE
 
 #: Seconds between two looks at the change counter.
 CHANGE_CHECK = 0.02
+
+
+def connect_file(path: str) -> sqlite3.Connection:
+    """A connection to the SQLite file at ``path`` (which must exist: :class:`OutboxMissing`)
+    in autocommit mode (``isolation_level=None``), as the relay uses it."""
+    if not os.path.exists(path):
+        # A file cannot be "down": a missing one is a wrong path (sqlite:///relative.db is
+        # relative to the current directory), or a relay started before its application.
+        raise OutboxMissing(
+            f"no SQLite database at {path}: check the path (sqlite:///relative.db, "
+            "sqlite:////absolute.db), and start the relay after the application made it"
+        )
+    return sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
 
 
 class SQLiteSource(Source):
@@ -63,14 +78,7 @@ class SQLiteSource(Source):
         self._contact: tuple[str, str] | None = None
 
     def _connect(self) -> sqlite3.Connection:
-        if not os.path.exists(self.path):
-            # A file cannot be "down": a missing one is a wrong path (sqlite:///relative.db is
-            # relative to the current directory), or a relay started before its application.
-            raise OutboxMissing(
-                f"no SQLite database at {self.path}: check the path (sqlite:///relative.db, "
-                "sqlite:////absolute.db), and start the relay after the application made it"
-            )
-        return sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+        return connect_file(self.path)
 
     def open(self) -> None:
         self.close()
@@ -97,6 +105,7 @@ class SQLiteSource(Source):
                 ).fetchone()
                 is not None
             )
+        check_sqlite(self.conn, sqlite_url(self.path))  # a copied file stops here
 
     def identity(self) -> str:
         return f"sqlite:{os.path.realpath(self.path)}"
