@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 __all__ = [
     "ESCAPED",
+    "MYSQL_SCHEMES",
     "MySQLConnection",
     "MySQLCursor",
     "connect_config",
@@ -99,11 +100,15 @@ def lock_name(database: str, kind: str, call_id: int) -> str:
     return f"gearsql.{digest}.{kind}.{call_id}"
 
 
+#: URL schemes of a MySQL/MariaDB database, alike everywhere a DSN is taken.
+MYSQL_SCHEMES = ("mysql", "mariadb")
+
+
 def connect_config(dsn: str) -> dict[str, Any]:
     """mysql-connector ``connect()`` arguments from ``mysql://user:pw@host:3306/db`` (also
     ``mariadb://``; options ``connect_timeout`` seconds and ``unix_socket``), the URL form of
     ``--store mysql://...``. Raises ValueError without a database or for an unknown option."""
-    if urlsplit(dsn).scheme not in ("mysql", "mariadb"):
+    if urlsplit(dsn).scheme not in MYSQL_SCHEMES:
         raise ValueError(f"not a MySQL URL: {dsn!r} (mysql://user:pw@host:3306/db)")
     config, query = parse_mysql_url(dsn, _DSN_OPTIONS, "MySQL")
     config["autocommit"] = True

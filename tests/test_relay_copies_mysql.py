@@ -196,7 +196,9 @@ def test_adopt_discard_moves_the_pending_rows_to_the_dead_letters(
     enqueue_all(original, "old-1", "old-2", "old-3")
     copy = dumped(original)
     start_refused(relays, copy)
-    adopted = gearsql_command("relay", "adopt", "--dsn", copy.dsn, "--discard")
+    # mariadb:// names the same database as mysql://, as for the relay.
+    mariadb = copy.dsn.replace("mysql://", "mariadb://", 1)
+    adopted = gearsql_command("relay", "adopt", "--dsn", mariadb, "--discard")
     assert adopted.returncode == 0, adopted.stderr
     assert "moved 3 outbox row(s) to gman_outbox_dead" in adopted.stdout
     assert copy.outbox() == 0

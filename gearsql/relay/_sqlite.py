@@ -22,12 +22,13 @@ from gearsql.relay.source import (
     Sent,
     Source,
     close_quietly,
+    connect_file,
 )
 from gearsql.sqlite import RELAY_CONTACT_TABLE, create_pipeline_view
 
 _DEAD = ", ".join(DEAD_COLUMNS)
 
-__all__ = ["CONTACT_TABLE", "SENT_TABLE", "SQLiteSource", "connect_file"]
+__all__ = ["CONTACT_TABLE", "SENT_TABLE", "SQLiteSource"]
 
 #: The rows the relay submitted, with the job server's handle (made by the relay, pruned to
 #: SENT_KEEP_SECONDS and SENT_KEEP_IDS), and each relay's last contact.
@@ -42,19 +43,6 @@ CONTACT_TABLE = RELAY_CONTACT_TABLE
 
 #: Seconds between two looks at the change counter.
 CHANGE_CHECK = 0.02
-
-
-def connect_file(path: str) -> sqlite3.Connection:
-    """A connection to the SQLite file at ``path`` (which must exist: :class:`OutboxMissing`)
-    in autocommit mode (``isolation_level=None``), as the relay uses it."""
-    if not os.path.exists(path):
-        # A file cannot be "down": a missing one is a wrong path (sqlite:///relative.db is
-        # relative to the current directory), or a relay started before its application.
-        raise OutboxMissing(
-            f"no SQLite database at {path}: check the path (sqlite:///relative.db, "
-            "sqlite:////absolute.db), and start the relay after the application made it"
-        )
-    return sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
 
 
 class SQLiteSource(Source):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from gearsql._mysqlurl import MYSQL_SCHEMES
 from gearsql._sqliteurl import SQLITE_SCHEMES, sqlite_path
 from gearsql.relay._mysql import MySQLSource
 from gearsql.relay._postgres import PostgresSource
@@ -27,7 +28,7 @@ def open_source(dsn: str, schema: str = "gearsql", source: str = "auto") -> Sour
         if source == "binlog":
             raise ValueError("--source binlog is for MySQL/MariaDB; PostgreSQL listens or polls")
         return PostgresSource(dsn, schema, "poll" if source == "poll" else "listen")
-    if scheme in ("mysql", "mariadb"):
+    if scheme in MYSQL_SCHEMES:
         if source == "listen":
             raise ValueError("--source listen is for PostgreSQL; MySQL follows the binlog or polls")
         return MySQLSource(

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gearsql._log import NOTICE
+from gearsql._mysqlurl import MYSQL_SCHEMES
 from gearsql._sqlcommon import (
     DEAD_COLUMNS,
     MYSQL_ORIGIN_QUERY,
@@ -431,7 +432,7 @@ def adopt(dsn: str, schema: str = "gearsql", discard: bool = False) -> str:
 
         with psycopg.connect(dsn, connect_timeout=10) as conn:
             return _adopt(_Psycopg(conn), _postgres(schema), discard)
-    if scheme == "mysql":
+    if scheme in MYSQL_SCHEMES:
         import mysql.connector
 
         from gearsql._mysqlurl import connect_config
@@ -445,7 +446,7 @@ def adopt(dsn: str, schema: str = "gearsql", discard: bool = False) -> str:
         finally:
             connection.close()
     if scheme in SQLITE_SCHEMES:
-        from gearsql.relay._sqlite import connect_file
+        from gearsql.relay.source import connect_file
 
         file = connect_file(sqlite_path(dsn))
         try:  # closed in its transaction, it is rolled back

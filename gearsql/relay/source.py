@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import os
+import sqlite3
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
@@ -24,6 +26,7 @@ __all__ = [
     "Source",
     "Wake",
     "close_quietly",
+    "connect_file",
 ]
 
 #: How a relay may learn of new rows; ``auto`` picks the best the database offers.
@@ -60,6 +63,19 @@ class OutboxMissing(ValueError):
     """The database has no outbox: the functions were never installed there, or the DSN names
     the wrong database or file. A configuration error, which waiting will not heal (unlike a
     database that is down), so the relay stops; ``gearsql relay`` exits with status 2."""
+
+
+def connect_file(path: str) -> sqlite3.Connection:
+    """A connection to the SQLite file at ``path`` (which must exist: :class:`OutboxMissing`)
+    in autocommit mode (``isolation_level=None``), as the relay uses it."""
+    if not os.path.exists(path):
+        # A file cannot be "down": a missing one is a wrong path (sqlite:///relative.db is
+        # relative to the current directory), or a relay started before its application.
+        raise OutboxMissing(
+            f"no SQLite database at {path}: check the path (sqlite:///relative.db, "
+            "sqlite:////absolute.db), and start the relay after the application made it"
+        )
+    return sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
 
 
 class Source(abc.ABC):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from gearsql._mysqlurl import MYSQL_SCHEMES
 from gearsql._sqlcommon import check_identifier
 from gearsql._sqliteurl import SQLITE_SCHEMES, sqlite_path
 from gearsql.relay.source import OutboxMissing
@@ -83,7 +84,7 @@ def pipeline_status(dsn: str, schema: str = "gearsql") -> PipelineStatus:
     scheme = urlsplit(dsn).scheme
     if scheme in ("postgresql", "postgres"):
         return _postgres(dsn, schema)
-    if scheme in ("mysql", "mariadb"):
+    if scheme in MYSQL_SCHEMES:
         return _mysql(dsn)
     if scheme in SQLITE_SCHEMES:
         return _sqlite(sqlite_path(dsn))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
+from gearsql._mysqlurl import MYSQL_SCHEMES
 from gearsql._sqliteurl import SQLITE_SCHEMES, sqlite_path, sqlite_url
 from gearsql.stores.base import (
     Changes,
@@ -95,7 +96,7 @@ def open_store(url: str) -> Store:
         from gearsql.stores.postgres import PostgresStore
 
         return PostgresStore(url, table=query.get("table", "gearman_queue"))
-    if parts.scheme in ("mysql", "mariadb"):
+    if parts.scheme in MYSQL_SCHEMES:
         from gearsql.stores.mysql import MySQLStore
 
         return MySQLStore(url, table=query.get("table", "gearman_queue"))
