@@ -493,6 +493,20 @@ def enqueue_all(db: Database, *workloads: str) -> None:
         conn.close()
 
 
+def relays_only_new_rows(db: Database, relays: Relays, server: ServerProcess) -> None:
+    """After ``relay adopt --discard``: a relay started on ``db`` submits a row written now,
+    and nothing of the discarded ones."""
+    recorder = Recorder(server)
+    try:
+        relays.start(db)
+        enqueue_all(db, "new")
+        recorder.wait_seen(1)
+        eventually(lambda: db.outbox() == 0, what="an empty outbox")
+        assert recorder.data() == [b"new"]
+    finally:
+        recorder.stop()
+
+
 def gearsql_command(*args: str) -> subprocess.CompletedProcess[str]:
     """``gearsql ARGS`` run to its end, with its output."""
     return subprocess.run(

@@ -21,6 +21,7 @@ from relaying import (
     enqueue_all,
     eventually,
     gearsql_command,
+    relays_only_new_rows,
     start_refused,
 )
 
@@ -147,15 +148,7 @@ def test_adopt_discard_moves_the_pending_rows_to_the_dead_letters(
     assert all(
         reason.startswith("discarded: database copied from database ") for *_, reason in dead
     )
-    recorder = Recorder(gearsql_server)
-    try:
-        relays.start(copy)
-        enqueue_all(copy, "new")
-        recorder.wait_seen(1)
-        eventually(lambda: copy.outbox() == 0, what="an empty outbox")
-        assert recorder.data() == [b"new"]
-    finally:
-        recorder.stop()
+    relays_only_new_rows(copy, relays, gearsql_server)
 
 
 def test_a_copy_with_an_empty_outbox_and_an_install_without_a_record_just_go(

@@ -22,6 +22,7 @@ from relaying import (
     enqueue_all,
     eventually,
     gearsql_command,
+    relays_only_new_rows,
     start_refused,
 )
 
@@ -159,15 +160,7 @@ def test_adopt_discard_moves_the_copys_pending_rows_to_the_dead_letters(
         reason.startswith(f"discarded: database copied from SQLite file '{original.path}'")
         for *_, reason in dead
     )
-    recorder = Recorder(gearsql_server)
-    try:
-        relays.start(copy)
-        enqueue_all(copy, "new")
-        recorder.wait_seen(1)
-        eventually(lambda: copy.outbox() == 0, what="an empty outbox")
-        assert recorder.data() == [b"new"]
-    finally:
-        recorder.stop()
+    relays_only_new_rows(copy, relays, gearsql_server)
     assert original.outbox() == 3  # the original's rows are its own relay's
 
 
