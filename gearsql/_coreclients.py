@@ -9,7 +9,6 @@ import heapq
 from collections.abc import Iterable
 
 from gearsql._corejobs import (
-    _JOB_CREATED_HEADERS,
     ANONYMOUS_PREFIX,
     JobLifecycle,
     P,
@@ -177,7 +176,7 @@ class ClientRules(JobLifecycle):
         else:
             self._move(job, QUEUE)
         if session is not None:
-            self.send(session, _JOB_CREATED_HEADERS[len(handle)] + handle)  # _job_created
+            self.send(session, _job_created(handle))
         return job
 
     def _recall(self, session: Session, name: bytes, unique: bytes, background: bool) -> bool:

@@ -24,6 +24,7 @@ from gearsql._corestate import (  # the short state and event names are for the 
     DONE,
     DROP,
     NEW,
+    NO_EXTRAS,
     PURGE,
     QUEUED,
     REQUEUE,
@@ -744,9 +745,7 @@ class JobLifecycle:
     def store_row(job: Job) -> tuple[bytes, bytes, int, bytes, int, int, bytes]:
         """How ``job`` is written to the store: (unique, function, priority, data, when, failed
         runs, last error). A retry's due time is rounded up to the second the store keeps."""
-        extras = job.extras  # read once: every stored job is written by this
-        if extras is None:
-            return (job.unique, job.function.name, int(job.priority), job.data, 0, 0, b"")
+        extras = job.extras or NO_EXTRAS  # read once: every stored job is written by this
         when = extras.when
         return (
             extras.store_key or job.unique,

@@ -17,6 +17,7 @@ from gearsql._cron import CronSpec
 from gearsql.protocol import Priority
 
 __all__ = [
+    "NO_EXTRAS",
     "TRANSITIONS",
     "WAITING",
     "Function",
@@ -402,17 +403,20 @@ class JobExtras:
         self.acks: list[tuple[Session, PendingAck]] | None = None
 
 
+#: What a job without a :class:`JobExtras` reads: the defaults, never written (setting a field
+#: makes the job its own).
+NO_EXTRAS = JobExtras()
+
 _T = TypeVar("_T")
 
 
 class _Extra(Generic[_T]):
-    """A :class:`Job` attribute kept in its :class:`JobExtras`: read as ``default`` while the
-    job has none, which setting it to anything but the default creates."""
+    """A :class:`Job` attribute kept in its :class:`JobExtras`: read from :data:`NO_EXTRAS`
+    while the job has none, which setting it to anything but the default creates."""
 
-    __slots__ = ("default", "name")
+    __slots__ = ("name",)
 
-    def __init__(self, default: _T) -> None:
-        self.default = default
+    def __init__(self) -> None:
         self.name = ""
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -427,13 +431,13 @@ class _Extra(Generic[_T]):
     def __get__(self, job: Job | None, owner: type) -> _T | _Extra[_T]:
         if job is None:
             return self
-        extras = job.extras
-        return self.default if extras is None else getattr(extras, self.name)
+        value: _T = getattr(job.extras or NO_EXTRAS, self.name)
+        return value
 
     def __set__(self, job: Job, value: _T) -> None:
         extras = job.extras
         if extras is None:
-            if value == self.default:
+            if value == getattr(NO_EXTRAS, self.name):
                 return
             extras = job.extras = JobExtras()
         setattr(extras, self.name, value)
@@ -490,25 +494,25 @@ class Job:
 
     #: Epoch second before which the job may not run; 0 for "now". For a job waiting for its
     #: retry, when the backoff ends (a float: backoffs may be shorter than a second).
-    when: _Extra[float] = _Extra(0)
+    when: _Extra[float] = _Extra()
     #: The reducer of SUBMIT_REDUCE_JOB*, handed to a GRAB_JOB_ALL worker.
-    reducer: _Extra[bytes] = _Extra(b"")
+    reducer: _Extra[bytes] = _Extra()
     #: The last WORK_STATUS of its current run.
-    numerator: _Extra[int] = _Extra(0)
-    denominator: _Extra[int] = _Extra(0)
+    numerator: _Extra[int] = _Extra()
+    denominator: _Extra[int] = _Extra()
     #: Runs that ended without success so far: worker losses and, under a retry policy,
     #: WORK_FAIL and WORK_EXCEPTION (gearmand's ``job_retries``, ``show jobs``' second
     #: column). Stored with the job, so it survives a restart.
-    retries: _Extra[int] = _Extra(0)
+    retries: _Extra[int] = _Extra()
     #: Why the last run failed: the WORK_EXCEPTION data, ``failed`` or ``worker lost``.
-    error: _Extra[bytes] = _Extra(b"")
+    error: _Extra[bytes] = _Extra()
     #: A dead letter's (number, time of death); set when the job becomes one.
-    dead_mark: _Extra[tuple[int, float]] = _Extra((0, 0.0))
+    dead_mark: _Extra[tuple[int, float]] = _Extra()
     #: The store's key for a job submitted without a unique, or with ``-`` (see
     #: ANONYMOUS_PREFIX).
-    store_key: _Extra[bytes | None] = _Extra(None)
+    store_key: _Extra[bytes | None] = _Extra()
     #: While the store has not committed the job: who waits for its JOB_CREATED.
-    acks: _Extra[list[tuple[Session, PendingAck]] | None] = _Extra(None)
+    acks: _Extra[list[tuple[Session, PendingAck]] | None] = _Extra()
 
     @property
     def dead_id(self) -> int:
