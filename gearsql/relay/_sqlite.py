@@ -18,6 +18,7 @@ from gearsql.relay.origin import check_sqlite
 from gearsql.relay.source import (
     SENT_KEEP_IDS,
     SENT_KEEP_SECONDS,
+    SQLITE_OUTBOX_ORIGIN,
     OutboxMissing,
     Sent,
     Source,
@@ -75,11 +76,7 @@ class SQLiteSource(Source):
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'gman_outbox'"
         ).fetchone()
         if found is None:
-            raise OutboxMissing(
-                f"{self.path} has no gman_outbox table: it is made by gearsql.sqlite.register() "
-                "(or connect()) in the transactional background mode; is this the "
-                "application's database?"
-            )
+            raise OutboxMissing(f"{self.path} has no gman_outbox table: {SQLITE_OUTBOX_ORIGIN}")
         from gearsql.bridges import load_library
 
         try:  # the relay makes it: a file made before gearsql had dead letters lacks it

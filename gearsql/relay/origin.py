@@ -48,6 +48,7 @@ from gearsql._sqlcommon import (
     check_identifier,
 )
 from gearsql._sqliteurl import SQLITE_SCHEMES, sqlite_path
+from gearsql.relay.source import SQLITE_OUTBOX_ORIGIN, connect_file
 
 if TYPE_CHECKING:
     import sqlite3
@@ -202,8 +203,7 @@ def _sqlite() -> _Dialect:
         for_update="",  # adopt's transaction holds the file's write lock from its start
         discard=f"INSERT OR IGNORE INTO gman_outbox_dead ({columns}, reason) "
         f"SELECT {columns}, %s FROM gman_outbox ORDER BY id",
-        missing="gman_outbox does not exist: it is made by gearsql.sqlite.register() (or "
-        "connect()) in the transactional background mode; is this the application's database?",
+        missing=f"gman_outbox does not exist: {SQLITE_OUTBOX_ORIGIN}",
         option="",
         # A read-only file or directory, or a file unlinked or moved since it was opened:
         # gman_origin cannot be made or written.
@@ -446,8 +446,6 @@ def adopt(dsn: str, schema: str = "gearsql", discard: bool = False) -> str:
         finally:
             connection.close()
     if scheme in SQLITE_SCHEMES:
-        from gearsql.relay.source import connect_file
-
         file = connect_file(sqlite_path(dsn))
         try:  # closed in its transaction, it is rolled back
             return _adopt(_SQLite(file, "BEGIN IMMEDIATE"), _sqlite(), discard)

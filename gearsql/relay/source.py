@@ -20,6 +20,7 @@ __all__ = [
     "SENT_KEEP_IDS",
     "SENT_KEEP_SECONDS",
     "SOURCES",
+    "SQLITE_OUTBOX_ORIGIN",
     "OutboxMissing",
     "Sent",
     "SideTask",
@@ -63,6 +64,13 @@ class OutboxMissing(ValueError):
     """The database has no outbox: the functions were never installed there, or the DSN names
     the wrong database or file. A configuration error, which waiting will not heal (unlike a
     database that is down), so the relay stops; ``gearsql relay`` exits with status 2."""
+
+
+#: Where an SQLite file's outbox comes from, for the errors that find none.
+SQLITE_OUTBOX_ORIGIN = (
+    "it is made by gearsql.sqlite.register() (or connect()) in the transactional background "
+    "mode; is this the application's database?"
+)
 
 
 def connect_file(path: str) -> sqlite3.Connection:
