@@ -444,8 +444,14 @@ class RelayProcess:
         return code
 
 
+#: Part of the line a relay logs once it has connected and started relaying (not of its
+#: earlier notices, such as "relaying to ... as given" when --servers overrides the setting).
+READY = "; unique prefix "
+
+
 class Relays:
-    """Starts relays; stops them at the end and checks they stopped cleanly."""
+    """Starts relays; stops them at the end and checks they stopped cleanly; ``start`` waits
+    for ``ready`` in the relay's log."""
 
     def __init__(self, server: ServerProcess, tmp_path: Path) -> None:
         self.server = server
@@ -457,7 +463,7 @@ class Relays:
         db: Database,
         *args: str,
         server: ServerProcess | None = None,
-        ready: str = "relaying ",
+        ready: str = READY,
     ) -> RelayProcess:
         target = server or self.server
         relay = RelayProcess(

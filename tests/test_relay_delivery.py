@@ -441,7 +441,7 @@ def test_a_relay_started_after_register_finds_the_outbox_before_the_first_call(
     relays = Relays(gearsql_server, tmp_path)
     untouched = SQLite.__new__(SQLite)  # the file as the application left it: no call yet
     untouched.dsn = f"sqlite:///{path}"
-    relay = relays.start(untouched, ready="relaying ")
+    relay = relays.start(untouched)
     try:
         db = SQLite(path)
         conn = db.connect()
