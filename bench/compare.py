@@ -267,6 +267,14 @@ def comparison_table(
     return format_table(["scenario", "figure", "gearmand", "gearsql", "gearsql/gearmand"], rows)
 
 
+def _user_share(phase: dict[str, Any]) -> str:
+    """The share of the server's CPU spent in its own code (the rest is the kernel's)."""
+    total, user = phase.get("server_cpu"), phase.get("server_user_cpu")
+    if not total or user is None:
+        return "-"
+    return f"{100 * user / total:.0f}%"
+
+
 def cpu_table(
     results: dict[str, dict[str, dict[str, Any]]], scenarios: Sequence[str], servers: Sequence[str]
 ) -> str:
@@ -294,6 +302,7 @@ def cpu_table(
                         f"{100 * phase['gen_cpu_busiest']:.0f}%",
                         str(phase["processes"]),
                         "-" if server_cpu is None else f"{server_cpu:.2f}",
+                        _user_share(phase),
                         "-" if server_cpu is None else f"{server_cpu / wall:.2f}",
                         "-" if others is None else f"{others / wall:.2f}",
                     ]
@@ -308,6 +317,7 @@ def cpu_table(
             "busiest gen proc",
             "procs",
             "server CPU s",
+            "server user",
             "server cores",
             "others cores",
         ],
@@ -612,8 +622,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(cpu_table(results, args.scenarios, args.servers))
     print(
-        "gen = this load generator; others = every other program on the machine. A phase with "
-        "others above ~0.3 cores\nshared the CPUs and its figures are biased low"
+        "gen = this load generator; server user = the share of the server's CPU in its own code"
+        " (the rest is the\nkernel's: socket reads and writes); others = every other program on"
+        " the machine. A phase with others above\n~0.3 cores shared the CPUs and its figures are"
+        " biased low"
         + ("; --repeat keeps the best run." if args.repeat > 1 else "; --repeat N helps.")
     )
     if set(SERVERS) <= set(args.servers):

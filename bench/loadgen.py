@@ -41,6 +41,7 @@ __all__ = [
     "ScenarioError",
     "admin_command",
     "process_cpu_seconds",
+    "process_cpu_split",
     "process_rss_bytes",
     "run_phase",
     "run_scenario",
@@ -69,12 +70,19 @@ class ScenarioError(Exception):
 
 def process_cpu_seconds(pid: int) -> float:
     """User plus system CPU seconds of process ``pid`` (all its threads), from /proc/PID/stat."""
+    user, system = process_cpu_split(pid)
+    return user + system
+
+
+def process_cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of process ``pid`` (all its threads), from /proc/PID/stat:
+    the system part is the kernel's work on the process's behalf (socket reads and writes)."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
         stat = handle.read()
     # The command name in parentheses may contain spaces; the fields after it do not.
     fields = stat[stat.rindex(")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-    return (utime + stime) / _CLOCK_TICKS
+    return utime / _CLOCK_TICKS, stime / _CLOCK_TICKS
 
 
 def process_rss_bytes(pid: int, field_name: str = "VmRSS") -> int:
@@ -558,6 +566,8 @@ class PhaseResult:
     wall: float
     count: int
     server_cpu: float | None
+    #: The part of ``server_cpu`` spent in the server's own code (the rest is the kernel's).
+    server_user_cpu: float | None
     gen_cpu: float
     gen_cpu_busiest: float
     #: CPU seconds the whole machine was busy during the phase: what is left after the server's
@@ -599,13 +609,14 @@ def run_phase(
         child.start()
     deadline = time.monotonic() + timeout
     reports: dict[int, dict[str, Any]] = {}
-    server_cpu_start = server_cpu_end = None
+    server_cpu_start: tuple[float, float] | None = None
+    server_cpu_end: tuple[float, float] | None = None
     machine_start = machine_end = 0.0
     try:
         try:
             ready.wait(timeout)
             if server_pid is not None:
-                server_cpu_start = process_cpu_seconds(server_pid)
+                server_cpu_start = process_cpu_split(server_pid)
             machine_start = machine_busy_seconds()
             go.wait(timeout)
         except Exception:  # a child aborted the barrier: its report says why
@@ -617,12 +628,12 @@ def run_phase(
             stop.value = 1
             machine_end = machine_busy_seconds()
             if server_pid is not None:
-                server_cpu_end = process_cpu_seconds(server_pid)
+                server_cpu_end = process_cpu_split(server_pid)
         _collect(results, reports, children, len(specs), deadline)
         if not machine_end:
             machine_end = machine_busy_seconds()
             if server_pid is not None:
-                server_cpu_end = process_cpu_seconds(server_pid)
+                server_cpu_end = process_cpu_split(server_pid)
     finally:
         stop.value = 1
         for child in children:
@@ -644,7 +655,12 @@ def run_phase(
         server_cpu=(
             None
             if server_cpu_start is None or server_cpu_end is None
-            else server_cpu_end - server_cpu_start
+            else sum(server_cpu_end) - sum(server_cpu_start)
+        ),
+        server_user_cpu=(
+            None
+            if server_cpu_start is None or server_cpu_end is None
+            else server_cpu_end[0] - server_cpu_start[0]
         ),
         gen_cpu=sum(r["cpu"] for r in reports.values()),
         gen_cpu_busiest=max(r["cpu"] / max(r["cpu_wall"], 1e-9) for r in reports.values()),
