@@ -246,7 +246,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     # As `gearsql server` sets it (gearsql.server.run_server).
-    gc.set_threshold(10_000, *gc.get_threshold()[1:])
+    gc.set_threshold(10_000, 100, gc.get_threshold()[2])
     runs = []
     for _ in range(args.repeat):
         runs.append(run(args.scenario, args.jobs))
