@@ -40,7 +40,10 @@ def all_commands() -> list[tuple[str, click.Command]]:
     def walk(command: click.Command, path: str) -> None:
         found.append((path, command))
         if isinstance(command, click.Group):
-            for name, sub in command.commands.items():
+            context = click.Context(command, info_name=path.rsplit(" ", 1)[-1])
+            for name in command.list_commands(context):
+                sub = command.get_command(context, name)
+                assert sub is not None, f"{path} lists {name} but has no such command"
                 walk(sub, f"{path} {name}")
 
     walk(cli, "gearsql")
@@ -208,3 +211,43 @@ def test_sourcing_the_bash_script_completes_a_subcommand(tmp_path: Path) -> None
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["postgres"]
+
+
+def test_every_family_module_holds_exactly_the_commands_the_table_sends_to_it() -> None:
+    """COMMAND_MODULES says where each command lives without importing it; a command added to a
+    family but not to the table would be missing from `gearsql`, one in the wrong family would
+    load the wrong module."""
+    from gearsql.cli import COMMAND_MODULES
+
+    for module_name in set(COMMAND_MODULES.values()):
+        module = importlib.import_module(module_name)
+        names = {command.name for command in module.COMMANDS}
+        expected = {name for name, where in COMMAND_MODULES.items() if where == module_name}
+        assert names == expected, module_name
+
+
+def test_a_command_loads_its_own_family_only() -> None:
+    """`gearsql server` does not import the relay, the SQL bridges or the other families, nor
+    does `gearsql status` import the job server (a fresh interpreter: this one has them all)."""
+    script = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from gearsql.cli import cli\n"
+        "result = CliRunner().invoke(cli, [sys.argv[1], '--help'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('gearsql'))))\n"
+    )
+    loaded = {}
+    for command in ("server", "status"):
+        result = subprocess.run(
+            [sys.executable, "-c", script, command], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        loaded[command] = set(result.stdout.split())
+    assert "gearsql.cli.server" in loaded["server"]
+    assert (
+        not {"gearsql.relay", "gearsql.bridges", "gearsql.cli.admin", "gearsql.cli.relay"}
+        & (loaded["server"])
+    )
+    assert "gearsql.cli.admin" in loaded["status"]
+    assert not {"gearsql.server", "gearsql.core", "gearsql.cli.server"} & loaded["status"]

@@ -250,9 +250,11 @@ def test_the_readme_says_how_long_gman_do_waits_and_how_to_change_it_everywhere(
     assert "**Foreground calls wait 60 seconds**" in text
     for database in ("postgres", "mysql"):
         assert f"gearsql install {database} --timeout SECONDS" in text
-        install = cli.commands["install"]
+        install = cli.get_command(click.Context(cli), "install")
         assert isinstance(install, click.Group)
-        options = {opt for p in install.commands[database].params for opt in p.opts}
+        command = install.get_command(click.Context(install), database)
+        assert command is not None
+        options = {opt for p in command.params for opt in p.opts}
         assert "--timeout" in options, f"the README promises `gearsql install {database} --timeout`"
     assert "`timeout=` argument of `gearsql.sqlite.connect` or `register`" in text
     assert "GEARSQL_TIMEOUT" in text

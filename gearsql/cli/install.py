@@ -326,3 +326,6 @@ def uninstall_mysql(dsn: str | None, force: bool, print_sql: bool) -> None:
     )
     if not print_sql:
         click.echo("removed the gman_* functions from the database of the DSN")
+
+
+COMMANDS = [install, uninstall]

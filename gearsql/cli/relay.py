@@ -234,3 +234,6 @@ def adopt(dsn: str, schema: str, discard: bool) -> None:
     except Exception as exc:  # the driver's error: the database cannot be reached
         raise CommandError(f"{dsn}: {reason(exc)}") from None
     click.echo(done)
+
+
+COMMANDS = [relay]

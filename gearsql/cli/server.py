@@ -485,3 +485,6 @@ def _check_security(options: dict[str, Any]) -> None:
             raise CommandError(f"--acl-file: cannot read {path}: {exc.strerror or exc}") from None
         except (AclError, UnicodeDecodeError) as exc:
             raise CommandError(f"--acl-file: {exc}") from None
+
+
+COMMANDS = [server]

@@ -347,3 +347,6 @@ def submit(
                 break
     if failures or printer.broken_pipe:
         sys.exit(1)
+
+
+COMMANDS = [submit]

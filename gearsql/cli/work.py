@@ -64,3 +64,6 @@ def work(
     for function in functions:
         worker.register(function, runner.run)
     worker.run_forever(handle_signals=True)
+
+
+COMMANDS = [work]
