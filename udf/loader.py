@@ -1,6 +1,7 @@
 """Loads the udf library from source text into a private package of this Python process.
 
-Runs inside PostgreSQL's PL/Python (as the body of ``_gman_load()``) and in gearsql's SQLite shim.
+Runs inside PostgreSQL's PL/Python (the first call of a backend runs it from ``_gman_library``,
+then :func:`load_rows`) and in gearsql's SQLite shim.
 The package name carries a digest of the sources, so two installed versions never mix in one
 backend, and nothing named ``gearsql`` is ever imported: PL/Python runs in the database server's
 own Python, where gearsql is not installed.
@@ -98,6 +99,24 @@ def load_package(package, sources, codes=None):
     return root
 
 
+def load_rows(package, rows, plpy, query):
+    """:func:`load_package` from the rows a PostgreSQL backend read from ``_gman_library``
+    (``module``, and ``code`` where it fits this interpreter, else ``source``). ``query``
+    reads them again with ``{magic}`` in it, filled with nothing here: every module's source,
+    for when some compiled code does not load after all."""
+    codes = {row["module"]: row["code"] for row in rows if row["code"] is not None}
+    sources = {row["module"]: row["source"] for row in rows}
+    try:
+        return load_package(package, sources, codes)
+    except _NoSource:
+        rows = plpy.execute(query.replace("{magic}", ""))
+        return load_package(package, {row["module"]: row["source"] for row in rows})
+
+
+class _NoSource(Exception):
+    """A module's compiled code did not load, and its source was not read."""
+
+
 def _code(filename, source, data):
     if data is not None:
         try:
@@ -106,6 +125,8 @@ def _code(filename, source, data):
             code = None
         if isinstance(code, CodeType) and code.co_filename == filename:
             return code
+    if source is None:
+        raise _NoSource(filename)
     return compile(source, filename, "exec")
 
 
@@ -433,8 +454,15 @@ _STANDINS = {
 _made = {}
 
 
+#: Modules whose C part the library gets instead: ``struct`` only re-exports ``_struct``, but
+#: reading it from disk cost a new backend's first call 0.1 ms.
+_C_MODULES = {"struct": "_struct"}
+
+
 def _import(name, globals=None, locals=None, fromlist=(), level=0):
     """``__import__`` of the library's modules: the stand-ins, else the real import."""
+    if level == 0 and name in _C_MODULES:
+        return builtins.__import__(_C_MODULES[name])
     if level == 0 and name in _STANDINS:
         module = _made.get(name)
         if module is None:

@@ -274,35 +274,21 @@ BEGIN
 END
 $do$;
 
-CREATE OR REPLACE FUNCTION "gearsql"._gman_load()
-RETURNS void LANGUAGE plpython3u VOLATILE AS $gearsql$
-import marshal
-ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_2114c3ee70bb\'')}
-try:
-    from _frozen_importlib_external import MAGIC_NUMBER
-except ImportError:
-    MAGIC_NUMBER = None
-LOADER = {"__name__": '_gearsql_udf_2114c3ee70bb.loader'}
-_row = ROWS["loader"]
-if MAGIC_NUMBER is not None and _row["magic"] == MAGIC_NUMBER and _row["code"] is not None:
-    _code = marshal.loads(_row["code"])
-else:
-    _code = compile(_row["source"], '<_gearsql_udf_2114c3ee70bb.loader>', "exec")
-exec(_code, LOADER)
-SOURCES = {name: row["source"] for name, row in ROWS.items() if name != "loader"}
-MAGIC = LOADER["bytecode_magic"]()
-CODES = {name: row['code'] for name, row in ROWS.items()
-         if row['magic'] == MAGIC and row['code'] is not None}
-GD['_gearsql_udf_2114c3ee70bb'] = LOADER["load_package"]('_gearsql_udf_2114c3ee70bb', SOURCES, CODES).gman
-$gearsql$;
+DROP FUNCTION IF EXISTS "gearsql"._gman_load();
 
 CREATE OR REPLACE FUNCTION "gearsql"._gman_background_now(p_name text, p_priority text, p_function text, p_workload bytea, p_unique text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.submit_background(plpy, GD, SCHEMA, p_name, p_priority, p_function, p_workload, p_unique)
 $gearsql$;
 
@@ -324,7 +310,7 @@ COMMENT ON TABLE "gearsql"._gman_library IS 'gearsql: the gman_* functions'' lib
 DELETE FROM "gearsql"._gman_library;
 
 INSERT INTO "gearsql"._gman_library (package, module, source) VALUES
-    ('_gearsql_udf_2114c3ee70bb', 'protocol', $gearsql_source$"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.
+    ('_gearsql_udf_48fd54699f56', 'protocol', $gearsql_source$"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.
 
 Nothing here touches a socket, an event loop or a logger, and only the standard library is used:
 the same module runs in the job server, the client library and inside PostgreSQL's PL/Python.
@@ -866,7 +852,7 @@ def _looks_like_http(line: bytes) -> bool:
         return False
     return b" HTTP/" in line
 $gearsql_source$),
-    ('_gearsql_udf_2114c3ee70bb', '_clientconn', $gearsql_source$"""The client side of one Gearman connection as a sans-IO state machine (no sockets, no loop).
+    ('_gearsql_udf_48fd54699f56', '_clientconn', $gearsql_source$"""The client side of one Gearman connection as a sans-IO state machine (no sockets, no loop).
 
 Requests go in as method calls with an opaque ``token`` the caller chooses (its own object for the
 request), bytes to write come out of :meth:`ClientConnection.data_to_send`, received bytes go in
@@ -1135,7 +1121,7 @@ class ClientConnection(Generic[T]):
         self._broken = True
         return tokens
 $gearsql_source$),
-    ('_gearsql_udf_2114c3ee70bb', 'gman', $gearsql_source$"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.
+    ('_gearsql_udf_48fd54699f56', 'gman', $gearsql_source$"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.
 
 This module runs inside PostgreSQL's PL/Python (the database server's own Python, where gearsql is
 not installed) and, unchanged, in the plpython3u-compatible shim that gives SQLite the same
@@ -1157,7 +1143,6 @@ from __future__ import annotations
 import _socket
 import select
 import time
-import zlib
 
 from . import _clientconn as cc
 from . import protocol
@@ -1448,7 +1433,7 @@ def _settings(plpy, GD, schema):
             "connect_timeout": float(values["connect_timeout"]),
             "timeout": float(values["timeout"]),
             "poll_interval": float(values["poll_interval"]),
-            "max_workload": int(values.get("max_workload") or 0),
+            "max_workload": _max_workload(values.get("max_workload")),
             "tls": _tls_context(GD, values),
             "functions": functions,
         }
@@ -1467,6 +1452,16 @@ def _settings(plpy, GD, schema):
             sqlstate=BAD_SETTING,
         )
     return settings
+
+
+def _max_workload(text):
+    """The ``max_workload`` setting in bytes (0: no limit), read as PostgreSQL's background
+    functions read it (up to 18 digits, spaces around them; empty is 0), so that a bad value is
+    the same error in every mode: ValueError naming the value."""
+    digits = str(text if text is not None else "").strip(" ") or "0"
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 18):
+        raise ValueError(f"max_workload={digits!r}")
+    return int(digits)
 
 
 def _tls_context(GD, values):
@@ -1884,6 +1879,8 @@ def _order(GD, schema, targets, unique):
     if len(targets) == 1:
         return list(targets)
     if unique:
+        import zlib  # here: importing it cost every new backend's first call 0.1 ms
+
         start = zlib.crc32(unique) % len(targets)
     else:
         session = _session(GD, schema)
@@ -2449,9 +2446,10 @@ def close_all(GD):
             link.close()
         session.links.clear()
 $gearsql_source$),
-    ('_gearsql_udf_2114c3ee70bb', 'loader', $gearsql_source$"""Loads the udf library from source text into a private package of this Python process.
+    ('_gearsql_udf_48fd54699f56', 'loader', $gearsql_source$"""Loads the udf library from source text into a private package of this Python process.
 
-Runs inside PostgreSQL's PL/Python (as the body of ``_gman_load()``) and in gearsql's SQLite shim.
+Runs inside PostgreSQL's PL/Python (the first call of a backend runs it from ``_gman_library``,
+then :func:`load_rows`) and in gearsql's SQLite shim.
 The package name carries a digest of the sources, so two installed versions never mix in one
 backend, and nothing named ``gearsql`` is ever imported: PL/Python runs in the database server's
 own Python, where gearsql is not installed.
@@ -2549,6 +2547,24 @@ def load_package(package, sources, codes=None):
     return root
 
 
+def load_rows(package, rows, plpy, query):
+    """:func:`load_package` from the rows a PostgreSQL backend read from ``_gman_library``
+    (``module``, and ``code`` where it fits this interpreter, else ``source``). ``query``
+    reads them again with ``{magic}`` in it, filled with nothing here: every module's source,
+    for when some compiled code does not load after all."""
+    codes = {row["module"]: row["code"] for row in rows if row["code"] is not None}
+    sources = {row["module"]: row["source"] for row in rows}
+    try:
+        return load_package(package, sources, codes)
+    except _NoSource:
+        rows = plpy.execute(query.replace("{magic}", ""))
+        return load_package(package, {row["module"]: row["source"] for row in rows})
+
+
+class _NoSource(Exception):
+    """A module's compiled code did not load, and its source was not read."""
+
+
 def _code(filename, source, data):
     if data is not None:
         try:
@@ -2557,6 +2573,8 @@ def _code(filename, source, data):
             code = None
         if isinstance(code, CodeType) and code.co_filename == filename:
             return code
+    if source is None:
+        raise _NoSource(filename)
     return compile(source, filename, "exec")
 
 
@@ -2884,8 +2902,15 @@ _STANDINS = {
 _made = {}
 
 
+#: Modules whose C part the library gets instead: ``struct`` only re-exports ``_struct``, but
+#: reading it from disk cost a new backend's first call 0.1 ms.
+_C_MODULES = {"struct": "_struct"}
+
+
 def _import(name, globals=None, locals=None, fromlist=(), level=0):
     """``__import__`` of the library's modules: the stand-ins, else the real import."""
+    if level == 0 and name in _C_MODULES:
+        return builtins.__import__(_C_MODULES[name])
     if level == 0 and name in _STANDINS:
         module = _made.get(name)
         if module is None:
@@ -2902,24 +2927,24 @@ $gearsql_source$);
 CREATE OR REPLACE FUNCTION "gearsql"._gman_compile()
 RETURNS integer LANGUAGE plpython3u VOLATILE AS $gearsql$
 import marshal
-ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_2114c3ee70bb\'')}
+ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\'')}
 try:
     from _frozen_importlib_external import MAGIC_NUMBER
 except ImportError:
     MAGIC_NUMBER = None
-LOADER = {"__name__": '_gearsql_udf_2114c3ee70bb.loader'}
+LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
 _row = ROWS["loader"]
 if MAGIC_NUMBER is not None and _row["magic"] == MAGIC_NUMBER and _row["code"] is not None:
     _code = marshal.loads(_row["code"])
 else:
-    _code = compile(_row["source"], '<_gearsql_udf_2114c3ee70bb.loader>', "exec")
+    _code = compile(_row["source"], '<_gearsql_udf_48fd54699f56.loader>', "exec")
 exec(_code, LOADER)
 SOURCES = {name: row["source"] for name, row in ROWS.items() if name != "loader"}
 ALL = dict(SOURCES, loader=ROWS["loader"]["source"])
-CODES = LOADER["compile_sources"]('_gearsql_udf_2114c3ee70bb', ALL)
+CODES = LOADER["compile_sources"]('_gearsql_udf_48fd54699f56', ALL)
 MAGIC = LOADER["bytecode_magic"]()
 PLAN = plpy.prepare(
-'UPDATE "gearsql"._gman_library SET magic = $1, code = $2 WHERE package = \'_gearsql_udf_2114c3ee70bb\' AND module = $3', ["bytea", "bytea", "text"])
+'UPDATE "gearsql"._gman_library SET magic = $1, code = $2 WHERE package = \'_gearsql_udf_48fd54699f56\' AND module = $3', ["bytea", "bytea", "text"])
 for NAME, CODE in CODES.items():
     plpy.execute(PLAN, [MAGIC, CODE, NAME])
 return len(CODES)
@@ -2930,10 +2955,16 @@ SELECT "gearsql"._gman_compile();
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, None)
 $gearsql$;
 
@@ -2967,10 +2998,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, None)
 $gearsql$;
 
@@ -3004,10 +3041,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, unique)
 $gearsql$;
 
@@ -3041,10 +3084,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, unique)
 $gearsql$;
 
@@ -3078,10 +3127,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, None)
 $gearsql$;
 
@@ -3115,10 +3170,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, None)
 $gearsql$;
 
@@ -3152,10 +3213,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, unique)
 $gearsql$;
 
@@ -3189,10 +3256,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, unique)
 $gearsql$;
 
@@ -3226,10 +3299,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, None)
 $gearsql$;
 
@@ -3263,10 +3342,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, None)
 $gearsql$;
 
@@ -3300,10 +3385,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, unique)
 $gearsql$;
 
@@ -3337,10 +3428,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, unique)
 $gearsql$;
 
@@ -3392,32 +3489,8 @@ BEGIN
        OR function OPERATOR(pg_catalog.=) ''
        OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
        OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        IF function IS NULL THEN
-            RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-            RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-        END IF;
-        IF function OPERATOR(pg_catalog.=) '' THEN
-            RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
-        END IF;
-        IF workload IS NULL THEN
-            RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
-        END IF;
         settings := "gearsql"._gman_background_settings();
         mode := coalesce(settings[1], 'transactional');
-        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-        IF limit_text OPERATOR(pg_catalog.=) '' THEN
-            limit_text := '0';
-        END IF;
-        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-        END IF;
-        size_limit := limit_text::pg_catalog.int8;
-        IF size_limit OPERATOR(pg_catalog.>) 0
-           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-            RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-        END IF;
         IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
             BEGIN
                 RETURN "gearsql"._gman_background_now('gman_do_background', 'normal', function, raw, NULL::text);
@@ -3436,7 +3509,32 @@ BEGIN
                     RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
                 END IF;
             END;
-        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+        END IF;
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
             RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
         END IF;
         IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
@@ -3471,32 +3569,8 @@ BEGIN
        OR function OPERATOR(pg_catalog.=) ''
        OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
        OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        IF function IS NULL THEN
-            RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-            RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-        END IF;
-        IF function OPERATOR(pg_catalog.=) '' THEN
-            RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
-        END IF;
-        IF workload IS NULL THEN
-            RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
-        END IF;
         settings := "gearsql"._gman_background_settings();
         mode := coalesce(settings[1], 'transactional');
-        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-        IF limit_text OPERATOR(pg_catalog.=) '' THEN
-            limit_text := '0';
-        END IF;
-        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-        END IF;
-        size_limit := limit_text::pg_catalog.int8;
-        IF size_limit OPERATOR(pg_catalog.>) 0
-           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-            RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-        END IF;
         IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
             BEGIN
                 RETURN "gearsql"._gman_background_now('gman_do_background', 'normal', function, raw, NULL::text);
@@ -3515,7 +3589,32 @@ BEGIN
                     RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
                 END IF;
             END;
-        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+        END IF;
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
             RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
         END IF;
         IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
@@ -3551,35 +3650,8 @@ BEGIN
        OR pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64
        OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
        OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        IF function IS NULL THEN
-            RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-            RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-        END IF;
-        IF function OPERATOR(pg_catalog.=) '' THEN
-            RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
-            RAISE EXCEPTION 'gman_do_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
-        END IF;
-        IF workload IS NULL THEN
-            RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
-        END IF;
         settings := "gearsql"._gman_background_settings();
         mode := coalesce(settings[1], 'transactional');
-        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-        IF limit_text OPERATOR(pg_catalog.=) '' THEN
-            limit_text := '0';
-        END IF;
-        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-        END IF;
-        size_limit := limit_text::pg_catalog.int8;
-        IF size_limit OPERATOR(pg_catalog.>) 0
-           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-            RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-        END IF;
         IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
             BEGIN
                 RETURN "gearsql"._gman_background_now('gman_do_background', 'normal', function, raw, "unique");
@@ -3598,7 +3670,35 @@ BEGIN
                     RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
                 END IF;
             END;
-        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+        END IF;
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
+            RAISE EXCEPTION 'gman_do_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
             RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
         END IF;
         IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
@@ -3634,35 +3734,8 @@ BEGIN
        OR pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64
        OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
        OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        IF function IS NULL THEN
-            RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-            RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-        END IF;
-        IF function OPERATOR(pg_catalog.=) '' THEN
-            RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
-            RAISE EXCEPTION 'gman_do_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
-        END IF;
-        IF workload IS NULL THEN
-            RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
-        END IF;
         settings := "gearsql"._gman_background_settings();
         mode := coalesce(settings[1], 'transactional');
-        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-        IF limit_text OPERATOR(pg_catalog.=) '' THEN
-            limit_text := '0';
-        END IF;
-        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-        END IF;
-        size_limit := limit_text::pg_catalog.int8;
-        IF size_limit OPERATOR(pg_catalog.>) 0
-           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-            RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-        END IF;
         IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
             BEGIN
                 RETURN "gearsql"._gman_background_now('gman_do_background', 'normal', function, raw, "unique");
@@ -3681,7 +3754,35 @@ BEGIN
                     RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
                 END IF;
             END;
-        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+        END IF;
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
+            RAISE EXCEPTION 'gman_do_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
             RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
         END IF;
         IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
@@ -3716,32 +3817,8 @@ BEGIN
        OR function OPERATOR(pg_catalog.=) ''
        OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
        OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        IF function IS NULL THEN
-            RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-            RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-        END IF;
-        IF function OPERATOR(pg_catalog.=) '' THEN
-            RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
-        END IF;
-        IF workload IS NULL THEN
-            RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
-        END IF;
         settings := "gearsql"._gman_background_settings();
         mode := coalesce(settings[1], 'transactional');
-        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-        IF limit_text OPERATOR(pg_catalog.=) '' THEN
-            limit_text := '0';
-        END IF;
-        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-        END IF;
-        size_limit := limit_text::pg_catalog.int8;
-        IF size_limit OPERATOR(pg_catalog.>) 0
-           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-            RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-        END IF;
         IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
             BEGIN
                 RETURN "gearsql"._gman_background_now('gman_do_high_background', 'high', function, raw, NULL::text);
@@ -3760,7 +3837,32 @@ BEGIN
                     RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
                 END IF;
             END;
-        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+        END IF;
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
             RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
         END IF;
         IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
@@ -3795,32 +3897,8 @@ BEGIN
        OR function OPERATOR(pg_catalog.=) ''
        OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
        OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        IF function IS NULL THEN
-            RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-            RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-        END IF;
-        IF function OPERATOR(pg_catalog.=) '' THEN
-            RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
-        END IF;
-        IF workload IS NULL THEN
-            RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
-        END IF;
         settings := "gearsql"._gman_background_settings();
         mode := coalesce(settings[1], 'transactional');
-        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-        IF limit_text OPERATOR(pg_catalog.=) '' THEN
-            limit_text := '0';
-        END IF;
-        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-        END IF;
-        size_limit := limit_text::pg_catalog.int8;
-        IF size_limit OPERATOR(pg_catalog.>) 0
-           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-            RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-        END IF;
         IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
             BEGIN
                 RETURN "gearsql"._gman_background_now('gman_do_high_background', 'high', function, raw, NULL::text);
@@ -3839,7 +3917,32 @@ BEGIN
                     RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
                 END IF;
             END;
-        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+        END IF;
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
             RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
         END IF;
         IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
@@ -3875,35 +3978,8 @@ BEGIN
        OR pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64
        OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
        OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        IF function IS NULL THEN
-            RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-            RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-        END IF;
-        IF function OPERATOR(pg_catalog.=) '' THEN
-            RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
-            RAISE EXCEPTION 'gman_do_high_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
-        END IF;
-        IF workload IS NULL THEN
-            RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
-        END IF;
         settings := "gearsql"._gman_background_settings();
         mode := coalesce(settings[1], 'transactional');
-        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-        IF limit_text OPERATOR(pg_catalog.=) '' THEN
-            limit_text := '0';
-        END IF;
-        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-        END IF;
-        size_limit := limit_text::pg_catalog.int8;
-        IF size_limit OPERATOR(pg_catalog.>) 0
-           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-            RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-        END IF;
         IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
             BEGIN
                 RETURN "gearsql"._gman_background_now('gman_do_high_background', 'high', function, raw, "unique");
@@ -3922,7 +3998,35 @@ BEGIN
                     RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
                 END IF;
             END;
-        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+        END IF;
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
+            RAISE EXCEPTION 'gman_do_high_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
             RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
         END IF;
         IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
@@ -3958,35 +4062,8 @@ BEGIN
        OR pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64
        OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
        OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        IF function IS NULL THEN
-            RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-            RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-        END IF;
-        IF function OPERATOR(pg_catalog.=) '' THEN
-            RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
-            RAISE EXCEPTION 'gman_do_high_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
-        END IF;
-        IF workload IS NULL THEN
-            RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
-        END IF;
         settings := "gearsql"._gman_background_settings();
         mode := coalesce(settings[1], 'transactional');
-        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-        IF limit_text OPERATOR(pg_catalog.=) '' THEN
-            limit_text := '0';
-        END IF;
-        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-        END IF;
-        size_limit := limit_text::pg_catalog.int8;
-        IF size_limit OPERATOR(pg_catalog.>) 0
-           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-            RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-        END IF;
         IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
             BEGIN
                 RETURN "gearsql"._gman_background_now('gman_do_high_background', 'high', function, raw, "unique");
@@ -4005,7 +4082,35 @@ BEGIN
                     RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
                 END IF;
             END;
-        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+        END IF;
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
+            RAISE EXCEPTION 'gman_do_high_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
             RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
         END IF;
         IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
@@ -4040,32 +4145,8 @@ BEGIN
        OR function OPERATOR(pg_catalog.=) ''
        OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
        OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        IF function IS NULL THEN
-            RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-            RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-        END IF;
-        IF function OPERATOR(pg_catalog.=) '' THEN
-            RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
-        END IF;
-        IF workload IS NULL THEN
-            RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
-        END IF;
         settings := "gearsql"._gman_background_settings();
         mode := coalesce(settings[1], 'transactional');
-        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-        IF limit_text OPERATOR(pg_catalog.=) '' THEN
-            limit_text := '0';
-        END IF;
-        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-        END IF;
-        size_limit := limit_text::pg_catalog.int8;
-        IF size_limit OPERATOR(pg_catalog.>) 0
-           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-            RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-        END IF;
         IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
             BEGIN
                 RETURN "gearsql"._gman_background_now('gman_do_low_background', 'low', function, raw, NULL::text);
@@ -4084,7 +4165,32 @@ BEGIN
                     RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
                 END IF;
             END;
-        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+        END IF;
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
             RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
         END IF;
         IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
@@ -4119,32 +4225,8 @@ BEGIN
        OR function OPERATOR(pg_catalog.=) ''
        OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
        OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        IF function IS NULL THEN
-            RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-            RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-        END IF;
-        IF function OPERATOR(pg_catalog.=) '' THEN
-            RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
-        END IF;
-        IF workload IS NULL THEN
-            RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
-        END IF;
         settings := "gearsql"._gman_background_settings();
         mode := coalesce(settings[1], 'transactional');
-        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-        IF limit_text OPERATOR(pg_catalog.=) '' THEN
-            limit_text := '0';
-        END IF;
-        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-        END IF;
-        size_limit := limit_text::pg_catalog.int8;
-        IF size_limit OPERATOR(pg_catalog.>) 0
-           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-            RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-        END IF;
         IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
             BEGIN
                 RETURN "gearsql"._gman_background_now('gman_do_low_background', 'low', function, raw, NULL::text);
@@ -4163,7 +4245,32 @@ BEGIN
                     RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
                 END IF;
             END;
-        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+        END IF;
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
             RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
         END IF;
         IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
@@ -4199,35 +4306,8 @@ BEGIN
        OR pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64
        OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
        OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        IF function IS NULL THEN
-            RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-            RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-        END IF;
-        IF function OPERATOR(pg_catalog.=) '' THEN
-            RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
-            RAISE EXCEPTION 'gman_do_low_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
-        END IF;
-        IF workload IS NULL THEN
-            RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
-        END IF;
         settings := "gearsql"._gman_background_settings();
         mode := coalesce(settings[1], 'transactional');
-        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-        IF limit_text OPERATOR(pg_catalog.=) '' THEN
-            limit_text := '0';
-        END IF;
-        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-        END IF;
-        size_limit := limit_text::pg_catalog.int8;
-        IF size_limit OPERATOR(pg_catalog.>) 0
-           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-            RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-        END IF;
         IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
             BEGIN
                 RETURN "gearsql"._gman_background_now('gman_do_low_background', 'low', function, raw, "unique");
@@ -4246,7 +4326,35 @@ BEGIN
                     RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
                 END IF;
             END;
-        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+        END IF;
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
+            RAISE EXCEPTION 'gman_do_low_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
             RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
         END IF;
         IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
@@ -4282,35 +4390,8 @@ BEGIN
        OR pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64
        OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
        OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        IF function IS NULL THEN
-            RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-            RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-        END IF;
-        IF function OPERATOR(pg_catalog.=) '' THEN
-            RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
-            RAISE EXCEPTION 'gman_do_low_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
-        END IF;
-        IF workload IS NULL THEN
-            RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
-        END IF;
         settings := "gearsql"._gman_background_settings();
         mode := coalesce(settings[1], 'transactional');
-        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-        IF limit_text OPERATOR(pg_catalog.=) '' THEN
-            limit_text := '0';
-        END IF;
-        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-        END IF;
-        size_limit := limit_text::pg_catalog.int8;
-        IF size_limit OPERATOR(pg_catalog.>) 0
-           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-            RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-        END IF;
         IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
             BEGIN
                 RETURN "gearsql"._gman_background_now('gman_do_low_background', 'low', function, raw, "unique");
@@ -4329,7 +4410,35 @@ BEGIN
                     RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
                 END IF;
             END;
-        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+        END IF;
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
+            RAISE EXCEPTION 'gman_do_low_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
             RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
         END IF;
         IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
@@ -4346,10 +4455,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_servers_set"("servers" text)
 RETURNS boolean LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.servers_set(plpy, GD, SCHEMA, servers)
 $gearsql$;
 
@@ -4383,10 +4498,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_servers_set"("servers" text, "function" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.function_servers_set(plpy, GD, SCHEMA, servers, function)
 $gearsql$;
 
@@ -4420,10 +4541,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_job_status"("handle" text, OUT known boolean, OUT running boolean, OUT numerator bigint, OUT denominator bigint, OUT state text, OUT detail text)
 RETURNS record LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.job_status(plpy, GD, SCHEMA, handle)
 $gearsql$;
 
@@ -4460,10 +4587,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_map"("function" text, "workloads" text[])
 RETURNS setof text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)
 $gearsql$;
 
@@ -4497,10 +4630,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_map"("function" text, "workloads" bytea[])
 RETURNS setof bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)
 $gearsql$;
 
@@ -4534,10 +4673,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" text)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
@@ -4571,10 +4716,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" bytea)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
@@ -4608,10 +4759,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_final"("state" bigint)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.sum_final(plpy, GD, SCHEMA, state)
 $gearsql$;
 
@@ -4685,8 +4842,6 @@ CREATE OR REPLACE AGGREGATE "gearsql"."gman_sum"(text, bytea) (
 REVOKE ALL ON FUNCTION "gearsql"._gman_settings() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"._gman_background_now(text, text, text, bytea, text) FROM PUBLIC;
-
-REVOKE ALL ON FUNCTION "gearsql"._gman_load() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"._gman_compile() FROM PUBLIC;
 
