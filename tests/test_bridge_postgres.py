@@ -261,16 +261,21 @@ def test_the_install_stores_the_library_compiled_for_the_servers_python(
         (f'"{schema}"._gman_library',),
     ).fetchall()
     assert storage == [("code", "e"), ("source", "e")]
-    # Without the compiled code (a new Python on the server), the sources are compiled.
-    admin.execute(f'UPDATE "{schema}"._gman_library SET magic = NULL, code = NULL')
-    try:
-        fresh = Session(pg_dsn, installed)  # a new backend: it loads the library now
+    # Without the compiled code (a new Python on the server), the sources are compiled; code of
+    # the right magic that does not load makes the backend read the sources after all.
+    for broken in (
+        "magic = NULL, code = NULL",
+        "code = 'not marshal data' WHERE module <> 'loader'",
+    ):
+        admin.execute(f'UPDATE "{schema}"._gman_library SET {broken}')
         try:
-            assert fresh.one("SELECT gman_do('reverse', 'compiled')") == "delipmoc"
+            fresh = Session(pg_dsn, installed)  # a new backend: it loads the library now
+            try:
+                assert fresh.one("SELECT gman_do('reverse', 'compiled')") == "delipmoc"
+            finally:
+                fresh.conn.close()
         finally:
-            fresh.conn.close()
-    finally:
-        assert admin.execute(f'SELECT "{schema}"._gman_compile()').fetchone() == (4,)
+            assert admin.execute(f'SELECT "{schema}"._gman_compile()').fetchone() == (4,)
 
 
 #: What a backend's first calls may import besides the library itself: C modules (``struct`` too
