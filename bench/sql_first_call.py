@@ -10,6 +10,10 @@ session's connection to the job server and waits for JOB_CREATED; no worker runs
 timed. The row ``plpython`` is the floor no library can go below: the first call of a PL/Python
 function that only returns 1, in a new backend (PL/Python starting its interpreter).
 
+When the database runs on this machine (its backends' ``/proc/<pid>/schedstat`` readable), each
+call's CPU time in the backend is shown too: on a shared machine it moves far less than the
+time seen from the client, which includes waiting for a core.
+
     python bench/sql_first_call.py --connections 20 --pg-dsn postgresql://postgres@127.0.0.1/postgres
 """
 
@@ -22,31 +26,46 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sql_bridges import free_port, start_server
 
 
-def measure(dsn: str, schema: str, query: str, connections: int) -> list[tuple[float, ...]]:
-    """(first call, second call, first call of the no-op) for each new backend."""
+def cpu_seconds(pid: int) -> float | None:
+    """The CPU time process ``pid`` has run (None when its schedstat cannot be read)."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def timed(conn: Any, query: str) -> tuple[float, float | None]:
+    """(seconds seen from the client, CPU seconds of the backend or None) of one query."""
+    pid = conn.info.backend_pid
+    cpu = cpu_seconds(pid)
+    started = time.perf_counter()
+    conn.execute(query).fetchall()
+    elapsed = time.perf_counter() - started
+    after = cpu_seconds(pid)
+    return elapsed, None if cpu is None or after is None else after - cpu
+
+
+def measure(dsn: str, schema: str, query: str, connections: int) -> list[list[tuple]]:
+    """[first call, second call, first call of the no-op] for each new backend, each
+    (seconds, backend CPU seconds or None)."""
     import psycopg
 
     timings = []
     for _ in range(connections):
-        times = []
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("SELECT 1")
-            for _call in range(2):
-                started = time.perf_counter()
-                conn.execute(query.format(schema=schema)).fetchall()
-                times.append(time.perf_counter() - started)
+            times = [timed(conn, query.format(schema=schema)) for _call in range(2)]
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("SELECT 1")
-            started = time.perf_counter()
-            conn.execute(f"SELECT {schema}._bench_noop()").fetchall()
-            times.append(time.perf_counter() - started)
-        timings.append(tuple(times))
+            times.append(timed(conn, f"SELECT {schema}._bench_noop()"))
+        timings.append(times)
     return timings
 
 
@@ -94,10 +113,16 @@ def main() -> int:
         server.terminate()
         server.wait(10)
     print(f"{query.format(schema='<schema>')}: {args.connections} new backends")
-    print(f"{'call':<10}{'p50 ms':>9}{'min ms':>9}{'max ms':>9}")
+    cpu = all(t[1] is not None for times in timings for t in times)
+    header = f"{'call':<10}{'p50 ms':>9}{'min ms':>9}{'max ms':>9}"
+    print(header + (f"{'cpu p50':>9}{'cpu min':>9}" if cpu else ""))
     for column, name in enumerate(("first", "second", "plpython")):
-        values = sorted(t[column] * 1000 for t in timings)
-        print(f"{name:<10}{statistics.median(values):>9.1f}{values[0]:>9.1f}{values[-1]:>9.1f}")
+        values = sorted(times[column][0] * 1000 for times in timings)
+        line = f"{name:<10}{statistics.median(values):>9.1f}{values[0]:>9.1f}{values[-1]:>9.1f}"
+        if cpu:
+            used = sorted(times[column][1] * 1000 for times in timings)
+            line += f"{statistics.median(used):>9.2f}{used[0]:>9.2f}"
+        print(line)
     return 0
 
 

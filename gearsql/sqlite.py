@@ -222,7 +222,7 @@ def register(
     }
     preamble_key = "gearsql.library"
     gd[preamble_key] = library
-    preamble = functions.PREAMBLE.format(key=preamble_key, load="SELECT 1")
+    preamble = functions.PREAMBLE.format(key=preamble_key, load=f"    lib = GD[{preamble_key!r}]\n")
 
     def procedure(entry: dict[str, Any]) -> Callable[..., Any]:
         body = f"SCHEMA = {_SCHEMA!r}\n" + preamble + entry["body"] + "\n"

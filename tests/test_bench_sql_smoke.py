@@ -44,3 +44,6 @@ def test_sql_bridges_bench_prints_row_by_row_against_gman_map(pg_dsn: str) -> No
 def test_sql_first_call_bench_prints_first_second_and_the_floor(pg_dsn: str) -> None:
     lines = _run(str(BENCH / "sql_first_call.py"), "--connections", "2", "--pg-dsn", pg_dsn)
     assert [line.split()[0] for line in lines[2:]] == ["first", "second", "plpython"]
+    # p50, min and max ms, then the backend's CPU p50 and min when its /proc entry is readable
+    cpu = lines[1].split()[-2:] == ["cpu", "min"]
+    assert all(len(line.split()) == (6 if cpu else 4) for line in lines[2:])

@@ -261,23 +261,29 @@ def test_the_install_stores_the_library_compiled_for_the_servers_python(
         (f'"{schema}"._gman_library',),
     ).fetchall()
     assert storage == [("code", "e"), ("source", "e")]
-    # Without the compiled code (a new Python on the server), the sources are compiled.
-    admin.execute(f'UPDATE "{schema}"._gman_library SET magic = NULL, code = NULL')
-    try:
-        fresh = Session(pg_dsn, installed)  # a new backend: it loads the library now
+    # Without the compiled code (a new Python on the server), the sources are compiled; code of
+    # the right magic that does not load makes the backend read the sources after all.
+    for broken in (
+        "magic = NULL, code = NULL",
+        "code = 'not marshal data' WHERE module <> 'loader'",
+    ):
+        admin.execute(f'UPDATE "{schema}"._gman_library SET {broken}')
         try:
-            assert fresh.one("SELECT gman_do('reverse', 'compiled')") == "delipmoc"
+            fresh = Session(pg_dsn, installed)  # a new backend: it loads the library now
+            try:
+                assert fresh.one("SELECT gman_do('reverse', 'compiled')") == "delipmoc"
+            finally:
+                fresh.conn.close()
         finally:
-            fresh.conn.close()
-    finally:
-        assert admin.execute(f'SELECT "{schema}"._gman_compile()').fetchone() == (4,)
+            assert admin.execute(f'SELECT "{schema}"._gman_compile()').fetchone() == (4,)
 
 
-#: What a backend's first calls may import besides the library itself: C modules and ``struct``.
+#: What a backend's first calls may import besides the library itself: C modules (``struct`` too
+#: is served by its C part, ``_struct``: udf/loader.py).
 #: The first call of every new backend pays for each import (bench/README.md, "the first call
 #: of a backend"): ``socket`` brings ``enum`` and ``selectors``, ``enum`` ``functools`` and
 #: ``collections``, a str host name for getaddrinfo the ``idna`` codec and ``re``.
-CHEAP_IMPORTS = {"_collections", "_socket", "_struct", "gc", "select", "struct", "zlib"}
+CHEAP_IMPORTS = {"_collections", "_socket", "_struct", "gc", "select", "zlib"}
 
 
 def test_the_first_calls_of_a_backend_import_only_cheap_modules(
@@ -472,6 +478,47 @@ def test_unreachable_timeout_and_bad_setting_have_their_sqlstates(
     assert _sqlstate_of(db, "SELECT gman_do_high_background('reverse', 'x')") == "GM001"
 
 
+def test_a_background_call_gives_the_same_errors_in_both_modes(
+    db: Session, configure: Any, server: ServerProcess
+) -> None:
+    """Immediate mode hands over to PL/Python before the PL/pgSQL checks: it says the same."""
+    import psycopg
+
+    calls = [
+        "SELECT gman_do_background(NULL, 'x')",
+        "SELECT gman_do_background('', 'x')",
+        f"SELECT gman_do_background('{'f' * 513}', 'x')",
+        "SELECT gman_do_background('f', 'x', repeat('u', 65))",
+        "SELECT gman_do_background('f', NULL::text)",
+    ]
+    seen: dict[str, list[tuple[str | None, str | None, str | None]]] = {}
+    for mode in ("transactional", "immediate"):
+        configure("background_mode", mode)
+        for max_workload, extra in (
+            ("67107840", []),
+            ("lots", ["SELECT gman_do_background('f', 'x')"]),
+            (" 12 ", ["SELECT gman_do_background('f', repeat('y', 13))"]),
+        ):
+            configure("max_workload", max_workload)
+            for sql in calls + extra:
+                _sqlstate_of(db, sql)  # and no Python internals in the error
+                with pytest.raises(psycopg.Error) as caught:
+                    db.conn.execute(sql)
+                diag = caught.value.diag
+                seen.setdefault(mode, []).append(
+                    (caught.value.sqlstate, diag.message_primary, diag.message_hint)
+                )
+    assert seen["immediate"] == seen["transactional"]
+    assert ("GM006", "gearsql: bad setting: max_workload='lots'") in [
+        entry[:2] for entry in seen["immediate"]
+    ]
+    assert (
+        "22023",
+        "gman_do_background: the workload is 13 bytes, more than the max_workload setting "
+        "(12 bytes)",
+    ) in [entry[:2] for entry in seen["immediate"]]
+
+
 def test_nul_in_a_function_name_or_unique_is_an_error(db: Session, workers: Workers) -> None:
     import psycopg
 
@@ -607,7 +654,6 @@ def test_only_the_installer_can_see_or_change_the_settings(
         f'SELECT * FROM "{schema}"._gman_settings()',
         f'SELECT "{schema}"._gman_background_settings()',
         f'SELECT "{schema}"._gman_background_limit()',
-        f'SELECT "{schema}"._gman_load()',
         f'SELECT "{schema}"._gman_compile()',
         f'SELECT * FROM "{schema}"._gman_library',
         f"SELECT \"{schema}\"._gman_background_now('gman_do', 'normal', 'f', 'x', NULL)",
@@ -864,7 +910,10 @@ def test_installing_again_upgrades_an_install_without_dead_letters(pg_dsn: str, 
         )
         admin.execute(f"REVOKE ALL ON FUNCTION {s}.gman_job_status(text) FROM PUBLIC")
         admin.execute(f'GRANT EXECUTE ON FUNCTION {s}.gman_job_status(text) TO "{role}"')
+        # Older installs loaded the library through this function.
+        admin.execute(f"CREATE FUNCTION {s}._gman_load() RETURNS void LANGUAGE sql AS ''")
         install(pg_dsn, schema)  # again, without --role: the grant must survive
+        assert admin.execute(f"SELECT to_regprocedure('{s}._gman_load()')").fetchone() == (None,)
         assert admin.execute(f"SELECT to_regclass('{s}.gman_outbox_dead') IS NOT NULL").fetchone()[
             0
         ]

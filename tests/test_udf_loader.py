@@ -36,6 +36,20 @@ def test_events_and_packets_match_the_real_classes() -> None:
         assert packet._replace(request=False).request is False
         assert repr(packet) == repr(real_packet) and packet._asdict() == real_packet._asdict()
         assert proto.Packet._make(real_packet) == packet and packet.args is packet[1]
+        # Its constructor binds arguments as the real one does (by keyword, with defaults).
+        keywords = {"args": (b"H:1", b"ok"), "type": proto.PacketType.WORK_COMPLETE}
+        assert proto.Packet(**keywords) == packet == protocol.Packet(**keywords)
+        assert proto.Packet(proto.PacketType.NOOP, (), False).request is False
+        for args, kwargs in (
+            ((), {}),
+            ((1, 2, 3, 4), {}),
+            ((1, 2), {"kind": 3}),
+            ((1,), {"type": 1}),
+        ):
+            with pytest.raises(TypeError):
+                protocol.Packet(*args, **kwargs)
+            with pytest.raises(TypeError):
+                proto.Packet(*args, **kwargs)
         with pytest.raises(TypeError, match="Expected 3 arguments, got 2"):
             proto.Packet._make((1, 2))
         with pytest.raises(ValueError, match="unexpected field names"):

@@ -13,13 +13,12 @@ the database.
 """
 
 #: Loads the library into GD the first time a session calls any function (PostgreSQL); the
-#: SQLite shim puts it in GD beforehand. {key} and {load} are filled in per install.
+#: SQLite shim puts it in GD beforehand. {key} and {load} are filled in per install: {load} is
+#: indented lines that set ``lib`` (gearsql/bridges/_pg_library.py's ``load_lines``).
 PREAMBLE = """\
 lib = GD.get({key!r})
 if lib is None:
-    plpy.execute({load!r})
-    lib = GD[{key!r}]
-"""
+{load}"""
 
 FOREGROUND = [("gman_do", "normal"), ("gman_do_high", "high"), ("gman_do_low", "low")]
 BACKGROUND = [

@@ -20,7 +20,6 @@ from __future__ import annotations
 import _socket
 import select
 import time
-import zlib
 
 from . import _clientconn as cc
 from . import protocol
@@ -311,7 +310,7 @@ def _settings(plpy, GD, schema):
             "connect_timeout": float(values["connect_timeout"]),
             "timeout": float(values["timeout"]),
             "poll_interval": float(values["poll_interval"]),
-            "max_workload": int(values.get("max_workload") or 0),
+            "max_workload": _max_workload(values.get("max_workload")),
             "tls": _tls_context(GD, values),
             "functions": functions,
         }
@@ -330,6 +329,16 @@ def _settings(plpy, GD, schema):
             sqlstate=BAD_SETTING,
         )
     return settings
+
+
+def _max_workload(text):
+    """The ``max_workload`` setting in bytes (0: no limit), read as PostgreSQL's background
+    functions read it (up to 18 digits, spaces around them; empty is 0), so that a bad value is
+    the same error in every mode: ValueError naming the value."""
+    digits = str(text if text is not None else "").strip(" ") or "0"
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 18):
+        raise ValueError(f"max_workload={digits!r}")
+    return int(digits)
 
 
 def _tls_context(GD, values):
@@ -747,6 +756,8 @@ def _order(GD, schema, targets, unique):
     if len(targets) == 1:
         return list(targets)
     if unique:
+        import zlib  # here: importing it cost every new backend's first call 0.1 ms
+
         start = zlib.crc32(unique) % len(targets)
     else:
         session = _session(GD, schema)

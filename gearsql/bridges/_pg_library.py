@@ -3,12 +3,13 @@
 The table ``<schema>._gman_library`` holds one row per module of the library (``udf/loader.py``
 and the modules it loads) for the installed version (``package``): its source and, filled at
 install time by ``<schema>._gman_compile()`` in the database server's own Python, its compiled
-code (``marshal`` data) with that interpreter's bytecode magic number. ``_gman_load()``, run by
-the first gman_* call of every backend, reads the rows and executes the compiled code when the
-magic matches the running interpreter, else compiles the sources (after an upgrade of the
-server's Python, until ``SELECT <schema>._gman_compile()`` is run again or gearsql is
-reinstalled). Only the installing role may read or write the table: the functions that read it
-run as that role (SECURITY DEFINER wrappers), and what it holds is executed.
+code (``marshal`` data) with that interpreter's bytecode magic number. The first gman_* call of
+every backend reads the rows in its own body (:func:`load_lines`: the compiled code where the
+magic matches the running interpreter, else the source) and runs the code, compiling the sources
+only after an upgrade of the server's Python, until ``SELECT <schema>._gman_compile()`` is run
+again or gearsql is reinstalled. Only the installing role may read or write the table: the
+functions that read it run as that role (SECURITY DEFINER wrappers), and what it holds is
+executed.
 """
 
 from __future__ import annotations
@@ -59,14 +60,39 @@ def _bootstrap(schema: str, package: str) -> str:
     )
 
 
-def load_body(schema: str, package: str) -> str:
-    """The PL/Python body of ``_gman_load()``: puts the library's ``gman`` module in GD."""
-    return (
-        _bootstrap(schema, package)
-        + 'MAGIC = LOADER["bytecode_magic"]()\n'
-        + "CODES = {name: row['code'] for name, row in ROWS.items()\n"
-        + "         if row['magic'] == MAGIC and row['code'] is not None}\n"
-        + f'GD[{package!r}] = LOADER["load_package"]({package!r}, SOURCES, CODES).gman\n'
+#: The library's rows for this interpreter: a module's compiled code where its magic is
+#: ``{magic}`` (filled in by the body: the running interpreter's), else its source. (Not
+#: sorted: an ORDER BY cost a new backend's first call more than finding the loader's row.)
+_LOAD_QUERY = (
+    "SELECT module, CASE WHEN magic = pg_catalog.decode('{{magic}}', 'hex') THEN code END AS code,"
+    " CASE WHEN magic = pg_catalog.decode('{{magic}}', 'hex') AND code IS NOT NULL THEN NULL"
+    " ELSE source END AS source FROM {table} WHERE package = {package}"
+)
+
+#: The lines of a PL/Python body that load the library when its ``lib`` is not in GD yet (one
+#: query, then the loader's code; no other function is called: a call through SPI to a loading
+#: function cost a new backend's first call 0.45 ms). Every line here is compiled with each
+#: body, so they are few. {key}, {query} and {loader} are filled in.
+_LOAD = """\
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = {query!r}
+    ROWS = plpy.execute(QUERY.replace("{{magic}}", MAGIC_NUMBER.hex()))
+    LOADER = {{"__name__": {loader!r}}}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD[{key!r}] = LOADER["load_rows"]({key!r}, ROWS, plpy, QUERY).gman
+"""
+
+
+def load_lines(schema: str, package: str) -> str:
+    """The lines (indented for the body's ``if lib is None:``) that put the library's ``gman``
+    module in GD as ``lib``, reading ``_gman_library`` once."""
+    query = _LOAD_QUERY.format(table=f"{_ident(schema)}._gman_library", package=_literal(package))
+    return _LOAD.format(
+        key=package,
+        query=query,
+        loader=package + ".loader",
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from gearsql._sqlcommon import NOTIFY_CHANNEL, OUTBOX_COLUMNS
 from gearsql._sqlcommon import pg_ident as ident
 from gearsql._sqlcommon import pg_literal as literal
-from gearsql.bridges import _pg_library, udf_module
+from gearsql.bridges import udf_module
 from gearsql.protocol import MAX_FUNCTION_NAME, MAX_UNIQUE
 
 #: SQLSTATEs of the gman_* functions (docs/design.md has the table; udf/gman.py raises the same).
@@ -46,10 +46,6 @@ def entry_signatures(entry: dict[str, Any]) -> list[tuple[list[tuple[str, str]],
 
 def arg_types(params: list[tuple[str, str]]) -> str:
     return ", ".join(sql for _, sql in params)
-
-
-def loader_body(schema: str, package: str) -> str:
-    return _pg_library.load_body(schema, package)
 
 
 def read_udf(name: str) -> str:
@@ -257,6 +253,15 @@ def background_sql(schema: str, entry: dict[str, Any], plpython: bool) -> list[s
             "BEGIN",
         ]
         checks = [
+            # The two settings as constants (see background_settings_sql): no query.
+            f"    settings := {s}._gman_background_settings();",
+            "    mode := coalesce(settings[1], 'transactional');",
+            # Immediate mode goes to PL/Python at once, which checks the arguments and the
+            # settings itself with the same messages: each check run here first cost a new
+            # backend's first call its own plan.
+            "    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN",
+            "        " + immediate,
+            "    END IF;",
             "    IF function IS NULL THEN",
             "        " + _raise(f"{name}: the function name is NULL", BAD_ARGUMENT),
             "    END IF;",
@@ -289,9 +294,6 @@ def background_sql(schema: str, entry: dict[str, Any], plpython: bool) -> list[s
             "    IF workload IS NULL THEN",
             "        " + _raise(f"{name}: the workload is NULL", BAD_ARGUMENT),
             "    END IF;",
-            # The two settings as constants (see background_settings_sql): no query.
-            f"    settings := {s}._gman_background_settings();",
-            "    mode := coalesce(settings[1], 'transactional');",
             "    limit_text := pg_catalog.btrim(coalesce(settings[2], ''));",
             "    IF limit_text OPERATOR(pg_catalog.=) '' THEN",
             "        limit_text := '0';",
@@ -319,9 +321,7 @@ def background_sql(schema: str, entry: dict[str, Any], plpython: bool) -> list[s
                 f"{where} and the job server's limit together",
             ),
             "    END IF;",
-            "    IF mode OPERATOR(pg_catalog.=) 'immediate' THEN",
-            "        " + immediate,
-            "    ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN",
+            "    IF mode OPERATOR(pg_catalog.<>) 'transactional' THEN",
             "        "
             + _raise(
                 "gearsql: bad setting background_mode=%",
@@ -491,7 +491,6 @@ def all_functions(schema: str, plpython: bool = True) -> list[tuple[str, str]]:
     if plpython:
         objects += [
             ("FUNCTION", _now_signature(schema)),
-            ("FUNCTION", f"{ident(schema)}._gman_load()"),
             ("FUNCTION", f"{ident(schema)}._gman_compile()"),
             *(("FUNCTION", signature) for signature in _python_bodies(schema)),
         ]

@@ -1,9 +1,9 @@
 """The gman_* functions in PostgreSQL: the install and uninstall SQL, and running them.
 
 Everything goes over an ordinary connection as SQL: the PL/Python bodies from ``udf/functions.py``
-and, inside ``_gman_load()``, the library's source text (the gearsql codec, the sans-IO client
-connection and ``udf/gman.py``), which the first call of a session loads into the backend's
-Python. Nothing is placed on the database host.
+and, in the table ``_gman_library``, the library's source text (the gearsql codec, the sans-IO
+client connection and ``udf/gman.py``) and its compiled code, which the first call of a session
+loads into the backend's Python. Nothing is placed on the database host.
 
 Objects, all in one schema (default ``gearsql``):
 
@@ -57,7 +57,6 @@ from gearsql.bridges._pgfunctions import (
     entry_signatures,
     function_sql,
     granted_signatures,
-    loader_body,
     now_sql,
     read_udf,
     regrant,
@@ -163,7 +162,7 @@ def install_sql(
     sources = library_sources()
     package = library_package(sources)
     s = ident(schema)
-    load = f"SELECT {s}._gman_load()"
+    load = _pg_library.load_lines(schema, package)
     parts: list[str] = []
     if for_file:
         parts.append(_file_header(schema))
@@ -340,9 +339,8 @@ def install_sql(
     ]
     if plpython:
         parts += [
-            f"CREATE OR REPLACE FUNCTION {s}._gman_load()\n"
-            "RETURNS void LANGUAGE plpython3u VOLATILE AS "
-            f"{dollar(loader_body(schema, package))};",
+            # Older installs loaded the library through this function; the bodies do it now.
+            f"DROP FUNCTION IF EXISTS {s}._gman_load();",
             now_sql(schema, package, load),
             *_pg_library.install_sql(schema, package, {**sources, "loader": read_udf("loader")}),
             _pg_library.compile_function_sql(
@@ -436,6 +434,7 @@ def uninstall_sql(schema: str = DEFAULT_SCHEMA, force: bool = False, for_file: b
     for kind, signature in reversed(all_functions(schema)):
         parts.append(f"DROP {kind} IF EXISTS {signature};")
     parts.append(f"DROP FUNCTION IF EXISTS {LEGACY_OUTBOX_INSERT.format(s=s)};")
+    parts.append(f"DROP FUNCTION IF EXISTS {s}._gman_load();")  # an older install's
     parts += [
         _pg_library.uninstall_sql(schema),
         f"DROP TABLE IF EXISTS {s}.gman_function_servers;",

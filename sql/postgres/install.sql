@@ -274,35 +274,21 @@ BEGIN
 END
 $do$;
 
-CREATE OR REPLACE FUNCTION "gearsql"._gman_load()
-RETURNS void LANGUAGE plpython3u VOLATILE AS $gearsql$
-import marshal
-ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_2114c3ee70bb\'')}
-try:
-    from _frozen_importlib_external import MAGIC_NUMBER
-except ImportError:
-    MAGIC_NUMBER = None
-LOADER = {"__name__": '_gearsql_udf_2114c3ee70bb.loader'}
-_row = ROWS["loader"]
-if MAGIC_NUMBER is not None and _row["magic"] == MAGIC_NUMBER and _row["code"] is not None:
-    _code = marshal.loads(_row["code"])
-else:
-    _code = compile(_row["source"], '<_gearsql_udf_2114c3ee70bb.loader>', "exec")
-exec(_code, LOADER)
-SOURCES = {name: row["source"] for name, row in ROWS.items() if name != "loader"}
-MAGIC = LOADER["bytecode_magic"]()
-CODES = {name: row['code'] for name, row in ROWS.items()
-         if row['magic'] == MAGIC and row['code'] is not None}
-GD['_gearsql_udf_2114c3ee70bb'] = LOADER["load_package"]('_gearsql_udf_2114c3ee70bb', SOURCES, CODES).gman
-$gearsql$;
+DROP FUNCTION IF EXISTS "gearsql"._gman_load();
 
 CREATE OR REPLACE FUNCTION "gearsql"._gman_background_now(p_name text, p_priority text, p_function text, p_workload bytea, p_unique text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.submit_background(plpy, GD, SCHEMA, p_name, p_priority, p_function, p_workload, p_unique)
 $gearsql$;
 
@@ -324,7 +310,7 @@ COMMENT ON TABLE "gearsql"._gman_library IS 'gearsql: the gman_* functions'' lib
 DELETE FROM "gearsql"._gman_library;
 
 INSERT INTO "gearsql"._gman_library (package, module, source) VALUES
-    ('_gearsql_udf_2114c3ee70bb', 'protocol', $gearsql_source$"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.
+    ('_gearsql_udf_48fd54699f56', 'protocol', $gearsql_source$"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.
 
 Nothing here touches a socket, an event loop or a logger, and only the standard library is used:
 the same module runs in the job server, the client library and inside PostgreSQL's PL/Python.
@@ -866,7 +852,7 @@ def _looks_like_http(line: bytes) -> bool:
         return False
     return b" HTTP/" in line
 $gearsql_source$),
-    ('_gearsql_udf_2114c3ee70bb', '_clientconn', $gearsql_source$"""The client side of one Gearman connection as a sans-IO state machine (no sockets, no loop).
+    ('_gearsql_udf_48fd54699f56', '_clientconn', $gearsql_source$"""The client side of one Gearman connection as a sans-IO state machine (no sockets, no loop).
 
 Requests go in as method calls with an opaque ``token`` the caller chooses (its own object for the
 request), bytes to write come out of :meth:`ClientConnection.data_to_send`, received bytes go in
@@ -1135,7 +1121,7 @@ class ClientConnection(Generic[T]):
         self._broken = True
         return tokens
 $gearsql_source$),
-    ('_gearsql_udf_2114c3ee70bb', 'gman', $gearsql_source$"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.
+    ('_gearsql_udf_48fd54699f56', 'gman', $gearsql_source$"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.
 
 This module runs inside PostgreSQL's PL/Python (the database server's own Python, where gearsql is
 not installed) and, unchanged, in the plpython3u-compatible shim that gives SQLite the same
@@ -1157,7 +1143,6 @@ from __future__ import annotations
 import _socket
 import select
 import time
-import zlib
 
 from . import _clientconn as cc
 from . import protocol
@@ -1448,7 +1433,7 @@ def _settings(plpy, GD, schema):
             "connect_timeout": float(values["connect_timeout"]),
             "timeout": float(values["timeout"]),
             "poll_interval": float(values["poll_interval"]),
-            "max_workload": int(values.get("max_workload") or 0),
+            "max_workload": _max_workload(values.get("max_workload")),
             "tls": _tls_context(GD, values),
             "functions": functions,
         }
@@ -1467,6 +1452,16 @@ def _settings(plpy, GD, schema):
             sqlstate=BAD_SETTING,
         )
     return settings
+
+
+def _max_workload(text):
+    """The ``max_workload`` setting in bytes (0: no limit), read as PostgreSQL's background
+    functions read it (up to 18 digits, spaces around them; empty is 0), so that a bad value is
+    the same error in every mode: ValueError naming the value."""
+    digits = str(text if text is not None else "").strip(" ") or "0"
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 18):
+        raise ValueError(f"max_workload={digits!r}")
+    return int(digits)
 
 
 def _tls_context(GD, values):
@@ -1884,6 +1879,8 @@ def _order(GD, schema, targets, unique):
     if len(targets) == 1:
         return list(targets)
     if unique:
+        import zlib  # here: importing it cost every new backend's first call 0.1 ms
+
         start = zlib.crc32(unique) % len(targets)
     else:
         session = _session(GD, schema)
@@ -2449,9 +2446,10 @@ def close_all(GD):
             link.close()
         session.links.clear()
 $gearsql_source$),
-    ('_gearsql_udf_2114c3ee70bb', 'loader', $gearsql_source$"""Loads the udf library from source text into a private package of this Python process.
+    ('_gearsql_udf_48fd54699f56', 'loader', $gearsql_source$"""Loads the udf library from source text into a private package of this Python process.
 
-Runs inside PostgreSQL's PL/Python (as the body of ``_gman_load()``) and in gearsql's SQLite shim.
+Runs inside PostgreSQL's PL/Python (the first call of a backend runs it from ``_gman_library``,
+then :func:`load_rows`) and in gearsql's SQLite shim.
 The package name carries a digest of the sources, so two installed versions never mix in one
 backend, and nothing named ``gearsql`` is ever imported: PL/Python runs in the database server's
 own Python, where gearsql is not installed.
@@ -2461,7 +2459,8 @@ A new PostgreSQL backend pays for this load on its first gman_* call, so it is k
 - the modules' code can come compiled (``marshal`` data made by :func:`compile_sources` in the
   same interpreter, which ``_gman_compile()`` stores at install time; see
   :func:`bytecode_magic`), so nothing is compiled;
-- no garbage collection runs while the modules are built (:func:`load_package`);
+- no garbage collection runs while the modules are built (:func:`load_package`), and a
+  PostgreSQL backend then moves what it holds out of the collector's way (:func:`load_rows`);
 - ``typing``, ``dataclasses``, ``enum``, ``collections`` and ``__future__``, which the codec
   and the client connection import for their annotations, event classes, packet types and
   queue, are served to the library's modules by small stand-ins here (``_STANDINS``) instead of
@@ -2472,7 +2471,8 @@ A new PostgreSQL backend pays for this load on its first gman_* call, so it is k
   classes with the same ``__init__``, ``__repr__``, ``__eq__``, ``__hash__`` and frozen
   attributes, ``Enum`` and ``IntEnum`` classes whose members have the same names, values,
   ``repr``, ``str`` and hash and are looked up by value the same way (``_missing_`` included),
-  and ``collections.deque`` is the C one. Anything else they are asked for is an ImportError
+  and ``collections.deque`` is the C one. They compile nothing (the constructors bind their
+  arguments at run time, :func:`_arguments`). Anything else they are asked for is an ImportError
   naming the stand-in (an AttributeError for ``enum.<name>``), so a module that starts using
   more of them fails every bridge test until the stand-in learns it.
 """
@@ -2548,6 +2548,32 @@ def load_package(package, sources, codes=None):
     return root
 
 
+def load_rows(package, rows, plpy, query):
+    """:func:`load_package` from the rows a PostgreSQL backend read from ``_gman_library``
+    (``module``, and ``code`` where it fits this interpreter, else ``source``). ``query``
+    reads them again with ``{magic}`` in it, filled with nothing here: every module's source,
+    for when some compiled code does not load after all."""
+    codes = {row["module"]: row["code"] for row in rows if row["code"] is not None}
+    sources = {row["module"]: row["source"] for row in rows}
+    try:
+        loaded = load_package(package, sources, codes)
+    except _NoSource:
+        rows = plpy.execute(query.replace("{magic}", ""))
+        loaded = load_package(package, {row["module"]: row["source"] for row in rows})
+    # What the backend's Python holds now (PL/Python's own objects and the library's, kept
+    # until the backend exits) goes to the collector's permanent generation: the collection
+    # that followed the load, over all that the load made, cost the first call 0.1 ms, and
+    # later collections would go over it again and again. Only cyclic garbage that something
+    # made before this call and drops later is no longer found (reference counting frees the
+    # rest as ever).
+    gc.freeze()
+    return loaded
+
+
+class _NoSource(Exception):
+    """A module's compiled code did not load, and its source was not read."""
+
+
 def _code(filename, source, data):
     if data is not None:
         try:
@@ -2556,10 +2582,37 @@ def _code(filename, source, data):
             code = None
         if isinstance(code, CodeType) and code.co_filename == filename:
             return code
+    if source is None:
+        raise _NoSource(filename)
     return compile(source, filename, "exec")
 
 
 # ------------------------------------------------------------------------------ stand-ins
+
+
+def _arguments(name, fields, defaults, args, kwargs):
+    """The values of ``fields`` from a call's ``args`` and ``kwargs`` (``defaults``: field ->
+    value of those that may be left out), or the TypeError a function of that signature raises.
+    The stand-ins' constructors take ``*args, **kwargs`` and come here unless given exactly one
+    value per field by position: writing each constructor out and compiling it, as
+    ``collections`` and ``dataclasses`` do, cost a new backend 0.9 ms."""
+    if len(args) > len(fields):
+        raise TypeError(
+            f"{name}() takes {len(fields)} positional arguments but {len(args)} were given"
+        )
+    values = list(args)
+    for field in fields[len(args) :]:
+        if field in kwargs:
+            values.append(kwargs.pop(field))
+        elif field in defaults:
+            values.append(defaults[field])
+        else:
+            raise TypeError(f"{name}() missing required argument: {field!r}")
+    for field in kwargs:
+        if field in fields:
+            raise TypeError(f"{name}() got multiple values for argument {field!r}")
+        raise TypeError(f"{name}() got an unexpected keyword argument {field!r}")
+    return values
 
 
 def _named_tuple_class(typename, fields, defaults):
@@ -2571,12 +2624,14 @@ def _named_tuple_class(typename, fields, defaults):
     fields = tuple(fields)
     defaults = tuple(defaults)
     count = len(fields)
-    arguments = ", ".join(fields) + ("," if count == 1 else "")
-    namespace = {"_new": tuple.__new__}
-    exec(f"def __new__(_cls, {arguments}):\n    return _new(_cls, ({arguments}))\n", namespace)
-    new = namespace["__new__"]
-    new.__defaults__ = defaults or None
-    new.__qualname__ = typename + ".__new__"
+    field_defaults = dict(zip(fields[count - len(defaults) :], defaults, strict=True))
+
+    def __new__(_cls, *args, **kwargs):
+        if kwargs or len(args) != count:
+            args = _arguments(typename, fields, field_defaults, args, kwargs)
+        return tuple.__new__(_cls, args)
+
+    __new__.__qualname__ = typename + ".__new__"
 
     def _make(cls, iterable):
         made = tuple.__new__(cls, iterable)
@@ -2604,8 +2659,8 @@ def _named_tuple_class(typename, fields, defaults):
         "__doc__": f"{typename}({', '.join(fields)})",
         "__slots__": (),
         "_fields": fields,
-        "_field_defaults": dict(zip(fields[count - len(defaults) :], defaults, strict=True)),
-        "__new__": new,
+        "_field_defaults": field_defaults,
+        "__new__": __new__,
         "_make": classmethod(_make),
         "_replace": _replace,
         "__repr__": __repr__,
@@ -2702,20 +2757,16 @@ def _standin_dataclasses():
             names = tuple(cls.__dict__.get("__annotations__", {}))  # noqa: RUF063 (no inspect)
             if any(name in cls.__dict__ for name in names):
                 raise TypeError(f"{cls.__name__}: the stand-in dataclass takes no defaults")
-            source = (
-                "def __init__(self"
-                + "".join(", " + name for name in names)
-                + "):\n"
-                + "".join(f"    _set(self, {name!r}, {name})\n" for name in names)
-                + ("    pass\n" if not names else "")
-                + "def _values(self):\n"
-                + "    return ("
-                + "".join(f"self.{name}, " for name in names)
-                + ")\n"
-            )
-            namespace = {"_set": object.__setattr__}
-            exec(source, namespace)
-            values = namespace["_values"]
+            count = len(names)
+
+            def __init__(self, *args, **kwargs):
+                if kwargs or len(args) != count:
+                    args = _arguments(cls.__name__, names, {}, args, kwargs)
+                for name, value in zip(names, args, strict=True):
+                    object.__setattr__(self, name, value)
+
+            def values(self):
+                return tuple([getattr(self, name) for name in names])
 
             def __repr__(self):
                 inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
@@ -2729,8 +2780,8 @@ def _standin_dataclasses():
             def __hash__(self):
                 return hash(values(self))
 
-            namespace["__init__"].__qualname__ = cls.__qualname__ + ".__init__"
-            cls.__init__ = namespace["__init__"]
+            __init__.__qualname__ = cls.__qualname__ + ".__init__"
+            cls.__init__ = __init__
             cls.__repr__ = __repr__
             cls.__eq__ = __eq__
             cls.__hash__ = __hash__
@@ -2860,8 +2911,15 @@ _STANDINS = {
 _made = {}
 
 
+#: Modules whose C part the library gets instead: ``struct`` only re-exports ``_struct``, but
+#: reading it from disk cost a new backend's first call 0.1 ms.
+_C_MODULES = {"struct": "_struct"}
+
+
 def _import(name, globals=None, locals=None, fromlist=(), level=0):
     """``__import__`` of the library's modules: the stand-ins, else the real import."""
+    if level == 0 and name in _C_MODULES:
+        return builtins.__import__(_C_MODULES[name])
     if level == 0 and name in _STANDINS:
         module = _made.get(name)
         if module is None:
@@ -2878,24 +2936,24 @@ $gearsql_source$);
 CREATE OR REPLACE FUNCTION "gearsql"._gman_compile()
 RETURNS integer LANGUAGE plpython3u VOLATILE AS $gearsql$
 import marshal
-ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_2114c3ee70bb\'')}
+ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\'')}
 try:
     from _frozen_importlib_external import MAGIC_NUMBER
 except ImportError:
     MAGIC_NUMBER = None
-LOADER = {"__name__": '_gearsql_udf_2114c3ee70bb.loader'}
+LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
 _row = ROWS["loader"]
 if MAGIC_NUMBER is not None and _row["magic"] == MAGIC_NUMBER and _row["code"] is not None:
     _code = marshal.loads(_row["code"])
 else:
-    _code = compile(_row["source"], '<_gearsql_udf_2114c3ee70bb.loader>', "exec")
+    _code = compile(_row["source"], '<_gearsql_udf_48fd54699f56.loader>', "exec")
 exec(_code, LOADER)
 SOURCES = {name: row["source"] for name, row in ROWS.items() if name != "loader"}
 ALL = dict(SOURCES, loader=ROWS["loader"]["source"])
-CODES = LOADER["compile_sources"]('_gearsql_udf_2114c3ee70bb', ALL)
+CODES = LOADER["compile_sources"]('_gearsql_udf_48fd54699f56', ALL)
 MAGIC = LOADER["bytecode_magic"]()
 PLAN = plpy.prepare(
-'UPDATE "gearsql"._gman_library SET magic = $1, code = $2 WHERE package = \'_gearsql_udf_2114c3ee70bb\' AND module = $3', ["bytea", "bytea", "text"])
+'UPDATE "gearsql"._gman_library SET magic = $1, code = $2 WHERE package = \'_gearsql_udf_48fd54699f56\' AND module = $3', ["bytea", "bytea", "text"])
 for NAME, CODE in CODES.items():
     plpy.execute(PLAN, [MAGIC, CODE, NAME])
 return len(CODES)
@@ -2906,10 +2964,16 @@ SELECT "gearsql"._gman_compile();
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, None)
 $gearsql$;
 
@@ -2943,10 +3007,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, None)
 $gearsql$;
 
@@ -2980,10 +3050,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, unique)
 $gearsql$;
 
@@ -3017,10 +3093,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, unique)
 $gearsql$;
 
@@ -3054,10 +3136,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, None)
 $gearsql$;
 
@@ -3091,10 +3179,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, None)
 $gearsql$;
 
@@ -3128,10 +3222,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, unique)
 $gearsql$;
 
@@ -3165,10 +3265,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, unique)
 $gearsql$;
 
@@ -3202,10 +3308,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, None)
 $gearsql$;
 
@@ -3239,10 +3351,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, None)
 $gearsql$;
 
@@ -3276,10 +3394,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, unique)
 $gearsql$;
 
@@ -3313,10 +3437,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, unique)
 $gearsql$;
 
@@ -3368,32 +3498,8 @@ BEGIN
        OR function OPERATOR(pg_catalog.=) ''
        OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
        OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        IF function IS NULL THEN
-            RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-            RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-        END IF;
-        IF function OPERATOR(pg_catalog.=) '' THEN
-            RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
-        END IF;
-        IF workload IS NULL THEN
-            RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
-        END IF;
         settings := "gearsql"._gman_background_settings();
         mode := coalesce(settings[1], 'transactional');
-        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-        IF limit_text OPERATOR(pg_catalog.=) '' THEN
-            limit_text := '0';
-        END IF;
-        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-        END IF;
-        size_limit := limit_text::pg_catalog.int8;
-        IF size_limit OPERATOR(pg_catalog.>) 0
-           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-            RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-        END IF;
         IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
             BEGIN
                 RETURN "gearsql"._gman_background_now('gman_do_background', 'normal', function, raw, NULL::text);
@@ -3412,7 +3518,32 @@ BEGIN
                     RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
                 END IF;
             END;
-        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+        END IF;
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
             RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
         END IF;
         IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
@@ -3447,32 +3578,8 @@ BEGIN
        OR function OPERATOR(pg_catalog.=) ''
        OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
        OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        IF function IS NULL THEN
-            RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-            RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-        END IF;
-        IF function OPERATOR(pg_catalog.=) '' THEN
-            RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
-        END IF;
-        IF workload IS NULL THEN
-            RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
-        END IF;
         settings := "gearsql"._gman_background_settings();
         mode := coalesce(settings[1], 'transactional');
-        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-        IF limit_text OPERATOR(pg_catalog.=) '' THEN
-            limit_text := '0';
-        END IF;
-        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-        END IF;
-        size_limit := limit_text::pg_catalog.int8;
-        IF size_limit OPERATOR(pg_catalog.>) 0
-           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-            RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-        END IF;
         IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
             BEGIN
                 RETURN "gearsql"._gman_background_now('gman_do_background', 'normal', function, raw, NULL::text);
@@ -3491,7 +3598,32 @@ BEGIN
                     RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
                 END IF;
             END;
-        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+        END IF;
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
             RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
         END IF;
         IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
@@ -3527,35 +3659,8 @@ BEGIN
        OR pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64
        OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
        OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        IF function IS NULL THEN
-            RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-            RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-        END IF;
-        IF function OPERATOR(pg_catalog.=) '' THEN
-            RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
-            RAISE EXCEPTION 'gman_do_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
-        END IF;
-        IF workload IS NULL THEN
-            RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
-        END IF;
         settings := "gearsql"._gman_background_settings();
         mode := coalesce(settings[1], 'transactional');
-        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-        IF limit_text OPERATOR(pg_catalog.=) '' THEN
-            limit_text := '0';
-        END IF;
-        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-        END IF;
-        size_limit := limit_text::pg_catalog.int8;
-        IF size_limit OPERATOR(pg_catalog.>) 0
-           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-            RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-        END IF;
         IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
             BEGIN
                 RETURN "gearsql"._gman_background_now('gman_do_background', 'normal', function, raw, "unique");
@@ -3574,7 +3679,35 @@ BEGIN
                     RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
                 END IF;
             END;
-        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+        END IF;
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
+            RAISE EXCEPTION 'gman_do_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
             RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
         END IF;
         IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
@@ -3610,35 +3743,8 @@ BEGIN
        OR pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64
        OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
        OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        IF function IS NULL THEN
-            RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-            RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-        END IF;
-        IF function OPERATOR(pg_catalog.=) '' THEN
-            RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
-            RAISE EXCEPTION 'gman_do_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
-        END IF;
-        IF workload IS NULL THEN
-            RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
-        END IF;
         settings := "gearsql"._gman_background_settings();
         mode := coalesce(settings[1], 'transactional');
-        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-        IF limit_text OPERATOR(pg_catalog.=) '' THEN
-            limit_text := '0';
-        END IF;
-        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-        END IF;
-        size_limit := limit_text::pg_catalog.int8;
-        IF size_limit OPERATOR(pg_catalog.>) 0
-           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-            RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-        END IF;
         IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
             BEGIN
                 RETURN "gearsql"._gman_background_now('gman_do_background', 'normal', function, raw, "unique");
@@ -3657,7 +3763,35 @@ BEGIN
                     RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
                 END IF;
             END;
-        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+        END IF;
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
+            RAISE EXCEPTION 'gman_do_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
             RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
         END IF;
         IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
@@ -3692,32 +3826,8 @@ BEGIN
        OR function OPERATOR(pg_catalog.=) ''
        OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
        OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        IF function IS NULL THEN
-            RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-            RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-        END IF;
-        IF function OPERATOR(pg_catalog.=) '' THEN
-            RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
-        END IF;
-        IF workload IS NULL THEN
-            RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
-        END IF;
         settings := "gearsql"._gman_background_settings();
         mode := coalesce(settings[1], 'transactional');
-        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-        IF limit_text OPERATOR(pg_catalog.=) '' THEN
-            limit_text := '0';
-        END IF;
-        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-        END IF;
-        size_limit := limit_text::pg_catalog.int8;
-        IF size_limit OPERATOR(pg_catalog.>) 0
-           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-            RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-        END IF;
         IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
             BEGIN
                 RETURN "gearsql"._gman_background_now('gman_do_high_background', 'high', function, raw, NULL::text);
@@ -3736,7 +3846,32 @@ BEGIN
                     RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
                 END IF;
             END;
-        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+        END IF;
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
             RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
         END IF;
         IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
@@ -3771,32 +3906,8 @@ BEGIN
        OR function OPERATOR(pg_catalog.=) ''
        OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
        OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        IF function IS NULL THEN
-            RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-            RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-        END IF;
-        IF function OPERATOR(pg_catalog.=) '' THEN
-            RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
-        END IF;
-        IF workload IS NULL THEN
-            RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
-        END IF;
         settings := "gearsql"._gman_background_settings();
         mode := coalesce(settings[1], 'transactional');
-        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-        IF limit_text OPERATOR(pg_catalog.=) '' THEN
-            limit_text := '0';
-        END IF;
-        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-        END IF;
-        size_limit := limit_text::pg_catalog.int8;
-        IF size_limit OPERATOR(pg_catalog.>) 0
-           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-            RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-        END IF;
         IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
             BEGIN
                 RETURN "gearsql"._gman_background_now('gman_do_high_background', 'high', function, raw, NULL::text);
@@ -3815,7 +3926,32 @@ BEGIN
                     RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
                 END IF;
             END;
-        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+        END IF;
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
             RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
         END IF;
         IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
@@ -3851,35 +3987,8 @@ BEGIN
        OR pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64
        OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
        OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        IF function IS NULL THEN
-            RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-            RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-        END IF;
-        IF function OPERATOR(pg_catalog.=) '' THEN
-            RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
-            RAISE EXCEPTION 'gman_do_high_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
-        END IF;
-        IF workload IS NULL THEN
-            RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
-        END IF;
         settings := "gearsql"._gman_background_settings();
         mode := coalesce(settings[1], 'transactional');
-        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-        IF limit_text OPERATOR(pg_catalog.=) '' THEN
-            limit_text := '0';
-        END IF;
-        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-        END IF;
-        size_limit := limit_text::pg_catalog.int8;
-        IF size_limit OPERATOR(pg_catalog.>) 0
-           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-            RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-        END IF;
         IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
             BEGIN
                 RETURN "gearsql"._gman_background_now('gman_do_high_background', 'high', function, raw, "unique");
@@ -3898,7 +4007,35 @@ BEGIN
                     RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
                 END IF;
             END;
-        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+        END IF;
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
+            RAISE EXCEPTION 'gman_do_high_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
             RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
         END IF;
         IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
@@ -3934,35 +4071,8 @@ BEGIN
        OR pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64
        OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
        OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        IF function IS NULL THEN
-            RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-            RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-        END IF;
-        IF function OPERATOR(pg_catalog.=) '' THEN
-            RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
-            RAISE EXCEPTION 'gman_do_high_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
-        END IF;
-        IF workload IS NULL THEN
-            RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
-        END IF;
         settings := "gearsql"._gman_background_settings();
         mode := coalesce(settings[1], 'transactional');
-        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-        IF limit_text OPERATOR(pg_catalog.=) '' THEN
-            limit_text := '0';
-        END IF;
-        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-        END IF;
-        size_limit := limit_text::pg_catalog.int8;
-        IF size_limit OPERATOR(pg_catalog.>) 0
-           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-            RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-        END IF;
         IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
             BEGIN
                 RETURN "gearsql"._gman_background_now('gman_do_high_background', 'high', function, raw, "unique");
@@ -3981,7 +4091,35 @@ BEGIN
                     RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
                 END IF;
             END;
-        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+        END IF;
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_high_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
+            RAISE EXCEPTION 'gman_do_high_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_high_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_high_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
             RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
         END IF;
         IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
@@ -4016,32 +4154,8 @@ BEGIN
        OR function OPERATOR(pg_catalog.=) ''
        OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
        OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        IF function IS NULL THEN
-            RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-            RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-        END IF;
-        IF function OPERATOR(pg_catalog.=) '' THEN
-            RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
-        END IF;
-        IF workload IS NULL THEN
-            RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
-        END IF;
         settings := "gearsql"._gman_background_settings();
         mode := coalesce(settings[1], 'transactional');
-        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-        IF limit_text OPERATOR(pg_catalog.=) '' THEN
-            limit_text := '0';
-        END IF;
-        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-        END IF;
-        size_limit := limit_text::pg_catalog.int8;
-        IF size_limit OPERATOR(pg_catalog.>) 0
-           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-            RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-        END IF;
         IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
             BEGIN
                 RETURN "gearsql"._gman_background_now('gman_do_low_background', 'low', function, raw, NULL::text);
@@ -4060,7 +4174,32 @@ BEGIN
                     RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
                 END IF;
             END;
-        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+        END IF;
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
             RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
         END IF;
         IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
@@ -4095,32 +4234,8 @@ BEGIN
        OR function OPERATOR(pg_catalog.=) ''
        OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
        OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        IF function IS NULL THEN
-            RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-            RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-        END IF;
-        IF function OPERATOR(pg_catalog.=) '' THEN
-            RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
-        END IF;
-        IF workload IS NULL THEN
-            RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
-        END IF;
         settings := "gearsql"._gman_background_settings();
         mode := coalesce(settings[1], 'transactional');
-        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-        IF limit_text OPERATOR(pg_catalog.=) '' THEN
-            limit_text := '0';
-        END IF;
-        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-        END IF;
-        size_limit := limit_text::pg_catalog.int8;
-        IF size_limit OPERATOR(pg_catalog.>) 0
-           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-            RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-        END IF;
         IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
             BEGIN
                 RETURN "gearsql"._gman_background_now('gman_do_low_background', 'low', function, raw, NULL::text);
@@ -4139,7 +4254,32 @@ BEGIN
                     RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
                 END IF;
             END;
-        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+        END IF;
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
             RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
         END IF;
         IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
@@ -4175,35 +4315,8 @@ BEGIN
        OR pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64
        OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
        OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        IF function IS NULL THEN
-            RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-            RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-        END IF;
-        IF function OPERATOR(pg_catalog.=) '' THEN
-            RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
-            RAISE EXCEPTION 'gman_do_low_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
-        END IF;
-        IF workload IS NULL THEN
-            RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
-        END IF;
         settings := "gearsql"._gman_background_settings();
         mode := coalesce(settings[1], 'transactional');
-        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-        IF limit_text OPERATOR(pg_catalog.=) '' THEN
-            limit_text := '0';
-        END IF;
-        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-        END IF;
-        size_limit := limit_text::pg_catalog.int8;
-        IF size_limit OPERATOR(pg_catalog.>) 0
-           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-            RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-        END IF;
         IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
             BEGIN
                 RETURN "gearsql"._gman_background_now('gman_do_low_background', 'low', function, raw, "unique");
@@ -4222,7 +4335,35 @@ BEGIN
                     RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
                 END IF;
             END;
-        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+        END IF;
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
+            RAISE EXCEPTION 'gman_do_low_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
             RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
         END IF;
         IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
@@ -4258,35 +4399,8 @@ BEGIN
        OR pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64
        OR pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) "gearsql"._gman_background_limit()
        OR pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
-        IF function IS NULL THEN
-            RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
-            RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
-        END IF;
-        IF function OPERATOR(pg_catalog.=) '' THEN
-            RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
-        END IF;
-        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
-            RAISE EXCEPTION 'gman_do_low_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
-        END IF;
-        IF workload IS NULL THEN
-            RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
-        END IF;
         settings := "gearsql"._gman_background_settings();
         mode := coalesce(settings[1], 'transactional');
-        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
-        IF limit_text OPERATOR(pg_catalog.=) '' THEN
-            limit_text := '0';
-        END IF;
-        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
-            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
-        END IF;
-        size_limit := limit_text::pg_catalog.int8;
-        IF size_limit OPERATOR(pg_catalog.>) 0
-           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
-            RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
-        END IF;
         IF mode OPERATOR(pg_catalog.=) 'immediate' THEN
             BEGIN
                 RETURN "gearsql"._gman_background_now('gman_do_low_background', 'low', function, raw, "unique");
@@ -4305,7 +4419,35 @@ BEGIN
                     RAISE EXCEPTION USING ERRCODE = e_code, MESSAGE = e_message;
                 END IF;
             END;
-        ELSIF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
+        END IF;
+        IF function IS NULL THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is NULL' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length(function) OPERATOR(pg_catalog.>) 512 THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is longer than 512 bytes (% bytes)', pg_catalog.octet_length(function) USING ERRCODE = '22023';
+        END IF;
+        IF function OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'gman_do_low_background: the function name is empty' USING ERRCODE = '22023';
+        END IF;
+        IF pg_catalog.octet_length("unique") OPERATOR(pg_catalog.>) 64 THEN
+            RAISE EXCEPTION 'gman_do_low_background: the unique id is longer than 64 bytes (% bytes)', pg_catalog.octet_length("unique") USING ERRCODE = '22023';
+        END IF;
+        IF workload IS NULL THEN
+            RAISE EXCEPTION 'gman_do_low_background: the workload is NULL' USING ERRCODE = '22023';
+        END IF;
+        limit_text := pg_catalog.btrim(coalesce(settings[2], ''));
+        IF limit_text OPERATOR(pg_catalog.=) '' THEN
+            limit_text := '0';
+        END IF;
+        IF limit_text OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+            RAISE EXCEPTION 'gearsql: bad setting: max_workload=%', pg_catalog.quote_literal(limit_text) USING ERRCODE = 'GM006', HINT = 'an administrator fixes it (table gearsql.gman_settings)';
+        END IF;
+        size_limit := limit_text::pg_catalog.int8;
+        IF size_limit OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.octet_length(raw) OPERATOR(pg_catalog.>) size_limit THEN
+            RAISE EXCEPTION 'gman_do_low_background: the workload is % bytes, more than the max_workload setting (% bytes)', pg_catalog.octet_length(raw), size_limit USING ERRCODE = '22023', HINT = 'a job server refuses a packet above its maximum size; pass a reference to the data (a key, a path) instead, or an administrator raises max_workload (table gearsql.gman_settings) and the job server''s limit together';
+        END IF;
+        IF mode OPERATOR(pg_catalog.<>) 'transactional' THEN
             RAISE EXCEPTION 'gearsql: bad setting background_mode=%', pg_catalog.quote_literal(mode) USING ERRCODE = 'GM006', HINT = 'it is ''transactional'' or ''immediate''';
         END IF;
         IF pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' THEN
@@ -4322,10 +4464,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_servers_set"("servers" text)
 RETURNS boolean LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.servers_set(plpy, GD, SCHEMA, servers)
 $gearsql$;
 
@@ -4359,10 +4507,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_servers_set"("servers" text, "function" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.function_servers_set(plpy, GD, SCHEMA, servers, function)
 $gearsql$;
 
@@ -4396,10 +4550,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_job_status"("handle" text, OUT known boolean, OUT running boolean, OUT numerator bigint, OUT denominator bigint, OUT state text, OUT detail text)
 RETURNS record LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.job_status(plpy, GD, SCHEMA, handle)
 $gearsql$;
 
@@ -4436,10 +4596,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_map"("function" text, "workloads" text[])
 RETURNS setof text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)
 $gearsql$;
 
@@ -4473,10 +4639,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_map"("function" text, "workloads" bytea[])
 RETURNS setof bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)
 $gearsql$;
 
@@ -4510,10 +4682,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" text)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
@@ -4547,10 +4725,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" bytea)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
@@ -4584,10 +4768,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_final"("state" bigint)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_2114c3ee70bb')
+lib = GD.get('_gearsql_udf_48fd54699f56')
 if lib is None:
-    plpy.execute('SELECT "gearsql"._gman_load()')
-    lib = GD['_gearsql_udf_2114c3ee70bb']
+    from _frozen_importlib_external import MAGIC_NUMBER
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
+    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    for ROW in ROWS:
+        if ROW["module"] == "loader":
+            exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
+    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
 return lib.sum_final(plpy, GD, SCHEMA, state)
 $gearsql$;
 
@@ -4661,8 +4851,6 @@ CREATE OR REPLACE AGGREGATE "gearsql"."gman_sum"(text, bytea) (
 REVOKE ALL ON FUNCTION "gearsql"._gman_settings() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"._gman_background_now(text, text, text, bytea, text) FROM PUBLIC;
-
-REVOKE ALL ON FUNCTION "gearsql"._gman_load() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION "gearsql"._gman_compile() FROM PUBLIC;
 

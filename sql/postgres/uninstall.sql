@@ -134,13 +134,13 @@ DROP FUNCTION IF EXISTS "gearsql"."_gman_py_gman_do"(text, text);
 
 DROP FUNCTION IF EXISTS "gearsql"._gman_compile();
 
-DROP FUNCTION IF EXISTS "gearsql"._gman_load();
-
 DROP FUNCTION IF EXISTS "gearsql"._gman_background_now(text, text, text, bytea, text);
 
 DROP FUNCTION IF EXISTS "gearsql"._gman_settings();
 
 DROP FUNCTION IF EXISTS "gearsql"._gman_outbox_insert(bytea, bytea, bytea, text);
+
+DROP FUNCTION IF EXISTS "gearsql"._gman_load();
 
 DROP TABLE IF EXISTS "gearsql"._gman_library;
 
