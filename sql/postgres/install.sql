@@ -2459,8 +2459,7 @@ A new PostgreSQL backend pays for this load on its first gman_* call, so it is k
 - the modules' code can come compiled (``marshal`` data made by :func:`compile_sources` in the
   same interpreter, which ``_gman_compile()`` stores at install time; see
   :func:`bytecode_magic`), so nothing is compiled;
-- no garbage collection runs while the modules are built (:func:`load_package`), and a
-  PostgreSQL backend then moves what it holds out of the collector's way (:func:`load_rows`);
+- no garbage collection runs while the modules are built (:func:`load_package`);
 - ``typing``, ``dataclasses``, ``enum``, ``collections`` and ``__future__``, which the codec
   and the client connection import for their annotations, event classes, packet types and
   queue, are served to the library's modules by small stand-ins here (``_STANDINS``) instead of
@@ -2556,18 +2555,10 @@ def load_rows(package, rows, plpy, query):
     codes = {row["module"]: row["code"] for row in rows if row["code"] is not None}
     sources = {row["module"]: row["source"] for row in rows}
     try:
-        loaded = load_package(package, sources, codes)
+        return load_package(package, sources, codes)
     except _NoSource:
         rows = plpy.execute(query.replace("{magic}", ""))
-        loaded = load_package(package, {row["module"]: row["source"] for row in rows})
-    # What the backend's Python holds now (PL/Python's own objects and the library's, kept
-    # until the backend exits) goes to the collector's permanent generation: the collection
-    # that followed the load, over all that the load made, cost the first call 0.1 ms, and
-    # later collections would go over it again and again. Only cyclic garbage that something
-    # made before this call and drops later is no longer found (reference counting frees the
-    # rest as ever).
-    gc.freeze()
-    return loaded
+        return load_package(package, {row["module"]: row["source"] for row in rows})
 
 
 class _NoSource(Exception):
