@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen
 from loadgen import SCENARIOS, LoadConfig, ScenarioError
+from ports import free_port
 
 from gearsql.protocol import RES, Packet, PacketType, Parser, pack_request
 
@@ -49,12 +50,6 @@ MEMORY_TARGET_MIB = 80
 
 # ---------------------------------------------------------------------------------------------
 # Servers
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def server_command(kind: str, port: int, extra: Sequence[str] = ()) -> list[str]:

@@ -53,6 +53,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/test_fuzz.py loads it by path
+
+from ports import free_port
+
 from gearsql.protocol import ARGUMENTS, REQ, RES, Packet, PacketType, Parser, pack, pack_request
 
 #: Admin command words, as the server knows them, plus near misses.
@@ -585,12 +589,6 @@ def _run_concurrently(
             fuzzer.join()
     if not alive(pid):
         report.server_died = True
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

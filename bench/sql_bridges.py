@@ -30,11 +30,7 @@ import threading
 import time
 from typing import Any
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from ports import free_port
 
 
 def start_server(port: int) -> subprocess.Popen[bytes]:

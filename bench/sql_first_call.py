@@ -30,7 +30,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sql_bridges import free_port, start_server
+from ports import free_port
+from sql_bridges import start_server
 
 
 def cpu_seconds(pid: int) -> float | None:
