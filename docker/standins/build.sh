@@ -146,13 +146,18 @@ build_one() {
     log="$LOGDIR/standin-$name.log"
     local labels=(--change "LABEL org.gearsql.standin=$name"
                   --change "LABEL org.gearsql.standin.recipe=$recipe")
+    # The root filesystem is imported under a name of its own and the image is tagged only
+    # once everything worked: a failed mmdebstrap still hands `docker import` a tar (an empty
+    # one), and an image tagged with this recipe would be taken as current by the next run.
+    local rootfs="gearsql-standin-rootfs:$name"
     case "$image" in
         python:3.11-slim)
             mmdebstrap_tar "$image" 2>"$log" | dk import "${labels[@]}" \
-                --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' - "$image" >/dev/null
+                --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' - "$rootfs" >/dev/null
+            dk tag "$rootfs" "$image"
+            dk rmi "$rootfs" >/dev/null
             ;;
         *)
-            local rootfs="gearsql-standin-rootfs:$name"
             mmdebstrap_tar "$image" 2>"$log" | dk import - "$rootfs" >/dev/null
             dk build --force-rm --network none --build-arg ROOTFS="$rootfs" \
                 --label "org.gearsql.standin=$name" --label "org.gearsql.standin.recipe=$recipe" \
