@@ -58,6 +58,8 @@ REPLY_TO: dict[PacketType, PacketType] = {
 
 _REQUEST_HEADER = struct.Struct(">4sII").pack
 
+# Compared by identity: the parser hands out these very members.
+_JOB_CREATED, _ERROR, _NOOP = P.JOB_CREATED, P.ERROR, P.NOOP
 _WORK_UPDATES = frozenset({P.WORK_DATA, P.WORK_WARNING, P.WORK_STATUS})
 _WORK_ENDS = frozenset({P.WORK_COMPLETE, P.WORK_FAIL, P.WORK_EXCEPTION})
 
@@ -110,6 +112,28 @@ class ProtocolBroken:
     reason: str
 
 
+# The two events of every foreground job, made without the dataclass's __init__, which sets each
+# field of a frozen instance through object.__setattr__ and so costs twice as much. The events
+# are the same: the fields are the instance's dict entries either way.
+_new = object.__new__
+
+
+def _job_created(token: T, handle: bytes) -> JobCreated[T]:
+    event: JobCreated[T] = _new(JobCreated)
+    fields = event.__dict__
+    fields["token"] = token
+    fields["handle"] = handle
+    return event
+
+
+def _job_done(token: T, packet: Packet) -> JobDone[T]:
+    event: JobDone[T] = _new(JobDone)
+    fields = event.__dict__
+    fields["token"] = token
+    fields["packet"] = packet
+    return event
+
+
 ClientEvent = Union[  # noqa: UP007 (a runtime alias on 3.10)
     JobCreated[T], JobUpdate[T], JobDone[T], Answer[T], ErrorReply[T], ProtocolBroken
 ]
@@ -150,8 +174,10 @@ class ClientConnection(Generic[T]):
         else:
             type_ = SUBMIT_TYPES[priority, background]
             # The hot path of every client: framed here rather than by pack_request, with the
-            # same check (only the last argument may hold NUL) and the same bytes.
-            if b"\0" in function or b"\0" in unique:
+            # same check (only the last argument may hold NUL) and the same bytes. ``0 in``
+            # looks for the NUL byte directly; ``b"\0" in`` first tries its argument as an
+            # integer and pays for the TypeError.
+            if 0 in function or 0 in unique:
                 raise LocalProtocolError(
                     f"only the last argument of {type_.name} may contain NUL bytes"
                 )
@@ -218,38 +244,38 @@ class ClientConnection(Generic[T]):
         return events
 
     def _packet(self, packet: Packet, events: list[ClientEvent[T]]) -> None:
-        type_ = packet.type
+        type_, args, _ = packet
         if type_ in _WORK_ENDS:
             # C gearmand sends WORK_FAIL converted from WORK_EXCEPTION with a stray trailing NUL
             # after the handle (docs/protocol.md, section 11); the bare handle is the key.
-            for token in self._jobs.pop(packet.args[0].rstrip(b"\0"), ()):
-                events.append(JobDone(token, packet))
+            for token in self._jobs.pop(args[0].rstrip(b"\0"), ()):
+                events.append(_job_done(token, packet))
             return
         if type_ in _WORK_UPDATES:
-            for token in self._jobs.get(packet.args[0].rstrip(b"\0"), ()):
+            for token in self._jobs.get(args[0].rstrip(b"\0"), ()):
                 events.append(JobUpdate(token, packet))
             return
-        if type_ == P.ERROR:
-            code = packet.args[0].decode("utf-8", "replace")
-            text = packet.args[1].decode("utf-8", "replace")
+        if type_ is _ERROR:
+            code = args[0].decode("utf-8", "replace")
+            text = args[1].decode("utf-8", "replace")
             waiting = self._replies.popleft()[1] if self._replies else None
             events.append(ErrorReply(waiting, code, text))
             return
-        if type_ == P.NOOP:  # harmless; some servers send it to every connection
+        if type_ is _NOOP:  # harmless; some servers send it to every connection
             return
         if not self._replies:
             events.append(self._break(f"unexpected {type_.name} from the server"))
             return
         request, token, background = self._replies[0]
-        if REPLY_TO.get(request) != type_:
+        if REPLY_TO.get(request) is not type_:
             events.append(self._break(f"{type_.name} does not answer {request.name}"))
             return
         self._replies.popleft()
-        if type_ == P.JOB_CREATED:
-            handle = packet.args[0]
+        if type_ is _JOB_CREATED:
+            handle = args[0]
             if not background:
                 self._jobs.setdefault(handle, []).append(token)
-            events.append(JobCreated(token, handle))
+            events.append(_job_created(token, handle))
         else:
             events.append(Answer(token, packet))
 

@@ -279,16 +279,16 @@ DROP FUNCTION IF EXISTS "gearsql"._gman_load();
 CREATE OR REPLACE FUNCTION "gearsql"._gman_background_now(p_name text, p_priority text, p_function text, p_workload bytea, p_unique text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_48fd54699f56')
+lib = GD.get('_gearsql_udf_92c872d90e05')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
 return lib.submit_background(plpy, GD, SCHEMA, p_name, p_priority, p_function, p_workload, p_unique)
 $gearsql$;
 
@@ -310,7 +310,7 @@ COMMENT ON TABLE "gearsql"._gman_library IS 'gearsql: the gman_* functions'' lib
 DELETE FROM "gearsql"._gman_library;
 
 INSERT INTO "gearsql"._gman_library (package, module, source) VALUES
-    ('_gearsql_udf_48fd54699f56', 'protocol', $gearsql_source$"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.
+    ('_gearsql_udf_92c872d90e05', 'protocol', $gearsql_source$"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.
 
 Nothing here touches a socket, an event loop or a logger, and only the standard library is used:
 the same module runs in the job server, the client library and inside PostgreSQL's PL/Python.
@@ -852,7 +852,7 @@ def _looks_like_http(line: bytes) -> bool:
         return False
     return b" HTTP/" in line
 $gearsql_source$),
-    ('_gearsql_udf_48fd54699f56', '_clientconn', $gearsql_source$"""The client side of one Gearman connection as a sans-IO state machine (no sockets, no loop).
+    ('_gearsql_udf_92c872d90e05', '_clientconn', $gearsql_source$"""The client side of one Gearman connection as a sans-IO state machine (no sockets, no loop).
 
 Requests go in as method calls with an opaque ``token`` the caller chooses (its own object for the
 request), bytes to write come out of :meth:`ClientConnection.data_to_send`, received bytes go in
@@ -912,6 +912,8 @@ REPLY_TO: dict[PacketType, PacketType] = {
 
 _REQUEST_HEADER = struct.Struct(">4sII").pack
 
+# Compared by identity: the parser hands out these very members.
+_JOB_CREATED, _ERROR, _NOOP = P.JOB_CREATED, P.ERROR, P.NOOP
 _WORK_UPDATES = frozenset({P.WORK_DATA, P.WORK_WARNING, P.WORK_STATUS})
 _WORK_ENDS = frozenset({P.WORK_COMPLETE, P.WORK_FAIL, P.WORK_EXCEPTION})
 
@@ -964,6 +966,28 @@ class ProtocolBroken:
     reason: str
 
 
+# The two events of every foreground job, made without the dataclass's __init__, which sets each
+# field of a frozen instance through object.__setattr__ and so costs twice as much. The events
+# are the same: the fields are the instance's dict entries either way.
+_new = object.__new__
+
+
+def _job_created(token: T, handle: bytes) -> JobCreated[T]:
+    event: JobCreated[T] = _new(JobCreated)
+    fields = event.__dict__
+    fields["token"] = token
+    fields["handle"] = handle
+    return event
+
+
+def _job_done(token: T, packet: Packet) -> JobDone[T]:
+    event: JobDone[T] = _new(JobDone)
+    fields = event.__dict__
+    fields["token"] = token
+    fields["packet"] = packet
+    return event
+
+
 ClientEvent = Union[  # noqa: UP007 (a runtime alias on 3.10)
     JobCreated[T], JobUpdate[T], JobDone[T], Answer[T], ErrorReply[T], ProtocolBroken
 ]
@@ -1004,8 +1028,10 @@ class ClientConnection(Generic[T]):
         else:
             type_ = SUBMIT_TYPES[priority, background]
             # The hot path of every client: framed here rather than by pack_request, with the
-            # same check (only the last argument may hold NUL) and the same bytes.
-            if b"\0" in function or b"\0" in unique:
+            # same check (only the last argument may hold NUL) and the same bytes. ``0 in``
+            # looks for the NUL byte directly; ``b"\0" in`` first tries its argument as an
+            # integer and pays for the TypeError.
+            if 0 in function or 0 in unique:
                 raise LocalProtocolError(
                     f"only the last argument of {type_.name} may contain NUL bytes"
                 )
@@ -1072,38 +1098,38 @@ class ClientConnection(Generic[T]):
         return events
 
     def _packet(self, packet: Packet, events: list[ClientEvent[T]]) -> None:
-        type_ = packet.type
+        type_, args, _ = packet
         if type_ in _WORK_ENDS:
             # C gearmand sends WORK_FAIL converted from WORK_EXCEPTION with a stray trailing NUL
             # after the handle (docs/protocol.md, section 11); the bare handle is the key.
-            for token in self._jobs.pop(packet.args[0].rstrip(b"\0"), ()):
-                events.append(JobDone(token, packet))
+            for token in self._jobs.pop(args[0].rstrip(b"\0"), ()):
+                events.append(_job_done(token, packet))
             return
         if type_ in _WORK_UPDATES:
-            for token in self._jobs.get(packet.args[0].rstrip(b"\0"), ()):
+            for token in self._jobs.get(args[0].rstrip(b"\0"), ()):
                 events.append(JobUpdate(token, packet))
             return
-        if type_ == P.ERROR:
-            code = packet.args[0].decode("utf-8", "replace")
-            text = packet.args[1].decode("utf-8", "replace")
+        if type_ is _ERROR:
+            code = args[0].decode("utf-8", "replace")
+            text = args[1].decode("utf-8", "replace")
             waiting = self._replies.popleft()[1] if self._replies else None
             events.append(ErrorReply(waiting, code, text))
             return
-        if type_ == P.NOOP:  # harmless; some servers send it to every connection
+        if type_ is _NOOP:  # harmless; some servers send it to every connection
             return
         if not self._replies:
             events.append(self._break(f"unexpected {type_.name} from the server"))
             return
         request, token, background = self._replies[0]
-        if REPLY_TO.get(request) != type_:
+        if REPLY_TO.get(request) is not type_:
             events.append(self._break(f"{type_.name} does not answer {request.name}"))
             return
         self._replies.popleft()
-        if type_ == P.JOB_CREATED:
-            handle = packet.args[0]
+        if type_ is _JOB_CREATED:
+            handle = args[0]
             if not background:
                 self._jobs.setdefault(handle, []).append(token)
-            events.append(JobCreated(token, handle))
+            events.append(_job_created(token, handle))
         else:
             events.append(Answer(token, packet))
 
@@ -1121,7 +1147,7 @@ class ClientConnection(Generic[T]):
         self._broken = True
         return tokens
 $gearsql_source$),
-    ('_gearsql_udf_48fd54699f56', 'gman', $gearsql_source$"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.
+    ('_gearsql_udf_92c872d90e05', 'gman', $gearsql_source$"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.
 
 This module runs inside PostgreSQL's PL/Python (the database server's own Python, where gearsql is
 not installed) and, unchanged, in the plpython3u-compatible shim that gives SQLite the same
@@ -2446,7 +2472,7 @@ def close_all(GD):
             link.close()
         session.links.clear()
 $gearsql_source$),
-    ('_gearsql_udf_48fd54699f56', 'loader', $gearsql_source$"""Loads the udf library from source text into a private package of this Python process.
+    ('_gearsql_udf_92c872d90e05', 'loader', $gearsql_source$"""Loads the udf library from source text into a private package of this Python process.
 
 Runs inside PostgreSQL's PL/Python (the first call of a backend runs it from ``_gman_library``,
 then :func:`load_rows`) and in gearsql's SQLite shim.
@@ -2927,24 +2953,24 @@ $gearsql_source$);
 CREATE OR REPLACE FUNCTION "gearsql"._gman_compile()
 RETURNS integer LANGUAGE plpython3u VOLATILE AS $gearsql$
 import marshal
-ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\'')}
+ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\'')}
 try:
     from _frozen_importlib_external import MAGIC_NUMBER
 except ImportError:
     MAGIC_NUMBER = None
-LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
 _row = ROWS["loader"]
 if MAGIC_NUMBER is not None and _row["magic"] == MAGIC_NUMBER and _row["code"] is not None:
     _code = marshal.loads(_row["code"])
 else:
-    _code = compile(_row["source"], '<_gearsql_udf_48fd54699f56.loader>', "exec")
+    _code = compile(_row["source"], '<_gearsql_udf_92c872d90e05.loader>', "exec")
 exec(_code, LOADER)
 SOURCES = {name: row["source"] for name, row in ROWS.items() if name != "loader"}
 ALL = dict(SOURCES, loader=ROWS["loader"]["source"])
-CODES = LOADER["compile_sources"]('_gearsql_udf_48fd54699f56', ALL)
+CODES = LOADER["compile_sources"]('_gearsql_udf_92c872d90e05', ALL)
 MAGIC = LOADER["bytecode_magic"]()
 PLAN = plpy.prepare(
-'UPDATE "gearsql"._gman_library SET magic = $1, code = $2 WHERE package = \'_gearsql_udf_48fd54699f56\' AND module = $3', ["bytea", "bytea", "text"])
+'UPDATE "gearsql"._gman_library SET magic = $1, code = $2 WHERE package = \'_gearsql_udf_92c872d90e05\' AND module = $3', ["bytea", "bytea", "text"])
 for NAME, CODE in CODES.items():
     plpy.execute(PLAN, [MAGIC, CODE, NAME])
 return len(CODES)
@@ -2955,16 +2981,16 @@ SELECT "gearsql"._gman_compile();
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_48fd54699f56')
+lib = GD.get('_gearsql_udf_92c872d90e05')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, None)
 $gearsql$;
 
@@ -2998,16 +3024,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_48fd54699f56')
+lib = GD.get('_gearsql_udf_92c872d90e05')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, None)
 $gearsql$;
 
@@ -3041,16 +3067,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_48fd54699f56')
+lib = GD.get('_gearsql_udf_92c872d90e05')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, unique)
 $gearsql$;
 
@@ -3084,16 +3110,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_48fd54699f56')
+lib = GD.get('_gearsql_udf_92c872d90e05')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, unique)
 $gearsql$;
 
@@ -3127,16 +3153,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_48fd54699f56')
+lib = GD.get('_gearsql_udf_92c872d90e05')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, None)
 $gearsql$;
 
@@ -3170,16 +3196,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_48fd54699f56')
+lib = GD.get('_gearsql_udf_92c872d90e05')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, None)
 $gearsql$;
 
@@ -3213,16 +3239,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_48fd54699f56')
+lib = GD.get('_gearsql_udf_92c872d90e05')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, unique)
 $gearsql$;
 
@@ -3256,16 +3282,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_48fd54699f56')
+lib = GD.get('_gearsql_udf_92c872d90e05')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, unique)
 $gearsql$;
 
@@ -3299,16 +3325,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_48fd54699f56')
+lib = GD.get('_gearsql_udf_92c872d90e05')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, None)
 $gearsql$;
 
@@ -3342,16 +3368,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_48fd54699f56')
+lib = GD.get('_gearsql_udf_92c872d90e05')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, None)
 $gearsql$;
 
@@ -3385,16 +3411,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_48fd54699f56')
+lib = GD.get('_gearsql_udf_92c872d90e05')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, unique)
 $gearsql$;
 
@@ -3428,16 +3454,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_48fd54699f56')
+lib = GD.get('_gearsql_udf_92c872d90e05')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, unique)
 $gearsql$;
 
@@ -4455,16 +4481,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_servers_set"("servers" text)
 RETURNS boolean LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_48fd54699f56')
+lib = GD.get('_gearsql_udf_92c872d90e05')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
 return lib.servers_set(plpy, GD, SCHEMA, servers)
 $gearsql$;
 
@@ -4498,16 +4524,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_servers_set"("servers" text, "function" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_48fd54699f56')
+lib = GD.get('_gearsql_udf_92c872d90e05')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
 return lib.function_servers_set(plpy, GD, SCHEMA, servers, function)
 $gearsql$;
 
@@ -4541,16 +4567,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_job_status"("handle" text, OUT known boolean, OUT running boolean, OUT numerator bigint, OUT denominator bigint, OUT state text, OUT detail text)
 RETURNS record LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_48fd54699f56')
+lib = GD.get('_gearsql_udf_92c872d90e05')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
 return lib.job_status(plpy, GD, SCHEMA, handle)
 $gearsql$;
 
@@ -4587,16 +4613,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_map"("function" text, "workloads" text[])
 RETURNS setof text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_48fd54699f56')
+lib = GD.get('_gearsql_udf_92c872d90e05')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
 return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)
 $gearsql$;
 
@@ -4630,16 +4656,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_map"("function" text, "workloads" bytea[])
 RETURNS setof bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_48fd54699f56')
+lib = GD.get('_gearsql_udf_92c872d90e05')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
 return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)
 $gearsql$;
 
@@ -4673,16 +4699,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" text)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_48fd54699f56')
+lib = GD.get('_gearsql_udf_92c872d90e05')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
 return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
@@ -4716,16 +4742,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" bytea)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_48fd54699f56')
+lib = GD.get('_gearsql_udf_92c872d90e05')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
 return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
@@ -4759,16 +4785,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_final"("state" bigint)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_48fd54699f56')
+lib = GD.get('_gearsql_udf_92c872d90e05')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_48fd54699f56\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_48fd54699f56.loader'}
+    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_48fd54699f56'] = LOADER["load_rows"]('_gearsql_udf_48fd54699f56', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
 return lib.sum_final(plpy, GD, SCHEMA, state)
 $gearsql$;
 
