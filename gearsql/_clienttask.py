@@ -213,6 +213,8 @@ class Task:
         self._on_status = on_status
         self._updates: deque[Update] = deque()
         self._wakeup: asyncio.Future[None] | None = None
+        # Futures of the coroutines awaiting the task, resolved when it ends (see __await__).
+        self._waiters: list[asyncio.Future[None]] = []
         # What the job's outcome comes from: a Task running AsyncClient._run, or on the fast path
         # of submit_task the future of its one submission (then _sent names its connection).
         self._runner: asyncio.Future[bytes] | None = None
@@ -257,6 +259,10 @@ class Task:
         if self._runners is not None:
             self._runners.discard(runner)
         self._wake()
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
 
     def _wake(self) -> None:
         if self._wakeup is not None and not self._wakeup.done():
@@ -285,9 +291,22 @@ class Task:
         return await _within(asyncio.shield(self._runner), timeout, "job result")
 
     def __await__(self) -> Generator[Any, None, bytes]:
-        assert self._runner is not None
-        # wait() without a timeout: shielded, so that cancelling the awaiter leaves the job be.
-        return asyncio.shield(self._runner).__await__()
+        # wait() without a timeout. Shielded, so that cancelling the awaiter leaves the job be,
+        # but not with asyncio.shield (a second future and two callbacks per await, a tenth of
+        # a foreground job's client time): the awaiter sleeps on a future of its own that the
+        # job's end resolves, and cancelling the awaiter cancels that future only.
+        runner = self._runner
+        assert runner is not None
+        if not runner.done():
+            waiter: asyncio.Future[None] = runner.get_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                yield from waiter
+            except asyncio.CancelledError:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                raise
+        return runner.result()
 
     async def updates(self, timeout: float | None = None) -> AsyncGenerator[Update, None]:
         """Yield updates as they arrive until the job ends; :class:`JobTimeout` when none comes

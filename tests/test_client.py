@@ -344,6 +344,47 @@ def test_a_wait_without_worker_times_out(any_server: ServerProcess) -> None:
     run(main())
 
 
+def test_cancelling_an_awaiter_of_a_task_leaves_the_job_running(any_server: ServerProcess) -> None:
+    async def main() -> None:
+        release = asyncio.Event()
+
+        async def slow(job: WorkerJob) -> bytes:
+            await release.wait()
+            return b"late"
+
+        worker = AsyncWorker(url(any_server), concurrency=2)
+        worker.register("slow", slow)
+        async with serving(worker), AsyncClient(url(any_server)) as client:
+            task = client.submit_task("slow")
+            loop = asyncio.get_running_loop()
+            gone = loop.create_task(_await(task))
+            staying = [loop.create_task(_await(task)) for _ in range(2)]
+            while task.handle is None:
+                await asyncio.sleep(0.01)
+            gone.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await gone
+            assert not task.done()
+            release.set()
+            assert await asyncio.wait_for(_await(task), WAIT) == b"late"
+            assert [await t for t in staying] == [b"late", b"late"]
+            assert await task == b"late"  # once more, after the end
+
+            stopped = client.submit_task("slow")
+            waiting = loop.create_task(_await(stopped))
+            await asyncio.sleep(0)
+            stopped.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            assert stopped.done()
+
+    run(main())
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
 def test_scatter_gather_over_one_connection(any_server: ServerProcess) -> None:
     async def square(job: WorkerJob) -> str:
         return str(int(job.data) ** 2)
