@@ -36,6 +36,7 @@ log = logging.getLogger("gearsql.client")
 
 T = TypeVar("T")
 P = PacketType
+_WORK_COMPLETE, _WORK_EXCEPTION = P.WORK_COMPLETE, P.WORK_EXCEPTION
 
 DataCallback = Callable[[bytes], object]
 StatusCallback = Callable[[int, int], object]
@@ -135,21 +136,30 @@ class _Submission(_Waiter):
             self.job._update(packet)
 
     def on_done(self, packet: Packet) -> None:
-        if self.done is None or self.done.done():
+        done = self.done
+        if done is None or done.done():
             return
-        handle = packet.args[0].rstrip(b"\0")
-        if packet.type == P.WORK_COMPLETE:
-            self.done.set_result(packet.args[1])
-        elif packet.type == P.WORK_EXCEPTION:
-            self.done.set_exception(JobException(handle, packet.args[1]))
+        type_, args, _ = packet
+        if type_ is _WORK_COMPLETE:
+            done.set_result(args[1])
+        elif type_ is _WORK_EXCEPTION:
+            done.set_exception(JobException(args[0].rstrip(b"\0"), args[1]))
         else:
-            self.done.set_exception(JobFailed(handle))
+            done.set_exception(JobFailed(args[0].rstrip(b"\0")))
+        self._ended(done)
 
     def on_error(self, error: GearmanError) -> None:
         if self.created is not None and not self.created.done():
             self.created.set_exception(error)
         elif self.done is not None and not self.done.done():
             self.done.set_exception(error)
+            self._ended(self.done)
+
+    def _ended(self, done: asyncio.Future[bytes]) -> None:
+        # On submit_task's fast path this submission's future is the task's outcome, and the
+        # task is told here rather than through a done callback (one loop callback less per job).
+        if self.job is not None and self.job._runner is done:
+            self.job._finished(done)
 
 
 class _Background(_Waiter):
@@ -185,6 +195,22 @@ class Task:
     :class:`ServerUnavailable` / :class:`ConnectionLost`, or :class:`JobTimeout` from ``wait``.
     """
 
+    # Defaults until they change, on the class: a client makes a Task per job.
+    #: The job handle once the server created the job (changes if it is resubmitted).
+    handle: bytes | None = None
+    #: The server (``host:port``) running the job.
+    server: str | None = None
+    #: The last WORK_STATUS received.
+    numerator = 0
+    denominator = 0
+    _wakeup: asyncio.Future[None] | None = None
+    # What the job's outcome comes from: a Task running AsyncClient._run, or on the fast path of
+    # submit_task the future of its one submission (then _sent names its connection, and the
+    # submission calls _finished when it ends the future: it has no done callback).
+    _runner: asyncio.Future[bytes] | None = None
+    _unfinished: set[Task] | None = None
+    _sent: tuple[_Link, _Submission] | None = None
+
     def __init__(
         self,
         function: bytes,
@@ -201,25 +227,12 @@ class Task:
         self.unique = unique
         self.priority = priority
         self.retry = retry
-        #: The job handle once the server created the job (changes if it is resubmitted).
-        self.handle: bytes | None = None
-        #: The server (``host:port``) running the job.
-        self.server: str | None = None
-        #: The last WORK_STATUS received.
-        self.numerator = 0
-        self.denominator = 0
         self._on_data = on_data
         self._on_warning = on_warning
         self._on_status = on_status
         self._updates: deque[Update] = deque()
-        self._wakeup: asyncio.Future[None] | None = None
         # Futures of the coroutines awaiting the task, resolved when it ends (see __await__).
         self._waiters: list[asyncio.Future[None]] = []
-        # What the job's outcome comes from: a Task running AsyncClient._run, or on the fast path
-        # of submit_task the future of its one submission (then _sent names its connection).
-        self._runner: asyncio.Future[bytes] | None = None
-        self._runners: set[asyncio.Future[Any]] | None = None
-        self._sent: tuple[_Link, _Submission] | None = None
 
     def __repr__(self) -> str:
         state = "done" if self.done() else "running"
@@ -256,8 +269,8 @@ class Task:
             # Mark the exception as retrieved: a job nobody awaited must not log at exit.
             runner.exception()
         self._sent = None
-        if self._runners is not None:
-            self._runners.discard(runner)
+        if self._unfinished is not None:
+            self._unfinished.discard(self)
         self._wake()
         for waiter in self._waiters:
             if not waiter.done():
@@ -274,8 +287,9 @@ class Task:
 
     def cancel(self) -> None:
         """Stop waiting for this job. The server may still run it."""
-        if self._runner is not None:
-            self._runner.cancel()
+        runner = self._runner
+        if runner is not None and runner.cancel() and self._sent is not None:
+            self._finished(runner)  # the fast path's runner has no done callback
 
     def result(self) -> bytes:
         """The result of a finished job; raises the job's error, or InvalidStateError while it

@@ -178,8 +178,8 @@ class AsyncClient:
         # Jobs without a unique go round robin from a random server, so that many short-lived
         # clients (one `gearsql submit` each) do not all start with the first one.
         self._round_robin = random.randrange(len(self._servers)) if self._servers else 0
-        # Unfinished runners of submit_task, for close() to cancel; each removes itself when done.
-        self._runners: set[asyncio.Future[Any]] = set()
+        # Unfinished tasks of submit_task, for close() to cancel; each removes itself when done.
+        self._unfinished: set[Task] = set()
         self._closed = False
 
     @property
@@ -196,8 +196,8 @@ class AsyncClient:
     async def close(self) -> None:
         """Cancel unfinished tasks and close every connection."""
         self._closed = True
-        for runner in list(self._runners):
-            runner.cancel()
+        for task in list(self._unfinished):
+            task.cancel()
         links = [server.link for server in self._servers if server.link is not None]
         for server in self._servers:
             if server.link is not None:
@@ -381,23 +381,22 @@ class AsyncClient:
         job = self._job(function, data, unique, priority, retry, on_data, on_warning, on_status)
         loop = asyncio.get_running_loop()
         link = self._connected_link() if job.retry == 0 else None
-        runner: asyncio.Future[bytes]
         if link is not None:
             # Fast path, the same steps as _run without its coroutine and Task: one server,
-            # already connected, no retry. The submission's own future is the outcome.
+            # already connected, no retry. The submission's own future is the outcome, and the
+            # submission tells the task when it ends it (Task._finished).
             attempt = _Submission(loop, job)
             link.core.submit(attempt, job.function, job.unique, job.data, job.priority)
             link.flush()
             job.server = link.server.name
             assert attempt.done is not None
-            runner = attempt.done
+            job._runner = attempt.done
             job._sent = (link, attempt)
         else:
-            runner = loop.create_task(self._run(job))
-        runner.add_done_callback(job._finished)
-        job._runner = runner
-        self._runners.add(runner)
-        job._runners = self._runners
+            job._runner = loop.create_task(self._run(job))
+            job._runner.add_done_callback(job._finished)
+        self._unfinished.add(job)
+        job._unfinished = self._unfinished
         return job
 
     async def gather(
@@ -665,8 +664,8 @@ class Client:
             ssl_key=ssl_key,
         )
         # Jobs of submit_task left running between calls are the caretaker's to advance.
-        runners = self._async._runners
-        self._thread = EventLoopThread("gearsql-client", busy=lambda: bool(runners))
+        unfinished = self._async._unfinished
+        self._thread = EventLoopThread("gearsql-client", busy=lambda: bool(unfinished))
         self._finalizer = weakref.finalize(self, self._thread.close)
 
     # The AsyncClient's settings, read through (tests/test_sync_async_api.py keeps them alike).

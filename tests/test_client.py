@@ -346,29 +346,33 @@ def test_a_wait_without_worker_times_out(any_server: ServerProcess) -> None:
 
 def test_cancelling_an_awaiter_of_a_task_leaves_the_job_running(any_server: ServerProcess) -> None:
     async def main() -> None:
-        release = asyncio.Event()
+        releases: list[asyncio.Event] = []
 
         async def slow(job: WorkerJob) -> bytes:
-            await release.wait()
-            return b"late"
+            releases.append(asyncio.Event())
+            await releases[-1].wait()
+            return job.data
 
-        worker = AsyncWorker(url(any_server), concurrency=2)
+        worker = AsyncWorker(url(any_server), concurrency=4)
         worker.register("slow", slow)
         async with serving(worker), AsyncClient(url(any_server)) as client:
-            task = client.submit_task("slow")
             loop = asyncio.get_running_loop()
-            gone = loop.create_task(_await(task))
-            staying = [loop.create_task(_await(task)) for _ in range(2)]
-            while task.handle is None:
-                await asyncio.sleep(0.01)
-            gone.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await gone
-            assert not task.done()
-            release.set()
-            assert await asyncio.wait_for(_await(task), WAIT) == b"late"
-            assert [await t for t in staying] == [b"late", b"late"]
-            assert await task == b"late"  # once more, after the end
+            # The first task connects (a runner Task of its own); the second goes out on the
+            # connection at once (its submission's future is its outcome).
+            for data in (b"first", b"second"):
+                task = client.submit_task("slow", data)
+                gone = loop.create_task(_await(task))
+                staying = [loop.create_task(_await(task)) for _ in range(2)]
+                while not releases:
+                    await asyncio.sleep(0.01)
+                gone.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await gone
+                assert not task.done()
+                releases.pop().set()
+                assert await asyncio.wait_for(_await(task), WAIT) == data
+                assert [await t for t in staying] == [data, data]
+                assert await task == data  # once more, after the end
 
             stopped = client.submit_task("slow")
             waiting = loop.create_task(_await(stopped))
@@ -377,6 +381,17 @@ def test_cancelling_an_awaiter_of_a_task_leaves_the_job_running(any_server: Serv
             with pytest.raises(asyncio.CancelledError):
                 await waiting
             assert stopped.done()
+
+            left = client.submit_task("slow")
+            waiting = loop.create_task(_await(left))
+            while len(releases) < 2:
+                await asyncio.sleep(0.01)
+            await client.close()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            assert left.done()
+            for release in releases:
+                release.set()
 
     run(main())
 
