@@ -440,7 +440,7 @@ class Parser:
         # A NamedTuple's own constructor is a Python function; tuple.__new__ is the same
         # tuple built in C, three times faster, and the parser builds one per packet.
         new_packet = tuple.__new__
-        expect_magic = self.expect_magic
+        accepted = _ACCEPTED[self.expect_magic]
         max_size = self.max_packet_size
         while pos < end:
             if buf[pos] != 0:
@@ -468,15 +468,9 @@ class Parser:
                     return events
                 break
             magic, type_, size = unpack_header(buf, pos)
-            if magic == REQ:
-                request = True
-            elif magic == RES:
-                request = False
-            else:
-                events.append(self._violate(b"", "bad magic"))
-                return events
-            if expect_magic is not None and magic != expect_magic:
-                events.append(self._violate(b"", _WRONG_MAGIC[request]))
+            request = accepted.get(magic)
+            if request is None:
+                events.append(self._violate(b"", _MAGIC_PROBLEMS.get(magic, "bad magic")))
                 return events
             argc = argc_table[type_] if type_ < 43 else -1
             if argc < 0:
@@ -491,16 +485,17 @@ class Parser:
                 )
                 self.discard = max(0, pos + HEADER + size - end)
                 return events
-            stop = pos + HEADER + size
+            start = pos + HEADER
+            stop = start + size
             if stop > end:
                 need = HEADER + size
                 break
-            if argc == 0:
-                args: tuple[bytes, ...] = ()
-            elif argc == 1:
-                args = (buf[pos + HEADER : stop],)
+            if argc == 1:
+                args: tuple[bytes, ...] = (buf[start:stop],)
+            elif argc == 0:
+                args = ()
             else:
-                parts = buf[pos + HEADER : stop].split(b"\0", argc - 1)
+                parts = buf[start:stop].split(b"\0", argc - 1)
                 if len(parts) != argc:
                     events.append(
                         self._violate(
@@ -529,9 +524,16 @@ class Parser:
         return Violation(code, text)
 
 
-_WRONG_MAGIC = {
-    True: "request magic where response magic was expected",
-    False: "response magic where request magic was expected",
+#: The magics a parser takes, by its ``expect_magic``, and whether each is a request's.
+_ACCEPTED: dict[bytes | None, dict[bytes, bool]] = {
+    None: {REQ: True, RES: False},
+    REQ: {REQ: True},
+    RES: {RES: False},
+}
+#: Why a binary magic that is not accepted was refused, when it is one of the two.
+_MAGIC_PROBLEMS = {
+    REQ: "request magic where response magic was expected",
+    RES: "response magic where request magic was expected",
 }
 
 

@@ -279,16 +279,16 @@ DROP FUNCTION IF EXISTS "gearsql"._gman_load();
 CREATE OR REPLACE FUNCTION "gearsql"._gman_background_now(p_name text, p_priority text, p_function text, p_workload bytea, p_unique text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_92c872d90e05')
+lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
+    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
 return lib.submit_background(plpy, GD, SCHEMA, p_name, p_priority, p_function, p_workload, p_unique)
 $gearsql$;
 
@@ -310,7 +310,7 @@ COMMENT ON TABLE "gearsql"._gman_library IS 'gearsql: the gman_* functions'' lib
 DELETE FROM "gearsql"._gman_library;
 
 INSERT INTO "gearsql"._gman_library (package, module, source) VALUES
-    ('_gearsql_udf_92c872d90e05', 'protocol', $gearsql_source$"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.
+    ('_gearsql_udf_f8f2c2c71bf9', 'protocol', $gearsql_source$"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.
 
 Nothing here touches a socket, an event loop or a logger, and only the standard library is used:
 the same module runs in the job server, the client library and inside PostgreSQL's PL/Python.
@@ -752,7 +752,7 @@ class Parser:
         # A NamedTuple's own constructor is a Python function; tuple.__new__ is the same
         # tuple built in C, three times faster, and the parser builds one per packet.
         new_packet = tuple.__new__
-        expect_magic = self.expect_magic
+        accepted = _ACCEPTED[self.expect_magic]
         max_size = self.max_packet_size
         while pos < end:
             if buf[pos] != 0:
@@ -780,15 +780,9 @@ class Parser:
                     return events
                 break
             magic, type_, size = unpack_header(buf, pos)
-            if magic == REQ:
-                request = True
-            elif magic == RES:
-                request = False
-            else:
-                events.append(self._violate(b"", "bad magic"))
-                return events
-            if expect_magic is not None and magic != expect_magic:
-                events.append(self._violate(b"", _WRONG_MAGIC[request]))
+            request = accepted.get(magic)
+            if request is None:
+                events.append(self._violate(b"", _MAGIC_PROBLEMS.get(magic, "bad magic")))
                 return events
             argc = argc_table[type_] if type_ < 43 else -1
             if argc < 0:
@@ -803,16 +797,17 @@ class Parser:
                 )
                 self.discard = max(0, pos + HEADER + size - end)
                 return events
-            stop = pos + HEADER + size
+            start = pos + HEADER
+            stop = start + size
             if stop > end:
                 need = HEADER + size
                 break
-            if argc == 0:
-                args: tuple[bytes, ...] = ()
-            elif argc == 1:
-                args = (buf[pos + HEADER : stop],)
+            if argc == 1:
+                args: tuple[bytes, ...] = (buf[start:stop],)
+            elif argc == 0:
+                args = ()
             else:
-                parts = buf[pos + HEADER : stop].split(b"\0", argc - 1)
+                parts = buf[start:stop].split(b"\0", argc - 1)
                 if len(parts) != argc:
                     events.append(
                         self._violate(
@@ -841,9 +836,16 @@ class Parser:
         return Violation(code, text)
 
 
-_WRONG_MAGIC = {
-    True: "request magic where response magic was expected",
-    False: "response magic where request magic was expected",
+#: The magics a parser takes, by its ``expect_magic``, and whether each is a request's.
+_ACCEPTED: dict[bytes | None, dict[bytes, bool]] = {
+    None: {REQ: True, RES: False},
+    REQ: {REQ: True},
+    RES: {RES: False},
+}
+#: Why a binary magic that is not accepted was refused, when it is one of the two.
+_MAGIC_PROBLEMS = {
+    REQ: "request magic where response magic was expected",
+    RES: "response magic where request magic was expected",
 }
 
 
@@ -852,7 +854,7 @@ def _looks_like_http(line: bytes) -> bool:
         return False
     return b" HTTP/" in line
 $gearsql_source$),
-    ('_gearsql_udf_92c872d90e05', '_clientconn', $gearsql_source$"""The client side of one Gearman connection as a sans-IO state machine (no sockets, no loop).
+    ('_gearsql_udf_f8f2c2c71bf9', '_clientconn', $gearsql_source$"""The client side of one Gearman connection as a sans-IO state machine (no sockets, no loop).
 
 Requests go in as method calls with an opaque ``token`` the caller chooses (its own object for the
 request), bytes to write come out of :meth:`ClientConnection.data_to_send`, received bytes go in
@@ -1147,7 +1149,7 @@ class ClientConnection(Generic[T]):
         self._broken = True
         return tokens
 $gearsql_source$),
-    ('_gearsql_udf_92c872d90e05', 'gman', $gearsql_source$"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.
+    ('_gearsql_udf_f8f2c2c71bf9', 'gman', $gearsql_source$"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.
 
 This module runs inside PostgreSQL's PL/Python (the database server's own Python, where gearsql is
 not installed) and, unchanged, in the plpython3u-compatible shim that gives SQLite the same
@@ -2472,7 +2474,7 @@ def close_all(GD):
             link.close()
         session.links.clear()
 $gearsql_source$),
-    ('_gearsql_udf_92c872d90e05', 'loader', $gearsql_source$"""Loads the udf library from source text into a private package of this Python process.
+    ('_gearsql_udf_f8f2c2c71bf9', 'loader', $gearsql_source$"""Loads the udf library from source text into a private package of this Python process.
 
 Runs inside PostgreSQL's PL/Python (the first call of a backend runs it from ``_gman_library``,
 then :func:`load_rows`) and in gearsql's SQLite shim.
@@ -2953,24 +2955,24 @@ $gearsql_source$);
 CREATE OR REPLACE FUNCTION "gearsql"._gman_compile()
 RETURNS integer LANGUAGE plpython3u VOLATILE AS $gearsql$
 import marshal
-ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\'')}
+ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\'')}
 try:
     from _frozen_importlib_external import MAGIC_NUMBER
 except ImportError:
     MAGIC_NUMBER = None
-LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
+LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
 _row = ROWS["loader"]
 if MAGIC_NUMBER is not None and _row["magic"] == MAGIC_NUMBER and _row["code"] is not None:
     _code = marshal.loads(_row["code"])
 else:
-    _code = compile(_row["source"], '<_gearsql_udf_92c872d90e05.loader>', "exec")
+    _code = compile(_row["source"], '<_gearsql_udf_f8f2c2c71bf9.loader>', "exec")
 exec(_code, LOADER)
 SOURCES = {name: row["source"] for name, row in ROWS.items() if name != "loader"}
 ALL = dict(SOURCES, loader=ROWS["loader"]["source"])
-CODES = LOADER["compile_sources"]('_gearsql_udf_92c872d90e05', ALL)
+CODES = LOADER["compile_sources"]('_gearsql_udf_f8f2c2c71bf9', ALL)
 MAGIC = LOADER["bytecode_magic"]()
 PLAN = plpy.prepare(
-'UPDATE "gearsql"._gman_library SET magic = $1, code = $2 WHERE package = \'_gearsql_udf_92c872d90e05\' AND module = $3', ["bytea", "bytea", "text"])
+'UPDATE "gearsql"._gman_library SET magic = $1, code = $2 WHERE package = \'_gearsql_udf_f8f2c2c71bf9\' AND module = $3', ["bytea", "bytea", "text"])
 for NAME, CODE in CODES.items():
     plpy.execute(PLAN, [MAGIC, CODE, NAME])
 return len(CODES)
@@ -2981,16 +2983,16 @@ SELECT "gearsql"._gman_compile();
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_92c872d90e05')
+lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
+    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, None)
 $gearsql$;
 
@@ -3024,16 +3026,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_92c872d90e05')
+lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
+    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, None)
 $gearsql$;
 
@@ -3067,16 +3069,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_92c872d90e05')
+lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
+    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, unique)
 $gearsql$;
 
@@ -3110,16 +3112,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_92c872d90e05')
+lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
+    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, unique)
 $gearsql$;
 
@@ -3153,16 +3155,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_92c872d90e05')
+lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
+    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, None)
 $gearsql$;
 
@@ -3196,16 +3198,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_92c872d90e05')
+lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
+    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, None)
 $gearsql$;
 
@@ -3239,16 +3241,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_92c872d90e05')
+lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
+    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, unique)
 $gearsql$;
 
@@ -3282,16 +3284,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_92c872d90e05')
+lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
+    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, unique)
 $gearsql$;
 
@@ -3325,16 +3327,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_92c872d90e05')
+lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
+    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, None)
 $gearsql$;
 
@@ -3368,16 +3370,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_92c872d90e05')
+lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
+    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, None)
 $gearsql$;
 
@@ -3411,16 +3413,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_92c872d90e05')
+lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
+    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, unique)
 $gearsql$;
 
@@ -3454,16 +3456,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_92c872d90e05')
+lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
+    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, unique)
 $gearsql$;
 
@@ -4481,16 +4483,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_servers_set"("servers" text)
 RETURNS boolean LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_92c872d90e05')
+lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
+    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
 return lib.servers_set(plpy, GD, SCHEMA, servers)
 $gearsql$;
 
@@ -4524,16 +4526,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_servers_set"("servers" text, "function" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_92c872d90e05')
+lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
+    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
 return lib.function_servers_set(plpy, GD, SCHEMA, servers, function)
 $gearsql$;
 
@@ -4567,16 +4569,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_job_status"("handle" text, OUT known boolean, OUT running boolean, OUT numerator bigint, OUT denominator bigint, OUT state text, OUT detail text)
 RETURNS record LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_92c872d90e05')
+lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
+    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
 return lib.job_status(plpy, GD, SCHEMA, handle)
 $gearsql$;
 
@@ -4613,16 +4615,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_map"("function" text, "workloads" text[])
 RETURNS setof text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_92c872d90e05')
+lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
+    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
 return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)
 $gearsql$;
 
@@ -4656,16 +4658,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_map"("function" text, "workloads" bytea[])
 RETURNS setof bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_92c872d90e05')
+lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
+    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
 return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)
 $gearsql$;
 
@@ -4699,16 +4701,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" text)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_92c872d90e05')
+lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
+    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
 return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
@@ -4742,16 +4744,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" bytea)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_92c872d90e05')
+lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
+    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
 return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
@@ -4785,16 +4787,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_final"("state" bigint)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_92c872d90e05')
+lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_92c872d90e05\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_92c872d90e05.loader'}
+    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_92c872d90e05'] = LOADER["load_rows"]('_gearsql_udf_92c872d90e05', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
 return lib.sum_final(plpy, GD, SCHEMA, state)
 $gearsql$;
 
