@@ -146,20 +146,18 @@ class _Submission(_Waiter):
             done.set_exception(JobException(args[0].rstrip(b"\0"), args[1]))
         else:
             done.set_exception(JobFailed(args[0].rstrip(b"\0")))
-        self._ended(done)
+        # On submit_task's fast path this submission's future is the task's outcome, and the
+        # task is told here rather than through a done callback (one loop callback less per job).
+        if self.job is not None and self.job._runner is done:
+            self.job._finished(done)
 
     def on_error(self, error: GearmanError) -> None:
         if self.created is not None and not self.created.done():
             self.created.set_exception(error)
         elif self.done is not None and not self.done.done():
             self.done.set_exception(error)
-            self._ended(self.done)
-
-    def _ended(self, done: asyncio.Future[bytes]) -> None:
-        # On submit_task's fast path this submission's future is the task's outcome, and the
-        # task is told here rather than through a done callback (one loop callback less per job).
-        if self.job is not None and self.job._runner is done:
-            self.job._finished(done)
+            if self.job is not None and self.job._runner is self.done:  # as in on_done
+                self.job._finished(self.done)
 
 
 class _Background(_Waiter):
@@ -271,7 +269,8 @@ class Task:
         self._sent = None
         if self._unfinished is not None:
             self._unfinished.discard(self)
-        self._wake()
+        if self._wakeup is not None:
+            self._wake()
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)

@@ -302,11 +302,12 @@ class AsyncClient:
     ) -> Task:
         if retry is not None and retry < 0:
             raise InvalidArgument("retry must be 0 or more")
+        # The common arguments (bytes, no unique, a Priority) pass without a call each.
         return Task(
             _function_name(function) if type(function) in _NAME_TYPES else function_bytes(function),
-            encode_payload(data, self.encoding),
-            unique_bytes(unique),
-            _priority(priority),
+            data if type(data) is bytes else encode_payload(data, self.encoding),
+            b"" if unique is None else unique_bytes(unique),
+            priority if type(priority) is Priority else _priority(priority),
             self.retry if retry is None else retry,
             on_data,
             on_warning,
