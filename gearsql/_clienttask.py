@@ -202,6 +202,8 @@ class Task:
     numerator = 0
     denominator = 0
     _wakeup: asyncio.Future[None] | None = None
+    # Updates not yet read through updates(), from the first one on.
+    _updates: deque[Update] | None = None
     # What the job's outcome comes from: a Task running AsyncClient._run, or on the fast path of
     # submit_task the future of its one submission (then _sent names its connection, and the
     # submission calls _finished when it ends the future: it has no done callback).
@@ -228,7 +230,6 @@ class Task:
         self._on_data = on_data
         self._on_warning = on_warning
         self._on_status = on_status
-        self._updates: deque[Update] = deque()
         # Futures of the coroutines awaiting the task, resolved when it ends (see __await__).
         self._waiters: list[asyncio.Future[None]] = []
 
@@ -249,6 +250,8 @@ class Task:
         else:
             update = WorkData(packet.args[1])
             callback = self._on_data
+        if self._updates is None:
+            self._updates = deque()
         self._updates.append(update)
         self._wake()
         if callback is not None:
