@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import platform
 import re
+import resource
 import sys
 import threading
 import time
@@ -369,11 +370,13 @@ def _child(
         go.wait(timeout)
         timing["start"] = time.perf_counter()
         timing["cpu"] = time.process_time()
+        timing["sys"] = resource.getrusage(resource.RUSAGE_SELF).ru_stime
 
     try:
         latencies = row.runner(host, port, jobs, window, on_ready)
         wall = time.perf_counter() - timing["start"]
         cpu = time.process_time() - timing["cpu"]
+        sys_cpu = resource.getrusage(resource.RUSAGE_SELF).ru_stime - timing["sys"]
         if len(latencies) != jobs:
             raise ScenarioError(f"{len(latencies)} results for {jobs} jobs")
         latencies.sort()
@@ -381,6 +384,7 @@ def _child(
             {
                 "wall": wall,
                 "cpu": cpu,
+                "sys": sys_cpu,
                 "count": len(latencies),
                 "p50_ms": loadgen._percentile(latencies, 0.50) * 1000,
                 "p99_ms": loadgen._percentile(latencies, 0.99) * 1000,
@@ -429,6 +433,7 @@ def measure(
             ) / wall
             report["client_cores"] = report["cpu"] / report["wall"]
             report["client_us_per_job"] = report["cpu"] / report["count"] * 1e6
+            report["client_kernel_us_per_job"] = report["sys"] / report["count"] * 1e6
             busy = (machine_busy_seconds() - machine_cpu) / wall
             report["others_cores"] = max(
                 0.0,
@@ -526,7 +531,7 @@ def result_table(results: dict[str, dict[str, Any]], rows: Sequence[ClientRow]) 
     for row in rows:
         figures = results.get(f"{row.client} | {row.mode}", {})
         if "error" in figures or not figures:
-            lines.append([row.client, row.mode, "error", *["-"] * 8])
+            lines.append([row.client, row.mode, "error", *["-"] * 9])
             continue
         rate = figures["jobs_per_s"]
         lines.append(
@@ -538,6 +543,7 @@ def result_table(results: dict[str, dict[str, Any]], rows: Sequence[ClientRow]) 
                 f"{figures['p99_ms']:.2f}",
                 f"{rate / yardstick:.2f}" if yardstick else "-",
                 f"{figures['client_us_per_job']:.1f}",
+                f"{figures['client_kernel_us_per_job']:.1f}",
                 f"{figures['client_cores']:.2f}",
                 f"{figures['server_cores']:.2f}",
                 f"{figures['worker_cores']:.2f}",
@@ -553,6 +559,7 @@ def result_table(results: dict[str, dict[str, Any]], rows: Sequence[ClientRow]) 
             "p99 ms",
             "x best other",
             "client CPU us/job",
+            "of which kernel",
             "client cores",
             "gearmand cores",
             "worker cores",
