@@ -11,6 +11,7 @@ writes, so what it measures is the Python work of the server alone:
     valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out \\
         python bench/inprocess.py submit-bg-no-unique --jobs 20000 --repeat 1
     callgrind_annotate /tmp/cg.out | head -40
+    python bench/inprocess.py foreground --jobs 2000 --bytecodes   # where the bytecodes go
 
 Scenarios (100-byte payloads, as in ``loadgen.py``):
 
@@ -31,9 +32,11 @@ from __future__ import annotations
 
 import argparse
 import gc
+import sys
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
+from types import FrameType
 from typing import Any
 
 from gearsql._serverconfig import ServerConfig
@@ -239,14 +242,56 @@ def run(scenario: str, jobs: int) -> float:
     return run_submit(jobs, unique=scenario == "submit-bg")
 
 
+def count_bytecodes(scenario: str, jobs: int, top: int = 12) -> None:
+    """Run ``scenario`` once under a tracer and print the bytecodes the server's code executed
+    per job (under ``_Connection.data_received``, but not this script's transports), by
+    function."""
+    counts: Counter[tuple[str, str]] = Counter()
+    depth = 0
+
+    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
+        nonlocal depth
+        frame.f_trace_opcodes = True
+        frame.f_trace_lines = False
+        code = frame.f_code
+        entry = code is _Connection.data_received.__code__
+        if event == "call" and entry:
+            depth += 1
+        elif event == "opcode" and depth and code.co_filename != __file__:
+            counts[(code.co_filename.rsplit("/", 1)[-1], code.co_qualname)] += 1
+        elif event == "return" and entry:
+            depth -= 1
+        return tracer
+
+    gc.disable()  # the collector's work is not bytecodes
+    sys.settrace(tracer)
+    try:
+        run(scenario, jobs)
+    finally:
+        sys.settrace(None)
+        gc.enable()
+    print(f"{scenario}: {sum(counts.values()) / jobs:.0f} bytecodes of the server's per job")
+    for (filename, name), count in counts.most_common(top):
+        print(f"{count / jobs:8.1f}  {filename} {name}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("scenario", choices=SCENARIOS)
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--bytecodes",
+        action="store_true",
+        help="count the bytecodes the server executes per job, by function (slow: use a few"
+        " thousand jobs)",
+    )
     args = parser.parse_args()
     # As `gearsql server` sets it (gearsql.server.run_server).
     gc.set_threshold(10_000, 100, gc.get_threshold()[2])
+    if args.bytecodes:
+        count_bytecodes(args.scenario, args.jobs)
+        return
     runs = []
     for _ in range(args.repeat):
         runs.append(run(args.scenario, args.jobs))

@@ -31,3 +31,21 @@ def test_inprocess_bench_runs(scenario: str) -> None:
     assert line.startswith(f"{scenario}: 2000 jobs, CPU µs per job best "), line
     figures = line.split("all ")[1].split(", ")
     assert len(figures) == 2 and all(float(figure) > 0 for figure in figures), line
+
+
+def test_inprocess_bench_counts_the_servers_bytecodes() -> None:
+    result = subprocess.run(
+        [sys.executable, str(INPROCESS), "foreground", "--jobs", "200", "--bytecodes"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    first, *rows = result.stdout.splitlines()
+    assert first.startswith("foreground: ") and first.endswith(" bytecodes of the server's per job")
+    assert int(first.split()[1]) > 0, first
+    functions = {row.split()[-1] for row in rows}
+    # The connection's read and the core's submission are the server's; none of the script's.
+    assert {"_Connection.data_received", "ClientRules.submit"} <= functions, result.stdout
+    assert not any(row.split()[1] == "inprocess.py" for row in rows), result.stdout
