@@ -112,25 +112,19 @@ class ProtocolBroken:
     reason: str
 
 
-# The two events of every foreground job, made without the dataclass's __init__, which sets each
-# field of a frozen instance through object.__setattr__ and so costs twice as much. The events
-# are the same: the fields are the instance's dict entries either way.
+# The two events of every foreground job (JobCreated, JobDone) are made without the dataclass's
+# __init__, which sets each field of a frozen instance through object.__setattr__ and so costs
+# twice as much. The events are the same: the fields are the instance's dict entries either way.
 _new = object.__new__
+_Event = TypeVar("_Event")
 
 
-def _job_created(token: T, handle: bytes) -> JobCreated[T]:
-    event: JobCreated[T] = _new(JobCreated)
+def _event(cls: type[_Event], token: object, name: str, value: object) -> _Event:
+    """An instance of ``cls`` (a two-field event) with ``token`` and the field ``name``."""
+    event = _new(cls)
     fields = event.__dict__
     fields["token"] = token
-    fields["handle"] = handle
-    return event
-
-
-def _job_done(token: T, packet: Packet) -> JobDone[T]:
-    event: JobDone[T] = _new(JobDone)
-    fields = event.__dict__
-    fields["token"] = token
-    fields["packet"] = packet
+    fields[name] = value
     return event
 
 
@@ -249,7 +243,7 @@ class ClientConnection(Generic[T]):
             # C gearmand sends WORK_FAIL converted from WORK_EXCEPTION with a stray trailing NUL
             # after the handle (docs/protocol.md, section 11); the bare handle is the key.
             for token in self._jobs.pop(args[0].rstrip(b"\0"), ()):
-                events.append(_job_done(token, packet))
+                events.append(_event(JobDone, token, "packet", packet))
             return
         if type_ in _WORK_UPDATES:
             for token in self._jobs.get(args[0].rstrip(b"\0"), ()):
@@ -275,7 +269,7 @@ class ClientConnection(Generic[T]):
             handle = args[0]
             if not background:
                 self._jobs.setdefault(handle, []).append(token)
-            events.append(_job_created(token, handle))
+            events.append(_event(JobCreated, token, "handle", handle))
         else:
             events.append(Answer(token, packet))
 

@@ -279,16 +279,16 @@ DROP FUNCTION IF EXISTS "gearsql"._gman_load();
 CREATE OR REPLACE FUNCTION "gearsql"._gman_background_now(p_name text, p_priority text, p_function text, p_workload bytea, p_unique text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
+lib = GD.get('_gearsql_udf_66417686d924')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
+    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
 return lib.submit_background(plpy, GD, SCHEMA, p_name, p_priority, p_function, p_workload, p_unique)
 $gearsql$;
 
@@ -310,7 +310,7 @@ COMMENT ON TABLE "gearsql"._gman_library IS 'gearsql: the gman_* functions'' lib
 DELETE FROM "gearsql"._gman_library;
 
 INSERT INTO "gearsql"._gman_library (package, module, source) VALUES
-    ('_gearsql_udf_f8f2c2c71bf9', 'protocol', $gearsql_source$"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.
+    ('_gearsql_udf_66417686d924', 'protocol', $gearsql_source$"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.
 
 Nothing here touches a socket, an event loop or a logger, and only the standard library is used:
 the same module runs in the job server, the client library and inside PostgreSQL's PL/Python.
@@ -854,7 +854,7 @@ def _looks_like_http(line: bytes) -> bool:
         return False
     return b" HTTP/" in line
 $gearsql_source$),
-    ('_gearsql_udf_f8f2c2c71bf9', '_clientconn', $gearsql_source$"""The client side of one Gearman connection as a sans-IO state machine (no sockets, no loop).
+    ('_gearsql_udf_66417686d924', '_clientconn', $gearsql_source$"""The client side of one Gearman connection as a sans-IO state machine (no sockets, no loop).
 
 Requests go in as method calls with an opaque ``token`` the caller chooses (its own object for the
 request), bytes to write come out of :meth:`ClientConnection.data_to_send`, received bytes go in
@@ -968,25 +968,19 @@ class ProtocolBroken:
     reason: str
 
 
-# The two events of every foreground job, made without the dataclass's __init__, which sets each
-# field of a frozen instance through object.__setattr__ and so costs twice as much. The events
-# are the same: the fields are the instance's dict entries either way.
+# The two events of every foreground job (JobCreated, JobDone) are made without the dataclass's
+# __init__, which sets each field of a frozen instance through object.__setattr__ and so costs
+# twice as much. The events are the same: the fields are the instance's dict entries either way.
 _new = object.__new__
+_Event = TypeVar("_Event")
 
 
-def _job_created(token: T, handle: bytes) -> JobCreated[T]:
-    event: JobCreated[T] = _new(JobCreated)
+def _event(cls: type[_Event], token: object, name: str, value: object) -> _Event:
+    """An instance of ``cls`` (a two-field event) with ``token`` and the field ``name``."""
+    event = _new(cls)
     fields = event.__dict__
     fields["token"] = token
-    fields["handle"] = handle
-    return event
-
-
-def _job_done(token: T, packet: Packet) -> JobDone[T]:
-    event: JobDone[T] = _new(JobDone)
-    fields = event.__dict__
-    fields["token"] = token
-    fields["packet"] = packet
+    fields[name] = value
     return event
 
 
@@ -1105,7 +1099,7 @@ class ClientConnection(Generic[T]):
             # C gearmand sends WORK_FAIL converted from WORK_EXCEPTION with a stray trailing NUL
             # after the handle (docs/protocol.md, section 11); the bare handle is the key.
             for token in self._jobs.pop(args[0].rstrip(b"\0"), ()):
-                events.append(_job_done(token, packet))
+                events.append(_event(JobDone, token, "packet", packet))
             return
         if type_ in _WORK_UPDATES:
             for token in self._jobs.get(args[0].rstrip(b"\0"), ()):
@@ -1131,7 +1125,7 @@ class ClientConnection(Generic[T]):
             handle = args[0]
             if not background:
                 self._jobs.setdefault(handle, []).append(token)
-            events.append(_job_created(token, handle))
+            events.append(_event(JobCreated, token, "handle", handle))
         else:
             events.append(Answer(token, packet))
 
@@ -1149,7 +1143,7 @@ class ClientConnection(Generic[T]):
         self._broken = True
         return tokens
 $gearsql_source$),
-    ('_gearsql_udf_f8f2c2c71bf9', 'gman', $gearsql_source$"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.
+    ('_gearsql_udf_66417686d924', 'gman', $gearsql_source$"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.
 
 This module runs inside PostgreSQL's PL/Python (the database server's own Python, where gearsql is
 not installed) and, unchanged, in the plpython3u-compatible shim that gives SQLite the same
@@ -2474,7 +2468,7 @@ def close_all(GD):
             link.close()
         session.links.clear()
 $gearsql_source$),
-    ('_gearsql_udf_f8f2c2c71bf9', 'loader', $gearsql_source$"""Loads the udf library from source text into a private package of this Python process.
+    ('_gearsql_udf_66417686d924', 'loader', $gearsql_source$"""Loads the udf library from source text into a private package of this Python process.
 
 Runs inside PostgreSQL's PL/Python (the first call of a backend runs it from ``_gman_library``,
 then :func:`load_rows`) and in gearsql's SQLite shim.
@@ -2955,24 +2949,24 @@ $gearsql_source$);
 CREATE OR REPLACE FUNCTION "gearsql"._gman_compile()
 RETURNS integer LANGUAGE plpython3u VOLATILE AS $gearsql$
 import marshal
-ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\'')}
+ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\'')}
 try:
     from _frozen_importlib_external import MAGIC_NUMBER
 except ImportError:
     MAGIC_NUMBER = None
-LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
+LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
 _row = ROWS["loader"]
 if MAGIC_NUMBER is not None and _row["magic"] == MAGIC_NUMBER and _row["code"] is not None:
     _code = marshal.loads(_row["code"])
 else:
-    _code = compile(_row["source"], '<_gearsql_udf_f8f2c2c71bf9.loader>', "exec")
+    _code = compile(_row["source"], '<_gearsql_udf_66417686d924.loader>', "exec")
 exec(_code, LOADER)
 SOURCES = {name: row["source"] for name, row in ROWS.items() if name != "loader"}
 ALL = dict(SOURCES, loader=ROWS["loader"]["source"])
-CODES = LOADER["compile_sources"]('_gearsql_udf_f8f2c2c71bf9', ALL)
+CODES = LOADER["compile_sources"]('_gearsql_udf_66417686d924', ALL)
 MAGIC = LOADER["bytecode_magic"]()
 PLAN = plpy.prepare(
-'UPDATE "gearsql"._gman_library SET magic = $1, code = $2 WHERE package = \'_gearsql_udf_f8f2c2c71bf9\' AND module = $3', ["bytea", "bytea", "text"])
+'UPDATE "gearsql"._gman_library SET magic = $1, code = $2 WHERE package = \'_gearsql_udf_66417686d924\' AND module = $3', ["bytea", "bytea", "text"])
 for NAME, CODE in CODES.items():
     plpy.execute(PLAN, [MAGIC, CODE, NAME])
 return len(CODES)
@@ -2983,16 +2977,16 @@ SELECT "gearsql"._gman_compile();
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
+lib = GD.get('_gearsql_udf_66417686d924')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
+    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, None)
 $gearsql$;
 
@@ -3026,16 +3020,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
+lib = GD.get('_gearsql_udf_66417686d924')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
+    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, None)
 $gearsql$;
 
@@ -3069,16 +3063,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
+lib = GD.get('_gearsql_udf_66417686d924')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
+    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, unique)
 $gearsql$;
 
@@ -3112,16 +3106,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
+lib = GD.get('_gearsql_udf_66417686d924')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
+    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, unique)
 $gearsql$;
 
@@ -3155,16 +3149,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
+lib = GD.get('_gearsql_udf_66417686d924')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
+    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, None)
 $gearsql$;
 
@@ -3198,16 +3192,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
+lib = GD.get('_gearsql_udf_66417686d924')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
+    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, None)
 $gearsql$;
 
@@ -3241,16 +3235,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
+lib = GD.get('_gearsql_udf_66417686d924')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
+    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, unique)
 $gearsql$;
 
@@ -3284,16 +3278,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
+lib = GD.get('_gearsql_udf_66417686d924')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
+    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, unique)
 $gearsql$;
 
@@ -3327,16 +3321,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
+lib = GD.get('_gearsql_udf_66417686d924')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
+    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, None)
 $gearsql$;
 
@@ -3370,16 +3364,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
+lib = GD.get('_gearsql_udf_66417686d924')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
+    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, None)
 $gearsql$;
 
@@ -3413,16 +3407,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
+lib = GD.get('_gearsql_udf_66417686d924')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
+    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, unique)
 $gearsql$;
 
@@ -3456,16 +3450,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
+lib = GD.get('_gearsql_udf_66417686d924')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
+    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, unique)
 $gearsql$;
 
@@ -4483,16 +4477,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_servers_set"("servers" text)
 RETURNS boolean LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
+lib = GD.get('_gearsql_udf_66417686d924')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
+    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
 return lib.servers_set(plpy, GD, SCHEMA, servers)
 $gearsql$;
 
@@ -4526,16 +4520,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_servers_set"("servers" text, "function" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
+lib = GD.get('_gearsql_udf_66417686d924')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
+    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
 return lib.function_servers_set(plpy, GD, SCHEMA, servers, function)
 $gearsql$;
 
@@ -4569,16 +4563,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_job_status"("handle" text, OUT known boolean, OUT running boolean, OUT numerator bigint, OUT denominator bigint, OUT state text, OUT detail text)
 RETURNS record LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
+lib = GD.get('_gearsql_udf_66417686d924')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
+    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
 return lib.job_status(plpy, GD, SCHEMA, handle)
 $gearsql$;
 
@@ -4615,16 +4609,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_map"("function" text, "workloads" text[])
 RETURNS setof text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
+lib = GD.get('_gearsql_udf_66417686d924')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
+    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
 return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)
 $gearsql$;
 
@@ -4658,16 +4652,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_map"("function" text, "workloads" bytea[])
 RETURNS setof bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
+lib = GD.get('_gearsql_udf_66417686d924')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
+    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
 return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)
 $gearsql$;
 
@@ -4701,16 +4695,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" text)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
+lib = GD.get('_gearsql_udf_66417686d924')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
+    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
 return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
@@ -4744,16 +4738,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" bytea)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
+lib = GD.get('_gearsql_udf_66417686d924')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
+    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
 return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
@@ -4787,16 +4781,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_final"("state" bigint)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_f8f2c2c71bf9')
+lib = GD.get('_gearsql_udf_66417686d924')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_f8f2c2c71bf9\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_f8f2c2c71bf9.loader'}
+    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_f8f2c2c71bf9'] = LOADER["load_rows"]('_gearsql_udf_f8f2c2c71bf9', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
 return lib.sum_final(plpy, GD, SCHEMA, state)
 $gearsql$;
 
