@@ -24,8 +24,8 @@ Scenarios (100-byte payloads, as in ``loadgen.py``):
   the queue as above.
 
 It prints CPU µs per job (``time.process_time``, GC on as in ``gearsql server``, best of
-``--repeat`` runs, each with a new server). Under callgrind, divide the instruction count of the
-``timed`` function by ``--jobs``; the setup is outside it.
+``--repeat`` runs, each with a new server). Under callgrind, which counts the whole process,
+subtract a run with fewer ``--jobs`` and divide by the difference in jobs.
 """
 
 from __future__ import annotations
@@ -102,6 +102,12 @@ class Peer:
         self.conn.connection_made(self.transport)  # type: ignore[arg-type]
         self.parser = Parser()
 
+    def feed(self, data: bytes) -> None:
+        """Have the server read ``data`` from this peer; drop what it sends back."""
+        self.conn.data_received(data)
+        self.transport.out.clear()
+        self.transport.written.clear()
+
     def send(self, data: bytes) -> list[Packet]:
         """Have the server read ``data`` from this peer; what this peer was sent, parsed."""
         self.conn.data_received(data)
@@ -135,15 +141,10 @@ def run_submit(jobs: int, unique: bool) -> float:
     server = new_server()
     client = Peer(server, 40000)
     reads = submit_packets(jobs, unique)
-
-    def timed() -> float:
-        start = time.process_time()
-        for data in reads:
-            client.conn.data_received(data)
-            client.transport.out.clear()
-        return time.process_time() - start
-
-    elapsed = timed()
+    start = time.process_time()
+    for data in reads:
+        client.feed(data)
+    elapsed = time.process_time() - start
     check_live_jobs(server, jobs)
     return elapsed
 
@@ -170,38 +171,31 @@ def run_foreground(jobs: int, clients: int = 16, workers: int = 4) -> float:
     # What the peers send next, in order: (peer, bytes). A client submits again when it has
     # its WORK_COMPLETE; a worker that was woken grabs, one with a job completes it and grabs.
     pending: deque[tuple[Peer, bytes]] = deque((client, submit) for client in peers)
-
-    def timed() -> float:
-        done = 0
-        submitted = len(peers)
-        start = time.process_time()
-        while pending:
-            sender, data = pending.popleft()
-            sender.conn.data_received(data)
-            replies = [(peer, reply) for peer in written for reply in peer.receive()]
-            written.clear()
-            for peer, reply in replies:
-                kind = reply.type
-                if kind is P.JOB_ASSIGN_UNIQ:
-                    complete = pack_request(P.WORK_COMPLETE, reply.args[0], b"done")
-                    pending.append((peer, complete + grab))
-                elif kind is P.NOOP:
-                    pending.append((peer, grab))
-                elif kind is P.NO_JOB:
-                    pending.append((peer, pack_request(P.PRE_SLEEP)))
-                elif kind is P.WORK_COMPLETE:
-                    done += 1
-                    if submitted < jobs:
-                        submitted += 1
-                        pending.append((peer, submit))
-            if done == jobs:
-                break
-        elapsed = time.process_time() - start
-        if done != jobs:
-            raise RuntimeError(f"{done} of {jobs} jobs completed")
-        return elapsed
-
-    elapsed = timed()
+    done = 0
+    submitted = len(peers)
+    start = time.process_time()
+    while pending and done < jobs:
+        sender, data = pending.popleft()
+        sender.conn.data_received(data)
+        replies = [(peer, reply) for peer in written for reply in peer.receive()]
+        written.clear()
+        for peer, reply in replies:
+            kind = reply.type
+            if kind is P.JOB_ASSIGN_UNIQ:
+                complete = pack_request(P.WORK_COMPLETE, reply.args[0], b"done")
+                pending.append((peer, complete + grab))
+            elif kind is P.NOOP:
+                pending.append((peer, grab))
+            elif kind is P.NO_JOB:
+                pending.append((peer, pack_request(P.PRE_SLEEP)))
+            elif kind is P.WORK_COMPLETE:
+                done += 1
+                if submitted < jobs:
+                    submitted += 1
+                    pending.append((peer, submit))
+    elapsed = time.process_time() - start
+    if done != jobs:
+        raise RuntimeError(f"{done} of {jobs} jobs completed")
     check_live_jobs(server, 0)
     return elapsed
 
@@ -210,26 +204,18 @@ def run_drain(jobs: int) -> float:
     server = new_server()
     client = Peer(server, 43000)
     for data in submit_packets(jobs, unique=False):
-        client.conn.data_received(data)
-        client.transport.out.clear()
+        client.feed(data)
     check_live_jobs(server, jobs)
     worker = Peer(server, 44000)
     grab = pack_request(P.GRAB_JOB_UNIQ)
-    first = worker.send(pack_request(P.CAN_DO, FUNCTION) + grab)
-
-    def timed() -> float:
-        replies = first
-        done = 0
-        start = time.process_time()
-        while done < jobs:
-            (reply,) = replies
-            if reply.type is not P.JOB_ASSIGN_UNIQ:
-                raise RuntimeError(f"expected a job, got {reply!r}")
-            replies = worker.send(pack_request(P.WORK_COMPLETE, reply.args[0], b"done") + grab)
-            done += 1
-        return time.process_time() - start
-
-    elapsed = timed()
+    replies = worker.send(pack_request(P.CAN_DO, FUNCTION) + grab)
+    start = time.process_time()
+    for _ in range(jobs):
+        (reply,) = replies
+        if reply.type is not P.JOB_ASSIGN_UNIQ:
+            raise RuntimeError(f"expected a job, got {reply!r}")
+        replies = worker.send(pack_request(P.WORK_COMPLETE, reply.args[0], b"done") + grab)
+    elapsed = time.process_time() - start
     check_live_jobs(server, 0)
     return elapsed
 
