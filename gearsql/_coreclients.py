@@ -103,6 +103,10 @@ class ClientRules(JobLifecycle):
         ``session`` is None when a job is replayed from the durable store (``stored`` then says
         the row already exists, and ``retries`` and ``error`` are its failed runs so far) or
         submitted again from a dead letter.
+
+        Returns the job, or None when it was refused or queued packed (a client's plain
+        background job, see :class:`~gearsql._corestate.JobQueue`): a caller without a
+        session always gets its job.
         """
         fn = self.functions.get(name)
         if fn is None or unique:
@@ -146,8 +150,19 @@ class ClientRules(JobLifecycle):
             return None
         self._counter += 1
         handle = self._handle_format % self._counter
-        job = Job(handle, fn, unique, data, priority, background)
         fn.submitted += 1
+        if (
+            background
+            and not unique
+            and session is not None
+            and not (when or reducer or self.durable)
+            and len(data) <= self.PACK_LIMIT
+        ):
+            # A plain background job from a client: queued packed, no Job until one is needed.
+            self._queue_packed(fn, priority, self._counter, data)
+            self.send(session, _job_created(handle))
+            return None
+        job = Job(handle, fn, unique, data, priority, background)
         if when or reducer or retries:
             job.when = when
             job.reducer = reducer
@@ -248,7 +263,7 @@ class ClientRules(JobLifecycle):
         # The handle is the reply's first argument, where a NUL would break the framing. No
         # handle holds one: cut at the first, as gearmand does (it copies a C string).
         handle = packet.args[0].partition(b"\0")[0]
-        job = self.jobs.get(handle)
+        job = self.job(handle)
         if job is None or job.state is CANCELLED:
             self.send(session, pack_response(P.STATUS_RES, handle, b"0", b"0", b"0", b"0"))
             return

@@ -12,7 +12,7 @@ import heapq
 import math
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from gearsql._corestate import (  # the short state and event names are for the hot path
     ABANDON,
@@ -25,6 +25,7 @@ from gearsql._corestate import (  # the short state and event names are for the 
     DROP,
     NEW,
     NO_EXTRAS,
+    PACKED_HEAD,
     PURGE,
     QUEUED,
     REQUEUE,
@@ -47,6 +48,7 @@ from gearsql._corestate import (  # the short state and event names are for the 
     after_loss,
     backoff_delay,
     coalescing_key,
+    handle_number,
 )
 from gearsql.protocol import (
     MAX_FUNCTION_NAME,
@@ -270,6 +272,9 @@ class JobLifecycle:
         self._seq = 0
         # When the last job was queued (its ``since``, shared by the jobs queued right after).
         self._queued_at = 0.0
+        #: Jobs queued packed and not unpacked yet (see JobQueue): while there are none, a
+        #: handle missing from ``jobs`` is not looked for in the queues.
+        self.packed_jobs = 0
 
     def connect(self, peer: str = "-", fd: int = -1, trusted: bool = True) -> Session:
         """Register a new connection and return its session."""
@@ -507,13 +512,87 @@ class JobLifecycle:
     def _compact(self, fn: Function, priority: int) -> None:
         """Let go of every cancelled job in one queue (amortised: they are half of it)."""
         queue = fn.queues[priority]
-        cancelled = [job for job in queue if job.state is CANCELLED]
-        live = [job for job in queue if job.state is not CANCELLED]
-        queue.clear()
-        queue.extend(live)
+        entries = list(queue)
+        # Packed jobs (bytes) are never cancelled: cancelling one unpacks it first.
+        cancelled = [job for job in entries if isinstance(job, Job) and job.state is CANCELLED]
+        queue.refill(
+            [job for job in entries if isinstance(job, bytes) or job.state is not CANCELLED]
+        )
         fn.stale[priority] = 0
         for job in cancelled:
             self._move(job, DISCARD)
+
+    # Packed jobs (see JobQueue): plain background jobs kept as bytes while they wait.
+
+    #: The largest payload of a job that is queued packed: above it, what packing saves is a
+    #: small share of the job's memory, and the payload would be copied twice for nothing.
+    PACK_LIMIT = 1024
+
+    def _queue_packed(self, fn: Function, priority: int, number: int, data: bytes) -> None:
+        """Queue a plain background job packed: what entering QUEUED does (see ``_move``),
+        without a Job. Its Job is built, in state QUEUED, when something needs it."""
+        fn.queues[priority].append_packed(PACKED_HEAD.pack(number, _monotonic()) + data)
+        fn.waiting[priority] += 1
+        self.packed_jobs += 1
+        if fn.sleepers:
+            self._wake(fn)
+
+    def _unpack(self, entry: bytes, fn: Function, priority: int, register: bool = True) -> Job:
+        """The Job of a packed job, in the state it was packed in (QUEUED), in the handle
+        table unless it is only for a look (``register`` false: an admin listing)."""
+        number, since = PACKED_HEAD.unpack_from(entry)
+        handle = self._handle_format % number
+        job = Job(handle, fn, b"", entry[PACKED_HEAD.size :], _BY_RANK[priority], True)
+        job.state = QUEUED
+        job.since = since
+        if register:
+            self.packed_jobs -= 1
+            self.jobs[handle] = job
+        return job
+
+    def job(self, handle: bytes) -> Job | None:
+        """The job with this handle still in the handle table (waiting, running, or cancelled
+        and not yet let go), or None. A packed one is unpacked in place."""
+        job = self.jobs.get(handle)
+        if job is not None or not self.packed_jobs:
+            return job
+        prefix = self.handle_prefix
+        digits = handle[len(prefix) :]
+        if not handle.startswith(prefix) or not digits.isdigit() or digits[:1] == b"0":
+            return None
+        number = int(digits)
+        for fn in self.functions.values():
+            for priority, queue in enumerate(fn.queues):
+                index = queue.find_packed(number)
+                if index < 0:
+                    continue
+                entry = queue.packed[index]
+                if entry.__class__ is not bytes:
+                    return None  # unpacked already, and since let go
+                job = self._unpack(entry, fn, priority)
+                queue.packed[index] = job
+                return job
+        return None
+
+    def all_jobs(self) -> Iterator[Job]:
+        """Every job in the handle table and every packed one (unpacked for a look only: what
+        the admin listings show), oldest first."""
+        if not self.packed_jobs:
+            yield from self.jobs.values()
+            return
+        sources: list[Iterator[Job]] = [iter(self.jobs.values())]
+        for fn in self.functions.values():
+            for priority, queue in enumerate(fn.queues):
+                if queue.packed:
+                    sources.append(self._view_packed(fn, priority))
+        # Each source is in creation order (the table's jobs as they were added): one merge,
+        # as lazy as the reader (a search stops after so many jobs).
+        yield from heapq.merge(*sources, key=handle_number)
+
+    def _view_packed(self, fn: Function, priority: int) -> Iterator[Job]:
+        for entry in fn.queues[priority].packed:
+            if isinstance(entry, bytes):  # the others are in the handle table
+                yield self._unpack(entry, fn, priority, register=False)
 
     def _forget(self, job: Job) -> None:
         """The one way out: drop every reference the server holds to ``job``."""
@@ -661,7 +740,7 @@ class JobLifecycle:
         A job waiting for its retry is let go at once; a dead letter is purged.
 
         False when there is no such live or dead job."""
-        job = self.jobs.get(handle)
+        job = self.job(handle)
         if job is None:
             dead = self.find_dead(handle)
             if dead is None:
@@ -682,6 +761,8 @@ class JobLifecycle:
     def drop_function(self, fn: Function) -> int:
         """Forget a function nobody works on (admin ``drop function``); its jobs are cancelled
         and let go. Returns how many jobs were cancelled."""
+        for priority, queue in enumerate(fn.queues):
+            queue.unpack_all(lambda entry, p=priority: self._unpack(entry, fn, p))  # type: ignore[misc]
         jobs = [job for job in self.jobs.values() if job.function is fn]
         for job in jobs:
             self.cancel(job.handle)

@@ -100,11 +100,13 @@ class WorkerRules(JobLifecycle):
     def _runnable(self, session: Session) -> bool:
         for fn in session.abilities:
             for priority, queue in enumerate(fn.queues):
-                while queue and queue[0].state is CANCELLED:
+                while queue:
+                    head = queue.head()
+                    if isinstance(head, bytes) or head.state is not CANCELLED:
+                        return True
                     fn.stale[priority] -= 1
-                    self._move(queue.popleft(), DISCARD)
-                if queue:
-                    return True
+                    queue.popleft()
+                    self._move(head, DISCARD)
         return False
 
     def _take(self, session: Session) -> Job | None:
@@ -121,11 +123,15 @@ class WorkerRules(JobLifecycle):
                 fn = abilities[index]
                 queue = fn.queues[priority]
                 while queue:
-                    job = queue.popleft()
-                    if job.state is CANCELLED:
-                        fn.stale[priority] -= 1
-                        self._move(job, DISCARD)
-                        continue
+                    entry = queue.popleft()
+                    if isinstance(entry, bytes):
+                        job = self._unpack(entry, fn, priority)
+                    else:
+                        job = entry
+                        if job.state is CANCELLED:
+                            fn.stale[priority] -= 1
+                            self._move(job, DISCARD)
+                            continue
                     session.rr = index + 1
                     return job
         return None

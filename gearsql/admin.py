@@ -146,7 +146,7 @@ def _show(core: ClientRules, session: Session, words: list[bytes]) -> bytes:
                 job.state.value.encode(),
                 escape_name(job.error) if job.error else b"-",
             )
-            for job in core.jobs.values()
+            for job in core.all_jobs()
         ]
     elif what[0] == b"dead" and len(words) <= 3:
         # Dead letters: number, handle, function, unique, failed runs, time of death (epoch

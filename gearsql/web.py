@@ -231,7 +231,7 @@ def jobs(server: ServerView, query: dict[str, list[str]]) -> dict[str, Any]:
     found: list[dict[str, Any]] = []
     more = partial = False
     if wanted != "dead":
-        for scanned, job in enumerate(core.jobs.values()):
+        for scanned, job in enumerate(core.all_jobs()):
             if scanned == MAX_SCAN:
                 more = partial = True
                 break

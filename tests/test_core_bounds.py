@@ -135,7 +135,9 @@ def test_a_plain_queued_job_has_no_extras_and_a_worker_status_gives_it_some(
 ) -> None:
     client, worker = d.connect(), d.worker(b"f")
     handle = d.submit(client, b"f", type_=P.SUBMIT_JOB_BG)
-    job = d.core.jobs[handle]
+    # Queued packed (tests/test_core_packed.py); looking it up gives it its Job.
+    job = d.core.job(handle)
+    assert job is not None and d.core.jobs == {handle: job}
     # The fields few jobs need live apart: a plain job is twelve slots.
     assert job.extras is None
     assert sys.getsizeof(job) <= 128

@@ -1,0 +1,154 @@
+"""Plain background jobs wait packed (``JobQueue``): one bytes object each, no Job until a
+worker, a status request or an admin needs one. Nothing a client or an admin sees may differ
+from a job that was never packed: handles, order, status, cancellation, listings, counters.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from coredriver import CoreDriver
+
+from gearsql.core import JobState
+from gearsql.protocol import PacketType as P
+
+
+@pytest.fixture
+def d() -> CoreDriver:
+    return CoreDriver()
+
+
+def packed(d: CoreDriver, name: bytes = b"f", priority: int = 1) -> list[bytes]:
+    """The packed entries (not unpacked yet) of one of ``name``'s queues."""
+    queue = d.core.functions[name].queues[priority]
+    return [entry for entry in queue.packed if isinstance(entry, bytes)]
+
+
+def test_a_plain_background_job_waits_packed_and_runs_as_any_other(d: CoreDriver) -> None:
+    client = d.connect()
+    handle = d.submit(client, b"f", b"payload", type_=P.SUBMIT_JOB_BG)
+    assert handle == b"H:test:1"
+    assert d.core.jobs == {} and d.core.packed_jobs == 1
+    [entry] = packed(d)
+    assert entry.endswith(b"payload") and sys.getsizeof(entry) < 100
+    admin = d.connect()
+    assert d.admin(admin, b"status") == b"f\t1\t0\t0\n.\n"
+    worker = d.worker(b"f")
+    assert d.grab(worker) == (P.JOB_ASSIGN, (handle, b"f", b"payload"))
+    assert d.core.packed_jobs == 0 and d.core.jobs[handle].state is JobState.RUNNING
+    assert d.admin(admin, b"status") == b"f\t1\t1\t1\n.\n"
+    d.send(worker, P.WORK_COMPLETE, handle, b"done")
+    assert d.core.jobs == {} and d.core.functions[b"f"].wait_time.counts[0] == 1
+
+
+def test_what_is_not_plain_gets_a_job_at_once(d: CoreDriver) -> None:
+    client = d.connect()
+    unique = d.submit(client, b"f", unique=b"u", type_=P.SUBMIT_JOB_BG)
+    foreground = d.submit(client, b"f")
+    large = d.submit(client, b"f", b"x" * (d.core.PACK_LIMIT + 1), type_=P.SUBMIT_JOB_BG)
+    d.send(client, P.SUBMIT_JOB_EPOCH, b"f", b"", b"%d" % (d.clock() + 60), b"later")
+    [(kind, (epoch,))] = d.received(client)
+    assert kind == P.JOB_CREATED
+    assert set(d.core.jobs) == {unique, foreground, large, epoch} and d.core.packed_jobs == 0
+
+
+def test_a_durable_core_packs_nothing(d: CoreDriver) -> None:
+    durable = CoreDriver(durable=True)
+    client = durable.connect()
+    durable.send(client, P.SUBMIT_JOB_BG, b"f", b"", b"x")
+    assert durable.core.packed_jobs == 0 and len(durable.core.to_store) == 1
+
+
+def test_packed_and_unpacked_jobs_keep_one_order(d: CoreDriver) -> None:
+    client, other = d.connect(), d.connect()
+    order = [
+        d.submit(client, b"f", b"a", type_=P.SUBMIT_JOB_BG),
+        d.submit(client, b"f", b"b", type_=P.SUBMIT_JOB_BG),
+        d.submit(client, b"f", b"c", unique=b"u", type_=P.SUBMIT_JOB_BG),
+        d.submit(other, b"f", b"d"),
+        d.submit(client, b"f", b"e", type_=P.SUBMIT_JOB_BG),
+        d.submit(client, b"f", b"g", type_=P.SUBMIT_JOB_BG),
+    ]
+    high = d.submit(client, b"f", b"h", type_=P.SUBMIT_JOB_HIGH_BG)
+    assert d.core.packed_jobs == 5
+    # A status request unpacks a job in the middle of a run of packed ones, where it is.
+    d.send(client, P.GET_STATUS, order[1])
+    assert d.received(client) == [(P.STATUS_RES, (order[1], b"1", b"0", b"0", b"0"))]
+    assert d.core.packed_jobs == 4 and order[1] in d.core.jobs
+    worker = d.worker(b"f")
+    assert [d.grab_handle(worker) for _ in range(7)] == [high, *order]
+    assert d.grab(worker) == (P.NO_JOB, ())
+
+
+def test_a_status_request_finds_a_packed_job_deep_in_any_queue(d: CoreDriver) -> None:
+    client = d.connect()
+    handles = {
+        name: [d.submit(client, name, b"%d" % n, type_=P.SUBMIT_JOB_BG) for n in range(300)]
+        for name in (b"f", b"g")
+    }
+    for name in (b"g", b"f"):
+        for handle in handles[name][::37]:
+            d.send(client, P.GET_STATUS, handle)
+            assert d.received(client) == [(P.STATUS_RES, (handle, b"1", b"0", b"0", b"0"))]
+            assert d.core.jobs[handle].function.name == name
+    # Handles that are not (or no longer) any job's: unknown, and nothing is unpacked.
+    unpacked = len(d.core.jobs)
+    for handle in (b"H:test:0", b"H:test:01", b"H:test:601", b"H:other:5", b"H:test:", b"x"):
+        d.send(client, P.GET_STATUS, handle)
+        assert d.received(client) == [(P.STATUS_RES, (handle, b"0", b"0", b"0", b"0"))]
+    assert len(d.core.jobs) == unpacked
+    worker = d.worker(b"f", b"g")
+    taken = [d.grab_handle(worker) for _ in range(600)]
+    assert sorted(taken) == sorted(handles[b"f"] + handles[b"g"])
+    assert taken[:2] == [handles[b"f"][0], handles[b"g"][0]]  # round-robin across functions
+    assert d.core.packed_jobs == 0
+
+
+def test_cancelling_packed_jobs_unpacks_them_and_the_queue_is_compacted(d: CoreDriver) -> None:
+    client, admin = d.connect(), d.connect()
+    handles = [d.submit(client, b"f", b"%d" % n, type_=P.SUBMIT_JOB_BG) for n in range(10)]
+    for handle in handles[2:7]:
+        assert d.admin(admin, b"cancel job " + handle) == b"OK\r\n"
+    assert d.admin(admin, b"cancel job " + handles[3]) != b"OK\r\n"  # cancelled already
+    # Six of ten cancelled would be more than half: compacted at the sixth, not yet.
+    queue = d.core.functions[b"f"].queues[1]
+    assert len(queue) == 10 and d.core.functions[b"f"].stale[1] == 5
+    assert d.admin(admin, b"cancel job " + handles[8]) == b"OK\r\n"
+    assert len(queue) == 4 and d.core.functions[b"f"].stale[1] == 0
+    assert set(d.core.jobs) == set() and d.core.packed_jobs == 4
+    assert d.admin(admin, b"status") == b"f\t4\t0\t0\n.\n"
+    worker = d.worker(b"f")
+    kept = [handles[0], handles[1], handles[7], handles[9]]
+    assert [d.grab_handle(worker) for _ in range(4)] == kept
+
+
+def test_listings_show_packed_jobs_without_unpacking_them(d: CoreDriver) -> None:
+    client, admin = d.connect(), d.connect()
+    first = d.submit(client, b"f", b"a", type_=P.SUBMIT_JOB_BG)
+    low = d.submit(client, b"g", b"b", type_=P.SUBMIT_JOB_LOW_BG)
+    assert d.admin(admin, b"show jobs") == (
+        b"%s\t0\t0\t1\t0\tqueued\t-\n%s\t0\t0\t1\t0\tqueued\t-\n.\n" % (first, low)
+    )
+    assert d.core.packed_jobs == 2 and d.core.jobs == {}
+    [job] = [job for job in d.core.all_jobs() if job.handle == low]
+    assert (job.function.name, job.priority, job.data, job.background) == (b"g", 2, b"b", True)
+    assert d.admin(admin, b"prioritystatus") == b"f\t0\t1\t0\t0\ng\t0\t0\t1\t0\n.\n"
+
+
+def test_dropping_a_function_cancels_its_packed_jobs(d: CoreDriver) -> None:
+    client, admin = d.connect(), d.connect()
+    for n in range(5):
+        d.submit(client, b"f", b"%d" % n, type_=P.SUBMIT_JOB_BG)
+    kept = d.submit(client, b"g", type_=P.SUBMIT_JOB_BG)
+    assert d.admin(admin, b"drop function f") == b"OK\r\n"
+    assert list(d.core.functions) == [b"g"] and d.core.packed_jobs == 1
+    assert d.core.jobs == {}
+    assert d.grab_handle(d.worker(b"g")) == kept
+
+
+def test_a_sleeping_worker_is_woken_by_a_packed_job(d: CoreDriver) -> None:
+    worker = d.sleeping_worker(b"f")
+    handle = d.submit(d.connect(), b"f", type_=P.SUBMIT_JOB_BG)
+    assert d.received(worker) == [(P.NOOP, ())]
+    assert d.grab_handle(worker) == handle
