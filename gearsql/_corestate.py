@@ -20,6 +20,7 @@ from gearsql.protocol import Priority
 
 __all__ = [
     "NO_EXTRAS",
+    "PACKED_HEAD",
     "TRANSITIONS",
     "WAITING",
     "Function",
@@ -29,7 +30,6 @@ __all__ = [
     "JobQueue",
     "JobState",
     "Notice",
-    "PACKED_HEAD",
     "PendingAck",
     "RetryPolicy",
     "RunEnd",
@@ -481,8 +481,7 @@ class JobQueue:
     def unpack_all(self, unpack: Callable[[bytes], Job]) -> None:
         """Unpack every packed job in place (``unpack`` builds the Job of an entry)."""
         self.packed = deque(
-            unpack(entry) if entry.__class__ is bytes else entry
-            for entry in self.packed
+            unpack(entry) if entry.__class__ is bytes else entry for entry in self.packed
         )
 
 
