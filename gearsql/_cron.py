@@ -13,7 +13,6 @@ expression.
 
 from __future__ import annotations
 
-import calendar
 import datetime
 from typing import NamedTuple
 
@@ -171,7 +170,7 @@ def next_tick(spec: CronSpec, after: float) -> int | None:
                         minutes[0],
                         tzinfo=datetime.timezone.utc,
                     )
-                    return calendar.timegm(moment.timetuple())
+                    return int(moment.timestamp())
         day += datetime.timedelta(days=1)
     return None
 

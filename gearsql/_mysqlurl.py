@@ -5,7 +5,6 @@ relay does not import the install's DDL module (``gearsql/bridges/mysql.py``).""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -96,6 +95,8 @@ def lock_name(database: str, kind: str, call_id: int) -> str:
     """The named lock of a foreground call: ``kind`` is ``ready`` (the caller's row is
     written whole), ``claim`` (the relay runs the job) or ``done`` (its outcome is in
     ``gman_results``). The same as the SQL ``_gman_lock_name``."""
+    import hashlib  # not at the top: every server imports this module, few need hashlib (0.6 MiB)
+
     digest = hashlib.sha1(database.encode("utf-8")).hexdigest()[:16]
     return f"gearsql.{digest}.{kind}.{call_id}"
 

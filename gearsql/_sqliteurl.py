@@ -1,5 +1,5 @@
 """``sqlite:///relative.db`` and ``sqlite:////absolute.db`` URLs, as ``--store`` and ``gearsql
-relay --dsn`` take them.
+relay --dsn`` take them, and the file ``gearsql server`` uses without ``--store``.
 
 The convention is SQLAlchemy's, the one Python users know: the path is what follows
 ``sqlite:///``, so three slashes and a relative path name a file in the current directory, and a
@@ -9,8 +9,9 @@ fourth slash starts an absolute path. ``sqlite3://`` is accepted as the same sch
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-__all__ = ["SQLITE_SCHEMES", "sqlite_path", "sqlite_url"]
+__all__ = ["SQLITE_SCHEMES", "default_sqlite_path", "sqlite_path", "sqlite_url"]
 
 SQLITE_SCHEMES = ("sqlite", "sqlite3")
 
@@ -40,3 +41,12 @@ def sqlite_url(path: str | os.PathLike[str]) -> str:
     """The URL of ``path``: ``sqlite:///`` followed by it, so an absolute path gets four slashes
     and a relative one three."""
     return f"sqlite:///{os.fspath(path)}"
+
+
+def default_sqlite_path() -> Path:
+    """Where ``gearsql server`` keeps its queue when not told otherwise:
+    ``$XDG_STATE_HOME/gearsql/queue.sqlite3`` (``~/.local/state/gearsql/queue.sqlite3``)."""
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return Path(state) / "gearsql" / "queue.sqlite3"

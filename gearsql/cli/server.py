@@ -6,6 +6,7 @@ import os
 import shlex
 import sys
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -15,6 +16,7 @@ from gearsql._limits import (
     DEFAULT_MAX_OUTPUT,
     DEFAULT_PACKET_TIMEOUT,
 )
+from gearsql._sqliteurl import SQLITE_SCHEMES
 from gearsql.cli._options import (
     CONTEXT,
     LOG_FILE_OPTION,
@@ -424,7 +426,6 @@ def _checked_store(url: str | None) -> str:
     gearsql has and, for SQLite, that the file's directory exists; CommandError otherwise.
     Nothing is connected: a database that is down is the server's to report and retry."""
     from gearsql.stores import StoreError, open_store
-    from gearsql.stores.sqlite import SQLiteStore
 
     url = url or default_store_url()
     try:
@@ -435,7 +436,11 @@ def _checked_store(url: str | None) -> str:
         raise CommandError(
             f"--store: {exc}; install gearsql[postgres] or gearsql[mysql] for that store"
         ) from None
-    if isinstance(store, SQLiteStore):
+    # Imported for an SQLite URL only: with it come sqlite3 and a thread pool.
+    if urlsplit(url).scheme in SQLITE_SCHEMES:
+        from gearsql.stores.sqlite import SQLiteStore
+
+        assert isinstance(store, SQLiteStore)  # what open_store makes of the scheme
         try:
             store.check_directory()
         except StoreError as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit
 
 from gearsql._mysqlurl import MYSQL_SCHEMES
-from gearsql._sqliteurl import SQLITE_SCHEMES, sqlite_path, sqlite_url
+from gearsql._sqliteurl import SQLITE_SCHEMES, default_sqlite_path, sqlite_path, sqlite_url
 from gearsql.stores.base import (
     Changes,
     DeadLetter,
@@ -61,8 +61,6 @@ def _parse_size(text: str) -> int:
 def default_store_url() -> str:
     """The store ``gearsql server`` uses without ``--store``: SQLite in the user's state dir
     (an absolute path, so ``sqlite:////...``)."""
-    from gearsql.stores.sqlite import default_sqlite_path
-
     return sqlite_url(default_sqlite_path())
 
 

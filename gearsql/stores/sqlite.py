@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gearsql._sqliteurl import default_sqlite_path
 from gearsql.stores.base import (
     JOB_COLUMNS,
     Changes,
@@ -48,15 +49,6 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore", "default_sqlite_path"]
 
 #: Version of gearsql's own additions to the table layout (kept in ``gearsql_schema``).
 SCHEMA_VERSION = 3
-
-
-def default_sqlite_path() -> Path:
-    """Where ``gearsql server`` keeps its queue when not told otherwise:
-    ``$XDG_STATE_HOME/gearsql/queue.sqlite3`` (``~/.local/state/gearsql/queue.sqlite3``)."""
-    state = os.environ.get("XDG_STATE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "state"
-    )
-    return Path(state) / "gearsql" / "queue.sqlite3"
 
 
 def _sql_value(value: bytes) -> str | bytes:
