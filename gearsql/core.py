@@ -33,6 +33,16 @@ queue: it stays there, skipped and let go (DISCARD) when a worker meets it, as i
     RUNNING --RETRY (failed, attempts left)--> RETRYING --QUEUE (backoff over)--> QUEUED
     RUNNING --BURY (failed, last attempt)--> DEAD --PURGE--> DONE
 
+**Packed jobs.** A client's plain background job (no unique, no epoch time or reducer, a payload
+of at most ``PACK_LIMIT`` bytes, a server without a durable store) goes NEW to QUEUED without
+a Job: ``_queue_packed`` does what entering QUEUED does and appends one bytes object to its
+:class:`~gearsql._corestate.JobQueue` (its handle number, the time it was queued, the payload).
+The Job is built in state QUEUED (``_unpack``) when a worker takes it, when its handle is looked
+up (GET_STATUS, ``cancel job``: :meth:`JobServerCore.job` finds it by bisection and unpacks it
+in place) or when its function is dropped; the listings (``show jobs``, the web page) see it
+through :meth:`JobServerCore.all_jobs` without unpacking it. A deep queue of such jobs costs a
+third of the memory it would as Jobs, and nothing a client or an admin sees tells the two apart.
+
 **Retries and dead letters.** A background job whose run fails (WORK_FAIL, WORK_EXCEPTION, or
 its worker lost or timed out) under an active :class:`~gearsql._corestate.RetryPolicy` (the
 server's ``retry_policy``, or its function's in ``retry_policies``) goes RETRY to RETRYING: it
