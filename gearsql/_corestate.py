@@ -402,16 +402,18 @@ class JobQueue:
 
     ``packed`` holds the packed jobs in the order they were queued, which is the order of
     their handle numbers, so that one is found by bisection. ``items`` is the queue's order
-    across both kinds: a Job, or how many of the next entries of ``packed`` come now. A
-    packed job looked up by its handle is unpacked in place: its Job takes its entry in
-    ``packed``, where the order still holds.
+    across both kinds: a Job, or how many of the next entries of ``packed`` come now; the last
+    ``tail`` entries of ``packed`` come after all of ``items`` (a queue of packed jobs only,
+    the common case, has no ``items`` at all). A packed job looked up by its handle is unpacked
+    in place: its Job takes its entry in ``packed``, where the order still holds.
     """
 
-    __slots__ = ("items", "packed", "size")
+    __slots__ = ("items", "packed", "size", "tail")
 
     def __init__(self) -> None:
         self.items: deque[Job | int] = deque()
         self.packed: deque[bytes | Job] = deque()
+        self.tail = 0
         #: Entries of both kinds (cancelled jobs not yet let go included).
         self.size = 0
 
@@ -427,30 +429,35 @@ class JobQueue:
                     yield next(packed)
             else:
                 yield item  # type: ignore[misc]
+        yield from packed
 
     def append(self, job: Job) -> None:
+        if self.tail:
+            self.items.append(self.tail)
+            self.tail = 0
         self.items.append(job)
         self.size += 1
 
     def append_packed(self, entry: bytes) -> None:
-        items = self.items
-        if items and items[-1].__class__ is int:
-            items[-1] += 1
-        else:
-            items.append(1)
         self.packed.append(entry)
+        self.tail += 1
         self.size += 1
 
     def head(self) -> Job | bytes:
         """The oldest entry, left in place (the queue is not empty)."""
-        first = self.items[0]
-        return self.packed[0] if first.__class__ is int else first  # type: ignore[return-value]
+        items = self.items
+        if items and items[0].__class__ is not int:
+            return items[0]  # type: ignore[return-value]
+        return self.packed[0]
 
     def popleft(self) -> Job | bytes:
         """Take the oldest entry (the queue is not empty)."""
-        items = self.items
-        first = items[0]
         self.size -= 1
+        items = self.items
+        if not items:
+            self.tail -= 1
+            return self.packed.popleft()
+        first = items[0]
         if first.__class__ is int:
             if first == 1:
                 items.popleft()
@@ -463,7 +470,7 @@ class JobQueue:
         """Hold ``entries`` instead, in their order (a compaction's survivors)."""
         self.items.clear()
         self.packed.clear()
-        self.size = 0
+        self.size = self.tail = 0
         for entry in entries:
             if entry.__class__ is bytes:
                 self.append_packed(entry)
