@@ -30,6 +30,13 @@ Errors: Python's :mod:`sqlite3` turns any exception in a user function into
 message is kept: :func:`last_error` returns it, and connections made by :func:`connect` (or with
 ``factory=gearsql.sqlite.Connection``) raise :class:`GearmanSQLError`, an OperationalError that
 carries it. ``sqlite3_interrupt`` (``conn.interrupt()``) stops a waiting ``gman_do``.
+
+Locks: a call that writes (the outbox row, ``gman_servers_set``) needs the file's write lock, and
+SQLite waits for another connection's (the relay's claim, any writer) only in a transaction that
+has not read yet, and a call reads before it writes. Begin a transaction that calls gman_* with
+``BEGIN IMMEDIATE`` (or write first): otherwise the call fails at once with "database is
+locked", and the error's ``HINT`` line says so. :meth:`Connection.close` rolls back an open
+transaction before closing.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ from gearsql.bridges import load_library, udf_module
 __all__ = [
     "BACKGROUND_MODES",
     "DEFAULT_MAX_WORKLOAD",
+    "LOCKED_HINT",
     "PIPELINE_VIEW",
     "RELAY_CONTACT_TABLE",
     "Connection",
@@ -236,10 +244,13 @@ def register(
             try:
                 result = compiled(*args)
             except shim.Error as exc:
+                if exc.hint is None and _locked(exc):
+                    exc.hint = LOCKED_HINT
                 _remember(conn, exc.full_message(), on_error)
                 raise
             except Exception as exc:
-                _remember(conn, f"{name}: {exc}", on_error)
+                hint = f"\nHINT: {LOCKED_HINT}" if _locked(exc) else ""
+                _remember(conn, f"{name}: {exc}{hint}", on_error)
                 raise
             if isinstance(result, dict):
                 return library.status_json(result)
@@ -323,6 +334,29 @@ def close_connections(conn: sqlite3.Connection) -> None:
         closer()
 
 
+#: Added to SQLite's "database is locked" from inside a gman_* function. SQLite calls the busy
+#: handler only for a connection with no transaction open: a call whose statement or transaction
+#: has already read cannot wait to write its row, and fails at once while the relay's claim (or
+#: any writer) holds the file's write lock.
+LOCKED_HINT = (
+    "another connection holds the database's write lock, and SQLite waits for it only in a "
+    "transaction that has not read yet: begin it with BEGIN IMMEDIATE (or write first)"
+)
+
+
+def _locked(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from SQLite's SQLITE_BUSY ("database is locked", its fixed text,
+    which Python 3.10 offers without the error code)."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the statement's error, wrapped by plpy.execute and maybe a body
+        if seen is None:
+            return False
+        if isinstance(seen, sqlite3.OperationalError) and str(seen) == "database is locked":
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _remember(
     conn: sqlite3.Connection, message: str, on_error: Callable[[str], None] | None
 ) -> None:
@@ -400,6 +434,12 @@ class Connection(sqlite3.Connection):
 
     def close(self) -> None:
         close_connections(self)
+        # Roll back first: a statement still alive (a failed cursor kept by a traceback, say)
+        # makes close() leave a zombie connection that holds its transaction's locks, and in a
+        # rollback-journal file its read lock keeps every writer from committing.
+        with contextlib.suppress(sqlite3.Error):  # ProgrammingError: closed already
+            if self.in_transaction:
+                self.rollback()
         super().close()
 
     def _cursor(self) -> Cursor:

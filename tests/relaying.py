@@ -127,6 +127,10 @@ class Database:
         cursor.execute(sql, args)
         cursor.close()
 
+    def begin(self, conn: Any) -> None:
+        """Begin a transaction that will write to the outbox."""
+        self.execute(conn, "BEGIN")
+
     def enqueue(
         self,
         conn: Any,
@@ -265,7 +269,16 @@ class SQLite(Database):
     def connect(self) -> Any:
         import gearsql.sqlite
 
-        return gearsql.sqlite.connect(str(self.path), None, isolation_level=None, timeout=WAIT)
+        # timeout= is the gman_* functions' setting; SQLite's own wait for a lock is the pragma.
+        conn = gearsql.sqlite.connect(str(self.path), None, isolation_level=None, timeout=WAIT)
+        conn.execute(f"PRAGMA busy_timeout = {int(WAIT * 1000)}")
+        return conn
+
+    def begin(self, conn: Any) -> None:
+        """Take the write lock first, as an application should: SQLite waits for the relay's
+        (held while it submits a batch) only in a transaction that has not read yet, and a
+        gman_* call reads before it writes its outbox row (gearsql/sqlite.py)."""
+        conn.execute("BEGIN IMMEDIATE")
 
     def enqueue(
         self,
@@ -278,10 +291,21 @@ class SQLite(Database):
         name = _suffix("gman_do", priority)
         args = (function, workload) if unique is None else (function, workload, unique)
         marks = ", ".join(["?"] * len(args))
-        assert conn.execute(f"SELECT {name}({marks})", args).fetchone()[0].startswith("outbox:")
+        own = not conn.in_transaction  # outside one: a transaction of its own, as begin() makes
+        if own:
+            self.begin(conn)
+        try:
+            reply = conn.execute(f"SELECT {name}({marks})", args).fetchone()[0]
+        except BaseException:
+            if own:
+                conn.execute("ROLLBACK")
+            raise
+        if own:
+            conn.execute("COMMIT")
+        assert reply.startswith("outbox:")
 
     def bulk(self, conn: Any, rows: int) -> None:
-        conn.execute("BEGIN")
+        self.begin(conn)
         conn.execute(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
             "SELECT count(gman_do_background('record', 'bulk-' || i)) FROM n",

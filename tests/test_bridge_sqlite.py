@@ -467,3 +467,69 @@ def test_servers_set_per_function_in_the_file_routes_direct_calls_and_the_relay(
         workers.stop()
         worker.stop()
         thread.join(10)
+
+
+@pytest.mark.parametrize("journal", ["delete", "wal"])
+def test_a_call_that_cannot_wait_for_the_write_lock_says_so_and_begin_immediate_waits(
+    tmp_path: Path, journal: str
+) -> None:
+    """SQLite waits for another connection's write lock only in a transaction that has not read
+    yet: after a deferred BEGIN the outbox INSERT inside the call fails at once, with the hint;
+    with BEGIN IMMEDIATE the caller waits for the lock and the call goes through."""
+    path = str(tmp_path / "app.db")
+    conn = gsqlite.connect(path, "127.0.0.1:1", isolation_level=None)  # transactional mode
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA journal_mode = {journal}")
+        conn.execute("PRAGMA busy_timeout = 60000")
+        # Not the connection's first call: that one runs the CREATE TABLE of the outbox as
+        # register() prepared it (for a file without the table: a write), which does wait.
+        assert one(conn, "SELECT gman_do_background('record', 'first')") == "outbox:1"
+        holder.execute("BEGIN IMMEDIATE")  # as the relay's claim, or any writer, holds it
+        conn.execute("BEGIN")
+        # Had the call waited for the lock, it would get it and succeed: no error.
+        late = threading.Timer(5, holder.commit)
+        late.start()
+        with pytest.raises(gsqlite.GearmanSQLError) as failed:
+            conn.execute("SELECT gman_do_background('record', 'after a read')")
+        late.cancel()
+        assert holder.in_transaction, "the call waited for the lock"
+        assert str(failed.value) == f"database is locked\nHINT: {gsqlite.LOCKED_HINT}"
+        assert "BEGIN IMMEDIATE" in gsqlite.LOCKED_HINT
+        conn.execute("ROLLBACK")
+
+        release = threading.Timer(0.2, holder.commit)
+        release.start()
+        conn.execute("BEGIN IMMEDIATE")  # waits for the holder's commit
+        assert one(conn, "SELECT gman_do_background('record', 'immediate')") == "outbox:2"
+        conn.execute("COMMIT")
+        release.join()
+        assert not holder.in_transaction
+        rows = holder.execute("SELECT workload FROM gman_outbox ORDER BY id").fetchall()
+        assert rows == [(b"first",), (b"immediate",)]
+    finally:
+        holder.close()
+        conn.close()
+
+
+def test_close_rolls_back_so_a_failed_statement_kept_alive_holds_no_lock(tmp_path: Path) -> None:
+    """A cursor kept alive after its statement failed (by the traceback pytest or a logger
+    keeps) makes sqlite3's close() leave a zombie connection with its transaction open; in a
+    rollback-journal file its read lock keeps every writer from committing. Connection.close
+    rolls back first."""
+    path = str(tmp_path / "app.db")
+    conn = gsqlite.connect(path, "127.0.0.1:1", isolation_level=None)
+    writer = sqlite3.connect(path, isolation_level=None, timeout=2)
+    try:
+        one(conn, "SELECT gman_do_background('record', 'first')")  # see the test above
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("DELETE FROM gman_outbox")
+        conn.execute("BEGIN")
+        with pytest.raises(gsqlite.GearmanSQLError) as failed:  # keeps the traceback
+            conn.execute("SELECT gman_do_background('record', 'x')")
+        conn.close()
+        writer.execute("COMMIT")  # "database is locked" after 2 s behind a zombie
+        assert failed.value.__traceback__ is not None
+    finally:
+        writer.close()
+        conn.close()

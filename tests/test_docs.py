@@ -266,11 +266,13 @@ def test_the_readme_says_sqlite_background_jobs_wait_for_a_relay(tmp_path: Path)
     section = readme_section("SQLite")
     assert "no job starts until a relay runs" in section
     assert "gearsql relay --dsn sqlite:///app.db" in section
+    assert 'conn.execute("BEGIN IMMEDIATE")' in section
     # As the README shows it: a row in the file's outbox and nothing else, with no job server
     # anywhere (port 1 refuses every connection).
     conn = gearsql.sqlite.connect(str(tmp_path / "app.db"), servers="127.0.0.1:1")
     try:
         with conn:
+            conn.execute("BEGIN IMMEDIATE")
             (reply,) = conn.execute("SELECT gman_do_background('reverse', 'hello')").fetchone()
         assert reply == "outbox:1"
         assert conn.execute("SELECT function, workload FROM gman_outbox").fetchall() == [

@@ -52,13 +52,13 @@ def test_a_commit_runs_once_and_a_rollback_or_savepoint_rollback_never(
     relays.start(db)
     conn = db.connect()
     try:
-        db.execute(conn, "BEGIN")
+        db.begin(conn)  # SQLite: BEGIN IMMEDIATE, to wait for the relay's write lock
         db.enqueue(conn, "record", "committed")
         db.execute(conn, "COMMIT")
-        db.execute(conn, "BEGIN")
+        db.begin(conn)
         db.enqueue(conn, "record", "rolled back")
         db.execute(conn, "ROLLBACK")
-        db.execute(conn, "BEGIN")
+        db.begin(conn)
         db.enqueue(conn, "record", "kept", priority="high")
         db.execute(conn, "SAVEPOINT partly")
         db.enqueue(conn, "record", "undone by the savepoint", priority="low")

@@ -49,7 +49,9 @@ CHANGE_CHECK = 0.02
 class SQLiteSource(Source):
     """``gman_outbox`` in an SQLite file. A claim holds SQLite's write lock (``BEGIN
     IMMEDIATE``) while its batch is submitted, which keeps two relays on one file apart; writers
-    of the application wait for it (milliseconds, or one row while the job server is down)."""
+    of the application wait for it (milliseconds, or one row while the job server is down) when
+    they take the write lock first: a gman_* call after a read cannot wait and fails at once
+    (``BEGIN IMMEDIATE``, gearsql/sqlite.py)."""
 
     wake: Literal["change counter", "poll"] = "change counter"
 
