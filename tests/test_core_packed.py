@@ -149,6 +149,12 @@ def test_dropping_a_function_cancels_its_packed_jobs(d: CoreDriver) -> None:
 
 def test_a_sleeping_worker_is_woken_by_a_packed_job(d: CoreDriver) -> None:
     worker = d.sleeping_worker(b"f")
-    handle = d.submit(d.connect(), b"f", type_=P.SUBMIT_JOB_BG)
+    client = d.connect()
+    handle = d.submit(client, b"f", type_=P.SUBMIT_JOB_BG)
     assert d.received(worker) == [(P.NOOP, ())]
     assert d.grab_handle(worker) == handle
+    # A worker about to sleep is told at once that a packed job waits.
+    later = d.submit(client, b"f", type_=P.SUBMIT_JOB_BG)
+    d.send(worker, P.PRE_SLEEP)
+    assert d.received(worker) == [(P.NOOP, ())]
+    assert d.grab_handle(worker) == later
