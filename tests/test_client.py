@@ -230,6 +230,11 @@ def test_background_job_status_by_handle_and_by_unique(any_server: ServerProcess
             assert again.handle == job.handle
             assert not (await client.get_status_unique("nothing-here", timeout=WAIT)).known
             assert not (await client.get_status(b"H:nowhere:999", timeout=WAIT)).known
+            # Without a unique (gearsql keeps such a queued job packed), between two others.
+            plain = await client.submit_background("later", b"z", timeout=WAIT)
+            await client.submit_background("later", b"after", timeout=WAIT)
+            status = await client.get_status(plain, timeout=WAIT)
+            assert status.known and not status.running
 
     run(main())
 
