@@ -158,3 +158,20 @@ def test_a_sleeping_worker_is_woken_by_a_packed_job(d: CoreDriver) -> None:
     d.send(worker, P.PRE_SLEEP)
     assert d.received(worker) == [(P.NOOP, ())]
     assert d.grab_handle(worker) == later
+
+
+def test_any_handle_is_found_however_unevenly_the_numbers_are_spread(d: CoreDriver) -> None:
+    client = d.connect()
+    # Runs of uneven length in two functions: neither queue's numbers are evenly spread.
+    by_function: dict[bytes, list[bytes]] = {b"f": [], b"g": []}
+    for n in range(600):
+        name = b"f" if (n * n) % 7 < 3 or 200 <= n < 260 else b"g"
+        by_function[name].append(d.submit(client, name, b"%d" % n, type_=P.SUBMIT_JOB_BG))
+    order = sorted(by_function[b"f"] + by_function[b"g"], key=lambda handle: (handle[-1], handle))
+    for handle in order:  # an order unrelated to the queues', with unpacked jobs piling up
+        d.send(client, P.GET_STATUS, handle)
+        assert d.received(client) == [(P.STATUS_RES, (handle, b"1", b"0", b"0", b"0"))]
+    assert d.core.packed_jobs == 0
+    for name, handles in by_function.items():
+        worker = d.worker(name)
+        assert [d.grab_handle(worker) for _ in handles] == handles
