@@ -56,7 +56,11 @@ class CoreDriver:
 
     def received(self, session: Session) -> list[Reply]:
         """The packets ``session`` was sent since the last read, as (type, args), in order."""
-        data = self.raw_output(session)
+        return self.parse(self.raw_output(session))
+
+    @staticmethod
+    def parse(data: bytes) -> list[Reply]:
+        """The packets in bytes a session was sent, as (type, args), in order."""
         parser = Parser(expect_magic=RES)
         replies: list[Reply] = []
         for event in parser.feed(data):

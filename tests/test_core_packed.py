@@ -9,8 +9,11 @@ import sys
 
 import pytest
 from coredriver import CoreDriver
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gearsql.core import JobState
+from gearsql.protocol import AdminLine
 from gearsql.protocol import PacketType as P
 
 
@@ -175,3 +178,100 @@ def test_any_handle_is_found_however_unevenly_the_numbers_are_spread(d: CoreDriv
     for name, handles in by_function.items():
         worker = d.worker(name)
         assert [d.grab_handle(worker) for _ in handles] == handles
+
+
+# --- Packed against never packed ---------------------------------------------------------------
+# The same clients, workers and admin do the same things to two cores, one that packs and one
+# that never does (PACK_LIMIT -1): every byte either sends must be the same.
+
+NAMES = (b"f", b"g")
+SUBMITS = (P.SUBMIT_JOB_BG, P.SUBMIT_JOB_HIGH_BG, P.SUBMIT_JOB_LOW_BG, P.SUBMIT_JOB)
+steps = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("submit"),
+            st.integers(0, 1),
+            st.sampled_from(SUBMITS),
+            st.sampled_from(NAMES),
+            st.sampled_from([b"", b"", b"", b"u1", b"u2"]),
+        ),
+        st.tuples(st.just("status"), st.integers(0, 40)),
+        st.tuples(st.just("cancel"), st.integers(0, 40)),
+        st.tuples(st.just("grab"), st.integers(0, 2)),
+        st.tuples(st.just("complete"), st.integers(0, 2)),
+        st.tuples(st.just("lose"), st.integers(0, 2)),
+        st.tuples(st.just("sleep"), st.integers(0, 2)),
+        st.tuples(st.just("admin"), st.sampled_from([b"status", b"prioritystatus", b"show jobs"])),
+    ),
+    max_size=80,
+)
+
+
+class Side:
+    """One core with two clients, three workers (f, g, both) and an admin."""
+
+    def __init__(self, pack: bool) -> None:
+        self.d = CoreDriver()
+        if not pack:
+            self.d.core.PACK_LIMIT = -1
+        self.clients = [self.d.connect(), self.d.connect()]
+        self.abilities = [(b"f",), (b"g",), (b"f", b"g")]
+        self.workers = [self.d.worker(*names) for names in self.abilities]
+        self.admin = self.d.connect()
+
+    def everything_sent(self) -> list[bytes]:
+        sessions = [*self.clients, *self.workers, self.admin]
+        return [self.d.raw_output(session) for session in sessions]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps)
+def test_a_core_that_packs_says_what_one_that_never_packs_says(plan: list[tuple]) -> None:
+    sides = [Side(pack=True), Side(pack=False)]
+    handles: list[bytes] = []
+    held: list[list[bytes]] = [[], [], []]
+    for step in plan:
+        for side in sides:
+            d, kind = side.d, step[0]
+            if kind == "submit":
+                _, client, type_, name, unique = step
+                d.send(side.clients[client], type_, name, unique, b"%d" % len(handles))
+            elif kind in ("status", "cancel"):
+                known = handles or [b"H:test:1"]
+                handle = known[step[1] % len(known)]
+                if kind == "status":
+                    d.send(side.clients[0], P.GET_STATUS, handle)
+                else:
+                    d.core.handle_admin(side.admin, AdminLine(b"cancel job " + handle))
+            elif kind == "grab":
+                d.send(side.workers[step[1]], P.GRAB_JOB)
+            elif kind == "complete" and held[step[1]]:
+                d.send(side.workers[step[1]], P.WORK_COMPLETE, held[step[1]][0], b"done")
+            elif kind == "lose":
+                d.core.disconnect(side.workers[step[1]])
+                side.workers[step[1]] = d.worker(*side.abilities[step[1]])
+            elif kind == "sleep":
+                d.send(side.workers[step[1]], P.PRE_SLEEP)
+            elif kind == "admin":
+                d.core.handle_admin(side.admin, AdminLine(step[1]))
+        packed, unpacked = (side.everything_sent() for side in sides)
+        if step[0] == "admin" and step[1] == b"show jobs":
+            # The listing's order may differ (oldest first against the handle table's order).
+            packed[-1], unpacked[-1] = (
+                sorted(packed[-1].split(b"\n")),
+                sorted(unpacked[-1].split(b"\n")),
+            )
+        assert packed == unpacked, step
+        # Follow the replies: new handles, and what each worker holds.
+        for reply in CoreDriver.parse(b"".join(packed[:2])):
+            if reply[0] == P.JOB_CREATED and reply[1][0] not in handles:
+                handles.append(reply[1][0])
+        for index, data in enumerate(packed[2:5]):
+            if step[0] == "lose" and step[1] == index:
+                held[index] = []
+            for reply in CoreDriver.parse(data):
+                if reply[0] == P.JOB_ASSIGN:
+                    held[index].append(reply[1][0])
+        if step[0] == "complete" and held[step[1]]:
+            held[step[1]].pop(0)
+    assert sides[1].d.core.packed_jobs == 0
