@@ -195,6 +195,8 @@ steps = st.lists(
             st.sampled_from(NAMES),
             st.sampled_from([b"", b"", b"", b"u1", b"u2"]),
         ),
+        st.tuples(st.just("epoch"), st.sampled_from([0, 30, 90])),
+        st.tuples(st.just("tick"), st.sampled_from([0, 60])),
         st.tuples(st.just("status"), st.integers(0, 40)),
         st.tuples(st.just("cancel"), st.integers(0, 40)),
         st.tuples(st.just("grab"), st.integers(0, 2)),
@@ -236,6 +238,12 @@ def test_a_core_that_packs_says_what_one_that_never_packs_says(plan: list[tuple]
             if kind == "submit":
                 _, client, type_, name, unique = step
                 d.send(side.clients[client], type_, name, unique, b"%d" % len(handles))
+            elif kind == "epoch":
+                when = b"%d" % (d.clock() + step[1]) if step[1] else b"0"
+                d.send(side.clients[0], P.SUBMIT_JOB_EPOCH, b"f", b"", when, b"at")
+            elif kind == "tick":
+                d.clock.advance(step[1])
+                d.core.run_timers()
             elif kind in ("status", "cancel"):
                 known = handles or [b"H:test:1"]
                 handle = known[step[1] % len(known)]
