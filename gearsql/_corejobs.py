@@ -8,6 +8,7 @@ of operation.
 from __future__ import annotations
 
 import collections
+import functools
 import heapq
 import math
 import struct
@@ -762,7 +763,7 @@ class JobLifecycle:
         """Forget a function nobody works on (admin ``drop function``); its jobs are cancelled
         and let go. Returns how many jobs were cancelled."""
         for priority, queue in enumerate(fn.queues):
-            queue.unpack_all(lambda entry, p=priority: self._unpack(entry, fn, p))  # type: ignore[misc]
+            queue.unpack_all(functools.partial(self._unpack, fn=fn, priority=priority))
         jobs = [job for job in self.jobs.values() if job.function is fn]
         for job in jobs:
             self.cancel(job.handle)
