@@ -80,3 +80,53 @@ def test_bench_quick_run_against_gearsql_prints_every_scenario() -> None:
     if server_help.returncode != 0:
         pytest.skip("this checkout has no `gearsql server` yet")
     assert_every_scenario_measured(run_quick_comparison("gearsql"), "gearsql")
+
+
+def test_bench_python_floor_runs_the_submit_scenarios_in_its_own_columns() -> None:
+    """floor.py, the pure-Python lower bound, is a server kind of its own: the submit scenarios
+    run against it (the load generator checks it holds every job it acknowledged) and its
+    figures get their own columns; any other scenario is refused with a clear message."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(COMPARE),
+            "--quick",
+            "--jobs",
+            "1000",
+            "--servers",
+            "python-floor",
+            "--scenarios",
+            "submit-bg,submit-bg-no-unique",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    columns = [*COLUMNS, "python-floor", "python-floor/gearmand"]
+    lines = result.stdout.splitlines()
+    header = next(n for n, line in enumerate(lines) if line.split() == columns)
+    rows = [re.split(r"\s{2,}", line.strip()) for line in lines[header + 2 : header + 6]]
+    assert [row[:2] for row in rows] == [
+        ["submit-bg", "jobs/s, 36-byte uniques"],
+        ["submit-bg", "server CPU s per 100k jobs"],
+        ["submit-bg-no-unique", "jobs/s, empty uniques"],
+        ["submit-bg-no-unique", "server CPU s per 100k jobs"],
+    ]
+    for row in rows:
+        # gearmand and gearsql did not run, so there is no ratio either
+        assert row[2:5] == ["-", "-", "-"] and row[6] == "-", row
+        assert re.fullmatch(r"[\d,]*\.?\d+", row[5]), row
+        # (1,000 jobs' CPU may round to 0.00 at the clock's 10 ms ticks; a rate may not)
+        assert not row[1].startswith("jobs/s") or float(row[5].replace(",", "")) > 0, row
+
+    refused = subprocess.run(
+        [sys.executable, str(COMPARE), "--servers", "python-floor", "--scenarios", "drain"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert refused.returncode == 2
+    assert "python-floor runs only submit-bg and submit-bg-no-unique, not drain" in refused.stderr

@@ -1,0 +1,131 @@
+"""The least a Python job server can spend on a plain background submission: a lower bound.
+
+This is not a job server. It is the smallest asyncio program (uvloop when installed) that
+accepts background jobs the way a job server must: it reads pipelined SUBMIT_JOB_BG packets,
+packet boundaries falling anywhere in a read, splits each into function, unique and payload,
+queues the payload with its handle number and the time in a queue per function, and answers
+JOB_CREATED with the job's handle, every reply of a read in one write. It also answers ECHO_REQ
+and the admin ``status`` command, which the load generator uses. It checks nothing, refuses
+nothing and keeps no state per connection; no worker can take its jobs.
+
+Its CPU per job is what any pure-Python server pays at the least, on this interpreter and
+machine, for what gearmand does in C. ``compare.py`` runs it as the server kind
+``python-floor`` beside gearmand and gearsql::
+
+    python bench/compare.py --scenarios submit-bg-no-unique \
+        --servers gearmand,gearsql,python-floor --repeat 3
+
+Run it alone with ``python bench/floor.py --port 4730``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import struct
+import time
+from collections import deque
+from typing import Any
+
+HEADER = struct.Struct(">4sII")
+PACKED = struct.Struct(">Qd")
+RES = b"\0RES"
+SUBMIT_JOB_BG = 18
+ECHO_REQ = 16
+JOB_CREATED = 8
+ECHO_RES = 17
+
+
+class Floor:
+    """The queues, and the handle counter, of the whole server."""
+
+    def __init__(self) -> None:
+        self.queues: dict[bytes, deque[bytes]] = {}
+        self.counter = 0
+
+    def status(self) -> bytes:
+        lines = [b"%s\t%d\t0\t0\n" % (name, len(queue)) for name, queue in self.queues.items()]
+        return b"".join(lines) + b".\n"
+
+
+class FloorConnection(asyncio.Protocol):
+    def __init__(self, floor: Floor) -> None:
+        self.floor = floor
+        self.rest = b""
+        self.transport: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # uvloop's transports are no asyncio.Transport subclass
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.rest + data if self.rest else data
+        floor = self.floor
+        queues = floor.queues
+        number = floor.counter
+        unpack = HEADER.unpack_from
+        pack_header = HEADER.pack
+        pack_entry = PACKED.pack
+        now = time.monotonic
+        out: list[bytes] = []
+        pos = 0
+        end = len(buf)
+        while pos < end:
+            if buf[pos] != 0:  # an admin line
+                newline = buf.find(b"\n", pos)
+                if newline < 0:
+                    break
+                line = buf[pos:newline].strip()
+                pos = newline + 1
+                out.append(floor.status() if line == b"status" else b"ERR UNKNOWN_COMMAND\n")
+                continue
+            if end - pos < HEADER.size:
+                break
+            _magic, kind, size = unpack(buf, pos)
+            start = pos + HEADER.size
+            stop = start + size
+            if stop > end:
+                break
+            pos = stop
+            if kind == SUBMIT_JOB_BG:
+                name, _unique, payload = buf[start:stop].split(b"\0", 2)
+                queue = queues.get(name)
+                if queue is None:
+                    queue = queues[name] = deque()
+                number += 1
+                queue.append(pack_entry(number, now()) + payload)
+                handle = b"H:floor:%d" % number
+                out.append(pack_header(RES, JOB_CREATED, len(handle)) + handle)
+            elif kind == ECHO_REQ:
+                out.append(pack_header(RES, ECHO_RES, size) + buf[start:stop])
+        floor.counter = number
+        self.rest = buf[pos:]
+        if out:
+            self.transport.write(b"".join(out))
+
+
+async def serve(host: str, port: int) -> None:
+    floor = Floor()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: FloorConnection(floor), host, port)
+    async with server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=4730)
+    args = parser.parse_args()
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is the optional 'fast' extra
+        asyncio.run(serve(args.host, args.port))
+    else:
+        uvloop.run(serve(args.host, args.port))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        pass
