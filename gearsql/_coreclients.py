@@ -13,6 +13,7 @@ from gearsql._corejobs import (
     JobLifecycle,
     P,
     _job_created,
+    _monotonic,
     error_packet,
 )
 from gearsql._corestate import (  # the short state and event names are for the hot path
@@ -22,6 +23,7 @@ from gearsql._corestate import (  # the short state and event names are for the 
     DISCARD,
     DROP,
     NEW,
+    PACKED_HEAD,
     PURGE,
     QUEUE,
     RETRY,
@@ -50,6 +52,13 @@ class ClientRules(JobLifecycle):
     def _submit(self, session: Session, packet: Packet) -> None:
         priority, background = SUBMIT_KINDS[packet.type]
         name, unique, data = packet.args
+        if background and not unique:
+            fn = self.functions.get(name)
+            if fn is not None and len(data) <= self.PACK_LIMIT and not self.durable:
+                # The commonest submission, straight to its queue: what ``submit`` would
+                # check first does not apply to it (a known function, no unique).
+                self._submit_packed(session, fn, priority, data)
+                return
         self.submit(session, name, unique, data, priority, background)
 
     def _submit_epoch(self, session: Session, packet: Packet) -> None:
@@ -144,13 +153,6 @@ class ClientRules(JobLifecycle):
                             session.waiting.add(existing)
                         self._acknowledge(session, existing)
                     return existing
-        limit = fn.max_queue[priority]
-        if limit and fn.total >= limit and session is not None:
-            self.send(session, error_packet(b"QUEUE_ERROR", b"Job queue is full"))
-            return None
-        self._counter += 1
-        handle = self._handle_format % self._counter
-        fn.submitted += 1
         if (
             background
             and not unique
@@ -158,10 +160,15 @@ class ClientRules(JobLifecycle):
             and not (when or reducer or self.durable)
             and len(data) <= self.PACK_LIMIT
         ):
-            # A plain background job from a client: queued packed, no Job until one is needed.
-            self._queue_packed(fn, priority, self._counter, data)
-            self.send(session, _job_created(handle))
+            self._submit_packed(session, fn, priority, data)
             return None
+        limit = fn.max_queue[priority]
+        if limit and fn.total >= limit and session is not None:
+            self.send(session, error_packet(b"QUEUE_ERROR", b"Job queue is full"))
+            return None
+        self._counter += 1
+        handle = self._handle_format % self._counter
+        fn.submitted += 1
         job = Job(handle, fn, unique, data, priority, background)
         if when or reducer or retries:
             job.when = when
@@ -193,6 +200,25 @@ class ClientRules(JobLifecycle):
         if session is not None:
             self.send(session, _job_created(handle))
         return job
+
+    def _submit_packed(self, session: Session, fn: Function, priority: int, data: bytes) -> None:
+        """Accept a client's plain background job (no unique, no epoch time or reducer, at
+        most ``PACK_LIMIT`` bytes, no durable store) packed: as one bytes object in its queue,
+        without a Job (see :class:`~gearsql._corestate.JobQueue`). This is what entering
+        QUEUED does (see ``_move``); the job gets its Job, in state QUEUED, when something
+        needs it (``_unpack``)."""
+        limit = fn.max_queue[priority]
+        if limit and fn.total >= limit:
+            self.send(session, error_packet(b"QUEUE_ERROR", b"Job queue is full"))
+            return
+        self._counter = number = self._counter + 1
+        fn.submitted += 1
+        fn.queues[priority].append_packed(PACKED_HEAD.pack(number, _monotonic()) + data)
+        fn.waiting[priority] += 1
+        self.packed_jobs += 1
+        if fn.sleepers:
+            self._wake(fn)
+        self.send(session, _job_created(self._handle_format % number))
 
     def _recall(self, session: Session, name: bytes, unique: bytes, background: bool) -> bool:
         """Answer a submission whose unique is remembered (it completed within its window):

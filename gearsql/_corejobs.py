@@ -529,15 +529,6 @@ class JobLifecycle:
     #: small share of the job's memory, and the payload would be copied twice for nothing.
     PACK_LIMIT = 1024
 
-    def _queue_packed(self, fn: Function, priority: int, number: int, data: bytes) -> None:
-        """Queue a plain background job packed: what entering QUEUED does (see ``_move``),
-        without a Job. Its Job is built, in state QUEUED, when something needs it."""
-        fn.queues[priority].append_packed(PACKED_HEAD.pack(number, _monotonic()) + data)
-        fn.waiting[priority] += 1
-        self.packed_jobs += 1
-        if fn.sleepers:
-            self._wake(fn)
-
     def _unpack(self, entry: bytes, fn: Function, priority: int, register: bool = True) -> Job:
         """The Job of a packed job, in the state it was packed in (QUEUED), in the handle
         table unless it is only for a look (``register`` false: an admin listing)."""

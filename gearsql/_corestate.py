@@ -398,7 +398,7 @@ class JobQueue:
     (a worker takes it, a client asks its status, an admin cancels it), such a job is one
     bytes object, :data:`PACKED_HEAD` then its payload: no Job, no handle object, no entry
     in the handle table, about 200 bytes less per queued job. The core packs and unpacks
-    (``JobLifecycle._queue_packed`` and ``_unpack``); this class keeps the order.
+    (``ClientRules._submit_packed`` and ``JobLifecycle._unpack``); this class keeps the order.
 
     ``packed`` holds the packed jobs in the order they were queued, which is the order of
     their handle numbers, so that one is found by bisection. ``items`` is the queue's order

@@ -336,6 +336,7 @@ class _Connection(asyncio.Protocol):
             return
         self.last_read = time.monotonic()
         core = self.core
+        handlers = core.handlers
         acl = self.server.acl
         try:
             events = self.parser.feed(data)
@@ -344,7 +345,10 @@ class _Connection(asyncio.Protocol):
                 if kind is Packet:
                     if acl is not None and self._denied(event):  # type: ignore[arg-type]
                         continue
-                    core.handle_packet(session, event)  # type: ignore[arg-type]
+                    if event.request:  # type: ignore[union-attr]
+                        handlers[event.type](session, event)  # type: ignore[arg-type,union-attr]
+                    else:
+                        core.handle_packet(session, event)  # type: ignore[arg-type]
                 elif kind is AdminLine:
                     if acl is not None:
                         self._admin(session, event)  # type: ignore[arg-type]

@@ -35,7 +35,7 @@ queue: it stays there, skipped and let go (DISCARD) when a worker meets it, as i
 
 **Packed jobs.** A client's plain background job (no unique, no epoch time or reducer, a payload
 of at most ``PACK_LIMIT`` bytes, a server without a durable store) goes NEW to QUEUED without
-a Job: ``_queue_packed`` does what entering QUEUED does and appends one bytes object to its
+a Job: ``_submit_packed`` does what entering QUEUED does and appends one bytes object to its
 :class:`~gearsql._corestate.JobQueue` (its handle number, the time it was queued, the payload).
 The Job is built in state QUEUED (``_unpack``) when a worker takes it, when its handle is looked
 up (GET_STATUS, ``cancel job``: :meth:`JobServerCore.job` finds it by bisection and unpacks it
@@ -107,7 +107,7 @@ from __future__ import annotations
 
 import functools
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from gearsql._coreclients import ClientRules
 from gearsql._corejobs import (
@@ -206,16 +206,19 @@ class JobServerCore(WorkerRules, ClientRules):
             dispatch[type_] = self._not_expected
         return dispatch
 
+    @property
+    def handlers(self) -> Mapping[PacketType, Callable[[Session, Packet], None]]:
+        """The handler of every packet type, for a packet with request magic: what
+        :meth:`handle_packet` calls. A connection with many packets to hand over may call it
+        itself, with the same effect, one call less per packet."""
+        return self._dispatch
+
     def handle_packet(self, session: Session, packet: Packet) -> None:
         """Act on one binary packet from ``session``."""
         if not packet.request:
             self.send(session, error_packet(b"INVALID_MAGIC", b"Request magic expected"))
             return
-        handler = self._dispatch.get(packet.type)
-        if handler is None:
-            self._not_expected(session, packet)
-            return
-        handler(session, packet)
+        self._dispatch[packet.type](session, packet)
 
     def handle_admin(self, session: Session, line: AdminLine) -> None:
         """Act on one admin text line from ``session``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from coredriver import START, CoreDriver, Reply
 
-from gearsql.core import TRANSITIONS, JobEvent, JobState
+from gearsql.core import TRANSITIONS, JobEvent, JobServerCore, JobState
 from gearsql.protocol import PacketType as P
 
 NOOP = (P.NOOP, ())
@@ -638,6 +638,13 @@ def test_response_type_packets_sent_as_requests_are_not_expected(
     d.send(peer, type_, *args)
     assert d.received(peer) == [(P.ERROR, (b"INVALID_COMMAND", b"Command not expected"))]
     assert d.admin(admin, b"status") == b".\n"
+
+
+def test_every_packet_type_has_a_handler_for_connections_that_dispatch_themselves() -> None:
+    """A connection calls ``core.handlers[type]`` for a request packet without a look-up's
+    fallback: a type missing from it would be a KeyError that closes the connection."""
+    core = JobServerCore(run_id=b"test")
+    assert set(core.handlers) == set(P)
 
 
 # ---------------------------------------------------------------------------- worker loss
