@@ -12,7 +12,8 @@ bottleneck. See bench/README.md.
     python bench/compare.py --scenarios submit-bg-no-unique --servers gearmand,gearsql,python-floor
 
 ``python-floor`` (``floor.py``) is the least a pure-Python server can do per background
-submission; beside the other two it shows what the interpreter alone costs.
+submission, and ``python-floor-parser`` the same framed by gearsql's sans-IO parser; beside the
+other two they show what the interpreter alone costs.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from gearsql.protocol import RES, Packet, PacketType, Parser, pack_request
 SERVERS = ("gearmand", "gearsql")
 #: Servers run only when ``--servers`` names them: ``python-floor`` is ``floor.py``, the least a
 #: pure-Python server can do per background submission (it runs the submit scenarios only).
-EXTRA_SERVERS = ("python-floor",)
+EXTRA_SERVERS = ("python-floor", "python-floor-parser")
 QUICK_JOBS = 2000
 MIB = 1024 * 1024
 #: The RSS allowed with 200k queued 100-byte jobs (issue 17).
@@ -82,9 +83,10 @@ def server_command(kind: str, port: int, extra: Sequence[str] = ()) -> list[str]
     if kind == "gearmand":
         gearmand = shutil.which("gearmand") or "/usr/sbin/gearmand"
         return [gearmand, "-p", str(port), "-L", "127.0.0.1", "-t", "0", "-l", "/dev/null", *extra]
-    if kind == "python-floor":
+    if kind in ("python-floor", "python-floor-parser"):
         floor = Path(__file__).resolve().parent / "floor.py"
-        return [sys.executable, str(floor), "--port", str(port), *extra]
+        parser = ["--parser"] if kind == "python-floor-parser" else []
+        return [sys.executable, str(floor), "--port", str(port), *parser, *extra]
     raise ValueError(f"unknown server {kind!r}")
 
 
@@ -534,7 +536,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=",".join(SERVERS),
         help="comma-separated, from: "
         + ", ".join(SERVERS + EXTRA_SERVERS)
-        + " (default: gearmand,gearsql; python-floor is floor.py, submit scenarios only)",
+        + " (default: gearmand,gearsql; the python-floor ones are floor.py, submit scenarios"
+        " only)",
     )
     parser.add_argument(
         "--jobs",
@@ -594,13 +597,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name in args.servers:
         if name not in known:
             parser.error(f"unknown server {name!r}; choose from {', '.join(known)}")
-    if "python-floor" in args.servers:
-        unsupported = [name for name in args.scenarios if not name.startswith("submit-bg")]
-        if unsupported:
-            parser.error(
-                "python-floor runs only submit-bg and submit-bg-no-unique, not "
-                + ", ".join(unsupported)
-            )
+    floors = [name for name in args.servers if name in EXTRA_SERVERS]
+    unsupported = [name for name in args.scenarios if not name.startswith("submit-bg")]
+    if floors and unsupported:
+        parser.error(
+            f"{floors[0]} runs only submit-bg and submit-bg-no-unique, not "
+            + ", ".join(unsupported)
+        )
     return args
 
 
@@ -619,6 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "gearmand": shlex.split(args.gearmand_args),
         "gearsql": shlex.split(args.gearsql_args),
         "python-floor": [],
+        "python-floor-parser": [],
     }
 
     meta = machine_info()

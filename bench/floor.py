@@ -9,13 +9,16 @@ and the admin ``status`` command, which the load generator uses. It checks nothi
 nothing and keeps no state per connection; no worker can take its jobs.
 
 Its CPU per job is what any pure-Python server pays at the least, on this interpreter and
-machine, for what gearmand does in C. ``compare.py`` runs it as the server kind
-``python-floor`` beside gearmand and gearsql::
+machine, for what gearmand does in C. With ``--parser`` it reads its packets through gearsql's
+own sans-IO ``Parser`` instead (events, then one handler call per packet, as gearsql's
+connections do), which splits the gap between the floor and gearsql into what the event split
+costs and what the job server's rules cost. ``compare.py`` runs the two as the server kinds
+``python-floor`` and ``python-floor-parser`` beside gearmand and gearsql::
 
     python bench/compare.py --scenarios submit-bg-no-unique \
-        --servers gearmand,gearsql,python-floor --repeat 3
+        --servers gearmand,gearsql,python-floor,python-floor-parser --repeat 3
 
-Run it alone with ``python bench/floor.py --port 4730``.
+Run it alone with ``python bench/floor.py --port 4730 [--parser]``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import struct
 import time
 from collections import deque
 from typing import Any
+
+from gearsql.protocol import Packet, PacketType, Parser
 
 HEADER = struct.Struct(">4sII")
 PACKED = struct.Struct(">Qd")
@@ -103,10 +108,48 @@ class FloorConnection(asyncio.Protocol):
             self.transport.write(b"".join(out))
 
 
-async def serve(host: str, port: int) -> None:
+class ParsedConnection(FloorConnection):
+    """The same work, framed by gearsql's ``Parser``: a list of ``Packet`` events per read,
+    then a handler per packet from a table by type."""
+
+    def __init__(self, floor: Floor) -> None:
+        super().__init__(floor)
+        self.parser = Parser()
+        self.handlers = {PacketType.SUBMIT_JOB_BG: self.submit, PacketType.ECHO_REQ: self.echo}
+        self.out: list[bytes] = []
+
+    def data_received(self, data: bytes) -> None:
+        handlers = self.handlers
+        for event in self.parser.feed(data):
+            if type(event) is Packet:
+                handlers[event.type](event)  # type: ignore[union-attr]
+            else:
+                self.out.append(self.floor.status())
+        if self.out:
+            self.transport.write(b"".join(self.out))
+            self.out = []
+
+    def submit(self, packet: Any) -> None:
+        name, _unique, payload = packet.args
+        floor = self.floor
+        queue = floor.queues.get(name)
+        if queue is None:
+            queue = floor.queues[name] = deque()
+        floor.counter = number = floor.counter + 1
+        queue.append(PACKED.pack(number, time.monotonic()) + payload)
+        handle = b"H:floor:%d" % number
+        self.out.append(HEADER.pack(RES, JOB_CREATED, len(handle)) + handle)
+
+    def echo(self, packet: Any) -> None:
+        (body,) = packet.args
+        self.out.append(HEADER.pack(RES, ECHO_RES, len(body)) + body)
+
+
+async def serve(host: str, port: int, parsed: bool = False) -> None:
     floor = Floor()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: FloorConnection(floor), host, port)
+    kind = ParsedConnection if parsed else FloorConnection
+    server = await loop.create_server(lambda: kind(floor), host, port)
     async with server:
         await server.serve_forever()
 
@@ -115,13 +158,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4730)
+    parser.add_argument(
+        "--parser", action="store_true", help="frame packets with gearsql's sans-IO Parser"
+    )
     args = parser.parse_args()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is the optional 'fast' extra
-        asyncio.run(serve(args.host, args.port))
+        asyncio.run(serve(args.host, args.port, args.parser))
     else:
-        uvloop.run(serve(args.host, args.port))
+        uvloop.run(serve(args.host, args.port, args.parser))
 
 
 if __name__ == "__main__":
