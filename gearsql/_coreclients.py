@@ -6,9 +6,10 @@ commit, the unique window's recall, and the status queries. See :mod:`gearsql.co
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from gearsql._corejobs import (
+    _JOB_CREATED_HEADERS,
     ANONYMOUS_PREFIX,
     JobLifecycle,
     P,
@@ -39,11 +40,17 @@ from gearsql._cron import CATCH_UP_LIMIT, LATE, CronError, CronSpec, fields_spec
 from gearsql.protocol import (
     SUBMIT_KINDS,
     ArgumentProblem,
+    Event,
     Packet,
     Priority,
     frame_response,
     pack_response,
 )
+
+#: The queue of each background submission type (for ``_submit_run``).
+_BACKGROUND_RANK = {
+    type_: int(priority) for type_, (priority, background) in SUBMIT_KINDS.items() if background
+}
 
 
 class ClientRules(JobLifecycle):
@@ -219,6 +226,89 @@ class ClientRules(JobLifecycle):
         if fn.sleepers:
             self._wake(fn)
         self.send(session, _job_created(self._handle_format % number))
+
+    def _submit_run(self, session: Session, packets: Sequence[Event], index: int) -> int:
+        """Take the run of plain background submissions that starts at ``packets[index]``:
+        request packets SUBMIT_JOB_BG, SUBMIT_JOB_HIGH_BG or SUBMIT_JOB_LOW_BG, without a
+        unique, with at most ``PACK_LIMIT`` bytes, to a function that exists, with room in its
+        queue, on a core without a durable store. Each is what ``_submit`` makes of it (see
+        ``_submit_packed``), byte for byte; what that looks up per packet is looked up once
+        per run, or once per function and priority, the queued time is taken once per run (the
+        packets came in one read), and the counters move once per stretch of one function and
+        priority. A pipelining client's submissions come in such runs.
+
+        Returns the index of the first packet not taken (``index`` itself when the first is
+        not such a submission): the caller hands that one to its handler."""
+        if session.closed or self.durable:
+            return index
+        functions = self.functions
+        largest = self.PACK_LIMIT
+        out = session.out
+        entry_head = PACKED_HEAD.pack
+        handle_format = self._handle_format
+        headers = _JOB_CREATED_HEADERS
+        now = _monotonic()
+        number = self._counter
+        start = index
+        end = len(packets)
+        fn: Function | None = None
+        name = b""
+        priority = -1
+        room = 0  # jobs the function's queue takes before it is full; negative: no limit
+        entries: list[bytes] = []
+        while index < end:
+            packet = packets[index]
+            if type(packet) is not Packet or not packet.request:
+                break
+            rank = _BACKGROUND_RANK.get(packet.type)
+            if rank is None:
+                break
+            this_name, unique, data = packet.args
+            if unique or len(data) > largest:
+                break
+            if rank != priority or this_name != name:
+                if entries:
+                    self._counter = number
+                    self._queue_run(fn, priority, entries)  # type: ignore[arg-type]
+                    entries = []
+                fn = functions.get(this_name)
+                if fn is None:
+                    break
+                name = this_name
+                priority = rank
+                limit = fn.max_queue[rank]
+                room = max(limit - fn.total, 0) if limit else -1
+            if not room:
+                break  # full: its handler refuses it
+            room -= 1
+            number += 1
+            entries.append(entry_head(number, now) + data)
+            if fn.sleepers:  # type: ignore[union-attr]
+                self._counter = number
+                self._queue_run(fn, priority, entries)  # type: ignore[arg-type]
+                entries = []
+                if not session.in_dirty:
+                    session.in_dirty = True
+                    self.dirty.append(session)
+                self._wake(fn)  # type: ignore[arg-type]
+            handle = handle_format % number
+            out.append(headers[len(handle)] + handle)
+            index += 1
+        if entries:
+            self._counter = number
+            self._queue_run(fn, priority, entries)  # type: ignore[arg-type]
+        if index > start and not session.in_dirty:
+            session.in_dirty = True
+            self.dirty.append(session)
+        return index
+
+    def _queue_run(self, fn: Function, priority: int, entries: list[bytes]) -> None:
+        """Queue packed jobs of one function and priority, oldest first (``_submit_run``)."""
+        fn.queues[priority].extend_packed(entries)
+        count = len(entries)
+        fn.waiting[priority] += count
+        fn.submitted += count
+        self.packed_jobs += count
 
     def _recall(self, session: Session, name: bytes, unique: bytes, background: bool) -> bool:
         """Answer a submission whose unique is remembered (it completed within its window):

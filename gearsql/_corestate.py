@@ -443,6 +443,12 @@ class JobQueue:
         self.tail += 1
         self.size += 1
 
+    def extend_packed(self, entries: list[bytes]) -> None:
+        """``append_packed`` of each of ``entries``, in their order."""
+        self.packed.extend(entries)
+        self.tail += len(entries)
+        self.size += len(entries)
+
     def head(self) -> Job | bytes:
         """The oldest entry, left in place (the queue is not empty)."""
         items = self.items

@@ -336,27 +336,36 @@ class _Connection(asyncio.Protocol):
             return
         self.last_read = time.monotonic()
         core = self.core
-        handlers = core.handlers
         acl = self.server.acl
         try:
             events = self.parser.feed(data)
-            for event in events:
-                kind = type(event)
-                if kind is Packet:
-                    if acl is not None and self._denied(event):  # type: ignore[arg-type]
-                        continue
-                    if event.request:  # type: ignore[union-attr]
-                        handlers[event.type](session, event)  # type: ignore[arg-type,union-attr]
+            if acl is None:
+                # The packets go to the core in as few calls as it likes; the connection
+                # takes the admin lines and the violation in between.
+                index = 0
+                end = len(events)
+                while index < end:
+                    index = core.handle_packets(session, events, index)
+                    if index == end:
+                        break
+                    event = events[index]
+                    index += 1
+                    if type(event) is AdminLine:
+                        core.handle_admin(session, event)
                     else:
-                        core.handle_packet(session, event)  # type: ignore[arg-type]
-                elif kind is AdminLine:
-                    if acl is not None:
+                        self._violation(event)  # type: ignore[arg-type]
+                        break
+            else:
+                for event in events:
+                    kind = type(event)
+                    if kind is Packet:
+                        if not self._denied(event):  # type: ignore[arg-type]
+                            core.handle_packet(session, event)  # type: ignore[arg-type]
+                    elif kind is AdminLine:
                         self._admin(session, event)  # type: ignore[arg-type]
                     else:
-                        core.handle_admin(session, event)  # type: ignore[arg-type]
-                else:
-                    self._violation(event)  # type: ignore[arg-type]
-                    break
+                        self._violation(event)  # type: ignore[arg-type]
+                        break
             self._account(bool(events))
             self.server.flush()
         except Exception as exc:  # a bug must cost this connection only, and a bounded log

@@ -640,11 +640,11 @@ def test_response_type_packets_sent_as_requests_are_not_expected(
     assert d.admin(admin, b"status") == b".\n"
 
 
-def test_every_packet_type_has_a_handler_for_connections_that_dispatch_themselves() -> None:
-    """A connection calls ``core.handlers[type]`` for a request packet without a look-up's
-    fallback: a type missing from it would be a KeyError that closes the connection."""
+def test_every_packet_type_has_a_handler() -> None:
+    """The core finds a request packet's handler by indexing, with no fallback: a type
+    missing from its table would be a KeyError that closes the connection."""
     core = JobServerCore(run_id=b"test")
-    assert set(core.handlers) == set(P)
+    assert set(core._dispatch) == set(P)
 
 
 # ---------------------------------------------------------------------------- worker loss
