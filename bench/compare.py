@@ -48,8 +48,13 @@ from gearsql.protocol import RES, Packet, PacketType, Parser, pack_request
 
 SERVERS = ("gearmand", "gearsql")
 #: Servers run only when ``--servers`` names them: ``python-floor`` is ``floor.py``, the least a
-#: pure-Python server can do per background submission (it runs the submit scenarios only).
+#: pure-Python server can do per job (in a few scenarios only).
 EXTRA_SERVERS = ("python-floor", "python-floor-parser")
+#: The scenarios each of them runs.
+FLOOR_SCENARIOS = {
+    "python-floor": ("submit-bg", "submit-bg-no-unique", "foreground"),
+    "python-floor-parser": ("submit-bg", "submit-bg-no-unique"),
+}
 QUICK_JOBS = 2000
 MIB = 1024 * 1024
 #: The RSS allowed with 200k queued 100-byte jobs (issue 17).
@@ -536,7 +541,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=",".join(SERVERS),
         help="comma-separated, from: "
         + ", ".join(SERVERS + EXTRA_SERVERS)
-        + " (default: gearmand,gearsql; the python-floor ones are floor.py, submit scenarios"
+        + " (default: gearmand,gearsql; the python-floor ones are floor.py, some scenarios"
         " only)",
     )
     parser.add_argument(
@@ -597,13 +602,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name in args.servers:
         if name not in known:
             parser.error(f"unknown server {name!r}; choose from {', '.join(known)}")
-    floors = [name for name in args.servers if name in EXTRA_SERVERS]
-    unsupported = [name for name in args.scenarios if not name.startswith("submit-bg")]
-    if floors and unsupported:
-        parser.error(
-            f"{floors[0]} runs only submit-bg and submit-bg-no-unique, not "
-            + ", ".join(unsupported)
-        )
+    for name in args.servers:
+        served = FLOOR_SCENARIOS.get(name)
+        unsupported = [scenario for scenario in args.scenarios if served and scenario not in served]
+        if unsupported:
+            parser.error(f"{name} runs only {', '.join(served)}, not {', '.join(unsupported)}")
     return args
 
 

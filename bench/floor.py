@@ -5,8 +5,11 @@ accepts background jobs the way a job server must: it reads pipelined SUBMIT_JOB
 packet boundaries falling anywhere in a read, splits each into function, unique and payload,
 queues the payload with its handle number and the time in a queue per function, and answers
 JOB_CREATED with the job's handle, every reply of a read in one write. It also answers ECHO_REQ
-and the admin ``status`` command, which the load generator uses. It checks nothing, refuses
-nothing and keeps no state per connection; no worker can take its jobs.
+and the admin ``status`` command, which the load generator uses. It checks nothing and refuses
+nothing; no worker can take its background jobs. For foreground jobs it does the least that
+matching does: SUBMIT_JOB is queued and answered with JOB_CREATED and wakes one sleeping worker
+with NOOP; GRAB_JOB_UNIQ takes the oldest job of the worker's functions (JOB_ASSIGN_UNIQ) or
+gets NO_JOB; PRE_SLEEP puts the worker to sleep; WORK_COMPLETE goes to the job's client.
 
 Its CPU per job is what any pure-Python server pays at the least, on this interpreter and
 machine, for what gearmand does in C. With ``--parser`` it reads its packets through gearsql's
@@ -39,6 +42,14 @@ SUBMIT_JOB_BG = 18
 ECHO_REQ = 16
 JOB_CREATED = 8
 ECHO_RES = 17
+CAN_DO = 1
+PRE_SLEEP = 4
+NOOP = 6
+SUBMIT_JOB = 7
+NO_JOB = 10
+WORK_COMPLETE = 13
+GRAB_JOB_UNIQ = 30
+JOB_ASSIGN_UNIQ = 31
 
 
 class Floor:
@@ -47,6 +58,11 @@ class Floor:
     def __init__(self) -> None:
         self.queues: dict[bytes, deque[bytes]] = {}
         self.counter = 0
+        # Foreground jobs: waiting (handle, client, payload) per function, the client of each
+        # running one, and the sleeping workers of each function.
+        self.waiting: dict[bytes, deque[tuple[bytes, FloorConnection, bytes]]] = {}
+        self.running: dict[bytes, FloorConnection] = {}
+        self.sleepers: dict[bytes, set[FloorConnection]] = {}
 
     def status(self) -> bytes:
         lines = [b"%s\t%d\t0\t0\n" % (name, len(queue)) for name, queue in self.queues.items()]
@@ -58,6 +74,7 @@ class FloorConnection(asyncio.Protocol):
         self.floor = floor
         self.rest = b""
         self.transport: Any = None
+        self.abilities: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # uvloop's transports are no asyncio.Transport subclass
@@ -102,10 +119,63 @@ class FloorConnection(asyncio.Protocol):
                 out.append(pack_header(RES, JOB_CREATED, len(handle)) + handle)
             elif kind == ECHO_REQ:
                 out.append(pack_header(RES, ECHO_RES, size) + buf[start:stop])
+            else:
+                floor.counter = number
+                self.foreground(kind, buf[start:stop], out)
+                number = floor.counter
         floor.counter = number
         self.rest = buf[pos:]
         if out:
             self.transport.write(b"".join(out))
+
+    def foreground(self, kind: int, body: bytes, out: list[bytes]) -> None:
+        """What foreground jobs need: SUBMIT_JOB, and a worker's CAN_DO, GRAB_JOB_UNIQ,
+        PRE_SLEEP and WORK_COMPLETE. A reply to this connection goes in ``out``; one to another
+        connection is written to it at once. One worker is woken per job."""
+        floor = self.floor
+        if kind == SUBMIT_JOB:
+            name, _unique, payload = body.split(b"\0", 2)
+            floor.counter += 1
+            handle = b"H:floor:%d" % floor.counter
+            out.append(_packet(JOB_CREATED, handle))
+            floor.waiting.setdefault(name, deque()).append((handle, self, payload))
+            sleepers = floor.sleepers.get(name)
+            if sleepers:
+                woken = sleepers.pop()
+                woken.wake_up()
+                woken.transport.write(_packet(NOOP, b""))
+        elif kind == GRAB_JOB_UNIQ:
+            self.wake_up()
+            for name in self.abilities:
+                queue = floor.waiting.get(name)
+                if queue:
+                    handle, client, payload = queue.popleft()
+                    floor.running[handle] = client
+                    out.append(_packet(JOB_ASSIGN_UNIQ, b"\0".join((handle, name, b"", payload))))
+                    return
+            out.append(_packet(NO_JOB, b""))
+        elif kind == PRE_SLEEP:
+            if any(floor.waiting.get(name) for name in self.abilities):
+                out.append(_packet(NOOP, b""))
+            else:
+                for name in self.abilities:
+                    floor.sleepers.setdefault(name, set()).add(self)
+        elif kind == WORK_COMPLETE:
+            handle = body.split(b"\0", 1)[0]
+            client = floor.running.pop(handle, None)
+            if client is not None:
+                client.transport.write(_packet(WORK_COMPLETE, body))
+        elif kind == CAN_DO:
+            self.abilities.append(body)
+
+    def wake_up(self) -> None:
+        """No longer asleep for any function."""
+        for name in self.abilities:
+            self.floor.sleepers.get(name, set()).discard(self)
+
+
+def _packet(kind: int, body: bytes) -> bytes:
+    return HEADER.pack(RES, kind, len(body)) + body
 
 
 class ParsedConnection(FloorConnection):

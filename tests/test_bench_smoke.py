@@ -82,10 +82,11 @@ def test_bench_quick_run_against_gearsql_prints_every_scenario() -> None:
     assert_every_scenario_measured(run_quick_comparison("gearsql"), "gearsql")
 
 
-def test_bench_python_floor_runs_the_submit_scenarios_in_its_own_columns() -> None:
-    """floor.py, the pure-Python lower bound, is a server kind of its own: the submit scenarios
-    run against it (the load generator checks it holds every job it acknowledged) and its
-    figures get their own columns; any other scenario is refused with a clear message."""
+def test_bench_python_floor_runs_its_scenarios_in_its_own_columns() -> None:
+    """floor.py, the pure-Python lower bound, is a server kind of its own: the submit and
+    foreground scenarios run against it (the load generator checks it holds every job it
+    acknowledged, and that every foreground job completes) and its figures get their own
+    columns; any other scenario is refused with a clear message."""
     result = subprocess.run(
         [
             sys.executable,
@@ -96,7 +97,7 @@ def test_bench_python_floor_runs_the_submit_scenarios_in_its_own_columns() -> No
             "--servers",
             "python-floor",
             "--scenarios",
-            "submit-bg,submit-bg-no-unique",
+            "submit-bg,submit-bg-no-unique,foreground",
         ],
         capture_output=True,
         text=True,
@@ -107,12 +108,16 @@ def test_bench_python_floor_runs_the_submit_scenarios_in_its_own_columns() -> No
     columns = [*COLUMNS, "python-floor", "python-floor/gearmand"]
     lines = result.stdout.splitlines()
     header = next(n for n, line in enumerate(lines) if line.split() == columns)
-    rows = [re.split(r"\s{2,}", line.strip()) for line in lines[header + 2 : header + 6]]
+    rows = [re.split(r"\s{2,}", line.strip()) for line in lines[header + 2 : header + 10]]
     assert [row[:2] for row in rows] == [
         ["submit-bg", "jobs/s, 36-byte uniques"],
         ["submit-bg", "server CPU s per 100k jobs"],
         ["submit-bg-no-unique", "jobs/s, empty uniques"],
         ["submit-bg-no-unique", "server CPU s per 100k jobs"],
+        ["foreground", "jobs/s, 16 clients, 4 workers"],
+        ["foreground", "p50 submit->WORK_COMPLETE ms"],
+        ["foreground", "p99 submit->WORK_COMPLETE ms"],
+        ["foreground", "server CPU s per 100k jobs"],
     ]
     for row in rows:
         # gearmand and gearsql did not run, so there is no ratio either
@@ -129,4 +134,7 @@ def test_bench_python_floor_runs_the_submit_scenarios_in_its_own_columns() -> No
         stdin=subprocess.DEVNULL,
     )
     assert refused.returncode == 2
-    assert "python-floor runs only submit-bg and submit-bg-no-unique, not drain" in refused.stderr
+    assert (
+        "python-floor runs only submit-bg, submit-bg-no-unique, foreground, not drain"
+        in refused.stderr
+    )
