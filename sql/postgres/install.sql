@@ -279,16 +279,16 @@ DROP FUNCTION IF EXISTS "gearsql"._gman_load();
 CREATE OR REPLACE FUNCTION "gearsql"._gman_background_now(p_name text, p_priority text, p_function text, p_workload bytea, p_unique text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66417686d924')
+lib = GD.get('_gearsql_udf_884a7c34102c')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_884a7c34102c\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
+    LOADER = {"__name__": '_gearsql_udf_884a7c34102c.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_884a7c34102c'] = LOADER["load_rows"]('_gearsql_udf_884a7c34102c', ROWS, plpy, QUERY).gman
 return lib.submit_background(plpy, GD, SCHEMA, p_name, p_priority, p_function, p_workload, p_unique)
 $gearsql$;
 
@@ -310,7 +310,7 @@ COMMENT ON TABLE "gearsql"._gman_library IS 'gearsql: the gman_* functions'' lib
 DELETE FROM "gearsql"._gman_library;
 
 INSERT INTO "gearsql"._gman_library (package, module, source) VALUES
-    ('_gearsql_udf_66417686d924', 'protocol', $gearsql_source$"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.
+    ('_gearsql_udf_884a7c34102c', 'protocol', $gearsql_source$"""The Gearman wire protocol as a sans-IO codec: packet types, framing, limits and admin lines.
 
 Nothing here touches a socket, an event loop or a logger, and only the standard library is used:
 the same module runs in the job server, the client library and inside PostgreSQL's PL/Python.
@@ -484,9 +484,6 @@ ARGUMENTS: dict[PacketType, tuple[str, ...]] = {
 _ARGC = [-1] * 43
 for _type, _names in ARGUMENTS.items():
     _ARGC[_type] = len(_names)
-_TYPES: list[PacketType | None] = [None] * 43
-for _type in PacketType:
-    _TYPES[_type] = _type
 
 
 class Priority(enum.IntEnum):
@@ -746,13 +743,11 @@ class Parser:
         pos = 0
         need = 0
         end = len(buf)
-        unpack_header = _HEADER.unpack_from
-        argc_table = _ARGC
-        types = _TYPES
+        unpack_header = _KEYED_HEADER.unpack_from
         # A NamedTuple's own constructor is a Python function; tuple.__new__ is the same
         # tuple built in C, three times faster, and the parser builds one per packet.
         new_packet = tuple.__new__
-        accepted = _ACCEPTED[self.expect_magic]
+        kinds = _KINDS[self.expect_magic]
         max_size = self.max_packet_size
         while pos < end:
             if buf[pos] != 0:
@@ -779,14 +774,10 @@ class Parser:
                     events.append(self._violate(b"", "bad magic"))
                     return events
                 break
-            magic, type_, size = unpack_header(buf, pos)
-            request = accepted.get(magic)
-            if request is None:
-                events.append(self._violate(b"", _MAGIC_PROBLEMS.get(magic, "bad magic")))
-                return events
-            argc = argc_table[type_] if type_ < 43 else -1
-            if argc < 0:
-                events.append(self._violate(b"", f"unknown packet type {type_}"))
+            key, size = unpack_header(buf, pos)
+            kind = kinds.get(key)
+            if kind is None:
+                events.append(self._violate(b"", self._header_problem(key)))
                 return events
             if size > max_size:
                 events.append(
@@ -802,22 +793,20 @@ class Parser:
             if stop > end:
                 need = HEADER + size
                 break
-            if argc == 1:
-                args: tuple[bytes, ...] = (buf[start:stop],)
-            elif argc == 0:
-                args = ()
-            else:
+            type_, argc, request = kind
+            if argc > 1:
                 parts = buf[start:stop].split(b"\0", argc - 1)
                 if len(parts) != argc:
                     events.append(
-                        self._violate(
-                            b"INVALID_PACKET",
-                            f"{types[type_].name} needs {argc} arguments",  # type: ignore[union-attr,unused-ignore]
-                        )
+                        self._violate(b"INVALID_PACKET", f"{type_.name} needs {argc} arguments")
                     )
                     return events
-                args = tuple(parts)
-            events.append(new_packet(Packet, (types[type_], args, request)))
+                args: tuple[bytes, ...] = tuple(parts)
+            elif argc:
+                args = (buf[start:stop],)
+            else:
+                args = ()
+            events.append(new_packet(Packet, (type_, args, request)))
             pos = stop
         if pos < end:
             rest = buf[pos:] if pos else buf
@@ -828,6 +817,13 @@ class Parser:
             self._have = 0
             self._need = 0
         return events
+
+    def _header_problem(self, key: int) -> str:
+        """Why a header's magic and type (``key``, see ``_KINDS``) were refused."""
+        magic = (key >> 32).to_bytes(4, "big")
+        if magic not in _ACCEPTED[self.expect_magic]:
+            return _MAGIC_PROBLEMS.get(magic, "bad magic")
+        return f"unknown packet type {key & 0xFFFFFFFF}"
 
     def _violate(self, code: bytes, text: str) -> Violation:
         self._broken = True
@@ -842,6 +838,20 @@ _ACCEPTED: dict[bytes | None, dict[bytes, bool]] = {
     REQ: {REQ: True},
     RES: {RES: False},
 }
+#: A header read as two numbers: its magic and type as one (the magic's four bytes, then the
+#: type's), and the body's size.
+_KEYED_HEADER = struct.Struct(">QI")
+#: For each ``expect_magic``: every magic and type that side takes, keyed as the first number
+#: of ``_KEYED_HEADER``, and the packet's type, number of arguments and whether it is a
+#: request. One look-up checks both and finds all three.
+_KINDS: dict[bytes | None, dict[int, tuple[PacketType, int, bool]]] = {
+    expect: {
+        int.from_bytes(magic, "big") << 32 | type_: (type_, len(ARGUMENTS[type_]), request)
+        for magic, request in accepted.items()
+        for type_ in PacketType
+    }
+    for expect, accepted in _ACCEPTED.items()
+}
 #: Why a binary magic that is not accepted was refused, when it is one of the two.
 _MAGIC_PROBLEMS = {
     REQ: "request magic where response magic was expected",
@@ -854,7 +864,7 @@ def _looks_like_http(line: bytes) -> bool:
         return False
     return b" HTTP/" in line
 $gearsql_source$),
-    ('_gearsql_udf_66417686d924', '_clientconn', $gearsql_source$"""The client side of one Gearman connection as a sans-IO state machine (no sockets, no loop).
+    ('_gearsql_udf_884a7c34102c', '_clientconn', $gearsql_source$"""The client side of one Gearman connection as a sans-IO state machine (no sockets, no loop).
 
 Requests go in as method calls with an opaque ``token`` the caller chooses (its own object for the
 request), bytes to write come out of :meth:`ClientConnection.data_to_send`, received bytes go in
@@ -1143,7 +1153,7 @@ class ClientConnection(Generic[T]):
         self._broken = True
         return tokens
 $gearsql_source$),
-    ('_gearsql_udf_66417686d924', 'gman', $gearsql_source$"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.
+    ('_gearsql_udf_884a7c34102c', 'gman', $gearsql_source$"""Gearman from SQL: what the gman_* functions do, written against the PL/Python ``plpy`` API.
 
 This module runs inside PostgreSQL's PL/Python (the database server's own Python, where gearsql is
 not installed) and, unchanged, in the plpython3u-compatible shim that gives SQLite the same
@@ -2468,7 +2478,7 @@ def close_all(GD):
             link.close()
         session.links.clear()
 $gearsql_source$),
-    ('_gearsql_udf_66417686d924', 'loader', $gearsql_source$"""Loads the udf library from source text into a private package of this Python process.
+    ('_gearsql_udf_884a7c34102c', 'loader', $gearsql_source$"""Loads the udf library from source text into a private package of this Python process.
 
 Runs inside PostgreSQL's PL/Python (the first call of a backend runs it from ``_gman_library``,
 then :func:`load_rows`) and in gearsql's SQLite shim.
@@ -2949,24 +2959,24 @@ $gearsql_source$);
 CREATE OR REPLACE FUNCTION "gearsql"._gman_compile()
 RETURNS integer LANGUAGE plpython3u VOLATILE AS $gearsql$
 import marshal
-ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\'')}
+ROWS = {row["module"]: row for row in plpy.execute('SELECT module, source, magic, code FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_884a7c34102c\'')}
 try:
     from _frozen_importlib_external import MAGIC_NUMBER
 except ImportError:
     MAGIC_NUMBER = None
-LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
+LOADER = {"__name__": '_gearsql_udf_884a7c34102c.loader'}
 _row = ROWS["loader"]
 if MAGIC_NUMBER is not None and _row["magic"] == MAGIC_NUMBER and _row["code"] is not None:
     _code = marshal.loads(_row["code"])
 else:
-    _code = compile(_row["source"], '<_gearsql_udf_66417686d924.loader>', "exec")
+    _code = compile(_row["source"], '<_gearsql_udf_884a7c34102c.loader>', "exec")
 exec(_code, LOADER)
 SOURCES = {name: row["source"] for name, row in ROWS.items() if name != "loader"}
 ALL = dict(SOURCES, loader=ROWS["loader"]["source"])
-CODES = LOADER["compile_sources"]('_gearsql_udf_66417686d924', ALL)
+CODES = LOADER["compile_sources"]('_gearsql_udf_884a7c34102c', ALL)
 MAGIC = LOADER["bytecode_magic"]()
 PLAN = plpy.prepare(
-'UPDATE "gearsql"._gman_library SET magic = $1, code = $2 WHERE package = \'_gearsql_udf_66417686d924\' AND module = $3', ["bytea", "bytea", "text"])
+'UPDATE "gearsql"._gman_library SET magic = $1, code = $2 WHERE package = \'_gearsql_udf_884a7c34102c\' AND module = $3', ["bytea", "bytea", "text"])
 for NAME, CODE in CODES.items():
     plpy.execute(PLAN, [MAGIC, CODE, NAME])
 return len(CODES)
@@ -2977,16 +2987,16 @@ SELECT "gearsql"._gman_compile();
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66417686d924')
+lib = GD.get('_gearsql_udf_884a7c34102c')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_884a7c34102c\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
+    LOADER = {"__name__": '_gearsql_udf_884a7c34102c.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_884a7c34102c'] = LOADER["load_rows"]('_gearsql_udf_884a7c34102c', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, None)
 $gearsql$;
 
@@ -3020,16 +3030,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66417686d924')
+lib = GD.get('_gearsql_udf_884a7c34102c')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_884a7c34102c\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
+    LOADER = {"__name__": '_gearsql_udf_884a7c34102c.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_884a7c34102c'] = LOADER["load_rows"]('_gearsql_udf_884a7c34102c', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, None)
 $gearsql$;
 
@@ -3063,16 +3073,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66417686d924')
+lib = GD.get('_gearsql_udf_884a7c34102c')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_884a7c34102c\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
+    LOADER = {"__name__": '_gearsql_udf_884a7c34102c.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_884a7c34102c'] = LOADER["load_rows"]('_gearsql_udf_884a7c34102c', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, unique)
 $gearsql$;
 
@@ -3106,16 +3116,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66417686d924')
+lib = GD.get('_gearsql_udf_884a7c34102c')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_884a7c34102c\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
+    LOADER = {"__name__": '_gearsql_udf_884a7c34102c.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_884a7c34102c'] = LOADER["load_rows"]('_gearsql_udf_884a7c34102c', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do', 'normal', function, workload, unique)
 $gearsql$;
 
@@ -3149,16 +3159,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66417686d924')
+lib = GD.get('_gearsql_udf_884a7c34102c')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_884a7c34102c\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
+    LOADER = {"__name__": '_gearsql_udf_884a7c34102c.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_884a7c34102c'] = LOADER["load_rows"]('_gearsql_udf_884a7c34102c', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, None)
 $gearsql$;
 
@@ -3192,16 +3202,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66417686d924')
+lib = GD.get('_gearsql_udf_884a7c34102c')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_884a7c34102c\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
+    LOADER = {"__name__": '_gearsql_udf_884a7c34102c.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_884a7c34102c'] = LOADER["load_rows"]('_gearsql_udf_884a7c34102c', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, None)
 $gearsql$;
 
@@ -3235,16 +3245,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66417686d924')
+lib = GD.get('_gearsql_udf_884a7c34102c')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_884a7c34102c\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
+    LOADER = {"__name__": '_gearsql_udf_884a7c34102c.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_884a7c34102c'] = LOADER["load_rows"]('_gearsql_udf_884a7c34102c', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, unique)
 $gearsql$;
 
@@ -3278,16 +3288,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_high"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66417686d924')
+lib = GD.get('_gearsql_udf_884a7c34102c')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_884a7c34102c\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
+    LOADER = {"__name__": '_gearsql_udf_884a7c34102c.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_884a7c34102c'] = LOADER["load_rows"]('_gearsql_udf_884a7c34102c', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_high', 'high', function, workload, unique)
 $gearsql$;
 
@@ -3321,16 +3331,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66417686d924')
+lib = GD.get('_gearsql_udf_884a7c34102c')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_884a7c34102c\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
+    LOADER = {"__name__": '_gearsql_udf_884a7c34102c.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_884a7c34102c'] = LOADER["load_rows"]('_gearsql_udf_884a7c34102c', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, None)
 $gearsql$;
 
@@ -3364,16 +3374,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" bytea)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66417686d924')
+lib = GD.get('_gearsql_udf_884a7c34102c')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_884a7c34102c\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
+    LOADER = {"__name__": '_gearsql_udf_884a7c34102c.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_884a7c34102c'] = LOADER["load_rows"]('_gearsql_udf_884a7c34102c', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, None)
 $gearsql$;
 
@@ -3407,16 +3417,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" text, "unique" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66417686d924')
+lib = GD.get('_gearsql_udf_884a7c34102c')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_884a7c34102c\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
+    LOADER = {"__name__": '_gearsql_udf_884a7c34102c.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_884a7c34102c'] = LOADER["load_rows"]('_gearsql_udf_884a7c34102c', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, unique)
 $gearsql$;
 
@@ -3450,16 +3460,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_do_low"("function" text, "workload" bytea, "unique" text)
 RETURNS bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66417686d924')
+lib = GD.get('_gearsql_udf_884a7c34102c')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_884a7c34102c\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
+    LOADER = {"__name__": '_gearsql_udf_884a7c34102c.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_884a7c34102c'] = LOADER["load_rows"]('_gearsql_udf_884a7c34102c', ROWS, plpy, QUERY).gman
 return lib.do(plpy, GD, SCHEMA, 'gman_do_low', 'low', function, workload, unique)
 $gearsql$;
 
@@ -4477,16 +4487,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_servers_set"("servers" text)
 RETURNS boolean LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66417686d924')
+lib = GD.get('_gearsql_udf_884a7c34102c')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_884a7c34102c\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
+    LOADER = {"__name__": '_gearsql_udf_884a7c34102c.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_884a7c34102c'] = LOADER["load_rows"]('_gearsql_udf_884a7c34102c', ROWS, plpy, QUERY).gman
 return lib.servers_set(plpy, GD, SCHEMA, servers)
 $gearsql$;
 
@@ -4520,16 +4530,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_servers_set"("servers" text, "function" text)
 RETURNS text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66417686d924')
+lib = GD.get('_gearsql_udf_884a7c34102c')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_884a7c34102c\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
+    LOADER = {"__name__": '_gearsql_udf_884a7c34102c.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_884a7c34102c'] = LOADER["load_rows"]('_gearsql_udf_884a7c34102c', ROWS, plpy, QUERY).gman
 return lib.function_servers_set(plpy, GD, SCHEMA, servers, function)
 $gearsql$;
 
@@ -4563,16 +4573,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_job_status"("handle" text, OUT known boolean, OUT running boolean, OUT numerator bigint, OUT denominator bigint, OUT state text, OUT detail text)
 RETURNS record LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66417686d924')
+lib = GD.get('_gearsql_udf_884a7c34102c')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_884a7c34102c\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
+    LOADER = {"__name__": '_gearsql_udf_884a7c34102c.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_884a7c34102c'] = LOADER["load_rows"]('_gearsql_udf_884a7c34102c', ROWS, plpy, QUERY).gman
 return lib.job_status(plpy, GD, SCHEMA, handle)
 $gearsql$;
 
@@ -4609,16 +4619,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_map"("function" text, "workloads" text[])
 RETURNS setof text LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66417686d924')
+lib = GD.get('_gearsql_udf_884a7c34102c')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_884a7c34102c\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
+    LOADER = {"__name__": '_gearsql_udf_884a7c34102c.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_884a7c34102c'] = LOADER["load_rows"]('_gearsql_udf_884a7c34102c', ROWS, plpy, QUERY).gman
 return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)
 $gearsql$;
 
@@ -4652,16 +4662,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py_gman_map"("function" text, "workloads" bytea[])
 RETURNS setof bytea LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66417686d924')
+lib = GD.get('_gearsql_udf_884a7c34102c')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_884a7c34102c\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
+    LOADER = {"__name__": '_gearsql_udf_884a7c34102c.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_884a7c34102c'] = LOADER["load_rows"]('_gearsql_udf_884a7c34102c', ROWS, plpy, QUERY).gman
 return lib.map_jobs(plpy, GD, SCHEMA, 'gman_map', function, workloads)
 $gearsql$;
 
@@ -4695,16 +4705,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" text)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66417686d924')
+lib = GD.get('_gearsql_udf_884a7c34102c')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_884a7c34102c\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
+    LOADER = {"__name__": '_gearsql_udf_884a7c34102c.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_884a7c34102c'] = LOADER["load_rows"]('_gearsql_udf_884a7c34102c', ROWS, plpy, QUERY).gman
 return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
@@ -4738,16 +4748,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_step"("state" bigint, "function" text, "workload" bytea)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66417686d924')
+lib = GD.get('_gearsql_udf_884a7c34102c')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_884a7c34102c\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
+    LOADER = {"__name__": '_gearsql_udf_884a7c34102c.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_884a7c34102c'] = LOADER["load_rows"]('_gearsql_udf_884a7c34102c', ROWS, plpy, QUERY).gman
 return lib.sum_step(plpy, GD, SCHEMA, state, function, workload)
 $gearsql$;
 
@@ -4781,16 +4791,16 @@ $gearsql$;
 CREATE OR REPLACE FUNCTION "gearsql"."_gman_py__gman_sum_final"("state" bigint)
 RETURNS bigint LANGUAGE plpython3u VOLATILE AS $gearsql$
 SCHEMA = 'gearsql'
-lib = GD.get('_gearsql_udf_66417686d924')
+lib = GD.get('_gearsql_udf_884a7c34102c')
 if lib is None:
     from _frozen_importlib_external import MAGIC_NUMBER
-    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_66417686d924\''
+    QUERY = 'SELECT module, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') THEN code END AS code, CASE WHEN magic = pg_catalog.decode(\'{magic}\', \'hex\') AND code IS NOT NULL THEN NULL ELSE source END AS source FROM "gearsql"._gman_library WHERE package = \'_gearsql_udf_884a7c34102c\''
     ROWS = plpy.execute(QUERY.replace("{magic}", MAGIC_NUMBER.hex()))
-    LOADER = {"__name__": '_gearsql_udf_66417686d924.loader'}
+    LOADER = {"__name__": '_gearsql_udf_884a7c34102c.loader'}
     for ROW in ROWS:
         if ROW["module"] == "loader":
             exec(ROW["source"] or __import__("marshal").loads(ROW["code"]), LOADER)
-    lib = GD['_gearsql_udf_66417686d924'] = LOADER["load_rows"]('_gearsql_udf_66417686d924', ROWS, plpy, QUERY).gman
+    lib = GD['_gearsql_udf_884a7c34102c'] = LOADER["load_rows"]('_gearsql_udf_884a7c34102c', ROWS, plpy, QUERY).gman
 return lib.sum_final(plpy, GD, SCHEMA, state)
 $gearsql$;
 
