@@ -3,7 +3,8 @@
 One C gearmand (``-t 0``) on a free loopback port and one set of fast raw-protocol workers (the
 ``loadgen`` workers, which answer every job at once with a 4-byte WORK_COMPLETE) serve every
 client in turn: gearsql's :class:`AsyncClient` and blocking :class:`Client`, PyPI's ``gear`` and
-``gearman3``. Every row submits the same number of foreground jobs with a 100-byte payload and
+``gearman3``, and last a "python floor" row, the least any Python client does per job (raw
+pre-built packets, no API): the most this machine gives a Python client. Every row submits the same number of foreground jobs with a 100-byte payload and
 waits for their results. Each row runs in its own forked child process, which connects and warms
 up first, then starts on a barrier; the CPU time of the client, of gearmand and of the workers is
 read over the measured window, so a reader can see which side was full. See bench/README.md.
@@ -25,10 +26,12 @@ import os
 import platform
 import re
 import resource
+import struct
 import sys
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -300,6 +303,87 @@ def gearman3_client(mode: str) -> Runner:
     return run
 
 
+def floor_client(loop_kind: str) -> Runner:
+    """Not a client library: the least any Python client does for pipelined foreground jobs.
+    Pre-built SUBMIT_JOB packets on one connection, ``window`` of them in flight, each reply
+    read with one header unpack, a job's start time found by its handle; no API, no checks.
+    Its rate is the most this machine gives a Python client of this gearmand and workers."""
+
+    def run(host: str, port: int, jobs: int, window: int, ready: Ready) -> list[float]:
+        header = struct.Struct(">4sII")
+        packet = loadgen.pack_request(loadgen.P.SUBMIT_JOB, FUNCTION.encode(), b"", PAYLOAD)
+        clock = time.perf_counter
+
+        class Floor(asyncio.Protocol):
+            def __init__(self) -> None:
+                self.rest = b""
+                self.starts: deque[float] = deque()  # of jobs not yet acknowledged, in order
+                self.started: dict[bytes, float] = {}
+                self.latencies: list[float] = []
+                self.left = 0
+                self.outstanding = 0
+                self.done: asyncio.Future[None] | None = None
+                self.transport: Any = None
+
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.transport = transport
+
+            def run(self, count: int) -> asyncio.Future[None]:
+                self.done = asyncio.get_running_loop().create_future()
+                self.left = count
+                first = min(window, count)
+                self.send(first)
+                return self.done
+
+            def send(self, count: int) -> None:
+                now = clock()
+                self.starts.extend([now] * count)
+                self.left -= count
+                self.outstanding += count
+                self.transport.write(packet * count)
+
+            def data_received(self, data: bytes) -> None:
+                buf = self.rest + data if self.rest else data
+                pos, end, finished = 0, len(buf), 0
+                while end - pos >= 12:
+                    _magic, kind, size = header.unpack_from(buf, pos)
+                    if end - pos - 12 < size:
+                        break
+                    body = buf[pos + 12 : pos + 12 + size]
+                    pos += 12 + size
+                    if kind == loadgen.P.JOB_CREATED:
+                        self.started[body] = self.starts.popleft()
+                    elif kind == loadgen.P.WORK_COMPLETE:
+                        handle = body.split(b"\0", 1)[0]
+                        self.latencies.append(clock() - self.started.pop(handle))
+                        finished += 1
+                    else:
+                        raise ScenarioError(f"floor client got packet type {kind}")
+                self.rest = buf[pos:]
+                self.outstanding -= finished
+                more = min(finished, self.left)
+                if more:
+                    self.send(more)
+                if not self.outstanding and not self.left and self.done is not None:
+                    self.done.set_result(None)
+
+        async def main() -> list[float]:
+            loop = asyncio.get_running_loop()
+            transport, floor = await loop.create_connection(Floor, host, port)
+            try:
+                await asyncio.wait_for(floor.run(WARMUP_JOBS), 30)
+                floor.latencies.clear()
+                ready()
+                await floor.run(jobs)
+            finally:
+                transport.close()
+            return floor.latencies
+
+        return _run_loop(main(), loop_kind)
+
+    return run
+
+
 @dataclass(frozen=True)
 class ClientRow:
     client: str
@@ -344,6 +428,7 @@ def client_rows(window: int, loop_kind: str) -> list[ClientRow]:
         ClientRow("gear", "submitJob, one at a time", gear_client("one")),
         ClientRow("gearman3", f"submit_multiple_jobs x{window}", gearman3_client("batch")),
         ClientRow("gearman3", "submit_job, one at a time", gearman3_client("one")),
+        ClientRow("python floor", f"raw SUBMIT_JOB, window {window}", floor_client(loop_kind)),
     ]
 
 

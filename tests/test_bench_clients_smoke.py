@@ -27,6 +27,7 @@ EXPECTED_ROWS = [
     ("gear", "submitJob, one at a time"),
     ("gearman3", "submit_multiple_jobs x"),
     ("gearman3", "submit_job, one at a time"),
+    ("python floor", "raw SUBMIT_JOB, window"),
 ]
 
 
