@@ -233,7 +233,9 @@ class JobServerCore(WorkerRules, ClientRules):
             packet = events[index]
             if type(packet) is not Packet:
                 return index
-            if packet.type in _BACKGROUND_RANK:
+            if packet.type in _BACKGROUND_RANK and not packet.args[1] and end - index > 1:
+                # Plain, with more packets behind it: maybe a run (a lone one is cheaper
+                # through its handler than through a run's set-up).
                 after = self._submit_run(session, events, index)
                 if after > index:
                     index = after
