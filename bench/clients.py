@@ -4,10 +4,11 @@ One C gearmand (``-t 0``) on a free loopback port and one set of fast raw-protoc
 ``loadgen`` workers, which answer every job at once with a 4-byte WORK_COMPLETE) serve every
 client in turn: gearsql's :class:`AsyncClient` and blocking :class:`Client`, PyPI's ``gear`` and
 ``gearman3``, and last a "python floor" row, the least any Python client does per job (raw
-pre-built packets, no API): the most this machine gives a Python client. Every row submits the same number of foreground jobs with a 100-byte payload and
-waits for their results. Each row runs in its own forked child process, which connects and warms
-up first, then starts on a barrier; the CPU time of the client, of gearmand and of the workers is
-read over the measured window, so a reader can see which side was full. See bench/README.md.
+pre-built packets, no API): the most this machine gives a Python client. Every row submits the
+same number of foreground jobs with a 100-byte payload and waits for their results. Each row
+runs in its own forked child process, which connects and warms up first, then starts on a
+barrier; the CPU time of the client, of gearmand and of the workers is read over the measured
+window, so a reader can see which side was full. See bench/README.md.
 
     python bench/clients.py                   # 20k jobs per row
     python bench/clients.py --jobs 50000 --repeat 3 --json bench/results/clients.json
