@@ -138,3 +138,20 @@ def test_bench_python_floor_runs_its_scenarios_in_its_own_columns() -> None:
         "python-floor runs only submit-bg, submit-bg-no-unique, foreground, not drain"
         in refused.stderr
     )
+
+
+def test_bench_memory_floor_prints_a_figure_per_variant() -> None:
+    """memory_floor.py measures each way of keeping a queued job in a process of its own."""
+    script = COMPARE.parent / "memory_floor.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--jobs", "2000"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = dict(line.split() for line in result.stdout.splitlines()[1:])
+    assert set(rows) == {"none", "unique-key", "hash-key"}
+    # Whatever the allocator does, a job keeps at least its 100-byte payload.
+    assert all(int(figure) >= 100 for figure in rows.values()), rows
