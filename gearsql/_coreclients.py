@@ -59,13 +59,6 @@ class ClientRules(JobLifecycle):
     def _submit(self, session: Session, packet: Packet) -> None:
         priority, background = SUBMIT_KINDS[packet.type]
         name, unique, data = packet.args
-        if background and not unique:
-            fn = self.functions.get(name)
-            if fn is not None and len(data) <= self.PACK_LIMIT and not self.durable:
-                # The commonest submission, straight to its queue: what ``submit`` would
-                # check first does not apply to it (a known function, no unique).
-                self._submit_packed(session, fn, priority, data)
-                return
         self.submit(session, name, unique, data, priority, background)
 
     def _submit_epoch(self, session: Session, packet: Packet) -> None:
